@@ -1,0 +1,330 @@
+"""Capacity sources: how many things may run at once, at every level of a tree.
+
+The problem: a story pipeline may generate at most 3 images at a time, and the
+whole process at most 10, whatever number of stories are running. Each limit
+is a :class:`CapacitySource`; a story's source names the global one as its
+parent, so the sources form a tree::
+
+                global (10)
+           /      |      |     \\
+      story A  story B  story C ...     (3 each)
+
+Think of every source as a shelf of tokens. Taking a unit from story A means
+taking one token from story A's shelf *and* one from the global shelf, in a
+single step: either both are there and both are taken, or nothing is taken and
+the caller waits. There is never an ``await`` between looking at the shelves
+and taking the tokens, so two tasks can never both see "one left" and both
+take it. Giving a unit back returns a token to every shelf on the path.
+
+Who gets a freed unit when several are waiting is the *policy*:
+
+``"fair"`` (the default)
+    No head-of-line blocking: a waiter held back only by its own story's
+    limit never delays another story that could run now. Among the waiters
+    that could run, the one whose path holds the fewest units goes first
+    (ties go to the one that has waited longest). With five stories started
+    one after another under a global limit of 10, this gives 3, 3, 3, 1, 0,
+    and when a unit of the third story comes back it goes to the fifth.
+
+``"fifo"``
+    Plain arrival order across the whole tree: the oldest waiter is served
+    first, and while it cannot run, nobody behind it runs either. Offered for
+    comparison.
+
+Invariants, whatever raises or is cancelled:
+
+* no source ever has more units in use than its capacity;
+* a cancelled waiter leaves no trace and holds no unit;
+* releasing more units than were taken raises :class:`RuntimeError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from storylab.scheduling.trace import EventKind, current_trace
+
+__all__ = ["CapacitySource", "CapacityStatistics", "Policy"]
+
+Policy = Literal["fair", "fifo"]
+_POLICIES = ("fair", "fifo")
+_names = itertools.count(1)
+_seqs = itertools.count()
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityStatistics:
+    """A snapshot of one source, for debugging and display.
+
+    ``waiting`` counts acquirers anywhere at or below this source that are
+    blocked (they need a unit here, among other places).
+    """
+
+    name: str
+    capacity: int
+    in_use: int
+    available: int
+    waiting: int
+    parent: str | None
+    policy: Policy
+
+
+class _Waiter:
+    """One blocked ``acquire()``. Lives in its leaf source's queue."""
+
+    __slots__ = ("source", "seq", "future", "owner", "trace")
+
+    def __init__(self, source: CapacitySource, future: asyncio.Future, owner: Any, trace) -> None:
+        self.source = source
+        self.seq = next(_seqs)
+        self.future = future
+        self.owner = owner
+        self.trace = trace
+
+
+class CapacitySource:
+    """A counted limit that may sit under a parent limit (see the module doc).
+
+    ``CapacitySource(capacity, parent=None, *, name=None, policy="fair")``.
+    The policy belongs to the whole tree, so it can only be set on a root.
+    """
+
+    __slots__ = (
+        "_capacity",
+        "_in_use",
+        "_parent",
+        "_path",
+        "_root",
+        "_name",
+        "_queue",
+        "_policy",
+        "_queued",
+    )
+
+    def __init__(
+        self,
+        capacity: int,
+        parent: CapacitySource | None = None,
+        *,
+        name: str | None = None,
+        policy: Policy | None = None,
+    ) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"capacity must be an integer >= 1, got {capacity!r}")
+        if parent is not None and not isinstance(parent, CapacitySource):
+            raise TypeError(f"parent must be a CapacitySource or None, got {type(parent).__name__}")
+        if policy is not None and policy not in _POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(_POLICIES)}; got {policy!r}")
+        if parent is not None and policy is not None and policy != parent._root._policy:
+            raise ValueError("policy is set on the root of a capacity tree, not on a child")
+        self._capacity = capacity
+        self._in_use = 0
+        self._parent = parent
+        self._name = name if name is not None else f"capacity-{next(_names)}"
+        # Leaf-to-root tuple: the levels a unit is taken from.
+        self._path: tuple[CapacitySource, ...] = (self,) + (parent._path if parent else ())
+        self._root: CapacitySource = parent._root if parent else self
+        self._policy: Policy = policy or "fair"
+        # Waiters whose leaf is this source, oldest first.
+        self._queue: deque[_Waiter] = deque()
+        # Only meaningful on a root: the sources with a non-empty queue.
+        self._queued: dict[CapacitySource, None] = {}
+
+    # -- state --------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def in_use(self) -> int:
+        """Units held through this source or any source below it."""
+        return self._in_use
+
+    @property
+    def available(self) -> int:
+        """Free units at this level alone (an ancestor may still be full)."""
+        return self._capacity - self._in_use
+
+    @property
+    def parent(self) -> CapacitySource | None:
+        return self._parent
+
+    @property
+    def policy(self) -> Policy:
+        return self._root._policy
+
+    @property
+    def waiting(self) -> int:
+        """Blocked acquirers that need a unit from this source."""
+        return sum(
+            len(src._queue) for src in self._root._queued if self in src._path
+        )
+
+    def statistics(self) -> CapacityStatistics:
+        return CapacityStatistics(
+            name=self._name,
+            capacity=self._capacity,
+            in_use=self._in_use,
+            available=self.available,
+            waiting=self.waiting,
+            parent=self._parent._name if self._parent else None,
+            policy=self.policy,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<CapacitySource {self._name!r} {self._in_use}/{self._capacity} in use, "
+            f"{self.waiting} waiting>"
+        )
+
+    # -- taking -------------------------------------------------------------
+    def _blocking_level(self) -> CapacitySource | None:
+        for src in self._path:
+            if src._in_use >= src._capacity:
+                return src
+        return None
+
+    def _take(self) -> None:
+        for src in self._path:
+            src._in_use += 1
+
+    def try_acquire(self, *, owner: Any = None) -> bool:
+        """Take one unit at every level if that is possible now; never waits.
+
+        Under the ``"fifo"`` policy a unit is not taken past somebody who is
+        already waiting, even if the levels have room.
+        """
+        root = self._root
+        if root._queued and root._policy == "fifo":
+            return False
+        if self._blocking_level() is not None:
+            return False
+        self._take()
+        trace = current_trace()
+        if trace is not None:
+            self._record(trace, EventKind.ACQUIRE, owner)
+        return True
+
+    async def acquire(self, *, owner: Any = None) -> None:
+        """Take one unit at every level from this source to the root.
+
+        Waits until all levels have room. ``owner`` is only reported to the
+        trace (the runner passes ``(runner_key, task_id)``). If the waiting
+        task is cancelled, nothing is held afterwards: a unit granted in the
+        same instant as the cancellation is given back.
+        """
+        if self.try_acquire(owner=owner):
+            return
+        loop = asyncio.get_running_loop()
+        trace = current_trace()
+        waiter = _Waiter(self, loop.create_future(), owner, trace)
+        self._queue.append(waiter)
+        self._root._queued[self] = None
+        if trace is not None:
+            level = self._blocking_level() or self  # fifo: blocked by the queue itself
+            self._record(trace, EventKind.WAIT, owner, level=level._name)
+        try:
+            await waiter.future
+        except asyncio.CancelledError:
+            if waiter.future.done() and not waiter.future.cancelled():
+                # Granted, but our task was cancelled before it could resume:
+                # hand the unit straight back so it is never lost.
+                self.release(owner=owner)
+            else:
+                self._unqueue(waiter)
+                if trace is not None:
+                    self._record(trace, EventKind.WAIT_CANCELLED, owner)
+                # Our departure may let the waiters behind us go (fifo).
+                self._root._dispatch()
+            raise
+
+    def release(self, *, owner: Any = None) -> None:
+        """Give one unit back at every level and serve waiters that can now run."""
+        for src in self._path:
+            if src._in_use <= 0:
+                raise RuntimeError(
+                    f"release() on {self._name!r} without a matching acquire "
+                    f"({src._name!r} has no units in use)"
+                )
+        for src in self._path:
+            src._in_use -= 1
+        trace = current_trace()
+        if trace is not None:
+            self._record(trace, EventKind.RELEASE, owner)
+        if self._root._queued:
+            self._root._dispatch()
+
+    async def __aenter__(self) -> CapacitySource:
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
+
+    # -- waking -------------------------------------------------------------
+    def _unqueue(self, waiter: _Waiter) -> None:
+        try:
+            self._queue.remove(waiter)
+        except ValueError:
+            return
+        if not self._queue:
+            del self._root._queued[self]
+
+    def _dispatch(self) -> None:
+        """Grant units to waiters while the policy allows (called on a root).
+
+        Only the head of each leaf's queue matters: waiters at the same leaf
+        share the same path, so the oldest of them is always the best.
+        Afterwards no waiter could run (fair) or the oldest cannot (fifo).
+        """
+        fifo = self._policy == "fifo"
+        queued = self._queued
+        while queued:
+            best: _Waiter | None = None
+            best_key: tuple[int, int] | None = None
+            for src in queued:
+                head = src._queue[0]
+                if fifo:
+                    if best is None or head.seq < best.seq:
+                        best = head
+                    continue
+                if src._blocking_level() is not None:
+                    continue
+                key = (sum(s._in_use for s in src._path), head.seq)
+                if best_key is None or key < best_key:
+                    best, best_key = head, key
+            if best is None:
+                return
+            src = best.source
+            if fifo and src._blocking_level() is not None:
+                return
+            src._queue.popleft()
+            if not src._queue:
+                del queued[src]
+            if best.future.done():  # cancelled while queued: skip, leave no trace
+                continue
+            src._take()
+            best.future.set_result(None)
+            if best.trace is not None:
+                src._record(best.trace, EventKind.GRANT, best.owner)
+
+    def _record(self, trace, kind: EventKind, owner: Any, *, level: str | None = None) -> None:
+        runner = task_id = None
+        if isinstance(owner, tuple) and len(owner) == 2:
+            runner, task_id = owner
+        trace.record(
+            kind,
+            path=tuple(s._name for s in self._path),
+            level=level,
+            runner=runner,
+            task_id=task_id,
+            group=self._name,
+        )

@@ -1,0 +1,298 @@
+"""The task pool runner: run tasks from a source under a capacity source.
+
+:class:`HierarchicalTaskPoolRunner` repeats three steps for as long as its
+source has tasks:
+
+1. take a unit from its capacity source (waiting if any level is full);
+2. only then pull the next task from the source, so that a task (and whatever
+   pulling it creates) exists only once it can run;
+3. start the task in the background and go back to 1.
+
+Results come back through :meth:`~HierarchicalTaskPoolRunner.run_tasks`, an
+async generator of :class:`TaskProgressEnvelope`, in the order tasks finish.
+A slot is refilled the moment a task ends, whether or not the consumer has
+read the result yet. One task's failure becomes an ``ERROR`` envelope and the
+others go on. If the consumer stops early (``break``, ``aclose()``, a
+cancelled notebook cell), every task still running is cancelled and every
+unit is back before the generator has finished closing.
+
+A task is a *thunk*: a callable with no arguments that returns an awaitable
+(its result becomes the ``FINAL`` value) or an async iterator (a *streaming*
+task: each item becomes an ``INTERMEDIATE`` envelope, and the ``FINAL`` value
+is the iterator's ``result`` attribute once it is exhausted). An awaitable
+that resolves to an async iterator is streamed too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from types import CoroutineType
+from typing import Any
+
+from storylab.scheduling.capacity import CapacitySource
+from storylab.scheduling.sources import EXHAUSTED, TaskSource, as_source
+from storylab.scheduling.trace import EventKind, current_trace
+
+__all__ = [
+    "HierarchicalTaskPoolRunner",
+    "RunnerStatistics",
+    "TaskEventType",
+    "TaskProgressEnvelope",
+]
+
+_keys = itertools.count(1)
+
+
+class TaskEventType(StrEnum):
+    INTERMEDIATE = "INTERMEDIATE"
+    FINAL = "FINAL"
+    ERROR = "ERROR"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskProgressEnvelope:
+    """What :meth:`HierarchicalTaskPoolRunner.run_tasks` yields.
+
+    ``task_id`` is 1-based in the order tasks were started. ``value`` is an
+    item of a streaming task (``INTERMEDIATE``) or the task's result
+    (``FINAL``); ``error`` is the exception of an ``ERROR``.
+    """
+
+    type: TaskEventType
+    task_id: int
+    value: Any = None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerStatistics:
+    name: str
+    key: str
+    started: int
+    finished: int
+    failed: int
+    in_flight: int
+    running: bool
+
+
+class _Raise:
+    """Marker in the result queue: re-raise ``error`` in the consumer."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_DONE = object()
+
+
+def _stream_result(iterator: Any, stop: StopAsyncIteration) -> Any:
+    if hasattr(iterator, "result"):
+        return iterator.result
+    return stop.args[0] if stop.args else None
+
+
+class HierarchicalTaskPoolRunner:
+    """Runs thunks from ``source`` with at most as many in flight as ``capacity``
+    (and all its ancestors) allow. See the module docstring for the model.
+
+    ``source`` may be a :class:`~storylab.scheduling.sources.TaskSource` or any
+    sync or async iterable of thunks (wrapped in ``SourceFromIterable``).
+    """
+
+    def __init__(self, name: str, source: Any, capacity: CapacitySource) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError("name must be a non-empty string")
+        if not isinstance(capacity, CapacitySource):
+            raise TypeError(f"capacity must be a CapacitySource, got {type(capacity).__name__}")
+        self.name = name
+        self.key = f"{name}#{next(_keys)}"
+        self.source: TaskSource = as_source(source)
+        self.capacity = capacity
+        self._started = 0
+        self._finished = 0
+        self._failed = 0
+        self._active = 0
+        self._running = False
+
+    def statistics(self) -> RunnerStatistics:
+        return RunnerStatistics(
+            name=self.name,
+            key=self.key,
+            started=self._started,
+            finished=self._finished,
+            failed=self._failed,
+            in_flight=self._active,
+            running=self._running,
+        )
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return (
+            f"<HierarchicalTaskPoolRunner {self.key!r} started={s.started} "
+            f"in_flight={s.in_flight} finished={s.finished} failed={s.failed}>"
+        )
+
+    async def run_tasks(self, stop_on_error: bool = False) -> AsyncIterator[TaskProgressEnvelope]:
+        """Run every task of the source and yield envelopes in completion order.
+
+        With ``stop_on_error=True`` the first task failure cancels the tasks
+        still running, releases their units and is raised from here (no
+        ``ERROR`` envelope is yielded for it).
+        """
+        if self._running:
+            raise RuntimeError(f"runner {self.key!r} is already running")
+        self._running = True
+        run = _Run(self, stop_on_error)
+        loop = asyncio.get_running_loop()
+        driver = loop.create_task(run.drive())
+        run.driver = driver
+        results = run.results
+        try:
+            while True:
+                while results:
+                    item = results.popleft()
+                    if item is _DONE:
+                        return
+                    if type(item) is _Raise:
+                        raise item.error
+                    yield item
+                run.wakeup = loop.create_future()
+                await run.wakeup
+        finally:
+            run.wakeup = None
+            await run.shutdown()
+            self._running = False
+
+
+class _Run:
+    """The state of one ``run_tasks`` call: driver, workers and result queue."""
+
+    __slots__ = (
+        "runner",
+        "stop_on_error",
+        "results",
+        "wakeup",
+        "driver",
+        "workers",
+        "exhausted",
+    )
+
+    def __init__(self, runner: HierarchicalTaskPoolRunner, stop_on_error: bool) -> None:
+        self.runner = runner
+        self.stop_on_error = stop_on_error
+        self.results: deque[Any] = deque()
+        self.wakeup: asyncio.Future | None = None
+        self.driver: asyncio.Task | None = None
+        self.workers: set[asyncio.Task] = set()
+        self.exhausted = False
+
+    def push(self, item: Any) -> None:
+        self.results.append(item)
+        wakeup = self.wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    async def drive(self) -> None:
+        runner = self.runner
+        capacity = runner.capacity
+        source = runner.source
+        key = runner.key
+        loop = asyncio.get_running_loop()
+        workers = self.workers
+        try:
+            while True:
+                owner = (key, runner._started + 1)
+                if not capacity.try_acquire(owner=owner):
+                    await capacity.acquire(owner=owner)
+                try:
+                    thunk = source.pull_nowait() if source.sync else await source.pull()
+                except BaseException:
+                    capacity.release(owner=owner)
+                    raise
+                if thunk is EXHAUSTED:
+                    capacity.release(owner=owner)
+                    break
+                runner._started += 1
+                runner._active += 1
+                task = loop.create_task(self.work(runner._started, thunk))
+                workers.add(task)
+                task.add_done_callback(workers.discard)
+            self.exhausted = True
+            if runner._active == 0:
+                self.push(_DONE)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # the source itself failed: not a task error
+            self.push(_Raise(exc))
+
+    async def work(self, task_id: int, thunk: Callable[[], Any]) -> None:
+        runner = self.runner
+        trace = current_trace()
+        label = getattr(thunk, "label", None) if trace is not None else None
+        if trace is not None:
+            self._record(trace, EventKind.TASK_START, task_id, label)
+        try:
+            result = thunk()
+            if type(result) is CoroutineType or (
+                not hasattr(result, "__aiter__") and hasattr(result, "__await__")
+            ):
+                result = await result
+            if hasattr(result, "__aiter__"):
+                iterator = result.__aiter__()
+                anext = iterator.__anext__
+                push = self.push
+                while True:
+                    try:
+                        item = await anext()
+                    except StopAsyncIteration as stop:
+                        result = _stream_result(iterator, stop)
+                        break
+                    push(TaskProgressEnvelope(TaskEventType.INTERMEDIATE, task_id, item))
+        except asyncio.CancelledError:
+            if trace is not None:
+                self._record(trace, EventKind.TASK_CANCEL, task_id, label)
+            raise
+        except Exception as exc:
+            runner._failed += 1
+            if trace is not None:
+                self._record(trace, EventKind.TASK_ERROR, task_id, label, error=repr(exc))
+            if self.stop_on_error:
+                self.push(_Raise(exc))
+            else:
+                self.push(TaskProgressEnvelope(TaskEventType.ERROR, task_id, None, exc))
+        else:
+            runner._finished += 1
+            if trace is not None:
+                self._record(trace, EventKind.TASK_END, task_id, label)
+            self.push(TaskProgressEnvelope(TaskEventType.FINAL, task_id, result))
+        finally:
+            runner._active -= 1
+            runner.capacity.release(owner=(runner.key, task_id))
+            if self.exhausted and runner._active == 0:
+                self.push(_DONE)
+
+    def _record(self, trace, kind: EventKind, task_id: int, label, error: str | None = None) -> None:
+        trace.record(
+            kind,
+            path=(),
+            runner=self.runner.key,
+            task_id=task_id,
+            label=label,
+            group=self.runner.capacity.name,
+            error=error,
+        )
+
+    async def shutdown(self) -> None:
+        """Cancel the driver and every task still running; wait until they are gone."""
+        pending = [t for t in (self.driver, *self.workers) if t is not None and not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)

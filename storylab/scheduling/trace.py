@@ -1,0 +1,145 @@
+"""A recorder of scheduling events, for timelines, capacity charts and checks.
+
+Why a trace: the interesting facts about a parallel run are *when* each task
+waited, which limit held it back, when it got a unit, when it ran and how it
+ended. Capacity sources and runners report those facts to the trace that is
+active in the current context (a :class:`contextvars.ContextVar`), so nothing
+has to be threaded through call signatures and nothing is recorded when no
+trace is active (the cost is one context-variable lookup per event).
+
+Usage::
+
+    with Trace(meta={"time_scale": 0.01}) as trace:
+        await run_everything()
+    trace.events  # list[TraceEvent], in the order they happened
+
+Tasks created inside the ``with`` block inherit the trace (asyncio copies the
+context into every new task), so work that outlives a single coroutine is
+still recorded.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["EventKind", "Trace", "TraceEvent", "current_trace"]
+
+
+class EventKind(StrEnum):
+    """What a :class:`TraceEvent` reports."""
+
+    ACQUIRE = "acquire"  # a unit taken at once, with no wait
+    WAIT = "wait"  # an acquirer started waiting; ``level`` names the full level
+    GRANT = "grant"  # a waiting acquirer got its unit
+    WAIT_CANCELLED = "wait_cancelled"  # a waiter gave up (cancelled) with no unit
+    RELEASE = "release"  # a unit given back at every level of ``path``
+    TASK_START = "task_start"
+    TASK_END = "task_end"  # the task finished with a result
+    TASK_ERROR = "task_error"  # the task raised
+    TASK_CANCEL = "task_cancel"  # the task was cancelled (consumer left, stop_on_error)
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEvent:
+    """One scheduling fact.
+
+    ``path`` lists the capacity sources involved, leaf first and root last, by
+    name; replaying ``ACQUIRE``/``GRANT`` as +1 and ``RELEASE`` as -1 on every
+    name of the path gives each source's units in use at any instant.
+    ``owner`` identifies who asked for a unit: for a runner it is
+    ``(runner_key, task_id)`` of the task the unit is for.
+    """
+
+    t: float
+    kind: EventKind
+    path: tuple[str, ...] = ()
+    level: str | None = None
+    runner: str | None = None
+    task_id: int | None = None
+    label: str | None = None
+    group: str | None = None
+    error: str | None = None
+
+
+_CURRENT: contextvars.ContextVar[Trace | None] = contextvars.ContextVar(
+    "storylab_trace", default=None
+)
+
+
+def current_trace() -> Trace | None:
+    """The trace active in this context, or ``None``."""
+    return _CURRENT.get()
+
+
+@dataclass
+class Trace:
+    """An append-only list of :class:`TraceEvent` with a context manager.
+
+    ``meta`` is free-form information for whoever reads the trace (the
+    notebooks store the backends' ``time_scale`` there so charts can be drawn
+    in model seconds). ``clock`` is :func:`time.perf_counter` unless a test
+    supplies another monotonic clock.
+    """
+
+    meta: dict[str, Any] = field(default_factory=dict)
+    events: list[TraceEvent] = field(default_factory=list)
+    clock: Any = time.perf_counter
+    started_at: float = field(default=0.0)
+    _tokens: list[contextvars.Token] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.started_at:
+            self.started_at = self.clock()
+
+    # -- activation ---------------------------------------------------------
+    def __enter__(self) -> Trace:
+        self._tokens.append(_CURRENT.set(self))
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        _CURRENT.reset(self._tokens.pop())
+
+    # -- recording ----------------------------------------------------------
+    def record(self, kind: EventKind, **fields: Any) -> None:
+        self.events.append(TraceEvent(self.clock(), kind, **fields))
+
+    # -- reading ------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __iter__(self) -> Iterator[TraceEvent]:
+        return iter(self.events)
+
+    def of_kind(self, *kinds: EventKind | str) -> list[TraceEvent]:
+        wanted = {EventKind(k) for k in kinds}
+        return [e for e in self.events if e.kind in wanted]
+
+    def relative(self, t: float) -> float:
+        """Seconds since the trace was created."""
+        return t - self.started_at
+
+    def in_use_series(self) -> dict[str, list[tuple[float, int]]]:
+        """Units in use per capacity source over time, as step points.
+
+        Each series starts at ``(0.0, 0)`` and gains a point at every change;
+        times are relative to :attr:`started_at`.
+        """
+        counts: dict[str, int] = {}
+        series: dict[str, list[tuple[float, int]]] = {}
+        for e in self.events:
+            if e.kind in (EventKind.ACQUIRE, EventKind.GRANT):
+                delta = 1
+            elif e.kind is EventKind.RELEASE:
+                delta = -1
+            else:
+                continue
+            t = self.relative(e.t)
+            for name in e.path:
+                counts[name] = counts.get(name, 0) + delta
+                series.setdefault(name, [(0.0, 0)]).append((t, counts[name]))
+        return series
