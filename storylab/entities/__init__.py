@@ -1,0 +1,59 @@
+"""Entities and the persisted entity graph.
+
+An entity is a unit of work bound to a node of an SQLite-backed graph: its
+status, output, children and progress survive the process, so a pipeline
+started again after a crash does only what is left. This layer may use
+``storylab.scheduling`` and knows nothing of stories.
+"""
+
+from storylab.entities.blobs import BlobStore
+from storylab.entities.entity import (
+    Delegate,
+    EntityRun,
+    Return,
+    RunnableEntity,
+    entity_class,
+    registered_types,
+)
+from storylab.entities.envelopes import Envelope, EnvelopeType, StatusEvent, ValueKind
+from storylab.entities.errors import (
+    DuplicateNameError,
+    EntityGraphError,
+    EntityRunInterrupted,
+    EntityTypeMismatchError,
+    GraphNotFoundError,
+    NotAStorylabGraphError,
+    SchemaVersionError,
+    UnknownBlobError,
+    UnknownEntityError,
+    UnregisteredTypeError,
+)
+from storylab.entities.graph import EntityGraph, EntityStatus, NodeRecord, default_graph_path
+
+__all__ = [
+    "BlobStore",
+    "Delegate",
+    "DuplicateNameError",
+    "EntityGraph",
+    "EntityGraphError",
+    "EntityRun",
+    "EntityRunInterrupted",
+    "EntityStatus",
+    "EntityTypeMismatchError",
+    "Envelope",
+    "EnvelopeType",
+    "GraphNotFoundError",
+    "NodeRecord",
+    "NotAStorylabGraphError",
+    "Return",
+    "RunnableEntity",
+    "SchemaVersionError",
+    "StatusEvent",
+    "UnknownBlobError",
+    "UnknownEntityError",
+    "UnregisteredTypeError",
+    "ValueKind",
+    "default_graph_path",
+    "entity_class",
+    "registered_types",
+]

@@ -1,0 +1,96 @@
+"""A content-addressed folder for binary outputs (images, HTML pages).
+
+Entity outputs live in SQLite as JSON; megabytes of base64 do not belong
+there. A blob is stored once under the SHA-256 of its bytes, so writing the
+same image twice (a resumed run, two stories with the same picture) costs
+nothing, and a key in an entity's output is enough to find it again. Keys
+look like ``<64 hex digits>.<ext>``; the extension records the content type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from storylab.entities.errors import UnknownBlobError
+
+__all__ = ["BlobStore"]
+
+_EXT_BY_TYPE = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/webp": "webp",
+    "image/gif": "gif",
+    "image/svg+xml": "svg",
+    "text/html": "html",
+    "text/plain": "txt",
+    "application/json": "json",
+    "application/pdf": "pdf",
+    "application/octet-stream": "bin",
+}
+_TYPE_BY_EXT = {ext: ctype for ctype, ext in _EXT_BY_TYPE.items()}
+_KEY = re.compile(r"^([0-9a-f]{64})\.([a-z0-9]{1,8})$")
+
+
+class BlobStore:
+    """``put(bytes, content_type) -> key``, ``get(key) -> bytes``, ``path_for(key)``.
+
+    Files are written to a temporary name and renamed into place, so a crash
+    never leaves a half-written blob under a valid key.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"<BlobStore {str(self.root)!r}>"
+
+    def put(self, data: bytes, content_type: str = "application/octet-stream") -> str:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"blob data must be bytes, got {type(data).__name__}")
+        ext = _EXT_BY_TYPE.get(content_type)
+        if ext is None:
+            allowed = ", ".join(sorted(_EXT_BY_TYPE))
+            raise ValueError(f"content_type must be one of {allowed}; got {content_type!r}")
+        data = bytes(data)
+        key = f"{hashlib.sha256(data).hexdigest()}.{ext}"
+        path = self.path_for(key)
+        if path.exists():
+            return key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return key
+
+    def path_for(self, key: str) -> Path:
+        m = _KEY.match(key) if isinstance(key, str) else None
+        if m is None:
+            raise UnknownBlobError(f"not a blob key: {key!r} (expected '<sha256 hex>.<ext>')")
+        return self.root / m.group(1)[:2] / key
+
+    def get(self, key: str) -> bytes:
+        path = self.path_for(key)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise UnknownBlobError(f"no blob {key!r} in {self.root}") from None
+
+    def exists(self, key: str) -> bool:
+        try:
+            return self.path_for(key).exists()
+        except UnknownBlobError:
+            return False
+
+    @staticmethod
+    def content_type(key: str) -> str:
+        ext = key.rsplit(".", 1)[-1] if isinstance(key, str) else ""
+        return _TYPE_BY_EXT.get(ext, "application/octet-stream")

@@ -1,0 +1,590 @@
+"""Runnable entities: units of work that remember that they ran.
+
+The problem: a long pipeline makes many calls (a safety check, a writer, a
+dozen images). If the process dies at image seven, starting again should not
+redo the first six, and while it runs you want to see which step is where.
+An entity is a unit of work bound to a persisted node of the
+:class:`~storylab.entities.graph.EntityGraph`:
+
+* its **status** (``Pending`` -> ``InProgress`` -> ``Completed`` or ``Failed``)
+  and its **output** are stored, so a ``Completed`` entity is never run again:
+  starting it just hands back the stored output;
+* its **children** are created by name (:meth:`RunnableEntity.append_or_retrieve_call`),
+  so a re-run finds the children it made before instead of making new ones;
+* everything it reports (its *envelopes*) is appended to its progress log.
+
+Write one by subclassing :class:`RunnableEntity` and implementing
+``run_impl`` as an async generator that yields envelopes and ends with
+``yield Return(value)``::
+
+    class Shout(RunnableEntity):
+        async def run_impl(self):
+            yield self.status("RUNNING", "shouting")
+            yield Return(self.data["text"].upper())
+
+Python async generators cannot ``return`` a value, hence the ``Return``
+marker: the framework stops iterating ``run_impl`` once it sees it. To run a
+child inside a parent and get its value back, either delegate::
+
+    value = yield self.delegate(child)      # forwards the child's envelopes
+
+or spell it out::
+
+    run = child.start()
+    async for env in run:
+        yield env
+    value = run.result
+
+Status rules on :meth:`RunnableEntity.start`:
+
+* ``Pending``: run it.
+* ``Completed``: do not run; yield one ``VALUE(return)`` with the stored output.
+* ``Failed``: call :meth:`RunnableEntity.reset`, then run again from the top.
+* ``InProgress`` while a run of it is live in this process: attach to that
+  run (receive its envelopes from now on, and its result); never run twice.
+* ``InProgress`` with no live run here: its process died. It is stale:
+  :meth:`RunnableEntity.reset`, then run again.
+
+A run whose consumer goes away before it ends (``break``, a cancelled task)
+logs ``STATUS CANCELLED`` and stays ``InProgress``; the next start treats it
+as stale and runs it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from storylab.entities.envelopes import Envelope, EnvelopeType, StatusEvent, ValueKind
+from storylab.entities.errors import EntityRunInterrupted, UnregisteredTypeError
+from storylab.entities.graph import EntityStatus, NodeRecord, dumps
+
+if TYPE_CHECKING:
+    from storylab.entities.graph import EntityGraph
+
+__all__ = [
+    "Delegate",
+    "EntityRun",
+    "Return",
+    "RunnableEntity",
+    "entity_class",
+    "registered_types",
+]
+
+log = logging.getLogger("storylab.entities")
+
+_REGISTRY: dict[str, type[RunnableEntity]] = {}
+
+# Runs executing right now in this process, by (graph file, entity id). An
+# InProgress node without an entry here belongs to a process that died.
+_LIVE: dict[tuple[str, str], EntityRun] = {}
+
+_STATUS_EVENTS = frozenset(StatusEvent)
+
+
+def entity_class(type_name: str) -> type[RunnableEntity]:
+    """The class registered under ``type_name``."""
+    try:
+        return _REGISTRY[type_name]
+    except KeyError:
+        raise UnregisteredTypeError(
+            f"entity type {type_name!r} is not registered: import the module that "
+            f"defines the RunnableEntity subclass {type_name!r} before reading it back"
+        ) from None
+
+
+def registered_types() -> dict[str, type[RunnableEntity]]:
+    return dict(_REGISTRY)
+
+
+class Return:
+    """``yield Return(value)`` ends ``run_impl`` with ``value`` as the output."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any = None) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Return({self.value!r})"
+
+
+class Delegate:
+    """``value = yield Delegate(child)``: run ``child`` (an entity or a run)
+    inline, forward its envelopes, and send its result back into ``run_impl``.
+    A failure of the child is raised at the ``yield``."""
+
+    __slots__ = ("target",)
+
+    def __init__(self, target: RunnableEntity | EntityRun) -> None:
+        if not isinstance(target, RunnableEntity | EntityRun):
+            raise TypeError(f"Delegate needs an entity or an EntityRun; got {target!r}")
+        self.target = target
+
+    def start(self) -> EntityRun:
+        t = self.target
+        return t.start() if isinstance(t, RunnableEntity) else t
+
+
+class _StatusValue(str):
+    """The stored status (compares like the string), callable to build a
+    ``STATUS`` envelope: ``yield self.status("RUNNING", "writing")``."""
+
+    __slots__ = ("_entity",)
+
+    def __new__(cls, value: str, entity: RunnableEntity) -> _StatusValue:
+        obj = super().__new__(cls, value)
+        obj._entity = entity
+        return obj
+
+    def __call__(self, status: str, message: str | None = None) -> Envelope:
+        return self._entity.status_envelope(status, message)
+
+
+class _ChildThunk:
+    """A runner task that starts one child when called (see ``parallel_calls``)."""
+
+    __slots__ = ("entity", "entity_id", "label")
+
+    def __init__(self, entity: RunnableEntity) -> None:
+        self.entity = entity
+        self.entity_id = entity.id
+        self.label = entity.name
+
+    def __call__(self) -> EntityRun:
+        return self.entity.start()
+
+    def __repr__(self) -> str:
+        return f"<thunk {self.label!r} -> {self.entity_id}>"
+
+
+class RunnableEntity:
+    """A persisted unit of work. Subclass it and implement :meth:`run_impl`.
+
+    Instances are made by the graph (:meth:`EntityGraph.create`,
+    :meth:`EntityGraph.create_or_retrieve`, :meth:`EntityGraph.entity`) or by a
+    parent (:meth:`append_call`, :meth:`append_or_retrieve_call`,
+    :meth:`parallel_calls`); do not construct them directly. Each subclass is
+    registered under its class name (or ``type_name=`` in the class
+    statement), which is how a node read back from the store revives as the
+    right class.
+    """
+
+    type_name: ClassVar[str] = "RunnableEntity"
+
+    def __init_subclass__(cls, type_name: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.type_name = type_name or cls.__name__
+        _REGISTRY[cls.type_name] = cls
+
+    def __init__(self, graph: EntityGraph, record: NodeRecord) -> None:
+        self._graph = graph
+        self._id = record.id
+        self._name = record.name
+        self._parent_id = record.parent_id
+
+    def __repr__(self) -> str:
+        return f"<{self.type_name} {self._name!r} id={self._id}>"
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def type(self) -> str:
+        return self.type_name
+
+    @property
+    def parent_id(self) -> str | None:
+        return self._parent_id
+
+    @property
+    def graph(self) -> EntityGraph:
+        return self._graph
+
+    @property
+    def status(self) -> _StatusValue:
+        """The stored status, read fresh from the graph (``"Pending"``, ...).
+
+        Also callable: ``self.status("RUNNING", "message")`` builds a status
+        envelope to yield (see :meth:`status_envelope`)."""
+        return _StatusValue(self._graph._status(self._id), self)
+
+    @property
+    def data(self) -> dict:
+        """A fresh copy of the stored data. Change it with :meth:`update_entity_data`."""
+        return self._graph._data(self._id)
+
+    @property
+    def record(self) -> NodeRecord:
+        return self._graph.get_node(self._id)
+
+    @property
+    def output(self) -> Any:
+        return self._graph.get_node(self._id).output
+
+    # -------------------------------------------------------------- hooks
+
+    async def run_impl(self) -> AsyncIterator[Any]:
+        """Override: an async generator yielding envelopes, ending with
+        ``yield Return(value)``. (A plain ``async def`` returning the value
+        also works when there is nothing to report.)"""
+        raise NotImplementedError(f"{self.type_name} must implement run_impl")
+        yield  # pragma: no cover - makes this an async generator
+
+    async def reset(self) -> None:
+        """Override: called before re-running a Failed or stale entity."""
+
+    @classmethod
+    def output_from_json(cls, value: Any) -> Any:
+        """Override to rebuild a typed output from its stored JSON form; the
+        value a Completed entity hands back passes through here."""
+        return value
+
+    # ---------------------------------------------------------- envelopes
+
+    def _envelope(self, type: str, **fields: Any) -> Envelope:
+        return Envelope(type, self._id, self.type_name, self._name, **fields)
+
+    def status_envelope(self, status: str, message: str | None = None) -> Envelope:
+        if status not in _STATUS_EVENTS:
+            allowed = ", ".join(StatusEvent)
+            raise ValueError(f"status must be one of {allowed}; got {status!r}")
+        return self._envelope(
+            EnvelopeType.STATUS, status=str(status), message=message, sub_type="ENTITY"
+        )
+
+    def progress(self, value: Any, message: str | None = None) -> Envelope:
+        """A ``VALUE`` envelope with ``sub_type="progress"``, e.g. before a fan-out:
+        ``yield self.progress({"stage": "images", "total": n, "items": names})``."""
+        return self._envelope(
+            EnvelopeType.VALUE, value=value, sub_type=ValueKind.PROGRESS.value, message=message
+        )
+
+    def internal_update(self, message: str, value: Any = None) -> Envelope:
+        return self._envelope(EnvelopeType.INTERNAL_UPDATE, message=message, value=value)
+
+    def delegate(self, child: RunnableEntity | EntityRun) -> Delegate:
+        """``value = yield self.delegate(child)``: run the child inline."""
+        return Delegate(child)
+
+    # ------------------------------------------------------------- running
+
+    def start(self) -> EntityRun:
+        """A run handle: iterate it for envelopes, then read ``.result``.
+
+        Nothing happens until the handle is iterated; the status rules of the
+        module docstring are applied at that moment."""
+        return EntityRun(self)
+
+    async def run(self) -> Any:
+        """Run to the end, discarding envelopes, and return the result."""
+        run = EntityRun(self)
+        async for _ in run:
+            pass
+        return run.result
+
+    # ------------------------------------------------------- children
+
+    def append_call(self, cls: type[RunnableEntity], name: str, data: dict | None = None):
+        """Create a child called ``name`` (not started). Raises
+        :class:`~storylab.entities.errors.DuplicateNameError` if this entity
+        already has a child with that name."""
+        record = self._graph._insert(cls, name, data, self._id)
+        return cls(self._graph, record)
+
+    def append_or_retrieve_call(
+        self, cls: type[RunnableEntity], name: str, data: dict | None = None
+    ):
+        """The child called ``name``, created with ``data`` if it does not exist.
+
+        An existing child is returned whatever its status, with its original
+        data (``data`` is then ignored). Names are unique per parent in the
+        store itself, so two processes doing this at once get the same child.
+        """
+        record = self._graph._insert_or_get(cls, name, data, self._id)
+        return self._graph._revive(record, cls)
+
+    def parallel_calls(
+        self, cls: type[RunnableEntity], items: Iterable[Mapping[str, Any]]
+    ) -> AsyncIterator[_ChildThunk]:
+        """A lazy source of runner tasks, one per item ``{"name", "data"}``.
+
+        Each pull creates (or retrieves) the next child, in item order, and
+        yields a thunk that starts it; so under a task-pool runner a child
+        exists only once a capacity unit is held for it. Thunks carry
+        ``label`` (the child's name) and ``entity_id``. The items are checked
+        here, before any child is created.
+        """
+        checked: list[tuple[str, dict | None]] = []
+        seen: dict[str, int] = {}
+        for i, item in enumerate(items):
+            if not isinstance(item, Mapping):
+                raise TypeError(f"items[{i}] must be a dict with 'name' and 'data'; got {item!r}")
+            name = item.get("name")
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError(f"items[{i}]['name'] must be a non-empty string; got {name!r}")
+            data = item.get("data")
+            if data is not None and not isinstance(data, dict):
+                raise TypeError(f"items[{i}]['data'] must be a dict; got {type(data).__name__}")
+            if name in seen:
+                raise ValueError(f"items[{i}]['name'] {name!r} repeats items[{seen[name]}]")
+            seen[name] = i
+            checked.append((name, data))
+        return self._parallel_calls(cls, checked)
+
+    async def _parallel_calls(self, cls, checked):
+        for name, data in checked:
+            yield _ChildThunk(self.append_or_retrieve_call(cls, name, data))
+
+    def children(self) -> list[NodeRecord]:
+        return self._graph.children(self._id)
+
+    # ------------------------------------------------------------- data
+
+    async def update_entity_data(self, **changes: Any) -> None:
+        """Merge ``changes`` into the stored data (top-level keys only: a
+        nested dict is replaced whole). A storage error is logged as a
+        warning and never raised: progress bookkeeping must not fail a run."""
+        try:
+            self._graph._merge_data(self._id, changes)
+        except Exception:
+            log.warning("failed to update entity data of %r", self, exc_info=True)
+
+    async def update_data(self, data: dict) -> None:
+        """Replace the stored data with ``data`` (errors are raised)."""
+        if not isinstance(data, dict):
+            raise TypeError(f"entity data must be a dict; got {type(data).__name__}")
+        self._graph._set_data(self._id, dumps(data, what=f"data of entity {self._name!r}"))
+
+
+def _error_info(exc: BaseException) -> dict[str, str]:
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+_UNSET = object()
+_END = object()
+
+
+class EntityRun:
+    """The handle :meth:`RunnableEntity.start` returns.
+
+    ``async for env in run`` streams the envelopes; afterwards ``run.result``
+    is the entity's output. If the entity failed, iterating raised its
+    exception (after the ``ERROR`` and ``STATUS FAILED`` envelopes) and
+    ``run.result`` raises it again.
+    """
+
+    __slots__ = ("entity", "_gen", "_result", "_error", "_followers", "_done")
+
+    def __init__(self, entity: RunnableEntity) -> None:
+        self.entity = entity
+        self._gen: AsyncIterator[Envelope] | None = None
+        self._result: Any = _UNSET
+        self._error: BaseException | None = None
+        self._followers: list[asyncio.Queue] = []
+        self._done = False
+
+    def __repr__(self) -> str:
+        state = "done" if self._done else ("running" if self._gen else "not started")
+        return f"<EntityRun {self.entity!r} {state}>"
+
+    def __aiter__(self) -> EntityRun:
+        return self
+
+    def __anext__(self):
+        gen = self._gen
+        if gen is None:
+            gen = self._gen = self._drive()
+        return gen.__anext__()
+
+    async def aclose(self) -> None:
+        if self._gen is not None:
+            await self._gen.aclose()
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    @property
+    def result(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        if self._result is _UNSET:
+            raise RuntimeError(
+                f"{self.entity!r} has not finished: iterate the run to the end before "
+                "reading .result (or use `await entity.run()`)"
+            )
+        return self._result
+
+    # The generator behind the handle.
+    async def _drive(self) -> AsyncIterator[Envelope]:
+        entity = self.entity
+        graph = entity._graph
+        key = (graph._key, entity._id)
+        live = _LIVE.get(key)
+        if live is not None and live is not self:
+            async for env in self._follow(live):
+                yield env
+            return
+        graph._flush_peers()
+        status, output = graph._status_output(entity._id)
+        if status == EntityStatus.COMPLETED:
+            value = type(entity).output_from_json(output)
+            self._result = value
+            self._done = True
+            yield entity._envelope(EnvelopeType.VALUE, value=value, sub_type=ValueKind.RETURN.value)
+            return
+        _LIVE[key] = self
+        impl = None
+        try:
+            try:
+                if status != EntityStatus.PENDING:
+                    await entity.reset()
+                started = entity.status_envelope(StatusEvent.STARTED)
+                graph._mark_started(entity._id, started)
+                yield self._emit(started)
+                impl = entity.run_impl()
+                result = None
+                if not hasattr(impl, "asend"):
+                    result = await impl
+                else:
+                    send: Any = None
+                    throw: BaseException | None = None
+                    while True:
+                        try:
+                            if throw is not None:
+                                exc, throw = throw, None
+                                item = await impl.athrow(exc)
+                            else:
+                                item = await impl.asend(send)
+                        except StopAsyncIteration:
+                            break
+                        send = None
+                        cls = type(item)
+                        if cls is Return:
+                            result = item.value
+                            await impl.aclose()  # run its finally blocks now
+                            break
+                        if cls is Delegate:
+                            child_run = item.start()
+                            try:
+                                async for env in child_run:
+                                    yield self._emit(env)
+                            except Exception as exc:
+                                throw = exc
+                            else:
+                                send = child_run.result
+                            continue
+                        env = self._wrap(item)
+                        if env.entity_id == entity._id:
+                            graph._append_progress(env)
+                        yield self._emit(env)
+                output_json = dumps(result, what=f"output of {entity.type_name} {entity._name!r}")
+            except Exception as exc:
+                info = _error_info(exc)
+                error_env = entity._envelope(
+                    EnvelopeType.ERROR, error=info, message=f"{info['type']}: {info['message']}"
+                )
+                failed_env = entity.status_envelope(StatusEvent.FAILED, info["message"])
+                graph._mark_failed(entity._id, info, error_env, failed_env)
+                self._error = exc
+                self._done = True
+                if _LIVE.get(key) is self:
+                    del _LIVE[key]
+                yield self._emit(error_env)
+                yield self._emit(failed_env)
+                self._end()
+                raise
+            value_env = entity._envelope(
+                EnvelopeType.VALUE, value=result, sub_type=ValueKind.RETURN.value
+            )
+            done_env = entity.status_envelope(StatusEvent.COMPLETED)
+            graph._mark_completed(entity._id, output_json, value_env, done_env)
+            self._result = result
+            self._done = True
+            if _LIVE.get(key) is self:
+                del _LIVE[key]
+            yield self._emit(value_env)
+            yield self._emit(done_env)
+            self._end()
+        except BaseException as exc:
+            # Cancelled, or the consumer closed the run before it ended.
+            if not self._done:
+                self._done = True
+                self._error = EntityRunInterrupted(
+                    f"the run of {entity!r} was abandoned before it finished"
+                )
+                try:
+                    graph._append_progress(
+                        entity.status_envelope(StatusEvent.CANCELLED, type(exc).__name__)
+                    )
+                except Exception:
+                    log.warning("could not log the cancellation of %r", entity, exc_info=True)
+            self._end()
+            raise
+        finally:
+            if _LIVE.get(key) is self:
+                del _LIVE[key]
+            if impl is not None and hasattr(impl, "aclose"):
+                await impl.aclose()
+
+    def _wrap(self, item: Any) -> Envelope:
+        if type(item) is Envelope:
+            return item
+        if isinstance(item, Mapping):
+            kind = item.get("type", EnvelopeType.INTERNAL_UPDATE)
+            if kind not in EnvelopeType.__members__.values():
+                allowed = ", ".join(EnvelopeType)
+                raise ValueError(f"a yielded dict's 'type' must be one of {allowed}; got {kind!r}")
+            fields = {k: v for k, v in item.items() if k != "type"}
+            unknown = set(fields) - {"status", "message", "value", "sub_type", "error"}
+            if unknown:
+                raise ValueError(f"a yielded dict has unknown envelope field(s) {sorted(unknown)}")
+            return self.entity._envelope(str(kind), **fields)
+        raise TypeError(
+            f"run_impl of {self.entity.type_name} yielded {item!r}: yield envelopes "
+            "(self.status(...), self.progress(...)), dicts, self.delegate(child) or Return(value)"
+        )
+
+    def _emit(self, env: Envelope) -> Envelope:
+        for q in self._followers:
+            q.put_nowait(env)
+        return env
+
+    def _end(self) -> None:
+        for q in self._followers:
+            q.put_nowait(_END)
+        self._followers = []
+
+    async def _follow(self, live: EntityRun) -> AsyncIterator[Envelope]:
+        queue: asyncio.Queue = asyncio.Queue()
+        live._followers.append(queue)
+        try:
+            while (env := await queue.get()) is not _END:
+                yield env
+        finally:
+            if queue in live._followers:
+                live._followers.remove(queue)
+        self._done = True
+        if live._error is not None:
+            self._error = live._error
+            raise live._error
+        self._result = live._result

@@ -1,0 +1,63 @@
+"""Errors of the entity layer, in one small hierarchy.
+
+Catch :class:`EntityGraphError` for "something about the store or an entity
+is wrong"; the subclasses also derive from the builtin a caller would reach
+for first (an unknown id is a ``LookupError``, a taken name a ``ValueError``).
+Every one of them is raised *before* anything is written, so catching it
+leaves the store exactly as it was.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DuplicateNameError",
+    "EntityGraphError",
+    "EntityRunInterrupted",
+    "EntityTypeMismatchError",
+    "GraphNotFoundError",
+    "NotAStorylabGraphError",
+    "SchemaVersionError",
+    "UnknownBlobError",
+    "UnknownEntityError",
+    "UnregisteredTypeError",
+]
+
+
+class EntityGraphError(Exception):
+    """Base class of every error raised by ``storylab.entities``."""
+
+
+class UnknownEntityError(EntityGraphError, LookupError):
+    """No node with this id in the graph."""
+
+
+class UnknownBlobError(EntityGraphError, LookupError):
+    """No blob with this key in the blob folder (or the key is malformed)."""
+
+
+class UnregisteredTypeError(EntityGraphError, LookupError):
+    """A stored node names an entity type no imported class registered."""
+
+
+class DuplicateNameError(EntityGraphError, ValueError):
+    """The name is already taken under this parent (or among root entities)."""
+
+
+class EntityTypeMismatchError(EntityGraphError, TypeError):
+    """An existing child was retrieved by name but has another type."""
+
+
+class GraphNotFoundError(EntityGraphError, FileNotFoundError):
+    """Asked to open an existing graph, and there is no file at that path."""
+
+
+class NotAStorylabGraphError(EntityGraphError):
+    """The file exists but is not a storylab entity graph."""
+
+
+class SchemaVersionError(EntityGraphError):
+    """The graph was written by a newer storylab with a schema this one cannot read."""
+
+
+class EntityRunInterrupted(EntityGraphError, RuntimeError):
+    """A run that another caller attached to was abandoned before it finished."""

@@ -1,0 +1,663 @@
+"""The entity graph: every entity a persisted node in one SQLite file.
+
+Why a store at all: a pipeline that dies half-way should, when started again,
+find what it already finished and do only the rest. That needs the nodes
+(id, name, type, status, data, output, error, timestamps), the ``Calls``
+edges from parents to children in creation order, and each node's progress
+log to outlive the process. SQLite gives all of that in one file, with two
+properties we lean on:
+
+* **Uniqueness is a constraint, not a check.** A child's name is unique under
+  its parent (and a root's name among roots) by a ``UNIQUE`` index, so two
+  processes resuming the same pipeline at once cannot both create a child:
+  one insert wins, the other fails and retrieves the winner.
+* **Transactions are atomic.** A crash leaves the file as of some committed
+  transaction, never half an operation.
+
+How writes are committed. Each operation (create a child, mark a run
+started, store an output...) runs inside a ``SAVEPOINT``, so it applies
+whole or not at all, and never spans an ``await``. Operations made during one
+turn of the event loop share a transaction that is committed by a callback
+scheduled on the loop (``call_soon``), i.e. right after the tasks that are
+ready now have taken their step. This "group commit" costs one commit per
+loop turn instead of several per entity; a crash can lose at most the last
+turn's operations, which a resumed run simply does again. Outside a running
+loop, or with ``commit="operation"``, every operation commits at once.
+
+Progress logs are stored once, on the node that produced each envelope;
+reading a node's progress returns its own envelopes and those of all its
+descendants in the order they were written, which is how a child's progress
+shows up in its parent's log (percolation) without writing it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from storylab.entities.blobs import BlobStore
+from storylab.entities.envelopes import Envelope
+from storylab.entities.errors import (
+    DuplicateNameError,
+    EntityTypeMismatchError,
+    GraphNotFoundError,
+    NotAStorylabGraphError,
+    SchemaVersionError,
+    UnknownEntityError,
+)
+
+if TYPE_CHECKING:
+    from storylab.entities.entity import RunnableEntity
+
+__all__ = ["EntityGraph", "EntityStatus", "NodeRecord", "default_graph_path"]
+
+log = logging.getLogger("storylab.entities")
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x53544C42  # "STLB" in the SQLite header: marks a storylab graph
+
+_SCHEMA = """
+CREATE TABLE nodes (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    type        TEXT NOT NULL,
+    status      TEXT NOT NULL
+                CHECK (status IN ('Pending', 'InProgress', 'Completed', 'Failed')),
+    data        TEXT NOT NULL,
+    parent_id   TEXT REFERENCES nodes(id),
+    created_at  REAL NOT NULL,
+    started_at  REAL,
+    finished_at REAL,
+    error       TEXT,
+    output      TEXT
+);
+CREATE UNIQUE INDEX nodes_child_name ON nodes(parent_id, name) WHERE parent_id IS NOT NULL;
+CREATE UNIQUE INDEX nodes_root_name ON nodes(name) WHERE parent_id IS NULL;
+CREATE INDEX nodes_roots_recent ON nodes(created_at) WHERE parent_id IS NULL;
+CREATE TABLE edges (
+    id        TEXT PRIMARY KEY,
+    source    TEXT NOT NULL REFERENCES nodes(id),
+    target    TEXT NOT NULL REFERENCES nodes(id),
+    edge_type TEXT NOT NULL,
+    position  INTEGER NOT NULL,
+    UNIQUE (source, edge_type, position)
+);
+CREATE INDEX edges_target ON edges(target);
+CREATE TABLE progress (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    node_id  TEXT NOT NULL REFERENCES nodes(id),
+    envelope TEXT NOT NULL
+);
+CREATE INDEX progress_node ON progress(node_id, seq);
+"""
+
+_NODE_COLUMNS = (
+    "id, name, type, status, data, parent_id, created_at, started_at, finished_at, error, output"
+)
+
+# Every open graph of this process, by file, so that one graph can commit the
+# others' pending transaction before it takes the write lock: two connections
+# of one thread waiting on each other would otherwise wait forever.
+_OPEN: dict[str, weakref.WeakSet[EntityGraph]] = {}
+
+
+class EntityStatus(StrEnum):
+    """A node's stored status. The values are what the tree listing prints."""
+
+    PENDING = "Pending"
+    IN_PROGRESS = "InProgress"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """A node as stored: what ``storylab eg node`` prints."""
+
+    id: str
+    name: str
+    type: str
+    status: str
+    data: dict
+    parent_id: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    error: dict | None
+    output: Any
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def default_graph_path() -> Path:
+    """``$STORYLAB_HOME/graph.sqlite`` if set, else ``./.storylab/graph.sqlite``."""
+    home = os.environ.get("STORYLAB_HOME")
+    return Path(home or ".storylab") / "graph.sqlite"
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "to_json") and callable(obj.to_json):
+        return obj.to_json()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, set | frozenset):
+        return sorted(obj, key=repr)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, bytes | bytearray):
+        raise TypeError(
+            "bytes cannot be stored in entity data or output; "
+            "put them in graph.blobs and store the key"
+        )
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def dumps(value: Any, *, what: str = "value") -> str:
+    """JSON for the store; a clear ``TypeError`` naming ``what`` otherwise."""
+    try:
+        return json.dumps(value, default=_json_default, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{what} must be JSON serializable: {exc}") from None
+
+
+def _loose_default(obj: Any) -> Any:
+    try:
+        return _json_default(obj)
+    except TypeError:
+        return repr(obj)
+
+
+def _dumps_log(value: Any) -> str:
+    # The progress log never fails a run: unknown objects are logged by repr.
+    return json.dumps(value, default=_loose_default, ensure_ascii=False)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+class EntityGraph:
+    """A SQLite-backed entity graph. Open it with :meth:`EntityGraph.open`.
+
+    Read API (used by the CLI and the viz layer): :meth:`get_node`,
+    :meth:`children`, :meth:`descendants`, :meth:`io`, :meth:`progress`,
+    :meth:`edges`, :meth:`roots`. Entities: :meth:`create`,
+    :meth:`create_or_retrieve`, :meth:`entity`. Binary outputs: :attr:`blobs`.
+
+    One graph holds one connection; it may be used from several threads (a
+    lock serialises statements), but is meant for one event loop at a time.
+    """
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, commit: str) -> None:
+        self.path = path
+        self.blobs = BlobStore(path.with_suffix(".blobs"))
+        self._conn = conn
+        self._commit_mode = commit
+        self._lock = threading.RLock()
+        self._in_txn = False
+        self._commit_loop: asyncio.AbstractEventLoop | None = None
+        self._key = str(path.resolve())
+        self._closed = False
+        _OPEN.setdefault(self._key, weakref.WeakSet()).add(self)
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        create: bool = True,
+        commit: str = "batched",
+    ) -> EntityGraph:
+        """Open (and if needed create) the graph stored at ``path``.
+
+        ``path`` is a file, a directory (``graph.sqlite`` inside it) or
+        ``None`` for :func:`default_graph_path`. With ``create=False`` a
+        missing file raises :class:`GraphNotFoundError` instead of being
+        created. ``commit`` is ``"batched"`` (one commit per event-loop turn,
+        see the module docstring) or ``"operation"`` (one per operation).
+        A file that is not a storylab graph, or one from a newer schema, is
+        refused with a clear error and left untouched.
+        """
+        if commit not in ("batched", "operation"):
+            raise ValueError(f"commit must be 'batched' or 'operation'; got {commit!r}")
+        p = default_graph_path() if path is None else Path(path)
+        if p.is_dir():
+            p = p / "graph.sqlite"
+        if not p.exists():
+            if not create:
+                raise GraphNotFoundError(f"no entity graph at {p}")
+            p.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(p, isolation_level=None, timeout=30.0, check_same_thread=False)
+        try:
+            _prepare(conn, p)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(p, conn, commit)
+
+    def close(self) -> None:
+        """Commit what is pending and close the connection (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._commit()
+            self._closed = True
+            self._conn.close()
+            peers = _OPEN.get(self._key)
+            if peers is not None:
+                peers.discard(self)
+
+    def __enter__(self) -> EntityGraph:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<EntityGraph {str(self.path)!r}>"
+
+    # ------------------------------------------------------------ transactions
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One atomic operation. Never hold this across an ``await``."""
+        with self._lock:
+            conn = self._conn
+            if not self._in_txn:
+                self._flush_peers()
+                conn.execute("BEGIN IMMEDIATE")
+                self._in_txn = True
+            conn.execute("SAVEPOINT op")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                self._schedule_commit()
+                raise
+            conn.execute("RELEASE op")
+            self._schedule_commit()
+
+    def _flush_peers(self) -> None:
+        """Commit what other graphs of this process hold pending on our file,
+        so that we neither wait for their write lock nor read behind them."""
+        for peer in list(_OPEN.get(self._key, ())):
+            if peer is not self and peer._in_txn:
+                peer._commit()
+
+    def _schedule_commit(self) -> None:
+        if self._commit_mode == "operation":
+            self._commit()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._commit()
+            return
+        if self._commit_loop is None:
+            self._commit_loop = loop
+            loop.call_soon(self._commit)
+        elif self._commit_loop is not loop:
+            # A commit is pending on another loop (another thread, or a loop
+            # that has ended): do not leave our write waiting on it.
+            self._commit()
+
+    def _commit(self) -> None:
+        with self._lock:
+            self._commit_loop = None
+            if not self._in_txn:
+                return
+            self._in_txn = False
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error:
+                log.exception("entity graph %s: commit failed; rolling back", self.path)
+                try:
+                    self._conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+
+    def flush(self) -> None:
+        """Commit pending operations now (they are otherwise committed at the
+        end of the current event-loop turn)."""
+        self._commit()
+
+    def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    # ------------------------------------------------------------- read API
+
+    def _record(self, row: tuple) -> NodeRecord:
+        return NodeRecord(
+            id=row[0],
+            name=row[1],
+            type=row[2],
+            status=row[3],
+            data=json.loads(row[4]),
+            parent_id=row[5],
+            created_at=row[6],
+            started_at=row[7],
+            finished_at=row[8],
+            error=_loads(row[9]),
+            output=_loads(row[10]),
+        )
+
+    def get_node(self, id: str) -> NodeRecord:
+        rows = self._read(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE id = ?", (id,))
+        if not rows:
+            raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
+        return self._record(rows[0])
+
+    def _require(self, id: str) -> None:
+        if not self._read("SELECT 1 FROM nodes WHERE id = ?", (id,)):
+            raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
+
+    def children(self, id: str) -> list[NodeRecord]:
+        """Direct children over ``Calls`` edges, in creation order."""
+        self._require(id)
+        cols = ", ".join(f"n.{c.strip()}" for c in _NODE_COLUMNS.split(","))
+        rows = self._read(
+            f"SELECT {cols} FROM edges e JOIN nodes n ON n.id = e.target "
+            "WHERE e.source = ? AND e.edge_type = 'Calls' ORDER BY e.position",
+            (id,),
+        )
+        return [self._record(r) for r in rows]
+
+    def descendants(self, id: str) -> list[NodeRecord]:
+        """All descendants, depth first, each level in creation order."""
+        out: list[NodeRecord] = []
+        stack = list(reversed(self.children(id)))
+        while stack:
+            node = stack.pop()
+            out.append(node)
+            stack.extend(reversed(self.children(node.id)))
+        return out
+
+    def io(self, id: str) -> dict[str, Any]:
+        node = self.get_node(id)
+        return {"input": node.data, "output": node.output}
+
+    def progress(self, id: str) -> list[Envelope]:
+        """The node's progress log, including every descendant's envelopes,
+        in the order they were written."""
+        self._require(id)
+        rows = self._read(
+            "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL "
+            "SELECT n.id FROM nodes n JOIN sub ON n.parent_id = sub.id) "
+            "SELECT envelope FROM progress WHERE node_id IN (SELECT id FROM sub) ORDER BY seq",
+            (id,),
+        )
+        return [Envelope.from_json(json.loads(r[0])) for r in rows]
+
+    def edges(self, id: str) -> list[dict[str, Any]]:
+        """Edges from and to the node (outgoing first, by position)."""
+        self._require(id)
+        rows = self._read(
+            "SELECT id, source, target, edge_type, position FROM edges "
+            "WHERE source = ? OR target = ? ORDER BY source != ?, position",
+            (id, id, id),
+        )
+        keys = ("id", "source", "target", "edge_type", "position")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def roots(self, limit: int = 20) -> list[NodeRecord]:
+        """The most recently created root entities first."""
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ValueError(f"limit must be a positive int; got {limit!r}")
+        rows = self._read(
+            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent_id IS NULL "
+            "ORDER BY created_at DESC, rowid DESC LIMIT ?",
+            (limit,),
+        )
+        return [self._record(r) for r in rows]
+
+    def find_root(self, name: str) -> NodeRecord | None:
+        rows = self._read(
+            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent_id IS NULL AND name = ?", (name,)
+        )
+        return self._record(rows[0]) if rows else None
+
+    # --------------------------------------------------------------- entities
+
+    def entity(self, id: str) -> RunnableEntity:
+        """The entity with this id, revived as its registered class."""
+        return self._revive(self.get_node(id))
+
+    def _revive(self, record: NodeRecord, expected: type | None = None) -> RunnableEntity:
+        from storylab.entities.entity import entity_class
+
+        if expected is not None and record.type != expected.type_name:
+            raise EntityTypeMismatchError(
+                f"entity {record.name!r} exists with type {record.type!r}, "
+                f"not {expected.type_name!r}"
+            )
+        cls = expected if expected is not None else entity_class(record.type)
+        return cls(self, record)
+
+    def create(self, cls: type[RunnableEntity], name: str, data: dict | None = None):
+        """Create a root entity; :class:`DuplicateNameError` if the name is taken."""
+        return self._revive(self._insert(cls, name, data, None), cls)
+
+    def create_or_retrieve(self, cls: type[RunnableEntity], name: str, data: dict | None = None):
+        """The root entity called ``name``; created with ``data`` if it does not
+        exist yet. An existing one keeps its original data."""
+        record = self._insert_or_get(cls, name, data, None)
+        return self._revive(record, cls)
+
+    # ---------------------------------------------------- write operations
+
+    def _check_new(self, cls: type, name: str, data: Any) -> tuple[str, str]:
+        from storylab.entities.entity import RunnableEntity
+
+        if not (isinstance(cls, type) and issubclass(cls, RunnableEntity)):
+            raise TypeError(f"entity class must be a RunnableEntity subclass; got {cls!r}")
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"entity name must be a non-empty string; got {name!r}")
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise TypeError(f"entity data must be a dict; got {type(data).__name__}")
+        return cls.type_name, dumps(data, what=f"data of entity {name!r}")
+
+    def _insert(self, cls, name: str, data, parent_id: str | None) -> NodeRecord:
+        type_name, data_json = self._check_new(cls, name, data)
+        node_id = str(uuid.uuid4())
+        now = time.time()
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    "INSERT INTO nodes (id, name, type, status, data, parent_id, created_at) "
+                    "VALUES (?, ?, ?, 'Pending', ?, ?, ?)",
+                    (node_id, name, type_name, data_json, parent_id, now),
+                )
+                if parent_id is not None:
+                    conn.execute(
+                        "INSERT INTO edges (id, source, target, edge_type, position) "
+                        "SELECT ?, ?, ?, 'Calls', COALESCE(MAX(position) + 1, 0) "
+                        "FROM edges WHERE source = ? AND edge_type = 'Calls'",
+                        (str(uuid.uuid4()), parent_id, node_id, parent_id),
+                    )
+        except sqlite3.IntegrityError as exc:
+            if parent_id is not None and not self._read(
+                "SELECT 1 FROM nodes WHERE id = ?", (parent_id,)
+            ):
+                raise UnknownEntityError(
+                    f"no entity with id {parent_id!r} in {self.path}"
+                ) from None
+            where = f"under parent {parent_id}" if parent_id else "among root entities"
+            raise DuplicateNameError(f"an entity named {name!r} already exists {where}") from exc
+        return NodeRecord(
+            node_id,
+            name,
+            type_name,
+            EntityStatus.PENDING.value,
+            json.loads(data_json),
+            parent_id,
+            now,
+            None,
+            None,
+            None,
+            None,
+        )
+
+    def _by_name(self, name: str, parent_id: str | None) -> NodeRecord | None:
+        if parent_id is None:
+            return self.find_root(name)
+        rows = self._read(
+            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent_id = ? AND name = ?",
+            (parent_id, name),
+        )
+        return self._record(rows[0]) if rows else None
+
+    def _insert_or_get(self, cls, name: str, data, parent_id: str | None) -> NodeRecord:
+        # Insert first: on a fresh run that is the common case, and the UNIQUE
+        # index decides races between processes. On a resume the insert fails
+        # and we read back the existing node.
+        try:
+            return self._insert(cls, name, data, parent_id)
+        except DuplicateNameError:
+            record = self._by_name(name, parent_id)
+            if record is None:  # pragma: no cover - a node is never deleted
+                raise
+            return record
+
+    def _status_output(self, id: str) -> tuple[str, Any]:
+        rows = self._read("SELECT status, output FROM nodes WHERE id = ?", (id,))
+        if not rows:
+            raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
+        return rows[0][0], _loads(rows[0][1])
+
+    def _status(self, id: str) -> str:
+        return self._status_output(id)[0]
+
+    def _data(self, id: str) -> dict:
+        rows = self._read("SELECT data FROM nodes WHERE id = ?", (id,))
+        if not rows:
+            raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
+        return json.loads(rows[0][0])
+
+    def _log(self, conn: sqlite3.Connection, env: Envelope) -> None:
+        conn.execute(
+            "INSERT INTO progress (node_id, envelope) VALUES (?, ?)",
+            (env.entity_id, _dumps_log(env.to_json())),
+        )
+
+    def _append_progress(self, env: Envelope) -> None:
+        with self._write() as conn:
+            self._log(conn, env)
+
+    def _mark_started(self, id: str, env: Envelope) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE nodes SET status = 'InProgress', started_at = ?, finished_at = NULL, "
+                "error = NULL, output = NULL WHERE id = ?",
+                (env.at, id),
+            )
+            self._log(conn, env)
+
+    def _mark_completed(self, id: str, output_json: str, value_env: Envelope, done_env: Envelope):
+        with self._write() as conn:
+            self._log(conn, value_env)
+            conn.execute(
+                "UPDATE nodes SET status = 'Completed', finished_at = ?, output = ? WHERE id = ?",
+                (done_env.at, output_json, id),
+            )
+            self._log(conn, done_env)
+
+    def _mark_failed(self, id: str, error: dict, error_env: Envelope, failed_env: Envelope):
+        with self._write() as conn:
+            self._log(conn, error_env)
+            conn.execute(
+                "UPDATE nodes SET status = 'Failed', finished_at = ?, error = ? WHERE id = ?",
+                (failed_env.at, _dumps_log(error), id),
+            )
+            self._log(conn, failed_env)
+
+    def _set_data(self, id: str, data_json: str) -> None:
+        with self._write() as conn:
+            cur = conn.execute("UPDATE nodes SET data = ? WHERE id = ?", (data_json, id))
+            if cur.rowcount == 0:
+                raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
+
+    def _merge_data(self, id: str, changes: dict) -> dict:
+        with self._write() as conn:
+            row = conn.execute("SELECT data FROM nodes WHERE id = ?", (id,)).fetchone()
+            if row is None:
+                raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
+            data = json.loads(row[0])
+            data.update(changes)
+            conn.execute(
+                "UPDATE nodes SET data = ? WHERE id = ?", (dumps(data, what="entity data"), id)
+            )
+            return data
+
+    def _set_status(self, id: str, status: EntityStatus | str) -> None:
+        """Force a stored status (for tools and tests that simulate a crash)."""
+        allowed = {s.value for s in EntityStatus}
+        if status not in allowed:
+            raise ValueError(f"status must be one of {sorted(allowed)}; got {status!r}")
+        with self._write() as conn:
+            conn.execute("UPDATE nodes SET status = ? WHERE id = ?", (str(status), id))
+
+
+def _prepare(conn: sqlite3.Connection, path: Path) -> None:
+    """Check that ``conn`` is a storylab graph (or empty) before changing anything,
+    then switch to WAL and create the schema if needed."""
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise NotAStorylabGraphError(
+            f"{path} is not a storylab entity graph (not an SQLite database: {exc})"
+        ) from None
+    if app_id != APPLICATION_ID:
+        if tables or version or app_id:
+            raise NotAStorylabGraphError(
+                f"{path} is an SQLite database but not a storylab entity graph "
+                f"(application_id {app_id:#x}, {tables} schema objects); nothing was changed"
+            )
+    elif version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{path} uses entity-graph schema {version}, newer than the {SCHEMA_VERSION} "
+            "this storylab understands; upgrade storylab to open it (nothing was changed)"
+        )
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    if app_id != APPLICATION_ID:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-check under the write lock: another process may have created it.
+            if conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
