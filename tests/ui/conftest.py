@@ -1,0 +1,74 @@
+"""Fixtures for the real-browser JupyterLab tests.
+
+One ``jupyter lab`` server and one headless Chromium per test session; a fresh
+browser context per test. The server's teardown fails the session if any of
+its processes (server or kernels) survives the shutdown.
+
+The tests skip only when STORYLAB_SKIP_UI=1 is set; a missing Chromium or
+Playwright is a failure, so CI can never go green without running them.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import labharness
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOT_DIR = REPO / "build" / "ui-screenshots"
+
+
+@pytest.fixture(scope="session")
+def chromium_executable() -> str:
+    reason = labharness.skip_reason()
+    if reason:
+        pytest.skip(reason)
+    try:
+        return labharness.check_prerequisites()
+    except labharness.UIUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def lab_server(chromium_executable, tmp_path_factory):
+    server = labharness.LabServer(
+        base=tmp_path_factory.mktemp("lab"),
+        # The notebooks read STORYLAB_FAST so a browser run takes seconds.
+        env={"STORYLAB_FAST": "1", "MPLBACKEND": "module://matplotlib_inline.backend_inline"},
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser(chromium_executable):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = labharness.launch_browser(pw, chromium_executable)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    yield pg
+    context.close()
+
+
+@pytest.fixture
+def screenshots(tmp_path, request):
+    """Folder for this test's screenshots; copied to build/ui-screenshots/ afterwards."""
+    out = tmp_path / "screenshots"
+    out.mkdir()
+    yield out
+    dest = SCREENSHOT_DIR / request.node.name.replace("/", "_")
+    if dest.exists():
+        shutil.rmtree(dest)
+    if any(out.iterdir()):
+        shutil.copytree(out, dest)
