@@ -1,0 +1,311 @@
+"""Image backends: one small protocol, a simulated generator behind it.
+
+The pipeline only ever calls ``await backend.generate(ImageRequest(...))`` and
+gets a :class:`GeneratedImage` (bytes, format, size) back, the way an httpx
+client only talks to a transport. Two backends implement it:
+
+* :class:`SimulatedImageBackend` (the default) draws a real PNG for each
+  prompt with Pillow and takes about as long as a hosted model would, in
+  *model seconds* multiplied by ``time_scale``. It can be told to fail or to
+  slow down chosen images, so failure isolation and stragglers can be shown.
+* :class:`~storylab.story.backends.http_images.HttpImageBackend` talks to an
+  OpenAI-compatible images endpoint over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import colorsys
+import hashlib
+import io
+import random
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from storylab.story.models import (
+    DEFAULT_ASPECT_RATIO,
+    DEFAULT_IMAGE_QUALITY,
+    DEFAULT_MODEL_POOL,
+    STYLE_DESCRIPTIONS,
+)
+
+__all__ = [
+    "ASPECT_RATIOS",
+    "QUALITY_LONG_SIDE",
+    "GeneratedImage",
+    "ImageBackend",
+    "ImageBackendError",
+    "ImageRequest",
+    "SimulatedImageBackend",
+    "SimulatedImageFailure",
+    "check_time_scale",
+    "image_size",
+    "normalize_aspect_ratio",
+    "normalize_quality",
+    "style_of_prompt",
+]
+
+# Pixels of the longer side per quality level, and width:height per ratio.
+QUALITY_LONG_SIDE: dict[str, int] = {"low": 320, "medium": 640, "high": 1024}
+ASPECT_RATIOS: dict[str, tuple[int, int]] = {
+    "1:1": (1, 1),
+    "3:2": (3, 2),
+    "2:3": (2, 3),
+    "4:3": (4, 3),
+    "16:9": (16, 9),
+}
+
+
+class ImageBackendError(Exception):
+    """An image could not be generated. Subclasses say why."""
+
+
+class SimulatedImageFailure(ImageBackendError):
+    """A failure injected on purpose into the simulated generator."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRequest:
+    """What the image entity asks for. Unknown quality/ratio fall back to the defaults."""
+
+    prompt: str
+    placeholder: str = ""
+    quality: str = DEFAULT_IMAGE_QUALITY.value
+    aspect_ratio: str = DEFAULT_ASPECT_RATIO.value
+    model_pool: str = DEFAULT_MODEL_POOL
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedImage:
+    data: bytes
+    format: str  # "png" or "jpeg"
+    width: int
+    height: int
+    model_seconds: float | None = None
+
+
+@runtime_checkable
+class ImageBackend(Protocol):
+    async def generate(self, request: ImageRequest) -> GeneratedImage: ...
+
+
+def normalize_quality(quality: str | None) -> str:
+    return quality if quality in QUALITY_LONG_SIDE else DEFAULT_IMAGE_QUALITY.value
+
+
+def normalize_aspect_ratio(ratio: str | None) -> str:
+    return ratio if ratio in ASPECT_RATIOS else DEFAULT_ASPECT_RATIO.value
+
+
+def image_size(quality: str | None, aspect_ratio: str | None) -> tuple[int, int]:
+    """Width and height in pixels: the long side from quality, the shape from the ratio."""
+    long_side = QUALITY_LONG_SIDE[normalize_quality(quality)]
+    w, h = ASPECT_RATIOS[normalize_aspect_ratio(aspect_ratio)]
+    if w >= h:
+        return long_side, max(1, round(long_side * h / w))
+    return max(1, round(long_side * w / h)), long_side
+
+
+def style_of_prompt(prompt: str) -> str:
+    """Which illustration style a prompt asks for (by its style fragment or name)."""
+    low = prompt.lower()
+    for style, description in STYLE_DESCRIPTIONS.items():
+        if description.lower() in low:
+            return style
+    for style in STYLE_DESCRIPTIONS:
+        if style in low or style.replace("-", " ") in low:
+            return style
+    return "watercolor"
+
+
+def check_time_scale(time_scale: object) -> float:
+    if isinstance(time_scale, bool) or not isinstance(time_scale, int | float):
+        raise ValueError(f"time_scale must be a number > 0, got {time_scale!r}")
+    if not time_scale > 0:
+        raise ValueError(f"time_scale must be a number > 0, got {time_scale!r}")
+    return float(time_scale)
+
+
+# -- drawing -----------------------------------------------------------------------
+# (saturation, lightness) ranges and an effect per style.
+_STYLE_LOOK: dict[str, tuple[float, float, str]] = {
+    "watercolor": (0.45, 0.78, "blur"),
+    "digital-art": (0.85, 0.55, "outline"),
+    "colored-pencil": (0.35, 0.55, "strokes"),
+    "storybook-classic": (0.30, 0.62, "ink"),
+    "anime": (0.55, 0.82, "sparkle"),
+    "paper-cutout": (0.80, 0.50, "shadow"),
+}
+
+
+def _color(rng: random.Random, sat: float, light: float, hue: float | None = None):
+    h = rng.random() if hue is None else hue % 1.0
+    s = min(1.0, max(0.0, sat + rng.uniform(-0.1, 0.1)))
+    lum = min(0.95, max(0.1, light + rng.uniform(-0.1, 0.1)))
+    r, g, b = colorsys.hls_to_rgb(h, lum, s)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def draw_illustration(prompt: str, style: str, width: int, height: int, seed: int = 0) -> bytes:
+    """A small scene (sky, sun, hills, a character) drawn from the prompt and style, as PNG."""
+    from PIL import Image, ImageDraw, ImageFilter  # Pillow is needed only here
+
+    digest = hashlib.sha256(f"{seed}|{style}|{prompt}".encode()).digest()
+    rng = random.Random(digest)
+    sat, light, effect = _STYLE_LOOK.get(style, _STYLE_LOOK["watercolor"])
+    base_hue = rng.random()
+    img = Image.new("RGB", (width, height))
+    draw = ImageDraw.Draw(img)
+    top = _color(rng, sat, min(0.9, light + 0.1), base_hue)
+    bottom = _color(rng, sat * 0.7, min(0.95, light + 0.15), base_hue + 0.08)
+    for y in range(height):
+        t = y / max(1, height - 1)
+        row = tuple(int(a + (b - a) * t) for a, b in zip(top, bottom, strict=True))
+        draw.line([(0, y), (width, y)], fill=row)
+    unit = min(width, height)
+    # The sun (or moon when the prompt speaks of the night).
+    night = any(word in prompt.lower() for word in ("night", "moon", "star", "dark"))
+    sx, sy, sr = rng.uniform(0.1, 0.9) * width, rng.uniform(0.08, 0.3) * height, unit * 0.09
+    draw.ellipse(
+        [sx - sr, sy - sr, sx + sr, sy + sr], fill=(245, 245, 210) if night else (255, 210, 80)
+    )
+    # Rolling hills, back to front.
+    outline = (30, 30, 30) if effect in ("outline", "ink") else None
+    for layer in range(3):
+        hill = _color(rng, sat, light - 0.1 * layer, base_hue + 0.3 + 0.05 * layer)
+        cx = rng.uniform(0, width)
+        cy = height * (0.62 + 0.1 * layer)
+        rx, ry = width * rng.uniform(0.5, 0.9), height * 0.35
+        if effect == "shadow":
+            draw.ellipse([cx - rx + 6, cy - ry + 6, cx + rx + 6, cy + ry + 6], fill=(60, 60, 60))
+        draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=hill, outline=outline, width=2)
+    # The character: a round body and head, with eyes.
+    body = _color(rng, sat, light - 0.15)
+    px, py = rng.uniform(0.3, 0.7) * width, height * 0.7
+    br = unit * 0.12
+    hr = br * (0.9 if effect == "sparkle" else 0.7)
+    if effect == "shadow":
+        draw.ellipse([px - br + 6, py - br + 6, px + br + 6, py + br + 6], fill=(60, 60, 60))
+    draw.ellipse([px - br, py - br, px + br, py + br], fill=body, outline=outline, width=2)
+    hy = py - br - hr * 0.8
+    draw.ellipse([px - hr, hy - hr, px + hr, hy + hr], fill=body, outline=outline, width=2)
+    eye = hr * (0.28 if effect == "sparkle" else 0.16)
+    for ex in (px - hr * 0.4, px + hr * 0.4):
+        draw.ellipse([ex - eye, hy - eye, ex + eye, hy + eye], fill=(255, 255, 255))
+        draw.ellipse([ex - eye / 2, hy - eye / 2, ex + eye / 2, hy + eye / 2], fill=(20, 20, 40))
+    # Details that depend on the words of the prompt: one dot per word.
+    words = [w for w in prompt.split() if len(w) > 3][:24]
+    for word in words:
+        wr = random.Random(word)
+        x, y = wr.uniform(0, width), wr.uniform(0, height * 0.55)
+        r = unit * wr.uniform(0.005, 0.015)
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=_color(wr, sat, light + 0.1))
+    if effect == "strokes":
+        for _ in range(width // 4):
+            x, y = rng.uniform(0, width), rng.uniform(0, height)
+            c = _color(rng, sat * 0.5, light - 0.2)
+            draw.line([(x, y), (x + unit * 0.03, y - unit * 0.02)], fill=c, width=1)
+    elif effect == "blur":
+        img = img.filter(ImageFilter.GaussianBlur(radius=max(1, unit // 160)))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+class SimulatedImageBackend:
+    """An image model that runs on this machine: real PNGs, simulated latency.
+
+    Each request takes ``mean_seconds`` model seconds give or take ``jitter``
+    (a fraction, drawn from ``seed`` and the request, so runs repeat), times
+    ``time_scale`` in real seconds. Fault injection:
+
+    * ``fail``: placeholders (``"{{IMAGE_3}}"`` or just ``"IMAGE_3"``) that always fail;
+    * ``fail_probability``: every attempt fails with this probability;
+    * ``slow``: placeholders that take ``slow_factor`` times longer (or a mapping
+      placeholder -> factor).
+
+    ``calls`` counts requests per placeholder and ``peak_in_flight`` the most
+    requests served at once, for tests and notebooks.
+    """
+
+    def __init__(
+        self,
+        *,
+        time_scale: float = 0.05,
+        mean_seconds: float = 10.0,
+        jitter: float = 0.2,
+        seed: int = 0,
+        fail: Iterable[str] = (),
+        fail_probability: float = 0.0,
+        slow: Iterable[str] | Mapping[str, float] = (),
+        slow_factor: float = 3.0,
+    ) -> None:
+        self.time_scale = check_time_scale(time_scale)
+        if mean_seconds < 0:
+            raise ValueError(f"mean_seconds must be >= 0, got {mean_seconds!r}")
+        if not 0 <= jitter < 1:
+            raise ValueError(f"jitter must be in [0, 1), got {jitter!r}")
+        if not 0 <= fail_probability <= 1:
+            raise ValueError(f"fail_probability must be in [0, 1], got {fail_probability!r}")
+        self.mean_seconds = mean_seconds
+        self.jitter = jitter
+        self.seed = seed
+        self.fail = {_placeholder(p) for p in fail}
+        self.fail_probability = fail_probability
+        if isinstance(slow, Mapping):
+            self.slow = {_placeholder(p): float(f) for p, f in slow.items()}
+        else:
+            self.slow = {_placeholder(p): float(slow_factor) for p in slow}
+        self.calls: Counter[str] = Counter()
+        self.in_flight = 0
+        self.peak_in_flight = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"SimulatedImageBackend(time_scale={self.time_scale}, "
+            f"mean_seconds={self.mean_seconds}, seed={self.seed})"
+        )
+
+    def model_seconds(self, request: ImageRequest, attempt: int = 1) -> float:
+        """How long this request takes, in model seconds (deterministic)."""
+        rng = random.Random(f"{self.seed}|{request.placeholder}|{request.prompt}|{attempt}")
+        seconds = self.mean_seconds * (1 + self.jitter * rng.uniform(-1, 1))
+        return seconds * self.slow.get(_placeholder(request.placeholder), 1.0)
+
+    async def generate(self, request: ImageRequest) -> GeneratedImage:
+        key = _placeholder(request.placeholder)
+        self.calls[key] += 1
+        attempt = self.calls[key]
+        seconds = self.model_seconds(request, attempt)
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            rng = random.Random(f"fail|{self.seed}|{key}|{request.prompt}|{attempt}")
+            doomed = key in self.fail or rng.random() < self.fail_probability
+            if doomed:
+                # A failing model call still costs time before it gives up.
+                await asyncio.sleep(seconds * self.time_scale / 2)
+                raise SimulatedImageFailure(
+                    f"simulated image failure for {request.placeholder or 'image'}"
+                )
+            await asyncio.sleep(seconds * self.time_scale)
+            width, height = image_size(request.quality, request.aspect_ratio)
+            style = style_of_prompt(request.prompt)
+            data = await asyncio.to_thread(
+                draw_illustration, request.prompt, style, width, height, self.seed
+            )
+            return GeneratedImage(data, "png", width, height, round(seconds, 3))
+        finally:
+            self.in_flight -= 1
+
+
+def _placeholder(p: str) -> str:
+    """``IMAGE_3``, ``{{IMAGE_3}}`` and ``3`` all name the same placeholder."""
+    p = p.strip()
+    if p.isdigit():
+        return f"{{{{IMAGE_{p}}}}}"
+    if not p.startswith("{{"):
+        return f"{{{{{p}}}}}"
+    return p
