@@ -151,6 +151,18 @@ def default_graph_path() -> Path:
     return Path(home or ".storylab") / "graph.sqlite"
 
 
+def new_id() -> str:
+    """A UUID version 7 string: random, but ordered by creation time.
+
+    Time-ordered keys append to the right edge of SQLite's B-trees instead of
+    landing on a random page, so a commit writes a few pages, not dozens."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64
+    value |= 0b10 << 62 | rand & 0x3FFF_FFFF_FFFF_FFFF
+    return str(uuid.UUID(int=value))
+
+
 def _json_default(obj: Any) -> Any:
     if hasattr(obj, "to_json") and callable(obj.to_json):
         return obj.to_json()
@@ -482,7 +494,7 @@ class EntityGraph:
 
     def _insert(self, cls, name: str, data, parent_id: str | None) -> NodeRecord:
         type_name, data_json = self._check_new(cls, name, data)
-        node_id = str(uuid.uuid4())
+        node_id = new_id()
         now = time.time()
         try:
             with self._write() as conn:
@@ -496,7 +508,7 @@ class EntityGraph:
                         "INSERT INTO edges (id, source, target, edge_type, position) "
                         "SELECT ?, ?, ?, 'Calls', COALESCE(MAX(position) + 1, 0) "
                         "FROM edges WHERE source = ? AND edge_type = 'Calls'",
-                        (str(uuid.uuid4()), parent_id, node_id, parent_id),
+                        (new_id(), parent_id, node_id, parent_id),
                     )
         except sqlite3.IntegrityError as exc:
             if parent_id is not None and not self._read(

@@ -1,0 +1,145 @@
+"""``storylab eg``: look inside an entity graph from the terminal.
+
+    storylab eg list                    recent root entities
+    storylab eg tree <id>               an entity and its descendants with statuses
+    storylab eg node <id>               the node as JSON (same as ``node get <id>``)
+    storylab eg node io <id>            {"input": ..., "output": ...}
+    storylab eg node progress <id>      the progress log (children's envelopes included)
+    storylab eg node edges <id>         the Calls edges from and to the node
+
+Every command takes ``--graph PATH`` (default: ``$STORYLAB_HOME/graph.sqlite``
+or ``./.storylab/graph.sqlite``) and only reads: it never creates a graph.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from storylab.entities.errors import EntityGraphError
+from storylab.entities.graph import EntityGraph, NodeRecord
+
+__all__ = ["configure", "format_tree", "main"]
+
+NODE_VIEWS = ("get", "io", "progress", "edges")
+
+
+def _add_graph_option(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument(
+        "--graph",
+        metavar="PATH",
+        default=default,
+        help="entity graph file (default: $STORYLAB_HOME/graph.sqlite or ./.storylab/graph.sqlite)",
+    )
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    _add_graph_option(parser, None)
+    sub = parser.add_subparsers(dest="eg_command", metavar="{list,tree,node}")
+    p_list = sub.add_parser("list", help="recent root entities")
+    p_list.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    p_tree = sub.add_parser("tree", help="an entity and its descendants, with statuses")
+    p_tree.add_argument("id")
+    p_node = sub.add_parser(
+        "node",
+        help="a node as JSON: node [get|io|progress|edges] <id>",
+        description="Print a node (get, the default), its input and output (io), "
+        "its progress log (progress) or its edges (edges), as JSON.",
+    )
+    p_node.add_argument("words", nargs="+", metavar="[VIEW] ID")
+    # Also accept --graph after the subcommand; SUPPRESS keeps the parent's value.
+    for p in (p_list, p_tree, p_node):
+        _add_graph_option(p, argparse.SUPPRESS)
+
+
+def _fail(message: str) -> int:
+    print(f"storylab eg: {message}", file=sys.stderr)
+    return 1
+
+
+def main(args: argparse.Namespace) -> int:
+    command = getattr(args, "eg_command", None)
+    if command is None:
+        return _fail("choose a command: list, tree or node (see `storylab eg --help`)")
+    if command == "node":
+        words = args.words
+        if len(words) == 1:
+            view, node_id = "get", words[0]
+        elif len(words) == 2 and words[0] in NODE_VIEWS:
+            view, node_id = words
+        else:
+            return _fail(
+                f"usage: storylab eg node [VIEW] ID, with VIEW one of {', '.join(NODE_VIEWS)}; "
+                f"got {' '.join(words)!r}"
+            )
+    try:
+        graph = EntityGraph.open(args.graph, create=False)
+    except EntityGraphError as exc:
+        return _fail(str(exc))
+    with graph:
+        try:
+            if command == "list":
+                print(format_list(graph.roots(limit=args.limit)))
+            elif command == "tree":
+                print(format_tree(graph, args.id))
+            else:
+                print(json.dumps(_node_view(graph, view, node_id), indent=2, ensure_ascii=False))
+        except (EntityGraphError, ValueError) as exc:
+            return _fail(str(exc))
+    return 0
+
+
+def _node_view(graph: EntityGraph, view: str, node_id: str) -> Any:
+    if view == "get":
+        return graph.get_node(node_id).to_json()
+    if view == "io":
+        return graph.io(node_id)
+    if view == "progress":
+        return [env.to_json() for env in graph.progress(node_id)]
+    return graph.edges(node_id)
+
+
+def format_list(roots: list[NodeRecord]) -> str:
+    if not roots:
+        return "(no entities yet)"
+    lines = []
+    for r in roots:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at))
+        lines.append(f"{r.id}  {when}  {r.status:<10}  {r.type} ({r.name})")
+    return "\n".join(lines)
+
+
+def _one_line(error: dict | None) -> str:
+    if not error:
+        return ""
+    text = f"{error.get('type', 'Error')}: {error.get('message', '')}".strip()
+    text = " ".join(text.split())
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def format_tree(graph: EntityGraph, node_id: str) -> str:
+    """``Type (name)`` padded, then ``Status: X``; children in creation order
+    under ``├── ``/``└── `` connectors; a failed node shows its error."""
+    root = graph.get_node(node_id)
+    rows: list[tuple[str, NodeRecord]] = [("", root)]
+
+    def walk(parent: NodeRecord, indent: str) -> None:
+        kids = graph.children(parent.id)
+        for i, kid in enumerate(kids):
+            last = i == len(kids) - 1
+            rows.append((indent + ("└── " if last else "├── "), kid))
+            walk(kid, indent + ("    " if last else "│   "))
+
+    walk(root, "  ")
+    labels = [prefix + f"{node.type} ({node.name})" for prefix, node in rows]
+    width = max(len(label) for label in labels) + 3
+    lines = []
+    for label, (_, node) in zip(labels, rows, strict=True):
+        line = f"{label:<{width}}Status: {node.status}"
+        if node.status == "Failed" and node.error:
+            line += f"  ({_one_line(node.error)})"
+        lines.append(line)
+    return "\n".join(lines)
