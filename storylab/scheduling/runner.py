@@ -92,9 +92,12 @@ class _Raise:
 _DONE = object()
 
 
-def _stream_result(iterator: Any, stop: StopAsyncIteration) -> Any:
-    if hasattr(iterator, "result"):
-        return iterator.result
+def _stream_result(stream: Any, iterator: Any, stop: StopAsyncIteration) -> Any:
+    """The FINAL value of a streaming task: ``result`` of the iterable (or of its
+    iterator), else a value carried by ``StopAsyncIteration``, else ``None``."""
+    for obj in (stream, iterator):
+        if hasattr(obj, "result"):
+            return obj.result
     return stop.args[0] if stop.args else None
 
 
@@ -252,7 +255,7 @@ class _Run:
                     try:
                         item = await anext()
                     except StopAsyncIteration as stop:
-                        result = _stream_result(iterator, stop)
+                        result = _stream_result(result, iterator, stop)
                         break
                     push(TaskProgressEnvelope(TaskEventType.INTERMEDIATE, task_id, item))
         except asyncio.CancelledError:
@@ -278,7 +281,9 @@ class _Run:
             if self.exhausted and runner._active == 0:
                 self.push(_DONE)
 
-    def _record(self, trace, kind: EventKind, task_id: int, label, error: str | None = None) -> None:
+    def _record(
+        self, trace, kind: EventKind, task_id: int, label, error: str | None = None
+    ) -> None:
         trace.record(
             kind,
             path=(),

@@ -1,0 +1,325 @@
+"""HierarchicalTaskPoolRunner: laziness, completion order, streaming, errors, early exit."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import aclosing
+
+import pytest
+
+from storylab.scheduling import (
+    CapacitySource,
+    EventKind,
+    HierarchicalTaskPoolRunner,
+    SourceBufferObj,
+    SourceFromIterable,
+    TaskEventType,
+    Trace,
+)
+
+
+def sleeper(seconds: float, value=None):
+    async def run():
+        await asyncio.sleep(seconds)
+        return value if value is not None else seconds
+
+    return run
+
+
+async def collect(runner, **kw):
+    return [env async for env in runner.run_tasks(**kw)]
+
+
+async def test_results_come_in_completion_order_with_ids_in_start_order():
+    cap = CapacitySource(3)
+    source = SourceBufferObj([sleeper(d) for d in (0.3, 0.1, 0.2)])
+    runner = HierarchicalTaskPoolRunner("t", source, cap)
+    envs = await collect(runner)
+    assert [(e.type, e.task_id, e.value) for e in envs] == [
+        ("FINAL", 2, 0.1),
+        ("FINAL", 3, 0.2),
+        ("FINAL", 1, 0.3),
+    ]
+    assert cap.in_use == 0
+
+
+async def test_every_task_ends_exactly_once_with_ids_1_to_n():
+    cap = CapacitySource(4)
+    runner = HierarchicalTaskPoolRunner("t", [sleeper(0.001 * (i % 3)) for i in range(20)], cap)
+    ids = [e.task_id for e in await collect(runner)]
+    assert sorted(ids) == list(range(1, 21))
+    stats = runner.statistics()
+    assert (stats.started, stats.finished, stats.failed, stats.in_flight) == (20, 20, 0, 0)
+
+
+async def test_a_task_is_pulled_only_once_a_unit_is_held():
+    created: list[int] = []
+    gates = [asyncio.Event() for _ in range(5)]
+
+    async def lazily():
+        for i in range(5):
+            created.append(i)  # stands for "a child entity is created here"
+
+            async def task(i=i):
+                await gates[i].wait()
+                return i
+
+            yield task
+
+    cap = CapacitySource(3)
+    runner = HierarchicalTaskPoolRunner("lazy", SourceFromIterable(lazily()), cap)
+    agen = runner.run_tasks()
+    first = asyncio.ensure_future(agen.__anext__())
+    await asyncio.sleep(0.01)
+    assert created == [0, 1, 2]  # only as many as can run
+    gates[1].set()
+    env = await first
+    assert env.task_id == 2
+    await asyncio.sleep(0.01)
+    assert created == [0, 1, 2, 3]  # the freed unit pulled exactly one more
+    for g in gates:
+        g.set()
+    rest = [e.task_id async for e in agen]
+    assert sorted(rest) == [1, 3, 4, 5]
+    assert cap.in_use == 0
+
+
+async def test_slots_refill_while_the_consumer_is_busy():
+    started: list[int] = []
+
+    def task(i, seconds):
+        async def run():
+            started.append(i)
+            await asyncio.sleep(seconds)
+            return i
+
+        return run
+
+    cap = CapacitySource(3)
+    durations = {1: 0.01, 2: 0.03, 3: 0.03, 4: 5, 5: 5, 6: 5}
+    tasks = [task(i, d) for i, d in durations.items()]
+    runner = HierarchicalTaskPoolRunner("eager", SourceBufferObj(tasks), cap)
+    async with aclosing(runner.run_tasks()) as agen:
+        first = await agen.__anext__()
+        assert first.task_id == 1
+        await asyncio.sleep(0.2)  # busy with the first result, reading nothing
+        assert started == [1, 2, 3, 4, 5, 6]  # 2 and 3 ended; their slots were refilled
+        assert [(await agen.__anext__()).task_id for _ in range(2)] == [2, 3]
+    assert cap.in_use == 0
+
+
+async def test_streaming_tasks_yield_intermediates_then_final_result():
+    class Stream:
+        def __init__(self, n):
+            self.n = n
+            self.result = None
+
+        def __aiter__(self):
+            return self._gen()
+
+        async def _gen(self):
+            for i in range(self.n):
+                await asyncio.sleep(0)
+                yield f"step {i}"
+            self.result = f"done {self.n}"
+
+    cap = CapacitySource(2)
+    runner = HierarchicalTaskPoolRunner("s", [lambda: Stream(2), lambda: Stream(3)], cap)
+    envs = await collect(runner)
+    for tid, n in ((1, 2), (2, 3)):
+        mine = [e for e in envs if e.task_id == tid]
+        assert [e.type for e in mine] == ["INTERMEDIATE"] * n + ["FINAL"]
+        assert [e.value for e in mine[:-1]] == [f"step {i}" for i in range(n)]
+        assert mine[-1].value == f"done {n}"
+
+
+async def test_awaitable_resolving_to_a_stream_is_streamed():
+    async def items():
+        yield 1
+        yield 2
+
+    async def thunk():
+        return items()
+
+    runner = HierarchicalTaskPoolRunner("s", [thunk], CapacitySource(1))
+    envs = await collect(runner)
+    assert [(e.type, e.value) for e in envs] == [
+        ("INTERMEDIATE", 1),
+        ("INTERMEDIATE", 2),
+        ("FINAL", None),  # a plain async generator has no result
+    ]
+
+
+async def test_a_failure_is_isolated_and_reported_once():
+    def failing():
+        async def run():
+            await asyncio.sleep(0.01)
+            raise ValueError("image 3 failed")
+
+        return run
+
+    def sync_failing():
+        raise KeyError("thunk blew up before returning")
+
+    tasks = [sleeper(0.02), sleeper(0.02), failing(), sleeper(0.02), sync_failing, sleeper(0.01)]
+    cap = CapacitySource(3)
+    runner = HierarchicalTaskPoolRunner("iso", tasks, cap)
+    envs = await collect(runner)
+    errors = [e for e in envs if e.type is TaskEventType.ERROR]
+    finals = [e for e in envs if e.type is TaskEventType.FINAL]
+    assert sorted(e.task_id for e in errors) == [3, 5]
+    assert isinstance({e.task_id: e.error for e in errors}[3], ValueError)
+    assert len(finals) == 4
+    assert cap.in_use == 0
+    assert runner.statistics().failed == 2
+
+
+async def test_stop_on_error_raises_after_cancelling_and_releasing():
+    cancelled: list[int] = []
+
+    def slow(i):
+        async def run():
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                cancelled.append(i)
+                raise
+
+        return run
+
+    async def boom():
+        await asyncio.sleep(0.01)
+        raise RuntimeError("first failure")
+
+    shared = CapacitySource(5)
+    cap = CapacitySource(3, shared)
+    runner = HierarchicalTaskPoolRunner("stop", [slow(1), boom, slow(3), slow(4)], cap)
+    seen = []
+    with pytest.raises(RuntimeError, match="first failure"):
+        async for env in runner.run_tasks(stop_on_error=True):
+            seen.append(env)
+    assert seen == []  # no ERROR envelope for the raised failure
+    assert sorted(cancelled) == [1, 3]
+    assert (cap.in_use, shared.in_use) == (0, 0)
+    assert not runner.statistics().running
+
+
+async def test_breaking_out_cancels_in_flight_tasks_and_returns_every_unit():
+    cancelled = []
+
+    def task(i, seconds):
+        async def run():
+            try:
+                await asyncio.sleep(seconds)
+            except asyncio.CancelledError:
+                cancelled.append(i)
+                raise
+            return i
+
+        return run
+
+    shared = CapacitySource(10)
+    cap = CapacitySource(3, shared)
+    tasks = [task(1, 0.01)] + [task(i, 10) for i in range(2, 8)]
+    runner = HierarchicalTaskPoolRunner("early", SourceBufferObj(tasks), cap)
+    async with aclosing(runner.run_tasks()) as agen:
+        async for env in agen:
+            assert env.task_id == 1
+            break
+    # aclose() has returned: nothing left running, nothing held
+    # 2 and 3 were running; 4 took task 1's slot and may not have begun yet
+    assert {2, 3} <= set(cancelled) <= {2, 3, 4}
+    assert (cap.in_use, shared.in_use) == (0, 0)
+    assert runner.statistics().in_flight == 0
+
+
+async def test_cancelling_the_consumer_task_cleans_up_like_a_stopped_cell():
+    shared = CapacitySource(10)
+    cap = CapacitySource(3, shared)
+    runner = HierarchicalTaskPoolRunner("cell", [sleeper(10) for _ in range(6)], cap)
+
+    async def cell():
+        async for _ in runner.run_tasks():
+            pass
+
+    t = asyncio.ensure_future(cell())
+    await asyncio.sleep(0.02)
+    assert cap.in_use == 3
+    t.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await t
+    assert (cap.in_use, shared.in_use) == (0, 0)
+    assert runner.statistics().in_flight == 0
+
+
+async def test_an_unclosed_generator_is_finalised_by_the_loop():
+    cap = CapacitySource(2)
+    runner = HierarchicalTaskPoolRunner("gc", [sleeper(0), sleeper(10), sleeper(10)], cap)
+    async for _ in runner.run_tasks():
+        break  # no aclose: the loop's async-generator hook closes it
+    for _ in range(20):
+        await asyncio.sleep(0)
+        if cap.in_use == 0:
+            break
+    assert cap.in_use == 0
+
+
+async def test_empty_source_ends_at_once():
+    cap = CapacitySource(1)
+    runner = HierarchicalTaskPoolRunner("empty", SourceBufferObj([]), cap)
+    assert await collect(runner) == []
+    assert cap.in_use == 0
+
+
+async def test_a_failing_source_raises_out_of_run_tasks_and_releases():
+    async def broken():
+        yield sleeper(0.01)
+        raise OSError("disk full while creating the next task")
+
+    cap = CapacitySource(2)
+    runner = HierarchicalTaskPoolRunner("src", SourceFromIterable(broken()), cap)
+    with pytest.raises(OSError, match="disk full"):
+        await collect(runner)
+    assert cap.in_use == 0
+
+
+async def test_one_run_at_a_time():
+    runner = HierarchicalTaskPoolRunner("once", [sleeper(0.05)], CapacitySource(1))
+    first = runner.run_tasks()
+    pending = asyncio.ensure_future(first.__anext__())
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="already running"):
+        await runner.run_tasks().__anext__()
+    await pending
+    await first.aclose()
+
+
+def test_constructor_checks_its_arguments():
+    with pytest.raises(ValueError, match="name"):
+        HierarchicalTaskPoolRunner("", [], CapacitySource(1))
+    with pytest.raises(TypeError, match="capacity must be a CapacitySource"):
+        HierarchicalTaskPoolRunner("x", [], 3)
+
+
+async def test_trace_tells_waits_starts_and_ends_with_labels():
+    shared = CapacitySource(2, name="global")
+    story = CapacitySource(3, shared, name="story")
+    labelled = []
+    for i in range(3):
+        t = sleeper(0.01)
+        t.label = f"image-{i + 1}"
+        labelled.append(t)
+    with Trace() as trace:
+        runner = HierarchicalTaskPoolRunner("image-gen", labelled, story)
+        await collect(runner)
+    starts = trace.of_kind(EventKind.TASK_START)
+    assert [e.label for e in starts] == ["image-1", "image-2", "image-3"]
+    assert {e.group for e in starts} == {"story"} and {e.runner for e in starts} == {runner.key}
+    waits = trace.of_kind(EventKind.WAIT)
+    assert [(w.task_id, w.level) for w in waits] == [(3, "global")]
+    grant = trace.of_kind(EventKind.GRANT)[0]
+    assert grant.task_id == 3
+    assert len(trace.of_kind(EventKind.TASK_END)) == 3
+    # acquire/grant/release balance at every level
+    series = trace.in_use_series()
+    assert series["global"][-1][1] == 0 and max(n for _, n in series["global"]) == 2
