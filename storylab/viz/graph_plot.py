@@ -1,0 +1,314 @@
+"""The entity tree as a graph: what a pipeline made, and how each part ended.
+
+After (or during) a run the entity graph store holds the whole call tree: a
+story pipeline, its safety check and writer, and one node per image, each
+with a status, timings and, for failures, the error. :func:`entity_graph`
+reads that tree into a :class:`networkx.DiGraph` (parent -> child edges) so it
+can be analysed like any graph; :func:`plot_entity_tree` draws it top-down
+(no graphviz needed: the layout is computed here), nodes coloured by status,
+labelled ``Type (name)``, failures marked with a cross; several pipelines
+are drawn side by side. :class:`LiveEntityTree` redraws the picture in a
+notebook while the runs go on.
+
+networkx and matplotlib are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from storylab.viz._palette import COLOURS, status_from_node
+
+if TYPE_CHECKING:  # pragma: no cover
+    import networkx as nx
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["LiveEntityTree", "entity_graph", "plot_entity_tree", "tree_layout"]
+
+_NODE_STATUSES = ("Pending", "InProgress", "Completed", "Failed")
+
+
+def _open_graph(graph: Any) -> tuple[Any, bool]:
+    """An entity graph store, and whether we opened it (and must close it)."""
+    if isinstance(graph, str | os.PathLike):
+        from storylab.entities import EntityGraph
+
+        return EntityGraph.open(graph), True
+    if not (hasattr(graph, "get_node") and hasattr(graph, "descendants")):
+        raise TypeError(
+            f"graph must be an EntityGraph or a path to one, got {type(graph).__name__}"
+        )
+    return graph, False
+
+
+def _root_ids(roots: Any) -> list[str]:
+    if isinstance(roots, str):
+        roots = [roots]
+    elif hasattr(roots, "id") and isinstance(roots.id, str):  # an entity or a NodeRecord
+        roots = [roots.id]
+    ids = []
+    for r in roots:
+        rid = r.id if hasattr(r, "id") else r
+        if not isinstance(rid, str) or not rid:
+            raise TypeError(f"roots must be entity ids (or entities); got {r!r}")
+        ids.append(rid)
+    if not ids:
+        raise ValueError("roots must name at least one root entity")
+    return ids
+
+
+def _add_tree(g: nx.DiGraph, store: Any, root_id: str) -> None:
+    root = store.get_node(root_id)  # UnknownEntityError (a LookupError) for an unknown id
+    nodes = [root, *store.descendants(root_id)]
+    depth = {root.id: 0}
+    for position, node in enumerate(nodes):
+        if node.id != root.id:
+            depth[node.id] = depth.get(node.parent_id, 0) + 1
+        started, finished = node.started_at, node.finished_at
+        g.add_node(
+            node.id,
+            type=node.type,
+            name=node.name,
+            label=f"{node.type} ({node.name})",
+            status=node.status,
+            parent_id=node.parent_id if node.id != root.id else None,
+            root=root.id,
+            depth=depth[node.id],
+            order=position,
+            created_at=node.created_at,
+            started_at=started,
+            finished_at=finished,
+            duration=(finished - started) if started is not None and finished else None,
+            error=node.error,
+        )
+        if node.id != root.id:
+            g.add_edge(node.parent_id, node.id, edge_type="Calls")
+
+
+def entity_graph(graph: Any, root_id: str | Iterable[str]) -> nx.DiGraph:
+    """The entities under ``root_id`` (one id or several) as a networkx DiGraph.
+
+    Nodes are entity ids with attributes ``type``, ``name``, ``label``
+    (``"Type (name)"``), ``status`` (as stored: Pending, InProgress,
+    Completed, Failed), ``depth``, ``root``, ``parent_id``, the timings
+    ``created_at``, ``started_at``, ``finished_at`` (epoch seconds or None)
+    and ``duration``, and ``error`` (``{"type", "message", "traceback"}`` or
+    None). Edges go from parent to child in creation order. ``graph`` is an
+    :class:`~storylab.entities.EntityGraph` or a path to its file.
+    """
+    import networkx as nx
+
+    store, opened = _open_graph(graph)
+    try:
+        g = nx.DiGraph()
+        for rid in _root_ids(root_id):
+            _add_tree(g, store, rid)
+        return g
+    finally:
+        if opened:
+            store.close()
+
+
+def tree_layout(g: nx.DiGraph, roots: list[str] | None = None) -> dict[str, tuple[float, float]]:
+    """Top-down positions for a forest: leaves one unit apart, parents centred above.
+
+    ``y`` is minus the depth, so roots are on top; trees of several roots
+    are placed left to right with a gap of one unit.
+    """
+    if roots is None:
+        roots = [n for n in g if g.in_degree(n) == 0]
+
+    def ordered_children(n: str) -> list[str]:
+        return sorted(g.successors(n), key=lambda c: g.nodes[c].get("order", 0))
+
+    pos: dict[str, tuple[float, float]] = {}
+    next_x = 0.0
+    for root in roots:
+        # Iterative post-order so deep trees do not hit the recursion limit.
+        stack: list[tuple[str, int, bool]] = [(root, 0, False)]
+        while stack:
+            node, depth, expanded = stack.pop()
+            kids = ordered_children(node)
+            if not kids:
+                pos[node] = (next_x, -float(depth))
+                next_x += 1.0
+            elif not expanded:
+                stack.append((node, depth, True))
+                stack.extend((k, depth + 1, False) for k in reversed(kids))
+            else:
+                xs = [pos[k][0] for k in kids]
+                pos[node] = ((min(xs) + max(xs)) / 2, -float(depth))
+        next_x += 1.0
+    return pos
+
+
+def _short(text: str, limit: int = 28) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def plot_entity_tree(
+    graph: Any,
+    roots: Any,
+    *,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Draw the entity tree(s) under ``roots`` top-down, coloured by status.
+
+    ``roots`` is one root id (or entity), or several: their trees are drawn
+    side by side. Nodes are labelled ``Type (name)``; failed nodes are red,
+    outlined and marked with ✗ (their error type is shown under the label).
+    Returns the matplotlib figure (draws into ``ax`` if given). For a picture
+    that keeps itself up to date during a run, see :class:`LiveEntityTree`.
+    """
+    g = entity_graph(graph, roots)
+    return draw_entity_graph(g, ax=ax, title=title)
+
+
+def draw_entity_graph(
+    g: nx.DiGraph, *, ax: Axes | None = None, title: str | None = None
+) -> Figure:
+    """Draw a graph made by :func:`entity_graph` (see :func:`plot_entity_tree`)."""
+    import networkx as nx
+    from matplotlib.lines import Line2D
+
+    roots = [n for n in g if g.nodes[n]["depth"] == 0]  # insertion order = given order
+    pos = tree_layout(g, roots)
+    width = max((x for x, _ in pos.values()), default=0.0) + 1
+    depth = max((g.nodes[n]["depth"] for n in g), default=0)
+    many = width > 8  # crowded rows: tilt the labels so they do not overlap
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        per_leaf = 0.85 if many else 1.25
+        fig, ax = plt.subplots(
+            figsize=(min(max(6.0, per_leaf * width + 2.5), 36),
+                     min(1.8 + 1.4 * (depth + 1) + (0.8 if many else 0), 20)),
+            layout="constrained",
+        )
+    else:
+        fig = ax.figure
+    nodes = list(g)
+    colours = [COLOURS[status_from_node(g.nodes[n]["status"])] for n in nodes]
+    failed = [g.nodes[n]["status"] == "Failed" for n in nodes]
+    nx.draw_networkx_edges(g, pos, ax=ax, arrows=True, arrowstyle="-|>", arrowsize=10,
+                           edge_color="#888888", node_size=500)
+    drawn = nx.draw_networkx_nodes(
+        g, pos, nodelist=nodes, ax=ax, node_color=colours, node_size=500,
+        edgecolors=["black" if f else "white" for f in failed],
+        linewidths=[2.5 if f else 1.0 for f in failed],
+    )
+    drawn.set_gid("entity-nodes")
+    drawn.set_zorder(3)
+    for n, is_failed in zip(nodes, failed, strict=True):
+        x, y = pos[n]
+        data = g.nodes[n]
+        if is_failed:
+            ax.text(x, y, "✗", ha="center", va="center", color="white", fontsize=11,
+                    fontweight="bold", zorder=4, gid=f"failed-mark:{n}")
+        label = _short(data["label"], 40 if data["depth"] == 0 else 28)
+        if is_failed and data.get("error"):
+            label += "\n" + _short(f"{data['error'].get('type', 'error')}", 28)
+        leaf = not list(g.successors(n))
+        tilt = many and data["depth"] > 0 and leaf
+        # Leaves are labelled below, inner nodes above (clear of their edges).
+        ax.text(x, y - 0.14 if leaf else y + 0.14, label,
+                ha="right" if tilt else "center", va="top" if leaf else "bottom",
+                rotation=35 if tilt else 0, rotation_mode="anchor", fontsize=8,
+                color="#b00000" if is_failed else "black", zorder=4, gid=f"label:{n}",
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+    handles = [
+        Line2D([], [], marker="o", ls="", markersize=9, markerfacecolor=COLOURS[
+            status_from_node(s)], markeredgecolor="black" if s == "Failed" else "white",
+            markeredgewidth=2 if s == "Failed" else 1, label=s)
+        for s in _NODE_STATUSES
+    ]
+    ax.legend(handles=handles, title="status", loc="upper left", bbox_to_anchor=(1.0, 1.0),
+              fontsize=8, title_fontsize=8, frameon=False)
+    ax.set_xlim(-0.8, width - 0.2)
+    ax.set_ylim(-depth - (1.0 if many else 0.6), 0.5)
+    # networkx hides the ticks; the depth axis is part of the picture here.
+    ax.tick_params(left=True, labelleft=True)
+    ax.set_yticks([-d for d in range(depth + 1)], [str(d) for d in range(depth + 1)])
+    ax.set_ylabel("call depth (0 = root)")
+    ax.set_xlabel("children in creation order, left to right")
+    ax.set_xticks([])
+    for side in ("top", "right", "bottom"):
+        ax.spines[side].set_visible(False)
+    if title is None:
+        if len(roots) == 1:
+            title = f"Entity tree of {g.nodes[roots[0]]['label']}"
+        else:
+            title = f"Entity trees of {len(roots)} pipelines"
+        counts = {s: sum(1 for n in g if g.nodes[n]["status"] == s) for s in _NODE_STATUSES}
+        title += " — " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+    ax.set_title(title)
+    return fig
+
+
+class LiveEntityTree:
+    """The entity tree, redrawn in place while the runs go on (in a notebook).
+
+    ``tree = LiveEntityTree(graph, [story_a.id, story_b.id])`` then
+    ``results = await tree.follow(asyncio.gather(a.run(), b.run()))``: the
+    picture is redrawn every ``interval`` seconds (and once at the end) into a
+    single notebook output, as a PNG, so saved notebooks show the final tree.
+    Outside a notebook nothing is displayed; :attr:`figure` holds the last
+    drawing.
+    """
+
+    def __init__(self, graph: Any, roots: Any, *, interval: float = 0.5,
+                 title: str | None = None) -> None:
+        if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
+            raise ValueError(f"interval must be a number > 0, got {interval!r}")
+        self.graph = graph
+        self.roots = _root_ids(roots)
+        self.interval = float(interval)
+        self.title = title
+        self.redraws = 0
+        self.figure: Figure | None = None
+        self._handle: Any = None
+
+    def refresh(self) -> Figure:
+        """Redraw now and update the notebook output."""
+        import io
+
+        import matplotlib.pyplot as plt
+
+        fig = plot_entity_tree(self.graph, self.roots, title=self.title)
+        plt.close(fig)  # shown through our own display handle, not by pyplot
+        self.figure = fig
+        self.redraws += 1
+        try:
+            from IPython.core.interactiveshell import InteractiveShell
+        except ImportError:
+            return fig
+        if InteractiveShell.initialized():
+            from IPython.display import Image, display
+
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png", dpi=90)
+            image = Image(data=buffer.getvalue(), format="png")
+            if self._handle is None:
+                self._handle = display(image, display_id=True)
+            else:
+                self._handle.update(image)
+        return fig
+
+    async def follow(self, awaitable: Any) -> Any:
+        """Await ``awaitable`` (e.g. ``asyncio.gather(...)``), redrawing meanwhile."""
+        task = asyncio.ensure_future(awaitable)
+        try:
+            while not task.done():
+                self.refresh()
+                await asyncio.wait({task}, timeout=self.interval)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            self.refresh()
+        return task.result()

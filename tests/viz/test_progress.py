@@ -1,0 +1,237 @@
+"""The progress panel: final widget state, text summary, throttling, forms."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import subprocess
+import sys
+import textwrap
+import types
+
+import pytest
+from vizkit import VizStory
+
+from storylab.entities import Envelope
+from storylab.viz import ProgressPanel, in_jupyter_kernel
+from storylab.viz._palette import COLOURS, Status
+
+
+def _bars(panel: ProgressPanel) -> list:
+    return [part["bar"] for part in panel._widgets.parts.values()]
+
+
+def _row_statuses(panel: ProgressPanel, key: str | None = None) -> dict[str, str]:
+    part = panel._widgets.parts[key or next(iter(panel._widgets.parts))]
+    return dict(re.findall(r"data-name='([^']+)' data-status='([^']+)'", part["rows"].value))
+
+
+async def test_finished_run_leaves_a_full_green_bar_and_completed_rows(graph):
+    story = graph.create(VizStory, "fox", {"images": 4, "seconds": 0.001})
+    panel = ProgressPanel("stories", form="widget")
+    result = await panel.watch(story.start())
+    assert result == {"done": 4, "failed": 0}
+    (bar,) = _bars(panel)
+    assert (bar.value, bar.max, bar.bar_style) == (4, 4, "success")
+    assert _row_statuses(panel) == {
+        "writer": "completed", **{f"image-{i}": "completed" for i in range(1, 5)}
+    }
+    rows_html = next(iter(panel._widgets.parts.values()))["rows"].value
+    assert rows_html.count(f"color:{COLOURS[Status.COMPLETED]}") == 2 * 5
+    (p,) = panel.pipelines
+    assert (p.entity_id, p.title, p.status, p.total, p.done) == (
+        story.id, "VizStory (fox)", Status.COMPLETED, 4, 4)
+    text = panel.summary()
+    assert text.splitlines()[:2] == [
+        "stories",
+        "VizStory (fox) [completed] images: 4/4 done (4 completed)",
+    ]
+    assert "  ✓ VizImage (image-4) completed" in text.splitlines()
+    view = panel._widgets.view()._repr_mimebundle_()
+    assert view["text/plain"] == text
+    assert "application/vnd.jupyter.widget-view+json" in view
+
+
+async def test_a_failed_image_turns_its_row_red_and_the_bar_orange(graph):
+    story = graph.create(VizStory, "owl", {"images": 3, "seconds": 0.001, "fail": [2]})
+    panel = ProgressPanel(form="widget")
+    assert await panel.watch(story.start()) == {"done": 2, "failed": 1}
+    (bar,) = _bars(panel)
+    assert (bar.value, bar.max, bar.bar_style) == (3, 3, "warning")
+    statuses = _row_statuses(panel)
+    assert statuses["image-2"] == "failed"
+    assert statuses["image-1"] == statuses["image-3"] == "completed"
+    rows = {r.name: r for r in panel.pipelines[0].rows}
+    assert rows["image-2"].colour == COLOURS[Status.FAILED]
+    assert "no ink for image-2" in rows["image-2"].message
+    html = next(iter(panel._widgets.parts.values()))["rows"].value
+    failed_row = re.search(r"<tr data-name='image-2'.*?</tr>", html).group(0)
+    assert COLOURS[Status.FAILED] in failed_row and "no ink for image-2" in failed_row
+    text = panel.summary()
+    assert "VizStory (owl) [completed] images: 3/3 done (2 completed, 1 failed)" in text
+    assert "  ✗ VizImage (image-2) failed: no ink for image-2" in text
+
+
+async def test_a_failed_pipeline_is_shown_then_its_error_raised(graph):
+    story = graph.create(VizStory, "cat", {"images": 2, "seconds": 0.001, "explode": True})
+    panel = ProgressPanel(form="widget")
+    with pytest.raises(ValueError, match="the story itself failed"):
+        await panel.watch(story.start())
+    (bar,) = _bars(panel)
+    assert bar.bar_style == "danger" and bar.value == 2
+    assert panel.pipelines[0].status is Status.FAILED
+    assert "VizStory (cat) [failed]" in panel.summary()
+
+
+async def test_several_pipelines_with_the_same_child_names_stay_apart(graph):
+    VizStory.shared = None
+    a = graph.create(VizStory, "a", {"images": 3, "seconds": 0.002, "fail": [1]})
+    b = graph.create(VizStory, "b", {"images": 5, "seconds": 0.001})
+    panel = ProgressPanel(form="widget")
+    results = await asyncio.gather(panel.watch(a.start()), panel.watch(b.start()))
+    assert results == [{"done": 2, "failed": 1}, {"done": 5, "failed": 0}]
+    by_name = {p.name: p for p in panel.pipelines}
+    assert (by_name["a"].total, by_name["a"].failed, by_name["b"].total) == (3, 1, 5)
+    assert [(bar.value, bar.max, bar.bar_style) for bar in _bars(panel)] == [
+        (3, 3, "warning"), (5, 5, "success")]
+    assert _row_statuses(panel, a.id)["image-1"] == "failed"
+    assert _row_statuses(panel, b.id)["image-1"] == "completed"
+
+
+def _env(kind, eid, name, etype="Image", **fields):
+    return Envelope(kind, eid, etype, name, **fields)
+
+
+def test_rows_wait_for_capacity_until_their_entity_starts():
+    panel = ProgressPanel(form="widget", min_interval=0)
+    panel.update(_env("STATUS", "p", "story", "Pipeline", status="STARTED"))
+    panel.update(_env("VALUE", "p", "story", "Pipeline", sub_type="progress",
+                      value={"stage": "images", "total": 3, "items": ["i1", "i2", "i3"]}))
+    panel.update(_env("STATUS", "c1", "i1", status="STARTED"))
+    assert _row_statuses(panel) == {"i1": "running", "i2": "waiting for capacity",
+                                    "i3": "waiting for capacity"}
+    (bar,) = _bars(panel)
+    assert (bar.value, bar.max, bar.bar_style) == (0, 3, "info")
+    panel.update(_env("STATUS", "c1", "i1", status="COMPLETED"))
+    assert bar.value == 1
+    assert panel.pipelines[0].counts_text() == \
+        "images: 1/3 done (1 completed, 2 waiting for capacity)"
+
+
+def test_a_thousand_entities_are_rendered_a_few_times_and_the_end_always():
+    now = [0.0]
+
+    def clock():
+        now[0] += 0.0005  # 2,000 envelopes per second of (fake) time
+        return now[0]
+
+    panel = ProgressPanel(form="widget", clock=clock, min_interval=0.1)
+    names = [f"image-{i}" for i in range(1000)]
+    panel.update(_env("STATUS", "p", "big", "Pipeline", status="STARTED"))
+    panel.update(_env("VALUE", "p", "big", "Pipeline", sub_type="progress",
+                      value={"stage": "images", "total": 1000, "items": names}))
+    for i, name in enumerate(names):
+        panel.update(_env("STATUS", f"c{i}", name, status="STARTED"))
+        panel.update(_env("STATUS", f"c{i}", name,
+                          status="FAILED" if i % 100 == 0 else "COMPLETED"))
+    panel.update(_env("STATUS", "p", "big", "Pipeline", status="COMPLETED"))
+    # About 1 s of fake time at <= 10 renders per second.
+    assert panel.renders <= 12
+    (bar,) = _bars(panel)
+    assert bar.value < 1000 or bar.bar_style != "warning"  # the last state was throttled...
+    panel.close()
+    assert panel.renders <= 13
+    assert (bar.value, bar.max, bar.bar_style) == (1000, 1000, "warning")  # ...and flushed
+    html = next(iter(panel._widgets.parts.values()))["rows"].value
+    assert html.count("<tr data-name=") == 50 and "… and 950 more" in html
+    assert "1000/1000 done (990 completed, 10 failed)" in panel.summary()
+
+
+async def test_a_pending_change_is_rendered_by_a_timer_on_the_loop():
+    panel = ProgressPanel(form="widget", min_interval=0.02)
+    panel.update(_env("STATUS", "p", "s", "Pipeline", status="STARTED"))
+    panel.update(_env("VALUE", "p", "s", "Pipeline", sub_type="progress",
+                      value={"stage": "images", "total": 1, "items": ["i1"]}))
+    (bar,) = _bars(panel)
+    assert bar.max == 1 and panel.renders == 1  # second update was throttled
+    await asyncio.sleep(0.1)
+    assert panel.renders == 2 and _row_statuses(panel) == {"i1": "waiting for capacity"}
+
+
+def test_bad_input_names_the_field():
+    panel = ProgressPanel(form="text", stream=io.StringIO())
+    with pytest.raises(ValueError, match="envelope field 'type' must be one of"):
+        panel.update({"type": "NOPE", "entity_id": "x"})
+    with pytest.raises(ValueError, match="envelope field 'entity_id'"):
+        panel.update({"type": "STATUS"})
+    panel.update(_env("STATUS", "p", "s", "Pipeline", status="STARTED"))
+    with pytest.raises(ValueError, match=r"progress value\['total'\] must be an integer >= 0"):
+        panel.update(_env("VALUE", "p", "s", "Pipeline", sub_type="progress",
+                          value={"total": -1, "items": []}))
+    with pytest.raises(ValueError, match=r"progress value\['items'\]"):
+        panel.update(_env("VALUE", "p", "s", "Pipeline", sub_type="progress",
+                          value={"total": 1, "items": "abc"}))
+    assert panel.pipelines[0].total == 0  # nothing half-applied
+    with pytest.raises(ValueError, match="form must be one of widget, text"):
+        ProgressPanel(form="html")
+    with pytest.raises(ValueError, match="min_interval"):
+        ProgressPanel(min_interval=-1)
+    with pytest.raises(ValueError, match="max_rows"):
+        ProgressPanel(max_rows=0)
+    panel.close()
+    panel.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        panel.update(_env("STATUS", "p", "s", "Pipeline", status="COMPLETED"))
+
+
+def test_the_environment_picks_the_form(monkeypatch):
+    monkeypatch.delitem(sys.modules, "ipykernel.zmqshell", raising=False)
+    assert not in_jupyter_kernel()
+    assert ProgressPanel(stream=io.StringIO()).form == "text"
+    monkeypatch.setitem(sys.modules, "ipykernel.zmqshell", types.ModuleType("ipykernel.zmqshell"))
+    assert in_jupyter_kernel()
+    assert ProgressPanel().form == "widget"
+
+
+async def test_text_form_prints_lines_and_the_final_state(graph):
+    out = io.StringIO()
+    story = graph.create(VizStory, "text", {"images": 3, "seconds": 0.001, "fail": [3]})
+    panel = ProgressPanel(form="text", stream=out)
+    assert await panel.watch(story.start()) == {"done": 2, "failed": 1}
+    lines = out.getvalue().splitlines()
+    assert "VizStory (text) [completed] images: 3/3 done (2 completed, 1 failed)" in lines
+    assert "  ✗ VizImage (image-3) failed: no ink for image-3" in lines
+
+
+def test_text_form_in_a_terminal_run(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
+        from vizkit import VizStory
+        from storylab.entities import EntityGraph
+        from storylab.viz import ProgressPanel
+
+        async def main():
+            with EntityGraph.open({str(tmp_path / "g.sqlite")!r}) as g:
+                story = g.create(VizStory, "terminal", {{"images": 4, "seconds": 0.001,
+                                                         "fail": [2]}})
+                panel = ProgressPanel("stories")
+                print("form:", panel.form)
+                result = await panel.watch(story.start())
+                panel.close()
+                print("result:", result)
+
+        asyncio.run(main())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, timeout=60)
+    lines = out.stdout.splitlines()
+    assert lines[0] == "form: text"
+    assert "VizStory (terminal) [completed] images: 4/4 done (3 completed, 1 failed)" in lines
+    assert "  ✓ VizImage (image-1) completed" in lines
+    assert "  ✗ VizImage (image-2) failed: no ink for image-2" in lines
+    assert lines[-1] == "result: {'done': 3, 'failed': 1}"
+    assert "ipywidgets" not in out.stderr
