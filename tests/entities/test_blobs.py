@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from storylab.entities import EntityGraph, UnknownBlobError
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
+
+
+def test_blobs_are_content_addressed_beside_the_graph(tmp_path):
+    with EntityGraph.open(tmp_path / "graph.sqlite") as g:
+        key = g.blobs.put(PNG, "image/png")
+        assert key == hashlib.sha256(PNG).hexdigest() + ".png"
+        assert g.blobs.put(PNG, "image/png") == key  # stored once
+        assert g.blobs.get(key) == PNG
+        path = g.blobs.path_for(key)
+        assert path.is_file() and path.is_relative_to(tmp_path / "graph.blobs")
+        assert g.blobs.content_type(key) == "image/png"
+        assert [p.name for p in path.parent.iterdir()] == [key]  # no temp files left
+
+
+def test_bad_blob_input_gets_clear_errors(tmp_path):
+    with EntityGraph.open(tmp_path / "graph.sqlite") as g:
+        with pytest.raises(ValueError, match="content_type must be one of .*image/png"):
+            g.blobs.put(PNG, "image/bmp")
+        with pytest.raises(TypeError, match="blob data must be bytes"):
+            g.blobs.put("text", "text/plain")
+        with pytest.raises(UnknownBlobError, match="not a blob key"):
+            g.blobs.get("../../etc/passwd")
+        with pytest.raises(UnknownBlobError, match="no blob"):
+            g.blobs.get("0" * 64 + ".png")
+        assert not (tmp_path / "graph.blobs").exists()

@@ -1,0 +1,350 @@
+"""EntityGraph: the SQLite store, child creation, lazy parallel calls, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import sqlite3
+
+import pytest
+
+from storylab import CapacitySource, HierarchicalTaskPoolRunner, SourceFromIterable
+from storylab.entities import (
+    DuplicateNameError,
+    EntityGraph,
+    EntityTypeMismatchError,
+    GraphNotFoundError,
+    NotAStorylabGraphError,
+    Return,
+    RunnableEntity,
+    SchemaVersionError,
+    UnknownEntityError,
+    UnregisteredTypeError,
+)
+from storylab.entities.graph import APPLICATION_ID, SCHEMA_VERSION
+
+CALLS: collections.Counter = collections.Counter()
+
+
+class GrChild(RunnableEntity):
+    async def run_impl(self):
+        CALLS[self.id] += 1
+        await asyncio.sleep(0)
+        yield Return(self.data.get("n"))
+
+
+class GrOther(RunnableEntity):
+    async def run_impl(self):
+        yield Return(None)
+
+
+class GrParent(RunnableEntity):
+    async def run_impl(self):
+        yield Return(None)
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------- the file
+
+
+def test_open_creates_a_wal_database_marked_as_a_storylab_graph(tmp_path):
+    with EntityGraph.open(tmp_path / "sub" / "g.sqlite") as g:
+        g.create(GrParent, "root")
+        assert g.path == tmp_path / "sub" / "g.sqlite"
+    conn = sqlite3.connect(tmp_path / "sub" / "g.sqlite")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+
+
+def test_default_path_uses_storylab_home_or_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STORYLAB_HOME", raising=False)
+    with EntityGraph.open() as g:
+        assert g.path.resolve() == (tmp_path / ".storylab" / "graph.sqlite").resolve()
+    monkeypatch.setenv("STORYLAB_HOME", str(tmp_path / "home"))
+    with EntityGraph.open() as g:
+        assert g.path == tmp_path / "home" / "graph.sqlite"
+    with EntityGraph.open(tmp_path / "home") as g:  # a directory means graph.sqlite inside
+        assert g.path == tmp_path / "home" / "graph.sqlite"
+
+
+def test_reopening_keeps_everything(tmp_path):
+    with EntityGraph.open(tmp_path / "g.sqlite") as g:
+        root = g.create(GrParent, "root", {"k": 1})
+        child = root.append_call(GrChild, "c", {"n": 2})
+    with EntityGraph.open(tmp_path / "g.sqlite") as g:
+        assert g.get_node(root.id).data == {"k": 1}
+        assert [c.id for c in g.children(root.id)] == [child.id]
+        assert isinstance(g.entity(child.id), GrChild)
+
+
+def test_a_file_that_is_not_sqlite_is_refused_and_left_alone(tmp_path):
+    p = tmp_path / "notes.txt"
+    p.write_text("just some notes, not a database\n" * 50)
+    before = digest(p)
+    with pytest.raises(NotAStorylabGraphError, match="not a storylab entity graph"):
+        EntityGraph.open(p)
+    assert digest(p) == before
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_another_sqlite_database_is_refused_and_left_alone(tmp_path):
+    p = tmp_path / "other.sqlite"
+    conn = sqlite3.connect(p)
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    conn.commit()
+    conn.close()
+    before = digest(p)
+    with pytest.raises(NotAStorylabGraphError, match="SQLite database but not a storylab"):
+        EntityGraph.open(p)
+    assert digest(p) == before
+    conn = sqlite3.connect(p)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # not switched to WAL
+
+
+def test_a_newer_schema_is_refused_and_left_alone(tmp_path):
+    p = tmp_path / "g.sqlite"
+    with EntityGraph.open(p) as g:
+        g.create(GrParent, "root")
+    conn = sqlite3.connect(p)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.close()
+    before = digest(p)
+    with pytest.raises(SchemaVersionError, match=f"schema {SCHEMA_VERSION + 1}, newer"):
+        EntityGraph.open(p)
+    assert digest(p) == before
+
+
+def test_open_without_create_needs_an_existing_file(tmp_path):
+    with pytest.raises(GraphNotFoundError, match="no entity graph at"):
+        EntityGraph.open(tmp_path / "missing.sqlite", create=False)
+    assert not (tmp_path / "missing.sqlite").exists()
+    with pytest.raises(ValueError, match="commit must be 'batched' or 'operation'"):
+        EntityGraph.open(tmp_path / "g.sqlite", commit="sometimes")
+
+
+def test_unknown_ids_raise_lookup_errors_everywhere(graph):
+    for call in (
+        graph.get_node,
+        graph.children,
+        graph.descendants,
+        graph.io,
+        graph.progress,
+        graph.edges,
+        graph.entity,
+    ):
+        with pytest.raises(UnknownEntityError, match="no entity with id 'nope'"):
+            call("nope")
+    assert issubclass(UnknownEntityError, LookupError)
+
+
+def test_a_node_of_an_unregistered_type_cannot_be_revived(graph):
+    root = graph.create(GrParent, "root")
+    graph.flush()
+    conn = sqlite3.connect(graph.path)
+    conn.execute("UPDATE nodes SET type = 'VanishedEntity' WHERE id = ?", (root.id,))
+    conn.commit()
+    with pytest.raises(UnregisteredTypeError, match="'VanishedEntity' is not registered"):
+        graph.entity(root.id)
+    assert graph.get_node(root.id).type == "VanishedEntity"  # still readable as a record
+
+
+def test_bad_creation_input_is_refused_before_anything_is_written(graph):
+    with pytest.raises(TypeError, match="RunnableEntity subclass"):
+        graph.create(dict, "x")
+    with pytest.raises(ValueError, match="non-empty string"):
+        graph.create(GrParent, "  ")
+    with pytest.raises(TypeError, match="data must be a dict"):
+        graph.create(GrParent, "x", ["not", "a", "dict"])
+    with pytest.raises(TypeError, match="data of entity 'x' must be JSON serializable"):
+        graph.create(GrParent, "x", {"when": object()})
+    with pytest.raises(TypeError, match="put them in graph.blobs"):
+        graph.create(GrParent, "x", {"png": b"\x89PNG"})
+    assert graph.roots() == []
+
+
+# ------------------------------------------------------------ root entities
+
+
+def test_create_refuses_a_taken_root_name_and_create_or_retrieve_returns_it(graph):
+    a = graph.create(GrParent, "story", {"v": 1})
+    with pytest.raises(DuplicateNameError, match="'story' already exists among root entities"):
+        graph.create(GrParent, "story", {"v": 2})
+    b = graph.create_or_retrieve(GrParent, "story", {"v": 3})
+    assert b.id == a.id and b.data == {"v": 1}
+    assert len(graph.roots()) == 1
+
+
+def test_roots_lists_most_recent_first_with_a_limit(graph):
+    ids = [graph.create(GrParent, f"r{i}").id for i in range(4)]
+    assert [r.id for r in graph.roots()] == ids[::-1]
+    assert [r.id for r in graph.roots(limit=2)] == ids[:1:-1]
+    with pytest.raises(ValueError, match="limit must be a positive int"):
+        graph.roots(limit=0)
+
+
+# ------------------------------------------------------------------ children
+
+
+def test_append_call_creates_the_child_and_a_calls_edge(graph):
+    p = graph.create(GrParent, "p")
+    c = p.append_call(GrChild, "c", {"n": 1})
+    assert isinstance(c, GrChild) and c.parent_id == p.id
+    assert graph.get_node(c.id).data == {"n": 1}
+    assert graph.get_node(c.id).status == "Pending"
+    (edge,) = graph.edges(p.id)
+    assert edge["source"] == p.id and edge["target"] == c.id
+    assert edge["edge_type"] == "Calls" and edge["position"] == 0
+    assert graph.edges(c.id) == [edge]  # the child sees its incoming edge
+
+
+def test_append_call_with_a_taken_name_raises_and_changes_nothing(graph):
+    p = graph.create(GrParent, "p")
+    p.append_call(GrChild, "c", {"n": 1})
+    with pytest.raises(DuplicateNameError, match="'c' already exists under parent"):
+        p.append_call(GrChild, "c", {"n": 2})
+    assert [c.data for c in graph.children(p.id)] == [{"n": 1}]
+    assert len(graph.edges(p.id)) == 1
+
+
+def test_append_or_retrieve_call_returns_the_existing_child_with_its_data(graph):
+    p = graph.create(GrParent, "p")
+    first = p.append_or_retrieve_call(GrChild, "c", {"n": 1})
+    again = p.append_or_retrieve_call(GrChild, "c", {"n": 999})
+    assert again.id == first.id and again.data == {"n": 1}
+    assert len(graph.edges(p.id)) == 1
+
+
+def test_retrieving_a_child_as_another_type_is_an_error(graph):
+    p = graph.create(GrParent, "p")
+    p.append_call(GrChild, "c")
+    with pytest.raises(EntityTypeMismatchError, match="type 'GrChild', not 'GrOther'"):
+        p.append_or_retrieve_call(GrOther, "c")
+
+
+def test_child_names_are_unique_per_parent_only(graph):
+    a, b = graph.create(GrParent, "a"), graph.create(GrParent, "b")
+    ca = a.append_or_retrieve_call(GrChild, "safety-check")
+    cb = b.append_or_retrieve_call(GrChild, "safety-check")
+    assert ca.id != cb.id
+
+
+def test_children_and_descendants_come_in_creation_order(graph):
+    p = graph.create(GrParent, "p")
+    c1 = p.append_call(GrParent, "one")
+    c2 = p.append_call(GrChild, "two")
+    g1 = c1.append_call(GrChild, "one-a")
+    g2 = c1.append_call(GrChild, "one-b")
+    assert [c.id for c in graph.children(p.id)] == [c1.id, c2.id]
+    assert [d.id for d in graph.descendants(p.id)] == [c1.id, g1.id, g2.id, c2.id]
+    assert [e["position"] for e in graph.edges(c1.id) if e["source"] == c1.id] == [0, 1]
+
+
+def test_a_revived_node_has_its_own_class(graph):
+    p = graph.create(GrParent, "p")
+    c = p.append_call(GrChild, "c")
+    assert type(graph.entity(c.id)) is GrChild
+    assert type(graph.entity(p.id)) is GrParent
+
+
+def test_writes_are_committed_after_one_event_loop_turn(graph):
+    async def main():
+        p = graph.create(GrParent, "p")
+        reader = sqlite3.connect(graph.path)
+        count = "SELECT count(*) FROM nodes"
+        assert reader.execute(count).fetchone()[0] == 0  # still in this turn's transaction
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert reader.execute(count).fetchone()[0] == 1
+        p.append_call(GrChild, "c")
+        graph.flush()
+        assert reader.execute(count).fetchone()[0] == 2
+
+    asyncio.run(main())
+
+
+def test_two_graphs_on_one_file_in_one_process_do_not_block_each_other(tmp_path):
+    async def main():
+        (tmp_path / "sub").mkdir()
+        other_spelling = tmp_path / "sub" / ".." / "graph.sqlite"
+        with EntityGraph.open(tmp_path) as a, EntityGraph.open(other_spelling) as b:
+            pa = a.create(GrParent, "pa")  # a holds a pending transaction
+            pb = b.create(GrParent, "pb")  # b must not wait for a's lock
+            assert {r.name for r in b.roots()} == {"pa", "pb"}
+            return pa, pb
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+# ------------------------------------------------------------ parallel_calls
+
+
+async def test_parallel_calls_creates_children_only_when_pulled_in_item_order(graph):
+    p = graph.create(GrParent, "p")
+    items = [{"name": f"image-{i}", "data": {"n": i}} for i in range(3)]
+    source = p.parallel_calls(GrChild, items)
+    assert graph.children(p.id) == []
+    first = await anext(source)
+    assert [c.name for c in graph.children(p.id)] == ["image-0"]
+    assert first.label == "image-0" and first.entity_id == graph.children(p.id)[0].id
+    second = await anext(source)
+    assert second.label == "image-1"
+    assert [c.name for c in graph.children(p.id)] == ["image-0", "image-1"]
+
+
+async def test_parallel_calls_under_a_runner_creates_no_more_children_than_capacity(graph):
+    p = graph.create(GrParent, "p")
+    items = [{"name": f"image-{i}", "data": {"n": i}} for i in range(5)]
+    created_when_first_finished = None
+    runner = HierarchicalTaskPoolRunner(
+        "t", SourceFromIterable(p.parallel_calls(GrChild, items)), CapacitySource(2)
+    )
+    finals = []
+    async for env in runner.run_tasks():
+        if env.type == "FINAL":
+            if created_when_first_finished is None:
+                created_when_first_finished = len(graph.children(p.id))
+            finals.append(env.value)
+    assert created_when_first_finished == 2
+    assert sorted(finals) == [0, 1, 2, 3, 4]
+
+
+async def test_parallel_calls_thunk_of_a_completed_child_returns_the_stored_value(graph):
+    p = graph.create(GrParent, "p")
+    items = [{"name": "a", "data": {"n": 1}}, {"name": "b", "data": {"n": 2}}]
+    async for thunk in p.parallel_calls(GrChild, items):
+        run = thunk()
+        async for _ in run:
+            pass
+    ids = [c.id for c in graph.children(p.id)]
+    values = []
+    async for thunk in p.parallel_calls(GrChild, items):  # as after a restart
+        run = thunk()
+        envs = [e async for e in run]
+        assert [e.sub_type for e in envs] == ["return"]
+        values.append(run.result)
+    assert values == [1, 2]
+    assert [CALLS[i] for i in ids] == [1, 1]
+    assert len(graph.children(p.id)) == 2
+
+
+@pytest.mark.parametrize(
+    ("items", "error", "match"),
+    [
+        ([{"data": {}}], ValueError, r"items\[0\]\['name'\] must be a non-empty string"),
+        ([{"name": "a"}, "b"], TypeError, r"items\[1\] must be a dict"),
+        ([{"name": "a", "data": [1]}], TypeError, r"items\[0\]\['data'\] must be a dict"),
+        ([{"name": "a"}, {"name": "a"}], ValueError, r"items\[1\]\['name'\] 'a' repeats items"),
+    ],
+)
+def test_parallel_calls_checks_items_before_creating_anything(graph, items, error, match):
+    p = graph.create(GrParent, "p")
+    with pytest.raises(error, match=match):
+        p.parallel_calls(GrChild, items)
+    assert graph.children(p.id) == []
