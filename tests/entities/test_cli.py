@@ -1,0 +1,161 @@
+"""``storylab eg``: tree, node views, list, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from storylab.cli import main as storylab_main
+from storylab.entities import EntityGraph, Return, RunnableEntity
+
+
+class CliPipeline(RunnableEntity):
+    async def run_impl(self):
+        yield self.status("RUNNING", "writing")
+        writer = self.append_or_retrieve_call(CliWriter, "story-writer", {"topic": "owls"})
+        yield Return({"story": (yield self.delegate(writer))})
+
+
+class CliWriter(RunnableEntity):
+    async def run_impl(self):
+        yield Return("Once upon a time")
+
+
+class CliImage(RunnableEntity):
+    async def run_impl(self):
+        if self.data.get("fail"):
+            raise RuntimeError("backend said no\nsecond line of detail")
+        yield Return({"object_key": "abc.png"})
+
+
+@pytest.fixture
+def story(tmp_path):
+    """A finished pipeline with a writer, two images (one failed) and a pending one."""
+    import asyncio
+
+    path = tmp_path / "graph.sqlite"
+    with EntityGraph.open(path) as g:
+        root = g.create(CliPipeline, "story-pipeline-owls", {"topic": "owls"})
+        asyncio.run(root.run())
+        ok = root.append_call(CliImage, "image-{{IMAGE_1}}", {})
+        bad = root.append_call(CliImage, "image-{{IMAGE_2}}", {"fail": True})
+        root.append_call(CliImage, "image-{{IMAGE_3}}", {})
+        asyncio.run(ok.run())
+        with pytest.raises(RuntimeError):
+            asyncio.run(bad.run())
+        ids = {"root": root.id, "bad": bad.id}
+    return path, ids
+
+
+def eg(capsys, *argv) -> tuple[int, str, str]:
+    code = storylab_main(["eg", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_tree_lists_children_in_creation_order_with_statuses(story, capsys):
+    path, ids = story
+    code, out, _ = eg(capsys, "tree", ids["root"], "--graph", str(path))
+    assert code == 0
+    assert out.splitlines() == [
+        "CliPipeline (story-pipeline-owls)    Status: Completed",
+        "  ├── CliWriter (story-writer)       Status: Completed",
+        "  ├── CliImage (image-{{IMAGE_1}})   Status: Completed",
+        "  ├── CliImage (image-{{IMAGE_2}})   Status: Failed"
+        "  (RuntimeError: backend said no second line of detail)",
+        "  └── CliImage (image-{{IMAGE_3}})   Status: Pending",
+    ]
+
+
+def test_graph_option_is_accepted_before_the_subcommand(story, capsys):
+    path, ids = story
+    code, out, _ = eg(capsys, "--graph", str(path), "tree", ids["bad"])
+    assert code == 0
+    assert out.startswith("CliImage (image-{{IMAGE_2}})")
+
+
+def test_node_views_print_json(story, capsys):
+    path, ids = story
+    g = ["--graph", str(path)]
+    code, out, _ = eg(capsys, "node", ids["root"], *g)
+    node = json.loads(out)
+    assert code == 0 and node["id"] == ids["root"] and node["status"] == "Completed"
+    assert node["output"] == {"story": "Once upon a time"}
+    _, out_get, _ = eg(capsys, "node", "get", ids["root"], *g)
+    assert json.loads(out_get) == node
+    _, out, _ = eg(capsys, "node", "io", ids["root"], *g)
+    assert json.loads(out) == {"input": {"topic": "owls"}, "output": {"story": "Once upon a time"}}
+    _, out, _ = eg(capsys, "node", "progress", ids["root"], *g)
+    log = json.loads(out)
+    assert [(e["entity_name"], e["status"]) for e in log[:3]] == [
+        ("story-pipeline-owls", "STARTED"),
+        ("story-pipeline-owls", "RUNNING"),
+        ("story-writer", "STARTED"),
+    ]
+    assert "image-{{IMAGE_2}}" in {e["entity_name"] for e in log}  # children percolate
+    _, out, _ = eg(capsys, "node", "edges", ids["root"], *g)
+    edges = json.loads(out)
+    assert [e["position"] for e in edges] == [0, 1, 2, 3]
+    assert {e["edge_type"] for e in edges} == {"Calls"}
+
+
+def test_list_shows_recent_roots(story, capsys):
+    path, ids = story
+    code, out, _ = eg(capsys, "list", "--graph", str(path))
+    assert code == 0
+    (line,) = out.splitlines()
+    assert line.startswith(ids["root"]) and "CliPipeline (story-pipeline-owls)" in line
+
+
+@pytest.mark.parametrize("command", [["tree"], ["node"], ["node", "io"], ["node", "edges"]])
+def test_unknown_id_exits_non_zero_with_a_clear_message(story, capsys, command):
+    path, _ = story
+    code, out, err = eg(capsys, *command, "no-such-id", "--graph", str(path))
+    assert code == 1 and out == ""
+    assert "no entity with id 'no-such-id'" in err
+
+
+def test_bad_node_view_and_missing_graph_are_clear_errors(story, capsys, tmp_path):
+    path, ids = story
+    code, _, err = eg(capsys, "node", "outputs", ids["root"], "--graph", str(path))
+    assert code == 1 and "VIEW one of get, io, progress, edges" in err
+    missing = tmp_path / "nowhere.sqlite"
+    code, _, err = eg(capsys, "list", "--graph", str(missing))
+    assert code == 1 and "no entity graph at" in err
+    assert not missing.exists()  # reading never creates a graph
+
+
+def test_the_installed_command_reports_an_unknown_id(story):
+    path, _ = story
+    exe = shutil.which("storylab")
+    cmd = [exe] if exe else [sys.executable, "-m", "storylab.cli"]
+    proc = subprocess.run(
+        [*cmd, "eg", "tree", "missing-id", "--graph", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "no entity with id 'missing-id'" in proc.stderr
+
+
+def test_tree_draws_grandchildren_under_their_parent(tmp_path, capsys):
+    with EntityGraph.open(tmp_path / "g.sqlite") as g:
+        root = g.create(CliPipeline, "root")
+        a = root.append_call(CliWriter, "a")
+        a.append_call(CliImage, "a1")
+        root.append_call(CliWriter, "b").append_call(CliImage, "b1")
+        root_id = root.id
+    code, out, _ = eg(capsys, "tree", root_id, "--graph", str(tmp_path / "g.sqlite"))
+    assert code == 0
+    assert [line.split("Status:")[0].rstrip() for line in out.splitlines()] == [
+        "CliPipeline (root)",
+        "  ├── CliWriter (a)",
+        "  │   └── CliImage (a1)",
+        "  └── CliWriter (b)",
+        "      └── CliImage (b1)",
+    ]
