@@ -1,0 +1,149 @@
+"""The entity tree as a networkx graph and as a picture, from a real SQLite store."""
+
+from __future__ import annotations
+
+import pytest
+from matplotlib.colors import to_hex
+from vizkit import VizImage, VizStory
+
+from storylab.entities import UnknownEntityError
+from storylab.viz import LiveEntityTree, entity_graph, plot_entity_tree
+from storylab.viz._palette import COLOURS, Status
+from storylab.viz.graph_plot import tree_layout
+
+NODE_COLOUR = {
+    "Pending": COLOURS[Status.WAITING],
+    "InProgress": COLOURS[Status.RUNNING],
+    "Completed": COLOURS[Status.COMPLETED],
+    "Failed": COLOURS[Status.FAILED],
+}
+
+
+async def _story(graph, name="fox", **data):
+    story = graph.create(VizStory, name, {"images": 4, "seconds": 0.001, **data})
+    await story.run()
+    return story
+
+
+async def test_entity_graph_holds_the_tree_with_its_attributes(graph):
+    story = await _story(graph, fail=[3])
+    g = entity_graph(graph, story.id)
+    records = [graph.get_node(story.id), *graph.descendants(story.id)]
+    assert list(g) == [r.id for r in records]
+    assert set(g.edges) == {(r.parent_id, r.id) for r in records[1:]}
+    root = g.nodes[story.id]
+    assert (root["type"], root["name"], root["label"], root["status"], root["depth"]) == (
+        "VizStory", "fox", "VizStory (fox)", "Completed", 0)
+    assert root["parent_id"] is None and root["error"] is None
+    assert [g.nodes[c]["name"] for c in g.successors(story.id)] == [
+        "writer", "image-1", "image-2", "image-3", "image-4"]
+    for r in records:
+        node = g.nodes[r.id]
+        assert (node["started_at"], node["finished_at"], node["created_at"]) == (
+            r.started_at, r.finished_at, r.created_at)
+        assert node["duration"] == pytest.approx(r.finished_at - r.started_at)
+    failed = next(n for n in g if g.nodes[n]["name"] == "image-3")
+    assert g.nodes[failed]["status"] == "Failed"
+    assert g.nodes[failed]["error"]["type"] == "RuntimeError"
+    assert "no ink" in g.nodes[failed]["error"]["message"]
+
+
+async def test_entity_graph_takes_a_path_and_several_roots(graph, tmp_path):
+    a = await _story(graph, "a")
+    b = await _story(graph, "b", images=2)
+    graph.flush()
+    g = entity_graph(tmp_path / "graph.sqlite", [a.id, b.id])
+    assert {g.nodes[n]["root"] for n in g} == {a.id, b.id}
+    assert len(g) == (1 + 1 + 4) + (1 + 1 + 2)
+    with pytest.raises(UnknownEntityError):
+        entity_graph(graph, "no-such-id")
+    with pytest.raises(LookupError):
+        entity_graph(graph, [a.id, "no-such-id"])
+    with pytest.raises(TypeError, match="graph must be an EntityGraph or a path"):
+        entity_graph(42, a.id)
+    with pytest.raises(ValueError, match="roots must name at least one"):
+        entity_graph(graph, [])
+
+
+async def test_tree_layout_is_top_down_and_centres_parents(graph):
+    story = await _story(graph)
+    g = entity_graph(graph, story.id)
+    pos = tree_layout(g)
+    kids = list(g.successors(story.id))
+    assert pos[story.id][1] == 0 and {pos[k][1] for k in kids} == {-1}
+    assert [pos[k][0] for k in kids] == [0, 1, 2, 3, 4]  # creation order, left to right
+    assert pos[story.id][0] == 2
+
+
+async def test_tree_picture_colours_nodes_by_status_and_marks_failures(graph, tmp_path):
+    story = await _story(graph, fail=[2, 4])
+    g = entity_graph(graph, story.id)
+    fig = plot_entity_tree(graph, story.id)
+    fig.savefig(tmp_path / "entity_tree.png", dpi=80)
+    assert (tmp_path / "entity_tree.png").stat().st_size > 5000
+    ax = fig.axes[0]
+    (nodes,) = [c for c in ax.collections if c.get_gid() == "entity-nodes"]
+    colours = [to_hex(c) for c in nodes.get_facecolors()]
+    assert colours == [NODE_COLOUR[g.nodes[n]["status"]] for n in g]
+    texts = {t.get_gid(): t.get_text() for t in ax.texts if t.get_gid()}
+    failed = [n for n in g if g.nodes[n]["status"] == "Failed"]
+    assert len(failed) == 2
+    for n in g:
+        assert texts[f"label:{n}"].startswith(g.nodes[n]["label"])
+        assert (f"failed-mark:{n}" in texts) == (n in failed)
+    assert "RuntimeError" in texts[f"label:{failed[0]}"]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["Pending", "InProgress", "Completed", "Failed"]
+    assert ax.get_title() == "Entity tree of VizStory (fox) — 4 Completed, 2 Failed"
+    assert ax.get_ylabel() and ax.get_xlabel()
+
+
+async def test_several_pipelines_are_drawn_side_by_side(graph, tmp_path):
+    a = await _story(graph, "a", fail=[1])
+    b = await _story(graph, "b", images=9)
+    fig = plot_entity_tree(graph, [a, b])
+    fig.savefig(tmp_path / "entity_trees.png", dpi=80)
+    ax = fig.axes[0]
+    assert ax.get_title().startswith("Entity trees of 2 pipelines")
+    g = entity_graph(graph, [a.id, b.id])
+    pos = tree_layout(g)
+    assert max(pos[n][0] for n in g if g.nodes[n]["root"] == a.id) < min(
+        pos[n][0] for n in g if g.nodes[n]["root"] == b.id)
+
+
+async def test_live_tree_redraws_while_the_run_goes_on(graph):
+    story = graph.create(VizStory, "live", {"images": 3, "seconds": 0.03})
+    titles: list[str] = []
+
+    class Recording(LiveEntityTree):
+        def refresh(self):
+            fig = super().refresh()
+            titles.append(fig.axes[0].get_title())
+            return fig
+
+    tree = Recording(graph, story.id, interval=0.01)
+    result = await tree.follow(story.run())
+    assert result == {"done": 3, "failed": 0}
+    assert tree.redraws == len(titles) >= 3
+    assert titles[0] == "Entity tree of VizStory (live) — 1 Pending"
+    assert any("InProgress" in t for t in titles[1:-1])
+    assert titles[-1] == "Entity tree of VizStory (live) — 5 Completed"
+    with pytest.raises(ValueError, match="interval must be a number > 0"):
+        LiveEntityTree(graph, story.id, interval=0)
+
+
+async def test_a_pending_child_is_drawn_grey(graph):
+    story = graph.create(VizStory, "half", {"images": 1, "seconds": 0.001})
+    story.append_or_retrieve_call(VizImage, "later", {"n": 9, "seconds": 0})
+    g = entity_graph(graph, story.id)
+    assert [g.nodes[n]["status"] for n in g] == ["Pending", "Pending"]
+    fig = plot_entity_tree(graph, story.id)
+    (nodes,) = [c for c in fig.axes[0].collections if c.get_gid() == "entity-nodes"]
+    assert {to_hex(c) for c in nodes.get_facecolors()} == {COLOURS[Status.WAITING]}
+
+
+async def test_an_unknown_root_in_a_store_file_names_the_id(graph, tmp_path):
+    await _story(graph)
+    graph.flush()
+    with pytest.raises(UnknownEntityError, match="no-such-id"):
+        entity_graph(tmp_path / "graph.sqlite", "no-such-id")
