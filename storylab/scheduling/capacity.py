@@ -164,9 +164,7 @@ class CapacitySource:
     @property
     def waiting(self) -> int:
         """Blocked acquirers that need a unit from this source."""
-        return sum(
-            len(src._queue) for src in self._root._queued if self in src._path
-        )
+        return sum(len(src._queue) for src in self._root._queued if self in src._path)
 
     def statistics(self) -> CapacityStatistics:
         return CapacityStatistics(
@@ -238,8 +236,7 @@ class CapacitySource:
                 # Granted, but our task was cancelled before it could resume:
                 # hand the unit straight back so it is never lost.
                 self.release(owner=owner)
-            else:
-                self._unqueue(waiter)
+            elif self._unqueue(waiter):
                 if trace is not None:
                     self._record(trace, EventKind.WAIT_CANCELLED, owner)
                 # Our departure may let the waiters behind us go (fifo).
@@ -270,13 +267,15 @@ class CapacitySource:
         self.release()
 
     # -- waking -------------------------------------------------------------
-    def _unqueue(self, waiter: _Waiter) -> None:
+    def _unqueue(self, waiter: _Waiter) -> bool:
+        """Remove a waiter; False if a dispatch already dropped it."""
         try:
             self._queue.remove(waiter)
         except ValueError:
-            return
+            return False
         if not self._queue:
             del self._root._queued[self]
+        return True
 
     def _dispatch(self) -> None:
         """Grant units to waiters while the policy allows (called on a root).
@@ -309,7 +308,9 @@ class CapacitySource:
             src._queue.popleft()
             if not src._queue:
                 del queued[src]
-            if best.future.done():  # cancelled while queued: skip, leave no trace
+            if best.future.done():  # cancelled while queued: drop it, grant nothing
+                if best.trace is not None:
+                    src._record(best.trace, EventKind.WAIT_CANCELLED, best.owner)
                 continue
             src._take()
             best.future.set_result(None)

@@ -185,6 +185,7 @@ class _Run:
         "driver",
         "workers",
         "exhausted",
+        "holding",
     )
 
     def __init__(self, runner: HierarchicalTaskPoolRunner, stop_on_error: bool) -> None:
@@ -195,6 +196,10 @@ class _Run:
         self.driver: asyncio.Task | None = None
         self.workers: set[asyncio.Task] = set()
         self.exhausted = False
+        # Task ids whose unit is still held. A worker gives its unit back in its
+        # own ``finally``; a worker cancelled before its first step never runs
+        # that, so shutdown() returns what is left here.
+        self.holding: set[int] = set()
 
     def push(self, item: Any) -> None:
         self.results.append(item)
@@ -224,6 +229,7 @@ class _Run:
                     break
                 runner._started += 1
                 runner._active += 1
+                self.holding.add(runner._started)
                 task = loop.create_task(self.work(runner._started, thunk))
                 workers.add(task)
                 task.add_done_callback(workers.discard)
@@ -276,10 +282,15 @@ class _Run:
                 self._record(trace, EventKind.TASK_END, task_id, label)
             self.push(TaskProgressEnvelope(TaskEventType.FINAL, task_id, result))
         finally:
-            runner._active -= 1
-            runner.capacity.release(owner=(runner.key, task_id))
+            self._give_back(task_id)
             if self.exhausted and runner._active == 0:
                 self.push(_DONE)
+
+    def _give_back(self, task_id: int) -> None:
+        runner = self.runner
+        self.holding.discard(task_id)
+        runner._active -= 1
+        runner.capacity.release(owner=(runner.key, task_id))
 
     def _record(
         self, trace, kind: EventKind, task_id: int, label, error: str | None = None
@@ -301,3 +312,5 @@ class _Run:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        for task_id in sorted(self.holding):  # cancelled before they ever ran
+            self._give_back(task_id)

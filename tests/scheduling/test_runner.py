@@ -323,3 +323,28 @@ async def test_trace_tells_waits_starts_and_ends_with_labels():
     # acquire/grant/release balance at every level
     series = trace.in_use_series()
     assert series["global"][-1][1] == 0 and max(n for _, n in series["global"]) == 2
+
+
+async def test_a_task_cancelled_before_its_first_step_still_returns_its_unit():
+    started: list[int] = []
+    gate = asyncio.Event()
+
+    def task(i, wait):
+        async def run():
+            started.append(i)
+            if wait:
+                await gate.wait()
+            return i
+
+        return run
+
+    cap = CapacitySource(2)
+    runner = HierarchicalTaskPoolRunner(
+        "unstarted", [task(1, False), task(2, True), task(3, True)], cap
+    )
+    async with aclosing(runner.run_tasks()) as agen:
+        first = await agen.__anext__()
+        assert first.task_id == 1
+        await asyncio.sleep(0)  # the driver refills: task 3 is created, not yet run
+    assert 3 not in started  # cancelled before it ever ran...
+    assert cap.in_use == 0  # ...and its unit came back all the same
