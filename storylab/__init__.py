@@ -8,6 +8,16 @@ README) are ``storylab.scheduling`` (capacity, sources, runner, trace),
 """
 
 from storylab._sync import run_sync
+from storylab.entities import (
+    DuplicateNameError,
+    EntityGraph,
+    EntityGraphError,
+    EntityRun,
+    Envelope,
+    Return,
+    RunnableEntity,
+    UnknownEntityError,
+)
 from storylab.scheduling import (
     BufferMode,
     CapacitySource,
@@ -25,13 +35,21 @@ __version__ = "0.1.0"
 __all__ = [
     "BufferMode",
     "CapacitySource",
+    "DuplicateNameError",
+    "EntityGraph",
+    "EntityGraphError",
+    "EntityRun",
+    "Envelope",
     "EventKind",
     "HierarchicalTaskPoolRunner",
+    "Return",
+    "RunnableEntity",
     "SourceBufferObj",
     "SourceFromIterable",
     "TaskEventType",
     "TaskProgressEnvelope",
     "Trace",
+    "UnknownEntityError",
     "__version__",
     "run_sync",
 ]
