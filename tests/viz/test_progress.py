@@ -85,7 +85,6 @@ async def test_a_failed_pipeline_is_shown_then_its_error_raised(graph):
 
 
 async def test_several_pipelines_with_the_same_child_names_stay_apart(graph):
-    VizStory.shared = None
     a = graph.create(VizStory, "a", {"images": 3, "seconds": 0.002, "fail": [1]})
     b = graph.create(VizStory, "b", {"images": 5, "seconds": 0.001})
     panel = ProgressPanel(form="widget")
@@ -235,3 +234,13 @@ def test_text_form_in_a_terminal_run(tmp_path):
     assert "  ✗ VizImage (image-2) failed: no ink for image-2" in lines
     assert lines[-1] == "result: {'done': 3, 'failed': 1}"
     assert "ipywidgets" not in out.stderr
+
+
+async def test_a_finished_pipeline_started_again_shows_full(graph):
+    story = graph.create(VizStory, "again", {"images": 2, "seconds": 0.001})
+    await story.run()
+    panel = ProgressPanel(form="widget")
+    assert await panel.watch(story.start()) == {"done": 2, "failed": 0}  # stored result
+    (bar,) = _bars(panel)
+    assert (bar.value, bar.max, bar.bar_style) == (1, 1, "success")
+    assert panel.pipelines[0].status is Status.COMPLETED

@@ -258,12 +258,28 @@ async def test_empty_trace_draws_titled_empty_charts():
     assert fig.get_suptitle() and fig.axes[-1].get_xlabel() == TIME_LABEL
 
 
-def test_importing_viz_imports_no_plotting_or_widget_library():
+def test_importing_viz_imports_no_plotting_widget_or_story_module():
     code = (
         "import sys, storylab, storylab.viz\n"
-        "heavy = [m for m in ('matplotlib', 'networkx', 'ipywidgets', 'IPython') "
-        "if m in sys.modules]\n"
+        "heavy = [m for m in ('matplotlib', 'networkx', 'ipywidgets', 'IPython', "
+        "'storylab.story') if m in sys.modules]\n"
         "print(heavy)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_viz_sources_never_import_the_story_layer():
+    import ast
+    from pathlib import Path
+
+    import storylab.viz
+
+    for path in Path(storylab.viz.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not any(n.startswith("storylab.story") for n in names), path.name
