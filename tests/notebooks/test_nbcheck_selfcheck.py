@@ -1,0 +1,182 @@
+"""The notebook checks themselves, on small notebooks made here.
+
+A check that passes everything proves nothing, so each one is run on a
+notebook that meets it and on one that falls short. Two real papermill runs
+(one good, one raising) go through the same concurrent runner the tutorial
+series uses.
+"""
+
+from __future__ import annotations
+
+import json
+
+import nbcheck
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+PARAMS = "fast: bool = False  # tiny sleeps, for CI\ntime_scale: float = 1.0  # model s per s"
+SWITCH = 'import os\nfast = fast or os.environ.get("STORYLAB_FAST") == "1"'
+
+GOOD = [
+    PARAMS,
+    SWITCH,
+    "from pathlib import Path\nPath('.storylab').mkdir(exist_ok=True)\n"
+    "Path('.storylab/ran-here').write_text(str(fast))",
+    "import ipywidgets as w\nbar = w.IntProgress(min=0, max=3, description='images')\n"
+    "display(bar)\nfor _ in range(3):\n    bar.value += 1\nbar.bar_style = 'success'",
+    "import matplotlib.pyplot as plt\nfig, ax = plt.subplots(figsize=(3, 2))\n"
+    "ax.plot([0, 10, 20], [0, 1, 2])\nax.set_title('t')\nax.set_xlabel('model seconds')\n"
+    "plt.show()",
+    "import base64, io\nfrom IPython.display import HTML\nbuf = io.BytesIO()\n"
+    "fig.savefig(buf, format='png')\nb64 = base64.b64encode(buf.getvalue()).decode()\n"
+    "HTML(f'<h2>Story</h2><img src=\"data:image/png;base64,{b64}\">')",
+]
+
+BAD = [PARAMS, SWITCH, "raise ValueError('boom in a notebook')", "print('never')"]
+
+
+def make(cells: list[str], *, tag_first: bool = True) -> nbformat.NotebookNode:
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nb.cells = [new_markdown_cell("# A throwaway notebook")]
+    for i, src in enumerate(cells):
+        cell = new_code_cell(src)
+        if i == 0 and tag_first:
+            cell.metadata["tags"] = ["parameters"]
+        nb.cells.append(cell)
+    return nb
+
+
+def write(tmp_path, name, nb):
+    path = tmp_path / "notebooks" / f"{name}.ipynb"
+    path.parent.mkdir(exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+# --------------------------------------------------------------------------- hygiene
+
+
+def test_clean_notebook_passes_hygiene(tmp_path):
+    nb = make(GOOD)
+    assert nbcheck.output_problems(nb) == []
+    assert nbcheck.kernel_problems(nb) == []
+    assert nbcheck.parameter_problems(nb) == []
+    assert nbcheck.long_cells(nb) == []
+    assert nbcheck.nbstripout_verify([write(tmp_path, "clean", nb)]) == (0, "")
+
+
+def test_outputs_counts_and_widget_state_are_caught(tmp_path):
+    nb = make(GOOD)
+    nb.cells[1].execution_count = 3
+    nb.cells[2].outputs = [new_output("stream", name="stdout", text="hi\n")]
+    nb.metadata["widgets"] = {nbcheck.WIDGET_STATE: {"state": {}}}
+    problems = nbcheck.output_problems(nb)
+    assert "cell 1 has execution_count 3" in problems
+    assert "cell 2 has 1 saved output(s)" in problems
+    assert "notebook metadata carries 'widgets'" in problems
+    code, said = nbcheck.nbstripout_verify([write(tmp_path, "dirty", nb)])
+    assert code == 1, said
+
+
+def test_parameters_cell_rules():
+    untagged = nbcheck.parameter_problems(make(GOOD, tag_first=False))
+    assert any("not tagged 'parameters'" in p for p in untagged)
+    computed = make(["fast: bool = os.environ.get('X') == '1'\ntime_scale: float = 1.0", SWITCH])
+    assert "parameter 'fast' has a non-literal default" in nbcheck.parameter_problems(computed)
+    bare = make(["fast = False\ntime_scale: float = 0.1", SWITCH])
+    assert any("use `name: type = literal`" in p for p in nbcheck.parameter_problems(bare))
+    no_scale = make(["fast: bool = False", SWITCH])
+    assert any("time_scale" in p for p in nbcheck.parameter_problems(no_scale))
+    no_switch = make([PARAMS, "x = 1"])
+    assert any("STORYLAB_FAST" in p for p in nbcheck.parameter_problems(no_switch))
+
+
+def test_kernel_and_cell_length_rules():
+    nb = make(GOOD + ["\n".join(f"x{i} = {i}" for i in range(26))])
+    nb.metadata["kernelspec"]["name"] = "conda-env-lab-py"
+    assert nbcheck.kernel_problems(nb) == [
+        "kernelspec name is 'conda-env-lab-py', expected 'python3' (CI and Binder run python3)"
+    ]
+    assert nbcheck.long_cells(nb) == [
+        f"cell {len(GOOD) + 1} has 26 lines of code (keep code cells to 25 or fewer)"
+    ]
+
+
+# --------------------------------------------------------------------------- execution
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("selfcheck")
+    write(base, "good", make(GOOD))
+    write(base, "bad", make(BAD))
+    runner = nbcheck.SeriesRunner(
+        notebooks=base / "notebooks",
+        scratch=base / "scratch",
+        parameters={"good": {"fast": True, "time_scale": 0.01}, "bad": {"fast": True}},
+        workers=2,
+        keep_in=base / "kept",
+        queue=["good", "bad"],
+    )
+    yield {name: runner.result(name) for name in ("good", "bad")}
+    runner.close()
+
+
+def test_good_run_is_judged_complete(runs):
+    run = runs["good"]
+    assert run.ok, run.describe()
+    nb = nbcheck.read(run.output)
+    assert nbcheck.executed_problems(nb, nbcheck.Expect()) == []
+    # It ran in its scratch copy with the injected parameter, not in the repository.
+    assert (run.workdir / ".storylab" / "ran-here").read_text() == "True"
+    assert not (nbcheck.REPO / "notebooks" / ".storylab" / "ran-here").exists()
+    assert (run.output.parent.parent / "kept" / "good.ipynb").exists()
+    bars = nbcheck.progress_bars(nb)
+    assert [(b["value"], b["max"], b["bar_style"]) for b in bars] == [(3, 3, "success")]
+
+
+def test_good_run_falls_short_of_stricter_expectations(runs):
+    nb = nbcheck.read(runs["good"].output)
+    found = nbcheck.executed_problems(
+        nb, nbcheck.Expect(min_figures=2, min_bars=2, bad_bars="required", min_story_images=2)
+    )
+    assert "expected at least 2 PNG figure(s), found 1" in found
+    assert any("at least 2 progress bar(s)" in p for p in found)
+    assert any("a failure is expected" in p for p in found)
+    assert any("at least 2" in p and "<img" in p for p in found)
+
+
+def test_bar_and_story_faults_are_named(runs):
+    nb = nbcheck.read(runs["good"].output)
+    state = nb.metadata["widgets"][nbcheck.WIDGET_STATE]["state"]
+    (model,) = [m for m in state.values() if m["model_name"] == "IntProgressModel"]
+    model["state"]["value"] = 1  # green but stopped at 1/3
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if "text/html" in out.get("data", {}):
+                out["data"]["text/html"] = '<img src="data:image/png;base64,bm90IGEgcG5n">'
+    found = nbcheck.executed_problems(nb, nbcheck.Expect())
+    assert "progress bar 'images' is green but stopped at 1/3" in found
+    assert "progress bar 'images' stopped at 1/3" in found
+    assert any("inline image 0 is not PNG data" in p for p in found)
+    with pytest.raises(ValueError, match="bad_bars must be one of"):
+        nbcheck.Expect(bad_bars="sometimes")
+
+
+def test_failing_run_names_the_cell(runs):
+    run = runs["bad"]
+    assert not run.ok
+    text = run.describe()
+    assert "cell 3 raised ValueError: boom in a notebook" in text, text
+    nb = nbcheck.read(run.output)
+    found = nbcheck.executed_problems(nb, nbcheck.Expect())
+    assert any("holds an error output" in p for p in found)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert "fast = True" in injected[0].source
+    assert json.loads(json.dumps(run.seconds)) > 0
