@@ -54,13 +54,13 @@ class BenchParent(RunnableEntity):
         yield Return(done)
 
 
-def floor_us(folder: Path, n: int) -> float:
+def floor_us(folder: Path, n: int) -> tuple[float, float]:
     """One INSERT + COMMIT per entity, WAL, synchronous=NORMAL."""
     conn = sqlite3.connect(folder / "floor.sqlite", isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("CREATE TABLE nodes (id TEXT PRIMARY KEY, name TEXT, data TEXT)")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(n):
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(
@@ -68,24 +68,24 @@ def floor_us(folder: Path, n: int) -> float:
             (str(uuid.uuid4()), f"child-{i}", json.dumps({"i": i})),
         )
         conn.execute("COMMIT")
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     conn.close()
-    return elapsed / n * 1e6
+    return elapsed / n * 1e6, cpu / n * 1e6
 
 
-def entities_us(folder: Path, n: int, commit: str) -> float:
+def entities_us(folder: Path, n: int, commit: str) -> tuple[float, float]:
     with EntityGraph.open(folder / f"graph-{commit}.sqlite", commit=commit) as graph:
         parent = graph.create(BenchParent, "bench-parent", {"n": n})
 
         async def main() -> int:
             return await parent.run()
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         done = asyncio.run(main())
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
         assert done == n, done
         assert len(graph.children(parent.id)) == n
-    return elapsed / n * 1e6
+    return elapsed / n * 1e6, cpu / n * 1e6
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,12 +109,20 @@ def main(argv: list[str] | None = None) -> int:
             floors.append(floor_us(sub, args.n))
             for m in modes:
                 results[m].append(entities_us(sub, args.n, m))
-        floor = statistics.median(floors)
-        print(f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}, n={args.n}")
-        print(f"floor (1 WAL commit per entity): {floor:8.1f} us/entity")
+        print(
+            f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}, n={args.n}, "
+            f"median of {args.repeat}; wall and CPU (user+sys) microseconds per entity"
+        )
+        fw = statistics.median(f[0] for f in floors)
+        fc = statistics.median(f[1] for f in floors)
+        print(f"  floor, 1 WAL commit per entity : wall {fw:7.1f}  cpu {fc:7.1f}")
         for m in modes:
-            us = statistics.median(results[m])
-            print(f"entities, commit={m:9s}:     {us:8.1f} us/entity  ratio {us / floor:5.2f}")
+            w = statistics.median(r[0] for r in results[m])
+            c = statistics.median(r[1] for r in results[m])
+            print(
+                f"  entities, commit={m:<9s}     : wall {w:7.1f}  cpu {c:7.1f}   "
+                f"ratio wall {w / fw:5.2f}  cpu {c / fc:5.2f}"
+            )
     return 0
 
 

@@ -300,7 +300,7 @@ class RunnableEntity:
         :class:`~storylab.entities.errors.DuplicateNameError` if this entity
         already has a child with that name."""
         record = self._graph._insert(cls, name, data, self._id)
-        return cls(self._graph, record)
+        return self._graph._revive(record, cls)
 
     def append_or_retrieve_call(
         self, cls: type[RunnableEntity], name: str, data: dict | None = None
@@ -311,8 +311,7 @@ class RunnableEntity:
         data (``data`` is then ignored). Names are unique per parent in the
         store itself, so two processes doing this at once get the same child.
         """
-        record = self._graph._insert_or_get(cls, name, data, self._id)
-        return self._graph._revive(record, cls)
+        return self._graph._revive(self._graph._insert_or_get(cls, name, data, self._id), cls)
 
     def parallel_calls(
         self, cls: type[RunnableEntity], items: Iterable[Mapping[str, Any]]

@@ -41,10 +41,7 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -89,22 +86,25 @@ CREATE TABLE nodes (
 CREATE UNIQUE INDEX nodes_child_name ON nodes(parent_id, name) WHERE parent_id IS NOT NULL;
 CREATE UNIQUE INDEX nodes_root_name ON nodes(name) WHERE parent_id IS NULL;
 CREATE INDEX nodes_roots_recent ON nodes(created_at) WHERE parent_id IS NULL;
-CREATE TABLE edges (
-    id        TEXT PRIMARY KEY,
-    source    TEXT NOT NULL REFERENCES nodes(id),
-    target    TEXT NOT NULL REFERENCES nodes(id),
-    edge_type TEXT NOT NULL,
-    position  INTEGER NOT NULL,
-    UNIQUE (source, edge_type, position)
-);
-CREATE INDEX edges_target ON edges(target);
 CREATE TABLE progress (
-    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
-    node_id  TEXT NOT NULL REFERENCES nodes(id),
-    envelope TEXT NOT NULL
+    seq      INTEGER PRIMARY KEY,
+    node_id  TEXT NOT NULL,
+    type     TEXT NOT NULL,
+    status   TEXT,
+    message  TEXT,
+    sub_type TEXT,
+    value    TEXT,
+    error    TEXT,
+    at       REAL NOT NULL
 );
 CREATE INDEX progress_node ON progress(node_id, seq);
 """
+
+# A node has exactly one incoming ``Calls`` edge (from its parent), so edges
+# are not a table of their own: the edge is the node's ``parent_id``, its
+# position is the node's rank among its siblings in creation (rowid) order,
+# and its id is derived from the child's id.
+EDGE_PREFIX = "calls-"
 
 _NODE_COLUMNS = (
     "id, name, type, status, data, parent_id, created_at, started_at, finished_at, error, output"
@@ -159,8 +159,25 @@ def new_id() -> str:
     ms = time.time_ns() // 1_000_000
     rand = int.from_bytes(os.urandom(10), "big")
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64
-    value |= 0b10 << 62 | rand & 0x3FFF_FFFF_FFFF_FFFF
-    return str(uuid.UUID(int=value))
+    h = f"{value | 0b10 << 62 | rand & 0x3FFF_FFFF_FFFF_FFFF:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _entity_base() -> type:
+    # entity.py imports this module, so the base class is looked up late.
+    from storylab.entities.entity import RunnableEntity
+
+    return RunnableEntity
+
+
+def _edge(source: str, target: str, position: int) -> dict[str, Any]:
+    return {
+        "id": EDGE_PREFIX + target,
+        "source": source,
+        "target": target,
+        "edge_type": "Calls",
+        "position": position,
+    }
 
 
 def _json_default(obj: Any) -> Any:
@@ -290,30 +307,46 @@ class EntityGraph:
 
     # ------------------------------------------------------------ transactions
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One atomic operation. Never hold this across an ``await``."""
+    def _begin(self) -> sqlite3.Connection:
+        """Join this turn's transaction, opening it if needed (hold ``_lock``)."""
+        if not self._in_txn:
+            self._flush_peers()
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._in_txn = True
+        return self._conn
+
+    def _apply(self, *steps: tuple[str, tuple]) -> sqlite3.Cursor:
+        """Run ``steps`` (SQL, params) as one atomic operation.
+
+        Several steps run inside a SAVEPOINT, so a failure in the middle
+        leaves none of them behind. Nothing here awaits: an operation never
+        spans an ``await``, only the commit is deferred (see the module
+        docstring)."""
         with self._lock:
-            conn = self._conn
-            if not self._in_txn:
-                self._flush_peers()
-                conn.execute("BEGIN IMMEDIATE")
-                self._in_txn = True
-            conn.execute("SAVEPOINT op")
+            conn = self._begin()
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK TO op")
+                if len(steps) == 1:
+                    return conn.execute(*steps[0])
+                conn.execute("SAVEPOINT op")
+                try:
+                    for sql, params in steps:
+                        cur = conn.execute(sql, params)
+                except BaseException:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    raise
                 conn.execute("RELEASE op")
+                return cur
+            finally:
                 self._schedule_commit()
-                raise
-            conn.execute("RELEASE op")
-            self._schedule_commit()
 
     def _flush_peers(self) -> None:
         """Commit what other graphs of this process hold pending on our file,
         so that we neither wait for their write lock nor read behind them."""
-        for peer in list(_OPEN.get(self._key, ())):
+        peers = _OPEN.get(self._key)
+        if peers is None or len(peers) < 2:
+            return
+        for peer in list(peers):
             if peer is not self and peer._in_txn:
                 peer._commit()
 
@@ -388,11 +421,8 @@ class EntityGraph:
     def children(self, id: str) -> list[NodeRecord]:
         """Direct children over ``Calls`` edges, in creation order."""
         self._require(id)
-        cols = ", ".join(f"n.{c.strip()}" for c in _NODE_COLUMNS.split(","))
         rows = self._read(
-            f"SELECT {cols} FROM edges e JOIN nodes n ON n.id = e.target "
-            "WHERE e.source = ? AND e.edge_type = 'Calls' ORDER BY e.position",
-            (id,),
+            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent_id = ? ORDER BY rowid", (id,)
         )
         return [self._record(r) for r in rows]
 
@@ -417,21 +447,43 @@ class EntityGraph:
         rows = self._read(
             "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL "
             "SELECT n.id FROM nodes n JOIN sub ON n.parent_id = sub.id) "
-            "SELECT envelope FROM progress WHERE node_id IN (SELECT id FROM sub) ORDER BY seq",
+            "SELECT p.node_id, n.type, n.name, p.type, p.status, p.message, p.value, "
+            "p.sub_type, p.error, p.at FROM progress p JOIN nodes n ON n.id = p.node_id "
+            "WHERE p.node_id IN (SELECT id FROM sub) ORDER BY p.seq",
             (id,),
         )
-        return [Envelope.from_json(json.loads(r[0])) for r in rows]
+        return [
+            Envelope(
+                type=r[3],
+                entity_id=r[0],
+                entity_type=r[1],
+                entity_name=r[2],
+                status=r[4],
+                message=r[5],
+                value=_loads(r[6]),
+                sub_type=r[7],
+                error=_loads(r[8]),
+                at=r[9],
+            )
+            for r in rows
+        ]
 
     def edges(self, id: str) -> list[dict[str, Any]]:
-        """Edges from and to the node (outgoing first, by position)."""
+        """``Calls`` edges from the node (by position), then the one into it."""
         self._require(id)
+        out = [
+            _edge(id, child, pos)
+            for pos, (child,) in enumerate(
+                self._read("SELECT id FROM nodes WHERE parent_id = ? ORDER BY rowid", (id,))
+            )
+        ]
         rows = self._read(
-            "SELECT id, source, target, edge_type, position FROM edges "
-            "WHERE source = ? OR target = ? ORDER BY source != ?, position",
-            (id, id, id),
+            "SELECT parent_id, (SELECT count(*) FROM nodes s WHERE s.parent_id = n.parent_id "
+            "AND s.rowid < n.rowid) FROM nodes n WHERE id = ? AND parent_id IS NOT NULL",
+            (id,),
         )
-        keys = ("id", "source", "target", "edge_type", "position")
-        return [dict(zip(keys, r, strict=True)) for r in rows]
+        out.extend(_edge(parent, id, pos) for parent, pos in rows)
+        return out
 
     def roots(self, limit: int = 20) -> list[NodeRecord]:
         """The most recently created root entities first."""
@@ -474,15 +526,12 @@ class EntityGraph:
     def create_or_retrieve(self, cls: type[RunnableEntity], name: str, data: dict | None = None):
         """The root entity called ``name``; created with ``data`` if it does not
         exist yet. An existing one keeps its original data."""
-        record = self._insert_or_get(cls, name, data, None)
-        return self._revive(record, cls)
+        return self._revive(self._insert_or_get(cls, name, data, None), cls)
 
     # ---------------------------------------------------- write operations
 
     def _check_new(self, cls: type, name: str, data: Any) -> tuple[str, str]:
-        from storylab.entities.entity import RunnableEntity
-
-        if not (isinstance(cls, type) and issubclass(cls, RunnableEntity)):
+        if not (isinstance(cls, type) and issubclass(cls, _entity_base())):
             raise TypeError(f"entity class must be a RunnableEntity subclass; got {cls!r}")
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"entity name must be a non-empty string; got {name!r}")
@@ -497,19 +546,13 @@ class EntityGraph:
         node_id = new_id()
         now = time.time()
         try:
-            with self._write() as conn:
-                conn.execute(
+            self._apply(
+                (
                     "INSERT INTO nodes (id, name, type, status, data, parent_id, created_at) "
                     "VALUES (?, ?, ?, 'Pending', ?, ?, ?)",
                     (node_id, name, type_name, data_json, parent_id, now),
                 )
-                if parent_id is not None:
-                    conn.execute(
-                        "INSERT INTO edges (id, source, target, edge_type, position) "
-                        "SELECT ?, ?, ?, 'Calls', COALESCE(MAX(position) + 1, 0) "
-                        "FROM edges WHERE source = ? AND edge_type = 'Calls'",
-                        (new_id(), parent_id, node_id, parent_id),
-                    )
+            )
         except sqlite3.IntegrityError as exc:
             if parent_id is not None and not self._read(
                 "SELECT 1 FROM nodes WHERE id = ?", (parent_id,)
@@ -520,17 +563,7 @@ class EntityGraph:
             where = f"under parent {parent_id}" if parent_id else "among root entities"
             raise DuplicateNameError(f"an entity named {name!r} already exists {where}") from exc
         return NodeRecord(
-            node_id,
-            name,
-            type_name,
-            EntityStatus.PENDING.value,
-            json.loads(data_json),
-            parent_id,
-            now,
-            None,
-            None,
-            None,
-            None,
+            node_id, name, type_name, "Pending", data or {}, parent_id, now, None, None, None, None
         )
 
     def _by_name(self, name: str, parent_id: str | None) -> NodeRecord | None:
@@ -569,59 +602,57 @@ class EntityGraph:
             raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
         return json.loads(rows[0][0])
 
-    def _log(self, conn: sqlite3.Connection, env: Envelope) -> None:
-        conn.execute(
-            "INSERT INTO progress (node_id, envelope) VALUES (?, ?)",
-            (env.entity_id, _dumps_log(env.to_json())),
-        )
-
     def _append_progress(self, env: Envelope) -> None:
-        with self._write() as conn:
-            self._log(conn, env)
+        self._apply(_log_step(env))
 
     def _mark_started(self, id: str, env: Envelope) -> None:
-        with self._write() as conn:
-            conn.execute(
+        self._apply(
+            (
                 "UPDATE nodes SET status = 'InProgress', started_at = ?, finished_at = NULL, "
                 "error = NULL, output = NULL WHERE id = ?",
                 (env.at, id),
-            )
-            self._log(conn, env)
+            ),
+            _log_step(env),
+        )
 
     def _mark_completed(self, id: str, output_json: str, value_env: Envelope, done_env: Envelope):
-        with self._write() as conn:
-            self._log(conn, value_env)
-            conn.execute(
+        self._apply(
+            _log_step(value_env, done_env),
+            (
                 "UPDATE nodes SET status = 'Completed', finished_at = ?, output = ? WHERE id = ?",
                 (done_env.at, output_json, id),
-            )
-            self._log(conn, done_env)
+            ),
+        )
 
     def _mark_failed(self, id: str, error: dict, error_env: Envelope, failed_env: Envelope):
-        with self._write() as conn:
-            self._log(conn, error_env)
-            conn.execute(
+        self._apply(
+            _log_step(error_env, failed_env),
+            (
                 "UPDATE nodes SET status = 'Failed', finished_at = ?, error = ? WHERE id = ?",
                 (failed_env.at, _dumps_log(error), id),
-            )
-            self._log(conn, failed_env)
+            ),
+        )
 
     def _set_data(self, id: str, data_json: str) -> None:
-        with self._write() as conn:
-            cur = conn.execute("UPDATE nodes SET data = ? WHERE id = ?", (data_json, id))
-            if cur.rowcount == 0:
-                raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
+        cur = self._apply(("UPDATE nodes SET data = ? WHERE id = ?", (data_json, id)))
+        if cur.rowcount == 0:
+            raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
 
     def _merge_data(self, id: str, changes: dict) -> dict:
-        with self._write() as conn:
-            row = conn.execute("SELECT data FROM nodes WHERE id = ?", (id,)).fetchone()
+        with self._lock:
+            # Read inside the write transaction, so no other process can slip
+            # a change in between the read and the write.
+            row = self._begin().execute("SELECT data FROM nodes WHERE id = ?", (id,)).fetchone()
             if row is None:
+                self._schedule_commit()
                 raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
             data = json.loads(row[0])
             data.update(changes)
-            conn.execute(
-                "UPDATE nodes SET data = ? WHERE id = ?", (dumps(data, what="entity data"), id)
-            )
+            try:
+                data_json = dumps(data, what="entity data")
+            finally:
+                self._schedule_commit()
+            self._apply(("UPDATE nodes SET data = ? WHERE id = ?", (data_json, id)))
             return data
 
     def _set_status(self, id: str, status: EntityStatus | str) -> None:
@@ -629,8 +660,29 @@ class EntityGraph:
         allowed = {s.value for s in EntityStatus}
         if status not in allowed:
             raise ValueError(f"status must be one of {sorted(allowed)}; got {status!r}")
-        with self._write() as conn:
-            conn.execute("UPDATE nodes SET status = ? WHERE id = ?", (str(status), id))
+        self._apply(("UPDATE nodes SET status = ? WHERE id = ?", (str(status), id)))
+
+
+_PROGRESS_INSERT = (
+    "INSERT INTO progress (node_id, type, status, message, sub_type, value, error, at) VALUES "
+)
+_PROGRESS_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def _log_step(*envs: Envelope) -> tuple[str, tuple]:
+    params: list[Any] = []
+    for env in envs:
+        params += (
+            env.entity_id,
+            env.type,
+            env.status,
+            env.message,
+            env.sub_type,
+            None if env.value is None else _dumps_log(env.value),
+            None if env.error is None else _dumps_log(env.error),
+            env.at,
+        )
+    return _PROGRESS_INSERT + ", ".join([_PROGRESS_ROW] * len(envs)), tuple(params)
 
 
 def _prepare(conn: sqlite3.Connection, path: Path) -> None:
