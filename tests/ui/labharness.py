@@ -378,6 +378,8 @@ def open_notebook(page, server: LabServer, rel_path: str, timeout_ms: int = 90_0
     )
     page.evaluate(_KERNEL_READY_JS)
     page.wait_for_function(_KERNEL_IDLE_JS, timeout=timeout_ms, polling=100)
+    # Give the notebook the full width in screenshots.
+    page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
 
 
 def run_all_and_wait(page, timeout_ms: int = 120_000) -> RunReport:
