@@ -43,10 +43,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from storylab.scheduling.trace import EventKind, current_trace
+from storylab.scheduling.trace import _CURRENT, EventKind
 
 __all__ = ["CapacitySource", "CapacityStatistics", "Policy"]
 
@@ -74,16 +75,33 @@ class CapacityStatistics:
 
 
 class _Waiter:
-    """One blocked ``acquire()``. Lives in its leaf source's queue."""
+    """One blocked acquirer, queued at its leaf source.
 
-    __slots__ = ("source", "seq", "future", "owner", "trace")
+    It is woken either through ``future`` (``await acquire()``) or, for code
+    that must not pay for a task switch (the runner), by calling ``callback``
+    synchronously at the moment the unit is granted.
+    """
 
-    def __init__(self, source: CapacitySource, future: asyncio.Future, owner: Any, trace) -> None:
+    __slots__ = ("source", "seq", "future", "callback", "owner", "trace")
+
+    def __init__(
+        self,
+        source: CapacitySource,
+        future: asyncio.Future | None,
+        callback: Callable[[], None] | None,
+        owner: Any,
+        trace,
+    ) -> None:
         self.source = source
         self.seq = next(_seqs)
         self.future = future
+        self.callback = callback
         self.owner = owner
         self.trace = trace
+
+    def gone(self) -> bool:
+        """A future waiter whose task was cancelled while it was queued."""
+        return self.future is not None and self.future.done()
 
 
 class CapacitySource:
@@ -206,7 +224,7 @@ class CapacitySource:
         if self._blocking_level() is not None:
             return False
         self._take()
-        trace = current_trace()
+        trace = _CURRENT.get()
         if trace is not None:
             self._record(trace, EventKind.ACQUIRE, owner)
         return True
@@ -221,14 +239,7 @@ class CapacitySource:
         """
         if self.try_acquire(owner=owner):
             return
-        loop = asyncio.get_running_loop()
-        trace = current_trace()
-        waiter = _Waiter(self, loop.create_future(), owner, trace)
-        self._queue.append(waiter)
-        self._root._queued[self] = None
-        if trace is not None:
-            level = self._blocking_level() or self  # fifo: blocked by the queue itself
-            self._record(trace, EventKind.WAIT, owner, level=level._name)
+        waiter = self._enqueue(asyncio.get_running_loop().create_future(), None, owner)
         try:
             await waiter.future
         except asyncio.CancelledError:
@@ -236,12 +247,41 @@ class CapacitySource:
                 # Granted, but our task was cancelled before it could resume:
                 # hand the unit straight back so it is never lost.
                 self.release(owner=owner)
-            elif self._unqueue(waiter):
-                if trace is not None:
-                    self._record(trace, EventKind.WAIT_CANCELLED, owner)
-                # Our departure may let the waiters behind us go (fifo).
-                self._root._dispatch()
+            else:
+                self._withdraw(waiter)
             raise
+
+    def _enqueue(self, future, callback, owner) -> _Waiter:
+        trace = _CURRENT.get()
+        waiter = _Waiter(self, future, callback, owner, trace)
+        self._queue.append(waiter)
+        self._root._queued[self] = None
+        if trace is not None:
+            level = self._blocking_level() or self  # fifo: blocked by the queue itself
+            self._record(trace, EventKind.WAIT, owner, level=level._name)
+        return waiter
+
+    def _acquire_or_call(self, callback: Callable[[], None], owner: Any = None) -> _Waiter | None:
+        """Take a unit now and return ``None``, or queue ``callback`` to be called
+        (synchronously, from whoever releases) once a unit has been taken for it.
+        The returned waiter can be withdrawn with :meth:`_withdraw`."""
+        if self.try_acquire(owner=owner):
+            return None
+        return self._enqueue(None, callback, owner)
+
+    def _queue_call(self, callback: Callable[[], None], owner: Any = None) -> _Waiter:
+        """Queue ``callback`` behind the current waiters, without trying to take
+        a unit first (used from inside a grant, where taking directly could jump
+        ahead of a waiter the policy prefers)."""
+        return self._enqueue(None, callback, owner)
+
+    def _withdraw(self, waiter: _Waiter) -> None:
+        """Remove a waiter that gave up; it holds no unit and leaves no trace."""
+        if self._unqueue(waiter):
+            if waiter.trace is not None:
+                self._record(waiter.trace, EventKind.WAIT_CANCELLED, waiter.owner)
+            # Our departure may let the waiters behind us go (fifo).
+            self._root._dispatch()
 
     def release(self, *, owner: Any = None) -> None:
         """Give one unit back at every level and serve waiters that can now run."""
@@ -253,7 +293,7 @@ class CapacitySource:
                 )
         for src in self._path:
             src._in_use -= 1
-        trace = current_trace()
+        trace = _CURRENT.get()
         if trace is not None:
             self._record(trace, EventKind.RELEASE, owner)
         if self._root._queued:
@@ -283,44 +323,57 @@ class CapacitySource:
         Only the head of each leaf's queue matters: waiters at the same leaf
         share the same path, so the oldest of them is always the best.
         Afterwards no waiter could run (fair) or the oldest cannot (fifo).
+        This runs on every release, so it is written for speed.
         """
-        fifo = self._policy == "fifo"
         queued = self._queued
-        while queued:
-            best: _Waiter | None = None
-            best_key: tuple[int, int] | None = None
+        fifo = self._policy == "fifo"
+        while queued and self._in_use < self._capacity:  # a full root blocks everyone
+            best: CapacitySource | None = None
+            best_units = best_seq = 0
             for src in queued:
-                head = src._queue[0]
+                seq = src._queue[0].seq
                 if fifo:
-                    if best is None or head.seq < best.seq:
-                        best = head
+                    if best is None or seq < best_seq:
+                        best, best_seq = src, seq
                     continue
-                if src._blocking_level() is not None:
-                    continue
-                key = (sum(s._in_use for s in src._path), head.seq)
-                if best_key is None or key < best_key:
-                    best, best_key = head, key
-            if best is None:
+                units = 0
+                for level in src._path:
+                    used = level._in_use
+                    if used >= level._capacity:
+                        break
+                    units += used
+                else:  # every level has room: a candidate
+                    if (
+                        best is None
+                        or units < best_units
+                        or (units == best_units and seq < best_seq)
+                    ):
+                        best, best_units, best_seq = src, units, seq
+            if best is None or (fifo and best._blocking_level() is not None):
                 return
-            src = best.source
-            if fifo and src._blocking_level() is not None:
-                return
-            src._queue.popleft()
-            if not src._queue:
-                del queued[src]
-            if best.future.done():  # cancelled while queued: drop it, grant nothing
-                if best.trace is not None:
-                    src._record(best.trace, EventKind.WAIT_CANCELLED, best.owner)
+            waiter = best._queue.popleft()
+            if not best._queue:
+                del queued[best]
+            if waiter.gone():  # cancelled while queued: drop it, grant nothing
+                if waiter.trace is not None:
+                    best._record(waiter.trace, EventKind.WAIT_CANCELLED, waiter.owner)
                 continue
-            src._take()
-            best.future.set_result(None)
-            if best.trace is not None:
-                src._record(best.trace, EventKind.GRANT, best.owner)
+            best._take()
+            if waiter.trace is not None:
+                best._record(waiter.trace, EventKind.GRANT, waiter.owner)
+            if waiter.future is not None:
+                waiter.future.set_result(None)
+            else:
+                waiter.callback()
 
     def _record(self, trace, kind: EventKind, owner: Any, *, level: str | None = None) -> None:
         runner = task_id = None
         if isinstance(owner, tuple) and len(owner) == 2:
             runner, task_id = owner
+        # Readers (charts, checks) learn every level's limit from the trace itself.
+        limits = trace.meta.setdefault("limits", {})
+        for src in self._path:
+            limits[src._name] = src._capacity
         trace.record(
             kind,
             path=tuple(s._name for s in self._path),

@@ -26,6 +26,7 @@ that resolves to an async iterator is streamed too.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -36,7 +37,7 @@ from typing import Any
 
 from storylab.scheduling.capacity import CapacitySource
 from storylab.scheduling.sources import EXHAUSTED, TaskSource, as_source
-from storylab.scheduling.trace import EventKind, current_trace
+from storylab.scheduling.trace import _CURRENT, EventKind
 
 __all__ = [
     "HierarchicalTaskPoolRunner",
@@ -154,9 +155,8 @@ class HierarchicalTaskPoolRunner:
         self._running = True
         run = _Run(self, stop_on_error)
         loop = asyncio.get_running_loop()
-        driver = loop.create_task(run.drive())
-        run.driver = driver
         results = run.results
+        run.start(loop)
         try:
             while True:
                 while results:
@@ -175,7 +175,15 @@ class HierarchicalTaskPoolRunner:
 
 
 class _Run:
-    """The state of one ``run_tasks`` call: driver, workers and result queue."""
+    """The state of one ``run_tasks`` call: filling, workers and result queue.
+
+    Filling (take a unit, then pull a task, then start it) happens in one of
+    two ways. With a synchronous source it happens inline: at the start, and
+    then inside the capacity source's grant callback, in the very step in
+    which some task gave a unit back, so no task switch is spent on it. With
+    an asynchronous source (pulling may await, e.g. to create an entity) a
+    driver task does the same loop with ``await``.
+    """
 
     __slots__ = (
         "runner",
@@ -185,7 +193,9 @@ class _Run:
         "driver",
         "workers",
         "exhausted",
-        "holding",
+        "waiter",
+        "closing",
+        "context",
     )
 
     def __init__(self, runner: HierarchicalTaskPoolRunner, stop_on_error: bool) -> None:
@@ -194,12 +204,16 @@ class _Run:
         self.results: deque[Any] = deque()
         self.wakeup: asyncio.Future | None = None
         self.driver: asyncio.Task | None = None
-        self.workers: set[asyncio.Task] = set()
+        # Workers by task id, each holding one unit. A worker removes itself and
+        # gives its unit back in its own ``finally``; one cancelled before its
+        # first step never runs that, so shutdown() settles what is left here.
+        self.workers: dict[int, asyncio.Task] = {}
         self.exhausted = False
-        # Task ids whose unit is still held. A worker gives its unit back in its
-        # own ``finally``; a worker cancelled before its first step never runs
-        # that, so shutdown() returns what is left here.
-        self.holding: set[int] = set()
+        self.waiter = None  # our queued grant callback, if any
+        self.closing = False
+        # Workers started from a grant callback run in the consumer's context,
+        # not in that of whichever task happened to release the unit.
+        self.context = contextvars.copy_context()
 
     def push(self, item: Any) -> None:
         self.results.append(item)
@@ -207,35 +221,90 @@ class _Run:
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
 
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.runner.source.sync:
+            self.fill()
+        else:
+            self.driver = loop.create_task(self.drive())
+
+    # -- synchronous sources ------------------------------------------------
+    def fill(self) -> None:
+        """Start tasks while units can be had; then queue for the next unit."""
+        runner = self.runner
+        capacity = runner.capacity
+        while not self.closing:
+            owner = (runner.key, runner._started + 1)
+            waiter = capacity._acquire_or_call(self.on_grant, owner)
+            if waiter is not None:
+                self.waiter = waiter
+                return
+            if not self.start_next(owner):
+                return
+
+    def on_grant(self) -> None:
+        self.context.run(self._granted)
+
+    def _granted(self) -> None:
+        # Called by the capacity source with a unit already taken for us.
+        runner = self.runner
+        self.waiter = None
+        owner = (runner.key, runner._started + 1)
+        if self.closing:
+            runner.capacity.release(owner=owner)
+            return
+        if self.start_next(owner):
+            # Queue again rather than take more units here: the source may
+            # still have waiters that its policy prefers to us.
+            owner = (runner.key, runner._started + 1)
+            self.waiter = runner.capacity._queue_call(self.on_grant, owner)
+
+    def start_next(self, owner: tuple[str, int]) -> bool:
+        """Pull one task for the unit we hold and start it; False when done."""
+        runner = self.runner
+        try:
+            thunk = runner.source.pull_nowait()
+        except BaseException as exc:  # the source itself failed: not a task error
+            runner.capacity.release(owner=owner)
+            self.push(_Raise(exc))
+            return False
+        if thunk is EXHAUSTED:
+            runner.capacity.release(owner=owner)
+            self.finish_pulling()
+            return False
+        self.spawn(thunk, asyncio.get_running_loop())
+        return True
+
+    def spawn(self, thunk: Callable[[], Any], loop: asyncio.AbstractEventLoop) -> None:
+        runner = self.runner
+        runner._started += 1
+        runner._active += 1
+        self.workers[runner._started] = loop.create_task(self.work(runner._started, thunk))
+
+    def finish_pulling(self) -> None:
+        self.exhausted = True
+        if self.runner._active == 0:
+            self.push(_DONE)
+
+    # -- asynchronous sources -----------------------------------------------
     async def drive(self) -> None:
         runner = self.runner
         capacity = runner.capacity
         source = runner.source
-        key = runner.key
         loop = asyncio.get_running_loop()
-        workers = self.workers
         try:
             while True:
-                owner = (key, runner._started + 1)
-                if not capacity.try_acquire(owner=owner):
-                    await capacity.acquire(owner=owner)
+                owner = (runner.key, runner._started + 1)
+                await capacity.acquire(owner=owner)
                 try:
-                    thunk = source.pull_nowait() if source.sync else await source.pull()
+                    thunk = await source.pull()
                 except BaseException:
                     capacity.release(owner=owner)
                     raise
                 if thunk is EXHAUSTED:
                     capacity.release(owner=owner)
                     break
-                runner._started += 1
-                runner._active += 1
-                self.holding.add(runner._started)
-                task = loop.create_task(self.work(runner._started, thunk))
-                workers.add(task)
-                task.add_done_callback(workers.discard)
-            self.exhausted = True
-            if runner._active == 0:
-                self.push(_DONE)
+                self.spawn(thunk, loop)
+            self.finish_pulling()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # the source itself failed: not a task error
@@ -243,7 +312,7 @@ class _Run:
 
     async def work(self, task_id: int, thunk: Callable[[], Any]) -> None:
         runner = self.runner
-        trace = current_trace()
+        trace = _CURRENT.get()
         label = getattr(thunk, "label", None) if trace is not None else None
         if trace is not None:
             self._record(trace, EventKind.TASK_START, task_id, label)
@@ -288,7 +357,7 @@ class _Run:
 
     def _give_back(self, task_id: int) -> None:
         runner = self.runner
-        self.holding.discard(task_id)
+        del self.workers[task_id]
         runner._active -= 1
         runner.capacity.release(owner=(runner.key, task_id))
 
@@ -307,10 +376,15 @@ class _Run:
 
     async def shutdown(self) -> None:
         """Cancel the driver and every task still running; wait until they are gone."""
-        pending = [t for t in (self.driver, *self.workers) if t is not None and not t.done()]
+        self.closing = True
+        if self.waiter is not None:
+            self.runner.capacity._withdraw(self.waiter)
+            self.waiter = None
+        tasks = (self.driver, *self.workers.values())
+        pending = [t for t in tasks if t is not None and not t.done()]
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-        for task_id in sorted(self.holding):  # cancelled before they ever ran
+        for task_id in sorted(self.workers):  # cancelled before they ever ran
             self._give_back(task_id)
