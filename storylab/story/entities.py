@@ -1,0 +1,382 @@
+"""The four entities of the illustrated-story pipeline.
+
+::
+
+    StoryPipelineEntity (story-pipeline-<slug>-<hash>)
+      ├── ContentSafetyCheckEntity (safety-check)
+      ├── StoryWriterEntity (story-writer)
+      ├── ImageGenerationEntity (image-{{IMAGE_1}})
+      └── ... one per illustration
+
+The pipeline checks the topic, writes the story, generates the pictures and
+assembles one HTML page. Each step is a child entity created *by name*
+(``append_or_retrieve_call``), so running the pipeline again after a crash
+finds the finished children and only does what is left.
+
+Stage 3 is the lesson. One ``ImageGenerationEntity`` per picture, fed lazily
+into a task-pool runner::
+
+    items  = [{"name": "image-{{IMAGE_1}}", "data": {...}}, ...]
+    source = SourceFromIterable(self.parallel_calls(ImageGenerationEntity, items))
+    story  = CapacitySource(3, GLOBAL)      # per story, under the process-wide 10
+    runner = HierarchicalTaskPoolRunner("image-gen", source, story)
+
+The runner takes a unit at both levels before it pulls the next item, so a
+child entity is only created when it can start; results come back in the
+order they finish; a failed picture is logged and the others go on. The
+children's own progress is passed on to whoever consumes the pipeline.
+
+Backends and limits come from :func:`~storylab.story.settings.current_settings`.
+Outputs are JSON dicts (they are stored in the graph); picture bytes go to the
+graph's blob store and only their key is kept in the image entity's output.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+from storylab.entities import EntityGraph, Return, RunnableEntity
+from storylab.scheduling import (
+    CapacitySource,
+    EventKind,
+    HierarchicalTaskPoolRunner,
+    SourceFromIterable,
+    TaskEventType,
+    current_trace,
+)
+from storylab.story.backends.images import (
+    ImageBackendError,
+    ImageRequest,
+    normalize_aspect_ratio,
+    normalize_quality,
+)
+from storylab.story.html import assemble_html, content_type_for, sanitize_story_html
+from storylab.story.models import (
+    DEFAULT_ASPECT_RATIO,
+    DEFAULT_IMAGE_QUALITY,
+    ContentSafetyResult,
+    GeneratedImageResult,
+    ImagePrompt,
+    PipelineResult,
+    Stage,
+    StoryOutput,
+    pipeline_name,
+    validate_story_request,
+)
+from storylab.story.settings import StorySettings, current_settings
+
+__all__ = [
+    "ContentSafetyCheckEntity",
+    "ImageGenerationEntity",
+    "StoryPipelineEntity",
+    "StoryWriterEntity",
+    "create_story",
+    "image_task_items",
+    "story_html",
+]
+
+log = logging.getLogger("storylab.story")
+
+
+class ContentSafetyCheckEntity(RunnableEntity):
+    """Is the topic fit for a children's story? Data ``{topic}``; output a
+    :class:`~storylab.story.models.ContentSafetyResult` as JSON."""
+
+    async def run_impl(self) -> AsyncIterator[Any]:
+        topic = self.data["topic"]
+        yield self.status("RUNNING", "Checking whether the topic suits young readers")
+        result = await current_settings().text.check_safety(topic)
+        yield Return(result.to_json())
+
+
+class StoryWriterEntity(RunnableEntity):
+    """Writes the story. Data ``{topic, customization}``; output a
+    :class:`~storylab.story.models.StoryOutput` as JSON (HTML with placeholders)."""
+
+    async def run_impl(self) -> AsyncIterator[Any]:
+        data = self.data
+        yield self.status("RUNNING", "Drafting the story and one prompt per illustration")
+        story = await current_settings().text.write_story(data["topic"], data.get("customization"))
+        yield Return(story.to_json())
+
+
+class ImageGenerationEntity(RunnableEntity):
+    """One picture. Data ``{placeholder, prompt, alt_text, model_pool,
+    image_quality, aspect_ratio}``; output a
+    :class:`~storylab.story.models.GeneratedImageResult` as JSON whose
+    ``object_key`` names the PNG in the graph's blob store."""
+
+    async def run_impl(self) -> AsyncIterator[Any]:
+        data = self.data
+        placeholder = data["placeholder"]
+        yield self.status("RUNNING", f"Generating image for {placeholder}")
+        request = ImageRequest(
+            prompt=data["prompt"],
+            placeholder=placeholder,
+            # Unknown values fall back to medium quality and a 3:2 picture.
+            quality=normalize_quality(data.get("image_quality")),
+            aspect_ratio=normalize_aspect_ratio(data.get("aspect_ratio")),
+            model_pool=data.get("model_pool") or "",
+        )
+        image = await current_settings().images.generate(request)
+        if not image.data:
+            raise ImageBackendError(f"No images generated for {placeholder}")
+        yield self.status("RUNNING", f"Saving {placeholder} to the blob store")
+        content_type = content_type_for(image.format)
+        key = self.graph.blobs.put(image.data, content_type)
+        result = GeneratedImageResult(
+            placeholder=placeholder,
+            content_type=content_type,
+            alt_text=data.get("alt_text") or "Story illustration",
+            object_key=key,
+            width=image.width,
+            height=image.height,
+            model_seconds=image.model_seconds,
+        )
+        yield Return(result.to_json())
+
+
+def image_task_items(
+    prompts: list[ImagePrompt],
+    customization: dict[str, Any] | None,
+    settings: StorySettings | None = None,
+) -> list[dict[str, Any]]:
+    """One ``{"name": "image-{{IMAGE_N}}", "data": {...}}`` per prompt, in prompt order."""
+    settings = settings or current_settings()
+    cust = customization or {}
+    return [
+        {
+            "name": f"image-{p.placeholder}",
+            "data": {
+                "placeholder": p.placeholder,
+                "prompt": p.prompt,
+                "alt_text": p.alt_text,
+                "model_pool": settings.resolved_model_pool,
+                "image_quality": cust.get("image_quality") or DEFAULT_IMAGE_QUALITY.value,
+                "aspect_ratio": cust.get("aspect_ratio") or DEFAULT_ASPECT_RATIO.value,
+            },
+        }
+        for p in prompts
+    ]
+
+
+class StoryPipelineEntity(RunnableEntity):
+    """The whole story: safety, writer, pictures, HTML. Data ``{topic,
+    customization}`` plus the progress keys (``stage``, ``images_total``,
+    ``images_generated``, ...); output a :class:`~storylab.story.models.PipelineResult`
+    as JSON. Create it with :func:`create_story`."""
+
+    async def run_impl(self) -> AsyncIterator[Any]:
+        data = self.data
+        topic: str = data["topic"]
+        customization: dict[str, Any] | None = data.get("customization")
+        settings = current_settings()
+
+        # Stage 1: is the topic safe?
+        yield self.status("RUNNING", "Running content safety check")
+        await self.update_entity_data(stage=Stage.SAFETY_CHECK.value)
+        checker = self.append_or_retrieve_call(
+            ContentSafetyCheckEntity, "safety-check", {"topic": topic}
+        )
+        safety = ContentSafetyResult.from_json((yield self.delegate(checker)))
+        if not safety.is_safe:
+            await self.update_entity_data(
+                stage=Stage.REJECTED.value, safety_result=safety.to_json()
+            )
+            yield Return(
+                PipelineResult(stage=Stage.REJECTED.value, safety_result=safety.to_json()).to_json()
+            )
+            return
+        await self.update_entity_data(
+            stage=Stage.SAFETY_PASSED.value, safety_result=safety.to_json()
+        )
+
+        # Stage 2: the story, with one prompt per illustration.
+        yield self.status("RUNNING", "Writing story")
+        await self.update_entity_data(stage=Stage.WRITING.value)
+        writer = self.append_or_retrieve_call(
+            StoryWriterEntity, "story-writer", {"topic": topic, "customization": customization}
+        )
+        story = StoryOutput.from_json((yield self.delegate(writer)))
+        # The HTML stays out of the entity data (it can be large); the
+        # writer's output still holds it.
+        await self.update_entity_data(
+            stage=Stage.WRITING_COMPLETE.value,
+            story_result={
+                "title": story.title,
+                "moral": story.moral,
+                "age_range": story.age_range,
+                "html_content": "",
+                "image_prompts": [p.to_json() for p in story.image_prompts],
+            },
+        )
+
+        # Stage 3: the pictures.
+        n = len(story.image_prompts)
+        yield self.status("RUNNING", f"Generating {n} images")
+        await self.update_entity_data(
+            stage=Stage.GENERATING_IMAGES.value, images_total=n, images_generated=0
+        )
+        items = image_task_items(story.image_prompts, customization, settings)
+        yield self.progress(
+            {
+                "stage": Stage.GENERATING_IMAGES.value,
+                "total": n,
+                "items": [item["name"] for item in items],
+            },
+            f"{n} images to generate",
+        )
+        images: list[GeneratedImageResult] = []
+        failures: list[str] = []
+        stage3 = (
+            self._sequential_images
+            if settings.image_mode == "sequential"
+            else (self._parallel_images)
+        )
+        # aclosing: if this run is abandoned, the runner below must stop (and
+        # cancel its tasks) now, not whenever the generator is garbage-collected.
+        async with aclosing(stage3(items, images, failures, settings)) as stream:
+            async for env in stream:
+                yield env
+        failed = len(failures)
+
+        # Stage 4: one HTML page with the pictures inlined.
+        yield self.status("RUNNING", "Assembling HTML with images")
+        await self.update_entity_data(stage=Stage.ASSEMBLING.value)
+        html = assemble_html(sanitize_story_html(story.html_content), images, self.graph.blobs.get)
+
+        yield self.status("RUNNING", "Storing results")
+        await self.update_entity_data(stage=Stage.STORING_RESULTS.value)
+        html_key: str | None
+        try:
+            html_key = self.graph.blobs.put(html.encode("utf-8"), "text/html")
+        except Exception:  # storing is best-effort, like the PDF and memory stores
+            log.warning("could not store the HTML of %r", self, exc_info=True)
+            html_key = None
+
+        if failed and images:
+            final = Stage.COMPLETED_WITH_ERRORS
+        elif failed:
+            final = Stage.FAILED
+        else:
+            final = Stage.COMPLETED
+        await self.update_entity_data(
+            stage=final.value, failed_images=failed, image_count=len(images), html_key=html_key
+        )
+        result = PipelineResult(
+            stage=final.value,
+            title=story.title,
+            moral=story.moral,
+            age_range=story.age_range,
+            image_count=len(images),
+            failed_images=failed or None,
+            html_key=html_key,
+        )
+        yield Return(result.to_json())
+
+    def _generated(self, images: list, n: int):
+        return self.status("RUNNING", f"Generated {len(images)}/{n} images")
+
+    async def _parallel_images(
+        self,
+        items: list[dict[str, Any]],
+        images: list[GeneratedImageResult],
+        failures: list[str],
+        settings: StorySettings,
+    ) -> AsyncIterator[Any]:
+        """Stage 3 as taught: lazy children, two-level capacity, completion order."""
+        n = len(items)
+        source = SourceFromIterable(self.parallel_calls(ImageGenerationEntity, items))
+        story_capacity = CapacitySource(
+            settings.story_limit, settings.global_capacity, name=f"story:{self.name}"
+        )
+        runner = HierarchicalTaskPoolRunner("image-gen", source, story_capacity)
+        async with aclosing(runner.run_tasks(stop_on_error=False)) as envelopes:
+            async for envelope in envelopes:
+                if envelope.type is TaskEventType.INTERMEDIATE:
+                    if settings.forward_child_progress:
+                        yield envelope.value
+                elif envelope.type is TaskEventType.FINAL:
+                    if envelope.value:
+                        images.append(GeneratedImageResult.from_json(envelope.value))
+                        await self.update_entity_data(images_generated=len(images))
+                        yield self._generated(images, n)
+                    else:  # a task that "succeeded" with nothing counts as failed
+                        failures.append(items[envelope.task_id - 1]["name"])
+                else:
+                    failures.append(f"task {envelope.task_id}")
+                    log.warning(
+                        "image task %s of %r failed: %r", envelope.task_id, self, envelope.error
+                    )
+
+    async def _sequential_images(
+        self,
+        items: list[dict[str, Any]],
+        images: list[GeneratedImageResult],
+        failures: list[str],
+        settings: StorySettings,
+    ) -> AsyncIterator[Any]:
+        """Stage 3 before parallelism: one picture after another, for comparison.
+
+        Failures are still isolated (so the two modes produce the same
+        result), and the trace gets the same task events a runner would
+        record, under the runner key ``sequential:<pipeline name>``.
+        """
+        n = len(items)
+        trace = current_trace()
+        runner_key = f"sequential:{self.name}"
+        group = f"story:{self.name}"
+
+        def record(kind: EventKind, task_id: int, label: str, error: str | None = None) -> None:
+            if trace is not None:
+                trace.record(
+                    kind, runner=runner_key, task_id=task_id, label=label, group=group, error=error
+                )
+
+        for task_id, item in enumerate(items, start=1):
+            child = self.append_or_retrieve_call(ImageGenerationEntity, item["name"], item["data"])
+            record(EventKind.TASK_START, task_id, child.name)
+            run = child.start()
+            try:
+                async with aclosing(run):
+                    async for env in run:
+                        if settings.forward_child_progress:
+                            yield env
+                value = run.result
+            except Exception as exc:
+                record(EventKind.TASK_ERROR, task_id, child.name, repr(exc))
+                failures.append(child.name)
+                log.warning("image %s of %r failed: %r", child.name, self, exc)
+                continue
+            record(EventKind.TASK_END, task_id, child.name)
+            if value:
+                images.append(GeneratedImageResult.from_json(value))
+                await self.update_entity_data(images_generated=len(images))
+                yield self._generated(images, n)
+            else:
+                failures.append(child.name)
+
+
+def create_story(graph: EntityGraph, topic: Any, customization: Any = None) -> StoryPipelineEntity:
+    """Validate a request and create (or find) its pipeline, without starting it.
+
+    The name is deterministic (``story-pipeline-<slug>-<hash>``), so the same
+    request returns the same entity: run it again to resume it, or to get the
+    stored result if it already finished.
+    """
+    cust = validate_story_request(topic, customization)
+    name = pipeline_name(topic, cust)
+    return graph.create_or_retrieve(
+        StoryPipelineEntity, name, {"topic": topic.strip(), "customization": cust}
+    )
+
+
+def story_html(graph: EntityGraph, result: dict[str, Any] | PipelineResult) -> str | None:
+    """The assembled HTML page of a finished pipeline (``None`` if there is none)."""
+    if isinstance(result, PipelineResult):
+        result = result.to_json()
+    key = (result or {}).get("html_key")
+    return graph.blobs.get(key).decode("utf-8") if key else None
