@@ -70,6 +70,28 @@ class TaskProgressEnvelope:
     error: BaseException | None = None
 
 
+# The runner makes one envelope per task and per streamed item. A frozen
+# dataclass's __init__ goes through object.__setattr__ field by field; setting
+# the slots directly builds the same immutable object in about a third of the
+# time. Equality, repr and hashing are the dataclass's own.
+_new = object.__new__
+_set_type = TaskProgressEnvelope.type.__set__  # type: ignore[attr-defined]
+_set_id = TaskProgressEnvelope.task_id.__set__  # type: ignore[attr-defined]
+_set_value = TaskProgressEnvelope.value.__set__  # type: ignore[attr-defined]
+_set_error = TaskProgressEnvelope.error.__set__  # type: ignore[attr-defined]
+
+
+def _envelope(
+    kind: TaskEventType, task_id: int, value: Any = None, error: BaseException | None = None
+) -> TaskProgressEnvelope:
+    env = _new(TaskProgressEnvelope)
+    _set_type(env, kind)
+    _set_id(env, task_id)
+    _set_value(env, value)
+    _set_error(env, error)
+    return env
+
+
 @dataclass(frozen=True, slots=True)
 class RunnerStatistics:
     name: str
@@ -332,7 +354,7 @@ class _Run:
                     except StopAsyncIteration as stop:
                         result = _stream_result(result, iterator, stop)
                         break
-                    push(TaskProgressEnvelope(TaskEventType.INTERMEDIATE, task_id, item))
+                    push(_envelope(TaskEventType.INTERMEDIATE, task_id, item))
         except asyncio.CancelledError:
             if trace is not None:
                 self._record(trace, EventKind.TASK_CANCEL, task_id, label)
@@ -344,12 +366,12 @@ class _Run:
             if self.stop_on_error:
                 self.push(_Raise(exc))
             else:
-                self.push(TaskProgressEnvelope(TaskEventType.ERROR, task_id, None, exc))
+                self.push(_envelope(TaskEventType.ERROR, task_id, None, exc))
         else:
             runner._finished += 1
             if trace is not None:
                 self._record(trace, EventKind.TASK_END, task_id, label)
-            self.push(TaskProgressEnvelope(TaskEventType.FINAL, task_id, result))
+            self.push(_envelope(TaskEventType.FINAL, task_id, result))
         finally:
             self._give_back(task_id)
             if self.exhausted and runner._active == 0:
