@@ -452,6 +452,7 @@ class EntityRun:
             yield entity._envelope(EnvelopeType.VALUE, value=value, sub_type=ValueKind.RETURN.value)
             return
         _LIVE[key] = self
+        graph._live_runs += 1
         impl = None
         try:
             try:
@@ -506,8 +507,7 @@ class EntityRun:
                 graph._mark_failed(entity._id, info, error_env, failed_env)
                 self._error = exc
                 self._done = True
-                if _LIVE.get(key) is self:
-                    del _LIVE[key]
+                self._unregister(key)
                 yield self._emit(error_env)
                 yield self._emit(failed_env)
                 self._end()
@@ -519,8 +519,7 @@ class EntityRun:
             graph._mark_completed(entity._id, output_json, value_env, done_env)
             self._result = result
             self._done = True
-            if _LIVE.get(key) is self:
-                del _LIVE[key]
+            self._unregister(key)
             yield self._emit(value_env)
             yield self._emit(done_env)
             self._end()
@@ -540,10 +539,17 @@ class EntityRun:
             self._end()
             raise
         finally:
-            if _LIVE.get(key) is self:
-                del _LIVE[key]
+            self._unregister(key)
             if impl is not None and hasattr(impl, "aclose"):
                 await impl.aclose()
+
+    def _unregister(self, key: tuple[str, str]) -> None:
+        if _LIVE.get(key) is self:
+            del _LIVE[key]
+            graph = self.entity._graph
+            graph._live_runs -= 1
+            if graph._live_runs == 0:
+                graph.flush()  # nothing of this graph runs now: make it durable
 
     def _wrap(self, item: Any) -> Envelope:
         if type(item) is Envelope:

@@ -253,7 +253,9 @@ def test_a_revived_node_has_its_own_class(graph):
     assert type(graph.entity(p.id)) is GrParent
 
 
-def test_writes_are_committed_after_one_event_loop_turn(graph):
+def test_commit_interval_zero_commits_after_one_event_loop_turn(tmp_path):
+    graph = EntityGraph.open(tmp_path / "g.sqlite", commit_interval=0)
+
     async def main():
         p = graph.create(GrParent, "p")
         reader = sqlite3.connect(graph.path)
@@ -266,7 +268,28 @@ def test_writes_are_committed_after_one_event_loop_turn(graph):
         graph.flush()
         assert reader.execute(count).fetchone()[0] == 2
 
+    with graph:
+        asyncio.run(main())
+
+
+def test_batched_writes_are_committed_soon_and_when_the_last_run_ends(graph):
+    async def main():
+        reader = sqlite3.connect(graph.path)
+        status = "SELECT status FROM nodes WHERE name = ?"
+        p = graph.create(GrChild, "p", {"n": 1})
+        await asyncio.sleep(0.1)  # several commit intervals
+        assert reader.execute(status, ("p",)).fetchone() == ("Pending",)
+        await p.run()  # the last running entity finished: committed at once
+        assert reader.execute(status, ("p",)).fetchone() == ("Completed",)
+        assert reader.execute("SELECT count(*) FROM progress").fetchone()[0] == 3
+
     asyncio.run(main())
+
+
+def test_bad_commit_settings_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="commit_interval must be a number of seconds"):
+        EntityGraph.open(tmp_path / "g.sqlite", commit_interval=-1)
+    assert not (tmp_path / "g.sqlite").exists()
 
 
 def test_two_graphs_on_one_file_in_one_process_do_not_block_each_other(tmp_path):
