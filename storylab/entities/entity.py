@@ -444,7 +444,12 @@ class EntityRun:
                 yield env
             return
         graph._flush_peers()
-        status, output = graph._status_output(entity._id)
+        # The common case in one statement: a Pending node becomes InProgress.
+        started = entity.status_envelope(StatusEvent.STARTED)
+        if graph._start_if_pending(entity._id, started):
+            status, output = EntityStatus.PENDING, None
+        else:
+            status, output = graph._status_output(entity._id)
         if status == EntityStatus.COMPLETED:
             value = type(entity).output_from_json(output)
             self._result = value
@@ -458,8 +463,8 @@ class EntityRun:
             try:
                 if status != EntityStatus.PENDING:
                     await entity.reset()
-                started = entity.status_envelope(StatusEvent.STARTED)
-                graph._mark_started(entity._id, started)
+                    started = entity.status_envelope(StatusEvent.STARTED)
+                    graph._mark_started(entity._id, started)
                 yield self._emit(started)
                 impl = entity.run_impl()
                 result = None

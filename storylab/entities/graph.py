@@ -667,6 +667,21 @@ class EntityGraph:
             )
             self._log(env)
 
+    def _start_if_pending(self, id: str, env: Envelope) -> bool:
+        """Mark a Pending node started (and log ``env``); False if it was not Pending."""
+        with self._lock:
+            cur = self._apply(
+                (
+                    "UPDATE nodes SET status = 'InProgress', started_at = ? "
+                    "WHERE id = ? AND status = 'Pending'",
+                    (env.at, id),
+                )
+            )
+            if cur.rowcount != 1:
+                return False
+            self._log(env)
+            return True
+
     def _mark_completed(self, id: str, output_json: str, value_env: Envelope, done_env: Envelope):
         with self._lock:
             self._apply(
