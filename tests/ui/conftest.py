@@ -1,7 +1,7 @@
 """Fixtures for the real-browser JupyterLab tests.
 
-One ``jupyter lab`` server and one headless Chromium per test session; a fresh
-browser context per test. The server's teardown fails the session if any of
+One ``jupyter lab`` server per test session, one headless Chromium per test
+module, a fresh browser context per test. The server's teardown fails the session if any of
 its processes (server or kernels) survives the shutdown.
 
 The tests skip only when STORYLAB_SKIP_UI=1 is set; a missing Chromium or
@@ -43,8 +43,10 @@ def lab_server(chromium_executable, tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_executable):
+    # Module scope on purpose: while Playwright's sync API is active it keeps an
+    # event loop running in this thread, and later ``asyncio.run`` tests fail.
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
