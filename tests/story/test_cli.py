@@ -1,0 +1,127 @@
+"""``storylab run`` and ``storylab serve-images`` as a user meets them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from storylab.cli import main
+from storylab.entities import EntityGraph
+
+
+def _run(tmp_path, *argv: str) -> int:
+    # Options given in argv come later and so win over these defaults.
+    base = ["--graph", str(tmp_path / "graph.sqlite"), "--out", str(tmp_path / "out")]
+    return main(["run", *base, "--time-scale", "0.001", *argv])
+
+
+def test_default_run_writes_html_and_prints_the_tree(tmp_path, capsys):
+    assert _run(tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "Generated 5/5 images" in out and "image-{{IMAGE_3}} done" in out
+    assert "StoryPipelineEntity (story-pipeline-a-brave-kitten" in out
+    assert "└── ImageGenerationEntity (image-{{IMAGE_5}})" in out
+    (page,) = (tmp_path / "out").glob("*.html")
+    assert page.read_text().count("<img ") == 5
+
+
+def test_run_again_resumes_from_the_stored_result(tmp_path, capsys):
+    assert _run(tmp_path, "an owl", "--images", "2", "--fail", "IMAGE_2") == 1
+    first = capsys.readouterr().out
+    assert "image-{{IMAGE_2}} FAILED" in first and "completed_with_errors" in first
+    assert _run(tmp_path, "an owl", "--images", "2", "--fail", "IMAGE_2") == 1
+    second = capsys.readouterr().out
+    assert "already finished" in second and "started" not in second
+    with EntityGraph.open(tmp_path / "graph.sqlite") as graph:
+        (root,) = graph.roots()
+        assert len(graph.children(root.id)) == 4  # nothing was created twice
+
+
+def test_several_topics_run_together(tmp_path, capsys):
+    code = _run(tmp_path, "an owl", "a shy dragon", "--images", "3", "--global-limit", "4")
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "[an owl] Generated 3/3 images" in out and "[a shy dragon] Generated 3/3 images" in out
+    assert len(list((tmp_path / "out").glob("*.html"))) == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["   "], "Topic is required"),
+        (["owl", "--style", "pastel"], "Invalid style. Must be one of: watercolor, digital-art"),
+        (["owl", "--quality", "ultra"], "Invalid image_quality. Must be one of: low, medium, high"),
+        (["owl", "--aspect", "5:4"], "Invalid aspect_ratio. Must be one of: 1:1, 3:2, 2:3"),
+        (["owl", "--images", "0"], "illustration_count must be between 1 and 10"),
+        (["owl", "--backend", "dalle"], "Unknown image backend 'dalle'. Must be one of: simulated"),
+        (["owl", "--time-scale", "-1"], "time_scale must be a number > 0"),
+        (["owl", "--story-limit", "0"], "story_limit must be an integer >= 1"),
+    ],
+)
+def test_bad_input_is_refused_and_stores_nothing(tmp_path, capsys, argv, message):
+    assert _run(tmp_path, *argv) == 2
+    assert message in capsys.readouterr().err
+    if (tmp_path / "graph.sqlite").exists():
+        with EntityGraph.open(tmp_path / "graph.sqlite") as graph:
+            assert graph.roots() == []
+    assert not (tmp_path / "out").exists()
+
+
+def test_serve_images_answers_over_http(tmp_path):
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "storylab.cli",
+            "serve-images",
+            "--port",
+            "0",
+            "--time-scale",
+            "0.001",
+            "--max-concurrent",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert "serving simulated images on http://127.0.0.1:" in line
+        url = line.split(" on ", 1)[1].split()[0]
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                r = httpx.post(
+                    f"{url}/v1/images/generations",
+                    json={"prompt": "an owl", "size": "1024x1024", "quality": "low"},
+                    timeout=10,
+                )
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        assert r.status_code == 200 and r.json()["data"][0]["b64_json"]
+        assert (
+            _run(
+                tmp_path,
+                "an owl",
+                "--backend",
+                "http",
+                "--images-url",
+                url,
+                "--images",
+                "2",
+                "--quality",
+                "low",
+                "--no-tree",
+            )
+            == 0
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
