@@ -74,6 +74,7 @@ __all__ = [
     "StoryPipelineEntity",
     "StoryWriterEntity",
     "create_story",
+    "generate_story",
     "image_task_items",
     "story_html",
 ]
@@ -380,3 +381,30 @@ def story_html(graph: EntityGraph, result: dict[str, Any] | PipelineResult) -> s
         result = result.to_json()
     key = (result or {}).get("html_key")
     return graph.blobs.get(key).decode("utf-8") if key else None
+
+
+async def generate_story(
+    topic: Any,
+    customization: Any = None,
+    *,
+    graph: EntityGraph | None = None,
+    settings: StorySettings | None = None,
+) -> dict[str, Any]:
+    """Create (or find) the pipeline for this request, run it, return its result.
+
+    ``graph`` defaults to the default graph file (opened and closed here);
+    ``settings`` to the current settings. Running it again resumes.
+    """
+    from storylab.story.settings import use_settings
+
+    own = graph is None
+    g = EntityGraph.open() if own else graph
+    try:
+        pipeline = create_story(g, topic, customization)
+        if settings is None:
+            return await pipeline.run()
+        with use_settings(settings):
+            return await pipeline.run()
+    finally:
+        if own:
+            g.close()

@@ -353,3 +353,18 @@ async def test_image_entities_can_be_run_alone(graph, fast_settings):
         )
         out = await child.run()
     assert out["content_type"] == "image/png" and (out["width"], out["height"]) == (640, 427)
+
+
+async def test_generate_story_in_one_call(tmp_path, fast_settings):
+    from storylab import story
+
+    graph = EntityGraph.open(tmp_path / "g.sqlite")
+    try:
+        settings = fast_settings()
+        result = await story.generate_story(
+            "an owl", {"illustration_count": 2}, graph=graph, settings=settings
+        )
+        assert result["stage"] == "completed" and result["image_count"] == 2
+        assert "<img " in story.story_html(graph, result)
+    finally:
+        graph.close()
