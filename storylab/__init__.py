@@ -32,6 +32,43 @@ from storylab.scheduling import (
 
 __version__ = "0.1.0"
 
+# The story pipeline and the pictures are loaded on first use, so that
+# ``import storylab`` (and ``import storylab.viz``) stays light and the viz
+# layer never pulls in the story layer behind the reader's back.
+_LAZY = {
+    "create_story": "storylab.story",
+    "generate_story": "storylab.story",
+    "story_html": "storylab.story",
+    "StorySettings": "storylab.story",
+    "StoryValidationError": "storylab.story",
+    "StoryPipelineEntity": "storylab.story",
+    "ImageGenerationEntity": "storylab.story",
+    "use_settings": "storylab.story",
+    "configure": "storylab.story",
+    "ProgressPanel": "storylab.viz",
+    "entity_graph": "storylab.viz",
+    "plot_entity_tree": "storylab.viz",
+    "plot_timeline": "storylab.viz",
+    "plot_capacity": "storylab.viz",
+    "plot_sequential_vs_parallel": "storylab.viz",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'storylab' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
     "BufferMode",
     "CapacitySource",
@@ -52,4 +89,5 @@ __all__ = [
     "UnknownEntityError",
     "__version__",
     "run_sync",
+    *_LAZY,
 ]
