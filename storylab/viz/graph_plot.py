@@ -180,7 +180,13 @@ def draw_entity_graph(
     pos = tree_layout(g, roots)
     width = max((x for x, _ in pos.values()), default=0.0) + 1
     depth = max((g.nodes[n]["depth"] for n in g), default=0)
-    many = width > 8  # crowded rows: tilt the labels so they do not overlap
+    # Crowded rows: tilt the leaf labels so they do not overlap. A label of
+    # more than ~16 characters is wider than the room a leaf gets, so a row
+    # of several long labels ("ImageGenerationEntity (image-{{IMAGE_1}})")
+    # is crowded too.
+    leaves = [n for n in g if not any(True for _ in g.successors(n))]
+    longest = max((len(_short(g.nodes[n]["label"])) for n in leaves), default=0)
+    many = width > 8 or (len(leaves) > 2 and longest > 16)
     if ax is None:
         import matplotlib.pyplot as plt
 
@@ -210,11 +216,12 @@ def draw_entity_graph(
         if is_failed:
             ax.text(x, y, "✗", ha="center", va="center", color="white", fontsize=11,
                     fontweight="bold", zorder=4, gid=f"failed-mark:{n}")
-        label = _short(data["label"], 40 if data["depth"] == 0 else 28)
-        if is_failed and data.get("error"):
-            label += "\n" + _short(f"{data['error'].get('type', 'error')}", 28)
         leaf = not list(g.successors(n))
         tilt = many and data["depth"] > 0 and leaf
+        # Tilted labels have room to show the name, which tells siblings apart.
+        label = _short(data["label"], 60 if data["depth"] == 0 else 44 if tilt else 28)
+        if is_failed and data.get("error"):
+            label += "\n" + _short(f"{data['error'].get('type', 'error')}", 28)
         # Leaves are labelled below, inner nodes above (clear of their edges).
         ax.text(x, y - 0.14 if leaf else y + 0.14, label,
                 ha="right" if tilt else "center", va="top" if leaf else "bottom",
@@ -229,8 +236,9 @@ def draw_entity_graph(
     ]
     ax.legend(handles=handles, title="status", loc="upper left", bbox_to_anchor=(1.0, 1.0),
               fontsize=8, title_fontsize=8, frameon=False)
-    ax.set_xlim(-0.8, width - 0.2)
-    ax.set_ylim(-depth - (1.0 if many else 0.6), 0.5)
+    # Tilted labels reach down and to the left of their node: make room.
+    ax.set_xlim(-0.8 - (1.4 if many else 0.0), width - 0.2)
+    ax.set_ylim(-depth - (1.3 if many else 0.6), 0.5)
     # networkx hides the ticks; the depth axis is part of the picture here.
     ax.tick_params(left=True, labelleft=True)
     ax.set_yticks([-d for d in range(depth + 1)], [str(d) for d in range(depth + 1)])

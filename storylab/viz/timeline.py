@@ -265,6 +265,14 @@ def _merge_bursts(
             flat.append((t, v))
     return flat
 
+_LABEL_CHARS = 40
+
+
+def _short_label(text: str, limit: int = _LABEL_CHARS) -> str:
+    """A group header that does not eat half the figure's width."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _pyplot():
     import matplotlib.pyplot as plt
 
@@ -309,7 +317,7 @@ def _draw_gantt(ax: Axes, lanes: list[TaskLane], *, legend: bool = True) -> None
             if ticks:
                 y += 0.4
             ticks.append(y)
-            tick_labels.append(group)
+            tick_labels.append(_short_label(group))
             headers.append(len(ticks) - 1)
             band = not band
             y += 1
