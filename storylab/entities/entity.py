@@ -53,9 +53,10 @@ as stale and runs it again.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import traceback
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from storylab.entities.envelopes import Envelope, EnvelopeType, StatusEvent, ValueKind
@@ -360,10 +361,32 @@ class RunnableEntity:
             log.warning("failed to update entity data of %r", self, exc_info=True)
 
     async def update_data(self, data: dict) -> None:
-        """Replace the stored data with ``data`` (errors are raised)."""
+        """Replace the stored data with ``data`` as a whole: keys absent from
+        ``data`` are gone afterwards. Errors are raised, and a refused value
+        changes nothing. (For a merge, see :meth:`update_entity_data`.)"""
         if not isinstance(data, dict):
             raise TypeError(f"entity data must be a dict; got {type(data).__name__}")
         self._graph._set_data(self._id, dumps(data, what=f"data of entity {self._name!r}"))
+
+    async def update_data_path(self, path: Sequence[str], value: Any) -> None:
+        """Set one nested key: ``update_data_path(["story", "title"], "Owls")``
+        sets ``data["story"]["title"]`` and leaves every other key alone.
+
+        Missing intermediate keys are created as empty dicts. A path through a
+        value that is not a dict, an empty path or a value that is not JSON
+        raise before anything is written. The read and the write share one
+        transaction, so no other writer can slip a change in between."""
+        if isinstance(path, str) or not isinstance(path, Sequence):
+            raise TypeError(
+                f"path must be a list of keys, e.g. ['story', 'title']; got {path!r}"
+            )
+        if not path:
+            raise ValueError("path must name at least one key; got []")
+        for i, key in enumerate(path):
+            if not isinstance(key, str) or not key:
+                raise TypeError(f"path[{i}] must be a non-empty string; got {key!r}")
+        value_json = dumps(value, what=f"value at {'/'.join(path)!r}")
+        self._graph._set_data_path(self._id, tuple(path), json.loads(value_json))
 
 
 def _error_info(exc: BaseException) -> dict[str, str]:

@@ -725,6 +725,29 @@ class EntityGraph:
             self._apply(("UPDATE nodes SET data = ? WHERE id = ?", (data_json, id)))
             return data
 
+    def _set_data_path(self, id: str, path: tuple[str, ...], value: Any) -> dict:
+        with self._lock:
+            # As in _merge_data: read and write inside one write transaction.
+            row = self._begin().execute("SELECT data FROM nodes WHERE id = ?", (id,)).fetchone()
+            if row is None:
+                self._schedule_commit()
+                raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
+            data = json.loads(row[0])
+            node = data
+            for depth, key in enumerate(path[:-1]):
+                child = node.setdefault(key, {})
+                if not isinstance(child, dict):
+                    self._schedule_commit()
+                    where = "/".join(path[: depth + 1])
+                    raise TypeError(
+                        f"cannot set {'/'.join(path)!r}: {where!r} holds a "
+                        f"{type(child).__name__}, not a dict; nothing was changed"
+                    )
+                node = child
+            node[path[-1]] = value
+            self._apply(("UPDATE nodes SET data = ? WHERE id = ?", (dumps(data), id)))
+            return data
+
     def _set_status(self, id: str, status: EntityStatus | str) -> None:
         """Force a stored status (for tools and tests that simulate a crash)."""
         allowed = {s.value for s in EntityStatus}

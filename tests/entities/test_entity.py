@@ -359,3 +359,45 @@ async def test_result_before_the_end_is_an_error(graph):
     run = graph.create(EntEcho, "r").start()
     with pytest.raises(RuntimeError, match="has not finished"):
         _ = run.result
+
+
+async def test_update_data_replacement_survives_a_reopen(tmp_path):
+    with EntityGraph.open(tmp_path / "g.sqlite") as g:
+        e = g.create(EntEcho, "d", {"a": 1, "nested": {"k": 1}})
+        await e.update_data({"x": 1})
+    with EntityGraph.open(tmp_path / "g.sqlite") as g:
+        assert g.get_node(e.id).data == {"x": 1}
+
+
+async def test_update_data_path_sets_one_nested_key_and_keeps_the_rest(graph):
+    e = graph.create(EntEcho, "d", {"a": 1, "story": {"title": "Owls", "pages": 3}})
+    await e.update_data_path(["story", "title"], "Bats")
+    assert e.data == {"a": 1, "story": {"title": "Bats", "pages": 3}}
+    await e.update_data_path(("stage",), "images")
+    await e.update_data_path(["meta", "sizes", "cover"], [512, 512])  # intermediates created
+    assert e.data == {
+        "a": 1,
+        "story": {"title": "Bats", "pages": 3},
+        "stage": "images",
+        "meta": {"sizes": {"cover": [512, 512]}},
+    }
+    assert graph.get_node(e.id).data == e.data
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "error", "match"),
+    [
+        (["a", "b"], 1, TypeError, r"cannot set 'a/b': 'a' holds a int, not a dict"),
+        ([], 1, ValueError, r"path must name at least one key"),
+        ("story.title", 1, TypeError, r"path must be a list of keys"),
+        (["story", 3], 1, TypeError, r"path\[1\] must be a non-empty string; got 3"),
+        (["story", "title"], object(), TypeError, r"value at 'story/title' must be JSON"),
+    ],
+)
+async def test_update_data_path_refuses_bad_input_and_changes_nothing(
+    graph, path, value, error, match
+):
+    e = graph.create(EntEcho, "d", {"a": 1, "story": {"title": "Owls"}})
+    with pytest.raises(error, match=match):
+        await e.update_data_path(path, value)
+    assert graph.get_node(e.id).data == {"a": 1, "story": {"title": "Owls"}}
