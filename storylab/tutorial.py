@@ -275,6 +275,8 @@ def handoffs(trace: Trace, *, after: float = 0.0, source: str = "global") -> lis
     left out.
     """
     scale = _time_scale(trace)
+    labels = {(e.runner, e.task_id): e.label for e in trace.events
+              if e.kind is EventKind.TASK_START}
     free: list[tuple[float, str]] = []
     out: list[Handoff] = []
     for e in trace.events:
@@ -285,7 +287,8 @@ def handoffs(trace: Trace, *, after: float = 0.0, source: str = "global") -> lis
             free.append((t, e.path[0]))
         elif e.kind in (EventKind.ACQUIRE, EventKind.GRANT) and free:
             released_at, by = free.pop(0)
-            out.append(Handoff(released_at, t, by, e.path[0], e.label))
+            label = e.label or labels.get((e.runner, e.task_id))
+            out.append(Handoff(released_at, t, by, e.path[0], label))
     return out
 
 
@@ -304,7 +307,7 @@ def plot_in_use(
     import matplotlib.pyplot as plt
 
     from storylab.viz import makespan
-    from storylab.viz.timeline import capacity_series
+    from storylab.viz.timeline import _BURST, _merge_bursts, capacity_series
 
     if not traces:
         raise ValueError("traces must map a label to at least one Trace")
@@ -314,8 +317,10 @@ def plot_in_use(
         if not lines:
             raise ValueError(f"no capacity source named {source!r} in the trace {label!r}")
         span = makespan(trace)
-        xs = [t for t, _ in lines[0].points] + [span]
-        ys = [n for _, n in lines[0].points] + [lines[0].points[-1][1]]
+        # A unit handed straight from a finished task to a waiter is one step, not a dip.
+        points = _merge_bursts(lines[0].points, span * _BURST)
+        xs = [t for t, _ in points] + [span]
+        ys = [n for _, n in points] + [points[-1][1]]
         ax.step(xs, ys, where="post", lw=1.8, label=f"{label} (makespan {span:.1f} model s)")
     if limit is not None:
         ax.axhline(limit, color="#d62728", ls="--", lw=1.2, label=f"limit {limit}")
