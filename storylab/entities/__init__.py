@@ -8,6 +8,7 @@ started again after a crash does only what is left. This layer may use
 
 from storylab.entities.blobs import BlobStore
 from storylab.entities.entity import (
+    Condition,
     Delegate,
     EntityRun,
     Return,
@@ -25,6 +26,7 @@ from storylab.entities.errors import (
     NotAStorylabGraphError,
     SchemaVersionError,
     UnknownBlobError,
+    UnknownBranchError,
     UnknownEntityError,
     UnregisteredTypeError,
 )
@@ -32,6 +34,7 @@ from storylab.entities.graph import EntityGraph, EntityStatus, NodeRecord, defau
 
 __all__ = [
     "BlobStore",
+    "Condition",
     "Delegate",
     "DuplicateNameError",
     "EntityGraph",
@@ -50,6 +53,7 @@ __all__ = [
     "SchemaVersionError",
     "StatusEvent",
     "UnknownBlobError",
+    "UnknownBranchError",
     "UnknownEntityError",
     "UnregisteredTypeError",
     "ValueKind",

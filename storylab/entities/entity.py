@@ -35,6 +35,15 @@ or spell it out::
         yield env
     value = run.result
 
+To take one of several paths, and have the children of each path keyed apart,
+yield a condition: only the chosen branch runs (inline, delegated like a
+child), and a child it creates is keyed ``label/key/name`` under this entity::
+
+    story = yield self.condition("safety-gate", "safe" if ok else "rejected", {
+        "safe": self.write_story,        # async generator functions, no arguments,
+        "rejected": self.explain_refusal,  # each ending with yield Return(value)
+    })
+
 Status rules on :meth:`RunnableEntity.start`:
 
 * ``Pending``: run it.
@@ -60,13 +69,18 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from storylab.entities.envelopes import Envelope, EnvelopeType, StatusEvent, ValueKind
-from storylab.entities.errors import EntityRunInterrupted, UnregisteredTypeError
+from storylab.entities.errors import (
+    EntityRunInterrupted,
+    UnknownBranchError,
+    UnregisteredTypeError,
+)
 from storylab.entities.graph import EntityStatus, NodeRecord, dumps
 
 if TYPE_CHECKING:
     from storylab.entities.graph import EntityGraph
 
 __all__ = [
+    "Condition",
     "Delegate",
     "EntityRun",
     "Return",
@@ -130,6 +144,56 @@ class Delegate:
         return t.start() if isinstance(t, RunnableEntity) else t
 
 
+class Condition:
+    """``value = yield self.condition(label, key, branches)``: run only
+    ``branches[key]``, inline, and send its return value back.
+
+    A branch is written like ``run_impl``: an async generator function taking
+    no arguments that yields envelopes (or delegates) and ends with ``yield
+    Return(value)``; a plain ``async def`` returning the value also works.
+    Its envelopes are forwarded, its failure is raised at the ``yield``, and
+    while it runs every child the entity creates is keyed by its *call path*
+    ``label/key/name`` (``safety-gate/safe/story-writer``), so the same name
+    in two branches means two children, and the same branch on a re-run
+    finds the children it made before. The node keeps the plain ``name``.
+    """
+
+    __slots__ = ("label", "key", "branch")
+
+    def __init__(self, label: str, key: str, branches: Mapping[str, Any]) -> None:
+        if not isinstance(label, str) or not label.strip() or "/" in label:
+            raise ValueError(
+                f"condition label must be a non-empty string without '/'; got {label!r}"
+            )
+        if not isinstance(branches, Mapping) or not branches:
+            raise TypeError(
+                f"condition {label!r}: branches must be a non-empty dict of key -> async "
+                f"generator function; got {branches!r}"
+            )
+        for k, fn in branches.items():
+            if not isinstance(k, str) or not k or "/" in k:
+                raise ValueError(
+                    f"condition {label!r}: branch keys must be non-empty strings without "
+                    f"'/'; got {k!r}"
+                )
+            if not callable(fn):
+                raise TypeError(
+                    f"condition {label!r}: branch {k!r} must be an async generator function "
+                    f"(called with no arguments); got {fn!r}"
+                )
+        if not isinstance(key, str) or key not in branches:
+            allowed = ", ".join(repr(k) for k in branches)
+            raise UnknownBranchError(
+                f"condition {label!r} has no branch for key {key!r}; allowed keys: {allowed}"
+            )
+        self.label = label
+        self.key = key
+        self.branch = branches[key]
+
+    def __repr__(self) -> str:
+        return f"Condition({self.label!r}, {self.key!r})"
+
+
 class _StatusValue(str):
     """The stored status (compares like the string), callable to build a
     ``STATUS`` envelope: ``yield self.status("RUNNING", "writing")``."""
@@ -186,6 +250,10 @@ class RunnableEntity:
         self._id = record.id
         self._name = record.name
         self._parent_id = record.parent_id
+        self._call_path = record.call_path
+        # ``label/key`` frames of the condition branches running now: children
+        # created meanwhile are keyed under them.
+        self._frames: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return f"<{self.type_name} {self._name!r} id={self._id}>"
@@ -211,6 +279,13 @@ class RunnableEntity:
     @property
     def graph(self) -> EntityGraph:
         return self._graph
+
+    @property
+    def call_path(self) -> str | None:
+        """This child's key under its parent: its name, prefixed by the
+        ``label/key`` of the condition branches it was created in. ``None``
+        for a root entity."""
+        return self._call_path
 
     @property
     def status(self) -> _StatusValue:
@@ -278,6 +353,14 @@ class RunnableEntity:
         """``value = yield self.delegate(child)``: run the child inline."""
         return Delegate(child)
 
+    def condition(self, label: str, key: str, branches: Mapping[str, Any]) -> Condition:
+        """``value = yield self.condition(label, key, branches)``: run only the
+        branch ``branches[key]`` and get its return value; children it creates
+        are keyed ``label/key/name``. See :class:`Condition`. An unknown key
+        raises :class:`~storylab.entities.errors.UnknownBranchError` here,
+        naming the label, the key and the allowed keys."""
+        return Condition(label, key, branches)
+
     # ------------------------------------------------------------- running
 
     def start(self) -> EntityRun:
@@ -300,8 +383,12 @@ class RunnableEntity:
         """Create a child called ``name`` (not started). Raises
         :class:`~storylab.entities.errors.DuplicateNameError` if this entity
         already has a child with that name."""
-        record = self._graph._insert(cls, name, data, self._id)
+        record = self._graph._insert(cls, name, data, self._id, self._child_path(name))
         return self._graph._revive(record, cls)
+
+    def _child_path(self, name: str, frames: tuple[str, ...] | None = None) -> str | None:
+        frames = self._frames if frames is None else frames
+        return "/".join((*frames, name)) if frames else None
 
     def append_or_retrieve_call(
         self, cls: type[RunnableEntity], name: str, data: dict | None = None
@@ -312,7 +399,8 @@ class RunnableEntity:
         data (``data`` is then ignored). Names are unique per parent in the
         store itself, so two processes doing this at once get the same child.
         """
-        return self._graph._revive(self._graph._insert_or_get(cls, name, data, self._id), cls)
+        record = self._graph._insert_or_get(cls, name, data, self._id, self._child_path(name))
+        return self._graph._revive(record, cls)
 
     def parallel_calls(
         self, cls: type[RunnableEntity], items: Iterable[Mapping[str, Any]]
@@ -340,11 +428,15 @@ class RunnableEntity:
                 raise ValueError(f"items[{i}]['name'] {name!r} repeats items[{seen[name]}]")
             seen[name] = i
             checked.append((name, data))
-        return self._parallel_calls(cls, checked)
+        # Children are keyed under the condition branch that asked for them,
+        # even though the runner pulls them later, from its own task.
+        return self._parallel_calls(cls, checked, self._frames)
 
-    async def _parallel_calls(self, cls, checked):
+    async def _parallel_calls(self, cls, checked, frames):
+        graph = self._graph
         for name, data in checked:
-            yield _ChildThunk(self.append_or_retrieve_call(cls, name, data))
+            record = graph._insert_or_get(cls, name, data, self._id, self._child_path(name, frames))
+            yield _ChildThunk(graph._revive(record, cls))
 
     def children(self) -> list[NodeRecord]:
         return self._graph.children(self._id)
@@ -377,9 +469,7 @@ class RunnableEntity:
         raise before anything is written. The read and the write share one
         transaction, so no other writer can slip a change in between."""
         if isinstance(path, str) or not isinstance(path, Sequence):
-            raise TypeError(
-                f"path must be a list of keys, e.g. ['story', 'title']; got {path!r}"
-            )
+            raise TypeError(f"path must be a list of keys, e.g. ['story', 'title']; got {path!r}")
         if not path:
             raise ValueError("path must name at least one key; got []")
         for i, key in enumerate(path):
@@ -482,6 +572,8 @@ class EntityRun:
         _LIVE[key] = self
         graph._live_runs += 1
         impl = None
+        gen = None
+        branches: list[tuple[Any, tuple[str, ...]]] = []
         try:
             try:
                 if status != EntityStatus.PENDING:
@@ -494,23 +586,39 @@ class EntityRun:
                 if not hasattr(impl, "asend"):
                     result = await impl
                 else:
+                    # ``gen`` is run_impl, or the condition branch running inside
+                    # it; ``branches`` holds what to go back to when it ends.
+                    gen = impl
                     send: Any = None
                     throw: BaseException | None = None
                     while True:
                         try:
                             if throw is not None:
                                 exc, throw = throw, None
-                                item = await impl.athrow(exc)
+                                item = await gen.athrow(exc)
                             else:
-                                item = await impl.asend(send)
+                                item = await gen.asend(send)
                         except StopAsyncIteration:
-                            break
+                            if not branches:
+                                break
+                            item = Return(None)  # a branch that ended without Return
+                        except Exception as exc:
+                            if not branches:
+                                raise
+                            # The branch failed: raise it at the parent's yield.
+                            gen, entity._frames = branches.pop()
+                            throw = exc
+                            continue
                         send = None
                         cls = type(item)
                         if cls is Return:
-                            result = item.value
-                            await impl.aclose()  # run its finally blocks now
-                            break
+                            await gen.aclose()  # run its finally blocks now
+                            if not branches:
+                                result = item.value
+                                break
+                            gen, entity._frames = branches.pop()
+                            send = item.value
+                            continue
                         if cls is Delegate:
                             child_run = item.start()
                             try:
@@ -520,6 +628,26 @@ class EntityRun:
                                 throw = exc
                             else:
                                 send = child_run.result
+                            continue
+                        if cls is Condition:
+                            frames = entity._frames
+                            entity._frames = (*frames, item.label, item.key)
+                            try:
+                                branch = item.branch()
+                                if hasattr(branch, "asend"):
+                                    branches.append((gen, frames))
+                                    gen = branch
+                                    continue
+                                if not hasattr(branch, "__await__"):
+                                    raise TypeError(
+                                        f"branch {item.key!r} of condition {item.label!r} "
+                                        f"returned {branch!r}: it must be an async generator "
+                                        "function (or an async def)"
+                                    )
+                                send = await branch
+                            except Exception as exc:
+                                throw = exc
+                            entity._frames = frames
                             continue
                         env = self._wrap(item)
                         if env.entity_id == entity._id:
@@ -568,6 +696,11 @@ class EntityRun:
             raise
         finally:
             self._unregister(key)
+            entity._frames = ()
+            # Close what is still open, innermost first (runs finally blocks).
+            for g in (gen, *(g for g, _ in reversed(branches))):
+                if g is not None and g is not impl:
+                    await g.aclose()
             if impl is not None and hasattr(impl, "aclose"):
                 await impl.aclose()
 

@@ -18,6 +18,7 @@ __all__ = [
     "NotAStorylabGraphError",
     "SchemaVersionError",
     "UnknownBlobError",
+    "UnknownBranchError",
     "UnknownEntityError",
     "UnregisteredTypeError",
 ]
@@ -33,6 +34,10 @@ class UnknownEntityError(EntityGraphError, LookupError):
 
 class UnknownBlobError(EntityGraphError, LookupError):
     """No blob with this key in the blob folder (or the key is malformed)."""
+
+
+class UnknownBranchError(EntityGraphError, LookupError):
+    """``condition(label, key, branches)`` got a key that names no branch."""
 
 
 class UnregisteredTypeError(EntityGraphError, LookupError):

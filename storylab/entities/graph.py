@@ -69,7 +69,7 @@ __all__ = ["EntityGraph", "EntityStatus", "NodeRecord", "default_graph_path"]
 
 log = logging.getLogger("storylab.entities")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x53544C42  # "STLB" in the SQLite header: marks a storylab graph
 
 _SCHEMA = """
@@ -85,9 +85,11 @@ CREATE TABLE nodes (
     started_at  REAL,
     finished_at REAL,
     error       TEXT,
-    output      TEXT
+    output      TEXT,
+    call_path   TEXT
 );
-CREATE UNIQUE INDEX nodes_child_name ON nodes(parent_id, name) WHERE parent_id IS NOT NULL;
+CREATE UNIQUE INDEX nodes_child_path ON nodes(parent_id, coalesce(call_path, name))
+    WHERE parent_id IS NOT NULL;
 CREATE UNIQUE INDEX nodes_root_name ON nodes(name) WHERE parent_id IS NULL;
 CREATE INDEX nodes_roots_recent ON nodes(created_at) WHERE parent_id IS NULL;
 CREATE TABLE progress (
@@ -104,6 +106,23 @@ CREATE TABLE progress (
 CREATE INDEX progress_node ON progress(node_id, seq);
 """
 
+# Schema history. Each step upgrades a file from the version before it, inside
+# the transaction that also sets the new version, so a failed upgrade leaves
+# the file exactly as it was.
+#
+# 2: children are unique by *call path* (see ``RunnableEntity.condition``), not
+#    by plain name. The column holds the path only when it differs from the
+#    name (a child created inside a condition branch); NULL means "the name",
+#    which is what every schema-1 child is, so no row is rewritten.
+_UPGRADES = {
+    2: (
+        "DROP INDEX nodes_child_name",
+        "ALTER TABLE nodes ADD COLUMN call_path TEXT",
+        "CREATE UNIQUE INDEX nodes_child_path ON nodes(parent_id, coalesce(call_path, name)) "
+        "WHERE parent_id IS NOT NULL",
+    ),
+}
+
 # A node has exactly one incoming ``Calls`` edge (from its parent), so edges
 # are not a table of their own: the edge is the node's ``parent_id``, its
 # position is the node's rank among its siblings in creation (rowid) order,
@@ -111,7 +130,8 @@ CREATE INDEX progress_node ON progress(node_id, seq);
 EDGE_PREFIX = "calls-"
 
 _NODE_COLUMNS = (
-    "id, name, type, status, data, parent_id, created_at, started_at, finished_at, error, output"
+    "id, name, type, status, data, parent_id, created_at, started_at, finished_at, error, output, "
+    "CASE WHEN parent_id IS NULL THEN NULL ELSE coalesce(call_path, name) END"
 )
 
 
@@ -153,6 +173,10 @@ class NodeRecord:
     finished_at: float | None
     error: dict | None
     output: Any
+    call_path: str | None = None
+    """The child's key under its parent: its name, prefixed by the
+    ``label/key`` frames of the condition branches it was created in
+    (``safety-gate/safe/story-writer``). ``None`` for a root entity."""
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -452,6 +476,7 @@ class EntityGraph:
             finished_at=row[8],
             error=_loads(row[9]),
             output=_loads(row[10]),
+            call_path=row[11],
         )
 
     def get_node(self, id: str) -> NodeRecord:
@@ -589,16 +614,21 @@ class EntityGraph:
             raise TypeError(f"entity data must be a dict; got {type(data).__name__}")
         return cls.type_name, dumps(data, what=f"data of entity {name!r}")
 
-    def _insert(self, cls, name: str, data, parent_id: str | None) -> NodeRecord:
+    def _insert(
+        self, cls, name: str, data, parent_id: str | None, call_path: str | None = None
+    ) -> NodeRecord:
+        """Create a Pending node. ``call_path`` is the child's key under its
+        parent when it differs from ``name`` (inside a condition branch)."""
         type_name, data_json = self._check_new(cls, name, data)
         node_id = new_id()
         now = time.time()
+        stored_path = None if call_path == name else call_path
         try:
             self._apply(
                 (
-                    "INSERT INTO nodes (id, name, type, status, data, parent_id, created_at) "
-                    "VALUES (?, ?, ?, 'Pending', ?, ?, ?)",
-                    (node_id, name, type_name, data_json, parent_id, now),
+                    "INSERT INTO nodes (id, name, type, status, data, parent_id, created_at, "
+                    "call_path) VALUES (?, ?, ?, 'Pending', ?, ?, ?, ?)",
+                    (node_id, name, type_name, data_json, parent_id, now, stored_path),
                 )
             )
         except sqlite3.IntegrityError as exc:
@@ -608,29 +638,50 @@ class EntityGraph:
                 raise UnknownEntityError(
                     f"no entity with id {parent_id!r} in {self.path}"
                 ) from None
-            where = f"under parent {parent_id}" if parent_id else "among root entities"
+            if parent_id is None:
+                where = "among root entities"
+            elif call_path and call_path != name:
+                where = f"under parent {parent_id} at call path {call_path!r}"
+            else:
+                where = f"under parent {parent_id}"
             raise DuplicateNameError(f"an entity named {name!r} already exists {where}") from exc
         return NodeRecord(
-            node_id, name, type_name, "Pending", data or {}, parent_id, now, None, None, None, None
+            node_id,
+            name,
+            type_name,
+            "Pending",
+            data or {},
+            parent_id,
+            now,
+            None,
+            None,
+            None,
+            None,
+            None if parent_id is None else (call_path or name),
         )
 
-    def _by_name(self, name: str, parent_id: str | None) -> NodeRecord | None:
+    def _by_name(
+        self, name: str, parent_id: str | None, call_path: str | None = None
+    ) -> NodeRecord | None:
         if parent_id is None:
             return self.find_root(name)
         rows = self._read(
-            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent_id = ? AND name = ?",
-            (parent_id, name),
+            f"SELECT {_NODE_COLUMNS} FROM nodes "
+            "WHERE parent_id = ? AND coalesce(call_path, name) = ?",
+            (parent_id, call_path or name),
         )
         return self._record(rows[0]) if rows else None
 
-    def _insert_or_get(self, cls, name: str, data, parent_id: str | None) -> NodeRecord:
+    def _insert_or_get(
+        self, cls, name: str, data, parent_id: str | None, call_path: str | None = None
+    ) -> NodeRecord:
         # Insert first: on a fresh run that is the common case, and the UNIQUE
         # index decides races between processes. On a resume the insert fails
         # and we read back the existing node.
         try:
-            return self._insert(cls, name, data, parent_id)
+            return self._insert(cls, name, data, parent_id, call_path)
         except DuplicateNameError:
-            record = self._by_name(name, parent_id)
+            record = self._by_name(name, parent_id, call_path)
             if record is None:  # pragma: no cover - a node is never deleted
                 raise
             return record
@@ -792,27 +843,51 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
                 f"{path} is an SQLite database but not a storylab entity graph "
                 f"(application_id {app_id:#x}, {tables} schema objects); nothing was changed"
             )
-    elif version > SCHEMA_VERSION:
+    elif version > SCHEMA_VERSION or version < 1:
         raise SchemaVersionError(
-            f"{path} uses entity-graph schema {version}, newer than the {SCHEMA_VERSION} "
-            "this storylab understands; upgrade storylab to open it (nothing was changed)"
+            f"{path} uses entity-graph schema {version}, "
+            + (
+                f"newer than the {SCHEMA_VERSION} this storylab understands; upgrade storylab "
+                if version > SCHEMA_VERSION
+                else "which no storylab ever wrote; "
+            )
+            + "to open it (nothing was changed)"
         )
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache (default: 2 MiB)
     conn.execute("PRAGMA foreign_keys=ON")
-    if app_id != APPLICATION_ID:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            # Re-check under the write lock: another process may have created it.
-            if conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    if app_id == APPLICATION_ID and version == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Re-check under the write lock: another process may have created or
+        # upgraded it meanwhile.
+        if conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        else:
+            _upgrade(conn, path, conn.execute("PRAGMA user_version").fetchone()[0])
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _upgrade(conn: sqlite3.Connection, path: Path, version: int) -> None:
+    """Bring a graph of an older schema up to date, in the open transaction."""
+    try:
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in _UPGRADES[target]:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    except sqlite3.Error as exc:
+        raise SchemaVersionError(
+            f"{path} uses entity-graph schema {version}; upgrading it to {SCHEMA_VERSION} "
+            f"failed ({exc}), so nothing was changed"
+        ) from exc
+    log.info("entity graph %s: upgraded from schema %d to %d", path, version, SCHEMA_VERSION)

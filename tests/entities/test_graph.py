@@ -371,3 +371,86 @@ def test_parallel_calls_checks_items_before_creating_anything(graph, items, erro
     with pytest.raises(error, match=match):
         p.parallel_calls(GrChild, items)
     assert graph.children(p.id) == []
+
+
+# ------------------------------------------------------------ older schemas
+
+# The schema storylab wrote before call paths (version 1), as it was.
+SCHEMA_1 = """
+CREATE TABLE nodes (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('Pending', 'InProgress', 'Completed', 'Failed')),
+    data TEXT NOT NULL, parent_id TEXT REFERENCES nodes(id), created_at REAL NOT NULL,
+    started_at REAL, finished_at REAL, error TEXT, output TEXT
+);
+CREATE UNIQUE INDEX nodes_child_name ON nodes(parent_id, name) WHERE parent_id IS NOT NULL;
+CREATE UNIQUE INDEX nodes_root_name ON nodes(name) WHERE parent_id IS NULL;
+CREATE INDEX nodes_roots_recent ON nodes(created_at) WHERE parent_id IS NULL;
+CREATE TABLE progress (
+    seq INTEGER PRIMARY KEY, node_id TEXT NOT NULL, type TEXT NOT NULL, status TEXT,
+    message TEXT, sub_type TEXT, value TEXT, error TEXT, at REAL NOT NULL
+);
+CREATE INDEX progress_node ON progress(node_id, seq);
+"""
+
+
+def write_schema_1_graph(path, *, drop_index: bool = False) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.executescript(SCHEMA_1)
+    rows = [
+        ("p", "root", "GrParent", "Completed", "{}", None, 1.0, 2.0, 3.0, None, "null"),
+        ("c", "kid", "GrChild", "Completed", '{"n": 7}', "p", 1.5, 2.0, 2.5, None, "7"),
+    ]
+    conn.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    conn.execute(
+        "INSERT INTO progress (node_id, type, status, sub_type, at) "
+        "VALUES ('c', 'STATUS', 'COMPLETED', 'ENTITY', 2.5)"
+    )
+    if drop_index:  # a damaged file: the upgrade cannot run
+        conn.execute("DROP INDEX nodes_child_name")
+    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    conn.execute("PRAGMA user_version=1")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+def test_a_schema_1_graph_is_upgraded_in_place_and_keeps_everything(tmp_path):
+    p = tmp_path / "old.sqlite"
+    write_schema_1_graph(p)
+    with EntityGraph.open(p, create=False) as g:
+        kid = g.get_node("c")
+        assert (kid.name, kid.call_path, kid.data, kid.output) == ("kid", "kid", {"n": 7}, 7)
+        assert [e.status for e in g.progress("p")] == ["COMPLETED"]
+        parent = g.entity("p")
+        again = parent.append_or_retrieve_call(GrChild, "kid", {"n": 0})  # unique as before
+        assert again.id == "c" and again.data == {"n": 7}
+        parent._frames = ("gate", "safe")
+        scoped = parent.append_call(GrChild, "kid")  # same name in a branch: a new child
+        assert scoped.call_path == "gate/safe/kid"
+        assert [k.id for k in g.children("p")] == ["c", scoped.id]
+    conn = sqlite3.connect(p)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_schema_1_graph_that_cannot_be_upgraded_is_refused_and_left_alone(tmp_path):
+    p = tmp_path / "damaged.sqlite"
+    write_schema_1_graph(p, drop_index=True)
+    before = digest(p)
+    with pytest.raises(SchemaVersionError, match="schema 1; upgrading it to 2 failed"):
+        EntityGraph.open(p)
+    assert digest(p) == before
+    conn = sqlite3.connect(p)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("SELECT count(*) FROM nodes").fetchone()[0] == 2
+
+
+def test_a_schema_version_no_storylab_wrote_is_refused(tmp_path):
+    p = tmp_path / "g.sqlite"
+    EntityGraph.open(p).close()
+    conn = sqlite3.connect(p)
+    conn.execute("PRAGMA user_version=0")
+    conn.close()
+    with pytest.raises(SchemaVersionError, match="schema 0, which no storylab ever wrote"):
+        EntityGraph.open(p)
