@@ -17,7 +17,14 @@ from storylab.scheduling.sources import (
     SourceFromIterable,
     TaskSource,
 )
-from storylab.scheduling.trace import EventKind, Trace, TraceEvent, current_trace
+from storylab.scheduling.trace import (
+    EventKind,
+    Trace,
+    TraceEvent,
+    current_trace,
+    mark,
+    task_scope,
+)
 
 __all__ = [
     "EXHAUSTED",
@@ -35,4 +42,6 @@ __all__ = [
     "Trace",
     "TraceEvent",
     "current_trace",
+    "mark",
+    "task_scope",
 ]

@@ -37,7 +37,7 @@ from typing import Any
 
 from storylab.scheduling.capacity import CapacitySource
 from storylab.scheduling.sources import EXHAUSTED, TaskSource, as_source
-from storylab.scheduling.trace import _CURRENT, EventKind
+from storylab.scheduling.trace import _CURRENT, _TASK, EventKind
 
 __all__ = [
     "HierarchicalTaskPoolRunner",
@@ -337,6 +337,8 @@ class _Run:
         trace = _CURRENT.get()
         label = getattr(thunk, "label", None) if trace is not None else None
         if trace is not None:
+            # This task's own context: backends inside may mark its lane.
+            _TASK.set((runner.key, task_id, label, runner.capacity.name))
             self._record(trace, EventKind.TASK_START, task_id, label)
         try:
             result = thunk()

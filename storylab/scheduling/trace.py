@@ -20,6 +20,7 @@ still recorded.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import time
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["EventKind", "Trace", "TraceEvent", "current_trace"]
+__all__ = ["EventKind", "Trace", "TraceEvent", "current_trace", "mark", "task_scope"]
 
 
 class EventKind(StrEnum):
@@ -42,6 +43,7 @@ class EventKind(StrEnum):
     TASK_END = "task_end"  # the task finished with a result
     TASK_ERROR = "task_error"  # the task raised
     TASK_CANCEL = "task_cancel"  # the task was cancelled (consumer left, stop_on_error)
+    MARK = "mark"  # something worth showing happened inside a task (e.g. an HTTP retry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,7 @@ class TraceEvent:
     label: str | None = None
     group: str | None = None
     error: str | None = None
+    message: str | None = None
 
 
 _CURRENT: contextvars.ContextVar[Trace | None] = contextvars.ContextVar(
@@ -71,9 +74,50 @@ _CURRENT: contextvars.ContextVar[Trace | None] = contextvars.ContextVar(
 )
 
 
+# The task a piece of code runs in, as (runner, task_id, label, group). The
+# runner sets it in each task's own context while a trace is active, so code
+# deep inside a task (a backend, say) can mark the task's lane without being
+# told which task it belongs to.
+_TASK: contextvars.ContextVar[tuple[str, int, str | None, str | None] | None] = (
+    contextvars.ContextVar("storylab_task", default=None)
+)
+
+
 def current_trace() -> Trace | None:
     """The trace active in this context, or ``None``."""
     return _CURRENT.get()
+
+
+@contextlib.contextmanager
+def task_scope(
+    runner: str, task_id: int, label: str | None, group: str | None
+) -> Iterator[None]:
+    """Code inside runs as the given task: its marks go to that task's lane.
+
+    Runners do this for every task they start; use it where tasks are run by
+    hand (a sequential loop) so that both draw the same way.
+    """
+    token = _TASK.set((runner, task_id, label, group))
+    try:
+        yield
+    finally:
+        _TASK.reset(token)
+
+
+def mark(message: str) -> None:
+    """Record a ``MARK`` on the lane of the task running now, if tracing.
+
+    Charts draw marks on the task's bar (the HTTP backend marks each retry).
+    Outside a task, or with no trace active, it does nothing.
+    """
+    trace = _CURRENT.get()
+    if trace is None:
+        return
+    task = _TASK.get()
+    runner, task_id, label, group = task if task is not None else (None, None, None, None)
+    trace.record(
+        EventKind.MARK, runner=runner, task_id=task_id, label=label, group=group, message=message
+    )
 
 
 @dataclass

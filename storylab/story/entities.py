@@ -46,6 +46,7 @@ from storylab.scheduling import (
     SourceFromIterable,
     TaskEventType,
     current_trace,
+    task_scope,
 )
 from storylab.story.backends.images import (
     ImageBackendError,
@@ -342,10 +343,11 @@ class StoryPipelineEntity(RunnableEntity):
             record(EventKind.TASK_START, task_id, child.name)
             run = child.start()
             try:
-                async with aclosing(run):
-                    async for env in run:
-                        if settings.forward_child_progress:
-                            yield env
+                with task_scope(runner_key, task_id, child.name, group):
+                    async with aclosing(run):
+                        async for env in run:
+                            if settings.forward_child_progress:
+                                yield env
                 value = run.result
             except Exception as exc:
                 record(EventKind.TASK_ERROR, task_id, child.name, repr(exc))

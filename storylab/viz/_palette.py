@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["COLOURS", "WAIT_COLOURS", "Status", "status_from_node", "status_colour"]
+__all__ = ["COLOURS", "MARK_COLOUR", "WAIT_COLOURS", "Status", "status_from_node", "status_colour"]
 
 
 class Status(StrEnum):
@@ -33,6 +33,8 @@ COLOURS: dict[Status, str] = {
 # Waiting bars on the timeline, by which level of the capacity tree held them.
 # Index 0 is the task's own (leaf) limit, 1 its parent (the global limit), ...
 WAIT_COLOURS: tuple[str, ...] = ("#ffbb78", "#c5b0d5", "#f7b6d2", "#dbdb8d")
+# Marks inside a task (an HTTP retry, say): dark so they read on any bar.
+MARK_COLOUR = "#7b1fa2"
 
 # Entity node statuses as stored in the graph ("Pending", "InProgress", ...).
 _NODE_STATUS = {

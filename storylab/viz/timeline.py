@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from storylab.scheduling.trace import EventKind, Trace
-from storylab.viz._palette import COLOURS, WAIT_COLOURS, Status
+from storylab.viz._palette import COLOURS, MARK_COLOUR, WAIT_COLOURS, Status
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -72,6 +72,8 @@ class TaskLane:
     run: tuple[float, float]
     outcome: Status
     error: str | None = None
+    # (model time, message) of each MARK recorded inside the task, e.g. a retry
+    marks: tuple[tuple[float, str], ...] = ()
 
     @property
     def key(self) -> str:
@@ -124,6 +126,7 @@ def timeline_lanes(trace: Trace, *, time_scale: float | None = None) -> list[Tas
     waits: dict[tuple[str, int], tuple[float, float | None, str | None]] = {}
     starts: dict[tuple[str, int], Any] = {}
     ends: dict[tuple[str, int], Any] = {}
+    marks: dict[tuple[str, int], list[tuple[float, str]]] = {}
     last_t = trace.started_at
     for e in trace.events:
         last_t = max(last_t, e.t)
@@ -141,6 +144,8 @@ def timeline_lanes(trace: Trace, *, time_scale: float | None = None) -> list[Tas
             starts[key] = e
         elif e.kind in _END_KINDS and key in starts:
             ends[key] = e
+        elif e.kind is EventKind.MARK:
+            marks.setdefault(key, []).append((model(e.t), e.message or ""))
 
     by_group: dict[str, list[TaskLane]] = {}
     for key, start in starts.items():  # dicts keep start order
@@ -160,6 +165,7 @@ def timeline_lanes(trace: Trace, *, time_scale: float | None = None) -> list[Tas
             run=(model(start.t), model(end.t if end is not None else last_t)),
             outcome=_END_KINDS[end.kind] if end is not None else Status.RUNNING,
             error=end.error if end is not None else None,
+            marks=tuple(marks.get(key, ())),
         )
         by_group.setdefault(group, []).append(lane)
     return [lane for lanes in by_group.values() for lane in lanes]
@@ -336,6 +342,12 @@ def _draw_gantt(ax: Axes, lanes: list[TaskLane], *, legend: bool = True) -> None
             edgecolor="black", linewidth=0.5, zorder=3,
         ).patches
         rect.set_gid(f"run:{lane.key}")
+        if lane.marks:
+            ax.scatter(
+                [t for t, _ in lane.marks], [y] * len(lane.marks), marker="v", s=28,
+                color=MARK_COLOUR, edgecolor="white", linewidth=0.5, zorder=5,
+                gid=f"marks:{lane.key}",
+            )
         if lane.outcome is Status.FAILED:
             ax.text(r1, y, " ✗", va="center", ha="left", color=COLOURS[Status.FAILED],
                     fontsize=9, fontweight="bold", zorder=4)
@@ -365,6 +377,11 @@ def _draw_gantt(ax: Axes, lanes: list[TaskLane], *, legend: bool = True) -> None
         handles.append(Patch(facecolor=WAIT_COLOURS[min(level_keys.index(k),
                                                         len(WAIT_COLOURS) - 1)],
                              edgecolor="#666666", hatch="///", label=text))
+    if any(lane.marks for lane in lanes):
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], marker="v", linestyle="", color=MARK_COLOUR,
+                              markersize=6, label="marked inside the task (e.g. a retry)"))
     if handles:
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
                   fontsize=8, frameon=False)

@@ -364,3 +364,36 @@ def test_envelopes_are_frozen_records_that_compare_by_value():
     assert env.type == "FINAL" and env.error is None
     with pytest.raises(FrozenInstanceError):
         env.value = "changed"
+
+
+async def test_marks_inside_a_task_land_on_that_task():
+    from storylab.scheduling import mark, task_scope
+
+    def task(i):
+        async def run():
+            await asyncio.sleep(0.001 * i)
+            mark(f"note from {i}")
+            return i
+
+        run.label = f"t{i}"
+        return run
+
+    cap = CapacitySource(2, name="story")
+    with Trace() as trace:
+        runner = HierarchicalTaskPoolRunner("marks", [task(i) for i in (1, 2, 3)], cap)
+        await collect(runner)
+        with task_scope("by-hand", 9, "manual", "story"):
+            mark("inside a scope")
+        mark("outside any task")
+    marks = [(e.runner, e.task_id, e.label, e.group, e.message) for e in trace.of_kind("mark")]
+    assert sorted(marks[:3], key=lambda m: m[1]) == [
+        (runner.key, i, f"t{i}", "story", f"note from {i}") for i in (1, 2, 3)
+    ]
+    assert marks[3] == ("by-hand", 9, "manual", "story", "inside a scope")
+    assert marks[4] == (None, None, None, None, "outside any task")
+
+
+def test_mark_without_a_trace_does_nothing():
+    from storylab.scheduling import mark
+
+    mark("nobody listens")  # no error, nothing recorded anywhere

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+from storylab.scheduling import EventKind, Trace
 from storylab.story.backends import SimulatedImageBackend
 from storylab.story.backends.http_images import HttpImageBackend
 from storylab.story.backends.server import ImageServer
@@ -62,7 +63,7 @@ async def test_capacity_limit_below_the_servers_avoids_429s(graph, fast_settings
     async with ImageServer(gen, max_concurrent=2, retry_after=0.005) as server:
         images = HttpImageBackend(server.url, max_attempts=200, backoff=0.002)
         # Three at a time against a server that takes two: some requests get 429.
-        with use_settings(fast_settings(images=images, story_limit=3)):
+        with use_settings(fast_settings(images=images, story_limit=3)), Trace() as trace:
             first = await create_story(graph, "a brave kitten", cust).run()
         over = server.statistics()
         # Two at a time: the capacity limit matches the server, nothing is refused.
@@ -73,3 +74,7 @@ async def test_capacity_limit_below_the_servers_avoids_429s(graph, fast_settings
     assert first["stage"] == second["stage"] == "completed"
     assert over.rejected > 0 and over.peak_in_flight == 2
     assert after.rejected == over.rejected  # no new 429 in the second story
+    # every retry is marked on the lane of the image that made it
+    retries = trace.of_kind(EventKind.MARK)
+    assert len(retries) == over.rejected
+    assert all(m.label.startswith("image-{{IMAGE_") and "HTTP 429" in m.message for m in retries)

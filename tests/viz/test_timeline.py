@@ -31,7 +31,7 @@ SCALE = 0.002
 
 def _patches(fig, prefix: str) -> dict[str, object]:
     return {
-        p.get_gid()[len(prefix):]: p
+        p.get_gid()[len(prefix) :]: p
         for ax in fig.axes
         for p in ax.patches
         if (p.get_gid() or "").startswith(prefix)
@@ -45,7 +45,9 @@ def _model(trace: Trace, t: float) -> float:
 async def _two_levels(stories):
     """Story A fills its own limit (3) and story B then hits the global limit (4)."""
     return await stories(
-        {"A": [10, 10, (4, True), 10], "B": [10, 10]}, story_limit=3, global_limit=4,
+        {"A": [10, 10, (4, True), 10], "B": [10, 10]},
+        story_limit=3,
+        global_limit=4,
         time_scale=SCALE,
     )
 
@@ -60,8 +62,7 @@ async def test_lanes_match_the_trace_one_per_started_task(stories):
     assert [lane.group for lane in lanes] == ["story:A"] * 4 + ["story:B"] * 2
     assert [lane.label for lane in lanes[:4]] == [f"A-image-{i}" for i in range(1, 5)]
     ends = {
-        (e.runner, e.task_id): e
-        for e in trace.of_kind(EventKind.TASK_END, EventKind.TASK_ERROR)
+        (e.runner, e.task_id): e for e in trace.of_kind(EventKind.TASK_END, EventKind.TASK_ERROR)
     }
     for lane, start in zip(lanes, sorted(starts, key=lambda e: (e.group, e.t)), strict=True):
         end = ends[(lane.runner, lane.task_id)]
@@ -164,6 +165,7 @@ async def test_cancelled_tasks_are_marked_cancelled(stories):
     cap = CapacitySource(2, name="story:stop")
     thunks = []
     for i, d in enumerate([0.001, 0.2], start=1):
+
         async def t(d=d):
             await asyncio.sleep(d)
 
@@ -192,9 +194,7 @@ async def test_capacity_chart_draws_every_source_and_its_limit(stories, tmp_path
 
     fig = plot_capacity(trace)
     fig.savefig(tmp_path / "capacity.png", dpi=80)
-    lines = {
-        line.get_gid(): line for ax in fig.axes for line in ax.get_lines() if line.get_gid()
-    }
+    lines = {line.get_gid(): line for ax in fig.axes for line in ax.get_lines() if line.get_gid()}
     for name, cap in caps.items():
         in_use = lines[f"in_use:{name}"]
         assert max(in_use.get_ydata()) <= cap.capacity
@@ -207,18 +207,20 @@ async def test_capacity_chart_draws_every_source_and_its_limit(stories, tmp_path
 
 
 async def test_capacity_limits_argument_wins_over_meta_and_is_validated(stories):
-    trace, caps = await stories({"A": [10, 10]}, story_limit=3, global_limit=10,
-                                time_scale=SCALE)
+    trace, caps = await stories({"A": [10, 10]}, story_limit=3, global_limit=10, time_scale=SCALE)
     from_sources = {line.name: line.limit for line in capacity_series(trace, limits=caps.values())}
     assert from_sources == {"global": 10, "story:A": 3}
-    explicit = {line.name: line.limit
-                for line in capacity_series(trace, limits={"global": 7, "story:idle": 2})}
+    explicit = {
+        line.name: line.limit
+        for line in capacity_series(trace, limits={"global": 7, "story:idle": 2})
+    }
     assert explicit == {"global": 7, "story:A": None, "story:idle": 2}
     del trace.meta["limits"]
     assert {line.limit for line in capacity_series(trace)} == {None}
     fig = plot_capacity(trace)  # no limit known: drawn without limit lines, still titled
-    assert not any((ln.get_gid() or "").startswith("limit:")
-                   for ax in fig.axes for ln in ax.get_lines())
+    assert not any(
+        (ln.get_gid() or "").startswith("limit:") for ax in fig.axes for ln in ax.get_lines()
+    )
     assert "limit unknown" in fig.axes[0].get_title(loc="left")
     with pytest.raises(ValueError, match=r"limits\['global'\] must be an integer >= 1"):
         capacity_series(trace, limits={"global": 0})
@@ -283,3 +285,41 @@ def test_viz_sources_never_import_the_story_layer():
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             assert not any(n.startswith("storylab.story") for n in names), path.name
+
+
+async def test_marks_are_drawn_on_their_own_lane(tmp_path):
+    import asyncio
+
+    from matplotlib.collections import PathCollection
+
+    from storylab.scheduling import CapacitySource, HierarchicalTaskPoolRunner, Trace, mark
+    from storylab.viz import plot_timeline
+    from storylab.viz.timeline import timeline_lanes
+
+    def task(label, retries):
+        async def run():
+            for n in range(retries):
+                await asyncio.sleep(0.002)
+                mark(f"retry {n + 1}")
+            return label
+
+        run.label = label
+        return run
+
+    with Trace(meta={"time_scale": 0.001}) as trace:
+        cap = CapacitySource(2, name="story:x")
+        tasks = [task("quiet", 0), task("retried", 2)]
+        async for _ in HierarchicalTaskPoolRunner("r", tasks, cap).run_tasks():
+            pass
+    lanes = {lane.label: lane for lane in timeline_lanes(trace)}
+    assert lanes["quiet"].marks == ()
+    assert [m for _, m in lanes["retried"].marks] == ["retry 1", "retry 2"]
+    r0, r1 = lanes["retried"].run
+    assert all(r0 <= t <= r1 for t, _ in lanes["retried"].marks)
+    fig = plot_timeline(trace)
+    drawn = [c for c in fig.axes[0].collections if isinstance(c, PathCollection)]
+    assert [c.get_gid() for c in drawn] == [f"marks:{lanes['retried'].key}"]
+    assert len(drawn[0].get_offsets()) == 2
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any("retry" in text for text in legend)
+    fig.savefig(tmp_path / "timeline_marks.png")

@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from storylab.scheduling import mark
 from storylab.story.backends.images import (
     GeneratedImage,
     ImageBackendError,
@@ -199,7 +200,9 @@ class HttpImageBackend:
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
             if attempt < self.max_attempts:
                 self.retries += 1
-                await self._sleep(self._delay(attempt, retry_after))
+                delay = self._delay(attempt, retry_after)
+                mark(f"retry {attempt}: {last}; next try in {delay:.2f} s")
+                await self._sleep(delay)
         raise ImageServiceUnavailable(
             f"image service at {self.base_url} failed for {request.placeholder or 'an image'} "
             f"after {self.max_attempts} attempts; last error: {last}"
