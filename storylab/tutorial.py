@@ -32,7 +32,7 @@ from storylab.entities import EntityGraph
 from storylab.scheduling import EventKind, Trace
 from storylab.story.backends import SimulatedImageBackend, SimulatedTextBackend
 from storylab.story.entities import StoryPipelineEntity, create_story, story_html
-from storylab.story.settings import StorySettings, global_image_capacity, use_settings
+from storylab.story.settings import StorySettings, use_settings
 
 __all__ = [
     "Handoff",
@@ -133,7 +133,7 @@ class StoryRun:
 
 
 def _limits(settings: StorySettings, pipelines: Iterable[StoryPipelineEntity]) -> dict[str, int]:
-    limits = {global_image_capacity(settings.global_limit).name: settings.global_limit}
+    limits = {settings.global_capacity.name: settings.global_limit}
     for p in pipelines:
         limits[f"story:{p.name}"] = settings.story_limit
     return limits

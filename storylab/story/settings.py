@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from storylab.scheduling import CapacitySource
+from storylab.scheduling.capacity import Policy
 from storylab.story.backends import (
     ImageBackend,
     SimulatedImageBackend,
@@ -67,10 +68,14 @@ class StorySettings:
     image_mode: ImageMode = "parallel"
     forward_child_progress: bool = True
     model_pool: str | None = None
+    # Wake-up policy of the shared global capacity ("fair" or "fifo"); each
+    # (limit, policy) pair has its own process-wide source.
+    policy: Policy = "fair"
 
     def __post_init__(self) -> None:
         _positive_int("story_limit", self.story_limit)
         _positive_int("global_limit", self.global_limit)
+        _check_policy(self.policy)
         if self.image_mode not in _MODES:
             raise ValueError(
                 f"image_mode must be one of: {', '.join(_MODES)}; got {self.image_mode!r}"
@@ -82,19 +87,31 @@ class StorySettings:
 
     @property
     def global_capacity(self) -> CapacitySource:
-        return global_image_capacity(self.global_limit)
+        return global_image_capacity(self.global_limit, self.policy)
 
 
-_GLOBALS: dict[int, CapacitySource] = {}
+_GLOBALS: dict[tuple[int, str], CapacitySource] = {}
+_POLICIES = ("fair", "fifo")
 
 
-def global_image_capacity(limit: int = DEFAULT_GLOBAL_LIMIT) -> CapacitySource:
-    """The process-wide global image capacity for ``limit`` (created once, then shared)."""
+def _check_policy(policy: Any) -> None:
+    if policy not in _POLICIES:
+        raise ValueError(f"policy must be one of: {', '.join(_POLICIES)}; got {policy!r}")
+
+
+def global_image_capacity(
+    limit: int = DEFAULT_GLOBAL_LIMIT, policy: Policy = "fair"
+) -> CapacitySource:
+    """The process-wide global image capacity for ``limit`` and ``policy``
+    (created once, then shared by every pipeline asking for the same pair)."""
     _positive_int("global_limit", limit)
-    cap = _GLOBALS.get(limit)
+    _check_policy(policy)
+    cap = _GLOBALS.get((limit, policy))
     if cap is None:
         name = "global" if limit == DEFAULT_GLOBAL_LIMIT else f"global-{limit}"
-        cap = _GLOBALS[limit] = CapacitySource(limit, name=name)
+        if policy != "fair":
+            name = f"{name}-{policy}"
+        cap = _GLOBALS[(limit, policy)] = CapacitySource(limit, name=name, policy=policy)
     return cap
 
 

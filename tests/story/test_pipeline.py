@@ -368,3 +368,17 @@ async def test_generate_story_in_one_call(tmp_path, fast_settings):
         assert "<img " in story.story_html(graph, result)
     finally:
         graph.close()
+
+
+def test_the_global_capacity_follows_limit_and_policy():
+    import pytest
+
+    from storylab.story.settings import StorySettings, global_image_capacity
+
+    fair = StorySettings(global_limit=4).global_capacity
+    fifo = StorySettings(global_limit=4, policy="fifo").global_capacity
+    assert fair is global_image_capacity(4) and fair.policy == "fair"
+    assert fifo is global_image_capacity(4, "fifo") and fifo.policy == "fifo"
+    assert fifo is not fair and fifo.name == "global-4-fifo"
+    with pytest.raises(ValueError, match="policy must be one of: fair, fifo; got 'lifo'"):
+        StorySettings(policy="lifo")
