@@ -13,7 +13,7 @@ The goal is a ratio of at most 3.
 
 Usage::
 
-    python bench/bench_entities.py                  # 10,000 children, both commit modes
+    python bench/bench_entities.py                  # 10,000 children, every commit mode
     python bench/bench_entities.py -n 2000 --repeat 3
 """
 
@@ -32,6 +32,7 @@ from pathlib import Path
 
 from storylab import CapacitySource, HierarchicalTaskPoolRunner, SourceFromIterable
 from storylab.entities import EntityGraph, Return, RunnableEntity
+from storylab.entities.graph import COMMIT_MODES
 
 
 class BenchChild(RunnableEntity):
@@ -94,12 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs per measure; median kept")
     ap.add_argument(
         "--commit",
-        choices=["batched", "operation", "both"],
-        default="both",
-        help="entity-graph commit mode(s) to measure",
+        choices=[*COMMIT_MODES, "all"],
+        default="all",
+        help="entity-graph commit mode(s) to measure (default: all)",
     )
     args = ap.parse_args(argv)
-    modes = ["batched", "operation"] if args.commit == "both" else [args.commit]
+    modes = list(COMMIT_MODES) if args.commit == "all" else [args.commit]
     with tempfile.TemporaryDirectory(prefix="storylab-bench-") as tmp:
         folder = Path(tmp)
         floors, results = [], {m: [] for m in modes}

@@ -74,7 +74,7 @@ from storylab.entities.errors import (
     UnknownBranchError,
     UnregisteredTypeError,
 )
-from storylab.entities.graph import EntityStatus, NodeRecord, dumps
+from storylab.entities.graph import EntityStatus, NodeRecord, check_entity_class, dumps
 
 if TYPE_CHECKING:
     from storylab.entities.graph import EntityGraph
@@ -98,6 +98,13 @@ _REGISTRY: dict[str, type[RunnableEntity]] = {}
 _LIVE: dict[tuple[str, str], EntityRun] = {}
 
 _STATUS_EVENTS = frozenset(StatusEvent)
+
+# Plain strings for the hot path (StrEnum members compare equal to them).
+_make_envelope = Envelope._make
+_STATUS, _VALUE = EnvelopeType.STATUS.value, EnvelopeType.VALUE.value
+_STARTED, _COMPLETED = StatusEvent.STARTED.value, StatusEvent.COMPLETED.value
+_ENTITY, _RETURN = "ENTITY", ValueKind.RETURN.value
+_PENDING, _COMPLETED_NODE = EntityStatus.PENDING.value, EntityStatus.COMPLETED.value
 
 
 def entity_class(type_name: str) -> type[RunnableEntity]:
@@ -329,14 +336,14 @@ class RunnableEntity:
     # ---------------------------------------------------------- envelopes
 
     def _envelope(self, type: str, **fields: Any) -> Envelope:
-        return Envelope(type, self._id, self.type_name, self._name, **fields)
+        return _make_envelope(type, self._id, self.type_name, self._name, **fields)
 
     def status_envelope(self, status: str, message: str | None = None) -> Envelope:
         if status not in _STATUS_EVENTS:
             allowed = ", ".join(StatusEvent)
             raise ValueError(f"status must be one of {allowed}; got {status!r}")
-        return self._envelope(
-            EnvelopeType.STATUS, status=str(status), message=message, sub_type="ENTITY"
+        return _make_envelope(
+            _STATUS, self._id, self.type_name, self._name, str(status), message, None, _ENTITY
         )
 
     def progress(self, value: Any, message: str | None = None) -> Envelope:
@@ -413,7 +420,8 @@ class RunnableEntity:
         ``label`` (the child's name) and ``entity_id``. The items are checked
         here, before any child is created.
         """
-        checked: list[tuple[str, dict | None]] = []
+        check_entity_class(cls)
+        checked: list[tuple[str, dict | None, str]] = []
         seen: dict[str, int] = {}
         for i, item in enumerate(items):
             if not isinstance(item, Mapping):
@@ -427,15 +435,19 @@ class RunnableEntity:
             if name in seen:
                 raise ValueError(f"items[{i}]['name'] {name!r} repeats items[{seen[name]}]")
             seen[name] = i
-            checked.append((name, data))
+            data_json = dumps({} if data is None else data, what=lambda i=i: f"items[{i}]['data']")
+            checked.append((name, data, data_json))
         # Children are keyed under the condition branch that asked for them,
         # even though the runner pulls them later, from its own task.
         return self._parallel_calls(cls, checked, self._frames)
 
     async def _parallel_calls(self, cls, checked, frames):
         graph = self._graph
-        for name, data in checked:
-            record = graph._insert_or_get(cls, name, data, self._id, self._child_path(name, frames))
+        create = graph._insert_or_get_checked
+        type_name, parent_id = cls.type_name, self._id
+        for name, data, data_json in checked:
+            path = "/".join((*frames, name)) if frames else None
+            record = create(type_name, name, data, data_json, parent_id, path)
             yield _ChildThunk(graph._revive(record, cls))
 
     def children(self) -> list[NodeRecord]:
@@ -557,17 +569,18 @@ class EntityRun:
                 yield env
             return
         graph._flush_peers()
-        # The common case in one statement: a Pending node becomes InProgress.
-        started = entity.status_envelope(StatusEvent.STARTED)
-        if graph._start_if_pending(entity._id, started):
-            status, output = EntityStatus.PENDING, None
+        entity_id, type_name, name = entity._id, entity.type_name, entity._name
+        # The common case in one step: a Pending node becomes InProgress.
+        started = _make_envelope(_STATUS, entity_id, type_name, name, _STARTED, None, None, _ENTITY)
+        if graph._start_if_pending(entity_id, started):
+            status, output = _PENDING, None
         else:
-            status, output = graph._status_output(entity._id)
-        if status == EntityStatus.COMPLETED:
+            status, output = graph._status_output(entity_id)
+        if status == _COMPLETED_NODE:
             value = type(entity).output_from_json(output)
             self._result = value
             self._done = True
-            yield entity._envelope(EnvelopeType.VALUE, value=value, sub_type=ValueKind.RETURN.value)
+            yield _make_envelope(_VALUE, entity_id, type_name, name, None, None, value, _RETURN)
             return
         _LIVE[key] = self
         graph._live_runs += 1
@@ -576,7 +589,7 @@ class EntityRun:
         branches: list[tuple[Any, tuple[str, ...]]] = []
         try:
             try:
-                if status != EntityStatus.PENDING:
+                if status != _PENDING:
                     await entity.reset()
                     started = entity.status_envelope(StatusEvent.STARTED)
                     graph._mark_started(entity._id, started)
@@ -653,7 +666,7 @@ class EntityRun:
                         if env.entity_id == entity._id:
                             graph._append_progress(env)
                         yield self._emit(env)
-                output_json = dumps(result, what=f"output of {entity.type_name} {entity._name!r}")
+                output_json = dumps(result, what=lambda: f"output of {type_name} {name!r}")
             except Exception as exc:
                 info = _error_info(exc)
                 error_env = entity._envelope(
@@ -668,17 +681,22 @@ class EntityRun:
                 yield self._emit(failed_env)
                 self._end()
                 raise
-            value_env = entity._envelope(
-                EnvelopeType.VALUE, value=result, sub_type=ValueKind.RETURN.value
+            value_env = _make_envelope(
+                _VALUE, entity_id, type_name, name, None, None, result, _RETURN
             )
-            done_env = entity.status_envelope(StatusEvent.COMPLETED)
-            graph._mark_completed(entity._id, output_json, value_env, done_env)
+            done_env = _make_envelope(
+                _STATUS, entity_id, type_name, name, _COMPLETED, None, None, _ENTITY
+            )
+            graph._mark_completed(entity_id, output_json, value_env, done_env)
             self._result = result
             self._done = True
             self._unregister(key)
-            yield self._emit(value_env)
-            yield self._emit(done_env)
-            self._end()
+            if self._followers:
+                self._emit(value_env)
+                self._emit(done_env)
+                self._end()
+            yield value_env
+            yield done_env
         except BaseException as exc:
             # Cancelled, or the consumer closed the run before it ended.
             if not self._done:

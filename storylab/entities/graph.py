@@ -46,6 +46,7 @@ import sqlite3
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -129,6 +130,8 @@ _UPGRADES = {
 # and its id is derived from the child's id.
 EDGE_PREFIX = "calls-"
 
+COMMIT_MODES = ("batched", "interval", "operation")
+
 _NODE_COLUMNS = (
     "id, name, type, status, data, parent_id, created_at, started_at, finished_at, error, output, "
     "CASE WHEN parent_id IS NULL THEN NULL ELSE coalesce(call_path, name) END"
@@ -182,6 +185,19 @@ class NodeRecord:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
+# Records are made once per node written or read. A frozen dataclass's
+# __init__ sets its fields one object.__setattr__ at a time; setting the slots
+# directly builds the same immutable object in a third of the time.
+_NODE_SETTERS = tuple(getattr(NodeRecord, f.name).__set__ for f in dataclasses.fields(NodeRecord))
+
+
+def _node_record(*values: Any) -> NodeRecord:
+    record = object.__new__(NodeRecord)
+    for set_field, value in zip(_NODE_SETTERS, values, strict=True):
+        set_field(record, value)
+    return record
+
+
 def default_graph_path() -> Path:
     """``$STORYLAB_HOME/graph.sqlite`` if set, else ``./.storylab/graph.sqlite``."""
     home = os.environ.get("STORYLAB_HOME")
@@ -200,11 +216,18 @@ def new_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def _entity_base() -> type:
-    # entity.py imports this module, so the base class is looked up late.
-    from storylab.entities.entity import RunnableEntity
+_ENTITY_BASE: list[type] = []
 
-    return RunnableEntity
+
+def check_entity_class(cls: Any) -> None:
+    """Raise ``TypeError`` unless ``cls`` is a RunnableEntity subclass."""
+    if not _ENTITY_BASE:
+        # entity.py imports this module, so the base class is looked up late.
+        from storylab.entities.entity import RunnableEntity
+
+        _ENTITY_BASE.append(RunnableEntity)
+    if not (isinstance(cls, type) and issubclass(cls, _ENTITY_BASE[0])):
+        raise TypeError(f"entity class must be a RunnableEntity subclass; got {cls!r}")
 
 
 def _edge(source: str, target: str, position: int) -> dict[str, Any]:
@@ -236,12 +259,41 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
-def dumps(value: Any, *, what: str = "value") -> str:
-    """JSON for the store; a clear ``TypeError`` naming ``what`` otherwise."""
+def _make_encoder(default: Any) -> Any:
+    """A reusable compact JSON encoder (same output as ``json.dumps(value,
+    default=default, ensure_ascii=False)``). ``json.dumps`` with a ``default``
+    builds a new encoder on every call, which costs more than encoding a
+    small dict; this one is built once. No circular-reference bookkeeping:
+    a cycle ends in a ``RecursionError``, reported like any unencodable value."""
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if c_make_encoder is None:  # pragma: no cover - no C accelerator
+        encoder = json.JSONEncoder(default=default, ensure_ascii=False)
+        return encoder.encode
+    c_encode = c_make_encoder(
+        None, default, json.encoder.encode_basestring, None, ": ", ", ", False, False, True
+    )
+
+    def encode(value: Any) -> str:
+        return "".join(c_encode(value, 0))
+
+    return encode
+
+
+_encode = _make_encoder(_json_default)
+
+
+def dumps(value: Any, *, what: str | Callable[[], str] = "value") -> str:
+    """JSON for the store; a clear ``TypeError`` naming ``what`` otherwise
+    (``what`` may be a function, called only to word the error)."""
+    if value is None:
+        return "null"
     try:
-        return json.dumps(value, default=_json_default, ensure_ascii=False)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{what} must be JSON serializable: {exc}") from None
+        return _encode(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        if isinstance(exc, RecursionError):
+            exc = ValueError("circular reference or nesting too deep")
+        name = what() if callable(what) else what
+        raise TypeError(f"{name} must be JSON serializable: {exc}") from None
 
 
 def _loose_default(obj: Any) -> Any:
@@ -251,9 +303,15 @@ def _loose_default(obj: Any) -> Any:
         return repr(obj)
 
 
+_encode_loose = _make_encoder(_loose_default)
+
+
 def _dumps_log(value: Any) -> str:
     # The progress log never fails a run: unknown objects are logged by repr.
-    return json.dumps(value, default=_loose_default, ensure_ascii=False)
+    try:
+        return _encode_loose(value)
+    except (ValueError, RecursionError) as exc:
+        return json.dumps(f"<not loggable: {exc}>")
 
 
 def _loads(text: str | None) -> Any:
@@ -284,7 +342,20 @@ class EntityGraph:
         self._lock = threading.RLock()
         self._in_txn = False
         self._progress_rows: list[tuple] = []
+        # The pending commit callback: its loop, its handle, and whether it
+        # runs at the end of the current loop iteration (call_soon) or later.
         self._commit_loop: asyncio.AbstractEventLoop | None = None
+        self._commit_handle: asyncio.Handle | None = None
+        self._commit_soon = False
+        # Nodes inserted in the open transaction and not started since: they
+        # are Pending for sure, as nobody else can see them yet.
+        self._fresh: set[str] = set()
+        # Start marks not written yet, by node id: (started_at). A node that
+        # starts and ends within one transaction gets one UPDATE instead of
+        # two; one still running when anything reads or commits is written
+        # as InProgress first (see _write_starts), so no reader and no
+        # committed state can tell the difference.
+        self._starts: dict[str, float] = {}
         self._key = str(path.resolve())
         self._closed = False
         _OPEN.setdefault(self._key, weakref.WeakSet()).add(self)
@@ -305,15 +376,19 @@ class EntityGraph:
         ``path`` is a file, a directory (``graph.sqlite`` inside it) or
         ``None`` for :func:`default_graph_path`. With ``create=False`` a
         missing file raises :class:`GraphNotFoundError` instead of being
-        created. ``commit`` is ``"batched"`` (operations share a transaction
-        committed ``commit_interval`` seconds after the first of them, and
-        whenever the last running entity of the graph finishes; see the
-        module docstring) or ``"operation"`` (one commit per operation).
+        created. ``commit`` is ``"batched"`` (operations share a transaction,
+        committed at the end of the event-loop iteration in which an entity
+        finished or failed, else ``commit_interval`` seconds after the first
+        operation; see the module docstring), ``"interval"`` (the same
+        without the end-of-iteration commit: only the interval, and the end
+        of the last running entity) or ``"operation"`` (one commit per
+        operation).
         A file that is not a storylab graph, or one from a newer schema, is
         refused with a clear error and left untouched.
         """
-        if commit not in ("batched", "operation"):
-            raise ValueError(f"commit must be 'batched' or 'operation'; got {commit!r}")
+        if commit not in COMMIT_MODES:
+            allowed = ", ".join(repr(m) for m in COMMIT_MODES)
+            raise ValueError(f"commit must be one of {allowed}; got {commit!r}")
         if not isinstance(commit_interval, int | float) or not 0 <= commit_interval <= 1:
             raise ValueError(
                 f"commit_interval must be a number of seconds in [0, 1]; got {commit_interval!r}"
@@ -373,6 +448,8 @@ class EntityGraph:
         docstring)."""
         with self._lock:
             conn = self._begin()
+            if self._starts:
+                self._write_starts()
             try:
                 if len(steps) == 1:
                     return conn.execute(*steps[0])
@@ -392,6 +469,8 @@ class EntityGraph:
     def _flush_peers(self) -> None:
         """Commit what other graphs of this process hold pending on our file,
         so that we neither wait for their write lock nor read behind them."""
+        if self._in_txn:  # we hold the write lock, so no peer holds a transaction
+            return
         peers = _OPEN.get(self._key)
         if peers is None or len(peers) < 2:
             return
@@ -399,8 +478,12 @@ class EntityGraph:
             if peer is not self and peer._in_txn:
                 peer._commit()
 
-    def _schedule_commit(self) -> None:
-        if self._commit_mode == "operation":
+    def _schedule_commit(self, terminal: bool = False) -> None:
+        """Make sure the open transaction gets committed: at the end of this
+        event-loop iteration for a ``terminal`` operation (an entity finished
+        or failed) in ``"batched"`` mode, else ``commit_interval`` later."""
+        mode = self._commit_mode
+        if mode == "operation":
             self._commit()
             return
         try:
@@ -408,32 +491,56 @@ class EntityGraph:
         except RuntimeError:
             self._commit()
             return
-        if self._commit_loop is None:
+        pending = self._commit_loop
+        soon = (terminal and mode == "batched") or not self._commit_interval
+        if pending is None:
             self._commit_loop = loop
-            if self._commit_interval:
-                loop.call_later(self._commit_interval, self._commit)
+            self._commit_soon = soon
+            if soon:
+                self._commit_handle = loop.call_soon(self._commit)
             else:
-                loop.call_soon(self._commit)
-        elif self._commit_loop is not loop:
+                self._commit_handle = loop.call_later(self._commit_interval, self._commit)
+        elif pending is not loop:
             # A commit is pending on another loop (another thread, or a loop
             # that has ended): do not leave our write waiting on it.
             self._commit()
+        elif soon and not self._commit_soon:
+            self._commit_handle.cancel()
+            self._commit_soon = True
+            self._commit_handle = loop.call_soon(self._commit)
 
     def _commit(self) -> None:
         with self._lock:
+            handle, self._commit_handle = self._commit_handle, None
+            if handle is not None and self._commit_loop is _running_loop():
+                handle.cancel()  # when called early (flush, last run ended)
             self._commit_loop = None
             if not self._in_txn:
                 return
             self._in_txn = False
+            self._fresh.clear()
             try:
+                if self._starts:
+                    self._write_starts()
                 self._write_progress()
                 self._conn.execute("COMMIT")
             except sqlite3.Error:
                 log.exception("entity graph %s: commit failed; rolling back", self.path)
+                self._starts.clear()
+                self._progress_rows.clear()
                 try:
                     self._conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
+
+    def _write_starts(self) -> None:
+        """Write the start marks still held in memory (hold ``_lock``, in a
+        transaction): the nodes are InProgress from now on for every reader."""
+        starts, self._starts = self._starts, {}
+        self._conn.executemany(
+            "UPDATE nodes SET status = 'InProgress', started_at = ? WHERE id = ?",
+            [(at, id) for id, at in starts.items()],
+        )
 
     def _write_progress(self) -> None:
         """Insert the buffered progress rows into the open transaction."""
@@ -454,29 +561,31 @@ class EntityGraph:
 
     def flush(self) -> None:
         """Commit pending operations now (they are otherwise committed at the
-        end of the current event-loop turn)."""
+        end of the current event-loop turn, or within ``commit_interval``)."""
         self._commit()
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
+            if self._starts:
+                self._write_starts()
             return self._conn.execute(sql, params).fetchall()
 
     # ------------------------------------------------------------- read API
 
     def _record(self, row: tuple) -> NodeRecord:
-        return NodeRecord(
-            id=row[0],
-            name=row[1],
-            type=row[2],
-            status=row[3],
-            data=json.loads(row[4]),
-            parent_id=row[5],
-            created_at=row[6],
-            started_at=row[7],
-            finished_at=row[8],
-            error=_loads(row[9]),
-            output=_loads(row[10]),
-            call_path=row[11],
+        return _node_record(
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            json.loads(row[4]),
+            row[5],
+            row[6],
+            row[7],
+            row[8],
+            _loads(row[9]),
+            _loads(row[10]),
+            row[11],
         )
 
     def get_node(self, id: str) -> NodeRecord:
@@ -604,15 +713,14 @@ class EntityGraph:
     # ---------------------------------------------------- write operations
 
     def _check_new(self, cls: type, name: str, data: Any) -> tuple[str, str]:
-        if not (isinstance(cls, type) and issubclass(cls, _entity_base())):
-            raise TypeError(f"entity class must be a RunnableEntity subclass; got {cls!r}")
+        check_entity_class(cls)
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"entity name must be a non-empty string; got {name!r}")
         if data is None:
             data = {}
         if not isinstance(data, dict):
             raise TypeError(f"entity data must be a dict; got {type(data).__name__}")
-        return cls.type_name, dumps(data, what=f"data of entity {name!r}")
+        return cls.type_name, dumps(data, what=lambda: f"data of entity {name!r}")
 
     def _insert(
         self, cls, name: str, data, parent_id: str | None, call_path: str | None = None
@@ -620,37 +728,55 @@ class EntityGraph:
         """Create a Pending node. ``call_path`` is the child's key under its
         parent when it differs from ``name`` (inside a condition branch)."""
         type_name, data_json = self._check_new(cls, name, data)
+        return self._insert_checked(type_name, name, data, data_json, parent_id, call_path)
+
+    def _insert_checked(
+        self,
+        type_name: str,
+        name: str,
+        data: dict | None,
+        data_json: str,
+        parent_id: str | None,
+        call_path: str | None,
+    ) -> NodeRecord:
+        """:meth:`_insert` for arguments already checked and encoded."""
         node_id = new_id()
         now = time.time()
         stored_path = None if call_path == name else call_path
-        try:
-            self._apply(
-                (
-                    "INSERT INTO nodes (id, name, type, status, data, parent_id, created_at, "
-                    "call_path) VALUES (?, ?, ?, 'Pending', ?, ?, ?, ?)",
-                    (node_id, name, type_name, data_json, parent_id, now, stored_path),
+        with self._lock:
+            conn = self._conn if self._in_txn else self._begin()
+            try:
+                conn.execute(
+                    _INSERT_NODE, (node_id, name, type_name, data_json, parent_id, now, stored_path)
                 )
-            )
-        except sqlite3.IntegrityError as exc:
-            if parent_id is not None and not self._read(
-                "SELECT 1 FROM nodes WHERE id = ?", (parent_id,)
-            ):
-                raise UnknownEntityError(
-                    f"no entity with id {parent_id!r} in {self.path}"
-                ) from None
-            if parent_id is None:
-                where = "among root entities"
-            elif call_path and call_path != name:
-                where = f"under parent {parent_id} at call path {call_path!r}"
-            else:
-                where = f"under parent {parent_id}"
-            raise DuplicateNameError(f"an entity named {name!r} already exists {where}") from exc
-        return NodeRecord(
+            except sqlite3.IntegrityError as exc:
+                self._schedule_commit()
+                if parent_id is not None and not self._read(
+                    "SELECT 1 FROM nodes WHERE id = ?", (parent_id,)
+                ):
+                    raise UnknownEntityError(
+                        f"no entity with id {parent_id!r} in {self.path}"
+                    ) from None
+                if parent_id is None:
+                    where = "among root entities"
+                elif call_path and call_path != name:
+                    where = f"under parent {parent_id} at call path {call_path!r}"
+                else:
+                    where = f"under parent {parent_id}"
+                raise DuplicateNameError(
+                    f"an entity named {name!r} already exists {where}"
+                ) from exc
+            except BaseException:
+                self._schedule_commit()
+                raise
+            self._fresh.add(node_id)
+            self._schedule_commit()
+        return _node_record(
             node_id,
             name,
             type_name,
             "Pending",
-            data or {},
+            {} if data is None else data,
             parent_id,
             now,
             None,
@@ -675,11 +801,23 @@ class EntityGraph:
     def _insert_or_get(
         self, cls, name: str, data, parent_id: str | None, call_path: str | None = None
     ) -> NodeRecord:
+        type_name, data_json = self._check_new(cls, name, data)
+        return self._insert_or_get_checked(type_name, name, data, data_json, parent_id, call_path)
+
+    def _insert_or_get_checked(
+        self,
+        type_name: str,
+        name: str,
+        data: dict | None,
+        data_json: str,
+        parent_id: str | None,
+        call_path: str | None,
+    ) -> NodeRecord:
         # Insert first: on a fresh run that is the common case, and the UNIQUE
         # index decides races between processes. On a resume the insert fails
         # and we read back the existing node.
         try:
-            return self._insert(cls, name, data, parent_id, call_path)
+            return self._insert_checked(type_name, name, data, data_json, parent_id, call_path)
         except DuplicateNameError:
             record = self._by_name(name, parent_id, call_path)
             if record is None:  # pragma: no cover - a node is never deleted
@@ -704,11 +842,11 @@ class EntityGraph:
     def _append_progress(self, env: Envelope) -> None:
         self._log(env)
 
-    # The status change and its envelopes share the transaction of this loop
-    # turn; the node row is updated first, so the log never shows an
-    # envelope whose status change did not happen.
+    # A status change and its envelopes share one transaction, so the log
+    # never shows an envelope whose status change was not committed with it.
     def _mark_started(self, id: str, env: Envelope) -> None:
         with self._lock:
+            self._fresh.discard(id)
             self._apply(
                 (
                     "UPDATE nodes SET status = 'InProgress', started_at = ?, finished_at = NULL, "
@@ -721,6 +859,14 @@ class EntityGraph:
     def _start_if_pending(self, id: str, env: Envelope) -> bool:
         """Mark a Pending node started (and log ``env``); False if it was not Pending."""
         with self._lock:
+            if id in self._fresh and self._in_txn:
+                # Inserted in this very transaction and not started since: it
+                # is Pending, and the mark can wait for the end of the run.
+                self._fresh.discard(id)
+                self._starts[id] = env.at
+                self._progress_rows.append(_progress_row(env))
+                self._schedule_commit()
+                return True
             cur = self._apply(
                 (
                     "UPDATE nodes SET status = 'InProgress', started_at = ? "
@@ -733,26 +879,33 @@ class EntityGraph:
             self._log(env)
             return True
 
-    def _mark_completed(self, id: str, output_json: str, value_env: Envelope, done_env: Envelope):
+    def _finish(self, id: str, status: str, column: str, value: str, at: float, envs) -> None:
         with self._lock:
-            self._apply(
-                (
-                    "UPDATE nodes SET status = 'Completed', finished_at = ?, output = ? "
-                    "WHERE id = ?",
-                    (done_env.at, output_json, id),
-                )
-            )
-            self._log(value_env, done_env)
+            conn = self._conn if self._in_txn else self._begin()
+            try:
+                started = self._starts.pop(id, None)
+                if started is None:
+                    conn.execute(
+                        f"UPDATE nodes SET status = ?, finished_at = ?, {column} = ? WHERE id = ?",
+                        (status, at, value, id),
+                    )
+                else:  # started in this transaction: one UPDATE for both changes
+                    conn.execute(
+                        f"UPDATE nodes SET status = ?, started_at = ?, finished_at = ?, "
+                        f"{column} = ? WHERE id = ?",
+                        (status, started, at, value, id),
+                    )
+                self._progress_rows.extend(map(_progress_row, envs))
+            finally:
+                self._schedule_commit(terminal=True)
+
+    def _mark_completed(self, id: str, output_json: str, value_env: Envelope, done_env: Envelope):
+        self._finish(id, "Completed", "output", output_json, done_env.at, (value_env, done_env))
 
     def _mark_failed(self, id: str, error: dict, error_env: Envelope, failed_env: Envelope):
-        with self._lock:
-            self._apply(
-                (
-                    "UPDATE nodes SET status = 'Failed', finished_at = ?, error = ? WHERE id = ?",
-                    (failed_env.at, _dumps_log(error), id),
-                )
-            )
-            self._log(error_env, failed_env)
+        self._finish(
+            id, "Failed", "error", _dumps_log(error), failed_env.at, (error_env, failed_env)
+        )
 
     def _set_data(self, id: str, data_json: str) -> None:
         cur = self._apply(("UPDATE nodes SET data = ? WHERE id = ?", (data_json, id)))
@@ -804,12 +957,27 @@ class EntityGraph:
         allowed = {s.value for s in EntityStatus}
         if status not in allowed:
             raise ValueError(f"status must be one of {sorted(allowed)}; got {status!r}")
-        self._apply(("UPDATE nodes SET status = ? WHERE id = ?", (str(status), id)))
+        with self._lock:
+            self._fresh.discard(id)
+            self._apply(("UPDATE nodes SET status = ? WHERE id = ?", (str(status), id)))
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 _PROGRESS_INSERT = (
     "INSERT INTO progress (node_id, type, status, message, sub_type, value, error, at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+_INSERT_NODE = (
+    "INSERT INTO nodes (id, name, type, status, data, parent_id, created_at, call_path) "
+    "VALUES (?, ?, ?, 'Pending', ?, ?, ?, ?)"
 )
 
 

@@ -125,7 +125,10 @@ def test_open_without_create_needs_an_existing_file(tmp_path):
     with pytest.raises(GraphNotFoundError, match="no entity graph at"):
         EntityGraph.open(tmp_path / "missing.sqlite", create=False)
     assert not (tmp_path / "missing.sqlite").exists()
-    with pytest.raises(ValueError, match="commit must be 'batched' or 'operation'"):
+    with pytest.raises(
+        ValueError,
+        match="commit must be one of 'batched', 'interval', 'operation'; got 'sometimes'",
+    ):
         EntityGraph.open(tmp_path / "g.sqlite", commit="sometimes")
 
 
@@ -286,6 +289,88 @@ def test_batched_writes_are_committed_soon_and_when_the_last_run_ends(graph):
     asyncio.run(main())
 
 
+class GrSlow(RunnableEntity):
+    async def run_impl(self):
+        await self.data_event.wait()
+        yield Return("slow done")
+
+
+class GrFanOut(RunnableEntity):
+    """Fans out children; records what an outside reader saw at each FINAL."""
+
+    seen: dict[str, list] = {}
+
+    async def run_impl(self):
+        reader = sqlite3.connect(self.graph.path)
+        items = [{"name": f"c{i}", "data": {"n": i}} for i in range(6)]
+        runner = HierarchicalTaskPoolRunner(
+            "t", SourceFromIterable(self.parallel_calls(GrChild, items)), CapacitySource(3)
+        )
+        seen = self.seen.setdefault(self.id, [])
+        async for env in runner.run_tasks():
+            if env.type == "FINAL":
+                row = reader.execute(
+                    "SELECT status, output FROM nodes WHERE parent_id = ? AND name = ?",
+                    (self.id, f"c{env.value}"),
+                ).fetchone()
+                seen.append(row)
+        reader.close()
+        yield Return(len(seen))
+
+
+def test_a_finished_child_is_committed_before_the_runner_hands_its_result_on(tmp_path):
+    # The promise "nothing finished is done twice": by the time anyone outside
+    # the finishing step can act on a result, the Completed state is on disk.
+    with EntityGraph.open(tmp_path / "g.sqlite", commit_interval=1.0) as g:
+        p = g.create(GrFanOut, "p")
+        assert asyncio.run(p.run()) == 6
+    seen = GrFanOut.seen[p.id]
+    assert [status for status, _ in seen] == ["Completed"] * 6
+    assert sorted(int(output) for _, output in seen) == list(range(6))
+
+
+def test_interval_mode_does_not_make_that_promise(tmp_path):
+    # The same run with only the interval: results are handed on before the
+    # commit (this is what the end-of-iteration commit of "batched" fixes).
+    with EntityGraph.open(tmp_path / "g.sqlite", commit="interval", commit_interval=1.0) as g:
+        p = g.create(GrFanOut, "p")
+        assert asyncio.run(p.run()) == 6
+    assert None in GrFanOut.seen[p.id]  # not even the child row was committed yet
+
+
+def test_a_run_that_spans_a_commit_shows_in_progress_to_other_readers(tmp_path):
+    with EntityGraph.open(tmp_path / "g.sqlite", commit_interval=0) as g:
+        reader = sqlite3.connect(g.path)
+        status = "SELECT status, started_at, finished_at FROM nodes WHERE name = ?"
+
+        async def main():
+            p = g.create(GrParent, "p")
+            slow = p.append_call(GrSlow, "slow")
+            slow.data_event = asyncio.Event()
+            run = asyncio.ensure_future(slow.run())
+            for _ in range(3):
+                await asyncio.sleep(0)  # the run starts, the turn's commit happens
+            state, started, finished = reader.execute(status, ("slow",)).fetchone()
+            assert (state, finished) == ("InProgress", None) and started is not None
+            slow.data_event.set()
+            assert await run == "slow done"
+            return started
+
+        started = asyncio.run(main())
+        state, started_after, finished = reader.execute(status, ("slow",)).fetchone()
+        assert (state, started_after) == ("Completed", started) and finished >= started
+
+
+async def test_a_child_started_and_finished_in_one_transaction_has_both_timestamps(graph):
+    p = graph.create(GrParent, "p")
+    c = p.append_call(GrChild, "c", {"n": 5})
+    assert await c.run() == 5
+    rec = graph.get_node(c.id)
+    assert rec.status == "Completed" and rec.created_at <= rec.started_at <= rec.finished_at
+    log = [(e.type, e.status) for e in graph.progress(c.id)]
+    assert log == [("STATUS", "STARTED"), ("VALUE", None), ("STATUS", "COMPLETED")]
+
+
 def test_bad_commit_settings_are_refused(tmp_path):
     with pytest.raises(ValueError, match="commit_interval must be a number of seconds"):
         EntityGraph.open(tmp_path / "g.sqlite", commit_interval=-1)
@@ -364,6 +449,11 @@ async def test_parallel_calls_thunk_of_a_completed_child_returns_the_stored_valu
         ([{"name": "a"}, "b"], TypeError, r"items\[1\] must be a dict"),
         ([{"name": "a", "data": [1]}], TypeError, r"items\[0\]\['data'\] must be a dict"),
         ([{"name": "a"}, {"name": "a"}], ValueError, r"items\[1\]\['name'\] 'a' repeats items"),
+        (
+            [{"name": "a"}, {"name": "b", "data": {"x": object()}}],
+            TypeError,
+            r"items\[1\]\['data'\] must be JSON serializable",
+        ),
     ],
 )
 def test_parallel_calls_checks_items_before_creating_anything(graph, items, error, match):
