@@ -598,6 +598,7 @@ class EntityRun:
                 result = None
                 if not hasattr(impl, "asend"):
                     result = await impl
+                    impl = None
                 else:
                     # ``gen`` is run_impl, or the condition branch running inside
                     # it; ``branches`` holds what to go back to when it ends.
@@ -613,6 +614,7 @@ class EntityRun:
                                 item = await gen.asend(send)
                         except StopAsyncIteration:
                             if not branches:
+                                gen = impl = None  # exhausted: nothing to close
                                 break
                             item = Return(None)  # a branch that ended without Return
                         except Exception as exc:
@@ -628,6 +630,7 @@ class EntityRun:
                             await gen.aclose()  # run its finally blocks now
                             if not branches:
                                 result = item.value
+                                gen = impl = None  # closed
                                 break
                             gen, entity._frames = branches.pop()
                             send = item.value
@@ -714,13 +717,14 @@ class EntityRun:
             raise
         finally:
             self._unregister(key)
-            entity._frames = ()
-            # Close what is still open, innermost first (runs finally blocks).
-            for g in (gen, *(g for g, _ in reversed(branches))):
-                if g is not None and g is not impl:
-                    await g.aclose()
-            if impl is not None and hasattr(impl, "aclose"):
-                await impl.aclose()
+            if impl is not None:  # abandoned or failed while run_impl was open
+                entity._frames = ()
+                # Close what is still open, innermost first (runs finally blocks).
+                for g in (gen, *(g for g, _ in reversed(branches))):
+                    if g is not None and g is not impl:
+                        await g.aclose()
+                if hasattr(impl, "aclose"):
+                    await impl.aclose()
 
     def _unregister(self, key: tuple[str, str]) -> None:
         if _LIVE.get(key) is self:

@@ -191,10 +191,39 @@ class NodeRecord:
 _NODE_SETTERS = tuple(getattr(NodeRecord, f.name).__set__ for f in dataclasses.fields(NodeRecord))
 
 
-def _node_record(*values: Any) -> NodeRecord:
+(
+    _set_id,
+    _set_name,
+    _set_type,
+    _set_status,
+    _set_data,
+    _set_parent_id,
+    _set_created_at,
+    _set_started_at,
+    _set_finished_at,
+    _set_error,
+    _set_output,
+    _set_call_path,
+) = _NODE_SETTERS
+
+
+def _node_record(
+    id, name, type, status, data, parent_id, created_at, started_at, finished_at, error, output,
+    call_path,
+) -> NodeRecord:  # fmt: skip
     record = object.__new__(NodeRecord)
-    for set_field, value in zip(_NODE_SETTERS, values, strict=True):
-        set_field(record, value)
+    _set_id(record, id)
+    _set_name(record, name)
+    _set_type(record, type)
+    _set_status(record, status)
+    _set_data(record, data)
+    _set_parent_id(record, parent_id)
+    _set_created_at(record, created_at)
+    _set_started_at(record, started_at)
+    _set_finished_at(record, finished_at)
+    _set_error(record, error)
+    _set_output(record, output)
+    _set_call_path(record, call_path)
     return record
 
 
@@ -209,11 +238,10 @@ def new_id() -> str:
 
     Time-ordered keys append to the right edge of SQLite's B-trees instead of
     landing on a random page, so a commit writes a few pages, not dozens."""
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64
-    h = f"{value | 0b10 << 62 | rand & 0x3FFF_FFFF_FFFF_FFFF:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    ms = f"{time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF:012x}"  # 48 bits of milliseconds
+    r = os.urandom(10).hex()  # 74 of these 80 random bits are used
+    variant = "89ab"[int(r[3], 16) & 3]  # the two top bits are 10 (RFC 9562)
+    return f"{ms[:8]}-{ms[8:]}-7{r[:3]}-{variant}{r[4:7]}-{r[8:20]}"
 
 
 _ENTITY_BASE: list[type] = []
@@ -349,13 +377,13 @@ class EntityGraph:
         self._commit_soon = False
         # Nodes inserted in the open transaction and not started since: they
         # are Pending for sure, as nobody else can see them yet.
-        self._fresh: set[str] = set()
-        # Start marks not written yet, by node id: (started_at). A node that
+        self._fresh: dict[str, int] = {}  # node id -> rowid
+        # Start marks not written yet, by node id. A node that
         # starts and ends within one transaction gets one UPDATE instead of
         # two; one still running when anything reads or commits is written
         # as InProgress first (see _write_starts), so no reader and no
         # committed state can tell the difference.
-        self._starts: dict[str, float] = {}
+        self._starts: dict[str, tuple[float, int]] = {}  # id -> (started_at, rowid)
         self._key = str(path.resolve())
         self._closed = False
         _OPEN.setdefault(self._key, weakref.WeakSet()).add(self)
@@ -538,8 +566,8 @@ class EntityGraph:
         transaction): the nodes are InProgress from now on for every reader."""
         starts, self._starts = self._starts, {}
         self._conn.executemany(
-            "UPDATE nodes SET status = 'InProgress', started_at = ? WHERE id = ?",
-            [(at, id) for id, at in starts.items()],
+            "UPDATE nodes SET status = 'InProgress', started_at = ? WHERE rowid = ?",
+            list(starts.values()),
         )
 
     def _write_progress(self) -> None:
@@ -691,15 +719,16 @@ class EntityGraph:
         return self._revive(self.get_node(id))
 
     def _revive(self, record: NodeRecord, expected: type | None = None) -> RunnableEntity:
-        from storylab.entities.entity import entity_class
+        if expected is None:
+            from storylab.entities.entity import entity_class
 
-        if expected is not None and record.type != expected.type_name:
+            return entity_class(record.type)(self, record)
+        if record.type != expected.type_name:
             raise EntityTypeMismatchError(
                 f"entity {record.name!r} exists with type {record.type!r}, "
                 f"not {expected.type_name!r}"
             )
-        cls = expected if expected is not None else entity_class(record.type)
-        return cls(self, record)
+        return expected(self, record)
 
     def create(self, cls: type[RunnableEntity], name: str, data: dict | None = None):
         """Create a root entity; :class:`DuplicateNameError` if the name is taken."""
@@ -746,9 +775,9 @@ class EntityGraph:
         with self._lock:
             conn = self._conn if self._in_txn else self._begin()
             try:
-                conn.execute(
+                rowid = conn.execute(
                     _INSERT_NODE, (node_id, name, type_name, data_json, parent_id, now, stored_path)
-                )
+                ).lastrowid
             except sqlite3.IntegrityError as exc:
                 self._schedule_commit()
                 if parent_id is not None and not self._read(
@@ -769,7 +798,7 @@ class EntityGraph:
             except BaseException:
                 self._schedule_commit()
                 raise
-            self._fresh.add(node_id)
+            self._fresh[node_id] = rowid
             self._schedule_commit()
         return _node_record(
             node_id,
@@ -846,7 +875,7 @@ class EntityGraph:
     # never shows an envelope whose status change was not committed with it.
     def _mark_started(self, id: str, env: Envelope) -> None:
         with self._lock:
-            self._fresh.discard(id)
+            self._fresh.pop(id, None)
             self._apply(
                 (
                     "UPDATE nodes SET status = 'InProgress', started_at = ?, finished_at = NULL, "
@@ -859,11 +888,11 @@ class EntityGraph:
     def _start_if_pending(self, id: str, env: Envelope) -> bool:
         """Mark a Pending node started (and log ``env``); False if it was not Pending."""
         with self._lock:
-            if id in self._fresh and self._in_txn:
+            rowid = self._fresh.pop(id, None)
+            if rowid is not None and self._in_txn:
                 # Inserted in this very transaction and not started since: it
                 # is Pending, and the mark can wait for the end of the run.
-                self._fresh.discard(id)
-                self._starts[id] = env.at
+                self._starts[id] = (env.at, rowid)
                 self._progress_rows.append(_progress_row(env))
                 self._schedule_commit()
                 return True
@@ -892,8 +921,8 @@ class EntityGraph:
                 else:  # started in this transaction: one UPDATE for both changes
                     conn.execute(
                         f"UPDATE nodes SET status = ?, started_at = ?, finished_at = ?, "
-                        f"{column} = ? WHERE id = ?",
-                        (status, started, at, value, id),
+                        f"{column} = ? WHERE rowid = ?",
+                        (status, started[0], at, value, started[1]),
                     )
                 self._progress_rows.extend(map(_progress_row, envs))
             finally:
@@ -958,7 +987,7 @@ class EntityGraph:
         if status not in allowed:
             raise ValueError(f"status must be one of {sorted(allowed)}; got {status!r}")
         with self._lock:
-            self._fresh.discard(id)
+            self._fresh.pop(id, None)
             self._apply(("UPDATE nodes SET status = ? WHERE id = ?", (str(status), id)))
 
 
