@@ -70,7 +70,7 @@ __all__ = ["EntityGraph", "EntityStatus", "NodeRecord", "default_graph_path"]
 
 log = logging.getLogger("storylab.entities")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x53544C42  # "STLB" in the SQLite header: marks a storylab graph
 
 _SCHEMA = """
@@ -102,7 +102,8 @@ CREATE TABLE progress (
     sub_type TEXT,
     value    TEXT,
     error    TEXT,
-    at       REAL NOT NULL
+    at       REAL NOT NULL,
+    more     TEXT
 );
 CREATE INDEX progress_node ON progress(node_id, seq);
 """
@@ -122,6 +123,12 @@ _UPGRADES = {
         "CREATE UNIQUE INDEX nodes_child_path ON nodes(parent_id, coalesce(call_path, name)) "
         "WHERE parent_id IS NOT NULL",
     ),
+    # 3: a progress row may carry the envelopes of the same node that directly
+    #    followed it in the log (``more``: a JSON array of [type, status,
+    #    message, sub_type, value, error, at]), so a run that logs STARTED,
+    #    VALUE and COMPLETED in one step writes one row, not three. Older rows
+    #    have no ``more`` and read as before.
+    3: ("ALTER TABLE progress ADD COLUMN more TEXT",),
 }
 
 # A node has exactly one incoming ``Calls`` edge (from its parent), so edges
@@ -369,7 +376,7 @@ class EntityGraph:
         self._live_runs = 0  # runs of this graph's entities executing now
         self._lock = threading.RLock()
         self._in_txn = False
-        self._progress_rows: list[tuple] = []
+        self._progress: list[Envelope] = []  # logged, not yet inserted
         # The pending commit callback: its loop, its handle, and whether it
         # runs at the end of the current loop iteration (call_soon) or later.
         self._commit_loop: asyncio.AbstractEventLoop | None = None
@@ -555,7 +562,7 @@ class EntityGraph:
             except sqlite3.Error:
                 log.exception("entity graph %s: commit failed; rolling back", self.path)
                 self._starts.clear()
-                self._progress_rows.clear()
+                self._progress.clear()
                 try:
                     self._conn.execute("ROLLBACK")
                 except sqlite3.Error:
@@ -572,9 +579,9 @@ class EntityGraph:
 
     def _write_progress(self) -> None:
         """Insert the buffered progress rows into the open transaction."""
-        if self._progress_rows:
-            rows, self._progress_rows = self._progress_rows, []
-            self._conn.executemany(_PROGRESS_INSERT, rows)
+        if self._progress:
+            envs, self._progress = self._progress, []
+            self._conn.executemany(_PROGRESS_INSERT, _progress_rows(envs))
 
     def _log(self, *envs: Envelope) -> None:
         """Append envelopes to the progress log, as part of this turn's transaction.
@@ -584,7 +591,7 @@ class EntityGraph:
         is append-only, so batching changes nothing but the cost."""
         with self._lock:
             self._begin()
-            self._progress_rows.extend(map(_progress_row, envs))
+            self._progress.extend(envs)
             self._schedule_commit()
 
     def flush(self) -> None:
@@ -658,25 +665,32 @@ class EntityGraph:
             "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL "
             "SELECT n.id FROM nodes n JOIN sub ON n.parent_id = sub.id) "
             "SELECT p.node_id, n.type, n.name, p.type, p.status, p.message, p.value, "
-            "p.sub_type, p.error, p.at FROM progress p JOIN nodes n ON n.id = p.node_id "
+            "p.sub_type, p.error, p.at, p.more FROM progress p JOIN nodes n ON n.id = p.node_id "
             "WHERE p.node_id IN (SELECT id FROM sub) ORDER BY p.seq",
             (id,),
         )
-        return [
-            Envelope(
-                type=r[3],
-                entity_id=r[0],
-                entity_type=r[1],
-                entity_name=r[2],
-                status=r[4],
-                message=r[5],
-                value=_loads(r[6]),
-                sub_type=r[7],
-                error=_loads(r[8]),
-                at=r[9],
+        out = []
+        for r in rows:
+            out.append(
+                Envelope(
+                    type=r[3],
+                    entity_id=r[0],
+                    entity_type=r[1],
+                    entity_name=r[2],
+                    status=r[4],
+                    message=r[5],
+                    value=_loads(r[6]),
+                    sub_type=r[7],
+                    error=_loads(r[8]),
+                    at=r[9],
+                )
             )
-            for r in rows
-        ]
+            if r[10] is not None:
+                out.extend(
+                    Envelope(t, r[0], r[1], r[2], st, msg, value, sub, err, at)
+                    for t, st, msg, sub, value, err, at in json.loads(r[10])
+                )
+        return out
 
     def edges(self, id: str) -> list[dict[str, Any]]:
         """``Calls`` edges from the node (by position), then the one into it."""
@@ -893,7 +907,7 @@ class EntityGraph:
                 # Inserted in this very transaction and not started since: it
                 # is Pending, and the mark can wait for the end of the run.
                 self._starts[id] = (env.at, rowid)
-                self._progress_rows.append(_progress_row(env))
+                self._progress.append(env)
                 self._schedule_commit()
                 return True
             cur = self._apply(
@@ -924,7 +938,7 @@ class EntityGraph:
                         f"{column} = ? WHERE rowid = ?",
                         (status, started[0], at, value, started[1]),
                     )
-                self._progress_rows.extend(map(_progress_row, envs))
+                self._progress.extend(envs)
             finally:
                 self._schedule_commit(terminal=True)
 
@@ -999,28 +1013,55 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 
 _PROGRESS_INSERT = (
-    "INSERT INTO progress (node_id, type, status, message, sub_type, value, error, at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO progress (node_id, type, status, message, sub_type, value, error, at, more) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-
 
 _INSERT_NODE = (
     "INSERT INTO nodes (id, name, type, status, data, parent_id, created_at, call_path) "
     "VALUES (?, ?, ?, 'Pending', ?, ?, ?, ?)"
 )
 
+_MAX_PACKED = 64  # envelopes carried by one progress row at most
 
-def _progress_row(env: Envelope) -> tuple:
-    return (
-        env.entity_id,
-        env.type,
-        env.status,
-        env.message,
-        env.sub_type,
-        None if env.value is None else _dumps_log(env.value),
-        None if env.error is None else _dumps_log(env.error),
-        env.at,
-    )
+
+def _progress_rows(envs: list[Envelope]) -> list[tuple]:
+    """Rows for the progress table, in log order. A run of envelopes of the
+    same node (no other node's envelope in between) shares one row: the first
+    in the columns, the others in ``more``. The log reads back identically."""
+    rows = []
+    i, n = 0, len(envs)
+    while i < n:
+        env = envs[i]
+        node = env.entity_id
+        j = i + 1
+        while j < n and j - i < _MAX_PACKED and envs[j].entity_id == node:
+            j += 1
+        more = None
+        if j > i + 1:
+            packed = [
+                [e.type, e.status, e.message, e.sub_type, e.value, e.error, e.at]
+                for e in envs[i + 1 : j]
+            ]
+            try:
+                more = _encode_loose(packed)
+            except (ValueError, RecursionError):
+                j = i + 1  # an unloggable value: this envelope on its own row
+        rows.append(
+            (
+                node,
+                env.type,
+                env.status,
+                env.message,
+                env.sub_type,
+                None if env.value is None else _dumps_log(env.value),
+                None if env.error is None else _dumps_log(env.error),
+                env.at,
+                more,
+            )
+        )
+        i = j
+    return rows
 
 
 def _prepare(conn: sqlite3.Connection, path: Path) -> None:

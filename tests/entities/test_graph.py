@@ -284,7 +284,8 @@ def test_batched_writes_are_committed_soon_and_when_the_last_run_ends(graph):
         assert reader.execute(status, ("p",)).fetchone() == ("Pending",)
         await p.run()  # the last running entity finished: committed at once
         assert reader.execute(status, ("p",)).fetchone() == ("Completed",)
-        assert reader.execute("SELECT count(*) FROM progress").fetchone()[0] == 3
+        with EntityGraph.open(graph.path) as other:  # its own connection: committed data only
+            assert [e.status for e in other.progress(p.id)] == ["STARTED", None, "COMPLETED"]
 
     asyncio.run(main())
 
@@ -520,7 +521,7 @@ def test_a_schema_1_graph_is_upgraded_in_place_and_keeps_everything(tmp_path):
         assert scoped.call_path == "gate/safe/kid"
         assert [k.id for k in g.children("p")] == ["c", scoped.id]
     conn = sqlite3.connect(p)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
@@ -528,7 +529,7 @@ def test_a_schema_1_graph_that_cannot_be_upgraded_is_refused_and_left_alone(tmp_
     p = tmp_path / "damaged.sqlite"
     write_schema_1_graph(p, drop_index=True)
     before = digest(p)
-    with pytest.raises(SchemaVersionError, match="schema 1; upgrading it to 2 failed"):
+    with pytest.raises(SchemaVersionError, match="schema 1; upgrading it to 3 failed"):
         EntityGraph.open(p)
     assert digest(p) == before
     conn = sqlite3.connect(p)
@@ -544,3 +545,38 @@ def test_a_schema_version_no_storylab_wrote_is_refused(tmp_path):
     conn.close()
     with pytest.raises(SchemaVersionError, match="schema 0, which no storylab ever wrote"):
         EntityGraph.open(p)
+
+
+class GrChatty(RunnableEntity):
+    """Logs many envelopes in one step, one of them with a value JSON cannot hold."""
+
+    async def run_impl(self):
+        for i in range(150):
+            yield self.progress({"i": i}, message=f"step {i}")
+        loop = []
+        loop.append(loop)
+        yield self.progress(loop, message="circular")
+        yield self.status("RUNNING", "after")
+        yield Return("chatty done")
+
+
+async def test_the_progress_log_reads_back_exactly_as_streamed(graph):
+    e = graph.create(GrChatty, "chatty")
+    streamed = [env async for env in e.start()]
+    logged = graph.progress(e.id)
+    assert len(logged) == len(streamed) == 155
+    plain = [(x.type, x.status, x.message, x.sub_type, x.at) for x in logged]
+    assert plain == [(x.type, x.status, x.message, x.sub_type, x.at) for x in streamed]
+    assert [x.value for x in logged[1:151]] == [{"i": i} for i in range(150)]
+    assert logged[151].message == "circular" and logged[151].value == "<not loggable: " + (
+        "maximum recursion depth exceeded while encoding a JSON object>"
+    )
+    assert logged[-2].value == "chatty done"
+    assert (logged[0].entity_id, logged[0].entity_type, logged[0].entity_name) == (
+        e.id,
+        "GrChatty",
+        "chatty",
+    )
+    graph.flush()
+    rows = sqlite3.connect(graph.path).execute("SELECT count(*) FROM progress").fetchone()[0]
+    assert rows < len(logged)  # consecutive envelopes of one node share rows
