@@ -517,6 +517,9 @@ class EntityGraph:
         """Make sure the open transaction gets committed: at the end of this
         event-loop iteration for a ``terminal`` operation (an entity finished
         or failed) in ``"batched"`` mode, else ``commit_interval`` later."""
+        loop = self._commit_loop
+        if loop is not None and (self._commit_soon or not terminal) and loop is _running_loop():
+            return  # called for every operation: the common case first
         mode = self._commit_mode
         if mode == "operation":
             self._commit()
