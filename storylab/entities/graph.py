@@ -382,15 +382,17 @@ class EntityGraph:
         self._commit_loop: asyncio.AbstractEventLoop | None = None
         self._commit_handle: asyncio.Handle | None = None
         self._commit_soon = False
-        # Nodes inserted in the open transaction and not started since: they
-        # are Pending for sure, as nobody else can see them yet.
-        self._fresh: dict[str, int] = {}  # node id -> rowid
-        # Start marks not written yet, by node id. A node that
-        # starts and ends within one transaction gets one UPDATE instead of
-        # two; one still running when anything reads or commits is written
-        # as InProgress first (see _write_starts), so no reader and no
-        # committed state can tell the difference.
-        self._starts: dict[str, tuple[float, int]] = {}  # id -> (started_at, rowid)
+        # Nodes created in the open transaction, not written yet: id -> the
+        # row (a list, in _INSERT_NODE's column order), in creation order. A node that is
+        # created, started and finished within one transaction is written
+        # once, in its final state, instead of inserted and updated twice.
+        # Anything that reads or commits writes them first (_write_nodes), so
+        # no reader and no committed state can tell the difference.
+        self._new_rows: dict[str, list] = {}
+        # Their uniqueness keys, (parent id or None, call path or name).
+        self._new_keys: set[tuple[str | None, str]] = set()
+        # Parent ids known to exist (nodes are never deleted).
+        self._parents: set[str] = set()
         self._key = str(path.resolve())
         self._closed = False
         _OPEN.setdefault(self._key, weakref.WeakSet()).add(self)
@@ -483,8 +485,8 @@ class EntityGraph:
         docstring)."""
         with self._lock:
             conn = self._begin()
-            if self._starts:
-                self._write_starts()
+            if self._new_rows:
+                self._write_nodes()
             try:
                 if len(steps) == 1:
                     return conn.execute(*steps[0])
@@ -556,29 +558,27 @@ class EntityGraph:
             if not self._in_txn:
                 return
             self._in_txn = False
-            self._fresh.clear()
             try:
-                if self._starts:
-                    self._write_starts()
+                if self._new_rows:
+                    self._write_nodes()
                 self._write_progress()
                 self._conn.execute("COMMIT")
             except sqlite3.Error:
                 log.exception("entity graph %s: commit failed; rolling back", self.path)
-                self._starts.clear()
+                self._new_rows.clear()
+                self._new_keys.clear()
                 self._progress.clear()
                 try:
                     self._conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
 
-    def _write_starts(self) -> None:
-        """Write the start marks still held in memory (hold ``_lock``, in a
-        transaction): the nodes are InProgress from now on for every reader."""
-        starts, self._starts = self._starts, {}
-        self._conn.executemany(
-            "UPDATE nodes SET status = 'InProgress', started_at = ? WHERE rowid = ?",
-            list(starts.values()),
-        )
+    def _write_nodes(self) -> None:
+        """Insert the nodes created in this transaction, in creation order
+        (hold ``_lock``, in a transaction), each in its current state."""
+        rows, self._new_rows = self._new_rows, {}
+        self._new_keys.clear()
+        self._conn.executemany(_INSERT_NODE, rows.values())
 
     def _write_progress(self) -> None:
         """Insert the buffered progress rows into the open transaction."""
@@ -604,8 +604,8 @@ class EntityGraph:
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
-            if self._starts:
-                self._write_starts()
+            if self._new_rows:
+                self._write_nodes()
             return self._conn.execute(sql, params).fetchall()
 
     # ------------------------------------------------------------- read API
@@ -786,37 +786,48 @@ class EntityGraph:
         call_path: str | None,
     ) -> NodeRecord:
         """:meth:`_insert` for arguments already checked and encoded."""
-        node_id = new_id()
-        now = time.time()
-        stored_path = None if call_path == name else call_path
+        key = call_path or name
         with self._lock:
             conn = self._conn if self._in_txn else self._begin()
             try:
-                rowid = conn.execute(
-                    _INSERT_NODE, (node_id, name, type_name, data_json, parent_id, now, stored_path)
-                ).lastrowid
-            except sqlite3.IntegrityError as exc:
-                self._schedule_commit()
-                if parent_id is not None and not self._read(
-                    "SELECT 1 FROM nodes WHERE id = ?", (parent_id,)
+                # Inside our write transaction nobody else can insert, so
+                # checking first and writing later decides races as surely as
+                # the UNIQUE index (which still guards the write itself).
+                if (parent_id, key) in self._new_keys or self._key_taken(conn, parent_id, key):
+                    if parent_id is None:
+                        where = "among root entities"
+                    elif call_path and call_path != name:
+                        where = f"under parent {parent_id} at call path {call_path!r}"
+                    else:
+                        where = f"under parent {parent_id}"
+                    raise DuplicateNameError(f"an entity named {name!r} already exists {where}")
+                if (
+                    parent_id is not None
+                    and parent_id not in self._parents
+                    and parent_id not in self._new_rows
                 ):
-                    raise UnknownEntityError(
-                        f"no entity with id {parent_id!r} in {self.path}"
-                    ) from None
-                if parent_id is None:
-                    where = "among root entities"
-                elif call_path and call_path != name:
-                    where = f"under parent {parent_id} at call path {call_path!r}"
-                else:
-                    where = f"under parent {parent_id}"
-                raise DuplicateNameError(
-                    f"an entity named {name!r} already exists {where}"
-                ) from exc
-            except BaseException:
+                    if conn.execute(_NODE_EXISTS, (parent_id,)).fetchone() is None:
+                        raise UnknownEntityError(f"no entity with id {parent_id!r} in {self.path}")
+                    self._parents.add(parent_id)
+                node_id = new_id()
+                now = time.time()
+                self._new_rows[node_id] = [
+                    node_id,
+                    name,
+                    type_name,
+                    "Pending",
+                    data_json,
+                    parent_id,
+                    now,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None if call_path == name else call_path,
+                ]
+                self._new_keys.add((parent_id, key))
+            finally:
                 self._schedule_commit()
-                raise
-            self._fresh[node_id] = rowid
-            self._schedule_commit()
         return _node_record(
             node_id,
             name,
@@ -829,8 +840,13 @@ class EntityGraph:
             None,
             None,
             None,
-            None if parent_id is None else (call_path or name),
+            None if parent_id is None else key,
         )
+
+    def _key_taken(self, conn: sqlite3.Connection, parent_id: str | None, key: str) -> bool:
+        if parent_id is None:
+            return conn.execute(_ROOT_TAKEN, (key,)).fetchone() is not None
+        return conn.execute(_CHILD_TAKEN, (parent_id, key)).fetchone() is not None
 
     def _by_name(
         self, name: str, parent_id: str | None, call_path: str | None = None
@@ -892,7 +908,6 @@ class EntityGraph:
     # never shows an envelope whose status change was not committed with it.
     def _mark_started(self, id: str, env: Envelope) -> None:
         with self._lock:
-            self._fresh.pop(id, None)
             self._apply(
                 (
                     "UPDATE nodes SET status = 'InProgress', started_at = ?, finished_at = NULL, "
@@ -905,11 +920,11 @@ class EntityGraph:
     def _start_if_pending(self, id: str, env: Envelope) -> bool:
         """Mark a Pending node started (and log ``env``); False if it was not Pending."""
         with self._lock:
-            rowid = self._fresh.pop(id, None)
-            if rowid is not None and self._in_txn:
-                # Inserted in this very transaction and not started since: it
-                # is Pending, and the mark can wait for the end of the run.
-                self._starts[id] = (env.at, rowid)
+            row = self._new_rows.get(id)
+            if row is not None:  # created in this transaction, not written yet
+                if row[3] != "Pending":
+                    return False
+                row[3], row[7] = "InProgress", env.at
                 self._progress.append(env)
                 self._schedule_commit()
                 return True
@@ -929,17 +944,14 @@ class EntityGraph:
         with self._lock:
             conn = self._conn if self._in_txn else self._begin()
             try:
-                started = self._starts.pop(id, None)
-                if started is None:
+                row = self._new_rows.get(id)
+                if row is not None:  # not written yet: it will be, in this state
+                    row[3], row[8] = status, at
+                    row[10 if column == "output" else 9] = value
+                else:
                     conn.execute(
                         f"UPDATE nodes SET status = ?, finished_at = ?, {column} = ? WHERE id = ?",
                         (status, at, value, id),
-                    )
-                else:  # started in this transaction: one UPDATE for both changes
-                    conn.execute(
-                        f"UPDATE nodes SET status = ?, started_at = ?, finished_at = ?, "
-                        f"{column} = ? WHERE rowid = ?",
-                        (status, started[0], at, value, started[1]),
                     )
                 self._progress.extend(envs)
             finally:
@@ -962,7 +974,7 @@ class EntityGraph:
         with self._lock:
             # Read inside the write transaction, so no other process can slip
             # a change in between the read and the write.
-            row = self._begin().execute("SELECT data FROM nodes WHERE id = ?", (id,)).fetchone()
+            row = self._read_for_update(id)
             if row is None:
                 self._schedule_commit()
                 raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
@@ -975,10 +987,17 @@ class EntityGraph:
             self._apply(("UPDATE nodes SET data = ? WHERE id = ?", (data_json, id)))
             return data
 
+    def _read_for_update(self, id: str) -> tuple | None:
+        """The node's data, read inside the write transaction (hold ``_lock``)."""
+        conn = self._begin()
+        if self._new_rows:
+            self._write_nodes()
+        return conn.execute("SELECT data FROM nodes WHERE id = ?", (id,)).fetchone()
+
     def _set_data_path(self, id: str, path: tuple[str, ...], value: Any) -> dict:
         with self._lock:
             # As in _merge_data: read and write inside one write transaction.
-            row = self._begin().execute("SELECT data FROM nodes WHERE id = ?", (id,)).fetchone()
+            row = self._read_for_update(id)
             if row is None:
                 self._schedule_commit()
                 raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
@@ -1003,9 +1022,7 @@ class EntityGraph:
         allowed = {s.value for s in EntityStatus}
         if status not in allowed:
             raise ValueError(f"status must be one of {sorted(allowed)}; got {status!r}")
-        with self._lock:
-            self._fresh.pop(id, None)
-            self._apply(("UPDATE nodes SET status = ? WHERE id = ?", (str(status), id)))
+        self._apply(("UPDATE nodes SET status = ? WHERE id = ?", (str(status), id)))
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -1021,9 +1038,12 @@ _PROGRESS_INSERT = (
 )
 
 _INSERT_NODE = (
-    "INSERT INTO nodes (id, name, type, status, data, parent_id, created_at, call_path) "
-    "VALUES (?, ?, ?, 'Pending', ?, ?, ?, ?)"
+    "INSERT INTO nodes (id, name, type, status, data, parent_id, created_at, started_at, "
+    "finished_at, error, output, call_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_NODE_EXISTS = "SELECT 1 FROM nodes WHERE id = ?"
+_ROOT_TAKEN = "SELECT 1 FROM nodes WHERE parent_id IS NULL AND name = ?"
+_CHILD_TAKEN = "SELECT 1 FROM nodes WHERE parent_id = ? AND coalesce(call_path, name) = ?"
 
 _MAX_PACKED = 64  # envelopes carried by one progress row at most
 

@@ -580,3 +580,32 @@ async def test_the_progress_log_reads_back_exactly_as_streamed(graph):
     graph.flush()
     rows = sqlite3.connect(graph.path).execute("SELECT count(*) FROM progress").fetchone()[0]
     assert rows < len(logged)  # consecutive envelopes of one node share rows
+
+
+async def test_names_stay_unique_within_one_uncommitted_transaction(graph):
+    # On a running loop, creations share a transaction and are written at its
+    # end; a taken name must be refused (or retrieved) before that as well.
+    p = graph.create(GrParent, "p")
+    first = p.append_call(GrChild, "c", {"n": 1})
+    with pytest.raises(DuplicateNameError, match="'c' already exists under parent"):
+        p.append_call(GrChild, "c", {"n": 2})
+    assert p.append_or_retrieve_call(GrChild, "c", {"n": 3}).id == first.id
+    root_again = graph.create_or_retrieve(GrParent, "p")
+    assert root_again.id == p.id
+    graph.flush()
+    reader = sqlite3.connect(graph.path)
+    assert reader.execute("SELECT count(*) FROM nodes").fetchone()[0] == 2
+
+
+async def test_a_child_of_an_unknown_parent_is_refused_before_anything_is_written(graph):
+    from storylab.entities.graph import NodeRecord
+
+    ghost = graph._revive(
+        NodeRecord("no-such-id", "ghost", "GrParent", "Pending", {}, None, 0.0, None, None, None,
+                   None),
+        GrParent,
+    )  # fmt: skip
+    with pytest.raises(UnknownEntityError, match="no entity with id 'no-such-id'"):
+        ghost.append_call(GrChild, "c")
+    graph.flush()
+    assert sqlite3.connect(graph.path).execute("SELECT count(*) FROM nodes").fetchone()[0] == 0
