@@ -596,8 +596,10 @@ class _WidgetView:
                 "counts": w.Label(),
                 "rows": w.HTML(),
             }
-            part["box"] = w.VBox([w.HBox([part["title"], part["bar"], part["counts"]]),
-                                  part["rows"]])
+            # Wrap rather than clip: a long title or count moves to the next line.
+            header = w.HBox([part["title"], part["bar"], part["counts"]],
+                            layout=w.Layout(flex_flow="row wrap", align_items="center"))
+            part["box"] = w.VBox([header, part["rows"]])
             self.parts[p.key] = part
             self.box.children = (*self.box.children, part["box"])
         return part

@@ -26,6 +26,21 @@ EXPECT = {
     "02_entities_and_parallel_calls": UIExpect(min_bars=1, min_figures=2, story=True),
     "03_two_levels_of_capacity": UIExpect(min_bars=1, min_figures=2, story=True),
 }
+# STORYLAB_UI_ALL=1 opens the whole series (for reading the notebooks as a
+# learner sees them, from the screenshots); CI opens the two above.
+if os.environ.get("STORYLAB_UI_ALL") == "1":
+    EXPECT = {
+        "01_sequential_generation": UIExpect(min_bars=1, min_figures=1),
+        **EXPECT,
+        "04_crash_and_resume": UIExpect(
+            min_bars=1, min_figures=2, bar_styles=("success", "warning"), bars_full=False
+        ),
+        "05_failures": UIExpect(min_bars=1, min_figures=1, bar_styles=("success", "warning")),
+        "06_http_backend": UIExpect(
+            min_bars=0, min_figures=2, bar_styles=("success", "warning", "danger")
+        ),
+        "07_research_sweep": UIExpect(min_bars=0, min_figures=3),
+    }
 
 
 @pytest.fixture(scope="module")
