@@ -7,30 +7,57 @@ edges from parents to children in creation order, and each node's progress
 log to outlive the process. SQLite gives all of that in one file, with two
 properties we lean on:
 
-* **Uniqueness is a constraint, not a check.** A child's name is unique under
-  its parent (and a root's name among roots) by a ``UNIQUE`` index, so two
-  processes resuming the same pipeline at once cannot both create a child:
-  one insert wins, the other fails and retrieves the winner.
+* **Uniqueness is a constraint, not a check.** A child's *call path* (its
+  name, prefixed by the ``label/key`` of the condition branches it was made
+  in) is unique under its parent, and a root's name among roots, by a
+  ``UNIQUE`` index. Two processes resuming the same pipeline at once cannot
+  both create a child: the name is checked inside the write transaction,
+  which only one process holds at a time, and the index guards the write.
 * **Transactions are atomic.** A crash leaves the file as of some committed
   transaction, never half an operation.
 
 How writes are committed. Each operation (create a child, mark a run
-started, store an output...) is atomic (one statement, or several inside a
-``SAVEPOINT``) and never spans an ``await``. Operations then share a
-transaction that a callback on the event loop commits a few milliseconds
-after the first of them (``commit_interval``, 5 ms by default), and at once
-when the last running entity of the graph finishes, when the graph is
-closed, or at interpreter exit. This "group commit" costs one commit per few
-milliseconds instead of several per entity. What it gives up: a crash (a
-SIGKILL, a power cut) can lose the last few milliseconds of operations, which
-a resumed run simply does again; and another process sees them, or gets the
-write lock, that much later. Outside a running loop, or with
-``commit="operation"``, every operation commits at once.
+started, store an output...) is atomic and never spans an ``await``.
+Operations share a transaction ("group commit"), committed:
+
+* by the end of the event-loop iteration in which an entity finished or
+  failed (``commit="batched"``, the default);
+* otherwise ``commit_interval`` (5 ms) after the first operation of the
+  transaction, and at once when the last running entity of the graph ends,
+  when the graph is closed or at interpreter exit.
+
+The first rule is what keeps the promise "nothing finished is done twice"
+observable: a result leaves the step that produced it (to a runner's
+consumer, to another task, to a print) only in a later iteration, after the
+commit, so whatever anyone saw finish is on disk. Code that runs in the
+same step (a parent delegating to the child) sees it a few microseconds
+earlier. A crash (a SIGKILL, a power cut) can still lose operations that
+finished nothing: a start, a creation, a progress line, up to 5 ms of them;
+a resumed run does them again. With ``commit="interval"`` the end-of-
+iteration commit is left out: fewer commits (docs/benchmarks.md has the
+numbers), but a finished child can be handed on up to 5 ms before it is
+durable. With
+``commit="operation"``, or outside a running loop, every operation commits
+at once.
+
+Within a transaction, work that nobody can observe is not written twice: a
+node created in it is written once, at the commit (or before anything on
+this connection reads), in the state it has by then, so a child created,
+started and finished within one transaction costs one ``INSERT`` instead of
+an ``INSERT`` and two ``UPDATE``s; progress rows are written at the commit
+too, and consecutive envelopes of one node share a row. Every reader, and
+every committed state, is the same as if each operation had been written
+at once.
 
 Progress logs are stored once, on the node that produced each envelope;
 reading a node's progress returns its own envelopes and those of all its
 descendants in the order they were written, which is how a child's progress
 shows up in its parent's log (percolation) without writing it twice.
+
+Schema versions (``PRAGMA user_version``): 1 unique child names; 2 unique
+call paths; 3 packed progress rows. An older file is upgraded in place on
+open, inside one transaction that rewrites no existing row (a failed upgrade
+changes nothing); a newer one is refused.
 """
 
 from __future__ import annotations
