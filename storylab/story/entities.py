@@ -308,11 +308,10 @@ class StoryPipelineEntity(RunnableEntity):
                         yield self._generated(images, n)
                     else:  # a task that "succeeded" with nothing counts as failed
                         failures.append(items[envelope.task_id - 1]["name"])
-                else:
-                    failures.append(f"task {envelope.task_id}")
-                    log.warning(
-                        "image task %s of %r failed: %r", envelope.task_id, self, envelope.error
-                    )
+                else:  # task ids follow item order: parallel_calls pulls items in order
+                    name = items[envelope.task_id - 1]["name"]
+                    failures.append(name)
+                    log.warning("image %s of %r failed: %r", name, self, envelope.error)
 
     async def _sequential_images(
         self,
