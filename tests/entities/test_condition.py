@@ -253,3 +253,17 @@ async def test_a_rerun_takes_the_same_branch_and_retrieves_the_same_child(graph)
     assert again.id == writer.id
     assert graph.get_node(writer.id) == before  # not run again: output and times unchanged
     assert CALLS[writer.id] == 1 and CALLS[p.id] == 2
+
+
+async def test_a_stale_parent_takes_the_same_branch_and_finds_its_child(graph):
+    # As after a crash in the middle of the parent: its node is InProgress,
+    # its branch child is Completed; the next start resets and re-runs it.
+    p = graph.create(CondGate, "story", {"safe": True})
+    await p.run()
+    (writer,) = graph.children(p.id)
+    before = graph.get_node(writer.id)
+    graph._set_status(p.id, "InProgress")
+    assert await graph.entity(p.id).run() == {"story": "STORY ABOUT OWLS"}
+    assert [k.id for k in graph.children(p.id)] == [writer.id]
+    assert graph.get_node(writer.id) == before
+    assert CALLS[writer.id] == 1 and CALLS[p.id] == 2
