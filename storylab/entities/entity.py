@@ -450,6 +450,10 @@ class RunnableEntity:
             record = create(type_name, name, data, data_json, parent_id, path)
             yield _ChildThunk(graph._revive(record, cls))
 
+    def reopen(self) -> None:
+        """Make this finished entity Pending again (see :meth:`EntityGraph.reopen`)."""
+        self._graph.reopen(self._id)
+
     def children(self) -> list[NodeRecord]:
         return self._graph.children(self._id)
 

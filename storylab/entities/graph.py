@@ -83,6 +83,7 @@ from storylab.entities.blobs import BlobStore
 from storylab.entities.envelopes import Envelope
 from storylab.entities.errors import (
     DuplicateNameError,
+    EntityGraphError,
     EntityTypeMismatchError,
     GraphNotFoundError,
     NotAStorylabGraphError,
@@ -1043,6 +1044,36 @@ class EntityGraph:
             node[path[-1]] = value
             self._apply(("UPDATE nodes SET data = ? WHERE id = ?", (dumps(data), id)))
             return data
+
+    def reopen(self, id: str) -> NodeRecord:
+        """Make a finished (Completed or Failed) node Pending again, so that its
+        next start runs ``run_impl`` from the top.
+
+        Its data and its children stay: a re-run finds the children by name,
+        gets the stored result of the finished ones and runs the rest again.
+        This is how a story that completed with failed pictures is retried.
+        A Pending node is returned as it is; an InProgress one is refused.
+        """
+        from storylab.entities.entity import _LIVE  # noqa: PLC0415 - avoids a cycle
+
+        record = self.get_node(id)
+        if record.status == "Pending":
+            return record
+        if record.status == "InProgress":
+            live = (self._key, id) in _LIVE
+            raise EntityGraphError(
+                f"cannot reopen {record.type} ({record.name}): it is InProgress"
+                + (" and running in this process" if live else " (start it to resume it)")
+                + "; only Completed or Failed nodes can be reopened"
+            )
+        self._apply(
+            (
+                "UPDATE nodes SET status = 'Pending', started_at = NULL, finished_at = NULL, "
+                "error = NULL, output = NULL WHERE id = ?",
+                (id,),
+            )
+        )
+        return self.get_node(id)
 
     def _set_status(self, id: str, status: EntityStatus | str) -> None:
         """Force a stored status (for tools and tests that simulate a crash)."""

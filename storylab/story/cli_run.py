@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from storylab.story.backends import IMAGE_BACKENDS, check_time_scale, make_image_backend
 from storylab.story.backends.text import SimulatedTextBackend
-from storylab.story.models import StoryValidationError
+from storylab.story.models import StoryValidationError, validate_story_request
 
 __all__ = ["DEFAULT_TIME_SCALE", "DEFAULT_TOPIC", "configure", "main"]
 
@@ -74,6 +74,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated backends")
     parser.add_argument("--no-tree", action="store_true", help="do not print the entity tree")
+    parser.add_argument(
+        "--no-retry",
+        action="store_true",
+        help="if the story already finished with failed images, only show it (by default "
+        "running it again draws the failed images again)",
+    )
 
 
 def _customization(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -138,9 +144,14 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
     try:
         # Validate every request before anything runs or is stored.
         try:
-            pipelines = [create_story(graph, t, customization) for t in topics]
+            for t in topics:
+                validate_story_request(t, customization)
         except StoryValidationError as exc:
             return _fail(str(exc))
+        # Running a request again finishes it: pictures that failed last time
+        # are drawn again, finished ones are kept (unless --no-retry).
+        retry = not args.no_retry
+        pipelines = [create_story(graph, t, customization, retry_failed=retry) for t in topics]
         unique = list({p.id: p for p in pipelines}.values())
         out_dir = Path(args.out)
         print(f"graph: {graph.path}", file=out)

@@ -362,18 +362,33 @@ class StoryPipelineEntity(RunnableEntity):
                 failures.append(child.name)
 
 
-def create_story(graph: EntityGraph, topic: Any, customization: Any = None) -> StoryPipelineEntity:
+_RETRIED_STAGES = (Stage.COMPLETED_WITH_ERRORS.value, Stage.FAILED.value)
+
+
+def create_story(
+    graph: EntityGraph, topic: Any, customization: Any = None, *, retry_failed: bool = False
+) -> StoryPipelineEntity:
     """Validate a request and create (or find) its pipeline, without starting it.
 
     The name is deterministic (``story-pipeline-<slug>-<hash>``), so the same
     request returns the same entity: run it again to resume it, or to get the
     stored result if it already finished.
+
+    A story that finished with failed pictures is still a *finished* entity,
+    so running it again only hands back its result. With ``retry_failed=True``
+    such a story is reopened first: its next run keeps every finished picture
+    and draws the failed ones again.
     """
     cust = validate_story_request(topic, customization)
     name = pipeline_name(topic, cust)
-    return graph.create_or_retrieve(
+    pipeline = graph.create_or_retrieve(
         StoryPipelineEntity, name, {"topic": topic.strip(), "customization": cust}
     )
+    if retry_failed:
+        node = graph.get_node(pipeline.id)
+        if node.status == "Completed" and node.data.get("stage") in _RETRIED_STAGES:
+            graph.reopen(pipeline.id)
+    return pipeline
 
 
 def story_html(graph: EntityGraph, result: dict[str, Any] | PipelineResult) -> str | None:
@@ -390,18 +405,20 @@ async def generate_story(
     *,
     graph: EntityGraph | None = None,
     settings: StorySettings | None = None,
+    retry_failed: bool = False,
 ) -> dict[str, Any]:
     """Create (or find) the pipeline for this request, run it, return its result.
 
     ``graph`` defaults to the default graph file (opened and closed here);
-    ``settings`` to the current settings. Running it again resumes.
+    ``settings`` to the current settings. Running it again resumes;
+    ``retry_failed`` as in :func:`create_story`.
     """
     from storylab.story.settings import use_settings
 
     own = graph is None
     g = EntityGraph.open() if own else graph
     try:
-        pipeline = create_story(g, topic, customization)
+        pipeline = create_story(g, topic, customization, retry_failed=retry_failed)
         if settings is None:
             return await pipeline.run()
         with use_settings(settings):

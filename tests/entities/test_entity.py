@@ -401,3 +401,47 @@ async def test_update_data_path_refuses_bad_input_and_changes_nothing(
     with pytest.raises(error, match=match):
         await e.update_data_path(path, value)
     assert graph.get_node(e.id).data == {"a": 1, "story": {"title": "Owls"}}
+
+
+async def test_reopen_reruns_a_finished_parent_and_only_its_unfinished_children(tmp_path):
+    from storylab.entities import EntityGraph, EntityGraphError, Return, RunnableEntity
+
+    calls: dict[str, int] = {}
+    failing = {"b"}
+
+    class Leaf(RunnableEntity):
+        async def run_impl(self):
+            calls[self.name] = calls.get(self.name, 0) + 1
+            if self.name in failing:
+                raise RuntimeError(f"{self.name} broke")
+            yield Return(self.name.upper())
+
+    class Parent(RunnableEntity):
+        async def run_impl(self):
+            got = []
+            for name in ("a", "b", "c"):
+                try:
+                    got.append((yield self.delegate(self.append_or_retrieve_call(Leaf, name))))
+                except RuntimeError:
+                    got.append(None)
+            yield Return(got)
+
+    with EntityGraph.open(tmp_path / "g.sqlite") as graph:
+        parent = graph.create(Parent, "p")
+        assert await parent.run() == ["A", None, "C"]
+        assert graph.get_node(parent.id).status == "Completed"
+        assert await parent.run() == ["A", None, "C"]  # completed: nothing runs
+        assert calls == {"a": 1, "b": 1, "c": 1}
+
+        failing.clear()
+        record = graph.reopen(parent.id)
+        assert record.status == "Pending" and record.output is None
+        assert await parent.run() == ["A", "B", "C"]
+        assert calls == {"a": 1, "b": 2, "c": 1}  # only the failed child ran again
+        assert [c.status for c in graph.children(parent.id)] == ["Completed"] * 3
+
+        graph._set_status(parent.id, "InProgress")
+        with pytest.raises(
+            EntityGraphError, match="cannot reopen Parent \\(p\\): it is InProgress"
+        ):
+            graph.reopen(parent.id)

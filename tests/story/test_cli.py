@@ -33,12 +33,32 @@ def test_run_again_resumes_from_the_stored_result(tmp_path, capsys):
     assert _run(tmp_path, "an owl", "--images", "2", "--fail", "IMAGE_2") == 1
     first = capsys.readouterr().out
     assert "image-{{IMAGE_2}} FAILED" in first and "completed_with_errors" in first
-    assert _run(tmp_path, "an owl", "--images", "2", "--fail", "IMAGE_2") == 1
+    assert _run(tmp_path, "an owl", "--images", "2", "--no-retry") == 1
     second = capsys.readouterr().out
     assert "already finished" in second and "started" not in second
     with EntityGraph.open(tmp_path / "graph.sqlite") as graph:
         (root,) = graph.roots()
         assert len(graph.children(root.id)) == 4  # nothing was created twice
+
+
+def test_run_again_draws_only_the_failed_image_again(tmp_path, capsys):
+    assert _run(tmp_path, "an owl", "--images", "3", "--fail", "IMAGE_2") == 1
+    capsys.readouterr()
+    with EntityGraph.open(tmp_path / "graph.sqlite") as graph:
+        (root,) = graph.roots()
+        before = {c.name: c for c in graph.children(root.id)}
+    assert _run(tmp_path, "an owl", "--images", "3") == 0
+    out = capsys.readouterr().out
+    assert "image-{{IMAGE_2}} started" in out and "image-{{IMAGE_2}} done" in out
+    assert "image-{{IMAGE_1}} started" not in out and "completed: 3 images" in out
+    with EntityGraph.open(tmp_path / "graph.sqlite") as graph:
+        after = {c.name: c for c in graph.children(root.id)}
+    assert after.keys() == before.keys()  # same children, none created twice
+    for name in ("image-{{IMAGE_1}}", "image-{{IMAGE_3}}", "story-writer"):
+        assert after[name].finished_at == before[name].finished_at  # not run again
+    assert after["image-{{IMAGE_2}}"].status == "Completed"
+    (page,) = (tmp_path / "out").glob("*.html")
+    assert page.read_text().count("<img ") == 3 and "{{IMAGE_2}}" not in page.read_text()
 
 
 def test_several_topics_run_together(tmp_path, capsys):

@@ -382,3 +382,26 @@ def test_the_global_capacity_follows_limit_and_policy():
     assert fifo is not fair and fifo.name == "global-4-fifo"
     with pytest.raises(ValueError, match="policy must be one of: fair, fifo; got 'lifo'"):
         StorySettings(policy="lifo")
+
+
+async def test_retry_failed_reopens_a_story_that_finished_with_errors(graph, fast_settings):
+    first = fast_settings(fail=["IMAGE_3"])
+    with use_settings(first):
+        done = await create_story(graph, "a brave kitten", LOW).run()
+    assert done["stage"] == "completed_with_errors"
+    second = fast_settings()
+    with use_settings(second):
+        # without retry_failed the finished story only hands back its result
+        again = await create_story(graph, "a brave kitten", LOW).run()
+        assert again == done and sum(second.images.calls.values()) == 0
+        pipeline = create_story(graph, "a brave kitten", LOW, retry_failed=True)
+        result, _ = await _run(pipeline)
+    assert result["stage"] == "completed" and result["image_count"] == 5
+    assert second.images.calls == {"{{IMAGE_3}}": 1}  # only the failed picture again
+    assert second.text.calls == {}  # safety check and writer were kept
+    html = story_html(graph, result)
+    assert html.count("<img ") == 5 and "{{IMAGE_3}}" not in html
+    # a completed story is left alone by retry_failed
+    with use_settings(second):
+        same = await create_story(graph, "a brave kitten", LOW, retry_failed=True).run()
+    assert same == result and second.images.calls == {"{{IMAGE_3}}": 1}
