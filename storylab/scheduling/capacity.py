@@ -99,10 +99,6 @@ class _Waiter:
         self.owner = owner
         self.trace = trace
 
-    def gone(self) -> bool:
-        """A future waiter whose task was cancelled while it was queued."""
-        return self.future is not None and self.future.done()
-
 
 class CapacitySource:
     """A counted limit that may sit under a parent limit (see the module doc).
@@ -121,6 +117,7 @@ class CapacitySource:
         "_queue",
         "_policy",
         "_queued",
+        "_inner",
     )
 
     def __init__(
@@ -145,6 +142,9 @@ class CapacitySource:
         self._name = name if name is not None else f"capacity-{next(_names)}"
         # Leaf-to-root tuple: the levels a unit is taken from.
         self._path: tuple[CapacitySource, ...] = (self,) + (parent._path if parent else ())
+        # The levels below the root: every path shares the root, so the fair
+        # scan only needs these (the root's room is checked once per grant).
+        self._inner: tuple[CapacitySource, ...] = self._path[:-1]
         self._root: CapacitySource = parent._root if parent else self
         self._policy: Policy = policy or "fair"
         # Waiters whose leaf is this source, oldest first.
@@ -251,9 +251,15 @@ class CapacitySource:
                 self._withdraw(waiter)
             raise
 
-    def _enqueue(self, future, callback, owner) -> _Waiter:
+    def _enqueue(self, future, callback, owner, reuse: _Waiter | None = None) -> _Waiter:
         trace = _CURRENT.get()
-        waiter = _Waiter(self, future, callback, owner, trace)
+        if reuse is None:
+            waiter = _Waiter(self, future, callback, owner, trace)
+        else:  # a granted callback waiter queueing again: a new place in line
+            waiter = reuse
+            waiter.seq = next(_seqs)
+            waiter.owner = owner
+            waiter.trace = trace
         self._queue.append(waiter)
         self._root._queued[self] = None
         if trace is not None:
@@ -269,11 +275,14 @@ class CapacitySource:
             return None
         return self._enqueue(None, callback, owner)
 
-    def _queue_call(self, callback: Callable[[], None], owner: Any = None) -> _Waiter:
+    def _queue_call(
+        self, callback: Callable[[], None], owner: Any = None, reuse: _Waiter | None = None
+    ) -> _Waiter:
         """Queue ``callback`` behind the current waiters, without trying to take
         a unit first (used from inside a grant, where taking directly could jump
-        ahead of a waiter the policy prefers)."""
-        return self._enqueue(None, callback, owner)
+        ahead of a waiter the policy prefers). ``reuse`` recycles a waiter that
+        has just been granted and is no longer queued."""
+        return self._enqueue(None, callback, owner, reuse)
 
     def _withdraw(self, waiter: _Waiter) -> None:
         """Remove a waiter that gave up; it holds no unit and leaves no trace."""
@@ -337,7 +346,7 @@ class CapacitySource:
                         best, best_seq = src, seq
                     continue
                 units = 0
-                for level in src._path:
+                for level in src._inner:
                     used = level._in_use
                     if used >= level._capacity:
                         break
@@ -354,15 +363,16 @@ class CapacitySource:
             waiter = best._queue.popleft()
             if not best._queue:
                 del queued[best]
-            if waiter.gone():  # cancelled while queued: drop it, grant nothing
+            future = waiter.future
+            if future is not None and future.done():  # cancelled while queued: drop it
                 if waiter.trace is not None:
                     best._record(waiter.trace, EventKind.WAIT_CANCELLED, waiter.owner)
                 continue
             best._take()
             if waiter.trace is not None:
                 best._record(waiter.trace, EventKind.GRANT, waiter.owner)
-            if waiter.future is not None:
-                waiter.future.set_result(None)
+            if future is not None:
+                future.set_result(None)
             else:
                 waiter.callback()
 

@@ -218,6 +218,7 @@ class _Run:
         "waiter",
         "closing",
         "context",
+        "loop",
     )
 
     def __init__(self, runner: HierarchicalTaskPoolRunner, stop_on_error: bool) -> None:
@@ -244,6 +245,7 @@ class _Run:
             wakeup.set_result(None)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
         if self.runner.source.sync:
             self.fill()
         else:
@@ -269,7 +271,7 @@ class _Run:
     def _granted(self) -> None:
         # Called by the capacity source with a unit already taken for us.
         runner = self.runner
-        self.waiter = None
+        granted, self.waiter = self.waiter, None
         owner = (runner.key, runner._started + 1)
         if self.closing:
             runner.capacity.release(owner=owner)
@@ -278,7 +280,7 @@ class _Run:
             # Queue again rather than take more units here: the source may
             # still have waiters that its policy prefers to us.
             owner = (runner.key, runner._started + 1)
-            self.waiter = runner.capacity._queue_call(self.on_grant, owner)
+            self.waiter = runner.capacity._queue_call(self.on_grant, owner, granted)
 
     def start_next(self, owner: tuple[str, int]) -> bool:
         """Pull one task for the unit we hold and start it; False when done."""
@@ -293,14 +295,14 @@ class _Run:
             runner.capacity.release(owner=owner)
             self.finish_pulling()
             return False
-        self.spawn(thunk, asyncio.get_running_loop())
+        self.spawn(thunk)
         return True
 
-    def spawn(self, thunk: Callable[[], Any], loop: asyncio.AbstractEventLoop) -> None:
+    def spawn(self, thunk: Callable[[], Any]) -> None:
         runner = self.runner
         runner._started += 1
         runner._active += 1
-        self.workers[runner._started] = loop.create_task(self.work(runner._started, thunk))
+        self.workers[runner._started] = self.loop.create_task(self.work(runner._started, thunk))
 
     def finish_pulling(self) -> None:
         self.exhausted = True
@@ -312,7 +314,6 @@ class _Run:
         runner = self.runner
         capacity = runner.capacity
         source = runner.source
-        loop = asyncio.get_running_loop()
         try:
             while True:
                 owner = (runner.key, runner._started + 1)
@@ -325,7 +326,7 @@ class _Run:
                 if thunk is EXHAUSTED:
                     capacity.release(owner=owner)
                     break
-                self.spawn(thunk, loop)
+                self.spawn(thunk)
             self.finish_pulling()
         except asyncio.CancelledError:
             raise
@@ -375,7 +376,10 @@ class _Run:
                 self._record(trace, EventKind.TASK_END, task_id, label)
             self.push(_envelope(TaskEventType.FINAL, task_id, result))
         finally:
-            self._give_back(task_id)
+            # _give_back(task_id), inlined: this runs once per task.
+            del self.workers[task_id]
+            runner._active -= 1
+            runner.capacity.release(owner=(runner.key, task_id))
             if self.exhausted and runner._active == 0:
                 self.push(_DONE)
 

@@ -89,9 +89,7 @@ def current_trace() -> Trace | None:
 
 
 @contextlib.contextmanager
-def task_scope(
-    runner: str, task_id: int, label: str | None, group: str | None
-) -> Iterator[None]:
+def task_scope(runner: str, task_id: int, label: str | None, group: str | None) -> Iterator[None]:
     """Code inside runs as the given task: its marks go to that task's lane.
 
     Runners do this for every task they start; use it where tasks are run by
