@@ -53,6 +53,23 @@ async def bare(groups: int, tasks: int, per_group: int, global_limit: int, body)
                 tg.create_task(one(sem))
 
 
+async def with_anyio(groups: int, tasks: int, per_group: int, global_limit: int, body) -> None:
+    """The same job with anyio's CapacityLimiter (a dependency of httpx)."""
+    import anyio
+
+    shared = anyio.CapacityLimiter(global_limit)
+
+    async def one(limiter) -> None:
+        async with limiter, shared:
+            await body()
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(groups):
+            limiter = anyio.CapacityLimiter(per_group)
+            for _ in range(tasks):
+                tg.start_soon(one, limiter)
+
+
 async def with_runner(groups: int, tasks: int, per_group: int, global_limit: int, body) -> None:
     shared = CapacitySource(global_limit, name="global")
 
@@ -74,18 +91,23 @@ def timed(fn, *args) -> float:
     return time.process_time() - start
 
 
-def overhead(rounds: int, groups: int, tasks: int) -> list[tuple[str, float, float, float]]:
+def overhead(rounds: int, groups: int, tasks: int) -> list[tuple]:
+    """Per body: median CPU us/task of bare asyncio, the runner and anyio, in
+    rotating order within each round; ratios are against bare asyncio."""
     rows = []
     n = groups * tasks
+    contenders = (bare, with_runner, with_anyio)
     for label, body in (("no-op", noop), ("yield once", yield_once)):
-        b, r = [], []
+        times: dict = {fn: [] for fn in contenders}
         for i in range(rounds):
-            order = (bare, with_runner) if i % 2 == 0 else (with_runner, bare)
-            for fn in order:
-                t = timed(fn, groups, tasks, 3, 10, body)
-                (b if fn is bare else r).append(t / n * 1e6)
-        rows.append((label, statistics.median(b), statistics.median(r), 0.0))
-        rows[-1] = (label, rows[-1][1], rows[-1][2], rows[-1][2] / rows[-1][1])
+            for k in range(len(contenders)):
+                fn = contenders[(i + k) % len(contenders)]
+                times[fn].append(timed(fn, groups, tasks, 3, 10, body) / n * 1e6)
+        b, r, a = (statistics.median(times[fn]) for fn in contenders)
+        # Paired ratios: each round's runner time over the same round's bare
+        # time, so slow drifts of the machine cancel out.
+        paired = sorted(x / y for x, y in zip(times[with_runner], times[bare], strict=True))
+        rows.append((label, b, r, statistics.median(paired), a / b, paired[0], paired[-1]))
     return rows
 
 
@@ -173,10 +195,16 @@ def main() -> int:
 
     print(f"python {sys.version.split()[0]}, rounds={args.rounds}\n")
     print(f"## Overhead: 10 groups x {tasks} tasks, 3/group under 10 global\n")
-    print("| tasks | bare asyncio CPU us/task | runner CPU us/task | ratio (goal <= 1.5) |")
-    print("|---|---|---|---|")
-    for label, b, r, ratio in overhead(args.rounds, 10, tasks):
-        print(f"| {label} | {b:.2f} | {r:.2f} | {ratio:.2f} |")
+    print(
+        "| tasks | bare asyncio CPU us/task | runner CPU us/task "
+        "| runner / bare, median of paired rounds [range] (goal <= 1.5) "
+        "| anyio CapacityLimiter / bare |"
+    )
+    print("|---|---|---|---|---|")
+    for label, b, r, ratio, anyio_ratio, lo, hi in overhead(args.rounds, 10, tasks):
+        print(
+            f"| {label} | {b:.2f} | {r:.2f} | {ratio:.2f} [{lo:.2f}-{hi:.2f}] | {anyio_ratio:.2f} |"
+        )
 
     d = 0.05
     print(f"\n## Makespan: tasks sleeping d = {d * 1000:.0f} ms, all submitted at once\n")
