@@ -1,6 +1,6 @@
 """Benchmarks of the scheduling core, each against a baseline run in the same process.
 
-    python bench/bench_scheduling.py [--rounds 7] [--quick]
+    python bench/bench_scheduling.py [--rounds 7] [--quick] [--instructions]
 
 1. Overhead: 10 groups x 1,000 no-op tasks, 3 per group under 10 global, through
    HierarchicalTaskPoolRunner vs bare asyncio (two semaphores and a TaskGroup),
@@ -187,11 +187,45 @@ def peak_memory(n: int) -> float:
     return peak / 1e6
 
 
+# -- instructions (valgrind) -------------------------------------------------------
+VARIANTS = {"bare": bare, "runner": with_runner, "anyio": with_anyio}
+
+
+def instructions_per_task(variant: str, small: int = 500, large: int = 2500) -> float:
+    """Marginal instructions per no-op task, counted by callgrind.
+
+    Instruction counts do not depend on what else the machine is doing, so this
+    ratio is repeatable where time ratios are noisy. Running 10 groups of
+    ``small`` and of ``large`` tasks and dividing the difference by the extra
+    tasks removes the interpreter's start-up.
+    """
+    import re
+    import subprocess
+
+    counts = []
+    for n in (small, large):
+        proc = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+             sys.executable, __file__, "--child", variant, str(n)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        counts.append(int(re.search(r"Collected : (\d+)", proc.stderr).group(1)))
+    return (counts[1] - counts[0]) / (10 * (large - small))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="fewer tasks, for a smoke run")
+    parser.add_argument(
+        "--instructions", action="store_true", help="also count instructions with valgrind"
+    )
+    parser.add_argument("--child", nargs=2, metavar=("VARIANT", "TASKS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        variant, n = args.child
+        asyncio.run(VARIANTS[variant](10, int(n), 3, 10, noop))
+        return 0
     tasks = 100 if args.quick else 1000
 
     print(f"python {sys.version.split()[0]}, rounds={args.rounds}\n")
@@ -208,6 +242,14 @@ def main() -> int:
             f"| {label} | {b:.2f} | {r:.2f} | {best:.2f} | {ratio:.2f} [{lo:.2f}-{hi:.2f}] "
             f"| {anyio_ratio:.2f} |"
         )
+
+    if args.instructions:
+        per = {v: instructions_per_task(v) for v in VARIANTS}
+        print("\n## Overhead in instructions (valgrind callgrind), no-op tasks\n")
+        print("| variant | instructions per task | ratio to bare asyncio |")
+        print("|---|---|---|")
+        for v, n in per.items():
+            print(f"| {v} | {n:,.0f} | {n / per['bare']:.2f} |")
 
     d = 0.05
     print(f"\n## Makespan: tasks sleeping d = {d * 1000:.0f} ms, all submitted at once\n")

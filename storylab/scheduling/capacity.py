@@ -326,6 +326,16 @@ class CapacitySource:
             del self._root._queued[self]
         return True
 
+    def _inner_units(self) -> int:
+        """Units held on the levels below the root, or -1 if one of them is full."""
+        units = 0
+        for level in self._inner:
+            used = level._in_use
+            if used >= level._capacity:
+                return -1
+            units += used
+        return units
+
     def _dispatch(self) -> None:
         """Grant units to waiters while the policy allows (called on a root).
 
@@ -338,28 +348,30 @@ class CapacitySource:
         fifo = self._policy == "fifo"
         while queued and self._in_use < self._capacity:  # a full root blocks everyone
             best: CapacitySource | None = None
-            best_units = best_seq = 0
-            for src in queued:
-                seq = src._queue[0].seq
-                if fifo:
-                    if best is None or seq < best_seq:
-                        best, best_seq = src, seq
-                    continue
-                units = 0
-                for level in src._inner:
-                    used = level._in_use
-                    if used >= level._capacity:
-                        break
-                    units += used
-                else:  # every level has room: a candidate
+            if fifo:
+                best = min(queued, key=lambda src: src._queue[0].seq)
+                if best._blocking_level() is not None:
+                    return
+            else:
+                best_units = best_seq = 0
+                for src in queued:
+                    if src._parent is self:  # the usual two levels: only the leaf differs
+                        units = src._in_use
+                        if units >= src._capacity:
+                            continue
+                    else:
+                        units = src._inner_units()
+                        if units < 0:
+                            continue
+                    seq = src._queue[0].seq
                     if (
                         best is None
                         or units < best_units
                         or (units == best_units and seq < best_seq)
                     ):
                         best, best_units, best_seq = src, units, seq
-            if best is None or (fifo and best._blocking_level() is not None):
-                return
+                if best is None:
+                    return
             waiter = best._queue.popleft()
             if not best._queue:
                 del queued[best]
