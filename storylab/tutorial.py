@@ -58,11 +58,13 @@ def tutorial_home() -> Path:
 
 
 def _check_name(name: Any) -> str:
-    if not isinstance(name, str) or not name.strip() or any(c in name for c in "/\\") \
-            or name.strip() in (".", ".."):
-        raise ValueError(
-            f"name must be a non-empty folder name without slashes, got {name!r}"
-        )
+    if (
+        not isinstance(name, str)
+        or not name.strip()
+        or any(c in name for c in "/\\")
+        or name.strip() in (".", "..")
+    ):
+        raise ValueError(f"name must be a non-empty folder name without slashes, got {name!r}")
     return name.strip()
 
 
@@ -90,7 +92,7 @@ def simulated_settings(time_scale: float, *, seed: int = 0, **changes: Any) -> S
     :class:`SimulatedImageBackend` (``images_fail=["IMAGE_3"]``).
     """
     _warm_up_drawing()
-    image_options = {k[len("images_"):]: v for k, v in changes.items() if k.startswith("images_")}
+    image_options = {k[len("images_") :]: v for k, v in changes.items() if k.startswith("images_")}
     fields = {k: v for k, v in changes.items() if not k.startswith("images_")}
     return StorySettings(
         images=SimulatedImageBackend(time_scale=time_scale, seed=seed, **image_options),
@@ -165,8 +167,9 @@ async def run_stories(
         raise ValueError("topics must name at least one story")
     if isinstance(stagger, bool) or not isinstance(stagger, int | float) or stagger < 0:
         raise ValueError(f"stagger must be a number of model seconds >= 0, got {stagger!r}")
-    pipelines = [create_story(graph, t, dict(customization) if customization else None)
-                 for t in topics]
+    pipelines = [
+        create_story(graph, t, dict(customization) if customization else None) for t in topics
+    ]
     time_scale = settings.images.time_scale if hasattr(settings.images, "time_scale") else 1.0
     if trace is None:
         trace = Trace()
@@ -275,8 +278,9 @@ def handoffs(trace: Trace, *, after: float = 0.0, source: str = "global") -> lis
     left out.
     """
     scale = _time_scale(trace)
-    labels = {(e.runner, e.task_id): e.label for e in trace.events
-              if e.kind is EventKind.TASK_START}
+    labels = {
+        (e.runner, e.task_id): e.label for e in trace.events if e.kind is EventKind.TASK_START
+    }
     free: list[tuple[float, str]] = []
     out: list[Handoff] = []
     for e in trace.events:
@@ -292,10 +296,17 @@ def handoffs(trace: Trace, *, after: float = 0.0, source: str = "global") -> lis
     return out
 
 
+def _root_name(trace: Trace) -> str | None:
+    for event in trace.events:
+        if event.path:
+            return event.path[-1]
+    return None
+
+
 def plot_in_use(
     traces: Mapping[str, Trace],
     *,
-    source: str = "global",
+    source: str | None = None,
     limit: int | None = None,
     title: str | None = None,
 ) -> Any:
@@ -303,6 +314,9 @@ def plot_in_use(
 
     Handy to compare runs of the same work (two policies, two limits). Each
     legend entry carries the run's makespan; ``limit`` draws a dashed line.
+    ``source`` defaults to each trace's root capacity source (the last level
+    of the paths it recorded), so runs whose global sources have different
+    names (``global`` and ``global-fifo``) still share one chart.
     """
     import matplotlib.pyplot as plt
 
@@ -313,9 +327,10 @@ def plot_in_use(
         raise ValueError("traces must map a label to at least one Trace")
     fig, ax = plt.subplots(figsize=(10, 3.6), layout="constrained")
     for label, trace in traces.items():
-        lines = [c for c in capacity_series(trace) if c.name == source]
+        name = source if source is not None else _root_name(trace)
+        lines = [c for c in capacity_series(trace) if c.name == name]
         if not lines:
-            raise ValueError(f"no capacity source named {source!r} in the trace {label!r}")
+            raise ValueError(f"no capacity source named {name!r} in the trace {label!r}")
         span = makespan(trace)
         # A unit handed straight from a finished task to a waiter is one step, not a dip.
         points = _merge_bursts(lines[0].points, span * _BURST)
@@ -326,9 +341,12 @@ def plot_in_use(
         ax.axhline(limit, color="#d62728", ls="--", lw=1.2, label=f"limit {limit}")
         ax.set_ylim(0, limit * 1.25)
     ax.set_xlabel("time (model seconds)")
-    ax.set_ylabel(f"units in use ({source})")
+    ax.set_ylabel(f"units in use ({source or 'root'})")
     ax.set_xlim(left=0)
     ax.grid(color="#eeeeee")
     ax.legend(loc="lower center", fontsize=8, frameon=False)
-    ax.set_title(title or f"Units in use at {source!r} over time")
+    default = (
+        f"Units in use at {source!r}" if source else "Units in use at the root capacity source"
+    )
+    ax.set_title(title or f"{default} over time")
     return fig

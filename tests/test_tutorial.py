@@ -56,12 +56,15 @@ def test_simulated_settings_pass_options_to_the_image_backend():
 async def test_run_stories_traces_a_real_story_and_shows_its_page(tmp_path):
     graph = fresh_graph("run", home=tmp_path)
     settings = simulated_settings(SCALE)
-    run = await run_stories(graph, ["a lost robot"], settings=settings, customization=TWO,
-                            panel=None)
+    run = await run_stories(
+        graph, ["a lost robot"], settings=settings, customization=TWO, panel=None
+    )
     assert run.result["stage"] == "completed" and run.result["image_count"] == 2
     pipeline = run.pipelines[0]
     assert [n.name for n in image_nodes(graph, pipeline.id)] == [
-        "image-{{IMAGE_1}}", "image-{{IMAGE_2}}"]
+        "image-{{IMAGE_1}}",
+        "image-{{IMAGE_2}}",
+    ]
     assert image_statuses(graph, pipeline.id) == {"Completed": 2}
     assert run.trace.meta["time_scale"] == SCALE
     assert run.trace.meta["limits"] == {"global": 10, f"story:{pipeline.name}": 3}
@@ -129,3 +132,25 @@ async def test_plot_in_use_draws_one_line_per_run():
         plot_in_use({"run": trace}, source="nope")
     with pytest.raises(ValueError, match="at least one"):
         plot_in_use({})
+
+
+async def test_plot_in_use_defaults_to_each_traces_root():
+    import asyncio
+
+    from storylab.scheduling import CapacitySource, HierarchicalTaskPoolRunner, Trace
+
+    async def run(root_name: str, policy: str) -> Trace:
+        with Trace(meta={"time_scale": 0.001}) as trace:
+            root = CapacitySource(2, name=root_name, policy=policy)
+            cap = CapacitySource(2, root, name=f"story-{root_name}")
+            tasks = [lambda: asyncio.sleep(0.002)] * 3
+            async for _ in HierarchicalTaskPoolRunner("r", tasks, cap).run_tasks():
+                pass
+        return trace
+
+    fair, fifo = await run("global", "fair"), await run("global-fifo", "fifo")
+    fig = plot_in_use({"fair": fair, "fifo": fifo})
+    (ax,) = fig.axes
+    assert [line.get_label().split(" (")[0] for line in ax.get_lines()] == ["fair", "fifo"]
+    assert max(max(line.get_ydata()) for line in ax.get_lines()) == 2
+    assert ax.get_title() == "Units in use at the root capacity source over time"
