@@ -97,6 +97,23 @@ _REGISTRY: dict[str, type[RunnableEntity]] = {}
 # InProgress node without an entry here belongs to a process that died.
 _LIVE: dict[tuple[str, str], EntityRun] = {}
 
+
+def _is_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` leaving ``run_impl`` means the entity failed.
+
+    Any ``Exception`` does. A ``CancelledError`` does only when nobody is
+    cancelling the running task (it came from inside, e.g. a library that
+    cancelled its own future); a real cancellation, a closed run
+    (``GeneratorExit``) or a ``KeyboardInterrupt`` abandons the run instead.
+    """
+    if isinstance(exc, Exception):
+        return True
+    if isinstance(exc, asyncio.CancelledError):
+        task = asyncio.current_task()
+        return task is not None and not task.cancelling()
+    return False
+
+
 _STATUS_EVENTS = frozenset(StatusEvent)
 
 # Plain strings for the hot path (StrEnum members compare equal to them).
@@ -674,7 +691,9 @@ class EntityRun:
                             graph._append_progress(env)
                         yield self._emit(env)
                 output_json = dumps(result, what=lambda: f"output of {type_name} {name!r}")
-            except Exception as exc:
+            except BaseException as exc:
+                if not _is_failure(exc):
+                    raise  # cancelled or closed from outside: abandoned, not failed
                 info = _error_info(exc)
                 error_env = entity._envelope(
                     EnvelopeType.ERROR, error=info, message=f"{info['type']}: {info['message']}"

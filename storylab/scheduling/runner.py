@@ -289,6 +289,7 @@ class _Run:
             thunk = runner.source.pull_nowait()
         except BaseException as exc:  # the source itself failed: not a task error
             runner.capacity.release(owner=owner)
+            self.closing = True
             self.push(_Raise(exc))
             return False
         if thunk is EXHAUSTED:
@@ -315,9 +316,12 @@ class _Run:
         capacity = runner.capacity
         source = runner.source
         try:
-            while True:
+            while not self.closing:
                 owner = (runner.key, runner._started + 1)
                 await capacity.acquire(owner=owner)
+                if self.closing:  # a task failed under stop_on_error meanwhile
+                    capacity.release(owner=owner)
+                    return
                 try:
                     thunk = await source.pull()
                 except BaseException:
@@ -331,6 +335,7 @@ class _Run:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # the source itself failed: not a task error
+            self.closing = True
             self.push(_Raise(exc))
 
     async def work(self, task_id: int, thunk: Callable[[], Any]) -> None:
@@ -358,18 +363,18 @@ class _Run:
                         result = _stream_result(result, iterator, stop)
                         break
                     push(_envelope(TaskEventType.INTERMEDIATE, task_id, item))
-        except asyncio.CancelledError:
-            if trace is not None:
-                self._record(trace, EventKind.TASK_CANCEL, task_id, label)
-            raise
+        except asyncio.CancelledError as exc:
+            if self.closing or asyncio.current_task().cancelling():
+                # We cancelled it (the consumer left, or stop_on_error).
+                if trace is not None:
+                    self._record(trace, EventKind.TASK_CANCEL, task_id, label)
+                raise
+            # Nobody cancelled this task: the CancelledError came from inside
+            # it (a library cancelling its own future). That is the task
+            # failing, and it must end with an envelope like any failure.
+            self._failed(task_id, label, exc, trace)
         except Exception as exc:
-            runner._failed += 1
-            if trace is not None:
-                self._record(trace, EventKind.TASK_ERROR, task_id, label, error=repr(exc))
-            if self.stop_on_error:
-                self.push(_Raise(exc))
-            else:
-                self.push(_envelope(TaskEventType.ERROR, task_id, None, exc))
+            self._failed(task_id, label, exc, trace)
         else:
             runner._finished += 1
             if trace is not None:
@@ -382,6 +387,16 @@ class _Run:
             runner.capacity.release(owner=(runner.key, task_id))
             if self.exhausted and runner._active == 0:
                 self.push(_DONE)
+
+    def _failed(self, task_id: int, label, exc: BaseException, trace) -> None:
+        self.runner._failed += 1
+        if trace is not None:
+            self._record(trace, EventKind.TASK_ERROR, task_id, label, error=repr(exc))
+        if self.stop_on_error:
+            self.closing = True  # start nothing more: the run is about to end
+            self.push(_Raise(exc))
+        else:
+            self.push(_envelope(TaskEventType.ERROR, task_id, None, exc))
 
     def _give_back(self, task_id: int) -> None:
         runner = self.runner
@@ -416,3 +431,9 @@ class _Run:
             await asyncio.gather(*pending, return_exceptions=True)
         for task_id in sorted(self.workers):  # cancelled before they ever ran
             self._give_back(task_id)
+        # A run cut short leaves its source suspended mid-way: close it, so that
+        # a generator behind it (such as parallel_calls) runs its cleanup now.
+        source = self.runner.source
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None and not source.done:
+            await aclose()

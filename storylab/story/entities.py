@@ -243,7 +243,9 @@ class StoryPipelineEntity(RunnableEntity):
         async with aclosing(stage3(items, images, failures, settings)) as stream:
             async for env in stream:
                 yield env
-        failed = len(failures)
+        # Every picture is either made or failed: one that ended neither way
+        # (a task that vanished) counts as failed, so images + failed == n.
+        failed = max(len(failures), n - len(images))
 
         # Stage 4: one HTML page with the pictures inlined.
         yield self.status("RUNNING", "Assembling HTML with images")

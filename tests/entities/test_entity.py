@@ -445,3 +445,43 @@ async def test_reopen_reruns_a_finished_parent_and_only_its_unfinished_children(
             EntityGraphError, match="cannot reopen Parent \\(p\\): it is InProgress"
         ):
             graph.reopen(parent.id)
+
+
+async def test_a_cancelled_error_from_inside_run_impl_is_a_failure(tmp_path):
+    import asyncio
+
+    from storylab.entities import EntityGraph, RunnableEntity
+
+    class Leaky(RunnableEntity):
+        async def run_impl(self):
+            future = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(future.cancel)  # a library's own future
+            await future
+            yield  # pragma: no cover
+
+    with EntityGraph.open(tmp_path / "g.sqlite") as graph:
+        entity = graph.create(Leaky, "leaky")
+        with pytest.raises(asyncio.CancelledError):
+            await entity.run()
+        node = graph.get_node(entity.id)
+        assert node.status == "Failed" and node.error["type"] == "CancelledError"
+
+
+async def test_cancelling_the_running_task_abandons_the_run_instead(tmp_path):
+    import asyncio
+
+    from storylab.entities import EntityGraph, Return, RunnableEntity
+
+    class Slow(RunnableEntity):
+        async def run_impl(self):
+            await asyncio.sleep(10)
+            yield Return(1)
+
+    with EntityGraph.open(tmp_path / "g.sqlite") as graph:
+        entity = graph.create(Slow, "slow")
+        task = asyncio.ensure_future(entity.run())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert graph.get_node(entity.id).status == "InProgress"  # stale, resumable

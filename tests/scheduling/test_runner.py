@@ -393,7 +393,66 @@ async def test_marks_inside_a_task_land_on_that_task():
     assert marks[4] == (None, None, None, None, "outside any task")
 
 
-def test_mark_without_a_trace_does_nothing():
+def test_mark_without_an_active_trace_records_nothing():
     from storylab.scheduling import mark
 
-    mark("nobody listens")  # no error, nothing recorded anywhere
+    idle = Trace()  # created but never entered
+    mark("nobody listens")
+    assert len(idle) == 0
+
+
+async def test_a_cancelled_error_raised_inside_a_task_is_that_tasks_failure():
+    async def cancelled_from_inside():
+        future = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(future.cancel)  # a library cancels its own future
+        await future
+
+    cap = CapacitySource(3)
+    runner = HierarchicalTaskPoolRunner("inner", [sleeper(0.01), cancelled_from_inside], cap)
+    envs = {e.task_id: e for e in await collect(runner)}
+    assert envs[1].type is TaskEventType.FINAL
+    assert envs[2].type is TaskEventType.ERROR
+    assert isinstance(envs[2].error, asyncio.CancelledError)
+    stats = runner.statistics()
+    assert (stats.finished, stats.failed, stats.in_flight, cap.in_use) == (1, 1, 0, 0)
+
+
+async def test_stop_on_error_pulls_nothing_after_the_failure():
+    pulled: list[int] = []
+
+    async def boom():
+        raise ValueError("first task fails")
+
+    def tasks():
+        for i in range(10):
+            pulled.append(i)
+            yield boom if i == 0 else sleeper(1)
+
+    for source in (SourceFromIterable(tasks()), SourceFromIterable(_async(tasks()))):
+        pulled.clear()
+        runner = HierarchicalTaskPoolRunner("stop", source, CapacitySource(1))
+        with pytest.raises(ValueError, match="first task fails"):
+            await collect(runner, stop_on_error=True)
+        assert pulled == [0] and runner.statistics().started == 1
+
+
+async def _async(iterable):
+    for item in iterable:
+        yield item
+
+
+async def test_leaving_early_closes_an_async_generator_source():
+    log: list[str] = []
+
+    async def source():
+        try:
+            for _ in range(100):
+                yield sleeper(0.001)
+        finally:
+            log.append("source closed")
+
+    runner = HierarchicalTaskPoolRunner("close", source(), CapacitySource(2))
+    async with aclosing(runner.run_tasks()) as agen:
+        async for _ in agen:
+            break
+    assert log == ["source closed"]

@@ -405,3 +405,23 @@ async def test_retry_failed_reopens_a_story_that_finished_with_errors(graph, fas
     with use_settings(second):
         same = await create_story(graph, "a brave kitten", LOW, retry_failed=True).run()
     assert same == result and second.images.calls == {"{{IMAGE_3}}": 1}
+
+
+async def test_an_image_ending_in_a_stray_cancelled_error_counts_as_failed(graph, fast_settings):
+    import asyncio
+
+    from storylab.story.backends import SimulatedImageBackend
+
+    class Leaky(SimulatedImageBackend):
+        async def generate(self, request):
+            if "IMAGE_2" in request.placeholder:
+                raise asyncio.CancelledError()  # a cancel scope leaking out of a library
+            return await super().generate(request)
+
+    with use_settings(fast_settings(images=Leaky(time_scale=0.001))):
+        pipeline = create_story(graph, "a brave kitten", {"illustration_count": 3})
+        result = await pipeline.run()
+    assert result["stage"] == "completed_with_errors"
+    assert (result["image_count"], result["failed_images"]) == (2, 1)
+    kids = {c.name: c.status for c in graph.children(pipeline.id)}
+    assert kids["image-{{IMAGE_2}}"] == "Failed"
