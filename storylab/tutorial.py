@@ -188,13 +188,26 @@ async def run_stories(
             return await _consume(run)
         return await panel.watch(run, root=pipeline.id)
 
-    with use_settings(settings), trace:
-        results = await asyncio.gather(
-            *(one(i, p) for i, p in enumerate(pipelines)), return_exceptions=return_exceptions
-        )
-    if panel is not None:
-        panel.close()
-    return StoryRun(tuple(pipelines), tuple(results), trace, panel)
+    async def settled(i: int, pipeline: StoryPipelineEntity) -> Any:
+        try:
+            return await one(i, pipeline)
+        except Exception as exc:
+            if return_exceptions:
+                return exc
+            raise
+
+    try:
+        with use_settings(settings), trace:
+            # A TaskGroup: if one story raises, the others are cancelled rather
+            # than left running unseen in the background.
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(settled(i, p)) for i, p in enumerate(pipelines)]
+    except BaseExceptionGroup as failures:
+        raise failures.exceptions[0] from None
+    finally:
+        if panel is not None:
+            panel.close()
+    return StoryRun(tuple(pipelines), tuple(t.result() for t in tasks), trace, panel)
 
 
 async def _consume(run: Any) -> Any:

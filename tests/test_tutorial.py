@@ -154,3 +154,33 @@ async def test_plot_in_use_defaults_to_each_traces_root():
     assert [line.get_label().split(" (")[0] for line in ax.get_lines()] == ["fair", "fifo"]
     assert max(max(line.get_ydata()) for line in ax.get_lines()) == 2
     assert ax.get_title() == "Units in use at the root capacity source over time"
+
+
+async def test_run_stories_cancels_the_others_when_one_fails(tmp_path):
+    import asyncio
+    from dataclasses import replace
+
+    from storylab.entities import EntityGraph
+    from storylab.story.backends import SimulatedTextBackend
+    from storylab.tutorial import run_stories, simulated_settings
+
+    class BrokenWriter(SimulatedTextBackend):
+        async def write_story(self, topic, *args, **kwargs):
+            if "owl" in topic:
+                raise RuntimeError("the writer is down")  # not isolated: the story fails
+            return await super().write_story(topic, *args, **kwargs)
+
+    settings = simulated_settings(0.001)
+    settings = replace(settings, text=BrokenWriter(time_scale=0.001))
+    with EntityGraph.open(tmp_path / "g.sqlite") as graph:
+        with pytest.raises(RuntimeError, match="the writer is down"):
+            await run_stories(graph, ["an owl", "a shy dragon"], settings=settings, panel=None)
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert all(t.done() for t in others)  # nothing left running unseen
+        dragon = next(r for r in graph.roots() if "dragon" in r.name)
+        assert graph.get_node(dragon.id).status != "Completed"  # it was stopped, not finished
+        run = await run_stories(
+            graph, ["an owl", "a shy dragon"], settings=settings, panel=None,
+            return_exceptions=True,
+        )  # fmt: skip
+        assert isinstance(run.results[0], RuntimeError) and run.results[1]["stage"] == "completed"

@@ -175,6 +175,9 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
         return code
     finally:
         graph.close()
+        aclose = getattr(settings.images, "aclose", None)
+        if aclose is not None:  # the HTTP backend's connection pool
+            await aclose()
 
 
 def _label(topic: str) -> str:

@@ -33,6 +33,7 @@ graph's blob store and only their key is kept in the image entity's output.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -64,6 +65,7 @@ from storylab.story.models import (
     PipelineResult,
     Stage,
     StoryOutput,
+    StoryValidationError,
     pipeline_name,
     validate_story_request,
 )
@@ -383,9 +385,18 @@ def create_story(
     """
     cust = validate_story_request(topic, customization)
     name = pipeline_name(topic, cust)
-    pipeline = graph.create_or_retrieve(
-        StoryPipelineEntity, name, {"topic": topic.strip(), "customization": cust}
-    )
+    data = {"topic": topic.strip(), "customization": cust}
+    pipeline = graph.create_or_retrieve(StoryPipelineEntity, name, data)
+    if pipeline.data.get("topic") != data["topic"]:
+        # The readable name keeps only 40 ASCII characters of the topic, so two
+        # topics can share it ("猫の冒険" and "Дракон" both slug to "-"). The
+        # later one gets the topic's own hash appended, and never the other's story.
+        digest = hashlib.sha256(data["topic"].encode("utf-8")).hexdigest()[:8]
+        pipeline = graph.create_or_retrieve(StoryPipelineEntity, f"{name}-t{digest}", data)
+        if pipeline.data.get("topic") != data["topic"]:  # pragma: no cover - 2**-32
+            raise StoryValidationError(
+                "topic", f"the pipeline name {pipeline.name!r} belongs to another topic"
+            )
     if retry_failed:
         node = graph.get_node(pipeline.id)
         if node.status == "Completed" and node.data.get("stage") in _RETRIED_STAGES:

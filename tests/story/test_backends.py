@@ -162,3 +162,11 @@ async def test_text_backend_counts_calls():
     story = await backend.write_story("a kitten", {"illustration_count": 2})
     assert len(story.image_prompts) == 2
     assert backend.calls == {"safety": 1, "writer": 1}
+
+
+def test_a_single_placeholder_string_means_that_placeholder():
+    from storylab.story.backends import SimulatedImageBackend
+
+    backend = SimulatedImageBackend(fail="IMAGE_12", slow="IMAGE_3")
+    assert backend.fail == {"{{IMAGE_12}}"}
+    assert set(backend.slow) == {"{{IMAGE_3}}"}

@@ -425,3 +425,18 @@ async def test_an_image_ending_in_a_stray_cancelled_error_counts_as_failed(graph
     assert (result["image_count"], result["failed_images"]) == (2, 1)
     kids = {c.name: c.status for c in graph.children(pipeline.id)}
     assert kids["image-{{IMAGE_2}}"] == "Failed"
+
+
+def test_topics_that_share_a_readable_name_never_share_a_story(graph):
+    cat, dragon = "猫の冒険", "Дракон и луна"
+    first = create_story(graph, cat)
+    second = create_story(graph, dragon)
+    assert first.name == "story-pipeline---0"  # the spec's format, as long as it is free
+    assert second.id != first.id and second.name.startswith("story-pipeline---0-t")
+    assert (first.data["topic"], second.data["topic"]) == (cat, dragon)
+    # both stay idempotent
+    assert create_story(graph, cat).id == first.id
+    assert create_story(graph, dragon).id == second.id
+    long_a = "a" * 40 + " and the first ending"
+    long_b = "a" * 40 + " and the second ending"
+    assert create_story(graph, long_a).id != create_story(graph, long_b).id

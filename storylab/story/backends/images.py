@@ -252,6 +252,11 @@ class SimulatedImageBackend:
         self.mean_seconds = mean_seconds
         self.jitter = jitter
         self.seed = seed
+        # One placeholder given as a plain string means that one, not its letters.
+        if isinstance(fail, str):
+            fail = [fail]
+        if isinstance(slow, str):
+            slow = [slow]
         self.fail = {_placeholder(p) for p in fail}
         self.fail_probability = fail_probability
         if isinstance(slow, Mapping):

@@ -206,8 +206,9 @@ class ImageServer:
                 while True:
                     part = await self._next_event(conn, reader)
                     if isinstance(part, h11.Data):
-                        body += part.data
-                        too_big = too_big or len(body) > MAX_BODY
+                        if not too_big:  # past the limit, read on but keep nothing
+                            body += part.data
+                            too_big = len(body) > MAX_BODY
                     elif isinstance(part, h11.EndOfMessage):
                         break
                     else:
