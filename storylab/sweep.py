@@ -46,6 +46,7 @@ from storylab.scheduling import (
     TaskEventType,
     Trace,
 )
+from storylab.scheduling.capacity import POLICIES
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -53,7 +54,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["SweepCell", "SweepResult", "ideal_makespan", "simulate_stories", "sweep"]
 
 TIME_LABEL = "model seconds"
-_POLICIES = ("fair", "fifo")
 _CLOCKS = ("virtual", "wall")
 _FIELDS = ("makespan", "ideal", "utilisation", "efficiency", "peak_in_use")
 
@@ -235,7 +235,7 @@ async def simulate_stories(
     _positive_int("global_limit", global_limit)
     d = _positive_number("image_seconds", image_seconds)
     scale = _positive_number("time_scale", time_scale)
-    _check_choice("policy", policy, _POLICIES)
+    _check_choice("policy", policy, POLICIES)
     _check_choice("clock", clock, _CLOCKS)
     if trace is None:
         trace = Trace()
@@ -438,7 +438,7 @@ async def sweep(
     _positive_int("images", images)
     d = _positive_number("image_seconds", image_seconds)
     _positive_number("time_scale", time_scale)
-    _check_choice("policy", policy, _POLICIES)
+    _check_choice("policy", policy, POLICIES)
     _check_choice("clock", clock, _CLOCKS)
     cells = []
     for p in ps:

@@ -49,10 +49,10 @@ from typing import Any, Literal
 
 from storylab.scheduling.trace import _CURRENT, EventKind
 
-__all__ = ["CapacitySource", "CapacityStatistics", "Policy"]
+__all__ = ["POLICIES", "CapacitySource", "CapacityStatistics", "Policy"]
 
 Policy = Literal["fair", "fifo"]
-_POLICIES = ("fair", "fifo")
+POLICIES: tuple[Policy, ...] = ("fair", "fifo")
 _names = itertools.count(1)
 _seqs = itertools.count()
 
@@ -132,8 +132,8 @@ class CapacitySource:
             raise ValueError(f"capacity must be an integer >= 1, got {capacity!r}")
         if parent is not None and not isinstance(parent, CapacitySource):
             raise TypeError(f"parent must be a CapacitySource or None, got {type(parent).__name__}")
-        if policy is not None and policy not in _POLICIES:
-            raise ValueError(f"policy must be one of {', '.join(_POLICIES)}; got {policy!r}")
+        if policy is not None and policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}; got {policy!r}")
         if parent is not None and policy is not None and policy != parent._root._policy:
             raise ValueError("policy is set on the root of a capacity tree, not on a child")
         self._capacity = capacity

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from storylab.scheduling import CapacitySource
-from storylab.scheduling.capacity import Policy
+from storylab.scheduling.capacity import POLICIES, Policy
 from storylab.story.backends import (
     ImageBackend,
     SimulatedImageBackend,
@@ -91,12 +91,11 @@ class StorySettings:
 
 
 _GLOBALS: dict[tuple[int, str], CapacitySource] = {}
-_POLICIES = ("fair", "fifo")
 
 
 def _check_policy(policy: Any) -> None:
-    if policy not in _POLICIES:
-        raise ValueError(f"policy must be one of: {', '.join(_POLICIES)}; got {policy!r}")
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of: {', '.join(POLICIES)}; got {policy!r}")
 
 
 def global_image_capacity(
