@@ -421,6 +421,7 @@ class EntityGraph:
         self._new_keys: set[tuple[str | None, str]] = set()
         # Parent ids known to exist (nodes are never deleted).
         self._parents: set[str] = set()
+        self._commit_error: sqlite3.Error | None = None
         self._key = str(path.resolve())
         self._closed = False
         _OPEN.setdefault(self._key, weakref.WeakSet()).add(self)
@@ -496,8 +497,18 @@ class EntityGraph:
 
     # ------------------------------------------------------------ transactions
 
+    def _raise_commit_error(self) -> None:
+        error, self._commit_error = self._commit_error, None
+        if error is not None:
+            raise EntityGraphError(
+                f"a commit to {self.path} failed ({error}); the work done since the "
+                "previous commit was rolled back and will be redone on resume"
+            ) from error
+
     def _begin(self) -> sqlite3.Connection:
         """Join this turn's transaction, opening it if needed (hold ``_lock``)."""
+        if self._commit_error is not None:
+            self._raise_commit_error()
         if not self._in_txn:
             self._flush_peers()
             self._conn.execute("BEGIN IMMEDIATE")
@@ -591,15 +602,20 @@ class EntityGraph:
                     self._write_nodes()
                 self._write_progress()
                 self._conn.execute("COMMIT")
-            except sqlite3.Error:
+            except sqlite3.Error as exc:
                 log.exception("entity graph %s: commit failed; rolling back", self.path)
                 self._new_rows.clear()
                 self._new_keys.clear()
                 self._progress.clear()
+                self._parents.clear()  # may name nodes that were just rolled back
                 try:
                     self._conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
+                # The commit may have run in a loop callback where nobody can
+                # catch it: the next operation on this graph raises instead, so
+                # a run never goes on as if its last results were stored.
+                self._commit_error = exc
 
     def _write_nodes(self) -> None:
         """Insert the nodes created in this transaction, in creation order
@@ -627,8 +643,11 @@ class EntityGraph:
 
     def flush(self) -> None:
         """Commit pending operations now (they are otherwise committed at the
-        end of the current event-loop turn, or within ``commit_interval``)."""
+        end of the current event-loop turn, or within ``commit_interval``).
+        Raises :class:`EntityGraphError` if this or an earlier commit failed."""
         self._commit()
+        if self._commit_error is not None:
+            self._raise_commit_error()
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:

@@ -609,3 +609,33 @@ async def test_a_child_of_an_unknown_parent_is_refused_before_anything_is_writte
         ghost.append_call(GrChild, "c")
     graph.flush()
     assert sqlite3.connect(graph.path).execute("SELECT count(*) FROM nodes").fetchone()[0] == 0
+
+
+def test_a_failed_commit_is_raised_not_just_logged(tmp_path, monkeypatch):
+    import sqlite3
+
+    from storylab.entities import EntityGraph, EntityGraphError, Return, RunnableEntity
+
+    class Noop(RunnableEntity):
+        async def run_impl(self):
+            yield Return(None)
+
+    with EntityGraph.open(tmp_path / "g.sqlite") as graph:
+        kept = graph.create(Noop, "kept")
+        graph.flush()
+
+        def disk_full():
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(graph, "_write_progress", disk_full)
+        lost = graph.create(Noop, "lost")
+        with pytest.raises(EntityGraphError, match="commit .* failed .*disk is full"):
+            graph.flush()
+        monkeypatch.undo()
+        assert [r.name for r in graph.roots()] == ["kept"]  # the rolled-back node is gone
+        with pytest.raises(UnknownEntityError):
+            graph.get_node(lost.id)
+        graph.create(Noop, "after")  # the graph works again once the error was raised
+        graph.flush()
+        assert {r.name for r in graph.roots()} == {"kept", "after"}
+        assert graph.get_node(kept.id).status == "Pending"
