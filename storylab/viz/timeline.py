@@ -286,15 +286,18 @@ def _pyplot():
 
 
 def _wait_levels(lanes: list[TaskLane]) -> dict[str, str]:
-    """Legend text per blocking level: the task's own limit vs an ancestor's."""
+    """Legend text per blocking level: the task's own limit vs an ancestor's.
+
+    A wait is coloured by the level that was full when it *began*; another
+    level may hold the task back later in the same wait, hence "first"."""
     names: dict[str, str] = {}
     for lane in lanes:
         if lane.wait is None or lane.wait_level is None:
             continue
         if lane.wait_level == lane.group:
-            names.setdefault("__own__", "waiting: held by its own limit (story)")
+            names.setdefault("__own__", "waiting: first held back by its own limit (story)")
         else:
-            names.setdefault(lane.wait_level, f"waiting: held by the {lane.wait_level} limit")
+            names.setdefault(lane.wait_level, f"waiting: first held back by the {lane.wait_level} limit")
     return names
 
 

@@ -124,8 +124,8 @@ async def test_timeline_figure_draws_the_lanes_with_status_colours(stories, tmp_
     ticks = [t.get_text() for t in ax.get_yticklabels()]
     assert ticks[0] == "story:A" and "story:B" in ticks and "A-image-4" in ticks
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "waiting: held by the global limit" in legend
-    assert "waiting: held by its own limit (story)" in legend
+    assert "waiting: first held back by the global limit" in legend
+    assert "waiting: first held back by its own limit (story)" in legend
     assert "ran, failed" in legend
 
 
