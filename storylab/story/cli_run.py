@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -162,8 +163,8 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
         code = 0
         for pipeline, result in zip(unique, results, strict=True):
             if isinstance(result, BaseException):
-                if not isinstance(result, Exception):
-                    raise result
+                if not isinstance(result, Exception) or isinstance(result, BrokenPipeError):
+                    raise result  # the reader of our output left: nothing more to say
                 print(f"{pipeline.name}: failed: {result}", file=sys.stderr)
                 code = 1
             elif result.get("stage") != "completed":
@@ -185,6 +186,24 @@ def _label(topic: str) -> str:
     return topic if len(topic) <= 24 else topic[:23] + "…"
 
 
+def _report(env, pipeline, started: set[str], say) -> None:
+    """One progress line for the envelopes a person wants to see."""
+    if env.entity_id == pipeline.id:
+        if env.type == "STATUS" and env.status == "RUNNING":
+            say(env.message)
+    elif env.entity_type == "ImageGenerationEntity":
+        if env.type == "STATUS" and env.status == "STARTED":
+            started.add(env.entity_id)
+            say(f"{env.entity_name} started")
+        elif env.type == "STATUS" and env.status == "COMPLETED":
+            say(f"{env.entity_name} done")
+        elif env.type == "VALUE" and env.sub_type == "return":
+            if env.entity_id not in started:  # a finished child hands back its output
+                say(f"{env.entity_name} already done")
+        elif env.type == "ERROR":
+            say(f"{env.entity_name} FAILED: {env.message}")
+
+
 async def _one(graph, pipeline, out_dir: Path, out: TextIO) -> dict[str, Any]:
     from storylab.story.entities import story_html
 
@@ -199,21 +218,11 @@ async def _one(graph, pipeline, out_dir: Path, out: TextIO) -> dict[str, Any]:
         say(f"resuming ({pipeline.status})")
     started: set[str] = set()
     run = pipeline.start()
-    async for env in run:
-        if env.entity_id == pipeline.id:
-            if env.type == "STATUS" and env.status == "RUNNING":
-                say(env.message)
-        elif env.entity_type == "ImageGenerationEntity":
-            if env.type == "STATUS" and env.status == "STARTED":
-                started.add(env.entity_id)
-                say(f"{env.entity_name} started")
-            elif env.type == "STATUS" and env.status == "COMPLETED":
-                say(f"{env.entity_name} done")
-            elif env.type == "VALUE" and env.sub_type == "return":
-                if env.entity_id not in started:  # a finished child hands back its output
-                    say(f"{env.entity_name} already done")
-            elif env.type == "ERROR":
-                say(f"{env.entity_name} FAILED: {env.message}")
+    # aclosing: if printing fails (a closed pipe), the run is closed here,
+    # while the graph is still open, and stays resumable.
+    async with aclosing(run):
+        async for env in run:
+            _report(env, pipeline, started, say)
     result = run.result
     stage = result.get("stage")
     if stage == "rejected":

@@ -297,7 +297,8 @@ def _wait_levels(lanes: list[TaskLane]) -> dict[str, str]:
         if lane.wait_level == lane.group:
             names.setdefault("__own__", "waiting: first held back by its own limit (story)")
         else:
-            names.setdefault(lane.wait_level, f"waiting: first held back by the {lane.wait_level} limit")
+            text = f"waiting: first held back by the {lane.wait_level} limit"
+            names.setdefault(lane.wait_level, text)
     return names
 
 

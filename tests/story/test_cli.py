@@ -145,3 +145,17 @@ def test_serve_images_answers_over_http(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_reader_that_goes_away_stops_the_run_quietly_and_it_resumes(tmp_path):
+    graph_file = tmp_path / "graph.sqlite"
+    argv = [sys.executable, "-m", "storylab.cli", "run", "a quick fox", "--graph", str(graph_file),
+            "--out", str(tmp_path / "out"), "--time-scale", "0.01", "--no-tree"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().startswith(b"graph: ")
+    proc.stdout.close()  # like `storylab run | head -1`
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 141
+    assert b"Traceback" not in err
+    done = subprocess.run(argv, capture_output=True, timeout=60, text=True)
+    assert done.returncode == 0 and "completed: 5 images" in done.stdout
