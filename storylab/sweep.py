@@ -47,6 +47,7 @@ from storylab.scheduling import (
     Trace,
 )
 from storylab.scheduling.capacity import POLICIES
+from storylab.scheduling.capacity import check_positive_int as _positive_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -56,12 +57,6 @@ __all__ = ["SweepCell", "SweepResult", "ideal_makespan", "simulate_stories", "sw
 TIME_LABEL = "model seconds"
 _CLOCKS = ("virtual", "wall")
 _FIELDS = ("makespan", "ideal", "utilisation", "efficiency", "peak_in_use")
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
 
 
 def _positive_number(name: str, value: Any) -> float:

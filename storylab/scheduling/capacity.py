@@ -49,10 +49,20 @@ from typing import Any, Literal
 
 from storylab.scheduling.trace import _CURRENT, EventKind
 
-__all__ = ["POLICIES", "CapacitySource", "CapacityStatistics", "Policy"]
+__all__ = ["POLICIES", "CapacitySource", "CapacityStatistics", "Policy", "check_positive_int"]
 
 Policy = Literal["fair", "fifo"]
 POLICIES: tuple[Policy, ...] = ("fair", "fifo")
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """``value`` if it is an integer >= 1 (a bool is not), else a ValueError naming ``name``.
+
+    Every limit and count in storylab is checked this way, with this message.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
 _names = itertools.count(1)
 _seqs = itertools.count()
 
@@ -128,8 +138,7 @@ class CapacitySource:
         name: str | None = None,
         policy: Policy | None = None,
     ) -> None:
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"capacity must be an integer >= 1, got {capacity!r}")
+        check_positive_int("capacity", capacity)
         if parent is not None and not isinstance(parent, CapacitySource):
             raise TypeError(f"parent must be a CapacitySource or None, got {type(parent).__name__}")
         if policy is not None and policy not in POLICIES:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from storylab.scheduling import CapacitySource
 from storylab.scheduling.capacity import POLICIES, Policy
+from storylab.scheduling.capacity import check_positive_int as _positive_int
 from storylab.story.backends import (
     ImageBackend,
     SimulatedImageBackend,
@@ -44,12 +45,6 @@ DEFAULT_STORY_LIMIT = 3
 DEFAULT_GLOBAL_LIMIT = 10
 ImageMode = Literal["parallel", "sequential"]
 _MODES = ("parallel", "sequential")
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)

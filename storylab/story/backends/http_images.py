@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 
 from storylab.scheduling import mark
+from storylab.scheduling.capacity import check_positive_int
 from storylab.story.backends.images import (
     GeneratedImage,
     ImageBackendError,
@@ -110,8 +111,7 @@ class HttpImageBackend:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-            raise ValueError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
+        check_positive_int("max_attempts", max_attempts)
         if timeout <= 0 or connect_timeout <= 0:
             raise ValueError("timeout and connect_timeout must be > 0")
         self.base_url = base_url or os.environ.get("STORYLAB_IMAGES_URL") or DEFAULT_IMAGES_URL

@@ -27,6 +27,7 @@ from typing import Any
 
 import h11
 
+from storylab.scheduling.capacity import check_positive_int
 from storylab.story.backends.images import (
     ASPECT_RATIOS,
     ImageBackend,
@@ -110,10 +111,7 @@ class ImageServer:
         retry_after: float = 1.0,
         api_key: str | None = None,
     ) -> None:
-        if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
-            raise ValueError(f"max_concurrent must be an integer >= 1, got {max_concurrent!r}")
-        if max_concurrent < 1:
-            raise ValueError(f"max_concurrent must be an integer >= 1, got {max_concurrent!r}")
+        check_positive_int("max_concurrent", max_concurrent)
         if retry_after < 0:
             raise ValueError(f"retry_after must be >= 0, got {retry_after!r}")
         self.generator = generator if generator is not None else SimulatedImageBackend()
