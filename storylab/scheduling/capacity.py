@@ -35,7 +35,12 @@ Invariants, whatever raises or is cancelled:
 
 * no source ever has more units in use than its capacity;
 * a cancelled waiter leaves no trace and holds no unit;
-* releasing more units than were taken raises :class:`RuntimeError`.
+* a unit is given back by whoever took it: ``acquire(owner=X)`` is matched by
+  ``release(owner=X)`` on the same source. Releasing a unit that this owner
+  does not hold here (one taken by somebody else, one taken through another
+  source, or one more than was taken) raises :class:`RuntimeError` and
+  changes nothing. Units taken without an owner are anonymous and are given
+  back by a release without one (``async with source:`` does both).
 """
 
 from __future__ import annotations
@@ -72,7 +77,9 @@ class CapacityStatistics:
     """A snapshot of one source, for debugging and display.
 
     ``waiting`` counts acquirers anywhere at or below this source that are
-    blocked (they need a unit here, among other places).
+    blocked (they need a unit here, among other places). ``holders`` lists
+    who holds the units taken at this source itself, as ``(owner, units)``
+    pairs (``None`` for anonymous units), oldest holder first.
     """
 
     name: str
@@ -82,6 +89,7 @@ class CapacityStatistics:
     waiting: int
     parent: str | None
     policy: Policy
+    holders: tuple[tuple[Any, int], ...] = ()
 
 
 class _Waiter:
@@ -128,6 +136,7 @@ class CapacitySource:
         "_policy",
         "_queued",
         "_inner",
+        "_holders",
     )
 
     def __init__(
@@ -160,6 +169,11 @@ class CapacitySource:
         self._queue: deque[_Waiter] = deque()
         # Only meaningful on a root: the sources with a non-empty queue.
         self._queued: dict[CapacitySource, None] = {}
+        # Units taken at this source (as the leaf of their path), by owner.
+        # Every unit counted here is also counted in ``_in_use`` at every
+        # level of the path, so checking the owner here is enough to know
+        # that the release is matched everywhere.
+        self._holders: dict[Any, int] = {}
 
     # -- state --------------------------------------------------------------
     @property
@@ -202,6 +216,7 @@ class CapacitySource:
             waiting=self.waiting,
             parent=self._parent._name if self._parent else None,
             policy=self.policy,
+            holders=tuple(self._holders.items()),
         )
 
     def __repr__(self) -> str:
@@ -217,9 +232,11 @@ class CapacitySource:
                 return src
         return None
 
-    def _take(self) -> None:
+    def _take(self, owner: Any) -> None:
         for src in self._path:
             src._in_use += 1
+        holders = self._holders
+        holders[owner] = holders.get(owner, 0) + 1
 
     def try_acquire(self, *, owner: Any = None) -> bool:
         """Take one unit at every level if that is possible now; never waits.
@@ -232,7 +249,7 @@ class CapacitySource:
             return False
         if self._blocking_level() is not None:
             return False
-        self._take()
+        self._take(owner)
         trace = _CURRENT.get()
         if trace is not None:
             self._record(trace, EventKind.ACQUIRE, owner)
@@ -241,8 +258,10 @@ class CapacitySource:
     async def acquire(self, *, owner: Any = None) -> None:
         """Take one unit at every level from this source to the root.
 
-        Waits until all levels have room. ``owner`` is only reported to the
-        trace (the runner passes ``(runner_key, task_id)``). If the waiting
+        Waits until all levels have room. ``owner`` (any hashable; the runner
+        passes ``(runner_key, task_id)``) is who will hold the unit: only a
+        ``release(owner=...)`` with the same owner gives it back, and the trace
+        reports it. If the waiting
         task is cancelled, nothing is held afterwards: a unit granted in the
         same instant as the cancellation is given back.
         """
@@ -302,13 +321,20 @@ class CapacitySource:
             self._root._dispatch()
 
     def release(self, *, owner: Any = None) -> None:
-        """Give one unit back at every level and serve waiters that can now run."""
-        for src in self._path:
-            if src._in_use <= 0:
-                raise RuntimeError(
-                    f"release() on {self._name!r} without a matching acquire "
-                    f"({src._name!r} has no units in use)"
-                )
+        """Give back one unit that ``owner`` took at this source, at every level,
+        and serve waiters that can now run.
+
+        Raises :class:`RuntimeError`, changing nothing, if ``owner`` holds no
+        unit here.
+        """
+        holders = self._holders
+        held = holders.get(owner)
+        if not held:
+            raise self._unmatched_release(owner)
+        if held == 1:
+            del holders[owner]
+        else:
+            holders[owner] = held - 1
         for src in self._path:
             src._in_use -= 1
         trace = _CURRENT.get()
@@ -316,6 +342,22 @@ class CapacitySource:
             self._record(trace, EventKind.RELEASE, owner)
         if self._root._queued:
             self._root._dispatch()
+
+    def _unmatched_release(self, owner: Any) -> RuntimeError:
+        who = "without an owner" if owner is None else f"by owner {owner!r}"
+        if not self._holders:
+            return RuntimeError(
+                f"release() on {self._name!r} {who} without a matching acquire "
+                f"({self._name!r} has no units in use taken at this source)"
+            )
+        holders = ", ".join(
+            ("anonymous" if o is None else repr(o)) + (f" x{n}" if n > 1 else "")
+            for o, n in self._holders.items()
+        )
+        return RuntimeError(
+            f"release() on {self._name!r} {who}, who holds no unit here; "
+            f"the units here are held by: {holders}"
+        )
 
     async def __aenter__(self) -> CapacitySource:
         await self.acquire()
@@ -389,7 +431,7 @@ class CapacitySource:
                 if waiter.trace is not None:
                     best._record(waiter.trace, EventKind.WAIT_CANCELLED, waiter.owner)
                 continue
-            best._take()
+            best._take(waiter.owner)
             if waiter.trace is not None:
                 best._record(waiter.trace, EventKind.GRANT, waiter.owner)
             if future is not None:

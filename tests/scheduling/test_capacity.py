@@ -60,6 +60,71 @@ def test_over_release_raises_and_changes_nothing():
     assert (root.in_use, child.in_use, other.in_use) == (1, 0, 1)
 
 
+def test_a_release_by_another_owner_raises_and_changes_nothing():
+    root = CapacitySource(3, name="global")
+    story = CapacitySource(2, root, name="story")
+    assert story.try_acquire(owner=("r", 1))
+    assert story.try_acquire(owner=("r", 1))  # one owner may hold several units
+    assert story.try_acquire() is False  # story is full
+    with pytest.raises(RuntimeError, match=r"by owner \('r', 2\), who holds no unit here"):
+        story.release(owner=("r", 2))
+    anonymous = r"without an owner, who holds no unit here.*\('r', 1\) x2"
+    with pytest.raises(RuntimeError, match=anonymous):
+        story.release()  # anonymous release of an owned unit
+    assert (story.in_use, root.in_use) == (2, 2)
+    assert story.statistics().holders == ((("r", 1), 2),)
+    story.release(owner=("r", 1))
+    story.release(owner=("r", 1))
+    assert story.statistics().holders == () and root.in_use == 0
+    with pytest.raises(RuntimeError, match="without a matching acquire"):
+        story.release(owner=("r", 1))  # one more than was taken
+
+
+def test_a_unit_is_given_back_where_it_was_taken_not_through_a_parent():
+    root = CapacitySource(2, name="global")
+    story = CapacitySource(2, root, name="story")
+    assert story.try_acquire(owner="me")
+    with pytest.raises(RuntimeError, match="'global'"):
+        root.release(owner="me")  # the unit was taken at the story level
+    assert (story.in_use, root.in_use) == (1, 1)
+    story.release(owner="me")
+    assert root.in_use == 0
+
+
+async def test_anonymous_and_owned_units_are_kept_apart():
+    cap = CapacitySource(2, name="c")
+    async with cap:
+        assert cap.try_acquire(owner="x")
+        assert cap.statistics().holders == ((None, 1), ("x", 1))
+        cap.release(owner="x")
+    assert cap.in_use == 0 and cap.statistics().holders == ()
+
+
+async def test_a_granted_waiter_holds_its_unit_under_its_own_owner():
+    cap = CapacitySource(1, name="c")
+    await cap.acquire(owner="first")
+    waiter = asyncio.ensure_future(cap.acquire(owner="second"))
+    await settle()
+    cap.release(owner="first")
+    await asyncio.wait_for(waiter, 1)
+    assert cap.statistics().holders == (("second", 1),)
+    with pytest.raises(RuntimeError, match="'second'"):
+        cap.release(owner="first")
+    cap.release(owner="second")
+
+
+async def test_a_unit_granted_to_a_cancelled_waiter_goes_back_under_its_owner():
+    cap = CapacitySource(1, name="c")
+    await cap.acquire(owner="first")
+    waiter = asyncio.ensure_future(cap.acquire(owner="second"))
+    await settle()
+    cap.release(owner="first")  # grants to "second"...
+    waiter.cancel()  # ...which is cancelled before it resumes
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert cap.in_use == 0 and cap.statistics().holders == ()
+
+
 async def test_acquire_blocks_at_zero_and_wakes_on_release():
     cap = CapacitySource(1)
     await cap.acquire()
@@ -256,9 +321,9 @@ async def test_trace_records_waits_with_the_blocking_level():
         assert waits == {("r", 2): "A", ("s", 1): "global"}
         a.release(owner=("r", 1))  # both waiters hold 0 units: the older one wins
         await asyncio.wait_for(t1, 1)
-        a.release()
+        a.release(owner=("r", 2))
         await asyncio.wait_for(t2, 1)
-        b.release()
+        b.release(owner=("s", 1))
     grants = trace.of_kind("grant")
     assert [(g.runner, g.task_id) for g in grants] == [("r", 2), ("s", 1)]
     assert grants[1].path == ("B", "global")
