@@ -36,10 +36,14 @@ async def _demo(args: argparse.Namespace) -> list[str]:
         cap = CapacitySource(args.per_group, shared, name=f"group-{name}")
         source = SourceBufferObj([task(name, n) for n in range(1, args.tasks + 1)])
         runner = HierarchicalTaskPoolRunner(f"demo-{name}", source, cap)
-        async for env in runner.run_tasks():
-            line = f"{env.type:<5} group {name} task {env.task_id}  (global in use {shared.in_use})"
-            lines.append(line)
-            print(line, flush=True)
+        async with runner.run_tasks() as results:
+            async for env in results:
+                line = (
+                    f"{env.type:<5} group {name} task {env.task_id}  "
+                    f"(global in use {shared.in_use})"
+                )
+                lines.append(line)
+                print(line, flush=True)
 
     loop = asyncio.get_running_loop()
     start = loop.time()

@@ -9,6 +9,7 @@ from storylab.scheduling.runner import (
     RunnerStatistics,
     TaskEventType,
     TaskProgressEnvelope,
+    TaskStream,
 )
 from storylab.scheduling.sources import (
     EXHAUSTED,
@@ -39,6 +40,7 @@ __all__ = [
     "TaskEventType",
     "TaskProgressEnvelope",
     "TaskSource",
+    "TaskStream",
     "Trace",
     "TraceEvent",
     "current_trace",

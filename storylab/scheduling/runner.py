@@ -12,9 +12,24 @@ Results come back through :meth:`~HierarchicalTaskPoolRunner.run_tasks`, an
 async generator of :class:`TaskProgressEnvelope`, in the order tasks finish.
 A slot is refilled the moment a task ends, whether or not the consumer has
 read the result yet. One task's failure becomes an ``ERROR`` envelope and the
-others go on. If the consumer stops early (``break``, ``aclose()``, a
-cancelled notebook cell), every task still running is cancelled and every
-unit is back before the generator has finished closing.
+others go on.
+
+Stopping early is part of the design. Use the stream as an async context
+manager, so that leaving the block for any reason (``break``, an exception,
+``asyncio.timeout``, a cancelled notebook cell) closes the run there and
+then::
+
+    async with runner.run_tasks() as results:
+        async for envelope in results:
+            ...
+
+Closing cancels every task still running, waits until each has ended, gives
+every unit back and closes the source. That clean-up runs to its end even if
+the closing task is cancelled again while it waits (a second interrupt, a
+timeout inside an outer timeout): further cancellations are held until the
+units are back, and then re-raised to the caller, so a cancelled consumer
+never leaves a unit taken with nothing running. Plain ``async for`` works
+too, but a ``break`` then leaves the closing to the garbage collector.
 
 A task is a *thunk*: a callable with no arguments that returns an awaitable
 (its result becomes the ``FINAL`` value) or an async iterator (a *streaming*
@@ -29,7 +44,7 @@ import asyncio
 import contextvars
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
 from types import CoroutineType
@@ -44,6 +59,7 @@ __all__ = [
     "RunnerStatistics",
     "TaskEventType",
     "TaskProgressEnvelope",
+    "TaskStream",
 ]
 
 _keys = itertools.count(1)
@@ -101,6 +117,58 @@ class RunnerStatistics:
     failed: int
     in_flight: int
     running: bool
+
+
+class TaskStream:
+    """What :meth:`HierarchicalTaskPoolRunner.run_tasks` returns.
+
+    An async iterator of :class:`TaskProgressEnvelope` in completion order,
+    and an async context manager whose exit closes the run (cancels what is
+    still running, returns every unit, closes the source) whatever ended the
+    block. The run starts at the first ``__anext__``, not on construction.
+    """
+
+    __slots__ = ("_agen",)
+
+    def __init__(self, agen: AsyncGenerator[TaskProgressEnvelope, None]) -> None:
+        self._agen = agen
+
+    def __aiter__(self) -> AsyncGenerator[TaskProgressEnvelope, None]:
+        # ``async for`` drives the generator itself: no extra call per envelope.
+        return self._agen
+
+    def __anext__(self) -> Awaitable[TaskProgressEnvelope]:
+        return self._agen.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop the run: see the class docstring. Safe to call more than once."""
+        await self._agen.aclose()
+
+    async def __aenter__(self) -> TaskStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._agen.aclose()
+
+
+async def _uninterruptible(coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` to its end even if the awaiting task is cancelled meanwhile,
+    any number of times; then re-raise that cancellation.
+
+    Clean-up that gives resources back must not stop half-way because a second
+    cancellation arrived while it waited (the first one is usually why it is
+    running at all). Its own failure, if any, is raised as usual.
+    """
+    task = asyncio.ensure_future(coro)
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    if cancelled is not None:
+        raise cancelled
+    task.result()
 
 
 class _Raise:
@@ -165,13 +233,18 @@ class HierarchicalTaskPoolRunner:
             f"in_flight={s.in_flight} finished={s.finished} failed={s.failed}>"
         )
 
-    async def run_tasks(self, stop_on_error: bool = False) -> AsyncIterator[TaskProgressEnvelope]:
-        """Run every task of the source and yield envelopes in completion order.
+    def run_tasks(self, stop_on_error: bool = False) -> TaskStream:
+        """Run every task of the source; envelopes come back in completion order.
 
-        With ``stop_on_error=True`` the first task failure cancels the tasks
-        still running, releases their units and is raised from here (no
-        ``ERROR`` envelope is yielded for it).
+        Returns a :class:`TaskStream`: iterate it, preferably inside
+        ``async with`` so that leaving early closes the run at once (see the
+        module docstring). With ``stop_on_error=True`` the first task failure
+        cancels the tasks still running, releases their units and is raised
+        from the iteration (no ``ERROR`` envelope is yielded for it).
         """
+        return TaskStream(self._run_tasks(stop_on_error))
+
+    async def _run_tasks(self, stop_on_error: bool) -> AsyncGenerator[TaskProgressEnvelope, None]:
         if self._running:
             raise RuntimeError(f"runner {self.key!r} is already running")
         self._running = True
@@ -272,7 +345,7 @@ class _Run:
         # Called by the capacity source with a unit already taken for us.
         runner = self.runner
         granted, self.waiter = self.waiter, None
-        owner = (runner.key, runner._started + 1)
+        owner = granted.owner
         if self.closing:
             runner.capacity.release(owner=owner)
             return
@@ -418,7 +491,13 @@ class _Run:
         )
 
     async def shutdown(self) -> None:
-        """Cancel the driver and every task still running; wait until they are gone."""
+        """Cancel the driver and every task still running, wait until they are
+        gone, give back what they held and close the source.
+
+        Runs to its end even if the closing task is cancelled again while it
+        waits (see :func:`_uninterruptible`): a unit must never stay taken
+        with nothing running behind it.
+        """
         self.closing = True
         if self.waiter is not None:
             self.runner.capacity._withdraw(self.waiter)
@@ -427,13 +506,23 @@ class _Run:
         pending = [t for t in tasks if t is not None and not t.done()]
         for task in pending:
             task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-        for task_id in sorted(self.workers):  # cancelled before they ever ran
-            self._give_back(task_id)
+        source = self.runner.source
         # A run cut short leaves its source suspended mid-way: close it, so that
         # a generator behind it (such as parallel_calls) runs its cleanup now.
-        source = self.runner.source
-        aclose = getattr(source, "aclose", None)
-        if aclose is not None and not source.done:
+        aclose = getattr(source, "aclose", None) if not source.done else None
+        if pending or aclose is not None:
+            await _uninterruptible(self._settle(pending, aclose))
+        else:
+            self._give_back_unstarted()
+
+    async def _settle(self, pending: list[asyncio.Task], aclose: Any) -> None:
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._give_back_unstarted()
+        if aclose is not None:
             await aclose()
+
+    def _give_back_unstarted(self) -> None:
+        # A worker cancelled before its first step never ran its ``finally``.
+        for task_id in sorted(self.workers):
+            self._give_back(task_id)

@@ -182,8 +182,12 @@ class SourceFromIterable(TaskSource):
             return EXHAUSTED
 
     async def aclose(self) -> None:
-        """Close the underlying async generator (runs its ``finally`` blocks)."""
+        """Close the underlying generator, sync or async (runs its ``finally``
+        blocks); later pulls return :data:`EXHAUSTED`."""
         self.done = True
+        close = getattr(self._iter, "close", None)
+        if close is not None:
+            close()
         aclose = getattr(self._aiter, "aclose", None)
         if aclose is not None:
             await aclose()
