@@ -290,7 +290,7 @@ class HttpImageBackend:
                 raise ImageResponseInvalid(
                     f"image service at {self.base_url} sent an answer for {what} larger than "
                     f"the limit of {_mib(self.max_response_bytes)}{announced}; reading stopped "
-                    "there (max_response_bytes)"
+                    "there"
                 ) from None
             if outcome is not None:
                 status, body, reason, retry_header = outcome
