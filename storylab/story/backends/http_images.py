@@ -186,8 +186,11 @@ class HttpImageBackend:
         url = (base_url or os.environ.get("STORYLAB_IMAGES_URL") or DEFAULT_IMAGES_URL).rstrip("/")
         # The URL's credentials never stay in the URL: they go into a header at
         # call time, and what is shown (repr, every message) is the redacted URL.
-        self._redact_url = Redactor.for_url(url)
-        clean, user, password = split_credentials(url)
+        try:
+            self._redact_url = Redactor.for_url(url)
+            clean, user, password = split_credentials(url)
+        except ValueError:  # urlsplit's own complaint, e.g. a broken [IPv6] host
+            clean, user, password = "", None, None
         self._auth = httpx.BasicAuth(user or "", password or "") if user or password else None
         self._url = clean
         #: The service's URL as it may be shown: user info replaced by ``***``.
