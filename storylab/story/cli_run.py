@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import sys
 from contextlib import aclosing
 from pathlib import Path
@@ -66,6 +67,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="base URL of the HTTP image service (default $STORYLAB_IMAGES_URL or a local "
         "`storylab serve-images`)",
     )
+    parser.add_argument(
+        "--attempt-timeout",
+        type=_positive("a number of seconds"),
+        metavar="SECONDS",
+        help="HTTP backend: give up one attempt (connect, wait, whole answer) after this long; "
+        "it is then retried (default 180)",
+    )
+    parser.add_argument(
+        "--image-timeout",
+        type=_positive("a number of seconds"),
+        metavar="SECONDS",
+        help="HTTP backend: give up one picture after this long, every attempt and wait "
+        "included; the other pictures go on (default 600)",
+    )
+    parser.add_argument(
+        "--max-response-mb",
+        type=_positive("a number of MiB"),
+        metavar="MIB",
+        help="HTTP backend: refuse an answer larger than this many MiB (default 32)",
+    )
     parser.add_argument("--graph", metavar="PATH", help="entity graph file or folder")
     parser.add_argument("--out", default="out", metavar="DIR", help="folder for the HTML pages")
     parser.add_argument("--story-limit", type=int, default=3, help="images at once per story")
@@ -81,6 +102,33 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="if the story already finished with failed images, only show it (by default "
         "running it again draws the failed images again)",
     )
+
+
+def _positive(what: str):
+    """An argparse type: a finite number > 0 (argparse names the flag in its error)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be {what} > 0, got {text!r}")
+        return value
+
+    return parse
+
+
+def _http_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The HTTP backend's deadline and size options that were given."""
+    options: dict[str, Any] = {}
+    if args.attempt_timeout is not None:
+        options["attempt_timeout"] = args.attempt_timeout
+    if args.image_timeout is not None:
+        options["image_timeout"] = args.image_timeout
+    if args.max_response_mb is not None:
+        options["max_response_bytes"] = max(1, round(args.max_response_mb * 2**20))
+    return options
 
 
 def _customization(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -108,7 +156,12 @@ def main(args: argparse.Namespace) -> int:
     topics = list(args.topics) or [DEFAULT_TOPIC]
     try:
         time_scale = check_time_scale(args.time_scale)
+        http_options = _http_options(args)
         if args.backend == "simulated":
+            if http_options:
+                raise ValueError(
+                    "--attempt-timeout, --image-timeout and --max-response-mb need --backend http"
+                )
             fail = [p for item in args.fail for p in item.split(",") if p.strip()]
             images = make_image_backend(
                 "simulated",
@@ -120,7 +173,7 @@ def main(args: argparse.Namespace) -> int:
         else:
             if args.fail or args.fail_probability:
                 raise ValueError("--fail and --fail-probability need --backend simulated")
-            images = make_image_backend(args.backend, base_url=args.images_url)
+            images = make_image_backend(args.backend, base_url=args.images_url, **http_options)
         settings = StorySettings(
             images=images,
             text=SimulatedTextBackend(time_scale=time_scale, seed=args.seed),

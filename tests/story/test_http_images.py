@@ -5,20 +5,25 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import io
 import json
 import socket
 import time
+import tracemalloc
 
 import pytest
+from hostile_server import HostileServer
 
 from storylab.story.backends import SimulatedImageBackend
 from storylab.story.backends.http_images import (
     HttpImageBackend,
+    ImageDeadlineExceeded,
     ImageRequestRejected,
+    ImageResponseInvalid,
     ImageServiceUnavailable,
     parse_retry_after,
 )
-from storylab.story.backends.images import ImageRequest
+from storylab.story.backends.images import ImageRequest, decode_image, draw_illustration
 from storylab.story.backends.server import ImageServer, quality_for_api, ratio_for_size
 
 
@@ -185,3 +190,191 @@ def test_size_and_quality_mapping():
     assert ratio_for_size("1792x1024") == "16:9"
     assert ratio_for_size("auto") == "1:1"
     assert quality_for_api("hd") == "high" and quality_for_api("standard") == "medium"
+
+
+# -- hostile servers: deadlines, size limits, broken pictures ------------------------
+# Each test has a timeout of its own: a regression here shows up as a hang.
+
+
+@pytest.mark.timeout(60)
+async def test_trickling_answer_ends_at_the_attempt_deadline_and_is_retried():
+    with HostileServer("trickle") as server:
+        backend = HttpImageBackend(
+            server.url, attempt_timeout=0.3, image_timeout=60, max_attempts=2, backoff=0.01
+        )
+        with pytest.raises(ImageServiceUnavailable) as info:
+            await backend.generate(_req(2))
+        await backend.aclose()
+        time.sleep(0.3)  # let the server notice the hang-up on its next byte
+    assert not isinstance(info.value, ImageDeadlineExceeded)
+    message = str(info.value)
+    assert "after 2 attempts" in message and "{{IMAGE_2}}" in message
+    assert "no complete answer within the 0.3 s deadline per attempt" in message
+    assert server.requests["{{IMAGE_2}}"] == 2
+    assert server.bytes_sent["{{IMAGE_2}}"] > 0  # it was trickling, not silent
+    assert server.hung_up.count("{{IMAGE_2}}") == 2  # the client hung up both times
+
+
+@pytest.mark.timeout(60)
+async def test_image_deadline_covers_every_attempt_and_wait():
+    with HostileServer("trickle") as server:
+        backend = HttpImageBackend(
+            server.url, attempt_timeout=0.4, image_timeout=1.0, max_attempts=50, backoff=0.01
+        )
+        with pytest.raises(ImageDeadlineExceeded) as info:
+            await backend.generate(_req(3))
+        await backend.aclose()
+    message = str(info.value)
+    assert "no picture for {{IMAGE_3}} within its deadline of 1 s per image" in message
+    assert "last error: no complete answer within the 0.4 s deadline per attempt" in message
+    assert 2 <= server.requests["{{IMAGE_3}}"] < 50
+
+
+async def test_a_retry_after_past_the_image_deadline_gives_up_at_once():
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    gen = SimulatedImageBackend(time_scale=0.001, slow={"{{IMAGE_1}}": 100_000.0})
+    async with ImageServer(gen, max_concurrent=1, retry_after=30) as server:
+        busy = HttpImageBackend(server.url)
+        holder = asyncio.ensure_future(busy.generate(_req(1)))  # takes the only slot
+        while server.statistics().in_flight == 0:
+            await asyncio.sleep(0.01)
+        backend = HttpImageBackend(server.url, image_timeout=5, max_attempts=4, sleep=sleep)
+        with pytest.raises(ImageDeadlineExceeded) as info:
+            await backend.generate(_req(2))
+        holder.cancel()
+        await asyncio.gather(holder, return_exceptions=True)
+        await busy.aclose()
+        await backend.aclose()
+    message = str(info.value)
+    assert "within its deadline of 5 s per image" in message
+    assert "the next attempt would start 30.00 s later, past it" in message
+    assert "last error: HTTP 429: too many concurrent requests" in message
+    assert waits == [] and backend.attempts == 1
+
+
+@pytest.mark.timeout(120)
+async def test_an_endless_answer_is_cut_off_at_the_size_limit_with_bounded_memory():
+    limit = 1024 * 1024
+    with HostileServer("huge") as server:
+        backend = HttpImageBackend(server.url, max_response_bytes=limit, max_attempts=3)
+        tracemalloc.start()
+        try:
+            with pytest.raises(ImageResponseInvalid) as info:
+                await backend.generate(_req(1))
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        await backend.aclose()
+        time.sleep(0.2)
+    assert "larger than the limit of 1 MiB" in str(info.value)
+    assert "{{IMAGE_1}}" in str(info.value) and "Content-Length" not in str(info.value)
+    assert backend.attempts == 1  # a runaway answer is not asked for again
+    # The server offered 300 MiB; what it got rid of is what we read plus what
+    # the loopback socket buffers held when we hung up.
+    assert server.bytes_sent["{{IMAGE_1}}"] < 32 * limit
+    assert server.hung_up == ["{{IMAGE_1}}"]
+    assert peak < 8 * limit, f"peak {peak:,} bytes while reading"
+
+
+@pytest.mark.timeout(60)
+async def test_a_too_large_content_length_is_refused_before_reading():
+    with HostileServer("huge-length", total=300_000_000) as server:
+        backend = HttpImageBackend(server.url)  # the default 32 MiB limit
+        with pytest.raises(ImageResponseInvalid) as info:
+            await backend.generate(_req(1))
+        await backend.aclose()
+        time.sleep(0.3)
+    message = str(info.value)
+    assert "larger than the limit of 32 MiB (Content-Length 300,000,000 bytes)" in message
+    assert server.hung_up == ["{{IMAGE_1}}"]
+
+
+async def test_half_a_png_is_refused():
+    with HostileServer("half-png") as server:
+        backend = HttpImageBackend(server.url)
+        with pytest.raises(ImageResponseInvalid) as info:
+            await backend.generate(_req(5))
+        await backend.aclose()
+    message = str(info.value)
+    assert "sent a broken picture for {{IMAGE_5}}: truncated or corrupt PNG" in message
+    assert backend.attempts == 1
+
+
+def test_decode_image_reads_every_pixel():
+    png = draw_illustration("an owl", "anime", 120, 80)
+    assert decode_image(png) == ("png", 120, 80)
+    with pytest.raises(ValueError, match="truncated or corrupt PNG"):
+        decode_image(png[: len(png) // 2])
+    with pytest.raises(ValueError, match="truncated or corrupt PNG"):
+        decode_image(png[:-12])  # everything but the end chunk
+    with pytest.raises(ValueError, match="not a PNG or JPEG image"):
+        decode_image(b"<html>oops</html>")
+    with pytest.raises(ValueError, match="80x120 pixels is more than the limit of 100 pixels"):
+        decode_image(draw_illustration("x", "anime", 80, 120), max_pixels=100)
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(png)).convert("RGB").save(buf, "JPEG")
+    jpeg = buf.getvalue()
+    assert decode_image(jpeg) == ("jpeg", 120, 80)
+    with pytest.raises(ValueError, match="truncated JPEG"):
+        decode_image(jpeg[: len(jpeg) // 2])
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(png)).save(buf, "GIF")
+    with pytest.raises(ValueError, match="a GIF image; only PNG and JPEG are accepted"):
+        decode_image(buf.getvalue())
+
+
+def test_deadline_and_limit_arguments_are_checked():
+    for name in ("attempt_timeout", "image_timeout", "timeout", "connect_timeout"):
+        for bad in (0, -1, float("nan"), float("inf"), "5", True):
+            with pytest.raises(ValueError, match=f"^{name} must be a number of seconds > 0"):
+                HttpImageBackend("http://127.0.0.1:1", **{name: bad})
+    with pytest.raises(ValueError, match="max_response_bytes"):
+        HttpImageBackend("http://127.0.0.1:1", max_response_bytes=0)
+    with pytest.raises(ValueError, match="base_url must be an http:// or https:// URL"):
+        HttpImageBackend("ftp://bob:hunter22@example.org")
+    for url in ("nohost://bob:hunter22@", "http://bob:hunter22@[::1"):
+        with pytest.raises(ValueError, match="^base_url must be an http") as info:
+            HttpImageBackend(url)
+        assert "hunter22" not in str(info.value) and "***" in str(info.value)
+
+
+# -- credentials never shown -----------------------------------------------------------
+
+
+async def test_url_credentials_are_sent_as_a_header_and_never_shown(monkeypatch):
+    monkeypatch.delenv("STORYLAB_IMAGES_API_KEY", raising=False)
+    basic = base64.b64encode(b"bob:hunter22").decode()
+    with HostileServer("echo", status=401) as server:
+        url = server.url.replace("http://", "http://bob:hunter22@")
+        backend = HttpImageBackend(url)
+        with pytest.raises(ImageRequestRejected) as info:
+            await backend.generate(_req(1))
+        await backend.aclose()
+    # The server did get the credentials, the way httpx sends a URL's user info...
+    assert server.headers_seen[0]["authorization"] == f"Basic {basic}"
+    # ...and echoed them back, in both forms; neither is repeated by us.
+    shown = "\n".join([str(info.value), repr(backend), backend.base_url, backend.endpoint])
+    for secret in ("hunter22", basic, "bob:"):
+        assert secret not in shown, shown
+    assert backend.base_url == server.url.replace("http://", "http://***@")
+    assert "HTTP 401: credentials refused: 'Basic ***' (***)" in str(info.value)
+
+
+async def test_an_api_key_echoed_by_the_server_is_redacted(monkeypatch):
+    key = "sk-test-Zq81x"
+    monkeypatch.setenv("STORYLAB_IMAGES_API_KEY", key)
+    with HostileServer("echo", status=500) as server:
+        backend = HttpImageBackend(server.url + "/", max_attempts=2, backoff=0.001)
+        with pytest.raises(ImageServiceUnavailable) as info:
+            await backend.generate(_req(1))
+        await backend.aclose()
+    assert server.headers_seen[0]["authorization"] == f"Bearer {key}"
+    message = str(info.value)
+    assert key not in message and "Zq81x" not in message
+    assert "last error: HTTP 500: credentials refused: 'Bearer ***'" in message

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import logging
 import socket
 
+import pytest
+from hostile_server import HostileServer
+
+from storylab.entities import EntityGraph
 from storylab.scheduling import EventKind, Trace
 from storylab.story.backends import SimulatedImageBackend
 from storylab.story.backends.http_images import HttpImageBackend
@@ -78,3 +84,120 @@ async def test_capacity_limit_below_the_servers_avoids_429s(graph, fast_settings
     retries = trace.of_kind(EventKind.MARK)
     assert len(retries) == over.rejected
     assert all(m.label.startswith("image-{{IMAGE_") and "HTTP 429" in m.message for m in retries)
+
+
+# -- misbehaving servers: one picture fails, clearly; the others go on ----------------
+
+
+def _kids(graph, pipeline):
+    return {c.name: c for c in graph.children(pipeline.id) if c.type == "ImageGenerationEntity"}
+
+
+@pytest.mark.timeout(60)
+async def test_a_trickling_picture_fails_at_its_deadline_and_the_others_finish(
+    graph, fast_settings
+):
+    with HostileServer("trickle", bad={"{{IMAGE_2}}"}) as server:
+        images = HttpImageBackend(server.url, attempt_timeout=0.3, image_timeout=0.8, backoff=0.01)
+        with use_settings(fast_settings(images=images)):
+            pipeline = create_story(graph, "a brave kitten", {"illustration_count": 3})
+            result = await pipeline.run()
+        await images.aclose()
+    assert result["stage"] == "completed_with_errors" and result["image_count"] == 2
+    kids = _kids(graph, pipeline)
+    slow = kids.pop("image-{{IMAGE_2}}")
+    assert slow.status == "Failed" and slow.error["type"] == "ImageDeadlineExceeded"
+    assert "within its deadline of 0.8 s per image" in slow.error["message"]
+    assert all(c.status == "Completed" for c in kids.values())
+    assert story_html(graph, result).count("<img ") == 2
+
+
+@pytest.mark.parametrize(
+    ("mode", "error_type", "words"),
+    [
+        ("half-png", "ImageResponseInvalid", "truncated or corrupt PNG"),
+        ("huge", "ImageResponseInvalid", "larger than the limit of 1 MiB"),
+    ],
+)
+@pytest.mark.timeout(60)
+async def test_a_broken_or_oversized_picture_is_not_stored(
+    graph, fast_settings, mode, error_type, words
+):
+    with HostileServer(mode, bad={"{{IMAGE_1}}"}) as server:
+        images = HttpImageBackend(server.url, max_response_bytes=2**20)
+        with use_settings(fast_settings(images=images)):
+            pipeline = create_story(graph, "a shy dragon", {"illustration_count": 3})
+            result = await pipeline.run()
+        await images.aclose()
+    kids = _kids(graph, pipeline)
+    bad = kids.pop("image-{{IMAGE_1}}")
+    assert bad.status == "Failed" and bad.error["type"] == error_type
+    assert words in bad.error["message"] and bad.output is None
+    assert result["failed_images"] == 1 and result["image_count"] == 2
+    # Only the two good pictures reached the blob store.
+    good = {graph.blobs.path_for(c.output["object_key"]) for c in kids.values()}
+    assert set(graph.blobs.root.rglob("*.png")) == good
+
+
+PASSWORD = "hunter22pw"
+API_KEY = "sk-proj-KEYzz81"
+
+
+def _leaks(secrets: list[str], texts: dict[str, str], folder) -> list[str]:
+    """Where any secret shows up: in the given texts or in any file under ``folder``."""
+    found = [f"{name}: {s}" for name, text in texts.items() for s in secrets if s in text]
+    for path in folder.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            found += [f"{path.name}: {s}" for s in secrets if s.encode() in data]
+    return found
+
+
+@pytest.mark.parametrize("with_key", [True, False], ids=["api-key", "url-password"])
+async def test_credentials_never_reach_the_graph_trace_progress_or_logs(
+    tmp_path, fast_settings, monkeypatch, caplog, with_key
+):
+    basic = base64.b64encode(f"bob:{PASSWORD}".encode()).decode()
+    if with_key:
+        monkeypatch.setenv("STORYLAB_IMAGES_API_KEY", API_KEY)
+    else:
+        monkeypatch.delenv("STORYLAB_IMAGES_API_KEY", raising=False)
+    store = tmp_path / "store"
+    graph = EntityGraph.open(store / "graph.sqlite")
+    with HostileServer("echo", bad={"{{IMAGE_2}}"}, status=500) as server:
+        url = server.url.replace("http://", f"http://bob:{PASSWORD}@")
+        images = HttpImageBackend(url, max_attempts=2, backoff=0.001)
+        with (
+            use_settings(fast_settings(images=images)),
+            Trace() as trace,
+            caplog.at_level(logging.DEBUG),
+        ):
+            pipeline = create_story(graph, "a brave kitten", {"illustration_count": 2})
+            run = pipeline.start()
+            progress = [repr(env) async for env in run]
+        await images.aclose()
+    # The server got the secret and echoed it back in its error.
+    sent = server.headers_seen[-1]["authorization"]
+    assert sent == (f"Bearer {API_KEY}" if with_key else f"Basic {basic}")
+    kids = _kids(graph, pipeline)
+    failed = kids["image-{{IMAGE_2}}"]
+    assert failed.status == "Failed" and kids["image-{{IMAGE_1}}"].status == "Completed"
+    assert "HTTP 500: credentials refused" in failed.error["message"]
+    assert "http://***@127.0.0.1" in failed.error["message"]
+    assert trace.of_kind(EventKind.MARK)  # the retry was marked, with the message
+    texts = {
+        "progress": "\n".join(progress),
+        "trace": "\n".join(repr(e) for e in trace),
+        "logs": caplog.text,
+        "result": repr(run.result),
+        "error": repr(failed.error),
+    }
+    graph.close()
+    secrets = [PASSWORD, basic, *([API_KEY] if with_key else [])]
+    assert _leaks(secrets, texts, store) == []
+    # The checker finds a secret where there is one.
+    (store / "planted.txt").write_text(f"x{PASSWORD}x")
+    assert _leaks(secrets, {"t": API_KEY}, store) == [
+        *([f"t: {API_KEY}"] if with_key else []),
+        f"planted.txt: {PASSWORD}",
+    ]

@@ -4,8 +4,12 @@ One ``jupyter lab`` server per test session, one headless Chromium per test
 module, a fresh browser context per test. The server's teardown fails the session if any of
 its processes (server or kernels) survives the shutdown.
 
-The tests skip only when STORYLAB_SKIP_UI=1 is set; a missing Chromium or
-Playwright is a failure, so CI can never go green without running them.
+Without Chromium or Playwright the tests skip, with a reason that says how to
+install them, so the README's test command passes on a fresh machine. Where
+they are required (``CI`` set, or ``STORYLAB_REQUIRE_UI=1``) the same lack is
+a failure, so CI can never go green without running them.
+``STORYLAB_SKIP_UI=1`` skips them on purpose anywhere. The choice is
+:func:`labharness.decide`.
 """
 
 from __future__ import annotations
@@ -22,13 +26,12 @@ SCREENSHOT_DIR = REPO / "build" / "ui-screenshots"
 
 @pytest.fixture(scope="session")
 def chromium_executable() -> str:
-    reason = labharness.skip_reason()
-    if reason:
-        pytest.skip(reason)
-    try:
-        return labharness.check_prerequisites()
-    except labharness.UIUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
+    decision = labharness.decide()
+    if decision.action == "skip":
+        pytest.skip(decision.reason)
+    if decision.action == "fail":
+        pytest.fail(decision.reason, pytrace=False)
+    return decision.browser
 
 
 @pytest.fixture(scope="session")

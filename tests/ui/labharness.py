@@ -26,53 +26,111 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 SKIP_ENV = "STORYLAB_SKIP_UI"
+REQUIRE_ENV = "STORYLAB_REQUIRE_UI"
 CHROMIUM_ENV = "STORYLAB_CHROMIUM"
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
+INSTALL_HINT = (
+    "on Debian or Ubuntu: `sudo apt-get install -y chromium fonts-dejavu-core` "
+    "(`.ci/run` does this), or point $STORYLAB_CHROMIUM at a Chromium binary"
+)
 
 
 class UIUnavailable(RuntimeError):
-    """Chromium or Playwright is missing and the environment did not opt out."""
+    """Chromium or Playwright is missing."""
 
 
-def chromium_path() -> str:
+@dataclass(frozen=True)
+class UIDecision:
+    """What to do with the browser tests: ``run`` (with ``browser``), ``skip`` or ``fail``."""
+
+    action: str
+    reason: str = ""
+    browser: str = ""
+
+
+def chromium_path(env: Mapping[str, str] | None = None) -> str:
     """The system Chromium to drive: $STORYLAB_CHROMIUM, /usr/bin/chromium or PATH."""
-    explicit = os.environ.get(CHROMIUM_ENV)
+    env = os.environ if env is None else env
+    explicit = env.get(CHROMIUM_ENV)
     if explicit:
-        return explicit
+        return explicit  # an explicit choice is never second-guessed by a PATH lookup
     if Path(DEFAULT_CHROMIUM).exists():
         return DEFAULT_CHROMIUM
-    return shutil.which("chromium") or shutil.which("chromium-browser") or ""
+    path = env.get("PATH")
+    return shutil.which("chromium", path=path) or shutil.which("chromium-browser", path=path) or ""
 
 
-def skip_reason() -> str | None:
-    """Why the UI tests should be skipped, or None; only an explicit opt-out counts."""
-    if os.environ.get(SKIP_ENV) == "1":
+def skip_reason(env: Mapping[str, str] | None = None) -> str | None:
+    """Why the UI tests are switched off on purpose, or None."""
+    env = os.environ if env is None else env
+    if env.get(SKIP_ENV) == "1":
         return f"{SKIP_ENV}=1 is set: real-browser JupyterLab tests are switched off"
     return None
 
 
-def check_prerequisites() -> str:
-    """Return the Chromium path, or raise UIUnavailable saying what to install."""
+def required_because(env: Mapping[str, str] | None = None) -> str | None:
+    """Why a missing browser must fail the run (CI, or an explicit request), or None."""
+    env = os.environ if env is None else env
+    if env.get(REQUIRE_ENV) == "1":
+        return f"{REQUIRE_ENV}=1 is set"
+    if env.get("CI"):
+        return "CI is set"
+    return None
+
+
+def check_prerequisites(env: Mapping[str, str] | None = None) -> str:
+    """Return the Chromium path, or raise UIUnavailable saying what is missing and how to
+    get it."""
+    env = os.environ if env is None else env
     problems = []
-    browser = chromium_path()
-    if not browser or not Path(browser).exists():
-        problems.append(
-            "Chromium not found (looked at $STORYLAB_CHROMIUM, /usr/bin/chromium and PATH); "
-            "install it with `apt-get install -y chromium fonts-dejavu-core` (.ci/run does)"
+    browser = chromium_path(env)
+    if not browser or not Path(browser).is_file() or not os.access(browser, os.X_OK):
+        looked = (
+            f"${CHROMIUM_ENV}={browser}"
+            if env.get(CHROMIUM_ENV)
+            else f"${CHROMIUM_ENV}, {DEFAULT_CHROMIUM} and PATH"
         )
+        problems.append(f"Chromium not found (looked at {looked}); install it {INSTALL_HINT}")
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError as exc:
         problems.append(f"Python Playwright is not importable ({exc}); pip install -e '.[test]'")
     if problems:
-        raise UIUnavailable(
-            "; ".join(problems) + f". To skip the browser tests on purpose, set {SKIP_ENV}=1."
-        )
+        raise UIUnavailable("; ".join(problems))
     return browser
+
+
+def decide(env: Mapping[str, str] | None = None) -> UIDecision:
+    """Run, skip or fail the browser tests, from the environment and what is installed.
+
+    An explicit ``STORYLAB_SKIP_UI=1`` always skips. Otherwise a missing browser
+    skips on a developer's machine (so the README's test command passes on a
+    fresh one) and fails where the tests are required (``CI`` set, or
+    ``STORYLAB_REQUIRE_UI=1``), so CI can never go green without them.
+    """
+    off = skip_reason(env)
+    if off:
+        return UIDecision("skip", off)
+    try:
+        browser = check_prerequisites(env)
+    except UIUnavailable as exc:
+        required = required_because(env)
+        if required:
+            return UIDecision(
+                "fail",
+                f"{exc}. The browser tests are required because {required}; "
+                f"to skip them on purpose set {SKIP_ENV}=1.",
+            )
+        return UIDecision(
+            "skip",
+            f"{exc}. (With CI set or {REQUIRE_ENV}=1 this is a failure.)",
+        )
+    return UIDecision("run", browser=browser)
 
 
 def free_port() -> int:

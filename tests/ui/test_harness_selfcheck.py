@@ -8,6 +8,10 @@ cell's index instead of hanging or passing.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import labharness
@@ -16,9 +20,10 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 pytestmark = pytest.mark.ui
+REPO = Path(__file__).resolve().parents[2]
 
 GOOD_CELLS = [
-    'fast: bool = False  # tiny sleeps, for CI\nsteps: int = 4  # how many updates',
+    "fast: bool = False  # tiny sleeps, for CI\nsteps: int = 4  # how many updates",
     'import os\nfast = fast or os.environ.get("STORYLAB_FAST") == "1"\n'
     'assert fast, "STORYLAB_FAST=1 did not reach the kernel"',
     "import asyncio\nimport ipywidgets as w\n"
@@ -35,7 +40,7 @@ GOOD_CELLS = [
     "import base64, io\nfrom IPython.display import HTML\n"
     "buf = io.BytesIO()\nfig.savefig(buf, format='png')\n"
     "b64 = base64.b64encode(buf.getvalue()).decode()\n"
-    "HTML(f'<h3>A story</h3><img src=\"data:image/png;base64,{b64}\" alt=\"page 1\">')",
+    'HTML(f\'<h3>A story</h3><img src="data:image/png;base64,{b64}" alt="page 1">\')',
 ]
 
 BAD_CELLS = [
@@ -104,11 +109,93 @@ def test_harness_reports_an_error_with_its_cell(lab_server, page, screenshots):
     labharness.shutdown_kernel(page)
 
 
-def test_missing_browser_fails_unless_skipped_explicitly(monkeypatch, tmp_path):
-    monkeypatch.setenv(labharness.CHROMIUM_ENV, str(tmp_path / "no-such-chromium"))
-    monkeypatch.delenv(labharness.SKIP_ENV, raising=False)
-    assert labharness.skip_reason() is None
-    with pytest.raises(labharness.UIUnavailable, match="Chromium not found.*STORYLAB_SKIP_UI=1"):
-        labharness.check_prerequisites()
-    monkeypatch.setenv(labharness.SKIP_ENV, "1")
-    assert "STORYLAB_SKIP_UI=1" in labharness.skip_reason()
+MISSING = {labharness.CHROMIUM_ENV: "/nonexistent/chromium"}
+
+
+@pytest.mark.parametrize(
+    ("env", "action", "words"),
+    [
+        ({}, "skip", ["apt-get install -y chromium", "/nonexistent/chromium"]),
+        ({"CI": ""}, "skip", ["apt-get install -y chromium"]),
+        ({"CI": "true"}, "fail", ["apt-get install -y chromium", "because CI is set"]),
+        ({"STORYLAB_REQUIRE_UI": "1"}, "fail", ["because STORYLAB_REQUIRE_UI=1 is set"]),
+        ({"STORYLAB_REQUIRE_UI": "0"}, "skip", ["apt-get install -y chromium"]),
+        ({"CI": "1", "STORYLAB_SKIP_UI": "1"}, "skip", ["switched off"]),
+    ],
+)
+def test_missing_browser_skips_with_a_hint_or_fails_where_required(env, action, words):
+    decision = labharness.decide({**MISSING, **env})
+    assert decision.action == action, decision
+    for word in words:
+        assert word in decision.reason, decision.reason
+    if action == "fail":
+        assert "set STORYLAB_SKIP_UI=1" in decision.reason
+
+
+def test_an_executable_browser_is_run_and_a_plain_file_is_not(tmp_path):
+    fake = tmp_path / "chromium"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o644)  # not executable: not a browser we can start
+    decision = labharness.decide({labharness.CHROMIUM_ENV: str(fake), "CI": "1"})
+    assert decision.action == "fail" and str(fake) in decision.reason
+    fake.chmod(0o755)
+    decision = labharness.decide({labharness.CHROMIUM_ENV: str(fake), "CI": "1"})
+    assert decision == labharness.UIDecision("run", browser=str(fake))
+
+
+def test_browser_found_on_path_when_not_at_the_debian_location(tmp_path, monkeypatch):
+    monkeypatch.setattr(labharness, "DEFAULT_CHROMIUM", str(tmp_path / "not-installed"))
+    fake = tmp_path / "chromium"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    assert labharness.chromium_path({"PATH": str(tmp_path)}) == str(fake)
+    assert labharness.chromium_path({"PATH": str(tmp_path / "empty")}) == ""
+
+
+def _pytest_without_browser(tmp_path: Path, **env: str) -> tuple[int, ET.Element]:
+    """Run one real browser test in a child pytest with Chromium pointed at nothing."""
+    child_env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("CI", "STORYLAB_REQUIRE_UI", "STORYLAB_SKIP_UI")
+    }
+    child_env.update(MISSING, **env)
+    report = tmp_path / "report.xml"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={report}",
+            f"{Path(__file__)}::test_harness_sees_a_good_run",
+        ],
+        cwd=REPO,
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.exists(), proc.stdout + proc.stderr
+    (case,) = ET.parse(report).getroot().iter("testcase")
+    return proc.returncode, case
+
+
+def test_test_run_passes_without_a_browser_and_says_how_to_get_one(tmp_path):
+    code, case = _pytest_without_browser(tmp_path)
+    assert code == 0
+    (skipped,) = case.findall("skipped")
+    assert "apt-get install -y chromium" in skipped.get("message")
+    assert not case.findall("error") and not case.findall("failure")
+
+
+def test_test_run_fails_without_a_browser_on_ci(tmp_path):
+    code, case = _pytest_without_browser(tmp_path, CI="1")
+    assert code == 1
+    assert not case.findall("skipped")
+    problems = case.findall("error") + case.findall("failure")
+    assert problems, ET.tostring(case, encoding="unicode")
+    message = problems[0].get("message")
+    assert "apt-get install -y chromium" in message and "because CI is set" in message

@@ -4,18 +4,31 @@
 protocol as the simulated backend, so a pipeline switches between them by
 configuration only. What a remote model needs and a local one does not:
 
-* **timeouts** on connecting and on waiting for the picture;
+* **timeouts** on connecting and on each read, and two *deadlines*: one
+  per attempt (a server that trickles its answer a byte at a time never
+  trips a per-read timeout) and one per image, all attempts and waits
+  included. Each ends with an error naming the deadline;
+* **limits on what comes back**: an answer larger than
+  ``max_response_bytes`` is refused while it streams in (or at once, from
+  its ``Content-Length``), and the picture is decoded in full, so half a PNG
+  is an error, not a picture;
 * **retries with backoff** on connection failures, timeouts, ``429`` and
   ``5xx`` answers. A ``Retry-After`` header (seconds or an HTTP date) is
   honoured; otherwise the wait doubles from ``backoff`` up to
   ``max_backoff``, with jitter so that many clients do not retry in step;
 * **secrets from the environment only**: the API key is read from
   ``api_key_env`` at call time and goes into a header, never into entity
-  data, progress or traces.
+  data, progress or traces. Credentials in the URL
+  (``http://user:pass@host``) are sent as a ``Basic`` header and shown as
+  ``http://***@host``; every message built from the server's words hides the
+  key and the password (:mod:`storylab.story.redaction`), even when a server
+  echoes them back.
 
 After the last attempt the error says where it tried, how often and what
-went wrong last (:class:`ImageServiceUnavailable`). A ``4xx`` other than
-``429`` is not retried (:class:`ImageRequestRejected`).
+went wrong last (:class:`ImageServiceUnavailable`; :class:`ImageDeadlineExceeded`
+when the image's deadline ended it). A ``4xx`` other than ``429`` is not
+retried (:class:`ImageRequestRejected`), nor is an answer that is too large
+or not a whole picture (:class:`ImageResponseInvalid`).
 """
 
 from __future__ import annotations
@@ -24,6 +37,8 @@ import asyncio
 import base64
 import binascii
 import email.utils
+import json
+import math
 import os
 import random
 import time
@@ -38,15 +53,22 @@ from storylab.story.backends.images import (
     GeneratedImage,
     ImageBackendError,
     ImageRequest,
+    decode_image,
     normalize_aspect_ratio,
     normalize_quality,
 )
+from storylab.story.redaction import Redactor, redact_url, split_credentials
 
 __all__ = [
+    "DEFAULT_ATTEMPT_TIMEOUT",
     "DEFAULT_IMAGES_URL",
+    "DEFAULT_IMAGE_TIMEOUT",
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "OPENAI_SIZES",
     "HttpImageBackend",
+    "ImageDeadlineExceeded",
     "ImageRequestRejected",
+    "ImageResponseInvalid",
     "ImageServiceUnavailable",
     "parse_retry_after",
 ]
@@ -62,6 +84,14 @@ OPENAI_SIZES: dict[str, str] = {
     "16:9": "1792x1024",
 }
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+# A hosted model takes up to a minute or two for a large picture.
+DEFAULT_ATTEMPT_TIMEOUT = 180.0
+DEFAULT_IMAGE_TIMEOUT = 600.0
+# A 1536x1024 PNG is a few MiB, a third more in base64: 32 MiB leaves room
+# for the largest sizes and still stops a runaway answer early.
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+# Error answers are read only this far: enough for any message.
+_MAX_ERROR_BODY = 64 * 1024
 
 
 class ImageServiceUnavailable(ImageBackendError):
@@ -70,6 +100,31 @@ class ImageServiceUnavailable(ImageBackendError):
 
 class ImageRequestRejected(ImageBackendError):
     """The image service refused the request itself (a 4xx other than 429)."""
+
+
+class ImageDeadlineExceeded(ImageServiceUnavailable):
+    """The image's deadline (all attempts and waits) ended before a picture came back."""
+
+
+class ImageResponseInvalid(ImageServiceUnavailable):
+    """The service answered, but not with a usable picture (too large, unreadable, broken)."""
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int | None) -> None:
+        self.size = size  # the announced Content-Length, or None when cut off while reading
+
+
+def _seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:g} MiB"
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -93,6 +148,10 @@ class HttpImageBackend:
 
     ``base_url`` defaults to ``$STORYLAB_IMAGES_URL`` or a local
     ``storylab serve-images``. ``max_attempts`` counts the first try.
+    ``timeout`` bounds each read, ``attempt_timeout`` one whole attempt
+    (connect, send, the whole answer) and ``image_timeout`` one image, every
+    attempt and wait between them included; all in seconds.
+    ``max_response_bytes`` caps the size of an answer.
     """
 
     def __init__(
@@ -103,6 +162,10 @@ class HttpImageBackend:
         api_key_env: str = "STORYLAB_IMAGES_API_KEY",
         timeout: float = 120.0,
         connect_timeout: float = 5.0,
+        attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
+        image_timeout: float = DEFAULT_IMAGE_TIMEOUT,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_image_pixels: int = 40_000_000,
         max_attempts: int = 4,
         backoff: float = 0.5,
         max_backoff: float = 8.0,
@@ -112,10 +175,27 @@ class HttpImageBackend:
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
         check_positive_int("max_attempts", max_attempts)
-        if timeout <= 0 or connect_timeout <= 0:
-            raise ValueError("timeout and connect_timeout must be > 0")
-        self.base_url = base_url or os.environ.get("STORYLAB_IMAGES_URL") or DEFAULT_IMAGES_URL
-        self.base_url = self.base_url.rstrip("/")
+        check_positive_int("max_response_bytes", max_response_bytes)
+        check_positive_int("max_image_pixels", max_image_pixels)
+        _seconds("timeout", timeout)
+        _seconds("connect_timeout", connect_timeout)
+        self.attempt_timeout = _seconds("attempt_timeout", attempt_timeout)
+        self.image_timeout = _seconds("image_timeout", image_timeout)
+        self.max_response_bytes = max_response_bytes
+        self.max_image_pixels = max_image_pixels
+        url = (base_url or os.environ.get("STORYLAB_IMAGES_URL") or DEFAULT_IMAGES_URL).rstrip("/")
+        # The URL's credentials never stay in the URL: they go into a header at
+        # call time, and what is shown (repr, every message) is the redacted URL.
+        try:
+            self._redact_url = Redactor.for_url(url)
+            clean, user, password = split_credentials(url)
+        except ValueError:  # urlsplit's own complaint, e.g. a broken [IPv6] host
+            clean, user, password = "", None, None
+        self._auth = httpx.BasicAuth(user or "", password or "") if user or password else None
+        self._url = clean
+        #: The service's URL as it may be shown: user info replaced by ``***``.
+        self.base_url = redact_url(url)
+        _check_url(self._url, self.base_url)
         self.model = model
         self.api_key_env = api_key_env
         self.timeout = httpx.Timeout(timeout, connect=connect_timeout)
@@ -136,6 +216,7 @@ class HttpImageBackend:
 
     @property
     def endpoint(self) -> str:
+        """The generations endpoint as it may be shown (credentials redacted)."""
         return f"{self.base_url}/v1/images/generations"
 
     def _get_client(self) -> httpx.AsyncClient:
@@ -173,76 +254,149 @@ class HttpImageBackend:
             # Ignored by hosted services; lets the local server inject faults per image.
             headers["x-storylab-placeholder"] = request.placeholder
         key = os.environ.get(self.api_key_env)
+        auth = self._auth
         if key:
             headers["authorization"] = f"Bearer {key}"
+            auth = None  # an API key wins over a URL's user and password
+        # Everything said about this request goes through ``redact``: the
+        # server's words may echo the key or the password back.
+        redact = self._redact_url.with_secrets(key)
+        what = request.placeholder or "an image"
         client = self._get_client()
+        loop = asyncio.get_running_loop()
+        image_deadline = loop.time() + self.image_timeout
         last = "no attempt made"
         for attempt in range(1, self.max_attempts + 1):
             self.attempts += 1
             retry_after: float | None = None
+            attempt_deadline = min(loop.time() + self.attempt_timeout, image_deadline)
+            outcome: tuple[int, bytes, str, str | None] | None = None
             try:
-                response = await client.post(self.endpoint, json=payload, headers=headers)
+                async with asyncio.timeout_at(attempt_deadline):
+                    outcome = await self._attempt(client, payload, headers, auth)
+            except TimeoutError:
+                if attempt_deadline >= image_deadline:
+                    raise ImageDeadlineExceeded(
+                        f"image service at {self.base_url} gave no picture for {what} within "
+                        f"its deadline of {self.image_timeout:g} s per image (attempt {attempt} "
+                        f"of {self.max_attempts} cut off); last error: {last}"
+                    ) from None
+                last = (
+                    f"no complete answer within the {self.attempt_timeout:g} s deadline per attempt"
+                )
             except httpx.TimeoutException as exc:
                 last = f"timed out ({type(exc).__name__})"
             except httpx.TransportError as exc:
-                last = f"{type(exc).__name__}: {exc or 'connection failed'}"
-            else:
-                if response.status_code == 200:
-                    return self._parse(response, request)
-                message = _error_message(response)
-                if response.status_code not in _RETRY_STATUS:
+                last = redact(f"{type(exc).__name__}: {exc or 'connection failed'}")
+            except _TooLarge as exc:
+                announced = f" (Content-Length {exc.size:,} bytes)" if exc.size is not None else ""
+                raise ImageResponseInvalid(
+                    f"image service at {self.base_url} sent an answer for {what} larger than "
+                    f"the limit of {_mib(self.max_response_bytes)}{announced}; reading stopped "
+                    "there"
+                ) from None
+            if outcome is not None:
+                status, body, reason, retry_header = outcome
+                if status == 200:
+                    return await self._parse(body, what, redact)
+                message = redact(_error_message(body, reason))
+                if status not in _RETRY_STATUS:
                     raise ImageRequestRejected(
                         f"image service at {self.base_url} refused the request for "
-                        f"{request.placeholder or 'an image'}: "
-                        f"HTTP {response.status_code}: {message}"
+                        f"{what}: HTTP {status}: {message}"
                     )
-                last = f"HTTP {response.status_code}: {message}"
-                retry_after = parse_retry_after(response.headers.get("retry-after"))
+                last = f"HTTP {status}: {message}"
+                retry_after = parse_retry_after(retry_header)
             if attempt < self.max_attempts:
-                self.retries += 1
                 delay = self._delay(attempt, retry_after)
+                if loop.time() + delay >= image_deadline:
+                    raise ImageDeadlineExceeded(
+                        f"image service at {self.base_url} gave no picture for {what} within "
+                        f"its deadline of {self.image_timeout:g} s per image (the next attempt "
+                        f"would start {delay:.2f} s later, past it; {attempt} of "
+                        f"{self.max_attempts} attempts made); last error: {last}"
+                    )
+                self.retries += 1
                 mark(f"retry {attempt}: {last}; next try in {delay:.2f} s")
                 await self._sleep(delay)
         raise ImageServiceUnavailable(
-            f"image service at {self.base_url} failed for {request.placeholder or 'an image'} "
+            f"image service at {self.base_url} failed for {what} "
             f"after {self.max_attempts} attempts; last error: {last}"
         )
 
-    def _parse(self, response: httpx.Response, request: ImageRequest) -> GeneratedImage:
+    async def _attempt(
+        self,
+        client: httpx.AsyncClient,
+        payload: dict[str, Any],
+        headers: dict[str, str],
+        auth: httpx.Auth | None,
+    ) -> tuple[int, bytes, str, str | None]:
+        """One POST, its answer read in full but never past the size limit."""
+        extra: dict[str, Any] = {"auth": auth} if auth is not None else {}
+        url = f"{self._url}/v1/images/generations"
+        async with client.stream("POST", url, json=payload, headers=headers, **extra) as response:
+            ok = response.status_code == 200
+            body = await _read_limited(
+                response, self.max_response_bytes if ok else _MAX_ERROR_BODY, refuse=ok
+            )
+            return (
+                response.status_code,
+                body,
+                response.reason_phrase,
+                response.headers.get("retry-after"),
+            )
+
+    async def _parse(self, body: bytes, what: str, redact: Redactor) -> GeneratedImage:
         try:
-            body = response.json()
-            data = base64.b64decode(body["data"][0]["b64_json"], validate=True)
+            answer = json.loads(body)
+            data = base64.b64decode(answer["data"][0]["b64_json"], validate=True)
         except (ValueError, KeyError, IndexError, TypeError, binascii.Error) as exc:
-            raise ImageServiceUnavailable(
+            raise ImageResponseInvalid(
                 f"image service at {self.base_url} sent an unreadable answer for "
-                f"{request.placeholder or 'an image'}: {type(exc).__name__}"
+                f"{what}: {type(exc).__name__}"
             ) from None
-        fmt, width, height = _describe(data)
+        try:
+            # Decoding every pixel takes a moment for a large picture: off the loop.
+            fmt, width, height = await asyncio.to_thread(
+                decode_image, data, max_pixels=self.max_image_pixels
+            )
+        except ValueError as exc:
+            raise ImageResponseInvalid(
+                f"image service at {self.base_url} sent a broken picture for {what}: {redact(exc)}"
+            ) from None
         return GeneratedImage(data, fmt, width, height)
 
 
-def _error_message(response: httpx.Response) -> str:
+async def _read_limited(response: httpx.Response, limit: int, *, refuse: bool) -> bytes:
+    """The body, read chunk by chunk. Past ``limit``: raise ``_TooLarge`` if ``refuse``,
+    else keep the first ``limit`` bytes. Either way the rest is never read."""
+    length = response.headers.get("content-length", "")
+    if refuse and length.isdigit() and int(length) > limit:
+        raise _TooLarge(int(length))
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            if refuse:
+                raise _TooLarge(None)
+            return bytes(body[:limit])
+    return bytes(body)
+
+
+def _error_message(body: bytes, reason: str) -> str:
     try:
-        err = response.json().get("error")
+        err = json.loads(body).get("error")
         if isinstance(err, dict) and err.get("message"):
             return str(err["message"])
     except (ValueError, AttributeError):
         pass
-    return response.reason_phrase or "error"
+    return reason or "error"
 
 
-def _describe(data: bytes) -> tuple[str, int, int]:
-    """Format and size of PNG or JPEG bytes (PNG read from its header, JPEG via Pillow)."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
-        return "png", int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    import io
-
-    from PIL import Image
-
+def _check_url(url: str, shown: str) -> None:
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            return (img.format or "jpeg").lower(), img.width, img.height
-    except Exception as exc:  # any decoder failure means "not an image"
-        raise ImageServiceUnavailable(
-            f"image service sent bytes that are not an image: {exc}"
-        ) from None
+        parsed = httpx.URL(url)
+    except Exception:  # httpx.InvalidURL and friends
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"base_url must be an http:// or https:// URL with a host, got {shown!r}")

@@ -41,6 +41,7 @@ __all__ = [
     "SimulatedImageBackend",
     "SimulatedImageFailure",
     "check_time_scale",
+    "decode_image",
     "image_size",
     "normalize_aspect_ratio",
     "normalize_quality",
@@ -126,6 +127,44 @@ def check_time_scale(time_scale: object) -> float:
     if not time_scale > 0:
         raise ValueError(f"time_scale must be a number > 0, got {time_scale!r}")
     return float(time_scale)
+
+
+def decode_image(data: bytes, *, max_pixels: int = 40_000_000) -> tuple[str, int, int]:
+    """Format (``"png"`` or ``"jpeg"``), width and height of a *whole* picture.
+
+    Reading the header is not enough: half a PNG has a perfect header. Every
+    pixel is decoded, PNG chunk checksums are verified and a JPEG must end
+    with its end-of-image marker (Pillow's ``LOAD_TRUNCATED_IMAGES`` switch, if
+    some other code turned it on, would let a cut-off file load). A picture
+    of more than ``max_pixels`` is refused before it is decoded. Raises
+    ``ValueError`` saying what is wrong.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise ValueError("no image bytes")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt, (width, height) = (img.format or "").lower(), img.size
+    except UnidentifiedImageError:
+        raise ValueError(f"not a PNG or JPEG image (it starts with {data[:8]!r})") from None
+    except Exception as exc:  # a broken header
+        raise ValueError(f"unreadable image: {exc}") from None
+    if fmt not in ("png", "jpeg"):
+        raise ValueError(f"a {fmt.upper() or 'unknown'} image; only PNG and JPEG are accepted")
+    if width * height > max_pixels:
+        raise ValueError(f"{width}x{height} pixels is more than the limit of {max_pixels:,} pixels")
+    if fmt == "jpeg" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        raise ValueError(f"truncated JPEG ({len(data):,} bytes, no end-of-image marker)")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()  # PNG: every chunk's CRC, up to IEND
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # every pixel
+    except Exception as exc:  # any decoder failure: not a whole picture
+        size = f"{len(data):,} bytes"
+        raise ValueError(f"truncated or corrupt {fmt.upper()} ({size}): {exc}") from None
+    return fmt, width, height
 
 
 # -- drawing -----------------------------------------------------------------------
