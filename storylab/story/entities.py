@@ -55,7 +55,7 @@ from storylab.story.backends.images import (
     normalize_aspect_ratio,
     normalize_quality,
 )
-from storylab.story.html import assemble_html, content_type_for, sanitize_story_html
+from storylab.story.html import content_type_for, render_story_page
 from storylab.story.models import (
     DEFAULT_ASPECT_RATIO,
     DEFAULT_IMAGE_QUALITY,
@@ -252,7 +252,8 @@ class StoryPipelineEntity(RunnableEntity):
         # Stage 4: one HTML page with the pictures inlined.
         yield self.status("RUNNING", "Assembling HTML with images")
         await self.update_entity_data(stage=Stage.ASSEMBLING.value)
-        html = assemble_html(sanitize_story_html(story.html_content), images, self.graph.blobs.get)
+        # Sanitized, slots filled (a failed picture gets a visible figure), one document.
+        html = render_story_page(story, images, self.graph.blobs.get)
 
         yield self.status("RUNNING", "Storing results")
         await self.update_entity_data(stage=Stage.STORING_RESULTS.value)
