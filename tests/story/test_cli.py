@@ -84,6 +84,28 @@ def test_a_failed_picture_is_a_figure_on_the_page_until_a_rerun_draws_it(tmp_pat
     assert [i["alt"] for i in page.having("img")][1] == alt  # drawn where the figure was
 
 
+def test_a_story_whose_every_picture_failed_exits_non_zero_and_a_rerun_draws_them(tmp_path, capsys):
+    argv = ("an owl", "--images", "2", "--no-tree")
+    assert _run(tmp_path, *argv, "--fail", "IMAGE_1,IMAGE_2") == 1
+    captured = capsys.readouterr()
+    assert "image-{{IMAGE_1}} FAILED" in captured.out and "completed" not in captured.out
+    (line,) = [ln for ln in captured.err.splitlines() if "every picture failed" in ln]
+    assert line.startswith("story-pipeline-an-owl-") and ": failed: every picture failed " in line
+    assert line.endswith("(2 of 2), so the story is stored as failed; run it again to draw "
+                         "the pictures again")  # fmt: skip
+    with EntityGraph.open(tmp_path / "graph.sqlite") as graph:
+        (root,) = graph.roots()
+        assert root.status == "Failed" and root.data["stage"] == "failed"
+    assert not (tmp_path / "out").exists()  # no page claims to be the story
+
+    assert _run(tmp_path, *argv) == 0
+    out = capsys.readouterr().out
+    assert "resuming (Failed)" in out and "completed: 2 images" in out
+    assert "image-{{IMAGE_1}} done" in out and "image-{{IMAGE_2}} done" in out
+    (path,) = (tmp_path / "out").glob("*.html")
+    assert len(read_page(path.read_text()).having("img")) == 2
+
+
 def test_a_placeholder_typed_in_a_topic_is_printed_on_the_page_not_drawn(tmp_path, capsys):
     topic = "a cat {{IMAGE_2}} who sings {{IMAGE_7}}"
     assert _run(tmp_path, topic, "--images", "2") == 0

@@ -9,6 +9,7 @@ from storylab.entities import EntityGraph, EnvelopeType
 from storylab.scheduling import EventKind, Trace
 from storylab.story.entities import (
     ImageGenerationEntity,
+    StoryImagesFailedError,
     StoryPipelineEntity,
     create_story,
     story_html,
@@ -162,7 +163,6 @@ async def test_image_children_are_named_after_placeholders(graph, fast_settings)
     [
         ((), "completed", 5, None),
         (("IMAGE_3",), "completed_with_errors", 4, 1),
-        (tuple(f"IMAGE_{i}" for i in range(1, 6)), "failed", 0, 5),
     ],
 )
 async def test_final_stage_by_failures(graph, fail, stage, count, failed, fast_settings):
@@ -397,6 +397,36 @@ def test_the_global_capacity_follows_limit_and_policy():
     assert fifo is not fair and fifo.name == "global-4-fifo"
     with pytest.raises(ValueError, match="policy must be one of: fair, fifo; got 'lifo'"):
         StorySettings(policy="lifo")
+
+
+async def test_a_story_whose_every_picture_failed_is_stored_as_failed(graph, fast_settings):
+    cust = {"illustration_count": 3, **LOW}
+    first = fast_settings(fail=["IMAGE_1", "IMAGE_2", "IMAGE_3"])
+    with use_settings(first):
+        pipeline = create_story(graph, "a brave kitten", cust)
+        with pytest.raises(StoryImagesFailedError) as caught:
+            await pipeline.run()
+    message = "every picture failed (3 of 3), so the story is stored as failed"
+    assert str(caught.value).startswith(message)
+    node = graph.get_node(pipeline.id)
+    assert node.status == "Failed" and node.error["type"] == "StoryImagesFailedError"
+    assert node.error["message"].startswith(message) and "run it again" in node.error["message"]
+    data = node.data
+    assert (data["stage"], data["failed_images"], data["image_count"]) == ("failed", 3, 0)
+    # The page was stored anyway: three "could not be drawn" figures, no pictures.
+    page = read_page(graph.blobs.get(data["html_key"]).decode())
+    assert len(page.having("span", class_="storylab-missing")) == 3
+    assert page.text.count(MISSING_IMAGE_TEXT) == 3 and not page.having("img")
+
+    # Asked for again (no retry_failed needed: the entity failed), it draws the pictures.
+    second = fast_settings()
+    with use_settings(second):
+        result = await create_story(graph, "a brave kitten", cust).run()
+    assert result["stage"] == "completed" and result["image_count"] == 3
+    assert sum(second.images.calls.values()) == 3 and second.text.calls == {}
+    assert graph.get_node(pipeline.id).status == "Completed"
+    html = story_html(graph, result)
+    assert html.count("<img ") == 3 and "storylab-missing-note" not in html.split("</style>")[1]
 
 
 async def test_a_placeholder_typed_in_the_topic_is_shown_as_text_not_drawn(graph, fast_settings):
