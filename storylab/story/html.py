@@ -229,9 +229,10 @@ h1 { font-size: 2.4em; margin-bottom: 0.2em; }
 .subtitle { color: #6b5e50; font-style: italic; }
 .illustration { text-align: center; margin: 24px 0; }
 .moral-page { text-align: center; font-size: 1.2em; }
-.storylab-missing { display: block; box-sizing: border-box; margin: 0 auto; padding: 56px 28px;
-       border: 2px dashed #c8b9a6; border-radius: 8px; background: #f5eee3; color: #7b6e60;
-       text-align: center; line-height: 1.4; }
+.storylab-missing { display: flex; flex-direction: column; justify-content: center;
+       box-sizing: border-box; width: 100%; max-width: 640px; min-height: 260px; margin: 0 auto;
+       padding: 28px; border: 2px dashed #c8b9a6; border-radius: 8px; background: #f5eee3;
+       color: #7b6e60; text-align: center; line-height: 1.4; }
 .storylab-missing-note { display: block; font-size: 1.05em; font-weight: bold;
        margin-bottom: 8px; }
 .storylab-missing-alt { display: block; font-style: italic; font-size: 0.95em; }
