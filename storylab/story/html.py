@@ -203,7 +203,8 @@ def assemble_html(
     for number, prompt in enumerate(prompts, start=1):
         image = by_placeholder.get(prompt.placeholder)
         if image is None:
-            tag = missing_image_tag(prompt.placeholder, prompt.alt_text)
+            # The same fallback alt text a finished picture gets.
+            tag = missing_image_tag(prompt.placeholder, prompt.alt_text or "Story illustration")
         else:
             b64 = image.base64
             if b64 is None:

@@ -114,6 +114,16 @@ def test_a_slot_forged_by_the_writer_for_an_undeclared_number_is_dropped():
     assert out == '<span></span><span data-storylab-slot="1"></span>'
 
 
+def test_a_failed_picture_without_alt_text_still_says_what_is_missing():
+    out = _page("{{IMAGE_1}}", [ImagePrompt("{{IMAGE_1}}", "p", "")], [])
+    assert read_page(out).text == MISSING_IMAGE_TEXT + "Story illustration"
+
+
+def test_a_slot_left_unfilled_does_not_reach_the_page():
+    page = story_page("t", sanitize_story_html("<p>{{IMAGE_1}}</p>", ["{{IMAGE_1}}"]))
+    assert "data-storylab-slot" not in page and "<p></p>" in page
+
+
 def test_dollar_patterns_are_not_special():
     out = _page("{{IMAGE_1}}", _prompts(1), [_img("{{IMAGE_1}}", alt="$& $1")])
     assert 'alt="$&amp; $1"' in out
