@@ -16,6 +16,7 @@ from storylab.story.backends import (
 from storylab.story.entities import (
     ContentSafetyCheckEntity,
     ImageGenerationEntity,
+    StoryImagesFailedError,
     StoryPipelineEntity,
     StoryWriterEntity,
     create_story,
@@ -54,6 +55,7 @@ __all__ = [
     "SimulatedTextBackend",
     "Stage",
     "StoryCustomization",
+    "StoryImagesFailedError",
     "StoryOutput",
     "StoryPipelineEntity",
     "StorySettings",

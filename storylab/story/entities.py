@@ -55,7 +55,7 @@ from storylab.story.backends.images import (
     normalize_aspect_ratio,
     normalize_quality,
 )
-from storylab.story.html import assemble_html, content_type_for, sanitize_story_html
+from storylab.story.html import content_type_for, render_story_page
 from storylab.story.models import (
     DEFAULT_ASPECT_RATIO,
     DEFAULT_IMAGE_QUALITY,
@@ -74,6 +74,7 @@ from storylab.story.settings import StorySettings, current_settings
 __all__ = [
     "ContentSafetyCheckEntity",
     "ImageGenerationEntity",
+    "StoryImagesFailedError",
     "StoryPipelineEntity",
     "StoryWriterEntity",
     "create_story",
@@ -83,6 +84,14 @@ __all__ = [
 ]
 
 log = logging.getLogger("storylab.story")
+
+
+class StoryImagesFailedError(RuntimeError):
+    """Every picture of a story failed: the pipeline ends ``Failed``, not ``Completed``.
+
+    Its data keeps ``stage: "failed"`` and the page (every slot a "could not
+    be drawn" figure); running it again draws the pictures again.
+    """
 
 
 class ContentSafetyCheckEntity(RunnableEntity):
@@ -252,7 +261,8 @@ class StoryPipelineEntity(RunnableEntity):
         # Stage 4: one HTML page with the pictures inlined.
         yield self.status("RUNNING", "Assembling HTML with images")
         await self.update_entity_data(stage=Stage.ASSEMBLING.value)
-        html = assemble_html(sanitize_story_html(story.html_content), images, self.graph.blobs.get)
+        # Sanitized, slots filled (a failed picture gets a visible figure), one document.
+        html = render_story_page(story, images, self.graph.blobs.get)
 
         yield self.status("RUNNING", "Storing results")
         await self.update_entity_data(stage=Stage.STORING_RESULTS.value)
@@ -272,6 +282,12 @@ class StoryPipelineEntity(RunnableEntity):
         await self.update_entity_data(
             stage=final.value, failed_images=failed, image_count=len(images), html_key=html_key
         )
+        if final is Stage.FAILED:
+            # Nothing to show: a failed entity, so the next run draws the pictures again.
+            raise StoryImagesFailedError(
+                f"every picture failed ({failed} of {n}), so the story is stored as failed; "
+                "run it again to draw the pictures again"
+            )
         result = PipelineResult(
             stage=final.value,
             title=story.title,
@@ -378,10 +394,12 @@ def create_story(
     request returns the same entity: run it again to resume it, or to get the
     stored result if it already finished.
 
-    A story that finished with failed pictures is still a *finished* entity,
-    so running it again only hands back its result. With ``retry_failed=True``
-    such a story is reopened first: its next run keeps every finished picture
-    and draws the failed ones again.
+    A story that finished with some failed pictures is still a *finished*
+    entity, so running it again only hands back its result. With
+    ``retry_failed=True`` such a story is reopened first: its next run keeps
+    every finished picture and draws the failed ones again. A story whose
+    every picture failed is a ``Failed`` entity (:class:`StoryImagesFailedError`),
+    and its next run draws the pictures again in any case.
     """
     cust = validate_story_request(topic, customization)
     name = pipeline_name(topic, cust)

@@ -1,54 +1,84 @@
 """Turning the writer's HTML and the finished images into one self-contained page.
 
-The writer returns a document with ``{{IMAGE_N}}`` placeholders. Assembly puts
-each finished image in place of the *first* occurrence of its placeholder as
-an ``<img>`` with the picture inlined as base64, so the page needs no other
-file. A placeholder whose image failed stays in the page, visibly, rather
-than silently disappearing.
+The page is built in three steps, each with one job:
 
-Nothing a user or a model wrote may run in the reader's browser. Topic, title
-and every piece of story text are escaped where they are put into HTML, alt
-text is escaped inside its attribute, and HTML that comes from a model goes
-through :func:`sanitize_story_html`, an allow-list that keeps document
-structure and text and drops scripts, event handlers and active content.
+1. :func:`sanitize_story_html` cleans the writer's HTML with a maintained
+   sanitizer (``nh3``, the Python binding of Ammonia). Only structure, text
+   and a few harmless attributes survive: no scripts, no event handlers, no
+   ``style`` at all and no attribute that names a URL, so nothing the writer
+   (or a topic it echoes) wrote can run or make the browser fetch anything.
+   On the way in, the *first* occurrence of each of the writer's own
+   placeholders (the ones its ``image_prompts`` list declares) becomes an
+   empty slot element numbered after its prompt. Any other ``{{IMAGE_N}}``,
+   for instance one a user typed into the topic, is plain text and stays text.
+2. :func:`assemble_html` fills each slot: with the ``<img>`` of the finished
+   picture (inlined as base64), or, for a picture that failed, with a visible
+   "this picture could not be drawn" figure that shows the alt text and keeps
+   the placeholder in a ``data-placeholder`` attribute.
+3. :func:`story_page` wraps the result in storylab's own document: a fixed
+   stylesheet (:data:`PAGE_CSS`) and the escaped title.
+
+Only storylab's own markup (the slots, the ``<img>`` tags with ``data:`` URIs
+and the stylesheet) is added after sanitizing, so the finished page loads
+nothing but what it carries.
 """
 
 from __future__ import annotations
 
 import base64 as _b64
 import html as _html
-from collections.abc import Callable, Iterable
-from html.parser import HTMLParser
+import re
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from storylab.story.models import GeneratedImageResult
+from storylab.story.models import GeneratedImageResult, ImagePrompt, StoryOutput
 
 __all__ = [
     "IMG_STYLE",
+    "MISSING_IMAGE_TEXT",
+    "PAGE_CSS",
     "assemble_html",
     "content_type_for",
     "escape_alt",
     "escape_text",
     "image_tag",
+    "missing_image_tag",
+    "render_story_page",
     "sanitize_story_html",
+    "story_page",
 ]
 
 IMG_STYLE = "max-width:100%; border-radius:8px; box-shadow: 0 2px 8px rgba(0,0,0,0.15);"
+MISSING_IMAGE_TEXT = "This picture could not be drawn."
+
+# Braces become character references wherever storylab escapes text, so user
+# text put into HTML can never spell a placeholder such as {{IMAGE_2}}.
+_BRACES = str.maketrans({"{": "&#123;", "}": "&#125;"})
+
+
+def _escape_attribute(text: str) -> str:
+    # & first, so the references made for the others are not escaped again.
+    return (
+        text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
+    )
 
 
 def escape_alt(text: str) -> str:
     """Escape alt text for a double-quoted attribute: ``&`` first, then ``"``, ``<``, ``>``.
 
     Single quotes are left alone: the attribute is always double-quoted.
+    Braces become references too, as in :func:`escape_text`.
     """
-    return (
-        text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
-    )
+    return _escape_attribute(text).translate(_BRACES)
 
 
 def escape_text(text: str) -> str:
-    """Escape text for an HTML element body or attribute (all five special characters)."""
-    return _html.escape(text, quote=True)
+    """Escape user text for an element body or attribute.
+
+    The five HTML special characters, and also ``{`` and ``}``: a topic such
+    as ``a cat {{IMAGE_2}}`` must reach the page as text, never as an image slot.
+    """
+    return _html.escape(text, quote=True).translate(_BRACES)
 
 
 def content_type_for(fmt: str | None) -> str:
@@ -57,125 +87,183 @@ def content_type_for(fmt: str | None) -> str:
 
 
 def image_tag(content_type: str, b64: str, alt_text: str) -> str:
-    """The exact ``<img>`` element that replaces a placeholder."""
+    """The exact ``<img>`` element that takes a finished picture's slot."""
     return (
         f'<img src="data:{content_type};base64,{b64}" alt="{escape_alt(alt_text)}" '
         f'style="{IMG_STYLE}" />'
     )
 
 
+def missing_image_tag(placeholder: str, alt_text: str) -> str:
+    """The figure that takes a failed picture's slot.
+
+    Spans (shown as blocks by :data:`PAGE_CSS`) rather than ``<figure>``: the
+    slot may sit inside a paragraph, where a block element would split it.
+    The placeholder stays in ``data-placeholder`` so the gap is easy to find.
+    """
+    return (
+        f'<span class="storylab-missing" data-placeholder="{_escape_attribute(placeholder)}">'
+        f'<span class="storylab-missing-note">{MISSING_IMAGE_TEXT}</span>'
+        f'<span class="storylab-missing-alt">{escape_text(alt_text)}</span></span>'
+    )
+
+
+# -- step 1: sanitizing the writer's HTML --------------------------------------------
+_ALLOWED_TAGS = frozenset(
+    """h1 h2 h3 h4 h5 h6 p div span section article header footer main nav aside em
+    strong b i u s small sub sup br hr blockquote ul ol li dl dt dd figure figcaption
+    table thead tbody tfoot tr th td caption""".split()
+)
+# Dropped together with everything inside them. The document's own <title>
+# and <style> are storylab's (story_page), so the writer's go too.
+_DROPPED_WITH_CONTENT = frozenset(
+    """script style title template noscript iframe frame frameset object embed applet
+    svg math textarea select xmp noembed noframes""".split()
+)
+# Nothing that can hold a URL or CSS: no href, src, srcset, style, background...
+_ALLOWED_ATTRIBUTES = {"*": {"class", "id", "lang", "dir", "title"}}
+_SLOT_ATTRIBUTE = "data-storylab-slot"
+
+
+def _slot(number: int) -> str:
+    return f'<span {_SLOT_ATTRIBUTE}="{number}"></span>'
+
+
+def sanitize_story_html(html_content: str, placeholders: Sequence[str] = ()) -> str:
+    """The writer's HTML as a safe body fragment, with its image slots marked.
+
+    ``placeholders`` are the writer's own, in prompt order: the first
+    occurrence of the i-th one becomes slot ``i`` (counting from 1), to be
+    filled by :func:`assemble_html`. What survives sanitizing is text and
+    the elements in a fixed allow-list with ``class``, ``id``, ``lang``,
+    ``dir`` and ``title`` attributes; comments, ``<style>``, ``style=``,
+    links and every URL-bearing attribute are removed, so no CSS escape
+    trick (``u\\72l(``, ``@\\69mport``) has anywhere to live. Braces in the
+    result are written as character references, so no text in it spells a
+    placeholder.
+    """
+    import nh3  # imported here: `import storylab` stays light
+
+    # One pass over the writer's HTML: each occurrence of a declared
+    # placeholder takes the next slot of that placeholder still open, so a
+    # slot's own markup is never searched again.
+    open_slots: dict[str, list[int]] = {}
+    for number, placeholder in enumerate(placeholders, start=1):
+        if placeholder:
+            open_slots.setdefault(placeholder, []).append(number)
+
+    def take_slot(match: re.Match[str]) -> str:
+        waiting = open_slots[match.group(0)]
+        return _slot(waiting.pop(0)) if waiting else match.group(0)
+
+    marked = html_content
+    if open_slots:
+        # Longest first, so that a placeholder which contains another wins.
+        alternatives = sorted(open_slots, key=len, reverse=True)
+        pattern = re.compile("|".join(re.escape(p) for p in alternatives))
+        marked = pattern.sub(take_slot, html_content)
+    clean = nh3.clean(
+        marked,
+        tags=set(_ALLOWED_TAGS),
+        clean_content_tags=set(_DROPPED_WITH_CONTENT),
+        attributes={k: set(v) for k, v in _ALLOWED_ATTRIBUTES.items()},
+        # Only slot numbers this story declared; any other value is dropped.
+        tag_attribute_values={
+            "span": {_SLOT_ATTRIBUTE: {str(i) for i in range(1, len(placeholders) + 1)}}
+        },
+        url_schemes=set(),
+        link_rel=None,
+        strip_comments=True,
+    )
+    # After nh3, markup is only tags and attribute quotes; braces can be in
+    # text or attribute values only, where a character reference means the same.
+    return clean.translate(_BRACES)
+
+
+# -- step 2: filling the slots ---------------------------------------------------------
 def assemble_html(
-    html_content: str,
+    clean_html: str,
+    prompts: Sequence[ImagePrompt],
     images: Iterable[GeneratedImageResult | dict[str, Any]],
     read_bytes: Callable[[str], bytes] | None = None,
 ) -> str:
-    """Replace each image's placeholder (first occurrence only) with its ``<img>``.
+    """Put each finished image in its slot, and a "could not be drawn" figure in the rest.
 
-    ``images`` come in completion order; each needs ``base64`` or an
-    ``object_key`` that ``read_bytes`` turns back into bytes (the blob store).
-    Placeholders of images not in ``images`` are left as they are.
+    ``clean_html`` comes from :func:`sanitize_story_html` with the same
+    ``prompts``. ``images`` come in completion order; each needs ``base64``
+    or an ``object_key`` that ``read_bytes`` turns back into bytes (the blob
+    store). An image whose placeholder no prompt declares is ignored.
     """
-    out = html_content
+    by_placeholder: dict[str, GeneratedImageResult] = {}
     for image in images:
         if not isinstance(image, GeneratedImageResult):
             image = GeneratedImageResult.from_json(image)
-        b64 = image.base64
-        if b64 is None:
-            if read_bytes is None or image.object_key is None:
-                raise ValueError(
-                    f"image {image.placeholder} has neither base64 nor a readable object_key"
-                )
-            b64 = _b64.b64encode(read_bytes(image.object_key)).decode("ascii")
-        # str.replace with count=1: only the first occurrence, and no "$&"-style
-        # patterns in the replacement (unlike JavaScript's String.replace).
-        out = out.replace(image.placeholder, image_tag(image.content_type, b64, image.alt_text), 1)
+        by_placeholder.setdefault(image.placeholder, image)
+    out = clean_html
+    for number, prompt in enumerate(prompts, start=1):
+        image = by_placeholder.get(prompt.placeholder)
+        if image is None:
+            # The same fallback alt text a finished picture gets.
+            tag = missing_image_tag(prompt.placeholder, prompt.alt_text or "Story illustration")
+        else:
+            b64 = image.base64
+            if b64 is None:
+                if read_bytes is None or image.object_key is None:
+                    raise ValueError(
+                        f"image {image.placeholder} has neither base64 nor a readable object_key"
+                    )
+                b64 = _b64.b64encode(read_bytes(image.object_key)).decode("ascii")
+            tag = image_tag(image.content_type, b64, image.alt_text)
+        # str.replace with count=1: one slot, and no "$&"-style patterns in the
+        # replacement (unlike JavaScript's String.replace).
+        out = out.replace(_slot(number), tag, 1)
     return out
 
 
-# -- sanitizing model-written HTML -------------------------------------------------
-_ALLOWED_TAGS = frozenset(
-    """html head body title meta style h1 h2 h3 h4 h5 h6 p div span section article header
-    footer main nav em strong b i u s small sub sup br hr blockquote ul ol li figure
-    figcaption table thead tbody tr th td caption""".split()
-)
-_VOID_TAGS = frozenset({"meta", "br", "hr"})
-# Tags whose whole content is dropped, not just the tags themselves.
-_DROP_WITH_CONTENT = frozenset(
-    "script iframe object embed noscript template svg math frame frameset applet".split()
-)
-_ALLOWED_ATTRS = frozenset({"class", "id", "lang", "dir", "charset", "style", "title"})
-_BAD_STYLE = ("url(", "expression", "javascript", "@import", "<")
+# -- step 3: the document ------------------------------------------------------------
+PAGE_CSS = """
+body { font-family: Georgia, 'Times New Roman', serif; background: #fdf8f0; color: #2d2a26;
+       margin: 0; line-height: 1.6; }
+.page { max-width: 760px; margin: 0 auto; padding: 40px 32px; page-break-after: always; }
+.title-page { text-align: center; }
+h1 { font-size: 2.4em; margin-bottom: 0.2em; }
+.subtitle { color: #6b5e50; font-style: italic; }
+.illustration { text-align: center; margin: 24px 0; }
+.moral-page { text-align: center; font-size: 1.2em; }
+.storylab-missing { display: flex; flex-direction: column; justify-content: center;
+       box-sizing: border-box; width: 100%; max-width: 640px; min-height: 260px; margin: 0 auto;
+       padding: 28px; border: 2px dashed #c8b9a6; border-radius: 8px; background: #f5eee3;
+       color: #7b6e60; text-align: center; line-height: 1.4; }
+.storylab-missing-note { display: block; font-size: 1.05em; font-weight: bold;
+       margin-bottom: 8px; }
+.storylab-missing-alt { display: block; font-style: italic; font-size: 0.95em; }
+""".strip()
+
+_SLOT_LEFT = re.compile(r"<span data-storylab-slot=\"\d+\"></span>")
 
 
-class _Sanitizer(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
-        self.skip_depth = 0
-        self.in_style = False
+def story_page(title: str, body_html: str, *, lang: str = "en") -> str:
+    """A whole HTML document around a sanitized, assembled body.
 
-    def handle_decl(self, decl: str) -> None:
-        if decl.lower().startswith("doctype") and not self.skip_depth:
-            self.out.append("<!DOCTYPE html>")
-
-    def _attrs(self, attrs: list[tuple[str, str | None]]) -> str:
-        parts = []
-        for name, value in attrs:
-            name = name.lower()
-            if name not in _ALLOWED_ATTRS:
-                continue
-            value = value or ""
-            if name == "style" and any(bad in value.lower() for bad in _BAD_STYLE):
-                continue
-            parts.append(f' {name}="{escape_text(value)}"')
-        return "".join(parts)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _DROP_WITH_CONTENT:
-            if tag not in _VOID_TAGS:
-                self.skip_depth += 1
-            return
-        if self.skip_depth or tag not in _ALLOWED_TAGS:
-            return
-        if tag == "style":
-            self.in_style = True
-        self.out.append(f"<{tag}{self._attrs(attrs)}>")
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if self.skip_depth or tag not in _ALLOWED_TAGS or tag in _DROP_WITH_CONTENT:
-            return
-        self.out.append(f"<{tag}{self._attrs(attrs)} />")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _DROP_WITH_CONTENT:
-            self.skip_depth = max(0, self.skip_depth - 1)
-            return
-        if self.skip_depth or tag not in _ALLOWED_TAGS or tag in _VOID_TAGS:
-            return
-        if tag == "style":
-            self.in_style = False
-        self.out.append(f"</{tag}>")
-
-    def handle_data(self, data: str) -> None:
-        if self.skip_depth:
-            return
-        if self.in_style:
-            # CSS cannot close its own element or pull in resources here.
-            if not any(bad in data.lower() for bad in _BAD_STYLE):
-                self.out.append(data)
-            return
-        self.out.append(_html.escape(data, quote=False))
-
-
-def sanitize_story_html(html_content: str) -> str:
-    """Keep structure, text and simple styling; drop anything that could run.
-
-    Scripts, frames, embedded objects, SVG and their content go; event
-    handlers and every attribute outside a small allow-list go; text is
-    re-escaped, so an entity-encoded ``&lt;script&gt;`` stays text. The
-    ``{{IMAGE_N}}`` placeholders are text and pass through unchanged.
+    The stylesheet is :data:`PAGE_CSS`, fixed: it styles the writer's
+    classes (``page``, ``title-page``, ``subtitle``, ``illustration``,
+    ``moral-page``) and the missing-picture figure. Slots nobody filled
+    (a body not passed through :func:`assemble_html`) are removed.
     """
-    parser = _Sanitizer()
-    parser.feed(html_content)
-    parser.close()
-    return "".join(parser.out)
+    body = _SLOT_LEFT.sub("", body_html)
+    return (
+        f'<!DOCTYPE html>\n<html lang="{escape_text(lang)}">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{escape_text(title)}</title>\n<style>\n{PAGE_CSS}\n</style>\n</head>\n"
+        f"<body>\n{body}\n</body>\n</html>\n"
+    )
+
+
+def render_story_page(
+    story: StoryOutput,
+    images: Iterable[GeneratedImageResult | dict[str, Any]],
+    read_bytes: Callable[[str], bytes] | None = None,
+) -> str:
+    """The finished page of ``story``: sanitize, fill the slots, wrap in the document."""
+    prompts = story.image_prompts
+    clean = sanitize_story_html(story.html_content, [p.placeholder for p in prompts])
+    return story_page(story.title, assemble_html(clean, prompts, images, read_bytes))

@@ -8,9 +8,11 @@ import time
 
 import httpx
 import pytest
+from pagecheck import read_page
 
 from storylab.cli import main
 from storylab.entities import EntityGraph
+from storylab.story.html import MISSING_IMAGE_TEXT
 
 
 def _run(tmp_path, *argv: str) -> int:
@@ -59,6 +61,65 @@ def test_run_again_draws_only_the_failed_image_again(tmp_path, capsys):
     assert after["image-{{IMAGE_2}}"].status == "Completed"
     (page,) = (tmp_path / "out").glob("*.html")
     assert page.read_text().count("<img ") == 3 and "{{IMAGE_2}}" not in page.read_text()
+
+
+def test_a_failed_picture_is_a_figure_on_the_page_until_a_rerun_draws_it(tmp_path, capsys):
+    assert _run(tmp_path, "an owl", "--images", "3", "--fail", "IMAGE_2", "--no-tree") == 1
+    assert "completed_with_errors: 2 images, 1 failed" in capsys.readouterr().out
+    (path,) = (tmp_path / "out").glob("*.html")
+    page = read_page(path.read_text())
+    (figure,) = page.having("span", class_="storylab-missing")
+    assert figure["data-placeholder"] == "{{IMAGE_2}}"
+    with EntityGraph.open(tmp_path / "graph.sqlite") as graph:
+        (root,) = graph.roots()
+        writer = next(c for c in graph.children(root.id) if c.name == "story-writer")
+    alt = writer.output["image_prompts"][1]["alt_text"]
+    assert alt.startswith("Illustration 2: ")
+    assert f"{MISSING_IMAGE_TEXT}{alt}" in page.text and "{{IMAGE_2}}" not in page.text
+    assert len(page.having("img")) == 2
+
+    assert _run(tmp_path, "an owl", "--images", "3", "--no-tree") == 0
+    page = read_page(path.read_text())
+    assert len(page.having("img")) == 3 and not page.having("span", class_="storylab-missing")
+    assert [i["alt"] for i in page.having("img")][1] == alt  # drawn where the figure was
+
+
+def test_a_story_whose_every_picture_failed_exits_non_zero_and_a_rerun_draws_them(tmp_path, capsys):
+    argv = ("an owl", "--images", "2", "--no-tree")
+    assert _run(tmp_path, *argv, "--fail", "IMAGE_1,IMAGE_2") == 1
+    captured = capsys.readouterr()
+    assert "image-{{IMAGE_1}} FAILED" in captured.out and "completed" not in captured.out
+    (line,) = [ln for ln in captured.err.splitlines() if "every picture failed" in ln]
+    assert line.startswith("story-pipeline-an-owl-") and ": failed: every picture failed " in line
+    assert line.endswith("(2 of 2), so the story is stored as failed; run it again to draw "
+                         "the pictures again")  # fmt: skip
+    with EntityGraph.open(tmp_path / "graph.sqlite") as graph:
+        (root,) = graph.roots()
+        assert root.status == "Failed" and root.data["stage"] == "failed"
+    assert not (tmp_path / "out").exists()  # no page claims to be the story
+
+    assert _run(tmp_path, *argv) == 0
+    out = capsys.readouterr().out
+    assert "resuming (Failed)" in out and "completed: 2 images" in out
+    assert "image-{{IMAGE_1}} done" in out and "image-{{IMAGE_2}} done" in out
+    (path,) = (tmp_path / "out").glob("*.html")
+    assert len(read_page(path.read_text()).having("img")) == 2
+
+
+def test_a_placeholder_typed_in_a_topic_is_printed_on_the_page_not_drawn(tmp_path, capsys):
+    topic = "a cat {{IMAGE_2}} who sings {{IMAGE_7}}"
+    assert _run(tmp_path, topic, "--images", "2") == 0
+    out = capsys.readouterr().out
+    assert "image-{{IMAGE_7}}" not in out and "└── ImageGenerationEntity (image-{{IMAGE_2}})" in out
+    with EntityGraph.open(tmp_path / "graph.sqlite") as graph:
+        (root,) = graph.roots()
+        kids = [c.name for c in graph.children(root.id) if c.type == "ImageGenerationEntity"]
+    assert kids == ["image-{{IMAGE_1}}", "image-{{IMAGE_2}}"]
+    (path,) = (tmp_path / "out").glob("*.html")
+    html = path.read_text()
+    page = read_page(html)
+    assert f"A story about {topic} for readers" in page.text
+    assert len(page.having("img")) == 2 and "{{IMAGE_" not in html
 
 
 def test_several_topics_run_together(tmp_path, capsys):

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from pagecheck import read_page
 
 from storylab.entities import EntityGraph, EnvelopeType
 from storylab.scheduling import EventKind, Trace
 from storylab.story.entities import (
     ImageGenerationEntity,
+    StoryImagesFailedError,
     StoryPipelineEntity,
     create_story,
     story_html,
 )
+from storylab.story.html import MISSING_IMAGE_TEXT
 from storylab.story.models import StoryValidationError
 from storylab.story.settings import use_settings
 
@@ -22,6 +25,12 @@ async def _run(entity):
     run = entity.start()
     envelopes = [env async for env in run]
     return run.result, envelopes
+
+
+def _prompt(graph, pipeline, placeholder: str) -> dict:
+    """The writer's image prompt for ``placeholder``."""
+    writer = next(c for c in graph.children(pipeline.id) if c.name == "story-writer")
+    return next(p for p in writer.output["image_prompts"] if p["placeholder"] == placeholder)
 
 
 def _own_messages(entity, envelopes):
@@ -154,7 +163,6 @@ async def test_image_children_are_named_after_placeholders(graph, fast_settings)
     [
         ((), "completed", 5, None),
         (("IMAGE_3",), "completed_with_errors", 4, 1),
-        (tuple(f"IMAGE_{i}" for i in range(1, 6)), "failed", 0, 5),
     ],
 )
 async def test_final_stage_by_failures(graph, fail, stage, count, failed, fast_settings):
@@ -168,13 +176,20 @@ async def test_final_stage_by_failures(graph, fail, stage, count, failed, fast_s
     assert graph.get_node(pipeline.id).status == "Completed"
 
 
-async def test_failed_image_is_isolated_and_keeps_its_placeholder(graph, fast_settings):
+async def test_failed_image_is_isolated_and_shown_as_a_figure_with_its_alt_text(
+    graph, fast_settings
+):
     with use_settings(fast_settings(fail=["IMAGE_3"])):
         pipeline = create_story(graph, "a brave kitten", LOW)
         result, _ = await _run(pipeline)
     html = story_html(graph, result)
     assert "{{IMAGE_3}}" in html and "{{IMAGE_1}}" not in html
     assert html.count("<img ") == 4
+    page = read_page(html)
+    (missing,) = page.having("span", class_="storylab-missing")
+    assert missing["data-placeholder"] == "{{IMAGE_3}}"  # the gap stays findable
+    alt = _prompt(graph, pipeline, "{{IMAGE_3}}")["alt_text"]
+    assert f"{MISSING_IMAGE_TEXT}{alt}" in page.text and "{{IMAGE_3}}" not in page.text
     status = {c.name: c for c in graph.children(pipeline.id)}
     bad = status.pop("image-{{IMAGE_3}}")
     assert bad.status == "Failed"
@@ -384,6 +399,64 @@ def test_the_global_capacity_follows_limit_and_policy():
         StorySettings(policy="lifo")
 
 
+async def test_a_story_whose_every_picture_failed_is_stored_as_failed(graph, fast_settings):
+    cust = {"illustration_count": 3, **LOW}
+    first = fast_settings(fail=["IMAGE_1", "IMAGE_2", "IMAGE_3"])
+    with use_settings(first):
+        pipeline = create_story(graph, "a brave kitten", cust)
+        with pytest.raises(StoryImagesFailedError) as caught:
+            await pipeline.run()
+    message = "every picture failed (3 of 3), so the story is stored as failed"
+    assert str(caught.value).startswith(message)
+    node = graph.get_node(pipeline.id)
+    assert node.status == "Failed" and node.error["type"] == "StoryImagesFailedError"
+    assert node.error["message"].startswith(message) and "run it again" in node.error["message"]
+    data = node.data
+    assert (data["stage"], data["failed_images"], data["image_count"]) == ("failed", 3, 0)
+    # The page was stored anyway: three "could not be drawn" figures, no pictures.
+    page = read_page(graph.blobs.get(data["html_key"]).decode())
+    assert len(page.having("span", class_="storylab-missing")) == 3
+    assert page.text.count(MISSING_IMAGE_TEXT) == 3 and not page.having("img")
+
+    # Asked for again (no retry_failed needed: the entity failed), it draws the pictures.
+    second = fast_settings()
+    with use_settings(second):
+        result = await create_story(graph, "a brave kitten", cust).run()
+    assert result["stage"] == "completed" and result["image_count"] == 3
+    assert sum(second.images.calls.values()) == 3 and second.text.calls == {}
+    assert graph.get_node(pipeline.id).status == "Completed"
+    html = story_html(graph, result)
+    assert html.count("<img ") == 3 and "storylab-missing-note" not in html.split("</style>")[1]
+
+
+async def test_a_placeholder_typed_in_the_topic_is_shown_as_text_not_drawn(graph, fast_settings):
+    topic = "a cat {{IMAGE_2}} who sings {{IMAGE_9}}"
+    with use_settings(fast_settings()):
+        pipeline = create_story(graph, topic, {"illustration_count": 3, **LOW})
+        result, _ = await _run(pipeline)
+    assert result["stage"] == "completed" and result["image_count"] == 3
+    writer = next(c for c in graph.children(pipeline.id) if c.name == "story-writer")
+    declared = [p["placeholder"] for p in writer.output["image_prompts"]]
+    images = [c.name for c in graph.children(pipeline.id) if c.type == "ImageGenerationEntity"]
+    assert (
+        images
+        == [f"image-{p}" for p in declared]
+        == [
+            "image-{{IMAGE_1}}",
+            "image-{{IMAGE_2}}",
+            "image-{{IMAGE_3}}",
+        ]
+    )
+    html = story_html(graph, result)
+    page = read_page(html)
+    assert f"A story about {topic}" in page.text  # the topic, literally
+    # Every picture sits in the writer's own slot: each <img> follows an illustration div.
+    kinds = [t if t == "img" else a.get("class") for t, a in page.elements]
+    assert kinds.count("img") == 3
+    assert all(kinds[i - 1] == "illustration" for i, k in enumerate(kinds) if k == "img")
+    assert "{{IMAGE_" not in html  # user text in the page never spells a placeholder
+
+
 async def test_retry_failed_reopens_a_story_that_finished_with_errors(graph, fast_settings):
     first = fast_settings(fail=["IMAGE_3"])
     with use_settings(first):
@@ -401,6 +474,7 @@ async def test_retry_failed_reopens_a_story_that_finished_with_errors(graph, fas
     assert second.text.calls == {}  # safety check and writer were kept
     html = story_html(graph, result)
     assert html.count("<img ") == 5 and "{{IMAGE_3}}" not in html
+    assert not read_page(html).having("span", class_="storylab-missing")  # the figure is gone
     # a completed story is left alone by retry_failed
     with use_settings(second):
         same = await create_story(graph, "a brave kitten", LOW, retry_failed=True).run()

@@ -14,7 +14,7 @@ from storylab.scheduling import EventKind, Trace
 from storylab.story.backends import SimulatedImageBackend
 from storylab.story.backends.http_images import HttpImageBackend
 from storylab.story.backends.server import ImageServer
-from storylab.story.entities import create_story, story_html
+from storylab.story.entities import StoryImagesFailedError, create_story, story_html
 from storylab.story.settings import use_settings
 
 
@@ -29,14 +29,15 @@ async def test_unreachable_backend_fails_each_image_with_a_clear_stored_error(gr
     images = HttpImageBackend(url, max_attempts=2, backoff=0.001)
     with use_settings(fast_settings(images=images)):
         pipeline = create_story(graph, "a brave kitten", {"illustration_count": 2})
-        result = await pipeline.run()
-    assert result["stage"] == "failed" and result["failed_images"] == 2
+        with pytest.raises(StoryImagesFailedError, match=r"every picture failed \(2 of 2\)"):
+            await pipeline.run()
+    assert pipeline.data["stage"] == "failed" and pipeline.data["failed_images"] == 2
     for child in graph.children(pipeline.id):
         if child.type == "ImageGenerationEntity":
             assert child.status == "Failed"
             assert child.error["type"] == "ImageServiceUnavailable"
             assert url in child.error["message"] and "after 2 attempts" in child.error["message"]
-    assert graph.get_node(pipeline.id).status == "Completed"
+    assert graph.get_node(pipeline.id).status == "Failed"
 
 
 async def test_server_dying_mid_run_fails_only_the_unfinished_image(graph, fast_settings):
