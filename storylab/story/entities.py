@@ -316,7 +316,7 @@ class StoryPipelineEntity(RunnableEntity):
             settings.story_limit, settings.global_capacity, name=f"story:{self.name}"
         )
         runner = HierarchicalTaskPoolRunner("image-gen", source, story_capacity)
-        async with aclosing(runner.run_tasks(stop_on_error=False)) as envelopes:
+        async with runner.run_tasks(stop_on_error=False) as envelopes:
             async for envelope in envelopes:
                 if envelope.type is TaskEventType.INTERMEDIATE:
                     if settings.forward_child_progress:
