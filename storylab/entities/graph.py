@@ -66,6 +66,7 @@ import asyncio
 import atexit
 import dataclasses
 import enum
+import functools
 import json
 import logging
 import os
@@ -422,6 +423,11 @@ class EntityGraph:
         # Parent ids known to exist (nodes are never deleted).
         self._parents: set[str] = set()
         self._commit_error: sqlite3.Error | None = None
+        # Runs waiting for the open transaction to be committed before they
+        # hand on a result (one future each, resolved by _commit), and the
+        # nodes that reached Completed or Failed in that transaction.
+        self._waiters: list[asyncio.Future] = []
+        self._settling: set[str] = set()
         self._key = str(path.resolve())
         self._closed = False
         _OPEN.setdefault(self._key, weakref.WeakSet()).add(self)
@@ -497,13 +503,44 @@ class EntityGraph:
 
     # ------------------------------------------------------------ transactions
 
+    def _commit_failure(self, error: sqlite3.Error) -> EntityGraphError:
+        exc = EntityGraphError(
+            f"a commit to {self.path} failed ({error}); the work done since the "
+            "previous commit was rolled back and will be redone on resume"
+        )
+        exc.__cause__, exc.__suppress_context__ = error, True  # as `raise ... from error`
+        return exc
+
     def _raise_commit_error(self) -> None:
         error, self._commit_error = self._commit_error, None
         if error is not None:
-            raise EntityGraphError(
-                f"a commit to {self.path} failed ({error}); the work done since the "
-                "previous commit was rolled back and will be redone on resume"
-            ) from error
+            raise self._commit_failure(error)
+
+    def _durable(self, id: str | None = None) -> asyncio.Future | None:
+        """A future that the commit of the open transaction resolves (or sets
+        to the :class:`EntityGraphError` of a failed commit); ``None`` when
+        there is nothing to wait for: no transaction is open or, given ``id``,
+        the node did not finish in it.
+
+        A run awaits it between storing its end and handing the result on, so
+        nobody sees a result that a crash could still take back; every run
+        that finished in one transaction waits for the same commit."""
+        with self._lock:
+            if self._commit_error is not None:  # "operation" mode: the commit just failed
+                self._raise_commit_error()
+            if not self._in_txn or (id is not None and id not in self._settling):
+                return None
+            loop = _running_loop()
+            if loop is None or loop is not self._commit_loop:
+                # No commit is queued on this loop: commit now rather than wait
+                # for one that may never come.
+                self._commit()
+                if self._commit_error is not None:
+                    self._raise_commit_error()
+                return None
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            return waiter
 
     def _begin(self) -> sqlite3.Connection:
         """Join this turn's transaction, opening it if needed (hold ``_lock``)."""
@@ -597,6 +634,8 @@ class EntityGraph:
             if not self._in_txn:
                 return
             self._in_txn = False
+            waiters, self._waiters = self._waiters, []
+            self._settling.clear()
             try:
                 if self._new_rows:
                     self._write_nodes()
@@ -613,9 +652,15 @@ class EntityGraph:
                 except sqlite3.Error:
                     pass
                 # The commit may have run in a loop callback where nobody can
-                # catch it: the next operation on this graph raises instead, so
-                # a run never goes on as if its last results were stored.
+                # catch it: the runs waiting for it get the error, and so does
+                # the next operation on this graph, so a run never goes on as
+                # if its last results were stored.
                 self._commit_error = exc
+                if waiters:
+                    _settle(waiters, functools.partial(self._commit_failure, exc))
+                return
+            if waiters:
+                _settle(waiters, None)
 
     def _write_nodes(self) -> None:
         """Insert the nodes created in this transaction, in creation order
@@ -996,11 +1041,19 @@ class EntityGraph:
                     row[3], row[8] = status, at
                     row[10 if column == "output" else 9] = value
                 else:
-                    conn.execute(
+                    cur = conn.execute(
                         f"UPDATE nodes SET status = ?, finished_at = ?, {column} = ? WHERE id = ?",
                         (status, at, value, id),
                     )
+                    if cur.rowcount == 0:
+                        # Its creation went with a commit that failed: storing its
+                        # end now would report a result that is nowhere on disk.
+                        raise UnknownEntityError(
+                            f"no entity with id {id!r} in {self.path} (a failed commit "
+                            "rolled back its creation); its result is not stored"
+                        )
                 self._progress.extend(envs)
+                self._settling.add(id)
             finally:
                 self._schedule_commit(terminal=True)
 
@@ -1107,6 +1160,22 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+def _settle(waiters: list[asyncio.Future], error: Callable[[], BaseException] | None) -> None:
+    """Resolve the futures of runs waiting for a commit, or if it failed give
+    each its own exception made by ``error``, from whichever thread committed."""
+    loop = waiters[0].get_loop()
+    if loop is not _running_loop():
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(_settle, waiters, error)
+        return
+    for waiter in waiters:
+        if not waiter.done():  # a waiter cancelled meanwhile is left alone
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error())
 
 
 _PROGRESS_INSERT = (
