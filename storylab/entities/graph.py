@@ -18,27 +18,48 @@ properties we lean on:
 
 How writes are committed. Each operation (create a child, mark a run
 started, store an output...) is atomic and never spans an ``await``.
-Operations share a transaction ("group commit"), committed:
+Operations share a transaction ("group commit"). A run that ends writes its
+end (Completed with its output, or Failed with its error) into the open
+transaction, then waits for the commit of that transaction before it hands
+any of it on: its ``VALUE return`` and ``STATUS COMPLETED`` (or ``ERROR``
+and ``STATUS FAILED``) envelopes, its ``result``, a runner's ``FINAL``, a
+delegating parent, a second run attached to it. Every run that ended in one
+transaction waits for the same commit, so many ends still share one. If that
+commit fails, each waiting run raises the commit's
+:class:`~storylab.entities.errors.EntityGraphError` instead of handing on a
+result (in ``batched`` and ``interval`` mode, where the failed transaction
+held other operations too, the next operation on the graph raises it as
+well). The modes differ in when the commit comes, hence in how long an ended
+run waits:
 
-* by the end of the event-loop iteration in which an entity finished or
-  failed (``commit="batched"``, the default);
-* otherwise ``commit_interval`` (5 ms) after the first operation of the
-  transaction, and at once when the last running entity of the graph ends,
-  when the graph is closed or at interpreter exit.
+=============  ===============================  ===================  ===========================
+``commit=``    the transaction is committed     an ended run waits   a crash of the process loses
+=============  ===============================  ===================  ===========================
+``batched``    at the end of the event-loop     one loop iteration   operations that ended
+(default)      iteration in which a run ended;                       nothing (creations, starts,
+               else ``commit_interval`` (5 ms)                       progress, data changes), up
+               after its first operation                             to 5 ms of them
+``interval``   ``commit_interval`` after its    up to 5 ms           the same: up to 5 ms of
+               first operation                                       operations
+``operation``  by each operation, before it     not at all           nothing that returned
+               returns
+=============  ===============================  ===================  ===========================
 
-The first rule is what keeps the promise "nothing finished is done twice"
-observable: a result leaves the step that produced it (to a runner's
-consumer, to another task, to a print) only in a later iteration, after the
-commit, so whatever anyone saw finish is on disk. Code that runs in the
-same step (a parent delegating to the child) sees it a few microseconds
-earlier. A crash (a SIGKILL, a power cut) can still lose operations that
-finished nothing: a start, a creation, a progress line, up to 5 ms of them;
-a resumed run does them again. With ``commit="interval"`` the end-of-
-iteration commit is left out: fewer commits (docs/benchmarks.md has the
-numbers), but a finished child can be handed on up to 5 ms before it is
-durable. With
-``commit="operation"``, or outside a running loop, every operation commits
-at once.
+In no mode can a crash take back an end that was handed on: whatever anyone
+saw finish is stored, and a resumed run gets it back instead of running that
+entity again; lost operations are simply done again. In every mode the
+transaction is also committed at once when the last running entity of the
+graph ends, on :meth:`EntityGraph.flush` and :meth:`EntityGraph.close`, at
+interpreter exit, and by every operation made outside a running event loop.
+``interval`` makes fewer commits than ``batched`` but holds every result up
+to ``commit_interval``: with few runs in flight that caps how many end per
+second (docs/benchmarks.md has the numbers).
+
+"Crash" means the process dies (an exception, a SIGKILL): a committed
+transaction is then on disk. The file is in WAL mode with
+``synchronous=NORMAL``, so a power cut or an operating-system crash may in
+addition take back the last commits (those the OS had not yet written out),
+in every mode; the file stays consistent, as of some earlier commit.
 
 Within a transaction, work that nobody can observe is not written twice: a
 node created in it is written once, at the commit (or before anything on
@@ -451,10 +472,11 @@ class EntityGraph:
         created. ``commit`` is ``"batched"`` (operations share a transaction,
         committed at the end of the event-loop iteration in which an entity
         finished or failed, else ``commit_interval`` seconds after the first
-        operation; see the module docstring), ``"interval"`` (the same
-        without the end-of-iteration commit: only the interval, and the end
-        of the last running entity) or ``"operation"`` (one commit per
-        operation).
+        operation), ``"interval"`` (the same without the end-of-iteration
+        commit: only the interval, and the end of the last running entity)
+        or ``"operation"`` (one commit per operation). In every mode a run
+        hands on its result only once it is committed; the module docstring
+        has a table of what each mode makes wait and what a crash can lose.
         A file that is not a storylab graph, or one from a newer schema, is
         refused with a clear error and left untouched.
         """
