@@ -744,8 +744,7 @@ class EntityRun:
                 # is in the log and will be stored; only its delivery is lost.
                 self._done = True
                 self._error = EntityRunInterrupted(
-                    f"the run of {entity!r} was abandoned while its end was being "
-                    "committed; start it again to get the stored result"
+                    f"the run of {entity!r} was abandoned while its end was being committed"
                 )
             elif not self._done:
                 self._done = True

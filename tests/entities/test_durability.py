@@ -299,3 +299,37 @@ def test_a_child_whose_creation_was_rolled_back_cannot_report_a_result(tmp_path)
 
         asyncio.run(main())
         assert [r.name for r in graph.roots()] == []
+
+
+# ------------------------------------------------ cancelled while waiting
+
+
+def test_a_run_cancelled_while_its_end_is_committed_keeps_that_end(tmp_path):
+    path = tmp_path / "g.sqlite"
+    with EntityGraph.open(path, commit="interval", commit_interval=0.5) as graph:
+        reader = Reader(path)
+
+        async def main():
+            DurWaits.gate = asyncio.Event()
+            # Another run stays live, so the child's end waits for the timer
+            # instead of being committed as the graph's last run.
+            other = asyncio.ensure_future(graph.create(DurWaits, "other").run())
+            child = graph.create(DurNeverAwaits, "child")
+            waiting = asyncio.ensure_future(child.run())
+            await asyncio.sleep(0.05)
+            assert not waiting.done()  # its end is written, not yet committed
+            reader.node("before the commit", child.id, "child")
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            graph.flush()
+            reader.node("after the commit", child.id, "child")
+            assert await child.run() == "child"  # the stored output, not a re-run
+            DurWaits.gate.set()
+            assert await other == "late"
+            return child
+
+        child = asyncio.run(main())
+        assert [what for what, _, _ in reader.not_stored] == ["before the commit"]
+        log = [(e.type, e.status) for e in graph.progress(child.id)]
+        assert log == [("STATUS", "STARTED"), ("VALUE", None), ("STATUS", "COMPLETED")]
