@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -213,6 +218,49 @@ def test_run_start_and_delegate_hand_on_a_result_only_once_it_is_committed(tmp_p
     assert reader.not_stored == []
 
 
+class DurFails(RunnableEntity):
+    async def run_impl(self):
+        raise ValueError(f"{self.name} refuses")
+        yield  # pragma: no cover - makes this an async generator
+
+
+@pytest.mark.parametrize("mode", COMMIT_MODES)
+def test_a_failure_is_reported_only_once_it_is_stored(tmp_path, mode):
+    path = tmp_path / "g.sqlite"
+    with EntityGraph.open(path, commit=mode) as graph:
+        reader = Reader(path)
+        parent = graph.create(DurCaller, "parent")  # never run: only a parent for the children
+        items = [{"name": f"c{i}"} for i in range(30)]
+        seen: list[tuple | None] = []
+
+        async def main():
+            # A run that stays live meanwhile, as the parent of a fan-out would
+            # (the end of the graph's last run is committed at once).
+            DurWaits.gate = asyncio.Event()
+            other = asyncio.ensure_future(graph.create(DurWaits, "other").run())
+            runner = HierarchicalTaskPoolRunner(
+                "fails",
+                SourceFromIterable(parent.parallel_calls(DurFails, items)),
+                CapacitySource(10),
+            )
+            async for env in runner.run_tasks():
+                if env.type == "ERROR":
+                    assert isinstance(env.error, ValueError)
+                    name = items[env.task_id - 1]["name"]
+                    seen.append(
+                        reader.conn.execute(
+                            "SELECT status, json_extract(error, '$.message') FROM nodes "
+                            "WHERE parent_id = ? AND name = ?",
+                            (parent.id, name),
+                        ).fetchone()
+                    )
+            DurWaits.gate.set()
+            assert await other == "late"
+
+        asyncio.run(main())
+    assert seen == [("Failed", f"c{i} refuses") for i in range(30)]
+
+
 # ----------------------------------------------------------- failed commits
 
 # A real SQLite failure at commit time: progress rows are written by the
@@ -333,3 +381,82 @@ def test_a_run_cancelled_while_its_end_is_committed_keeps_that_end(tmp_path):
         assert [what for what, _, _ in reader.not_stored] == ["before the commit"]
         log = [(e.type, e.status) for e in graph.progress(child.id)]
         assert log == [("STATUS", "STARTED"), ("VALUE", None), ("STATUS", "COMPLETED")]
+
+
+# ------------------------------------------------------- a real crash
+
+
+class DurLogged(RunnableEntity):
+    """Notes every execution in the file named by $DUR_LOG, then returns its name."""
+
+    async def run_impl(self):
+        with open(os.environ["DUR_LOG"], "a") as log:
+            log.write(self.name + "\n")
+        if self.data["awaits"]:
+            await asyncio.sleep(0)
+        yield Return(self.name)
+
+
+class DurKilledParent(RunnableEntity):
+    """Prints each child it is handed as done; with $DUR_KILL_AFTER set, the
+    process kills itself with SIGKILL right after printing that many."""
+
+    async def run_impl(self):
+        items = [
+            {"name": f"c{i}", "data": {"awaits": self.data["awaits"]}}
+            for i in range(self.data["n"])
+        ]
+        runner = HierarchicalTaskPoolRunner(
+            "killed", SourceFromIterable(self.parallel_calls(DurLogged, items)), CapacitySource(10)
+        )
+        done = 0
+        async for env in runner.run_tasks():
+            if env.type == "FINAL":
+                print(f"done {env.value}", flush=True)
+                done += 1
+                if str(done) == os.environ.get("DUR_KILL_AFTER"):
+                    os.kill(os.getpid(), signal.SIGKILL)
+        yield Return(done)
+
+
+@pytest.mark.parametrize("awaits", [False, True], ids=["never-awaits", "awaits-once"])
+@pytest.mark.parametrize("mode", COMMIT_MODES)
+def test_a_child_printed_as_done_survives_a_sigkill_right_after(tmp_path, mode, awaits):
+    path, log = tmp_path / "g.sqlite", tmp_path / "runs.log"
+    data = {"n": 40, "awaits": awaits}
+    proc = subprocess.run(
+        [sys.executable, __file__, str(path), mode, json.dumps(data)],
+        env=dict(os.environ, DUR_LOG=str(log), DUR_KILL_AFTER="5"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    printed = [line.split()[1] for line in proc.stdout.splitlines()]
+    assert len(printed) == 5
+    os.environ["DUR_LOG"] = str(log)
+    try:
+        with EntityGraph.open(path, commit=mode) as graph:
+            stored = {
+                r[0]: r[1] for r in Reader(path).conn.execute("SELECT name, status FROM nodes")
+            }
+            assert {name: stored.get(name) for name in printed} == dict.fromkeys(
+                printed, "Completed"
+            )
+            # Resumed (the killed parent is stale): what was printed as done
+            # is handed back from the store, not done again.
+            parent = graph.find_root("killed-parent")
+            assert parent.status == "InProgress"
+            assert asyncio.run(graph.entity(parent.id).run()) == 40
+    finally:
+        del os.environ["DUR_LOG"]
+    runs = log.read_text().split()
+    assert sorted(set(runs)) == sorted(f"c{i}" for i in range(40))
+    assert [name for name in printed if runs.count(name) != 1] == []
+
+
+if __name__ == "__main__":  # the process that test_a_child_printed_as_done... kills
+    graph_path, commit, data = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    with EntityGraph.open(Path(graph_path), commit=commit) as graph:
+        parent = graph.create(DurKilledParent, "killed-parent", data)
+        asyncio.run(parent.run())
