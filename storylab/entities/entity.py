@@ -70,6 +70,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from storylab.entities.envelopes import Envelope, EnvelopeType, StatusEvent, ValueKind
 from storylab.entities.errors import (
+    EntityGraphError,
     EntityRunInterrupted,
     UnknownBranchError,
     UnregisteredTypeError,
@@ -599,6 +600,16 @@ class EntityRun:
             status, output = graph._status_output(entity_id)
         if status == _COMPLETED_NODE:
             value = type(entity).output_from_json(output)
+            # Finished in the transaction still open (by a run that is itself
+            # waiting for it): hand the stored result on only once it is stored.
+            waiter = graph._durable(entity_id)
+            if waiter is not None:
+                try:
+                    await waiter
+                except EntityGraphError as exc:
+                    self._error = exc
+                    self._done = True
+                    raise
             self._result = value
             self._done = True
             yield _make_envelope(_VALUE, entity_id, type_name, name, None, None, value, _RETURN)
@@ -608,6 +619,7 @@ class EntityRun:
         impl = None
         gen = None
         branches: list[tuple[Any, tuple[str, ...]]] = []
+        ended = False  # the end (Completed or Failed) is written, if not yet committed
         try:
             try:
                 if status != _PENDING:
@@ -700,9 +712,10 @@ class EntityRun:
                 )
                 failed_env = entity.status_envelope(StatusEvent.FAILED, info["message"])
                 graph._mark_failed(entity._id, info, error_env, failed_env)
+                ended = True
+                await self._until_stored(key)  # a failed commit is raised instead of exc
                 self._error = exc
                 self._done = True
-                self._unregister(key)
                 yield self._emit(error_env)
                 yield self._emit(failed_env)
                 self._end()
@@ -714,9 +727,10 @@ class EntityRun:
                 _STATUS, entity_id, type_name, name, _COMPLETED, None, None, _ENTITY
             )
             graph._mark_completed(entity_id, output_json, value_env, done_env)
+            ended = True
+            await self._until_stored(key)
             self._result = result
             self._done = True
-            self._unregister(key)
             if self._followers:
                 self._emit(value_env)
                 self._emit(done_env)
@@ -725,7 +739,14 @@ class EntityRun:
             yield done_env
         except BaseException as exc:
             # Cancelled, or the consumer closed the run before it ended.
-            if not self._done:
+            if not self._done and ended:
+                # Abandoned while waiting for the commit of its end: that end
+                # is in the log and will be stored; only its delivery is lost.
+                self._done = True
+                self._error = EntityRunInterrupted(
+                    f"the run of {entity!r} was abandoned while its end was being committed"
+                )
+            elif not self._done:
                 self._done = True
                 self._error = EntityRunInterrupted(
                     f"the run of {entity!r} was abandoned before it finished"
@@ -748,6 +769,24 @@ class EntityRun:
                         await g.aclose()
                 if hasattr(impl, "aclose"):
                     await impl.aclose()
+
+    async def _until_stored(self, key: tuple[str, str]) -> None:
+        """Wait until the commit that holds this run's end has happened.
+
+        Called once the end is written (into the open transaction), before
+        anything of it is handed on: an envelope, ``result``, a follower. Every
+        run that ended in one transaction waits for the same commit, so the
+        batching stays. A failed commit is raised here and becomes the run's
+        error: a result that was rolled back is never reported."""
+        try:
+            self._unregister(key)  # the last run of the graph commits at once
+            waiter = self.entity._graph._durable()
+            if waiter is not None:
+                await waiter
+        except EntityGraphError as exc:
+            self._error = exc
+            self._done = True
+            raise
 
     def _unregister(self, key: tuple[str, str]) -> None:
         if _LIVE.get(key) is self:

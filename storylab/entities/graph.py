@@ -18,27 +18,48 @@ properties we lean on:
 
 How writes are committed. Each operation (create a child, mark a run
 started, store an output...) is atomic and never spans an ``await``.
-Operations share a transaction ("group commit"), committed:
+Operations share a transaction ("group commit"). A run that ends writes its
+end (Completed with its output, or Failed with its error) into the open
+transaction, then waits for the commit of that transaction before it hands
+any of it on: its ``VALUE return`` and ``STATUS COMPLETED`` (or ``ERROR``
+and ``STATUS FAILED``) envelopes, its ``result``, a runner's ``FINAL``, a
+delegating parent, a second run attached to it. Every run that ended in one
+transaction waits for the same commit, so many ends still share one. If that
+commit fails, each waiting run raises the commit's
+:class:`~storylab.entities.errors.EntityGraphError` instead of handing on a
+result (in ``batched`` and ``interval`` mode, where the failed transaction
+held other operations too, the next operation on the graph raises it as
+well). The modes differ in when the commit comes, hence in how long an ended
+run waits:
 
-* by the end of the event-loop iteration in which an entity finished or
-  failed (``commit="batched"``, the default);
-* otherwise ``commit_interval`` (5 ms) after the first operation of the
-  transaction, and at once when the last running entity of the graph ends,
-  when the graph is closed or at interpreter exit.
+=============  ===============================  ===================  ===========================
+``commit=``    the transaction is committed     an ended run waits   a crash of the process loses
+=============  ===============================  ===================  ===========================
+``batched``    at the end of the event-loop     one loop iteration   operations that ended
+(default)      iteration in which a run ended;                       nothing (creations, starts,
+               else ``commit_interval`` (5 ms)                       progress, data changes), up
+               after its first operation                             to 5 ms of them
+``interval``   ``commit_interval`` after its    up to 5 ms           the same: up to 5 ms of
+               first operation                                       operations
+``operation``  by each operation, before it     not at all           nothing that returned
+               returns
+=============  ===============================  ===================  ===========================
 
-The first rule is what keeps the promise "nothing finished is done twice"
-observable: a result leaves the step that produced it (to a runner's
-consumer, to another task, to a print) only in a later iteration, after the
-commit, so whatever anyone saw finish is on disk. Code that runs in the
-same step (a parent delegating to the child) sees it a few microseconds
-earlier. A crash (a SIGKILL, a power cut) can still lose operations that
-finished nothing: a start, a creation, a progress line, up to 5 ms of them;
-a resumed run does them again. With ``commit="interval"`` the end-of-
-iteration commit is left out: fewer commits (docs/benchmarks.md has the
-numbers), but a finished child can be handed on up to 5 ms before it is
-durable. With
-``commit="operation"``, or outside a running loop, every operation commits
-at once.
+In no mode can a crash take back an end that was handed on: whatever anyone
+saw finish is stored, and a resumed run gets it back instead of running that
+entity again; lost operations are simply done again. In every mode the
+transaction is also committed at once when the last running entity of the
+graph ends, on :meth:`EntityGraph.flush` and :meth:`EntityGraph.close`, at
+interpreter exit, and by every operation made outside a running event loop.
+``interval`` makes fewer commits than ``batched`` but holds every result up
+to ``commit_interval``: with few runs in flight that caps how many end per
+second (docs/benchmarks.md has the numbers).
+
+"Crash" means the process dies (an exception, a SIGKILL): a committed
+transaction is then on disk. The file is in WAL mode with
+``synchronous=NORMAL``, so a power cut or an operating-system crash may in
+addition take back the last commits (those the OS had not yet written out),
+in every mode; the file stays consistent, as of some earlier commit.
 
 Within a transaction, work that nobody can observe is not written twice: a
 node created in it is written once, at the commit (or before anything on
@@ -66,6 +87,7 @@ import asyncio
 import atexit
 import dataclasses
 import enum
+import functools
 import json
 import logging
 import os
@@ -422,6 +444,11 @@ class EntityGraph:
         # Parent ids known to exist (nodes are never deleted).
         self._parents: set[str] = set()
         self._commit_error: sqlite3.Error | None = None
+        # Runs waiting for the open transaction to be committed before they
+        # hand on a result (one future each, resolved by _commit), and the
+        # nodes that reached Completed or Failed in that transaction.
+        self._waiters: list[asyncio.Future] = []
+        self._settling: set[str] = set()
         self._key = str(path.resolve())
         self._closed = False
         _OPEN.setdefault(self._key, weakref.WeakSet()).add(self)
@@ -445,10 +472,11 @@ class EntityGraph:
         created. ``commit`` is ``"batched"`` (operations share a transaction,
         committed at the end of the event-loop iteration in which an entity
         finished or failed, else ``commit_interval`` seconds after the first
-        operation; see the module docstring), ``"interval"`` (the same
-        without the end-of-iteration commit: only the interval, and the end
-        of the last running entity) or ``"operation"`` (one commit per
-        operation).
+        operation), ``"interval"`` (the same without the end-of-iteration
+        commit: only the interval, and the end of the last running entity)
+        or ``"operation"`` (one commit per operation). In every mode a run
+        hands on its result only once it is committed; the module docstring
+        has a table of what each mode makes wait and what a crash can lose.
         A file that is not a storylab graph, or one from a newer schema, is
         refused with a clear error and left untouched.
         """
@@ -497,13 +525,44 @@ class EntityGraph:
 
     # ------------------------------------------------------------ transactions
 
+    def _commit_failure(self, error: sqlite3.Error) -> EntityGraphError:
+        exc = EntityGraphError(
+            f"a commit to {self.path} failed ({error}); the work done since the "
+            "previous commit was rolled back and will be redone on resume"
+        )
+        exc.__cause__, exc.__suppress_context__ = error, True  # as `raise ... from error`
+        return exc
+
     def _raise_commit_error(self) -> None:
         error, self._commit_error = self._commit_error, None
         if error is not None:
-            raise EntityGraphError(
-                f"a commit to {self.path} failed ({error}); the work done since the "
-                "previous commit was rolled back and will be redone on resume"
-            ) from error
+            raise self._commit_failure(error)
+
+    def _durable(self, id: str | None = None) -> asyncio.Future | None:
+        """A future that the commit of the open transaction resolves (or sets
+        to the :class:`EntityGraphError` of a failed commit); ``None`` when
+        there is nothing to wait for: no transaction is open or, given ``id``,
+        the node did not finish in it.
+
+        A run awaits it between storing its end and handing the result on, so
+        nobody sees a result that a crash could still take back; every run
+        that finished in one transaction waits for the same commit."""
+        with self._lock:
+            if self._commit_error is not None:  # "operation" mode: the commit just failed
+                self._raise_commit_error()
+            if not self._in_txn or (id is not None and id not in self._settling):
+                return None
+            loop = _running_loop()
+            if loop is None or loop is not self._commit_loop:
+                # No commit is queued on this loop: commit now rather than wait
+                # for one that may never come.
+                self._commit()
+                if self._commit_error is not None:
+                    self._raise_commit_error()
+                return None
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            return waiter
 
     def _begin(self) -> sqlite3.Connection:
         """Join this turn's transaction, opening it if needed (hold ``_lock``)."""
@@ -597,6 +656,8 @@ class EntityGraph:
             if not self._in_txn:
                 return
             self._in_txn = False
+            waiters, self._waiters = self._waiters, []
+            self._settling.clear()
             try:
                 if self._new_rows:
                     self._write_nodes()
@@ -613,9 +674,15 @@ class EntityGraph:
                 except sqlite3.Error:
                     pass
                 # The commit may have run in a loop callback where nobody can
-                # catch it: the next operation on this graph raises instead, so
-                # a run never goes on as if its last results were stored.
+                # catch it: the runs waiting for it get the error, and so does
+                # the next operation on this graph, so a run never goes on as
+                # if its last results were stored.
                 self._commit_error = exc
+                if waiters:
+                    _settle(waiters, functools.partial(self._commit_failure, exc))
+                return
+            if waiters:
+                _settle(waiters, None)
 
     def _write_nodes(self) -> None:
         """Insert the nodes created in this transaction, in creation order
@@ -996,11 +1063,19 @@ class EntityGraph:
                     row[3], row[8] = status, at
                     row[10 if column == "output" else 9] = value
                 else:
-                    conn.execute(
+                    cur = conn.execute(
                         f"UPDATE nodes SET status = ?, finished_at = ?, {column} = ? WHERE id = ?",
                         (status, at, value, id),
                     )
+                    if cur.rowcount == 0:
+                        # Its creation went with a commit that failed: storing its
+                        # end now would report a result that is nowhere on disk.
+                        raise UnknownEntityError(
+                            f"no entity with id {id!r} in {self.path} (a failed commit "
+                            "rolled back its creation); its result is not stored"
+                        )
                 self._progress.extend(envs)
+                self._settling.add(id)
             finally:
                 self._schedule_commit(terminal=True)
 
@@ -1107,6 +1182,22 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+def _settle(waiters: list[asyncio.Future], error: Callable[[], BaseException] | None) -> None:
+    """Resolve the futures of runs waiting for a commit, or if it failed give
+    each its own exception made by ``error``, from whichever thread committed."""
+    loop = waiters[0].get_loop()
+    if loop is not _running_loop():
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(_settle, waiters, error)
+        return
+    for waiter in waiters:
+        if not waiter.done():  # a waiter cancelled meanwhile is left alone
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error())
 
 
 _PROGRESS_INSERT = (

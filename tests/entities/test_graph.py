@@ -330,15 +330,6 @@ def test_a_finished_child_is_committed_before_the_runner_hands_its_result_on(tmp
     assert sorted(int(output) for _, output in seen) == list(range(6))
 
 
-def test_interval_mode_does_not_make_that_promise(tmp_path):
-    # The same run with only the interval: results are handed on before the
-    # commit (this is what the end-of-iteration commit of "batched" fixes).
-    with EntityGraph.open(tmp_path / "g.sqlite", commit="interval", commit_interval=1.0) as g:
-        p = g.create(GrFanOut, "p")
-        assert asyncio.run(p.run()) == 6
-    assert None in GrFanOut.seen[p.id]  # not even the child row was committed yet
-
-
 def test_a_run_that_spans_a_commit_shows_in_progress_to_other_readers(tmp_path):
     with EntityGraph.open(tmp_path / "g.sqlite", commit_interval=0) as g:
         reader = sqlite3.connect(g.path)
