@@ -93,3 +93,32 @@ def on_read_only_mount(tmp_path):
         return done
 
     return run
+
+
+@pytest.fixture(params=["not-sqlite", "another-apps-database", "newer-schema"])
+def unusable_graph(request, tmp_path):
+    """``(path, message)``: a file no storylab command may use as its graph, and
+    the words the refusal must contain."""
+    import sqlite3
+
+    from storylab.entities import EntityGraph, RunnableEntity
+    from storylab.entities.graph import SCHEMA_VERSION
+
+    if request.param == "not-sqlite":
+        path = tmp_path / "notes.sqlite"
+        path.write_text("these are my notes, not a database\n" * 40)
+        return path, "is not a storylab entity graph (not an SQLite database"
+    if request.param == "another-apps-database":
+        path = tmp_path / "shop.sqlite"
+        conn = sqlite3.connect(path)
+        conn.execute("CREATE TABLE orders (id INTEGER)")
+        conn.commit()
+        conn.close()
+        return path, "is an SQLite database but not a storylab entity graph"
+    path = tmp_path / "newer.sqlite"
+    with EntityGraph.open(path) as g:
+        g.create(RunnableEntity, "a-root")
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.close()
+    return path, f"uses entity-graph schema {SCHEMA_VERSION + 1}, newer than"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sqlite3
 import subprocess
 import sys
 
@@ -174,42 +173,11 @@ def _one_clear_line(err: str, prefix: str = "storylab eg: error: ") -> str:
     return line
 
 
-def _not_a_text_graph(tmp_path):
-    p = tmp_path / "notes.sqlite"
-    p.write_text("these are my notes, not a database\n" * 40)
-    return p, "is not a storylab entity graph (not an SQLite database"
-
-
-def _another_apps_database(tmp_path):
-    p = tmp_path / "shop.sqlite"
-    conn = sqlite3.connect(p)
-    conn.execute("CREATE TABLE orders (id INTEGER)")
-    conn.commit()
-    conn.close()
-    return p, "is an SQLite database but not a storylab entity graph"
-
-
-def _a_newer_graph(tmp_path):
-    from storylab.entities.graph import SCHEMA_VERSION
-
-    p = tmp_path / "newer.sqlite"
-    with EntityGraph.open(p) as g:
-        g.create(CliPipeline, "story-pipeline-owls")
-    conn = sqlite3.connect(p)
-    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
-    conn.close()
-    return p, f"uses entity-graph schema {SCHEMA_VERSION + 1}, newer than"
-
-
-UNUSABLE_GRAPHS = [_not_a_text_graph, _another_apps_database, _a_newer_graph]
-
-
-@pytest.mark.parametrize("make", UNUSABLE_GRAPHS, ids=lambda f: f.__name__.strip("_"))
 @pytest.mark.parametrize("command", [["list"], ["tree", "some-id"], ["node", "io", "some-id"]])
 def test_a_file_that_is_no_usable_graph_is_one_line_and_exit_1_and_left_alone(
-    tmp_path, capsys, make, command
+    capsys, unusable_graph, command
 ):
-    path, message = make(tmp_path)
+    path, message = unusable_graph
     before = _digest(path)
     code, out, err = eg(capsys, *command, "--graph", str(path))
     assert code == 1 and out == ""
