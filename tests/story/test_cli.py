@@ -336,3 +336,29 @@ def test_ctrl_c_stops_a_run_with_exit_130_and_it_resumes(tmp_path):
     done = subprocess.run(argv, capture_output=True, timeout=60, text=True)
     assert done.returncode == 0
     assert "resuming" in done.stdout and "completed: 5 images" in done.stdout
+
+
+def test_the_offline_story_from_the_command_line_reads_as_a_story(tmp_path, capsys):
+    import base64
+    import html
+    import io
+    import re
+
+    from PIL import Image
+
+    from storylab.story.backends.text import plan_offline_story
+
+    topic = "a brave kitten who learns to share"
+    assert _run(tmp_path, topic, "--images", "3", "--style", "digital-art", "--no-tree") == 0
+    capsys.readouterr()
+    (page,) = (tmp_path / "out").glob("*.html")
+    text = page.read_text()
+    plan = plan_offline_story(topic)
+    words = html.unescape(re.sub(r"<[^>]+>", " ", text.split("<body>")[1]))
+    assert plan.theme == "sharing" and words.count("shar") >= 3
+    assert f"{plan.hero}, {plan.hero_look}," in words
+    pictures = re.findall(r'src="data:image/png;base64,([^"]+)"', text)
+    assert len(pictures) == 3
+    for data in pictures:
+        img = Image.open(io.BytesIO(base64.b64decode(data)))
+        assert img.format == "PNG" and img.size == (640, 427)
