@@ -53,14 +53,14 @@ EXIT_CODES_HELP = """exit codes:
   130  interrupted with Ctrl-C; run the same command again to resume
   141  the output was closed early (e.g. piped into `head`)"""
 
-# Library field name -> the flag of the command line that sets it.
+# Library field name -> the flag of the command line that sets it. Only names
+# that cannot be ordinary words ("style", "limit" and "topic" are, and read
+# well as they are).
 FLAGS: dict[str, str] = {
     "illustration_count": "--images",
     "image_quality": "--quality",
     "aspect_ratio": "--aspect",
     "age_range": "--age-range",
-    "style": "--style",
-    "topic": "TOPIC",
     "time_scale": "--time-scale",
     "fail_probability": "--fail-probability",
     "story_limit": "--story-limit",
@@ -69,7 +69,6 @@ FLAGS: dict[str, str] = {
     "max_concurrent": "--max-concurrent",
     "retry_after": "--retry-after",
     "per_group": "--per-group",
-    "limit": "--limit",
 }
 
 

@@ -511,6 +511,9 @@ class EntityGraph:
         with self._lock:
             self._flush_peers()  # a peer's open transaction would make us wait for it
             conn = self._conn
+            # Another process writing right now proves the file writable: do
+            # not wait out its transaction just to find that out.
+            conn.execute("PRAGMA busy_timeout=200")
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -519,12 +522,17 @@ class EntityGraph:
                 finally:
                     conn.execute("ROLLBACK")
             except sqlite3.OperationalError as exc:
+                name = getattr(exc, "sqlite_errorname", "") or ""
+                if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+                    return
                 if not _is_access_error(exc):
                     raise
                 raise GraphAccessError(
                     f"the entity graph {self.path} is read-only ({exc}): it can be read "
                     "but not written; nothing was changed"
                 ) from None
+            finally:
+                conn.execute("PRAGMA busy_timeout=30000")  # as connected (timeout=30.0)
 
     def close(self) -> None:
         """Commit what is pending and close the connection (idempotent)."""

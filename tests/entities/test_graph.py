@@ -166,6 +166,19 @@ def test_read_only_opening_reads_a_read_only_file_and_writes_nothing(tmp_path, m
     assert digest(p) == before
 
 
+def test_a_graph_another_connection_is_writing_opens_without_being_refused(tmp_path):
+    p = tmp_path / "g.sqlite"
+    root_id = _finished_graph(p)
+    writer = sqlite3.connect(p, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # holds the write lock, as a running story does
+    try:
+        with EntityGraph.open(p) as g:
+            assert g.get_node(root_id).data == {"k": 1}
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
 def test_read_only_opening_never_creates_converts_or_upgrades(tmp_path):
     with pytest.raises(GraphNotFoundError, match="no entity graph at"):
         EntityGraph.open(tmp_path / "missing.sqlite", read_only=True)
