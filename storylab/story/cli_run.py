@@ -212,11 +212,12 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
     # Image failures are reported on the progress lines; keep the library's
     # warnings for them out of the terminal.
     logging.getLogger("storylab.story").addHandler(logging.NullHandler())
+    graph = None
     try:
-        graph = EntityGraph.open(args.graph)
-    except EntityGraphError as exc:  # not a graph, a newer one, read-only: nothing changed
-        return _fail(str(exc), EXIT_FAILED)
-    try:
+        try:
+            graph = EntityGraph.open(args.graph)
+        except EntityGraphError as exc:  # not a graph, a newer one, read-only: nothing changed
+            return _fail(str(exc), EXIT_FAILED)
         # Running a request again finishes it: pictures that failed last time
         # are drawn again, finished ones are kept (unless --no-retry).
         retry = not args.no_retry
@@ -243,7 +244,8 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
                 print(_tree(graph, pipeline.id), file=out)
         return code
     finally:
-        graph.close()
+        if graph is not None:
+            graph.close()
         aclose = getattr(settings.images, "aclose", None)
         if aclose is not None:  # the HTTP backend's connection pool
             await aclose()

@@ -575,7 +575,8 @@ def _draw_things(draw, words: set[str], W, H, horizon, unit, rng, outline) -> No
                 draw.ellipse([x + dx - r, y + dy - r, x + dx + r, y + dy + r], fill=petal)
             draw.ellipse([x - r * 0.6, y - r * 0.6, x + r * 0.6, y + r * 0.6], fill=(250, 190, 40))
     if "nest" in words:
-        nx, ny = (W * 0.86, horizon - H * 0.12) if trees else (W * 0.5, H * 0.9)
+        up = trees and not words & {"grass", "ground", "below", "fallen"}  # in the tree
+        nx, ny = (W * 0.86, horizon - H * 0.12) if up else (W * 0.52, H * 0.9)
         s = unit * 0.06
         draw.ellipse(
             [nx - s, ny - s * 0.4, nx + s, ny + s * 0.5], fill=(120, 84, 50), outline=(80, 55, 30)
