@@ -5,16 +5,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from storylab._cli_args import EXIT_OK, int_in_range, non_negative_float, positive_int
 from storylab._sync import run_sync
 from storylab.scheduling import CapacitySource, HierarchicalTaskPoolRunner, SourceBufferObj
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--groups", type=int, default=5, help="number of groups (default 5)")
-    parser.add_argument("--tasks", type=int, default=5, help="tasks per group (default 5)")
-    parser.add_argument("--per-group", type=int, default=3, help="limit per group (default 3)")
-    parser.add_argument("--global-limit", type=int, default=10, help="shared limit (default 10)")
-    parser.add_argument("--seconds", type=float, default=0.2, help="task duration (default 0.2)")
+    # The upper bounds keep a typo from printing a million lines.
+    many = int_in_range(1, 1000)
+    parser.add_argument("--groups", type=many, default=5, help="number of groups (default 5)")
+    parser.add_argument("--tasks", type=many, default=5, help="tasks per group (default 5)")
+    parser.add_argument(
+        "--per-group", type=positive_int, default=3, help="limit per group (default 3)"
+    )
+    parser.add_argument(
+        "--global-limit", type=positive_int, default=10, help="shared limit (default 10)"
+    )
+    parser.add_argument(
+        "--seconds",
+        type=non_negative_float,
+        default=0.2,
+        help="how long each task takes, in seconds >= 0 (default 0.2)",
+    )
 
 
 async def _demo(args: argparse.Namespace) -> list[str]:
@@ -56,9 +68,6 @@ async def _demo(args: argparse.Namespace) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    for field in ("groups", "tasks", "per_group", "global_limit"):
-        if getattr(args, field) < 1:
-            print(f"storylab demo: --{field.replace('_', '-')} must be >= 1", flush=True)
-            return 2
+    # Every value was checked while parsing (argparse exits 2 with the flag's name).
     run_sync(_demo(args))
-    return 0
+    return EXIT_OK

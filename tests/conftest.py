@@ -20,3 +20,105 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function):
         asyncio.run(pyfuncitem.obj(**kwargs))
         return True
     return None
+
+
+# -- read-only graphs, for real ------------------------------------------------------
+# chmod does not stop root, so as root a file is made immutable (chattr +i,
+# which binds root too) and a whole folder read-only with a read-only tmpfs
+# mounted in a private mount namespace (gone when the command exits).
+
+
+@pytest.fixture
+def make_read_only():
+    """``make_read_only(path)``: nobody, root included, may write ``path`` until the test ends."""
+    import os
+    import subprocess
+
+    undo: list[tuple[str, ...]] = []
+
+    def make(path) -> None:
+        folder = os.path.isdir(path)
+        path = str(path)
+        if os.geteuid() != 0:
+            os.chmod(path, 0o555 if folder else 0o444)
+            undo.append(("chmod", "755" if folder else "644", path))
+        else:
+            done = subprocess.run(["chattr", "+i", path], capture_output=True, text=True)
+            if done.returncode != 0:
+                pytest.skip(f"chattr +i is not available here ({done.stderr.strip()})")
+            undo.append(("chattr", "-i", path))
+        try:
+            with open(os.path.join(path, ".probe") if folder else path, "ab"):
+                pass
+        except PermissionError:
+            return
+        pytest.skip(f"could not make {path} read-only on this file system")
+
+    yield make
+    for cmd in reversed(undo):
+        subprocess.run(cmd, check=True)
+
+
+@pytest.fixture
+def on_read_only_mount(tmp_path):
+    """``on_read_only_mount(files, argv) -> CompletedProcess``: copy ``files`` onto a
+    read-only mount and run ``argv`` there; ``{ro}`` in ``argv`` is the mount point."""
+    import os
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("a read-only mount needs root and unshare(1)")
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a mount namespace here ({probe.stderr.strip()})")
+    mount_point = tmp_path / "read-only-mount"
+    mount_point.mkdir()
+
+    def run(files, argv):
+        script = (
+            'ro="$1"; shift; n="$1"; shift; mount -t tmpfs storylab-test "$ro" || exit 97; '
+            'while [ "$n" -gt 0 ]; do cp -a "$1" "$ro"/ || exit 98; shift; n=$((n-1)); done; '
+            'mount -o remount,ro "$ro" || exit 99; exec "$@"'
+        )
+        files = [str(f) for f in files]
+        argv = [a.replace("{ro}", str(mount_point)) for a in argv]
+        done = subprocess.run(
+            ["unshare", "-m", "sh", "-c", script, "sh", str(mount_point), str(len(files)),
+             *files, *argv],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        if done.returncode in (97, 98, 99):
+            pytest.skip(f"could not set up a read-only mount: {done.stderr.strip()}")
+        return done
+
+    return run
+
+
+@pytest.fixture(params=["not-sqlite", "another-apps-database", "newer-schema"])
+def unusable_graph(request, tmp_path):
+    """``(path, message)``: a file no storylab command may use as its graph, and
+    the words the refusal must contain."""
+    import sqlite3
+
+    from storylab.entities import EntityGraph, RunnableEntity
+    from storylab.entities.graph import SCHEMA_VERSION
+
+    if request.param == "not-sqlite":
+        path = tmp_path / "notes.sqlite"
+        path.write_text("these are my notes, not a database\n" * 40)
+        return path, "is not a storylab entity graph (not an SQLite database"
+    if request.param == "another-apps-database":
+        path = tmp_path / "shop.sqlite"
+        conn = sqlite3.connect(path)
+        conn.execute("CREATE TABLE orders (id INTEGER)")
+        conn.commit()
+        conn.close()
+        return path, "is an SQLite database but not a storylab entity graph"
+    path = tmp_path / "newer.sqlite"
+    with EntityGraph.open(path) as g:
+        g.create(RunnableEntity, "a-root")
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.close()
+    return path, f"uses entity-graph schema {SCHEMA_VERSION + 1}, newer than"

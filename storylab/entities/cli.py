@@ -8,7 +8,11 @@
     storylab eg node edges <id>         the Calls edges from and to the node
 
 Every command takes ``--graph PATH`` (default: ``$STORYLAB_HOME/graph.sqlite``
-or ``./.storylab/graph.sqlite``) and only reads: it never creates a graph.
+or ``./.storylab/graph.sqlite``) and only reads: it never creates, upgrades or
+writes a graph, so it also works on a read-only file, folder or disk.
+
+Exit codes: 0 done, 1 the graph or the entity cannot be read (one line on
+stderr), 2 bad usage.
 """
 
 from __future__ import annotations
@@ -36,11 +40,21 @@ def _add_graph_option(parser: argparse.ArgumentParser, default: Any) -> None:
     )
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1; got {text!r}")
+    return value
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     _add_graph_option(parser, None)
     sub = parser.add_subparsers(dest="eg_command", metavar="{list,tree,node}")
     p_list = sub.add_parser("list", help="recent root entities")
-    p_list.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    p_list.add_argument("--limit", type=_positive_int, default=20, help="how many (default 20)")
     p_tree = sub.add_parser("tree", help="an entity and its descendants, with statuses")
     p_tree.add_argument("id")
     p_node = sub.add_parser(
@@ -55,15 +69,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         _add_graph_option(p, argparse.SUPPRESS)
 
 
-def _fail(message: str) -> int:
-    print(f"storylab eg: {message}", file=sys.stderr)
-    return 1
+def _fail(message: str, code: int = 1) -> int:
+    print(f"storylab eg: error: {message}", file=sys.stderr)
+    return code
+
+
+USAGE = 2  # exit code of a command line that makes no sense (as argparse's own)
 
 
 def main(args: argparse.Namespace) -> int:
     command = getattr(args, "eg_command", None)
     if command is None:
-        return _fail("choose a command: list, tree or node (see `storylab eg --help`)")
+        return _fail("choose a command: list, tree or node (see `storylab eg --help`)", USAGE)
     if command == "node":
         words = args.words
         if len(words) == 1:
@@ -73,10 +90,11 @@ def main(args: argparse.Namespace) -> int:
         else:
             return _fail(
                 f"usage: storylab eg node [VIEW] ID, with VIEW one of {', '.join(NODE_VIEWS)}; "
-                f"got {' '.join(words)!r}"
+                f"got {' '.join(words)!r}",
+                USAGE,
             )
     try:
-        graph = EntityGraph.open(args.graph, create=False)
+        graph = EntityGraph.open(args.graph, read_only=True)
     except EntityGraphError as exc:
         return _fail(str(exc))
     with graph:

@@ -14,6 +14,7 @@ __all__ = [
     "EntityGraphError",
     "EntityRunInterrupted",
     "EntityTypeMismatchError",
+    "GraphAccessError",
     "GraphNotFoundError",
     "NotAStorylabGraphError",
     "SchemaVersionError",
@@ -54,6 +55,11 @@ class EntityTypeMismatchError(EntityGraphError, TypeError):
 
 class GraphNotFoundError(EntityGraphError, FileNotFoundError):
     """Asked to open an existing graph, and there is no file at that path."""
+
+
+class GraphAccessError(EntityGraphError, PermissionError):
+    """The graph cannot be opened, or cannot be written although writing was asked for
+    (a read-only file, folder or mount). Nothing was changed."""
 
 
 class NotAStorylabGraphError(EntityGraphError):

@@ -107,6 +107,7 @@ from storylab.entities.errors import (
     DuplicateNameError,
     EntityGraphError,
     EntityTypeMismatchError,
+    GraphAccessError,
     GraphNotFoundError,
     NotAStorylabGraphError,
     SchemaVersionError,
@@ -451,6 +452,7 @@ class EntityGraph:
         self._settling: set[str] = set()
         self._key = str(path.resolve())
         self._closed = False
+        self.read_only = False  # set by open(read_only=True): every write is refused
         _OPEN.setdefault(self._key, weakref.WeakSet()).add(self)
 
     # ------------------------------------------------------------------ opening
@@ -463,6 +465,7 @@ class EntityGraph:
         create: bool = True,
         commit: str = "batched",
         commit_interval: float = 0.005,
+        read_only: bool = False,
     ) -> EntityGraph:
         """Open (and if needed create) the graph stored at ``path``.
 
@@ -479,6 +482,13 @@ class EntityGraph:
         has a table of what each mode makes wait and what a crash can lose.
         A file that is not a storylab graph, or one from a newer schema, is
         refused with a clear error and left untouched.
+
+        A graph opened for writing (the default) is tried with a write that is
+        rolled back, so a read-only file, folder or mount is refused here with
+        :class:`GraphAccessError` instead of failing half-way through a run.
+        ``read_only=True`` opens an existing graph for reading only (never
+        creating, upgrading or converting it), which also works on read-only
+        media; any write then fails.
         """
         if commit not in COMMIT_MODES:
             allowed = ", ".join(repr(m) for m in COMMIT_MODES)
@@ -491,16 +501,66 @@ class EntityGraph:
         if p.is_dir():
             p = p / "graph.sqlite"
         if not p.exists():
-            if not create:
+            if not create or read_only:
                 raise GraphNotFoundError(f"no entity graph at {p}")
-            p.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(p, isolation_level=None, timeout=30.0, check_same_thread=False)
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise GraphAccessError(
+                    f"cannot create the entity graph {p}: {exc.strerror or exc}"
+                ) from None
         try:
-            _prepare(conn, p)
+            conn = _connect(p, read_only)
+        except sqlite3.Error as exc:  # e.g. a new file in a folder nobody may write to
+            raise GraphAccessError(_cannot_open(p, exc)) from None
+        try:
+            _prepare(conn, p, read_only)
         except BaseException:
             conn.close()
             raise
-        return cls(p, conn, commit, float(commit_interval))
+        graph = cls(p, conn, commit, float(commit_interval))
+        graph.read_only = read_only
+        if not read_only:
+            try:
+                graph._check_writable()
+            except BaseException:
+                graph.close()
+                raise
+        return graph
+
+    def _check_writable(self) -> None:
+        """Raise :class:`GraphAccessError` unless a write to the file can succeed.
+
+        The probe rewrites the schema version with its own value inside a
+        transaction that is rolled back, so the file is left byte for byte as
+        it was. (``os.access`` cannot answer this: it says yes to root, and
+        knows nothing of read-only mounts or immutable files.)
+        """
+        with self._lock:
+            self._flush_peers()  # a peer's open transaction would make us wait for it
+            conn = self._conn
+            # Another process writing right now proves the file writable: do
+            # not wait out its transaction just to find that out.
+            conn.execute("PRAGMA busy_timeout=200")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    version = conn.execute("PRAGMA user_version").fetchone()[0]
+                    conn.execute(f"PRAGMA user_version={int(version)}")
+                finally:
+                    conn.execute("ROLLBACK")
+            except sqlite3.OperationalError as exc:
+                name = getattr(exc, "sqlite_errorname", "") or ""
+                if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+                    return
+                if not _is_access_error(exc):
+                    raise
+                raise GraphAccessError(
+                    f"the entity graph {self.path} is read-only ({exc}): it can be read "
+                    "but not written; nothing was changed"
+                ) from None
+            finally:
+                conn.execute("PRAGMA busy_timeout=30000")  # as connected (timeout=30.0)
 
     def close(self) -> None:
         """Commit what is pending and close the connection (idempotent)."""
@@ -568,6 +628,10 @@ class EntityGraph:
         """Join this turn's transaction, opening it if needed (hold ``_lock``)."""
         if self._commit_error is not None:
             self._raise_commit_error()
+        if self.read_only:
+            raise GraphAccessError(
+                f"the entity graph {self.path} was opened read-only; nothing was changed"
+            )
         if not self._in_txn:
             self._flush_peers()
             self._conn.execute("BEGIN IMMEDIATE")
@@ -1255,14 +1319,55 @@ def _progress_rows(envs: list[Envelope]) -> list[tuple]:
     return rows
 
 
-def _prepare(conn: sqlite3.Connection, path: Path) -> None:
+# SQLite's names for "the file is there, but you may not open or write it"
+# (SQLITE_READONLY also comes with suffixes: _DIRECTORY, _CANTINIT, ...).
+_ACCESS_ERRORS = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")
+
+
+def _is_access_error(exc: sqlite3.Error) -> bool:
+    return (getattr(exc, "sqlite_errorname", "") or "").startswith(_ACCESS_ERRORS)
+
+
+def _cannot_open(path: Path, exc: sqlite3.Error) -> str:
+    return (
+        f"cannot open the entity graph {path} ({exc}): is the file, its folder or its disk "
+        "read-only or not yours? Nothing was changed"
+    )
+
+
+def _connect(path: Path, read_only: bool) -> sqlite3.Connection:
+    def connect(target: str | Path, uri: bool = False) -> sqlite3.Connection:
+        return sqlite3.connect(
+            target, uri=uri, isolation_level=None, timeout=30.0, check_same_thread=False
+        )
+
+    if not read_only:
+        return connect(path)
+    uri = path.resolve().as_uri()
+    conn = connect(f"{uri}?mode=ro", uri=True)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        if getattr(exc, "sqlite_errorname", "") != "SQLITE_CANTOPEN":
+            return conn  # _prepare reports it
+        # A WAL graph on a read-only folder or mount: SQLite cannot create the
+        # shared-memory file it reads through. With nobody able to write
+        # there, reading the file as immutable is safe.
+        conn.close()
+        conn = connect(f"{uri}?immutable=1", uri=True)
+    return conn
+
+
+def _prepare(conn: sqlite3.Connection, path: Path, read_only: bool = False) -> None:
     """Check that ``conn`` is a storylab graph (or empty) before changing anything,
-    then switch to WAL and create the schema if needed."""
+    then switch to WAL and create the schema if needed (not when ``read_only``)."""
     try:
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
     except sqlite3.DatabaseError as exc:
+        if _is_access_error(exc):
+            raise GraphAccessError(_cannot_open(path, exc)) from None
         raise NotAStorylabGraphError(
             f"{path} is not a storylab entity graph (not an SQLite database: {exc})"
         ) from None
@@ -1282,7 +1387,25 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
             )
             + "to open it (nothing was changed)"
         )
-    conn.execute("PRAGMA journal_mode=WAL")
+    if read_only:
+        if app_id != APPLICATION_ID:
+            raise NotAStorylabGraphError(f"{path} is empty: not an entity graph yet")
+        if version < SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{path} uses the older entity-graph schema {version}; open it once for "
+                f"writing to upgrade it to {SCHEMA_VERSION} (nothing was changed)"
+            )
+        conn.execute("PRAGMA cache_size=-65536")
+        return
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError as exc:
+        if not _is_access_error(exc):
+            raise
+        raise GraphAccessError(
+            f"the entity graph {path} is read-only ({exc}): it can be read but not "
+            "written; nothing was changed"
+        ) from None
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache (default: 2 MiB)
     conn.execute("PRAGMA foreign_keys=ON")

@@ -14,14 +14,35 @@ import argparse
 import asyncio
 import logging
 import math
+import re
 import sys
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any, TextIO
 
+from storylab._cli_args import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    age_range,
+    flag_message,
+    http_url,
+    int_in_range,
+    positive_float,
+    positive_int,
+    probability,
+)
 from storylab.story.backends import IMAGE_BACKENDS, check_time_scale, make_image_backend
 from storylab.story.backends.text import SimulatedTextBackend
-from storylab.story.models import StoryValidationError, validate_story_request
+from storylab.story.models import (
+    DEFAULT_ILLUSTRATION_COUNT,
+    MAX_ILLUSTRATIONS,
+    MIN_ILLUSTRATIONS,
+    AspectRatioOption,
+    IllustrationStyle,
+    ImageQualityLevel,
+    normalized_customization,
+    validate_story_request,
+)
 
 __all__ = ["DEFAULT_TIME_SCALE", "DEFAULT_TOPIC", "configure", "main"]
 
@@ -33,11 +54,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "topics", nargs="*", metavar="TOPIC", help=f"story topic(s) (default: {DEFAULT_TOPIC!r})"
     )
-    parser.add_argument("--images", type=int, metavar="N", help="number of illustrations, 1-10")
-    parser.add_argument("--style", help="watercolor, digital-art, colored-pencil, ...")
-    parser.add_argument("--quality", help="image quality: low, medium, high")
-    parser.add_argument("--aspect", help="aspect ratio: 1:1, 3:2, 2:3, 4:3, 16:9")
-    parser.add_argument("--age-range", help='reader ages, e.g. "3-8"')
+    parser.add_argument(
+        "--images",
+        type=int_in_range(MIN_ILLUSTRATIONS, MAX_ILLUSTRATIONS),
+        metavar="N",
+        help=f"number of illustrations, {MIN_ILLUSTRATIONS}-{MAX_ILLUSTRATIONS} "
+        f"(default {DEFAULT_ILLUSTRATION_COUNT})",
+    )
+    parser.add_argument(
+        "--style", choices=[s.value for s in IllustrationStyle], help="default watercolor"
+    )
+    parser.add_argument(
+        "--quality", choices=[q.value for q in ImageQualityLevel], help="default medium"
+    )
+    parser.add_argument(
+        "--aspect", choices=[r.value for r in AspectRatioOption], help="aspect ratio (default 3:2)"
+    )
+    parser.add_argument(
+        "--age-range", type=age_range, metavar="LO-HI", help='reader ages (default "3-10")'
+    )
     parser.add_argument(
         "--fail",
         action="append",
@@ -46,11 +81,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="make this image fail (simulated backend; repeat or separate with commas)",
     )
     parser.add_argument(
-        "--fail-probability", type=float, default=0.0, help="chance each image fails (simulated)"
+        "--fail-probability",
+        type=probability,
+        default=0.0,
+        help="chance each image fails, 0 to 1 (simulated)",
     )
     parser.add_argument(
         "--time-scale",
-        type=float,
+        type=positive_float,
         default=DEFAULT_TIME_SCALE,
         metavar="X",
         help=f"real seconds per model second (default {DEFAULT_TIME_SCALE})",
@@ -58,11 +96,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend",
         default="simulated",
+        choices=IMAGE_BACKENDS,
         metavar="NAME",
         help=f"image backend: {' or '.join(IMAGE_BACKENDS)} (default simulated)",
     )
     parser.add_argument(
         "--images-url",
+        type=http_url,
         metavar="URL",
         help="base URL of the HTTP image service (default $STORYLAB_IMAGES_URL or a local "
         "`storylab serve-images`)",
@@ -89,8 +129,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--graph", metavar="PATH", help="entity graph file or folder")
     parser.add_argument("--out", default="out", metavar="DIR", help="folder for the HTML pages")
-    parser.add_argument("--story-limit", type=int, default=3, help="images at once per story")
-    parser.add_argument("--global-limit", type=int, default=10, help="images at once in total")
+    parser.add_argument(
+        "--story-limit", type=positive_int, default=3, help="images at once per story"
+    )
+    parser.add_argument(
+        "--global-limit", type=positive_int, default=10, help="images at once in total"
+    )
     parser.add_argument(
         "--sequential", action="store_true", help="one image after another (for comparison)"
     )
@@ -132,7 +176,8 @@ def _http_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _customization(args: argparse.Namespace) -> dict[str, Any] | None:
-    # Only what the user chose, in a fixed order, so the pipeline name is stable.
+    # Only what the user chose, in a fixed order, so the pipeline name is
+    # stable; a value equal to the default is the default (same story).
     chosen = {
         "style": args.style,
         "image_quality": args.quality,
@@ -140,13 +185,35 @@ def _customization(args: argparse.Namespace) -> dict[str, Any] | None:
         "illustration_count": args.images,
         "aspect_ratio": args.aspect,
     }
-    cust = {k: v for k, v in chosen.items() if v is not None}
-    return cust or None
+    return normalized_customization({k: v for k, v in chosen.items() if v is not None})
 
 
-def _fail(message: str) -> int:
-    print(f"storylab run: error: {message}", file=sys.stderr)
-    return 2
+_IMAGE_NAME = re.compile(r"(?:\{\{)?IMAGE_(\d+)(?:\}\})?|(\d+)")
+
+
+def _failing_images(args: argparse.Namespace) -> list[str]:
+    """The ``--fail`` placeholders, each checked against the story's ``--images``."""
+    count = DEFAULT_ILLUSTRATION_COUNT if args.images is None else args.images
+    allowed = "IMAGE_1" if count == 1 else f"IMAGE_1 to IMAGE_{count}"
+    names = []
+    for item in args.fail:
+        for part in (p.strip() for p in item.split(",")):
+            if not part:
+                continue
+            m = _IMAGE_NAME.fullmatch(part)
+            n = int(m.group(1) or m.group(2)) if m else 0
+            if not 1 <= n <= count:
+                raise ValueError(
+                    f"--fail {part}: no such image; allowed: {allowed} "
+                    f"(the story has --images {count})"
+                )
+            names.append(f"IMAGE_{n}")
+    return names
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"storylab run: error: {flag_message(message)}", file=sys.stderr)
+    return code
 
 
 def main(args: argparse.Namespace) -> int:
@@ -154,15 +221,19 @@ def main(args: argparse.Namespace) -> int:
     from storylab.story.settings import StorySettings
 
     topics = list(args.topics) or [DEFAULT_TOPIC]
+    customization = _customization(args)
     try:
+        # Every request is checked before anything runs or is stored (even the graph).
+        for t in topics:
+            validate_story_request(t, customization)
         time_scale = check_time_scale(args.time_scale)
         http_options = _http_options(args)
+        fail = _failing_images(args)
         if args.backend == "simulated":
             if http_options:
                 raise ValueError(
                     "--attempt-timeout, --image-timeout and --max-response-mb need --backend http"
                 )
-            fail = [p for item in args.fail for p in item.split(",") if p.strip()]
             images = make_image_backend(
                 "simulated",
                 time_scale=time_scale,
@@ -183,25 +254,23 @@ def main(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         return _fail(str(exc))
-    return run_sync(_run(topics, _customization(args), settings, args, sys.stdout))
+    return run_sync(_run(topics, customization, settings, args, sys.stdout))
 
 
 async def _run(topics, customization, settings, args, out: TextIO) -> int:
-    from storylab.entities import EntityGraph
+    from storylab.entities import EntityGraph, EntityGraphError
     from storylab.story.entities import create_story
     from storylab.story.settings import use_settings
 
     # Image failures are reported on the progress lines; keep the library's
     # warnings for them out of the terminal.
     logging.getLogger("storylab.story").addHandler(logging.NullHandler())
-    graph = EntityGraph.open(args.graph)
+    graph = None
     try:
-        # Validate every request before anything runs or is stored.
         try:
-            for t in topics:
-                validate_story_request(t, customization)
-        except StoryValidationError as exc:
-            return _fail(str(exc))
+            graph = EntityGraph.open(args.graph)
+        except EntityGraphError as exc:  # not a graph, a newer one, read-only: nothing changed
+            return _fail(str(exc), EXIT_FAILED)
         # Running a request again finishes it: pictures that failed last time
         # are drawn again, finished ones are kept (unless --no-retry).
         retry = not args.no_retry
@@ -219,16 +288,17 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
                 if not isinstance(result, Exception) or isinstance(result, BrokenPipeError):
                     raise result  # the reader of our output left: nothing more to say
                 print(f"{pipeline.name}: failed: {result}", file=sys.stderr)
-                code = 1
+                code = EXIT_FAILED
             elif result.get("stage") != "completed":
-                code = 1
+                code = EXIT_FAILED
         if not args.no_tree:
             for pipeline in unique:
                 print(file=out)
                 print(_tree(graph, pipeline.id), file=out)
         return code
     finally:
-        graph.close()
+        if graph is not None:
+            graph.close()
         aclose = getattr(settings.images, "aclose", None)
         if aclose is not None:  # the HTTP backend's connection pool
             await aclose()

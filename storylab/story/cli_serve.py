@@ -11,35 +11,64 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
+
+from storylab._cli_args import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    flag_message,
+    non_negative_float,
+    port,
+    positive_float,
+    positive_int,
+    probability,
+)
 
 __all__ = ["configure", "main"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    parser.add_argument("--port", type=int, default=8765, help="port (0 picks a free one)")
     parser.add_argument(
-        "--max-concurrent", type=int, default=4, help="requests served at once before 429"
+        "--port", type=port, default=8765, help="port, 1-65535 (default 8765; 0 picks a free one)"
     )
     parser.add_argument(
-        "--retry-after", type=float, default=1.0, help="seconds announced in Retry-After"
+        "--max-concurrent", type=positive_int, default=4, help="requests served at once before 429"
     )
     parser.add_argument(
-        "--time-scale", type=float, default=0.05, help="real seconds per model second"
+        "--retry-after",
+        type=non_negative_float,
+        default=1.0,
+        help="seconds announced in Retry-After",
+    )
+    parser.add_argument(
+        "--time-scale", type=positive_float, default=0.05, help="real seconds per model second"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated generator")
     parser.add_argument(
         "--fail", action="append", default=[], metavar="IMAGE_N", help="make this image fail"
     )
     parser.add_argument(
-        "--fail-probability", type=float, default=0.0, help="chance each request fails"
+        "--fail-probability", type=probability, default=0.0, help="chance each request fails, 0-1"
     )
     parser.add_argument(
         "--require-api-key",
         action="store_true",
         help="require $STORYLAB_IMAGES_API_KEY as a bearer token",
     )
+
+
+_IMAGE_NAME = re.compile(r"(?:\{\{)?IMAGE_([1-9]\d*)(?:\}\})?|[1-9]\d*")
+
+
+def _failing_images(items: list[str]) -> list[str]:
+    # The server does not know how many images a story has: only the form is checked.
+    names = [p.strip() for item in items for p in item.split(",") if p.strip()]
+    for name in names:
+        if not _IMAGE_NAME.fullmatch(name):
+            raise ValueError(f"--fail {name}: not an image name; allowed: IMAGE_1, IMAGE_2, ...")
+    return names
 
 
 def main(args: argparse.Namespace) -> int:
@@ -55,7 +84,7 @@ def main(args: argparse.Namespace) -> int:
         generator = SimulatedImageBackend(
             time_scale=args.time_scale,
             seed=args.seed,
-            fail=[p for item in args.fail for p in item.split(",") if p.strip()],
+            fail=_failing_images(args.fail),
             fail_probability=args.fail_probability,
         )
         server = ImageServer(
@@ -67,14 +96,23 @@ def main(args: argparse.Namespace) -> int:
             api_key=api_key,
         )
     except ValueError as exc:
-        print(f"storylab serve-images: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"storylab serve-images: error: {flag_message(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
 
-    async def serve() -> None:
+    async def serve() -> int:
         try:
             await server.start()
-        except OSError as exc:
-            raise SystemExit(f"storylab serve-images: error: cannot listen: {exc}") from None
+        except OSError as exc:  # in use, not ours to bind, or no such address
+            # asyncio rewords the error; the errno's own text is the clear part.
+            # (A name lookup failure has a negative errno and its own text.)
+            errno = exc.errno or 0
+            reason = os.strerror(errno) if errno > 0 else (exc.strerror or str(exc))
+            print(
+                f"storylab serve-images: error: cannot listen on {args.host} port {args.port} "
+                f"(--host/--port): {reason}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
         print(
             f"serving simulated images on {server.url} (POST /v1/images/generations, "
             f"at most {server.max_concurrent} at once, then 429)",
@@ -84,10 +122,11 @@ def main(args: argparse.Namespace) -> int:
             await server.serve_forever()
         finally:
             await server.close()
+        return 0
 
     try:
-        asyncio.run(serve())
-    except KeyboardInterrupt:
+        return asyncio.run(serve())
+    except KeyboardInterrupt:  # the normal way to stop a server: exit 0
         s = server.statistics()
         print(f"stopped: {s.served} served, {s.rejected} refused with 429", file=sys.stderr)
     return 0

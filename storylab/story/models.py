@@ -41,6 +41,7 @@ __all__ = [
     "StoryOutput",
     "StoryValidationError",
     "customization_json",
+    "normalized_customization",
     "pipeline_name",
     "slugify",
     "validate_story_request",
@@ -223,6 +224,37 @@ def validate_story_request(topic: Any, customization: Any = None) -> dict[str, A
                     "illustration_count", "illustration_count must be between 1 and 10"
                 )
     return cust
+
+
+_DEFAULTS: dict[str, Any] = {
+    "style": DEFAULT_STYLE.value,
+    "image_quality": DEFAULT_IMAGE_QUALITY.value,
+    "age_range": DEFAULT_AGE_RANGE,
+    "illustration_count": DEFAULT_ILLUSTRATION_COUNT,
+    "aspect_ratio": DEFAULT_ASPECT_RATIO.value,
+}
+
+
+def normalized_customization(customization: Any) -> dict[str, Any] | None:
+    """The customization without the values that only restate a default.
+
+    ``{"illustration_count": 5}`` asks for the same story as no customization
+    at all; passed through this first, both get the same pipeline name (and
+    so the second request finds the first one's entity). Empty strings and
+    ``None`` mean "the default" too; an age range is written ``lo-hi``.
+    :func:`pipeline_name` itself hashes what it is given, unchanged.
+    """
+    cust = customization_json(customization)
+    if cust is None:
+        return None
+    out: dict[str, Any] = {}
+    for key, value in cust.items():
+        if key == "age_range" and isinstance(value, str):
+            value = re.sub(r"\s+", "", value)
+        if value is None or value == "" or (key in _DEFAULTS and value == _DEFAULTS[key]):
+            continue
+        out[key] = value
+    return out or None
 
 
 def slugify(topic: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -122,7 +123,7 @@ def test_unknown_id_exits_non_zero_with_a_clear_message(story, capsys, command):
 def test_bad_node_view_and_missing_graph_are_clear_errors(story, capsys, tmp_path):
     path, ids = story
     code, _, err = eg(capsys, "node", "outputs", ids["root"], "--graph", str(path))
-    assert code == 1 and "VIEW one of get, io, progress, edges" in err
+    assert code == 2 and "VIEW one of get, io, progress, edges" in err  # bad usage
     missing = tmp_path / "nowhere.sqlite"
     code, _, err = eg(capsys, "list", "--graph", str(missing))
     assert code == 1 and "no entity graph at" in err
@@ -159,3 +160,63 @@ def test_tree_draws_grandchildren_under_their_parent(tmp_path, capsys):
         "  └── CliWriter (b)",
         "      └── CliImage (b1)",
     ]
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _one_clear_line(err: str, prefix: str = "storylab eg: error: ") -> str:
+    assert "Traceback" not in err
+    (line,) = err.splitlines()
+    assert line.startswith(prefix)
+    return line
+
+
+@pytest.mark.parametrize("command", [["list"], ["tree", "some-id"], ["node", "io", "some-id"]])
+def test_a_file_that_is_no_usable_graph_is_one_line_and_exit_1_and_left_alone(
+    capsys, unusable_graph, command
+):
+    path, message = unusable_graph
+    before = _digest(path)
+    code, out, err = eg(capsys, *command, "--graph", str(path))
+    assert code == 1 and out == ""
+    assert message in _one_clear_line(err)
+    assert _digest(path) == before
+
+
+def test_a_read_only_graph_file_can_still_be_looked_at(story, capsys, make_read_only):
+    path, ids = story
+    before = _digest(path)
+    make_read_only(path)
+    code, out, err = eg(capsys, "tree", ids["root"], "--graph", str(path))
+    assert code == 0 and err == ""
+    assert out.startswith("CliPipeline (story-pipeline-owls)    Status: Completed")
+    code, out, _ = eg(capsys, "list", "--graph", str(path))
+    assert code == 0 and ids["root"] in out
+    assert _digest(path) == before
+
+
+def test_a_graph_on_a_read_only_disk_can_still_be_looked_at(story, on_read_only_mount):
+    path, ids = story
+    exe = [sys.executable, "-m", "storylab.cli"]
+    argv = [*exe, "eg", "tree", ids["root"], "--graph", "{ro}/graph.sqlite"]
+    done = on_read_only_mount([path], argv)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("CliPipeline (story-pipeline-owls)") and done.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["list", "--limit", "0"], "argument --limit: must be a whole number >= 1; got '0'"),
+        (["list", "--limit", "many"], "argument --limit: must be a whole number >= 1; got 'many'"),
+        (["walk"], "invalid choice: 'walk' (choose from 'list', 'tree', 'node')"),
+        ([], "choose a command: list, tree or node"),
+    ],
+)
+def test_a_bad_command_line_is_exit_2_with_one_line(story, capsys, argv, message):
+    path, _ = story
+    code, out, err = eg(capsys, "--graph", str(path), *argv)
+    assert code == 2 and out == ""
+    assert message in _one_clear_line(err, "storylab eg")

@@ -14,6 +14,7 @@ from storylab.entities import (
     DuplicateNameError,
     EntityGraph,
     EntityTypeMismatchError,
+    GraphAccessError,
     GraphNotFoundError,
     NotAStorylabGraphError,
     Return,
@@ -130,6 +131,78 @@ def test_open_without_create_needs_an_existing_file(tmp_path):
         match="commit must be one of 'batched', 'interval', 'operation'; got 'sometimes'",
     ):
         EntityGraph.open(tmp_path / "g.sqlite", commit="sometimes")
+
+
+def _finished_graph(path) -> str:
+    with EntityGraph.open(path) as g:
+        root = g.create(GrParent, "root", {"k": 1})
+        root.append_call(GrChild, "c", {"n": 2})
+        return root.id
+
+
+def test_a_read_only_file_is_refused_for_writing_up_front_and_left_alone(
+    tmp_path, make_read_only
+):
+    p = tmp_path / "g.sqlite"
+    _finished_graph(p)
+    before = digest(p)
+    make_read_only(p)
+    with pytest.raises(GraphAccessError, match=r"g\.sqlite is read-only .*nothing was changed"):
+        EntityGraph.open(p)
+    assert digest(p) == before
+
+
+def test_read_only_opening_reads_a_read_only_file_and_writes_nothing(tmp_path, make_read_only):
+    p = tmp_path / "g.sqlite"
+    root_id = _finished_graph(p)
+    before = digest(p)
+    make_read_only(p)
+    with EntityGraph.open(p, read_only=True) as g:
+        assert g.get_node(root_id).data == {"k": 1}
+        assert [c.name for c in g.children(root_id)] == ["c"]
+        with pytest.raises(GraphAccessError, match="was opened read-only; nothing was changed"):
+            g.create(GrParent, "another root")
+        assert [r.id for r in g.roots()] == [root_id]
+    assert digest(p) == before
+
+
+def test_a_graph_another_connection_is_writing_opens_without_being_refused(tmp_path):
+    p = tmp_path / "g.sqlite"
+    root_id = _finished_graph(p)
+    writer = sqlite3.connect(p, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # holds the write lock, as a running story does
+    try:
+        with EntityGraph.open(p) as g:
+            assert g.get_node(root_id).data == {"k": 1}
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+def test_read_only_opening_never_creates_converts_or_upgrades(tmp_path):
+    with pytest.raises(GraphNotFoundError, match="no entity graph at"):
+        EntityGraph.open(tmp_path / "missing.sqlite", read_only=True)
+    assert not (tmp_path / "missing.sqlite").exists()
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    with pytest.raises(NotAStorylabGraphError, match="is empty: not an entity graph yet"):
+        EntityGraph.open(empty, read_only=True)
+    assert empty.read_bytes() == b""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database\n" * 50)
+    with pytest.raises(NotAStorylabGraphError, match="not an SQLite database"):
+        EntityGraph.open(notes, read_only=True)
+
+
+def test_a_folder_nobody_may_write_to_gives_an_access_error_for_a_new_graph(
+    tmp_path, make_read_only
+):
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    make_read_only(folder)
+    with pytest.raises(GraphAccessError, match="cannot open the entity graph .*new.sqlite"):
+        EntityGraph.open(folder / "new.sqlite")
+    assert list(folder.iterdir()) == []
 
 
 def test_unknown_ids_raise_lookup_errors_everywhere(graph):

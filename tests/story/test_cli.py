@@ -130,26 +130,97 @@ def test_several_topics_run_together(tmp_path, capsys):
     assert len(list((tmp_path / "out").glob("*.html"))) == 2
 
 
+INTERNAL_NAMES = ("illustration_count", "image_quality", "aspect_ratio", "num_images",
+                  "fail_probability", "time_scale", "story_limit", "global_limit",
+                  "base_url")  # fmt: skip
+
+
+def _one_clear_line(err: str, prefix: str = "storylab run: error: ") -> str:
+    assert "Traceback" not in err
+    (line,) = err.splitlines()
+    assert line.startswith(prefix)
+    for name in INTERNAL_NAMES:
+        assert name not in line
+    return line
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["   "], "Topic is required"),
-        (["owl", "--style", "pastel"], "Invalid style. Must be one of: watercolor, digital-art"),
-        (["owl", "--quality", "ultra"], "Invalid image_quality. Must be one of: low, medium, high"),
-        (["owl", "--aspect", "5:4"], "Invalid aspect_ratio. Must be one of: 1:1, 3:2, 2:3"),
-        (["owl", "--images", "0"], "illustration_count must be between 1 and 10"),
-        (["owl", "--backend", "dalle"], "Unknown image backend 'dalle'. Must be one of: simulated"),
-        (["owl", "--time-scale", "-1"], "time_scale must be a number > 0"),
-        (["owl", "--story-limit", "0"], "story_limit must be an integer >= 1"),
+        (["owl", "--images", "0"], "argument --images: must be a whole number from 1 to 10"),
+        (["owl", "--images", "99"], "argument --images: must be a whole number from 1 to 10; got"),
+        (["owl", "--images", "two"], "argument --images: must be a whole number from 1 to 10"),
+        (["owl", "--fail", "IMAGE_99"],
+         "--fail IMAGE_99: no such image; allowed: IMAGE_1 to IMAGE_5 (the story has --images 5)"),
+        (["owl", "--fail", "banana"], "--fail banana: no such image; allowed: IMAGE_1 to IMAGE_5"),
+        (["owl", "--images", "2", "--fail", "IMAGE_1,IMAGE_3"],
+         "--fail IMAGE_3: no such image; allowed: IMAGE_1 to IMAGE_2 (the story has --images 2)"),
+        (["owl", "--images", "1", "--fail", "{{IMAGE_2}}"],
+         "--fail {{IMAGE_2}}: no such image; allowed: IMAGE_1 (the story has --images 1)"),
+        (["owl", "--images-url", "notaurl"],  # checked although the backend is simulated
+         "argument --images-url: must be an http:// or https:// URL with a host, like "
+         "http://127.0.0.1:8765; got 'notaurl'"),
+        (["owl", "--images-url", "ftp://example.org"], "argument --images-url: must be an http://"),
+        (["owl", "--images-url", "http://"], "argument --images-url: must be an http://"),
+        (["owl", "--images-url", "http://h:port"], "argument --images-url: must be an http://"),
+        (["owl", "--age-range", "abc"],
+         "argument --age-range: must be two ages from 1 to 18, youngest first, like 3-5; got "
+         "'abc'"),
+        (["owl", "--age-range", "9-3"], "argument --age-range: must be two ages from 1 to 18"),
+        (["owl", "--age-range", "3-40"], "argument --age-range: must be two ages from 1 to 18"),
+        (["owl", "--style", "pastel"],
+         "argument --style: invalid choice: 'pastel' (choose from 'watercolor', 'digital-art'"),
+        (["owl", "--quality", "ultra"],
+         "argument --quality: invalid choice: 'ultra' (choose from 'low', 'medium', 'high')"),
+        (["owl", "--aspect", "5:4"], "argument --aspect: invalid choice: '5:4' (choose from '1:1'"),
+        (["owl", "--backend", "dalle"],
+         "argument --backend: invalid choice: 'dalle' (choose from 'simulated', 'http')"),
+        (["owl", "--time-scale", "-1"], "argument --time-scale: must be a number > 0, like 0.05"),
+        (["owl", "--time-scale", "inf"], "argument --time-scale: must be a number > 0"),
+        (["owl", "--fail-probability", "1.5"],
+         "argument --fail-probability: must be a probability from 0 to 1, like 0.25; got '1.5'"),
+        (["owl", "--story-limit", "0"], "argument --story-limit: must be a whole number >= 1"),
+        (["owl", "--global-limit", "ten"], "argument --global-limit: must be a whole number >= 1"),
+        (["owl", "--backend", "http", "--fail", "IMAGE_1"],
+         "--fail and --fail-probability need --backend simulated"),
     ],
-)
-def test_bad_input_is_refused_and_stores_nothing(tmp_path, capsys, argv, message):
+)  # fmt: skip
+def test_bad_input_is_refused_naming_the_flag_and_stores_nothing(tmp_path, capsys, argv, message):
     assert _run(tmp_path, *argv) == 2
-    assert message in capsys.readouterr().err
-    if (tmp_path / "graph.sqlite").exists():
-        with EntityGraph.open(tmp_path / "graph.sqlite") as graph:
-            assert graph.roots() == []
+    out, err = capsys.readouterr()
+    assert message in _one_clear_line(err) and out == ""
+    assert not (tmp_path / "graph.sqlite").exists()  # refused before the graph was opened
     assert not (tmp_path / "out").exists()
+
+
+def test_a_library_error_is_shown_with_the_flag_not_the_field():
+    from storylab._cli_args import flag_message
+
+    text = "story_limit must be an integer >= 1, got 0; illustration_count must be between 1 and 10"
+    assert flag_message(text) == (
+        "--story-limit must be an integer >= 1, got 0; --images must be between 1 and 10"
+    )
+    # Only whole names: a field inside a longer word or a flag stays as it is.
+    assert flag_message("my_story_limit and --story-limit") == "my_story_limit and --story-limit"
+
+
+def test_leaving_out_a_default_is_the_same_story_as_passing_it(tmp_path, capsys):
+    assert _run(tmp_path, "an owl", "--no-tree") == 0
+    capsys.readouterr()
+    defaults = ["--images", "5", "--style", "watercolor", "--quality", "medium",
+                "--aspect", "3:2", "--age-range", " 3 - 10 "]  # fmt: skip
+    assert _run(tmp_path, "an owl", *defaults, "--no-tree") == 0
+    out = capsys.readouterr().out
+    assert "already finished; using the stored result" in out and "started" not in out
+    with EntityGraph.open(tmp_path / "graph.sqlite") as graph:
+        (root,) = graph.roots()
+        assert root.data["customization"] is None
+    # A value that is not the default is another story (so the check above can fail).
+    assert _run(tmp_path, "an owl", "--images", "4", "--no-tree") == 0
+    assert "IMAGE_4}} started" in capsys.readouterr().out
+    with EntityGraph.open(tmp_path / "graph.sqlite") as graph:
+        assert len(graph.roots()) == 2
 
 
 def test_serve_images_answers_over_http(tmp_path):
@@ -220,3 +291,135 @@ def test_a_reader_that_goes_away_stops_the_run_quietly_and_it_resumes(tmp_path):
     assert b"Traceback" not in err
     done = subprocess.run(argv, capture_output=True, timeout=60, text=True)
     assert done.returncode == 0 and "completed: 5 images" in done.stdout
+
+
+def _digest(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_file_that_is_no_usable_graph_is_one_line_and_exit_1_and_left_alone(
+    tmp_path, capsys, unusable_graph
+):
+    path, message = unusable_graph
+    before = _digest(path)
+    assert _run(tmp_path, "an owl", "--graph", str(path)) == 1
+    out, err = capsys.readouterr()
+    assert message in _one_clear_line(err) and out == ""
+    assert _digest(path) == before and not (tmp_path / "out").exists()
+
+
+def test_a_read_only_graph_file_is_refused_before_anything_runs(tmp_path, capsys, make_read_only):
+    assert _run(tmp_path, "an owl", "--images", "2", "--fail", "IMAGE_2", "--no-tree") == 1
+    capsys.readouterr()
+    graph_file = tmp_path / "graph.sqlite"
+    before = _digest(graph_file)
+    make_read_only(graph_file)
+    # The retry would have to write: refused up front, nothing drawn, nothing half-done.
+    assert _run(tmp_path, "an owl", "--images", "2", "--out", str(tmp_path / "out2")) == 1
+    out, err = capsys.readouterr()
+    line = _one_clear_line(err)
+    assert "graph.sqlite is read-only" in line and "nothing was changed" in line
+    assert out == "" and not (tmp_path / "out2").exists()
+    assert _digest(graph_file) == before
+
+
+def test_a_graph_on_a_read_only_disk_is_refused_in_one_line(tmp_path, on_read_only_mount):
+    assert _run(tmp_path, "an owl", "--images", "2", "--no-tree") == 0
+    argv = [sys.executable, "-m", "storylab.cli", "run", "an owl", "--images", "2",
+            "--graph", "{ro}/graph.sqlite", "--out", str(tmp_path / "out2")]  # fmt: skip
+    done = on_read_only_mount([tmp_path / "graph.sqlite"], argv)
+    assert done.returncode == 1 and done.stdout == ""
+    assert "cannot open the entity graph" in _one_clear_line(done.stderr)
+    assert "read-only" in done.stderr
+
+
+def test_a_graph_in_a_folder_that_cannot_be_made_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way")
+    assert _run(tmp_path, "an owl", "--graph", str(blocker / "sub" / "g.sqlite")) == 1
+    assert "cannot create the entity graph" in _one_clear_line(capsys.readouterr().err)
+
+
+def _serve(*argv: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "storylab.cli", "serve-images", *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--port", "http"], "argument --port: must be a port from 1 to 65535, or 0 for any free"),
+        (["--port", "70000"], "argument --port: must be a port from 1 to 65535"),
+        (["--port", "-1"], "argument --port: must be a port from 1 to 65535"),
+        (["--max-concurrent", "0"], "argument --max-concurrent: must be a whole number >= 1"),
+        (["--retry-after", "-2"], "argument --retry-after: must be a number of seconds >= 0"),
+        (["--time-scale", "nan"], "argument --time-scale: must be a number > 0"),
+        (["--fail", "banana"], "--fail banana: not an image name; allowed: IMAGE_1, IMAGE_2, ..."),
+    ],
+)
+def test_serve_images_refuses_bad_flags_in_one_line(argv, message):
+    done = _serve(*argv)
+    assert done.returncode == 2 and done.stdout == ""
+    assert message in _one_clear_line(done.stderr, "storylab serve-images: error: ")
+
+
+def test_serve_images_on_a_port_in_use_is_one_line_and_exit_1():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _serve("--port", str(port))
+    assert done.returncode == 1 and done.stdout == ""
+    line = _one_clear_line(done.stderr, "storylab serve-images: error: ")
+    assert f"cannot listen on 127.0.0.1 port {port} (--host/--port): Address already in use" in line
+
+
+def test_ctrl_c_stops_a_run_with_exit_130_and_it_resumes(tmp_path):
+    import signal
+
+    graph_file = tmp_path / "graph.sqlite"
+    argv = [sys.executable, "-m", "storylab.cli", "run", "a slow owl", "--graph", str(graph_file),
+            "--out", str(tmp_path / "out"), "--time-scale", "0.2", "--no-tree"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if "started" in line:  # an image is being drawn (about 2 s each at this scale)
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == "interrupted; run the same command again to resume"
+    assert "Traceback" not in err
+    argv[argv.index("0.2")] = "0.001"
+    done = subprocess.run(argv, capture_output=True, timeout=60, text=True)
+    assert done.returncode == 0
+    assert "resuming" in done.stdout and "completed: 5 images" in done.stdout
+
+
+def test_the_offline_story_from_the_command_line_reads_as_a_story(tmp_path, capsys):
+    import base64
+    import html
+    import io
+    import re
+
+    from PIL import Image
+
+    from storylab.story.backends.text import plan_offline_story
+
+    topic = "a brave kitten who learns to share"
+    assert _run(tmp_path, topic, "--images", "3", "--style", "digital-art", "--no-tree") == 0
+    capsys.readouterr()
+    (page,) = (tmp_path / "out").glob("*.html")
+    text = page.read_text()
+    plan = plan_offline_story(topic)
+    words = html.unescape(re.sub(r"<[^>]+>", " ", text.split("<body>")[1]))
+    assert plan.theme == "sharing" and words.count("shar") >= 3
+    assert f"{plan.hero}, {plan.hero_look}," in words
+    pictures = re.findall(r'src="data:image/png;base64,([^"]+)"', text)
+    assert len(pictures) == 3
+    for data in pictures:
+        img = Image.open(io.BytesIO(base64.b64decode(data)))
+        assert img.format == "PNG" and img.size == (640, 427)

@@ -151,8 +151,7 @@ def _exit_code(argv: list[str]) -> int | str | None:
 
 
 def test_help_states_the_backend_defaults(capsys):
-    with pytest.raises(SystemExit):
-        main(["run", "--help"])
+    assert main(["run", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
 
     def entry(flag: str) -> str:  # the flag's own help text (its last mention is the entry)

@@ -11,6 +11,7 @@ from storylab.story.models import (
     StoryCustomization,
     StoryOutput,
     StoryValidationError,
+    normalized_customization,
     pipeline_name,
     slugify,
     validate_story_request,
@@ -123,3 +124,19 @@ def test_story_output_round_trips_through_json():
     )
     assert story.image_prompts[0].alt_text == "Story illustration"
     assert StoryOutput.from_json(story.to_json()) == story
+
+
+def test_a_customization_that_restates_the_defaults_is_no_customization():
+    defaults = {"style": "watercolor", "image_quality": "medium", "age_range": " 3 - 10",
+                "illustration_count": 5, "aspect_ratio": "3:2"}  # fmt: skip
+    assert normalized_customization(defaults) is None
+    assert normalized_customization(None) is None
+    assert pipeline_name("owl", normalized_customization(defaults)) == pipeline_name("owl")
+    # Only the defaults go; what differs stays, in the order given.
+    chosen = {"illustration_count": 4, "style": "watercolor", "age_range": "5 - 7"}
+    assert normalized_customization(chosen) == {"illustration_count": 4, "age_range": "5-7"}
+    assert pipeline_name("owl", normalized_customization(chosen)) != pipeline_name("owl")
+    # pipeline_name itself still hashes what it is given (the documented names).
+    assert pipeline_name("owl", {"illustration_count": 5}) != pipeline_name("owl")
+    # A value that is not a valid count is kept, so that validation refuses it.
+    assert normalized_customization({"illustration_count": True}) == {"illustration_count": True}
