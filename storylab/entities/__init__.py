@@ -22,7 +22,9 @@ from storylab.entities.errors import (
     EntityGraphError,
     EntityRunInterrupted,
     EntityTypeMismatchError,
+    GraphFileGoneError,
     GraphNotFoundError,
+    LeaseLostError,
     NotAStorylabGraphError,
     SchemaVersionError,
     UnknownBlobError,
@@ -30,7 +32,13 @@ from storylab.entities.errors import (
     UnknownEntityError,
     UnregisteredTypeError,
 )
-from storylab.entities.graph import EntityGraph, EntityStatus, NodeRecord, default_graph_path
+from storylab.entities.graph import (
+    EntityGraph,
+    EntityStatus,
+    LeaseRecord,
+    NodeRecord,
+    default_graph_path,
+)
 
 __all__ = [
     "BlobStore",
@@ -45,7 +53,10 @@ __all__ = [
     "EntityTypeMismatchError",
     "Envelope",
     "EnvelopeType",
+    "GraphFileGoneError",
     "GraphNotFoundError",
+    "LeaseLostError",
+    "LeaseRecord",
     "NodeRecord",
     "NotAStorylabGraphError",
     "Return",

@@ -71,6 +71,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from storylab.entities.envelopes import Envelope, EnvelopeType, StatusEvent, ValueKind
 from storylab.entities.errors import (
     EntityRunInterrupted,
+    GraphFileGoneError,
+    LeaseLostError,
     UnknownBranchError,
     UnregisteredTypeError,
 )
@@ -122,6 +124,12 @@ _STATUS, _VALUE = EnvelopeType.STATUS.value, EnvelopeType.VALUE.value
 _STARTED, _COMPLETED = StatusEvent.STARTED.value, StatusEvent.COMPLETED.value
 _ENTITY, _RETURN = "ENTITY", ValueKind.RETURN.value
 _PENDING, _COMPLETED_NODE = EntityStatus.PENDING.value, EntityStatus.COMPLETED.value
+_IN_PROGRESS, _BUSY = EntityStatus.IN_PROGRESS.value, "busy"
+_ERROR = EnvelopeType.ERROR.value
+_OWN_EDGES = frozenset({_STARTED, _COMPLETED, StatusEvent.FAILED.value})
+# How often a run waiting on another process's lease looks again (seconds):
+# soon at first, then backing off.
+_POLL_FIRST, _POLL_MAX = 0.02, 0.25
 
 
 def entity_class(type_name: str) -> type[RunnableEntity]:
@@ -479,9 +487,12 @@ class RunnableEntity:
     async def update_entity_data(self, **changes: Any) -> None:
         """Merge ``changes`` into the stored data (top-level keys only: a
         nested dict is replaced whole). A storage error is logged as a
-        warning and never raised: progress bookkeeping must not fail a run."""
+        warning and never raised: progress bookkeeping must not fail a run
+        (except a deleted graph file: :class:`GraphFileGoneError`)."""
         try:
             self._graph._merge_data(self._id, changes)
+        except GraphFileGoneError:
+            raise  # not a bookkeeping hiccup: nothing can be stored any more
         except Exception:
             log.warning("failed to update entity data of %r", self, exc_info=True)
 
@@ -594,26 +605,38 @@ class EntityRun:
         # The common case in one step: a Pending node becomes InProgress.
         started = _make_envelope(_STATUS, entity_id, type_name, name, _STARTED, None, None, _ENTITY)
         if graph._start_if_pending(entity_id, started):
-            status, output = _PENDING, None
+            status = _PENDING
         else:
-            status, output = graph._status_output(entity_id)
-        if status == _COMPLETED_NODE:
-            value = type(entity).output_from_json(output)
-            self._result = value
-            self._done = True
-            yield _make_envelope(_VALUE, entity_id, type_name, name, None, None, value, _RETURN)
-            return
+            while True:
+                status, output, lease, started = graph._claim(entity_id, started)
+                if status != _BUSY:
+                    break
+                # Another process runs it: wait, passing its progress on.
+                async for env in self._wait(lease):
+                    yield env
+                live = _LIVE.get(key)
+                if live is not None:  # another task of ours took it over meanwhile
+                    async for env in self._follow(live):
+                        yield env
+                    return
+                started = entity.status_envelope(StatusEvent.STARTED)
+            if status == _COMPLETED_NODE:
+                value = type(entity).output_from_json(output)
+                self._result = value
+                self._done = True
+                yield _make_envelope(_VALUE, entity_id, type_name, name, None, None, value, _RETURN)
+                return
         _LIVE[key] = self
         graph._live_runs += 1
+        if graph._live_runs == 1:
+            graph._ensure_heartbeat()
         impl = None
         gen = None
         branches: list[tuple[Any, tuple[str, ...]]] = []
         try:
             try:
-                if status != _PENDING:
+                if status != _PENDING:  # Failed or stale, and ours now
                     await entity.reset()
-                    started = entity.status_envelope(StatusEvent.STARTED)
-                    graph._mark_started(entity._id, started)
                 yield self._emit(started)
                 impl = entity.run_impl()
                 result = None
@@ -699,7 +722,9 @@ class EntityRun:
                     EnvelopeType.ERROR, error=info, message=f"{info['type']}: {info['message']}"
                 )
                 failed_env = entity.status_envelope(StatusEvent.FAILED, info["message"])
-                graph._mark_failed(entity._id, info, error_env, failed_env)
+                if not graph._mark_failed(entity._id, info, error_env, failed_env):
+                    self._lost(key)
+                    raise self._error from exc
                 self._error = exc
                 self._done = True
                 self._unregister(key)
@@ -713,7 +738,9 @@ class EntityRun:
             done_env = _make_envelope(
                 _STATUS, entity_id, type_name, name, _COMPLETED, None, None, _ENTITY
             )
-            graph._mark_completed(entity_id, output_json, value_env, done_env)
+            if not graph._mark_completed(entity_id, output_json, value_env, done_env):
+                self._lost(key)
+                raise self._error
             self._result = result
             self._done = True
             self._unregister(key)
@@ -724,18 +751,21 @@ class EntityRun:
             yield value_env
             yield done_env
         except BaseException as exc:
-            # Cancelled, or the consumer closed the run before it ended.
+            # Cancelled, or the consumer closed the run before it ended. It
+            # stays InProgress, without a lease: anyone may take it over now.
             if not self._done:
                 self._done = True
                 self._error = EntityRunInterrupted(
                     f"the run of {entity!r} was abandoned before it finished"
                 )
-                try:
-                    graph._append_progress(
-                        entity.status_envelope(StatusEvent.CANCELLED, type(exc).__name__)
-                    )
-                except Exception:
-                    log.warning("could not log the cancellation of %r", entity, exc_info=True)
+                if graph._gone is None:
+                    try:
+                        graph._append_progress(
+                            entity.status_envelope(StatusEvent.CANCELLED, type(exc).__name__)
+                        )
+                        graph._release_lease(entity_id)
+                    except Exception:
+                        log.warning("could not log the cancellation of %r", entity, exc_info=True)
             self._end()
             raise
         finally:
@@ -755,7 +785,63 @@ class EntityRun:
             graph = self.entity._graph
             graph._live_runs -= 1
             if graph._live_runs == 0:
+                graph._stop_heartbeat()
                 graph.flush()  # nothing of this graph runs now: make it durable
+
+    def _lost(self, key: tuple[str, str]) -> None:
+        """End a run whose node another process took over: store nothing."""
+        entity = self.entity
+        self._error = LeaseLostError(
+            f"{entity!r} was taken over by another process while this one ran it (this "
+            f"process went more than {entity._graph._lease_ttl:g} s without renewing its "
+            "lease); its result here was not stored, the new owner's stands"
+        )
+        self._done = True
+        self._unregister(key)
+        self._end()
+
+    async def _wait(self, lease: Any) -> AsyncIterator[Envelope]:
+        """Wait while another process holds a live lease on the node, passing
+        on what its subtree logs meanwhile. Returns when the lease is over
+        (finished, failed, expired, owner gone) or a run of it started in this
+        process; the caller then tries again.
+
+        Nothing is held for the owner meanwhile but whatever the consumer
+        holds (a runner's capacity unit, say): the owner is another process
+        and needs none of ours, so this cannot deadlock."""
+        entity = self.entity
+        graph, entity_id = entity._graph, entity._id
+        key = (graph._key, entity_id)
+        seq = graph._last_seq()
+        yield entity.status_envelope(
+            StatusEvent.RUNNING, f"waiting for {lease.owner}, which is running it"
+        )
+        delay = _POLL_FIRST
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _POLL_MAX)
+            gone = graph._file_gone()
+            if gone is not None:
+                graph._gone = gone
+                graph._raise_if_gone()
+            if key in _LIVE:
+                return
+            envs, seq = graph._progress_after(entity_id, seq)
+            for env in envs:
+                # Its own start and end are not passed on: this run reports
+                # the outcome itself once it is stored.
+                if env.entity_id != entity_id or (
+                    env.type != _ERROR and env.sub_type != _RETURN and env.status not in _OWN_EDGES
+                ):
+                    yield env
+            status, now = graph._poll(entity_id)
+            if status != _IN_PROGRESS or now is None or graph.lease_state(now) != "live":
+                return
+            if now.token != lease.token:  # a new owner took it over meanwhile
+                lease = now
+                yield entity.status_envelope(
+                    StatusEvent.RUNNING, f"waiting for {lease.owner}, which took it over"
+                )
 
     def _wrap(self, item: Any) -> Envelope:
         if type(item) is Envelope:
