@@ -812,7 +812,7 @@ class EntityRun:
         entity = self.entity
         graph, entity_id = entity._graph, entity._id
         key = (graph._key, entity_id)
-        seq = graph._last_seq()
+        seq = graph._run_start_seq(entity_id)
         yield entity.status_envelope(
             StatusEvent.RUNNING, f"waiting for {lease.owner}, which is running it"
         )

@@ -975,7 +975,16 @@ class EntityGraph:
         status, *lease = rows[0]
         return status, (LeaseRecord(*lease) if lease[0] is not None else None)
 
-    def _last_seq(self) -> int:
+    def _run_start_seq(self, id: str) -> int:
+        """The progress row just before the node's latest start: a run that
+        waits on another process passes on that run's log from its beginning."""
+        rows = self._read(
+            "SELECT max(seq) FROM progress WHERE node_id = ? AND type = 'STATUS' "
+            "AND status = 'STARTED'",
+            (id,),
+        )
+        if rows[0][0] is not None:
+            return rows[0][0] - 1
         return self._read("SELECT coalesce(max(seq), 0) FROM progress")[0][0]
 
     def _progress_after(self, id: str, seq: int) -> tuple[list[Envelope], int]:
@@ -1270,6 +1279,11 @@ class EntityGraph:
                     (env.at, id),
                 )
                 self._new_leases[id] = env.at
+                if lease is not None:
+                    # Replace the old owner's row now: a lease dropped before
+                    # the commit is otherwise never written, which would
+                    # leave that row behind.
+                    self._write_leases()
                 self._progress.append(env)
                 return status, None, lease, env
             finally:
