@@ -51,12 +51,21 @@ Status rules on :meth:`RunnableEntity.start`:
 * ``Failed``: call :meth:`RunnableEntity.reset`, then run again from the top.
 * ``InProgress`` while a run of it is live in this process: attach to that
   run (receive its envelopes from now on, and its result); never run twice.
-* ``InProgress`` with no live run here: its process died. It is stale:
+* ``InProgress`` under another process's live lease (see
+  :mod:`storylab.entities.graph`): wait for it, passing on what that run
+  logs (from its start), and hand back its stored result when it completes.
+  If it fails, or its lease ends without a result, take it over as below.
+* ``InProgress`` with no live owner (no lease, a lease that expired, or one
+  whose process on this host is gone): it is stale. Take it over
+  (InProgress under our lease, in one transaction), call
   :meth:`RunnableEntity.reset`, then run again.
 
 A run whose consumer goes away before it ends (``break``, a cancelled task)
-logs ``STATUS CANCELLED`` and stays ``InProgress``; the next start treats it
-as stale and runs it again.
+logs ``STATUS CANCELLED``, gives its lease back and stays ``InProgress``; the
+next start, here or in another process, treats it as stale and runs it again.
+A run that finds, when it ends, that another process took its node over (it
+stalled past its lease) stores nothing and raises
+:class:`~storylab.entities.errors.LeaseLostError`.
 """
 
 from __future__ import annotations

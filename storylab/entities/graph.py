@@ -64,7 +64,12 @@ heartbeat (one asyncio task per graph renews every lease it holds while
 anything runs); one whose owner is a process of this host that no longer
 exists is over at once, so a ``kill -9`` is recovered as fast as before.
 Only the token's holder may store the node's result: a process whose lease
-was taken over (it stalled past the expiry) stores nothing.
+was taken over (it stalled past the expiry) stores nothing. A pid that is
+alive is trusted only until the expiry: if the owner died and its pid went
+to another program, the lease is simply waited out (the heartbeat stopped),
+and the new owner's token keeps the two apart. Expiry compares wall clocks,
+so hosts sharing a file over a network must keep their clocks within a
+fraction of ``lease_ttl``.
 
 The file itself is checked at every commit: if it was deleted or replaced
 (another inode at the path), the transaction is rolled back and every later
@@ -524,8 +529,9 @@ class EntityGraph:
         # two commits costs no lease statement at all.
         self._new_leases: dict[str, float] = {}
         self._heartbeat: asyncio.Task | None = None
-        # The file we opened, to notice it being deleted or replaced.
-        st = os.stat(path)
+        # The file we opened, to notice it being deleted or replaced (by its
+        # absolute path: the process may change its working directory).
+        st = os.stat(self._key)
         self._file_id = (st.st_dev, st.st_ino)
         self._gone: str | None = None  # why the file is gone, once it is
         _OPEN.setdefault(self._key, weakref.WeakSet()).add(self)
@@ -635,7 +641,7 @@ class EntityGraph:
     def _file_gone(self) -> str | None:
         """Why the file we opened is no longer at our path (None if it is)."""
         try:
-            st = os.stat(self.path)
+            st = os.stat(self._key)
         except FileNotFoundError:
             what = "deleted"
         else:
@@ -1535,9 +1541,16 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
     """Check that ``conn`` is a storylab graph (or empty) before changing anything,
     then switch to WAL and create the schema if needed."""
     try:
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        # One read transaction, so the three come from one snapshot: another
+        # process may be creating the schema right now, and the header and the
+        # table count read a moment apart would contradict each other.
+        conn.execute("BEGIN")
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        finally:
+            conn.execute("COMMIT")
     except sqlite3.DatabaseError as exc:
         raise NotAStorylabGraphError(
             f"{path} is not a storylab entity graph (not an SQLite database: {exc})"
