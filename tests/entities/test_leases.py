@@ -306,3 +306,53 @@ def test_a_replaced_graph_file_is_detected_and_the_new_file_is_untouched(path, t
     assert digest(path) == before
     with EntityGraph.open(path, create=False) as o:
         assert [r.name for r in o.roots()] == ["theirs"]
+
+
+class LeaseParent(RunnableEntity):
+    """Two children through the runner with one capacity unit between them."""
+
+    async def run_impl(self):
+        from storylab import CapacitySource, HierarchicalTaskPoolRunner, SourceFromIterable
+
+        items = [{"name": n} for n in ("held elsewhere", "free")]
+        source = SourceFromIterable(self.parallel_calls(LeaseWork, items))
+        runner = HierarchicalTaskPoolRunner("lease", source, CapacitySource(1, name="one"))
+        done = {}
+        async for env in runner.run_tasks():
+            if env.type == "FINAL":
+                done[env.task_id] = env.value
+            elif env.type == "ERROR":
+                raise env.error
+        yield Return([done[1], done[2]])
+
+
+async def test_a_child_met_by_a_second_parent_run_waits_for_its_owner_and_is_not_run_again(path):
+    with EntityGraph.open(path) as g:
+        parent = g.create(LeaseParent, "p")
+        held = parent.append_call(LeaseWork, "held elsewhere")
+        g.flush()
+        # Another process runs this child (its run of the parent lost the
+        # parent's lease, say): ours must not run it a second time.
+        plant_lease(path, held.id, host="elsewhere", pid=4242, ttl=30)
+
+        async def owner_finishes() -> None:
+            await asyncio.sleep(0.4)
+            conn = other_connection(path)
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "UPDATE nodes SET status = 'Completed', output = ? WHERE id = ?",
+                (json.dumps({"by": "the owner"}), held.id),
+            )
+            conn.execute("DELETE FROM leases WHERE node_id = ?", (held.id,))
+            conn.execute("COMMIT")
+            conn.close()
+
+        owner = asyncio.create_task(owner_finishes())
+        # The waiting child holds the only unit meanwhile; the owner needs
+        # none of ours, so the wait ends and the other child runs after it.
+        result = await asyncio.wait_for(parent.run(), timeout=30)
+        await owner
+        assert result == [{"by": "the owner"}, {"by": "this process", "n": 1}]
+        assert RUNS[held.id] == 0
+        free = next(k for k in g.children(parent.id) if k.name == "free")
+        assert RUNS[free.id] == 1
