@@ -246,7 +246,14 @@ async def _one(graph, pipeline, out_dir: Path, out: TextIO) -> dict[str, Any]:
     if html is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"{pipeline.name}.html"
-        _write_atomically(path, html)
+        try:
+            _write_atomically(path, html)
+        except OSError as exc:
+            raise OSError(
+                exc.errno,
+                f"could not write the page to {path} ({exc.strerror or exc}); the story is "
+                "stored: run the same command again to write it",
+            ) from exc
         summary += f" -> {path}"
     say(summary)
     return result

@@ -248,3 +248,27 @@ def test_a_graph_file_that_goes_away_during_a_run_fails_it_clearly(tmp_path, how
             assert g.roots() == []
     else:
         assert not graph.exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_full_out_folder_fails_the_run_leaves_no_half_page_and_the_rerun_writes_it(
+    tmp_path, small_disk
+):
+    graph = tmp_path / "graph.sqlite"
+    out = small_disk(tmp_path / "out", 16 * 1024)  # far less than one page
+    code, stdout, stderr = finish(storylab_run(graph, out, time_scale="0.001"))
+    assert code != 0
+    (line,) = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert f"could not write the page to {out}" in line and "No space left on device" in line
+    assert list(out.iterdir()) == []  # neither a half page nor a temporary file
+    with EntityGraph.open(graph, create=False) as g:
+        root, _, _ = the_story(g)
+        assert root.status == "Completed"  # the story itself is stored, page included
+        stored = g.blobs.get(root.output["html_key"]).decode("utf-8")
+
+    subprocess.run(["mount", "-o", "remount,size=16m", str(out)], check=True)
+    code, stdout, stderr = finish(storylab_run(graph, out, time_scale="0.001"))
+    assert code == 0, stdout + stderr
+    assert "already finished" in stdout
+    (written,) = page_files(out)
+    assert written.read_text(encoding="utf-8") == stored
