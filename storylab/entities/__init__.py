@@ -23,7 +23,9 @@ from storylab.entities.errors import (
     EntityRunInterrupted,
     EntityTypeMismatchError,
     GraphAccessError,
+    GraphFileGoneError,
     GraphNotFoundError,
+    LeaseLostError,
     NotAStorylabGraphError,
     SchemaVersionError,
     UnknownBlobError,
@@ -31,7 +33,13 @@ from storylab.entities.errors import (
     UnknownEntityError,
     UnregisteredTypeError,
 )
-from storylab.entities.graph import EntityGraph, EntityStatus, NodeRecord, default_graph_path
+from storylab.entities.graph import (
+    EntityGraph,
+    EntityStatus,
+    LeaseRecord,
+    NodeRecord,
+    default_graph_path,
+)
 
 __all__ = [
     "BlobStore",
@@ -47,7 +55,10 @@ __all__ = [
     "Envelope",
     "EnvelopeType",
     "GraphAccessError",
+    "GraphFileGoneError",
     "GraphNotFoundError",
+    "LeaseLostError",
+    "LeaseRecord",
     "NodeRecord",
     "NotAStorylabGraphError",
     "Return",

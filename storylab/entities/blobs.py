@@ -58,13 +58,21 @@ class BlobStore:
         data = bytes(data)
         key = f"{hashlib.sha256(data).hexdigest()}.{ext}"
         path = self.path_for(key)
-        if path.exists():
-            return key
+        try:
+            if path.stat().st_size == len(data):
+                return key
+        except FileNotFoundError:
+            pass
+        # Not there, or cut short (a crash of a storylab that wrote in place):
+        # write it whole, under a temporary name, durable before the rename,
+        # so a key always names complete bytes.
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

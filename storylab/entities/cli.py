@@ -2,6 +2,7 @@
 
     storylab eg list                    recent root entities
     storylab eg tree <id>               an entity and its descendants with statuses
+                                        (who runs an InProgress one, or that it is stale)
     storylab eg node <id>               the node as JSON (same as ``node get <id>``)
     storylab eg node io <id>            {"input": ..., "output": ...}
     storylab eg node progress <id>      the progress log (children's envelopes included)
@@ -155,9 +156,35 @@ def format_tree(graph: EntityGraph, node_id: str) -> str:
     labels = [prefix + f"{node.type} ({node.name})" for prefix, node in rows]
     width = max(len(label) for label in labels) + 3
     lines = []
+    now = time.time()
     for label, (_, node) in zip(labels, rows, strict=True):
         line = f"{label:<{width}}Status: {node.status}"
         if node.status == "Failed" and node.error:
             line += f"  ({_one_line(node.error)})"
+        elif node.status == "InProgress":
+            line += f"  ({_lease_note(graph, node.id, now)})"
         lines.append(line)
     return "\n".join(lines)
+
+
+def _seconds(s: float) -> str:
+    s = max(s, 0.0)
+    return f"{s:.1f}s" if s < 60 else f"{s / 60:.0f}m" if s < 3600 else f"{s / 3600:.1f}h"
+
+
+def _lease_note(graph: EntityGraph, node_id: str, now: float) -> str:
+    """Who runs an InProgress node: a live lease, or why it is stale."""
+    lease = graph.lease(node_id)
+    if lease is None:
+        return "stale: nobody holds it; the next run takes it over"
+    state = graph.lease_state(lease, now)
+    held = _seconds(now - lease.taken_at)
+    if state == "live":
+        beat = _seconds(now - lease.heartbeat_at)
+        return f"running in {lease.owner}, for {held}, heartbeat {beat} ago"
+    why = (
+        f"lease expired {_seconds(now - lease.expires_at)} ago"
+        if state == "expired"
+        else "its process is gone"
+    )
+    return f"stale: {lease.owner} held it for {held}, {why}; the next run takes it over"

@@ -51,12 +51,21 @@ Status rules on :meth:`RunnableEntity.start`:
 * ``Failed``: call :meth:`RunnableEntity.reset`, then run again from the top.
 * ``InProgress`` while a run of it is live in this process: attach to that
   run (receive its envelopes from now on, and its result); never run twice.
-* ``InProgress`` with no live run here: its process died. It is stale:
+* ``InProgress`` under another process's live lease (see
+  :mod:`storylab.entities.graph`): wait for it, passing on what that run
+  logs (from its start), and hand back its stored result when it completes.
+  If it fails, or its lease ends without a result, take it over as below.
+* ``InProgress`` with no live owner (no lease, a lease that expired, or one
+  whose process on this host is gone): it is stale. Take it over
+  (InProgress under our lease, in one transaction), call
   :meth:`RunnableEntity.reset`, then run again.
 
 A run whose consumer goes away before it ends (``break``, a cancelled task)
-logs ``STATUS CANCELLED`` and stays ``InProgress``; the next start treats it
-as stale and runs it again.
+logs ``STATUS CANCELLED``, gives its lease back and stays ``InProgress``; the
+next start, here or in another process, treats it as stale and runs it again.
+A run that finds, when it ends, that another process took its node over (it
+stalled past its lease) stores nothing and raises
+:class:`~storylab.entities.errors.LeaseLostError`.
 """
 
 from __future__ import annotations
@@ -72,6 +81,8 @@ from storylab.entities.envelopes import Envelope, EnvelopeType, StatusEvent, Val
 from storylab.entities.errors import (
     EntityGraphError,
     EntityRunInterrupted,
+    GraphFileGoneError,
+    LeaseLostError,
     UnknownBranchError,
     UnregisteredTypeError,
 )
@@ -123,6 +134,12 @@ _STATUS, _VALUE = EnvelopeType.STATUS.value, EnvelopeType.VALUE.value
 _STARTED, _COMPLETED = StatusEvent.STARTED.value, StatusEvent.COMPLETED.value
 _ENTITY, _RETURN = "ENTITY", ValueKind.RETURN.value
 _PENDING, _COMPLETED_NODE = EntityStatus.PENDING.value, EntityStatus.COMPLETED.value
+_IN_PROGRESS, _BUSY = EntityStatus.IN_PROGRESS.value, "busy"
+_ERROR = EnvelopeType.ERROR.value
+_OWN_EDGES = frozenset({_STARTED, _COMPLETED, StatusEvent.FAILED.value})
+# How often a run waiting on another process's lease looks again (seconds):
+# soon at first, then backing off.
+_POLL_FIRST, _POLL_MAX = 0.02, 0.25
 
 
 def entity_class(type_name: str) -> type[RunnableEntity]:
@@ -480,9 +497,12 @@ class RunnableEntity:
     async def update_entity_data(self, **changes: Any) -> None:
         """Merge ``changes`` into the stored data (top-level keys only: a
         nested dict is replaced whole). A storage error is logged as a
-        warning and never raised: progress bookkeeping must not fail a run."""
+        warning and never raised: progress bookkeeping must not fail a run
+        (except a deleted graph file: :class:`GraphFileGoneError`)."""
         try:
             self._graph._merge_data(self._id, changes)
+        except GraphFileGoneError:
+            raise  # not a bookkeeping hiccup: nothing can be stored any more
         except Exception:
             log.warning("failed to update entity data of %r", self, exc_info=True)
 
@@ -595,37 +615,49 @@ class EntityRun:
         # The common case in one step: a Pending node becomes InProgress.
         started = _make_envelope(_STATUS, entity_id, type_name, name, _STARTED, None, None, _ENTITY)
         if graph._start_if_pending(entity_id, started):
-            status, output = _PENDING, None
+            status = _PENDING
         else:
-            status, output = graph._status_output(entity_id)
-        if status == _COMPLETED_NODE:
-            value = type(entity).output_from_json(output)
-            # Finished in the transaction still open (by a run that is itself
-            # waiting for it): hand the stored result on only once it is stored.
-            waiter = graph._durable(entity_id)
-            if waiter is not None:
-                try:
-                    await waiter
-                except EntityGraphError as exc:
-                    self._error = exc
-                    self._done = True
-                    raise
-            self._result = value
-            self._done = True
-            yield _make_envelope(_VALUE, entity_id, type_name, name, None, None, value, _RETURN)
-            return
+            while True:
+                status, output, lease, started = graph._claim(entity_id, started)
+                if status != _BUSY:
+                    break
+                # Another process runs it: wait, passing its progress on.
+                async for env in self._wait(lease):
+                    yield env
+                live = _LIVE.get(key)
+                if live is not None:  # another task of ours took it over meanwhile
+                    async for env in self._follow(live):
+                        yield env
+                    return
+                started = entity.status_envelope(StatusEvent.STARTED)
+            if status == _COMPLETED_NODE:
+                value = type(entity).output_from_json(output)
+                # Finished in the transaction still open (by a run that is itself
+                # waiting for it): hand the stored result on only once it is stored.
+                waiter = graph._durable(entity_id)
+                if waiter is not None:
+                    try:
+                        await waiter
+                    except EntityGraphError as exc:
+                        self._error = exc
+                        self._done = True
+                        raise
+                self._result = value
+                self._done = True
+                yield _make_envelope(_VALUE, entity_id, type_name, name, None, None, value, _RETURN)
+                return
         _LIVE[key] = self
         graph._live_runs += 1
+        if graph._live_runs == 1:
+            graph._ensure_heartbeat()
         impl = None
         gen = None
         branches: list[tuple[Any, tuple[str, ...]]] = []
         ended = False  # the end (Completed or Failed) is written, if not yet committed
         try:
             try:
-                if status != _PENDING:
+                if status != _PENDING:  # Failed or stale, and ours now
                     await entity.reset()
-                    started = entity.status_envelope(StatusEvent.STARTED)
-                    graph._mark_started(entity._id, started)
                 yield self._emit(started)
                 impl = entity.run_impl()
                 result = None
@@ -711,7 +743,9 @@ class EntityRun:
                     EnvelopeType.ERROR, error=info, message=f"{info['type']}: {info['message']}"
                 )
                 failed_env = entity.status_envelope(StatusEvent.FAILED, info["message"])
-                graph._mark_failed(entity._id, info, error_env, failed_env)
+                if not graph._mark_failed(entity._id, info, error_env, failed_env):
+                    self._lost(key)
+                    raise self._error from exc
                 ended = True
                 await self._until_stored(key)  # a failed commit is raised instead of exc
                 self._error = exc
@@ -726,7 +760,9 @@ class EntityRun:
             done_env = _make_envelope(
                 _STATUS, entity_id, type_name, name, _COMPLETED, None, None, _ENTITY
             )
-            graph._mark_completed(entity_id, output_json, value_env, done_env)
+            if not graph._mark_completed(entity_id, output_json, value_env, done_env):
+                self._lost(key)
+                raise self._error
             ended = True
             await self._until_stored(key)
             self._result = result
@@ -751,12 +787,14 @@ class EntityRun:
                 self._error = EntityRunInterrupted(
                     f"the run of {entity!r} was abandoned before it finished"
                 )
-                try:
-                    graph._append_progress(
-                        entity.status_envelope(StatusEvent.CANCELLED, type(exc).__name__)
-                    )
-                except Exception:
-                    log.warning("could not log the cancellation of %r", entity, exc_info=True)
+                if graph._gone is None:
+                    try:
+                        graph._append_progress(
+                            entity.status_envelope(StatusEvent.CANCELLED, type(exc).__name__)
+                        )
+                        graph._release_lease(entity_id)
+                    except Exception:
+                        log.warning("could not log the cancellation of %r", entity, exc_info=True)
             self._end()
             raise
         finally:
@@ -794,7 +832,63 @@ class EntityRun:
             graph = self.entity._graph
             graph._live_runs -= 1
             if graph._live_runs == 0:
+                graph._stop_heartbeat()
                 graph.flush()  # nothing of this graph runs now: make it durable
+
+    def _lost(self, key: tuple[str, str]) -> None:
+        """End a run whose node another process took over: store nothing."""
+        entity = self.entity
+        self._error = LeaseLostError(
+            f"{entity!r} was taken over by another process while this one ran it (this "
+            f"process went more than {entity._graph._lease_ttl:g} s without renewing its "
+            "lease); its result here was not stored, the new owner's stands"
+        )
+        self._done = True
+        self._unregister(key)
+        self._end()
+
+    async def _wait(self, lease: Any) -> AsyncIterator[Envelope]:
+        """Wait while another process holds a live lease on the node, passing
+        on what its subtree logs meanwhile. Returns when the lease is over
+        (finished, failed, expired, owner gone) or a run of it started in this
+        process; the caller then tries again.
+
+        Nothing is held for the owner meanwhile but whatever the consumer
+        holds (a runner's capacity unit, say): the owner is another process
+        and needs none of ours, so this cannot deadlock."""
+        entity = self.entity
+        graph, entity_id = entity._graph, entity._id
+        key = (graph._key, entity_id)
+        seq = graph._run_start_seq(entity_id)
+        yield entity.status_envelope(
+            StatusEvent.RUNNING, f"waiting for {lease.owner}, which is running it"
+        )
+        delay = _POLL_FIRST
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _POLL_MAX)
+            gone = graph._file_gone()
+            if gone is not None:
+                graph._gone = gone
+                graph._raise_if_gone()
+            if key in _LIVE:
+                return
+            envs, seq = graph._progress_after(entity_id, seq)
+            for env in envs:
+                # Its own start and end are not passed on: this run reports
+                # the outcome itself once it is stored.
+                if env.entity_id != entity_id or (
+                    env.type != _ERROR and env.sub_type != _RETURN and env.status not in _OWN_EDGES
+                ):
+                    yield env
+            status, now = graph._poll(entity_id)
+            if status != _IN_PROGRESS or now is None or graph.lease_state(now) != "live":
+                return
+            if now.token != lease.token:  # a new owner took it over meanwhile
+                lease = now
+                yield entity.status_envelope(
+                    StatusEvent.RUNNING, f"waiting for {lease.owner}, which took it over"
+                )
 
     def _wrap(self, item: Any) -> Envelope:
         if type(item) is Envelope:

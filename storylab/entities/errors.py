@@ -4,7 +4,8 @@ Catch :class:`EntityGraphError` for "something about the store or an entity
 is wrong"; the subclasses also derive from the builtin a caller would reach
 for first (an unknown id is a ``LookupError``, a taken name a ``ValueError``).
 Every one of them is raised *before* anything is written, so catching it
-leaves the store exactly as it was.
+leaves the store exactly as it was (a :class:`GraphFileGoneError` means there
+is no store left to change).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ __all__ = [
     "EntityRunInterrupted",
     "EntityTypeMismatchError",
     "GraphAccessError",
+    "GraphFileGoneError",
     "GraphNotFoundError",
+    "LeaseLostError",
     "NotAStorylabGraphError",
     "SchemaVersionError",
     "UnknownBlobError",
@@ -72,3 +75,12 @@ class SchemaVersionError(EntityGraphError):
 
 class EntityRunInterrupted(EntityGraphError, RuntimeError):
     """A run that another caller attached to was abandoned before it finished."""
+
+
+class GraphFileGoneError(EntityGraphError):
+    """The graph's file was deleted or replaced while this process had it open."""
+
+
+class LeaseLostError(EntityGraphError, RuntimeError):
+    """A run ended after another process had taken its node over (this one
+    stalled past its lease): its result was not stored."""

@@ -75,10 +75,32 @@ reading a node's progress returns its own envelopes and those of all its
 descendants in the order they were written, which is how a child's progress
 shows up in its parent's log (percolation) without writing it twice.
 
+Several processes may run the same pipeline on one file. A node that runs
+is *leased*: a row of the ``leases`` table names its owner (host, pid and a
+random token of the owning graph), taken in the transaction that makes the
+node InProgress and dropped in the one that finishes it. Another process
+that meets a live lease does not run the node; it waits for it (see
+``EntityRun``). A lease lives ``lease_ttl`` seconds past its owner's last
+heartbeat (one asyncio task per graph renews every lease it holds while
+anything runs); one whose owner is a process of this host that no longer
+exists is over at once, so a ``kill -9`` is recovered as fast as before.
+Only the token's holder may store the node's result: a process whose lease
+was taken over (it stalled past the expiry) stores nothing. A pid that is
+alive is trusted only until the expiry: if the owner died and its pid went
+to another program, the lease is simply waited out (the heartbeat stopped),
+and the new owner's token keeps the two apart. Expiry compares wall clocks,
+so hosts sharing a file over a network must keep their clocks within a
+fraction of ``lease_ttl``.
+
+The file itself is checked at every commit: if it was deleted or replaced
+(another inode at the path), the transaction is rolled back and every later
+operation raises :class:`~storylab.entities.errors.GraphFileGoneError`,
+instead of writing on into a file nobody will read.
+
 Schema versions (``PRAGMA user_version``): 1 unique child names; 2 unique
-call paths; 3 packed progress rows. An older file is upgraded in place on
-open, inside one transaction that rewrites no existing row (a failed upgrade
-changes nothing); a newer one is refused.
+call paths; 3 packed progress rows; 4 leases. An older file is upgraded in
+place on open, inside one transaction that rewrites no existing row (a
+failed upgrade changes nothing); a newer one is refused.
 """
 
 from __future__ import annotations
@@ -91,6 +113,7 @@ import functools
 import json
 import logging
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -108,6 +131,7 @@ from storylab.entities.errors import (
     EntityGraphError,
     EntityTypeMismatchError,
     GraphAccessError,
+    GraphFileGoneError,
     GraphNotFoundError,
     NotAStorylabGraphError,
     SchemaVersionError,
@@ -117,11 +141,11 @@ from storylab.entities.errors import (
 if TYPE_CHECKING:
     from storylab.entities.entity import RunnableEntity
 
-__all__ = ["EntityGraph", "EntityStatus", "NodeRecord", "default_graph_path"]
+__all__ = ["EntityGraph", "EntityStatus", "LeaseRecord", "NodeRecord", "default_graph_path"]
 
 log = logging.getLogger("storylab.entities")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPLICATION_ID = 0x53544C42  # "STLB" in the SQLite header: marks a storylab graph
 
 _SCHEMA = """
@@ -157,6 +181,16 @@ CREATE TABLE progress (
     more     TEXT
 );
 CREATE INDEX progress_node ON progress(node_id, seq);
+CREATE TABLE leases (
+    node_id      TEXT PRIMARY KEY,
+    owner        TEXT NOT NULL,
+    host         TEXT NOT NULL,
+    pid          INTEGER NOT NULL,
+    token        TEXT NOT NULL,
+    taken_at     REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    expires_at   REAL NOT NULL
+);
 """
 
 # Schema history. Each step upgrades a file from the version before it, inside
@@ -180,6 +214,14 @@ _UPGRADES = {
     #    VALUE and COMPLETED in one step writes one row, not three. Older rows
     #    have no ``more`` and read as before.
     3: ("ALTER TABLE progress ADD COLUMN more TEXT",),
+    # 4: who runs a node right now (see the module docstring). An InProgress
+    #    node of an older file has no lease, which reads as "its owner is
+    #    gone": it is stale, as it always was.
+    4: (
+        "CREATE TABLE leases (node_id TEXT PRIMARY KEY, owner TEXT NOT NULL, "
+        "host TEXT NOT NULL, pid INTEGER NOT NULL, token TEXT NOT NULL, taken_at REAL NOT NULL, "
+        "heartbeat_at REAL NOT NULL, expires_at REAL NOT NULL)",
+    ),
 }
 
 # A node has exactly one incoming ``Calls`` edge (from its parent), so edges
@@ -241,6 +283,50 @@ class NodeRecord:
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+LEASE_LIVE, LEASE_EXPIRED, LEASE_OWNER_GONE = "live", "expired", "owner gone"
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRecord:
+    """Who runs a node right now, as stored (see :meth:`EntityGraph.lease`)."""
+
+    node_id: str
+    owner: str
+    """``host:pid`` of the owning process."""
+    host: str
+    pid: int
+    token: str
+    """Random per open graph: only its holder may store the node's result."""
+    taken_at: float
+    heartbeat_at: float
+    expires_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (a zombie does not count)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, it is someone else's
+        return True
+    # A process killed but not yet reaped by its parent still answers signal 0.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in (b"Z", b"X")
+
+
+HOST = socket.gethostname()
 
 
 # Records are made once per node written or read. A frozen dataclass's
@@ -417,7 +503,13 @@ class EntityGraph:
     """
 
     def __init__(
-        self, path: Path, conn: sqlite3.Connection, commit: str, commit_interval: float
+        self,
+        path: Path,
+        conn: sqlite3.Connection,
+        commit: str,
+        commit_interval: float,
+        lease_ttl: float = 10.0,
+        lease_heartbeat: float | None = None,
     ) -> None:
         self.path = path
         self.blobs = BlobStore(path.with_suffix(".blobs"))
@@ -453,6 +545,24 @@ class EntityGraph:
         self._key = str(path.resolve())
         self._closed = False
         self.read_only = False  # set by open(read_only=True): every write is refused
+        # Leases (see the module docstring). The token is this graph's own:
+        # a process that opens the file twice holds two sets of leases.
+        self._lease_ttl = lease_ttl
+        self._lease_heartbeat = lease_ttl / 4 if lease_heartbeat is None else lease_heartbeat
+        self._pid = os.getpid()
+        self._owner = f"{HOST}:{self._pid}"
+        self._token = os.urandom(8).hex()
+        # Leases taken in the open transaction, not written yet: node id ->
+        # taken_at. Written at the commit (with the nodes); one dropped before
+        # that is never written, so a child that starts and finishes between
+        # two commits costs no lease statement at all.
+        self._new_leases: dict[str, float] = {}
+        self._heartbeat: asyncio.Task | None = None
+        # The file we opened, to notice it being deleted or replaced (by its
+        # absolute path: the process may change its working directory).
+        st = os.stat(self._key)
+        self._file_id = (st.st_dev, st.st_ino)
+        self._gone: str | None = None  # why the file is gone, once it is
         _OPEN.setdefault(self._key, weakref.WeakSet()).add(self)
 
     # ------------------------------------------------------------------ opening
@@ -466,6 +576,8 @@ class EntityGraph:
         commit: str = "batched",
         commit_interval: float = 0.005,
         read_only: bool = False,
+        lease_ttl: float = 10.0,
+        lease_heartbeat: float | None = None,
     ) -> EntityGraph:
         """Open (and if needed create) the graph stored at ``path``.
 
@@ -480,6 +592,10 @@ class EntityGraph:
         or ``"operation"`` (one commit per operation). In every mode a run
         hands on its result only once it is committed; the module docstring
         has a table of what each mode makes wait and what a crash can lose.
+        ``lease_ttl`` is how many seconds a running node's lease outlives its
+        owner's last heartbeat (what another process waits for when the owner
+        is on another host or stopped answering); ``lease_heartbeat`` how
+        often the leases are renewed (default a quarter of ``lease_ttl``).
         A file that is not a storylab graph, or one from a newer schema, is
         refused with a clear error and left untouched.
 
@@ -496,6 +612,17 @@ class EntityGraph:
         if not isinstance(commit_interval, int | float) or not 0 <= commit_interval <= 1:
             raise ValueError(
                 f"commit_interval must be a number of seconds in [0, 1]; got {commit_interval!r}"
+            )
+        if isinstance(lease_ttl, bool) or not isinstance(lease_ttl, int | float) or lease_ttl <= 0:
+            raise ValueError(f"lease_ttl must be a positive number of seconds; got {lease_ttl!r}")
+        if lease_heartbeat is not None and (
+            isinstance(lease_heartbeat, bool)
+            or not isinstance(lease_heartbeat, int | float)
+            or not 0 < lease_heartbeat < lease_ttl
+        ):
+            raise ValueError(
+                "lease_heartbeat must be a number of seconds above 0 and below lease_ttl "
+                f"({lease_ttl!r}); got {lease_heartbeat!r}"
             )
         p = default_graph_path() if path is None else Path(path)
         if p.is_dir():
@@ -518,7 +645,8 @@ class EntityGraph:
         except BaseException:
             conn.close()
             raise
-        graph = cls(p, conn, commit, float(commit_interval))
+        heartbeat = None if lease_heartbeat is None else float(lease_heartbeat)
+        graph = cls(p, conn, commit, float(commit_interval), float(lease_ttl), heartbeat)
         graph.read_only = read_only
         if not read_only:
             try:
@@ -568,6 +696,7 @@ class EntityGraph:
             if self._closed:
                 return
             self._commit()
+            self._stop_heartbeat()
             self._closed = True
             self._conn.close()
             peers = _OPEN.get(self._key)
@@ -624,8 +753,29 @@ class EntityGraph:
             self._waiters.append(waiter)
             return waiter
 
+    def _raise_if_gone(self) -> None:
+        if self._gone is not None:
+            raise GraphFileGoneError(self._gone)
+
+    def _file_gone(self) -> str | None:
+        """Why the file we opened is no longer at our path (None if it is)."""
+        try:
+            st = os.stat(self._key)
+        except FileNotFoundError:
+            what = "deleted"
+        else:
+            if (st.st_dev, st.st_ino) == self._file_id:
+                return None
+            what = "replaced by another file"
+        return (
+            f"the entity graph file {self.path} was {what} while this process had it open; "
+            "nothing more is stored (the work since the last commit is lost)"
+        )
+
     def _begin(self) -> sqlite3.Connection:
         """Join this turn's transaction, opening it if needed (hold ``_lock``)."""
+        if self._gone is not None:
+            self._raise_if_gone()
         if self._commit_error is not None:
             self._raise_commit_error()
         if self.read_only:
@@ -722,17 +872,30 @@ class EntityGraph:
             self._in_txn = False
             waiters, self._waiters = self._waiters, []
             self._settling.clear()
+            gone = self._gone or self._file_gone()
+            if gone is not None:
+                # Committing into a deleted (or swapped-out) file would only
+                # pretend to store: roll back, and refuse from now on. The runs
+                # waiting for this commit get the reason, not their result.
+                self._gone = gone
+                self._discard_buffers()
+                try:
+                    self._conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                if waiters:
+                    _settle(waiters, functools.partial(GraphFileGoneError, gone))
+                return
             try:
                 if self._new_rows:
                     self._write_nodes()
+                if self._new_leases:
+                    self._write_leases()
                 self._write_progress()
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 log.exception("entity graph %s: commit failed; rolling back", self.path)
-                self._new_rows.clear()
-                self._new_keys.clear()
-                self._progress.clear()
-                self._parents.clear()  # may name nodes that were just rolled back
+                self._discard_buffers()
                 try:
                     self._conn.execute("ROLLBACK")
                 except sqlite3.Error:
@@ -748,12 +911,31 @@ class EntityGraph:
             if waiters:
                 _settle(waiters, None)
 
+    def _discard_buffers(self) -> None:
+        self._new_rows.clear()
+        self._new_keys.clear()
+        self._progress.clear()
+        self._new_leases.clear()
+        self._parents.clear()  # may name nodes that were just rolled back
+
     def _write_nodes(self) -> None:
         """Insert the nodes created in this transaction, in creation order
         (hold ``_lock``, in a transaction), each in its current state."""
         rows, self._new_rows = self._new_rows, {}
         self._new_keys.clear()
         self._conn.executemany(_INSERT_NODE, rows.values())
+
+    def _write_leases(self) -> None:
+        """Write the leases taken in this transaction (hold ``_lock``, in a
+        transaction), their heartbeat as of now."""
+        taken, self._new_leases = self._new_leases, {}
+        now = time.time()
+        owner, host, pid, token = self._owner, HOST, self._pid, self._token
+        expires = now + self._lease_ttl
+        self._conn.executemany(
+            _LEASE_UPSERT,
+            [(id, owner, host, pid, token, at, now, expires) for id, at in taken.items()],
+        )
 
     def _write_progress(self) -> None:
         """Insert the buffered progress rows into the open transaction."""
@@ -775,10 +957,51 @@ class EntityGraph:
     def flush(self) -> None:
         """Commit pending operations now (they are otherwise committed at the
         end of the current event-loop turn, or within ``commit_interval``).
-        Raises :class:`EntityGraphError` if this or an earlier commit failed."""
+        Raises :class:`EntityGraphError` if this or an earlier commit failed,
+        :class:`GraphFileGoneError` if the file was deleted or replaced."""
         self._commit()
+        self._raise_if_gone()
         if self._commit_error is not None:
             self._raise_commit_error()
+
+    # ----------------------------------------------------------------- leases
+
+    def _ensure_heartbeat(self) -> None:
+        """Have a task on the running loop renew our leases while anything of
+        this graph runs (called when the first run starts)."""
+        task = self._heartbeat
+        loop = _running_loop()
+        if loop is None or (task is not None and not task.done() and task.get_loop() is loop):
+            return
+        self._heartbeat = loop.create_task(self._beat(), name=f"lease heartbeat {self.path.name}")
+
+    def _stop_heartbeat(self) -> None:
+        task, self._heartbeat = self._heartbeat, None
+        if task is not None and not task.done() and task.get_loop() is _running_loop():
+            task.cancel()
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease_heartbeat)
+            if self._closed or self._live_runs == 0:
+                return
+            try:
+                self._renew_leases()
+            except EntityGraphError:
+                return  # the runs themselves raise it at their next operation
+
+    def _renew_leases(self) -> None:
+        """Push back the expiry of every lease we hold, in a commit of its own."""
+        with self._lock:
+            conn = self._begin()
+            if self._new_leases:
+                self._write_leases()  # written as of now: nothing more to renew
+            now = time.time()
+            conn.execute(
+                "UPDATE leases SET heartbeat_at = ?, expires_at = ? WHERE token = ?",
+                (now, now + self._lease_ttl, self._token),
+            )
+            self._commit()
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
@@ -850,28 +1073,74 @@ class EntityGraph:
             "WHERE p.node_id IN (SELECT id FROM sub) ORDER BY p.seq",
             (id,),
         )
-        out = []
-        for r in rows:
-            out.append(
-                Envelope(
-                    type=r[3],
-                    entity_id=r[0],
-                    entity_type=r[1],
-                    entity_name=r[2],
-                    status=r[4],
-                    message=r[5],
-                    value=_loads(r[6]),
-                    sub_type=r[7],
-                    error=_loads(r[8]),
-                    at=r[9],
+        return _envelopes(rows)
+
+    def lease(self, id: str) -> LeaseRecord | None:
+        """The lease on a node (``None`` if nobody holds one). See :meth:`lease_state`."""
+        with self._lock:
+            if id in self._new_leases:  # ours, not written yet
+                now = time.time()
+                at = self._new_leases[id]
+                return LeaseRecord(
+                    id, self._owner, HOST, self._pid, self._token, at, now, now + self._lease_ttl
                 )
-            )
-            if r[10] is not None:
-                out.extend(
-                    Envelope(t, r[0], r[1], r[2], st, msg, value, sub, err, at)
-                    for t, st, msg, sub, value, err, at in json.loads(r[10])
-                )
-        return out
+            rows = self._read(f"SELECT {_LEASE_COLUMNS} FROM leases WHERE node_id = ?", (id,))
+        return LeaseRecord(*rows[0]) if rows else None
+
+    def lease_state(self, lease: LeaseRecord, now: float | None = None) -> str:
+        """``"live"``, ``"expired"`` (no heartbeat for ``lease_ttl`` seconds) or
+        ``"owner gone"`` (its process, on this host, no longer exists, or it
+        belongs to this process and nothing of it runs here)."""
+        if lease.host == HOST:
+            if lease.pid == self._pid:
+                from storylab.entities.entity import _LIVE  # noqa: PLC0415 - avoids a cycle
+
+                if (self._key, lease.node_id) not in _LIVE:
+                    return LEASE_OWNER_GONE
+            elif not _pid_alive(lease.pid):
+                return LEASE_OWNER_GONE
+        if lease.expires_at <= (time.time() if now is None else now):
+            return LEASE_EXPIRED
+        return LEASE_LIVE
+
+    def _poll(self, id: str) -> tuple[str, LeaseRecord | None]:
+        """A node's status and lease, read in one snapshot (for a waiting run)."""
+        rows = self._read(
+            f"SELECT n.status, {_LEASE_COLUMNS_OF_L} FROM nodes n "
+            "LEFT JOIN leases l ON l.node_id = n.id WHERE n.id = ?",
+            (id,),
+        )
+        if not rows:
+            raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
+        status, *lease = rows[0]
+        return status, (LeaseRecord(*lease) if lease[0] is not None else None)
+
+    def _run_start_seq(self, id: str) -> int:
+        """The progress row just before the node's latest start: a run that
+        waits on another process passes on that run's log from its beginning."""
+        rows = self._read(
+            "SELECT max(seq) FROM progress WHERE node_id = ? AND type = 'STATUS' "
+            "AND status = 'STARTED'",
+            (id,),
+        )
+        if rows[0][0] is not None:
+            return rows[0][0] - 1
+        return self._read("SELECT coalesce(max(seq), 0) FROM progress")[0][0]
+
+    def _progress_after(self, id: str, seq: int) -> tuple[list[Envelope], int]:
+        """The envelopes of ``id``'s subtree logged after row ``seq``, and the
+        last row read: what a run waiting on another process passes on."""
+        rows = self._read(
+            "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL "
+            "SELECT n.id FROM nodes n JOIN sub ON n.parent_id = sub.id) "
+            "SELECT p.node_id, n.type, n.name, p.type, p.status, p.message, p.value, "
+            "p.sub_type, p.error, p.at, p.more, p.seq FROM progress p "
+            "JOIN nodes n ON n.id = p.node_id "
+            "WHERE p.seq > ? AND p.node_id IN (SELECT id FROM sub) ORDER BY p.seq",
+            (id, seq),
+        )
+        envs = _envelopes(rows)
+        return envs, (rows[-1][11] if rows else seq)
 
     def edges(self, id: str) -> list[dict[str, Any]]:
         """``Calls`` edges from the node (by position), then the one into it."""
@@ -1083,26 +1352,18 @@ class EntityGraph:
         self._log(env)
 
     # A status change and its envelopes share one transaction, so the log
-    # never shows an envelope whose status change was not committed with it.
-    def _mark_started(self, id: str, env: Envelope) -> None:
-        with self._lock:
-            self._apply(
-                (
-                    "UPDATE nodes SET status = 'InProgress', started_at = ?, finished_at = NULL, "
-                    "error = NULL, output = NULL WHERE id = ?",
-                    (env.at, id),
-                )
-            )
-            self._log(env)
-
+    # never shows an envelope whose status change was not committed with it;
+    # so does the lease that goes with it.
     def _start_if_pending(self, id: str, env: Envelope) -> bool:
-        """Mark a Pending node started (and log ``env``); False if it was not Pending."""
+        """Mark a Pending node started, leased to us (and log ``env``); False
+        if it was not Pending."""
         with self._lock:
             row = self._new_rows.get(id)
             if row is not None:  # created in this transaction, not written yet
                 if row[3] != "Pending":
                     return False
                 row[3], row[7] = "InProgress", env.at
+                self._new_leases[id] = env.at
                 self._progress.append(env)
                 self._schedule_commit()
                 return True
@@ -1115,39 +1376,122 @@ class EntityGraph:
             )
             if cur.rowcount != 1:
                 return False
+            self._new_leases[id] = env.at
             self._log(env)
             return True
 
-    def _finish(self, id: str, status: str, column: str, value: str, at: float, envs) -> None:
+    def _claim(self, id: str, env: Envelope) -> tuple[str, Any, LeaseRecord | None, Envelope]:
+        """Decide, in one write transaction, what starting a node that was not
+        Pending does: ``("Completed", output, None, env)``; ``("busy", None,
+        lease, env)`` while another owner's lease is live; otherwise the node
+        is ours now (InProgress, leased, its result cleared, ``env`` logged)
+        and the status it had is returned (``Failed``, ``InProgress`` when
+        stale, ``Pending`` if it was reopened meanwhile), with the lease it
+        was taken from."""
+        with self._lock:
+            conn = self._begin()
+            try:
+                if self._new_rows:
+                    self._write_nodes()
+                if self._new_leases:
+                    self._write_leases()
+                row = conn.execute(
+                    f"SELECT n.status, n.output, {_LEASE_COLUMNS_OF_L} FROM nodes n "
+                    "LEFT JOIN leases l ON l.node_id = n.id WHERE n.id = ?",
+                    (id,),
+                ).fetchone()
+                if row is None:
+                    raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
+                status, output = row[0], row[1]
+                if status == "Completed":
+                    return status, _loads(output), None, env
+                lease = LeaseRecord(*row[2:]) if row[2] is not None else None
+                if status == "InProgress" and lease is not None:
+                    state = self.lease_state(lease)
+                    if state == LEASE_LIVE:
+                        return "busy", None, lease, env
+                    env = dataclasses.replace(
+                        env, message=f"taken over from {lease.owner} ({state})"
+                    )
+                conn.execute(
+                    "UPDATE nodes SET status = 'InProgress', started_at = ?, finished_at = NULL, "
+                    "error = NULL, output = NULL WHERE id = ?",
+                    (env.at, id),
+                )
+                self._new_leases[id] = env.at
+                if lease is not None:
+                    # Replace the old owner's row now: a lease dropped before
+                    # the commit is otherwise never written, which would
+                    # leave that row behind.
+                    self._write_leases()
+                self._progress.append(env)
+                return status, None, lease, env
+            finally:
+                self._schedule_commit()
+
+    def _drop_lease(self, conn: sqlite3.Connection, id: str) -> bool:
+        """Drop our lease on ``id`` (hold ``_lock``, in a transaction); False
+        if it is not ours (any more)."""
+        if self._new_leases.pop(id, None) is not None:
+            return True  # taken in this transaction: nobody else could have it
+        cur = conn.execute("DELETE FROM leases WHERE node_id = ? AND token = ?", (id, self._token))
+        return cur.rowcount == 1
+
+    def _release_lease(self, id: str) -> None:
+        """Give up the lease on a node that stays InProgress (its run was
+        abandoned): anyone may take it over at once."""
+        with self._lock:
+            conn = self._begin()
+            try:
+                self._drop_lease(conn, id)
+            finally:
+                self._schedule_commit()
+
+    def _rolled_back(self, id: str) -> UnknownEntityError:
+        # Its creation went with a commit that failed: storing its end now
+        # would report a result that is nowhere on disk.
+        return UnknownEntityError(
+            f"no entity with id {id!r} in {self.path} (a failed commit "
+            "rolled back its creation); its result is not stored"
+        )
+
+    def _finish(self, id: str, status: str, column: str, value: str, at: float, envs) -> bool:
+        """Store a run's end, if we still hold its lease (False, and nothing
+        written, if another process took the node over)."""
         with self._lock:
             conn = self._conn if self._in_txn else self._begin()
             try:
                 row = self._new_rows.get(id)
                 if row is not None:  # not written yet: it will be, in this state
+                    self._new_leases.pop(id, None)
                     row[3], row[8] = status, at
                     row[10 if column == "output" else 9] = value
                 else:
+                    if not self._drop_lease(conn, id):
+                        if conn.execute("SELECT 1 FROM nodes WHERE id = ?", (id,)).fetchone():
+                            return False  # another process holds it now
+                        raise self._rolled_back(id)
                     cur = conn.execute(
                         f"UPDATE nodes SET status = ?, finished_at = ?, {column} = ? WHERE id = ?",
                         (status, at, value, id),
                     )
                     if cur.rowcount == 0:
-                        # Its creation went with a commit that failed: storing its
-                        # end now would report a result that is nowhere on disk.
-                        raise UnknownEntityError(
-                            f"no entity with id {id!r} in {self.path} (a failed commit "
-                            "rolled back its creation); its result is not stored"
-                        )
+                        raise self._rolled_back(id)
                 self._progress.extend(envs)
                 self._settling.add(id)
+                return True
             finally:
                 self._schedule_commit(terminal=True)
 
-    def _mark_completed(self, id: str, output_json: str, value_env: Envelope, done_env: Envelope):
-        self._finish(id, "Completed", "output", output_json, done_env.at, (value_env, done_env))
+    def _mark_completed(
+        self, id: str, output_json: str, value_env: Envelope, done_env: Envelope
+    ) -> bool:
+        return self._finish(
+            id, "Completed", "output", output_json, done_env.at, (value_env, done_env)
+        )
 
-    def _mark_failed(self, id: str, error: dict, error_env: Envelope, failed_env: Envelope):
-        self._finish(
+    def _mark_failed(self, id: str, error: dict, error_env: Envelope, failed_env: Envelope) -> bool:
+        return self._finish(
             id, "Failed", "error", _dumps_log(error), failed_env.at, (error_env, failed_env)
         )
 
@@ -1224,13 +1568,20 @@ class EntityGraph:
                 + (" and running in this process" if live else " (start it to resume it)")
                 + "; only Completed or Failed nodes can be reopened"
             )
-        self._apply(
+        # Only if it is still finished: another process may have reopened and
+        # started it since we read it.
+        cur = self._apply(
             (
                 "UPDATE nodes SET status = 'Pending', started_at = NULL, finished_at = NULL, "
-                "error = NULL, output = NULL WHERE id = ?",
+                "error = NULL, output = NULL WHERE id = ? AND status IN ('Completed', 'Failed')",
                 (id,),
             )
         )
+        if cur.rowcount != 1 and self._status(id) == "InProgress":
+            raise EntityGraphError(
+                f"cannot reopen {record.type} ({record.name}): another process started it "
+                "meanwhile; only Completed or Failed nodes can be reopened"
+            )
         return self.get_node(id)
 
     def _set_status(self, id: str, status: EntityStatus | str) -> None:
@@ -1277,6 +1628,10 @@ _NODE_EXISTS = "SELECT 1 FROM nodes WHERE id = ?"
 _ROOT_TAKEN = "SELECT 1 FROM nodes WHERE parent_id IS NULL AND name = ?"
 _CHILD_TAKEN = "SELECT 1 FROM nodes WHERE parent_id = ? AND coalesce(call_path, name) = ?"
 
+_LEASE_COLUMNS = "node_id, owner, host, pid, token, taken_at, heartbeat_at, expires_at"
+_LEASE_COLUMNS_OF_L = ", ".join("l." + c for c in _LEASE_COLUMNS.split(", "))
+_LEASE_UPSERT = f"INSERT OR REPLACE INTO leases ({_LEASE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+
 _MAX_PACKED = 64  # envelopes carried by one progress row at most
 
 
@@ -1317,6 +1672,32 @@ def _progress_rows(envs: list[Envelope]) -> list[tuple]:
         )
         i = j
     return rows
+
+
+def _envelopes(rows: list[tuple]) -> list[Envelope]:
+    """Envelopes from progress rows joined with their node (type, name)."""
+    out = []
+    for r in rows:
+        out.append(
+            Envelope(
+                type=r[3],
+                entity_id=r[0],
+                entity_type=r[1],
+                entity_name=r[2],
+                status=r[4],
+                message=r[5],
+                value=_loads(r[6]),
+                sub_type=r[7],
+                error=_loads(r[8]),
+                at=r[9],
+            )
+        )
+        if r[10] is not None:
+            out.extend(
+                Envelope(t, r[0], r[1], r[2], st, msg, value, sub, err, at)
+                for t, st, msg, sub, value, err, at in json.loads(r[10])
+            )
+    return out
 
 
 # SQLite's names for "the file is there, but you may not open or write it"
@@ -1362,9 +1743,16 @@ def _prepare(conn: sqlite3.Connection, path: Path, read_only: bool = False) -> N
     """Check that ``conn`` is a storylab graph (or empty) before changing anything,
     then switch to WAL and create the schema if needed (not when ``read_only``)."""
     try:
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        # One read transaction, so the three come from one snapshot: another
+        # process may be creating the schema right now, and the header and the
+        # table count read a moment apart would contradict each other.
+        conn.execute("BEGIN")
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        finally:
+            conn.execute("COMMIT")
     except sqlite3.DatabaseError as exc:
         if _is_access_error(exc):
             raise GraphAccessError(_cannot_open(path, exc)) from None

@@ -14,8 +14,10 @@ import argparse
 import asyncio
 import logging
 import math
+import os
 import re
 import sys
+import tempfile
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any, TextIO
@@ -258,7 +260,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _run(topics, customization, settings, args, out: TextIO) -> int:
-    from storylab.entities import EntityGraph, EntityGraphError
+    from storylab.entities import EntityGraph, EntityGraphError, GraphFileGoneError
     from storylab.story.entities import create_story
     from storylab.story.settings import use_settings
 
@@ -283,15 +285,17 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
                 *(_one(graph, p, out_dir, out) for p in unique), return_exceptions=True
             )
         code = 0
+        gone = False
         for pipeline, result in zip(unique, results, strict=True):
             if isinstance(result, BaseException):
                 if not isinstance(result, Exception) or isinstance(result, BrokenPipeError):
                     raise result  # the reader of our output left: nothing more to say
                 print(f"{pipeline.name}: failed: {result}", file=sys.stderr)
+                gone = gone or isinstance(result, GraphFileGoneError)
                 code = EXIT_FAILED
             elif result.get("stage") != "completed":
                 code = EXIT_FAILED
-        if not args.no_tree:
+        if not args.no_tree and not gone:  # a deleted graph has no tree worth showing
             for pipeline in unique:
                 print(file=out)
                 print(_tree(graph, pipeline.id), file=out)
@@ -338,7 +342,10 @@ async def _one(graph, pipeline, out_dir: Path, out: TextIO) -> dict[str, Any]:
     if pipeline.status == "Completed":
         say("already finished; using the stored result")
     elif pipeline.status != "Pending":
-        say(f"resuming ({pipeline.status})")
+        lease = graph.lease(pipeline.id)
+        if lease is None or graph.lease_state(lease) != "live":
+            say(f"resuming ({pipeline.status})")
+        # else: another process runs it, and the run says it is waiting for it
     started: set[str] = set()
     run = pipeline.start()
     # aclosing: if printing fails (a closed pipe), the run is closed here,
@@ -347,6 +354,9 @@ async def _one(graph, pipeline, out_dir: Path, out: TextIO) -> dict[str, Any]:
         async for env in run:
             _report(env, pipeline, started, say)
     result = run.result
+    # Nothing is "done" until it is stored: a failed commit or a deleted graph
+    # file is raised here, not discovered by the next run.
+    graph.flush()
     stage = result.get("stage")
     if stage == "rejected":
         reasons = "; ".join((result.get("safety_result") or {}).get("concerns") or [])
@@ -359,10 +369,32 @@ async def _one(graph, pipeline, out_dir: Path, out: TextIO) -> dict[str, Any]:
     if html is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"{pipeline.name}.html"
-        path.write_text(html, encoding="utf-8")
+        try:
+            _write_atomically(path, html)
+        except OSError as exc:
+            raise OSError(
+                exc.errno,
+                f"could not write the page to {path} ({exc.strerror or exc}); the story is "
+                "stored: run the same command again to write it",
+            ) from exc
         summary += f" -> {path}"
     say(summary)
     return result
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``path`` through a temporary file renamed into place, so that a
+    reader (or another run writing the same page) never sees half a page."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _tree(graph, node_id: str) -> str:

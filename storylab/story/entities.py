@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-from storylab.entities import EntityGraph, Return, RunnableEntity
+from storylab.entities import EntityGraph, EntityGraphError, Return, RunnableEntity
 from storylab.scheduling import (
     CapacitySource,
     EventKind,
@@ -75,6 +75,7 @@ __all__ = [
     "ContentSafetyCheckEntity",
     "ImageGenerationEntity",
     "StoryImagesFailedError",
+    "PageNotStoredError",
     "StoryPipelineEntity",
     "StoryWriterEntity",
     "create_story",
@@ -92,6 +93,10 @@ class StoryImagesFailedError(RuntimeError):
     Its data keeps ``stage: "failed"`` and the page (every slot a "could not
     be drawn" figure); running it again draws the pictures again.
     """
+
+
+class PageNotStoredError(RuntimeError):
+    """Stage 4 could not write the story's page to the blob store (a full disk)."""
 
 
 class ContentSafetyCheckEntity(RunnableEntity):
@@ -266,12 +271,17 @@ class StoryPipelineEntity(RunnableEntity):
 
         yield self.status("RUNNING", "Storing results")
         await self.update_entity_data(stage=Stage.STORING_RESULTS.value)
-        html_key: str | None
+        # The page is part of the result: a story is never Completed without
+        # it. If it cannot be stored the pipeline fails, and running it again
+        # assembles the page from the pictures already drawn.
         try:
             html_key = self.graph.blobs.put(html.encode("utf-8"), "text/html")
-        except Exception:  # storing is best-effort, like the PDF and memory stores
-            log.warning("could not store the HTML of %r", self, exc_info=True)
-            html_key = None
+        except OSError as exc:
+            raise PageNotStoredError(
+                f"the story page could not be stored in {self.graph.blobs.root} "
+                f"({exc.strerror or exc}); the pictures are kept: run the story again "
+                "once there is room to write the page"
+            ) from exc
 
         if failed and images:
             final = Stage.COMPLETED_WITH_ERRORS
@@ -415,11 +425,33 @@ def create_story(
             raise StoryValidationError(
                 "topic", f"the pipeline name {pipeline.name!r} belongs to another topic"
             )
-    if retry_failed:
-        node = graph.get_node(pipeline.id)
+    node = graph.get_node(pipeline.id)
+    if node.status == "Completed" and _page_missing(graph, node):
+        # Stored Completed without its page (an older storylab kept going when
+        # the page could not be written, or the blob was deleted): finish it.
+        _reopen(graph, pipeline.id)
+    elif retry_failed:
         if node.status == "Completed" and node.data.get("stage") in _RETRIED_STAGES:
-            graph.reopen(pipeline.id)
+            _reopen(graph, pipeline.id)
     return pipeline
+
+
+def _reopen(graph: EntityGraph, id: str) -> None:
+    try:
+        graph.reopen(id)
+    except EntityGraphError:
+        if graph.get_node(id).status != "InProgress":
+            raise
+        # Another process reopened and started it since we looked: starting
+        # it here waits for that run instead of running it a second time.
+
+
+def _page_missing(graph: EntityGraph, node: Any) -> bool:
+    output = node.output if isinstance(node.output, dict) else {}
+    if output.get("stage") == Stage.REJECTED.value:
+        return False  # a refused topic has no page
+    key = output.get("html_key")
+    return not key or not graph.blobs.exists(key)
 
 
 def story_html(graph: EntityGraph, result: dict[str, Any] | PipelineResult) -> str | None:

@@ -6,7 +6,8 @@
 With STORYLAB_TEST_BLOCK=1, children whose data has "block": true hang, so the
 test can kill the process while they are InProgress. A child with
 "flaky": true fails on its first run ever (a marker file remembers it).
-Every execution of a child appends a line to LOG, so the test can count runs.
+Every execution of a child (and of the parent) appends a line to LOG, so the
+test can count runs.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class CrashChild(RunnableEntity):
 
 class CrashParent(RunnableEntity):
     async def run_impl(self):
+        note(f"parent {os.getpid()}")
         items = [{"name": c["name"], "data": c} for c in self.data["children"]]
         source = SourceFromIterable(self.parallel_calls(CrashChild, items))
         runner = HierarchicalTaskPoolRunner("crash", source, CapacitySource(2, name="crash"))

@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from storylab.entities import EntityGraph, UnknownBlobError
+from storylab.entities import BlobStore, EntityGraph, UnknownBlobError
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
 
@@ -32,3 +32,13 @@ def test_bad_blob_input_gets_clear_errors(tmp_path):
         with pytest.raises(UnknownBlobError, match="no blob"):
             g.blobs.get("0" * 64 + ".png")
         assert not (tmp_path / "graph.blobs").exists()
+
+
+def test_a_blob_cut_short_under_its_key_is_written_whole_again(tmp_path):
+    store = BlobStore(tmp_path / "blobs")
+    data = b"\x89PNG" + bytes(range(256)) * 40
+    key = store.put(data, "image/png")
+    store.path_for(key).write_bytes(data[:100])  # as a crash mid-write in place would leave it
+    assert store.put(data, "image/png") == key
+    assert store.get(key) == data
+    assert [p.name for p in store.path_for(key).parent.iterdir()] == [key]  # no temporary left

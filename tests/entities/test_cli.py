@@ -220,3 +220,47 @@ def test_a_bad_command_line_is_exit_2_with_one_line(story, capsys, argv, message
     code, out, err = eg(capsys, "--graph", str(path), *argv)
     assert code == 2 and out == ""
     assert message in _one_clear_line(err, "storylab eg")
+def test_tree_shows_who_runs_an_in_progress_node_and_when_it_is_stale(tmp_path, capsys):
+    import re
+    import sqlite3
+    import time
+
+    from storylab.entities.graph import HOST
+
+    path = tmp_path / "g.sqlite"
+    with EntityGraph.open(path) as g:
+        root = g.create(CliPipeline, "root")
+        kids = {n: root.append_call(CliImage, n).id for n in ("live", "expired", "gone", "none")}
+        root_id = root.id
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    now = time.time()
+    leases = {  # name: (host, pid, taken this long ago, expires in)
+        "live": ("elsewhere", 4242, 12.0, 8.0),
+        "expired": ("elsewhere", 4343, 30.0, -5.0),
+        "gone": (HOST, gone.pid, 3.0, 60.0),
+    }
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("UPDATE nodes SET status = 'InProgress' WHERE parent_id IS NOT NULL")
+    for name, (host, pid, age, left) in leases.items():
+        conn.execute(
+            "INSERT INTO leases VALUES (?, ?, ?, ?, 'tok', ?, ?, ?)",
+            (kids[name], f"{host}:{pid}", host, pid, now - age, now - 2.0, now + left),
+        )
+    conn.close()
+    code, out, _ = eg(capsys, "tree", root_id, "--graph", str(path))
+    assert code == 0
+    lines = {line.split("(")[1].split(")")[0]: line for line in out.splitlines()}
+    assert re.search(
+        r"Status: InProgress  \(running in elsewhere:4242, for 12\.\ds, heartbeat 2\.\ds ago\)$",
+        lines["live"],
+    )
+    assert re.search(
+        r"\(stale: elsewhere:4343 held it for 30\.\ds, lease expired 5\.\ds ago; "
+        r"the next run takes it over\)$",
+        lines["expired"],
+    )
+    assert f"(stale: {HOST}:{gone.pid} held it for 3." in lines["gone"]
+    assert "its process is gone" in lines["gone"]
+    assert lines["none"].endswith("(stale: nobody holds it; the next run takes it over)")
+    assert lines["root"].endswith("Status: Pending")

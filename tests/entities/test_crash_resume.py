@@ -110,6 +110,52 @@ def test_sigkill_mid_run_then_resume_runs_only_what_is_left(tmp_path):
     assert sorted(resets(log)) == ["c2", "c3"]
 
 
+def parent_runs(log: Path) -> list[int]:
+    return [
+        int(line.split()[1]) for line in log.read_text().splitlines() if line.startswith("parent ")
+    ]
+
+
+@pytest.mark.timeout(90)
+def test_a_second_process_waits_for_the_lease_holder_and_takes_over_when_it_is_killed(tmp_path):
+    graph, log = tmp_path / "graph.sqlite", tmp_path / "runs.log"
+    children = [{"name": f"c{i}", "block": i in (2, 3)} for i in range(6)]
+    first = start_worker(graph, log, children, block=True)
+    second = None
+    try:
+        wait_for(
+            graph,
+            first,
+            {"c0": "Completed", "c1": "Completed", "c2": "InProgress", "c3": "InProgress"},
+        )
+        second = start_worker(graph, log, children, block=False)
+        # The second process meets the first one's live lease on the parent
+        # and waits: it runs nothing while the first is alive.
+        time.sleep(1.5)
+        assert second.poll() is None, finish(second)
+        with EntityGraph.open(graph, create=False) as g:
+            root = g.find_root("crash-parent")
+            lease = g.lease(root.id)
+            assert lease.pid == first.pid and g.lease_state(lease) == "live"
+        assert parent_runs(log) == [first.pid]
+    finally:
+        kill(first)
+    # Its owner is gone: the waiting process takes the parent over at once,
+    # and the children the dead process held.
+    code, output = finish(second)
+    assert code == 0, output
+    assert json.loads(output.strip().splitlines()[-1]) == [f"c{i}" for i in range(6)]
+    assert parent_runs(log) == [first.pid, second.pid]
+    assert runs(log) == {"c0": 1, "c1": 1, "c2": 2, "c3": 2, "c4": 1, "c5": 1}
+    with EntityGraph.open(graph, create=False) as g:
+        root = g.find_root("crash-parent")
+        kids = g.children(root.id)
+        assert root.status == "Completed" and all(k.status == "Completed" for k in kids)
+        assert all(g.lease(n.id) is None for n in (root, *kids))  # every lease given back
+        started = [e.message for e in g.progress(root.id) if e.status == "STARTED"]
+    assert f"taken over from {lease.owner} (owner gone)" in started
+
+
 @pytest.mark.timeout(90)
 def test_child_failing_first_then_crash_then_resume_succeeds(tmp_path):
     graph, log = tmp_path / "graph.sqlite", tmp_path / "runs.log"

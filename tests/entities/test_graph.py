@@ -585,7 +585,7 @@ def test_a_schema_1_graph_is_upgraded_in_place_and_keeps_everything(tmp_path):
         assert scoped.call_path == "gate/safe/kid"
         assert [k.id for k in g.children("p")] == ["c", scoped.id]
     conn = sqlite3.connect(p)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
@@ -593,7 +593,7 @@ def test_a_schema_1_graph_that_cannot_be_upgraded_is_refused_and_left_alone(tmp_
     p = tmp_path / "damaged.sqlite"
     write_schema_1_graph(p, drop_index=True)
     before = digest(p)
-    with pytest.raises(SchemaVersionError, match="schema 1; upgrading it to 3 failed"):
+    with pytest.raises(SchemaVersionError, match="schema 1; upgrading it to 4 failed"):
         EntityGraph.open(p)
     assert digest(p) == before
     conn = sqlite3.connect(p)

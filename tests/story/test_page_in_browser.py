@@ -223,4 +223,4 @@ async def test_the_stored_page_fetches_nothing_and_shows_the_failed_picture(grap
     assert box["text"].startswith(MISSING_IMAGE_TEXT) and "Illustration 2: " in box["text"]
     assert "A story about a cat {{IMAGE_2}} <b>who</b> sings" in shown["text"]
     # Wherever {{IMAGE_2}} shows, it is part of the topic, as the user wrote it.
-    assert shown["text"].count("{{IMAGE_2}}") == shown["text"].count(topic) >= 2
+    assert shown["text"].count("{{IMAGE_2}}") == shown["text"].count(topic) >= 1
