@@ -254,6 +254,8 @@ def test_exercise_checkers_answer_in_the_executed_notebook(series, name):
     assert problems == [], f"{name}:\n" + "\n".join(problems)
 
 
+# nbconvert warns that it cannot draw the invisible facts outputs; that is the point of them.
+@pytest.mark.filterwarnings("ignore:Your element with mimetype")
 @pytest.mark.parametrize("name", ["02_entities_and_parallel_calls", "05_failures"])
 def test_an_exported_page_shows_the_finished_progress_without_widgets(series, name):
     nbconvert = pytest.importorskip("nbconvert")
