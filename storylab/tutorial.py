@@ -27,6 +27,7 @@ import math
 import os
 import re
 import shutil
+import textwrap
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -469,7 +470,8 @@ def stage3_code() -> Any:
     """The pipeline's real Stage 3 (parallel pictures), as highlighted source code."""
     from IPython.display import Code
 
-    return Code(inspect.getsource(StoryPipelineEntity._parallel_images), language="python")
+    source = textwrap.dedent(inspect.getsource(StoryPipelineEntity._parallel_images))
+    return Code(source, language="python")
 
 
 # -- what a crash left behind ----------------------------------------------------

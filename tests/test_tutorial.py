@@ -45,6 +45,7 @@ from storylab.tutorial import (
     run_stories,
     show_story,
     simulated_settings,
+    stage3_code,
     story_gaps,
     story_labels,
     tutorial_home,
@@ -342,3 +343,10 @@ async def test_a_real_story_gives_labels_states_gaps_and_a_longest_lane(tmp_path
     _says(check_longest_picture(run.trace, other), False, "not the longest")
     _says(check_longest_picture(run.trace, "image-9"), False, "not a lane")
     graph.close()
+
+
+def test_stage3_code_is_the_pipelines_own_parallel_stage():
+    code = stage3_code().data
+    assert code.startswith("async def _parallel_images(")
+    assert "SourceFromIterable(self.parallel_calls(ImageGenerationEntity, items))" in code
+    assert "HierarchicalTaskPoolRunner(" in code
