@@ -503,11 +503,13 @@ def plot_sequential_vs_parallel(
     *,
     time_scale: float | None = None,
     title: str | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> Figure:
     """The same work run one task at a time and in parallel, side by side.
 
     Both panels share the time axis, so the shorter parallel run is visibly
     shorter; each title carries the makespan measured from its trace.
+    ``names`` renames groups as in :func:`plot_timeline`.
     """
     seq_lanes = timeline_lanes(sequential, time_scale=time_scale)
     par_lanes = timeline_lanes(parallel, time_scale=time_scale)
@@ -517,8 +519,8 @@ def plot_sequential_vs_parallel(
     rows = max(len(seq_lanes), len(par_lanes)) + 2
     fig, (left, right) = plt.subplots(1, 2, sharex=True, figsize=(14, min(2.4 + 0.3 * rows, 30)),
                                       layout="constrained")
-    _draw_gantt(left, seq_lanes, legend=False)
-    _draw_gantt(right, par_lanes)
+    _draw_gantt(left, seq_lanes, legend=False, names=names)
+    _draw_gantt(right, par_lanes, names=names)
     left.set_title(f"Sequential: makespan {seq_span:.1f} model s")
     right.set_title(f"Parallel: makespan {par_span:.1f} model s")
     right.set_ylabel("")

@@ -335,3 +335,6 @@ async def test_names_rename_groups_and_panels_for_the_reader(stories):
     fig = plot_capacity(trace, names=names)
     titles = [ax.get_title(loc="left") for ax in fig.axes]
     assert titles[0].startswith("global: ") and titles[1].startswith("story A (a fox): peak 2")
+    fig = plot_sequential_vs_parallel(trace, trace, names=names)
+    for ax in fig.axes[:2]:
+        assert "story B (an owl)" in [t.get_text() for t in ax.get_yticklabels()]
