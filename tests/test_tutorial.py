@@ -42,6 +42,7 @@ from storylab.tutorial import (
     plot_children,
     plot_in_use,
     pool_makespan,
+    remember,
     run_stories,
     show_story,
     simulated_settings,
@@ -350,3 +351,8 @@ def test_stage3_code_is_the_pipelines_own_parallel_stage():
     assert code.startswith("async def _parallel_images(")
     assert "SourceFromIterable(self.parallel_calls(ImageGenerationEntity, items))" in code
     assert "HierarchicalTaskPoolRunner(" in code
+
+
+def test_remember_refuses_what_json_cannot_hold():
+    with pytest.raises(ValueError, match="facts must be JSON values"):
+        remember(order={"a", "b"})
