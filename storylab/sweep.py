@@ -270,9 +270,10 @@ async def _simulate(
         limits[cap.name] = story_limit
         pictures = [_Image(f"story {k} image {i}", d * scale) for i in range(1, images + 1)]
         runner = HierarchicalTaskPoolRunner(f"story-{k}", SourceFromIterable(pictures), cap)
-        async for envelope in runner.run_tasks(stop_on_error=False):
-            if envelope.type is TaskEventType.ERROR:  # a sleep never fails; say so if it did
-                raise RuntimeError(f"simulated image failed: {envelope.error!r}")
+        async with runner.run_tasks(stop_on_error=False) as results:
+            async for envelope in results:
+                if envelope.type is TaskEventType.ERROR:  # a sleep never fails; say so if it did
+                    raise RuntimeError(f"simulated image failed: {envelope.error!r}")
 
     with trace:
         await asyncio.gather(*(one_story(k) for k in range(1, stories + 1)))
@@ -370,42 +371,52 @@ class SweepResult:
         return fig
 
     def plot_lines(self, *, title: str | None = None) -> Figure:
-        """Makespan against the global limit per story limit; the ideal bound wide and dashed."""
+        """Makespan against the global limit: one small panel per per-story limit.
+
+        Each panel draws the measured makespan (dots) over the ideal bound
+        (a wide grey line) and shades where the measurement sits above the
+        bound. Panels share both axes, so a legend of two entries is enough.
+        """
+        import math
+
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(10, 5), layout="constrained")
-        colours = plt.get_cmap("viridis")
         n = len(self.story_limits)
-        for k, p in enumerate(self.story_limits):
-            colour = colours(k / max(1, n - 1) * 0.9)
+        cols = min(3, n)
+        rows = math.ceil(n / cols)
+        fig, axes = plt.subplots(rows, cols, sharex=True, sharey=True, squeeze=False,
+                                 figsize=(3.6 * cols + 1, 2.4 * rows + 1), layout="constrained")
+        flat = [ax for row in axes for ax in row]
+        top = max(max(c.makespan, c.ideal) for c in self.cells) * 1.1
+        for ax, p in zip(flat, self.story_limits, strict=False):
             cells = [self.cell(p, g) for g in self.global_limits]
-            # The bound wide and pale underneath, the measurement thin on top: where
-            # they part, the scheduler left capacity unused.
-            ax.plot(
-                self.global_limits,
-                [c.ideal for c in cells],
-                "--",
-                color=colour,
-                lw=5,
-                alpha=0.3,
-                label=f"per-story {p}: ideal bound",
-            )
-            ax.plot(
-                self.global_limits,
-                [c.makespan for c in cells],
-                "o-",
-                color=colour,
-                lw=1.5,
-                ms=4,
-                label=f"per-story {p}: measured",
-            )
-        ax.set_xlabel("global limit (images at once, all stories)")
-        ax.set_ylabel(f"makespan ({TIME_LABEL})")
-        ax.set_xticks(list(self.global_limits))
-        ax.set_ylim(bottom=0)
-        ax.grid(color="#e5e5e5")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-        ax.set_title(title or "Measured makespan (thin) against the ideal bound (wide, dashed)")
+            xs = list(self.global_limits)
+            bound = [c.ideal for c in cells]
+            measured = [c.makespan for c in cells]
+            ax.plot(xs, bound, "-", color="#bbbbbb", lw=6, solid_capstyle="round",
+                    label="ideal bound (wide, grey)", gid=f"bound:{p}")
+            ax.fill_between(xs, bound, measured, where=[m > b + 1e-9 for m, b in
+                                                        zip(measured, bound, strict=True)],
+                            color="#d62728", alpha=0.25, interpolate=True, lw=0,
+                            label="above the bound")
+            ax.plot(xs, measured, "o-", color="#1f77b4", lw=1.5, ms=4, label="measured",
+                    gid=f"measured:{p}")
+            misses = sum(1 for m, b in zip(measured, bound, strict=True) if m > b + 1e-9)
+            note = "on the bound everywhere" if not misses else f"{misses} cell(s) above"
+            ax.set_title(f"per-story limit {p}: {note}", fontsize=9)
+            ax.set_xticks(xs)
+            ax.set_ylim(0, top)
+            ax.grid(color="#e5e5e5")
+        for ax in flat[n:]:
+            ax.set_visible(False)
+        for ax in axes[-1]:
+            ax.set_xlabel("global limit")
+        for row in axes:
+            row[0].set_ylabel("makespan (model s)")
+        handles, labels = flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8,
+                   frameon=False)
+        fig.suptitle(title or "Measured makespan against the ideal bound, per per-story limit")
         return fig
 
 

@@ -20,34 +20,75 @@ imported from ``storylab.viz`` or IPython until a function needs it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
+import json
+import math
 import os
+import re
 import shutil
+import textwrap
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from storylab.entities import EntityGraph
 from storylab.scheduling import EventKind, Trace
-from storylab.story.backends import SimulatedImageBackend, SimulatedTextBackend
+from storylab.story.backends import (
+    HttpImageBackend,
+    ImageServer,
+    SimulatedImageBackend,
+    SimulatedTextBackend,
+)
 from storylab.story.entities import StoryPipelineEntity, create_story, story_html
-from storylab.story.settings import StorySettings, use_settings
+from storylab.story.settings import StorySettings, global_image_capacity, use_settings
 
 __all__ = [
+    "FACTS_MIME",
+    "ChildCounter",
     "Handoff",
+    "HttpImageBackend",
+    "ImageServer",
+    "PictureState",
+    "SimulatedImageBackend",
+    "SimulatedTextBackend",
     "StoryRun",
+    "StorySettings",
+    "Verdict",
+    "all_asked_at",
+    "check_bound",
+    "check_error_type",
+    "check_even_split",
+    "check_first_split",
+    "check_longest_picture",
+    "check_makespan_with_limit",
+    "check_redrawn",
+    "create_story",
     "first_full",
+    "first_split",
     "fresh_graph",
+    "global_image_capacity",
     "handoffs",
     "image_nodes",
     "image_statuses",
     "in_use_at",
+    "notebook_facts",
+    "picture_states",
+    "plot_children",
     "plot_in_use",
+    "pool_makespan",
+    "remember",
     "run_stories",
     "show_story",
     "simulated_settings",
+    "stage3_code",
+    "story_gaps",
+    "story_html",
+    "story_labels",
     "tutorial_home",
+    "use_settings",
     "workspace",
 ]
 
@@ -226,18 +267,45 @@ def image_statuses(graph: EntityGraph, pipeline_id: str) -> Counter[str]:
     return Counter(n.status for n in image_nodes(graph, pipeline_id))
 
 
-def show_story(graph: EntityGraph, result: Any) -> Any:
+# A picture that could not be drawn is a box on the page that keeps its
+# placeholder in an attribute (see storylab.story.html.missing_image_tag).
+_GAP = re.compile(r'class="storylab-missing" data-placeholder="(\{\{IMAGE_\d+\}\})"')
+GAP_CLASS = "storylab-gap"
+
+
+def _page(graph: EntityGraph, result: Any) -> str:
+    page = story_html(graph, result)
+    if page is None:
+        stage = result.get("stage") if isinstance(result, Mapping) else None
+        raise ValueError(f"this result has no story page (stage {stage!r})")
+    return page
+
+
+def story_gaps(graph: EntityGraph, result: Any) -> list[str]:
+    """The placeholders (``{{IMAGE_3}}``...) of the pictures missing from the page:
+    each is a "could not be drawn" box that keeps its placeholder for a retry."""
+    return _GAP.findall(_page(graph, result))
+
+
+def show_story(graph: EntityGraph, result: Any, *, mark_gaps: bool = True) -> Any:
     """The finished page as an :class:`IPython.display.HTML` (pictures inlined).
 
+    The box that stands where a picture is missing is also outlined in red
+    (with ``mark_gaps``), so the gap is plain to see.
     Raises :class:`ValueError` when ``result`` holds no page (a rejected
     topic, or a run that did not finish).
     """
     from IPython.display import HTML
 
-    page = story_html(graph, result)
-    if page is None:
-        stage = result.get("stage") if isinstance(result, Mapping) else None
-        raise ValueError(f"this result has no story page (stage {stage!r})")
+    page = _page(graph, result)
+    if mark_gaps:
+        page = _GAP.sub(
+            lambda m: (
+                f'class="storylab-missing {GAP_CLASS}" data-placeholder="{m.group(1)}" '
+                'style="outline:3px solid #d62728;outline-offset:3px"'
+            ),
+            page,
+        )
     return HTML(page)
 
 
@@ -363,3 +431,400 @@ def plot_in_use(
     )
     ax.set_title(title or f"{default} over time")
     return fig
+
+
+
+def story_labels(run: StoryRun, letters: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ") -> dict[str, str]:
+    """Short names for the charts: ``{"story:<pipeline name>": "story A (a curious fox)"}``.
+
+    Letters follow the order of the run's topics; the global source keeps its
+    name. Pass the result as ``names=`` to ``plot_timeline`` or ``plot_capacity``.
+    """
+    if len(run.pipelines) > len(letters):
+        raise ValueError(f"letters has {len(letters)} letters for {len(run.pipelines)} stories")
+    return {
+        f"story:{p.name}": f"story {letter} ({p.data.get('topic', p.name)})"
+        for p, letter in zip(run.pipelines, letters, strict=False)
+    }
+
+
+def all_asked_at(trace: Trace, sources: Iterable[str]) -> float:
+    """The model second by which every one of ``sources`` had asked for its first unit.
+
+    A source "asks" when a unit is taken through it at once or a wait begins
+    (``ACQUIRE`` or ``WAIT`` with the source as the leaf of the path).
+    """
+    scale = _time_scale(trace)
+    wanted = list(sources)
+    if not wanted:
+        raise ValueError("sources must name at least one capacity source")
+    first: dict[str, float] = {}
+    for e in trace.events:
+        if e.kind in (EventKind.ACQUIRE, EventKind.WAIT) and e.path and e.path[0] in wanted:
+            first.setdefault(e.path[0], trace.relative(e.t) / scale)
+    never = [name for name in wanted if name not in first]
+    if never:
+        raise ValueError(f"these sources never asked for a unit in the trace: {never}")
+    return max(first.values())
+
+
+def stage3_code() -> Any:
+    """The pipeline's real Stage 3 (parallel pictures), as highlighted source code."""
+    from IPython.display import Code
+
+    source = textwrap.dedent(inspect.getsource(StoryPipelineEntity._parallel_images))
+    return Code(source, language="python")
+
+
+# -- what a crash left behind ----------------------------------------------------
+@dataclass(frozen=True)
+class PictureState:
+    """One picture of a pipeline as the graph has it.
+
+    ``state`` is ``Completed``, ``Failed``, ``Pending``, ``stale`` (stored as
+    ``InProgress`` with no process running it, after a crash) or ``not
+    stored`` (the pipeline planned it but no node reached the graph).
+    """
+
+    name: str
+    state: str
+    finished_at: float | None
+
+
+def picture_states(graph: EntityGraph, pipeline_id: str) -> list[PictureState]:
+    """Every picture the pipeline planned, in prompt order, with its stored state.
+
+    Call it when no process is running the pipeline: an ``InProgress`` node
+    is then reported as ``stale``. Raises :class:`ValueError` if the pipeline
+    has not written its prompts yet.
+    """
+    prompts = (graph.get_node(pipeline_id).data.get("story_result") or {}).get("image_prompts")
+    if not prompts:
+        raise ValueError(f"pipeline {pipeline_id!r} has not stored its image prompts yet")
+    found = {node.name: node for node in image_nodes(graph, pipeline_id)}
+    out = []
+    for prompt in prompts:
+        name = f"image-{prompt['placeholder']}"
+        node = found.get(name)
+        if node is None:
+            out.append(PictureState(name, "not stored", None))
+        else:
+            state = "stale" if node.status == "InProgress" else str(node.status)
+            out.append(PictureState(name, state, node.finished_at))
+    return out
+
+
+# -- measuring lazy creation ----------------------------------------------------
+@dataclass
+class ChildCounter:
+    """Counts a parent's children in the graph, again and again, while a run goes on.
+
+    Use it as ``async with ChildCounter(graph, parent, trace):`` around the
+    run. ``samples`` are ``(model second, children)``; :meth:`most_before`
+    answers "how many children existed before model second t?", and
+    :attr:`first_finish` is when the first task of the trace ended.
+    """
+
+    graph: EntityGraph
+    parent: Any
+    trace: Trace
+    every: float | None = None  # wall seconds between samples (default 0.1 model s)
+    samples: list[tuple[float, int]] = field(default_factory=list)
+    _task: asyncio.Task | None = None
+
+    def __post_init__(self) -> None:
+        self._parent_id = self.parent if isinstance(self.parent, str) else self.parent.id
+        self._scale = _time_scale(self.trace)
+        if self.every is None:
+            self.every = 0.1 * self._scale
+        if isinstance(self.every, bool) or not isinstance(self.every, int | float) \
+                or not self.every > 0:
+            raise ValueError(f"every must be a number of seconds > 0, got {self.every!r}")
+
+    def sample(self) -> None:
+        t = self.trace.relative(self.trace.clock()) / self._scale
+        self.samples.append((t, len(self.graph.children(self._parent_id))))
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            self.sample()
+
+    async def __aenter__(self) -> ChildCounter:
+        self.sample()
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.sample()
+
+    @property
+    def first_finish(self) -> float | None:
+        ends = [self.trace.relative(e.t) / self._scale for e in self.trace.events
+                if e.kind in (EventKind.TASK_END, EventKind.TASK_ERROR)]
+        return min(ends) if ends else None
+
+    def most_before(self, t: float) -> int:
+        return max((n for when, n in self.samples if when < t), default=0)
+
+    @property
+    def most_before_first_finish(self) -> int:
+        t = self.first_finish
+        return self.most_before(t if t is not None else math.inf)
+
+    @property
+    def final(self) -> int:
+        return self.samples[-1][1] if self.samples else 0
+
+
+def plot_children(counters: Mapping[str, ChildCounter], *, limit: int | None = None,
+                  title: str | None = None) -> Any:
+    """Children existing in the graph over model seconds, one step line per counter.
+
+    A dotted vertical line marks when each run's first task finished, and
+    the legend says how many children existed before it.
+    """
+    import matplotlib.pyplot as plt
+
+    if not counters:
+        raise ValueError("counters must map a label to at least one ChildCounter")
+    fig, ax = plt.subplots(figsize=(10, 3.6), layout="constrained")
+    top = 0
+    for i, (label, counter) in enumerate(counters.items()):
+        colour = f"C{i}"
+        xs = [t for t, _ in counter.samples]
+        ys = [n for _, n in counter.samples]
+        top = max(top, *ys)
+        before = counter.most_before_first_finish
+        ax.step(xs, ys, where="post", lw=2, color=colour,
+                label=f"{label}: {before} children before the first finished")
+        if counter.first_finish is not None:
+            ax.axvline(counter.first_finish, color=colour, ls=":", lw=1.2)
+    if limit is not None:
+        ax.axhline(limit, color="#d62728", ls="--", lw=1.2, label=f"capacity {limit}")
+    ax.set_ylim(0, top + 1)
+    ax.set_xlim(left=0)
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("time (model seconds)")
+    ax.set_ylabel("children in the graph")
+    ax.grid(color="#eeeeee")
+    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    ax.set_title(title or "Children that exist in the graph (dotted: the first task finishes)")
+    return fig
+
+
+# -- facts a test can read back ---------------------------------------------------
+FACTS_MIME = "application/vnd.storylab.facts+json"
+
+
+def remember(**facts: Any) -> None:
+    """Keep measured numbers in the cell's outputs, under a mime type nobody renders.
+
+    The reader sees nothing; the executed notebook carries the numbers its
+    figures claim, so tests (and tools) can check them with
+    :func:`notebook_facts`. Values must be JSON (numbers, strings, lists...).
+    """
+    from IPython.display import display
+
+    try:
+        payload = json.loads(json.dumps(facts))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"facts must be JSON values: {exc}") from None
+    display({FACTS_MIME: payload}, raw=True)
+
+
+def notebook_facts(nb: Any) -> dict[str, Any]:
+    """Every fact a notebook remembered (later cells win); ``nb`` is a path or a notebook."""
+    if isinstance(nb, str | os.PathLike):
+        nb = json.loads(Path(nb).read_text(encoding="utf-8"))
+    facts: dict[str, Any] = {}
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            data = out.get("data", {})
+            if FACTS_MIME in data:
+                facts.update(data[FACTS_MIME])
+    return facts
+
+
+# -- exercises --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Verdict:
+    """What a ``check_...`` function says about an answer: right or not yet, and why."""
+
+    ok: bool
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __repr__(self) -> str:
+        return f"{'✔ right' if self.ok else '✘ not yet'}: {self.message}"
+
+    def _repr_html_(self) -> str:
+        import html as _html
+
+        colour, word = ("#2ca02c", "✔ right") if self.ok else ("#d62728", "✘ not yet")
+        return (f"<div class='storylab-verdict' data-ok='{str(self.ok).lower()}'>"
+                f"<b style='color:{colour}'>{word}</b>: {_html.escape(self.message)}</div>")
+
+
+def _missing(answer: Any) -> Verdict | None:
+    if answer is None or answer is ...:
+        return Verdict(False, "fill in your answer in the cell above, then run this cell again")
+    return None
+
+
+def _number(answer: Any) -> float | None:
+    if isinstance(answer, bool) or not isinstance(answer, int | float):
+        return None
+    return float(answer)
+
+
+def check_longest_picture(trace: Trace, answer: Any) -> Verdict:
+    """Exercise 1: the label of the picture whose bar is longest in ``trace``."""
+    from storylab.viz import timeline_lanes
+
+    if (v := _missing(answer)) is not None:
+        return v
+    lanes = timeline_lanes(trace)
+    if not lanes:
+        raise ValueError("the trace holds no tasks")
+    longest = max(lanes, key=lambda lane: lane.run[1] - lane.run[0])
+    if not isinstance(answer, str):
+        return Verdict(False, f"answer with a label (a string), not {type(answer).__name__}")
+    if answer.strip() == longest.label:
+        took = longest.run[1] - longest.run[0]
+        return Verdict(True, f"{longest.label} ran longest, {took:.1f} model s")
+    labels = [lane.label for lane in lanes]
+    if answer.strip() not in labels:
+        return Verdict(False, f"{answer!r} is not a lane of the trace; labels are {labels}")
+    return Verdict(False, f"{answer!r} is not the longest; compare run[1] - run[0] of each lane")
+
+
+def pool_makespan(durations: Iterable[float], limit: int) -> float:
+    """When the last task ends if tasks start in order, each when one of ``limit`` slots frees."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be an integer >= 1, got {limit!r}")
+    ends: list[float] = []
+    finish = 0.0
+    for d in durations:
+        if isinstance(d, bool) or not isinstance(d, int | float) or d < 0:
+            raise ValueError(f"durations must be numbers >= 0, got {d!r}")
+        start = 0.0
+        if len(ends) >= limit:
+            ends.sort()
+            start = ends.pop(0)
+        ends.append(start + d)
+        finish = max(finish, start + d)
+    return finish
+
+
+def check_makespan_with_limit(durations: Iterable[float], limit: int, answer: Any) -> Verdict:
+    """Exercise: the makespan of ``durations`` under a pool of ``limit`` (to 0.5 model s)."""
+    durations = list(durations)
+    expected = pool_makespan(durations, limit)
+    if (v := _missing(answer)) is not None:
+        return v
+    value = _number(answer)
+    if value is None:
+        return Verdict(False, f"answer with a number of model seconds, not {answer!r}")
+    if abs(value - expected) <= 0.5:
+        return Verdict(True, f"{expected:g} model seconds with {limit} at a time")
+    hint = "each task starts when the earliest running one ends"
+    return Verdict(False, f"{value:g} is not it; {hint}")
+
+
+def first_split(stories: int, story_limit: int, global_limit: int) -> list[int]:
+    """Units per story when ``stories`` arrive one after another and nothing has finished."""
+    for name, value in (("stories", stories), ("story_limit", story_limit),
+                        ("global_limit", global_limit)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    left, split = global_limit, []
+    for _ in range(stories):
+        take = min(story_limit, left)
+        split.append(take)
+        left -= take
+    return split
+
+
+def check_first_split(answer: Any, *, stories: int = 5, story_limit: int = 3,
+                      global_limit: int = 12) -> Verdict:
+    """Exercise: units per story (A first) once all have asked and none has finished."""
+    expected = first_split(stories, story_limit, global_limit)
+    if (v := _missing(answer)) is not None:
+        return v
+    if not isinstance(answer, list | tuple) or len(answer) != stories:
+        return Verdict(False, f"answer with a list of {stories} numbers, one per story")
+    if list(answer) == expected:
+        return Verdict(True, f"{expected}: stories fill their own limit in arrival order "
+                             f"until the {global_limit} global units run out")
+    if sum(a for a in answer if isinstance(a, int)) != min(global_limit, stories * story_limit):
+        return Verdict(False, "count the units: all of the global limit is in use")
+    return Verdict(False, "the units go to stories in the order they asked")
+
+
+def check_redrawn(before: Iterable[PictureState], answer: Any) -> Verdict:
+    """Exercise: the names of the pictures a resumed run had to draw."""
+    expected = {p.name for p in before if p.state != "Completed"}
+    if (v := _missing(answer)) is not None:
+        return v
+    if isinstance(answer, str) or not isinstance(answer, Iterable):
+        return Verdict(False, "answer with a set of names such as {'image-{{IMAGE_4}}'}")
+    given = set(answer)
+    if given == expected:
+        return Verdict(True, f"{sorted(expected)}: everything that was not Completed")
+    if given > expected:
+        return Verdict(False, "a Completed picture is handed back, not drawn again")
+    return Verdict(False, "stale pictures and pictures that were never stored are both drawn")
+
+
+def check_error_type(record: Any, answer: Any) -> Verdict:
+    """Exercise: the exception type stored on a failed entity (its node record, ``.error``)."""
+    error = getattr(record, "error", None)
+    if not isinstance(error, Mapping) or "type" not in error:
+        raise ValueError("record must be the node record of a failed entity (with .error)")
+    expected = error["type"]
+    if (v := _missing(answer)) is not None:
+        return v
+    if answer == expected:
+        return Verdict(True, f"{record.name} failed with {expected}")
+    return Verdict(False, f"{answer!r} is not the stored type; look at the record's .error")
+
+
+def check_even_split(answer: Any, *, global_limit: int = 4, stories: int = 2) -> Verdict:
+    """Exercise: the per-story limit at which busy stories always split the global units evenly."""
+    if global_limit % stories:
+        raise ValueError(f"{global_limit} units cannot be split evenly among {stories} stories")
+    expected = global_limit // stories
+    if (v := _missing(answer)) is not None:
+        return v
+    if isinstance(answer, bool) or not isinstance(answer, int):
+        return Verdict(False, f"answer with a whole number of units, not {answer!r}")
+    if answer == expected:
+        return Verdict(True, f"{expected} per story: no story can hold more than its share")
+    if answer > expected:
+        return Verdict(False, f"with {answer} per story one story can still hold more than "
+                              f"{expected} of the {global_limit} units")
+    return Verdict(False, f"with {answer} per story the stories leave global units idle")
+
+
+def check_bound(answer: Any, *, stories: int, images: int, story_limit: int,
+                global_limit: int, image_seconds: float = 10.0) -> Verdict:
+    """Exercise: the ideal makespan (the bound) for one pair of limits."""
+    from storylab.sweep import ideal_makespan
+
+    expected = ideal_makespan(stories, images, story_limit, global_limit, image_seconds)
+    if (v := _missing(answer)) is not None:
+        return v
+    value = _number(answer)
+    if value is None:
+        return Verdict(False, f"answer with a number of model seconds, not {answer!r}")
+    if abs(value - expected) < 1e-6:
+        return Verdict(True, f"{expected:g} model s: the larger of the two round counts wins")
+    return Verdict(False, f"{value:g} is not it; take the larger of the two round counts")

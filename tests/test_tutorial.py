@@ -3,22 +3,52 @@
 from __future__ import annotations
 
 import asyncio
+import types
 
 import pytest
 
-from storylab import CapacitySource, HierarchicalTaskPoolRunner, SourceBufferObj, Trace
+from storylab import (
+    CapacitySource,
+    HierarchicalTaskPoolRunner,
+    Return,
+    RunnableEntity,
+    SourceBufferObj,
+    SourceFromIterable,
+    Trace,
+)
 from storylab.story.backends import SimulatedImageBackend
 from storylab.tutorial import (
+    FACTS_MIME,
+    ChildCounter,
+    PictureState,
+    Verdict,
+    all_asked_at,
+    check_bound,
+    check_error_type,
+    check_even_split,
+    check_first_split,
+    check_longest_picture,
+    check_makespan_with_limit,
+    check_redrawn,
     first_full,
+    first_split,
     fresh_graph,
     handoffs,
     image_nodes,
     image_statuses,
     in_use_at,
+    notebook_facts,
+    picture_states,
+    plot_children,
     plot_in_use,
+    pool_makespan,
+    remember,
     run_stories,
     show_story,
     simulated_settings,
+    stage3_code,
+    story_gaps,
+    story_labels,
     tutorial_home,
     workspace,
 )
@@ -184,3 +214,147 @@ async def test_run_stories_cancels_the_others_when_one_fails(tmp_path):
             return_exceptions=True,
         )  # fmt: skip
         assert isinstance(run.results[0], RuntimeError) and run.results[1]["stage"] == "completed"
+
+
+# -- measuring, remembering and checking ----------------------------------------------
+class _Nap(RunnableEntity):
+    async def run_impl(self):
+        await asyncio.sleep(self.data["seconds"] * 0.005)
+        yield Return(self.data["seconds"])
+
+
+class _Batch(RunnableEntity):
+    async def run_impl(self):
+        items = [{"name": f"nap-{i}", "data": {"seconds": s}}
+                 for i, s in enumerate(self.data["seconds"])]
+        source = SourceFromIterable(self.parallel_calls(_Nap, items))
+        runner = HierarchicalTaskPoolRunner("naps", source, CapacitySource(2, name="two"))
+        async for _ in runner.run_tasks():
+            pass
+        yield Return(None)
+
+
+async def test_child_counter_sees_lazy_creation_follow_capacity(tmp_path):
+    graph = fresh_graph("lazy", home=tmp_path)
+    batch = graph.create(_Batch, "batch", {"seconds": [6, 3, 4, 4]})
+    trace = Trace(meta={"time_scale": 0.005})
+    with trace:
+        async with ChildCounter(graph, batch, trace, every=0.001) as counter:
+            await batch.run()
+    assert counter.samples[0][1] == 0 and counter.final == 4
+    assert counter.first_finish == pytest.approx(3, abs=1.5)
+    assert counter.most_before_first_finish == 2  # capacity 2: two children until one ends
+    assert counter.most_before(1000) == 4
+    fig = plot_children({"lazy": counter}, limit=2)
+    legend = fig.axes[0].get_legend().get_texts()[0].get_text()
+    assert "2 children before the first finished" in legend
+    with pytest.raises(ValueError, match="every must be"):
+        ChildCounter(graph, batch, trace, every=0)
+    graph.close()
+
+
+def test_remembered_facts_are_read_back_from_the_outputs():
+    nb = {"cells": [
+        {"cell_type": "code", "outputs": [{"output_type": "display_data",
+                                           "data": {FACTS_MIME: {"a": 1, "b": [1, 2]}}}]},
+        {"cell_type": "markdown", "source": "x"},
+        {"cell_type": "code", "outputs": [{"output_type": "stream", "text": "hi"},
+                                          {"output_type": "display_data",
+                                           "data": {FACTS_MIME: {"a": 2}}}]},
+    ]}
+    assert notebook_facts(nb) == {"a": 2, "b": [1, 2]}
+
+
+def test_pool_makespan_and_first_split_model_the_runner():
+    assert pool_makespan([12, 6, 9, 4, 7], 3) == 16
+    assert pool_makespan([12, 6, 9, 4, 7], 2) == 22
+    assert pool_makespan([10] * 5, 1) == 50
+    assert first_split(5, 3, 10) == [3, 3, 3, 1, 0]
+    with pytest.raises(ValueError, match="limit must be"):
+        pool_makespan([1], 0)
+    with pytest.raises(ValueError, match="global_limit must be"):
+        first_split(5, 3, 0)
+
+
+def _says(verdict: Verdict, ok: bool, text: str) -> None:
+    assert isinstance(verdict, Verdict) and verdict.ok is ok and bool(verdict) is ok
+    assert text in verdict.message
+    assert repr(verdict).startswith("✔ right" if ok else "✘ not yet")
+    assert f"data-ok='{str(ok).lower()}'" in verdict._repr_html_()
+
+
+def test_each_checker_accepts_the_solution_and_rejects_a_wrong_answer():
+    durations = [12, 6, 9, 4, 7]
+    _says(check_makespan_with_limit(durations, 2, 22), True, "22 model seconds")
+    _says(check_makespan_with_limit(durations, 2, 16), False, "is not it")
+    _says(check_makespan_with_limit(durations, 2, "22"), False, "a number")
+    _says(check_first_split([3, 3, 3, 3, 0], global_limit=12), True, "[3, 3, 3, 3, 0]")
+    _says(check_first_split([3, 3, 3, 1, 0], global_limit=12), False, "count the units")
+    _says(check_first_split([0, 3, 3, 3, 3], global_limit=12), False, "order they asked")
+    _says(check_first_split([3, 3]), False, "list of 5 numbers")
+    before = [PictureState("a", "Completed", 1.0), PictureState("b", "stale", None),
+              PictureState("c", "not stored", None)]
+    _says(check_redrawn(before, {"b", "c"}), True, "not Completed")
+    _says(check_redrawn(before, {"a", "b", "c"}), False, "handed back")
+    _says(check_redrawn(before, {"b"}), False, "never stored")
+    _says(check_redrawn(before, "b"), False, "a set of names")
+    _says(check_even_split(2), True, "2 per story")
+    _says(check_even_split(3), False, "more than 2")
+    _says(check_even_split(1), False, "idle")
+    _says(check_bound(50, stories=5, images=5, story_limit=2, global_limit=6), True, "50")
+    _says(check_bound(30, stories=5, images=5, story_limit=2, global_limit=6), False, "not it")
+    failed = types.SimpleNamespace(name="image-x", error={"type": "Boom", "message": "m"})
+    _says(check_error_type(failed, "Boom"), True, "Boom")
+    _says(check_error_type(failed, "ValueError"), False, "not the stored type")
+    with pytest.raises(ValueError, match="failed entity"):
+        check_error_type(types.SimpleNamespace(name="ok", error=None), "Boom")
+    with pytest.raises(ValueError, match="cannot be split evenly"):
+        check_even_split(2, global_limit=5, stories=2)
+    for unanswered in (check_even_split(None), check_bound(None, stories=1, images=1,
+                                                           story_limit=1, global_limit=1)):
+        _says(unanswered, False, "fill in your answer")
+
+
+async def test_a_real_story_gives_labels_states_gaps_and_a_longest_lane(tmp_path):
+    graph = fresh_graph("labels", home=tmp_path)
+    settings = simulated_settings(SCALE, images_fail=["IMAGE_2"])
+    run = await run_stories(graph, ["a lost robot", "a sleepy owl"], settings=settings,
+                            customization=TWO, panel=None)
+    labels = story_labels(run)
+    assert list(labels.values()) == ["story A (a lost robot)", "story B (a sleepy owl)"]
+    assert all(key.startswith("story:story-pipeline-") for key in labels)
+    asked = all_asked_at(run.trace, labels)
+    assert asked >= 0 and in_use_at(run.trace, asked)["global"] >= 2
+    with pytest.raises(ValueError, match="never asked"):
+        all_asked_at(run.trace, ["story:nobody"])
+    pipeline = run.pipelines[0]
+    states = picture_states(graph, pipeline.id)
+    assert [(s.name, s.state) for s in states] == [
+        ("image-{{IMAGE_1}}", "Completed"), ("image-{{IMAGE_2}}", "Failed")
+    ]
+    assert story_gaps(graph, run.results[0]) == ["{{IMAGE_2}}"]
+    page = show_story(graph, run.results[0]).data
+    # the box is outlined in red and keeps its placeholder; the markup stays whole
+    assert 'class="storylab-missing storylab-gap" data-placeholder="{{IMAGE_2}}"' in page
+    assert page.count('data-placeholder="') == 1 and page.count("<span") == page.count("</span>")
+    from storylab.viz import timeline_lanes
+
+    lanes = timeline_lanes(run.trace)
+    longest = max(lanes, key=lambda lane: lane.run[1] - lane.run[0]).label
+    _says(check_longest_picture(run.trace, longest), True, "ran longest")
+    other = next(lane.label for lane in lanes if lane.label != longest)
+    _says(check_longest_picture(run.trace, other), False, "not the longest")
+    _says(check_longest_picture(run.trace, "image-9"), False, "not a lane")
+    graph.close()
+
+
+def test_stage3_code_is_the_pipelines_own_parallel_stage():
+    code = stage3_code().data
+    assert code.startswith("async def _parallel_images(")
+    assert "SourceFromIterable(self.parallel_calls(ImageGenerationEntity, items))" in code
+    assert "HierarchicalTaskPoolRunner(" in code
+
+
+def test_remember_refuses_what_json_cannot_hold():
+    with pytest.raises(ValueError, match="facts must be JSON values"):
+        remember(order={"a", "b"})

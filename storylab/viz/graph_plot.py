@@ -27,7 +27,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["LiveEntityTree", "entity_graph", "plot_entity_tree", "tree_layout"]
+__all__ = [
+    "NOT_STORED",
+    "LiveEntityTree",
+    "add_missing_children",
+    "entity_graph",
+    "plot_entity_tree",
+    "tree_layout",
+]
 
 _NODE_STATUSES = ("Pending", "InProgress", "Completed", "Failed")
 
@@ -156,6 +163,7 @@ def plot_entity_tree(
     *,
     ax: Axes | None = None,
     title: str | None = None,
+    missing: Iterable[str] = (),
 ) -> Figure:
     """Draw the entity tree(s) under ``roots`` top-down, coloured by status.
 
@@ -164,9 +172,45 @@ def plot_entity_tree(
     outlined and marked with ✗ (their error type is shown under the label).
     Returns the matplotlib figure (draws into ``ax`` if given). For a picture
     that keeps itself up to date during a run, see :class:`LiveEntityTree`.
+
+    ``missing`` names children the first root was meant to have but that have
+    no node in the graph (a picture not stored before a crash, say): they are
+    drawn as hollow, dashed nodes after the real children, so what is absent
+    is as visible as what is there.
     """
     g = entity_graph(graph, roots)
+    add_missing_children(g, missing)
     return draw_entity_graph(g, ax=ax, title=title)
+
+
+NOT_STORED = "NotStored"
+
+
+def add_missing_children(g: nx.DiGraph, names: Iterable[str]) -> None:
+    """Add a hollow ``NotStored`` node under the first root for each name not already a child."""
+    if isinstance(names, str):
+        raise TypeError("missing must be a list of child names, not a single string")
+    names = list(names)
+    if not names:
+        return
+    roots = [n for n in g if g.nodes[n]["depth"] == 0]
+    if not roots:
+        raise ValueError("the graph has no root to hang missing children on")
+    root = roots[0]
+    present = {g.nodes[c]["name"] for c in g.successors(root)}
+    order = max((g.nodes[n]["order"] for n in g), default=0)
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"missing must hold child names (strings); got {name!r}")
+        if name in present:
+            continue
+        order += 1
+        node_id = f"missing:{root}:{name}"
+        g.add_node(node_id, type=None, name=name, label=f"not stored ({name})",
+                   status=NOT_STORED, parent_id=root, root=root, depth=1, order=order,
+                   created_at=None, started_at=None, finished_at=None, duration=None,
+                   error=None)
+        g.add_edge(root, node_id, edge_type="Missing")
 
 
 def draw_entity_graph(
@@ -198,11 +242,21 @@ def draw_entity_graph(
         )
     else:
         fig = ax.figure
-    nodes = list(g)
+    ghosts = [n for n in g if g.nodes[n]["status"] == NOT_STORED]
+    nodes = [n for n in g if g.nodes[n]["status"] != NOT_STORED]
     colours = [COLOURS[status_from_node(g.nodes[n]["status"])] for n in nodes]
     failed = [g.nodes[n]["status"] == "Failed" for n in nodes]
-    nx.draw_networkx_edges(g, pos, ax=ax, arrows=True, arrowstyle="-|>", arrowsize=10,
-                           edge_color="#888888", node_size=500)
+    real_edges = [(a, b) for a, b in g.edges if b not in ghosts]
+    nx.draw_networkx_edges(g, pos, edgelist=real_edges, ax=ax, arrows=True,
+                           arrowstyle="-|>", arrowsize=10, edge_color="#888888", node_size=500)
+    if ghosts:
+        nx.draw_networkx_edges(g, pos, edgelist=[(a, b) for a, b in g.edges if b in ghosts],
+                               ax=ax, arrows=True, arrowstyle="-|>", arrowsize=10,
+                               edge_color="#bbbbbb", style="dashed", node_size=500)
+        hollow = ax.scatter([pos[n][0] for n in ghosts], [pos[n][1] for n in ghosts], s=500,
+                            facecolors="white", edgecolors="#777777", linewidths=1.5,
+                            linestyles="--", zorder=3)
+        hollow.set_gid("missing-nodes")
     drawn = nx.draw_networkx_nodes(
         g, pos, nodelist=nodes, ax=ax, node_color=colours, node_size=500,
         edgecolors=["black" if f else "white" for f in failed],
@@ -210,7 +264,13 @@ def draw_entity_graph(
     )
     drawn.set_gid("entity-nodes")
     drawn.set_zorder(3)
-    for n, is_failed in zip(nodes, failed, strict=True):
+    for n in ghosts:
+        x, y = pos[n]
+        ax.text(x, y, "?", ha="center", va="center", color="#777777", fontsize=10,
+                fontweight="bold", zorder=4)
+    label_nodes = nodes + ghosts
+    failed = failed + [False] * len(ghosts)
+    for n, is_failed in zip(label_nodes, failed, strict=True):
         x, y = pos[n]
         data = g.nodes[n]
         if is_failed:
@@ -234,6 +294,10 @@ def draw_entity_graph(
             markeredgewidth=2 if s == "Failed" else 1, label=s)
         for s in _NODE_STATUSES
     ]
+    if ghosts:
+        handles.append(Line2D([], [], marker="o", ls="", markersize=9, markerfacecolor="white",
+                              markeredgecolor="#777777", markeredgewidth=1.5,
+                              label="not stored (no node)"))
     ax.legend(handles=handles, title="status", loc="upper left", bbox_to_anchor=(1.0, 1.0),
               fontsize=8, title_fontsize=8, frameon=False)
     # Tilted labels reach down and to the left of their node: make room.
@@ -252,7 +316,8 @@ def draw_entity_graph(
             title = f"Entity tree of {g.nodes[roots[0]]['label']}"
         else:
             title = f"Entity trees of {len(roots)} pipelines"
-        counts = {s: sum(1 for n in g if g.nodes[n]["status"] == s) for s in _NODE_STATUSES}
+        counts = {s: sum(1 for n in g if g.nodes[n]["status"] == s)
+                  for s in (*_NODE_STATUSES, NOT_STORED)}
         title += " — " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
     ax.set_title(title)
     return fig

@@ -43,7 +43,13 @@ from typing import Any, Literal, TextIO
 
 from storylab.viz._palette import COLOURS, Status
 
-__all__ = ["PipelineProgress", "ProgressPanel", "RowState", "in_jupyter_kernel"]
+__all__ = [
+    "PipelineProgress",
+    "ProgressPanel",
+    "RowState",
+    "in_jupyter_kernel",
+    "static_snapshot_html",
+]
 
 Form = Literal["widget", "text"]
 _FORMS = ("widget", "text")
@@ -469,6 +475,7 @@ class ProgressPanel:
         self._render()
         if final and self._widgets is not None and self._handle is not None:
             self._handle.update(self._widgets.view())
+            self._widgets.update_snapshot()
 
     def close(self) -> None:
         """Render the final state (idempotent); later updates are refused."""
@@ -567,6 +574,7 @@ class _WidgetView:
         self.header = w.HTML(self._header_html())
         self.box = w.VBox([self.header])
         self.parts: dict[str, dict[str, Any]] = {}
+        self.snapshot_handle: Any = None
 
     def display(self) -> Any:
         try:
@@ -576,7 +584,19 @@ class _WidgetView:
             return None
         if not InteractiveShell.initialized():
             return None
-        return display(self.view(), display_id=True)
+        handle = display(self.view(), display_id=True)
+        # A second output, right under the widget, that a page exported
+        # without widget JavaScript (nbconvert, GitHub) can still show.
+        self.snapshot_handle = display(
+            {"text/html": static_snapshot_html(self.panel)}, raw=True, display_id=True
+        )
+        return handle
+
+    def update_snapshot(self) -> None:
+        if self.snapshot_handle is not None:
+            self.snapshot_handle.update(
+                {"text/html": static_snapshot_html(self.panel)}, raw=True
+            )
 
     def view(self) -> _View:
         return _View(self.box, self.panel.summary())
@@ -629,19 +649,69 @@ class _WidgetView:
                 part["rows"].value = rows
 
     def rows_html(self, p: PipelineProgress) -> str:
-        shown = p.rows[: self.panel.max_rows]
-        cells = []
-        for r in shown:
-            message = html.escape(r.message) if r.message else ""
-            cells.append(
-                f"<tr data-name='{html.escape(r.name, quote=True)}' data-status='{r.status}'>"
-                f"<td style='color:{r.colour}'>{_SYMBOLS[r.status]}</td>"
-                f"<td>{html.escape(r.title)}</td>"
-                f"<td style='color:{r.colour};font-weight:bold'>{r.status}</td>"
-                f"<td style='color:#666'>{message}</td></tr>"
-            )
-        if len(p.rows) > len(shown):
-            cells.append(f"<tr><td></td><td colspan='3'>… and {len(p.rows) - len(shown)} "
-                         "more</td></tr>")
-        return ("<table style='border-collapse:collapse;font-size:90%'>"
-                + "".join(cells) + "</table>")
+        return _rows_table(p, self.panel.max_rows)
+
+
+# -- static snapshot -----------------------------------------------------------
+SNAPSHOT_CLASS = "storylab-progress-snapshot"
+# Inside JupyterLab or Notebook 7 the live widget is right above, so the
+# snapshot hides itself there; an exported page has neither shell and shows it.
+_SNAPSHOT_STYLE = (
+    f"<style>.jp-LabShell .{SNAPSHOT_CLASS}, .jp-NotebookShell .{SNAPSHOT_CLASS}"
+    "{display:none}</style>"
+)
+
+
+def static_snapshot_html(panel: ProgressPanel) -> str:
+    """The panel's current state as plain HTML: no widget, no script, no CDN.
+
+    One block per pipeline: its title and status, a bar drawn with two
+    ``div`` elements (width in percent), the counts, and a row per child.
+    """
+    title = html.escape(panel.title) if panel.title else "Progress"
+    parts = [_SNAPSHOT_STYLE, f"<div class='{SNAPSHOT_CLASS}' style='font-size:90%'>",
+             f"<b>{title}</b>"]
+    pipelines = panel.pipelines
+    if not pipelines:
+        parts.append("<div>(no pipelines yet)</div>")
+    for p in pipelines:
+        total = max(p.total, 1)
+        value = p.done if p.total else (1 if p.status in _FINISHED else 0)
+        percent = round(100 * min(value, total) / total)
+        colour = _BAR_COLOURS.get(p.bar_style, _BAR_COLOURS[""])
+        parts.append(
+            f"<div data-pipeline='{html.escape(p.key, quote=True)}' style='margin:4px 0'>"
+            f"<b>{html.escape(p.title)}</b> "
+            f"<span style='color:{COLOURS[p.status]}'>{p.status}</span>"
+            f"<div style='display:flex;align-items:center;gap:8px'>"
+            f"<div style='width:40%;height:12px;background:#eeeeee;border-radius:2px'>"
+            f"<div class='bar' style='width:{percent}%;height:12px;background:{colour};"
+            f"border-radius:2px'></div></div>"
+            f"<span class='counts'>{html.escape(p.counts_text())}</span></div>"
+        )
+        parts.append(_rows_table(p, panel.max_rows))
+        parts.append("</div>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+_BAR_COLOURS = {"success": "#5cb85c", "warning": "#f0ad4e", "danger": "#d9534f",
+                "info": "#5bc0de", "": "#428bca"}
+
+
+def _rows_table(p: PipelineProgress, max_rows: int) -> str:
+    shown = p.rows[:max_rows]
+    cells = []
+    for r in shown:
+        message = html.escape(r.message) if r.message else ""
+        cells.append(
+            f"<tr data-name='{html.escape(r.name, quote=True)}' data-status='{r.status}'>"
+            f"<td style='color:{r.colour}'>{_SYMBOLS[r.status]}</td>"
+            f"<td>{html.escape(r.title)}</td>"
+            f"<td style='color:{r.colour};font-weight:bold'>{r.status}</td>"
+            f"<td style='color:#666'>{message}</td></tr>"
+        )
+    if len(p.rows) > len(shown):
+        cells.append(f"<tr><td></td><td colspan='3'>… and {len(p.rows) - len(shown)} "
+                     "more</td></tr>")
+    return "<table style='border-collapse:collapse;font-size:90%'>" + "".join(cells) + "</table>"

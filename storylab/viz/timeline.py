@@ -302,7 +302,13 @@ def _wait_levels(lanes: list[TaskLane]) -> dict[str, str]:
     return names
 
 
-def _draw_gantt(ax: Axes, lanes: list[TaskLane], *, legend: bool = True) -> None:
+def _draw_gantt(
+    ax: Axes,
+    lanes: list[TaskLane],
+    *,
+    legend: bool = True,
+    names: Mapping[str, str] | None = None,
+) -> None:
     from matplotlib.patches import Patch
 
     # Level colours: own limit first, then ancestors in order of appearance.
@@ -327,7 +333,7 @@ def _draw_gantt(ax: Axes, lanes: list[TaskLane], *, legend: bool = True) -> None
             if ticks:
                 y += 0.4
             ticks.append(y)
-            tick_labels.append(_short_label(group))
+            tick_labels.append(_short_label((names or {}).get(group, group)))
             headers.append(len(ticks) - 1)
             band = not band
             y += 1
@@ -397,12 +403,14 @@ def plot_timeline(
     time_scale: float | None = None,
     title: str | None = None,
     ax: Axes | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> Figure:
     """A Gantt chart of the traced tasks: one lane per task, grouped by capacity source.
 
     Hatched bars are time spent waiting for a unit, coloured by the level
     that held the task (its own story limit, or the global one); solid bars
     are running time, coloured by how the task ended (a ✗ marks failures).
+    ``names`` renames groups for the reader (``{"story:<long name>": "story A"}``).
     Returns the matplotlib figure (draws into ``ax`` if given).
     """
     lanes = timeline_lanes(trace, time_scale=time_scale)
@@ -412,7 +420,7 @@ def plot_timeline(
         fig, ax = plt.subplots(figsize=(10, min(2.0 + 0.28 * n_rows, 40)), layout="constrained")
     else:
         fig = ax.figure
-    _draw_gantt(ax, lanes)
+    _draw_gantt(ax, lanes, names=names)
     if title is None:
         title = f"Task timeline: waiting for capacity vs running (makespan " \
                 f"{makespan(trace, time_scale=time_scale):.1f} model s)"
@@ -429,6 +437,7 @@ def plot_capacity(
     limits: Any = None,
     time_scale: float | None = None,
     title: str | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> Figure:
     """Units in use over time for every capacity source, one panel each, limits dashed.
 
@@ -436,6 +445,7 @@ def plot_capacity(
     iterable of capacity sources) or, when that is omitted, from
     ``trace.meta["limits"]``; a source with no known limit is drawn without a
     limit line. Roots (the global limit) come first, then their children.
+    ``names`` renames sources in the panel titles (``{"story:<long name>": "story A"}``).
     """
     lines = capacity_series(trace, limits=limits, time_scale=time_scale)
     plt = _pyplot()
@@ -462,7 +472,8 @@ def plot_capacity(
             lim.set_gid(f"limit:{line.name}")
         ax.set_ylim(0, top + max(1, math.ceil(top * 0.15)))
         limit_text = f"limit {line.limit}" if line.limit is not None else "limit unknown"
-        ax.set_title(f"{line.name}: peak {shown_peak} in use ({limit_text})", fontsize=10,
+        shown_name = (names or {}).get(line.name, line.name)
+        ax.set_title(f"{shown_name}: peak {shown_peak} in use ({limit_text})", fontsize=10,
                      loc="left")
         ax.set_ylabel("units in use", fontsize=8)
         ax.yaxis.get_major_locator().set_params(integer=True)
@@ -492,11 +503,13 @@ def plot_sequential_vs_parallel(
     *,
     time_scale: float | None = None,
     title: str | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> Figure:
     """The same work run one task at a time and in parallel, side by side.
 
     Both panels share the time axis, so the shorter parallel run is visibly
     shorter; each title carries the makespan measured from its trace.
+    ``names`` renames groups as in :func:`plot_timeline`.
     """
     seq_lanes = timeline_lanes(sequential, time_scale=time_scale)
     par_lanes = timeline_lanes(parallel, time_scale=time_scale)
@@ -506,8 +519,8 @@ def plot_sequential_vs_parallel(
     rows = max(len(seq_lanes), len(par_lanes)) + 2
     fig, (left, right) = plt.subplots(1, 2, sharex=True, figsize=(14, min(2.4 + 0.3 * rows, 30)),
                                       layout="constrained")
-    _draw_gantt(left, seq_lanes, legend=False)
-    _draw_gantt(right, par_lanes)
+    _draw_gantt(left, seq_lanes, legend=False, names=names)
+    _draw_gantt(right, par_lanes, names=names)
     left.set_title(f"Sequential: makespan {seq_span:.1f} model s")
     right.set_title(f"Parallel: makespan {par_span:.1f} model s")
     right.set_ylabel("")

@@ -51,6 +51,8 @@ WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 PROGRESS_MODELS = {"IntProgressModel", "FloatProgressModel"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+FACTS_MIME = "application/vnd.storylab.facts+json"
+CLOSING_TAGS = {"exercise", "solution"}
 _INLINE_PNG = re.compile(
     r"""<img\b[^>]*?\bsrc\s*=\s*["']data:image/png;base64,([A-Za-z0-9+/=\s]+)["']""",
     re.IGNORECASE,
@@ -136,6 +138,94 @@ def long_cells(nb, limit: int = MAX_CODE_LINES) -> list[str]:
         for i, c in code_cells(nb)
         if (n := len(c.source.rstrip("\n").splitlines())) > limit
     ]
+
+
+# Opening and closing sections every notebook has, as in numpy-tutorials and Pythia.
+OPENING = ("**Objectives.**", "**Prerequisites.**", "**Time.**")
+CLOSING = ("## Summary", "## Exercises", "## What comes next", "## References")
+PUBLIC_MODULES = {"storylab", "storylab.viz", "storylab.tutorial", "storylab.sweep"}
+_STORYLAB_IMPORT = re.compile(r"^\s*(?:from\s+(storylab[\w.]*)\s+import|import\s+(storylab[\w.]*))",
+                              re.MULTILINE)
+
+
+def scaffold_problems(nb) -> list[str]:
+    """Objectives, prerequisites and time on top; closing sections in order; exercises
+    with a ``check_...`` call and a hidden solution cell that calls it too."""
+    found = []
+    markdown = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "markdown"]
+    if not markdown:
+        return ["no markdown cells"]
+    first = markdown[0][1].source
+    found += [f"the first markdown cell lacks {key}" for key in OPENING if key not in first]
+    where: list[int] = []
+    for heading in CLOSING:
+        at = [i for i, c in markdown if re.search(rf"^{re.escape(heading)}\s*$", c.source,
+                                                   re.MULTILINE)]
+        if not at:
+            found.append(f"no {heading!r} section")
+        else:
+            where.append(at[-1])
+    if len(where) == len(CLOSING) and where != sorted(where):
+        found.append(f"the closing sections are out of order (expected {', '.join(CLOSING)})")
+    tagged = {t: [c for c in nb.cells if t in c.metadata.get("tags", [])]
+              for t in ("exercise", "solution")}
+    if not any("check_" in c.source for c in tagged["exercise"]):
+        found.append("no cell tagged 'exercise' calls a check_... function")
+    if not tagged["solution"]:
+        found.append("no cell tagged 'solution'")
+    for c in tagged["solution"]:
+        if "check_" not in c.source:
+            found.append(f"solution cell {c.get('id')} does not call a check_... function")
+        if not c.metadata.get("jupyter", {}).get("source_hidden"):
+            found.append(f"solution cell {c.get('id')} is not collapsed (jupyter.source_hidden)")
+    if where and tagged["exercise"]:
+        first_ex = nb.cells.index(tagged["exercise"][0])
+        if first_ex < where[0]:
+            found.append("an exercise cell comes before the Summary")
+    return found
+
+
+def import_problems(nb) -> list[str]:
+    """Notebooks import only the public face of storylab, never a layer's inner modules."""
+    found = []
+    for i, cell in code_cells(nb):
+        for m in _STORYLAB_IMPORT.finditer(cell.source):
+            module = m.group(1) or m.group(2)
+            if module not in PUBLIC_MODULES:
+                found.append(f"cell {i} imports {module} (use one of {sorted(PUBLIC_MODULES)})")
+    return found
+
+
+def verdict_problems(nb) -> list[str]:
+    """In an executed notebook: each solution says right, each unanswered check says not yet."""
+    found = []
+    for i, cell in code_cells(nb):
+        tags = cell.metadata.get("tags", [])
+        if not {"exercise", "solution"} & set(tags) or "check_" not in cell.source:
+            continue
+        said = " ".join(_text(out) for out in cell.get("outputs", []))
+        where = source_index(nb, i)
+        if "solution" in tags and "✔ right" not in said:
+            found.append(f"solution cell {where} is not accepted by its checker: {said[:200]!r}")
+        if "exercise" in tags and "✘ not yet" not in said:
+            found.append(f"exercise check in cell {where} did not say 'not yet' for the default "
+                         f"answer: {said[:200]!r}")
+    return found
+
+
+def _text(out) -> str:
+    if out.get("output_type") == "stream":
+        return out.get("text", "")
+    plain = out.get("data", {}).get("text/plain", "")
+    return "".join(plain) if isinstance(plain, list) else plain
+
+
+def facts(nb) -> dict:
+    """The numbers the notebook remembered (``storylab.tutorial.remember``), later cells win."""
+    found: dict = {}
+    for _, out in _outputs(nb):
+        found.update(out.get("data", {}).get(FACTS_MIME, {}))
+    return found
 
 
 def nbstripout_verify(paths: list[Path]) -> tuple[int, str]:
@@ -439,12 +529,18 @@ def executed_problems(nb, expect: Expect) -> list[str]:
             f'<img src="data:image/png;base64,..."> image(s), best has {n_images}'
         )
     elif expect.story_at_end:
-        n_outputs = sum(1 for _ in _outputs(nb))
+        # The closing sections (summary, exercises, solutions) come after the story;
+        # their outputs, and the invisible facts, do not count.
+        lesson = [
+            pos for pos, (i, out) in enumerate(_outputs(nb))
+            if not CLOSING_TAGS.intersection(nb.cells[i].metadata.get("tags", []))
+            and FACTS_MIME not in out.get("data", {})
+        ]
         last = max(pos for pos, _, _, _ in stories)
-        if last < n_outputs - 2:
+        if last not in lesson[-2:]:
             found.append(
-                f"the story HTML is output {last + 1} of {n_outputs}; the notebook should end "
-                "with the finished story"
+                f"the story HTML is output {last + 1}, but {len(lesson)} lesson outputs come "
+                "before the exercises; the lesson should end with the finished story"
             )
     return found
 

@@ -4,7 +4,10 @@ Committed notebooks carry no outputs (stale widget text and figures would
 confuse a reader and bloat diffs); each opens with a literal ``parameters``
 cell papermill can list and inject, followed by the STORYLAB_FAST switch; each
 runs on the ``python3`` kernel CI and Binder provide; code cells stay short
-enough to read at a glance; and the README launches the series on Binder.
+enough to read at a glance; each has the scaffolding of a tutorial (objectives,
+prerequisites and time on top; summary, exercises with a checker and a hidden
+solution, what comes next and references at the end); it imports only the
+public face of storylab; and the README launches the series on Binder.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ def test_notebook_hygiene(name):
         + nbcheck.kernel_problems(nb)
         + nbcheck.parameter_problems(nb)
         + nbcheck.long_cells(nb)
+        + nbcheck.scaffold_problems(nb)
+        + nbcheck.import_problems(nb)
     )
     assert problems == [], f"{name}:\n" + "\n".join(problems)
 

@@ -180,3 +180,72 @@ def test_failing_run_names_the_cell(runs):
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert "fast = True" in injected[0].source
     assert json.loads(json.dumps(run.seconds)) > 0
+
+
+def _scaffolded() -> nbformat.NotebookNode:
+    nb = make([PARAMS, SWITCH])
+    nb.cells[0] = new_markdown_cell(
+        "# T\n\n**Objectives.** a\n\n**Prerequisites.** b\n\n**Time.** 5 minutes"
+    )
+    nb.cells += [
+        new_markdown_cell("## Summary\n\n* x\n\n## Exercises\n\n**Exercise 1.**"),
+        new_code_cell("answer = None", metadata={"tags": ["exercise"]}),
+        new_code_cell("check_it(answer)", metadata={"tags": ["exercise"]}),
+        new_code_cell("check_it(1)", metadata={"tags": ["solution"],
+                                               "jupyter": {"source_hidden": True}}),
+        new_markdown_cell("## What comes next\n\nmore\n\n## References\n\n* r"),
+    ]
+    return nb
+
+
+def test_scaffold_check_accepts_a_full_notebook_and_names_each_gap():
+    nb = _scaffolded()
+    assert nbcheck.scaffold_problems(nb) == []
+    nb.cells[0].source = "# T\n\n**Objectives.** a"
+    nb.cells[-1].source = "## References\n\n* r"
+    nb.cells[-2].metadata.pop("jupyter")
+    nb.cells[-3].source = "print(answer)"
+    problems = nbcheck.scaffold_problems(nb)
+    assert "the first markdown cell lacks **Prerequisites.**" in problems
+    assert "the first markdown cell lacks **Time.**" in problems
+    assert "no '## What comes next' section" in problems
+    assert any("is not collapsed" in p for p in problems)
+    assert "no cell tagged 'exercise' calls a check_... function" in problems
+    order = _scaffolded()
+    order.cells[-1].source = "## What comes next\n\nmore"
+    order.cells.insert(1, new_markdown_cell("## References\n\n* r"))
+    assert nbcheck.scaffold_problems(order) == [
+        "the closing sections are out of order (expected ## Summary, ## Exercises, "
+        "## What comes next, ## References)"
+    ]
+
+
+def test_import_check_refuses_inner_modules():
+    nb = make([PARAMS, SWITCH, "from storylab.tutorial import remember\nimport storylab.viz",
+               "from storylab.story.entities import create_story"])
+    assert nbcheck.import_problems(nb) == [
+        "cell 4 imports storylab.story.entities (use one of "
+        "['storylab', 'storylab.sweep', 'storylab.tutorial', 'storylab.viz'])"
+    ]
+
+
+def test_verdict_check_needs_right_for_solutions_and_not_yet_for_defaults():
+    nb = _scaffolded()
+    check, solution = nb.cells[-3], nb.cells[-2]
+    check.outputs = [new_output("execute_result", {"text/plain": "✘ not yet: fill in"})]
+    solution.outputs = [new_output("execute_result", {"text/plain": "✔ right: 22"})]
+    assert nbcheck.verdict_problems(nb) == []
+    solution.outputs = [new_output("execute_result", {"text/plain": "✘ not yet: 21 is not it"})]
+    check.outputs = [new_output("execute_result", {"text/plain": "✔ right: 22"})]
+    problems = nbcheck.verdict_problems(nb)
+    assert len(problems) == 2
+    assert "is not accepted by its checker" in problems[1]
+    assert "did not say 'not yet'" in problems[0]
+
+
+def test_facts_are_read_from_the_custom_mime_type():
+    nb = make([PARAMS, SWITCH, "x", "y"])
+    nb.cells[3].outputs = [new_output("display_data", {nbcheck.FACTS_MIME: {"a": 1, "b": 2}})]
+    nb.cells[4].outputs = [new_output("display_data", {nbcheck.FACTS_MIME: {"a": 3}}),
+                           new_output("stream", text="a=9")]
+    assert nbcheck.facts(nb) == {"a": 3, "b": 2}

@@ -97,3 +97,173 @@ def test_notebook_shows_figures_widgets_and_story(series, name):
     problems = nbcheck.executed_problems(nbcheck.read(run.output), EXPECT[name])
     where = f"{name} (executed copy: build/executed/{name}.ipynb)"
     assert problems == [], where + ":\n" + "\n".join(problems)
+
+
+# -- what each figure claims, from the numbers the executed notebook remembered --------
+def _between(facts, key, low, high):
+    value = facts[key]
+    return [] if low <= value <= high else [f"{key} = {value:.1f}, expected {low}..{high}"]
+
+
+def _claims_01(f):
+    return (
+        ([] if f["pictures"] == 5 else [f"{f['pictures']} pictures on the timeline, not 5"])
+        + ([] if f["overlaps"] == 0 else ["sequential pictures overlap on the timeline"])
+        + _between(f, "makespan", 40, 80)  # 5 x ~10 model s, plus drawing time
+        # the wait is the sum of the parts
+        + ([] if 0.9 * f["makespan"] <= f["busy"] <= f["makespan"] + 0.5
+           else [f"busy {f['busy']:.1f} is not the makespan {f['makespan']:.1f}"])
+    )
+
+
+def _claims_02(f):
+    found = []
+    if f["lazy_before_first_finish"] != 3:
+        found.append(f"{f['lazy_before_first_finish']} children existed before the first sketch "
+                     "finished with SourceFromIterable; the chart claims 3")
+    if f["eager_before_first_finish"] != 5 or f["buffered_children"] != 5:
+        found.append("SourceBufferObj did not create all 5 children up front")
+    if f["lazy_final"] != 5 or f["pulled_children"] != 2:
+        found.append("the lazy source did not create one child per pull")
+    request, finish = f["request_order"], f["finish_order"]
+    if sorted(request) != sorted(finish) or request == finish or finish[0] != "an owl":
+        found.append(f"finish order {finish} should differ from request order {request}, "
+                     "the 6-second owl first")
+    found += _between(f, "toy_makespan", 15, 24)  # the longest chain, 16, not the sum, 38
+    if not (f["retrieved_same"] and f["append_refused"] and f["one_child_children"] == 2):
+        found.append("append_or_retrieve_call / append_call side by side went wrong")
+    if (f["stable_after_resume"], f["random_after_resume"]) != (5, 10):
+        found.append("stable names should keep 5 children on resume, random names make 10")
+    found += _between(f, "sequential_makespan", 40, 80)
+    found += _between(f, "parallel_makespan", 15, 35)
+    if f["sequential_makespan"] < 1.7 * f["parallel_makespan"]:
+        found.append("the parallel run is not clearly faster than the sequential one")
+    return found
+
+
+def _claims_03(f):
+    found = []
+    if f["snapshot"] != [3, 3, 3, 1, 0] or f["snapshot_global"] != 10:
+        found.append(f"snapshot A-E {f['snapshot']} (global {f['snapshot_global']}), "
+                     "expected 3, 3, 3, 1, 0 of 10")
+    if not f["t_all_asked"] < f["first_release"]:
+        found.append("the snapshot is taken after a unit came back, not while all five wait")
+    if f["first_handoffs"][0] != [0, 4]:
+        found.append(f"first freed unit (story index from, to) {f['first_handoffs'][0]}; "
+                     "the prose says A's unit goes to E")
+    for name, peak in f["peaks"].items():
+        if peak > f["limits"][name]:
+            found.append(f"{name} peaked at {peak} above its limit {f['limits'][name]}")
+    if f["peaks"]["global"] != 10:
+        found.append("the global limit never bound")
+    if f["fifo_snapshot"] != [3, 0, 0, 0, 0] or f["fifo_snapshot_global"] != 3:
+        found.append(f"FIFO at the same moment: {f['fifo_snapshot']}; the chart claims only A "
+                     "draws (head-of-line blocking)")
+    return found
+
+
+def _claims_04(f):
+    before = f["before"]
+    found = []
+    not_stored = [name for name, state in before.items() if state == "not stored"]
+    if f["tree_missing"] != not_stored:
+        found.append(f"tree shows {f['tree_missing']} as not stored, states say {not_stored}")
+    unfinished = [name for name, state in before.items() if state != "Completed"]
+    if f["unfinished_before"] != unfinished or not unfinished:
+        found.append("the unfinished pictures do not match the states before the resume")
+    if sorted(f"image-{p}" for p in f["generated"]) != sorted(unfinished):
+        found.append(f"the resumed run drew {f['generated']}, not exactly {unfinished}")
+    if {n: s == "Completed" for n, s in before.items()} != f["kept_finish_time"]:
+        found.append("a finished picture lost its finish time (or an unfinished one kept it)")
+    if f["completed_after"] != 5 or f["text_calls"] != 0:
+        found.append("the resumed run did not finish every picture without the text model")
+    return found
+
+
+def _claims_05(f):
+    found = []
+    if f["first_gaps"] != ["{{IMAGE_3}}"] or f["first_image_count"] != 4:
+        found.append(f"first page gaps {f['first_gaps']}, expected only {{{{IMAGE_3}}}}")
+    if f["final_gaps"] != [] or f["final_images"] != 5:
+        found.append("the retried page still has a gap")
+    if f["retry_calls"] != {"{{IMAGE_3}}": 1}:
+        found.append(f"the retry called the model {f['retry_calls']}, not once for IMAGE_3")
+    expected = {name: name != "image-{{IMAGE_3}}" for name in f["retry_kept"]}
+    if f["retry_kept"] != expected:
+        found.append("a child other than the failed picture was redone by the retry")
+    return found
+
+
+def _claims_06(f):
+    found = []
+    if f["tree_refused"] or f["tree_retries"]:
+        found.append(f"the capacity tree got {f['tree_refused']} 429s, {f['tree_retries']} retries")
+    for name, peak in f["tree_peaks"].items():
+        if peak > f["tree_limits"][name]:
+            found.append(f"{name} peaked at {peak} above {f['tree_limits'][name]}")
+    if f["tree_start_split"] != [3, 1]:
+        found.append(f"the prose says one story holds 3 and the other 1; got "
+                     f"{f['tree_start_split']}")
+    if not f["impatient_refused"]:
+        found.append("the unbounded client was never refused")
+    return found
+
+
+def _claims_07(f):
+    found = []
+    if f["line_panels"] != 6 or len(f["line_legend"]) != 3:
+        found.append(f"plot_lines: {f['line_panels']} panels, legend {f['line_legend']}")
+    if not f["fifo_off_bound"] > f["fair_off_bound"]:
+        found.append("FIFO should miss the bound in more cells than fair")
+    if f["cells"] != 48:
+        found.append(f"the sweep has {f['cells']} cells, not 6 x 8")
+    return found
+
+
+CLAIMS = {
+    "01_sequential_generation": _claims_01,
+    "02_entities_and_parallel_calls": _claims_02,
+    "03_two_levels_of_capacity": _claims_03,
+    "04_crash_and_resume": _claims_04,
+    "05_failures": _claims_05,
+    "06_http_backend": _claims_06,
+    "07_research_sweep": _claims_07,
+}
+
+
+def _executed(series, name):
+    run = _run(series, name)
+    if not run.output.exists():
+        pytest.fail(f"papermill wrote no executed copy of {name}:\n{run.describe()}")
+    return nbcheck.read(run.output)
+
+
+@pytest.mark.parametrize("name", list(EXPECT))
+def test_the_numbers_behind_each_figure_hold(series, name):
+    facts = nbcheck.facts(_executed(series, name))
+    try:
+        problems = CLAIMS[name](facts)
+    except KeyError as missing:
+        problems = [f"the notebook did not remember {missing}"]
+    assert problems == [], f"{name} ({facts}):\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", list(EXPECT))
+def test_exercise_checkers_answer_in_the_executed_notebook(series, name):
+    problems = nbcheck.verdict_problems(_executed(series, name))
+    assert problems == [], f"{name}:\n" + "\n".join(problems)
+
+
+# nbconvert warns that it cannot draw the invisible facts outputs; that is the point of them.
+@pytest.mark.filterwarnings("ignore:Your element with mimetype")
+@pytest.mark.parametrize("name", ["02_entities_and_parallel_calls", "05_failures"])
+def test_an_exported_page_shows_the_finished_progress_without_widgets(series, name):
+    nbconvert = pytest.importorskip("nbconvert")
+    run = _run(series, name)
+    page, _ = nbconvert.HTMLExporter().from_filename(str(run.output))
+    page = page.replace("'", '"')
+    blocks = page.split('class="storylab-progress-snapshot"')[1:]
+    assert blocks, "no static progress snapshot in the exported page"
+    final = [b for b in blocks if "5/5 done" in b[:3000]]
+    assert final, "no snapshot shows a pipeline with 5/5 pictures done"
+    assert 'class="bar" style="width:100%' in final[0][:3000]

@@ -147,3 +147,27 @@ async def test_an_unknown_root_in_a_store_file_names_the_id(graph, tmp_path):
     graph.flush()
     with pytest.raises(UnknownEntityError, match="no-such-id"):
         entity_graph(tmp_path / "graph.sqlite", "no-such-id")
+
+
+async def test_children_that_were_never_stored_are_drawn_hollow_after_the_real_ones(graph):
+    story = await _story(graph, images=2)
+    real = [n.name for n in graph.children(story.id)]
+    fig = plot_entity_tree(graph, story.id, missing=[*real, "image-9", "image-10"])
+    ax = fig.axes[0]
+    (hollow,) = [c for c in ax.collections if c.get_gid() == "missing-nodes"]
+    assert len(hollow.get_offsets()) == 2  # names already in the graph are not drawn twice
+    assert {to_hex(c) for c in hollow.get_facecolors()} == {"#ffffff"}
+    (stored,) = [c for c in ax.collections if c.get_gid() == "entity-nodes"]
+    assert min(x for x, _ in hollow.get_offsets()) > max(x for x, _ in stored.get_offsets())
+    labels = {t.get_gid(): t.get_text() for t in ax.texts if t.get_gid()}
+    assert labels[f"label:missing:{story.id}:image-9"] == "not stored (image-9)"
+    assert "2 NotStored" in ax.get_title()
+    assert "not stored (no node)" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+async def test_missing_children_must_be_a_list_of_names(graph):
+    story = await _story(graph, images=1)
+    with pytest.raises(TypeError, match="missing must be a list"):
+        plot_entity_tree(graph, story.id, missing="image-9")
+    with pytest.raises(TypeError, match="missing must hold child names"):
+        plot_entity_tree(graph, story.id, missing=[3])

@@ -244,3 +244,25 @@ async def test_a_finished_pipeline_started_again_shows_full(graph):
     (bar,) = _bars(panel)
     assert (bar.value, bar.max, bar.bar_style) == (1, 1, "success")
     assert panel.pipelines[0].status is Status.COMPLETED
+
+
+def test_static_snapshot_is_plain_html_of_the_final_state():
+    from storylab.viz.progress import static_snapshot_html
+
+    panel = ProgressPanel("stories", form="text", stream=io.StringIO(), min_interval=0)
+    assert "(no pipelines yet)" in static_snapshot_html(panel)
+    panel.update(_env("STATUS", "p", "story", "Pipeline", status="STARTED"))
+    panel.update(_env("VALUE", "p", "story", "Pipeline", sub_type="progress",
+                      value={"stage": "images", "total": 2, "items": ["i1", "i2"]}))
+    panel.update(_env("STATUS", "c1", "i1", status="COMPLETED"))
+    half = static_snapshot_html(panel)
+    assert "width:50%" in half and "1/2 done" in half
+    panel.update(_env("STATUS", "c2", "i2", status="FAILED", message="no ink"))
+    panel.update(_env("STATUS", "p", "story", "Pipeline", status="COMPLETED"))
+    page = static_snapshot_html(panel)
+    assert "<script" not in page and "http" not in page  # nothing to fetch from a CDN
+    assert "width:100%" in page and "2/2 done (1 completed, 1 failed)" in page
+    assert "data-name='i2' data-status='failed'" in page and "no ink" in page
+    assert "<b>stories</b>" in page
+    # Hidden where the live widget is shown (JupyterLab, Notebook 7), visible elsewhere.
+    assert ".jp-LabShell .storylab-progress-snapshot" in page

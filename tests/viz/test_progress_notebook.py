@@ -70,7 +70,7 @@ def test_papermill_saves_the_finished_widget_state_and_text(tmp_path):
     cell = nb.cells[-1]
     streams = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
     assert streams.strip() == "widget done"
-    (shown,) = [o for o in cell.outputs if o.output_type == "display_data"]
+    shown, snapshot = [o for o in cell.outputs if o.output_type == "display_data"]
     text = shown.data["text/plain"]
     assert text.splitlines()[:2] == [
         "stories", "NbStory (notebook story) [completed] images: 4/4 done (3 completed, 1 failed)"
@@ -86,4 +86,25 @@ def test_papermill_saves_the_finished_widget_state_and_text(tmp_path):
     assert len(rows) == 1
     assert "data-name='image-2' data-status='failed'" in rows[0]
     assert rows[0].count("data-status='completed'") == 3
+    # Right under the widget: a static snapshot of the final state, plain HTML.
+    assert set(snapshot.data) == {"text/html"}
+    static = snapshot.data["text/html"]
+    assert "4/4 done (3 completed, 1 failed)" in static and "<script" not in static
+    assert "data-name='image-2' data-status='failed'" in static
+    assert "width:100%" in static  # the bar is drawn full
     print(f"papermill run took {elapsed:.1f}s")
+    _exported_page_shows_the_snapshot(output)
+
+
+def _exported_page_shows_the_snapshot(executed):
+    """nbconvert's HTML page holds the finished bars and rows without widget JavaScript."""
+    nbconvert = pytest.importorskip("nbconvert")
+    page, _ = nbconvert.HTMLExporter().from_filename(str(executed))
+    page = page.replace("'", '"')  # nbconvert rewrites attribute quotes
+    start = page.index('class="storylab-progress-snapshot"')
+    block = page[start:start + 4000]
+    assert "4/4 done (3 completed, 1 failed)" in block
+    assert "NbImage (image-2)" in block and 'data-status="failed"' in block
+    assert "width:100%" in block
+    # The widget view itself needs a CDN script to render; the snapshot does not.
+    assert "<script" not in block.split("</table>")[0]

@@ -323,3 +323,18 @@ async def test_marks_are_drawn_on_their_own_lane(tmp_path):
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert any("retry" in text for text in legend)
     fig.savefig(tmp_path / "timeline_marks.png")
+
+
+async def test_names_rename_groups_and_panels_for_the_reader(stories):
+    trace, _ = await stories({"A": [10, 10], "B": [10]}, story_limit=3, global_limit=10,
+                             time_scale=SCALE)
+    names = {"story:A": "story A (a fox)", "story:B": "story B (an owl)"}
+    fig = plot_timeline(trace, names=names)
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert "story A (a fox)" in ticks and "story B (an owl)" in ticks and "story:A" not in ticks
+    fig = plot_capacity(trace, names=names)
+    titles = [ax.get_title(loc="left") for ax in fig.axes]
+    assert titles[0].startswith("global: ") and titles[1].startswith("story A (a fox): peak 2")
+    fig = plot_sequential_vs_parallel(trace, trace, names=names)
+    for ax in fig.axes[:2]:
+        assert "story B (an owl)" in [t.get_text() for t in ax.get_yticklabels()]
