@@ -17,7 +17,7 @@ from pathlib import Path
 
 from storylab.entities.errors import UnknownBlobError
 
-__all__ = ["BlobStore"]
+__all__ = ["BlobStore", "write_atomically"]
 
 _EXT_BY_TYPE = {
     "image/png": "png",
@@ -33,6 +33,22 @@ _EXT_BY_TYPE = {
 }
 _TYPE_BY_EXT = {ext: ctype for ctype, ext in _EXT_BY_TYPE.items()}
 _KEY = re.compile(r"^([0-9a-f]{64})\.([a-z0-9]{1,8})$")
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder,
+    flushed to disk before it is renamed into place: a reader (or a crash)
+    sees the old file or the whole new one, never half of it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class BlobStore:
@@ -67,16 +83,7 @@ class BlobStore:
         # write it whole, under a temporary name, durable before the rename,
         # so a key always names complete bytes.
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(path, data)
         return key
 
     def path_for(self, key: str) -> Path:

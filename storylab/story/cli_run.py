@@ -14,10 +14,8 @@ import argparse
 import asyncio
 import logging
 import math
-import os
 import re
 import sys
-import tempfile
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any, TextIO
@@ -370,7 +368,9 @@ async def _one(graph, pipeline, out_dir: Path, out: TextIO) -> dict[str, Any]:
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"{pipeline.name}.html"
         try:
-            _write_atomically(path, html)
+            from storylab.entities.blobs import write_atomically
+
+            write_atomically(path, html.encode("utf-8"))
         except OSError as exc:
             raise OSError(
                 exc.errno,
@@ -380,21 +380,6 @@ async def _one(graph, pipeline, out_dir: Path, out: TextIO) -> dict[str, Any]:
         summary += f" -> {path}"
     say(summary)
     return result
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write ``path`` through a temporary file renamed into place, so that a
-    reader (or another run writing the same page) never sees half a page."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _tree(graph, node_id: str) -> str:

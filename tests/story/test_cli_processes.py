@@ -188,7 +188,7 @@ def test_a_page_that_cannot_be_stored_fails_the_run_and_the_next_run_writes_it(
         assert "could not be stored" in root.error["message"]
         assert all(i.status == "Completed" for i in images.values())
         drawn_at = {n: i.finished_at for n, i in images.items()}
-    assert not [p for p in blobs.rglob(".tmp-*")]  # the half-written page was removed
+    assert not [p for p in blobs.rglob(".*.tmp")]  # the half-written page was removed
 
     subprocess.run(["mount", "-o", "remount,size=16m", str(blobs)], check=True)
     code, stdout, stderr = finish(storylab_run(graph, out, time_scale="0.001"))

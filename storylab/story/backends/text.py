@@ -561,18 +561,6 @@ def _pages(n: int, beats: int) -> list[range]:
     return [range(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
-_CSS = """
-body { font-family: Georgia, 'Times New Roman', serif; background: #fdf8f0; color: #2d2a26;
-       margin: 0; line-height: 1.6; }
-.page { max-width: 760px; margin: 0 auto; padding: 40px 32px; page-break-after: always; }
-.title-page { text-align: center; }
-h1 { font-size: 2.4em; margin-bottom: 0.2em; }
-.subtitle { color: #6b5e50; font-style: italic; }
-.illustration { text-align: center; margin: 24px 0; }
-.moral-page { text-align: center; font-size: 1.2em; }
-""".strip()
-
-
 def write_offline_story(
     topic: str, customization: Mapping[str, Any] | None = None, *, seed: int = 0
 ) -> StoryOutput:
@@ -650,7 +638,9 @@ def write_offline_story(
     )
     html = (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>{escape_text(plan.title)}</title>\n<style>\n{_CSS}\n</style>\n</head>\n<body>\n"
+        # No stylesheet of its own: the page is styled by storylab's (html.PAGE_CSS),
+        # and the sanitizer drops any that a writer sends.
+        f"<title>{escape_text(plan.title)}</title>\n</head>\n<body>\n"
         + "\n".join(pages)
         + "\n</body>\n</html>\n"
     )
