@@ -354,7 +354,11 @@ def test_a_child_whose_creation_was_rolled_back_cannot_report_a_result(tmp_path)
 
 def test_a_run_cancelled_while_its_end_is_committed_keeps_that_end(tmp_path):
     path = tmp_path / "g.sqlite"
-    with EntityGraph.open(path, commit="interval", commit_interval=0.5) as graph:
+    # Timers much longer than the few loop steps the test needs: nothing but the
+    # explicit flush below may commit (the lease heartbeat included).
+    with EntityGraph.open(
+        path, commit="interval", commit_interval=1.0, lease_ttl=600.0
+    ) as graph:
         reader = Reader(path)
 
         async def main():
@@ -364,7 +368,8 @@ def test_a_run_cancelled_while_its_end_is_committed_keeps_that_end(tmp_path):
             other = asyncio.ensure_future(graph.create(DurWaits, "other").run())
             child = graph.create(DurNeverAwaits, "child")
             waiting = asyncio.ensure_future(child.run())
-            await asyncio.sleep(0.05)
+            for _ in range(20):  # the child never awaits: a few steps run it to its end
+                await asyncio.sleep(0)
             assert not waiting.done()  # its end is written, not yet committed
             reader.node("before the commit", child.id, "child")
             waiting.cancel()
