@@ -247,6 +247,16 @@ def test_a_child_handed_back_from_the_graph_is_logged_as_already_done():
         panel.note("late", root="p")
 
 
+def test_a_note_is_the_pipelines_message_in_the_widget():
+    panel = ProgressPanel(form="widget", min_interval=0)
+    panel.update(_env("STATUS", "p", "story", "Pipeline", status="STARTED"), root="p")
+    panel.note("resuming (Failed)", root="p", label="my story")
+    (p,) = panel.pipelines
+    assert p.message == "resuming (Failed)" and "resuming (Failed)" in p.summary_line()
+    part = next(iter(panel._widgets.parts.values()))
+    assert "resuming (Failed)" in part["title"].value
+
+
 def test_text_form_in_a_terminal_run(tmp_path):
     script = textwrap.dedent(
         f"""
