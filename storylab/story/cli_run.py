@@ -21,7 +21,7 @@ import sys
 import tempfile
 from contextlib import aclosing
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from storylab._cli_args import (
     EXIT_FAILED,
@@ -46,6 +46,9 @@ from storylab.story.models import (
     normalized_customization,
     validate_story_request,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from storylab.viz.progress import ProgressPanel
 
 __all__ = ["DEFAULT_TIME_SCALE", "DEFAULT_TOPIC", "configure", "main"]
 
@@ -289,6 +292,7 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
             results = await asyncio.gather(
                 *(_one(graph, p, out_dir, panel) for p in unique), return_exceptions=True
             )
+        panel.close()
         code = 0
         gone = False
         for pipeline, result in zip(unique, results, strict=True):
@@ -318,7 +322,7 @@ def _label(topic: str) -> str:
     return topic if len(topic) <= 24 else topic[:23] + "…"
 
 
-async def _one(graph, pipeline, out_dir: Path, panel) -> dict[str, Any]:
+async def _one(graph, pipeline, out_dir: Path, panel: ProgressPanel) -> dict[str, Any]:
     from storylab.story.entities import story_html
 
     label = _label(pipeline.data["topic"])
