@@ -2,18 +2,21 @@
 
 Each subcommand lives next to the layer it belongs to and exposes
 ``configure(parser)`` and ``main(args) -> int``; this module only collects
-them, so ``storylab --help`` stays fast and imports no plotting library.
+them. Their modules import only the standard library and the light layers at
+the top (plotting, widgets, HTTP and imaging libraries are imported by the
+code that runs a command), so ``storylab --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 from typing import NoReturn
 
+from storylab import _demo
 from storylab._cli_args import (
     EXIT_CODES_HELP,
     EXIT_FAILED,
@@ -21,16 +24,18 @@ from storylab._cli_args import (
     EXIT_PIPE,
     EXIT_USAGE,
 )
+from storylab.entities import cli as eg_cli
+from storylab.story import cli_run, cli_serve
 
-# name -> (module, help). A module that is not importable is left out.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("storylab.story.cli_run", "generate illustrated stories (resumes an interrupted run)"),
+# name -> (module, help), in the order `storylab --help` lists them.
+COMMANDS: dict[str, tuple[ModuleType, str]] = {
+    "run": (cli_run, "generate illustrated stories (resumes an interrupted run)"),
     "serve-images": (
-        "storylab.story.cli_serve",
+        cli_serve,
         "serve the simulated image generator over an OpenAI-compatible HTTP API",
     ),
-    "eg": ("storylab.entities.cli", "inspect the entity graph (tree, node, list)"),
-    "demo": ("storylab._demo", "a small scheduling demo: five groups under a shared limit"),
+    "eg": (eg_cli, "inspect the entity graph (tree, node, list)"),
+    "demo": (_demo, "a small scheduling demo: five groups under a shared limit"),
 }
 
 
@@ -64,13 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"storylab {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, help_text) in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if not exc.name or not module_name.startswith(exc.name):
-                raise
-            continue
+    for name, (module, help_text) in COMMANDS.items():
         cmd = sub.add_parser(
             name,
             help=help_text,

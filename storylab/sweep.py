@@ -25,8 +25,9 @@ because each story needs ``ceil(M / per_story)`` rounds on its own, and the
 whole pool needs ``ceil(G * M / global)`` rounds for all the pictures. A
 measured makespan close to it means the scheduler wasted nothing.
 
-Pictures of the results (:meth:`SweepResult.plot_heatmaps`,
-:meth:`SweepResult.plot_lines`) import matplotlib only when called.
+This module measures and draws nothing: the charts of a sweep are
+:func:`storylab.viz.plot_sweep_heatmaps` and :func:`storylab.viz.plot_sweep_lines`,
+and the numbers are read from each trace by :func:`storylab.viz.readings.pool_use`.
 """
 
 from __future__ import annotations
@@ -36,11 +37,10 @@ import math
 import selectors
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from storylab.scheduling import (
     CapacitySource,
-    EventKind,
     HierarchicalTaskPoolRunner,
     SourceFromIterable,
     TaskEventType,
@@ -48,9 +48,7 @@ from storylab.scheduling import (
 )
 from storylab.scheduling.capacity import POLICIES
 from storylab.scheduling.capacity import check_positive_int as _positive_int
-
-if TYPE_CHECKING:  # pragma: no cover
-    from matplotlib.figure import Figure
+from storylab.viz.readings import pool_use
 
 __all__ = ["SweepCell", "SweepResult", "ideal_makespan", "simulate_stories", "sweep"]
 
@@ -119,24 +117,6 @@ class SweepCell:
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "efficiency": self.efficiency}
-
-
-def _measure(trace: Trace, time_scale: float, global_name: str) -> tuple[float, float, int]:
-    """(makespan, busy image-seconds, global peak) from a trace, in model seconds."""
-    starts: dict[tuple[str, int], float] = {}
-    busy = 0.0
-    last = trace.started_at
-    for e in trace.events:
-        if e.runner is None or e.task_id is None:
-            continue
-        key = (e.runner, e.task_id)
-        if e.kind is EventKind.TASK_START:
-            starts[key] = e.t
-        elif e.kind in (EventKind.TASK_END, EventKind.TASK_ERROR, EventKind.TASK_CANCEL):
-            busy += e.t - starts.pop(key, e.t)
-            last = max(last, e.t)
-    peak = max((n for _, n in trace.in_use_series().get(global_name, [(0.0, 0)])), default=0)
-    return (last - trace.started_at) / time_scale, busy / time_scale, peak
 
 
 class _VirtualSelector(selectors.DefaultSelector):
@@ -278,7 +258,8 @@ async def _simulate(
     with trace:
         await asyncio.gather(*(one_story(k) for k in range(1, stories + 1)))
     trace.meta.setdefault("limits", limits)
-    span, busy, peak = _measure(trace, scale, "global")
+    use = pool_use(trace, "global", time_scale=scale)
+    span, busy, peak = use.span, use.busy, use.peak
     return SweepCell(
         story_limit=story_limit,
         global_limit=global_limit,
@@ -327,97 +308,6 @@ class SweepResult:
     def to_rows(self) -> list[dict[str, Any]]:
         """One dict per cell (for a table or a DataFrame)."""
         return [c.to_json() for c in self.cells]
-
-    # -- pictures (matplotlib imported on call) ---------------------------------------
-    def plot_heatmaps(self, *, title: str | None = None) -> Figure:
-        """Makespan (model seconds) and utilisation side by side, one square per cell."""
-        import matplotlib.pyplot as plt
-
-        fig, (left, right) = plt.subplots(
-            1, 2, figsize=(12, 0.9 + 0.75 * len(self.story_limits)), layout="constrained"
-        )
-        panels = (
-            (left, "makespan", "makespan (model seconds)", "viridis_r", "{:.0f}"),
-            (right, "utilisation", "utilisation of the global pool", "magma", "{:.0%}"),
-        )
-        for ax, field, label, cmap, fmt in panels:
-            values = self.grid(field)
-            vmax = 1.0 if field == "utilisation" else None
-            image = ax.imshow(values, cmap=cmap, aspect="auto", vmin=0, vmax=vmax)
-            for i, row in enumerate(values):
-                for j, v in enumerate(row):
-                    rgba = image.cmap(image.norm(v))
-                    dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
-                    ax.text(
-                        j,
-                        i,
-                        fmt.format(v),
-                        ha="center",
-                        va="center",
-                        fontsize=8,
-                        color="white" if dark else "black",
-                    )
-            ax.set_xticks(range(len(self.global_limits)), [str(g) for g in self.global_limits])
-            ax.set_yticks(range(len(self.story_limits)), [str(p) for p in self.story_limits])
-            ax.set_xlabel("global limit (images at once, all stories)")
-            ax.set_ylabel("per-story limit (images at once, one story)")
-            ax.set_title(label)
-            fig.colorbar(image, ax=ax, label=label, shrink=0.9)
-        fig.suptitle(
-            title
-            or f"{self.stories} stories x {self.images} images of "
-            f"{self.image_seconds:g} model s each, started together"
-        )
-        return fig
-
-    def plot_lines(self, *, title: str | None = None) -> Figure:
-        """Makespan against the global limit: one small panel per per-story limit.
-
-        Each panel draws the measured makespan (dots) over the ideal bound
-        (a wide grey line) and shades where the measurement sits above the
-        bound. Panels share both axes, so a legend of two entries is enough.
-        """
-        import math
-
-        import matplotlib.pyplot as plt
-
-        n = len(self.story_limits)
-        cols = min(3, n)
-        rows = math.ceil(n / cols)
-        fig, axes = plt.subplots(rows, cols, sharex=True, sharey=True, squeeze=False,
-                                 figsize=(3.6 * cols + 1, 2.4 * rows + 1), layout="constrained")
-        flat = [ax for row in axes for ax in row]
-        top = max(max(c.makespan, c.ideal) for c in self.cells) * 1.1
-        for ax, p in zip(flat, self.story_limits, strict=False):
-            cells = [self.cell(p, g) for g in self.global_limits]
-            xs = list(self.global_limits)
-            bound = [c.ideal for c in cells]
-            measured = [c.makespan for c in cells]
-            ax.plot(xs, bound, "-", color="#bbbbbb", lw=6, solid_capstyle="round",
-                    label="ideal bound (wide, grey)", gid=f"bound:{p}")
-            ax.fill_between(xs, bound, measured, where=[m > b + 1e-9 for m, b in
-                                                        zip(measured, bound, strict=True)],
-                            color="#d62728", alpha=0.25, interpolate=True, lw=0,
-                            label="above the bound")
-            ax.plot(xs, measured, "o-", color="#1f77b4", lw=1.5, ms=4, label="measured",
-                    gid=f"measured:{p}")
-            misses = sum(1 for m, b in zip(measured, bound, strict=True) if m > b + 1e-9)
-            note = "on the bound everywhere" if not misses else f"{misses} cell(s) above"
-            ax.set_title(f"per-story limit {p}: {note}", fontsize=9)
-            ax.set_xticks(xs)
-            ax.set_ylim(0, top)
-            ax.grid(color="#e5e5e5")
-        for ax in flat[n:]:
-            ax.set_visible(False)
-        for ax in axes[-1]:
-            ax.set_xlabel("global limit")
-        for row in axes:
-            row[0].set_ylabel("makespan (model s)")
-        handles, labels = flat[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8,
-                   frameon=False)
-        fig.suptitle(title or "Measured makespan against the ideal bound, per per-story limit")
-        return fig
 
 
 async def sweep(

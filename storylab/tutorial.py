@@ -1,41 +1,40 @@
-"""Small conveniences shared by the tutorial notebooks.
+"""The notebook kit: the plumbing every lesson shares, so its cells stay about the lesson.
 
-The notebooks are about *one* idea each (a timeline, a capacity tree, a
-resumed run). The plumbing around that idea is the same every time: a fresh
-entity graph in a scratch folder, the simulated backends at a chosen speed,
-a run wrapped in a :class:`~storylab.scheduling.Trace` and a live
-:class:`~storylab.viz.ProgressPanel`, and the finished page shown inline.
-Writing it once here keeps the notebook cells short and about the lesson::
+Each notebook is about *one* idea (a timeline, a capacity tree, a resumed
+run); around it is the same plumbing every time: a fresh entity graph in a
+scratch folder, the simulated backends at a chosen speed, stories run under
+a :class:`~storylab.scheduling.Trace` and a live progress panel, the finished
+page shown inline, a few measured facts remembered for the tests, and the
+checkers of the exercises::
 
     graph = fresh_graph("02-parallel")
     settings = simulated_settings(time_scale=0.1)
     run = await run_stories(graph, ["a brave kitten"], settings=settings)
-    plot_timeline(run.trace)
+    plot_timeline(run.trace)          # from storylab.viz
     show_story(graph, run.results[0])
 
-Everything here uses the public API of the layers below; nothing is
-imported from ``storylab.viz`` or IPython until a function needs it.
+Charts and the numbers read from a trace live in :mod:`storylab.viz` (this
+kit draws nothing itself); sweeps of the limits in :mod:`storylab.sweep`.
+Nothing is imported from ``storylab.viz`` or IPython until a function needs it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import json
-import math
 import os
 import re
 import shutil
 import textwrap
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from storylab.entities import EntityGraph
-from storylab.scheduling import EventKind, Trace
+from storylab.scheduling import Trace
 from storylab.story.backends import (
     HttpImageBackend,
     ImageServer,
@@ -47,8 +46,6 @@ from storylab.story.settings import StorySettings, global_image_capacity, use_se
 
 __all__ = [
     "FACTS_MIME",
-    "ChildCounter",
-    "Handoff",
     "HttpImageBackend",
     "ImageServer",
     "PictureState",
@@ -57,7 +54,6 @@ __all__ = [
     "StoryRun",
     "StorySettings",
     "Verdict",
-    "all_asked_at",
     "check_bound",
     "check_error_type",
     "check_even_split",
@@ -66,18 +62,13 @@ __all__ = [
     "check_makespan_with_limit",
     "check_redrawn",
     "create_story",
-    "first_full",
     "first_split",
     "fresh_graph",
     "global_image_capacity",
-    "handoffs",
     "image_nodes",
     "image_statuses",
-    "in_use_at",
     "notebook_facts",
     "picture_states",
-    "plot_children",
-    "plot_in_use",
     "pool_makespan",
     "remember",
     "run_stories",
@@ -309,131 +300,6 @@ def show_story(graph: EntityGraph, result: Any, *, mark_gaps: bool = True) -> An
     return HTML(page)
 
 
-# -- reading a trace -------------------------------------------------------------
-def _time_scale(trace: Trace) -> float:
-    scale = trace.meta.get("time_scale", 1.0)
-    if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
-        raise ValueError(f"trace.meta['time_scale'] must be a number > 0, got {scale!r}")
-    return float(scale)
-
-
-def in_use_at(trace: Trace, t: float) -> dict[str, int]:
-    """Units in use per capacity source just after model second ``t`` of the trace."""
-    scale = _time_scale(trace)
-    out: dict[str, int] = {}
-    for name, points in trace.in_use_series().items():
-        value = 0
-        for when, n in points:
-            if when / scale > t:
-                break
-            value = n
-        out[name] = value
-    return out
-
-
-def first_full(trace: Trace, source: str, limit: int) -> float | None:
-    """The model second at which ``source`` first had ``limit`` units in use (or ``None``)."""
-    scale = _time_scale(trace)
-    for when, n in trace.in_use_series().get(source, []):
-        if n >= limit:
-            return when / scale
-    return None
-
-
-@dataclass(frozen=True)
-class Handoff:
-    """A unit given back by one task and taken next by another, through ``source``."""
-
-    released_at: float  # model seconds
-    taken_at: float
-    released_by: str  # leaf capacity source (the story) of each side
-    taken_by: str
-    label: str | None  # the task the unit was taken for
-
-
-def handoffs(trace: Trace, *, after: float = 0.0, source: str = "global") -> list[Handoff]:
-    """Each unit released at ``source`` after model second ``after`` and who took it next.
-
-    Releases and takes are paired in order: the first take after a release is
-    the freed unit moving on. Releases nobody took (the end of a run) are
-    left out.
-    """
-    scale = _time_scale(trace)
-    labels = {
-        (e.runner, e.task_id): e.label for e in trace.events if e.kind is EventKind.TASK_START
-    }
-    free: list[tuple[float, str]] = []
-    out: list[Handoff] = []
-    for e in trace.events:
-        t = trace.relative(e.t) / scale
-        if t < after or source not in e.path:
-            continue
-        if e.kind is EventKind.RELEASE:
-            free.append((t, e.path[0]))
-        elif e.kind in (EventKind.ACQUIRE, EventKind.GRANT) and free:
-            released_at, by = free.pop(0)
-            label = e.label or labels.get((e.runner, e.task_id))
-            out.append(Handoff(released_at, t, by, e.path[0], label))
-    return out
-
-
-def _root_name(trace: Trace) -> str | None:
-    for event in trace.events:
-        if event.path:
-            return event.path[-1]
-    return None
-
-
-def plot_in_use(
-    traces: Mapping[str, Trace],
-    *,
-    source: str | None = None,
-    limit: int | None = None,
-    title: str | None = None,
-) -> Any:
-    """One step line per trace: units in use at ``source`` over model seconds.
-
-    Handy to compare runs of the same work (two policies, two limits). Each
-    legend entry carries the run's makespan; ``limit`` draws a dashed line.
-    ``source`` defaults to each trace's root capacity source (the last level
-    of the paths it recorded), so runs whose global sources have different
-    names (``global`` and ``global-fifo``) still share one chart.
-    """
-    import matplotlib.pyplot as plt
-
-    from storylab.viz import makespan
-    from storylab.viz.timeline import _BURST, _merge_bursts, capacity_series
-
-    if not traces:
-        raise ValueError("traces must map a label to at least one Trace")
-    fig, ax = plt.subplots(figsize=(10, 3.6), layout="constrained")
-    for label, trace in traces.items():
-        name = source if source is not None else _root_name(trace)
-        lines = [c for c in capacity_series(trace) if c.name == name]
-        if not lines:
-            raise ValueError(f"no capacity source named {name!r} in the trace {label!r}")
-        span = makespan(trace)
-        # A unit handed straight from a finished task to a waiter is one step, not a dip.
-        points = _merge_bursts(lines[0].points, span * _BURST)
-        xs = [t for t, _ in points] + [span]
-        ys = [n for _, n in points] + [points[-1][1]]
-        ax.step(xs, ys, where="post", lw=1.8, label=f"{label} (makespan {span:.1f} model s)")
-    if limit is not None:
-        ax.axhline(limit, color="#d62728", ls="--", lw=1.2, label=f"limit {limit}")
-        ax.set_ylim(0, limit * 1.25)
-    ax.set_xlabel("time (model seconds)")
-    ax.set_ylabel(f"units in use ({source or 'root'})")
-    ax.set_xlim(left=0)
-    ax.grid(color="#eeeeee")
-    ax.legend(loc="lower center", fontsize=8, frameon=False)
-    default = (
-        f"Units in use at {source!r}" if source else "Units in use at the root capacity source"
-    )
-    ax.set_title(title or f"{default} over time")
-    return fig
-
-
-
 def story_labels(run: StoryRun, letters: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ") -> dict[str, str]:
     """Short names for the charts: ``{"story:<pipeline name>": "story A (a curious fox)"}``.
 
@@ -446,26 +312,6 @@ def story_labels(run: StoryRun, letters: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ") -> 
         f"story:{p.name}": f"story {letter} ({p.data.get('topic', p.name)})"
         for p, letter in zip(run.pipelines, letters, strict=False)
     }
-
-
-def all_asked_at(trace: Trace, sources: Iterable[str]) -> float:
-    """The model second by which every one of ``sources`` had asked for its first unit.
-
-    A source "asks" when a unit is taken through it at once or a wait begins
-    (``ACQUIRE`` or ``WAIT`` with the source as the leaf of the path).
-    """
-    scale = _time_scale(trace)
-    wanted = list(sources)
-    if not wanted:
-        raise ValueError("sources must name at least one capacity source")
-    first: dict[str, float] = {}
-    for e in trace.events:
-        if e.kind in (EventKind.ACQUIRE, EventKind.WAIT) and e.path and e.path[0] in wanted:
-            first.setdefault(e.path[0], trace.relative(e.t) / scale)
-    never = [name for name in wanted if name not in first]
-    if never:
-        raise ValueError(f"these sources never asked for a unit in the trace: {never}")
-    return max(first.values())
 
 
 def stage3_code() -> Any:
@@ -512,110 +358,6 @@ def picture_states(graph: EntityGraph, pipeline_id: str) -> list[PictureState]:
             state = "stale" if node.status == "InProgress" else str(node.status)
             out.append(PictureState(name, state, node.finished_at))
     return out
-
-
-# -- measuring lazy creation ----------------------------------------------------
-@dataclass
-class ChildCounter:
-    """Counts a parent's children in the graph, again and again, while a run goes on.
-
-    Use it as ``async with ChildCounter(graph, parent, trace):`` around the
-    run. ``samples`` are ``(model second, children)``; :meth:`most_before`
-    answers "how many children existed before model second t?", and
-    :attr:`first_finish` is when the first task of the trace ended.
-    """
-
-    graph: EntityGraph
-    parent: Any
-    trace: Trace
-    every: float | None = None  # wall seconds between samples (default 0.1 model s)
-    samples: list[tuple[float, int]] = field(default_factory=list)
-    _task: asyncio.Task | None = None
-
-    def __post_init__(self) -> None:
-        self._parent_id = self.parent if isinstance(self.parent, str) else self.parent.id
-        self._scale = _time_scale(self.trace)
-        if self.every is None:
-            self.every = 0.1 * self._scale
-        if isinstance(self.every, bool) or not isinstance(self.every, int | float) \
-                or not self.every > 0:
-            raise ValueError(f"every must be a number of seconds > 0, got {self.every!r}")
-
-    def sample(self) -> None:
-        t = self.trace.relative(self.trace.clock()) / self._scale
-        self.samples.append((t, len(self.graph.children(self._parent_id))))
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.every)
-            self.sample()
-
-    async def __aenter__(self) -> ChildCounter:
-        self.sample()
-        self._task = asyncio.get_running_loop().create_task(self._loop())
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        self.sample()
-
-    @property
-    def first_finish(self) -> float | None:
-        ends = [self.trace.relative(e.t) / self._scale for e in self.trace.events
-                if e.kind in (EventKind.TASK_END, EventKind.TASK_ERROR)]
-        return min(ends) if ends else None
-
-    def most_before(self, t: float) -> int:
-        return max((n for when, n in self.samples if when < t), default=0)
-
-    @property
-    def most_before_first_finish(self) -> int:
-        t = self.first_finish
-        return self.most_before(t if t is not None else math.inf)
-
-    @property
-    def final(self) -> int:
-        return self.samples[-1][1] if self.samples else 0
-
-
-def plot_children(counters: Mapping[str, ChildCounter], *, limit: int | None = None,
-                  title: str | None = None) -> Any:
-    """Children existing in the graph over model seconds, one step line per counter.
-
-    A dotted vertical line marks when each run's first task finished, and
-    the legend says how many children existed before it.
-    """
-    import matplotlib.pyplot as plt
-
-    if not counters:
-        raise ValueError("counters must map a label to at least one ChildCounter")
-    fig, ax = plt.subplots(figsize=(10, 3.6), layout="constrained")
-    top = 0
-    for i, (label, counter) in enumerate(counters.items()):
-        colour = f"C{i}"
-        xs = [t for t, _ in counter.samples]
-        ys = [n for _, n in counter.samples]
-        top = max(top, *ys)
-        before = counter.most_before_first_finish
-        ax.step(xs, ys, where="post", lw=2, color=colour,
-                label=f"{label}: {before} children before the first finished")
-        if counter.first_finish is not None:
-            ax.axvline(counter.first_finish, color=colour, ls=":", lw=1.2)
-    if limit is not None:
-        ax.axhline(limit, color="#d62728", ls="--", lw=1.2, label=f"capacity {limit}")
-    ax.set_ylim(0, top + 1)
-    ax.set_xlim(left=0)
-    ax.yaxis.get_major_locator().set_params(integer=True)
-    ax.set_xlabel("time (model seconds)")
-    ax.set_ylabel("children in the graph")
-    ax.grid(color="#eeeeee")
-    ax.legend(loc="lower right", fontsize=8, frameon=False)
-    ax.set_title(title or "Children that exist in the graph (dotted: the first task finishes)")
-    return fig
 
 
 # -- facts a test can read back ---------------------------------------------------

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from storylab.scheduling import Trace
-from storylab.sweep import SweepResult, ideal_makespan, simulate_stories, sweep
+from storylab.sweep import ideal_makespan, simulate_stories, sweep
 
 
 @pytest.mark.parametrize(
@@ -102,32 +102,6 @@ async def test_unknown_cell_and_field_are_clear_errors():
         result.cell(3, 2)
     with pytest.raises(ValueError, match="makespan"):
         result.grid("speed")
-
-
-async def test_charts_are_titled_and_labelled_in_model_seconds():
-    pytest.importorskip("matplotlib")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    result: SweepResult = await sweep((1, 3), (2, 6), stories=3, images=3)
-    heat = result.plot_heatmaps()
-    lines = result.plot_lines()
-    assert heat._suptitle is not None and "model s" in heat._suptitle.get_text()
-    assert "model seconds" in heat.axes[0].get_title()
-    panels = [ax for ax in lines.axes if ax.get_visible()]
-    assert [ax.get_title().split(":")[0] for ax in panels] == [
-        "per-story limit 1", "per-story limit 3"
-    ]
-    assert all(ax.get_title() for ax in panels) and "model s" in panels[0].get_ylabel()
-    assert lines._suptitle is not None
-    # One small legend for every panel instead of two entries per per-story limit.
-    (legend,) = lines.legends
-    assert [t.get_text() for t in legend.get_texts()] == [
-        "ideal bound (wide, grey)", "above the bound", "measured"
-    ]
-    for ax, p in zip(panels, (1, 3), strict=True):
-        gids = {line.get_gid() for line in ax.get_lines()}
-        assert {f"bound:{p}", f"measured:{p}"} <= gids
 
 
 def test_importing_the_sweep_stays_light():

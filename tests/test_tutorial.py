@@ -12,17 +12,14 @@ from storylab import (
     HierarchicalTaskPoolRunner,
     Return,
     RunnableEntity,
-    SourceBufferObj,
     SourceFromIterable,
     Trace,
 )
 from storylab.story.backends import SimulatedImageBackend
 from storylab.tutorial import (
     FACTS_MIME,
-    ChildCounter,
     PictureState,
     Verdict,
-    all_asked_at,
     check_bound,
     check_error_type,
     check_even_split,
@@ -30,17 +27,12 @@ from storylab.tutorial import (
     check_longest_picture,
     check_makespan_with_limit,
     check_redrawn,
-    first_full,
     first_split,
     fresh_graph,
-    handoffs,
     image_nodes,
     image_statuses,
-    in_use_at,
     notebook_facts,
     picture_states,
-    plot_children,
-    plot_in_use,
     pool_makespan,
     remember,
     run_stories,
@@ -52,6 +44,7 @@ from storylab.tutorial import (
     tutorial_home,
     workspace,
 )
+from storylab.viz import ChildCounter, all_asked_at, in_use_at, plot_children
 
 SCALE = 0.002
 TWO = {"illustration_count": 2}
@@ -120,70 +113,6 @@ async def test_run_stories_checks_its_arguments(tmp_path):
         await run_stories(graph, ["x"], settings=settings, stagger=-1)
     assert graph.roots() == []  # nothing stored for a refused request
     graph.close()
-
-
-async def _two_groups(time_scale: float) -> Trace:
-    """Group A (limit 2) takes the whole root (2); B waits, then gets A's first unit."""
-    root = CapacitySource(2, name="root")
-
-    async def group(name: str, seconds: list[float], delay: float) -> None:
-        await asyncio.sleep(delay)
-        cap = CapacitySource(2, root, name=name)
-        thunks = [lambda s=s: asyncio.sleep(s * time_scale) for s in seconds]
-        async for _ in HierarchicalTaskPoolRunner(name, SourceBufferObj(thunks), cap).run_tasks():
-            pass
-
-    with Trace(meta={"time_scale": time_scale}) as trace:
-        await asyncio.gather(group("A", [10, 20], 0), group("B", [10], 2 * time_scale))
-    return trace
-
-
-async def test_trace_readings_find_the_full_moment_and_the_handoff():
-    trace = await _two_groups(0.01)
-    t_full = first_full(trace, "root", 2)
-    assert t_full is not None
-    snapshot = in_use_at(trace, t_full)
-    assert snapshot["root"] == 2 and snapshot["A"] == 2 and snapshot.get("B", 0) == 0
-    first = handoffs(trace, after=t_full, source="root")[0]
-    assert (first.released_by, first.taken_by) == ("A", "B")
-    assert first.released_at == pytest.approx(10, abs=3) and first.taken_at >= first.released_at
-    assert first_full(trace, "root", 3) is None
-    assert in_use_at(trace, 1000)["root"] == 0
-
-
-async def test_plot_in_use_draws_one_line_per_run():
-    trace = await _two_groups(0.005)
-    fig = plot_in_use({"run 1": trace, "run 2": trace}, source="root", limit=2, title="T")
-    (ax,) = fig.axes
-    assert ax.get_title() == "T" and "model seconds" in ax.get_xlabel()
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels[0].startswith("run 1 (makespan") and labels[-1] == "limit 2"
-    with pytest.raises(ValueError, match="no capacity source named 'nope'"):
-        plot_in_use({"run": trace}, source="nope")
-    with pytest.raises(ValueError, match="at least one"):
-        plot_in_use({})
-
-
-async def test_plot_in_use_defaults_to_each_traces_root():
-    import asyncio
-
-    from storylab.scheduling import CapacitySource, HierarchicalTaskPoolRunner, Trace
-
-    async def run(root_name: str, policy: str) -> Trace:
-        with Trace(meta={"time_scale": 0.001}) as trace:
-            root = CapacitySource(2, name=root_name, policy=policy)
-            cap = CapacitySource(2, root, name=f"story-{root_name}")
-            tasks = [lambda: asyncio.sleep(0.002)] * 3
-            async for _ in HierarchicalTaskPoolRunner("r", tasks, cap).run_tasks():
-                pass
-        return trace
-
-    fair, fifo = await run("global", "fair"), await run("global-fifo", "fifo")
-    fig = plot_in_use({"fair": fair, "fifo": fifo})
-    (ax,) = fig.axes
-    assert [line.get_label().split(" (")[0] for line in ax.get_lines()] == ["fair", "fifo"]
-    assert max(max(line.get_ydata()) for line in ax.get_lines()) == 2
-    assert ax.get_title() == "Units in use at the root capacity source over time"
 
 
 async def test_run_stories_cancels_the_others_when_one_fails(tmp_path):

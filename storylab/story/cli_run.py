@@ -4,8 +4,9 @@ Each topic becomes a story pipeline in the entity graph (by default
 ``./.storylab/graph.sqlite``), named from the topic and the options, so the
 same command run again picks up where it stopped, or just re-writes the
 finished page. Several topics run at once and share the global image limit.
-Progress is printed one line per event; the HTML goes to ``--out`` and the
-entity tree is printed at the end.
+Progress is printed by the text form of the viz layer's progress panel, one
+line per event; the HTML goes to ``--out`` and the entity tree is printed at
+the end.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import re
 import sys
 from contextlib import aclosing
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from storylab._cli_args import (
     EXIT_FAILED,
@@ -43,6 +44,9 @@ from storylab.story.models import (
     normalized_customization,
     validate_story_request,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from storylab.viz.progress import ProgressPanel
 
 __all__ = ["DEFAULT_TIME_SCALE", "DEFAULT_TOPIC", "configure", "main"]
 
@@ -261,6 +265,7 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
     from storylab.entities import EntityGraph, EntityGraphError, GraphFileGoneError
     from storylab.story.entities import create_story
     from storylab.story.settings import use_settings
+    from storylab.viz.progress import ProgressPanel
 
     # Image failures are reported on the progress lines; keep the library's
     # warnings for them out of the terminal.
@@ -278,10 +283,14 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
         unique = list({p.id: p for p in pipelines}.values())
         out_dir = Path(args.out)
         print(f"graph: {graph.path}", file=out)
+        # Lines, wherever stdout goes (a terminal or a pipe): the outcome and
+        # the tree below say how each story ended, so no summary block.
+        panel = ProgressPanel(form="text", stream=out, summary_at_end=False)
         with use_settings(settings):
             results = await asyncio.gather(
-                *(_one(graph, p, out_dir, out) for p in unique), return_exceptions=True
+                *(_one(graph, p, out_dir, panel) for p in unique), return_exceptions=True
             )
+        panel.close()
         code = 0
         gone = False
         for pipeline, result in zip(unique, results, strict=True):
@@ -311,31 +320,13 @@ def _label(topic: str) -> str:
     return topic if len(topic) <= 24 else topic[:23] + "…"
 
 
-def _report(env, pipeline, started: set[str], say) -> None:
-    """One progress line for the envelopes a person wants to see."""
-    if env.entity_id == pipeline.id:
-        if env.type == "STATUS" and env.status == "RUNNING":
-            say(env.message)
-    elif env.entity_type == "ImageGenerationEntity":
-        if env.type == "STATUS" and env.status == "STARTED":
-            started.add(env.entity_id)
-            say(f"{env.entity_name} started")
-        elif env.type == "STATUS" and env.status == "COMPLETED":
-            say(f"{env.entity_name} done")
-        elif env.type == "VALUE" and env.sub_type == "return":
-            if env.entity_id not in started:  # a finished child hands back its output
-                say(f"{env.entity_name} already done")
-        elif env.type == "ERROR":
-            say(f"{env.entity_name} FAILED: {env.message}")
-
-
-async def _one(graph, pipeline, out_dir: Path, out: TextIO) -> dict[str, Any]:
+async def _one(graph, pipeline, out_dir: Path, panel: ProgressPanel) -> dict[str, Any]:
     from storylab.story.entities import story_html
 
     label = _label(pipeline.data["topic"])
 
     def say(text: str) -> None:
-        print(f"[{label}] {text}", file=out, flush=True)
+        panel.note(text, root=pipeline.id, label=label)
 
     if pipeline.status == "Completed":
         say("already finished; using the stored result")
@@ -344,14 +335,11 @@ async def _one(graph, pipeline, out_dir: Path, out: TextIO) -> dict[str, Any]:
         if lease is None or graph.lease_state(lease) != "live":
             say(f"resuming ({pipeline.status})")
         # else: another process runs it, and the run says it is waiting for it
-    started: set[str] = set()
     run = pipeline.start()
     # aclosing: if printing fails (a closed pipe), the run is closed here,
     # while the graph is still open, and stays resumable.
     async with aclosing(run):
-        async for env in run:
-            _report(env, pipeline, started, say)
-    result = run.result
+        result = await panel.watch(run, root=pipeline.id, label=label)
     # Nothing is "done" until it is stored: a failed commit or a deleted graph
     # file is raised here, not discovered by the next run.
     graph.flush()

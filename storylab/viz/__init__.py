@@ -11,29 +11,66 @@ and needs no display.
 * :func:`entity_graph`, :func:`plot_entity_tree`, :class:`LiveEntityTree`:
   the entity tree as a networkx graph and as a top-down picture.
 * :func:`plot_timeline`, :func:`plot_capacity`,
-  :func:`plot_sequential_vs_parallel`: charts of a traced run, in model
-  seconds.
+  :func:`plot_sequential_vs_parallel`, :func:`plot_in_use`,
+  :func:`plot_children`: charts of traced runs, in model seconds.
+* :func:`plot_sweep_heatmaps`, :func:`plot_sweep_lines`,
+  :func:`plot_simulated_vs_wall`: charts of a limits sweep.
+* :mod:`storylab.viz.readings`: the numbers behind the charts (units in use
+  at a moment, peaks, hand-offs, retries marked, how busy a pool was, how
+  many children the graph held while a run went on).
 """
 
 from storylab.viz.graph_plot import LiveEntityTree, entity_graph, plot_entity_tree
 from storylab.viz.progress import ProgressPanel, in_jupyter_kernel
+from storylab.viz.readings import (
+    ChildCounter,
+    Handoff,
+    PoolUse,
+    all_asked_at,
+    first_full,
+    handoffs,
+    in_use_at,
+    marks,
+    peaks_in_use,
+    pool_use,
+    root_source,
+)
+from storylab.viz.sweep_plots import plot_simulated_vs_wall, plot_sweep_heatmaps, plot_sweep_lines
 from storylab.viz.timeline import (
     makespan,
     plot_capacity,
+    plot_children,
+    plot_in_use,
     plot_sequential_vs_parallel,
     plot_timeline,
     timeline_lanes,
 )
 
 __all__ = [
+    "ChildCounter",
+    "Handoff",
     "LiveEntityTree",
+    "PoolUse",
     "ProgressPanel",
+    "all_asked_at",
     "entity_graph",
+    "first_full",
+    "handoffs",
     "in_jupyter_kernel",
+    "in_use_at",
     "makespan",
+    "marks",
+    "peaks_in_use",
     "plot_capacity",
+    "plot_children",
     "plot_entity_tree",
+    "plot_in_use",
     "plot_sequential_vs_parallel",
+    "plot_simulated_vs_wall",
+    "plot_sweep_heatmaps",
+    "plot_sweep_lines",
     "plot_timeline",
+    "pool_use",
+    "root_source",
     "timeline_lanes",
 ]

@@ -14,16 +14,23 @@ caller) picks the form:
 
 * in a Jupyter kernel with ipywidgets installed it is a widget (bars and an
   HTML table per pipeline), updated on the kernel's loop;
-* anywhere else (a terminal, ``storylab run``, a script) it prints lines;
+* anywhere else (a terminal, ``storylab run``, a script, a pipe) it prints
+  a log: one plain line per thing that happened (a child started, finished,
+  was handed back from an earlier run, failed; a pipeline's message), each
+  prefixed with the pipeline's label, and when a pipeline ends its summary.
+  No cursor movement and no colour codes, so the same lines read well in a
+  terminal, a file or ``| grep``;
 * in a papermill/nbclient run the saved notebook must show the *finished*
   state, not the 0 % it had when displayed: the panel is displayed through a
   display handle, and every final flush replaces that output with the widget
   view plus a fresh ``text/plain`` summary.
 
-Updates are throttled (at most one render per ``min_interval``, 0.1 s by
-default) so a thousand entities do not flood the frontend; a pending change
-is rendered by a timer on the running loop, and the final state is always
-rendered when a watched run ends and on :meth:`ProgressPanel.close`.
+Widget updates are throttled (at most one render per ``min_interval``, 0.1 s
+by default) so a thousand entities do not flood the frontend; a pending
+change is rendered by a timer on the running loop, and the final state is
+always rendered when a watched run ends and on :meth:`ProgressPanel.close`.
+The text form prints each line as it happens: a log loses nothing by being
+read later.
 
 Typical use in a notebook::
 
@@ -175,7 +182,7 @@ class PipelineProgress:
 
 class _Root:
     __slots__ = ("key", "entity_id", "entity_type", "name", "status", "message", "stage",
-                 "stages", "rows", "by_id")
+                 "stages", "rows", "by_id", "label")
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -188,6 +195,11 @@ class _Root:
         self.stages: dict[str, int] = {}
         self.rows: dict[str, dict[str, Any]] = {}  # by child name, in announcement order
         self.by_id: dict[str, str] = {}  # child entity id -> row name
+        self.label: str | None = None  # the text form's line prefix (default: the name)
+
+    @property
+    def prefix(self) -> str:
+        return f"[{self.label or self.name or self.key}] "
 
     def snapshot(self) -> PipelineProgress:
         rows = tuple(
@@ -259,7 +271,9 @@ class ProgressPanel:
     bounds the rows shown per pipeline (the counts always cover all).
     ``form`` is chosen from the environment (see :func:`in_jupyter_kernel`);
     passing ``"widget"`` or ``"text"`` is meant for tests and tools that know
-    better. ``stream`` is where the text form prints (default ``sys.stdout``).
+    better. ``stream`` is where the text form prints (default ``sys.stdout``);
+    ``summary_at_end=False`` leaves out the summary it prints when a pipeline
+    ends (for a command that reports the outcome itself).
     """
 
     def __init__(
@@ -270,6 +284,7 @@ class ProgressPanel:
         max_rows: int = 50,
         form: Form | None = None,
         stream: TextIO | None = None,
+        summary_at_end: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if form is not None and form not in _FORMS:
@@ -285,13 +300,13 @@ class ProgressPanel:
         self.max_rows = max_rows
         self.renders = 0
         self._stream = stream
+        self.summary_at_end = bool(summary_at_end)
         self._clock = clock
         self._roots: dict[str, _Root] = {}
         self._dirty = False
         self._last_render: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
-        self._printed: dict[str, str] = {}  # text form: last line printed per root
         self._final_printed: set[str] = set()
         self._widgets: _WidgetView | None = None
         self._handle: Any = None
@@ -332,11 +347,37 @@ class ProgressPanel:
         env = _fields(envelope)
         state = self._root_for(env, root)
         if env["entity_id"] == state.entity_id:
-            self._apply_root(state, env)
+            said = self._apply_root(state, env)
         else:
-            self._apply_child(state, env)
+            said = self._apply_child(state, env)
+        if said and self.form == "text":
+            self._say(state, said)
         self._dirty = True
         self._maybe_render()
+
+    def note(self, text: str, *, root: str, label: str | None = None) -> None:
+        """A line about pipeline ``root`` that no envelope carries ("resuming", "page written").
+
+        The text form prints it with the pipeline's label; the widget shows it
+        as the pipeline's message.
+        """
+        if self._closed:
+            raise RuntimeError("this progress panel is closed; create a new one")
+        state = self._labelled(root, label)
+        if self.form == "text":
+            self._say(state, str(text))
+        else:
+            state.message = str(text)
+            self._dirty = True
+            self._maybe_render()
+
+    def _labelled(self, key: str, label: str | None) -> _Root:
+        state = self._roots.get(key)
+        if state is None:
+            state = self._roots[key] = _Root(key)
+        if label is not None:
+            state.label = label
+        return state
 
     def _root_for(self, env: dict[str, Any], key: str | None) -> _Root:
         eid = env["entity_id"]
@@ -365,12 +406,15 @@ class ProgressPanel:
         state.entity_type = env["entity_type"]
         state.name = env["entity_name"]
 
-    def _apply_root(self, state: _Root, env: dict[str, Any]) -> None:
+    def _apply_root(self, state: _Root, env: dict[str, Any]) -> str | None:
+        """Apply a pipeline's own envelope; the log line it is worth, if any."""
         kind = env["type"]
         if kind == "STATUS":
             state.status = _STATUS_EVENTS.get(env["status"], state.status)
             if env["message"]:
                 state.message = env["message"]
+                if state.status is Status.RUNNING:  # how it ended is the summary's to say
+                    return str(env["message"])
         elif kind == "VALUE" and env["sub_type"] == "progress":
             stage, total, items = _progress_value(env["value"])
             state.stage = stage
@@ -388,8 +432,10 @@ class ProgressPanel:
         elif kind == "ERROR":
             state.status = Status.FAILED
             state.message = _error_message(env["error"]) or state.message
+        return None
 
-    def _apply_child(self, state: _Root, env: dict[str, Any]) -> None:
+    def _apply_child(self, state: _Root, env: dict[str, Any]) -> str | None:
+        """Apply a child's envelope; the log line its change of status is worth, if any."""
         eid, name = env["entity_id"], env["entity_name"] or env["entity_id"]
         row_name = state.by_id.get(eid)
         if row_name is None:
@@ -405,6 +451,7 @@ class ProgressPanel:
                                         "counted": False}
             state.by_id[eid] = row_name
         row = state.rows[row_name]
+        before = row["status"]
         row["entity_id"] = eid
         row["entity_type"] = env["entity_type"] or row["entity_type"]
         kind = env["type"]
@@ -417,18 +464,26 @@ class ProgressPanel:
         elif kind == "ERROR":
             row["status"] = Status.FAILED
             row["message"] = _error_message(env["error"]) or row["message"]
+        if row["status"] is before:
+            return None
+        change = _change(row)
+        return f"{row_name} {change}" if change else None
 
-    async def watch(self, run: Any, *, root: str | None = None) -> Any:
+    async def watch(self, run: Any, *, root: str | None = None,
+                    label: str | None = None) -> Any:
         """Feed every envelope of ``run`` to the panel and return ``run.result``.
 
         The final state of this pipeline is rendered when the run ends, also
-        when it fails (the failure is then raised again).
+        when it fails (the failure is then raised again). ``label`` is the
+        prefix of the text form's lines for this pipeline (default: its name).
         """
         key = root or _run_root_id(run)
         try:
             async for envelope in run:
                 if key is None:
                     key = _fields(envelope)["entity_id"]
+                if label is not None:
+                    self._labelled(key, label)
                 self.update(envelope, root=key)
         finally:
             if not self._closed:
@@ -481,12 +536,12 @@ class ProgressPanel:
         """Render the final state (idempotent); later updates are refused."""
         if self._closed:
             return
+        self._closed = True  # also when printing fails (a closed pipe): closed is closed
         self.flush(final=True)
-        if self.form == "text":
+        if self.form == "text" and self.summary_at_end:
             for p in self.pipelines:
                 if p.key not in self._final_printed:
                     self._print_final(p)
-        self._closed = True
 
     def __enter__(self) -> ProgressPanel:
         return self
@@ -506,18 +561,17 @@ class ProgressPanel:
     def _out(self) -> TextIO:
         return self._stream if self._stream is not None else sys.stdout
 
+    def _say(self, state: _Root, text: str) -> None:
+        print(state.prefix + text, file=self._out(), flush=True)
+
     def _print_changes(self) -> None:
-        out = self._out()
+        # The log lines were printed as they happened; what is left is the
+        # summary of each pipeline that has just ended.
+        if not self.summary_at_end:
+            return
         for p in self.pipelines:
-            if p.key in self._final_printed:
-                continue
-            if p.status in _FINISHED:
+            if p.key not in self._final_printed and p.status in _FINISHED:
                 self._print_final(p)
-                continue
-            line = p.summary_line()
-            if self._printed.get(p.key) != line:
-                self._printed[p.key] = line
-                print(line, file=out, flush=True)
 
     def _print_final(self, p: PipelineProgress) -> None:
         out = self._out()
@@ -530,6 +584,22 @@ class ProgressPanel:
         if len(p.rows) > len(shown):
             print(f"  … and {len(p.rows) - len(shown)} more", file=out)
         out.flush()
+
+
+def _change(row: dict[str, Any]) -> str | None:
+    """How the log words a child's new status (``None``: not worth a line)."""
+    status = row["status"]
+    if status is Status.RUNNING:
+        row["started"] = True
+        return "started"
+    if status is Status.COMPLETED:
+        # Completed without starting in this run: handed back from the graph.
+        return "done" if row.get("started") else "already done"
+    if status is Status.FAILED:
+        return f"FAILED: {row['message']}" if row["message"] else "FAILED"
+    if status is Status.CANCELLED:
+        return "cancelled"
+    return None
 
 
 def _run_root_id(run: Any) -> str | None:

@@ -27,10 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from storylab.scheduling.trace import EventKind, Trace
 from storylab.viz._palette import COLOURS, MARK_COLOUR, WAIT_COLOURS, Status
+from storylab.viz.readings import root_source
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+    from storylab.viz.readings import ChildCounter
 
 __all__ = [
     "CapacityLine",
@@ -38,6 +41,8 @@ __all__ = [
     "capacity_series",
     "makespan",
     "plot_capacity",
+    "plot_children",
+    "plot_in_use",
     "plot_sequential_vs_parallel",
     "plot_timeline",
     "timeline_lanes",
@@ -528,4 +533,85 @@ def plot_sequential_vs_parallel(
         speedup = f" ({seq_span / par_span:.1f}x faster in parallel)" if par_span > 0 else ""
         title = f"Sequential vs parallel run of the same work{speedup}"
     fig.suptitle(title)
+    return fig
+
+
+def plot_in_use(
+    traces: Mapping[str, Trace],
+    *,
+    source: str | None = None,
+    limit: int | None = None,
+    title: str | None = None,
+) -> Figure:
+    """One step line per trace: units in use at ``source`` over model seconds.
+
+    Handy to compare runs of the same work (two policies, two limits). Each
+    legend entry carries the run's makespan; ``limit`` draws a dashed line.
+    ``source`` defaults to each trace's root capacity source (the last level
+    of the paths it recorded), so runs whose global sources have different
+    names (``global`` and ``global-fifo``) still share one chart.
+    """
+    if not traces:
+        raise ValueError("traces must map a label to at least one Trace")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 3.6), layout="constrained")
+    for label, trace in traces.items():
+        name = source if source is not None else root_source(trace)
+        lines = [c for c in capacity_series(trace) if c.name == name]
+        if not lines:
+            raise ValueError(f"no capacity source named {name!r} in the trace {label!r}")
+        span = makespan(trace)
+        # A unit handed straight from a finished task to a waiter is one step, not a dip.
+        points = _merge_bursts(lines[0].points, span * _BURST)
+        xs = [t for t, _ in points] + [span]
+        ys = [n for _, n in points] + [points[-1][1]]
+        ax.step(xs, ys, where="post", lw=1.8, label=f"{label} (makespan {span:.1f} model s)")
+    if limit is not None:
+        ax.axhline(limit, color="#d62728", ls="--", lw=1.2, label=f"limit {limit}")
+        ax.set_ylim(0, limit * 1.25)
+    ax.set_xlabel(TIME_LABEL)
+    ax.set_ylabel(f"units in use ({source or 'root'})")
+    ax.set_xlim(left=0)
+    ax.grid(color="#eeeeee")
+    ax.legend(loc="lower center", fontsize=8, frameon=False)
+    default = (
+        f"Units in use at {source!r}" if source else "Units in use at the root capacity source"
+    )
+    ax.set_title(title or f"{default} over time")
+    return fig
+
+
+def plot_children(counters: Mapping[str, ChildCounter], *, limit: int | None = None,
+                  title: str | None = None) -> Figure:
+    """Children existing in the graph over model seconds, one step line per counter.
+
+    ``counters`` are :class:`~storylab.viz.readings.ChildCounter` samples of
+    runs. A dotted vertical line marks when each run's first task finished,
+    and the legend says how many children existed before it.
+    """
+    if not counters:
+        raise ValueError("counters must map a label to at least one ChildCounter")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 3.6), layout="constrained")
+    top = 0
+    for i, (label, counter) in enumerate(counters.items()):
+        colour = f"C{i}"
+        xs = [t for t, _ in counter.samples]
+        ys = [n for _, n in counter.samples]
+        top = max(top, *ys)
+        before = counter.most_before_first_finish
+        ax.step(xs, ys, where="post", lw=2, color=colour,
+                label=f"{label}: {before} children before the first finished")
+        if counter.first_finish is not None:
+            ax.axvline(counter.first_finish, color=colour, ls=":", lw=1.2)
+    if limit is not None:
+        ax.axhline(limit, color="#d62728", ls="--", lw=1.2, label=f"capacity {limit}")
+    ax.set_ylim(0, top + 1)
+    ax.set_xlim(left=0)
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel(TIME_LABEL)
+    ax.set_ylabel("children in the graph")
+    ax.grid(color="#eeeeee")
+    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    ax.set_title(title or "Children that exist in the graph (dotted: the first task finishes)")
     return fig

@@ -196,6 +196,20 @@ def import_problems(nb) -> list[str]:
     return found
 
 
+_DRAWING = re.compile(r"^\s*(?:import\s+matplotlib|from\s+matplotlib[\w.]*\s+import)",
+                      re.MULTILINE)
+
+
+def drawing_problems(nb) -> list[str]:
+    """Notebooks draw through ``storylab.viz``: a chart drawn in a cell is a chart
+    the package does not test and the next notebook cannot reuse."""
+    return [
+        f"cell {i} imports matplotlib (draw with a storylab.viz function instead)"
+        for i, cell in code_cells(nb)
+        if _DRAWING.search(cell.source)
+    ]
+
+
 def verdict_problems(nb) -> list[str]:
     """In an executed notebook: each solution says right, each unanswered check says not yet."""
     found = []

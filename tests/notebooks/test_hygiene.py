@@ -7,7 +7,8 @@ runs on the ``python3`` kernel CI and Binder provide; code cells stay short
 enough to read at a glance; each has the scaffolding of a tutorial (objectives,
 prerequisites and time on top; summary, exercises with a checker and a hidden
 solution, what comes next and references at the end); it imports only the
-public face of storylab; and the README launches the series on Binder.
+public face of storylab and draws only through storylab.viz; and the README
+launches the series on Binder.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def test_notebook_hygiene(name):
         + nbcheck.long_cells(nb)
         + nbcheck.scaffold_problems(nb)
         + nbcheck.import_problems(nb)
+        + nbcheck.drawing_problems(nb)
     )
     assert problems == [], f"{name}:\n" + "\n".join(problems)
 

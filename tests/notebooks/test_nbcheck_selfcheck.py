@@ -229,6 +229,16 @@ def test_import_check_refuses_inner_modules():
     ]
 
 
+def test_drawing_check_refuses_matplotlib_in_a_cell():
+    nb = make([PARAMS, SWITCH, "from storylab.viz import plot_timeline",
+               "import matplotlib.pyplot as plt\nfig, ax = plt.subplots()",
+               "x = 1\nfrom matplotlib import colors"])
+    assert nbcheck.drawing_problems(nb) == [
+        "cell 4 imports matplotlib (draw with a storylab.viz function instead)",
+        "cell 5 imports matplotlib (draw with a storylab.viz function instead)",
+    ]
+
+
 def test_verdict_check_needs_right_for_solutions_and_not_yet_for_defaults():
     nb = _scaffolded()
     check, solution = nb.cells[-3], nb.cells[-2]

@@ -212,7 +212,7 @@ def _claims_06(f):
 def _claims_07(f):
     found = []
     if f["line_panels"] != 6 or len(f["line_legend"]) != 3:
-        found.append(f"plot_lines: {f['line_panels']} panels, legend {f['line_legend']}")
+        found.append(f"plot_sweep_lines: {f['line_panels']} panels, legend {f['line_legend']}")
     if not f["fifo_off_bound"] > f["fair_off_bound"]:
         found.append("FIFO should miss the bound in more cells than fair")
     if f["cells"] != 48:

@@ -293,6 +293,24 @@ def test_a_reader_that_goes_away_stops_the_run_quietly_and_it_resumes(tmp_path):
     assert done.returncode == 0 and "completed: 5 images" in done.stdout
 
 
+def test_progress_into_a_pipe_is_plain_lines_one_per_event(tmp_path):
+    argv = [sys.executable, "-m", "storylab.cli", "run", "an owl", "--images", "2",
+            "--fail", "IMAGE_2", "--graph", str(tmp_path / "graph.sqlite"),
+            "--out", str(tmp_path / "out"), "--time-scale", "0.001", "--no-tree"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, timeout=60, text=True)
+    assert done.returncode == 1, done.stderr
+    graph_line, *progress = done.stdout.splitlines()
+    assert graph_line.startswith("graph: ")
+    assert progress and all(line.startswith("[an owl] ") for line in progress)
+    assert "\x1b" not in done.stdout and "\r" not in done.stdout  # no terminal tricks
+    for line in ("image-{{IMAGE_1}} started", "image-{{IMAGE_1}} done",
+                 "image-{{IMAGE_2}} started"):
+        assert progress.count(f"[an owl] {line}") == 1
+    (failed,) = [ln for ln in progress if "image-{{IMAGE_2}} FAILED" in ln]
+    assert "simulated image failure for {{IMAGE_2}}" in failed
+    assert progress[-1].startswith("[an owl] completed_with_errors: 1 images, 1 failed -> ")
+
+
 def _digest(path) -> str:
     import hashlib
 

@@ -208,6 +208,60 @@ async def test_text_form_prints_lines_and_the_final_state(graph):
     assert "  ✗ VizImage (image-3) failed: no ink for image-3" in lines
 
 
+async def test_text_form_logs_one_labelled_line_per_change(graph):
+    out = io.StringIO()
+    story = graph.create(VizStory, "log", {"images": 2, "seconds": 0.001, "fail": [2]})
+    panel = ProgressPanel(form="text", stream=out, summary_at_end=False)
+    panel.note("starting", root=story.id, label="my story")
+    await panel.watch(story.start(), root=story.id, label="my story")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "[my story] starting"
+    assert lines.count("[my story] image-1 started") == 1
+    assert lines.count("[my story] image-1 done") == 1  # once, not per envelope
+    assert "[my story] image-2 FAILED: RuntimeError: no ink for image-2" in lines
+    assert all(line.startswith("[my story] ") for line in lines)  # no summary block
+    assert "\x1b" not in out.getvalue()  # plain lines: no terminal control codes
+
+    again = io.StringIO()
+    panel = ProgressPanel(form="text", stream=again)
+    await panel.watch(story.start())
+    panel.close()
+    text = again.getvalue()
+    # The story ended Completed: started again, it hands back its stored result.
+    assert " started" not in text and "[completed]" in text
+
+
+def test_a_child_handed_back_from_the_graph_is_logged_as_already_done():
+    out = io.StringIO()
+    panel = ProgressPanel(form="text", stream=out, summary_at_end=False)
+    panel.update(_env("STATUS", "p", "story", "Pipeline", status="STARTED"), root="p")
+    panel.update(_env("STATUS", "p", "story", "Pipeline", status="RUNNING",
+                      message="Drawing"), root="p")
+    # A child finished by an earlier run sends only its stored return value.
+    panel.update(_env("VALUE", "c1", "i1", sub_type="return", value=1), root="p")
+    panel.update(_env("STATUS", "c2", "i2", status="STARTED"), root="p")
+    panel.update(_env("VALUE", "c2", "i2", sub_type="return", value=2), root="p")
+    panel.update(_env("STATUS", "c2", "i2", status="COMPLETED"), root="p")
+    panel.update(_env("STATUS", "p", "story", "Pipeline", status="COMPLETED"), root="p")
+    assert out.getvalue().splitlines() == [
+        "[story] Drawing", "[story] i1 already done", "[story] i2 started", "[story] i2 done"
+    ]
+    panel.close()
+    assert out.getvalue().count("\n") == 4  # summary_at_end=False: nothing more at the end
+    with pytest.raises(RuntimeError, match="closed"):
+        panel.note("late", root="p")
+
+
+def test_a_note_is_the_pipelines_message_in_the_widget():
+    panel = ProgressPanel(form="widget", min_interval=0)
+    panel.update(_env("STATUS", "p", "story", "Pipeline", status="STARTED"), root="p")
+    panel.note("resuming (Failed)", root="p", label="my story")
+    (p,) = panel.pipelines
+    assert p.message == "resuming (Failed)" and "resuming (Failed)" in p.summary_line()
+    part = next(iter(panel._widgets.parts.values()))
+    assert "resuming (Failed)" in part["title"].value
+
+
 def test_text_form_in_a_terminal_run(tmp_path):
     script = textwrap.dedent(
         f"""

@@ -1,0 +1,248 @@
+"""Numbers read from a traced run: who held how many units when, who handed a
+unit to whom, how busy a pool was, what the graph held while it ran.
+
+A :class:`~storylab.scheduling.Trace` records facts in wall seconds; every
+reading here answers in **model seconds** (wall seconds divided by
+``trace.meta["time_scale"]``, 1.0 when absent), like the charts of this
+layer. No plotting library is needed: these are the numbers a notebook prints
+next to a chart, or that a test checks the chart against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from storylab.scheduling.trace import EventKind, Trace, TraceEvent
+
+__all__ = [
+    "ChildCounter",
+    "Handoff",
+    "PoolUse",
+    "all_asked_at",
+    "first_full",
+    "handoffs",
+    "in_use_at",
+    "marks",
+    "peaks_in_use",
+    "pool_use",
+    "root_source",
+]
+
+
+def _time_scale(trace: Trace) -> float:
+    scale = trace.meta.get("time_scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
+        raise ValueError(f"trace.meta['time_scale'] must be a number > 0, got {scale!r}")
+    return float(scale)
+
+
+def in_use_at(trace: Trace, t: float) -> dict[str, int]:
+    """Units in use per capacity source just after model second ``t`` of the trace."""
+    scale = _time_scale(trace)
+    out: dict[str, int] = {}
+    for name, points in trace.in_use_series().items():
+        value = 0
+        for when, n in points:
+            if when / scale > t:
+                break
+            value = n
+        out[name] = value
+    return out
+
+
+def peaks_in_use(trace: Trace) -> dict[str, int]:
+    """The most units each capacity source of the trace ever had in use at once."""
+    return {
+        name: max((n for _, n in points), default=0)
+        for name, points in trace.in_use_series().items()
+    }
+
+
+def first_full(trace: Trace, source: str, limit: int) -> float | None:
+    """The model second at which ``source`` first had ``limit`` units in use (or ``None``)."""
+    scale = _time_scale(trace)
+    for when, n in trace.in_use_series().get(source, []):
+        if n >= limit:
+            return when / scale
+    return None
+
+
+def root_source(trace: Trace) -> str | None:
+    """The top capacity source of the trace: the last level of the first path it recorded."""
+    for event in trace.events:
+        if event.path:
+            return event.path[-1]
+    return None
+
+
+def all_asked_at(trace: Trace, sources: Iterable[str]) -> float:
+    """The model second by which every one of ``sources`` had asked for its first unit.
+
+    A source "asks" when a unit is taken through it at once or a wait begins
+    (``ACQUIRE`` or ``WAIT`` with the source as the leaf of the path).
+    """
+    scale = _time_scale(trace)
+    wanted = list(sources)
+    if not wanted:
+        raise ValueError("sources must name at least one capacity source")
+    first: dict[str, float] = {}
+    for e in trace.events:
+        if e.kind in (EventKind.ACQUIRE, EventKind.WAIT) and e.path and e.path[0] in wanted:
+            first.setdefault(e.path[0], trace.relative(e.t) / scale)
+    never = [name for name in wanted if name not in first]
+    if never:
+        raise ValueError(f"these sources never asked for a unit in the trace: {never}")
+    return max(first.values())
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """A unit given back by one task and taken next by another, through ``source``."""
+
+    released_at: float  # model seconds
+    taken_at: float
+    released_by: str  # leaf capacity source (the story) of each side
+    taken_by: str
+    label: str | None  # the task the unit was taken for
+
+
+def handoffs(trace: Trace, *, after: float = 0.0, source: str = "global") -> list[Handoff]:
+    """Each unit released at ``source`` after model second ``after`` and who took it next.
+
+    Releases and takes are paired in order: the first take after a release is
+    the freed unit moving on. Releases nobody took (the end of a run) are
+    left out.
+    """
+    scale = _time_scale(trace)
+    labels = {
+        (e.runner, e.task_id): e.label for e in trace.events if e.kind is EventKind.TASK_START
+    }
+    free: list[tuple[float, str]] = []
+    out: list[Handoff] = []
+    for e in trace.events:
+        t = trace.relative(e.t) / scale
+        if t < after or source not in e.path:
+            continue
+        if e.kind is EventKind.RELEASE:
+            free.append((t, e.path[0]))
+        elif e.kind in (EventKind.ACQUIRE, EventKind.GRANT) and free:
+            released_at, by = free.pop(0)
+            label = e.label or labels.get((e.runner, e.task_id))
+            out.append(Handoff(released_at, t, by, e.path[0], label))
+    return out
+
+
+def marks(trace: Trace) -> list[TraceEvent]:
+    """The ``MARK`` events of the trace (a backend's retries...), in the order they happened."""
+    return [e for e in trace.events if e.kind is EventKind.MARK]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolUse:
+    """How a run used one capacity source, in model seconds.
+
+    ``span`` runs from the start of the trace to the end of its last task;
+    ``busy`` adds up every task's run time (two tasks of 10 s at once are 20
+    busy seconds); ``peak`` is the most units ``source`` had in use at once.
+    """
+
+    source: str
+    span: float
+    busy: float
+    peak: int
+
+
+def pool_use(trace: Trace, source: str, *, time_scale: float | None = None) -> PoolUse:
+    """Span, busy task-seconds and peak of ``source``, read from the trace's task events.
+
+    ``time_scale`` overrides ``trace.meta["time_scale"]``.
+    """
+    scale = _time_scale(trace) if time_scale is None else time_scale
+    starts: dict[tuple[str, int], float] = {}
+    busy = 0.0
+    last = trace.started_at
+    for e in trace.events:
+        if e.runner is None or e.task_id is None:
+            continue
+        key = (e.runner, e.task_id)
+        if e.kind is EventKind.TASK_START:
+            starts[key] = e.t
+        elif e.kind in (EventKind.TASK_END, EventKind.TASK_ERROR, EventKind.TASK_CANCEL):
+            busy += e.t - starts.pop(key, e.t)
+            last = max(last, e.t)
+    peak = max((n for _, n in trace.in_use_series().get(source, [(0.0, 0)])), default=0)
+    return PoolUse(source, (last - trace.started_at) / scale, busy / scale, peak)
+
+
+# -- what the graph held while a run went on ---------------------------------------
+@dataclass
+class ChildCounter:
+    """Counts a parent's children in the graph, again and again, while a run goes on.
+
+    Use it as ``async with ChildCounter(graph, parent, trace):`` around the
+    run. ``samples`` are ``(model second, children)``; :meth:`most_before`
+    answers "how many children existed before model second t?", and
+    :attr:`first_finish` is when the first task of the trace ended.
+    ``graph`` is any entity graph store with ``children(parent_id)``.
+    """
+
+    graph: Any
+    parent: Any
+    trace: Trace
+    every: float | None = None  # wall seconds between samples (default 0.1 model s)
+    samples: list[tuple[float, int]] = field(default_factory=list)
+    _task: asyncio.Task | None = None
+
+    def __post_init__(self) -> None:
+        self._parent_id = self.parent if isinstance(self.parent, str) else self.parent.id
+        self._scale = _time_scale(self.trace)
+        if self.every is None:
+            self.every = 0.1 * self._scale
+        if isinstance(self.every, bool) or not isinstance(self.every, int | float) \
+                or not self.every > 0:
+            raise ValueError(f"every must be a number of seconds > 0, got {self.every!r}")
+
+    def sample(self) -> None:
+        t = self.trace.relative(self.trace.clock()) / self._scale
+        self.samples.append((t, len(self.graph.children(self._parent_id))))
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            self.sample()
+
+    async def __aenter__(self) -> ChildCounter:
+        self.sample()
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.sample()
+
+    @property
+    def first_finish(self) -> float | None:
+        ends = [self.trace.relative(e.t) / self._scale for e in self.trace.events
+                if e.kind in (EventKind.TASK_END, EventKind.TASK_ERROR)]
+        return min(ends) if ends else None
+
+    def most_before(self, t: float) -> int:
+        return max((n for when, n in self.samples if when < t), default=0)
+
+    @property
+    def most_before_first_finish(self) -> int:
+        t = self.first_finish
+        return self.most_before(t if t is not None else math.inf)
+
+    @property
+    def final(self) -> int:
+        return self.samples[-1][1] if self.samples else 0

@@ -1,0 +1,126 @@
+"""Charts of a limits sweep (:mod:`storylab.sweep`): makespan and utilisation per cell.
+
+The sweep measures; these draw. Each function takes what the sweep hands
+back (a :class:`~storylab.sweep.SweepResult`, read through its ``grid``,
+``cell`` and limit tuples only) and imports matplotlib when called.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+__all__ = ["plot_simulated_vs_wall", "plot_sweep_heatmaps", "plot_sweep_lines"]
+
+
+def plot_sweep_heatmaps(result: Any, *, title: str | None = None) -> Figure:
+    """Makespan (model seconds) and utilisation side by side, one square per cell."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(12, 0.9 + 0.75 * len(result.story_limits)), layout="constrained"
+    )
+    panels = (
+        (left, "makespan", "makespan (model seconds)", "viridis_r", "{:.0f}"),
+        (right, "utilisation", "utilisation of the global pool", "magma", "{:.0%}"),
+    )
+    for ax, field, label, cmap, fmt in panels:
+        values = result.grid(field)
+        vmax = 1.0 if field == "utilisation" else None
+        image = ax.imshow(values, cmap=cmap, aspect="auto", vmin=0, vmax=vmax)
+        for i, row in enumerate(values):
+            for j, v in enumerate(row):
+                rgba = image.cmap(image.norm(v))
+                # Dark squares get white numbers: luminance of the square's colour.
+                dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
+                ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=8,
+                        color="white" if dark else "black")
+        ax.set_xticks(range(len(result.global_limits)), [str(g) for g in result.global_limits])
+        ax.set_yticks(range(len(result.story_limits)), [str(p) for p in result.story_limits])
+        ax.set_xlabel("global limit (images at once, all stories)")
+        ax.set_ylabel("per-story limit (images at once, one story)")
+        ax.set_title(label)
+        fig.colorbar(image, ax=ax, label=label, shrink=0.9)
+    fig.suptitle(
+        title
+        or f"{result.stories} stories x {result.images} images of "
+        f"{result.image_seconds:g} model s each, started together"
+    )
+    return fig
+
+
+def plot_sweep_lines(result: Any, *, title: str | None = None) -> Figure:
+    """Makespan against the global limit: one small panel per per-story limit.
+
+    Each panel draws the measured makespan (dots) over the ideal bound (a
+    wide grey line) and shades where the measurement sits above the bound.
+    Panels share both axes, so a legend of two entries is enough.
+    """
+    import matplotlib.pyplot as plt
+
+    n = len(result.story_limits)
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, sharex=True, sharey=True, squeeze=False,
+                             figsize=(3.6 * cols + 1, 2.4 * rows + 1), layout="constrained")
+    flat = [ax for row in axes for ax in row]
+    top = max(max(c.makespan, c.ideal) for c in result.cells) * 1.1
+    for ax, p in zip(flat, result.story_limits, strict=False):
+        cells = [result.cell(p, g) for g in result.global_limits]
+        xs = list(result.global_limits)
+        bound = [c.ideal for c in cells]
+        measured = [c.makespan for c in cells]
+        above = [m > b + 1e-9 for m, b in zip(measured, bound, strict=True)]
+        ax.plot(xs, bound, "-", color="#bbbbbb", lw=6, solid_capstyle="round",
+                label="ideal bound (wide, grey)", gid=f"bound:{p}")
+        ax.fill_between(xs, bound, measured, where=above, color="#d62728", alpha=0.25,
+                        interpolate=True, lw=0, label="above the bound")
+        ax.plot(xs, measured, "o-", color="#1f77b4", lw=1.5, ms=4, label="measured",
+                gid=f"measured:{p}")
+        misses = sum(above)
+        note = "on the bound everywhere" if not misses else f"{misses} cell(s) above"
+        ax.set_title(f"per-story limit {p}: {note}", fontsize=9)
+        ax.set_xticks(xs)
+        ax.set_ylim(0, top)
+        ax.grid(color="#e5e5e5")
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("global limit")
+    for row in axes:
+        row[0].set_ylabel("makespan (model s)")
+    handles, labels = flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    fig.suptitle(title or "Measured makespan against the ideal bound, per per-story limit")
+    return fig
+
+
+def plot_simulated_vs_wall(
+    pairs: Iterable[tuple[float, float, str]], *, title: str | None = None
+) -> Figure:
+    """Each cell's simulated makespan against the same cell run in real time.
+
+    ``pairs`` are ``(simulated, real, label)`` in model seconds. Points on the
+    dashed diagonal mean the simulated clock told the truth.
+    """
+    import matplotlib.pyplot as plt
+
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError("pairs must hold at least one (simulated, real, label) triple")
+    fig, ax = plt.subplots(figsize=(6, 5), layout="constrained")
+    top = max(max(v, w) for v, w, _ in pairs) * 1.1
+    ax.plot([0, top], [0, top], "--", color="#888888", label="simulation = real")
+    for v, w, label in pairs:
+        ax.plot(v, w, "o", color="#1f77b4", gid=f"cell:{label}")
+        ax.annotate(label, (v, w), textcoords="offset points", xytext=(6, -10), fontsize=8)
+    ax.set(xlim=(0, top), ylim=(0, top),
+           title=title or "Simulated vs real-time makespan (per-story / global)",
+           xlabel="simulated makespan (model seconds)",
+           ylabel="real-time makespan (model seconds)")
+    ax.legend(loc="upper left")
+    return fig

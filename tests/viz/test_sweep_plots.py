@@ -1,0 +1,49 @@
+"""Charts of a limits sweep: the sweep measures, viz draws, in model seconds."""
+
+from __future__ import annotations
+
+import pytest
+
+from storylab.sweep import SweepResult, simulate_stories, sweep
+from storylab.viz import plot_simulated_vs_wall, plot_sweep_heatmaps, plot_sweep_lines
+
+
+async def test_charts_are_titled_and_labelled_in_model_seconds():
+    result: SweepResult = await sweep((1, 3), (2, 6), stories=3, images=3)
+    heat = plot_sweep_heatmaps(result)
+    lines = plot_sweep_lines(result)
+    assert heat._suptitle is not None and "model s" in heat._suptitle.get_text()
+    assert "model seconds" in heat.axes[0].get_title()
+    panels = [ax for ax in lines.axes if ax.get_visible()]
+    assert [ax.get_title().split(":")[0] for ax in panels] == [
+        "per-story limit 1", "per-story limit 3"
+    ]
+    assert all(ax.get_title() for ax in panels) and "model s" in panels[0].get_ylabel()
+    assert lines._suptitle is not None
+    # One small legend for every panel instead of two entries per per-story limit.
+    (legend,) = lines.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "ideal bound (wide, grey)", "above the bound", "measured"
+    ]
+    for ax, p in zip(panels, (1, 3), strict=True):
+        gids = {line.get_gid() for line in ax.get_lines()}
+        assert {f"bound:{p}", f"measured:{p}"} <= gids
+
+
+async def test_the_sweep_result_has_no_drawing_of_its_own():
+    result = await sweep((1,), (2,), stories=1, images=1)
+    assert not [name for name in dir(result) if name.startswith("plot")]
+
+
+async def test_simulated_against_real_time_puts_each_cell_on_the_diagonal():
+    simulated = await simulate_stories(2, 2, 1, 2)
+    real = await simulate_stories(2, 2, 1, 2, clock="wall", time_scale=0.002)
+    fig = plot_simulated_vs_wall([(simulated.makespan, real.makespan, "1 / 2")])
+    (ax,) = fig.axes
+    (point,) = [line for line in ax.get_lines() if line.get_gid() == "cell:1 / 2"]
+    assert point.get_xdata()[0] == simulated.makespan == 20
+    assert point.get_ydata()[0] == pytest.approx(20, rel=0.5)
+    assert "model seconds" in ax.get_xlabel() and "model seconds" in ax.get_ylabel()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["simulation = real"]
+    with pytest.raises(ValueError, match="at least one"):
+        plot_simulated_vs_wall([])
