@@ -157,8 +157,8 @@ def _claims_03(f):
     if f["peaks"]["global"] != 10:
         found.append("the global limit never bound")
     if f["fifo_snapshot"] != [3, 0, 0, 0, 0] or f["fifo_snapshot_global"] != 3:
-        found.append(f"FIFO at the same moment: {f['fifo_snapshot']}; the chart claims only A "
-                     "draws (head-of-line blocking)")
+        found.append(f"FIFO once every story asked: {f['fifo_snapshot']}; the chart claims "
+                     "only A draws (head-of-line blocking)")
     return found
 
 
