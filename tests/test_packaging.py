@@ -30,7 +30,7 @@ CONDA_TO_PYPI = {"matplotlib-base": "matplotlib"}
 # Served by Binder's base image; pinning them over it risks a mixed install.
 SERVER_SIDE = {"jupyterlab", "jupyter-server", "notebook", "jupyterhub"}
 
-HEAVY_MODULES = ("matplotlib", "ipywidgets", "networkx", "httpx", "PIL")
+HEAVY_MODULES = ("matplotlib", "ipywidgets", "networkx", "httpx", "PIL", "dask", "distributed")
 
 
 def pyproject() -> dict:
@@ -156,7 +156,9 @@ def _import_report(module: str) -> dict:
 
 def _light_modules() -> list[str]:
     """The package root, the CLI, and every non-viz layer present in this tree."""
+    # The cluster modules import Dask only when a cluster is used.
     found = ["storylab", "storylab.cli"]
+    found += ["storylab.scheduling.distributed", "storylab.story.cluster"]
     for layer in ("scheduling", "entities", "story"):
         if (REPO / "storylab" / layer / "__init__.py").exists():
             found.append(f"storylab.{layer}")
@@ -171,3 +173,13 @@ def test_import_stays_light(module):
 
 def test_light_import_check_can_see_a_heavy_import():
     assert _import_report("matplotlib") == ["PIL", "matplotlib"]
+
+
+def test_the_dask_extra_is_optional_and_tested():
+    project = pyproject()["project"]
+    runtime = runtime_requirements()
+    assert "distributed" not in runtime and "dask" not in runtime
+    extras = project["optional-dependencies"]
+    assert [Requirement(r).name for r in extras["dask"]] == ["distributed"]
+    # CI installs .[test]: without distributed there the cluster tests would not run.
+    assert "distributed" in {Requirement(r).name for r in extras["test"]}
