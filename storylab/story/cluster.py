@@ -220,6 +220,27 @@ async def _attempt(
     )
 
 
+def _check_requests(
+    topics: list[str], customization: Any, settings: StorySettings | None
+) -> StorySettings:
+    """Refuse bad requests before a cluster is started or anything is stored."""
+    from storylab.story.models import validate_story_request
+
+    if isinstance(topics, str) or not topics:
+        raise ValueError("topics must be a list naming at least one story")
+    for t in topics:
+        validate_story_request(t, customization)
+    settings = settings if settings is not None else StorySettings()
+    if not isinstance(settings, StorySettings):
+        raise TypeError(f"settings must be a StorySettings, got {type(settings).__name__}")
+    if settings.global_source is not None:
+        raise ValueError(
+            "settings.global_source must be None on a cluster: the global limit is "
+            "settings.global_limit, shared through the scheduler"
+        )
+    return settings
+
+
 def submit_stories(
     client: Any,
     topics: Sequence[str],
@@ -236,20 +257,10 @@ def submit_stories(
     graph's absolute path. Nothing is submitted if a request is refused."""
     from storylab.entities import EntityGraph
     from storylab.story.entities import create_story
-    from storylab.story.models import validate_story_request
 
     lease_timeout = _check_lease_timeout(lease_timeout)
     topics = list(topics)
-    if not topics:
-        raise ValueError("topics must name at least one story")
-    for t in topics:
-        validate_story_request(t, customization)
-    settings = settings if settings is not None else StorySettings()
-    if settings.global_source is not None:
-        raise ValueError(
-            "settings.global_source must be None on a cluster: the global limit is "
-            "settings.global_limit, shared through the scheduler"
-        )
+    settings = _check_requests(topics, customization, settings)
     with EntityGraph.open(graph) as g:
         path = str(Path(g.path).resolve())
         pipelines = [create_story(g, t, customization, retry_failed=retry_failed) for t in topics]
@@ -334,6 +345,10 @@ def run_stories_on_cluster(
             raise ValueError(f"cluster must be {CLUSTER_HELP} or a distributed.Client")
     else:
         parse_cluster(cluster)
+    _check_lease_timeout(lease_timeout)
+    if isinstance(topics, str):
+        raise ValueError("topics must be a list naming at least one story, not one string")
+    _check_requests(list(topics), customization, settings)
     with open_cluster(cluster, lease_timeout=lease_timeout) as client:
         futures, path = submit_stories(
             client,
