@@ -45,6 +45,7 @@ __all__ = [
     "ClusterRun",
     "StoryAttempt",
     "gather_stories",
+    "lease_settings",
     "open_cluster",
     "parse_cluster",
     "run_stories_on_cluster",
@@ -74,8 +75,10 @@ def _check_lease_timeout(value: Any) -> float:
     return float(value)
 
 
-def _lease_config(lease_timeout: float) -> dict[str, str]:
-    # The scheduler checks leases this often; it must be below the timeout.
+def lease_settings(lease_timeout: float) -> dict[str, str]:
+    """The Dask settings for a lease timeout, for ``dask.config.set(...)`` around
+    a cluster's creation (the scheduler checks the leases four times per timeout)."""
+    lease_timeout = _check_lease_timeout(lease_timeout)
     return {
         "distributed.scheduler.locks.lease-timeout": f"{lease_timeout}s",
         "distributed.scheduler.locks.lease-validation-interval": f"{lease_timeout / 4}s",
@@ -101,7 +104,7 @@ def open_cluster(
         yield cluster
         return
     target = parse_cluster(cluster)
-    with dask.config.set(_lease_config(lease_timeout)):
+    with dask.config.set(lease_settings(lease_timeout)):
         if isinstance(target, int):
             # Stories are async tasks: they wait on images, not on the CPU, so
             # each worker process may run several at once.
@@ -195,7 +198,7 @@ async def _attempt(
 
     # Set in the worker itself: a process refreshes its leases at a fifth of
     # the timeout it reads here (a worker on another machine has its own config).
-    dask.config.set(_lease_config(lease_timeout))
+    dask.config.set(lease_settings(lease_timeout))
     root = _worker_root(root_name, settings.global_limit)
     graph = EntityGraph.open(graph_path, create=False)
     try:
