@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -285,3 +286,35 @@ def test_a_killed_workers_units_come_back_to_the_others(workers):
     assert not sem.acquire(timeout=0.5)
     for _ in range(10):
         sem.release()
+
+
+# -- merging the traces of several processes ------------------------------------------
+async def test_merged_traces_keep_each_processs_runners_apart_and_add_up_shared_limits():
+    parts = []
+    for tag in ("a", "b"):
+        # The same runner key and the same root name in both "processes".
+        root = CapacitySource(10, name="global")
+        story = CapacitySource(3, root, name=f"story-{tag}")
+
+        async def sleep():
+            await asyncio.sleep(0.05)
+
+        with Trace(clock=time.time) as trace:
+            runner = HierarchicalTaskPoolRunner("images", [sleep] * 6, story)
+            runner.key = "images#1"
+            async with runner.run_tasks() as results:
+                async for _ in results:
+                    pass
+        parts.append((tag, trace))
+    # Run one after the other here, so shift b onto a's time to overlap them.
+    shift = parts[1][1].started_at - parts[0][1].started_at
+    shifted = Trace(meta=parts[1][1].meta, clock=time.time, started_at=parts[0][1].started_at)
+    shifted.events = [replace(e, t=e.t - shift) for e in parts[1][1].events]
+    merged = merge_traces([parts[0], ("b", shifted)])
+    assert [e.t for e in merged.events] == sorted(e.t for e in merged.events)
+    runners = {e.runner for e in merged.events if e.runner}
+    assert runners == {"images#1@a", "images#1@b"}
+    assert merged.meta["limits"] == {"global": 10, "story-a": 3, "story-b": 3}
+    # Each process alone never held more than 3; the shared name adds them up.
+    assert peak(parts[0][1], "global") == 3 and peak(merged, "global") == 6
+    assert peak_running(merged) == 6
