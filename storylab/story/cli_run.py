@@ -18,7 +18,7 @@ import os
 import re
 import sys
 import tempfile
-from contextlib import aclosing
+from contextlib import ExitStack, aclosing
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -292,16 +292,23 @@ def _run_on_cluster(topics, customization, settings, args, out: TextIO) -> int:
     the tree are written here from the shared graph once the stories end."""
     try:
         import distributed  # noqa: F401
-
-        from storylab.story.cluster import gather_stories, open_cluster, submit_stories
-        from storylab.story.entities import story_html
     except ModuleNotFoundError:
         return _fail('--cluster needs Dask distributed: pip install "storylab[dask]"')
     from storylab.entities import EntityGraph
+    from storylab.story.cluster import gather_stories, open_cluster, submit_stories
+    from storylab.story.entities import story_html
 
     out_dir = Path(args.out)
     code = 0
-    with open_cluster(args.cluster, lease_timeout=args.lease_timeout) as client:
+    with ExitStack() as stack:
+        try:
+            client = stack.enter_context(
+                open_cluster(args.cluster, lease_timeout=args.lease_timeout)
+            )
+        except OSError as exc:  # no scheduler at that address, a refused connection
+            return _fail(
+                f"--cluster {args.cluster}: cannot reach the scheduler ({exc})", EXIT_FAILED
+            )
         workers = len(client.scheduler_info().get("workers", {}))
         print(f"cluster: {client.scheduler.address} ({workers} workers)", file=out, flush=True)
         futures, path = submit_stories(
@@ -333,7 +340,15 @@ def _run_on_cluster(topics, customization, settings, args, out: TextIO) -> int:
                     say += f" -> {page}"
                 print(f"{say} (worker pid {story.pid})", file=out, flush=True)
 
-            run = gather_stories(client, futures, path, on_story=finished)
+            try:
+                run = gather_stories(client, futures, path, on_story=finished)
+            except Exception as exc:  # a story raised on its worker, or its workers kept dying
+                print(
+                    f"storylab run: error: a story failed on the cluster: {exc!r}; the graph "
+                    "keeps what was stored: run the same command again to resume",
+                    file=sys.stderr,
+                )
+                return EXIT_FAILED
             if not args.no_tree:
                 for story in run.stories:
                     print(file=out)

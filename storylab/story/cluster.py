@@ -181,8 +181,9 @@ async def _story_task(
     # A task of its own: its context (trace, settings) is not shared with
     # another story running on the same worker loop.
     return await asyncio.create_task(
-        _attempt(graph_path, topic, customization, settings, root_name, lease_timeout,
-                 retry_failed, meta)
+        _attempt(
+            graph_path, topic, customization, settings, root_name, lease_timeout, retry_failed, meta
+        )
     )
 
 

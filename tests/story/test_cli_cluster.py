@@ -12,9 +12,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def storylab(*argv: str, timeout: float = 240) -> subprocess.CompletedProcess:
+def storylab(*argv: str, timeout: float = 240, env=None) -> subprocess.CompletedProcess:
     env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        **(env or {}),
     )
     return subprocess.run(
         [sys.executable, "-m", "storylab.cli", *argv],
@@ -65,4 +67,23 @@ def test_a_bad_cluster_option_is_refused_in_one_line_and_stores_nothing(tmp_path
     proc = storylab("run", "a fox", "--graph", str(graph), *argv, timeout=60)
     assert proc.returncode == 2
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not graph.exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_scheduler_that_cannot_be_reached_is_one_line_and_leaves_the_graph_alone(tmp_path):
+    pytest.importorskip("distributed")
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    graph = tmp_path / "graph.sqlite"
+    env = {"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"}
+    proc = storylab(
+        "run", "a fox", "--graph", str(graph), "--cluster", f"tcp://127.0.0.1:{port}", env=env
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"--cluster tcp://127.0.0.1:{port}: cannot reach the scheduler" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
     assert not graph.exists()
