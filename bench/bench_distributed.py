@@ -120,7 +120,7 @@ def main() -> int:
             n_workers=args.workers,
             threads_per_worker=4,
             processes=True,
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",
             host="127.0.0.1",
         ) as cluster,
         Client(cluster) as client,

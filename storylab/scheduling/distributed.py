@@ -29,6 +29,11 @@ only once its lease is held and as given back before the lease is returned,
 so the units in use that a trace shows (merged over every process) are
 never more than the scheduler had granted.
 
+A process refreshes its leases every fifth of the lease timeout, from its
+event loop: keep the timeout well above the longest time that loop may be
+blocked (storylab draws and decodes pictures in threads for this reason), or
+the scheduler takes back leases that are still in use.
+
 ``distributed`` is imported only when a root first talks to the scheduler.
 """
 
@@ -130,19 +135,23 @@ class DistributedCapacityRoot(CapacitySource):
         sem = await self._connect()
         # A first ask that does not wait: the usual case costs one round trip,
         # and when the limit is full the trace can say so before waiting.
-        if await sem.acquire(timeout=0):
+        if await self._ask(sem, 0):
             return waited
         if trace is not None and not waited:
             leaf._record(trace, EventKind.WAIT, owner, level=self._name)
-        task = asyncio.ensure_future(sem.acquire())
+        await self._ask(sem, None)
+        return True
+
+    async def _ask(self, sem: Any, timeout: float | None) -> bool:
+        """One ``semaphore.acquire``; if we are cancelled meanwhile, the call
+        goes on, and a lease it still gets is handed straight back instead of
+        staying taken (unrefreshed) until the lease timeout."""
+        task = asyncio.ensure_future(sem.acquire(timeout=timeout))
         try:
-            await asyncio.shield(task)
+            return await asyncio.shield(task)
         except asyncio.CancelledError:
-            # The scheduler may grant the lease after we stopped waiting for it:
-            # hand such a lease straight back instead of leaving it taken.
             task.add_done_callback(self._return_late_lease)
             raise
-        return True
 
     def _return_late_lease(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is None and task.result():

@@ -113,7 +113,7 @@ def open_cluster(
                     n_workers=target,
                     threads_per_worker=4,
                     processes=True,
-                    dashboard_address=None,
+                    dashboard_address="127.0.0.1:0",
                     host="127.0.0.1",
                 ) as local,
                 Client(local) as client,

@@ -47,7 +47,7 @@ async def scheduler():
     with dask.config.set(LEASES):
         async with (
             LocalCluster(
-                n_workers=0, processes=False, asynchronous=True, dashboard_address=None
+                n_workers=0, processes=False, asynchronous=True, dashboard_address="127.0.0.1:0"
             ) as cluster,
             Client(cluster, asynchronous=True) as client,
         ):
@@ -226,7 +226,7 @@ def workers():
             n_workers=3,
             threads_per_worker=2,
             processes=True,
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",
             host="127.0.0.1",
         ) as cluster,
         Client(cluster) as client,
@@ -318,3 +318,43 @@ async def test_merged_traces_keep_each_processs_runners_apart_and_add_up_shared_
     # Each process alone never held more than 3; the shared name adds them up.
     assert peak(parts[0][1], "global") == 3 and peak(merged, "global") == 6
     assert peak_running(merged) == 6
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_random_holders_and_cancels_never_pass_the_limit_and_give_every_lease_back(seed):
+    import random
+
+    rng = random.Random(seed)
+    async with scheduler() as (cluster, client):
+        # Two roots with one name: two processes sharing a limit of 3.
+        roots = [DistributedCapacityRoot(3, name=f"g-rand-{seed}", client=client) for _ in "ab"]
+        stories = [CapacitySource(2, roots[i % 2], name=f"s{i}") for i in range(4)]
+        holding = top = 0
+
+        async def user(n: int) -> None:
+            nonlocal holding, top
+            story = stories[n % 4]
+            await story.acquire(owner=n)
+            holding += 1
+            top = max(top, holding)
+            try:
+                await asyncio.sleep(rng.uniform(0, 0.02))
+            finally:
+                holding -= 1
+                story.release(owner=n)
+
+        tasks = [asyncio.ensure_future(user(n)) for n in range(40)]
+        for _ in range(10):  # cancel some, waiting or holding
+            await asyncio.sleep(rng.uniform(0, 0.02))
+            rng.choice(tasks).cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert top <= 3 and holding == 0
+        assert [s.in_use for s in stories] == [0, 0, 0, 0]
+        assert all(s.statistics().holders == () for s in stories)
+        for _ in range(50):  # late grants of cancelled asks are handed back
+            for root in roots:
+                await root.drain()
+            if await roots[0].global_in_use() == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert await roots[0].global_in_use() == 0
