@@ -87,3 +87,54 @@ def test_a_scheduler_that_cannot_be_reached_is_one_line_and_leaves_the_graph_alo
     assert f"--cluster tcp://127.0.0.1:{port}: cannot reach the scheduler" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not graph.exists()
+
+
+@pytest.mark.timeout(300)
+def test_run_on_a_running_scheduler_given_by_its_tcp_address(tmp_path):
+    """A scheduler and two workers started as `dask scheduler` / `dask worker` would be."""
+    pytest.importorskip("distributed")
+    import json
+    import signal
+    import time
+
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    )
+    info = tmp_path / "scheduler.json"
+    cli = [sys.executable, "-m"]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+    scheduler = subprocess.Popen(
+        [*cli, "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+         "--no-dashboard", "--scheduler-file", str(info)], **quiet,
+    )  # fmt: skip
+    workers = None
+    try:
+        deadline = time.monotonic() + 60
+        while not info.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        address = json.loads(info.read_text())["address"]
+        workers = subprocess.Popen(
+            [*cli, "distributed.cli.dask_worker", address, "--nworkers", "2", "--nthreads", "4",
+             "--host", "127.0.0.1", "--no-dashboard"], **quiet,
+        )  # fmt: skip
+        graph, out = tmp_path / "graph.sqlite", tmp_path / "out"
+        proc = storylab(
+            "run", "a fox who finds a friend", "an owl who counts the stars", "--images", "3",
+            "--cluster", address, "--graph", str(graph), "--out", str(out),
+            "--time-scale", "0.01", "--no-tree",
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert f"cluster: {address} (" in proc.stdout
+        assert proc.stdout.count("completed: 3 images") == 2
+        assert len(list(out.glob("*.html"))) == 2
+    finally:
+        for p in (workers, scheduler):
+            if p is not None:
+                p.send_signal(signal.SIGINT)
+        for p in (workers, scheduler):
+            if p is not None:
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
