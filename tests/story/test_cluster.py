@@ -175,10 +175,12 @@ def test_a_worker_killed_mid_run_has_its_stories_finished_by_the_others_with_not
                     # Stored before the kill: never drawn again.
                     assert (started, drawn) == (1, 1), image.name
                 else:
-                    assert started == drawn and drawn in (1, 2), image.name
+                    # Taken (and maybe begun) by the dead process, then once more.
+                    assert 1 <= drawn <= started <= 2, image.name
                     redrawn += drawn - 1
-        # Only pictures the dead process was drawing are drawn a second time.
-        assert redrawn <= 3
+        # Only pictures the dead process was drawing are drawn a second time,
+        # and it could not draw more than the global limit at once.
+        assert redrawn <= 4
         (root,) = [r for r in g.roots() if r.name == killed_story]
         starts = [e for e in g.progress(root.id) if e.entity_id == root.id]
         assert [e.status for e in starts].count("STARTED") == 2  # resumed once
