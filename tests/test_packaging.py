@@ -30,7 +30,7 @@ CONDA_TO_PYPI = {"matplotlib-base": "matplotlib"}
 # Served by Binder's base image; pinning them over it risks a mixed install.
 SERVER_SIDE = {"jupyterlab", "jupyter-server", "notebook", "jupyterhub"}
 
-HEAVY_MODULES = ("matplotlib", "ipywidgets", "networkx", "httpx", "PIL")
+HEAVY_MODULES = ("matplotlib", "ipywidgets", "networkx", "httpx", "PIL", "dask", "distributed")
 
 
 def pyproject() -> dict:
@@ -104,12 +104,18 @@ def test_binder_installs_the_package_and_pins_only_kernel_side_libraries():
     entries = binder_requirements()
     assert "-e ." in entries, "binder/requirements.txt must install the repository (-e .)"
     expected = runtime_requirements()
+    # Notebook 08 runs on Dask: Binder installs the dask extra as well.
+    for extra in pyproject()["project"]["optional-dependencies"]["dask"]:
+        req = Requirement(extra)
+        expected[canonicalize_name(req.name)] = req.specifier
     pins = [Requirement(e) for e in entries if e != "-e ."]
     assert pins, "binder/requirements.txt should pin the kernel-side libraries"
     for req in pins:
         name = canonicalize_name(req.name)
         assert name not in SERVER_SIDE, f"{name} is served by Binder's base image; do not pin it"
-        assert name in expected, f"{name} is pinned for Binder but is not a runtime dependency"
+        assert name in expected, (
+            f"{name} is pinned for Binder but is neither a runtime dependency nor in the dask extra"
+        )
         (spec,) = req.specifier
         assert spec.operator == "==", f"{req}: pin an exact version"
         assert Version(spec.version) in expected[name], (
@@ -156,7 +162,9 @@ def _import_report(module: str) -> dict:
 
 def _light_modules() -> list[str]:
     """The package root, the CLI, and every non-viz layer present in this tree."""
+    # The cluster modules import Dask only when a cluster is used.
     found = ["storylab", "storylab.cli"]
+    found += ["storylab.scheduling.distributed", "storylab.story.cluster"]
     for layer in ("scheduling", "entities", "story"):
         if (REPO / "storylab" / layer / "__init__.py").exists():
             found.append(f"storylab.{layer}")
@@ -171,3 +179,13 @@ def test_import_stays_light(module):
 
 def test_light_import_check_can_see_a_heavy_import():
     assert _import_report("matplotlib") == ["PIL", "matplotlib"]
+
+
+def test_the_dask_extra_is_optional_and_tested():
+    project = pyproject()["project"]
+    runtime = runtime_requirements()
+    assert "distributed" not in runtime and "dask" not in runtime
+    extras = project["optional-dependencies"]
+    assert [Requirement(r).name for r in extras["dask"]] == ["distributed"]
+    # CI installs .[test]: without distributed there the cluster tests would not run.
+    assert "distributed" in {Requirement(r).name for r in extras["test"]}

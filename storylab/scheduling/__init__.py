@@ -24,6 +24,7 @@ from storylab.scheduling.trace import (
     TraceEvent,
     current_trace,
     mark,
+    merge_traces,
     task_scope,
 )
 
@@ -45,5 +46,6 @@ __all__ = [
     "TraceEvent",
     "current_trace",
     "mark",
+    "merge_traces",
     "task_scope",
 ]

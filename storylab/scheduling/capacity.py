@@ -41,6 +41,13 @@ Invariants, whatever raises or is cancelled:
   source, or one more than was taken) raises :class:`RuntimeError` and
   changes nothing. Units taken without an owner are anonymous and are given
   back by a release without one (``async with source:`` does both).
+
+A root may also stand for a limit shared with other processes (see
+:mod:`storylab.scheduling.distributed`). Such a tree is *asynchronous*
+(``source.sync`` is False): its units can only be had through
+``await acquire()``, which takes the local levels first and then a lease
+from the shared limit; ``try_acquire`` refuses, as it cannot wait for the
+network. Giving a unit back stays synchronous.
 """
 
 from __future__ import annotations
@@ -125,6 +132,11 @@ class CapacitySource:
     The policy belongs to the whole tree, so it can only be set on a root.
     """
 
+    # True on a root whose units also need a lease from a limit shared with
+    # other processes (a subclass); a class attribute, so plain trees pay one
+    # attribute lookup for it and nothing else.
+    _distributed = False
+
     __slots__ = (
         "_capacity",
         "_in_use",
@@ -203,6 +215,12 @@ class CapacitySource:
         return self._root._policy
 
     @property
+    def sync(self) -> bool:
+        """False when a unit of this tree must be awaited (``await acquire()``):
+        its root is shared with other processes. Runners use the awaiting path then."""
+        return not self._root._distributed
+
+    @property
     def waiting(self) -> int:
         """Blocked acquirers that need a unit from this source."""
         return sum(len(src._queue) for src in self._root._queued if self in src._path)
@@ -247,6 +265,11 @@ class CapacitySource:
         root = self._root
         if root._queued and root._policy == "fifo":
             return False
+        if root._distributed:
+            raise TypeError(
+                f"try_acquire() on {self._name!r}: its root {root._name!r} is shared with "
+                "other processes, so a unit needs `await acquire()`"
+            )
         if self._blocking_level() is not None:
             return False
         self._take(owner)
@@ -265,6 +288,9 @@ class CapacitySource:
         task is cancelled, nothing is held afterwards: a unit granted in the
         same instant as the cancellation is given back.
         """
+        if self._root._distributed:
+            await self._root._acquire_leased(self, owner)
+            return
         if self.try_acquire(owner=owner):
             return
         waiter = self._enqueue(asyncio.get_running_loop().create_future(), None, owner)
@@ -340,8 +366,11 @@ class CapacitySource:
         trace = _CURRENT.get()
         if trace is not None:
             self._record(trace, EventKind.RELEASE, owner)
-        if self._root._queued:
-            self._root._dispatch()
+        root = self._root
+        if root._distributed:
+            root._return_lease()
+        if root._queued:
+            root._dispatch()
 
     def _unmatched_release(self, owner: Any) -> RuntimeError:
         who = "without an owner" if owner is None else f"by owner {owner!r}"

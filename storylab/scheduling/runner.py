@@ -319,7 +319,9 @@ class _Run:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        if self.runner.source.sync:
+        # The inline path needs a unit to be had without awaiting: a capacity
+        # shared with other processes (capacity.sync False) goes through drive().
+        if self.runner.source.sync and self.runner.capacity.sync:
             self.fill()
         else:
             self.driver = loop.create_task(self.drive())

@@ -23,12 +23,20 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["EventKind", "Trace", "TraceEvent", "current_trace", "mark", "task_scope"]
+__all__ = [
+    "EventKind",
+    "Trace",
+    "TraceEvent",
+    "current_trace",
+    "mark",
+    "merge_traces",
+    "task_scope",
+]
 
 
 class EventKind(StrEnum):
@@ -185,3 +193,32 @@ class Trace:
                 counts[name] = counts.get(name, 0) + delta
                 series.setdefault(name, [(0.0, 0)]).append((t, counts[name]))
         return series
+
+
+def merge_traces(parts: Iterable[tuple[str, Trace]]) -> Trace:
+    """One trace of several processes: ``parts`` are ``(process tag, trace)`` pairs.
+
+    Every trace must have been recorded on the same wall clock
+    (``Trace(clock=time.time)``), or their times mean nothing together.
+    Runner keys are only unique inside one process (every process has its
+    ``image-gen#1``), so each event's runner becomes ``runner@tag``; capacity
+    source names are kept, so a limit shared by the processes under one name
+    (the global one) adds up across them, as it does on the scheduler.
+    ``limits`` in the metadata are merged; other metadata come from the first
+    trace that has them.
+    """
+    parts = list(parts)
+    meta: dict[str, Any] = {}
+    limits: dict[str, int] = {}
+    events: list[TraceEvent] = []
+    for tag, trace in parts:
+        for key, value in trace.meta.items():
+            if key != "limits":
+                meta.setdefault(key, value)
+        limits.update(trace.meta.get("limits", {}))
+        for e in trace.events:
+            events.append(replace(e, runner=f"{e.runner}@{tag}") if e.runner else e)
+    meta["limits"] = limits
+    events.sort(key=lambda e: e.t)  # stable: one process's own order is kept on ties
+    started = min((t.started_at for _, t in parts), default=time.time())
+    return Trace(meta=meta, events=events, clock=time.time, started_at=started)

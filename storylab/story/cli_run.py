@@ -17,7 +17,7 @@ import logging
 import math
 import re
 import sys
-from contextlib import aclosing
+from contextlib import ExitStack, aclosing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -145,6 +145,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated backends")
     parser.add_argument("--no-tree", action="store_true", help="do not print the entity tree")
     parser.add_argument(
+        "--cluster",
+        type=_cluster_spec,
+        metavar="SPEC",
+        help="run the stories on Dask worker processes under one global limit: local:N "
+        "(N processes on this machine) or tcp://host:port (a running scheduler whose workers "
+        'share this machine\'s graph file); needs pip install "storylab[dask]"',
+    )
+    parser.add_argument(
+        "--lease-timeout",
+        type=_positive("a number of seconds"),
+        default=10.0,
+        metavar="SECONDS",
+        help="--cluster: a dead worker's global units come back after this long (default 10)",
+    )
+    parser.add_argument(
         "--no-retry",
         action="store_true",
         help="if the story already finished with failed images, only show it (by default "
@@ -165,6 +180,17 @@ def _positive(what: str):
         return value
 
     return parse
+
+
+def _cluster_spec(text: str) -> str:
+    """An argparse type: ``local:N`` or ``tcp://host:port``."""
+    from storylab.story.cluster import CLUSTER_HELP, parse_cluster
+
+    try:
+        parse_cluster(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {CLUSTER_HELP}; got {text!r}") from None
+    return text
 
 
 def _http_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -258,7 +284,79 @@ def main(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         return _fail(str(exc))
+    if args.cluster:
+        return _run_on_cluster(topics, customization, settings, args, sys.stdout)
     return run_sync(_run(topics, customization, settings, args, sys.stdout))
+
+
+def _run_on_cluster(topics, customization, settings, args, out: TextIO) -> int:
+    """``--cluster``: each story is a Dask task on a worker process; pages and
+    the tree are written here from the shared graph once the stories end."""
+    try:
+        import distributed  # noqa: F401
+    except ModuleNotFoundError:
+        return _fail('--cluster needs Dask distributed: pip install "storylab[dask]"')
+    from storylab.entities import EntityGraph
+    from storylab.entities.blobs import write_atomically
+    from storylab.story.cluster import gather_stories, open_cluster, submit_stories
+    from storylab.story.entities import story_html
+
+    out_dir = Path(args.out)
+    code = 0
+    with ExitStack() as stack:
+        try:
+            client = stack.enter_context(
+                open_cluster(args.cluster, lease_timeout=args.lease_timeout)
+            )
+        except OSError as exc:  # no scheduler at that address, a refused connection
+            return _fail(
+                f"--cluster {args.cluster}: cannot reach the scheduler ({exc})", EXIT_FAILED
+            )
+        workers = len(client.scheduler_info().get("workers", {}))
+        print(f"cluster: {client.scheduler.address} ({workers} workers)", file=out, flush=True)
+        futures, path = submit_stories(
+            client,
+            topics,
+            customization,
+            graph=args.graph,
+            settings=settings,
+            retry_failed=not args.no_retry,
+            lease_timeout=args.lease_timeout,
+        )
+        print(f"graph: {path}", file=out, flush=True)
+        with EntityGraph.open(path, create=False) as graph:
+
+            def finished(story) -> None:
+                nonlocal code
+                result = story.result
+                stage = result.get("stage")
+                say = f"[{_label(story.topic)}] {stage}: {result.get('image_count')} images"
+                if result.get("failed_images"):
+                    say += f", {result['failed_images']} failed"
+                if stage != "completed":
+                    code = EXIT_FAILED
+                html = story_html(graph, result)
+                if html is not None:
+                    out_dir.mkdir(parents=True, exist_ok=True)
+                    page = out_dir / f"{story.pipeline}.html"
+                    write_atomically(page, html.encode("utf-8"))
+                    say += f" -> {page}"
+                print(f"{say} (worker pid {story.pid})", file=out, flush=True)
+
+            try:
+                run = gather_stories(client, futures, path, on_story=finished)
+            except Exception as exc:  # a story raised on its worker, or its workers kept dying
+                print(
+                    f"storylab run: error: a story failed on the cluster: {exc!r}; the graph "
+                    "keeps what was stored: run the same command again to resume",
+                    file=sys.stderr,
+                )
+                return EXIT_FAILED
+            if not args.no_tree:
+                for story in run.stories:
+                    print(file=out)
+                    print(_tree(graph, story.pipeline_id), file=out)
+    return code
 
 
 async def _run(topics, customization, settings, args, out: TextIO) -> int:

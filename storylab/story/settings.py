@@ -66,8 +66,17 @@ class StorySettings:
     # Wake-up policy of the shared global capacity ("fair" or "fifo"); each
     # (limit, policy) pair has its own process-wide source.
     policy: Policy = "fair"
+    # A global limit given as a source, used instead of the process-wide one
+    # for ``global_limit``: e.g. a DistributedCapacityRoot shared with other
+    # processes through a Dask scheduler.
+    global_source: CapacitySource | None = None
 
     def __post_init__(self) -> None:
+        if self.global_source is not None and not isinstance(self.global_source, CapacitySource):
+            raise TypeError(
+                "global_source must be a CapacitySource or None, got "
+                f"{type(self.global_source).__name__}"
+            )
         _positive_int("story_limit", self.story_limit)
         _positive_int("global_limit", self.global_limit)
         _check_policy(self.policy)
@@ -82,6 +91,8 @@ class StorySettings:
 
     @property
     def global_capacity(self) -> CapacitySource:
+        if self.global_source is not None:
+            return self.global_source
         return global_image_capacity(self.global_limit, self.policy)
 
 

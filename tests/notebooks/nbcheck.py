@@ -43,6 +43,7 @@ SERIES = (
     "05_failures",
     "06_http_backend",
     "07_research_sweep",
+    "08_beyond_one_process",
 )
 
 MAX_CODE_LINES = 25

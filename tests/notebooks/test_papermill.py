@@ -36,6 +36,8 @@ EXPECT: dict[str, Expect] = {
     "06_http_backend": Expect(min_figures=1, bad_bars="allowed"),
     # sweep of the two limits: makespan and utilisation charts
     "07_research_sweep": Expect(min_figures=2),
+    # 5 stories on 4 Dask worker processes, then a worker killed: charts, two bars
+    "08_beyond_one_process": Expect(min_figures=3, min_bars=2),
 }
 
 PARAMETERS: dict[str, dict] = {name: dict(FAST) for name in EXPECT}

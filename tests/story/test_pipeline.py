@@ -514,3 +514,22 @@ def test_topics_that_share_a_readable_name_never_share_a_story(graph):
     long_a = "a" * 40 + " and the first ending"
     long_b = "a" * 40 + " and the second ending"
     assert create_story(graph, long_a).id != create_story(graph, long_b).id
+
+
+async def test_a_global_source_in_the_settings_is_the_parent_of_every_story(graph, fast_settings):
+    from storylab.scheduling import CapacitySource
+
+    shared = CapacitySource(2, name="shared-2")
+    settings = fast_settings(global_source=shared)
+    assert settings.global_capacity is shared
+    with Trace() as trace, use_settings(settings):
+        result = await create_story(graph, "a wren who sings", {"illustration_count": 4}).run()
+    assert result["stage"] == "completed"
+    assert trace.meta["limits"]["shared-2"] == 2
+    assert max(v for _, v in trace.in_use_series()["shared-2"]) == 2
+    assert shared.in_use == 0
+
+
+def test_a_global_source_must_be_a_capacity_source(fast_settings):
+    with pytest.raises(TypeError, match="global_source must be a CapacitySource or None, got int"):
+        fast_settings(global_source=10)

@@ -1,0 +1,140 @@
+"""``storylab run --cluster``: the command on a real LocalCluster, and its refusals."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def storylab(*argv: str, timeout: float = 240, env=None) -> subprocess.CompletedProcess:
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        **(env or {}),
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "storylab.cli", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.timeout(300)
+def test_run_on_a_local_cluster_writes_every_page_and_names_the_workers(tmp_path):
+    pytest.importorskip("distributed")
+    graph, out = tmp_path / "graph.sqlite", tmp_path / "out"
+    topics = ["a fox who finds a friend", "an owl who counts the stars", "a crab who sings"]
+    proc = storylab(
+        "run", *topics, "--images", "3", "--cluster", "local:2", "--graph", str(graph),
+        "--out", str(out), "--time-scale", "0.01", "--global-limit", "4", "--lease-timeout", "3",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "cluster: tcp://127.0.0.1:" in proc.stdout and "(2 workers)" in proc.stdout
+    done = [line for line in proc.stdout.splitlines() if "completed: 3 images" in line]
+    assert len(done) == 3 and all("(worker pid " in line for line in done)
+    pages = sorted(out.glob("*.html"))
+    assert len(pages) == 3
+    assert all(p.read_text(encoding="utf-8").count("<img ") == 3 for p in pages)
+    assert proc.stdout.count("ImageGenerationEntity") >= 9  # the trees, one per story
+
+    # Again: every story is found finished in the graph, nothing is drawn again.
+    again = storylab(
+        "run", *topics, "--images", "3", "--cluster", "local:1", "--graph", str(graph),
+        "--out", str(out), "--no-tree",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count("completed: 3 images") == 3
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--cluster", "local:0"], "argument --cluster: must be local:N"),
+        (["--cluster", "http://h:1"], "argument --cluster: must be local:N"),
+        (["--cluster", "local:2", "--lease-timeout", "0"], "argument --lease-timeout: must be"),
+    ],
+)
+def test_a_bad_cluster_option_is_refused_in_one_line_and_stores_nothing(tmp_path, argv, message):
+    graph = tmp_path / "graph.sqlite"
+    proc = storylab("run", "a fox", "--graph", str(graph), *argv, timeout=60)
+    assert proc.returncode == 2
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not graph.exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_scheduler_that_cannot_be_reached_is_one_line_and_leaves_the_graph_alone(tmp_path):
+    pytest.importorskip("distributed")
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    graph = tmp_path / "graph.sqlite"
+    env = {"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"}
+    proc = storylab(
+        "run", "a fox", "--graph", str(graph), "--cluster", f"tcp://127.0.0.1:{port}", env=env
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"--cluster tcp://127.0.0.1:{port}: cannot reach the scheduler" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not graph.exists()
+
+
+@pytest.mark.timeout(300)
+def test_run_on_a_running_scheduler_given_by_its_tcp_address(tmp_path):
+    """A scheduler and two workers started as `dask scheduler` / `dask worker` would be."""
+    pytest.importorskip("distributed")
+    import json
+    import signal
+    import time
+
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    )
+    info = tmp_path / "scheduler.json"
+    cli = [sys.executable, "-m"]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+    scheduler = subprocess.Popen(
+        [*cli, "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+         "--no-dashboard", "--scheduler-file", str(info)], **quiet,
+    )  # fmt: skip
+    workers = None
+    try:
+        deadline = time.monotonic() + 60
+        while not info.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        address = json.loads(info.read_text())["address"]
+        workers = subprocess.Popen(
+            [*cli, "distributed.cli.dask_worker", address, "--nworkers", "2", "--nthreads", "4",
+             "--host", "127.0.0.1", "--no-dashboard"], **quiet,
+        )  # fmt: skip
+        graph, out = tmp_path / "graph.sqlite", tmp_path / "out"
+        proc = storylab(
+            "run", "a fox who finds a friend", "an owl who counts the stars", "--images", "3",
+            "--cluster", address, "--graph", str(graph), "--out", str(out),
+            "--time-scale", "0.01", "--no-tree",
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert f"cluster: {address} (" in proc.stdout
+        assert proc.stdout.count("completed: 3 images") == 2
+        assert len(list(out.glob("*.html"))) == 2
+    finally:
+        for p in (workers, scheduler):
+            if p is not None:
+                p.send_signal(signal.SIGINT)
+        for p in (workers, scheduler):
+            if p is not None:
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()

@@ -1,0 +1,216 @@
+"""Stories on a real Dask LocalCluster of worker processes, one graph, one global limit.
+
+Counts come from the shared graph (each execution of an image's ``run_impl``
+logs one ``STARTED`` and one ``Generating image`` status in its node's own
+log) and from the workers' merged traces; the worker is killed with a real
+SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+pytest.importorskip("distributed")
+
+from distributed import Semaphore  # noqa: E402
+
+from storylab.entities import EntityGraph  # noqa: E402
+from storylab.scheduling import EventKind, Trace  # noqa: E402
+from storylab.story.backends import SimulatedImageBackend, SimulatedTextBackend  # noqa: E402
+from storylab.story.cluster import (  # noqa: E402
+    gather_stories,
+    open_cluster,
+    parse_cluster,
+    run_stories_on_cluster,
+    submit_stories,
+)
+from storylab.story.settings import StorySettings  # noqa: E402
+
+TOPICS = [
+    "a fox who finds a friend",
+    "an owl who counts the stars",
+    "a turtle who races the rain",
+    "a bear who shares his honey",
+]
+
+
+def settings(time_scale: float, global_limit: int) -> StorySettings:
+    return StorySettings(
+        images=SimulatedImageBackend(time_scale=time_scale),
+        text=SimulatedTextBackend(time_scale=time_scale / 10),
+        story_limit=3,
+        global_limit=global_limit,
+    )
+
+
+def executions(graph: EntityGraph, node_id: str) -> tuple[int, int]:
+    """(times the node was started, times its run_impl began drawing)."""
+    log = [e for e in graph.progress(node_id) if e.entity_id == node_id]
+    started = sum(1 for e in log if e.type == "STATUS" and e.status == "STARTED")
+    drawn = sum(
+        1
+        for e in log
+        if e.type == "STATUS" and e.status == "RUNNING" and e.message.startswith("Generating image")
+    )
+    return started, drawn
+
+
+def peak(trace: Trace, name: str) -> int:
+    return max(v for _, v in trace.in_use_series().get(name, [(0.0, 0)]))
+
+
+def peak_running(trace: Trace) -> int:
+    level = top = 0
+    for e in trace.events:
+        if e.kind is EventKind.TASK_START and e.group and e.group.startswith("story:"):
+            level += 1
+            top = max(top, level)
+        elif e.kind in (EventKind.TASK_END, EventKind.TASK_ERROR, EventKind.TASK_CANCEL):
+            if e.group and e.group.startswith("story:"):
+                level -= 1
+    return top
+
+
+def images_of(graph: EntityGraph) -> dict[str, list]:
+    """Image nodes by pipeline name."""
+    return {
+        root.name: [k for k in graph.children(root.id) if k.type == "ImageGenerationEntity"]
+        for root in graph.roots()
+    }
+
+
+@pytest.mark.timeout(300)
+def test_stories_on_two_processes_share_one_global_limit_and_draw_each_image_once(tmp_path):
+    path = tmp_path / "graph.sqlite"
+    run = run_stories_on_cluster(
+        TOPICS,
+        {"illustration_count": 4},
+        cluster="local:2",
+        graph=path,
+        settings=settings(0.01, global_limit=4),
+        lease_timeout=3,
+    )
+    assert [s.topic for s in run.stories] == TOPICS
+    assert all(r["stage"] == "completed" and r["image_count"] == 4 for r in run.results)
+    assert len(run.pids) == 2  # the stories were spread over both processes
+    name = "storylab-global-4"
+    # The merged trace: the global line adds up the processes, and it reached
+    # the limit without passing it; so did the images actually running.
+    assert run.trace.meta["limits"][name] == 4
+    assert peak(run.trace, name) == 4
+    assert peak_running(run.trace) == 4
+    for story in run.stories:
+        assert peak(run.trace, f"story:{story.pipeline}") <= 3
+    with EntityGraph.open(path, create=False) as g:
+        per_story = images_of(g)
+        assert sorted(per_story) == sorted(s.pipeline for s in run.stories)
+        for images in per_story.values():
+            assert len(images) == 4
+            for image in images:
+                assert image.status == "Completed"
+                assert executions(g, image.id) == (1, 1), image.name
+        for story in run.stories:
+            assert g.blobs.get(story.result["html_key"]).count(b"<img ") == 4
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_killed_mid_run_has_its_stories_finished_by_the_others_with_nothing_redone(
+    tmp_path,
+):
+    path = tmp_path / "graph.sqlite"
+    with open_cluster("local:3", lease_timeout=2) as client:
+        futures, graph_path = submit_stories(
+            client,
+            TOPICS,
+            {"illustration_count": 5},
+            graph=path,
+            settings=settings(0.05, global_limit=4),
+            lease_timeout=2,
+        )
+        pids = client.run(os.getpid)
+        # Wait until a worker is running a story that has some pictures stored
+        # and some not, then kill that worker.
+        victim = done_before = None
+        deadline = time.monotonic() + 120
+        while victim is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            with EntityGraph.open(path, create=False, read_only=True) as g:
+                done = {
+                    name: {i.id for i in images if i.status == "Completed"}
+                    for name, images in images_of(g).items()
+                }
+            for address, keys in client.processing().items():
+                for key in keys:
+                    name = str(key)[len("story-") : -9]
+                    if 1 <= len(done.get(name, ())) < 5:
+                        victim, killed_story, done_before = address, name, done
+        assert victim is not None, "no story was caught half-way"
+        os.kill(pids[victim], signal.SIGKILL)
+        run = gather_stories(client, futures, graph_path)
+        sem = Semaphore(max_leases=4, name="storylab-global-4")
+        deadline = time.monotonic() + 30
+        while sem.get_value() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        leases_left = sem.get_value()
+
+    assert all(r["stage"] == "completed" and r["image_count"] == 5 for r in run.results)
+    assert pids[victim] not in run.pids  # the killed story was finished elsewhere
+    killed = next(s for s in run.stories if s.pipeline == killed_story)
+    assert killed.pid != pids[victim]
+    # Every lease of the dead process came back to the scheduler.
+    assert leases_left == 0
+    assert peak(run.trace, "storylab-global-4") <= 4
+    with EntityGraph.open(path, create=False) as g:
+        redrawn = 0
+        for name, images in images_of(g).items():
+            assert len(images) == 5
+            for image in images:
+                assert image.status == "Completed"
+                started, drawn = executions(g, image.id)
+                if image.id in done_before.get(name, ()):
+                    # Stored before the kill: never drawn again.
+                    assert (started, drawn) == (1, 1), image.name
+                else:
+                    # Taken (and maybe begun) by the dead process, then once more.
+                    assert 1 <= drawn <= started <= 2, image.name
+                    redrawn += drawn - 1
+        # Only pictures the dead process was drawing are drawn a second time,
+        # and it could not draw more than the global limit at once.
+        assert redrawn <= 4
+        (root,) = [r for r in g.roots() if r.name == killed_story]
+        starts = [e for e in g.progress(root.id) if e.entity_id == root.id]
+        assert [e.status for e in starts].count("STARTED") == 2  # resumed once
+        assert all(g.lease(r.id) is None for r in g.roots())
+
+
+@pytest.mark.parametrize("bad", ["local:0", "local:", "local:x", "tcp://", "http://h:1", 3, None])
+def test_a_cluster_spec_must_be_local_n_or_a_tcp_address(bad):
+    with pytest.raises(ValueError, match=r"cluster must be local:N .* or tcp://host:port"):
+        parse_cluster(bad)
+
+
+def test_a_refused_request_submits_nothing_and_stores_nothing(tmp_path):
+    path = tmp_path / "graph.sqlite"
+    with pytest.raises(ValueError, match="cluster must be"):
+        run_stories_on_cluster(TOPICS, cluster="local:zero", graph=path)
+    assert not path.exists()
+
+
+def test_a_lease_timeout_must_be_a_positive_number(tmp_path):
+    with pytest.raises(ValueError, match="lease_timeout must be a number of seconds > 0"):
+        run_stories_on_cluster(TOPICS, cluster="local:1", graph=tmp_path / "g", lease_timeout=0)
+    assert not (tmp_path / "g").exists()
+
+
+def test_a_refused_topic_starts_no_cluster_and_stores_nothing(tmp_path):
+    from storylab.story.models import StoryValidationError
+
+    path = tmp_path / "graph.sqlite"
+    with pytest.raises(StoryValidationError, match="Topic is required") as refused:
+        run_stories_on_cluster(["a fox", "   "], cluster="local:2", graph=path)
+    assert refused.value.field == "topic"
+    assert not path.exists()
