@@ -41,6 +41,12 @@ from storylab.story.backends import (
     SimulatedImageBackend,
     SimulatedTextBackend,
 )
+from storylab.story.cluster import (
+    gather_stories,
+    lease_settings,
+    run_stories_on_cluster,
+    submit_stories,
+)
 from storylab.story.entities import StoryPipelineEntity, create_story, story_html
 from storylab.story.settings import StorySettings, global_image_capacity, use_settings
 
@@ -60,24 +66,29 @@ __all__ = [
     "check_first_split",
     "check_longest_picture",
     "check_makespan_with_limit",
+    "check_most_at_once",
     "check_redrawn",
     "create_story",
     "first_split",
     "fresh_graph",
+    "gather_stories",
     "global_image_capacity",
     "image_nodes",
     "image_statuses",
+    "lease_settings",
     "notebook_facts",
     "picture_states",
     "pool_makespan",
     "remember",
     "run_stories",
+    "run_stories_on_cluster",
     "show_story",
     "simulated_settings",
     "stage3_code",
     "story_gaps",
     "story_html",
     "story_labels",
+    "submit_stories",
     "tutorial_home",
     "use_settings",
     "workspace",
@@ -554,6 +565,26 @@ def check_even_split(answer: Any, *, global_limit: int = 4, stories: int = 2) ->
         return Verdict(False, f"with {answer} per story one story can still hold more than "
                               f"{expected} of the {global_limit} units")
     return Verdict(False, f"with {answer} per story the stories leave global units idle")
+
+
+def check_most_at_once(answer: Any, *, stories: int, story_limit: int,
+                       global_limit: int) -> Verdict:
+    """Exercise: the most pictures drawn at once, over every worker together, when
+    ``stories`` stories of ``story_limit`` each share one ``global_limit``."""
+    expected = min(global_limit, stories * story_limit)
+    if (v := _missing(answer)) is not None:
+        return v
+    value = _number(answer)
+    if value is None:
+        return Verdict(False, f"answer with a number of pictures, not {answer!r}")
+    if value == expected:
+        binds = ("the global limit binds" if global_limit <= stories * story_limit
+                 else "the stories' own limits bind")
+        return Verdict(True, f"{expected}: the smaller of {global_limit} and {stories} x "
+                             f"{story_limit}; here {binds}")
+    if value == stories * story_limit:
+        return Verdict(False, "every story may draw that many, but the global limit caps the sum")
+    return Verdict(False, "compare the global limit with what all the stories allow together")
 
 
 def check_bound(answer: Any, *, stories: int, images: int, story_limit: int,

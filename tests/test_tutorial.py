@@ -26,6 +26,7 @@ from storylab.tutorial import (
     check_first_split,
     check_longest_picture,
     check_makespan_with_limit,
+    check_most_at_once,
     check_redrawn,
     first_split,
     fresh_graph,
@@ -232,6 +233,13 @@ def test_each_checker_accepts_the_solution_and_rejects_a_wrong_answer():
     _says(check_even_split(1), False, "idle")
     _says(check_bound(50, stories=5, images=5, story_limit=2, global_limit=6), True, "50")
     _says(check_bound(30, stories=5, images=5, story_limit=2, global_limit=6), False, "not it")
+    most = {"stories": 5, "story_limit": 3}
+    _says(check_most_at_once(10, global_limit=10, **most), True, "the global limit binds")
+    _says(check_most_at_once(15, global_limit=20, **most), True, "own limits bind")
+    _says(check_most_at_once(15, global_limit=10, **most), False, "caps the sum")
+    _says(check_most_at_once(40, global_limit=10, **most), False, "compare the global limit")
+    _says(check_most_at_once("10", global_limit=10, **most), False, "a number of pictures")
+    _says(check_most_at_once(None, global_limit=10, **most), False, "fill in your answer")
     failed = types.SimpleNamespace(name="image-x", error={"type": "Boom", "message": "m"})
     _says(check_error_type(failed, "Boom"), True, "Boom")
     _says(check_error_type(failed, "ValueError"), False, "not the stored type")

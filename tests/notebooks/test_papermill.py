@@ -222,6 +222,27 @@ def _claims_07(f):
     return found
 
 
+def _claims_08(f):
+    found = []
+    limit = f["global_limit"]
+    if not 3 < f["first_peak"] <= limit:
+        found.append(f"global peak {f['first_peak']} over {f['processes']} processes: the "
+                     f"chart claims several stories at once and never above {limit}")
+    if f["processes"] < 2:
+        found.append("the stories ran in one process: nothing shows the limit held across many")
+    found += [f"{k} peaked at {v} above its 3" for k, v in f["story_peaks"].items() if v > 3]
+    if not f["stored_draws"] or any(n != 1 for n in f["stored_draws"]):
+        found.append(f"pictures stored before the kill were drawn {f['stored_draws']} times")
+    if f["resumed_stages"] != ["completed"]:
+        found.append(f"after the kill the stories ended {f['resumed_stages']}")
+    if f["leases_out"] != 0 or f["taken_again"] != limit:
+        found.append(f"the dead worker's leases: {f['leases_out']} still out, "
+                     f"{f['taken_again']} of {limit} taken again")
+    if f["survivor_peak"] > limit:
+        found.append(f"the survivors peaked at {f['survivor_peak']} above {limit}")
+    return found
+
+
 CLAIMS = {
     "01_sequential_generation": _claims_01,
     "02_entities_and_parallel_calls": _claims_02,
@@ -230,6 +251,7 @@ CLAIMS = {
     "05_failures": _claims_05,
     "06_http_backend": _claims_06,
     "07_research_sweep": _claims_07,
+    "08_beyond_one_process": _claims_08,
 }
 
 
