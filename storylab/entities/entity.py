@@ -77,6 +77,7 @@ import traceback
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from storylab.entities.encoding import dumps
 from storylab.entities.envelopes import Envelope, EnvelopeType, StatusEvent, ValueKind
 from storylab.entities.errors import (
     EntityGraphError,
@@ -84,9 +85,16 @@ from storylab.entities.errors import (
     GraphFileGoneError,
     LeaseLostError,
     UnknownBranchError,
-    UnregisteredTypeError,
 )
-from storylab.entities.graph import EntityStatus, NodeRecord, check_entity_class, dumps
+from storylab.entities.records import EntityStatus, NodeRecord
+from storylab.entities.registry import (
+    LIVE,
+    check_entity_class,
+    entity_class,
+    register,
+    register_base,
+    registered_types,
+)
 
 if TYPE_CHECKING:
     from storylab.entities.graph import EntityGraph
@@ -103,11 +111,7 @@ __all__ = [
 
 log = logging.getLogger("storylab.entities")
 
-_REGISTRY: dict[str, type[RunnableEntity]] = {}
-
-# Runs executing right now in this process, by (graph file, entity id). An
-# InProgress node without an entry here belongs to a process that died.
-_LIVE: dict[tuple[str, str], EntityRun] = {}
+_LIVE = LIVE
 
 
 def _is_failure(exc: BaseException) -> bool:
@@ -140,21 +144,6 @@ _OWN_EDGES = frozenset({_STARTED, _COMPLETED, StatusEvent.FAILED.value})
 # How often a run waiting on another process's lease looks again (seconds):
 # soon at first, then backing off.
 _POLL_FIRST, _POLL_MAX = 0.02, 0.25
-
-
-def entity_class(type_name: str) -> type[RunnableEntity]:
-    """The class registered under ``type_name``."""
-    try:
-        return _REGISTRY[type_name]
-    except KeyError:
-        raise UnregisteredTypeError(
-            f"entity type {type_name!r} is not registered: import the module that "
-            f"defines the RunnableEntity subclass {type_name!r} before reading it back"
-        ) from None
-
-
-def registered_types() -> dict[str, type[RunnableEntity]]:
-    return dict(_REGISTRY)
 
 
 class Return:
@@ -285,7 +274,7 @@ class RunnableEntity:
     def __init_subclass__(cls, type_name: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.type_name = type_name or cls.__name__
-        _REGISTRY[cls.type_name] = cls
+        register(cls)
 
     def __init__(self, graph: EntityGraph, record: NodeRecord) -> None:
         self._graph = graph
@@ -531,6 +520,9 @@ class RunnableEntity:
                 raise TypeError(f"path[{i}] must be a non-empty string; got {key!r}")
         value_json = dumps(value, what=f"value at {'/'.join(path)!r}")
         self._graph._set_data_path(self._id, tuple(path), json.loads(value_json))
+
+
+register_base(RunnableEntity)
 
 
 def _error_info(exc: BaseException) -> dict[str, str]:
