@@ -75,7 +75,7 @@ import json
 import logging
 import traceback
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from storylab.entities.encoding import dumps
 from storylab.entities.envelopes import Envelope, EnvelopeType, StatusEvent, ValueKind
@@ -95,9 +95,7 @@ from storylab.entities.registry import (
     register_base,
     registered_types,
 )
-
-if TYPE_CHECKING:
-    from storylab.entities.graph import EntityGraph
+from storylab.entities.store import EntityStore
 
 __all__ = [
     "Condition",
@@ -276,8 +274,8 @@ class RunnableEntity:
         cls.type_name = type_name or cls.__name__
         register(cls)
 
-    def __init__(self, graph: EntityGraph, record: NodeRecord) -> None:
-        self._graph = graph
+    def __init__(self, graph: EntityStore, record: NodeRecord) -> None:
+        self._graph: EntityStore = graph
         self._id = record.id
         self._name = record.name
         self._parent_id = record.parent_id
@@ -308,7 +306,8 @@ class RunnableEntity:
         return self._parent_id
 
     @property
-    def graph(self) -> EntityGraph:
+    def graph(self) -> EntityStore:
+        """The store holding this entity (an :class:`EntityGraph` for a SQLite file)."""
         return self._graph
 
     @property
@@ -324,12 +323,12 @@ class RunnableEntity:
 
         Also callable: ``self.status("RUNNING", "message")`` builds a status
         envelope to yield (see :meth:`status_envelope`)."""
-        return _StatusValue(self._graph._status(self._id), self)
+        return _StatusValue(self._graph.status_of(self._id), self)
 
     @property
     def data(self) -> dict:
         """A fresh copy of the stored data. Change it with :meth:`update_entity_data`."""
-        return self._graph._data(self._id)
+        return self._graph.data_of(self._id)
 
     @property
     def record(self) -> NodeRecord:
@@ -414,8 +413,8 @@ class RunnableEntity:
         """Create a child called ``name`` (not started). Raises
         :class:`~storylab.entities.errors.DuplicateNameError` if this entity
         already has a child with that name."""
-        record = self._graph._insert(cls, name, data, self._id, self._child_path(name))
-        return self._graph._revive(record, cls)
+        record = self._graph.insert_node(cls, name, data, self._id, self._child_path(name))
+        return self._graph.revive(record, cls)
 
     def _child_path(self, name: str, frames: tuple[str, ...] | None = None) -> str | None:
         frames = self._frames if frames is None else frames
@@ -430,8 +429,8 @@ class RunnableEntity:
         data (``data`` is then ignored). Names are unique per parent in the
         store itself, so two processes doing this at once get the same child.
         """
-        record = self._graph._insert_or_get(cls, name, data, self._id, self._child_path(name))
-        return self._graph._revive(record, cls)
+        record = self._graph.insert_or_get_node(cls, name, data, self._id, self._child_path(name))
+        return self._graph.revive(record, cls)
 
     def parallel_calls(
         self, cls: type[RunnableEntity], items: Iterable[Mapping[str, Any]]
@@ -467,12 +466,12 @@ class RunnableEntity:
 
     async def _parallel_calls(self, cls, checked, frames):
         graph = self._graph
-        create = graph._insert_or_get_checked
+        create = graph.insert_or_get_encoded
         type_name, parent_id = cls.type_name, self._id
         for name, data, data_json in checked:
             path = "/".join((*frames, name)) if frames else None
             record = create(type_name, name, data, data_json, parent_id, path)
-            yield _ChildThunk(graph._revive(record, cls))
+            yield _ChildThunk(graph.revive(record, cls))
 
     def reopen(self) -> None:
         """Make this finished entity Pending again (see :meth:`EntityGraph.reopen`)."""
@@ -489,7 +488,7 @@ class RunnableEntity:
         warning and never raised: progress bookkeeping must not fail a run
         (except a deleted graph file: :class:`GraphFileGoneError`)."""
         try:
-            self._graph._merge_data(self._id, changes)
+            self._graph.merge_data(self._id, changes)
         except GraphFileGoneError:
             raise  # not a bookkeeping hiccup: nothing can be stored any more
         except Exception:
@@ -501,7 +500,7 @@ class RunnableEntity:
         changes nothing. (For a merge, see :meth:`update_entity_data`.)"""
         if not isinstance(data, dict):
             raise TypeError(f"entity data must be a dict; got {type(data).__name__}")
-        self._graph._set_data(self._id, dumps(data, what=f"data of entity {self._name!r}"))
+        self._graph.set_data(self._id, dumps(data, what=f"data of entity {self._name!r}"))
 
     async def update_data_path(self, path: Sequence[str], value: Any) -> None:
         """Set one nested key: ``update_data_path(["story", "title"], "Owls")``
@@ -519,7 +518,7 @@ class RunnableEntity:
             if not isinstance(key, str) or not key:
                 raise TypeError(f"path[{i}] must be a non-empty string; got {key!r}")
         value_json = dumps(value, what=f"value at {'/'.join(path)!r}")
-        self._graph._set_data_path(self._id, tuple(path), json.loads(value_json))
+        self._graph.set_data_path(self._id, tuple(path), json.loads(value_json))
 
 
 register_base(RunnableEntity)
@@ -596,21 +595,21 @@ class EntityRun:
     async def _drive(self) -> AsyncIterator[Envelope]:
         entity = self.entity
         graph = entity._graph
-        key = (graph._key, entity._id)
+        key = (graph.key, entity._id)
         live = _LIVE.get(key)
         if live is not None and live is not self:
             async for env in self._follow(live):
                 yield env
             return
-        graph._flush_peers()
+        graph.commit_peers()
         entity_id, type_name, name = entity._id, entity.type_name, entity._name
         # The common case in one step: a Pending node becomes InProgress.
         started = _make_envelope(_STATUS, entity_id, type_name, name, _STARTED, None, None, _ENTITY)
-        if graph._start_if_pending(entity_id, started):
+        if graph.start_if_pending(entity_id, started):
             status = _PENDING
         else:
             while True:
-                status, output, lease, started = graph._claim(entity_id, started)
+                status, output, lease, started = graph.claim(entity_id, started)
                 if status != _BUSY:
                     break
                 # Another process runs it: wait, passing its progress on.
@@ -626,7 +625,7 @@ class EntityRun:
                 value = type(entity).output_from_json(output)
                 # Finished in the transaction still open (by a run that is itself
                 # waiting for it): hand the stored result on only once it is stored.
-                waiter = graph._durable(entity_id)
+                waiter = graph.commit_waiter(entity_id)
                 if waiter is not None:
                     try:
                         await waiter
@@ -639,9 +638,7 @@ class EntityRun:
                 yield _make_envelope(_VALUE, entity_id, type_name, name, None, None, value, _RETURN)
                 return
         _LIVE[key] = self
-        graph._live_runs += 1
-        if graph._live_runs == 1:
-            graph._ensure_heartbeat()
+        graph.run_started()
         impl = None
         gen = None
         branches: list[tuple[Any, tuple[str, ...]]] = []
@@ -724,7 +721,7 @@ class EntityRun:
                             continue
                         env = self._wrap(item)
                         if env.entity_id == entity._id:
-                            graph._append_progress(env)
+                            graph.append_progress(env)
                         yield self._emit(env)
                 output_json = dumps(result, what=lambda: f"output of {type_name} {name!r}")
             except BaseException as exc:
@@ -735,7 +732,7 @@ class EntityRun:
                     EnvelopeType.ERROR, error=info, message=f"{info['type']}: {info['message']}"
                 )
                 failed_env = entity.status_envelope(StatusEvent.FAILED, info["message"])
-                if not graph._mark_failed(entity._id, info, error_env, failed_env):
+                if not graph.finish_failed(entity._id, info, error_env, failed_env):
                     self._lost(key)
                     raise self._error from exc
                 ended = True
@@ -752,7 +749,7 @@ class EntityRun:
             done_env = _make_envelope(
                 _STATUS, entity_id, type_name, name, _COMPLETED, None, None, _ENTITY
             )
-            if not graph._mark_completed(entity_id, output_json, value_env, done_env):
+            if not graph.finish_completed(entity_id, output_json, value_env, done_env):
                 self._lost(key)
                 raise self._error
             ended = True
@@ -779,12 +776,12 @@ class EntityRun:
                 self._error = EntityRunInterrupted(
                     f"the run of {entity!r} was abandoned before it finished"
                 )
-                if graph._gone is None:
+                if not graph.is_gone:
                     try:
-                        graph._append_progress(
+                        graph.append_progress(
                             entity.status_envelope(StatusEvent.CANCELLED, type(exc).__name__)
                         )
-                        graph._release_lease(entity_id)
+                        graph.release_lease(entity_id)
                     except Exception:
                         log.warning("could not log the cancellation of %r", entity, exc_info=True)
             self._end()
@@ -810,7 +807,7 @@ class EntityRun:
         error: a result that was rolled back is never reported."""
         try:
             self._unregister(key)  # the last run of the graph commits at once
-            waiter = self.entity._graph._durable()
+            waiter = self.entity._graph.commit_waiter()
             if waiter is not None:
                 await waiter
         except EntityGraphError as exc:
@@ -821,18 +818,14 @@ class EntityRun:
     def _unregister(self, key: tuple[str, str]) -> None:
         if _LIVE.get(key) is self:
             del _LIVE[key]
-            graph = self.entity._graph
-            graph._live_runs -= 1
-            if graph._live_runs == 0:
-                graph._stop_heartbeat()
-                graph.flush()  # nothing of this graph runs now: make it durable
+            self.entity._graph.run_ended()  # the last one makes everything durable
 
     def _lost(self, key: tuple[str, str]) -> None:
         """End a run whose node another process took over: store nothing."""
         entity = self.entity
         self._error = LeaseLostError(
             f"{entity!r} was taken over by another process while this one ran it (this "
-            f"process went more than {entity._graph._lease_ttl:g} s without renewing its "
+            f"process went more than {entity._graph.lease_ttl:g} s without renewing its "
             "lease); its result here was not stored, the new owner's stands"
         )
         self._done = True
@@ -850,8 +843,8 @@ class EntityRun:
         and needs none of ours, so this cannot deadlock."""
         entity = self.entity
         graph, entity_id = entity._graph, entity._id
-        key = (graph._key, entity_id)
-        seq = graph._run_start_seq(entity_id)
+        key = (graph.key, entity_id)
+        seq = graph.progress_mark(entity_id)
         yield entity.status_envelope(
             StatusEvent.RUNNING, f"waiting for {lease.owner}, which is running it"
         )
@@ -859,13 +852,10 @@ class EntityRun:
         while True:
             await asyncio.sleep(delay)
             delay = min(delay * 2, _POLL_MAX)
-            gone = graph._file_gone()
-            if gone is not None:
-                graph._gone = gone
-                graph._raise_if_gone()
+            graph.check_file()
             if key in _LIVE:
                 return
-            envs, seq = graph._progress_after(entity_id, seq)
+            envs, seq = graph.progress_after(entity_id, seq)
             for env in envs:
                 # Its own start and end are not passed on: this run reports
                 # the outcome itself once it is stored.
@@ -873,7 +863,7 @@ class EntityRun:
                     env.type != _ERROR and env.sub_type != _RETURN and env.status not in _OWN_EDGES
                 ):
                     yield env
-            status, now = graph._poll(entity_id)
+            status, now = graph.poll_lease(entity_id)
             if status != _IN_PROGRESS or now is None or graph.lease_state(now) != "live":
                 return
             if now.token != lease.token:  # a new owner took it over meanwhile

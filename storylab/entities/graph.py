@@ -214,6 +214,11 @@ class EntityGraph:
     :meth:`edges`, :meth:`roots`. Entities: :meth:`create`,
     :meth:`create_or_retrieve`, :meth:`entity`. Binary outputs: :attr:`blobs`.
 
+    It implements :class:`~storylab.entities.store.EntityStore`, the operations
+    entities and their runs call (``start_if_pending``, ``claim``,
+    ``finish_completed``, ``commit_waiter``, ...); everything with a leading
+    underscore is this SQLite implementation's own.
+
     One graph holds one connection; it may be used from several threads (a
     lock serialises statements), but is meant for one event loop at a time.
     """
@@ -381,7 +386,7 @@ class EntityGraph:
         knows nothing of read-only mounts or immutable files.)
         """
         with self._lock:
-            self._flush_peers()  # a peer's open transaction would make us wait for it
+            self.commit_peers()  # a peer's open transaction would make us wait for it
             conn = self._conn
             # Another process writing right now proves the file writable: do
             # not wait out its transaction just to find that out.
@@ -428,6 +433,29 @@ class EntityGraph:
     def __repr__(self) -> str:
         return f"<EntityGraph {str(self.path)!r}>"
 
+    @property
+    def key(self) -> str:
+        """The absolute path of the file: with an entity id, what names a run
+        in this process's table of live runs (two graphs of one file share it)."""
+        return self._key
+
+    @property
+    def lease_ttl(self) -> float:
+        return self._lease_ttl
+
+    @property
+    def is_gone(self) -> bool:
+        """Whether the file was found deleted or replaced (nothing more is stored)."""
+        return self._gone is not None
+
+    def check_file(self) -> None:
+        """Raise :class:`GraphFileGoneError` if the file was deleted or replaced
+        since it was opened (and refuse every later operation)."""
+        gone = self._gone or self._file_gone()
+        if gone is not None:
+            self._gone = gone
+            raise GraphFileGoneError(gone)
+
     # ------------------------------------------------------------ transactions
 
     def _commit_failure(self, error: sqlite3.Error) -> EntityGraphError:
@@ -443,7 +471,7 @@ class EntityGraph:
         if error is not None:
             raise self._commit_failure(error)
 
-    def _durable(self, id: str | None = None) -> asyncio.Future | None:
+    def commit_waiter(self, id: str | None = None) -> asyncio.Future | None:
         """A future that the commit of the open transaction resolves (or sets
         to the :class:`EntityGraphError` of a failed commit); ``None`` when
         there is nothing to wait for: no transaction is open or, given ``id``,
@@ -499,7 +527,7 @@ class EntityGraph:
                 f"the entity graph {self.path} was opened read-only; nothing was changed"
             )
         if not self._in_txn:
-            self._flush_peers()
+            self.commit_peers()
             self._conn.execute("BEGIN IMMEDIATE")
             self._in_txn = True
         return self._conn
@@ -531,7 +559,7 @@ class EntityGraph:
             finally:
                 self._schedule_commit()
 
-    def _flush_peers(self) -> None:
+    def commit_peers(self) -> None:
         """Commit what other graphs of this process hold pending on our file,
         so that we neither wait for their write lock nor read behind them."""
         if self._in_txn:  # we hold the write lock, so no peer holds a transaction
@@ -682,6 +710,21 @@ class EntityGraph:
 
     # ----------------------------------------------------------------- leases
 
+    def run_started(self) -> None:
+        """A run of one of our entities began executing in this process: the
+        first one starts the heartbeat that renews our leases."""
+        self._live_runs += 1
+        if self._live_runs == 1:
+            self._ensure_heartbeat()
+
+    def run_ended(self) -> None:
+        """A run that :meth:`run_started` ended: with the last one the heartbeat
+        stops and everything pending is committed (nothing of this graph runs)."""
+        self._live_runs -= 1
+        if self._live_runs == 0:
+            self._stop_heartbeat()
+            self.flush()
+
     def _ensure_heartbeat(self) -> None:
         """Have a task on the running loop renew our leases while anything of
         this graph runs (called when the first run starts)."""
@@ -817,7 +860,7 @@ class EntityGraph:
             return LEASE_EXPIRED
         return LEASE_LIVE
 
-    def _poll(self, id: str) -> tuple[str, LeaseRecord | None]:
+    def poll_lease(self, id: str) -> tuple[str, LeaseRecord | None]:
         """A node's status and lease, read in one snapshot (for a waiting run)."""
         rows = self._read(
             f"SELECT n.status, {_LEASE_COLUMNS_OF_L} FROM nodes n "
@@ -829,7 +872,7 @@ class EntityGraph:
         status, *lease = rows[0]
         return status, (LeaseRecord(*lease) if lease[0] is not None else None)
 
-    def _run_start_seq(self, id: str) -> int:
+    def progress_mark(self, id: str) -> int:
         """The progress row just before the node's latest start: a run that
         waits on another process passes on that run's log from its beginning."""
         rows = self._read(
@@ -841,7 +884,7 @@ class EntityGraph:
             return rows[0][0] - 1
         return self._read("SELECT coalesce(max(seq), 0) FROM progress")[0][0]
 
-    def _progress_after(self, id: str, seq: int) -> tuple[list[Envelope], int]:
+    def progress_after(self, id: str, seq: int) -> tuple[list[Envelope], int]:
         """The envelopes of ``id``'s subtree logged after row ``seq``, and the
         last row read: what a run waiting on another process passes on."""
         rows = self._read(
@@ -894,9 +937,9 @@ class EntityGraph:
 
     def entity(self, id: str) -> RunnableEntity:
         """The entity with this id, revived as its registered class."""
-        return self._revive(self.get_node(id))
+        return self.revive(self.get_node(id))
 
-    def _revive(self, record: NodeRecord, expected: type | None = None) -> RunnableEntity:
+    def revive(self, record: NodeRecord, expected: type | None = None) -> RunnableEntity:
         if expected is None:
             return entity_class(record.type)(self, record)
         if record.type != expected.type_name:
@@ -906,14 +949,16 @@ class EntityGraph:
             )
         return expected(self, record)
 
+    _revive = revive  # the name tests and older tools use
+
     def create(self, cls: type[RunnableEntity], name: str, data: dict | None = None):
         """Create a root entity; :class:`DuplicateNameError` if the name is taken."""
-        return self._revive(self._insert(cls, name, data, None), cls)
+        return self.revive(self.insert_node(cls, name, data, None), cls)
 
     def create_or_retrieve(self, cls: type[RunnableEntity], name: str, data: dict | None = None):
         """The root entity called ``name``; created with ``data`` if it does not
         exist yet. An existing one keeps its original data."""
-        return self._revive(self._insert_or_get(cls, name, data, None), cls)
+        return self.revive(self.insert_or_get_node(cls, name, data, None), cls)
 
     # ---------------------------------------------------- write operations
 
@@ -927,15 +972,15 @@ class EntityGraph:
             raise TypeError(f"entity data must be a dict; got {type(data).__name__}")
         return cls.type_name, dumps(data, what=lambda: f"data of entity {name!r}")
 
-    def _insert(
+    def insert_node(
         self, cls, name: str, data, parent_id: str | None, call_path: str | None = None
     ) -> NodeRecord:
         """Create a Pending node. ``call_path`` is the child's key under its
         parent when it differs from ``name`` (inside a condition branch)."""
         type_name, data_json = self._check_new(cls, name, data)
-        return self._insert_checked(type_name, name, data, data_json, parent_id, call_path)
+        return self.insert_encoded(type_name, name, data, data_json, parent_id, call_path)
 
-    def _insert_checked(
+    def insert_encoded(
         self,
         type_name: str,
         name: str,
@@ -944,7 +989,7 @@ class EntityGraph:
         parent_id: str | None,
         call_path: str | None,
     ) -> NodeRecord:
-        """:meth:`_insert` for arguments already checked and encoded."""
+        """:meth:`insert_node` for arguments already checked and encoded."""
         key = call_path or name
         with self._lock:
             conn = self._conn if self._in_txn else self._begin()
@@ -1019,13 +1064,13 @@ class EntityGraph:
         )
         return self._record(rows[0]) if rows else None
 
-    def _insert_or_get(
+    def insert_or_get_node(
         self, cls, name: str, data, parent_id: str | None, call_path: str | None = None
     ) -> NodeRecord:
         type_name, data_json = self._check_new(cls, name, data)
-        return self._insert_or_get_checked(type_name, name, data, data_json, parent_id, call_path)
+        return self.insert_or_get_encoded(type_name, name, data, data_json, parent_id, call_path)
 
-    def _insert_or_get_checked(
+    def insert_or_get_encoded(
         self,
         type_name: str,
         name: str,
@@ -1038,7 +1083,7 @@ class EntityGraph:
         # index decides races between processes. On a resume the insert fails
         # and we read back the existing node.
         try:
-            return self._insert_checked(type_name, name, data, data_json, parent_id, call_path)
+            return self.insert_encoded(type_name, name, data, data_json, parent_id, call_path)
         except DuplicateNameError:
             record = self._by_name(name, parent_id, call_path)
             if record is None:  # pragma: no cover - a node is never deleted
@@ -1051,22 +1096,22 @@ class EntityGraph:
             raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
         return rows[0][0], loads(rows[0][1])
 
-    def _status(self, id: str) -> str:
+    def status_of(self, id: str) -> str:
         return self._status_output(id)[0]
 
-    def _data(self, id: str) -> dict:
+    def data_of(self, id: str) -> dict:
         rows = self._read("SELECT data FROM nodes WHERE id = ?", (id,))
         if not rows:
             raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
         return json.loads(rows[0][0])
 
-    def _append_progress(self, env: Envelope) -> None:
+    def append_progress(self, env: Envelope) -> None:
         self._log(env)
 
     # A status change and its envelopes share one transaction, so the log
     # never shows an envelope whose status change was not committed with it;
     # so does the lease that goes with it.
-    def _start_if_pending(self, id: str, env: Envelope) -> bool:
+    def start_if_pending(self, id: str, env: Envelope) -> bool:
         """Mark a Pending node started, leased to us (and log ``env``); False
         if it was not Pending."""
         with self._lock:
@@ -1092,7 +1137,7 @@ class EntityGraph:
             self._log(env)
             return True
 
-    def _claim(self, id: str, env: Envelope) -> tuple[str, Any, LeaseRecord | None, Envelope]:
+    def claim(self, id: str, env: Envelope) -> tuple[str, Any, LeaseRecord | None, Envelope]:
         """Decide, in one write transaction, what starting a node that was not
         Pending does: ``("Completed", output, None, env)``; ``("busy", None,
         lease, env)`` while another owner's lease is live; otherwise the node
@@ -1149,7 +1194,7 @@ class EntityGraph:
         cur = conn.execute("DELETE FROM leases WHERE node_id = ? AND token = ?", (id, self._token))
         return cur.rowcount == 1
 
-    def _release_lease(self, id: str) -> None:
+    def release_lease(self, id: str) -> None:
         """Give up the lease on a node that stays InProgress (its run was
         abandoned): anyone may take it over at once."""
         with self._lock:
@@ -1195,24 +1240,26 @@ class EntityGraph:
             finally:
                 self._schedule_commit(terminal=True)
 
-    def _mark_completed(
+    def finish_completed(
         self, id: str, output_json: str, value_env: Envelope, done_env: Envelope
     ) -> bool:
         return self._finish(
             id, "Completed", "output", output_json, done_env.at, (value_env, done_env)
         )
 
-    def _mark_failed(self, id: str, error: dict, error_env: Envelope, failed_env: Envelope) -> bool:
+    def finish_failed(
+        self, id: str, error: dict, error_env: Envelope, failed_env: Envelope
+    ) -> bool:
         return self._finish(
             id, "Failed", "error", dumps_log(error), failed_env.at, (error_env, failed_env)
         )
 
-    def _set_data(self, id: str, data_json: str) -> None:
+    def set_data(self, id: str, data_json: str) -> None:
         cur = self._apply(("UPDATE nodes SET data = ? WHERE id = ?", (data_json, id)))
         if cur.rowcount == 0:
             raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
 
-    def _merge_data(self, id: str, changes: dict) -> dict:
+    def merge_data(self, id: str, changes: dict) -> dict:
         with self._lock:
             # Read inside the write transaction, so no other process can slip
             # a change in between the read and the write.
@@ -1236,9 +1283,9 @@ class EntityGraph:
             self._write_nodes()
         return conn.execute("SELECT data FROM nodes WHERE id = ?", (id,)).fetchone()
 
-    def _set_data_path(self, id: str, path: tuple[str, ...], value: Any) -> dict:
+    def set_data_path(self, id: str, path: tuple[str, ...], value: Any) -> dict:
         with self._lock:
-            # As in _merge_data: read and write inside one write transaction.
+            # As in merge_data: read and write inside one write transaction.
             row = self._read_for_update(id)
             if row is None:
                 self._schedule_commit()
@@ -1287,7 +1334,7 @@ class EntityGraph:
                 (id,),
             )
         )
-        if cur.rowcount != 1 and self._status(id) == "InProgress":
+        if cur.rowcount != 1 and self.status_of(id) == "InProgress":
             raise EntityGraphError(
                 f"cannot reopen {record.type} ({record.name}): another process started it "
                 "meanwhile; only Completed or Failed nodes can be reopened"
