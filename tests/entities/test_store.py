@@ -16,7 +16,7 @@ from storylab.entities.store import EntityStore
 PACKAGE = Path(entities_pkg.__file__).parent
 # The modules that hold entities and runs: they may use the store only through
 # the protocol.
-ENTITY_CODE = ["entity.py"]
+ENTITY_CODE = ["entity.py", "run.py"]
 
 
 def protocol_members() -> set[str]:
@@ -99,7 +99,7 @@ def import_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_entity_modules_import_each_other_without_a_circle():
     graph = {p.stem: runtime_imports(p) for p in PACKAGE.glob("*.py") if p.name != "__init__.py"}
-    assert "graph" not in graph["entity"]  # entities never need SQLite
+    assert "graph" not in graph["entity"] | graph["run"]  # entities never need SQLite
     assert import_cycle(graph) is None, import_cycle(graph)
 
 
