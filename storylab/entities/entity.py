@@ -77,8 +77,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, TypeAlias
 
 from storylab.entities.encoding import dumps
 from storylab.entities.envelopes import Envelope, EnvelopeType, StatusEvent, ValueKind
@@ -106,6 +106,9 @@ __all__ = [
 
 log = logging.getLogger("storylab.entities")
 
+# ``type`` is also a property of RunnableEntity, so its annotations name this.
+EntityClass: TypeAlias = "type[RunnableEntity]"
+
 
 _STATUS_EVENTS = frozenset(StatusEvent)
 
@@ -119,6 +122,7 @@ class _StatusValue(str):
     ``STATUS`` envelope: ``yield self.status("RUNNING", "writing")``."""
 
     __slots__ = ("_entity",)
+    _entity: RunnableEntity
 
     def __new__(cls, value: str, entity: RunnableEntity) -> _StatusValue:
         obj = super().__new__(cls, value)
@@ -231,7 +235,7 @@ class RunnableEntity:
 
     # -------------------------------------------------------------- hooks
 
-    async def run_impl(self) -> AsyncIterator[Any]:
+    async def run_impl(self) -> AsyncGenerator[Any, Any]:
         """Override: an async generator yielding envelopes, ending with
         ``yield Return(value)``. (A plain ``async def`` returning the value
         also works when there is nothing to report.)"""
@@ -300,7 +304,7 @@ class RunnableEntity:
 
     # ------------------------------------------------------- children
 
-    def append_call(self, cls: type[RunnableEntity], name: str, data: dict | None = None):
+    def append_call(self, cls: EntityClass, name: str, data: dict | None = None):
         """Create a child called ``name`` (not started). Raises
         :class:`~storylab.entities.errors.DuplicateNameError` if this entity
         already has a child with that name."""
@@ -311,9 +315,7 @@ class RunnableEntity:
         frames = self._frames if frames is None else frames
         return "/".join((*frames, name)) if frames else None
 
-    def append_or_retrieve_call(
-        self, cls: type[RunnableEntity], name: str, data: dict | None = None
-    ):
+    def append_or_retrieve_call(self, cls: EntityClass, name: str, data: dict | None = None):
         """The child called ``name``, created with ``data`` if it does not exist.
 
         An existing child is returned whatever its status, with its original
@@ -324,7 +326,7 @@ class RunnableEntity:
         return self._graph.revive(record, cls)
 
     def parallel_calls(
-        self, cls: type[RunnableEntity], items: Iterable[Mapping[str, Any]]
+        self, cls: EntityClass, items: Iterable[Mapping[str, Any]]
     ) -> AsyncIterator[_ChildThunk]:
         """A lazy source of runner tasks, one per item ``{"name", "data"}``.
 
@@ -349,7 +351,7 @@ class RunnableEntity:
             if name in seen:
                 raise ValueError(f"items[{i}]['name'] {name!r} repeats items[{seen[name]}]")
             seen[name] = i
-            data_json = dumps({} if data is None else data, what=lambda i=i: f"items[{i}]['data']")
+            data_json = dumps({} if data is None else data, what=f"items[{i}]['data']")
             checked.append((name, data, data_json))
         # Children are keyed under the condition branch that asked for them,
         # even though the runner pulls them later, from its own task.

@@ -601,7 +601,8 @@ class EntityGraph:
             # that has ended): do not leave our write waiting on it.
             self._commit()
         elif soon and not self._commit_soon:
-            self._commit_handle.cancel()
+            if self._commit_handle is not None:
+                self._commit_handle.cancel()
             self._commit_soon = True
             self._commit_handle = loop.call_soon(self._commit)
 
@@ -939,7 +940,9 @@ class EntityGraph:
         """The entity with this id, revived as its registered class."""
         return self.revive(self.get_node(id))
 
-    def revive(self, record: NodeRecord, expected: type | None = None) -> RunnableEntity:
+    def revive(
+        self, record: NodeRecord, expected: type[RunnableEntity] | None = None
+    ) -> RunnableEntity:
         if expected is None:
             return entity_class(record.type)(self, record)
         if record.type != expected.type_name:
@@ -962,7 +965,7 @@ class EntityGraph:
 
     # ---------------------------------------------------- write operations
 
-    def _check_new(self, cls: type, name: str, data: Any) -> tuple[str, str]:
+    def _check_new(self, cls: type[RunnableEntity], name: str, data: Any) -> tuple[str, str]:
         check_entity_class(cls)
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"entity name must be a non-empty string; got {name!r}")

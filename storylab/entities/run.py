@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from storylab.entities.encoding import dumps
@@ -181,7 +181,7 @@ class EntityRun:
 
     def __init__(self, entity: RunnableEntity) -> None:
         self.entity = entity
-        self._gen: AsyncIterator[Envelope] | None = None
+        self._gen: AsyncGenerator[Envelope, None] | None = None
         self._result: Any = _UNSET
         self._error: BaseException | None = None
         self._followers: list[asyncio.Queue] = []
@@ -224,7 +224,7 @@ class EntityRun:
         return self._result
 
     # The generator behind the handle: the steps of the module docstring.
-    async def _drive(self) -> AsyncIterator[Envelope]:
+    async def _drive(self) -> AsyncGenerator[Envelope, None]:
         entity = self.entity
         store = entity._graph
         entity_id = entity._id
@@ -310,6 +310,7 @@ class EntityRun:
             if status != _BUSY:
                 break
             # Another process runs it: wait, passing its progress on.
+            assert lease is not None  # "busy" comes with the live lease
             async for env in self._wait(lease):
                 yield env
             live = LIVE.get(key)
@@ -537,10 +538,11 @@ class _Body:
         self.result: Any = None
         self.steps = self._steps()
 
-    async def _steps(self) -> AsyncIterator[Envelope]:
+    async def _steps(self) -> AsyncGenerator[Envelope, None]:
         run = self.run
         entity = run.entity
-        impl = self.impl = entity.run_impl()
+        impl: Any = entity.run_impl()
+        self.impl = impl
         if not hasattr(impl, "asend"):
             self.result = await impl
             self.impl = None
@@ -626,10 +628,10 @@ class _Body:
     async def close(self) -> None:
         """Close what is still open after a run that failed or was abandoned
         (runs their finally blocks); nothing after a run that returned."""
-        await self.steps.aclose()
         impl = self.impl
-        if impl is None:
+        if impl is None:  # returned, or never started: nothing is suspended
             return
+        await self.steps.aclose()
         self.run.entity._frames = ()
         for g in (self.gen, *(g for g, _ in reversed(self.branches))):
             if g is not None and g is not impl:

@@ -85,19 +85,31 @@ class EntityStore(Protocol):
 
     # ----------------------------------------------------------- creating
 
-    def revive(self, record: NodeRecord, expected: type | None = None) -> RunnableEntity:
+    def revive(
+        self, record: NodeRecord, expected: type[RunnableEntity] | None = None
+    ) -> RunnableEntity:
         """The entity for ``record``: an instance of ``expected`` (which must be
         its type, else ``EntityTypeMismatchError``) or of its registered class."""
         ...
 
     def insert_node(
-        self, cls: type, name: str, data: Any, parent_id: str | None, call_path: str | None = None
+        self,
+        cls: type[RunnableEntity],
+        name: str,
+        data: Any,
+        parent_id: str | None,
+        call_path: str | None = None,
     ) -> NodeRecord:
         """Create a Pending node; ``DuplicateNameError`` if the key is taken."""
         ...
 
     def insert_or_get_node(
-        self, cls: type, name: str, data: Any, parent_id: str | None, call_path: str | None = None
+        self,
+        cls: type[RunnableEntity],
+        name: str,
+        data: Any,
+        parent_id: str | None,
+        call_path: str | None = None,
     ) -> NodeRecord:
         """The node with this key, created (Pending, with ``data``) if missing."""
         ...
