@@ -166,6 +166,7 @@ def _error_info(exc: BaseException) -> dict[str, str]:
 
 _UNSET = object()
 _END = object()
+_EXHAUSTED = object()  # run_impl ended without Return
 
 
 class EntityRun:
@@ -257,8 +258,9 @@ class EntityRun:
                 if status != _PENDING:  # Failed or stale, and ours now
                     await entity.reset()
                 yield self._emit(started)
-                async for env in body.steps:  # 3. run the body
-                    yield env
+                if not await body.first():  # 3. run the body
+                    async for env in body.steps():
+                        yield env
                 result = body.result
                 output_json = dumps(result, what=self._output_name)
             except BaseException as exc:
@@ -289,7 +291,8 @@ class EntityRun:
             raise
         finally:
             self._unregister(key)
-            await body.close()
+            if body.impl is not None:  # failed or abandoned while run_impl was open
+                await body.close()
 
     def _output_name(self) -> str:
         return f"output of {self.entity.type_name} {self.entity._name!r}"
@@ -522,13 +525,15 @@ class EntityRun:
 class _Body:
     """Step 3 of a run: drive ``run_impl`` to its ``Return``.
 
-    Iterate :attr:`steps` for the envelopes to hand on; afterwards
-    :attr:`result` is the returned value. ``gen`` is ``run_impl``, or the
+    ``await`` :meth:`first`: it starts ``run_impl`` and takes its first step,
+    and is true when that ended it (then nothing is handed on). Otherwise
+    iterate :meth:`steps` for the envelopes to hand on. Either way
+    :attr:`result` is then the returned value. ``gen`` is ``run_impl``, or the
     condition branch running inside it; ``branches`` holds, innermost last,
     what to go back to (the generator and the entity's frames) when a branch
     ends. :meth:`close` closes whatever is still open, innermost first."""
 
-    __slots__ = ("run", "impl", "gen", "branches", "result", "steps")
+    __slots__ = ("run", "impl", "gen", "branches", "result", "item", "iterator")
 
     def __init__(self, run: EntityRun) -> None:
         self.run = run
@@ -536,40 +541,45 @@ class _Body:
         self.gen: Any = None
         self.branches: list[tuple[Any, tuple[str, ...]]] = []
         self.result: Any = None
-        self.steps = self._steps()
+        self.item: Any = None  # what run_impl yielded first, for steps()
+        self.iterator: AsyncGenerator[Envelope, None] | None = None
 
-    async def _steps(self) -> AsyncGenerator[Envelope, None]:
-        run = self.run
-        entity = run.entity
-        impl: Any = entity.run_impl()
+    async def first(self) -> bool:
+        # A coroutine, not an async generator: a run_impl that returns at once
+        # (many children do) costs no generator of ours.
+        impl: Any = self.run.entity.run_impl()
         self.impl = impl
         if not hasattr(impl, "asend"):
             self.result = await impl
             self.impl = None
-            return
+            return True
         self.gen = impl
+        item = await self._next(None, None)
+        if item is _EXHAUSTED:
+            self.gen = self.impl = None  # exhausted: nothing to close
+            return True
+        if type(item) is Return:
+            await impl.aclose()  # run its finally blocks now
+            self.result = item.value
+            self.gen = self.impl = None  # closed
+            return True
+        self.item = item
+        return False
+
+    def steps(self) -> AsyncGenerator[Envelope, None]:
+        """The envelopes of the rest of the body, from its first item on."""
+        self.iterator = self._steps()
+        return self.iterator
+
+    async def _steps(self) -> AsyncGenerator[Envelope, None]:
+        run = self.run
+        entity = run.entity
         emit = run._emit
-        send: Any = None
-        throw: BaseException | None = None
+        item = self.item
+        self.item = None
         while True:
-            try:
-                if throw is not None:
-                    exc, throw = throw, None
-                    item = await self.gen.athrow(exc)
-                else:
-                    item = await self.gen.asend(send)
-            except StopAsyncIteration:
-                if not self.branches:
-                    self.gen = self.impl = None  # exhausted: nothing to close
-                    return
-                item = Return(None)  # a branch that ended without Return
-            except Exception as exc:
-                if not self.branches:
-                    raise
-                self._leave_branch()  # the branch failed: raise it at the parent's yield
-                throw = exc
-                continue
-            send = None
+            send: Any = None
+            throw: BaseException | None = None
             cls = type(item)
             if cls is Return:
                 await self.gen.aclose()  # run its finally blocks now
@@ -595,6 +605,31 @@ class _Body:
                 if env.entity_id == entity._id:
                     entity._graph.append_progress(env)
                 yield emit(env)
+            item = await self._next(send, throw)
+            if item is _EXHAUSTED:
+                self.gen = self.impl = None  # exhausted: nothing to close
+                return
+
+    async def _next(self, send: Any, throw: BaseException | None) -> Any:
+        """What the running generator yields next, given what to send into it
+        or throw at its ``yield``. A branch that fails is left, and its error
+        raised at its parent's yield; one that ends without ``Return`` returns
+        ``None``. ``_EXHAUSTED`` when ``run_impl`` itself ended so."""
+        while True:
+            try:
+                if throw is not None:
+                    exc, throw = throw, None
+                    return await self.gen.athrow(exc)
+                return await self.gen.asend(send)
+            except StopAsyncIteration:
+                if not self.branches:
+                    return _EXHAUSTED
+                return Return(None)  # a branch that ended without Return
+            except Exception as exc:
+                if not self.branches:
+                    raise
+                self._leave_branch()  # the branch failed: raise it at the parent's yield
+                throw = exc
 
     async def _enter(self, item: Condition) -> tuple[Any, BaseException | None]:
         """Start the chosen branch of a condition: an async generator becomes
@@ -631,7 +666,8 @@ class _Body:
         impl = self.impl
         if impl is None:  # returned, or never started: nothing is suspended
             return
-        await self.steps.aclose()
+        if self.iterator is not None:
+            await self.iterator.aclose()
         self.run.entity._frames = ()
         for g in (self.gen, *(g for g, _ in reversed(self.branches))):
             if g is not None and g is not impl:
