@@ -263,7 +263,9 @@ class EntityGraph:
         # nodes that reached Completed or Failed in that transaction.
         self._waiters: list[asyncio.Future] = []
         self._settling: set[str] = set()
-        self._key = str(path.resolve())
+        # The absolute path of the file: with an entity id, what names a run in
+        # this process's table of live runs (two graphs of one file share it).
+        self.key = self._key = str(path.resolve())
         self._closed = False
         self.read_only = False  # set by open(read_only=True): every write is refused
         # Leases (see the module docstring). The token is this graph's own:
@@ -432,12 +434,6 @@ class EntityGraph:
 
     def __repr__(self) -> str:
         return f"<EntityGraph {str(self.path)!r}>"
-
-    @property
-    def key(self) -> str:
-        """The absolute path of the file: with an entity id, what names a run
-        in this process's table of live runs (two graphs of one file share it)."""
-        return self._key
 
     @property
     def lease_ttl(self) -> float:

@@ -554,8 +554,9 @@ class _Body:
             self.impl = None
             return True
         self.gen = impl
-        item = await self._next(None, None)
-        if item is _EXHAUSTED:
+        try:
+            item = await impl.asend(None)  # no branch yet: its failure is the run's
+        except StopAsyncIteration:
             self.gen = self.impl = None  # exhausted: nothing to close
             return True
         if type(item) is Return:
