@@ -126,7 +126,7 @@ class _VirtualSelector(selectors.DefaultSelector):
         super().__init__()
         self.now = 0.0
 
-    def select(self, timeout: float | None = None):  # type: ignore[override]
+    def select(self, timeout: float | None = None):
         ready = super().select(0)
         if not ready and timeout is not None and timeout > 0:
             self.now += timeout

@@ -15,8 +15,9 @@ import pytest
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function):
     if inspect.iscoroutinefunction(pyfuncitem.obj):
-        names = pyfuncitem._fixtureinfo.argnames
-        kwargs = {name: pyfuncitem.funcargs[name] for name in names}
+        # The test's own parameters (funcargs also holds autouse fixtures).
+        params = inspect.signature(pyfuncitem.obj).parameters
+        kwargs = {n: pyfuncitem.funcargs[n] for n in params if n in pyfuncitem.funcargs}
         asyncio.run(pyfuncitem.obj(**kwargs))
         return True
     return None

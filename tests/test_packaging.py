@@ -186,6 +186,46 @@ def test_the_dask_extra_is_optional_and_tested():
     runtime = runtime_requirements()
     assert "distributed" not in runtime and "dask" not in runtime
     extras = project["optional-dependencies"]
-    assert [Requirement(r).name for r in extras["dask"]] == ["distributed"]
+    assert {Requirement(r).name for r in extras["dask"]} == {"dask", "distributed"}
     # CI installs .[test]: without distributed there the cluster tests would not run.
     assert "distributed" in {Requirement(r).name for r in extras["test"]}
+def third_party_imports(root: Path) -> set[str]:
+    """Top-level names of the non-stdlib modules imported anywhere under ``root``."""
+    import ast
+
+    names: set[str] = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names and n != "storylab"}
+
+
+def undeclared(imports: set[str], declared: set[str]) -> list[str]:
+    from importlib.metadata import packages_distributions
+
+    dists = packages_distributions()
+    missing = []
+    for module in sorted(imports):
+        provided_by = {canonicalize_name(d) for d in dists.get(module, [module])}
+        if not provided_by & declared:
+            missing.append(f"{module} (from {', '.join(sorted(provided_by))})")
+    return missing
+
+
+def test_every_library_the_package_imports_is_a_declared_dependency():
+    imports = third_party_imports(REPO / "storylab")
+    assert {"h11", "httpx", "PIL", "distributed"} <= imports  # the scan sees real imports
+    # Dask is imported only by the cluster modules, which the optional extra serves.
+    optional = {
+        canonicalize_name(Requirement(r).name)
+        for r in pyproject()["project"]["optional-dependencies"]["dask"]
+    }
+    assert undeclared(imports, set(runtime_requirements()) | optional) == []
+
+
+def test_the_dependency_check_sees_an_undeclared_library():
+    declared = set(runtime_requirements()) - {"h11"}
+    assert undeclared({"h11", "httpx"}, declared) == ["h11 (from h11)"]

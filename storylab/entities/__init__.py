@@ -4,6 +4,12 @@ An entity is a unit of work bound to a node of an SQLite-backed graph: its
 status, output, children and progress survive the process, so a pipeline
 started again after a crash does only what is left. This layer may use
 ``storylab.scheduling`` and knows nothing of stories.
+
+Modules: ``entity`` (RunnableEntity), ``run`` (EntityRun and what run_impl
+yields), ``store`` (the EntityStore protocol, all entities need of a store),
+``graph`` (EntityGraph, the SQLite store), ``schema``, ``records``,
+``encoding`` and ``registry`` (entity types and live runs, shared by both
+sides), ``blobs``, ``envelopes``, ``errors``.
 """
 
 from storylab.entities.blobs import BlobStore
@@ -40,6 +46,7 @@ from storylab.entities.graph import (
     NodeRecord,
     default_graph_path,
 )
+from storylab.entities.store import EntityStore
 
 __all__ = [
     "BlobStore",
@@ -51,6 +58,7 @@ __all__ = [
     "EntityRun",
     "EntityRunInterrupted",
     "EntityStatus",
+    "EntityStore",
     "EntityTypeMismatchError",
     "Envelope",
     "EnvelopeType",

@@ -66,30 +66,33 @@ next start, here or in another process, treats it as stale and runs it again.
 A run that finds, when it ends, that another process took its node over (it
 stalled past its lease) stores nothing and raises
 :class:`~storylab.entities.errors.LeaseLostError`.
+
+The run itself (:class:`~storylab.entities.run.EntityRun`, and the markers
+``Return``, ``Delegate`` and ``Condition``) lives in :mod:`storylab.entities.run`;
+both modules reach the graph only through
+:class:`~storylab.entities.store.EntityStore`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import traceback
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, TypeAlias
 
+from storylab.entities.encoding import dumps
 from storylab.entities.envelopes import Envelope, EnvelopeType, StatusEvent, ValueKind
-from storylab.entities.errors import (
-    EntityGraphError,
-    EntityRunInterrupted,
-    GraphFileGoneError,
-    LeaseLostError,
-    UnknownBranchError,
-    UnregisteredTypeError,
+from storylab.entities.errors import GraphFileGoneError
+from storylab.entities.records import NodeRecord
+from storylab.entities.registry import (
+    check_entity_class,
+    entity_class,
+    register,
+    register_base,
+    registered_types,
 )
-from storylab.entities.graph import EntityStatus, NodeRecord, check_entity_class, dumps
-
-if TYPE_CHECKING:
-    from storylab.entities.graph import EntityGraph
+from storylab.entities.run import Condition, Delegate, EntityRun, Return
+from storylab.entities.store import EntityStore
 
 __all__ = [
     "Condition",
@@ -103,137 +106,15 @@ __all__ = [
 
 log = logging.getLogger("storylab.entities")
 
-_REGISTRY: dict[str, type[RunnableEntity]] = {}
-
-# Runs executing right now in this process, by (graph file, entity id). An
-# InProgress node without an entry here belongs to a process that died.
-_LIVE: dict[tuple[str, str], EntityRun] = {}
-
-
-def _is_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` leaving ``run_impl`` means the entity failed.
-
-    Any ``Exception`` does. A ``CancelledError`` does only when nobody is
-    cancelling the running task (it came from inside, e.g. a library that
-    cancelled its own future); a real cancellation, a closed run
-    (``GeneratorExit``) or a ``KeyboardInterrupt`` abandons the run instead.
-    """
-    if isinstance(exc, Exception):
-        return True
-    if isinstance(exc, asyncio.CancelledError):
-        task = asyncio.current_task()
-        return task is not None and not task.cancelling()
-    return False
+# ``type`` is also a property of RunnableEntity, so its annotations name this.
+EntityClass: TypeAlias = "type[RunnableEntity]"
 
 
 _STATUS_EVENTS = frozenset(StatusEvent)
 
 # Plain strings for the hot path (StrEnum members compare equal to them).
 _make_envelope = Envelope._make
-_STATUS, _VALUE = EnvelopeType.STATUS.value, EnvelopeType.VALUE.value
-_STARTED, _COMPLETED = StatusEvent.STARTED.value, StatusEvent.COMPLETED.value
-_ENTITY, _RETURN = "ENTITY", ValueKind.RETURN.value
-_PENDING, _COMPLETED_NODE = EntityStatus.PENDING.value, EntityStatus.COMPLETED.value
-_IN_PROGRESS, _BUSY = EntityStatus.IN_PROGRESS.value, "busy"
-_ERROR = EnvelopeType.ERROR.value
-_OWN_EDGES = frozenset({_STARTED, _COMPLETED, StatusEvent.FAILED.value})
-# How often a run waiting on another process's lease looks again (seconds):
-# soon at first, then backing off.
-_POLL_FIRST, _POLL_MAX = 0.02, 0.25
-
-
-def entity_class(type_name: str) -> type[RunnableEntity]:
-    """The class registered under ``type_name``."""
-    try:
-        return _REGISTRY[type_name]
-    except KeyError:
-        raise UnregisteredTypeError(
-            f"entity type {type_name!r} is not registered: import the module that "
-            f"defines the RunnableEntity subclass {type_name!r} before reading it back"
-        ) from None
-
-
-def registered_types() -> dict[str, type[RunnableEntity]]:
-    return dict(_REGISTRY)
-
-
-class Return:
-    """``yield Return(value)`` ends ``run_impl`` with ``value`` as the output."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any = None) -> None:
-        self.value = value
-
-    def __repr__(self) -> str:
-        return f"Return({self.value!r})"
-
-
-class Delegate:
-    """``value = yield Delegate(child)``: run ``child`` (an entity or a run)
-    inline, forward its envelopes, and send its result back into ``run_impl``.
-    A failure of the child is raised at the ``yield``."""
-
-    __slots__ = ("target",)
-
-    def __init__(self, target: RunnableEntity | EntityRun) -> None:
-        if not isinstance(target, RunnableEntity | EntityRun):
-            raise TypeError(f"Delegate needs an entity or an EntityRun; got {target!r}")
-        self.target = target
-
-    def start(self) -> EntityRun:
-        t = self.target
-        return t.start() if isinstance(t, RunnableEntity) else t
-
-
-class Condition:
-    """``value = yield self.condition(label, key, branches)``: run only
-    ``branches[key]``, inline, and send its return value back.
-
-    A branch is written like ``run_impl``: an async generator function taking
-    no arguments that yields envelopes (or delegates) and ends with ``yield
-    Return(value)``; a plain ``async def`` returning the value also works.
-    Its envelopes are forwarded, its failure is raised at the ``yield``, and
-    while it runs every child the entity creates is keyed by its *call path*
-    ``label/key/name`` (``safety-gate/safe/story-writer``), so the same name
-    in two branches means two children, and the same branch on a re-run
-    finds the children it made before. The node keeps the plain ``name``.
-    """
-
-    __slots__ = ("label", "key", "branch")
-
-    def __init__(self, label: str, key: str, branches: Mapping[str, Any]) -> None:
-        if not isinstance(label, str) or not label.strip() or "/" in label:
-            raise ValueError(
-                f"condition label must be a non-empty string without '/'; got {label!r}"
-            )
-        if not isinstance(branches, Mapping) or not branches:
-            raise TypeError(
-                f"condition {label!r}: branches must be a non-empty dict of key -> async "
-                f"generator function; got {branches!r}"
-            )
-        for k, fn in branches.items():
-            if not isinstance(k, str) or not k or "/" in k:
-                raise ValueError(
-                    f"condition {label!r}: branch keys must be non-empty strings without "
-                    f"'/'; got {k!r}"
-                )
-            if not callable(fn):
-                raise TypeError(
-                    f"condition {label!r}: branch {k!r} must be an async generator function "
-                    f"(called with no arguments); got {fn!r}"
-                )
-        if not isinstance(key, str) or key not in branches:
-            allowed = ", ".join(repr(k) for k in branches)
-            raise UnknownBranchError(
-                f"condition {label!r} has no branch for key {key!r}; allowed keys: {allowed}"
-            )
-        self.label = label
-        self.key = key
-        self.branch = branches[key]
-
-    def __repr__(self) -> str:
-        return f"Condition({self.label!r}, {self.key!r})"
+_STATUS, _ENTITY = EnvelopeType.STATUS.value, "ENTITY"
 
 
 class _StatusValue(str):
@@ -241,6 +122,7 @@ class _StatusValue(str):
     ``STATUS`` envelope: ``yield self.status("RUNNING", "writing")``."""
 
     __slots__ = ("_entity",)
+    _entity: RunnableEntity
 
     def __new__(cls, value: str, entity: RunnableEntity) -> _StatusValue:
         obj = super().__new__(cls, value)
@@ -285,10 +167,10 @@ class RunnableEntity:
     def __init_subclass__(cls, type_name: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.type_name = type_name or cls.__name__
-        _REGISTRY[cls.type_name] = cls
+        register(cls)
 
-    def __init__(self, graph: EntityGraph, record: NodeRecord) -> None:
-        self._graph = graph
+    def __init__(self, graph: EntityStore, record: NodeRecord) -> None:
+        self._graph: EntityStore = graph
         self._id = record.id
         self._name = record.name
         self._parent_id = record.parent_id
@@ -319,7 +201,8 @@ class RunnableEntity:
         return self._parent_id
 
     @property
-    def graph(self) -> EntityGraph:
+    def graph(self) -> EntityStore:
+        """The store holding this entity (an :class:`EntityGraph` for a SQLite file)."""
         return self._graph
 
     @property
@@ -335,12 +218,12 @@ class RunnableEntity:
 
         Also callable: ``self.status("RUNNING", "message")`` builds a status
         envelope to yield (see :meth:`status_envelope`)."""
-        return _StatusValue(self._graph._status(self._id), self)
+        return _StatusValue(self._graph.status_of(self._id), self)
 
     @property
     def data(self) -> dict:
         """A fresh copy of the stored data. Change it with :meth:`update_entity_data`."""
-        return self._graph._data(self._id)
+        return self._graph.data_of(self._id)
 
     @property
     def record(self) -> NodeRecord:
@@ -352,7 +235,7 @@ class RunnableEntity:
 
     # -------------------------------------------------------------- hooks
 
-    async def run_impl(self) -> AsyncIterator[Any]:
+    async def run_impl(self) -> AsyncGenerator[Any, Any]:
         """Override: an async generator yielding envelopes, ending with
         ``yield Return(value)``. (A plain ``async def`` returning the value
         also works when there is nothing to report.)"""
@@ -421,31 +304,29 @@ class RunnableEntity:
 
     # ------------------------------------------------------- children
 
-    def append_call(self, cls: type[RunnableEntity], name: str, data: dict | None = None):
+    def append_call(self, cls: EntityClass, name: str, data: dict | None = None):
         """Create a child called ``name`` (not started). Raises
         :class:`~storylab.entities.errors.DuplicateNameError` if this entity
         already has a child with that name."""
-        record = self._graph._insert(cls, name, data, self._id, self._child_path(name))
-        return self._graph._revive(record, cls)
+        record = self._graph.insert_node(cls, name, data, self._id, self._child_path(name))
+        return self._graph.revive(record, cls)
 
     def _child_path(self, name: str, frames: tuple[str, ...] | None = None) -> str | None:
         frames = self._frames if frames is None else frames
         return "/".join((*frames, name)) if frames else None
 
-    def append_or_retrieve_call(
-        self, cls: type[RunnableEntity], name: str, data: dict | None = None
-    ):
+    def append_or_retrieve_call(self, cls: EntityClass, name: str, data: dict | None = None):
         """The child called ``name``, created with ``data`` if it does not exist.
 
         An existing child is returned whatever its status, with its original
         data (``data`` is then ignored). Names are unique per parent in the
         store itself, so two processes doing this at once get the same child.
         """
-        record = self._graph._insert_or_get(cls, name, data, self._id, self._child_path(name))
-        return self._graph._revive(record, cls)
+        record = self._graph.insert_or_get_node(cls, name, data, self._id, self._child_path(name))
+        return self._graph.revive(record, cls)
 
     def parallel_calls(
-        self, cls: type[RunnableEntity], items: Iterable[Mapping[str, Any]]
+        self, cls: EntityClass, items: Iterable[Mapping[str, Any]]
     ) -> AsyncIterator[_ChildThunk]:
         """A lazy source of runner tasks, one per item ``{"name", "data"}``.
 
@@ -470,7 +351,7 @@ class RunnableEntity:
             if name in seen:
                 raise ValueError(f"items[{i}]['name'] {name!r} repeats items[{seen[name]}]")
             seen[name] = i
-            data_json = dumps({} if data is None else data, what=lambda i=i: f"items[{i}]['data']")
+            data_json = dumps({} if data is None else data, what=f"items[{i}]['data']")
             checked.append((name, data, data_json))
         # Children are keyed under the condition branch that asked for them,
         # even though the runner pulls them later, from its own task.
@@ -478,12 +359,12 @@ class RunnableEntity:
 
     async def _parallel_calls(self, cls, checked, frames):
         graph = self._graph
-        create = graph._insert_or_get_checked
+        create = graph.insert_or_get_encoded
         type_name, parent_id = cls.type_name, self._id
         for name, data, data_json in checked:
             path = "/".join((*frames, name)) if frames else None
             record = create(type_name, name, data, data_json, parent_id, path)
-            yield _ChildThunk(graph._revive(record, cls))
+            yield _ChildThunk(graph.revive(record, cls))
 
     def reopen(self) -> None:
         """Make this finished entity Pending again (see :meth:`EntityGraph.reopen`)."""
@@ -500,7 +381,7 @@ class RunnableEntity:
         warning and never raised: progress bookkeeping must not fail a run
         (except a deleted graph file: :class:`GraphFileGoneError`)."""
         try:
-            self._graph._merge_data(self._id, changes)
+            self._graph.merge_data(self._id, changes)
         except GraphFileGoneError:
             raise  # not a bookkeeping hiccup: nothing can be stored any more
         except Exception:
@@ -512,7 +393,7 @@ class RunnableEntity:
         changes nothing. (For a merge, see :meth:`update_entity_data`.)"""
         if not isinstance(data, dict):
             raise TypeError(f"entity data must be a dict; got {type(data).__name__}")
-        self._graph._set_data(self._id, dumps(data, what=f"data of entity {self._name!r}"))
+        self._graph.set_data(self._id, dumps(data, what=f"data of entity {self._name!r}"))
 
     async def update_data_path(self, path: Sequence[str], value: Any) -> None:
         """Set one nested key: ``update_data_path(["story", "title"], "Owls")``
@@ -530,405 +411,7 @@ class RunnableEntity:
             if not isinstance(key, str) or not key:
                 raise TypeError(f"path[{i}] must be a non-empty string; got {key!r}")
         value_json = dumps(value, what=f"value at {'/'.join(path)!r}")
-        self._graph._set_data_path(self._id, tuple(path), json.loads(value_json))
+        self._graph.set_data_path(self._id, tuple(path), json.loads(value_json))
 
 
-def _error_info(exc: BaseException) -> dict[str, str]:
-    return {
-        "type": type(exc).__name__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
-    }
-
-
-_UNSET = object()
-_END = object()
-
-
-class EntityRun:
-    """The handle :meth:`RunnableEntity.start` returns.
-
-    ``async for env in run`` streams the envelopes; afterwards ``run.result``
-    is the entity's output. If the entity failed, iterating raised its
-    exception (after the ``ERROR`` and ``STATUS FAILED`` envelopes) and
-    ``run.result`` raises it again.
-    """
-
-    __slots__ = ("entity", "_gen", "_result", "_error", "_followers", "_done")
-
-    def __init__(self, entity: RunnableEntity) -> None:
-        self.entity = entity
-        self._gen: AsyncIterator[Envelope] | None = None
-        self._result: Any = _UNSET
-        self._error: BaseException | None = None
-        self._followers: list[asyncio.Queue] = []
-        self._done = False
-
-    def __repr__(self) -> str:
-        state = "done" if self._done else ("running" if self._gen else "not started")
-        return f"<EntityRun {self.entity!r} {state}>"
-
-    def __aiter__(self) -> EntityRun:
-        return self
-
-    def __anext__(self):
-        gen = self._gen
-        if gen is None:
-            gen = self._gen = self._drive()
-        return gen.__anext__()
-
-    async def aclose(self) -> None:
-        if self._gen is not None:
-            await self._gen.aclose()
-
-    @property
-    def done(self) -> bool:
-        return self._done
-
-    @property
-    def error(self) -> BaseException | None:
-        return self._error
-
-    @property
-    def result(self) -> Any:
-        if self._error is not None:
-            raise self._error
-        if self._result is _UNSET:
-            raise RuntimeError(
-                f"{self.entity!r} has not finished: iterate the run to the end before "
-                "reading .result (or use `await entity.run()`)"
-            )
-        return self._result
-
-    # The generator behind the handle.
-    async def _drive(self) -> AsyncIterator[Envelope]:
-        entity = self.entity
-        graph = entity._graph
-        key = (graph._key, entity._id)
-        live = _LIVE.get(key)
-        if live is not None and live is not self:
-            async for env in self._follow(live):
-                yield env
-            return
-        graph._flush_peers()
-        entity_id, type_name, name = entity._id, entity.type_name, entity._name
-        # The common case in one step: a Pending node becomes InProgress.
-        started = _make_envelope(_STATUS, entity_id, type_name, name, _STARTED, None, None, _ENTITY)
-        if graph._start_if_pending(entity_id, started):
-            status = _PENDING
-        else:
-            while True:
-                status, output, lease, started = graph._claim(entity_id, started)
-                if status != _BUSY:
-                    break
-                # Another process runs it: wait, passing its progress on.
-                async for env in self._wait(lease):
-                    yield env
-                live = _LIVE.get(key)
-                if live is not None:  # another task of ours took it over meanwhile
-                    async for env in self._follow(live):
-                        yield env
-                    return
-                started = entity.status_envelope(StatusEvent.STARTED)
-            if status == _COMPLETED_NODE:
-                value = type(entity).output_from_json(output)
-                # Finished in the transaction still open (by a run that is itself
-                # waiting for it): hand the stored result on only once it is stored.
-                waiter = graph._durable(entity_id)
-                if waiter is not None:
-                    try:
-                        await waiter
-                    except EntityGraphError as exc:
-                        self._error = exc
-                        self._done = True
-                        raise
-                self._result = value
-                self._done = True
-                yield _make_envelope(_VALUE, entity_id, type_name, name, None, None, value, _RETURN)
-                return
-        _LIVE[key] = self
-        graph._live_runs += 1
-        if graph._live_runs == 1:
-            graph._ensure_heartbeat()
-        impl = None
-        gen = None
-        branches: list[tuple[Any, tuple[str, ...]]] = []
-        ended = False  # the end (Completed or Failed) is written, if not yet committed
-        try:
-            try:
-                if status != _PENDING:  # Failed or stale, and ours now
-                    await entity.reset()
-                yield self._emit(started)
-                impl = entity.run_impl()
-                result = None
-                if not hasattr(impl, "asend"):
-                    result = await impl
-                    impl = None
-                else:
-                    # ``gen`` is run_impl, or the condition branch running inside
-                    # it; ``branches`` holds what to go back to when it ends.
-                    gen = impl
-                    send: Any = None
-                    throw: BaseException | None = None
-                    while True:
-                        try:
-                            if throw is not None:
-                                exc, throw = throw, None
-                                item = await gen.athrow(exc)
-                            else:
-                                item = await gen.asend(send)
-                        except StopAsyncIteration:
-                            if not branches:
-                                gen = impl = None  # exhausted: nothing to close
-                                break
-                            item = Return(None)  # a branch that ended without Return
-                        except Exception as exc:
-                            if not branches:
-                                raise
-                            # The branch failed: raise it at the parent's yield.
-                            gen, entity._frames = branches.pop()
-                            throw = exc
-                            continue
-                        send = None
-                        cls = type(item)
-                        if cls is Return:
-                            await gen.aclose()  # run its finally blocks now
-                            if not branches:
-                                result = item.value
-                                gen = impl = None  # closed
-                                break
-                            gen, entity._frames = branches.pop()
-                            send = item.value
-                            continue
-                        if cls is Delegate:
-                            child_run = item.start()
-                            try:
-                                async for env in child_run:
-                                    yield self._emit(env)
-                            except Exception as exc:
-                                throw = exc
-                            else:
-                                send = child_run.result
-                            continue
-                        if cls is Condition:
-                            frames = entity._frames
-                            entity._frames = (*frames, item.label, item.key)
-                            try:
-                                branch = item.branch()
-                                if hasattr(branch, "asend"):
-                                    branches.append((gen, frames))
-                                    gen = branch
-                                    continue
-                                if not hasattr(branch, "__await__"):
-                                    raise TypeError(
-                                        f"branch {item.key!r} of condition {item.label!r} "
-                                        f"returned {branch!r}: it must be an async generator "
-                                        "function (or an async def)"
-                                    )
-                                send = await branch
-                            except Exception as exc:
-                                throw = exc
-                            entity._frames = frames
-                            continue
-                        env = self._wrap(item)
-                        if env.entity_id == entity._id:
-                            graph._append_progress(env)
-                        yield self._emit(env)
-                output_json = dumps(result, what=lambda: f"output of {type_name} {name!r}")
-            except BaseException as exc:
-                if not _is_failure(exc):
-                    raise  # cancelled or closed from outside: abandoned, not failed
-                info = _error_info(exc)
-                error_env = entity._envelope(
-                    EnvelopeType.ERROR, error=info, message=f"{info['type']}: {info['message']}"
-                )
-                failed_env = entity.status_envelope(StatusEvent.FAILED, info["message"])
-                if not graph._mark_failed(entity._id, info, error_env, failed_env):
-                    self._lost(key)
-                    raise self._error from exc
-                ended = True
-                await self._until_stored(key)  # a failed commit is raised instead of exc
-                self._error = exc
-                self._done = True
-                yield self._emit(error_env)
-                yield self._emit(failed_env)
-                self._end()
-                raise
-            value_env = _make_envelope(
-                _VALUE, entity_id, type_name, name, None, None, result, _RETURN
-            )
-            done_env = _make_envelope(
-                _STATUS, entity_id, type_name, name, _COMPLETED, None, None, _ENTITY
-            )
-            if not graph._mark_completed(entity_id, output_json, value_env, done_env):
-                self._lost(key)
-                raise self._error
-            ended = True
-            await self._until_stored(key)
-            self._result = result
-            self._done = True
-            if self._followers:
-                self._emit(value_env)
-                self._emit(done_env)
-                self._end()
-            yield value_env
-            yield done_env
-        except BaseException as exc:
-            # Cancelled, or the consumer closed the run before it ended.
-            if not self._done and ended:
-                # Abandoned while waiting for the commit of its end: that end
-                # is in the log and will be stored; only its delivery is lost.
-                self._done = True
-                self._error = EntityRunInterrupted(
-                    f"the run of {entity!r} was abandoned while its end was being committed"
-                )
-            elif not self._done:
-                self._done = True
-                self._error = EntityRunInterrupted(
-                    f"the run of {entity!r} was abandoned before it finished"
-                )
-                if graph._gone is None:
-                    try:
-                        graph._append_progress(
-                            entity.status_envelope(StatusEvent.CANCELLED, type(exc).__name__)
-                        )
-                        graph._release_lease(entity_id)
-                    except Exception:
-                        log.warning("could not log the cancellation of %r", entity, exc_info=True)
-            self._end()
-            raise
-        finally:
-            self._unregister(key)
-            if impl is not None:  # abandoned or failed while run_impl was open
-                entity._frames = ()
-                # Close what is still open, innermost first (runs finally blocks).
-                for g in (gen, *(g for g, _ in reversed(branches))):
-                    if g is not None and g is not impl:
-                        await g.aclose()
-                if hasattr(impl, "aclose"):
-                    await impl.aclose()
-
-    async def _until_stored(self, key: tuple[str, str]) -> None:
-        """Wait until the commit that holds this run's end has happened.
-
-        Called once the end is written (into the open transaction), before
-        anything of it is handed on: an envelope, ``result``, a follower. Every
-        run that ended in one transaction waits for the same commit, so the
-        batching stays. A failed commit is raised here and becomes the run's
-        error: a result that was rolled back is never reported."""
-        try:
-            self._unregister(key)  # the last run of the graph commits at once
-            waiter = self.entity._graph._durable()
-            if waiter is not None:
-                await waiter
-        except EntityGraphError as exc:
-            self._error = exc
-            self._done = True
-            raise
-
-    def _unregister(self, key: tuple[str, str]) -> None:
-        if _LIVE.get(key) is self:
-            del _LIVE[key]
-            graph = self.entity._graph
-            graph._live_runs -= 1
-            if graph._live_runs == 0:
-                graph._stop_heartbeat()
-                graph.flush()  # nothing of this graph runs now: make it durable
-
-    def _lost(self, key: tuple[str, str]) -> None:
-        """End a run whose node another process took over: store nothing."""
-        entity = self.entity
-        self._error = LeaseLostError(
-            f"{entity!r} was taken over by another process while this one ran it (this "
-            f"process went more than {entity._graph._lease_ttl:g} s without renewing its "
-            "lease); its result here was not stored, the new owner's stands"
-        )
-        self._done = True
-        self._unregister(key)
-        self._end()
-
-    async def _wait(self, lease: Any) -> AsyncIterator[Envelope]:
-        """Wait while another process holds a live lease on the node, passing
-        on what its subtree logs meanwhile. Returns when the lease is over
-        (finished, failed, expired, owner gone) or a run of it started in this
-        process; the caller then tries again.
-
-        Nothing is held for the owner meanwhile but whatever the consumer
-        holds (a runner's capacity unit, say): the owner is another process
-        and needs none of ours, so this cannot deadlock."""
-        entity = self.entity
-        graph, entity_id = entity._graph, entity._id
-        key = (graph._key, entity_id)
-        seq = graph._run_start_seq(entity_id)
-        yield entity.status_envelope(
-            StatusEvent.RUNNING, f"waiting for {lease.owner}, which is running it"
-        )
-        delay = _POLL_FIRST
-        while True:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _POLL_MAX)
-            gone = graph._file_gone()
-            if gone is not None:
-                graph._gone = gone
-                graph._raise_if_gone()
-            if key in _LIVE:
-                return
-            envs, seq = graph._progress_after(entity_id, seq)
-            for env in envs:
-                # Its own start and end are not passed on: this run reports
-                # the outcome itself once it is stored.
-                if env.entity_id != entity_id or (
-                    env.type != _ERROR and env.sub_type != _RETURN and env.status not in _OWN_EDGES
-                ):
-                    yield env
-            status, now = graph._poll(entity_id)
-            if status != _IN_PROGRESS or now is None or graph.lease_state(now) != "live":
-                return
-            if now.token != lease.token:  # a new owner took it over meanwhile
-                lease = now
-                yield entity.status_envelope(
-                    StatusEvent.RUNNING, f"waiting for {lease.owner}, which took it over"
-                )
-
-    def _wrap(self, item: Any) -> Envelope:
-        if type(item) is Envelope:
-            return item
-        if isinstance(item, Mapping):
-            kind = item.get("type", EnvelopeType.INTERNAL_UPDATE)
-            if kind not in EnvelopeType.__members__.values():
-                allowed = ", ".join(EnvelopeType)
-                raise ValueError(f"a yielded dict's 'type' must be one of {allowed}; got {kind!r}")
-            fields = {k: v for k, v in item.items() if k != "type"}
-            unknown = set(fields) - {"status", "message", "value", "sub_type", "error"}
-            if unknown:
-                raise ValueError(f"a yielded dict has unknown envelope field(s) {sorted(unknown)}")
-            return self.entity._envelope(str(kind), **fields)
-        raise TypeError(
-            f"run_impl of {self.entity.type_name} yielded {item!r}: yield envelopes "
-            "(self.status(...), self.progress(...)), dicts, self.delegate(child) or Return(value)"
-        )
-
-    def _emit(self, env: Envelope) -> Envelope:
-        for q in self._followers:
-            q.put_nowait(env)
-        return env
-
-    def _end(self) -> None:
-        for q in self._followers:
-            q.put_nowait(_END)
-        self._followers = []
-
-    async def _follow(self, live: EntityRun) -> AsyncIterator[Envelope]:
-        queue: asyncio.Queue = asyncio.Queue()
-        live._followers.append(queue)
-        try:
-            while (env := await queue.get()) is not _END:
-                yield env
-        finally:
-            if queue in live._followers:
-                live._followers.remove(queue)
-        self._done = True
-        if live._error is not None:
-            self._error = live._error
-            raise live._error
-        self._result = live._result
+register_base(RunnableEntity)

@@ -97,10 +97,9 @@ The file itself is checked at every commit: if it was deleted or replaced
 operation raises :class:`~storylab.entities.errors.GraphFileGoneError`,
 instead of writing on into a file nobody will read.
 
-Schema versions (``PRAGMA user_version``): 1 unique child names; 2 unique
-call paths; 3 packed progress rows; 4 leases. An older file is upgraded in
-place on open, inside one transaction that rewrites no existing row (a
-failed upgrade changes nothing); a newer one is refused.
+The schema and its upgrades are in :mod:`storylab.entities.schema`, the
+records handed out in :mod:`storylab.entities.records`, the JSON encoding in
+:mod:`storylab.entities.encoding`.
 """
 
 from __future__ import annotations
@@ -108,23 +107,26 @@ from __future__ import annotations
 import asyncio
 import atexit
 import dataclasses
-import enum
 import functools
 import json
 import logging
 import os
-import socket
 import sqlite3
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from storylab.entities.blobs import BlobStore
+from storylab.entities.encoding import (
+    dumps,
+    dumps_log,
+    envelopes_from_rows,
+    loads,
+    progress_rows,
+)
 from storylab.entities.envelopes import Envelope
 from storylab.entities.errors import (
     DuplicateNameError,
@@ -133,102 +135,48 @@ from storylab.entities.errors import (
     GraphAccessError,
     GraphFileGoneError,
     GraphNotFoundError,
-    NotAStorylabGraphError,
-    SchemaVersionError,
     UnknownEntityError,
+)
+from storylab.entities.records import (
+    HOST,
+    LEASE_EXPIRED,
+    LEASE_LIVE,
+    LEASE_OWNER_GONE,
+    EntityStatus,
+    LeaseRecord,
+    NodeRecord,
+    edge,
+    new_id,
+    node_record,
+    pid_alive,
+)
+from storylab.entities.registry import check_entity_class, entity_class, running_here
+from storylab.entities.schema import (
+    APPLICATION_ID,
+    SCHEMA_VERSION,
+    cannot_open,
+    connect,
+    is_access_error,
+    prepare,
 )
 
 if TYPE_CHECKING:
     from storylab.entities.entity import RunnableEntity
 
-__all__ = ["EntityGraph", "EntityStatus", "LeaseRecord", "NodeRecord", "default_graph_path"]
+__all__ = [
+    "APPLICATION_ID",
+    "COMMIT_MODES",
+    "HOST",
+    "SCHEMA_VERSION",
+    "EntityGraph",
+    "EntityStatus",
+    "LeaseRecord",
+    "NodeRecord",
+    "default_graph_path",
+    "dumps",
+]
 
 log = logging.getLogger("storylab.entities")
-
-SCHEMA_VERSION = 4
-APPLICATION_ID = 0x53544C42  # "STLB" in the SQLite header: marks a storylab graph
-
-_SCHEMA = """
-CREATE TABLE nodes (
-    id          TEXT PRIMARY KEY,
-    name        TEXT NOT NULL,
-    type        TEXT NOT NULL,
-    status      TEXT NOT NULL
-                CHECK (status IN ('Pending', 'InProgress', 'Completed', 'Failed')),
-    data        TEXT NOT NULL,
-    parent_id   TEXT REFERENCES nodes(id),
-    created_at  REAL NOT NULL,
-    started_at  REAL,
-    finished_at REAL,
-    error       TEXT,
-    output      TEXT,
-    call_path   TEXT
-);
-CREATE UNIQUE INDEX nodes_child_path ON nodes(parent_id, coalesce(call_path, name))
-    WHERE parent_id IS NOT NULL;
-CREATE UNIQUE INDEX nodes_root_name ON nodes(name) WHERE parent_id IS NULL;
-CREATE INDEX nodes_roots_recent ON nodes(created_at) WHERE parent_id IS NULL;
-CREATE TABLE progress (
-    seq      INTEGER PRIMARY KEY,
-    node_id  TEXT NOT NULL,
-    type     TEXT NOT NULL,
-    status   TEXT,
-    message  TEXT,
-    sub_type TEXT,
-    value    TEXT,
-    error    TEXT,
-    at       REAL NOT NULL,
-    more     TEXT
-);
-CREATE INDEX progress_node ON progress(node_id, seq);
-CREATE TABLE leases (
-    node_id      TEXT PRIMARY KEY,
-    owner        TEXT NOT NULL,
-    host         TEXT NOT NULL,
-    pid          INTEGER NOT NULL,
-    token        TEXT NOT NULL,
-    taken_at     REAL NOT NULL,
-    heartbeat_at REAL NOT NULL,
-    expires_at   REAL NOT NULL
-);
-"""
-
-# Schema history. Each step upgrades a file from the version before it, inside
-# the transaction that also sets the new version, so a failed upgrade leaves
-# the file exactly as it was.
-#
-# 2: children are unique by *call path* (see ``RunnableEntity.condition``), not
-#    by plain name. The column holds the path only when it differs from the
-#    name (a child created inside a condition branch); NULL means "the name",
-#    which is what every schema-1 child is, so no row is rewritten.
-_UPGRADES = {
-    2: (
-        "DROP INDEX nodes_child_name",
-        "ALTER TABLE nodes ADD COLUMN call_path TEXT",
-        "CREATE UNIQUE INDEX nodes_child_path ON nodes(parent_id, coalesce(call_path, name)) "
-        "WHERE parent_id IS NOT NULL",
-    ),
-    # 3: a progress row may carry the envelopes of the same node that directly
-    #    followed it in the log (``more``: a JSON array of [type, status,
-    #    message, sub_type, value, error, at]), so a run that logs STARTED,
-    #    VALUE and COMPLETED in one step writes one row, not three. Older rows
-    #    have no ``more`` and read as before.
-    3: ("ALTER TABLE progress ADD COLUMN more TEXT",),
-    # 4: who runs a node right now (see the module docstring). An InProgress
-    #    node of an older file has no lease, which reads as "its owner is
-    #    gone": it is stale, as it always was.
-    4: (
-        "CREATE TABLE leases (node_id TEXT PRIMARY KEY, owner TEXT NOT NULL, "
-        "host TEXT NOT NULL, pid INTEGER NOT NULL, token TEXT NOT NULL, taken_at REAL NOT NULL, "
-        "heartbeat_at REAL NOT NULL, expires_at REAL NOT NULL)",
-    ),
-}
-
-# A node has exactly one incoming ``Calls`` edge (from its parent), so edges
-# are not a table of their own: the edge is the node's ``parent_id``, its
-# position is the node's rank among its siblings in creation (rowid) order,
-# and its id is derived from the child's id.
-EDGE_PREFIX = "calls-"
 
 COMMIT_MODES = ("batched", "interval", "operation")
 
@@ -252,242 +200,10 @@ atexit.register(_commit_all)
 _OPEN: dict[str, weakref.WeakSet[EntityGraph]] = {}
 
 
-class EntityStatus(StrEnum):
-    """A node's stored status. The values are what the tree listing prints."""
-
-    PENDING = "Pending"
-    IN_PROGRESS = "InProgress"
-    COMPLETED = "Completed"
-    FAILED = "Failed"
-
-
-@dataclass(frozen=True, slots=True)
-class NodeRecord:
-    """A node as stored: what ``storylab eg node`` prints."""
-
-    id: str
-    name: str
-    type: str
-    status: str
-    data: dict
-    parent_id: str | None
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    error: dict | None
-    output: Any
-    call_path: str | None = None
-    """The child's key under its parent: its name, prefixed by the
-    ``label/key`` frames of the condition branches it was created in
-    (``safety-gate/safe/story-writer``). ``None`` for a root entity."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-
-LEASE_LIVE, LEASE_EXPIRED, LEASE_OWNER_GONE = "live", "expired", "owner gone"
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseRecord:
-    """Who runs a node right now, as stored (see :meth:`EntityGraph.lease`)."""
-
-    node_id: str
-    owner: str
-    """``host:pid`` of the owning process."""
-    host: str
-    pid: int
-    token: str
-    """Random per open graph: only its holder may store the node's result."""
-    taken_at: float
-    heartbeat_at: float
-    expires_at: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists on this host (a zombie does not count)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # PermissionError: it exists, it is someone else's
-        return True
-    # A process killed but not yet reaped by its parent still answers signal 0.
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in (b"Z", b"X")
-
-
-HOST = socket.gethostname()
-
-
-# Records are made once per node written or read. A frozen dataclass's
-# __init__ sets its fields one object.__setattr__ at a time; setting the slots
-# directly builds the same immutable object in a third of the time.
-_NODE_SETTERS = tuple(getattr(NodeRecord, f.name).__set__ for f in dataclasses.fields(NodeRecord))
-
-
-(
-    _set_id,
-    _set_name,
-    _set_type,
-    _set_status,
-    _set_data,
-    _set_parent_id,
-    _set_created_at,
-    _set_started_at,
-    _set_finished_at,
-    _set_error,
-    _set_output,
-    _set_call_path,
-) = _NODE_SETTERS
-
-
-def _node_record(
-    id, name, type, status, data, parent_id, created_at, started_at, finished_at, error, output,
-    call_path,
-) -> NodeRecord:  # fmt: skip
-    record = object.__new__(NodeRecord)
-    _set_id(record, id)
-    _set_name(record, name)
-    _set_type(record, type)
-    _set_status(record, status)
-    _set_data(record, data)
-    _set_parent_id(record, parent_id)
-    _set_created_at(record, created_at)
-    _set_started_at(record, started_at)
-    _set_finished_at(record, finished_at)
-    _set_error(record, error)
-    _set_output(record, output)
-    _set_call_path(record, call_path)
-    return record
-
-
 def default_graph_path() -> Path:
     """``$STORYLAB_HOME/graph.sqlite`` if set, else ``./.storylab/graph.sqlite``."""
     home = os.environ.get("STORYLAB_HOME")
     return Path(home or ".storylab") / "graph.sqlite"
-
-
-def new_id() -> str:
-    """A UUID version 7 string: random, but ordered by creation time.
-
-    Time-ordered keys append to the right edge of SQLite's B-trees instead of
-    landing on a random page, so a commit writes a few pages, not dozens."""
-    ms = f"{time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF:012x}"  # 48 bits of milliseconds
-    r = os.urandom(10).hex()  # 74 of these 80 random bits are used
-    variant = "89ab"[int(r[3], 16) & 3]  # the two top bits are 10 (RFC 9562)
-    return f"{ms[:8]}-{ms[8:]}-7{r[:3]}-{variant}{r[4:7]}-{r[8:20]}"
-
-
-_ENTITY_BASE: list[type] = []
-
-
-def check_entity_class(cls: Any) -> None:
-    """Raise ``TypeError`` unless ``cls`` is a RunnableEntity subclass."""
-    if not _ENTITY_BASE:
-        # entity.py imports this module, so the base class is looked up late.
-        from storylab.entities.entity import RunnableEntity
-
-        _ENTITY_BASE.append(RunnableEntity)
-    if not (isinstance(cls, type) and issubclass(cls, _ENTITY_BASE[0])):
-        raise TypeError(f"entity class must be a RunnableEntity subclass; got {cls!r}")
-
-
-def _edge(source: str, target: str, position: int) -> dict[str, Any]:
-    return {
-        "id": EDGE_PREFIX + target,
-        "source": source,
-        "target": target,
-        "edge_type": "Calls",
-        "position": position,
-    }
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "to_json") and callable(obj.to_json):
-        return obj.to_json()
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    if isinstance(obj, set | frozenset):
-        return sorted(obj, key=repr)
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if isinstance(obj, bytes | bytearray):
-        raise TypeError(
-            "bytes cannot be stored in entity data or output; "
-            "put them in graph.blobs and store the key"
-        )
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
-
-
-def _make_encoder(default: Any) -> Any:
-    """A reusable compact JSON encoder (same output as ``json.dumps(value,
-    default=default, ensure_ascii=False)``). ``json.dumps`` with a ``default``
-    builds a new encoder on every call, which costs more than encoding a
-    small dict; this one is built once. No circular-reference bookkeeping:
-    a cycle ends in a ``RecursionError``, reported like any unencodable value."""
-    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
-    if c_make_encoder is None:  # pragma: no cover - no C accelerator
-        encoder = json.JSONEncoder(default=default, ensure_ascii=False)
-        return encoder.encode
-    c_encode = c_make_encoder(
-        None, default, json.encoder.encode_basestring, None, ": ", ", ", False, False, True
-    )
-
-    def encode(value: Any) -> str:
-        return "".join(c_encode(value, 0))
-
-    return encode
-
-
-_encode = _make_encoder(_json_default)
-
-
-def dumps(value: Any, *, what: str | Callable[[], str] = "value") -> str:
-    """JSON for the store; a clear ``TypeError`` naming ``what`` otherwise
-    (``what`` may be a function, called only to word the error)."""
-    if value is None:
-        return "null"
-    try:
-        return _encode(value)
-    except (TypeError, ValueError, RecursionError) as exc:
-        if isinstance(exc, RecursionError):
-            exc = ValueError("circular reference or nesting too deep")
-        name = what() if callable(what) else what
-        raise TypeError(f"{name} must be JSON serializable: {exc}") from None
-
-
-def _loose_default(obj: Any) -> Any:
-    try:
-        return _json_default(obj)
-    except TypeError:
-        return repr(obj)
-
-
-_encode_loose = _make_encoder(_loose_default)
-
-
-def _dumps_log(value: Any) -> str:
-    # The progress log never fails a run: unknown objects are logged by repr.
-    try:
-        return _encode_loose(value)
-    except (ValueError, RecursionError) as exc:
-        return json.dumps(f"<not loggable: {exc}>")
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
 
 
 class EntityGraph:
@@ -497,6 +213,11 @@ class EntityGraph:
     :meth:`children`, :meth:`descendants`, :meth:`io`, :meth:`progress`,
     :meth:`edges`, :meth:`roots`. Entities: :meth:`create`,
     :meth:`create_or_retrieve`, :meth:`entity`. Binary outputs: :attr:`blobs`.
+
+    It implements :class:`~storylab.entities.store.EntityStore`, the operations
+    entities and their runs call (``start_if_pending``, ``claim``,
+    ``finish_completed``, ``commit_waiter``, ...); everything with a leading
+    underscore is this SQLite implementation's own.
 
     One graph holds one connection; it may be used from several threads (a
     lock serialises statements), but is meant for one event loop at a time.
@@ -542,7 +263,9 @@ class EntityGraph:
         # nodes that reached Completed or Failed in that transaction.
         self._waiters: list[asyncio.Future] = []
         self._settling: set[str] = set()
-        self._key = str(path.resolve())
+        # The absolute path of the file: with an entity id, what names a run in
+        # this process's table of live runs (two graphs of one file share it).
+        self.key = self._key = str(path.resolve())
         self._closed = False
         self.read_only = False  # set by open(read_only=True): every write is refused
         # Leases (see the module docstring). The token is this graph's own:
@@ -637,11 +360,11 @@ class EntityGraph:
                     f"cannot create the entity graph {p}: {exc.strerror or exc}"
                 ) from None
         try:
-            conn = _connect(p, read_only)
+            conn = connect(p, read_only)
         except sqlite3.Error as exc:  # e.g. a new file in a folder nobody may write to
-            raise GraphAccessError(_cannot_open(p, exc)) from None
+            raise GraphAccessError(cannot_open(p, exc)) from None
         try:
-            _prepare(conn, p, read_only)
+            prepare(conn, p, read_only)
         except BaseException:
             conn.close()
             raise
@@ -665,7 +388,7 @@ class EntityGraph:
         knows nothing of read-only mounts or immutable files.)
         """
         with self._lock:
-            self._flush_peers()  # a peer's open transaction would make us wait for it
+            self.commit_peers()  # a peer's open transaction would make us wait for it
             conn = self._conn
             # Another process writing right now proves the file writable: do
             # not wait out its transaction just to find that out.
@@ -681,7 +404,7 @@ class EntityGraph:
                 name = getattr(exc, "sqlite_errorname", "") or ""
                 if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
                     return
-                if not _is_access_error(exc):
+                if not is_access_error(exc):
                     raise
                 raise GraphAccessError(
                     f"the entity graph {self.path} is read-only ({exc}): it can be read "
@@ -712,6 +435,23 @@ class EntityGraph:
     def __repr__(self) -> str:
         return f"<EntityGraph {str(self.path)!r}>"
 
+    @property
+    def lease_ttl(self) -> float:
+        return self._lease_ttl
+
+    @property
+    def is_gone(self) -> bool:
+        """Whether the file was found deleted or replaced (nothing more is stored)."""
+        return self._gone is not None
+
+    def check_file(self) -> None:
+        """Raise :class:`GraphFileGoneError` if the file was deleted or replaced
+        since it was opened (and refuse every later operation)."""
+        gone = self._gone or self._file_gone()
+        if gone is not None:
+            self._gone = gone
+            raise GraphFileGoneError(gone)
+
     # ------------------------------------------------------------ transactions
 
     def _commit_failure(self, error: sqlite3.Error) -> EntityGraphError:
@@ -727,7 +467,7 @@ class EntityGraph:
         if error is not None:
             raise self._commit_failure(error)
 
-    def _durable(self, id: str | None = None) -> asyncio.Future | None:
+    def commit_waiter(self, id: str | None = None) -> asyncio.Future | None:
         """A future that the commit of the open transaction resolves (or sets
         to the :class:`EntityGraphError` of a failed commit); ``None`` when
         there is nothing to wait for: no transaction is open or, given ``id``,
@@ -783,7 +523,7 @@ class EntityGraph:
                 f"the entity graph {self.path} was opened read-only; nothing was changed"
             )
         if not self._in_txn:
-            self._flush_peers()
+            self.commit_peers()
             self._conn.execute("BEGIN IMMEDIATE")
             self._in_txn = True
         return self._conn
@@ -815,7 +555,7 @@ class EntityGraph:
             finally:
                 self._schedule_commit()
 
-    def _flush_peers(self) -> None:
+    def commit_peers(self) -> None:
         """Commit what other graphs of this process hold pending on our file,
         so that we neither wait for their write lock nor read behind them."""
         if self._in_txn:  # we hold the write lock, so no peer holds a transaction
@@ -857,7 +597,8 @@ class EntityGraph:
             # that has ended): do not leave our write waiting on it.
             self._commit()
         elif soon and not self._commit_soon:
-            self._commit_handle.cancel()
+            if self._commit_handle is not None:
+                self._commit_handle.cancel()
             self._commit_soon = True
             self._commit_handle = loop.call_soon(self._commit)
 
@@ -941,7 +682,7 @@ class EntityGraph:
         """Insert the buffered progress rows into the open transaction."""
         if self._progress:
             envs, self._progress = self._progress, []
-            self._conn.executemany(_PROGRESS_INSERT, _progress_rows(envs))
+            self._conn.executemany(_PROGRESS_INSERT, progress_rows(envs))
 
     def _log(self, *envs: Envelope) -> None:
         """Append envelopes to the progress log, as part of this turn's transaction.
@@ -965,6 +706,21 @@ class EntityGraph:
             self._raise_commit_error()
 
     # ----------------------------------------------------------------- leases
+
+    def run_started(self) -> None:
+        """A run of one of our entities began executing in this process: the
+        first one starts the heartbeat that renews our leases."""
+        self._live_runs += 1
+        if self._live_runs == 1:
+            self._ensure_heartbeat()
+
+    def run_ended(self) -> None:
+        """A run that :meth:`run_started` ended: with the last one the heartbeat
+        stops and everything pending is committed (nothing of this graph runs)."""
+        self._live_runs -= 1
+        if self._live_runs == 0:
+            self._stop_heartbeat()
+            self.flush()
 
     def _ensure_heartbeat(self) -> None:
         """Have a task on the running loop renew our leases while anything of
@@ -1012,7 +768,7 @@ class EntityGraph:
     # ------------------------------------------------------------- read API
 
     def _record(self, row: tuple) -> NodeRecord:
-        return _node_record(
+        return node_record(
             row[0],
             row[1],
             row[2],
@@ -1022,8 +778,8 @@ class EntityGraph:
             row[6],
             row[7],
             row[8],
-            _loads(row[9]),
-            _loads(row[10]),
+            loads(row[9]),
+            loads(row[10]),
             row[11],
         )
 
@@ -1073,7 +829,7 @@ class EntityGraph:
             "WHERE p.node_id IN (SELECT id FROM sub) ORDER BY p.seq",
             (id,),
         )
-        return _envelopes(rows)
+        return envelopes_from_rows(rows)
 
     def lease(self, id: str) -> LeaseRecord | None:
         """The lease on a node (``None`` if nobody holds one). See :meth:`lease_state`."""
@@ -1093,17 +849,15 @@ class EntityGraph:
         belongs to this process and nothing of it runs here)."""
         if lease.host == HOST:
             if lease.pid == self._pid:
-                from storylab.entities.entity import _LIVE  # noqa: PLC0415 - avoids a cycle
-
-                if (self._key, lease.node_id) not in _LIVE:
+                if not running_here(self._key, lease.node_id):
                     return LEASE_OWNER_GONE
-            elif not _pid_alive(lease.pid):
+            elif not pid_alive(lease.pid):
                 return LEASE_OWNER_GONE
         if lease.expires_at <= (time.time() if now is None else now):
             return LEASE_EXPIRED
         return LEASE_LIVE
 
-    def _poll(self, id: str) -> tuple[str, LeaseRecord | None]:
+    def poll_lease(self, id: str) -> tuple[str, LeaseRecord | None]:
         """A node's status and lease, read in one snapshot (for a waiting run)."""
         rows = self._read(
             f"SELECT n.status, {_LEASE_COLUMNS_OF_L} FROM nodes n "
@@ -1115,7 +869,7 @@ class EntityGraph:
         status, *lease = rows[0]
         return status, (LeaseRecord(*lease) if lease[0] is not None else None)
 
-    def _run_start_seq(self, id: str) -> int:
+    def progress_mark(self, id: str) -> int:
         """The progress row just before the node's latest start: a run that
         waits on another process passes on that run's log from its beginning."""
         rows = self._read(
@@ -1127,7 +881,7 @@ class EntityGraph:
             return rows[0][0] - 1
         return self._read("SELECT coalesce(max(seq), 0) FROM progress")[0][0]
 
-    def _progress_after(self, id: str, seq: int) -> tuple[list[Envelope], int]:
+    def progress_after(self, id: str, seq: int) -> tuple[list[Envelope], int]:
         """The envelopes of ``id``'s subtree logged after row ``seq``, and the
         last row read: what a run waiting on another process passes on."""
         rows = self._read(
@@ -1139,14 +893,14 @@ class EntityGraph:
             "WHERE p.seq > ? AND p.node_id IN (SELECT id FROM sub) ORDER BY p.seq",
             (id, seq),
         )
-        envs = _envelopes(rows)
+        envs = envelopes_from_rows(rows)
         return envs, (rows[-1][11] if rows else seq)
 
     def edges(self, id: str) -> list[dict[str, Any]]:
         """``Calls`` edges from the node (by position), then the one into it."""
         self._require(id)
         out = [
-            _edge(id, child, pos)
+            edge(id, child, pos)
             for pos, (child,) in enumerate(
                 self._read("SELECT id FROM nodes WHERE parent_id = ? ORDER BY rowid", (id,))
             )
@@ -1156,7 +910,7 @@ class EntityGraph:
             "AND s.rowid < n.rowid) FROM nodes n WHERE id = ? AND parent_id IS NOT NULL",
             (id,),
         )
-        out.extend(_edge(parent, id, pos) for parent, pos in rows)
+        out.extend(edge(parent, id, pos) for parent, pos in rows)
         return out
 
     def roots(self, limit: int = 20) -> list[NodeRecord]:
@@ -1180,12 +934,12 @@ class EntityGraph:
 
     def entity(self, id: str) -> RunnableEntity:
         """The entity with this id, revived as its registered class."""
-        return self._revive(self.get_node(id))
+        return self.revive(self.get_node(id))
 
-    def _revive(self, record: NodeRecord, expected: type | None = None) -> RunnableEntity:
+    def revive(
+        self, record: NodeRecord, expected: type[RunnableEntity] | None = None
+    ) -> RunnableEntity:
         if expected is None:
-            from storylab.entities.entity import entity_class
-
             return entity_class(record.type)(self, record)
         if record.type != expected.type_name:
             raise EntityTypeMismatchError(
@@ -1194,18 +948,20 @@ class EntityGraph:
             )
         return expected(self, record)
 
+    _revive = revive  # the name tests and older tools use
+
     def create(self, cls: type[RunnableEntity], name: str, data: dict | None = None):
         """Create a root entity; :class:`DuplicateNameError` if the name is taken."""
-        return self._revive(self._insert(cls, name, data, None), cls)
+        return self.revive(self.insert_node(cls, name, data, None), cls)
 
     def create_or_retrieve(self, cls: type[RunnableEntity], name: str, data: dict | None = None):
         """The root entity called ``name``; created with ``data`` if it does not
         exist yet. An existing one keeps its original data."""
-        return self._revive(self._insert_or_get(cls, name, data, None), cls)
+        return self.revive(self.insert_or_get_node(cls, name, data, None), cls)
 
     # ---------------------------------------------------- write operations
 
-    def _check_new(self, cls: type, name: str, data: Any) -> tuple[str, str]:
+    def _check_new(self, cls: type[RunnableEntity], name: str, data: Any) -> tuple[str, str]:
         check_entity_class(cls)
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"entity name must be a non-empty string; got {name!r}")
@@ -1215,15 +971,15 @@ class EntityGraph:
             raise TypeError(f"entity data must be a dict; got {type(data).__name__}")
         return cls.type_name, dumps(data, what=lambda: f"data of entity {name!r}")
 
-    def _insert(
+    def insert_node(
         self, cls, name: str, data, parent_id: str | None, call_path: str | None = None
     ) -> NodeRecord:
         """Create a Pending node. ``call_path`` is the child's key under its
         parent when it differs from ``name`` (inside a condition branch)."""
         type_name, data_json = self._check_new(cls, name, data)
-        return self._insert_checked(type_name, name, data, data_json, parent_id, call_path)
+        return self.insert_encoded(type_name, name, data, data_json, parent_id, call_path)
 
-    def _insert_checked(
+    def insert_encoded(
         self,
         type_name: str,
         name: str,
@@ -1232,7 +988,7 @@ class EntityGraph:
         parent_id: str | None,
         call_path: str | None,
     ) -> NodeRecord:
-        """:meth:`_insert` for arguments already checked and encoded."""
+        """:meth:`insert_node` for arguments already checked and encoded."""
         key = call_path or name
         with self._lock:
             conn = self._conn if self._in_txn else self._begin()
@@ -1275,7 +1031,7 @@ class EntityGraph:
                 self._new_keys.add((parent_id, key))
             finally:
                 self._schedule_commit()
-        return _node_record(
+        return node_record(
             node_id,
             name,
             type_name,
@@ -1307,13 +1063,13 @@ class EntityGraph:
         )
         return self._record(rows[0]) if rows else None
 
-    def _insert_or_get(
+    def insert_or_get_node(
         self, cls, name: str, data, parent_id: str | None, call_path: str | None = None
     ) -> NodeRecord:
         type_name, data_json = self._check_new(cls, name, data)
-        return self._insert_or_get_checked(type_name, name, data, data_json, parent_id, call_path)
+        return self.insert_or_get_encoded(type_name, name, data, data_json, parent_id, call_path)
 
-    def _insert_or_get_checked(
+    def insert_or_get_encoded(
         self,
         type_name: str,
         name: str,
@@ -1326,7 +1082,7 @@ class EntityGraph:
         # index decides races between processes. On a resume the insert fails
         # and we read back the existing node.
         try:
-            return self._insert_checked(type_name, name, data, data_json, parent_id, call_path)
+            return self.insert_encoded(type_name, name, data, data_json, parent_id, call_path)
         except DuplicateNameError:
             record = self._by_name(name, parent_id, call_path)
             if record is None:  # pragma: no cover - a node is never deleted
@@ -1337,24 +1093,24 @@ class EntityGraph:
         rows = self._read("SELECT status, output FROM nodes WHERE id = ?", (id,))
         if not rows:
             raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
-        return rows[0][0], _loads(rows[0][1])
+        return rows[0][0], loads(rows[0][1])
 
-    def _status(self, id: str) -> str:
+    def status_of(self, id: str) -> str:
         return self._status_output(id)[0]
 
-    def _data(self, id: str) -> dict:
+    def data_of(self, id: str) -> dict:
         rows = self._read("SELECT data FROM nodes WHERE id = ?", (id,))
         if not rows:
             raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
         return json.loads(rows[0][0])
 
-    def _append_progress(self, env: Envelope) -> None:
+    def append_progress(self, env: Envelope) -> None:
         self._log(env)
 
     # A status change and its envelopes share one transaction, so the log
     # never shows an envelope whose status change was not committed with it;
     # so does the lease that goes with it.
-    def _start_if_pending(self, id: str, env: Envelope) -> bool:
+    def start_if_pending(self, id: str, env: Envelope) -> bool:
         """Mark a Pending node started, leased to us (and log ``env``); False
         if it was not Pending."""
         with self._lock:
@@ -1380,7 +1136,7 @@ class EntityGraph:
             self._log(env)
             return True
 
-    def _claim(self, id: str, env: Envelope) -> tuple[str, Any, LeaseRecord | None, Envelope]:
+    def claim(self, id: str, env: Envelope) -> tuple[str, Any, LeaseRecord | None, Envelope]:
         """Decide, in one write transaction, what starting a node that was not
         Pending does: ``("Completed", output, None, env)``; ``("busy", None,
         lease, env)`` while another owner's lease is live; otherwise the node
@@ -1404,7 +1160,7 @@ class EntityGraph:
                     raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
                 status, output = row[0], row[1]
                 if status == "Completed":
-                    return status, _loads(output), None, env
+                    return status, loads(output), None, env
                 lease = LeaseRecord(*row[2:]) if row[2] is not None else None
                 if status == "InProgress" and lease is not None:
                     state = self.lease_state(lease)
@@ -1437,7 +1193,7 @@ class EntityGraph:
         cur = conn.execute("DELETE FROM leases WHERE node_id = ? AND token = ?", (id, self._token))
         return cur.rowcount == 1
 
-    def _release_lease(self, id: str) -> None:
+    def release_lease(self, id: str) -> None:
         """Give up the lease on a node that stays InProgress (its run was
         abandoned): anyone may take it over at once."""
         with self._lock:
@@ -1483,24 +1239,26 @@ class EntityGraph:
             finally:
                 self._schedule_commit(terminal=True)
 
-    def _mark_completed(
+    def finish_completed(
         self, id: str, output_json: str, value_env: Envelope, done_env: Envelope
     ) -> bool:
         return self._finish(
             id, "Completed", "output", output_json, done_env.at, (value_env, done_env)
         )
 
-    def _mark_failed(self, id: str, error: dict, error_env: Envelope, failed_env: Envelope) -> bool:
+    def finish_failed(
+        self, id: str, error: dict, error_env: Envelope, failed_env: Envelope
+    ) -> bool:
         return self._finish(
-            id, "Failed", "error", _dumps_log(error), failed_env.at, (error_env, failed_env)
+            id, "Failed", "error", dumps_log(error), failed_env.at, (error_env, failed_env)
         )
 
-    def _set_data(self, id: str, data_json: str) -> None:
+    def set_data(self, id: str, data_json: str) -> None:
         cur = self._apply(("UPDATE nodes SET data = ? WHERE id = ?", (data_json, id)))
         if cur.rowcount == 0:
             raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
 
-    def _merge_data(self, id: str, changes: dict) -> dict:
+    def merge_data(self, id: str, changes: dict) -> dict:
         with self._lock:
             # Read inside the write transaction, so no other process can slip
             # a change in between the read and the write.
@@ -1524,9 +1282,9 @@ class EntityGraph:
             self._write_nodes()
         return conn.execute("SELECT data FROM nodes WHERE id = ?", (id,)).fetchone()
 
-    def _set_data_path(self, id: str, path: tuple[str, ...], value: Any) -> dict:
+    def set_data_path(self, id: str, path: tuple[str, ...], value: Any) -> dict:
         with self._lock:
-            # As in _merge_data: read and write inside one write transaction.
+            # As in merge_data: read and write inside one write transaction.
             row = self._read_for_update(id)
             if row is None:
                 self._schedule_commit()
@@ -1556,13 +1314,11 @@ class EntityGraph:
         This is how a story that completed with failed pictures is retried.
         A Pending node is returned as it is; an InProgress one is refused.
         """
-        from storylab.entities.entity import _LIVE  # noqa: PLC0415 - avoids a cycle
-
         record = self.get_node(id)
         if record.status == "Pending":
             return record
         if record.status == "InProgress":
-            live = (self._key, id) in _LIVE
+            live = running_here(self._key, id)
             raise EntityGraphError(
                 f"cannot reopen {record.type} ({record.name}): it is InProgress"
                 + (" and running in this process" if live else " (start it to resume it)")
@@ -1577,7 +1333,7 @@ class EntityGraph:
                 (id,),
             )
         )
-        if cur.rowcount != 1 and self._status(id) == "InProgress":
+        if cur.rowcount != 1 and self.status_of(id) == "InProgress":
             raise EntityGraphError(
                 f"cannot reopen {record.type} ({record.name}): another process started it "
                 "meanwhile; only Completed or Failed nodes can be reopened"
@@ -1631,203 +1387,3 @@ _CHILD_TAKEN = "SELECT 1 FROM nodes WHERE parent_id = ? AND coalesce(call_path, 
 _LEASE_COLUMNS = "node_id, owner, host, pid, token, taken_at, heartbeat_at, expires_at"
 _LEASE_COLUMNS_OF_L = ", ".join("l." + c for c in _LEASE_COLUMNS.split(", "))
 _LEASE_UPSERT = f"INSERT OR REPLACE INTO leases ({_LEASE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-
-_MAX_PACKED = 64  # envelopes carried by one progress row at most
-
-
-def _progress_rows(envs: list[Envelope]) -> list[tuple]:
-    """Rows for the progress table, in log order. A run of envelopes of the
-    same node (no other node's envelope in between) shares one row: the first
-    in the columns, the others in ``more``. The log reads back identically."""
-    rows = []
-    i, n = 0, len(envs)
-    while i < n:
-        env = envs[i]
-        node = env.entity_id
-        j = i + 1
-        while j < n and j - i < _MAX_PACKED and envs[j].entity_id == node:
-            j += 1
-        more = None
-        if j > i + 1:
-            packed = [
-                [e.type, e.status, e.message, e.sub_type, e.value, e.error, e.at]
-                for e in envs[i + 1 : j]
-            ]
-            try:
-                more = _encode_loose(packed)
-            except (ValueError, RecursionError):
-                j = i + 1  # an unloggable value: this envelope on its own row
-        rows.append(
-            (
-                node,
-                env.type,
-                env.status,
-                env.message,
-                env.sub_type,
-                None if env.value is None else _dumps_log(env.value),
-                None if env.error is None else _dumps_log(env.error),
-                env.at,
-                more,
-            )
-        )
-        i = j
-    return rows
-
-
-def _envelopes(rows: list[tuple]) -> list[Envelope]:
-    """Envelopes from progress rows joined with their node (type, name)."""
-    out = []
-    for r in rows:
-        out.append(
-            Envelope(
-                type=r[3],
-                entity_id=r[0],
-                entity_type=r[1],
-                entity_name=r[2],
-                status=r[4],
-                message=r[5],
-                value=_loads(r[6]),
-                sub_type=r[7],
-                error=_loads(r[8]),
-                at=r[9],
-            )
-        )
-        if r[10] is not None:
-            out.extend(
-                Envelope(t, r[0], r[1], r[2], st, msg, value, sub, err, at)
-                for t, st, msg, sub, value, err, at in json.loads(r[10])
-            )
-    return out
-
-
-# SQLite's names for "the file is there, but you may not open or write it"
-# (SQLITE_READONLY also comes with suffixes: _DIRECTORY, _CANTINIT, ...).
-_ACCESS_ERRORS = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")
-
-
-def _is_access_error(exc: sqlite3.Error) -> bool:
-    return (getattr(exc, "sqlite_errorname", "") or "").startswith(_ACCESS_ERRORS)
-
-
-def _cannot_open(path: Path, exc: sqlite3.Error) -> str:
-    return (
-        f"cannot open the entity graph {path} ({exc}): is the file, its folder or its disk "
-        "read-only or not yours? Nothing was changed"
-    )
-
-
-def _connect(path: Path, read_only: bool) -> sqlite3.Connection:
-    def connect(target: str | Path, uri: bool = False) -> sqlite3.Connection:
-        return sqlite3.connect(
-            target, uri=uri, isolation_level=None, timeout=30.0, check_same_thread=False
-        )
-
-    if not read_only:
-        return connect(path)
-    uri = path.resolve().as_uri()
-    conn = connect(f"{uri}?mode=ro", uri=True)
-    try:
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    except sqlite3.DatabaseError as exc:
-        if getattr(exc, "sqlite_errorname", "") != "SQLITE_CANTOPEN":
-            return conn  # _prepare reports it
-        # A WAL graph on a read-only folder or mount: SQLite cannot create the
-        # shared-memory file it reads through. With nobody able to write
-        # there, reading the file as immutable is safe.
-        conn.close()
-        conn = connect(f"{uri}?immutable=1", uri=True)
-    return conn
-
-
-def _prepare(conn: sqlite3.Connection, path: Path, read_only: bool = False) -> None:
-    """Check that ``conn`` is a storylab graph (or empty) before changing anything,
-    then switch to WAL and create the schema if needed (not when ``read_only``)."""
-    try:
-        # One read transaction, so the three come from one snapshot: another
-        # process may be creating the schema right now, and the header and the
-        # table count read a moment apart would contradict each other.
-        conn.execute("BEGIN")
-        try:
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        finally:
-            conn.execute("COMMIT")
-    except sqlite3.DatabaseError as exc:
-        if _is_access_error(exc):
-            raise GraphAccessError(_cannot_open(path, exc)) from None
-        raise NotAStorylabGraphError(
-            f"{path} is not a storylab entity graph (not an SQLite database: {exc})"
-        ) from None
-    if app_id != APPLICATION_ID:
-        if tables or version or app_id:
-            raise NotAStorylabGraphError(
-                f"{path} is an SQLite database but not a storylab entity graph "
-                f"(application_id {app_id:#x}, {tables} schema objects); nothing was changed"
-            )
-    elif version > SCHEMA_VERSION or version < 1:
-        raise SchemaVersionError(
-            f"{path} uses entity-graph schema {version}, "
-            + (
-                f"newer than the {SCHEMA_VERSION} this storylab understands; upgrade storylab "
-                if version > SCHEMA_VERSION
-                else "which no storylab ever wrote; "
-            )
-            + "to open it (nothing was changed)"
-        )
-    if read_only:
-        if app_id != APPLICATION_ID:
-            raise NotAStorylabGraphError(f"{path} is empty: not an entity graph yet")
-        if version < SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"{path} uses the older entity-graph schema {version}; open it once for "
-                f"writing to upgrade it to {SCHEMA_VERSION} (nothing was changed)"
-            )
-        conn.execute("PRAGMA cache_size=-65536")
-        return
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.OperationalError as exc:
-        if not _is_access_error(exc):
-            raise
-        raise GraphAccessError(
-            f"the entity graph {path} is read-only ({exc}): it can be read but not "
-            "written; nothing was changed"
-        ) from None
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache (default: 2 MiB)
-    conn.execute("PRAGMA foreign_keys=ON")
-    if app_id == APPLICATION_ID and version == SCHEMA_VERSION:
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        # Re-check under the write lock: another process may have created or
-        # upgraded it meanwhile.
-        if conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        else:
-            _upgrade(conn, path, conn.execute("PRAGMA user_version").fetchone()[0])
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
-def _upgrade(conn: sqlite3.Connection, path: Path, version: int) -> None:
-    """Bring a graph of an older schema up to date, in the open transaction."""
-    try:
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in _UPGRADES[target]:
-                conn.execute(statement)
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-    except sqlite3.Error as exc:
-        raise SchemaVersionError(
-            f"{path} uses entity-graph schema {version}; upgrading it to {SCHEMA_VERSION} "
-            f"failed ({exc}), so nothing was changed"
-        ) from exc
-    log.info("entity graph %s: upgraded from schema %d to %d", path, version, SCHEMA_VERSION)

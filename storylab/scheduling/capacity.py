@@ -75,6 +75,8 @@ def check_positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return value
+
+
 _names = itertools.count(1)
 _seqs = itertools.count()
 
@@ -293,11 +295,12 @@ class CapacitySource:
             return
         if self.try_acquire(owner=owner):
             return
-        waiter = self._enqueue(asyncio.get_running_loop().create_future(), None, owner)
+        future = asyncio.get_running_loop().create_future()
+        waiter = self._enqueue(future, None, owner)
         try:
-            await waiter.future
+            await future
         except asyncio.CancelledError:
-            if waiter.future.done() and not waiter.future.cancelled():
+            if future.done() and not future.cancelled():
                 # Granted, but our task was cancelled before it could resume:
                 # hand the unit straight back so it is never lost.
                 self.release(owner=owner)
@@ -371,6 +374,14 @@ class CapacitySource:
             root._return_lease()
         if root._queued:
             root._dispatch()
+
+    # Hooks for a root whose units are also leased from elsewhere (only a root
+    # with ``_distributed`` set is asked: see storylab.scheduling.distributed).
+    async def _acquire_leased(self, leaf: CapacitySource, owner: Any) -> None:
+        raise NotImplementedError
+
+    def _return_lease(self) -> None:
+        raise NotImplementedError
 
     def _unmatched_release(self, owner: Any) -> RuntimeError:
         who = "without an owner" if owner is None else f"by owner {owner!r}"
@@ -465,7 +476,7 @@ class CapacitySource:
                 best._record(waiter.trace, EventKind.GRANT, waiter.owner)
             if future is not None:
                 future.set_result(None)
-            else:
+            elif waiter.callback is not None:  # a waiter has a future or a callback
                 waiter.callback()
 
     def _record(self, trace, kind: EventKind, owner: Any, *, level: str | None = None) -> None:

@@ -174,12 +174,13 @@ class DistributedCapacityRoot(CapacitySource):
         else:
             waited = True
             # _enqueue records the WAIT, naming the full level.
-            waiter = leaf._enqueue(asyncio.get_running_loop().create_future(), None, owner)
+            future = asyncio.get_running_loop().create_future()
+            waiter = leaf._enqueue(future, None, owner)
             waiter.trace = None  # the grant is recorded below, once the lease is held
             try:
-                await waiter.future
+                await future
             except asyncio.CancelledError:
-                if waiter.future.done() and not waiter.future.cancelled():
+                if future.done() and not future.cancelled():
                     self._untake(leaf, owner)
                 else:
                     leaf._unqueue(waiter)

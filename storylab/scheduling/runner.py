@@ -50,7 +50,7 @@ from enum import StrEnum
 from types import CoroutineType
 from typing import Any
 
-from storylab.scheduling.capacity import CapacitySource
+from storylab.scheduling.capacity import CapacitySource, _Waiter
 from storylab.scheduling.sources import EXHAUSTED, TaskSource, as_source
 from storylab.scheduling.trace import _CURRENT, _TASK, EventKind
 
@@ -91,10 +91,9 @@ class TaskProgressEnvelope:
 # the slots directly builds the same immutable object in about a third of the
 # time. Equality, repr and hashing are the dataclass's own.
 _new = object.__new__
-_set_type = TaskProgressEnvelope.type.__set__  # type: ignore[attr-defined]
-_set_id = TaskProgressEnvelope.task_id.__set__  # type: ignore[attr-defined]
-_set_value = TaskProgressEnvelope.value.__set__  # type: ignore[attr-defined]
-_set_error = TaskProgressEnvelope.error.__set__  # type: ignore[attr-defined]
+_set_type, _set_id, _set_value, _set_error = (
+    getattr(TaskProgressEnvelope, field).__set__ for field in ("type", "task_id", "value", "error")
+)
 
 
 def _envelope(
@@ -305,7 +304,7 @@ class _Run:
         # first step never runs that, so shutdown() settles what is left here.
         self.workers: dict[int, asyncio.Task] = {}
         self.exhausted = False
-        self.waiter = None  # our queued grant callback, if any
+        self.waiter: _Waiter | None = None  # our queued grant callback, if any
         self.closing = False
         # Workers started from a grant callback run in the consumer's context,
         # not in that of whichever task happened to release the unit.
@@ -347,6 +346,7 @@ class _Run:
         # Called by the capacity source with a unit already taken for us.
         runner = self.runner
         granted, self.waiter = self.waiter, None
+        assert granted is not None  # a grant comes only while we are queued
         owner = granted.owner
         if self.closing:
             runner.capacity.release(owner=owner)
@@ -439,7 +439,8 @@ class _Run:
                         break
                     push(_envelope(TaskEventType.INTERMEDIATE, task_id, item))
         except asyncio.CancelledError as exc:
-            if self.closing or asyncio.current_task().cancelling():
+            task = asyncio.current_task()
+            if self.closing or (task is not None and task.cancelling()):
                 # We cancelled it (the consumer left, or stop_on_error).
                 if trace is not None:
                     self._record(trace, EventKind.TASK_CANCEL, task_id, label)

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -103,7 +103,7 @@ class ContentSafetyCheckEntity(RunnableEntity):
     """Is the topic fit for a children's story? Data ``{topic}``; output a
     :class:`~storylab.story.models.ContentSafetyResult` as JSON."""
 
-    async def run_impl(self) -> AsyncIterator[Any]:
+    async def run_impl(self) -> AsyncGenerator[Any, Any]:
         topic = self.data["topic"]
         yield self.status("RUNNING", "Checking whether the topic suits young readers")
         result = await current_settings().text.check_safety(topic)
@@ -114,7 +114,7 @@ class StoryWriterEntity(RunnableEntity):
     """Writes the story. Data ``{topic, customization}``; output a
     :class:`~storylab.story.models.StoryOutput` as JSON (HTML with placeholders)."""
 
-    async def run_impl(self) -> AsyncIterator[Any]:
+    async def run_impl(self) -> AsyncGenerator[Any, Any]:
         data = self.data
         yield self.status("RUNNING", "Drafting the story and one prompt per illustration")
         story = await current_settings().text.write_story(data["topic"], data.get("customization"))
@@ -127,7 +127,7 @@ class ImageGenerationEntity(RunnableEntity):
     :class:`~storylab.story.models.GeneratedImageResult` as JSON whose
     ``object_key`` names the PNG in the graph's blob store."""
 
-    async def run_impl(self) -> AsyncIterator[Any]:
+    async def run_impl(self) -> AsyncGenerator[Any, Any]:
         data = self.data
         placeholder = data["placeholder"]
         yield self.status("RUNNING", f"Generating image for {placeholder}")
@@ -187,7 +187,7 @@ class StoryPipelineEntity(RunnableEntity):
     ``images_generated``, ...); output a :class:`~storylab.story.models.PipelineResult`
     as JSON. Create it with :func:`create_story`."""
 
-    async def run_impl(self) -> AsyncIterator[Any]:
+    async def run_impl(self) -> AsyncGenerator[Any, Any]:
         data = self.data
         topic: str = data["topic"]
         customization: dict[str, Any] | None = data.get("customization")
@@ -318,7 +318,7 @@ class StoryPipelineEntity(RunnableEntity):
         images: list[GeneratedImageResult],
         failures: list[str],
         settings: StorySettings,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, Any]:
         """Stage 3 as taught: lazy children, two-level capacity, completion order."""
         n = len(items)
         source = SourceFromIterable(self.parallel_calls(ImageGenerationEntity, items))
@@ -349,7 +349,7 @@ class StoryPipelineEntity(RunnableEntity):
         images: list[GeneratedImageResult],
         failures: list[str],
         settings: StorySettings,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, Any]:
         """Stage 3 before parallelism: one picture after another, for comparison.
 
         Failures are still isolated (so the two modes produce the same
@@ -479,7 +479,7 @@ async def generate_story(
     from storylab.story.settings import use_settings
 
     own = graph is None
-    g = EntityGraph.open() if own else graph
+    g = graph if graph is not None else EntityGraph.open()
     try:
         pipeline = create_story(g, topic, customization, retry_failed=retry_failed)
         if settings is None:

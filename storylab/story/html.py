@@ -195,17 +195,19 @@ def assemble_html(
     store). An image whose placeholder no prompt declares is ignored.
     """
     by_placeholder: dict[str, GeneratedImageResult] = {}
-    for image in images:
-        if not isinstance(image, GeneratedImageResult):
-            image = GeneratedImageResult.from_json(image)
+    for item in images:
+        image = (
+            item if isinstance(item, GeneratedImageResult) else GeneratedImageResult.from_json(item)
+        )
         by_placeholder.setdefault(image.placeholder, image)
     out = clean_html
     for number, prompt in enumerate(prompts, start=1):
-        image = by_placeholder.get(prompt.placeholder)
-        if image is None:
+        found = by_placeholder.get(prompt.placeholder)
+        if found is None:
             # The same fallback alt text a finished picture gets.
             tag = missing_image_tag(prompt.placeholder, prompt.alt_text or "Story illustration")
         else:
+            image = found
             b64 = image.base64
             if b64 is None:
                 if read_bytes is None or image.object_key is None:

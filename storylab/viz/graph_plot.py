@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from storylab.viz._palette import COLOURS, status_from_node
 
@@ -241,7 +241,7 @@ def draw_entity_graph(
             layout="constrained",
         )
     else:
-        fig = ax.figure
+        fig = cast("Figure", ax.figure)  # a sub-figure's axes are not drawn here
     ghosts = [n for n in g if g.nodes[n]["status"] == NOT_STORED]
     nodes = [n for n in g if g.nodes[n]["status"] != NOT_STORED]
     colours = [COLOURS[status_from_node(g.nodes[n]["status"])] for n in nodes]

@@ -212,8 +212,11 @@ class ChildCounter:
         self.samples.append((t, len(self.graph.children(self._parent_id))))
 
     async def _loop(self) -> None:
+        every = self.every
+        if every is None:  # set and checked before the loop is started
+            raise RuntimeError("the sampling interval is not set")
         while True:
-            await asyncio.sleep(self.every)
+            await asyncio.sleep(every)
             self.sample()
 
     async def __aenter__(self) -> ChildCounter:

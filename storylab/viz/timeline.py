@@ -323,7 +323,7 @@ def _draw_gantt(
         level_keys.insert(0, "__own__")
 
     def wait_colour(lane: TaskLane) -> str:
-        k = "__own__" if lane.wait_level == lane.group else lane.wait_level
+        k = "__own__" if lane.wait_level == lane.group else str(lane.wait_level)
         return WAIT_COLOURS[min(level_keys.index(k), len(WAIT_COLOURS) - 1)]
 
     ticks: list[float] = []
@@ -382,7 +382,7 @@ def _draw_gantt(
     ax.tick_params(axis="y", length=0)
     if not legend:
         return
-    handles = []
+    handles: list[Any] = []  # Patch and Line2D legend entries
     outcomes = [s for s in Status if s is not Status.WAITING and any(
         lane.outcome is s for lane in lanes)]
     for s in outcomes:

@@ -151,7 +151,7 @@ def test_a_runner_hands_on_a_child_only_once_its_completion_is_committed(
 def test_the_check_sees_results_handed_on_before_their_commit(tmp_path, monkeypatch):
     # The checker above can fail: without the wait for the commit, results
     # of children that never await reach the consumer before they are stored.
-    monkeypatch.setattr(EntityGraph, "_durable", lambda self, id=None: None)
+    monkeypatch.setattr(EntityGraph, "commit_waiter", lambda self, id=None: None)
     reader = fan_out(tmp_path / "g.sqlite", "batched", "never-awaits", 1, 100)
     finals = [what for what, _, _ in reader.not_stored if what == "FINAL"]
     assert len(finals) > 50  # without the wait: none of the 100 was stored

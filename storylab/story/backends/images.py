@@ -364,8 +364,8 @@ def draw_illustration(prompt: str, style: str, width: int, height: int, seed: in
     W, H = width, height
     unit = min(W, H)
     horizon = int(H * 0.56)
-    for y in range(horizon):
-        draw.line([(0, y), (W, y)], fill=_mix(sky_top, sky_bottom, y / max(1, horizon - 1)))
+    for row in range(horizon):
+        draw.line([(0, row), (W, row)], fill=_mix(sky_top, sky_bottom, row / max(1, horizon - 1)))
     outline = (35, 30, 30) if effect in ("outline", "ink") else None
     # The sky.
     if "sun" in words or ("moon" not in words and not night):
@@ -441,7 +441,7 @@ def draw_illustration(prompt: str, style: str, width: int, height: int, seed: in
     if effect == "strokes":
         for _ in range(W // 3):
             x, y = rng.uniform(0, W), rng.uniform(0, H)
-            c = _shade(img.getpixel((int(x) % W, int(y) % H)), 0.9)
+            c = _shade(img.getpixel((int(x) % W, int(y) % H)), 0.9)  # type: ignore[arg-type]
             draw.line([(x, y), (x + unit * 0.02, y - unit * 0.012)], fill=c, width=1)
     elif effect == "sparkle":
         for _ in range(14):
@@ -531,7 +531,7 @@ def _draw_things(draw, words: set[str], W, H, horizon, unit, rng, outline) -> No
     trees = bool(words & {"tree", "oak", "wood", "forest", "willow"})
     if trees:
         many = bool(words & {"wood", "forest", "tall"})
-        spots = (0.08, 0.92, 0.22, 0.78) if many else (0.9,)
+        spots: tuple[float, ...] = (0.08, 0.92, 0.22, 0.78) if many else (0.9,)
         if "house" in words:  # leave the house in view
             spots = tuple(x for x in spots if x > 0.3) + ((0.4,) if many else ())
         for x in spots:

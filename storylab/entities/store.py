@@ -1,0 +1,227 @@
+"""The store interface: the few operations the entity layer needs from a graph store.
+
+:class:`~storylab.entities.entity.RunnableEntity` and
+:class:`~storylab.entities.run.EntityRun` call nothing else on their graph.
+:class:`~storylab.entities.graph.EntityGraph` (one SQLite file) is one
+implementation; another backend (Postgres, say) implements this protocol and
+the entity classes work unchanged on it.
+
+What every implementation promises (the SQLite one documents how it keeps
+each promise, in :mod:`storylab.entities.graph`):
+
+* **Names are unique** under a parent (by call path) and among roots, decided
+  by the store itself even when several processes create at once.
+* **Each operation is atomic** and never spans an ``await``; operations may be
+  committed later, in groups, but a finished run's end is handed on only once
+  :meth:`EntityStore.commit_waiter` says it is stored.
+* **A running node is leased** to one owner; only the lease holder stores its
+  end (:meth:`EntityStore.finish_completed` returns ``False`` otherwise).
+* **Progress** is logged per node and read back per subtree, in log order.
+
+Ids are strings; records are :class:`~storylab.entities.records.NodeRecord`
+and :class:`~storylab.entities.records.LeaseRecord`; statuses are the strings
+of :class:`~storylab.entities.records.EntityStatus` (plus ``"busy"`` from
+:meth:`EntityStore.claim`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from storylab.entities.blobs import BlobStore
+from storylab.entities.envelopes import Envelope
+from storylab.entities.records import LeaseRecord, NodeRecord
+
+if TYPE_CHECKING:
+    from storylab.entities.entity import RunnableEntity
+
+__all__ = ["EntityStore"]
+
+
+@runtime_checkable
+class EntityStore(Protocol):
+    """What an entity and its runs need from the store holding their graph."""
+
+    path: Path
+    """Where the graph lives (shown in messages)."""
+    blobs: BlobStore
+    """Binary outputs, by content key."""
+
+    @property
+    def key(self) -> str:
+        """Names the graph in this process's table of live runs: two handles
+        on the same graph must give the same key."""
+        ...
+
+    @property
+    def lease_ttl(self) -> float:
+        """Seconds a lease outlives its owner's last heartbeat."""
+        ...
+
+    @property
+    def is_gone(self) -> bool:
+        """Whether the graph's storage vanished (nothing more can be stored)."""
+        ...
+
+    # ------------------------------------------------------------ reading
+
+    def get_node(self, id: str) -> NodeRecord:
+        """The node as stored; ``UnknownEntityError`` if there is none."""
+        ...
+
+    def children(self, id: str) -> list[NodeRecord]:
+        """Direct children, in creation order."""
+        ...
+
+    def status_of(self, id: str) -> str:
+        """The node's stored status."""
+        ...
+
+    def data_of(self, id: str) -> dict:
+        """A fresh copy of the node's stored data."""
+        ...
+
+    # ----------------------------------------------------------- creating
+
+    def revive(
+        self, record: NodeRecord, expected: type[RunnableEntity] | None = None
+    ) -> RunnableEntity:
+        """The entity for ``record``: an instance of ``expected`` (which must be
+        its type, else ``EntityTypeMismatchError``) or of its registered class."""
+        ...
+
+    def insert_node(
+        self,
+        cls: type[RunnableEntity],
+        name: str,
+        data: Any,
+        parent_id: str | None,
+        call_path: str | None = None,
+    ) -> NodeRecord:
+        """Create a Pending node; ``DuplicateNameError`` if the key is taken."""
+        ...
+
+    def insert_or_get_node(
+        self,
+        cls: type[RunnableEntity],
+        name: str,
+        data: Any,
+        parent_id: str | None,
+        call_path: str | None = None,
+    ) -> NodeRecord:
+        """The node with this key, created (Pending, with ``data``) if missing."""
+        ...
+
+    def insert_or_get_encoded(
+        self,
+        type_name: str,
+        name: str,
+        data: dict | None,
+        data_json: str,
+        parent_id: str | None,
+        call_path: str | None,
+    ) -> NodeRecord:
+        """:meth:`insert_or_get_node` for a type name and data already checked
+        and encoded (``data_json``), as the fan-out path has them."""
+        ...
+
+    # ------------------------------------------------------------ running
+
+    def commit_peers(self) -> None:
+        """Commit what other handles of this process hold pending on the same
+        graph, so that a run neither waits for them nor reads behind them."""
+        ...
+
+    def start_if_pending(self, id: str, env: Envelope) -> bool:
+        """Make a Pending node InProgress, leased to this handle, and log the
+        ``STARTED`` envelope ``env``, in one operation; False if not Pending."""
+        ...
+
+    def claim(self, id: str, env: Envelope) -> tuple[str, Any, LeaseRecord | None, Envelope]:
+        """Decide what starting a node that was not Pending does, in one
+        operation: ``("Completed", output, None, env)``; ``("busy", None,
+        lease, env)`` while another owner's lease is live; else the node is
+        taken (InProgress, leased, result cleared, the start envelope logged)
+        and its former status comes back with the lease it was taken from and
+        the start envelope as logged."""
+        ...
+
+    def run_started(self) -> None:
+        """A run of this graph began executing in this process (keep its leases alive)."""
+        ...
+
+    def run_ended(self) -> None:
+        """A run that :meth:`run_started` ended; after the last one everything
+        pending is made durable."""
+        ...
+
+    def append_progress(self, env: Envelope) -> None:
+        """Append an envelope to its node's progress log."""
+        ...
+
+    def finish_completed(
+        self, id: str, output_json: str, value_env: Envelope, done_env: Envelope
+    ) -> bool:
+        """Store a run's output and log its end, if we still hold the lease
+        (False, and nothing stored, if another owner took the node over)."""
+        ...
+
+    def finish_failed(
+        self, id: str, error: dict, error_env: Envelope, failed_env: Envelope
+    ) -> bool:
+        """Store a run's error and log its end, under the same lease rule."""
+        ...
+
+    def commit_waiter(self, id: str | None = None) -> asyncio.Future | None:
+        """A future resolved once what is stored so far is durable (or set to
+        the commit's error); ``None`` if it already is (given ``id``: if that
+        node did not finish in what is still pending)."""
+        ...
+
+    def release_lease(self, id: str) -> None:
+        """Give up the lease on a node whose run was abandoned (it stays InProgress)."""
+        ...
+
+    def check_file(self) -> None:
+        """Raise ``GraphFileGoneError`` if the graph's storage vanished."""
+        ...
+
+    # ------------------------------------------------ waiting on another owner
+
+    def progress_mark(self, id: str) -> int:
+        """A position in the log just before the node's latest start."""
+        ...
+
+    def progress_after(self, id: str, seq: int) -> tuple[list[Envelope], int]:
+        """The envelopes of ``id``'s subtree logged after position ``seq``, and
+        the position of the last one read."""
+        ...
+
+    def poll_lease(self, id: str) -> tuple[str, LeaseRecord | None]:
+        """The node's status and lease, read together."""
+        ...
+
+    def lease_state(self, lease: LeaseRecord, now: float | None = None) -> str:
+        """``"live"``, ``"expired"`` or ``"owner gone"``."""
+        ...
+
+    # --------------------------------------------------------------- data
+
+    def set_data(self, id: str, data_json: str) -> None:
+        """Replace the node's data with the encoded ``data_json``."""
+        ...
+
+    def merge_data(self, id: str, changes: dict) -> dict:
+        """Merge top-level ``changes`` into the data (read and written in one
+        operation); the new data."""
+        ...
+
+    def set_data_path(self, id: str, path: tuple[str, ...], value: Any) -> dict:
+        """Set one nested key (missing levels become dicts), in one operation."""
+        ...
+
+    def reopen(self, id: str) -> NodeRecord:
+        """Make a finished node Pending again (its children and data stay)."""
+        ...

@@ -1,0 +1,153 @@
+"""The store interface: EntityGraph implements it, entity code calls nothing else,
+and the entity modules do not import each other in a circle."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+
+import storylab.entities as entities_pkg
+from storylab.entities import EntityGraph
+from storylab.entities.store import EntityStore
+
+PACKAGE = Path(entities_pkg.__file__).parent
+# The modules that hold entities and runs: they may use the store only through
+# the protocol.
+ENTITY_CODE = ["entity.py", "run.py"]
+
+
+def protocol_members() -> set[str]:
+    names = set(EntityStore.__annotations__)
+    for name, value in vars(EntityStore).items():
+        if not name.startswith("_") and (callable(value) or isinstance(value, property)):
+            names.add(name)
+    return names
+
+
+def test_the_protocol_names_public_operations_only():
+    members = protocol_members()
+    assert {"start_if_pending", "claim", "finish_completed", "commit_waiter"} <= members
+    assert all(not m.startswith("_") for m in members)
+
+
+def test_an_entity_graph_is_an_entity_store(tmp_path):
+    with EntityGraph.open(tmp_path / "g.sqlite") as graph:
+        assert isinstance(graph, EntityStore)
+        for name in protocol_members():
+            assert hasattr(graph, name), name
+
+
+def test_an_object_missing_an_operation_is_not_a_store():
+    class Partial:
+        path = Path("x")
+        blobs = None
+
+        def get_node(self, id):
+            return None
+
+    assert not isinstance(Partial(), EntityStore)
+
+
+def runtime_imports(path: Path) -> set[str]:
+    """The storylab.entities modules ``path`` imports when it runs (imports
+    under ``if TYPE_CHECKING:`` are for annotations only and are skipped)."""
+    tree = ast.parse(path.read_text())
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            skipped.update(id(n) for n in ast.walk(node))
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module:
+            mods = [node.module]
+        elif isinstance(node, ast.Import):
+            mods = [a.name for a in node.names]
+        else:
+            continue
+        for mod in mods:
+            if mod.startswith("storylab.entities."):
+                found.add(mod.removeprefix("storylab.entities.").split(".")[0])
+    return found
+
+
+def import_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(mod: str) -> list[str] | None:
+        state[mod] = 1
+        path.append(mod)
+        for dep in sorted(graph.get(mod, ())):
+            if state.get(dep) == 1:
+                return path[path.index(dep) :] + [dep]
+            if dep not in state and (cycle := visit(dep)):
+                return cycle
+        state[mod] = 2
+        path.pop()
+        return None
+
+    for mod in sorted(graph):
+        if mod not in state and (cycle := visit(mod)):
+            return cycle
+    return None
+
+
+def test_the_entity_modules_import_each_other_without_a_circle():
+    graph = {p.stem: runtime_imports(p) for p in PACKAGE.glob("*.py") if p.name != "__init__.py"}
+    assert "graph" not in graph["entity"] | graph["run"]  # entities never need SQLite
+    assert import_cycle(graph) is None, import_cycle(graph)
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert import_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert import_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def is_store(node: ast.expr) -> bool:
+    """``graph``, ``store`` or ``<anything>._graph``: how entity code names its store."""
+    if isinstance(node, ast.Name):
+        return node.id in ("graph", "store")
+    return isinstance(node, ast.Attribute) and node.attr == "_graph"
+
+
+def private_store_calls(source: str) -> list[str]:
+    """``graph._x`` / ``self._graph._x`` / ``store._x`` accesses in ``source``."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and is_store(node.value):
+            out.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return out
+
+
+@pytest.mark.parametrize("module", ENTITY_CODE)
+def test_entity_code_calls_the_store_through_the_protocol_only(module):
+    source = (PACKAGE / module).read_text()
+    assert private_store_calls(source) == []
+    # Every store operation it calls is one the protocol declares.
+    members = protocol_members()
+    used = {
+        node.attr
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Attribute) and is_store(node.value)
+    }
+    assert used  # the check looks at something
+    assert used - members == set(), used - members
+
+
+def test_the_private_call_check_finds_one():
+    assert private_store_calls("graph._claim(1)\nself._graph._status(2)\n") == [
+        "line 1: graph._claim",
+        "line 2: self._graph._status",
+    ]
+
+
+def test_every_protocol_operation_is_documented():
+    for name in protocol_members() - set(EntityStore.__annotations__):
+        member = inspect.getattr_static(EntityStore, name)
+        doc = (member.fget if isinstance(member, property) else member).__doc__
+        assert doc and doc.strip(), name
