@@ -106,25 +106,16 @@ def main() -> int:
     parser.add_argument("--sleep", type=float, default=0.2, help="d, seconds per image")
     args = parser.parse_args()
 
-    import dask
     import distributed
-    from distributed import Client, LocalCluster
+
+    from storylab.story.cluster import open_cluster
 
     print(
         f"python {sys.version.split()[0]}, distributed {distributed.__version__}, "
         f"rounds={args.rounds}, cycles={args.cycles}, workers={args.workers}\n"
     )
-    with (
-        dask.config.set({"distributed.scheduler.locks.lease-timeout": "10s"}),
-        LocalCluster(
-            n_workers=args.workers,
-            threads_per_worker=4,
-            processes=True,
-            dashboard_address="127.0.0.1:0",
-            host="127.0.0.1",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    # The same local cluster storylab run --cluster local:N starts.
+    with open_cluster(f"local:{args.workers}", lease_timeout=10.0) as client:
         worker = sorted(client.scheduler_info()["workers"])[0]
         local, remote = [], []
         for r in range(args.rounds):
