@@ -16,10 +16,9 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from distributed import Semaphore  # noqa: E402
-
 from storylab.entities import EntityGraph  # noqa: E402
 from storylab.scheduling import EventKind, Trace  # noqa: E402
+from storylab.scheduling.distributed import shared_limit_statistics  # noqa: E402
 from storylab.story.backends import SimulatedImageBackend, SimulatedTextBackend  # noqa: E402
 from storylab.story.cluster import (  # noqa: E402
     gather_stories,
@@ -151,17 +150,22 @@ def test_a_worker_killed_mid_run_has_its_stories_finished_by_the_others_with_not
         assert victim is not None, "no story was caught half-way"
         os.kill(pids[victim], signal.SIGKILL)
         run = gather_stories(client, futures, graph_path)
-        sem = Semaphore(max_leases=4, name="storylab-global-4")
+
+        def taken() -> int:
+            stats = client.sync(shared_limit_statistics, client.scheduler, "storylab-global-4")
+            return 4 - stats["free"]
+
         deadline = time.monotonic() + 30
-        while sem.get_value() and time.monotonic() < deadline:
+        while taken() and time.monotonic() < deadline:
             time.sleep(0.2)
-        leases_left = sem.get_value()
+        leases_left = taken()
 
     assert all(r["stage"] == "completed" and r["image_count"] == 5 for r in run.results)
     assert pids[victim] not in run.pids  # the killed story was finished elsewhere
     killed = next(s for s in run.stories if s.pipeline == killed_story)
     assert killed.pid != pids[victim]
-    # Every lease of the dead process came back to the scheduler.
+    # The dead process's share came back to the scheduler, and the others
+    # gave theirs back once idle.
     assert leases_left == 0
     assert peak(run.trace, "storylab-global-4") <= 4
     with EntityGraph.open(path, create=False) as g:
