@@ -50,6 +50,7 @@ __all__ = [
     "StoryAttempt",
     "attempt_timeout_of",
     "check_cluster_lease",
+    "cluster_lease_timeout",
     "gather_stories",
     "lease_settings",
     "open_cluster",
@@ -94,6 +95,18 @@ def attempt_timeout_of(settings: StorySettings | None) -> float | None:
     images = getattr(settings, "images", None)
     value = getattr(images, "attempt_timeout", None)
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def cluster_lease_timeout(lease_timeout: float | None, settings: StorySettings | None) -> float:
+    """``storylab run --cluster``'s lease timeout: ``--lease-timeout`` checked
+    against ``--attempt-timeout``, or when not given the default (10 s, or
+    twice the per-attempt deadline if that is longer)."""
+    if lease_timeout is None:
+        attempt = attempt_timeout_of(settings)
+        lease_timeout = max(DEFAULT_LEASE_TIMEOUT, 2 * attempt if attempt else 0.0)
+    return check_cluster_lease(
+        lease_timeout, settings, names=("--lease-timeout", "--attempt-timeout")
+    )
 
 
 def check_cluster_lease(
