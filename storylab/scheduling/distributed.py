@@ -135,7 +135,8 @@ class _Member:
 
     def __init__(self, lease_timeout: float) -> None:
         self.grant = 0  # units this process may be using
-        self.wants: list[int] = []  # per story: the units it could use now
+        # Per story: (units it could use, units in use, units granted so far).
+        self.wants: list[tuple[int, int, int]] = []
         self.seen = 0.0
         self.lease_timeout = lease_timeout
         self.target = 0
@@ -145,26 +146,30 @@ class _Member:
 
 
 class _Limit:
-    __slots__ = ("capacity", "members", "lost", "contended", "turn")
+    __slots__ = ("capacity", "members", "lost", "contended")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.members: dict[str, _Member] = {}
         self.lost: OrderedDict[str, None] = OrderedDict()
         self.contended = False
-        self.turn = 0
 
     def free(self) -> int:
         return self.capacity - sum(m.grant for m in self.members.values())
 
 
-def _water_fill(wants: list[int], capacity: int, turn: int) -> list[int]:
-    """Units per story: everyone gets the same level (capped by what it wants),
-    and the units left below the next level go one each, starting at ``turn``."""
+def _water_fill(
+    wants: list[int], capacity: int, using: list[int] | None = None, served: list[int] | None = None
+) -> list[int]:
+    """Units per story: every story the same level (capped by what it wants);
+    the units left below the next level go one each to the stories that use
+    the fewest units now, then to those served the fewest so far (the local
+    fair policy's order: fewest in use, then the longest waiting)."""
     if sum(wants) <= capacity:
         return list(wants)
+    n = len(wants)
     ordered = sorted(wants)
-    left, level, n = capacity, 0, len(wants)
+    left, level = capacity, 0
     for i, w in enumerate(ordered):
         share = left // (n - i)
         if w <= share:
@@ -172,12 +177,13 @@ def _water_fill(wants: list[int], capacity: int, turn: int) -> list[int]:
             continue
         level = share
         break
-    got = [min(w, level) if w > level else w for w in wants]
+    got = [min(w, level) for w in wants]
     spare = capacity - sum(got)
-    for k in range(n):
+    using = using if using is not None else [0] * n
+    served = served if served is not None else [0] * n
+    for i in sorted(range(n), key=lambda i: (using[i], served[i], i)):
         if spare <= 0:
             break
-        i = (turn + k) % n
         if wants[i] > got[i]:
             got[i] += 1
             spare -= 1
@@ -227,13 +233,16 @@ class SharedLimitAllocator:
 
     def _rebalance(self, limit: _Limit) -> None:
         members = list(limit.members.values())
-        stories = [(m, w) for m in members for w in m.wants if w > 0]
-        wants = [w for _, w in stories]
-        limit.turn += 1
-        got = _water_fill(wants, limit.capacity, limit.turn)
+        stories = [(m, w, u, n) for m in members for w, u, n in m.wants if w > 0]
+        got = _water_fill(
+            [s[1] for s in stories],
+            limit.capacity,
+            [s[2] for s in stories],
+            [s[3] for s in stories],
+        )
         for m in members:
             m.target = 0
-        for (m, _), units in zip(stories, got, strict=True):
+        for (m, *_), units in zip(stories, got, strict=True):
             m.target += units
         free = limit.free()
         short = sorted((m for m in members if m.grant < m.target), key=lambda m: m.grant - m.target)
@@ -258,7 +267,7 @@ class SharedLimitAllocator:
         member: str,
         lease_timeout: float,
         returned: int = 0,
-        wants: list[int] | None = None,
+        wants: list[tuple[int, int, int]] | None = None,
         wait: float = 0.0,
         new: bool = False,
     ) -> dict[str, Any]:
@@ -279,7 +288,7 @@ class SharedLimitAllocator:
         m.lease_timeout = lease_timeout
         m.grant = max(0, m.grant - returned)
         if wants is not None:
-            m.wants = [int(w) for w in wants]
+            m.wants = [(int(w), int(u), int(n)) for w, u, n in wants]
         self._rebalance(limit)
         if wait > 0 and not m.add and not (limit.contended and m.grant > m.target):
             m.news.clear()
@@ -440,7 +449,7 @@ class DistributedCapacityRoot(CapacitySource):
         self._last_use = 0.0
         self._safe_until = 0.0
         self._use_until = math.inf
-        self._leaves: dict[CapacitySource, None] = {}
+        self._leaves: dict[CapacitySource, int] = {}  # stories here: units granted so far
         self._guarded: dict[asyncio.Task, _Guard] = {}
         self._lost_reason: str | None = None
         self._calls: set[asyncio.Task] = set()
@@ -529,21 +538,24 @@ class DistributedCapacityRoot(CapacitySource):
         self._lost_reason = None
 
     # -- talking to the allocator -------------------------------------------------
-    def _wants(self) -> list[int]:
+    def _wants(self) -> list[tuple[int, int, int]]:
+        """Per story: (units it could use, units it uses now, units it was
+        granted so far). A story with a waiter could use its whole limit (a
+        runner queues one task at a time)."""
         wants = []
+        stale = self._stale  # units of a lost share in use: not wanted from the new one
         for leaf in list(self._leaves):
             queued = len(leaf._queue)
-            if not queued and not leaf._in_use:
+            used = leaf._in_use
+            if not queued and not used:
                 del self._leaves[leaf]
                 continue
-            wants.append(min(leaf._capacity, leaf._in_use + queued))
-        stale = self._stale  # units of a lost share in use: not wanted from the new one
-        for i, w in enumerate(wants):
-            if not stale:
-                break
-            cut = min(stale, w)
-            wants[i] -= cut
-            stale -= cut
+            served = self._leaves[leaf]
+            if stale:
+                cut = min(stale, used)
+                used -= cut
+                stale -= cut
+            wants.append((leaf._capacity if queued else used, used, served))
         return wants
 
     async def _call(self, *, wait: float, new: bool = False) -> dict[str, Any] | None:
@@ -664,7 +676,6 @@ class DistributedCapacityRoot(CapacitySource):
         self._lost_reason = reason
         self._epoch += 1  # answers still on their way are for the old share: ignored
         in_use = self._in_use - self._stale
-        held = self._grant
         # Units still in use belong to the old share: freed as they come back,
         # never counted in a new one. The old lease is never renewed: the
         # scheduler frees its units once it expires.
@@ -680,7 +691,7 @@ class DistributedCapacityRoot(CapacitySource):
         if self._updating is not None:
             self._updating.cancel()
             self._updating = None
-        if not (held or guarded or in_use):
+        if not (guarded or in_use):
             log.debug("storylab: the empty share of %r was given up: %s", self._name, reason)
             return
         self.losses += 1
@@ -708,7 +719,8 @@ class DistributedCapacityRoot(CapacitySource):
         loop = asyncio.get_running_loop()
         if leaf._blocking_level() is None and loop.time() <= self._use_until:
             leaf._take(owner)
-            self._leaves[leaf] = None
+            leaves = self._leaves
+            leaves[leaf] = leaves.get(leaf, 0) + 1
             trace = _CURRENT.get()
             if trace is not None:
                 leaf._record(trace, EventKind.ACQUIRE, owner)
@@ -717,7 +729,7 @@ class DistributedCapacityRoot(CapacitySource):
             await self._connect()
         future = loop.create_future()
         waiter = leaf._enqueue(future, None, owner)
-        self._leaves[leaf] = None
+        self._leaves.setdefault(leaf, 0)
         # Held back by the share (not by the story's own limit): ask for more.
         if leaf._blocking_level() is self:
             self._update()
@@ -729,6 +741,7 @@ class DistributedCapacityRoot(CapacitySource):
             else:
                 leaf._withdraw(waiter)
             raise
+        self._leaves[leaf] = self._leaves.get(leaf, 0) + 1
 
     def _return_lease(self) -> None:
         # Called by release() once the local levels are freed, before the
@@ -738,7 +751,10 @@ class DistributedCapacityRoot(CapacitySource):
             self._stale -= 1
             self._capacity -= 1
             return
-        if self._contended and self._grant > self._target:
+        if self._contended:
+            # While stories somewhere wait for a unit, a freed unit goes back
+            # to the allocator, which hands it to the story that has the
+            # fewest (this process's own stories included).
             self._grant -= 1
             self._capacity -= 1
             self._returning += 1

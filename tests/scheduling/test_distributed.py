@@ -363,7 +363,8 @@ async def test_a_process_that_stood_still_past_its_lease_cancels_its_work_and_ne
             await settle(0.5)
             before = await root.allocator_statistics()
             (old,) = before["members"]
-            assert before["members"][old] == (2, 2)
+            # A waiting story is offered its whole limit (3), of which it uses 2.
+            assert before["members"][old][0] == 3 and root.leased == 2
             # The whole process stands still (as under SIGSTOP) for longer
             # than the lease timeout; the scheduler goes on without it.
             time.sleep(3.0)
@@ -379,7 +380,7 @@ async def test_a_process_that_stood_still_past_its_lease_cancels_its_work_and_ne
             assert old not in after["members"]
             # The process goes on with a new share.
             await asyncio.wait_for(story.acquire(owner=3), 10)
-            assert root.share == 1
+            assert root.share >= 1 and root.leased == 1
             story.release(owner=3)
             await root.close()
 
