@@ -158,33 +158,34 @@ class _Limit:
         return self.capacity - sum(m.grant for m in self.members.values())
 
 
-def _water_fill(
-    wants: list[int], capacity: int, using: list[int] | None = None, served: list[int] | None = None
-) -> list[int]:
-    """Units per story: every story the same level (capped by what it wants);
-    the units left below the next level go one each to the stories that use
-    the fewest units now, then to those served the fewest so far (the local
-    fair policy's order: fewest in use, then the longest waiting)."""
-    if sum(wants) <= capacity:
-        return list(wants)
-    n = len(wants)
-    ordered = sorted(wants)
-    left, level = capacity, 0
-    for i, w in enumerate(ordered):
-        share = left // (n - i)
-        if w <= share:
+def _targets(wants: list[list[int]], served: list[float], capacity: int) -> list[int]:
+    """Units per process, from what each of its stories could use.
+
+    When the stories want more than ``capacity``, every story is entitled to
+    the same level (water-filling: a story that wants less keeps what it
+    wants, the others share the rest equally), and a process to the sum over
+    its stories, a fraction in general. Each process gets the whole part of
+    its entitlement; the units left go to the processes whose stories have
+    been served the least so far (``served``: units granted per story), so
+    over time the fractions are taken in turn.
+    """
+    flat = sorted(w for ws in wants for w in ws)
+    if sum(flat) <= capacity:
+        return [sum(ws) for ws in wants]
+    left, level, n = float(capacity), 0.0, len(flat)
+    for i, w in enumerate(flat):
+        if w * (n - i) <= left:
             left -= w
             continue
-        level = share
+        level = left / (n - i)
         break
-    got = [min(w, level) for w in wants]
+    exact = [sum(min(w, level) for w in ws) for ws in wants]
+    got = [math.floor(e + 1e-9) for e in exact]
     spare = capacity - sum(got)
-    using = using if using is not None else [0] * n
-    served = served if served is not None else [0] * n
-    for i in sorted(range(n), key=lambda i: (using[i], served[i], i)):
+    for i in sorted(range(len(exact)), key=lambda i: (served[i], i)):
         if spare <= 0:
             break
-        if wants[i] > got[i]:
+        if exact[i] > got[i] + 1e-9:
             got[i] += 1
             spare -= 1
     return got
@@ -233,17 +234,13 @@ class SharedLimitAllocator:
 
     def _rebalance(self, limit: _Limit) -> None:
         members = list(limit.members.values())
-        stories = [(m, w, u, n) for m in members for w, u, n in m.wants if w > 0]
-        got = _water_fill(
-            [s[1] for s in stories],
-            limit.capacity,
-            [s[2] for s in stories],
-            [s[3] for s in stories],
-        )
-        for m in members:
-            m.target = 0
-        for (m, *_), units in zip(stories, got, strict=True):
-            m.target += units
+        wants = [[w for w, _, _ in m.wants if w > 0] for m in members]
+        served = [
+            sum(n for w, _, n in m.wants if w > 0) / max(1, len(ws))
+            for m, ws in zip(members, wants, strict=True)
+        ]
+        for m, target in zip(members, _targets(wants, served, limit.capacity), strict=True):
+            m.target = target
         free = limit.free()
         short = sorted((m for m in members if m.grant < m.target), key=lambda m: m.grant - m.target)
         for m in short:
@@ -395,8 +392,7 @@ class DistributedCapacityRoot(CapacitySource):
         "_target",
         "_contended",
         "_returning",
-        "_updating",
-        "_dirty",
+        "_flushing",
         "_keeper",
         "_watchdog",
         "_idle",
@@ -441,8 +437,7 @@ class DistributedCapacityRoot(CapacitySource):
         self._target = 0
         self._contended = False
         self._returning = 0
-        self._updating: asyncio.Task | None = None
-        self._dirty = False
+        self._flushing = False
         self._keeper: asyncio.Task | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self._idle: asyncio.TimerHandle | None = None
@@ -622,23 +617,27 @@ class DistributedCapacityRoot(CapacitySource):
             await self._call(wait=wait)
 
     def _update(self) -> None:
-        """Send returns and wants now (one update in flight at a time)."""
-        if self._rpc is None or self._lost_reason is not None:
+        """Send returns and wants soon: once per turn of the event loop, however
+        many units were released in it (calls may overlap: returns and grants
+        are counted as differences, so their order does not matter)."""
+        if self._rpc is None or self._lost_reason is not None or self._flushing:
             return
-        if self._updating is not None:
-            self._dirty = True
+        self._flushing = True
+        asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flushing = False
+        if self._lost_reason is not None:
             return
         self.updates += 1
-        self._updating = task = asyncio.ensure_future(self._call(wait=0.0))
-        task.add_done_callback(self._updated)
+        task = asyncio.ensure_future(self._call(wait=0.0))
+        self._calls.add(task)
+        task.add_done_callback(self._called)
 
-    def _updated(self, task: asyncio.Task) -> None:
-        self._updating = None
+    def _called(self, task: asyncio.Task) -> None:
+        self._calls.discard(task)
         if not task.cancelled():
             task.exception()  # retrieved: _call handles its own errors
-        if self._dirty:
-            self._dirty = False
-            self._update()
 
     def _give_back_excess(self) -> None:
         """Under contention, hand back the units of the share above its target
@@ -688,9 +687,8 @@ class DistributedCapacityRoot(CapacitySource):
         for task, guard in guarded:
             guard.lost = reason
             task.cancel(f"the share of {self._name!r} was lost")
-        if self._updating is not None:
-            self._updating.cancel()
-            self._updating = None
+        for call in list(self._calls):
+            call.cancel()
         if not (guarded or in_use):
             log.debug("storylab: the empty share of %r was given up: %s", self._name, reason)
             return
@@ -752,12 +750,13 @@ class DistributedCapacityRoot(CapacitySource):
             self._capacity -= 1
             return
         if self._contended:
-            # While stories somewhere wait for a unit, a freed unit goes back
-            # to the allocator, which hands it to the story that has the
-            # fewest (this process's own stories included).
-            self._grant -= 1
-            self._capacity -= 1
-            self._returning += 1
+            # Stories wait somewhere: a unit above this process's target goes
+            # back to the allocator; one within it serves the stories here,
+            # and the allocator hears how far they got (it moves the target).
+            if self._grant > self._target:
+                self._grant -= 1
+                self._capacity -= 1
+                self._returning += 1
             self._update()
         elif self._idle is None and not self._queued:
             self._idle = asyncio.get_running_loop().call_later(IDLE_RETURN, self._idle_check)
@@ -792,8 +791,8 @@ class DistributedCapacityRoot(CapacitySource):
             self._grant -= unused
             self._capacity -= unused
             self._returning += unused
-        while self._updating is not None:
-            await asyncio.gather(self._updating, return_exceptions=True)
+        while self._calls:
+            await asyncio.gather(*self._calls, return_exceptions=True)
         if self._returning:
             await self._call(wait=0.0)
 
