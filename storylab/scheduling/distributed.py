@@ -43,7 +43,6 @@ import asyncio
 from typing import Any
 
 from storylab.scheduling.capacity import CapacitySource, check_positive_int
-from storylab.scheduling.trace import _CURRENT, EventKind
 
 __all__ = ["DistributedCapacityRoot", "LEASE_TIMEOUT_KEY"]
 
@@ -62,15 +61,15 @@ class DistributedCapacityRoot(CapacitySource):
     name (the scheduler refuses another one).
     """
 
-    _distributed = True
-
     __slots__ = ("_client", "_semaphore", "_returns", "_leased", "_ready")
 
     def __init__(self, capacity: int, *, name: str = "global", client: Any = None) -> None:
         check_positive_int("capacity", capacity)
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
-        super().__init__(capacity, name=name, policy="fair")
+        # The root *has* a lease gate (capacity.LeaseGate): every unit, once
+        # taken on the local levels, also needs a lease from the scheduler.
+        super().__init__(capacity, name=name, policy="fair", gate=_SchedulerLeases(self))
         self._client = client
         self._semaphore: Any = None
         self._ready: asyncio.Future | None = None
@@ -104,43 +103,41 @@ class DistributedCapacityRoot(CapacitySource):
 
         if self._client is not None:
             sem = Semaphore(
-                max_leases=self._capacity,
-                name=self._name,
+                max_leases=self.capacity,
+                name=self.name,
                 scheduler_rpc=self._client.scheduler,
                 loop=self._client.loop,
             )
         else:
-            sem = Semaphore(max_leases=self._capacity, name=self._name)
+            sem = Semaphore(max_leases=self.capacity, name=self._name)
         if sem.loop is None or sem.scheduler is None:
             raise RuntimeError(
-                f"DistributedCapacityRoot {self._name!r} has no scheduler to talk to: "
+                f"DistributedCapacityRoot {self.name!r} has no scheduler to talk to: "
                 "pass client=, or use it inside a Dask task"
             )
         if sem.loop.asyncio_loop is not asyncio.get_running_loop():
             raise RuntimeError(
-                f"DistributedCapacityRoot {self._name!r} must be used from the event loop "
+                f"DistributedCapacityRoot {self.name!r} must be used from the event loop "
                 "of its client or worker"
             )
         try:
             await sem
         except ValueError as exc:  # the scheduler knows this name with another capacity
             raise ValueError(
-                f"capacity of {self._name!r} must match the one other processes use: {exc}"
+                f"capacity of {self.name!r} must match the one other processes use: {exc}"
             ) from None
         self._semaphore = sem
         return sem
 
-    async def _lease(self, leaf: CapacitySource, owner: Any, trace: Any, waited: bool) -> bool:
-        """Get one scheduler lease; True if it had to wait for it."""
+    async def _lease(self, waiting: Any) -> None:
+        """Get one scheduler lease; ``waiting()`` is called before it waits."""
         sem = await self._connect()
         # A first ask that does not wait: the usual case costs one round trip,
         # and when the limit is full the trace can say so before waiting.
         if await self._ask(sem, 0):
-            return waited
-        if trace is not None and not waited:
-            leaf._record(trace, EventKind.WAIT, owner, level=self._name)
+            return
+        waiting()
         await self._ask(sem, None)
-        return True
 
     async def _ask(self, sem: Any, timeout: float | None) -> bool:
         """One ``semaphore.acquire``; if we are cancelled meanwhile, the call
@@ -163,61 +160,6 @@ class DistributedCapacityRoot(CapacitySource):
         self._returns.add(task)
         task.add_done_callback(self._returns.discard)
 
-    async def _acquire_leased(self, leaf: CapacitySource, owner: Any) -> None:
-        """``leaf.acquire(owner=owner)`` for a tree under this root (see the module doc)."""
-        trace = _CURRENT.get()
-        waited = False
-        # 1. The local levels, recording nothing yet: the unit is not taken
-        #    until its lease is held.
-        if leaf._blocking_level() is None:
-            leaf._take(owner)
-        else:
-            waited = True
-            # _enqueue records the WAIT, naming the full level.
-            future = asyncio.get_running_loop().create_future()
-            waiter = leaf._enqueue(future, None, owner)
-            waiter.trace = None  # the grant is recorded below, once the lease is held
-            try:
-                await future
-            except asyncio.CancelledError:
-                if future.done() and not future.cancelled():
-                    self._untake(leaf, owner)
-                else:
-                    leaf._unqueue(waiter)
-                    self._dispatch()
-                if trace is not None:
-                    leaf._record(trace, EventKind.WAIT_CANCELLED, owner)
-                raise
-        # 2. The scheduler's lease.
-        try:
-            waited = await self._lease(leaf, owner, trace, waited)
-        except BaseException:
-            self._untake(leaf, owner)
-            if trace is not None and waited:
-                leaf._record(trace, EventKind.WAIT_CANCELLED, owner)
-            raise
-        self._leased += 1
-        if trace is not None:
-            leaf._record(trace, EventKind.GRANT if waited else EventKind.ACQUIRE, owner)
-
-    def _untake(self, leaf: CapacitySource, owner: Any) -> None:
-        """Give back a local unit that never got its lease (nothing to return)."""
-        holders = leaf._holders
-        held = holders[owner]
-        if held == 1:
-            del holders[owner]
-        else:
-            holders[owner] = held - 1
-        for src in leaf._path:
-            src._in_use -= 1
-        if self._queued:
-            self._dispatch()
-
-    def _return_lease(self) -> None:
-        # Called by release() after the local levels were freed.
-        self._leased -= 1
-        self._send_back()
-
     async def drain(self) -> None:
         """Wait until every lease given back has reached the scheduler."""
         while self._returns:
@@ -225,6 +167,27 @@ class DistributedCapacityRoot(CapacitySource):
 
     def __repr__(self) -> str:
         return (
-            f"<DistributedCapacityRoot {self._name!r} {self._in_use}/{self._capacity} in use "
+            f"<DistributedCapacityRoot {self.name!r} {self.in_use}/{self.capacity} in use "
             f"here ({self._leased} leased), {self.waiting} waiting>"
         )
+
+
+class _SchedulerLeases:
+    """The root's :class:`~storylab.scheduling.capacity.LeaseGate`: one scheduler
+    lease per unit, taken after the local levels and returned in the background."""
+
+    __slots__ = ("root",)
+
+    def __init__(self, root: DistributedCapacityRoot) -> None:
+        self.root = root
+
+    async def lease(self, leaf: CapacitySource, owner: Any, waiting: Any) -> None:
+        root = self.root
+        await root._lease(waiting)
+        root._leased += 1
+
+    def give_back(self, leaf: CapacitySource, owner: Any) -> None:
+        # Called by release() after the local levels were freed.
+        root = self.root
+        root._leased -= 1
+        root._send_back()
