@@ -175,8 +175,16 @@ class FairPolicy(WaitQueue):
     __slots__ = ()
 
     def add(self, waiter: Waiter) -> None:
-        if len(self._enter(waiter)) == 1:  # a new head: the leaf's ranking moves
-            self.changed(waiter.level)
+        # _enter(), inlined: this runs once per wait.
+        waiter.seq = next(self._seqs)
+        waiter.queued = True
+        level = waiter.level
+        queue = level.queue
+        queue.append(waiter)
+        self.count += 1
+        if len(queue) == 1:  # a new head: the leaf's ranking moves
+            self.queued[level] = None
+            self.changed(level)
 
     def remove(self, waiter: Waiter) -> bool:
         if not waiter.queued:
@@ -235,13 +243,18 @@ class FairPolicy(WaitQueue):
             queue = lv.queue
             if heap:
                 # A waiter at this level itself counts 0 units from here down.
-                if queue and (u > 0 or queue[0].seq < s):
-                    return self._leave_head(lv)
-                lv = kid
-            elif queue:
-                return self._leave_head(lv)
-            else:
+                if not queue or (u == 0 and s < queue[0].seq):
+                    lv = kid
+                    continue
+            elif not queue:
                 return None
+            # _leave_head(lv), inlined: this runs once per serve.
+            waiter = queue.popleft()
+            waiter.queued = False
+            self.count -= 1
+            if not queue:
+                del self.queued[lv]
+            return waiter
 
 
 def _compact(level: Level) -> None:

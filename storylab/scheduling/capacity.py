@@ -310,8 +310,32 @@ class CapacitySource:
         """
         if self._gate is not None:
             await self._acquire_gated(owner)
-        elif not self.try_acquire(owner=owner):
-            await self._wait(owner, _CURRENT.get())
+            return
+        # try_acquire(), inlined: this runs once per task of a runner.
+        waits = self._waits
+        level = self._level
+        trace = _CURRENT.get()
+        if not waits.count or waits.newcomers_may_pass:
+            for lv in level.path:
+                if lv.in_use >= lv.capacity:
+                    break
+            else:
+                self._take(owner)
+                if trace is not None:
+                    self._record(trace, EventKind.ACQUIRE, owner)
+                return
+        # _wait(), inlined for the same reason.
+        future = asyncio.get_running_loop().create_future()
+        waiter = Waiter(level, future, owner, trace)
+        waits.add(waiter)
+        if trace is not None:
+            blocking = level.blocking() or level  # fifo: blocked by the queue itself
+            self._record(trace, EventKind.WAIT, owner, level=blocking.source._name)
+        try:
+            await future
+        except asyncio.CancelledError:
+            self._give_up(waiter, trace, gated=False)
+            raise
 
     async def _wait(self, owner: Any, trace: Any, *, gated: bool = False) -> None:
         """Queue until :meth:`_serve` has taken a unit for ``owner`` on the local
@@ -328,23 +352,31 @@ class CapacitySource:
         try:
             await future
         except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                # Served, but our task was cancelled before it could resume:
-                # hand the unit straight back so it is never lost.
-                if trace is not None and not gated:
-                    self._record(trace, EventKind.RELEASE, owner)
-                self._untake(owner)
-                if trace is not None and gated:
-                    self._record(trace, EventKind.WAIT_CANCELLED, owner)
-            else:
-                removed = waits.remove(waiter)
-                # (A waiter dropped by _serve was recorded there, unless gated.)
-                if trace is not None and (removed or gated):
-                    self._record(trace, EventKind.WAIT_CANCELLED, owner)
-                # Our departure may let the waiters behind us go (fifo).
-                if removed and waits.count:
-                    self._serve(level)
+            self._give_up(waiter, trace, gated=gated)
             raise
+
+    def _give_up(self, waiter: Waiter, trace: Any, *, gated: bool) -> None:
+        """A waiting acquire was cancelled: leave no unit held and no waiter queued."""
+        future = waiter.future
+        owner = waiter.owner
+        level = waiter.level
+        waits = self._waits
+        if future.done() and not future.cancelled():
+            # Served, but our task was cancelled before it could resume:
+            # hand the unit straight back so it is never lost.
+            if trace is not None and not gated:
+                self._record(trace, EventKind.RELEASE, owner)
+            self._untake(owner)
+            if trace is not None and gated:
+                self._record(trace, EventKind.WAIT_CANCELLED, owner)
+        else:
+            removed = waits.remove(waiter)
+            # (A waiter dropped by _serve was recorded there, unless gated.)
+            if trace is not None and (removed or gated):
+                self._record(trace, EventKind.WAIT_CANCELLED, owner)
+            # Our departure may let the waiters behind us go (fifo).
+            if removed and waits.count:
+                self._serve(level)
 
     async def _acquire_gated(self, owner: Any) -> None:
         """``acquire`` on a tree whose root has a :class:`LeaseGate`."""

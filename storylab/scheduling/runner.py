@@ -321,16 +321,13 @@ class _Run:
         key = runner.key
         release = capacity.release
         acquire = capacity.acquire
-        # A unit of a tree with a lease gate can only be awaited.
-        try_acquire = capacity.try_acquire if capacity.sync else None
         try:
             while not self.closing:
                 owner = (key, runner._started + 1)
-                if try_acquire is None or not try_acquire(owner=owner):
-                    await acquire(owner=owner)
-                    if self.closing:  # a task failed under stop_on_error meanwhile
-                        release(owner=owner)
-                        return
+                await acquire(owner=owner)  # returns at once when a unit is free
+                if self.closing:  # a task failed under stop_on_error meanwhile
+                    release(owner=owner)
+                    return
                 try:
                     thunk = source.pull_nowait() if source.sync else await source.pull()
                 except BaseException:
