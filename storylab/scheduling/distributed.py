@@ -62,11 +62,11 @@ import logging
 import math
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 from storylab.scheduling.capacity import CapacitySource, check_positive_int
-from storylab.scheduling.trace import _CURRENT, EventKind
 
 __all__ = [
     "DEFAULT_LEASE_TIMEOUT",
@@ -376,12 +376,9 @@ class DistributedCapacityRoot(CapacitySource):
     :class:`SharedLimitLost`) if the share is lost.
     """
 
-    _distributed = True
-
     __slots__ = (
         "_client",
         "_rpc",
-        "_limit",
         "_lease_timeout",
         "_attempt_timeout",
         "_ready",
@@ -389,6 +386,8 @@ class DistributedCapacityRoot(CapacitySource):
         "_epoch",
         "_grant",
         "_stale",
+        "_leased",
+        "_gate_waiters",
         "_target",
         "_contended",
         "_returning",
@@ -423,10 +422,9 @@ class DistributedCapacityRoot(CapacitySource):
             lease_timeout = _configured_lease_timeout()
         self._lease_timeout = check_lease_rule(lease_timeout, attempt_timeout)
         self._attempt_timeout = attempt_timeout or 0.0
-        super().__init__(capacity, name=name, policy="fair")
-        self._limit = capacity
-        # The local room is the share held: nothing is taken without a unit of it.
-        self._capacity = 0
+        # The root is its own lease gate (capacity.LeaseGate): a unit taken on
+        # the local levels also needs a unit of this process's share.
+        super().__init__(capacity, name=name, policy="fair", gate=self)
         self._client = client
         self._rpc: Any = None
         self._ready: asyncio.Future | None = None
@@ -434,6 +432,9 @@ class DistributedCapacityRoot(CapacitySource):
         self._epoch = 0
         self._grant = 0  # units of the current share
         self._stale = 0  # units still in use from a share that was lost
+        self._leased = 0  # units of the current share in use
+        # Units waiting for room in the share: (story, future), oldest first.
+        self._gate_waiters: deque[tuple[CapacitySource, asyncio.Future]] = deque()
         self._target = 0
         self._contended = False
         self._returning = 0
@@ -444,7 +445,9 @@ class DistributedCapacityRoot(CapacitySource):
         self._last_use = 0.0
         self._safe_until = 0.0
         self._use_until = math.inf
-        self._leaves: dict[CapacitySource, int] = {}  # stories here: units granted so far
+        # Stories here: [units in use through the share, units granted so far,
+        # units waiting for room in the share].
+        self._leaves: dict[CapacitySource, list[int]] = {}
         self._guarded: dict[asyncio.Task, _Guard] = {}
         self._lost_reason: str | None = None
         self._calls: set[asyncio.Task] = set()
@@ -453,11 +456,6 @@ class DistributedCapacityRoot(CapacitySource):
 
     # -- state ----------------------------------------------------------------
     @property
-    def capacity(self) -> int:
-        """The limit shared by all processes (this process's share is :attr:`share`)."""
-        return self._limit
-
-    @property
     def share(self) -> int:
         """Units this process may use right now (its share of the limit)."""
         return self._grant
@@ -465,7 +463,7 @@ class DistributedCapacityRoot(CapacitySource):
     @property
     def leased(self) -> int:
         """Units of this process in use under its share right now."""
-        return max(0, self._in_use - self._stale)
+        return self._leased
 
     @property
     def lease_timeout(self) -> float:
@@ -539,30 +537,33 @@ class DistributedCapacityRoot(CapacitySource):
         runner queues one task at a time)."""
         wants = []
         stale = self._stale  # units of a lost share in use: not wanted from the new one
-        for leaf in list(self._leaves):
-            queued = len(leaf._queue)
-            used = leaf._in_use
-            if not queued and not used:
+        for leaf, (used, served, at_gate) in list(self._leaves.items()):
+            waiting = at_gate or leaf.waiting
+            if not waiting and not used:
                 del self._leaves[leaf]
                 continue
-            served = self._leaves[leaf]
             if stale:
                 cut = min(stale, used)
                 used -= cut
                 stale -= cut
-            wants.append((leaf._capacity if queued else used, used, served))
+            wants.append((leaf.capacity if waiting else used, used, served))
         return wants
 
     async def _call(self, *, wait: float, new: bool = False) -> dict[str, Any] | None:
         """One call to the allocator; its answer applied. None if the share is lost."""
-        epoch = self._epoch
-        returned, self._returning = self._returning, 0
         loop = asyncio.get_running_loop()
         sent = loop.time()
+        if sent > self._use_until and not new:
+            # Too long without an answer (this process stood still): the share
+            # may be gone, so it is given up, never renewed.
+            self._give_up_if_late()
+            return None
+        epoch = self._epoch
+        returned, self._returning = self._returning, 0
         try:
             reply = await self._rpc.storylab_shared_limit(
                 name=self._name,
-                capacity=self._limit,
+                capacity=self.capacity,
                 member=self._member,
                 lease_timeout=self._lease_timeout,
                 returned=returned,
@@ -590,10 +591,9 @@ class DistributedCapacityRoot(CapacitySource):
         add = reply["add"]
         if add:
             self._grant += add
-            self._capacity += add
         self._give_back_excess()
-        if add and self._queued:
-            self._dispatch()
+        if add and self._gate_waiters:
+            self._serve_gate()
         if self._watchdog is None:
             self._arm_watchdog()
         return reply
@@ -644,10 +644,9 @@ class DistributedCapacityRoot(CapacitySource):
         that are not in use."""
         if not self._contended:
             return
-        excess = self._grant - max(self._target, self._in_use - self._stale)
+        excess = self._grant - max(self._target, self._leased)
         if excess > 0:
             self._grant -= excess
-            self._capacity -= excess
             self._returning += excess
             self._update()
 
@@ -658,15 +657,18 @@ class DistributedCapacityRoot(CapacitySource):
 
     def _check(self) -> None:
         self._watchdog = None
-        loop = asyncio.get_running_loop()
-        if loop.time() > self._use_until and self._lost_reason is None:
-            late = loop.time() - (self._safe_until - self._lease_timeout)
+        self._give_up_if_late()
+        if self._keeper is not None and not self._keeper.done():
+            self._arm_watchdog()
+
+    def _give_up_if_late(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now > self._use_until and self._lost_reason is None:
+            late = now - (self._safe_until - self._lease_timeout)
             self._lose(
                 f"no answer from the scheduler for {late:.1f} s (lease timeout "
                 f"{self._lease_timeout:g} s)"
             )
-        if self._keeper is not None and not self._keeper.done():
-            self._arm_watchdog()
 
     def _lose(self, reason: str) -> None:
         """The share may be gone: stop using it at once (see the module doc)."""
@@ -674,12 +676,12 @@ class DistributedCapacityRoot(CapacitySource):
             return
         self._lost_reason = reason
         self._epoch += 1  # answers still on their way are for the old share: ignored
-        in_use = self._in_use - self._stale
+        in_use = self._leased
         # Units still in use belong to the old share: freed as they come back,
         # never counted in a new one. The old lease is never renewed: the
         # scheduler frees its units once it expires.
         self._stale += in_use
-        self._capacity = self._stale
+        self._leased = 0
         self._grant = self._target = 0
         self._returning = 0
         self._use_until = -math.inf
@@ -710,60 +712,92 @@ class DistributedCapacityRoot(CapacitySource):
         :class:`SharedLimitLost` in its place."""
         return _Guard(self)
 
-    # -- the capacity hooks -----------------------------------------------------------
-    async def _acquire_leased(self, leaf: CapacitySource, owner: Any) -> None:
-        """``leaf.acquire(owner=owner)`` for a tree under this root: local when
-        the share has room, else a wait for the allocator's units."""
-        loop = asyncio.get_running_loop()
-        if leaf._blocking_level() is None and loop.time() <= self._use_until:
-            leaf._take(owner)
-            leaves = self._leaves
-            leaves[leaf] = leaves.get(leaf, 0) + 1
-            trace = _CURRENT.get()
-            if trace is not None:
-                leaf._record(trace, EventKind.ACQUIRE, owner)
+    # -- the lease gate (capacity.LeaseGate) ------------------------------------------
+    async def lease(self, leaf: CapacitySource, owner: Any, waiting: Callable[[], None]) -> None:
+        """A unit of this process's share for a unit taken on the local levels:
+        at once if the share has room, else once the allocator sends one."""
+        entry = self._leaves.get(leaf)
+        if entry is None:
+            entry = self._leaves[leaf] = [0, 0, 0]
+        if (
+            self._leased < self._grant
+            and not self._gate_waiters
+            and asyncio.get_running_loop().time() <= self._use_until
+        ):
+            self._leased += 1
+            entry[0] += 1
+            entry[1] += 1
             return
         if self._rpc is None:
             await self._connect()
-        future = loop.create_future()
-        waiter = leaf._enqueue(future, None, owner)
-        self._leaves.setdefault(leaf, 0)
-        # Held back by the share (not by the story's own limit): ask for more.
-        if leaf._blocking_level() is self:
-            self._update()
+            entry = self._leaves.setdefault(leaf, entry)
+            if self._leased < self._grant and not self._gate_waiters:
+                self._leased += 1
+                entry[0] += 1
+                entry[1] += 1
+                return
+        waiting()
+        future = asyncio.get_running_loop().create_future()
+        item = (leaf, future)
+        self._gate_waiters.append(item)
+        entry[2] += 1
+        self._update()  # held back by the share: tell the allocator
         try:
             await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
-                leaf.release(owner=owner)
+                self.give_back(leaf, owner)  # granted as we were cancelled
             else:
-                leaf._withdraw(waiter)
+                self._gate_waiters.remove(item)
+                entry[2] -= 1
             raise
-        self._leaves[leaf] = self._leaves.get(leaf, 0) + 1
 
-    def _return_lease(self) -> None:
-        # Called by release() once the local levels are freed, before the
-        # local waiters are served.
+    def _serve_gate(self) -> None:
+        """Hand room in the share to waiting units: the story with the fewest
+        units in use first, then the one waiting longest."""
+        waiters = self._gate_waiters
+        leaves = self._leaves
+        while waiters and self._leased < self._grant:
+            best = min(range(len(waiters)), key=lambda i: (leaves[waiters[i][0]][0], i))
+            leaf, future = waiters[best]
+            del waiters[best]
+            entry = leaves[leaf]
+            entry[2] -= 1
+            if future.done():  # cancelled while waiting
+                continue
+            self._leased += 1
+            entry[0] += 1
+            entry[1] += 1
+            future.set_result(None)
+
+    def give_back(self, leaf: CapacitySource, owner: Any) -> None:
+        """A unit released on the local levels: back to the share (or, while
+        stories elsewhere wait and this process is above its target, back to
+        the allocator)."""
         self._last_use = time.monotonic()
+        entry = self._leaves.get(leaf)
+        if entry is not None:
+            entry[0] -= 1
         if self._stale:
             self._stale -= 1
-            self._capacity -= 1
             return
+        self._leased -= 1
         if self._contended:
             # Stories wait somewhere: a unit above this process's target goes
             # back to the allocator; one within it serves the stories here,
             # and the allocator hears how far they got (it moves the target).
             if self._grant > self._target:
                 self._grant -= 1
-                self._capacity -= 1
                 self._returning += 1
             self._update()
-        elif self._idle is None and not self._queued:
+        elif self._idle is None and not self._gate_waiters:
             self._idle = asyncio.get_running_loop().call_later(IDLE_RETURN, self._idle_check)
+        if self._gate_waiters:
+            self._serve_gate()
 
     def _idle_check(self) -> None:
         self._idle = None
-        if self._queued or self._lost_reason is not None:
+        if self._gate_waiters or self._lost_reason is not None:
             return
         since = time.monotonic() - self._last_use
         if since < IDLE_RETURN:
@@ -771,10 +805,9 @@ class DistributedCapacityRoot(CapacitySource):
                 IDLE_RETURN - since, self._idle_check
             )
             return
-        unused = self._grant - (self._in_use - self._stale)
+        unused = self._grant - self._leased
         if unused > 0:
             self._grant -= unused
-            self._capacity -= unused
             self._returning += unused
             self._update()
 
@@ -786,10 +819,9 @@ class DistributedCapacityRoot(CapacitySource):
             self._idle = None
         if self._rpc is None or self._lost_reason is not None:
             return
-        unused = self._grant - (self._in_use - self._stale)
+        unused = self._grant - self._leased
         if unused > 0:
             self._grant -= unused
-            self._capacity -= unused
             self._returning += unused
         while self._calls:
             await asyncio.gather(*self._calls, return_exceptions=True)
@@ -811,7 +843,8 @@ class DistributedCapacityRoot(CapacitySource):
     def __repr__(self) -> str:
         return (
             f"<DistributedCapacityRoot {self._name!r} {self.leased} in use here of a share of "
-            f"{self._grant} (limit {self._limit}), {self.waiting} waiting>"
+            f"{self._grant} (limit {self.capacity}), {self.waiting + len(self._gate_waiters)} "
+            "waiting>"
         )
 
 
