@@ -344,13 +344,22 @@ async def shared_limit_statistics(rpc: Any, name: str) -> dict[str, Any]:
     return await getattr(rpc, HANDLER + "_statistics")(name=name)
 
 
+_INSTALLED: set[Any] = set()
+
+
 async def _install(rpc: Any) -> None:
-    """Install the allocator on the scheduler if nobody did yet (one round trip)."""
+    """Install the allocator on the scheduler if nobody did yet (one round trip
+    the first time a process asks a scheduler)."""
     from distributed.protocol.pickle import dumps
 
+    where = getattr(rpc, "addr", None) or getattr(rpc, "address", None)
+    if where is not None and where in _INSTALLED:
+        return
     await rpc.register_scheduler_plugin(
         plugin=dumps(_plugin_class()()), name=PLUGIN_NAME, idempotent=True
     )
+    if where is not None:
+        _INSTALLED.add(where)
 
 
 # -- the process side ----------------------------------------------------------------
@@ -574,6 +583,8 @@ class DistributedCapacityRoot(CapacitySource):
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the scheduler went away, a broken connection
+            # A scheduler started again may lack the allocator: install it again.
+            _INSTALLED.discard(getattr(self._rpc, "addr", None))
             if epoch == self._epoch:
                 self._lose(f"the scheduler could not be reached ({exc!r})")
             return None
@@ -610,6 +621,11 @@ class DistributedCapacityRoot(CapacitySource):
                 return
             if self._lost_reason is not None:
                 self._new_member()
+                try:
+                    await _install(self._rpc)
+                except Exception:  # still unreachable: try again later
+                    await asyncio.sleep(wait)
+                    continue
                 reply = await self._call(wait=0.0, new=True)
                 if reply is None:
                     await asyncio.sleep(wait)
@@ -728,28 +744,26 @@ class DistributedCapacityRoot(CapacitySource):
             entry[0] += 1
             entry[1] += 1
             return
-        if self._rpc is None:
-            await self._connect()
-            entry = self._leaves.setdefault(leaf, entry)
-            if self._leased < self._grant and not self._gate_waiters:
-                self._leased += 1
-                entry[0] += 1
-                entry[1] += 1
-                return
         waiting()
         future = asyncio.get_running_loop().create_future()
         item = (leaf, future)
         self._gate_waiters.append(item)
         entry[2] += 1
-        self._update()  # held back by the share: tell the allocator
         try:
+            if self._rpc is None:
+                # The first call carries this want; its answer may serve it.
+                await self._connect()
+            else:
+                self._update()  # held back by the share: tell the allocator
             await future
-        except asyncio.CancelledError:
+        except BaseException:
             if future.done() and not future.cancelled():
                 self.give_back(leaf, owner)  # granted as we were cancelled
             else:
-                self._gate_waiters.remove(item)
-                entry[2] -= 1
+                future.cancel()
+                if item in self._gate_waiters:
+                    self._gate_waiters.remove(item)
+                    entry[2] -= 1
             raise
 
     def _serve_gate(self) -> None:
