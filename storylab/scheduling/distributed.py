@@ -11,17 +11,23 @@ How, in two parts:
   plugin, installed by the first process that asks) keeps, for every limit
   name, how many units each process holds (its *share*) and what its
   stories want. When the stories want more than the limit, it divides the
-  limit between *stories*, not processes: every story is offered the same
-  number of units (water-filling, capped by what each wants), and a
-  process's target is the sum over its stories. Free units go at once to
-  the processes below their target; a process above its target is told,
-  and gives units back as they are released.
+  limit between *stories*, not processes: every story is entitled to the
+  same level (water-filling, capped by what each wants), a process to the
+  sum over its stories (a fraction in general: the units left over go to
+  the processes whose stories were served the least so far, so the
+  fractions are taken in turn). Free units go at once to the processes
+  below their target; a process above its target is told, and gives units
+  back as they are released.
 * **In each process**, :class:`DistributedCapacityRoot` is an ordinary
-  capacity root whose room is the share it holds. Taking a unit is local
-  (the fair policy between the process's own stories, no network), as long
-  as the share has room. When it has none, the root reports its stories'
-  wants and the allocator answers with more units or a lower target. Units
-  left unused are handed back after a short idle time.
+  capacity root (the per-story limits and the fair policy between the
+  process's own stories) that is its own :class:`~storylab.scheduling.capacity.LeaseGate`:
+  a unit taken on the local levels also takes a unit of the share. That is
+  local, with no network, as long as the share has room; when it has none,
+  the root reports its stories' wants and the allocator answers with more
+  units or a lower target. A freed unit stays in the share (serving the
+  stories here, fewest units in use first) unless stories elsewhere wait
+  and this process is above its target. Units left unused go back after a
+  short idle time.
 
 A share is a *lease*: a process keeps it by talking to the scheduler at
 least every tenth of ``lease_timeout`` (a call that waits there for news,
@@ -43,10 +49,17 @@ scheduler answered, on the process's own clock:
   units stay counted on the scheduler until that lease expires, when every
   request made under them has ended;
 * a running process renews its share every tenth of the lease timeout
-  (and hears back within two tenths), so at least 0.7 of the lease timeout
-  is always left of it: its requests end before its share could expire. This holds
-  when ``lease_timeout >= 2 * attempt_timeout`` (and at least 1 s); the root
-  refuses other values (:func:`check_lease_rule`).
+  (and hears back within two tenths), so at least 0.7 of the lease
+  timeout is always left of it: its requests end before its share could
+  expire. This holds when ``lease_timeout >= 2 * attempt_timeout`` (and at
+  least 1 s); the root refuses other values (:func:`check_lease_rule`).
+
+A process that wakes after standing still is cancelled before its tasks
+take another step: the watchdog timer is due at the same turn of the event
+loop as any timer or answer that would wake them, and a task woken in that
+turn only runs in the next one, already cancelled. (A step that was already
+running, or already due to run, when the process stopped still finishes
+first: that is microseconds of work, decided while the share was valid.)
 
 The rule assumes what the deadline promises: the service does not keep
 working on a request longer than the client waits for it.
@@ -345,6 +358,9 @@ async def shared_limit_statistics(rpc: Any, name: str) -> dict[str, Any]:
 
 
 _INSTALLED: set[Any] = set()
+_WORKER_ENDING = frozenset(
+    {"stopping", "stopped", "closing", "closing_gracefully", "closed", "failed"}
+)
 
 
 async def _install(rpc: Any) -> None:
@@ -413,6 +429,7 @@ class DistributedCapacityRoot(CapacitySource):
         "_calls",
         "losses",
         "updates",
+        "_alive",
     )
 
     def __init__(
@@ -462,6 +479,7 @@ class DistributedCapacityRoot(CapacitySource):
         self._calls: set[asyncio.Task] = set()
         self.losses = 0  # times this process found its share lost
         self.updates = 0  # calls to the allocator other than the renewals
+        self._alive: Callable[[], bool] = lambda: True
 
     # -- state ----------------------------------------------------------------
     @property
@@ -502,7 +520,9 @@ class DistributedCapacityRoot(CapacitySource):
 
     async def _register(self) -> None:
         if self._client is not None:
-            rpc, loop = self._client.scheduler, self._client.loop
+            client = self._client
+            rpc, loop = client.scheduler, client.loop
+            self._alive = lambda: client.status not in ("closing", "closed")
         else:
             try:
                 from distributed import get_worker
@@ -514,6 +534,7 @@ class DistributedCapacityRoot(CapacitySource):
                     "pass client=, or use it inside a Dask task"
                 ) from None
             rpc, loop = worker.scheduler, worker.loop
+            self._alive = lambda: worker.status.name not in _WORKER_ENDING
         if loop is not None and loop.asyncio_loop is not asyncio.get_running_loop():
             raise RuntimeError(
                 f"DistributedCapacityRoot {self._name!r} must be used from the event loop "
@@ -617,7 +638,7 @@ class DistributedCapacityRoot(CapacitySource):
         tenths after the fact."""
         wait = self._lease_timeout / 10
         while True:
-            if self._client is not None and self._client.status in ("closing", "closed"):
+            if not self._alive():  # the client or worker is closing: nothing to keep
                 return
             if self._lost_reason is not None:
                 self._new_member()

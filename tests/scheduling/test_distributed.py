@@ -344,13 +344,16 @@ async def test_a_process_that_stood_still_past_its_lease_cancels_its_work_and_ne
             story = CapacitySource(3, root, name="story")
             sent_after_wake = []
 
+            stepped = asyncio.Event()
+
             async def work():
                 await story.acquire(owner=1)
                 await story.acquire(owner=2)
                 try:
                     while True:
-                        await asyncio.sleep(0.01)
                         sent_after_wake.append(time.monotonic())
+                        stepped.set()
+                        await asyncio.sleep(0.2)
                 finally:
                     story.release(owner=1)
                     story.release(owner=2)
@@ -366,7 +369,10 @@ async def test_a_process_that_stood_still_past_its_lease_cancels_its_work_and_ne
             # A waiting story is offered its whole limit (3), of which it uses 2.
             assert before["members"][old][0] == 3 and root.leased == 2
             # The whole process stands still (as under SIGSTOP) for longer
-            # than the lease timeout; the scheduler goes on without it.
+            # than the lease timeout, while the work waits for its next step;
+            # the scheduler goes on without it.
+            stepped.clear()
+            await stepped.wait()
             time.sleep(3.0)
             woke = time.monotonic()
             with pytest.raises(SharedLimitLost, match="lost its share of 'g-frozen'"):
