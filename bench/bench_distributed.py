@@ -1,6 +1,6 @@
 """Benchmarks of the global limit held on Dask distributed, against the local one.
 
-    python bench/bench_distributed.py [--rounds 5] [--cycles 500] [--workers 4]
+    python bench/bench_distributed.py [--rounds 5] [--cycles 20000] [--workers 4]
 
 1. The cost of one unit: ``await story.acquire(); story.release()`` through a
    per-story CapacitySource(3) under the global limit of 10, measured inside a
@@ -114,7 +114,7 @@ def span(trace: Trace) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--cycles", type=int, default=500)
+    parser.add_argument("--cycles", type=int, default=20000)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--sleep", type=float, default=0.2, help="d, seconds per image")
     args = parser.parse_args()
