@@ -94,6 +94,7 @@ LEASE_TIMEOUT_KEY = "distributed.scheduler.locks.lease-timeout"
 DEFAULT_LEASE_TIMEOUT = 10.0
 PLUGIN_NAME = "storylab-shared-limits"
 HANDLER = "storylab_shared_limit"
+STICKY = 0.5  # units served per story a process may be ahead before a spare unit moves
 IDLE_RETURN = 0.25  # seconds a unit may sit unused in a share before it goes back
 
 log = logging.getLogger("storylab.cluster")
@@ -171,7 +172,9 @@ class _Limit:
         return self.capacity - sum(m.grant for m in self.members.values())
 
 
-def _targets(wants: list[list[int]], served: list[float], capacity: int) -> list[int]:
+def _targets(
+    wants: list[list[int]], served: list[float], capacity: int, held: list[int] | None = None
+) -> list[int]:
     """Units per process, from what each of its stories could use.
 
     When the stories want more than ``capacity``, every story is entitled to
@@ -195,7 +198,11 @@ def _targets(wants: list[list[int]], served: list[float], capacity: int) -> list
     exact = [sum(min(w, level) for w in ws) for ws in wants]
     got = [math.floor(e + 1e-9) for e in exact]
     spare = capacity - sum(got)
-    for i in sorted(range(len(exact)), key=lambda i: (served[i], i)):
+    # A process that holds its spare unit now keeps it until its stories are
+    # half a unit ahead of the others': units move less often between processes.
+    held = held if held is not None else got
+    ahead = [served[i] - (STICKY if held[i] > got[i] else 0.0) for i in range(len(exact))]
+    for i in sorted(range(len(exact)), key=lambda i: (ahead[i], i)):
         if spare <= 0:
             break
         if exact[i] > got[i] + 1e-9:
@@ -252,7 +259,9 @@ class SharedLimitAllocator:
             sum(n for w, _, n in m.wants if w > 0) / max(1, len(ws))
             for m, ws in zip(members, wants, strict=True)
         ]
-        for m, target in zip(members, _targets(wants, served, limit.capacity), strict=True):
+        held = [m.grant for m in members]
+        targets = _targets(wants, served, limit.capacity, held)
+        for m, target in zip(members, targets, strict=True):
             m.target = target
         free = limit.free()
         short = sorted((m for m in members if m.grant < m.target), key=lambda m: m.grant - m.target)

@@ -292,6 +292,26 @@ async def test_two_processes_take_turns_fairly_under_a_full_limit():
             await root.close()
 
 
+def test_targets_divide_the_limit_by_story_and_take_fractions_in_turn():
+    from storylab.scheduling.distributed import _targets
+
+    # Everyone gets what it wants when that fits.
+    assert _targets([[1], [3, 3]], [0, 0], 10) == [1, 6]
+    # Four stories wanting 3 under 8: 2 each, whatever process they are in.
+    assert _targets([[3, 3, 3], [3]], [0, 0], 8) == [6, 2]
+    # A story that wants less keeps it; the others share the rest equally.
+    assert _targets([[1, 3], [3]], [0, 0], 7) == [4, 3]
+    # 20 stories under 10: 2.5 units per process of 5 stories. The spare
+    # units stay where they are...
+    stories = [[3] * 5] * 4
+    assert _targets(stories, [1, 1, 1, 1], 10, [3, 3, 2, 2]) == [3, 3, 2, 2]
+    # ...until a holder's stories are half a unit ahead, then they move.
+    assert _targets(stories, [2, 1, 1, 1], 10, [3, 3, 2, 2]) == [2, 3, 3, 2]
+    for served in ([0, 5, 2, 9], [3, 3, 3, 3]):
+        got = _targets(stories, served, 10, [2, 2, 3, 3])
+        assert sum(got) == 10 and all(t in (2, 3) for t in got)
+
+
 @pytest.mark.parametrize(
     ("lease", "attempt", "match"),
     [
