@@ -119,11 +119,14 @@ class WaitQueue:
     name = ""
     newcomers_may_pass = True
 
-    __slots__ = ("count", "queued", "_seqs")
+    __slots__ = ("count", "queued", "tracks_changes", "_seqs")
 
     def __init__(self) -> None:
         self.count = 0  # waiters queued anywhere in the tree
         self.queued: dict[Level, None] = {}  # levels with a non-empty queue
+        # True while the policy keeps an index that changed() must hear about;
+        # the capacity source skips the calls otherwise.
+        self.tracks_changes = False
         self._seqs = itertools.count()
 
     def waiting_under(self, level: Level) -> int:
@@ -137,7 +140,8 @@ class WaitQueue:
         raise NotImplementedError
 
     def changed(self, level: Level) -> None:
-        """The units in use on ``level``'s path, or the head of its queue, moved."""
+        """The units in use on ``level``'s path, or the head of its queue, moved
+        (called only while ``tracks_changes`` is True)."""
 
     def pop(self, root: Level) -> Waiter | None:  # pragma: no cover - overridden
         """The next waiter to serve, taken off its queue, or None. The caller
@@ -168,14 +172,30 @@ class WaitQueue:
 
 class FairPolicy(WaitQueue):
     """Fewest units on the path first, then the longest waiting; no head-of-line
-    blocking. Indexed: see the module docstring."""
+    blocking.
+
+    While at most ``index_above`` leaves have waiters, the next waiter is
+    found by looking at each of them (a bounded scan, cheaper than keeping an
+    index for a handful of stories). Once more leaves wait, the policy builds
+    the index described in the module docstring and keeps it until nobody
+    waits any more: then every ranking is back to "nobody" and the scan
+    takes over again.
+    """
 
     name = "fair"
     newcomers_may_pass = True
-    __slots__ = ()
+    __slots__ = ("index_above",)
+
+    def __init__(self, index_above: int = 16) -> None:
+        super().__init__()
+        self.index_above = index_above
 
     def add(self, waiter: Waiter) -> None:
         # _enter(), inlined: this runs once per wait.
+        if not self.count:
+            # Nobody waits: every ranking says "nobody" (the index, if it was
+            # kept, was brought there by the last changed()); start scanning.
+            self.tracks_changes = False
         waiter.seq = next(self._seqs)
         waiter.queued = True
         level = waiter.level
@@ -183,8 +203,14 @@ class FairPolicy(WaitQueue):
         queue.append(waiter)
         self.count += 1
         if len(queue) == 1:  # a new head: the leaf's ranking moves
-            self.queued[level] = None
-            self.changed(level)
+            queued = self.queued
+            queued[level] = None
+            if self.tracks_changes:
+                self.changed(level)
+            elif len(queued) > self.index_above:
+                self.tracks_changes = True
+                for leaf in queued:
+                    self.changed(leaf)
 
     def remove(self, waiter: Waiter) -> bool:
         if not waiter.queued:
@@ -197,7 +223,7 @@ class FairPolicy(WaitQueue):
         self.count -= 1
         if not queue:
             del self.queued[level]
-        if head:
+        if head and self.tracks_changes:
             self.changed(level)
         return True
 
@@ -232,6 +258,8 @@ class FairPolicy(WaitQueue):
                         _compact(parent)
 
     def pop(self, root: Level) -> Waiter | None:
+        if not self.tracks_changes:
+            return self._scan()
         lv = root
         while True:
             heap = lv.heap
@@ -255,6 +283,31 @@ class FairPolicy(WaitQueue):
             if not queue:
                 del self.queued[lv]
             return waiter
+
+    def _scan(self) -> Waiter | None:
+        """The same choice without the index: look at every waiting leaf."""
+        best: Level | None = None
+        best_units = best_seq = 0
+        for leaf in self.queued:
+            units = 0
+            for lv in leaf.inner:
+                used = lv.in_use
+                if used >= lv.capacity:
+                    break
+                units += used
+            else:
+                seq = leaf.queue[0].seq
+                if best is None or units < best_units or (units == best_units and seq < best_seq):
+                    best, best_units, best_seq = leaf, units, seq
+        if best is None:
+            return None
+        queue = best.queue
+        waiter = queue.popleft()
+        waiter.queued = False
+        self.count -= 1
+        if not queue:
+            del self.queued[best]
+        return waiter
 
 
 def _compact(level: Level) -> None:

@@ -258,7 +258,7 @@ class CapacitySource:
         holders = self._holders
         holders[owner] = holders.get(owner, 0) + 1
         waits = self._waits
-        if waits.count:
+        if waits.count and waits.tracks_changes:
             waits.changed(level)
 
     def _untake(self, owner: Any) -> None:
@@ -465,7 +465,8 @@ class CapacitySource:
         policy allows. A loop, never a recursion: a served waiter's future is
         resolved and its task resumes later, on its own step of the loop."""
         waits = self._waits
-        waits.changed(changed)
+        if waits.tracks_changes:
+            waits.changed(changed)
         root = self._root._level
         while waits.count and root.in_use < root.capacity:  # a full root blocks everyone
             waiter = waits.pop(root)
@@ -474,12 +475,13 @@ class CapacitySource:
             leaf = waiter.level
             source: CapacitySource = leaf.source
             if waiter.future.done():  # cancelled while queued: drop it
-                waits.changed(leaf)
+                if waits.tracks_changes:
+                    waits.changed(leaf)
                 if waiter.trace is not None:
                     source._record(waiter.trace, EventKind.WAIT_CANCELLED, waiter.owner)
                 continue
             source._take(waiter.owner)
-            if not waits.count:  # _take re-ranks only while somebody waits
+            if not waits.count and waits.tracks_changes:  # (_take did not: nobody waits)
                 waits.changed(leaf)
             if waiter.trace is not None:
                 source._record(waiter.trace, EventKind.GRANT, waiter.owner)

@@ -10,9 +10,11 @@ source has tasks:
 
 Results come back through :meth:`~HierarchicalTaskPoolRunner.run_tasks`, an
 async generator of :class:`TaskProgressEnvelope`, in the order tasks finish.
-A slot is refilled the moment a task ends, whether or not the consumer has
-read the result yet. One task's failure becomes an ``ERROR`` envelope and the
-others go on.
+A slot is refilled as soon as a task ends (the unit it gives back goes to
+whoever the capacity source's policy picks; if that is this runner, its
+filler resumes on the next step of the event loop), whether or not the
+consumer has read the result yet. One task's failure becomes an ``ERROR``
+envelope and the others go on.
 
 Stopping early is part of the design. Use the stream as an async context
 manager, so that leaving the block for any reason (``break``, an exception,
