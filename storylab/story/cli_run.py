@@ -349,7 +349,13 @@ def _run_on_cluster(topics, customization, settings, args, out: TextIO) -> int:
                     page = out_dir / f"{story.pipeline}.html"
                     write_atomically(page, html.encode("utf-8"))
                     say += f" -> {page}"
-                print(f"{say} (worker pid {story.pid})", file=out, flush=True)
+                where = f"worker pid {story.pid}"
+                if story.restarts:
+                    where += (
+                        f", run again {story.restarts}x: its worker stood still and lost "
+                        "its share of the global limit"
+                    )
+                print(f"{say} ({where})", file=out, flush=True)
 
             try:
                 run = gather_stories(client, futures, path, on_story=finished)

@@ -52,6 +52,7 @@ __all__ = [
     "check_cluster_lease",
     "cluster_lease_timeout",
     "gather_stories",
+    "global_units_out",
     "lease_settings",
     "open_cluster",
     "parse_cluster",
@@ -182,6 +183,9 @@ class StoryAttempt:
     pid: int
     worker: str
     trace: Trace
+    # Times the story was cancelled and run again on its worker because the
+    # worker lost its share of the global limit (it stood still too long).
+    restarts: int = 0
 
 
 @dataclass
@@ -285,7 +289,18 @@ async def _attempt(
         pid=os.getpid(),
         worker=get_worker().address,
         trace=trace,
+        restarts=restarts,
     )
+
+
+def global_units_out(client: Any, name: str) -> int:
+    """Units of the shared limit ``name`` that the scheduler counts as held
+    right now, by every worker together (``client`` a ``distributed.Client``;
+    the limit of ``storylab run --cluster`` is named ``storylab-global-N``)."""
+    from storylab.scheduling.distributed import shared_limit_statistics
+
+    stats = client.sync(shared_limit_statistics, client.scheduler, name)
+    return 0 if stats.get("free") is None else stats["capacity"] - stats["free"]
 
 
 def _check_requests(
