@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["COLOURS", "MARK_COLOUR", "WAIT_COLOURS", "Status", "status_from_node", "status_colour"]
+__all__ = [
+    "BAR_COLOURS",
+    "COLOURS",
+    "MARK_COLOUR",
+    "WAIT_COLOURS",
+    "Status",
+    "status_colour",
+    "status_from_node",
+]
 
 
 class Status(StrEnum):
@@ -58,3 +66,8 @@ def status_from_node(node_status: str) -> Status:
 
 def status_colour(status: Status | str) -> str:
     return COLOURS[Status(status)]
+
+
+# Progress bars drawn as plain HTML (the static snapshot), by ipywidgets bar style.
+BAR_COLOURS = {"success": "#5cb85c", "warning": "#f0ad4e", "danger": "#d9534f",
+               "info": "#5bc0de", "": "#428bca"}

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from storylab.scheduling.trace import EventKind, Trace
 from storylab.viz._palette import COLOURS, MARK_COLOUR, WAIT_COLOURS, Status
-from storylab.viz.readings import root_source
+from storylab.viz.labels import source_labels
+from storylab.viz.readings import Moment, in_use_series, key_moments, root_source, time_origin
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -40,12 +41,14 @@ __all__ = [
     "TaskLane",
     "capacity_series",
     "makespan",
+    "mark_moments",
     "plot_capacity",
     "plot_children",
     "plot_in_use",
     "plot_sequential_vs_parallel",
     "plot_timeline",
     "timeline_lanes",
+    "timeline_summary",
 ]
 
 TIME_LABEL = "time (model seconds)"
@@ -125,14 +128,16 @@ def timeline_lanes(trace: Trace, *, time_scale: float | None = None) -> list[Tas
     _check_trace(trace)
     scale = _scale(trace, time_scale)
 
+    origin = time_origin(trace)
+
     def model(t: float) -> float:
-        return trace.relative(t) / scale
+        return (t - origin) / scale
 
     waits: dict[tuple[str, int], tuple[float, float | None, str | None]] = {}
     starts: dict[tuple[str, int], Any] = {}
     ends: dict[tuple[str, int], Any] = {}
     marks: dict[tuple[str, int], list[tuple[float, str]]] = {}
-    last_t = trace.started_at
+    last_t = origin
     for e in trace.events:
         last_t = max(last_t, e.t)
         if e.runner is None or e.task_id is None:
@@ -177,13 +182,18 @@ def timeline_lanes(trace: Trace, *, time_scale: float | None = None) -> list[Tas
 
 
 def makespan(trace: Trace, *, time_scale: float | None = None) -> float:
-    """Model seconds from the trace's first event to the last task's end (0.0 if none)."""
+    """Model seconds from the time origin to the last task's end (0.0 if none).
+
+    The origin is :func:`storylab.viz.readings.time_origin` (the trace's first
+    event), the same instant every chart's time axis starts from, so a chart
+    whose title states the makespan has its last bar end right there.
+    """
     _check_trace(trace)
     scale = _scale(trace, time_scale)
     ends = [e.t for e in trace.events if e.kind in _END_KINDS]
     if not ends:
         return 0.0
-    return (max(ends) - trace.events[0].t) / scale
+    return (max(ends) - time_origin(trace)) / scale
 
 
 def _limits_from(limits: Any, trace: Trace) -> dict[str, int]:
@@ -231,7 +241,7 @@ def capacity_series(
     _check_trace(trace)
     scale = _scale(trace, time_scale)
     limit_of = _limits_from(limits, trace)
-    raw = trace.in_use_series()
+    raw = in_use_series(trace, time_scale=scale)
     depth: dict[str, int] = {}
     for e in trace.events:
         for i, name in enumerate(e.path):  # leaf first, root last
@@ -242,7 +252,7 @@ def capacity_series(
     return [
         CapacityLine(
             name=name,
-            points=tuple((t / scale, n) for t, n in raw.get(name, [(0.0, 0)])),
+            points=tuple(raw.get(name, [(0.0, 0)])),
             limit=limit_of.get(name),
             depth=depth.get(name, 0),
         )
@@ -275,6 +285,21 @@ def _merge_bursts(
         if v != flat[-1][1]:
             flat.append((t, v))
     return flat
+
+
+def _step_to(points: list[tuple[float, int]], end: float) -> tuple[list[float], list[int]]:
+    """Step coordinates that hold the last value until ``end``, never going back in time.
+
+    The last release of a run comes a hair after its last task's end (the
+    makespan); a closing point at the makespan would then step backwards.
+    """
+    xs = [t for t, _ in points]
+    ys = [v for _, v in points]
+    if end > xs[-1]:
+        xs.append(end)
+        ys.append(ys[-1])
+    return xs, ys
+
 
 _LABEL_CHARS = 40
 
@@ -402,6 +427,76 @@ def _draw_gantt(
                   fontsize=8, frameon=False)
 
 
+_MOMENT_COLOURS = {"split": "#0072B2", "handoff": "#009E73", "failed": "#D55E00",
+                   "mark": "#CC79A7", "end": "#000000"}
+
+
+def _moments(trace: Trace, moments: Any, names: Mapping[str, str] | None) -> list[Moment]:
+    if moments is None or moments is False:
+        return []
+    if moments is True:
+        return key_moments(trace, names=dict(names) if names else None)
+    return _as_moments(moments)
+
+
+def _as_moments(moments: Iterable[Any]) -> list[Moment]:
+    out = []
+    for m in moments:
+        if isinstance(m, Moment):
+            out.append(m)
+        elif isinstance(m, tuple) and len(m) in (2, 3) and isinstance(m[0], int | float) \
+                and not isinstance(m[0], bool) and isinstance(m[1], str):
+            out.append(Moment(float(m[0]), m[1], *(m[2:] or ("note",))))
+        else:
+            raise ValueError("moments must be Moment objects or (model second, text) pairs, "
+                             f"got {m!r}")
+    return out
+
+
+def mark_moments(ax: Axes, moments: Iterable[Any]) -> list[Any]:
+    """Mark key moments on a chart whose x axis is model seconds: a dotted line and a label.
+
+    ``moments`` are :class:`~storylab.viz.readings.Moment` objects (from
+    :func:`~storylab.viz.readings.key_moments`, say) or ``(t, text)`` pairs
+    such as ``(31.0, "kill")`` or ``(12.0, "lease expired")``. Labels sit at
+    the top of the axes, staggered so neighbours do not overlap. Each line
+    has the gid ``moment:<kind>:<i>``. Returns the artists drawn.
+    """
+    drawn: list[Any] = []
+    marks = sorted(_as_moments(moments), key=lambda m: m.t)
+    lo, hi = ax.get_xlim()
+    span = (hi - lo) or 1.0
+    last_x = None
+    row = 0
+    for i, m in enumerate(marks):
+        colour = _MOMENT_COLOURS.get(m.kind, "#555555")
+        line = ax.axvline(m.t, color=colour, ls=(0, (4, 2)), lw=1.4, zorder=6,
+                          gid=f"moment:{m.kind}:{i}")
+        row = row + 1 if last_x is not None and (m.t - last_x) / span < 0.18 else 0
+        last_x = m.t
+        text = ax.annotate(
+            m.text, xy=(m.t, 1.0), xycoords=("data", "axes fraction"),
+            xytext=(3, -4 - 15 * (row % 3)), textcoords="offset points", ha="left",
+            va="top", fontsize=10, color=colour, zorder=7,
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
+        )
+        drawn += [line, text]
+    return drawn
+
+
+def _draw_makespan(ax: Axes, span: float, top: float) -> None:
+    """A bracket from 0 to the makespan above the lanes, labelled with its length."""
+    if span <= 0:
+        return
+    ax.annotate("", xy=(0, top), xytext=(span, top),
+                arrowprops={"arrowstyle": "|-|", "color": "#000000", "lw": 1.2,
+                            "shrinkA": 0, "shrinkB": 0}, annotation_clip=False,
+                gid="makespan")
+    ax.text(span / 2, top, f"makespan {span:.1f} model s", ha="center", va="center",
+            fontsize=10, bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none"},
+            zorder=8)
+
+
 def plot_timeline(
     trace: Trace,
     *,
@@ -409,14 +504,28 @@ def plot_timeline(
     title: str | None = None,
     ax: Axes | None = None,
     names: Mapping[str, str] | None = None,
+    moments: Any = True,
+    xmax: float | None = None,
 ) -> Figure:
     """A Gantt chart of the traced tasks: one lane per task, grouped by capacity source.
 
     Hatched bars are time spent waiting for a unit, coloured by the level
     that held the task (its own story limit, or the global one); solid bars
     are running time, coloured by how the task ended (a ✗ marks failures).
-    ``names`` renames groups for the reader (``{"story:<long name>": "story A"}``).
-    Returns the matplotlib figure (draws into ``ax`` if given).
+    The axis starts at the trace's time origin, and a bracket above the
+    lanes spans the makespan, so the bars end where the bracket (and the
+    default title) says.
+
+    ``names`` renames groups for the reader (``{"story:<long name>": "story A"}``;
+    by default ``story:…`` groups read ``story A``, ``story B``…).
+    ``moments`` marks key moments: ``True`` (default) those found by
+    :func:`~storylab.viz.readings.key_moments` (the split, the first
+    hand-off, failures, marks, the end), ``False`` none, or a list of
+    ``Moment`` / ``(t, text)`` pairs (``[(31, "kill")]``); more can be added
+    later with :func:`mark_moments`. ``xmax`` fixes the right end of the
+    axis (several timelines on one scale). Returns the matplotlib figure
+    (draws into ``ax`` if given); ``fig.storylab_summary`` holds its
+    one-line text equivalent.
     """
     lanes = timeline_lanes(trace, time_scale=time_scale)
     if ax is None:
@@ -425,15 +534,59 @@ def plot_timeline(
         fig, ax = plt.subplots(figsize=(10, min(2.0 + 0.28 * n_rows, 40)), layout="constrained")
     else:
         fig = ax.figure
-    _draw_gantt(ax, lanes, names=names)
+    labels = source_labels(trace, names)
+    _draw_gantt(ax, lanes, names=labels)
+    span = makespan(trace, time_scale=time_scale)
     if title is None:
-        title = f"Task timeline: waiting for capacity vs running (makespan " \
-                f"{makespan(trace, time_scale=time_scale):.1f} model s)"
+        title = f"Task timeline: waiting for capacity vs running (makespan {span:.1f} model s)"
     ax.set_title(title)
+    _finish_axes(ax, span, xmax)
     if not lanes:
         ax.text(0.5, 0.5, "no tasks in this trace", transform=ax.transAxes,
                 ha="center", va="center", color="#888888")
+    mark_moments(ax, _moments(trace, moments, names))
+    _attach_summary(fig, timeline_summary(trace, time_scale=time_scale, names=names))
     return fig
+
+
+def _finish_axes(ax: Axes, span: float, xmax: float | None) -> None:
+    """x from the origin to just past the makespan (or ``xmax``), bracket on top."""
+    right = xmax if xmax is not None else span
+    ax.set_xlim(0, right * 1.02 if right > 0 else 1.0)
+    bottom, top = ax.get_ylim()  # inverted: first lane on top
+    ax.set_ylim(bottom, top - 1.0)
+    _draw_makespan(ax, span, top - 0.55)
+
+
+def _attach_summary(fig: Any, text: str) -> None:
+    """Keep a figure's one-line text equivalent on it (read by notebooks and tests)."""
+    previous = getattr(fig, "storylab_summary", None)
+    fig.storylab_summary = f"{previous} {text}" if previous else text
+
+
+def timeline_summary(trace: Trace, *, time_scale: float | None = None,
+                     names: Mapping[str, str] | None = None) -> str:
+    """One line that says what :func:`plot_timeline` shows, built from the trace's numbers."""
+    lanes = timeline_lanes(trace, time_scale=time_scale)
+    if not lanes:
+        return "Timeline: no tasks in this trace."
+    labels = source_labels(trace, names)
+    span = makespan(trace, time_scale=time_scale)
+    groups = list(dict.fromkeys(lane.group for lane in lanes))
+    failed = [lane.label for lane in lanes if lane.outcome is Status.FAILED]
+    waited = [lane for lane in lanes if lane.wait is not None and lane.wait[1] > lane.wait[0]]
+    own = sum(1 for lane in waited if lane.wait_level == lane.group)
+    busy = sum(lane.run[1] - lane.run[0] for lane in lanes)
+    text = (f"Timeline: {len(lanes)} tasks in {len(groups)} group(s) "
+            f"({', '.join(labels.get(g, g) for g in groups[:6])}"
+            f"{', …' if len(groups) > 6 else ''}); makespan {span:.1f} model s; "
+            f"{busy:.1f} task-seconds of work")
+    if waited:
+        text += (f"; {len(waited)} waited for capacity ({own} on their own limit, "
+                 f"{len(waited) - own} on a shared one)")
+    if failed:
+        text += f"; failed: {', '.join(failed)}"
+    return text + "."
 
 
 def plot_capacity(
@@ -463,8 +616,7 @@ def plot_capacity(
     window = end * _BURST
     for ax, line in zip(axes, lines, strict=False):
         points = _merge_bursts(line.points, window)
-        xs = [t for t, _ in points] + [end]
-        ys = [v for _, v in points] + [points[-1][1]]
+        xs, ys = _step_to(points, end)
         colour = "#1f77b4" if line.depth == 0 else "#ff7f0e"
         (drawn,) = ax.step(xs, ys, where="post", color=colour, lw=1.8, label="units in use")
         drawn.set_gid(f"in_use:{line.name}")
@@ -563,8 +715,7 @@ def plot_in_use(
         span = makespan(trace)
         # A unit handed straight from a finished task to a waiter is one step, not a dip.
         points = _merge_bursts(lines[0].points, span * _BURST)
-        xs = [t for t, _ in points] + [span]
-        ys = [n for _, n in points] + [points[-1][1]]
+        xs, ys = _step_to(points, span)
         ax.step(xs, ys, where="post", lw=1.8, label=f"{label} (makespan {span:.1f} model s)")
     if limit is not None:
         ax.axhline(limit, color="#d62728", ls="--", lw=1.2, label=f"limit {limit}")
