@@ -285,7 +285,7 @@ def draw_entity_graph(
         # Leaves are labelled below, inner nodes above (clear of their edges).
         ax.text(x, y - 0.14 if leaf else y + 0.14, label,
                 ha="right" if tilt else "center", va="top" if leaf else "bottom",
-                rotation=35 if tilt else 0, rotation_mode="anchor", fontsize=8,
+                rotation=35 if tilt else 0, rotation_mode="anchor", fontsize=10,
                 color="#b00000" if is_failed else "black", zorder=4, gid=f"label:{n}",
                 bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
     handles = [
@@ -299,7 +299,7 @@ def draw_entity_graph(
                               markeredgecolor="#777777", markeredgewidth=1.5,
                               label="not stored (no node)"))
     ax.legend(handles=handles, title="status", loc="upper left", bbox_to_anchor=(1.0, 1.0),
-              fontsize=8, title_fontsize=8, frameon=False)
+              fontsize=10, title_fontsize=10, frameon=False)
     # Tilted labels reach down and to the left of their node: make room.
     ax.set_xlim(-0.8 - (1.4 if many else 0.0), width - 0.2)
     ax.set_ylim(-depth - (1.3 if many else 0.6), 0.5)

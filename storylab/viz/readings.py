@@ -234,7 +234,13 @@ def key_moments(trace: Trace, *, names: dict[str, str] | None = None) -> list[Mo
         root = root_source(trace)
         for h in handoffs(trace, after=t_split, source=root or "global"):
             if h.taken_by != h.released_by:
-                out.append(Moment(h.taken_at, f"unit freed by {letter.get(h.released_by, '?')}"
+                # Marked when the task the unit went to starts (a hair after the
+                # grant), so the replay there shows it running, not waiting.
+                started = [model_time(trace, e.t) for e in trace.events
+                           if e.kind is EventKind.TASK_START and e.group == h.taken_by
+                           and model_time(trace, e.t) >= h.taken_at]
+                t = min(started, default=h.taken_at)
+                out.append(Moment(t, f"unit freed by {letter.get(h.released_by, '?')}"
                                   f" → {letter.get(h.taken_by, '?')}", "handoff"))
                 break
     for e in trace.events:

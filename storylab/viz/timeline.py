@@ -26,7 +26,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from storylab.scheduling.trace import EventKind, Trace
-from storylab.viz._palette import COLOURS, MARK_COLOUR, WAIT_COLOURS, Status
+from storylab.viz._palette import (
+    COLOURS,
+    MARK_COLOUR,
+    OKABE_ITO,
+    WAIT_COLOURS,
+    Status,
+    series_style,
+)
 from storylab.viz.labels import source_labels
 from storylab.viz.readings import Moment, in_use_series, key_moments, root_source, time_origin
 
@@ -390,15 +397,15 @@ def _draw_gantt(
             )
         if lane.outcome is Status.FAILED:
             ax.text(r1, y, " ✗", va="center", ha="left", color=COLOURS[Status.FAILED],
-                    fontsize=9, fontweight="bold", zorder=4)
+                    fontsize=10, fontweight="bold", zorder=4)
         ticks.append(y)
         tick_labels.append(lane.label)
         y += 1
-    ax.set_yticks(ticks, tick_labels, fontsize=8)
+    ax.set_yticks(ticks, tick_labels, fontsize=10)
     for i, label in enumerate(ax.get_yticklabels()):
         if i in headers:
             label.set_fontweight("bold")
-            label.set_fontsize(9)
+            label.set_fontsize(11)
     ax.set_ylim(y - 0.3, -0.7)  # first lane on top
     ax.set_xlabel(TIME_LABEL)
     ax.set_ylabel("task (grouped by capacity source)")
@@ -424,7 +431,7 @@ def _draw_gantt(
                               markersize=6, label="marked inside the task (e.g. a retry)"))
     if handles:
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                  fontsize=8, frameon=False)
+                  fontsize=10, frameon=False)
 
 
 _MOMENT_COLOURS = {"split": "#0072B2", "handoff": "#009E73", "failed": "#D55E00",
@@ -474,9 +481,11 @@ def mark_moments(ax: Axes, moments: Iterable[Any]) -> list[Any]:
                           gid=f"moment:{m.kind}:{i}")
         row = row + 1 if last_x is not None and (m.t - last_x) / span < 0.18 else 0
         last_x = m.t
+        right = (m.t - lo) / span > 0.7  # near the right edge: the label goes left
         text = ax.annotate(
             m.text, xy=(m.t, 1.0), xycoords=("data", "axes fraction"),
-            xytext=(3, -4 - 15 * (row % 3)), textcoords="offset points", ha="left",
+            xytext=(-3 if right else 3, -4 - 15 * (row % 3)), textcoords="offset points",
+            ha="right" if right else "left",
             va="top", fontsize=10, color=colour, zorder=7,
             bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
         )
@@ -531,7 +540,7 @@ def plot_timeline(
     if ax is None:
         plt = _pyplot()
         n_rows = len(lanes) + len({lane.group for lane in lanes})
-        fig, ax = plt.subplots(figsize=(10, min(2.0 + 0.28 * n_rows, 40)), layout="constrained")
+        fig, ax = plt.subplots(figsize=(10, min(2.6 + 0.3 * n_rows, 40)), layout="constrained")
     else:
         fig = ax.figure
     labels = source_labels(trace, names)
@@ -550,12 +559,16 @@ def plot_timeline(
 
 
 def _finish_axes(ax: Axes, span: float, xmax: float | None) -> None:
-    """x from the origin to just past the makespan (or ``xmax``), bracket on top."""
+    """x from the origin to just past the makespan (or ``xmax``), bracket under the lanes.
+
+    Room is made at the top for the key moments' labels and at the bottom for
+    the makespan bracket, so neither covers a bar.
+    """
     right = xmax if xmax is not None else span
     ax.set_xlim(0, right * 1.02 if right > 0 else 1.0)
     bottom, top = ax.get_ylim()  # inverted: first lane on top
-    ax.set_ylim(bottom, top - 1.0)
-    _draw_makespan(ax, span, top - 0.55)
+    ax.set_ylim(bottom + 1.1, top - 1.4)
+    _draw_makespan(ax, span, bottom + 0.55)
 
 
 def _attach_summary(fig: Any, text: str) -> None:
@@ -617,7 +630,7 @@ def plot_capacity(
     for ax, line in zip(axes, lines, strict=False):
         points = _merge_bursts(line.points, window)
         xs, ys = _step_to(points, end)
-        colour = "#1f77b4" if line.depth == 0 else "#ff7f0e"
+        colour = OKABE_ITO["blue"] if line.depth == 0 else OKABE_ITO["orange"]
         (drawn,) = ax.step(xs, ys, where="post", color=colour, lw=1.8, label="units in use")
         drawn.set_gid(f"in_use:{line.name}")
         ax.fill_between(xs, ys, step="post", color=colour, alpha=0.15)
@@ -632,7 +645,7 @@ def plot_capacity(
         shown_name = (names or {}).get(line.name, line.name)
         ax.set_title(f"{shown_name}: peak {shown_peak} in use ({limit_text})", fontsize=10,
                      loc="left")
-        ax.set_ylabel("units in use", fontsize=8)
+        ax.set_ylabel("units in use", fontsize=10)
         ax.yaxis.get_major_locator().set_params(integer=True)
         ax.grid(axis="y", color="#eeeeee")
     if lines:
@@ -642,7 +655,7 @@ def plot_capacity(
 
             handles.append(Line2D([], [], color=COLOURS[Status.FAILED], ls="--"))
             labels.append("limit")
-        fig.legend(handles, labels, loc="outside upper right", ncols=2, fontsize=8,
+        fig.legend(handles, labels, loc="outside upper right", ncols=2, fontsize=10,
                    frameon=False)
     else:
         axes[0].text(0.5, 0.5, "no capacity events in this trace", ha="center", va="center",
@@ -707,7 +720,7 @@ def plot_in_use(
         raise ValueError("traces must map a label to at least one Trace")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, 3.6), layout="constrained")
-    for label, trace in traces.items():
+    for i, (label, trace) in enumerate(traces.items()):
         name = source if source is not None else root_source(trace)
         lines = [c for c in capacity_series(trace) if c.name == name]
         if not lines:
@@ -716,15 +729,17 @@ def plot_in_use(
         # A unit handed straight from a finished task to a waiter is one step, not a dip.
         points = _merge_bursts(lines[0].points, span * _BURST)
         xs, ys = _step_to(points, span)
-        ax.step(xs, ys, where="post", lw=1.8, label=f"{label} (makespan {span:.1f} model s)")
+        colour, style = series_style(i)
+        ax.step(xs, ys, where="post", lw=2, color=colour, ls=style,
+                label=f"{label} (makespan {span:.1f} model s)", gid=f"in_use:{label}")
     if limit is not None:
-        ax.axhline(limit, color="#d62728", ls="--", lw=1.2, label=f"limit {limit}")
+        ax.axhline(limit, color=OKABE_ITO["vermillion"], ls="--", lw=1.2, label=f"limit {limit}")
         ax.set_ylim(0, limit * 1.25)
     ax.set_xlabel(TIME_LABEL)
     ax.set_ylabel(f"units in use ({source or 'root'})")
     ax.set_xlim(left=0)
     ax.grid(color="#eeeeee")
-    ax.legend(loc="lower center", fontsize=8, frameon=False)
+    ax.legend(loc="lower center", fontsize=10, frameon=False)
     default = (
         f"Units in use at {source!r}" if source else "Units in use at the root capacity source"
     )
@@ -746,7 +761,7 @@ def plot_children(counters: Mapping[str, ChildCounter], *, limit: int | None = N
     fig, ax = plt.subplots(figsize=(10, 3.6), layout="constrained")
     top = 0
     for i, (label, counter) in enumerate(counters.items()):
-        colour = f"C{i}"
+        colour, _ = series_style(i)
         xs = [t for t, _ in counter.samples]
         ys = [n for _, n in counter.samples]
         top = max(top, *ys)
@@ -756,13 +771,13 @@ def plot_children(counters: Mapping[str, ChildCounter], *, limit: int | None = N
         if counter.first_finish is not None:
             ax.axvline(counter.first_finish, color=colour, ls=":", lw=1.2)
     if limit is not None:
-        ax.axhline(limit, color="#d62728", ls="--", lw=1.2, label=f"capacity {limit}")
+        ax.axhline(limit, color=OKABE_ITO["vermillion"], ls="--", lw=1.2, label=f"capacity {limit}")
     ax.set_ylim(0, top + 1)
     ax.set_xlim(left=0)
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel(TIME_LABEL)
     ax.set_ylabel("children in the graph")
     ax.grid(color="#eeeeee")
-    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    ax.legend(loc="lower right", fontsize=10, frameon=False)
     ax.set_title(title or "Children that exist in the graph (dotted: the first task finishes)")
     return fig

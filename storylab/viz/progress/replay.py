@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from storylab.scheduling.trace import EventKind, Trace
-from storylab.viz._palette import WAIT_COLOURS, Status
+from storylab.viz._palette import COLOURS, WAIT_COLOURS, Status
 from storylab.viz.labels import short_label, source_labels
 from storylab.viz.progress.model import SYMBOLS, PipelineProgress, RowState
 from storylab.viz.progress.widget import SNAPSHOT_STYLE, pipeline_html
@@ -234,14 +234,14 @@ class ReplayState:
                 f"{html.escape(self.summary())}</div>{timeline}{self.panel_html()}</div>")
 
 
-_IN_USE = "#0072B2"  # Okabe–Ito blue
+_IN_USE = COLOURS[Status.RUNNING]
 
 
 def _wait_badge(w: WaitState | None, blocked_by: str | None = None) -> str:
     level = w.blocked_by if w is not None else blocked_by
     own = level == "story"
     colour = WAIT_COLOURS[0] if own else WAIT_COLOURS[1]
-    text = "⏸ story" if own else f"⏸ {level}"
+    text = "waits: story" if own else f"waits: {level}"
     tip = (f" title='{html.escape(w.task, quote=True)} waits since {w.since:.1f} model s'"
            if w is not None else "")
     return (f"<span class='storylab-wait' data-blocked-by='{html.escape(str(level), quote=True)}'"
@@ -363,12 +363,13 @@ def replay_state(
         wait_states.append(WaitState(label, runner, task_id, story, level, blocked_by, since))
         blocked_count[level] = blocked_count.get(level, 0) + 1
 
-    def level_state(name: str, index: int) -> LevelState:
+    def level_state(name: str, index: int | None) -> LevelState:
         label = labels.get(name, name)
-        return LevelState(name, label, short_label(label, index), in_use.get(name, 0),
+        short = label if index is None else short_label(label, index)
+        return LevelState(name, label, short, in_use.get(name, 0),
                           limit_of.get(name), depth.get(name, 0), blocked_count.get(name, 0))
 
-    root = level_state(root_name, 0) if root_name is not None and stories else None
+    root = level_state(root_name, None) if root_name is not None and stories else None
     story_levels = tuple(level_state(s, i) for i, s in enumerate(stories))
     # The panel: one pipeline per task group (a story), every task of the run a row.
     pipelines = []
@@ -412,8 +413,11 @@ class TraceReplay:
         self.time_scale = time_scale
         self.title = title or "Replay of the run"
         self.moments: list[Moment] = key_moments(trace, names=self.names)
-        self.end = replay_state(trace, math.inf, names=self.names, limits=self.limits,
-                                time_scale=time_scale).end
+        # The slider runs to the last event: the last unit goes back a hair
+        # after the last task ends, and the end of the slider shows it back.
+        scale = _scale_of(trace, time_scale)
+        last = max((e.t for e in trace.events), default=time_origin(trace))
+        self.end = (last - time_origin(trace)) / scale
         self._timeline_on = bool(timeline)
         self._timeline: tuple[str, int, int, tuple[float, float, float, float],
                               tuple[float, float]] | None = None
@@ -495,8 +499,9 @@ class TraceReplay:
             f"<div class='storylab-cursor' data-t='{self._t:.3f}' style='position:absolute;"
             f"left:{left - 1}px;top:{top}px;height:{bottom - top}px;width:0;"
             "border-left:3px solid #000'></div>"
-            f"<div style='position:absolute;left:{left + 4}px;top:{max(top - 16, 0)}px;"
-            f"font:bold 12px sans-serif;background:#fff'>t = {self._t:.1f}</div></div>"
+            f"<div style='position:absolute;left:{left + 4}px;top:{max(bottom - 40, 0)}px;"
+            f"font:bold 13px sans-serif;background:#fff;padding:0 2px'>t = {self._t:.1f}</div>"
+            "</div>"
         )
 
     def html(self) -> str:
