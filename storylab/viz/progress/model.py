@@ -17,9 +17,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from storylab.viz._palette import COLOURS, Status
+from storylab.viz._palette import COLOURS, REUSED_COLOUR, Status
 
-__all__ = ["FINISHED", "SYMBOLS", "PipelineProgress", "ProgressModel", "RowState"]
+__all__ = [
+    "FINISHED",
+    "REUSED_SYMBOL",
+    "REUSED_TEXT",
+    "SYMBOLS",
+    "PipelineProgress",
+    "ProgressModel",
+    "RowState",
+]
 
 _ENVELOPE_FIELDS = ("type", "entity_id", "entity_type", "entity_name", "status", "message",
                     "value", "sub_type", "error")
@@ -39,6 +47,8 @@ SYMBOLS = {
     Status.FAILED: "✗",
     Status.CANCELLED: "⊘",
 }
+REUSED_SYMBOL = "↺"
+REUSED_TEXT = "reused from the graph"
 
 
 # -- state ---------------------------------------------------------------------
@@ -52,10 +62,21 @@ class RowState:
     status: Status
     message: str | None
     counted: bool  # announced by a progress envelope, so it counts towards the bar
+    # Completed without starting here: handed back from the graph (a resumed
+    # run's finished child), drawn in its own style so reuse is visible.
+    reused: bool = False
 
     @property
     def colour(self) -> str:
-        return COLOURS[self.status]
+        return REUSED_COLOUR if self.reused else COLOURS[self.status]
+
+    @property
+    def symbol(self) -> str:
+        return REUSED_SYMBOL if self.reused else SYMBOLS[self.status]
+
+    @property
+    def status_text(self) -> str:
+        return f"{self.status}, {REUSED_TEXT}" if self.reused else str(self.status)
 
     @property
     def title(self) -> str:
@@ -150,7 +171,8 @@ class _Root:
     def snapshot(self) -> PipelineProgress:
         rows = tuple(
             RowState(r["name"], r["entity_type"], r["entity_id"], r["status"], r["message"],
-                     r["counted"])
+                     r["counted"],
+                     r["status"] is Status.COMPLETED and not r.get("started"))
             for r in self.rows.values()
         )
         counted = sum(1 for r in rows if r.counted)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from storylab.viz._palette import Status
-from storylab.viz.progress.model import SYMBOLS, PipelineProgress
+from storylab.viz.progress.model import PipelineProgress
 
 __all__ = ["pipeline_lines", "summary_text"]
 
@@ -21,7 +21,7 @@ def pipeline_lines(p: PipelineProgress, max_rows: int) -> list[str]:
     shown = p.rows[:max_rows]
     for r in shown:
         message = f": {r.message}" if r.message and r.status is Status.FAILED else ""
-        lines.append(f"  {SYMBOLS[r.status]} {r.title} {r.status}{message}")
+        lines.append(f"  {r.symbol} {r.title} {r.status_text}{message}")
     if len(p.rows) > len(shown):
         lines.append(f"  … and {len(p.rows) - len(shown)} more")
     return lines

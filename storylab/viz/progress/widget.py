@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from storylab.viz._palette import BAR_COLOURS, COLOURS
-from storylab.viz.progress.model import FINISHED, SYMBOLS, PipelineProgress
+from storylab.viz.progress.model import FINISHED, PipelineProgress
 
 if TYPE_CHECKING:  # pragma: no cover
     from storylab.viz.progress.panel import ProgressPanel
@@ -196,10 +196,11 @@ def rows_table(p: PipelineProgress, max_rows: int) -> str:
     for r in shown:
         message = html.escape(r.message) if r.message else ""
         cells.append(
-            f"<tr data-name='{html.escape(r.name, quote=True)}' data-status='{r.status}'>"
-            f"<td style='color:{r.colour}'>{SYMBOLS[r.status]}</td>"
+            f"<tr data-name='{html.escape(r.name, quote=True)}' data-status='{r.status}'"
+            f"{' data-reused=' + chr(39) + '1' + chr(39) if r.reused else ''}>"
+            f"<td style='color:{r.colour}'>{r.symbol}</td>"
             f"<td>{html.escape(r.title)}</td>"
-            f"<td style='color:{r.colour};font-weight:bold'>{r.status}</td>"
+            f"<td style='color:{r.colour};font-weight:bold'>{r.status_text}</td>"
             f"<td style='color:#666'>{message}</td></tr>"
         )
     if len(p.rows) > len(shown):
