@@ -58,6 +58,7 @@ from storylab.viz.readings import (
 )
 from storylab.viz.sweep_plots import plot_simulated_vs_wall, plot_sweep_heatmaps, plot_sweep_lines
 from storylab.viz.timeline import (
+    figure_summary,
     makespan,
     mark_moments,
     plot_capacity,
@@ -65,6 +66,7 @@ from storylab.viz.timeline import (
     plot_in_use,
     plot_sequential_vs_parallel,
     plot_timeline,
+    plot_timelines,
     timeline_lanes,
 )
 
@@ -83,6 +85,7 @@ __all__ = [
     "WaitState",
     "all_asked_at",
     "entity_graph",
+    "figure_summary",
     "first_full",
     "handoffs",
     "in_jupyter_kernel",
@@ -102,6 +105,7 @@ __all__ = [
     "plot_sweep_heatmaps",
     "plot_sweep_lines",
     "plot_timeline",
+    "plot_timelines",
     "pool_use",
     "replay",
     "replay_state",

@@ -52,7 +52,20 @@ def plot_sweep_heatmaps(result: Any, *, title: str | None = None) -> Figure:
         or f"{result.stories} stories x {result.images} images of "
         f"{result.image_seconds:g} model s each, started together"
     )
+    _summarise_sweep(fig, result)
     return fig
+
+
+def _summarise_sweep(fig: Any, result: Any) -> None:
+    cells = list(result.cells)
+    best = min(cells, key=lambda c: c.makespan)
+    worst = max(cells, key=lambda c: c.makespan)
+    on_bound = sum(1 for c in cells if c.makespan <= c.ideal + 1e-6)
+    fig.storylab_summary = (
+        f"Sweep of {len(cells)} limit pairs: makespan from {best.makespan:.0f} model s "
+        f"(per-story {best.story_limit}, global {best.global_limit}) to {worst.makespan:.0f} "
+        f"(per-story {worst.story_limit}, global {worst.global_limit}); {on_bound} of "
+        f"{len(cells)} on the ideal bound.")
 
 
 def plot_sweep_lines(result: Any, *, title: str | None = None) -> Figure:
@@ -98,6 +111,7 @@ def plot_sweep_lines(result: Any, *, title: str | None = None) -> Figure:
     handles, labels = flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=10, frameon=False)
     fig.suptitle(title or "Measured makespan against the ideal bound, per per-story limit")
+    _summarise_sweep(fig, result)
     return fig
 
 
@@ -125,4 +139,8 @@ def plot_simulated_vs_wall(
            xlabel="simulated makespan (model seconds)",
            ylabel="real-time makespan (model seconds)")
     ax.legend(loc="upper left")
+    worst = max(abs(w - v) / v for v, w, _ in pairs if v > 0) if any(v > 0 for v, _, _ in pairs) \
+        else 0.0
+    fig.storylab_summary = (f"Simulated against real-time makespan for {len(pairs)} cells: "
+                            f"at most {worst:.0%} apart.")
     return fig

@@ -53,7 +53,9 @@ __all__ = [
     "plot_children",
     "plot_in_use",
     "plot_sequential_vs_parallel",
+    "figure_summary",
     "plot_timeline",
+    "plot_timelines",
     "timeline_lanes",
     "timeline_summary",
 ]
@@ -571,6 +573,59 @@ def _finish_axes(ax: Axes, span: float, xmax: float | None) -> None:
     _draw_makespan(ax, span, bottom + 0.55)
 
 
+def figure_summary(fig: Any) -> str:
+    """The one-line text equivalent of a figure drawn by this layer (its alt text).
+
+    Built from the numbers the figure was drawn from (makespan, peaks, who
+    waited, what failed), so a notebook can print it under the picture and a
+    screen reader, a text export or a test can read what the picture says.
+    """
+    text = getattr(fig, "storylab_summary", None)
+    if not isinstance(text, str):
+        raise ValueError("this figure has no summary: it was not drawn by storylab.viz")
+    return text
+
+
+def plot_timelines(
+    traces: Mapping[str, Trace],
+    *,
+    time_scale: float | None = None,
+    title: str | None = None,
+    names: Mapping[str, str] | None = None,
+    moments: Any = True,
+    shared: bool = True,
+) -> Figure:
+    """Several timelines stacked, one panel per trace, on one time scale when ``shared``.
+
+    ``traces`` maps a panel title (``"no limits"``, ``"3 per story"``) to a
+    trace; each panel's title gets its makespan. With ``shared=True`` (the
+    default) every panel's axis runs to the longest makespan, so lengths
+    compare at a glance. Other arguments as in :func:`plot_timeline`.
+    """
+    if not traces:
+        raise ValueError("traces must map a title to at least one Trace")
+    for label, trace in traces.items():
+        if not isinstance(trace, Trace):
+            raise TypeError(f"traces[{label!r}] must be a storylab Trace, "
+                            f"got {type(trace).__name__}")
+    spans = {label: makespan(t, time_scale=time_scale) for label, t in traces.items()}
+    rows = [len(timeline_lanes(t, time_scale=time_scale)) + 4 for t in traces.values()]
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(traces), 1, squeeze=False, sharex=shared,
+                             figsize=(10, min(1.5 + 0.3 * sum(rows), 60)),
+                             gridspec_kw={"height_ratios": rows}, layout="constrained")
+    xmax = max(spans.values()) if shared else None
+    summaries = []
+    for ax, (label, trace) in zip((row[0] for row in axes), traces.items(), strict=True):
+        plot_timeline(trace, time_scale=time_scale, names=names, moments=moments, ax=ax,
+                      xmax=xmax, title=f"{label}: makespan {spans[label]:.1f} model s")
+        summaries.append(f"{label} {spans[label]:.1f} model s")
+    if title:
+        fig.suptitle(title)
+    fig.storylab_summary = "Timelines, makespan per run: " + "; ".join(summaries) + "."
+    return fig
+
+
 def _attach_summary(fig: Any, text: str) -> None:
     """Keep a figure's one-line text equivalent on it (read by notebooks and tests)."""
     previous = getattr(fig, "storylab_summary", None)
@@ -609,6 +664,7 @@ def plot_capacity(
     time_scale: float | None = None,
     title: str | None = None,
     names: Mapping[str, str] | None = None,
+    moments: Any = True,
 ) -> Figure:
     """Units in use over time for every capacity source, one panel each, limits dashed.
 
@@ -616,16 +672,23 @@ def plot_capacity(
     iterable of capacity sources) or, when that is omitted, from
     ``trace.meta["limits"]``; a source with no known limit is drawn without a
     limit line. Roots (the global limit) come first, then their children.
-    ``names`` renames sources in the panel titles (``{"story:<long name>": "story A"}``).
+    ``names`` renames sources in the panel titles (``{"story:<long name>": "story A"}``;
+    by default ``story:…`` reads ``story A``…). ``moments`` marks key moments
+    as in :func:`plot_timeline` (the lines cross every panel, the labels sit
+    on the top one). The time axis starts at the trace's origin and ends at
+    its makespan, as the timeline's does.
     """
     lines = capacity_series(trace, limits=limits, time_scale=time_scale)
+    readable = source_labels(trace, names)
     plt = _pyplot()
     n = max(len(lines), 1)
     fig, axes = plt.subplots(n, 1, sharex=True, squeeze=False,
                              figsize=(10, 1.0 + 1.55 * n), layout="constrained")
     axes = [row[0] for row in axes]
-    end = max((p[-1][0] for p in (line.points for line in lines)), default=0.0)
-    end = max(end, makespan(trace, time_scale=time_scale))
+    # The axis ends at the makespan (the timeline's end); a trace with no
+    # task, only units, ends at its last change.
+    end = makespan(trace, time_scale=time_scale) or max(
+        (p[-1][0] for p in (line.points for line in lines)), default=0.0)
     window = end * _BURST
     for ax, line in zip(axes, lines, strict=False):
         points = _merge_bursts(line.points, window)
@@ -642,7 +705,7 @@ def plot_capacity(
             lim.set_gid(f"limit:{line.name}")
         ax.set_ylim(0, top + max(1, math.ceil(top * 0.15)))
         limit_text = f"limit {line.limit}" if line.limit is not None else "limit unknown"
-        shown_name = (names or {}).get(line.name, line.name)
+        shown_name = readable.get(line.name, line.name)
         ax.set_title(f"{shown_name}: peak {shown_peak} in use ({limit_text})", fontsize=10,
                      loc="left")
         ax.set_ylabel("units in use", fontsize=10)
@@ -662,8 +725,23 @@ def plot_capacity(
                      transform=axes[0].transAxes, color="#888888")
         axes[0].set_ylabel("units in use")
     axes[-1].set_xlabel(TIME_LABEL)
-    axes[-1].set_xlim(left=0, right=end if end > 0 else None)
+    axes[-1].set_xlim(left=0, right=end * 1.02 if end > 0 else None)
+    found = _moments(trace, moments, names)
+    if found:
+        mark_moments(axes[0], found)
+        for ax in axes[1:]:
+            for m in found:
+                ax.axvline(m.t, color=_MOMENT_COLOURS.get(m.kind, "#555555"),
+                           ls=(0, (4, 2)), lw=1.2, zorder=6)
     fig.suptitle(title or "Capacity in use over time (dashed: each source's limit)")
+    peaks = ", ".join(f"{readable.get(line.name, line.name)} {line.peak}"
+                      + (f"/{line.limit}" if line.limit is not None else "")
+                      for line in lines[:8])
+    over = [line for line in lines if line.limit is not None and line.peak > line.limit]
+    verdict = "a source went above its limit" if over else "no source above its limit"
+    _attach_summary(fig, f"Capacity: peak units in use per source ({peaks}"
+                         f"{', …' if len(lines) > 8 else ''}); makespan "
+                         f"{makespan(trace, time_scale=time_scale):.1f} model s; {verdict}.")
     return fig
 
 
@@ -683,6 +761,7 @@ def plot_sequential_vs_parallel(
     """
     seq_lanes = timeline_lanes(sequential, time_scale=time_scale)
     par_lanes = timeline_lanes(parallel, time_scale=time_scale)
+    names = {**source_labels(sequential, names), **source_labels(parallel, names)}
     seq_span = makespan(sequential, time_scale=time_scale)
     par_span = makespan(parallel, time_scale=time_scale)
     plt = _pyplot()
@@ -698,6 +777,12 @@ def plot_sequential_vs_parallel(
         speedup = f" ({seq_span / par_span:.1f}x faster in parallel)" if par_span > 0 else ""
         title = f"Sequential vs parallel run of the same work{speedup}"
     fig.suptitle(title)
+    for ax, span in ((left, seq_span), (right, par_span)):
+        _finish_axes(ax, span, max(seq_span, par_span))
+    _attach_summary(fig, f"Sequential vs parallel: {len(seq_lanes)} tasks one after another "
+                         f"took {seq_span:.1f} model s, {len(par_lanes)} in parallel "
+                         f"{par_span:.1f} model s"
+                         + (f" ({seq_span / par_span:.1f}x faster)." if par_span > 0 else "."))
     return fig
 
 
@@ -707,6 +792,7 @@ def plot_in_use(
     source: str | None = None,
     limit: int | None = None,
     title: str | None = None,
+    moments: Iterable[Any] | None = None,
 ) -> Figure:
     """One step line per trace: units in use at ``source`` over model seconds.
 
@@ -714,18 +800,23 @@ def plot_in_use(
     legend entry carries the run's makespan; ``limit`` draws a dashed line.
     ``source`` defaults to each trace's root capacity source (the last level
     of the paths it recorded), so runs whose global sources have different
-    names (``global`` and ``global-fifo``) still share one chart.
+    names (``global`` and ``global-fifo``) still share one chart. Each line
+    holds its last value until its own makespan and no further (no stray
+    segment along zero); ``moments`` (``Moment`` or ``(t, text)``) are marked.
     """
     if not traces:
         raise ValueError("traces must map a label to at least one Trace")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, 3.6), layout="constrained")
+    peaks: dict[str, int] = {}
+    spans: dict[str, float] = {}
     for i, (label, trace) in enumerate(traces.items()):
         name = source if source is not None else root_source(trace)
         lines = [c for c in capacity_series(trace) if c.name == name]
         if not lines:
             raise ValueError(f"no capacity source named {name!r} in the trace {label!r}")
         span = makespan(trace)
+        peaks[label], spans[label] = lines[0].peak, span
         # A unit handed straight from a finished task to a waiter is one step, not a dip.
         points = _merge_bursts(lines[0].points, span * _BURST)
         xs, ys = _step_to(points, span)
@@ -744,6 +835,10 @@ def plot_in_use(
         f"Units in use at {source!r}" if source else "Units in use at the root capacity source"
     )
     ax.set_title(title or f"{default} over time")
+    mark_moments(ax, _as_moments(moments or ()))
+    _attach_summary(fig, "Units in use over time: " + "; ".join(
+        f"{label} peaked at {peaks[label]} with makespan {spans[label]:.1f} model s"
+        for label in traces) + (f" (limit {limit})." if limit is not None else "."))
     return fig
 
 
@@ -780,4 +875,7 @@ def plot_children(counters: Mapping[str, ChildCounter], *, limit: int | None = N
     ax.grid(color="#eeeeee")
     ax.legend(loc="lower right", fontsize=10, frameon=False)
     ax.set_title(title or "Children that exist in the graph (dotted: the first task finishes)")
+    _attach_summary(fig, "Children in the graph: " + "; ".join(
+        f"{label} had {c.most_before_first_finish} before its first task finished and "
+        f"{c.final} at the end" for label, c in counters.items()) + ".")
     return fig

@@ -133,7 +133,8 @@ async def test_timeline_figure_draws_the_lanes_with_status_colours(stories, tmp_
 async def test_time_scale_comes_from_meta_or_argument(stories):
     trace, _ = await stories({"A": [10]}, time_scale=SCALE)
     (lane,) = timeline_lanes(trace)
-    assert lane.run[1] - lane.run[0] == pytest.approx(10, abs=2.5)
+    # A sleep of 10 model seconds never ends sooner (a loaded machine may make it later).
+    assert lane.run[1] - lane.run[0] >= 10 - 0.01
     (raw,) = timeline_lanes(trace, time_scale=1.0)
     assert raw.run[1] - raw.run[0] == pytest.approx((lane.run[1] - lane.run[0]) * SCALE)
     for bad in (0, -1.0, "fast", True):
