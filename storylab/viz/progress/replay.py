@@ -121,6 +121,7 @@ class WaitState:
     level: str
     blocked_by: str
     since: float
+    story_source: str = ""  # the machine name of ``story`` (its capacity source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,8 +361,12 @@ def replay_state(
         story = labels.get(path[0], path[0])
         label = next((lb for g in tasks.values() for k, lb in g.items()
                       if k == (runner, task_id)), "the next task")
-        wait_states.append(WaitState(label, runner, task_id, story, level, blocked_by, since))
+        wait_states.append(WaitState(label, runner, task_id, story, level, blocked_by, since,
+                                     path[0]))
         blocked_count[level] = blocked_count.get(level, 0) + 1
+
+    order = {name: i for i, name in enumerate(stories)}
+    wait_states.sort(key=lambda w: (order.get(w.story_source, len(order)), w.since))
 
     def level_state(name: str, index: int | None) -> LevelState:
         label = labels.get(name, name)
@@ -526,8 +531,9 @@ class TraceReplay:
         import ipywidgets as w
 
         self._draw_timeline()
-        step = max(round(self.end / 400, 3), 0.001) if self.end > 0 else 0.1
-        slider = w.FloatSlider(value=self._t, min=0.0, max=max(self.end, step), step=step,
+        # No step: a key moment's exact time (a hand-off at 10.0) must not be
+        # snapped to a grid, or the state shown would be a hair before it.
+        slider = w.FloatSlider(value=self._t, min=0.0, max=max(self.end, 0.1), step=None,
                                description="t (model s)", continuous_update=True,
                                readout_format=".1f",
                                style={"description_width": "initial"},
