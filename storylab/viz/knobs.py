@@ -141,9 +141,9 @@ class Knobs:
         """A static picture of the current setting: the chart and its summary line."""
         data = base64.b64encode(self.png()).decode("ascii")
         text = html.escape(self.summary(), quote=True)
-        return (f"<div class='{KNOBS_SNAPSHOT_CLASS}'><img alt='{text}' "
-                f"src='data:image/png;base64,{data}'><div class='storylab-summary'>{text}</div>"
-                "</div>")
+        return (f"<div class='{KNOBS_SNAPSHOT_CLASS}'><div class='storylab-summary' "
+                f"style='font-size:14px'>{text}</div><img alt='{text}' "
+                f"src='data:image/png;base64,{data}'></div>")
 
     def _repr_html_(self) -> str:
         return self.html()
