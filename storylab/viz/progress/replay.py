@@ -55,8 +55,8 @@ from typing import Any
 from storylab.scheduling.trace import EventKind, Trace
 from storylab.viz._palette import COLOURS, WAIT_COLOURS, Status
 from storylab.viz.labels import short_label, source_labels
-from storylab.viz.progress.model import SYMBOLS, PipelineProgress, RowState
-from storylab.viz.progress.widget import SNAPSHOT_STYLE, pipeline_html
+from storylab.viz.progress.model import PipelineProgress, RowState
+from storylab.viz.progress.widget import SNAPSHOT_STYLE, glyph_strip, pipeline_html
 from storylab.viz.readings import Moment, key_moments, root_source, story_sources, time_origin
 
 __all__ = [
@@ -251,15 +251,8 @@ def _wait_badge(w: WaitState | None, blocked_by: str | None = None) -> str:
 
 
 def _compact_pipeline_html(p: PipelineProgress) -> str:
-    """One line per pipeline: title, bar, counts, then a glyph per child (no long table)."""
-    glyphs = "".join(
-        f"<span data-name='{html.escape(r.name, quote=True)}' data-status='{r.status}' "
-        f"title='{html.escape(r.title, quote=True)}: {r.status}' "
-        f"style='color:{r.colour};font-size:15px'>{SYMBOLS[r.status]}</span>"
-        for r in p.rows
-    )
-    return pipeline_html(p, 0, rows_html=f"<div class='glyphs' style='letter-spacing:2px'>"
-                                         f"{glyphs}</div>")
+    """One pipeline: title, bar, counts, then a glyph per child (no long table)."""
+    return pipeline_html(p, 0, rows_html=glyph_strip(p))
 
 
 # -- the pure function -----------------------------------------------------------
