@@ -54,7 +54,7 @@ from typing import Any
 
 from storylab.scheduling.trace import EventKind, Trace
 from storylab.viz._palette import COLOURS, WAIT_COLOURS, Status
-from storylab.viz.labels import short_label, source_labels
+from storylab.viz.labels import short_label, source_labels, task_label
 from storylab.viz.progress.model import PipelineProgress, RowState
 from storylab.viz.progress.widget import SNAPSHOT_STYLE, glyph_strip, pipeline_html
 from storylab.viz.readings import Moment, key_moments, root_source, story_sources, time_origin
@@ -318,9 +318,9 @@ def replay_state(
         if key in started and e.kind in (EventKind.TASK_START, EventKind.WAIT,
                                          EventKind.ACQUIRE):
             group = e.group or e.runner
-            tasks.setdefault(group, {}).setdefault(key, e.label or f"task {e.task_id}")
+            tasks.setdefault(group, {}).setdefault(key, task_label(e.label or f"task {e.task_id}"))
             if e.label:
-                tasks[group][key] = e.label
+                tasks[group][key] = task_label(e.label)
         if e.kind in _ENDS:
             end = max(end, at)
         if at > t + _EPS:
