@@ -827,7 +827,8 @@ def plot_in_use(
     ax.set_ylabel(f"units in use ({source or 'root'})")
     ax.set_xlim(left=0)
     ax.grid(color="#eeeeee")
-    ax.legend(loc="lower center", fontsize=10, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=3, fontsize=10,
+              frameon=False)
     default = (
         f"Units in use at {source!r}" if source else "Units in use at the root capacity source"
     )
