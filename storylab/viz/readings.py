@@ -233,7 +233,9 @@ def key_moments(trace: Trace, *, names: dict[str, str] | None = None) -> list[Mo
                           "split"))
         root = root_source(trace)
         for h in handoffs(trace, after=t_split, source=root or "global"):
-            if h.taken_by != h.released_by:
+            # A take with no task behind it is the runner checking for a next
+            # task when its source is empty: no picture got the unit.
+            if h.taken_by != h.released_by and h.label is not None:
                 # Marked when the task the unit went to starts (a hair after the
                 # grant), so the replay there shows it running, not waiting.
                 started = [model_time(trace, e.t) for e in trace.events

@@ -429,8 +429,12 @@ def _draw_gantt(
         handles.append(Line2D([], [], marker="v", linestyle="", color=MARK_COLOUR,
                               markersize=6, label="marked inside the task (e.g. a retry)"))
     if handles:
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                  fontsize=10, frameon=False)
+        # Under the axes, not beside them: the bars keep the figure's width.
+        from matplotlib.transforms import offset_copy
+
+        below = offset_copy(ax.transAxes, fig=ax.figure, y=-34, units="points")
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, 0.0),
+                  bbox_transform=below, ncols=2, fontsize=10, frameon=False)
 
 
 _MOMENT_COLOURS = {"split": "#0072B2", "handoff": "#009E73", "failed": "#D55E00",
@@ -620,6 +624,8 @@ def plot_timelines(
         plot_timeline(trace, time_scale=time_scale, names=names, moments=moments, ax=ax,
                       xmax=xmax, title=f"{label}: makespan {spans[label]:.1f} model s")
         summaries.append(f"{label} {spans[label]:.1f} model s")
+        if shared and ax is not axes[-1][0]:
+            ax.set_xlabel("")  # one time axis, labelled once at the bottom
     if title:
         fig.suptitle(title)
     fig.storylab_summary = "Timelines, makespan per run: " + "; ".join(summaries) + "."
