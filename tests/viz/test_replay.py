@@ -201,3 +201,17 @@ def test_the_runner_checking_an_empty_source_is_no_hand_off():
     # source empty. That is not a unit freed for another story.
     kinds = [m.kind for m in key_moments(what_if(5, 25, stories=2).trace)]
     assert kinds == ["split", "end"]
+
+
+def test_a_failed_picture_is_a_key_moment_to_jump_to():
+    from storylab.sweep import what_if
+
+    run = what_if(3, 10, fail=(2, 1))
+    r = replay(run.trace, t="failed", timeline=False)
+    assert r.t == 5.0
+    b = next(p for p in r.state.pipelines if p.name == "story B")
+    assert b.failed == 1 and [row.status for row in b.rows][0] is Status.FAILED
+    assert "✗ B-picture-1 failed" in [m.text for m in r.moments]
+    empty = replay_state(Trace(), 0.0)
+    assert empty.summary() == ("At 0.0 of 0.0 model s: no capacity recorded; nobody waiting; "
+                               "0/0 tasks finished.")

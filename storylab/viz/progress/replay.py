@@ -183,7 +183,8 @@ class ReplayState:
         """One line that says what the picture shows (its text equivalent)."""
         done = sum(p.done for p in self.pipelines)
         total = sum(p.total for p in self.pipelines)
-        return (f"At {self.t:.1f} of {self.end:.1f} model s: {self.gauge_text()}; "
+        gauge = self.gauge_text() or "no capacity recorded"
+        return (f"At {self.t:.1f} of {self.end:.1f} model s: {gauge}; "
                 f"{self.waits_text()}; {done}/{total} tasks finished.")
 
     # -- drawing (plain HTML, no widget library) -----------------------------
