@@ -326,14 +326,14 @@ def replay_state(
         raise ValueError(f"upto must be an index into trace.events or None, got {upto!r}")
     for index, e in enumerate(trace.events):
         at = model(e.t)
-        for level, name in enumerate(e.path):
-            depth.setdefault(name, len(e.path) - 1 - level)
+        for pos, name in enumerate(e.path):
+            depth.setdefault(name, len(e.path) - 1 - pos)
         key = (e.runner, e.task_id) if e.runner is not None and e.task_id is not None else None
         # A unit taken for a task that never started (the source was empty) is
         # no row of the panel; it can still be a wait, shown as "the next task".
         if key in started and e.kind in (EventKind.TASK_START, EventKind.WAIT,
                                          EventKind.ACQUIRE):
-            group = e.group or e.runner
+            group = str(e.group or e.runner)
             tasks.setdefault(group, {}).setdefault(key, task_label(e.label or f"task {e.task_id}"))
             if e.label:
                 tasks[group][key] = task_label(e.label)
