@@ -78,21 +78,13 @@ def in_use_series(trace: Trace, *, time_scale: float | None = None,
     Each series starts at ``(0.0, 0)`` and gains a point at every change.
     """
     scale = _time_scale(trace) if time_scale is None else time_scale
-    origin = time_origin(trace)
-    counts: dict[str, int] = {}
-    series: dict[str, list[tuple[float, int]]] = {}
-    for e in trace.events:
-        if e.kind in (EventKind.ACQUIRE, EventKind.GRANT):
-            delta = 1
-        elif e.kind is EventKind.RELEASE:
-            delta = -1
-        else:
-            continue
-        t = (e.t - origin) / scale
-        for name in e.path:
-            counts[name] = counts.get(name, 0) + delta
-            series.setdefault(name, [(0.0, 0)]).append((t, counts[name]))
-    return series
+    # The trace counts from its creation; move every point to the shared origin
+    # (the opening (0, 0) stays at 0).
+    shift = time_origin(trace) - trace.started_at
+    return {
+        name: [(max((t - shift) / scale, 0.0), n) for t, n in points]
+        for name, points in trace.in_use_series().items()
+    }
 
 
 def in_use_at(trace: Trace, t: float) -> dict[str, int]:
