@@ -605,8 +605,13 @@ class TraceReplay:
         return box
 
     def _on_slider(self, change: dict[str, Any]) -> None:
-        # A move made by a key moment keeps that moment's event; a learner's drag does not.
-        self._t, self._upto, self._moving_to = float(change["new"]), self._moving_to, None
+        # A move made by a key moment keeps that moment's event; a learner's drag
+        # does not. The frontend may echo the value it was sent: same time, same
+        # state, so the moment's event is kept.
+        new = float(change["new"])
+        if self._moving_to is not None or abs(new - self._t) > 1e-6:
+            self._upto = self._moving_to
+        self._t, self._moving_to = new, None
         self._redraw()
 
     def _redraw(self) -> None:
