@@ -63,9 +63,10 @@ Status rules on :meth:`RunnableEntity.start`:
 A run whose consumer goes away before it ends (``break``, a cancelled task)
 logs ``STATUS CANCELLED``, gives its lease back and stays ``InProgress``; the
 next start, here or in another process, treats it as stale and runs it again.
-A run that finds, when it ends, that another process took its node over (it
-stalled past its lease) stores nothing and raises
-:class:`~storylab.entities.errors.LeaseLostError`.
+A run whose lease is lost (another process took its node over after it
+stalled past its lease, or its heartbeat could not renew it in time) is
+stopped at once, stores nothing more (no progress, data, child or end) and
+raises :class:`~storylab.entities.errors.LeaseLostError`.
 
 The run itself (:class:`~storylab.entities.run.EntityRun`, and the markers
 ``Return``, ``Delegate`` and ``Condition``) lives in :mod:`storylab.entities.run`;

@@ -84,13 +84,47 @@ that meets a live lease does not run the node; it waits for it (see
 heartbeat (one asyncio task per graph renews every lease it holds while
 anything runs); one whose owner is a process of this host that no longer
 exists is over at once, so a ``kill -9`` is recovered as fast as before.
-Only the token's holder may store the node's result: a process whose lease
-was taken over (it stalled past the expiry) stores nothing. A pid that is
-alive is trusted only until the expiry: if the owner died and its pid went
-to another program, the lease is simply waited out (the heartbeat stopped),
-and the new owner's token keeps the two apart. Expiry compares wall clocks,
-so hosts sharing a file over a network must keep their clocks within a
-fraction of ``lease_ttl``.
+A pid that is alive is trusted only until the expiry: if the owner died and
+its pid went to another program, the lease is simply waited out (the
+heartbeat stopped), and the new owner's token keeps the two apart. Expiry
+compares wall clocks, so hosts sharing a file over a network must keep their
+clocks within a fraction of ``lease_ttl``. ``lease_ttl`` is 10 s unless
+given to :meth:`EntityGraph.open` or set in ``$STORYLAB_LEASE_TTL``.
+
+Fencing. Every write made under a lease is checked against its token, inside
+the write transaction that stores it (so the check holds until the commit):
+the node's progress envelopes (checked at the commit that writes them), its
+data (``update_entity_data`` and the other data writes), the children it
+creates and starts, and its end. A process whose lease was taken over (it
+stalled past the expiry: a ``SIGSTOP``, a suspended laptop) therefore stores
+nothing more for that node, and the first refused write, or the heartbeat
+that finds the lease gone, stops the run: its task is cancelled, and the run
+raises :class:`~storylab.entities.errors.LeaseLostError`, one line naming the
+new owner and whether our lease had expired. A node's lease is checked once
+per transaction (after that the write lock is ours until the commit), so the
+check costs one indexed read per leased node per commit. Blob files are not
+fenced: they are content-addressed, and a blob is only reachable through a
+key stored in a node's data or output, which are.
+
+The heartbeat never dies on an error. A renewal that meets another process's
+write lock or a failing disk (``database is locked``, ``disk I/O error``) is
+tried again with a growing delay; if it cannot succeed before the oldest of
+our leases would expire (less half a heartbeat), every run holding one is
+stopped as above (its error says so), and the leases given up are never
+renewed again (a new token is used from then on), so another process can take
+those nodes over once they expire. A renewal that finds a lease taken over
+stops that run at once.
+
+Waiting for the lock. Another process's write transaction (up to a
+``BEGIN EXCLUSIVE`` held for minutes) never blocks the event loop of a run:
+a run's steps await :meth:`EntityGraph.write_waiter` before they write, which
+opens the transaction when the lock is free and otherwise looks again after
+a growing delay (2 ms doubling to 50 ms); progress envelopes are buffered
+without the lock; a commit that finds the lock taken is tried again by a
+loop callback; the heartbeat retries as above. Only writes made
+synchronously outside those steps (``append_call`` from ``run_impl`` when no
+transaction is open, ``reopen``, ``create``, anything outside a loop) wait
+for the lock the usual SQLite way, up to ``busy_timeout`` (30 s).
 
 The file itself is checked at every commit: if it was deleted or replaced
 (another inode at the path), the transaction is rolled back and every later
@@ -626,11 +660,20 @@ class EntityGraph:
             if self._in_txn or self._gone or self._closed or self.read_only:
                 return None  # nothing to wait for (the write itself raises)
             if self._commit_error is None and self._try_begin():
-                self._schedule_commit()
+                self._opened()
                 return None
             if self._commit_error is not None:
                 return None
         return self._wait_writable()
+
+    def _opened(self) -> None:
+        """A transaction was opened ahead of the writes that follow: see that
+        it is committed even if none does (in ``operation`` mode each write
+        commits it; the callback then finds nothing to do)."""
+        if self._commit_mode == "operation":
+            asyncio.get_running_loop().call_soon(self._commit)
+        else:
+            self._schedule_commit()
 
     async def _wait_writable(self) -> None:
         delay = _RETRY_FIRST
@@ -641,7 +684,7 @@ class EntityGraph:
                 if self._in_txn or self._gone or self._closed or self._commit_error is not None:
                     return
                 if self._try_begin():
-                    self._schedule_commit()
+                    self._opened()
                     return
 
     def _apply(self, *steps: tuple[str, tuple]) -> sqlite3.Cursor:
@@ -688,12 +731,12 @@ class EntityGraph:
         event-loop iteration for a ``terminal`` operation (an entity finished
         or failed) in ``"batched"`` mode, else ``commit_interval`` later."""
         loop = self._commit_loop
-        if loop is not None and (self._commit_soon or not terminal) and loop is _running_loop():
-            return  # called for every operation: the common case first
         mode = self._commit_mode
         if mode == "operation":
             self._commit()
             return
+        if loop is not None and (self._commit_soon or not terminal) and loop is _running_loop():
+            return  # called for every operation: the common case first
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -768,8 +811,9 @@ class EntityGraph:
                     self._write_nodes()
                 if self._new_leases:
                     self._write_leases()
-                self._write_progress()
+                self._write_progress()  # (its lease checks end with this transaction)
                 self._conn.execute("COMMIT")
+                self._checked.clear()
             except sqlite3.Error as exc:
                 log.exception("entity graph %s: commit failed; rolling back", self.path)
                 self._discard_buffers()

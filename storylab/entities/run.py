@@ -488,6 +488,8 @@ class EntityRun:
     def _lost_by(self, exc: BaseException) -> LeaseLostError | None:
         """The lease-lost error that ``exc`` (leaving the body) stands for, if any:
         the cancellation we asked for, or a refused write on our node."""
+        if not isinstance(exc, Exception | asyncio.CancelledError):
+            return None  # closed by its consumer, or interrupted: abandoned as usual
         error = self._lost_error
         if error is None:
             if isinstance(exc, LeaseLostError) and exc.node_id == self.entity._id:

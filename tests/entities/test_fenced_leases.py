@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from storylab.entities import EntityGraph, LeaseLostError
+from storylab.entities import EntityGraph, LeaseLostError, Return, RunnableEntity
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPIC = "an owl who counts the stars"
@@ -155,6 +155,11 @@ def test_a_run_stopped_past_its_lease_stores_nothing_after_the_take_over(tmp_pat
     stdout, stderr = stopped.communicate(timeout=120)
     assert stopped.returncode != 0, stdout + stderr
 
+    with EntityGraph.open(graph, create=False) as g:
+        (root,) = g.roots()
+        assert root.status == "Completed"
+        assert root.data["stage"] == "completed" and not root.data.get("failed_images")
+        assert root.output["image_count"] == IMAGES and not root.output.get("failed_images")
     # Nothing at all was stored by the resumed run: no data, progress, end, lease.
     assert snapshot(graph) == finished
     # It said why, in one line: who took the story over, and that its lease had expired.
@@ -164,12 +169,6 @@ def test_a_run_stopped_past_its_lease_stores_nothing_after_the_take_over(tmp_pat
     assert f"a lease lasts {float(TTL):g} s" in lines[0]
     assert "went more than" not in stderr
     assert "Traceback" not in stderr, stderr
-
-    with EntityGraph.open(graph, create=False) as g:
-        (root,) = g.roots()
-        assert root.status == "Completed"
-        assert root.data["stage"] == "completed" and not root.data.get("failed_images")
-        assert root.output["image_count"] == IMAGES and not root.output.get("failed_images")
 
     # The next identical run hands back the finished story: it is not reopened.
     starts = root_starts(graph)
@@ -279,6 +278,7 @@ async def test_a_lock_held_past_the_busy_timeout_freezes_nothing_and_the_heartbe
             await ticker.wait(60)  # at least 0.6 s: three times the busy timeout
             during = len(envs) - seen
             await holder.release()
+        assert during >= 10  # the run's progress kept coming while the lock was held
         # The lock is gone: the heartbeat, still alive, renews the lease again.
         assert g._heartbeat is not None and not g._heartbeat.done()
         while lease_expiry(path, e.id) <= before + 0.5:
@@ -295,7 +295,6 @@ async def test_a_lock_held_past_the_busy_timeout_freezes_nothing_and_the_heartbe
         await run
         out, _ = await asyncio.to_thread(other.communicate, timeout=60)
     ticker.task.cancel()
-    assert during >= 10  # the run's progress kept coming while the lock was held
     assert ticker.ticks - ticks >= 60  # and the loop kept turning (it counted the wait)
     assert runs_logged(log) == [f"run {os.getpid()}"]  # ran once, here
     assert other.returncode == 0
@@ -342,3 +341,107 @@ async def test_a_heartbeat_that_cannot_renew_stops_its_run_before_the_lease_expi
 async def collect_into(run, envs: list) -> None:
     async for env in run:
         envs.append(env)
+
+
+# ------------------------------------------- in one process: what is fenced
+
+GATES: dict[str, asyncio.Event] = {}
+
+
+class Fenced(RunnableEntity):
+    """Logs, then waits at its gate; once let through it tries every kind of
+    write a run makes: progress, data, a child."""
+
+    async def run_impl(self):
+        yield self.status("RUNNING", "before")
+        await self.update_entity_data(step="before")
+        self.graph.flush()  # our lease is on disk: the "other process" sees it
+        await GATES[self.id].wait()
+        yield self.status("RUNNING", "after")  # refused: the lease is not ours
+        await self.update_entity_data(step="after")
+        self.append_call(Fenced, "child")
+        yield Return("stored anyway")
+
+
+def take_over(path: Path, node_id: str) -> None:
+    """Another process takes ``node_id`` over (its lease replaces ours)."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    now = time.time()
+    conn.execute(
+        "INSERT OR REPLACE INTO leases VALUES "
+        "(?, 'elsewhere:7', 'elsewhere', 7, 'theirs', ?, ?, ?)",
+        (node_id, now, now, now + 30),
+    )
+    conn.close()
+
+
+def stored(path: Path, node_id: str) -> tuple:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        node = conn.execute(
+            "SELECT status, data, output, error FROM nodes WHERE id = ?", (node_id,)
+        )
+        return (
+            node.fetchone(),
+            conn.execute("SELECT * FROM progress ORDER BY seq").fetchall(),
+            conn.execute("SELECT count(*) FROM nodes").fetchone()[0],
+        )
+    finally:
+        conn.close()
+
+
+async def test_every_write_after_a_take_over_is_refused_and_the_run_says_why(tmp_path):
+    path = tmp_path / "graph.sqlite"
+    with EntityGraph.open(path, lease_ttl=30) as g:  # the heartbeat stays out of this one
+        e = g.create(Fenced, "f")
+        GATES[e.id] = gate = asyncio.Event()
+        run = e.start()
+        task = asyncio.create_task(collect_into(run, []))
+        while g.get_node(e.id).data.get("step") != "before":
+            await asyncio.sleep(0.01)
+        take_over(path, e.id)
+        before = stored(path, e.id)
+        gate.set()
+        with pytest.raises(LeaseLostError) as lost:
+            await task
+        g.flush()
+        assert stored(path, e.id) == before  # no progress, no data, no child, no end
+    message = str(lost.value)
+    assert message.startswith(f"Fenced 'f' (id {e.id}) was taken over by another process, ")
+    assert "elsewhere:7" in message
+    # Planted while our lease was live: the message does not claim that it expired.
+    assert "while this process's lease on it was still live" in message
+    assert lost.value.node_id == e.id and len(message.splitlines()) == 1
+
+
+async def test_a_run_taken_over_is_stopped_by_its_heartbeat_while_it_waits(tmp_path):
+    path = tmp_path / "graph.sqlite"
+    with EntityGraph.open(path, lease_ttl=0.6, lease_heartbeat=0.05) as g:
+        e = g.create(Fenced, "f")
+        GATES[e.id] = asyncio.Event()  # never set: only a cancellation ends the wait
+        task = asyncio.create_task(collect_into(e.start(), []))
+        while g.get_node(e.id).data.get("step") != "before":
+            await asyncio.sleep(0.01)
+        take_over(path, e.id)
+        with pytest.raises(LeaseLostError, match="was taken over by another process, elsewhere:7"):
+            await asyncio.wait_for(task, timeout=30)
+        assert g.lease(e.id).owner == "elsewhere:7"
+        # Its progress stops at the take-over: nothing logged after (not even CANCELLED).
+        statuses = [(x.status, x.message) for x in g.progress(e.id)]
+        assert statuses[-1] == ("RUNNING", "before")
+
+
+def test_the_lease_ttl_comes_from_the_environment_and_is_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv("STORYLAB_LEASE_TTL", "2.5")
+    with EntityGraph.open(tmp_path / "a.sqlite") as g:
+        assert g.lease_ttl == 2.5
+    with EntityGraph.open(tmp_path / "b.sqlite", lease_ttl=4) as g:
+        assert g.lease_ttl == 4  # an explicit setting wins
+    monkeypatch.setenv("STORYLAB_LEASE_TTL", "soon")
+    with pytest.raises(ValueError, match="STORYLAB_LEASE_TTL must be a positive number of sec"):
+        EntityGraph.open(tmp_path / "c.sqlite")
+    assert not (tmp_path / "c.sqlite").exists()
+    with pytest.raises(
+        ValueError, match=r"busy_timeout must be a number of seconds in \[0, 3600\]"
+    ):
+        EntityGraph.open(tmp_path / "c.sqlite", lease_ttl=1, busy_timeout=-1)
