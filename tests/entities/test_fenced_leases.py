@@ -308,7 +308,8 @@ async def test_a_lock_held_past_the_busy_timeout_freezes_nothing_and_the_heartbe
 @pytest.mark.timeout(120)
 async def test_a_heartbeat_that_cannot_renew_stops_its_run_before_the_lease_expires(tmp_path):
     path = tmp_path / "graph.sqlite"
-    with EntityGraph.open(path, lease_ttl=1.0, lease_heartbeat=0.1, busy_timeout=0.2) as g:
+    # The runs are stopped half a heartbeat (0.2 s) before the lease would expire.
+    with EntityGraph.open(path, lease_ttl=2.0, lease_heartbeat=0.4, busy_timeout=0.2) as g:
         e, log, stop = tick_entity(g, tmp_path)
         envs: list = []
         run = e.start()
@@ -323,7 +324,7 @@ async def test_a_heartbeat_that_cannot_renew_stops_its_run_before_the_lease_expi
             progress_rows = poll(path, "SELECT count(*) FROM progress")[0][0]
         assert stopped_at < expires  # stopped before the lease could expire under it
         message = str(lost.value)
-        assert "could not renew its lease" in message and "before the lease (1 s)" in message
+        assert "could not renew its lease" in message and "before the lease (2 s)" in message
         assert len(message.splitlines()) == 1
         assert run.error is lost.value
         await asyncio.sleep(0.2)  # commits that were waiting for the lock go through now
