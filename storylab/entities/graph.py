@@ -779,7 +779,17 @@ class EntityGraph:
                     self._progress.clear()  # refused (the operations raise it)
                     return
                 if loop is None or block:
-                    self._begin()
+                    try:
+                        self._begin()
+                    except sqlite3.OperationalError as exc:  # locked past busy_timeout
+                        log.warning(
+                            "entity graph %s: %d progress envelope(s) not stored (%s)",
+                            self.path,
+                            len(self._progress),
+                            exc,
+                        )
+                        self._progress.clear()
+                        return
                 elif not self._try_begin():
                     # Another process holds the write lock: look again later.
                     self._commit_loop = loop
