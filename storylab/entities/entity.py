@@ -370,6 +370,15 @@ class RunnableEntity:
             record = create(type_name, name, data, data_json, parent_id, path)
             yield _ChildThunk(graph.revive(record, cls))
 
+    def store_blob(self, data: bytes, content_type: str) -> str:
+        """Put ``data`` in the graph's blob store and return its key, unless
+        this entity's run has lost its lease (then
+        :class:`~storylab.entities.errors.LeaseLostError`, and nothing is
+        written). Blobs are content-addressed: a key is only reachable
+        through the data or output it is stored in, which are fenced too."""
+        self._graph.check_lease(self._id)
+        return self._graph.blobs.put(data, content_type)
+
     def reopen(self) -> None:
         """Make this finished entity Pending again (see :meth:`EntityGraph.reopen`)."""
         self._graph.reopen(self._id)

@@ -1097,6 +1097,24 @@ class EntityGraph:
         self._mark_lost({node: error})
         raise error
 
+    def check_lease(self, id: str) -> None:
+        """Raise :class:`LeaseLostError` if this graph held the lease on ``id``
+        and another process has taken it over (one read, no write lock): what
+        a run checks before it writes outside the graph (a blob file)."""
+        with self._lock:
+            if id in self._held and id not in self._checked and id not in self._new_leases:
+                row = self._conn.execute(
+                    "SELECT token, owner FROM leases WHERE node_id = ?", (id,)
+                ).fetchone()
+                if row is not None and row[0] == self._token:
+                    return
+                error = self._lease_lost_error(id, row[1] if row else None)
+                self._mark_lost({id: error})
+                raise error
+            lost = self._lost.get(id)
+            if lost is not None and id not in self._held:
+                raise _again(lost)
+
     def _mark_lost(self, errors: dict[str, LeaseLostError]) -> None:
         """Record leases as lost and tell their runs."""
         for node, error in errors.items():

@@ -215,6 +215,12 @@ class EntityStore(Protocol):
         """Give up the lease on a node whose run was abandoned (it stays InProgress)."""
         ...
 
+    def check_lease(self, id: str) -> None:
+        """Raise ``LeaseLostError`` if this handle held the lease on ``id`` and
+        lost it: checked before a run writes outside the store's transactions
+        (a blob), where the fence cannot be part of the write itself."""
+        ...
+
     def check_file(self) -> None:
         """Raise ``GraphFileGoneError`` if the graph's storage vanished."""
         ...

@@ -73,6 +73,18 @@ def snapshot(path: Path) -> dict[str, list]:
         conn.close()
 
 
+def blob_files(graph: Path) -> dict[str, tuple[int, int]]:
+    """The blob folder's files (hidden temporary ones included), each with its
+    inode and modification time: a blob written again, even with the same
+    bytes, is a new file (blobs are renamed into place)."""
+    folder = graph.with_suffix(".blobs")
+    return {
+        str(p.relative_to(folder)): (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+
+
 def poll(path: Path, sql: str) -> list:
     if not path.exists():
         return []
@@ -149,6 +161,7 @@ def test_a_run_stopped_past_its_lease_stores_nothing_after_the_take_over(tmp_pat
         assert taker.returncode == 0, stdout + stderr
         assert f"completed: {IMAGES} images" in stdout
         finished = snapshot(graph)
+        blobs = blob_files(graph)
         assert not finished["leases"]  # the take-over finished everything it took
     finally:
         os.kill(stopped.pid, signal.SIGCONT)
@@ -160,8 +173,10 @@ def test_a_run_stopped_past_its_lease_stores_nothing_after_the_take_over(tmp_pat
         assert root.status == "Completed"
         assert root.data["stage"] == "completed" and not root.data.get("failed_images")
         assert root.output["image_count"] == IMAGES and not root.output.get("failed_images")
-    # Nothing at all was stored by the resumed run: no data, progress, end, lease.
+    # Nothing at all was stored by the resumed run: no data, progress, end,
+    # lease, and no blob file (its pictures in flight are not saved).
     assert snapshot(graph) == finished
+    assert blob_files(graph) == blobs
     # It said why, in one line: who took the story over, and that its lease had expired.
     lines = [line for line in stderr.splitlines() if "taken over" in line]
     assert len(lines) == 1, stderr
@@ -349,18 +364,30 @@ async def collect_into(run, envs: list) -> None:
 GATES: dict[str, asyncio.Event] = {}
 
 
+BLOB = b"drawn after the take-over"
+
+
 class Fenced(RunnableEntity):
-    """Logs, then waits at its gate; once let through it tries every kind of
-    write a run makes: progress, data, a child."""
+    """Logs, then waits at its gate; once let through it logs again, makes
+    the write its data names (``write``), and returns (its end is a write too)."""
 
     async def run_impl(self):
         yield self.status("RUNNING", "before")
         await self.update_entity_data(step="before")
         self.graph.flush()  # our lease is on disk: the "other process" sees it
         await GATES[self.id].wait()
-        yield self.status("RUNNING", "after")  # refused: the lease is not ours
-        await self.update_entity_data(step="after")
-        self.append_call(Fenced, "child")
+        yield self.status("RUNNING", "after")  # never stored: the lease is not ours
+        write = self.data.get("write")
+        if write == "data":
+            await self.update_entity_data(step="after")
+        elif write == "child":
+            self.append_call(Fenced, "child")
+        elif write == "blob":
+            self.store_blob(BLOB, "text/plain")
+        elif write == "replace data":
+            await self.update_data({"step": "replaced"})
+        elif write == "data path":
+            await self.update_data_path(["deep", "step"], "after")
         yield Return("stored anyway")
 
 
@@ -391,10 +418,11 @@ def stored(path: Path, node_id: str) -> tuple:
         conn.close()
 
 
-async def test_every_write_after_a_take_over_is_refused_and_the_run_says_why(tmp_path):
+@pytest.mark.parametrize("write", ["end", "data", "replace data", "data path", "child", "blob"])
+async def test_every_write_after_a_take_over_is_refused_and_the_run_says_why(tmp_path, write):
     path = tmp_path / "graph.sqlite"
     with EntityGraph.open(path, lease_ttl=30) as g:  # the heartbeat stays out of this one
-        e = g.create(Fenced, "f")
+        e = g.create(Fenced, "f", {"write": write})
         GATES[e.id] = gate = asyncio.Event()
         run = e.start()
         task = asyncio.create_task(collect_into(run, []))
@@ -407,6 +435,7 @@ async def test_every_write_after_a_take_over_is_refused_and_the_run_says_why(tmp
             await task
         g.flush()
         assert stored(path, e.id) == before  # no progress, no data, no child, no end
+        assert not g.blobs.root.exists() or not list(g.blobs.root.rglob("*.txt"))
     message = str(lost.value)
     assert message.startswith(f"Fenced 'f' (id {e.id}) was taken over by another process, ")
     assert "elsewhere:7" in message
