@@ -19,18 +19,22 @@ each promise, in :mod:`storylab.entities.graph`):
   and started), its end. A write made after another owner took the node
   over stores nothing and raises
   :class:`~storylab.entities.errors.LeaseLostError` (its message says who
-  took it, and whether our lease had expired); so does every later one.
-  Writes to a node nobody here holds a lease on (outside a run) are not
-  fenced.
+  took it, and whether our lease had expired); so does every later one. (A
+  progress envelope is buffered: one found fenced at its commit is dropped,
+  and the run is told as below.) What a run writes outside the store (a
+  blob file) is preceded by :meth:`EntityStore.check_lease`. Writes to a
+  node nobody here holds a lease on (outside a run) are not fenced.
 * **Leases are kept alive** while their runs execute (a heartbeat), through
   a locked or failing store for as long as they can be; a lease that cannot
   be kept, or that is found taken over, is reported to its run's
   ``on_lost`` callback (see :meth:`EntityStore.run_started`), which stops
   the run.
-* **Waiting is awaited.** A write that may have to wait for another writer
-  (a lock held elsewhere) is preceded by awaiting
-  :meth:`EntityStore.write_waiter`, so the event loop never blocks on the
-  store during a run.
+* **Waiting is awaited.** A run's writes that may have to wait for another
+  writer (a lock held elsewhere) are preceded by awaiting
+  :meth:`EntityStore.write_waiter`, which does that waiting without blocking
+  the event loop (SQLite: it opens the write transaction; a server database:
+  it would take a connection and begin), so progress, heartbeats and
+  deadlines go on meanwhile.
 * **Progress** is logged per node and read back per subtree, in log order.
 
 Ids are strings; records are :class:`~storylab.entities.records.NodeRecord`
