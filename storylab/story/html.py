@@ -38,6 +38,7 @@ __all__ = [
     "MISSING_IMAGE_TEXT",
     "PAGE_CSS",
     "assemble_html",
+    "clean_story_html",
     "content_type_for",
     "escape_alt",
     "escape_text",
@@ -200,6 +201,20 @@ def sanitize_story_html(html_content: str, placeholders: Sequence[str] = ()) -> 
     # After nh3, markup is only tags and attribute quotes; braces can be in
     # text or attribute values only, where a character reference means the same.
     return "".join(out)
+
+
+def clean_story_html(html_content: str, placeholders: Sequence[str]) -> str:
+    """The writer's HTML sanitized as :func:`sanitize_story_html` does, with each
+    placeholder that took a slot written back as itself.
+
+    For a writer that stores what a model sent: what it keeps is already
+    clean (no script, no style, no link), every placeholder left is in the
+    text where its picture goes, and rendering it later changes nothing more.
+    """
+    out = sanitize_story_html(html_content, placeholders)
+    for number, placeholder in enumerate(placeholders, start=1):
+        out = out.replace(_slot(number), placeholder, 1)
+    return out
 
 
 # -- step 2: filling the slots ---------------------------------------------------------
