@@ -91,7 +91,7 @@ __all__ = [
 ]
 
 DEFAULT_IMAGES_URL = "http://127.0.0.1:8765"
-DEFAULT_IMAGES_MODEL = "gpt-image-1"
+DEFAULT_IMAGES_MODEL = "gpt-image-1.5"
 DEFAULT_IMAGE_TIMEOUT = 600.0
 IMAGES_PATH = "/v1/images/generations"
 

@@ -89,7 +89,7 @@ __all__ = [
 ]
 
 DEFAULT_TEXT_URL = "http://127.0.0.1:8765"
-DEFAULT_TEXT_MODEL = "gpt-4o-mini"
+DEFAULT_TEXT_MODEL = "gpt-5.4-mini"
 DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
 CHAT_PATH = "/v1/chat/completions"
 MODERATIONS_PATH = "/v1/moderations"
