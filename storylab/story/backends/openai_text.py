@@ -253,15 +253,18 @@ def _json_in(text: str) -> Any:
         except ValueError:
             pass
     start, end = text.find("{"), text.rfind("}")
-    if start >= 0 and end > start:
-        try:
-            return json.loads(text[start : end + 1])
-        except ValueError as exc:
-            raise StoryOutputInvalid(
-                f"the writer's answer is not valid JSON ({exc.msg} at character "
-                f"{exc.pos + start})"
-            ) from None
-    raise StoryOutputInvalid("the writer's answer holds no JSON object")
+    if start < 0:
+        raise StoryOutputInvalid("the writer's answer holds no JSON object")
+    if end < start:
+        raise StoryOutputInvalid(
+            "the writer's answer is not valid JSON (its object never closes: cut off?)"
+        )
+    try:
+        return json.loads(text[start : end + 1])
+    except json.JSONDecodeError as exc:
+        raise StoryOutputInvalid(
+            f"the writer's answer is not valid JSON ({exc.msg} at character {exc.pos + start})"
+        ) from None
 
 
 def _text_field(data: Mapping[str, Any], name: str, where: str = "") -> str:
