@@ -605,9 +605,11 @@ class ModerationClient:
                 try:
                     return await self._endpoint(topic)
                 except RequestRejected as exc:
-                    if self.mode != "auto" or exc.status not in (404, 405, 501):
+                    # 404/405/501: no such endpoint; 400/422: not with that model
+                    # (a proxy that knows no moderation model). Either way: the chat model.
+                    if self.mode != "auto" or exc.status not in (400, 404, 405, 422, 501):
                         raise
-                    self.has_endpoint = False  # no such endpoint here: ask the chat model
+                    self.has_endpoint = False
             return await self.text.classify(topic)
         except (ServiceUnavailable, RequestRejected) as exc:
             raise ModerationBackendError(f"the safety check could not run: {exc}") from exc
