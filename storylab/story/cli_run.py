@@ -242,9 +242,7 @@ def _text_backend(args: argparse.Namespace, time_scale: float):
         return make_text_backend("http", base_url=args.text_url, **options)
     except ValueError as exc:  # a URL from the environment that is no URL
         raise ValueError(
-            f"--text-url (or $STORYLAB_TEXT_URL / $OPENAI_BASE_URL): {exc}".replace(
-                "base_url ", ""
-            )
+            f"--text-url (or $STORYLAB_TEXT_URL / $OPENAI_BASE_URL): {exc}".replace("base_url ", "")
         ) from None
 
 

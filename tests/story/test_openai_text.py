@@ -169,8 +169,9 @@ async def test_an_answer_cut_off_by_the_token_limit_is_refused(graph):
         "finish_reason": "length",
     }
     _, writer, _, _ = await _run_story(graph, choice)
-    assert writer.status == "Failed" and "cut off at the model's token limit" in (
-        writer.error["message"]
+    assert (
+        writer.status == "Failed"
+        and "cut off at the model's token limit" in (writer.error["message"])
     )
 
 
