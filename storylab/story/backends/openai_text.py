@@ -37,14 +37,11 @@ its ``source`` and its ``reason``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
-
-import httpx
 
 from storylab.story.backends.base import (
     ModerationBackendError,
@@ -394,8 +391,11 @@ class ChatTextBackend:
     ``output_mode`` is the first way of asking for JSON tried (one of
     :data:`OUTPUT_MODES`); ``moderation`` says how topics are checked (one of
     :data:`MODERATION_MODES`). ``max_tokens`` bounds the model's answer,
-    ``max_story_chars`` the story's HTML. The HTTP options (timeouts,
-    deadlines, retries, size cap) are the shared layer's; ``call_timeout``
+    ``max_story_chars`` the story's HTML. The other options (``timeout``,
+    ``connect_timeout``, ``attempt_timeout``, ``call_timeout``, ``max_attempts``,
+    ``backoff``, ``max_backoff``, ``max_retry_after``, ``transport``, ``sleep``)
+    are the shared HTTP layer's
+    (:class:`~storylab.story.backends.http.HttpService`); ``call_timeout``
     bounds one call, every attempt and wait included. ``calls`` counts
     requests by kind (``chat``, ``moderation``), for the cost of a story.
     """
@@ -412,17 +412,8 @@ class ChatTextBackend:
         temperature: float | None = None,
         max_tokens: int | None = None,
         max_story_chars: int = DEFAULT_MAX_STORY_CHARS,
-        timeout: float = 120.0,
-        connect_timeout: float = 5.0,
-        attempt_timeout: float = 180.0,
-        call_timeout: float = 600.0,
         max_response_bytes: int = 4 * 1024 * 1024,
-        max_attempts: int = 4,
-        backoff: float = 0.5,
-        max_backoff: float = 8.0,
-        max_retry_after: float = 60.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        **http: Any,
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ValueError(f"model must be a model's name, got {model!r}")
@@ -448,17 +439,8 @@ class ChatTextBackend:
             key_envs=(api_key_env, "OPENAI_API_KEY"),
             wording=Wording("text service", "answer", "call"),
             errors=_ERRORS,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            attempt_timeout=attempt_timeout,
-            call_timeout=call_timeout,
             max_response_bytes=max_response_bytes,
-            max_attempts=max_attempts,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            max_retry_after=max_retry_after,
-            transport=transport,
-            sleep=sleep,
+            **http,
         )
         self.model = model.strip()
         self.api_key_env = api_key_env
