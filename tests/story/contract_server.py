@@ -75,9 +75,7 @@ _MODERATION_PARAMS = {"input", "model"}
 MODERATION_MODELS = {"omni-moderation-latest", "omni-moderation-2024-09-26",
                      "text-moderation-latest", "text-moderation-stable"}  # fmt: skip
 _ROLES = {"system", "developer", "user", "assistant", "tool"}
-# What this server's moderation flags. "grimblewort" stands for harm that only the
-# service knows of: no offline rule names it, so the verdict must come from here.
-_FLAG_WORDS = ("kill", "blood", "gun", "murder", "drug", "grimblewort")
+_FLAG_WORDS = ("kill", "blood", "gun", "murder", "war", "drug")
 
 
 class Refusal(Exception):

@@ -451,9 +451,8 @@ def test_the_safety_verdict_its_source_and_reason_are_stored_and_shown_by_eg(tmp
         (check,) = graph.children(root.id)
         assert check.data["verdict"] == "unsafe"
         assert check.data["verdict_source"] == "offline rules"
-        reason = check.data["verdict_reason"]
-        assert reason.strip() and reason == check.output["reason"]
-        assert check.output["source"] == "offline rules"
+        assert "murder" in check.data["verdict_reason"]
+        assert check.output["source"] == "offline rules" and check.output["reason"]
     assert main(["eg", "tree", root.id, "--graph", str(tmp_path / "graph.sqlite")]) == 0
     tree = capsys.readouterr().out
-    assert f"(verdict: unsafe by offline rules: {reason[:60]}" in tree
+    assert "verdict: unsafe by offline rules: graphic violence" in tree
