@@ -39,6 +39,7 @@ from storylab.story.models import (
     ImagePrompt,
     StoryOutput,
 )
+from storylab.story.offline.safety import SAFE_THRESHOLD, assess_topic
 
 __all__ = [
     "SAFE_THRESHOLD",
@@ -61,102 +62,7 @@ class TextBackend(Protocol):
     ) -> StoryOutput: ...
 
 
-# -- safety ----------------------------------------------------------------------------
-SAFE_THRESHOLD = 60
-
-# category -> (penalty, always unsafe?, words). Words match whole, with an optional plural.
-_RULES: dict[str, tuple[int, bool, tuple[str, ...]]] = {
-    "graphic violence": (
-        50,
-        True,
-        (
-            "kill",
-            "killing",
-            "murder",
-            "blood",
-            "bloody",
-            "gore",
-            "stab",
-            "massacre",
-            "torture",
-            "behead",
-            "slaughter",
-            "shoot",
-            "shooting",
-        ),
-    ),
-    "weapons": (30, False, ("gun", "rifle", "bomb", "grenade", "knife", "sword fight")),
-    "sexual content": (100, True, ("sex", "sexy", "nude", "naked", "porn", "erotic")),
-    "drugs and alcohol": (
-        40,
-        True,
-        ("drug", "cocaine", "heroin", "beer", "vodka", "whiskey", "drunk", "cigarette", "smoking"),
-    ),
-    "self-harm": (100, True, ("suicide", "self-harm", "self harm", "kill himself", "kill herself")),
-    "hate": (60, True, ("racist", "racism", "nazi", "slur", "hate crime")),
-    "frightening themes": (
-        20,
-        False,
-        (
-            "horror",
-            "terrifying",
-            "nightmare",
-            "demon",
-            "zombie",
-            "gruesome",
-            "corpse",
-            "death",
-            "die",
-            "dead",
-        ),
-    ),
-    "mild peril": (5, False, ("monster", "ghost", "witch", "storm", "lost", "dragon", "scary")),
-}
-_PATTERNS = {
-    cat: re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")(s|es)?\b")
-    for cat, (_, _, words) in _RULES.items()
-}
-_GOOD = ("friend", "kind", "brave", "share", "help", "learn", "love", "curious", "together")
-
-
-def assess_topic(topic: str) -> ContentSafetyResult:
-    """Score a topic for a story for children aged 3 to 10 (rule-based, deterministic).
-
-    The score starts at 100 and each category found costs its penalty; some
-    categories make a topic unsafe whatever the score. A topic is safe with a
-    score of at least :data:`SAFE_THRESHOLD` and no such category.
-    """
-    text = topic.lower()
-    score = 100
-    concerns: list[str] = []
-    blocking = False
-    for cat, (penalty, always, _) in _RULES.items():
-        found = sorted({m.group(1) for m in _PATTERNS[cat].finditer(text)})
-        if not found:
-            continue
-        score -= penalty
-        blocking = blocking or always
-        concerns.append(f"{cat}: {', '.join(found)}")
-    score = max(0, score)
-    is_safe = score >= SAFE_THRESHOLD and not blocking
-    good = [w for w in _GOOD if w in text]
-    if not concerns:
-        reasoning = "No concerning themes found; the topic suits young readers."
-    elif is_safe:
-        reasoning = (
-            "Only mild themes found ("
-            + "; ".join(concerns)
-            + "); fine for a gentle children's story."
-        )
-    else:
-        reasoning = "Not suitable for children aged 3-10 because of " + "; ".join(concerns) + "."
-    if good:
-        reasoning += " Positive themes: " + ", ".join(good) + "."
-    return ContentSafetyResult(
-        is_safe=is_safe, safety_score=score, concerns=concerns, reasoning=reasoning
-    )
-
-
+# -- safety: the rules live in storylab.story.offline.safety ----------------------------
 # -- the writer ----------------------------------------------------------------------
 # The offline writer tells one of a few small plots, chosen by the topic's
 # theme. A plot is ten beats; every beat is always told (however many pages
