@@ -107,6 +107,12 @@ class ContentSafetyCheckEntity(RunnableEntity):
         topic = self.data["topic"]
         yield self.status("RUNNING", "Checking whether the topic suits young readers")
         result = await current_settings().text.check_safety(topic)
+        # The verdict, who gave it and why, where `storylab eg` shows them.
+        await self.update_entity_data(
+            verdict=result.verdict,
+            verdict_source=result.source or "unknown",
+            verdict_reason=result.reason or result.reasoning,
+        )
         yield Return(result.to_json())
 
 

@@ -1,5 +1,8 @@
 """Backends of the story pipeline, one small protocol per kind (like httpx transports).
 
+The protocols, the request/result records and the error tree live in
+:mod:`storylab.story.backends.base`; every backend has ``aclose()``.
+
 * images: ``await backend.generate(ImageRequest) -> GeneratedImage``;
   :class:`SimulatedImageBackend` (default, offline) or ``HttpImageBackend``
   (OpenAI-compatible HTTP; imported on first use so httpx stays out of the
@@ -13,29 +16,44 @@ from __future__ import annotations
 
 from typing import Any
 
-from storylab.story.backends.images import (
+from storylab.story.backends.base import (
+    BackendError,
+    ContentSafetyResult,
     GeneratedImage,
     ImageBackend,
     ImageBackendError,
     ImageRequest,
+    ModerationBackend,
+    ModerationBackendError,
+    StoryOutputInvalid,
+    TextBackend,
+    TextBackendError,
+)
+from storylab.story.backends.images import (
     SimulatedImageBackend,
     SimulatedImageFailure,
     check_time_scale,
 )
-from storylab.story.backends.text import SimulatedTextBackend, TextBackend
+from storylab.story.backends.text import SimulatedTextBackend
 
 __all__ = [
     "IMAGE_BACKENDS",
+    "BackendError",
+    "ContentSafetyResult",
     "GeneratedImage",
     "HttpImageBackend",
     "ImageBackend",
     "ImageBackendError",
     "ImageRequest",
     "ImageServer",
+    "ModerationBackend",
+    "ModerationBackendError",
     "SimulatedImageBackend",
     "SimulatedImageFailure",
     "SimulatedTextBackend",
+    "StoryOutputInvalid",
     "TextBackend",
+    "TextBackendError",
     "check_time_scale",
     "make_image_backend",
 ]

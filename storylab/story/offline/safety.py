@@ -370,4 +370,11 @@ def assess_topic(topic: str) -> ContentSafetyResult:
         safety_score=score,
         concerns=[f.describe() for f in blocking + mild],
         reasoning=reasoning,
+        source="offline rules",
+        reason=_reason(blocking, mild),
     )
+
+
+def _reason(blocking: list[SafetyFinding], mild: list[SafetyFinding]) -> str:
+    """One line for a teacher: each category found and its words, refusals first."""
+    return "; ".join(f.describe() for f in blocking + mild) or "no concerning themes found"
