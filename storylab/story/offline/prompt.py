@@ -19,7 +19,7 @@ real model) is still drawn: the missing fields are guessed from its words.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 __all__ = [
     "COLOURS",
@@ -212,6 +212,9 @@ def parse_prompt(text: str, *, styles: tuple[str, ...] = ()) -> Scene:
         others = tuple(parse_look(*i.split(", ", 1)) for i in items if ", " in i)
     guessed: list[str] = []
     words = _words(action if m else clean)
+    # A prompt with a Setting field is structured: what it does not list is not
+    # there. Only a prompt without one has its fields guessed from its words.
+    structured = _label(r"Setting", clean) is not None
     setting, time = None, None
     if (s := _label(r"Setting", clean)) is not None:
         setting = next((x for x in SETTINGS if x in _words(s)), None)
@@ -224,10 +227,12 @@ def parse_prompt(text: str, *, styles: tuple[str, ...] = ()) -> Scene:
         time = _guess_time(words)
     if (t := _label(r"Things", clean)) is not None:
         things = tuple(x.strip() for x in t.split(",") if x.strip())
+    elif structured:
+        things = ()
     else:
         guessed.append("things")
         things = _guess_things(words)
-    if not others and "Also in the picture" not in clean:
+    if not others and not structured:
         others = _guess_others(words, hero)
     label = _group(r'Written in the picture: "([^"]*)"', clean)
     shot, hero_at, pose = "medium", "left", "standing"
@@ -305,7 +310,7 @@ _SETTING_WORDS = {
     "town": "a little town",
     "seaside": "the seaside",
     "mountains": "the mountains",
-    "snow": "a snowy field",
+    "snow": "a field of snow",
     "space": "outer space",
     "library": "a library",
     "castle": "a castle",
@@ -384,8 +389,3 @@ def _guess_others(words: list[str], hero: Figure | None) -> tuple[Figure, ...]:
         if not any(f.kind == kind for f in found):
             found.append(Figure("", kind, colour))
     return tuple(found[:3])
-
-
-def with_style(scene: Scene, style: str) -> Scene:
-    """The same scene in another style."""
-    return replace(scene, style=style)

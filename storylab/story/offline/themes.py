@@ -222,7 +222,7 @@ _FRIENDSHIP = Theme(
     (
         "pond, tree | H | day | wide left sitting",
         "pond, reeds | H | day | close left standing",
-        "pond, reeds | FH | day | wide right standing",
+        "pond, reeds | FH | day | wide left standing",
         "pond | H | day | close centre standing",
         "pond, ball, reeds | FH | day | medium right standing",
         "pond, stones, ball | H | day | medium centre walking",
@@ -401,7 +401,7 @@ _DISCOVERY = Theme(
     ),
     "town",
     (
-        "book | H | day | medium centre standing | town",
+        "$, book | H | day | medium centre standing | town",
         "path, notebook | HF | day | wide left walking | town",
         "$ | HF | day | wide right walking | $",
         "$ | FH | day | medium left pointing | $",

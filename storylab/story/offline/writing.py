@@ -135,6 +135,7 @@ class StoryPlan:
     hero_intro: str = ""  # how the story introduces the hero (shorter for people)
     hero_figure: Figure | None = None
     friend_figure: Figure | None = None
+    mirrored: bool = False  # every picture framed the other way round
 
 
 def _article(phrase: str) -> str:
@@ -302,6 +303,7 @@ def plan_offline_story(topic: str, *, seed: int = 0) -> StoryPlan:
         hero_intro=_intro(hero),
         hero_figure=hero,
         friend_figure=friend,
+        mirrored=rng.random() < 0.5,
     )
 
 
@@ -332,6 +334,7 @@ def _plan_subject(
         hero_intro=_intro(hero),
         hero_figure=hero,
         friend_figure=friend,
+        mirrored=rng.random() < 0.5,
     )
 
 
@@ -381,6 +384,8 @@ def _scene(plan: StoryPlan, theme: Theme, beat: int, action: str, subject: Subje
     others = (plan.friend_figure,) if "F" in who and plan.friend_figure else ()
     if who.startswith("F"):  # the friend stands where the frame says, the hero across
         at = {"left": "right", "right": "left"}.get(at, "left")
+    if plan.mirrored:  # two stories with one plot are not framed alike
+        at = {"left": "right", "right": "left"}.get(at, at)
     return Scene(action, plan.hero_figure, others, setting, time, tuple(dict.fromkeys(things)),
                  shot, at, pose, label, style_text)  # fmt: skip
 
