@@ -1551,7 +1551,10 @@ def _cutout_shadow(img):
     """Paper-cutout: every shape seems to lift off the page (an offset shadow)."""
     from PIL import Image, ImageChops
 
-    shifted = ImageChops.offset(img, 4, 4)
+    # Shifted down and right on white paper: what leaves at the bottom edge
+    # must not come back in at the top (as a wrapping offset would do).
+    shifted = Image.new("RGB", img.size, (255, 255, 255))
+    shifted.paste(img, (4, 4))
     return Image.blend(img, ImageChops.multiply(img, shifted), 0.25)
 
 

@@ -366,6 +366,10 @@ def _pages(n: int, beats: int) -> list[range]:
     return [range(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
+# Things drawn only in their own setting (the sea's).
+_NEEDS_ITS_PLACE = {"fish", "shell", "boat", "waves", "hive", "seedling"}
+
+
 def _scene(plan: StoryPlan, theme: Theme, beat: int, action: str, subject: Subject | None,
            style_text: str) -> Scene:  # fmt: skip
     """The structured picture of one beat, from its frame."""
@@ -375,7 +379,10 @@ def _scene(plan: StoryPlan, theme: Theme, beat: int, action: str, subject: Subje
     things = [t.strip() for t in things_spec.split(",") if t.strip()]
     label = ""
     if subject is not None and ("$" in things or setting == "$"):
-        things = [x for t in things for x in (subject.things if t == "$" else (t,))]
+        own = subject.things
+        if setting != "$":  # away from the subject's place: no fish on the road
+            own = tuple(t for t in own if t not in _NEEDS_ITS_PLACE)
+        things = [x for t in things for x in (own if t == "$" else (t,))]
         if setting == "$":
             setting = subject.setting
             time = subject.time if subject.time != "day" else time
