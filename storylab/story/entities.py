@@ -148,6 +148,12 @@ class ImageGenerationEntity(RunnableEntity):
         image = await current_settings().images.generate(request)
         if not image.data:
             raise ImageBackendError(f"No images generated for {placeholder}")
+        if image.model is not None:
+            # A remote model: which one drew it, and the size asked for next to
+            # the size sent (the nearest the model accepts).
+            await self.update_entity_data(
+                model=image.model, requested_size=image.requested_size, size=image.size
+            )
         yield self.status("RUNNING", f"Saving {placeholder} to the blob store")
         content_type = content_type_for(image.format)
         key = self.graph.blobs.put(image.data, content_type)

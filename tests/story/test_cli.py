@@ -243,7 +243,7 @@ def test_serve_images_answers_over_http(tmp_path):
     )
     try:
         line = proc.stdout.readline()
-        assert "serving simulated images on http://127.0.0.1:" in line
+        assert "serving simulated models on http://127.0.0.1:" in line
         url = line.split(" on ", 1)[1].split()[0]
         deadline = time.monotonic() + 10
         while True:

@@ -9,7 +9,9 @@ The protocols, the request/result records and the error tree live in
   default path).
 * text: ``await backend.check_safety(topic)`` and
   ``await backend.write_story(topic, customization)``;
-  :class:`SimulatedTextBackend` (default, offline).
+  :class:`SimulatedTextBackend` (default, offline) or ``ChatTextBackend``
+  (any OpenAI-compatible chat-completions service; its safety check uses
+  ``/v1/moderations`` or the chat model).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from storylab.story.backends.text import SimulatedTextBackend
 
 __all__ = [
     "IMAGE_BACKENDS",
+    "TEXT_BACKENDS",
+    "ChatTextBackend",
     "BackendError",
     "ContentSafetyResult",
     "GeneratedImage",
@@ -56,9 +60,11 @@ __all__ = [
     "TextBackendError",
     "check_time_scale",
     "make_image_backend",
+    "make_text_backend",
 ]
 
 IMAGE_BACKENDS = ("simulated", "http")
+TEXT_BACKENDS = ("simulated", "http")
 
 
 def make_image_backend(name: str, **options: Any) -> ImageBackend:
@@ -72,12 +78,27 @@ def make_image_backend(name: str, **options: Any) -> ImageBackend:
     raise ValueError(f"Unknown image backend {name!r}. Must be one of: {', '.join(IMAGE_BACKENDS)}")
 
 
+def make_text_backend(name: str, **options: Any) -> TextBackend:
+    """A text backend by name: ``simulated`` or ``http`` (an OpenAI-compatible chat service)."""
+    if name == "simulated":
+        return SimulatedTextBackend(**options)
+    if name == "http":
+        from storylab.story.backends.openai_text import ChatTextBackend
+
+        return ChatTextBackend(**options)
+    raise ValueError(f"Unknown text backend {name!r}. Must be one of: {', '.join(TEXT_BACKENDS)}")
+
+
 def __getattr__(name: str) -> Any:
     # Lazy names: importing these pulls in httpx or the HTTP server.
     if name == "HttpImageBackend":
         from storylab.story.backends.http_images import HttpImageBackend
 
         return HttpImageBackend
+    if name == "ChatTextBackend":
+        from storylab.story.backends.openai_text import ChatTextBackend
+
+        return ChatTextBackend
     if name == "ImageServer":
         from storylab.story.backends.server import ImageServer
 
