@@ -167,7 +167,7 @@ async def test_the_writer_and_the_safety_check_send_only_what_the_api_accepts(ke
         cust = {"illustration_count": 4, "age_range": "4-6", "style": "anime"}
         story = await text.write_story("a kind fox who shares berries", cust)
         safe = await text.check_safety("a knight who makes friends with a dragon")
-        flagged = await text.check_safety("a war between two kingdoms")
+        flagged = await text.check_safety("a warrior who guards two kingdoms")
         await text.aclose()
     assert server.refused == []
     assert len(story.image_prompts) == 4 and story.age_range == "4-6"
