@@ -322,10 +322,9 @@ def findings(topic: str) -> list[SafetyFinding]:
             add("horror aimed at children", creature)
     # A menacing act on people is horror even with no creature named ("something
     # that hunts children"); a kind word does not excuse it.
-    m = re.search(rf"\b(hunt|kidnap|snatch|stalk|haunt|terrify|lure|torment){_GAP} {_PEOPLE}\b",
-                  text)  # fmt: skip
-    if m:
-        add("horror aimed at children", m.group(0))
+    menacing = r"\b(hunt|kidnap|snatch|stalk|haunt|terrify|lure|torment)"
+    if hunted := re.search(rf"{menacing}{_GAP} {_PEOPLE}\b", text):
+        add("horror aimed at children", hunted.group(0))
     out = [SafetyFinding(c, tuple(sorted(found[c])), True) for c in CATEGORIES if c in found]
     for note, mild in _MILD.items():
         named = " ".join(w for f in out for w in f.words).split()
