@@ -4,7 +4,8 @@ Each list was written after the rules it was first tried on, to see how the
 rules generalise rather than how well they fit their own examples. The misses
 of those first tries were then fixed by general changes (synonyms of eating,
 people named by their role, a coordinated object, compound words), not by
-naming the topics; "a hanging" is still missed, because the same words also
+naming the topics; the third list, written last, was tried once and its
+misses fixed the same way; "a hanging" is still missed, because the same words also
 name a flower basket.
 """
 
@@ -116,10 +117,55 @@ SECOND = [
     ("a boy whose goldfish died", True),
 ]
 
+THIRD = [
+    ("a boy who throws rocks at a cat until it dies", False),
+    ("two brothers who beat each other up", False),
+    ("a soldier who shoots enemies", False),
+    ("an army tank destroying a village", False),
+    ("a witch who poisons a princess", False),
+    ("a giant who crushes people", False),
+    ("a teacher who slaps a student", False),
+    ("chainsaw massacre", False),
+    ("a tiger who kills and eats a deer", False),
+    ("cutting yourself when sad", False),
+    ("a sad girl who jumps off a bridge to end it all", False),
+    ("pills and alcohol", False),
+    ("a party where everyone gets drunk", False),
+    ("grandpa's cigarettes", False),
+    ("a bunny who smokes weed", False),
+    ("strip poker", False),
+    ("a sexy dance", False),
+    ("a nude painting", False),
+    ("a vampire who drinks children's blood", False),
+    ("a ghost that haunts kids in their beds", False),
+    ("a scary clown that kidnaps children", False),
+    ("monsters that hunt children at night", False),
+    ("a story that hates immigrants", False),
+    ("a girl who gets a knife for her birthday and stabs her brother", False),
+    ("a friendly witch who bakes cookies", True),
+    ("a skeleton who plays the xylophone", True),
+    ("a monster who eats vegetables", True),
+    ("a ghost who is lonely in a big house", True),
+    ("a dragon who cannot breathe fire", True),
+    ("a pirate who is afraid of water", True),
+    ("a zombie who just wants a hug", True),
+    ("a wolf who becomes a vegetarian", True),
+    ("a bear who hibernates", True),
+    ("a knight who fights a cold", True),
+    ("a cat who is sad when her friend moves away", True),
+    ("a volcano that wakes up", True),
+    ("a shark who brushes his teeth", True),
+    ("a spooky but friendly haunted castle", True),
+    ("a boy who is scared of thunderstorms", True),
+    ("the night the power went out", True),
+    ("a grandma who tells stories about the war", True),
+    ("a chef who cooks soup for his family", True),
+]
+
 KNOWN_MISSES = {"a hanging"}
 
 
-@pytest.mark.parametrize(("topic", "safe"), FIRST + SECOND)
+@pytest.mark.parametrize(("topic", "safe"), FIRST + SECOND + THIRD)
 def test_topics_written_after_the_rules(topic, safe):
     if topic in KNOWN_MISSES:
         pytest.xfail("ambiguous without more context")

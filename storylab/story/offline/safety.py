@@ -155,7 +155,8 @@ _HARMLESS = (
     r"(an|the|egg|shell|ice) crack", r"joint (of|in|pain)", r"(knee|elbow|hip|finger) joint",
     r"kill time", r"make-up", r"(wine|ruby)-red", r"wine-coloured", r"bullet (train|journal)",
     r"(green|new|young|bamboo) shoot", r"shoot up", r"blood (flow|circulate|travel|move)",
-    r"vampire bat", r"tasmanian devil", r"a crack", r"hurt(?: [a-z'-]+){0,3} feeling",
+    r"vampire bat", r"tasmanian devil",
+    r"(about|remember|during|after|before) the war", r"a crack", r"hurt(?: [a-z'-]+){0,3} feeling",
 )  # fmt: skip
 
 # Phrases harmful although none of their words is: (category, pattern over lemmas).
@@ -168,7 +169,8 @@ _PEOPLE = (
     r"|someone|somebody|anyone|anybody|nurse|doctor|prince|princess|king|queen|knight"
     r"|soldier|passenger|pupil|twin|cousin|son|daughter|wife|husband|player|hunter|owner"
     r"|explorer|builder|baker|worker|rider|driver|diver|surfer|climber|fisherman|shopper"
-    r"|runner|walker|guard|officer|police|firefighter|crowd|audience|victim)(?!'s)"
+    r"|runner|walker|guard|officer|police|firefighter|crowd|audience|victim|each other"
+    r"|one another)(?!'s)"
 )
 # Between a verb and the people it is done to: at most four words and no
 # boundary ("eats the little children", "eats goats and little boys"), so "hunts
@@ -180,7 +182,15 @@ _GAP = (
 _PHRASES: tuple[tuple[str, str], ...] = (
     ("violence", rf"\b(eat|devour|gobble|munch|chomp|swallow|feast on|chop|hurt|harm|hit|kick|"
                  rf"punch|slap|whip|attack|maul|rip|savage|drown|burn|poison|hang|choke|strangle|"
-                 rf"torment){_GAP} {_PEOPLE}\b"),
+                 rf"torment|crush|squash|stomp|trample){_GAP} {_PEOPLE}\b"),
+    ("violence", r"\b(beat|punch|kick|hit)(?: [a-z'-]+){0,2} up\b"),
+    ("violence", r"\b(throw|hurl)(?: [a-z'-]+){0,2} (rock|stone|brick)s? at\b"),
+    ("violence", r"\b(destroy|burn|raze|flatten)(?: [a-z'-]+){0,2} (village|town|city|school|"
+                 r"home|house)\b"),
+    ("self-harm", r"\bend it all\b"),
+    ("self-harm", r"\bjump off(?: [a-z'-]+){0,2} (bridge|cliff|roof|building)\b"),
+    ("hate", r"\bhate(?: [a-z'-]+){0,2} (immigrant|refugee|foreigner|jew|muslim|christian|"
+             r"gay|black person|white person|asian|migrant)s?\b"),
     ("weapons", r"\b(knife|sword|axe|dagger|spear|fist|street|gang|bar) fight"),
     ("violence", r"\bfight to the death\b"),
     ("weapons", r"\b(fight|attack|threaten|hurt|cut|wound)\b(?: [a-z'-]+){0,4} "
@@ -264,7 +274,8 @@ _KNOWN = (
        "poison", "drown", "burn", "starve", "threaten", "wound", "clothe", "weed", "make",
        "baby", "toddler", "villager", "pupil", "woman", "man", "mum", "mom", "dad", "parent",
        "teacher", "classmate", "brother", "sister", "flow", "feeling", "strip",
-       "want", "wish", "try", "going"}
+       "want", "wish", "try", "going", "crush", "squash", "stomp", "trample", "destroy",
+       "immigrant", "refugee", "migrant", "foreigner", "hate", "throw", "rock", "stone"}
 )  # fmt: skip
 _PENALTY = {"violence": 80, "weapons": 70, "sexual content": 100, "self-harm": 100,
             "drugs and alcohol": 70, "horror aimed at children": 70, "hate": 90}  # fmt: skip
