@@ -133,6 +133,12 @@ def test_inflections_reach_the_same_rule(word, lemma):
     assert lemmas(word) == [lemma]
 
 
+def test_letters_written_as_digits_are_read_as_letters():
+    for topic in ("k1ll", "a s3xy story", "c0caine", "a zombie who 3ats children"):
+        assert not assess_topic(topic).is_safe, topic
+    assert assess_topic("3 bears and 101 dalmatians").is_safe
+
+
 def test_kind_words_do_not_excuse_harm():
     assert not assess_topic("a friendly zombie who eats children").is_safe
     assert not assess_topic("a kind monster who kidnaps kids").is_safe

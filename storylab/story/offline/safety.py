@@ -75,6 +75,7 @@ _IRREGULAR = {
     "kidnapper": "kidnap", "kidnappers": "kidnap", "bullies": "bully", "bullied": "bully",
     "bullying": "bully", "cigarettes": "cigarette", "overdosed": "overdose",
 }  # fmt: skip
+_LEET = str.maketrans("013457@$", "oieastas")
 _SUFFIXES = ("ings", "ing", "ers", "er", "ed", "es", "s", "y")
 
 
@@ -95,6 +96,9 @@ def _candidates(word: str) -> list[str]:
 def lemmas(topic: str) -> list[str]:
     """The topic's words in the dictionary forms the rules are written in."""
     text = topic.lower().replace("\u2019", "'")
+    # Letters written as digits or signs inside a word ("k1ll", "s3xy", "dr@gs"); a
+    # number on its own ("3 bears") is left alone.
+    text = re.sub(r"[a-z0-9@$]*[a-z][a-z0-9@$]*", lambda m: m.group(0).translate(_LEET), text)
     out = []
     for word in re.findall(r"[a-z]+(?:['-][a-z]+)*", text):
         # A possessive keeps its mark: "children's toys" is about toys, not children.
