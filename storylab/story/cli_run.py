@@ -121,8 +121,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--images-model",
         type=_model_name,
         metavar="NAME",
-        help="HTTP backend: the image model, e.g. gpt-image-1, dall-e-3, dall-e-2 (default "
-        "gpt-image-1); only the parameters and sizes that model accepts are sent",
+        help="HTTP backend: the image model, e.g. gpt-image-1.5, gpt-image-1-mini or dall-e-3 "
+        "(default gpt-image-1.5); only the parameters and sizes it accepts are sent",
     )
     parser.add_argument(
         "--text-backend",
@@ -144,8 +144,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--text-model",
         type=_model_name,
         metavar="NAME",
-        help="--text-backend http: the chat model, e.g. gpt-4o-mini or llama3.2 "
-        "(default $STORYLAB_TEXT_MODEL or gpt-4o-mini)",
+        help="--text-backend http: the chat model, e.g. gpt-5.4-mini or llama3.2 "
+        "(default $STORYLAB_TEXT_MODEL or gpt-5.4-mini)",
     )
     parser.add_argument(
         "--attempt-timeout",
@@ -242,9 +242,7 @@ def _text_backend(args: argparse.Namespace, time_scale: float):
         return make_text_backend("http", base_url=args.text_url, **options)
     except ValueError as exc:  # a URL from the environment that is no URL
         raise ValueError(
-            f"--text-url (or $STORYLAB_TEXT_URL / $OPENAI_BASE_URL): {exc}".replace(
-                "base_url ", ""
-            )
+            f"--text-url (or $STORYLAB_TEXT_URL / $OPENAI_BASE_URL): {exc}".replace("base_url ", "")
         ) from None
 
 

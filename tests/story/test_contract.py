@@ -156,7 +156,7 @@ async def test_an_impossible_request_is_refused_before_any_call(keyed):
     assert "sizes" in message and "1536x1024" in message
     assert "allowed: 1024x1024, 1792x1024, 1024x1792" in message
     assert server.requests == []  # nothing was sent
-    with pytest.raises(ImageRequestRejected, match="gpt-image-1 does not accept size 1792x1024"):
+    with pytest.raises(ImageRequestRejected, match="gpt-image-1.5 does not accept size 1792x1024"):
         HttpImageBackend("http://127.0.0.1:1", sizes={"16:9": "1792x1024"})
 
 

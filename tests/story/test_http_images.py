@@ -48,7 +48,7 @@ async def test_generates_png_through_the_server():
         await dalle.aclose()
     assert out.format == "png" and out.data[:4] == b"\x89PNG"
     # gpt-image models have no 16:9 size: the nearest, 1536x1024 (3:2), is sent.
-    assert (out.model, out.size) == ("gpt-image-1", "1536x1024")
+    assert (out.model, out.size) == ("gpt-image-1.5", "1536x1024")
     assert out.requested_size == "320x180 (16:9, low)"
     assert (out.width, out.height) == (320, 213)
     # (DALL-E 3 knows no "low": its "standard" is drawn at medium size.)

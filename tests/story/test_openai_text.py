@@ -7,15 +7,17 @@ the test scripts: a clean page or a clear error stored on the writer.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 from contract_server import ContractServer
 from pagecheck import loading_parts, read_page
 
-from storylab.story.backends import SimulatedImageBackend
-from storylab.story.backends.base import StoryOutputInvalid
+from storylab.story.backends import SimulatedImageBackend, SimulatedTextBackend
+from storylab.story.backends.base import ModerationBackendError, StoryOutputInvalid
 from storylab.story.backends.openai_text import ChatTextBackend, parse_story
+from storylab.story.backends.server import ImageServer
 from storylab.story.entities import create_story, story_html
 from storylab.story.settings import StorySettings, use_settings
 
@@ -167,8 +169,9 @@ async def test_an_answer_cut_off_by_the_token_limit_is_refused(graph):
         "finish_reason": "length",
     }
     _, writer, _, _ = await _run_story(graph, choice)
-    assert writer.status == "Failed" and "cut off at the model's token limit" in (
-        writer.error["message"]
+    assert (
+        writer.status == "Failed"
+        and "cut off at the model's token limit" in (writer.error["message"])
     )
 
 
@@ -189,3 +192,68 @@ def test_extra_prompts_are_dropped_and_missing_placeholders_get_a_place():
     assert story.html_content.endswith('<div class="illustration">{{IMAGE_2}}</div>')
     with pytest.raises(StoryOutputInvalid, match="holds no JSON object"):
         parse_story("I cannot write that story.", CUST)
+
+
+# -- the safety check through the chat model -------------------------------------------
+async def test_the_chat_models_verdict_is_stored_with_its_source_and_reason(graph):
+    verdict = {
+        "is_safe": False,
+        "safety_score": 20,
+        "concerns": ["fear"],
+        "reason": "a story built on fear of the dark would frighten young readers",
+    }
+    with ContractServer(moderations=False, chat_answers=lambda m, b: json.dumps(verdict)) as server:
+        text = ChatTextBackend(server.url, max_attempts=1)
+        settings = StorySettings(images=SimulatedImageBackend(time_scale=0.001), text=text)
+        with use_settings(settings):
+            pipeline = create_story(graph, "a night with no lights at all")
+            run = pipeline.start()
+            async for _ in run:
+                pass
+            result = run.result
+        await text.aclose()
+    assert result["stage"] == "rejected"
+    check = next(c for c in graph.children(pipeline.id) if c.name == "safety-check")
+    assert check.data["verdict"] == "unsafe"
+    assert check.data["verdict_source"] == "chat classification"
+    assert check.data["verdict_reason"] == verdict["reason"]
+    assert result["safety_result"]["source"] == "chat classification"
+
+
+async def test_an_unreadable_verdict_is_a_clear_error_not_a_pass(graph):
+    with ContractServer(moderations=False, chat_answers=lambda m, b: '{"safe": "yes"}') as server:
+        text = ChatTextBackend(server.url, max_attempts=1)
+        with pytest.raises(ModerationBackendError, match="is_safe is missing or not true/false"):
+            await text.check_safety("a bunny who bakes bread")
+        await text.aclose()
+
+
+async def test_the_offline_rules_refuse_before_any_call():
+    with ContractServer() as server:
+        text = ChatTextBackend(server.url, max_attempts=1)
+        verdict = await text.check_safety("a bloody murder")
+        await text.aclose()
+    assert (verdict.is_safe, verdict.source) == (False, "offline rules")
+    assert server.requests == []
+
+
+# -- the shared HTTP layer for text: 429 and Retry-After ---------------------------------
+async def test_the_writer_retries_a_busy_server_and_honours_retry_after():
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await asyncio.sleep(0.005)
+
+    async with ImageServer(
+        text=SimulatedTextBackend(time_scale=0.002), max_concurrent=1, retry_after=3
+    ) as server:
+        text = ChatTextBackend(server.url, max_attempts=50, sleep=sleep)
+        stories = await asyncio.gather(
+            *(text.write_story(f"a fox number {i}", CUST) for i in range(3))
+        )
+        stats = server.statistics()
+        await text.aclose()
+    assert all(len(s.image_prompts) == 2 for s in stories)
+    assert stats.rejected > 0 and text.retries == stats.rejected
+    assert stats.peak_in_flight == 1 and waits and set(waits) == {3.0}

@@ -15,7 +15,8 @@ build a JSON body and read the answer:
   ``5xx`` answers. A ``Retry-After`` header (seconds or an HTTP date) is
   honoured (up to ``max_retry_after``); otherwise the wait doubles from
   ``backoff`` up to ``max_backoff``, with jitter so that many clients do not
-  retry in step. Every retry leaves a mark in the trace;
+  retry in step. Every retry (and only a retry) leaves a mark in the trace,
+  on the lane of the task that made the call;
 * **secrets from the environment only**: the API key is read from the
   backend's own variable, then from its fallbacks (``OPENAI_API_KEY``), at
   call time, and goes into a header, never into entity data, progress or
@@ -345,7 +346,6 @@ class HttpService:
                     return body
                 message = redact(_error_message(body, reason))
                 if status not in RETRY_STATUS:
-                    mark(f"refused: HTTP {status}")
                     raise errors.rejected(
                         f"{where} refused the request for {what}: HTTP {status}: {message}",
                         status,

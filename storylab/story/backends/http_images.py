@@ -39,11 +39,9 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import httpx
 
 from storylab.scheduling.capacity import check_positive_int
 from storylab.story.backends.base import (
@@ -91,7 +89,7 @@ __all__ = [
 ]
 
 DEFAULT_IMAGES_URL = "http://127.0.0.1:8765"
-DEFAULT_IMAGES_MODEL = "gpt-image-1"
+DEFAULT_IMAGES_MODEL = "gpt-image-1.5"
 DEFAULT_IMAGE_TIMEOUT = 600.0
 IMAGES_PATH = "/v1/images/generations"
 
@@ -212,12 +210,14 @@ class HttpImageBackend:
     then a local ``storylab serve-images``; it may end in ``/v1`` or not. The
     key is read at call time from ``api_key_env``, then ``$OPENAI_API_KEY``.
     ``model`` is used unless the request's ``model_pool`` names a model (any
-    pool but the tutorial's default). ``max_attempts`` counts the first try.
-    ``timeout`` bounds each read, ``attempt_timeout`` one whole attempt
-    (connect, send, the whole answer) and ``image_timeout`` one image, every
-    attempt and wait between them included; all in seconds.
-    ``max_response_bytes`` caps the size of an answer. ``sizes`` maps an aspect
-    ratio to the size sent, instead of the family's nearest size.
+    pool but the tutorial's default). ``image_timeout`` bounds one image, every
+    attempt and wait included, in seconds; ``sizes`` maps an aspect ratio to
+    the size sent, instead of the family's nearest size. The other options
+    are the shared HTTP layer's (:class:`~storylab.story.backends.http.HttpService`):
+    ``timeout`` (each read), ``connect_timeout``, ``attempt_timeout`` (one
+    whole attempt: connect, send, the whole answer), ``max_response_bytes``,
+    ``max_attempts`` (the first try included), ``backoff``, ``max_backoff``,
+    ``max_retry_after``, ``transport`` and ``sleep``.
     """
 
     def __init__(
@@ -226,41 +226,25 @@ class HttpImageBackend:
         *,
         model: str = DEFAULT_IMAGES_MODEL,
         api_key_env: str = "STORYLAB_IMAGES_API_KEY",
-        timeout: float = 120.0,
-        connect_timeout: float = 5.0,
-        attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
         image_timeout: float = DEFAULT_IMAGE_TIMEOUT,
-        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         max_image_pixels: int = 40_000_000,
-        max_attempts: int = 4,
-        backoff: float = 0.5,
-        max_backoff: float = 8.0,
-        max_retry_after: float = 60.0,
         sizes: Mapping[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        **http: Any,
     ) -> None:
         check_positive_int("max_image_pixels", max_image_pixels)
         if not isinstance(model, str) or not model.strip():
             raise ValueError(f"model must be a model's name, got {model!r}")
         url = base_url or first_env("STORYLAB_IMAGES_URL", "OPENAI_BASE_URL") or DEFAULT_IMAGES_URL
+        # timeout, connect_timeout, attempt_timeout, max_response_bytes, max_attempts,
+        # backoff, max_backoff, max_retry_after, transport, sleep: the shared layer's.
         self._http = HttpService(
             url,
             key_envs=(api_key_env, "OPENAI_API_KEY"),
             wording=Wording("image service", "picture", "image"),
             errors=_ERRORS,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            attempt_timeout=attempt_timeout,
             call_timeout=image_timeout,
             call_timeout_name="image_timeout",
-            max_response_bytes=max_response_bytes,
-            max_attempts=max_attempts,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            max_retry_after=max_retry_after,
-            transport=transport,
-            sleep=sleep,
+            **http,
         )
         self.max_image_pixels = max_image_pixels
         self.model = model.strip()

@@ -37,14 +37,11 @@ its ``source`` and its ``reason``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
-
-import httpx
 
 from storylab.story.backends.base import (
     ModerationBackendError,
@@ -89,7 +86,7 @@ __all__ = [
 ]
 
 DEFAULT_TEXT_URL = "http://127.0.0.1:8765"
-DEFAULT_TEXT_MODEL = "gpt-4o-mini"
+DEFAULT_TEXT_MODEL = "gpt-5.4-mini"
 DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
 CHAT_PATH = "/v1/chat/completions"
 MODERATIONS_PATH = "/v1/moderations"
@@ -253,15 +250,18 @@ def _json_in(text: str) -> Any:
         except ValueError:
             pass
     start, end = text.find("{"), text.rfind("}")
-    if start >= 0 and end > start:
-        try:
-            return json.loads(text[start : end + 1])
-        except ValueError as exc:
-            raise StoryOutputInvalid(
-                f"the writer's answer is not valid JSON ({exc.msg} at character "
-                f"{exc.pos + start})"
-            ) from None
-    raise StoryOutputInvalid("the writer's answer holds no JSON object")
+    if start < 0:
+        raise StoryOutputInvalid("the writer's answer holds no JSON object")
+    if end < start:
+        raise StoryOutputInvalid(
+            "the writer's answer is not valid JSON (its object never closes: cut off?)"
+        )
+    try:
+        return json.loads(text[start : end + 1])
+    except json.JSONDecodeError as exc:
+        raise StoryOutputInvalid(
+            f"the writer's answer is not valid JSON ({exc.msg} at character {exc.pos + start})"
+        ) from None
 
 
 def _text_field(data: Mapping[str, Any], name: str, where: str = "") -> str:
@@ -391,8 +391,11 @@ class ChatTextBackend:
     ``output_mode`` is the first way of asking for JSON tried (one of
     :data:`OUTPUT_MODES`); ``moderation`` says how topics are checked (one of
     :data:`MODERATION_MODES`). ``max_tokens`` bounds the model's answer,
-    ``max_story_chars`` the story's HTML. The HTTP options (timeouts,
-    deadlines, retries, size cap) are the shared layer's; ``call_timeout``
+    ``max_story_chars`` the story's HTML. The other options (``timeout``,
+    ``connect_timeout``, ``attempt_timeout``, ``call_timeout``, ``max_attempts``,
+    ``backoff``, ``max_backoff``, ``max_retry_after``, ``transport``, ``sleep``)
+    are the shared HTTP layer's
+    (:class:`~storylab.story.backends.http.HttpService`); ``call_timeout``
     bounds one call, every attempt and wait included. ``calls`` counts
     requests by kind (``chat``, ``moderation``), for the cost of a story.
     """
@@ -409,17 +412,8 @@ class ChatTextBackend:
         temperature: float | None = None,
         max_tokens: int | None = None,
         max_story_chars: int = DEFAULT_MAX_STORY_CHARS,
-        timeout: float = 120.0,
-        connect_timeout: float = 5.0,
-        attempt_timeout: float = 180.0,
-        call_timeout: float = 600.0,
         max_response_bytes: int = 4 * 1024 * 1024,
-        max_attempts: int = 4,
-        backoff: float = 0.5,
-        max_backoff: float = 8.0,
-        max_retry_after: float = 60.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        **http: Any,
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ValueError(f"model must be a model's name, got {model!r}")
@@ -445,17 +439,8 @@ class ChatTextBackend:
             key_envs=(api_key_env, "OPENAI_API_KEY"),
             wording=Wording("text service", "answer", "call"),
             errors=_ERRORS,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            attempt_timeout=attempt_timeout,
-            call_timeout=call_timeout,
             max_response_bytes=max_response_bytes,
-            max_attempts=max_attempts,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            max_retry_after=max_retry_after,
-            transport=transport,
-            sleep=sleep,
+            **http,
         )
         self.model = model.strip()
         self.api_key_env = api_key_env
@@ -602,9 +587,11 @@ class ModerationClient:
                 try:
                     return await self._endpoint(topic)
                 except RequestRejected as exc:
-                    if self.mode != "auto" or exc.status not in (404, 405, 501):
+                    # 404/405/501: no such endpoint; 400/422: not with that model
+                    # (a proxy that knows no moderation model). Either way: the chat model.
+                    if self.mode != "auto" or exc.status not in (400, 404, 405, 422, 501):
                         raise
-                    self.has_endpoint = False  # no such endpoint here: ask the chat model
+                    self.has_endpoint = False
             return await self.text.classify(topic)
         except (ServiceUnavailable, RequestRejected) as exc:
             raise ModerationBackendError(f"the safety check could not run: {exc}") from exc

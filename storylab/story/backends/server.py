@@ -168,9 +168,7 @@ def moderation_result(verdict: ContentSafetyResult) -> dict[str, Any]:
         "flagged": not verdict.is_safe,
         "categories": {cat: cat in hits for cat in MODERATION_CATEGORIES},
         "category_scores": {cat: level if cat in hits else 0.0 for cat in MODERATION_CATEGORIES},
-        "category_applied_input_types": {
-            cat: ["text"] for cat in MODERATION_CATEGORIES
-        },
+        "category_applied_input_types": {cat: ["text"] for cat in MODERATION_CATEGORIES},
     }
 
 
@@ -468,9 +466,7 @@ class ImageServer:
                 raise _HttpError(400, f"messages[{i}] must be an object with a role")
             content = message.get("content")
             if isinstance(content, list):  # content parts: keep the text ones
-                content = " ".join(
-                    str(p.get("text", "")) for p in content if isinstance(p, dict)
-                )
+                content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
             texts.append(str(content or ""))
         asked = texts[-1]
         format_name = ((spec.get("response_format") or {}).get("json_schema") or {}).get("name")
@@ -522,8 +518,10 @@ class ImageServer:
     async def _moderate(self, request: h11.Request, spec: dict[str, Any]):
         given = spec.get("input")
         inputs = [given] if isinstance(given, str) else given
-        if not isinstance(inputs, list) or not inputs or not all(
-            isinstance(x, str) for x in inputs
+        if (
+            not isinstance(inputs, list)
+            or not inputs
+            or not all(isinstance(x, str) for x in inputs)
         ):
             raise _HttpError(400, "input must be a string or a list of strings")
         results = [moderation_result(await self.text.check_safety(x)) for x in inputs]
