@@ -884,16 +884,14 @@ def _draw_new_things(draw, things, scene: Scene, W, H, horizon, unit, rng, outli
 
 def _write(draw, text: str, cx, cy, w, h, fill) -> None:
     """``text`` centred in a box, as large as fits (Pillow's own font)."""
-    from PIL import ImageFont
-
     size = max(8, int(h * 0.4))
+    font = _font(size)
     while size > 8:
-        font = ImageFont.load_default(size=size)
         box = draw.textbbox((0, 0), text, font=font)
         if box[2] - box[0] <= w * 0.9:
             break
         size -= 2
-    font = ImageFont.load_default(size=size)
+        font = _font(size)
     box = draw.textbbox((0, 0), text, font=font)
     draw.text(
         (cx - (box[2] - box[0]) / 2, cy - (box[3] - box[1]) / 2 - box[1]),
@@ -901,6 +899,16 @@ def _write(draw, text: str, cx, cy, w, h, fill) -> None:
         font=font,
         fill=fill,
     )
+
+
+def _font(size: int):
+    """Pillow's built-in font at ``size`` (before Pillow 10.1 it has one size only)."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:
+        return ImageFont.load_default()
 
 
 def _held_things(draw, things, scene: Scene, hx, base, s, unit, W, H, outline) -> None:
