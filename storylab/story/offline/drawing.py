@@ -276,6 +276,8 @@ def draw_scene(scene: Scene, style: str, width: int, height: int, seed: str | in
     words = set(things) | {setting}
     if setting == "meadow" and not scene.guessed:
         words.add("flowers")
+    if scene.pose == "holding" and "nest" in words:
+        words.discard("nest")  # in the hero's arms, drawn with the hero
     _draw_things(draw, words, W, H, horizon, unit, rng, outline)
     _draw_new_things(draw, things, scene, W, H, horizon, unit, rng, outline)
     # The figures: the others across from the hero, the hero in front.
@@ -936,6 +938,13 @@ def _held_things(draw, things, scene: Scene, hx, base, s, unit, W, H, outline) -
         for i in range(1, 4):
             y = ny - n * 1.2 + i * n * 0.6
             draw.line([(nx - n * 0.7, y), (nx + n * 0.7, y)], fill=(120, 140, 200), width=1)
+    if "nest" in things and scene.pose == "holding":
+        nx, ny, n = hx + side * s * 0.3, base - s * 0.55, s * 0.28
+        draw.ellipse([nx - n, ny - n * 0.4, nx + n, ny + n * 0.5], fill=(120, 84, 50),
+                     outline=(80, 55, 30))  # fmt: skip
+        for i in range(4):
+            y = ny - n * 0.1 + i * n * 0.12
+            draw.line([(nx - n, y), (nx + n, y - n * 0.1)], fill=(90, 62, 38), width=1)
     if "umbrella" in things:
         ux, uy, u = hx + side * s * 0.15, base - s * 1.35, s * 0.55
         draw.pieslice(
@@ -1938,7 +1947,7 @@ def _draw_creature(draw, c: _Creature, cx: float, base: float, s: float, line) -
                     fill=_shade(line, 1.3),
                     width=1,
                 )
-    _accessory(draw, c, hx, hy, hr, by0, line)
+    _accessory(draw, c, hx, hy, hr, by0 + hr * 0.3, line)  # the scarf under the chin
 
 
 def _accessory(draw, c: _Creature, hx, hy, hr, neck, line) -> None:

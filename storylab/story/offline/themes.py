@@ -287,7 +287,7 @@ _KINDNESS = Theme(
         "oak, nest | HF | day | close right reaching",
         "oak, nest | F | dusk | wide centre standing",
         "oak, nest | HF | dusk | medium left waving",
-        "oak | HF | day | close right waving",
+        "oak, flowers | FH | dawn | medium left waving",
         "oak, feather | HF | dawn | close centre holding",
     ),
 )
