@@ -84,6 +84,7 @@ SAFE = [
     "a snowball fight",
     "a cat who kills time by napping",
     "why the moon changes shape",
+    "a zombie costume for halloween",
 ]
 
 

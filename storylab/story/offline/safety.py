@@ -251,6 +251,8 @@ _KIND_WORDS = {
     "cuddly", "happy", "funny", "love", "share", "dance", "sing", "giggle", "polite",
     "vegetarian", "tiny", "clumsy", "cute", "good", "hug", "smile", "bake", "play",
     "nervous", "timid", "brave", "curious", "wonder", "sorry", "apologise", "apologize",
+    # pretend play: a zombie costume is a child dressing up
+    "costume", "pretend", "party", "dress-up", "mask", "halloween", "toy", "puppet",
 }  # fmt: skip
 # Mild words: noted in the reasoning, never a refusal on their own.
 _MILD = {
