@@ -171,6 +171,9 @@ def test_how_volcanoes_work_is_about_volcanoes_not_an_owl_and_a_ball():
         ("a girl who learns to share", "girl", None),
         ("a crab who sings", "crab", None),
         ("a shy dragon", "dragon", None),
+        ("a story about a cat who goes to the moon", "cat", None),
+        ("a giraffe", "giraffe", None),
+        ("a princess and a unicorn", "princess", "unicorn"),
     ],
 )
 def test_the_hero_is_the_character_the_topic_names(topic, hero, friend):
@@ -191,7 +194,7 @@ def test_a_topic_that_is_a_subject_gets_a_child_hero_not_a_garden_in_a_coat(topi
 
 
 def test_an_unknown_topic_word_never_becomes_the_hero():
-    for topic in ("a garden", "the kitchen", "a red bicycle", "homework", "rain"):
+    for topic in ("a garden", "the kitchen", "a red bicycle", "homework", "rain", "how", "", "?"):
         plan = plan_offline_story(topic)
         assert plan.hero_kind in PEOPLE_KINDS + CREATURE_KINDS, (topic, plan.hero_kind)
 

@@ -116,6 +116,29 @@ _KIND_COLOUR = {
     "frog": "green",
     "pig": "pink",
     "bird": "blue",
+    "elephant": "grey",
+    "cow": "white",
+    "sheep": "white",
+    "goat": "white",
+    "monkey": "brown",
+    "hippo": "grey",
+    "panda": "white",
+    "koala": "grey",
+    "horse": "brown",
+    "pony": "golden",
+    "zebra": "white",
+    "giraffe": "golden",
+    "deer": "brown",
+    "hamster": "golden",
+    "rat": "grey",
+    "crocodile": "green",
+    "lizard": "green",
+    "chicken": "white",
+    "hen": "brown",
+    "parrot": "green",
+    "eagle": "brown",
+    "goose": "white",
+    "swan": "white",
 }
 # Creatures drawn with another's shape (and a mark of their own).
 _DRAWN_AS = {
@@ -128,7 +151,27 @@ _DRAWN_AS = {
     "frog": "mouse",
     "penguin": "owl",
     "bird": "robin",
+    "elephant": "bear",
+    "cow": "bear",
+    "sheep": "bear",
+    "goat": "bear",
+    "monkey": "bear",
+    "hippo": "bear",
+    "panda": "bear",
+    "koala": "bear",
+    "hamster": "mouse",
+    "rat": "mouse",
+    "crocodile": "dragon",
+    "lizard": "dragon",
+    "chicken": "robin",
+    "hen": "robin",
+    "parrot": "robin",
+    "eagle": "owl",
+    "goose": "duck",
+    "swan": "duck",
 }
+# Four-legged grazers drawn like a pony (only a unicorn has a horn).
+_HOOFED = ("unicorn", "horse", "pony", "zebra", "giraffe", "deer")
 CREATURES = CREATURE_KINDS
 THINGS = _PROMPT_THINGS
 
@@ -940,8 +983,9 @@ def _held_things(draw, things, scene: Scene, hx, base, s, unit, W, H, outline) -
             draw.line([(nx - n * 0.7, y), (nx + n * 0.7, y)], fill=(120, 140, 200), width=1)
     if "nest" in things and scene.pose == "holding":
         nx, ny, n = hx + side * s * 0.3, base - s * 0.55, s * 0.28
-        draw.ellipse([nx - n, ny - n * 0.4, nx + n, ny + n * 0.5], fill=(120, 84, 50),
-                     outline=(80, 55, 30))  # fmt: skip
+        draw.ellipse(
+            [nx - n, ny - n * 0.4, nx + n, ny + n * 0.5], fill=(120, 84, 50), outline=(80, 55, 30)
+        )
         for i in range(4):
             y = ny - n * 0.1 + i * n * 0.12
             draw.line([(nx - n, y), (nx + n, y - n * 0.1)], fill=(90, 62, 38), width=1)
@@ -971,8 +1015,8 @@ def _draw_figure(
         _draw_monster(draw, _creature(f), cx, base, s, line)
     elif f.kind == "dinosaur":
         _draw_dinosaur(draw, _creature(f), cx, base, s, line, facing)
-    elif f.kind == "unicorn":
-        _draw_unicorn(draw, _creature(f), cx, base, s, line, facing)
+    elif f.kind in _HOOFED:
+        _draw_hoofed(draw, _creature(f), cx, base, s, line, facing)
     else:
         c = _creature(f)
         drawn = _Creature(_DRAWN_AS.get(f.kind, f.kind), c.colour, c.accessory, c.accessory_colour)
@@ -988,6 +1032,7 @@ def _draw_figure(
                     fill=(40, 30, 30),
                     width=max(2, int(s * 0.04)),
                 )
+        _marks(draw, f.kind, c, cx, base, s, line)
         if f.kind == "pig":
             hx, hy, hr = cx, base - s * 0.95 - s * 0.176, s * 0.32
             draw.ellipse(
@@ -1493,16 +1538,32 @@ def _draw_dinosaur(draw, c: _Creature, cx, base, s, line, facing: int) -> None:
         draw.ellipse([x - r, y - r, x + r, y + r], fill=light)
 
 
-def _draw_unicorn(draw, c: _Creature, cx, base, s, line, facing: int) -> None:
-    """A unicorn: a pony with a golden horn and a pink mane."""
+def _draw_hoofed(draw, c: _Creature, cx, base, s, line, facing: int) -> None:
+    """A pony, a horse, a zebra, a deer, a giraffe (a long neck) or a unicorn (a horn)."""
+    kind = c.kind
     body, dark = c.colour, _shade(c.colour, 0.8)
     bw, bh = s * 0.42, s * 0.24
     by = base - s * 0.38 - bh
+    if kind == "giraffe":  # the body stays, the neck and head go up
+        by -= s * 0.1
     for dx in (-0.7, -0.4, 0.4, 0.7):
         x = cx + dx * bw
         draw.rectangle([x - s * 0.04, by + bh, x + s * 0.04, base], fill=dark, outline=line)
     draw.ellipse([cx - bw, by, cx + bw, by + bh * 2], fill=body, outline=line)
-    tail = (240, 140, 190)
+    tail = {"unicorn": (240, 140, 190), "zebra": (40, 36, 40)}.get(kind, _shade(body, 0.55))
+    if kind == "zebra":
+        for i in range(5):
+            x = cx - bw * 0.7 + i * bw * 0.35
+            draw.line(
+                [(x, by + bh * 0.1), (x + s * 0.04, by + bh * 1.8)],
+                fill=(40, 36, 40),
+                width=max(2, int(s * 0.04)),
+            )
+    if kind == "giraffe":
+        for dx, dy in ((-0.5, 0.6), (0.1, 0.4), (0.5, 1.0), (-0.1, 1.3)):
+            r = s * 0.05
+            x, y = cx + dx * bw, by + dy * bh
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=(150, 95, 45))
     draw.ellipse(
         [
             cx - facing * bw * 1.25 - s * 0.08,
@@ -1513,18 +1574,43 @@ def _draw_unicorn(draw, c: _Creature, cx, base, s, line, facing: int) -> None:
         fill=tail,
     )
     nx = cx + facing * bw * 0.7
+    up = s * (0.75 if kind == "giraffe" else 0.3)
     draw.polygon(
         [
             (nx - s * 0.08, by + bh * 0.5),
-            (nx + facing * s * 0.08, by - s * 0.3),
-            (nx + facing * s * 0.22, by - s * 0.28),
+            (nx + facing * s * 0.08, by - up),
+            (nx + facing * s * 0.22, by - up + s * 0.02),
             (nx + s * 0.1, by + bh),
         ],
         fill=body,
         outline=line,
     )
-    hx, hy, hr = nx + facing * s * 0.2, by - s * 0.32, s * 0.11
+    hx, hy, hr = nx + facing * s * 0.2, by - up - s * 0.02, s * 0.11
     draw.ellipse([hx - hr * 1.4, hy - hr, hx + hr * 1.4, hy + hr], fill=body, outline=line)
+    if kind == "deer":
+        for side in (-1, 1):
+            x = hx + side * hr * 0.4
+            draw.line(
+                [(x, hy - hr * 0.7), (x + side * hr * 0.5, hy - hr * 2.0)],
+                fill=(120, 80, 40),
+                width=max(2, int(s * 0.025)),
+            )
+            draw.line(
+                [(x + side * hr * 0.25, hy - hr * 1.4), (x + side * hr * 0.9, hy - hr * 1.6)],
+                fill=(120, 80, 40),
+                width=max(2, int(s * 0.025)),
+            )
+    if kind != "unicorn":
+        draw.ellipse(
+            [
+                hx + facing * hr * 0.3 - hr * 0.18,
+                hy - hr * 0.4,
+                hx + facing * hr * 0.3 + hr * 0.18,
+                hy - hr * 0.05,
+            ],
+            fill=(30, 25, 30),
+        )
+        return
     draw.polygon(
         [
             (hx - hr * 0.3, hy - hr * 0.8),
@@ -1553,6 +1639,46 @@ def _draw_unicorn(draw, c: _Creature, cx, base, s, line, facing: int) -> None:
         ],
         fill=(30, 25, 30),
     )
+
+
+def _marks(draw, kind: str, c: _Creature, cx, base, s, line) -> None:
+    """What tells a creature drawn with another's shape apart: a trunk, spots, a beak."""
+    by0 = base - s * 0.95
+    hr = s * 0.32
+    hx, hy = cx, by0 - hr * 0.55
+    if kind == "elephant":
+        draw.line(
+            [(hx, hy + hr * 0.2), (hx + hr * 0.1, hy + hr * 1.3), (hx + hr * 0.5, hy + hr * 1.5)],
+            fill=c.colour,
+            width=max(3, int(hr * 0.35)),
+        )
+        for side in (-1, 1):
+            ex = hx + side * hr * 1.0
+            draw.ellipse(
+                [ex - hr * 0.5, hy - hr * 0.6, ex + hr * 0.5, hy + hr * 0.5],
+                fill=_shade(c.colour, 0.85),
+                outline=line,
+            )
+    elif kind == "cow":
+        for dx, dy in ((-0.2, 0.4), (0.15, 0.65), (-0.05, 0.85)):
+            r = s * 0.08
+            x, y = cx + dx * s, by0 + dy * s
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=(45, 40, 45))
+    elif kind == "panda":
+        for side in (-1, 1):
+            ex, ey = hx + side * hr * 0.38, hy - hr * 0.1
+            draw.ellipse(
+                [ex - hr * 0.28, ey - hr * 0.3, ex + hr * 0.28, ey + hr * 0.3], fill=(40, 36, 40)
+            )
+            draw.ellipse(
+                [ex - hr * 0.1, ey - hr * 0.1, ex + hr * 0.1, ey + hr * 0.1], fill=(250, 250, 250)
+            )
+    elif kind == "sheep":
+        for i in range(7):
+            a = i * math.pi / 3.5
+            x, y = hx + math.cos(a) * hr * 0.9, hy - hr * 0.6 + math.sin(a) * hr * 0.3
+            r = hr * 0.3
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=(250, 250, 245), outline=line)
 
 
 def _star(x: float, y: float, outer: float, inner: float) -> list[tuple[float, float]]:

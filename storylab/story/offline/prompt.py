@@ -46,6 +46,9 @@ CREATURE_KINDS = (
     "kitten", "cat", "fox", "dragon", "owl", "bear", "rabbit", "bunny", "mouse", "hedgehog",
     "duck", "robin", "puppy", "dog", "robot", "ghost", "monster", "dinosaur", "lion",
     "tiger", "wolf", "squirrel", "badger", "unicorn", "penguin", "frog", "pig", "bird",
+    "elephant", "cow", "sheep", "goat", "monkey", "hippo", "panda", "koala", "horse", "pony",
+    "zebra", "giraffe", "deer", "hamster", "rat", "crocodile", "lizard", "chicken", "hen",
+    "parrot", "eagle", "goose", "swan",
 )  # fmt: skip
 PEOPLE_KINDS = (
     "girl", "boy", "child", "firefighter", "knight", "princess", "prince", "king", "queen",

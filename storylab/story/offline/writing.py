@@ -77,6 +77,29 @@ _KINDS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "frog": (("green",), "skin", "foot"),
     "pig": (("pink",), "skin", "trotter"),
     "bird": (("blue", "yellow"), "feathers", "wing"),
+    "elephant": (("grey",), "skin", "trunk"),
+    "cow": (("white", "brown"), "coat", "hoof"),
+    "sheep": (("white",), "wool", "hoof"),
+    "goat": (("white", "brown"), "coat", "hoof"),
+    "monkey": (("brown",), "fur", "hand"),
+    "hippo": (("grey", "purple"), "skin", "foot"),
+    "panda": (("white",), "fur", "paw"),
+    "koala": (("grey",), "fur", "paw"),
+    "horse": (("brown", "white", "black"), "coat", "hoof"),
+    "pony": (("brown", "white", "golden"), "coat", "hoof"),
+    "zebra": (("white",), "coat", "hoof"),
+    "giraffe": (("golden",), "coat", "hoof"),
+    "deer": (("brown",), "coat", "hoof"),
+    "hamster": (("golden", "brown"), "fur", "paw"),
+    "rat": (("grey", "brown"), "fur", "paw"),
+    "crocodile": (("green",), "scales", "claw"),
+    "lizard": (("green", "orange"), "scales", "claw"),
+    "chicken": (("white", "brown"), "feathers", "wing"),
+    "hen": (("brown", "white"), "feathers", "wing"),
+    "parrot": (("green", "red", "blue"), "feathers", "wing"),
+    "eagle": (("brown",), "feathers", "wing"),
+    "goose": (("white", "grey"), "feathers", "wing"),
+    "swan": (("white",), "feathers", "wing"),
 }
 # What people wear when their role decides it.
 _ROLE_CLOTHES = {
@@ -253,8 +276,13 @@ def plan_offline_story(topic: str, *, seed: int = 0) -> StoryPlan:
         at = words.index("who") if "who" in words else -1
         if at > 0 and words[at - 1] not in _ASKING:
             cast = [(at - 1, _singular(words[at - 1]))]
-    asking = bool(words) and (words[0] in ("how", "why", "what", "where", "when")
-                              or "about" in words)  # fmt: skip
+    # "how volcanoes work", "all about bees": a question or a lesson, not a tale about a
+    # character (but "a story about a cat" is about the cat).
+    lesson = ("about", "all about", "facts about", "learn about", "learning about")
+    asking = bool(words) and (
+        words[0] in ("how", "why", "what", "where", "when")
+        or any(" ".join(words).startswith(start + " ") for start in lesson)
+    )  # fmt: skip
     subject = _subject_of(words)
     themed = any(w in t.cues for t in THEMES.values() if t.name != "discovery" for w in words)
     subject_story = (asking and (subject or not cast)) or (
@@ -277,8 +305,8 @@ def plan_offline_story(topic: str, *, seed: int = 0) -> StoryPlan:
     hero = _figure(kind, described, rng, name)
     # The friend is the second character the topic names, else one of the theme's.
     named = [k for _, k in cast[1:] if k != kind]
-    friend_kind = named[0] if named else rng.choice(
-        [k for k in theme.friends if k != kind] or ["mouse"]
+    friend_kind = (
+        named[0] if named else rng.choice([k for k in theme.friends if k != kind] or ["mouse"])
     )
     friend_name = rng.choice(_FRIEND_NAMES)
     if friend_kind in PEOPLE_KINDS:
@@ -311,14 +339,14 @@ def _plan_subject(
     topic: str, words: list[str], subject: Subject | None, rng: random.Random
 ) -> StoryPlan:
     theme = THEMES["discovery"]
-    name_of = subject.name if subject else _generic_subject(words) or topic
+    name_of = subject.name if subject else _generic_subject(words) or "the world around us"
     kind = rng.choice(_CHILDREN)
     name = rng.choice(_GIRL_NAMES if kind == "girl" else _BOY_NAMES)
     hero = _figure(kind, ["curious"], rng, name)
     friend_kind = rng.choice(theme.friends)
     friend_name = rng.choice(_GROWN_UPS[friend_kind])
     friend = _figure(friend_kind, ["kind"], rng, friend_name)
-    title_words = name_of.removeprefix("the ").title()
+    title_words = _title(name_of)
     return StoryPlan(
         theme=theme.name,
         hero=name,
@@ -350,6 +378,13 @@ _GENERIC = Subject(
      "Books, pictures and people who know a lot can all help you learn more.",
      "'And when you know a little, you can always ask the next question.'"),
 )  # fmt: skip
+
+
+def _title(subject: str) -> str:
+    """A subject as a title says it: "the moon" -> "the Moon", "bees" -> "Bees"."""
+    if subject.startswith("the "):
+        return "the " + subject[4:].title()
+    return subject.title()
 
 
 def _ages(age_range: str) -> tuple[int, int]:
@@ -434,7 +469,7 @@ def write_offline_story(
         "Hp": plan.hero,
         "Fp": plan.friend if plan.theme == "discovery" else f"{plan.friend} the {friend_kind}",
         "S": plan.subject,
-        "St": plan.subject.removeprefix("the ").title(),
+        "St": _title(plan.subject),
         "SP": subject.place if subject else "",
     }  # fmt: skip
     if subject is not None:
