@@ -826,8 +826,8 @@ def _draw_new_things(draw, things, scene: Scene, W, H, horizon, unit, rng, outli
             x, y, b = W * (0.3 + 0.2 * i), H * (0.25 + 0.08 * (i % 2)), unit * 0.03
             c = ((240, 150, 60), (120, 160, 240), (230, 100, 170))[i]
             for side in (-1, 1):
-                draw.ellipse(sorted_box(x + side * b * 0.1, y - b, x + side * b * 1.1, y), fill=c)
-                wing = sorted_box(x + side * b * 0.1, y - b * 0.1, x + side * b * 0.8, y + b * 0.6)
+                draw.ellipse(_box(x + side * b * 0.1, y - b, x + side * b * 1.1, y), fill=c)
+                wing = _box(x + side * b * 0.1, y - b * 0.1, x + side * b * 0.8, y + b * 0.6)
                 draw.ellipse(wing, fill=c)
             draw.line([(x, y - b), (x, y + b * 0.6)], fill=(40, 30, 30), width=2)
     if "caterpillar" in things:
@@ -1067,14 +1067,12 @@ def _draw_person(draw, f: Figure, cx, base, s, line, pose: str, facing: int) -> 
     long_hair = f.kind in _LONG_HAIR
     # Behind the body: a backpack, wings, long hair.
     if f.accessory == "backpack":
-        box = sorted_box(
-            cx - facing * sw * 1.6, ty + s * 0.02, cx - facing * sw * 0.7, hip - s * 0.04
-        )
+        box = _box(cx - facing * sw * 1.6, ty + s * 0.02, cx - facing * sw * 0.7, hip - s * 0.04)
         col = _rgb(f.accessory_colour, "red")
         draw.rounded_rectangle(box, radius=s * 0.04, fill=col, outline=line)
     if f.kind == "fairy":
         for side in (-1, 1):
-            box = sorted_box(cx + side * sw * 0.5, ty - s * 0.08, cx + side * sw * 2.6, hip)
+            box = _box(cx + side * sw * 0.5, ty - s * 0.08, cx + side * sw * 2.6, hip)
             draw.ellipse(box, fill=(220, 235, 250), outline=line)
     if long_hair and f.kind != "grandma":
         draw.rounded_rectangle(
@@ -1085,7 +1083,7 @@ def _draw_person(draw, f: Figure, cx, base, s, line, pose: str, facing: int) -> 
     if pose == "sitting":
         for dy in (0.0, leg * 1.2):
             draw.rounded_rectangle(
-                sorted_box(cx, hip - leg + dy, cx + facing * s * 0.4, hip + dy),
+                _box(cx, hip - leg + dy, cx + facing * s * 0.4, hip + dy),
                 radius=leg * 0.4,
                 fill=dark,
                 outline=line,
@@ -1282,7 +1280,9 @@ def _draw_person(draw, f: Figure, cx, base, s, line, pose: str, facing: int) -> 
         )
 
 
-def sorted_box(x0, y0, x1, y1) -> list[float]:
+def _box(x0, y0, x1, y1) -> list[float]:
+    """A box Pillow accepts whichever way round its corners were computed (a figure facing
+    left mirrors its coordinates)."""
     return [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
 
 
@@ -1371,7 +1371,7 @@ def _headgear(draw, f: Figure, hx, hy, r, line, facing: int) -> None:
             outline=line,
         )
         draw.rounded_rectangle(
-            sorted_box(hx, hy - r * 0.55, hx + facing * r * 1.5, hy - r * 0.4),
+            _box(hx, hy - r * 0.55, hx + facing * r * 1.5, hy - r * 0.4),
             radius=r * 0.08,
             fill=_shade(col, 0.8),
         )

@@ -137,7 +137,6 @@ _STOP = {"work", "works", "working", "happen", "happens", "come", "comes", "make
          "lived", "lives", "form", "formed", "fall", "falls", "and", "in", "on", "at", "for",
          "with", "from", "who", "that", "which", "is", "are", "do", "does", "get", "gets",
          "go", "goes", "shape", "to"}  # fmt: skip
-_CLAUSE = re.compile(r"\b(who|that|which|and|with|in|on|at|from|learns?|finds?|goes|makes?)\b")
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +200,7 @@ def _subject_of(words: list[str]) -> Subject | None:
 
 def _generic_subject(words: list[str]) -> str:
     """The noun phrase a topic asks about: "how bicycles work" -> "bicycles"."""
-    rest = [w for w in words]
+    rest = list(words)
     while rest and rest[0] in _ASKING:
         rest = rest[1:]
     phrase: list[str] = []
