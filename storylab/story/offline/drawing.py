@@ -349,6 +349,8 @@ def draw_scene(scene: Scene, style: str, width: int, height: int, seed: str | in
     if hero is None and not others:
         hero = Figure("", "", rng.choice(sorted(COLOUR_RGB)))
     if hero is not None:
+        if scene.pose == "sitting":  # someone sitting is low: keep them in the picture
+            base = min(base, H * 0.97)
         _draw_figure(draw, hero, hx, base, s, line, scene.pose, side)
         _held_things(draw, things, scene, hx, base, s, unit, W, H, outline)
     if scene.pose == "sleeping" and hero is not None:
@@ -1055,8 +1057,6 @@ def _draw_person(draw, f: Figure, cx, base, s, line, pose: str, facing: int) -> 
     dark = _shade(cloth, 0.7)
     child = f.kind in ("girl", "boy", "child") or "little" in f.traits
     w = max(1, int(s * 0.012))
-    if pose == "sitting":
-        base -= 0  # the feet stay on the ground; the body sits lower
     r = s * (0.15 if child else 0.12)
     top = base - s + (s * 0.22 if pose == "sitting" else 0)
     hx, hy = cx, top + r * 1.05
@@ -1081,16 +1081,23 @@ def _draw_person(draw, f: Figure, cx, base, s, line, pose: str, facing: int) -> 
     # Legs and shoes.
     leg = s * 0.075
     if pose == "sitting":
-        for dy in (0.0, leg * 1.2):
+        # Sitting on the ground, knees up: a thigh forward, a shin down, a shoe.
+        legs_col = skin if gown else dark
+        for dx in (0.0, leg * 0.9):
+            knee = cx + facing * (s * 0.2 + dx)
             draw.rounded_rectangle(
-                _box(cx, hip - leg + dy, cx + facing * s * 0.4, hip + dy),
+                _box(cx, hip - leg, knee + facing * leg * 0.4, hip),
                 radius=leg * 0.4,
-                fill=dark,
+                fill=legs_col,
                 outline=line,
             )
-            fx = cx + facing * s * 0.42
+            draw.rectangle(
+                _box(knee - leg / 2, hip - leg / 2, knee + leg / 2, base - s * 0.03),
+                fill=legs_col,
+                outline=line,
+            )
             draw.ellipse(
-                [fx - leg * 0.9, hip - leg * 1.1 + dy, fx + leg * 0.9, hip + dy * 1.0],
+                _box(knee - leg * 0.6, base - s * 0.06, knee + facing * leg * 1.3, base + s * 0.01),
                 fill=(60, 45, 40),
             )
     else:

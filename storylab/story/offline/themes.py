@@ -135,7 +135,7 @@ _COURAGE = Theme(
          "away over the brambles.",
          "'It was a present from my granny,' sobbed {F}.",
          "{Fp} crying at the edge of the wood while {Hp} listens, tall trees behind"),
-        ("{H}'s knees shook, because the brambles were sharp and the path was dark.",
+        ("{H} trembled, because the brambles were sharp and the path was dark.",
          "But {F} looked so sad that {H} took a deep breath.",
          "{Hp} trembling at the start of a dark path into the brambles, {Fp} beside"),
         ("'Being brave means going even when you are scared,' {H} whispered, and stepped "
