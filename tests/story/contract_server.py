@@ -334,7 +334,7 @@ def _default_answer(messages: list, body: dict) -> str:
     return json.dumps(
         {
             "title": story.title,
-            "hero": "the hero",
+            "hero": "",
             "html_content": story.html_content,
             "image_prompts": [p.to_json() for p in story.image_prompts],
             "moral": story.moral,

@@ -257,3 +257,21 @@ async def test_the_writer_retries_a_busy_server_and_honours_retry_after():
     assert all(len(s.image_prompts) == 2 for s in stories)
     assert stats.rejected > 0 and text.retries == stats.rejected
     assert stats.peak_in_flight == 1 and waits and set(waits) == {3.0}
+
+
+def test_every_image_prompt_carries_the_heros_description():
+    hero = "Pip, a small orange kitten with a blue scarf"
+    prompts = [
+        {"placeholder": "{{IMAGE_1}}", "prompt": f"{hero} on a hill at dusk", "alt_text": "a"},
+        {"placeholder": "{{IMAGE_2}}", "prompt": "A kitten asleep under the moon."},
+    ]
+    story = parse_story(_story(GOOD_HTML, hero=hero, image_prompts=prompts), CUST)
+    first, second = (p.prompt for p in story.image_prompts)
+    assert first == f"{hero} on a hill at dusk"  # already there: left as written
+    assert second == f"A kitten asleep under the moon. The main character is {hero}."
+    assert story.reference_image_description == hero
+
+
+def test_a_reasoning_block_before_the_json_is_skipped():
+    answer = "<think>The user wants {a story}.</think>\n" + json.dumps(_story(GOOD_HTML))
+    assert parse_story(answer, CUST).title == "Pip and the Moon"

@@ -237,8 +237,9 @@ def _safety_messages(topic: str, age_range: str = DEFAULT_AGE_RANGE) -> list[dic
 
 # -- reading the answer ----------------------------------------------------------------
 def _json_in(text: str) -> Any:
-    """The JSON object in a model's text: as it is, inside a code fence, or amid prose."""
-    text = text.strip()
+    """The JSON object in a model's text: as it is, inside a code fence, or amid prose
+    (a reasoning model's ``<think>...</think>`` block before it is skipped)."""
+    text = re.sub(r"<think>.*?</think>", "", text, flags=re.S | re.I).strip()
     try:
         return json.loads(text)
     except ValueError:
@@ -322,6 +323,8 @@ def parse_story(
             f"the writer's answer: image_prompts has {len(raw_prompts)} prompts; the story "
             f"asks for {count} illustrations"
         )
+    hero = data.get("hero")
+    hero = " ".join(hero.split()) if isinstance(hero, str) else ""
     prompts: list[ImagePrompt] = []
     for i, item in enumerate(raw_prompts[:count], start=1):
         where = f"image_prompts[{i}]."
@@ -333,10 +336,15 @@ def parse_story(
                 f"the writer's answer: {where}placeholder {placeholder} is used twice"
             )
         alt = item.get("alt_text")
+        prompt = _text_field(item, "prompt", where)
+        if hero and hero.lower() not in prompt.lower():
+            # The model forgot the hero here: without it this picture would show
+            # someone else, so the description every other page has is added.
+            prompt = f"{prompt.rstrip('. ')}. The main character is {hero}."
         prompts.append(
             ImagePrompt(
                 placeholder=placeholder,
-                prompt=_text_field(item, "prompt", where),
+                prompt=prompt,
                 alt_text=alt.strip() if isinstance(alt, str) and alt.strip() else title,
             )
         )
@@ -360,6 +368,7 @@ def parse_story(
         image_prompts=prompts,
         moral=moral.strip() if isinstance(moral, str) else "",
         age_range=age_range,
+        reference_image_description=hero or None,
     )
 
 
