@@ -503,3 +503,82 @@ def test_the_quick_subset_passes_from_the_unpacked_sdist_against_the_wheel(built
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     summary = done.stdout.strip().splitlines()[-1]
     assert re.search(r"\b\d{2,} passed", summary) and "failed" not in summary, summary
+
+
+# -- the README's commands ---------------------------------------------------------------
+def quick_start_commands() -> list[str]:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    return [ln.strip() for b in blocks for ln in b.splitlines()
+            if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def test_the_quick_start_makes_a_venv_then_installs_the_lab_and_tests():
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert "make a virtual environment first" in " ".join(section.split())
+    assert quick_start_commands() == [
+        "python3 -m venv .venv && source .venv/bin/activate",
+        'pip install -e ".[lab]" && storylab run',
+        'pip install -e ".[test]" && python -m pytest',
+    ]
+
+
+def test_ci_runs_exactly_the_readmes_test_command():
+    test_command = quick_start_commands()[-1]
+    ci = [ln.strip() for ln in (REPO / ".ci" / "run").read_text().splitlines()]
+    assert ci.count(test_command) == 1, f".ci/run must run {test_command!r}"
+    assert not [ln for ln in ci if "pytest" in ln and not ln.startswith("#")
+                and ln != test_command]
+
+
+@pytest.mark.slow
+def test_the_readmes_first_command_works_in_a_fresh_venv(tmp_path):
+    """``pip install -e ".[lab]" && storylab run`` in a new venv, on a copy of this tree.
+
+    The venv sees the libraries installed here (no download), so what this
+    proves is that the extra resolves and the command runs from the install.
+    """
+    source = _copy_source(tmp_path / "src")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+                   check=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(PATH=f"{venv / 'bin'}:{env.get('PATH', '')}", STORYLAB_HOME=str(tmp_path / "home"))
+    install, run = quick_start_commands()[1].split(" && ")
+    done = subprocess.run(install + " --quiet", shell=True, cwd=source,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    work = tmp_path / "work"
+    work.mkdir()
+    ran = subprocess.run(run + " --time-scale 0.01", shell=True, cwd=work, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-2000:]
+    assert list((work / "out").glob("*.html")), "storylab run wrote no page"
+    where = subprocess.run([str(venv / "bin" / "python"), "-c",
+                            "import storylab; print(storylab.__file__)"],
+                           capture_output=True, text=True, cwd=work, env=env)
+    assert Path(where.stdout.strip()).is_relative_to(source)
+
+
+# -- what Binder (repo2docker) would build -----------------------------------------------
+def test_repo2docker_builds_from_binder_with_pip_python_and_postbuild(tmp_path):
+    """repo2docker's own plan for this repository (``--no-build --debug`` prints the
+    Dockerfile without Docker): Python from binder/runtime.txt, binder/requirements.txt
+    installed with pip into the kernel's environment, binder/postBuild run; the root
+    environment.yml (for conda users) not used."""
+    pytest.importorskip("repo2docker", reason="jupyter-repo2docker is in the test extra")
+    source = _copy_source(tmp_path / "src")
+    done = subprocess.run(
+        [sys.executable, "-m", "repo2docker", "--no-build", "--debug", str(source)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    said = done.stdout + done.stderr
+    assert done.returncode == 0, said[-3000:]
+    runtime = (REPO / "binder" / "runtime.txt").read_text().strip().removeprefix("python-")
+    assert f"python={runtime}" in said, "repo2docker did not take the Python of runtime.txt"
+    assert 'pip install --no-cache-dir -r "binder/requirements.txt"' in said
+    assert "RUN ./binder/postBuild" in said
+    assert "environment.yml" not in said, "repo2docker would read an environment.yml"
+    assert "src/binder/requirements.txt" in said
