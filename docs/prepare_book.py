@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("_config.yml", "_toc.yml"):
         shutil.copyfile(REPO / "docs" / name, out / name)
     shutil.copytree(REPO / "docs" / "_ext", out / "_ext")
+    # Jupyter Book adds every stylesheet in the book's _static/ to every page.
+    shutil.copytree(REPO / "docs" / "_static", out / "_static")
     for name in PAGES:
         shutil.copyfile(REPO / "docs" / name, out / "docs" / name)
 

@@ -140,6 +140,8 @@ def opened(browser, book_html):
                     code: [...document.querySelectorAll('div.cell')]
                         .filter((el) => visible(el)).map((el) => el.innerText),
                     mathjaxErrors: document.querySelectorAll('.MathJax_Error, merror').length,
+                    wideTables: [...document.querySelectorAll('article table')]
+                        .filter((t) => t.scrollWidth > t.parentElement.clientWidth + 2).length,
                 };
             }""",
             SNAPSHOT_CLASS,
@@ -234,6 +236,12 @@ def test_the_launch_buttons_open_the_chapter_on_binder(opened, book_html):
         assert set(facts["binder"]) == {expected_binder_url(chapter)}, (
             f"{chapter}: Binder buttons {facts['binder']}"
         )
+
+
+def test_the_reference_tables_fit_the_page(opened):
+    wide = {name: facts["wideTables"] for name, (_, facts) in opened.items()
+            if name.startswith("docs/") and facts["wideTables"]}
+    assert wide == {}, f"tables wider than the page (readers must scroll sideways): {wide}"
 
 
 def test_the_landing_page_teaches_the_path(opened, book_html):
