@@ -45,12 +45,14 @@ def book_html() -> Path:
         if not (folder / "index.html").is_file():
             pytest.fail(f"${BOOK_ENV}={given} holds no index.html", pytrace=False)
         return folder
+    # The script runs `python` and `jupyter-book`: those of this interpreter's environment.
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     log = REPO / "build" / "book-build.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
         done = subprocess.run(
             ["bash", str(REPO / "docs" / "build_book.sh")],
-            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, timeout=1800,
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=1800,
         )
     if done.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
