@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import NoReturn
 
-from storylab import _demo
+from storylab import _demo, _tutorial_files
 from storylab._cli_args import (
     EXIT_CODES_HELP,
     EXIT_FAILED,
@@ -32,10 +32,11 @@ COMMANDS: dict[str, tuple[ModuleType, str]] = {
     "run": (cli_run, "generate illustrated stories (resumes an interrupted run)"),
     "serve-images": (
         cli_serve,
-        "serve the simulated image generator over an OpenAI-compatible HTTP API",
+        "serve the simulated models (images, chat, moderations) over an OpenAI-compatible API",
     ),
     "eg": (eg_cli, "inspect the entity graph (tree, node, list)"),
     "demo": (_demo, "a small scheduling demo: five groups under a shared limit"),
+    "notebooks": (_tutorial_files, "copy the tutorial notebooks out, to open in JupyterLab"),
 }
 
 
