@@ -160,13 +160,15 @@ class _Member:
 
 
 class _Limit:
-    __slots__ = ("capacity", "members", "lost", "contended")
+    __slots__ = ("capacity", "members", "lost", "contended", "returned", "granted")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.members: dict[str, _Member] = {}
         self.lost: OrderedDict[str, None] = OrderedDict()
         self.contended = False
+        self.returned = 0  # units given back by processes, in total
+        self.granted = 0  # units handed to processes, in total
 
     def free(self) -> int:
         return self.capacity - sum(m.grant for m in self.members.values())
@@ -271,6 +273,7 @@ class SharedLimitAllocator:
             give = min(m.target - m.grant, free)
             m.grant += give
             m.add += give
+            limit.granted += give
             free -= give
             m.news.set()
         limit.contended = any(m.grant < m.target for m in members)
@@ -306,6 +309,7 @@ class SharedLimitAllocator:
         m.seen = now
         m.lease_timeout = lease_timeout
         m.grant = max(0, m.grant - returned)
+        limit.returned += returned
         if wants is not None:
             m.wants = [(int(w), int(u), int(n)) for w, u, n in wants]
         self._rebalance(limit)
@@ -330,6 +334,8 @@ class SharedLimitAllocator:
             "members": {k: (m.grant, m.target) for k, m in limit.members.items()},
             "free": limit.free(),
             "capacity": limit.capacity,
+            "returned": limit.returned,
+            "granted": limit.granted,
         }
 
 
