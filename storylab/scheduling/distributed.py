@@ -709,9 +709,16 @@ class DistributedCapacityRoot(CapacitySource):
 
     def _check(self) -> None:
         self._watchdog = None
+        if self._rpc is None or not self._alive():
+            return  # closed, or the client or worker is closing
+        keeper = self._keeper
+        if keeper is not None and keeper.done() and self._lost_reason is None:
+            # Nothing renews the share any more (this should not happen):
+            # stop using it rather than outlive its lease.
+            self._lose("the renewal of its share stopped")
+            self._keeper = asyncio.ensure_future(self._keep())  # and start a new share
         self._give_up_if_late()
-        if self._keeper is not None and not self._keeper.done():
-            self._arm_watchdog()
+        self._arm_watchdog()
 
     def _give_up_if_late(self) -> None:
         now = asyncio.get_running_loop().time()
@@ -889,6 +896,12 @@ class DistributedCapacityRoot(CapacitySource):
             self._keeper.cancel()
             await asyncio.gather(self._keeper, return_exceptions=True)
             self._keeper = None
+        # Units still in use stay counted under the old share until it
+        # expires; a later use of the root starts a new one.
+        self._stale += self._leased
+        self._leased = self._grant = 0
+        self._epoch += 1
+        self._rpc = self._ready = None
 
     def __repr__(self) -> str:
         return (

@@ -445,6 +445,32 @@ async def test_a_share_given_up_stays_counted_until_its_lease_expires():
             await other.close()
 
 
+async def test_a_share_nobody_renews_any_more_is_given_up_and_a_new_one_started():
+    async with scheduler() as (cluster, client):
+        root = DistributedCapacityRoot(3, name="g-keeper", client=client, lease_timeout=2)
+        story = CapacitySource(3, root, name="story")
+        await story.acquire(owner=1)
+        (old,) = shares(cluster, "g-keeper")["members"]
+        root._keeper.cancel()  # the renewal dies (a bug, say)
+        for _ in range(50):
+            await settle(0.05)
+            if root.losses:
+                break
+        # Given up within a watchdog tick, long before its lease could expire...
+        assert root.losses == 1 and root.share == 0
+        # ...and a new share is started, but the old one (all 3 units) stays
+        # counted until its lease expires: only then is the next unit had.
+        second = asyncio.ensure_future(story.acquire(owner=2))
+        await settle(0.5)
+        members = shares(cluster, "g-keeper")["members"]
+        assert members[old][0] == 3 and len(members) == 2 and not second.done()
+        await asyncio.wait_for(second, 10)
+        assert old not in shares(cluster, "g-keeper")["members"]
+        story.release(owner=1)
+        story.release(owner=2)
+        await root.close()
+
+
 async def test_try_acquire_on_a_distributed_tree_refuses_and_takes_nothing():
     async with scheduler() as (cluster, client):
         root = DistributedCapacityRoot(3, name="g-try", client=client)
