@@ -28,7 +28,13 @@ subtree as ``(units, seq)`` (units counted from that level down to the leaf,
 ``seq`` the arrival number of the waiter) and a heap of its children's
 candidates. A change at one leaf re-ranks the levels on its path only, and
 picking the next waiter walks down from the root along heap tops: both cost
-``O(depth x log(children))``, whatever the number of waiting stories.
+``O(depth x log(children))``, whatever the number of waiting stories. Keeping
+the index costs more than looking at a handful of leaves, so the policy only
+builds it once more than ``index_above`` (16) leaves have waiters, and scans
+below that (see :class:`FairPolicy`).
+
+Policies also tell the capacity source whether to call ``changed`` at all
+(``tracks_changes``): FIFO and the fair scan never need it.
 """
 
 from __future__ import annotations
