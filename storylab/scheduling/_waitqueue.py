@@ -28,7 +28,13 @@ subtree as ``(units, seq)`` (units counted from that level down to the leaf,
 ``seq`` the arrival number of the waiter) and a heap of its children's
 candidates. A change at one leaf re-ranks the levels on its path only, and
 picking the next waiter walks down from the root along heap tops: both cost
-``O(depth x log(children))``, whatever the number of waiting stories.
+``O(depth x log(children))``, whatever the number of waiting stories. Keeping
+the index costs more than looking at a handful of leaves, so the policy only
+builds it once more than ``index_above`` (16) leaves have waiters, and scans
+below that (see :class:`FairPolicy`).
+
+Policies also tell the capacity source whether to call ``changed`` at all
+(``tracks_changes``): FIFO and the fair scan never need it.
 """
 
 from __future__ import annotations
@@ -259,7 +265,33 @@ class FairPolicy(WaitQueue):
 
     def pop(self, root: Level) -> Waiter | None:
         if not self.tracks_changes:
-            return self._scan()
+            # The bounded scan, inlined: it runs once per serve.
+            best: Level | None = None
+            best_units = best_seq = 0
+            for leaf in self.queued:
+                units = 0
+                for lv in leaf.inner:
+                    used = lv.in_use
+                    if used >= lv.capacity:
+                        break
+                    units += used
+                else:
+                    seq = leaf.queue[0].seq
+                    if (
+                        best is None
+                        or units < best_units
+                        or (units == best_units and seq < best_seq)
+                    ):
+                        best, best_units, best_seq = leaf, units, seq
+            if best is None:
+                return None
+            queue = best.queue
+            waiter = queue.popleft()
+            waiter.queued = False
+            self.count -= 1
+            if not queue:
+                del self.queued[best]
+            return waiter
         lv = root
         while True:
             heap = lv.heap
@@ -283,31 +315,6 @@ class FairPolicy(WaitQueue):
             if not queue:
                 del self.queued[lv]
             return waiter
-
-    def _scan(self) -> Waiter | None:
-        """The same choice without the index: look at every waiting leaf."""
-        best: Level | None = None
-        best_units = best_seq = 0
-        for leaf in self.queued:
-            units = 0
-            for lv in leaf.inner:
-                used = lv.in_use
-                if used >= lv.capacity:
-                    break
-                units += used
-            else:
-                seq = leaf.queue[0].seq
-                if best is None or units < best_units or (units == best_units and seq < best_seq):
-                    best, best_units, best_seq = leaf, units, seq
-        if best is None:
-            return None
-        queue = best.queue
-        waiter = queue.popleft()
-        waiter.queued = False
-        self.count -= 1
-        if not queue:
-            del self.queued[best]
-        return waiter
 
 
 def _compact(level: Level) -> None:

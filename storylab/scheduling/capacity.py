@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from asyncio import Future
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -325,7 +326,7 @@ class CapacitySource:
                     self._record(trace, EventKind.ACQUIRE, owner)
                 return
         # _wait(), inlined for the same reason.
-        future = asyncio.get_running_loop().create_future()
+        future = Future()  # on the running loop
         waiter = Waiter(level, future, owner, trace)
         waits.add(waiter)
         if trace is not None:
@@ -480,8 +481,13 @@ class CapacitySource:
                 if waiter.trace is not None:
                     source._record(waiter.trace, EventKind.WAIT_CANCELLED, waiter.owner)
                 continue
-            source._take(waiter.owner)
-            if not waits.count and waits.tracks_changes:  # (_take did not: nobody waits)
+            # source._take(owner), inlined: this runs once per serve.
+            for lv in leaf.path:
+                lv.in_use += 1
+            holders = source._holders
+            owner = waiter.owner
+            holders[owner] = holders.get(owner, 0) + 1
+            if waits.tracks_changes:
                 waits.changed(leaf)
             if waiter.trace is not None:
                 source._record(waiter.trace, EventKind.GRANT, waiter.owner)
