@@ -245,23 +245,33 @@ def layer_of(module: str) -> str:
     return ".".join(parts[:2]) if len(parts) > 1 else module
 
 
+class _Imports(ast.NodeVisitor):
+    """Collects imported module names, anywhere (also inside functions), but
+    not under ``if TYPE_CHECKING:``: those are for annotations only."""
+
+    def __init__(self) -> None:
+        self.found: set[str] = set()
+
+    def visit_If(self, node: ast.If) -> None:
+        if ast.unparse(node.test) == "TYPE_CHECKING":
+            for stmt in node.orelse:
+                self.visit(stmt)
+        else:
+            self.generic_visit(node)
+
+    def visit_Import(self, node: ast.Import) -> None:
+        self.found.update(alias.name for alias in node.names)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        if node.module and node.level == 0:
+            self.found.add(node.module)
+
+
 def storylab_imports(source: str) -> set[str]:
-    """The storylab modules ``source`` imports when it runs (anywhere, also inside
-    functions; imports under ``if TYPE_CHECKING:`` are for annotations only)."""
-    tree = ast.parse(source)
-    skipped: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
-            skipped.update(id(n) for n in ast.walk(node))
-    found = set()
-    for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-    return {m for m in found if m == "storylab" or m.startswith("storylab.")}
+    """The storylab modules ``source`` imports when it runs."""
+    visitor = _Imports()
+    visitor.visit(ast.parse(source))
+    return {m for m in visitor.found if m == "storylab" or m.startswith("storylab.")}
 
 
 def forbidden_arrows(sources: dict[str, str]) -> list[str]:
