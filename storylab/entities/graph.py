@@ -172,6 +172,7 @@ from storylab.entities.errors import (
     LeaseLostError,
     UnknownEntityError,
 )
+from storylab.entities.postgres.url import is_server_url
 from storylab.entities.records import (
     HOST,
     LEASE_EXPIRED,
@@ -300,7 +301,7 @@ class EntityGraph:
         busy_timeout: float = 30.0,
     ) -> None:
         self.path = path
-        self.blobs = BlobStore(path.with_suffix(".blobs"))
+        self.blobs = self._open_blobs(path)
         self._conn = conn
         self._commit_mode = commit
         self._commit_interval = commit_interval
@@ -332,7 +333,7 @@ class EntityGraph:
         self._settling: set[str] = set()
         # The absolute path of the file: with an entity id, what names a run in
         # this process's table of live runs (two graphs of one file share it).
-        self.key = self._key = str(path.resolve())
+        self.key = self._key = self._graph_key(path)
         self._closed = False
         self.read_only = False  # set by open(read_only=True): every write is refused
         # Leases (see the module docstring). The token is this graph's own:
@@ -364,10 +365,23 @@ class EntityGraph:
         self._retry_delay = _RETRY_FIRST  # of a commit that found the lock taken
         # The file we opened, to notice it being deleted or replaced (by its
         # absolute path: the process may change its working directory).
-        st = os.stat(self._key)
-        self._file_id = (st.st_dev, st.st_ino)
+        self._file_id = self._identify()
         self._gone: str | None = None  # why the file is gone, once it is
         _OPEN.setdefault(self._key, weakref.WeakSet()).add(self)
+
+    # What a store on another medium (a server database) replaces: where its
+    # blobs live, the key that names the graph in this process, and what
+    # identifies the storage it opened.
+
+    def _open_blobs(self, path: Path) -> Any:
+        return BlobStore(path.with_suffix(".blobs"))
+
+    def _graph_key(self, path: Path) -> str:
+        return str(path.resolve())
+
+    def _identify(self) -> Any:
+        st = os.stat(self._key)
+        return (st.st_dev, st.st_ino)
 
     # ------------------------------------------------------------------ opening
 
@@ -386,8 +400,10 @@ class EntityGraph:
     ) -> EntityGraph:
         """Open (and if needed create) the graph stored at ``path``.
 
-        ``path`` is a file, a directory (``graph.sqlite`` inside it) or
-        ``None`` for :func:`default_graph_path`. With ``create=False`` a
+        ``path`` is a file, a directory (``graph.sqlite`` inside it),
+        ``None`` for :func:`default_graph_path`, or a ``postgresql://`` URL:
+        a graph on a PostgreSQL server (:mod:`storylab.entities.postgres`,
+        the ``storylab[postgres]`` extra), taking the same arguments. With ``create=False`` a
         missing file raises :class:`GraphNotFoundError` instead of being
         created. ``commit`` is ``"batched"`` (operations share a transaction,
         committed at the end of the event-loop iteration in which an entity
@@ -443,6 +459,19 @@ class EntityGraph:
             raise ValueError(
                 "lease_heartbeat must be a number of seconds above 0 and below lease_ttl "
                 f"({lease_ttl!r}); got {lease_heartbeat!r}"
+            )
+        if isinstance(path, str) and is_server_url(path):
+            from storylab.entities.postgres import open_graph
+
+            return open_graph(
+                path,
+                create=create,
+                commit=commit,
+                commit_interval=float(commit_interval),
+                read_only=read_only,
+                lease_ttl=float(lease_ttl),
+                lease_heartbeat=None if lease_heartbeat is None else float(lease_heartbeat),
+                busy_timeout=busy_timeout,
             )
         p = default_graph_path() if path is None else Path(path)
         if p.is_dir():

@@ -50,7 +50,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from storylab.entities.blobs import BlobStore
+from storylab.entities.blobs import Blobs
 from storylab.entities.envelopes import Envelope
 from storylab.entities.errors import LeaseLostError
 from storylab.entities.records import LeaseRecord, NodeRecord
@@ -65,10 +65,10 @@ __all__ = ["EntityStore"]
 class EntityStore(Protocol):
     """What an entity and its runs need from the store holding their graph."""
 
-    path: Path
-    """Where the graph lives (shown in messages)."""
-    blobs: BlobStore
-    """Binary outputs, by content key."""
+    path: Path | str
+    """Where the graph lives (shown in messages; never with a password)."""
+    blobs: Blobs
+    """Binary outputs, by content key (readable from every process of the graph)."""
 
     @property
     def key(self) -> str:
