@@ -163,3 +163,9 @@ def pg_target(tmp_path):
 
     with psycopg.connect(t.base, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{t.schema}" CASCADE')
+
+
+ROOT = Path(__file__).resolve().parents[3]
+ROOT_ENV = dict(
+    os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+)
