@@ -4,7 +4,8 @@
 folder) and the PostgreSQL store (a fresh schema, dropped afterwards, in the
 database named by ``$STORYLAB_TEST_PG``). Without that variable, or without
 a server answering there, the PostgreSQL cases skip and say how to start
-one; with ``$CI`` set they fail instead, so CI cannot pass without them.
+one; with ``$CI`` (or ``$STORYLAB_REQUIRE_PG``) set they fail instead, so
+CI cannot pass without them.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ HOW_TO_START = (
 
 def _unavailable(why: str) -> None:
     message = f"PostgreSQL store not tested: {why}; {HOW_TO_START}"
-    if os.environ.get("CI"):
+    if os.environ.get("CI") or os.environ.get("STORYLAB_REQUIRE_PG"):
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
 
