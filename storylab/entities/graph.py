@@ -1028,6 +1028,9 @@ class EntityGraph:
                 error = "another process holds the write lock"
             except sqlite3.Error as exc:  # "database is locked", "disk I/O error", ...
                 error = f"{type(exc).__name__}: {exc}"
+                log.debug(
+                    "entity graph %s: lease renewal failed (%s); trying again", self.path, error
+                )
             if not self._held:
                 return
             left = min(self._held.values()) + self._lease_ttl - margin - time.time()

@@ -475,3 +475,62 @@ def test_the_lease_ttl_comes_from_the_environment_and_is_checked(tmp_path, monke
         ValueError, match=r"busy_timeout must be a number of seconds in \[0, 3600\]"
     ):
         EntityGraph.open(tmp_path / "c.sqlite", lease_ttl=1, busy_timeout=-1)
+
+
+FAILING_DISK = """
+import asyncio, json, logging, resource, signal, sys
+from storylab.entities import EntityGraph, RunnableEntity
+
+logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(message)s")
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a refused write fails, it does not kill
+
+
+EXPIRIES = []
+
+
+class Quiet(RunnableEntity):
+    async def run_impl(self):
+        await asyncio.sleep(0.3)  # the lease is on disk and renewed
+        EXPIRIES.append(self.graph.lease(self.id).expires_at)
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, hard))  # no file may grow now
+        await asyncio.sleep(1.0)  # every renewal meanwhile fails: "disk is full"
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        await asyncio.sleep(0.6)  # renewed again
+        EXPIRIES.append(self.graph.lease(self.id).expires_at)
+        return "done"
+
+
+with EntityGraph.open(sys.argv[1], lease_ttl=3.0, lease_heartbeat=0.1) as graph:
+    entity = graph.create(Quiet, "quiet")
+
+    async def main():
+        result = await entity.run()
+        return result, graph._heartbeat is None  # the heartbeat ended with the run
+
+    result, stopped = asyncio.run(main())
+    node = graph.get_node(entity.id)
+    renewed = EXPIRIES[1] - EXPIRIES[0]
+    print(json.dumps({"result": result, "status": node.status, "stopped": stopped}))
+    print(json.dumps({"renewed": renewed}))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE and SIGXFSZ as on Linux")
+def test_the_heartbeat_retries_a_failing_disk_within_the_lease(tmp_path):
+    path = tmp_path / "graph.sqlite"
+    proc = subprocess.run(
+        [sys.executable, "-c", FAILING_DISK, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    outcome, renewal = (json.loads(line) for line in proc.stdout.splitlines())
+    assert outcome == {"result": "done", "status": "Completed", "stopped": True}
+    assert renewal["renewed"] >= 1.0  # renewed again after the window (1.6 s later)
+    failures = [line for line in proc.stderr.splitlines() if "lease renewal failed" in line]
+    assert failures, proc.stderr  # the disk did refuse the renewals
+    assert all("OperationalError" in line for line in failures), failures
+    assert "could not renew" not in proc.stderr  # it never had to give up

@@ -25,12 +25,16 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
+from storylab.story.backends.base import (
+    GeneratedImage,
+    ImageBackend,
+    ImageBackendError,
+    ImageRequest,
+)
 from storylab.story.models import (
     DEFAULT_ASPECT_RATIO,
     DEFAULT_IMAGE_QUALITY,
-    DEFAULT_MODEL_POOL,
     STYLE_DESCRIPTIONS,
 )
 
@@ -62,37 +66,8 @@ ASPECT_RATIOS: dict[str, tuple[int, int]] = {
 }
 
 
-class ImageBackendError(Exception):
-    """An image could not be generated. Subclasses say why."""
-
-
 class SimulatedImageFailure(ImageBackendError):
     """A failure injected on purpose into the simulated generator."""
-
-
-@dataclass(frozen=True, slots=True)
-class ImageRequest:
-    """What the image entity asks for. Unknown quality/ratio fall back to the defaults."""
-
-    prompt: str
-    placeholder: str = ""
-    quality: str = DEFAULT_IMAGE_QUALITY.value
-    aspect_ratio: str = DEFAULT_ASPECT_RATIO.value
-    model_pool: str = DEFAULT_MODEL_POOL
-
-
-@dataclass(frozen=True, slots=True)
-class GeneratedImage:
-    data: bytes
-    format: str  # "png" or "jpeg"
-    width: int
-    height: int
-    model_seconds: float | None = None
-
-
-@runtime_checkable
-class ImageBackend(Protocol):
-    async def generate(self, request: ImageRequest) -> GeneratedImage: ...
 
 
 def normalize_quality(quality: str | None) -> str:
@@ -972,6 +947,9 @@ class SimulatedImageBackend:
             return GeneratedImage(data, "png", width, height, round(seconds, 3))
         finally:
             self.in_flight -= 1
+
+    async def aclose(self) -> None:
+        """Nothing to close: the simulated model holds no connection."""
 
 
 def _placeholder(p: str) -> str:

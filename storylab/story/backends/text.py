@@ -26,8 +26,9 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
+from storylab.story.backends.base import TextBackend
 from storylab.story.backends.images import check_time_scale
 from storylab.story.html import escape_text
 from storylab.story.models import (
@@ -50,15 +51,6 @@ __all__ = [
     "plan_offline_story",
     "write_offline_story",
 ]
-
-
-@runtime_checkable
-class TextBackend(Protocol):
-    async def check_safety(self, topic: str) -> ContentSafetyResult: ...
-
-    async def write_story(
-        self, topic: str, customization: Mapping[str, Any] | None = None
-    ) -> StoryOutput: ...
 
 
 # -- safety ----------------------------------------------------------------------------
@@ -153,7 +145,12 @@ def assess_topic(topic: str) -> ContentSafetyResult:
     if good:
         reasoning += " Positive themes: " + ", ".join(good) + "."
     return ContentSafetyResult(
-        is_safe=is_safe, safety_score=score, concerns=concerns, reasoning=reasoning
+        is_safe=is_safe,
+        safety_score=score,
+        concerns=concerns,
+        reasoning=reasoning,
+        source="offline rules",
+        reason="; ".join(concerns) if concerns else "no concerning themes found",
     )
 
 
@@ -690,3 +687,6 @@ class SimulatedTextBackend:
         self.calls["writer"] += 1
         await asyncio.sleep(self.writer_seconds * self.time_scale)
         return write_offline_story(topic, customization, seed=self.seed)
+
+    async def aclose(self) -> None:
+        """Nothing to close: the offline writer holds no connection."""
