@@ -65,8 +65,11 @@ __all__ = ["EntityStore"]
 class EntityStore(Protocol):
     """What an entity and its runs need from the store holding their graph."""
 
-    path: Path | str
-    """Where the graph lives (shown in messages; never with a password)."""
+    @property
+    def path(self) -> Path | str:
+        """Where the graph lives (shown in messages; never with a password)."""
+        ...
+
     blobs: Blobs
     """Binary outputs, by content key (readable from every process of the graph)."""
 

@@ -216,3 +216,47 @@ def test_two_handles_in_one_process_share_the_graph(pg_target):
     b.set_data(node.id, json.dumps({"by": "b"}))
     b.flush()
     assert a.data_of(node.id) == {"by": "b"}
+
+
+def test_a_commit_after_a_failed_statement_is_reported_failed_not_done(pg_target):
+    """PostgreSQL answers COMMIT in a failed transaction with a rollback, not an
+    error: the store must not take that for a commit."""
+    from storylab.entities import EntityGraphError
+
+    g = pg_target.open()
+    kept = g.insert_node(NoteChild, "kept", {"v": 1}, None)  # committed (no loop running)
+
+    async def main() -> None:
+        g.insert_node(NoteChild, "lost", {}, None)  # pending, written at the commit
+        g.set_data(kept.id, json.dumps({"v": 2}))  # applied in the open transaction
+        with pytest.raises(Exception, match="DivisionByZero"):
+            g._conn.execute("SELECT 1 / 0")
+        waiter = g.commit_waiter()
+        assert waiter is not None
+        with pytest.raises(EntityGraphError, match="a commit to .* failed"):
+            await waiter
+
+    asyncio.run(main())
+    assert pg_target.rows("SELECT name, data FROM nodes") == [("kept", '{"v": 1}')]
+
+    with pytest.raises(EntityGraphError, match="a commit to .* failed"):
+        g.set_data(kept.id, "{}")  # the next operation hears of the failed commit too
+    g2 = pg_target.open()
+
+    async def only_applied() -> None:  # nothing left to write at the commit but COMMIT
+        g2.set_data(kept.id, json.dumps({"v": 3}))
+        with pytest.raises(Exception, match="DivisionByZero"):
+            g2._conn.execute("SELECT 1 / 0")
+        with pytest.raises(EntityGraphError, match="rolled back by the server"):
+            await g2.commit_waiter()
+
+    asyncio.run(only_applied())
+    assert pg_target.rows("SELECT name, data FROM nodes") == [("kept", '{"v": 1}')]
+
+
+def test_options_are_checked_before_the_server_is_asked(pg_target):
+    with pytest.raises(ValueError, match="commit must be one of 'batched', 'interval'"):
+        EntityGraph.open(pg_target.url, commit="sometimes")
+    with pytest.raises(ValueError, match="lease_ttl must be a positive number"):
+        EntityGraph.open(pg_target.url, lease_ttl=0)
+    assert pg_target.rows("SELECT 1 FROM storylab_meta") == []  # nothing was created
