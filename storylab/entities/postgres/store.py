@@ -235,9 +235,10 @@ def _open_error(exc: psycopg.OperationalError, url: ServerURL) -> EntityGraphErr
         or "pg_hba.conf" in low
     ):
         who = f"user {url.user!r}" if url.user else "this user"
+        hint = "" if url.secrets else " (the URL has no password: set $PGPASSWORD or ~/.pgpass)"
         return GraphAccessError(
             f"the PostgreSQL server at {url.host} refused the credentials of {who} for the "
-            f"entity graph {where} ({_reason(text)}); nothing was changed"
+            f"entity graph {where} ({_reason(text)}){hint}; nothing was changed"
         )
     if "does not exist" in low and "database" in low:
         return GraphNotFoundError(

@@ -84,6 +84,13 @@ def test_refused_credentials_are_one_line_without_the_password():
     message = str(info.value)
     assert "\n" not in message and "Wrong-Pw-123" not in message
     assert f"refused the credentials of user {user!r}" in message
+    assert "$PGPASSWORD" not in message  # it had one: the hint is for URLs without
+    nopw = urlunsplit(parts._replace(netloc=f"{user}@{host}"))
+    with pytest.raises(GraphAccessError, match=r"the URL has no password: set \$PGPASSWORD"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.delenv("PGPASSWORD", raising=False)
+            mp.setenv("PGPASSFILE", "/nonexistent")
+            EntityGraph.open(nopw)
 
 
 def test_a_missing_database_says_so():

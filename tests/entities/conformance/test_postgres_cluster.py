@@ -74,3 +74,22 @@ def test_storylab_run_on_a_local_cluster_with_a_server_graph(pg_target, tmp_path
         "WHERE n.type = 'ImageGenerationEntity' AND p.status = 'STARTED'"
     )
     assert runs == [(9,)], json.dumps(runs)  # nothing drawn again
+
+
+@pytest.mark.timeout(120)
+def test_storylab_run_in_one_process_on_a_server_graph(pg_target, tmp_path):
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    env = dict(ROOT_ENV, STORYLAB_HOME=str(tmp_path / "home"))
+    proc = storylab(
+        "run", "a fox who finds a friend", "--images", "2", "--graph", pg_target.url,
+        "--out", str(out), "--time-scale", "0.01", "--no-tree", env=env, cwd=work,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "completed: 2 images" in proc.stdout
+    (page,) = out.glob("*.html")
+    assert page.read_text().count("<img ") == 2
+    assert list(work.iterdir()) == [] and not (tmp_path / "home").exists()
+    password = urlsplit(pg_target.url).password
+    if password:
+        assert password not in proc.stdout + proc.stderr
