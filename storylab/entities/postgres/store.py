@@ -39,9 +39,9 @@ from storylab.entities.errors import (
     GraphUnreachableError,
     UnknownBlobError,
 )
-from storylab.entities.graph import EntityGraph
 from storylab.entities.postgres.schema import lock_key, prepare
 from storylab.entities.postgres.url import ServerURL, parse
+from storylab.entities.sqlite.store import EntityGraph
 
 __all__ = ["PgBlobStore", "PostgresGraph"]
 
