@@ -2,12 +2,14 @@
 
 :class:`~storylab.entities.entity.RunnableEntity` and
 :class:`~storylab.entities.run.EntityRun` call nothing else on their graph.
-:class:`~storylab.entities.graph.EntityGraph` (one SQLite file) is one
-implementation; another backend (Postgres, say) implements this protocol and
-the entity classes work unchanged on it.
+:class:`~storylab.entities.sqlite.EntityGraph` (one SQLite file) and
+:class:`~storylab.entities.postgres.store.PostgresGraph` (a PostgreSQL
+server, for several hosts) implement it, and the entity classes work
+unchanged on either; ``tests/entities/conformance`` runs one suite of these
+promises against both.
 
 What every implementation promises (the SQLite one documents how it keeps
-each promise, in :mod:`storylab.entities.graph`):
+each promise, in :mod:`storylab.entities.sqlite`):
 
 * **Names are unique** under a parent (by call path) and among roots, decided
   by the store itself even when several processes create at once.

@@ -38,6 +38,8 @@ from storylab.entities.sqlite._shared import (
 
 
 class Leases(GraphState):
+    """The lease half of the store: taking, renewing, fencing, losing."""
+
     # ----------------------------------------------------------------- leases
 
     def run_started(self, id: str, on_lost: Callable[[LeaseLostError], None]) -> None:

@@ -32,6 +32,8 @@ from storylab.entities.sqlite._shared import (
 
 
 class Queries(GraphState):
+    """The reads of the store."""
+
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
             if self._new_rows:

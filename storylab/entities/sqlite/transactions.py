@@ -45,6 +45,8 @@ from storylab.entities.sqlite._shared import (
 
 
 class Transactions(GraphState):
+    """The write transaction and its group commits."""
+
     def check_file(self) -> None:
         """Raise :class:`GraphFileGoneError` if the file was deleted or replaced
         since it was opened (and refuse every later operation)."""

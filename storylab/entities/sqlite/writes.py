@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 
 
 class Writes(GraphState):
+    """The writes of the store: nodes, starts, ends, data."""
+
     # --------------------------------------------------------------- entities
 
     def entity(self, id: str) -> RunnableEntity:
