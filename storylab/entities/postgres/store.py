@@ -68,7 +68,10 @@ class GraphLocation(str):
 # failure through that logic unchanged.
 
 
-class _ServerError(sqlite3.OperationalError):
+class _ServerError(sqlite3.OperationalError, EntityGraphError):
+    """A failure on the server: caught by the store's logic as its driver's
+    error, and by callers as an :class:`EntityGraphError`."""
+
     sqlite_errorname = "STORE_ERROR"
 
 
@@ -85,7 +88,7 @@ def _one_line(exc: BaseException, url: ServerURL) -> str:
 
 
 def _wrap(exc: psycopg.Error, url: ServerURL) -> _ServerError:
-    return _ServerError(f"{type(exc).__name__}: {_one_line(exc, url)}")
+    return _ServerError(f"{_one_line(exc, url)} ({type(exc).__name__} from the database server)")
 
 
 @functools.lru_cache(maxsize=256)

@@ -281,19 +281,22 @@ class Transactions(GraphState):
                 if self._gone is not None or self._commit_error is not None or self.read_only:
                     self._progress.clear()  # refused (the operations raise it)
                     return
-                if loop is None or block:
-                    try:
+                try:
+                    if loop is None or block:
                         self._begin()
-                    except sqlite3.OperationalError as exc:  # locked past busy_timeout
-                        log.warning(
-                            "entity graph %s: %d progress envelope(s) not stored (%s)",
-                            self.path,
-                            len(self._progress),
-                            exc,
-                        )
-                        self._progress.clear()
-                        return
-                elif not self._try_begin():
+                        began = True
+                    else:
+                        began = self._try_begin()
+                except sqlite3.OperationalError as exc:  # locked past busy_timeout, a lost server
+                    log.warning(
+                        "entity graph %s: %d progress envelope(s) not stored (%s)",
+                        self.path,
+                        len(self._progress),
+                        exc,
+                    )
+                    self._progress.clear()
+                    return
+                if not began and loop is not None:
                     # Another process holds the write lock: look again later.
                     self._commit_loop = loop
                     self._commit_soon = False

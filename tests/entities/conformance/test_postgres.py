@@ -267,3 +267,97 @@ def test_options_are_checked_before_the_server_is_asked(pg_target):
     with pytest.raises(ValueError, match="lease_ttl must be a positive number"):
         EntityGraph.open(pg_target.url, lease_ttl=0)
     assert pg_target.rows("SELECT 1 FROM storylab_meta") == []  # nothing was created
+
+
+class Ticker(RunnableEntity, type_name="ConformanceTicker"):
+    async def run_impl(self):
+        for i in range(100):
+            yield self.progress({"i": i})
+            await asyncio.sleep(0.05)
+        yield Return("done")
+
+
+class Fan(RunnableEntity, type_name="ConformanceFan"):
+    async def run_impl(self):
+        kids = [self.append_or_retrieve_call(Ticker, f"t{i}") for i in range(3)]
+        yield Return(await asyncio.gather(*(k.run() for k in kids)))
+
+
+@pytest.fixture
+def private_server(tmp_path):
+    """A PostgreSQL server of this test's own, on a socket in a fresh folder
+    (so it can be stopped mid-run); needs root and the server binaries."""
+    import glob
+    import os
+    import shutil
+    import signal
+    import tempfile
+    import time
+
+    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+    if os.geteuid() != 0 or not binaries or shutil.which("setpriv") is None:
+        pytest.skip("needs root, setpriv and PostgreSQL's server binaries")
+    bindir = os.path.dirname(binaries[-1])
+    folder = tempfile.mkdtemp(prefix="storylab-pg-")
+    os.chmod(folder, 0o755)
+    data, sock = os.path.join(folder, "data"), os.path.join(folder, "sock")
+    for d in (data, sock):
+        os.mkdir(d, 0o700)
+        shutil.chown(d, "postgres", "postgres")
+    as_postgres = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"]
+    subprocess.run(
+        [*as_postgres, f"{bindir}/initdb", "-D", data, "-U", "storylab", "--auth-local=trust"],
+        check=True,
+        capture_output=True,
+        cwd=folder,
+    )
+    server = subprocess.Popen(
+        [*as_postgres, f"{bindir}/postgres", "-D", data, "-p", "5499", "-c", "listen_addresses=",
+         "-c", f"unix_socket_directories={sock}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=folder,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not os.path.exists(os.path.join(sock, ".s.PGSQL.5499")):
+        assert time.monotonic() < deadline and server.poll() is None
+        time.sleep(0.1)
+    try:
+        yield server, f"postgresql://storylab@/postgres?host={sock}&port=5499&schema=gone"
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGINT)
+            server.wait(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.timeout(60)
+def test_a_server_lost_mid_run_stops_the_run_with_a_graph_error_in_one_line(private_server, caplog):
+    import signal
+    import time
+
+    from storylab.entities import EntityGraphError
+
+    server, url = private_server
+    g = EntityGraph.open(url, lease_ttl=2.0)
+    root = g.create(Fan, "fan")
+
+    async def main():
+        async def stop_server():
+            await asyncio.sleep(0.5)
+            server.send_signal(signal.SIGINT)  # fast shutdown: every connection closed
+
+        stopper = asyncio.get_running_loop().create_task(stop_server())
+        try:
+            return await root.run()
+        finally:
+            await stopper
+
+    t0 = time.monotonic()
+    with pytest.raises(EntityGraphError) as info:
+        asyncio.run(main())
+    assert time.monotonic() - t0 < 10  # stopped within about a lease, not hung
+    message = str(info.value)
+    assert "\n" not in message and "connection" in message, message
+    # No unhandled error in a loop callback (the buffered progress is dropped,
+    # with one warning, instead).
+    assert not [r for r in caplog.records if r.name == "asyncio" and r.levelname == "ERROR"]
+    g.close()  # does not raise on a graph whose server is gone
