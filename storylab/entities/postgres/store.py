@@ -28,6 +28,7 @@ import threading
 from typing import Any
 
 import psycopg
+import psycopg.conninfo
 from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
 
@@ -47,7 +48,20 @@ __all__ = ["PgBlobStore", "PostgresGraph"]
 
 log = logging.getLogger("storylab.entities")
 
-_CONNECT_TIMEOUT = 10  # seconds to wait for a server that does not answer
+# What a connection uses unless the URL says otherwise. The store's operations
+# are short round trips made on the event loop, so a server that stops
+# answering (a host or a network gone, no connection closed) must not hold
+# one for TCP's own minutes: unanswered data fails the connection after
+# tcp_user_timeout, an idle connection is probed by keepalives.
+_CONNECTION_DEFAULTS: dict[str, str | int] = {
+    "connect_timeout": 10,
+    "application_name": "storylab",
+    "tcp_user_timeout": 15_000,  # milliseconds
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
 
 
 class GraphLocation(str):
@@ -206,12 +220,13 @@ def connect(url: ServerURL, *, read_only: bool = False) -> psycopg.Connection:
     refuses the credentials, or has no such database."""
     where = url.shown
     try:
-        conn = psycopg.connect(
-            url.conninfo,
-            autocommit=True,
-            connect_timeout=_CONNECT_TIMEOUT,
-            application_name="storylab",
-        )
+        given = psycopg.conninfo.conninfo_to_dict(url.conninfo)
+    except psycopg.ProgrammingError as exc:
+        raise ValueError(f"not a valid graph URL {where!r}: {_one_line(exc, url)}") from None
+    defaults = {k: v for k, v in _CONNECTION_DEFAULTS.items() if k not in given}
+    try:
+        conninfo = psycopg.conninfo.make_conninfo(url.conninfo, **defaults)
+        conn = psycopg.connect(conninfo, autocommit=True)
     except psycopg.OperationalError as exc:
         raise _open_error(exc, url) from None
     try:

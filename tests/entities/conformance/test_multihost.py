@@ -125,6 +125,7 @@ class Hosts:
             prefix + argv,
             cwd=cwd,
             env=env,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -295,5 +296,61 @@ def test_stories_across_hosts_share_one_graph_on_the_server(tmp_path):
         for name in ("client", "w1", "w2"):
             assert not list(folders[name].rglob("*.sqlite")), name
             assert not list(folders[name].rglob("*.blobs")), name
+    finally:
+        hosts.down()
+
+
+PARTITION_CLIENT = """
+import json, sys, time
+from storylab.entities import EntityGraph
+g = EntityGraph.open(sys.argv[1])
+g.roots()
+print("ready", flush=True)
+sys.stdin.readline()
+t = time.monotonic()
+try:
+    g.roots()
+    outcome = "answered"
+except Exception as exc:
+    outcome = f"{type(exc).__name__}: {exc}"
+print(json.dumps({"outcome": outcome, "seconds": time.monotonic() - t}), flush=True)
+"""
+
+
+def test_a_server_that_stops_answering_fails_an_operation_instead_of_hanging_it():
+    """A network gone silent (packets dropped, no connection closed): the next
+    round trip fails after the connection's TCP user timeout (15 s by
+    default), with a one-line store error, instead of TCP's own minutes."""
+    why = _requirements()
+    if why:
+        pytest.skip(f"multi-host test: {why}")
+    hosts = Hosts()
+    try:
+        hosts.up()
+        start_postgres(hosts)
+        folder = hosts.folder / "w1"
+        folder.mkdir()
+        env = {
+            "PATH": os.environ["PATH"],
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": str(ROOT),
+            "PGPASSWORD": PASSWORD,
+            "HOME": str(folder),
+            "STORYLAB_HOME": str(folder),
+        }
+        url = f"postgresql://storylab@{DB1}:5432/postgres?schema=partition"
+        client = hosts.start(
+            "w1", [sys.executable, "-c", PARTITION_CLIENT, url], cwd=folder, env=env
+        )
+        assert client.stdout.readline().strip() == "ready", client.stderr.read()
+        # Drop every packet to the server, silently (a blackhole route).
+        sh("ip", "-n", hosts.ns["w1"], "route", "add", "blackhole", f"{DB1}/32")
+        t0 = time.monotonic()
+        out, err = client.communicate(input="go\n", timeout=120)
+        report = json.loads(out.strip().splitlines()[-1])
+        assert report["outcome"] != "answered", report
+        assert "\n" not in report["outcome"] and PASSWORD not in out + err
+        assert 10 <= report["seconds"] < 60, report  # the user timeout, not TCP's minutes
+        assert time.monotonic() - t0 < 90
     finally:
         hosts.down()
