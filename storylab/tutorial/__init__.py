@@ -49,48 +49,94 @@ from storylab.story.cluster import (
 )
 from storylab.story.entities import StoryPipelineEntity, create_story, story_html
 from storylab.story.settings import StorySettings, global_image_capacity, use_settings
+from storylab.tutorial._capstone import CapstoneRun, check_capstone, kill_and_resume
+from storylab.tutorial._exercises import (
+    check_error_branch,
+    check_failing_entity,
+    check_stable_names,
+    check_two_level_tree,
+)
+from storylab.tutorial._overview import (
+    API_TABLE,
+    CHAPTER,
+    GLOSSARY,
+    api_table,
+    check_python_name,
+    glossary_table,
+    overview_diagram,
+    overview_text,
+)
+from storylab.tutorial._pace import FAST_SCALE, WATCH_FACTOR, Pace, fast_mode, lesson_pace
+from storylab.tutorial._solutions import SOLUTIONS, show_solution, solution_code
+from storylab.tutorial._verdict import Verdict, missing
 
 __all__ = [
-    "FACTS_MIME",
-    "HttpImageBackend",
-    "ImageServer",
-    "PictureState",
-    "SimulatedImageBackend",
-    "SimulatedTextBackend",
-    "StoryRun",
-    "StorySettings",
-    "Verdict",
+    "API_TABLE",
+    "CapstoneRun",
+    "CHAPTER",
+    "api_table",
     "check_bound",
+    "check_capstone",
+    "check_error_branch",
     "check_error_type",
     "check_even_split",
+    "check_failing_entity",
     "check_first_split",
+    "check_python_name",
     "check_longest_picture",
     "check_makespan_with_limit",
     "check_most_at_once",
     "check_redrawn",
+    "check_stable_names",
+    "check_two_level_tree",
+    "cluster_progress",
     "create_story",
+    "FACTS_MIME",
+    "fast_mode",
+    "FAST_SCALE",
     "first_split",
     "fresh_graph",
     "gather_stories",
+    "glossary_table",
     "global_image_capacity",
+    "GLOSSARY",
+    "HttpImageBackend",
     "image_nodes",
     "image_statuses",
+    "ImageServer",
+    "kill_and_resume",
     "lease_settings",
+    "lesson_pace",
     "notebook_facts",
+    "overview_diagram",
+    "overview_text",
+    "Pace",
     "picture_states",
+    "PictureState",
     "pool_makespan",
     "remember",
     "run_stories",
     "run_stories_on_cluster",
+    "show_figure",
+    "show_solution",
     "show_story",
     "simulated_settings",
+    "SimulatedImageBackend",
+    "SimulatedTextBackend",
+    "solution_code",
+    "SOLUTIONS",
+    "SUMMARY_PREFIX",
     "stage3_code",
     "story_gaps",
     "story_html",
     "story_labels",
+    "StoryRun",
+    "StorySettings",
     "submit_stories",
     "tutorial_home",
     "use_settings",
+    "Verdict",
+    "WATCH_FACTOR",
     "workspace",
 ]
 
@@ -405,31 +451,7 @@ def notebook_facts(nb: Any) -> dict[str, Any]:
 
 
 # -- exercises --------------------------------------------------------------------
-@dataclass(frozen=True)
-class Verdict:
-    """What a ``check_...`` function says about an answer: right or not yet, and why."""
-
-    ok: bool
-    message: str
-
-    def __bool__(self) -> bool:
-        return self.ok
-
-    def __repr__(self) -> str:
-        return f"{'✔ right' if self.ok else '✘ not yet'}: {self.message}"
-
-    def _repr_html_(self) -> str:
-        import html as _html
-
-        colour, word = ("#2ca02c", "✔ right") if self.ok else ("#d62728", "✘ not yet")
-        return (f"<div class='storylab-verdict' data-ok='{str(self.ok).lower()}'>"
-                f"<b style='color:{colour}'>{word}</b>: {_html.escape(self.message)}</div>")
-
-
-def _missing(answer: Any) -> Verdict | None:
-    if answer is None or answer is ...:
-        return Verdict(False, "fill in your answer in the cell above, then run this cell again")
-    return None
+_missing = missing
 
 
 def _number(answer: Any) -> float | None:
@@ -601,3 +623,48 @@ def check_bound(answer: Any, *, stories: int, images: int, story_limit: int,
     if abs(value - expected) < 1e-6:
         return Verdict(True, f"{expected:g} model s: the larger of the two round counts wins")
     return Verdict(False, f"{value:g} is not it; take the larger of the two round counts")
+
+
+# -- figures with their words ----------------------------------------------------------
+SUMMARY_PREFIX = "In words: "
+
+
+def show_figure(fig: Any, summary: str) -> None:
+    """Show ``fig`` now, then one line saying what it shows (its text equivalent).
+
+    The line comes straight under the picture in every output (JupyterLab,
+    papermill, an HTML export), so a reader who cannot see the chart, or
+    skims, reads the same claim; build it from the numbers the chart is drawn
+    from, never type them in.
+    """
+    if not isinstance(summary, str) or not summary.strip():
+        raise ValueError("summary must be a non-empty sentence saying what the figure shows")
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    display(fig)
+    plt.close(fig)
+    print(SUMMARY_PREFIX + " ".join(summary.split()))
+
+
+# -- one progress display for stories run elsewhere ------------------------------------------
+def cluster_progress(panel: Any, graph_path: str | os.PathLike) -> Any:
+    """An ``on_story`` callback for :func:`run_stories_on_cluster` and
+    :func:`gather_stories` that shows each story in ``panel`` (a
+    :class:`~storylab.viz.ProgressPanel`, the display every notebook uses).
+
+    A worker process cannot update a widget in this kernel, but it writes
+    every envelope of its story to the shared graph. When a story comes
+    back, its stored progress log is replayed into the panel, so its bar
+    and rows end exactly as they would have for a story run here.
+    """
+    path = Path(graph_path)
+
+    def on_story(story: Any) -> None:
+        with EntityGraph.open(path, create=False, read_only=True) as graph:
+            for envelope in graph.progress(story.pipeline_id):
+                panel.update(envelope, root=story.pipeline_id)
+        panel.note(f"finished by worker process {story.pid}", root=story.pipeline_id,
+                   label=story.topic)
+
+    return on_story
