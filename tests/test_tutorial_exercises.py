@@ -278,3 +278,24 @@ def test_the_kit_stays_light():
             "print(sorted(m for m in ('matplotlib', 'ipywidgets', 'IPython') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_show_figure_prints_its_words_under_the_picture(capsys, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
+    fig, _ = plt.subplots()
+    kit.show_figure(fig, "five   bars,\n none overlapping")
+    assert shown == [fig]
+    assert capsys.readouterr().out == "In words: five bars, none overlapping\n"
+    fig.storylab_summary = "Timeline: 5 tasks."
+    kit.show_figure(fig)
+    assert capsys.readouterr().out == "In words: Timeline: 5 tasks.\n"
+    with pytest.raises(ValueError, match="non-empty sentence"):
+        kit.show_figure(fig, "  ")
+    with pytest.raises(ValueError, match="no summary of its own"):
+        kit.show_figure(plt.subplots()[0])

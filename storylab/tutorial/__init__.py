@@ -629,14 +629,19 @@ def check_bound(answer: Any, *, stories: int, images: int, story_limit: int,
 SUMMARY_PREFIX = "In words: "
 
 
-def show_figure(fig: Any, summary: str) -> None:
+def show_figure(fig: Any, summary: str | None = None) -> None:
     """Show ``fig`` now, then one line saying what it shows (its text equivalent).
 
     The line comes straight under the picture in every output (JupyterLab,
     papermill, an HTML export), so a reader who cannot see the chart, or
-    skims, reads the same claim; build it from the numbers the chart is drawn
-    from, never type them in.
+    skims, reads the same claim. ``summary`` is the lesson's own sentence,
+    built from the numbers the chart is drawn from (never typed in); without
+    it, the figure's own summary from :mod:`storylab.viz` is used.
     """
+    if summary is None:
+        summary = getattr(fig, "storylab_summary", None)
+        if summary is None:
+            raise ValueError("this figure carries no summary of its own; pass summary=")
     if not isinstance(summary, str) or not summary.strip():
         raise ValueError("summary must be a non-empty sentence saying what the figure shows")
     import matplotlib.pyplot as plt
