@@ -4,7 +4,16 @@ unit to whom, how busy a pool was, what the graph held while it ran.
 A :class:`~storylab.scheduling.Trace` records facts in wall seconds; every
 reading here answers in **model seconds** (wall seconds divided by
 ``trace.meta["time_scale"]``, 1.0 when absent), like the charts of this
-layer. No plotting library is needed: these are the numbers a notebook prints
+layer.
+
+**One time origin.** Every reading, every chart axis and every title of
+this layer counts from the same instant, :func:`time_origin`: the trace's
+first event (the first unit asked for or the first task started). A trace
+is often opened before the interesting part begins (a story writes its text
+before its pictures ask for capacity); counting from there would make a
+chart's bars end later than the makespan its title states.
+
+No plotting library is needed: these are the numbers a notebook prints
 next to a chart, or that a test checks the chart against.
 """
 
@@ -18,19 +27,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storylab.scheduling.trace import EventKind, Trace, TraceEvent
+from storylab.viz.labels import short_label, source_labels
 
 __all__ = [
     "ChildCounter",
     "Handoff",
+    "Moment",
     "PoolUse",
     "all_asked_at",
     "first_full",
     "handoffs",
     "in_use_at",
+    "key_moments",
     "marks",
+    "model_time",
     "peaks_in_use",
     "pool_use",
     "root_source",
+    "story_sources",
+    "time_origin",
 ]
 
 
@@ -41,14 +56,52 @@ def _time_scale(trace: Trace) -> float:
     return float(scale)
 
 
+def time_origin(trace: Trace) -> float:
+    """The instant (on the trace's clock) that is model second 0 of every reading and chart.
+
+    The time of the trace's first event; the trace's creation time when it
+    recorded nothing.
+    """
+    return min((e.t for e in trace.events), default=trace.started_at)
+
+
+def model_time(trace: Trace, t: float, *, time_scale: float | None = None) -> float:
+    """Model seconds from :func:`time_origin` to the instant ``t`` of the trace's clock."""
+    scale = _time_scale(trace) if time_scale is None else time_scale
+    return (t - time_origin(trace)) / scale
+
+
+def in_use_series(trace: Trace, *, time_scale: float | None = None,
+                  ) -> dict[str, list[tuple[float, int]]]:
+    """Units in use per capacity source as step points, in model seconds from the origin.
+
+    Each series starts at ``(0.0, 0)`` and gains a point at every change.
+    """
+    scale = _time_scale(trace) if time_scale is None else time_scale
+    origin = time_origin(trace)
+    counts: dict[str, int] = {}
+    series: dict[str, list[tuple[float, int]]] = {}
+    for e in trace.events:
+        if e.kind in (EventKind.ACQUIRE, EventKind.GRANT):
+            delta = 1
+        elif e.kind is EventKind.RELEASE:
+            delta = -1
+        else:
+            continue
+        t = (e.t - origin) / scale
+        for name in e.path:
+            counts[name] = counts.get(name, 0) + delta
+            series.setdefault(name, [(0.0, 0)]).append((t, counts[name]))
+    return series
+
+
 def in_use_at(trace: Trace, t: float) -> dict[str, int]:
     """Units in use per capacity source just after model second ``t`` of the trace."""
-    scale = _time_scale(trace)
     out: dict[str, int] = {}
-    for name, points in trace.in_use_series().items():
+    for name, points in in_use_series(trace).items():
         value = 0
         for when, n in points:
-            if when / scale > t:
+            if when > t:
                 break
             value = n
         out[name] = value
@@ -65,10 +118,9 @@ def peaks_in_use(trace: Trace) -> dict[str, int]:
 
 def first_full(trace: Trace, source: str, limit: int) -> float | None:
     """The model second at which ``source`` first had ``limit`` units in use (or ``None``)."""
-    scale = _time_scale(trace)
-    for when, n in trace.in_use_series().get(source, []):
+    for when, n in in_use_series(trace).get(source, []):
         if n >= limit:
-            return when / scale
+            return when
     return None
 
 
@@ -86,14 +138,13 @@ def all_asked_at(trace: Trace, sources: Iterable[str]) -> float:
     A source "asks" when a unit is taken through it at once or a wait begins
     (``ACQUIRE`` or ``WAIT`` with the source as the leaf of the path).
     """
-    scale = _time_scale(trace)
     wanted = list(sources)
     if not wanted:
         raise ValueError("sources must name at least one capacity source")
     first: dict[str, float] = {}
     for e in trace.events:
         if e.kind in (EventKind.ACQUIRE, EventKind.WAIT) and e.path and e.path[0] in wanted:
-            first.setdefault(e.path[0], trace.relative(e.t) / scale)
+            first.setdefault(e.path[0], model_time(trace, e.t))
     never = [name for name in wanted if name not in first]
     if never:
         raise ValueError(f"these sources never asked for a unit in the trace: {never}")
@@ -118,14 +169,13 @@ def handoffs(trace: Trace, *, after: float = 0.0, source: str = "global") -> lis
     the freed unit moving on. Releases nobody took (the end of a run) are
     left out.
     """
-    scale = _time_scale(trace)
     labels = {
         (e.runner, e.task_id): e.label for e in trace.events if e.kind is EventKind.TASK_START
     }
     free: list[tuple[float, str]] = []
     out: list[Handoff] = []
     for e in trace.events:
-        t = trace.relative(e.t) / scale
+        t = model_time(trace, e.t)
         if t < after or source not in e.path:
             continue
         if e.kind is EventKind.RELEASE:
@@ -137,6 +187,77 @@ def handoffs(trace: Trace, *, after: float = 0.0, source: str = "global") -> lis
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Moment:
+    """A moment worth marking on a figure: model second ``t``, a short ``text``, a ``kind``.
+
+    Kinds: ``"split"`` (every story has asked for capacity: how the units
+    were shared out), ``"handoff"`` (the first unit a story gave back that
+    another story took), ``"failed"`` (a task raised), ``"mark"`` (something
+    recorded with :func:`storylab.scheduling.mark` outside any task: a kill,
+    a lease that expired), ``"end"`` (the last task ended: the makespan), or
+    anything a caller passes to a chart's ``moments=``.
+    """
+
+    t: float
+    text: str
+    kind: str = "note"
+
+
+def story_sources(trace: Trace) -> list[str]:
+    """The leaf capacity sources below a root (the stories), in order of first appearance."""
+    out: list[str] = []
+    for e in trace.events:
+        if len(e.path) > 1 and e.path[0] not in out:
+            out.append(e.path[0])
+    return out
+
+
+def key_moments(trace: Trace, *, names: dict[str, str] | None = None) -> list[Moment]:
+    """The moments a learner should see marked on a chart of ``trace``, in time order.
+
+    The split (``"split 3,3,3,1,0"``: units per story once every story has
+    asked), the first hand-off after it (``"unit freed by C → E"``), every
+    failed task, every :func:`~storylab.scheduling.mark` made outside a task
+    (``"kill"``, ``"lease expired"``) and the end of the last task. Story
+    letters are those of :func:`storylab.viz.labels.source_labels`.
+    """
+    labels = source_labels(trace, names)
+    stories = story_sources(trace)
+    letter = {s: short_label(labels.get(s, s), i) for i, s in enumerate(stories)}
+    out: list[Moment] = []
+    if len(stories) > 1:
+        t_split = all_asked_at(trace, stories)
+        now = in_use_at(trace, t_split)
+        out.append(Moment(t_split, "split " + ",".join(str(now.get(s, 0)) for s in stories),
+                          "split"))
+        root = root_source(trace)
+        for h in handoffs(trace, after=t_split, source=root or "global"):
+            if h.taken_by != h.released_by:
+                # Marked when the task the unit went to starts (a hair after the
+                # grant), so the replay there shows it running, not waiting.
+                started = [model_time(trace, e.t) for e in trace.events
+                           if e.kind is EventKind.TASK_START and e.group == h.taken_by
+                           and model_time(trace, e.t) >= h.taken_at]
+                t = min(started, default=h.taken_at)
+                out.append(Moment(t, f"unit freed by {letter.get(h.released_by, '?')}"
+                                  f" → {letter.get(h.taken_by, '?')}", "handoff"))
+                break
+    for e in trace.events:
+        if e.kind is EventKind.TASK_ERROR:
+            out.append(Moment(model_time(trace, e.t), f"✗ {e.label or 'a task'} failed", "failed"))
+        elif e.kind is EventKind.MARK and e.task_id is None:
+            out.append(Moment(model_time(trace, e.t), e.message or "mark", "mark"))
+    ends = [e.t for e in trace.events if e.kind in _ENDS]
+    if ends:
+        out.append(Moment(model_time(trace, max(ends)), "last task done", "end"))
+    out.sort(key=lambda m: m.t)
+    return out
+
+
+_ENDS = (EventKind.TASK_END, EventKind.TASK_ERROR, EventKind.TASK_CANCEL)
+
+
 def marks(trace: Trace) -> list[TraceEvent]:
     """The ``MARK`` events of the trace (a backend's retries...), in the order they happened."""
     return [e for e in trace.events if e.kind is EventKind.MARK]
@@ -146,7 +267,8 @@ def marks(trace: Trace) -> list[TraceEvent]:
 class PoolUse:
     """How a run used one capacity source, in model seconds.
 
-    ``span`` runs from the start of the trace to the end of its last task;
+    ``span`` runs from the trace's time origin to the end of its last task
+    (the makespan);
     ``busy`` adds up every task's run time (two tasks of 10 s at once are 20
     busy seconds); ``peak`` is the most units ``source`` had in use at once.
     """
@@ -165,7 +287,8 @@ def pool_use(trace: Trace, source: str, *, time_scale: float | None = None) -> P
     scale = _time_scale(trace) if time_scale is None else time_scale
     starts: dict[tuple[str, int], float] = {}
     busy = 0.0
-    last = trace.started_at
+    origin = time_origin(trace)
+    last = origin
     for e in trace.events:
         if e.runner is None or e.task_id is None:
             continue
@@ -176,7 +299,7 @@ def pool_use(trace: Trace, source: str, *, time_scale: float | None = None) -> P
             busy += e.t - starts.pop(key, e.t)
             last = max(last, e.t)
     peak = max((n for _, n in trace.in_use_series().get(source, [(0.0, 0)])), default=0)
-    return PoolUse(source, (last - trace.started_at) / scale, busy / scale, peak)
+    return PoolUse(source, (last - origin) / scale, busy / scale, peak)
 
 
 # -- what the graph held while a run went on ---------------------------------------

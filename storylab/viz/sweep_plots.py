@@ -11,6 +11,8 @@ import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from storylab.viz._palette import OKABE_ITO
+
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
@@ -37,7 +39,7 @@ def plot_sweep_heatmaps(result: Any, *, title: str | None = None) -> Figure:
                 rgba = image.cmap(image.norm(v))
                 # Dark squares get white numbers: luminance of the square's colour.
                 dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
-                ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=8,
+                ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=10,
                         color="white" if dark else "black")
         ax.set_xticks(range(len(result.global_limits)), [str(g) for g in result.global_limits])
         ax.set_yticks(range(len(result.story_limits)), [str(p) for p in result.story_limits])
@@ -50,7 +52,20 @@ def plot_sweep_heatmaps(result: Any, *, title: str | None = None) -> Figure:
         or f"{result.stories} stories x {result.images} images of "
         f"{result.image_seconds:g} model s each, started together"
     )
+    _summarise_sweep(fig, result)
     return fig
+
+
+def _summarise_sweep(fig: Any, result: Any) -> None:
+    cells = list(result.cells)
+    best = min(cells, key=lambda c: c.makespan)
+    worst = max(cells, key=lambda c: c.makespan)
+    on_bound = sum(1 for c in cells if c.makespan <= c.ideal + 1e-6)
+    fig.storylab_summary = (
+        f"Sweep of {len(cells)} limit pairs: makespan from {best.makespan:.0f} model s "
+        f"(per-story {best.story_limit}, global {best.global_limit}) to {worst.makespan:.0f} "
+        f"(per-story {worst.story_limit}, global {worst.global_limit}); {on_bound} of "
+        f"{len(cells)} on the ideal bound.")
 
 
 def plot_sweep_lines(result: Any, *, title: str | None = None) -> Figure:
@@ -77,13 +92,13 @@ def plot_sweep_lines(result: Any, *, title: str | None = None) -> Figure:
         above = [m > b + 1e-9 for m, b in zip(measured, bound, strict=True)]
         ax.plot(xs, bound, "-", color="#bbbbbb", lw=6, solid_capstyle="round",
                 label="ideal bound (wide, grey)", gid=f"bound:{p}")
-        ax.fill_between(xs, bound, measured, where=above, color="#d62728", alpha=0.25,
+        ax.fill_between(xs, bound, measured, where=above, color=OKABE_ITO["vermillion"], alpha=0.25,
                         interpolate=True, lw=0, label="above the bound")
-        ax.plot(xs, measured, "o-", color="#1f77b4", lw=1.5, ms=4, label="measured",
+        ax.plot(xs, measured, "o-", color=OKABE_ITO["blue"], lw=1.5, ms=4, label="measured",
                 gid=f"measured:{p}")
         misses = sum(above)
         note = "on the bound everywhere" if not misses else f"{misses} cell(s) above"
-        ax.set_title(f"per-story limit {p}: {note}", fontsize=9)
+        ax.set_title(f"per-story limit {p}: {note}", fontsize=10)
         ax.set_xticks(xs)
         ax.set_ylim(0, top)
         ax.grid(color="#e5e5e5")
@@ -94,8 +109,9 @@ def plot_sweep_lines(result: Any, *, title: str | None = None) -> Figure:
     for row in axes:
         row[0].set_ylabel("makespan (model s)")
     handles, labels = flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=10, frameon=False)
     fig.suptitle(title or "Measured makespan against the ideal bound, per per-story limit")
+    _summarise_sweep(fig, result)
     return fig
 
 
@@ -116,11 +132,15 @@ def plot_simulated_vs_wall(
     top = max(max(v, w) for v, w, _ in pairs) * 1.1
     ax.plot([0, top], [0, top], "--", color="#888888", label="simulation = real")
     for v, w, label in pairs:
-        ax.plot(v, w, "o", color="#1f77b4", gid=f"cell:{label}")
-        ax.annotate(label, (v, w), textcoords="offset points", xytext=(6, -10), fontsize=8)
+        ax.plot(v, w, "o", color=OKABE_ITO["blue"], gid=f"cell:{label}")
+        ax.annotate(label, (v, w), textcoords="offset points", xytext=(6, -10), fontsize=10)
     ax.set(xlim=(0, top), ylim=(0, top),
            title=title or "Simulated vs real-time makespan (per-story / global)",
            xlabel="simulated makespan (model seconds)",
            ylabel="real-time makespan (model seconds)")
     ax.legend(loc="upper left")
+    worst = max(abs(w - v) / v for v, w, _ in pairs if v > 0) if any(v > 0 for v, _, _ in pairs) \
+        else 0.0
+    fig.storylab_summary = (f"Simulated against real-time makespan for {len(pairs)} cells: "
+                            f"at most {worst:.0%} apart.")
     return fig
