@@ -117,7 +117,11 @@ def _claims_00(f):
 
 def _claims_01(f):
     return (
-        ([] if f["pictures"] == 5 else [f"{f['pictures']} pictures on the timeline, not 5"])
+        # the title's makespan and the bars share one time origin
+        ([] if abs(f["title_makespan"] - f["bars_end"]) <= 0.5
+         else [f"the title says {f['title_makespan']:.1f} model s but the bars end at "
+               f"{f['bars_end']:.1f}"])
+        + ([] if f["pictures"] == 5 else [f"{f['pictures']} pictures on the timeline, not 5"])
         + ([] if f["overlaps"] == 0 else ["sequential pictures overlap on the timeline"])
         + _between(f, "makespan", 40, 80)  # 5 x ~10 model s, plus drawing time
         # the wait is the sum of the parts
@@ -169,6 +173,15 @@ def _claims_03(f):
             found.append(f"{name} peaked at {peak} above its limit {f['limits'][name]}")
     if f["peaks"]["global"] != 10:
         found.append("the global limit never bound")
+    if f["replay_split"] != [3, 3, 3, 1, 0] or f["replay_global"] != 10:
+        found.append(f"the replay at the split shows {f['replay_split']} of "
+                     f"{f['replay_global']}, expected 3, 3, 3, 1, 0 of 10")
+    if "E" not in f["replay_waits_global"]:
+        found.append(f"at the split the replay has {f['replay_waits_global']} waiting on the "
+                     "global limit; E must be among them")
+    if f["replay_after_handoff"][4] != 1:
+        found.append(f"after the hand-off the replay shows {f['replay_after_handoff']}: the "
+                     "freed unit should be at E")
     if f["fifo_snapshot"] != [3, 0, 0, 0, 0] or f["fifo_snapshot_global"] != 3:
         found.append(f"FIFO once every story asked: {f['fifo_snapshot']}; the chart claims "
                      "only A draws (head-of-line blocking)")
