@@ -179,9 +179,9 @@ def _claims_03(f):
     if "E" not in f["replay_waits_global"]:
         found.append(f"at the split the replay has {f['replay_waits_global']} waiting on the "
                      "global limit; E must be among them")
-    if f["replay_after_handoff"][4] != 1:
-        found.append(f"after the hand-off the replay shows {f['replay_after_handoff']}: the "
-                     "freed unit should be at E")
+    if not f["handoff_text"].endswith("→ E") or f["replay_after_handoff"][4] < 1:
+        found.append(f"the replay's hand-off is {f['handoff_text']!r} and then shows "
+                     f"{f['replay_after_handoff']}: the freed unit should be at E")
     if f["fifo_snapshot"] != [3, 0, 0, 0, 0] or f["fifo_snapshot_global"] != 3:
         found.append(f"FIFO once every story asked: {f['fifo_snapshot']}; the chart claims "
                      "only A draws (head-of-line blocking)")
