@@ -299,3 +299,19 @@ def test_show_figure_prints_its_words_under_the_picture(capsys, monkeypatch):
         kit.show_figure(fig, "  ")
     with pytest.raises(ValueError, match="no summary of its own"):
         kit.show_figure(plt.subplots()[0])
+
+
+def test_every_python_name_of_the_api_table_exists():
+    import re
+
+    from storylab import HierarchicalTaskPoolRunner, TaskEventType
+
+    owners = {"self": RunnableEntity, "capacity": CapacitySource,
+              "runner": HierarchicalTaskPoolRunner}
+    for _, python, _ in API_TABLE:
+        for owner, name in re.findall(r"\b(self|capacity|runner)\.(\w+)\(", python):
+            assert hasattr(owners[owner], name), f"{python}: {owner}.{name} does not exist"
+        for kind in re.findall(r"TaskEventType\.(\w+)", python):
+            assert hasattr(TaskEventType, kind), python
+        for cls in re.findall(r"\b([A-Z]\w+)\(", python):
+            assert cls in ("X",) or hasattr(storylab, cls), f"{python}: storylab.{cls}?"

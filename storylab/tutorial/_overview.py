@@ -37,7 +37,8 @@ GLOSSARY: dict[str, str] = {
               "creates each child only when it is pulled)",
     "trace": "the record of every scheduling event of a run (asked, waited, started, "
              "ended, which level held a task back); every chart is drawn from it",
-    "makespan": "from the start of a run to the end of its last task",
+    "makespan": "the time from a run's first request for a unit to the end of its last task: "
+                "the bracket under every timeline and the number in its title",
     "model second": "a second of a hosted model's time; `time_scale` says how many wall "
                     "seconds one lasts in a notebook",
     "lease": "a claim on a running entity (or a global unit) that its owner must keep "
@@ -127,8 +128,9 @@ def overview_svg() -> str:
     """The big picture as SVG text (title, description, boxes, labelled arrows)."""
     boxes = {b[0]: b for b in _BOXES}
     parts = [
-        '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 980 410" width="980" '
-        'height="410" role="img" aria-labelledby="storylab-ov-title storylab-ov-desc" '
+        '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 980 410" width="100%" '
+        'style="max-width:980px;height:auto" role="img" '
+        'aria-labelledby="storylab-ov-title storylab-ov-desc" '
         'font-family="DejaVu Sans, sans-serif" font-size="14">',
         '<title id="storylab-ov-title">storylab: from a request to the entity graph</title>',
         f'<desc id="storylab-ov-desc">{html.escape(_CAPTION)}</desc>',
