@@ -20,6 +20,7 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
+from storylab.viz._figure import new_figure
 from storylab.viz._palette import COLOURS, REUSED_COLOUR, status_from_node
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -309,10 +310,8 @@ def draw_entity_graph(
     longest = max((len(_short(shown[n])) for n in leaves), default=0)
     many = width > 8 or (len(leaves) > 2 and longest > 16)
     if ax is None:
-        import matplotlib.pyplot as plt
-
         per_leaf = 0.85 if many else 1.25
-        fig, ax = plt.subplots(
+        fig, ax = new_figure(
             figsize=(min(max(6.0, per_leaf * width + 2.5), 36),
                      min(1.8 + 1.4 * (depth + 1) + (0.8 if many else 0), 20)),
             layout="constrained",

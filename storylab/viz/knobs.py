@@ -33,7 +33,7 @@ from storylab.viz.readings import key_moments
 
 __all__ = ["KNOBS", "Knobs", "knob_summary"]
 
-KNOBS = ("story_limit", "global_limit", "stories", "policy", "fail")
+KNOBS = ("story_limit", "global_limit", "stories", "policy", "fail")  # "fail" stays last
 KNOBS_SNAPSHOT_CLASS = "storylab-knobs-snapshot"
 _POLICIES = ("fair", "fifo")
 
@@ -77,6 +77,7 @@ class Knobs:
         self.runs = 0
         self.result = self._run()
         self._png: bytes | None = None
+        self._png_width = 800
         self._widgets: dict[str, Any] | None = None
         self._snapshot_handle: Any = None
 
@@ -132,7 +133,8 @@ class Knobs:
                       f"{self.result.cell.makespan:.1f} model s",
             )
             buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=72)
+            fig.savefig(buf, format="png", dpi=80)
+            self._png_width = round(fig.get_size_inches()[0] * 80)
             plt.close(fig)
             self._png = buf.getvalue()
         return self._png
@@ -152,11 +154,23 @@ class Knobs:
         return f"<Knobs> {self.summary()}"
 
     # -- the widget ------------------------------------------------------------
-    def _fail_options(self) -> list[tuple[str, Any]]:
-        options: list[tuple[str, Any]] = [("none", None)]
-        options += [(f"story {_letter(k)}, picture 1", (k, 1))
-                    for k in range(1, self.values["stories"] + 1)]
-        return options
+    def _fail_choices(self) -> dict[str, Any]:
+        """The failing-picture menu: its labels (the widget's values) and what each means.
+
+        Labels, not ``None``/tuples, are the widget's values: a dropdown whose
+        value is ``None`` shows an empty box instead of "none".
+        """
+        choices: dict[str, Any] = {"none": None}
+        choices.update({f"story {_letter(k)}, picture 1": (k, 1)
+                        for k in range(1, self.values["stories"] + 1)})
+        fail = self.values["fail"]
+        if fail is not None and fail not in choices.values():
+            choices[f"story {_letter(fail[0])}, picture {fail[1]}"] = tuple(fail)
+        return choices
+
+    def _fail_label(self) -> str:
+        return next(label for label, v in self._fail_choices().items()
+                    if v == self.values["fail"])
 
     def widget(self) -> Any:
         """The controls, the chart and the summary line (built once)."""
@@ -180,10 +194,11 @@ class Knobs:
                                    description="stories", style=style, continuous_update=False),
             "policy": w.ToggleButtons(options=[("fair", "fair"), ("FIFO", "fifo")],
                                       value=v["policy"], description="policy", style=style),
-            "fail": w.Dropdown(options=self._fail_options(), value=v["fail"],
+            "fail": w.Dropdown(options=list(self._fail_choices()), value=self._fail_label(),
                                description="a failing picture", style=style),
         }
-        chart = w.Image(value=self.png(), format="png")
+        chart = w.Image(value=self.png(), format="png",
+                        layout=w.Layout(width=f"{self._png_width}px"))
         text = w.HTML()
         box = w.VBox([w.HBox([controls["story_limit"], controls["global_limit"],
                               controls["stories"]], layout=w.Layout(flex_flow="row wrap")),
@@ -199,6 +214,8 @@ class Knobs:
         return box
 
     def _on_control(self, name: str, value: Any) -> None:
+        if name == "fail":
+            value = self._fail_choices().get(value)
         if self._syncing or self.values.get(name) == value:
             return
         try:
@@ -216,8 +233,9 @@ class Knobs:
         self._syncing = True
         try:
             fail = self._widgets["fail"]
-            fail.options = self._fail_options()
-            for name in KNOBS:
+            fail.options = list(self._fail_choices())
+            fail.value = self._fail_label()
+            for name in KNOBS[:-1]:
                 if self._widgets[name].value != self.values[name]:
                     self._widgets[name].value = self.values[name]
         finally:

@@ -16,7 +16,7 @@ import string
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["short_label", "source_labels"]
+__all__ = ["short_label", "source_labels", "task_label"]
 
 _STORY = re.compile(r"^story[:\-_]", re.IGNORECASE)
 _LETTERED = re.compile(r"^story ([A-Z]{1,2})\b")
@@ -61,3 +61,15 @@ def short_label(label: str, index: int) -> str:
     if m:
         return m.group(1)
     return label if len(label) <= 3 else _letters(index)
+
+
+_PLACEHOLDER = re.compile(r"\{\{\s*[A-Za-z]+_(\d+)\s*\}\}")
+
+
+def task_label(label: str) -> str:
+    """A task's label as a chart shows it: ``image-{{IMAGE_2}}`` reads ``image-2``.
+
+    The pipeline names each picture after its placeholder in the story text;
+    the braces say nothing to a reader of a chart.
+    """
+    return _PLACEHOLDER.sub(r"\1", label)

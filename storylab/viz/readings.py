@@ -233,7 +233,9 @@ def key_moments(trace: Trace, *, names: dict[str, str] | None = None) -> list[Mo
                           "split"))
         root = root_source(trace)
         for h in handoffs(trace, after=t_split, source=root or "global"):
-            if h.taken_by != h.released_by:
+            # A take with no task behind it is the runner checking for a next
+            # task when its source is empty: no picture got the unit.
+            if h.taken_by != h.released_by and h.label is not None:
                 # Marked when the task the unit went to starts (a hair after the
                 # grant), so the replay there shows it running, not waiting.
                 started = [model_time(trace, e.t) for e in trace.events
@@ -318,7 +320,9 @@ class ChildCounter:
     parent: Any
     trace: Trace
     every: float | None = None  # wall seconds between samples (default 0.1 model s)
-    samples: list[tuple[float, int]] = field(default_factory=list)
+    # (trace clock time, children): turned into model seconds from the time
+    # origin when read, since the origin (the first event) may come later.
+    _raw: list[tuple[float, int]] = field(default_factory=list)
     _task: asyncio.Task | None = None
 
     def __post_init__(self) -> None:
@@ -331,8 +335,14 @@ class ChildCounter:
             raise ValueError(f"every must be a number of seconds > 0, got {self.every!r}")
 
     def sample(self) -> None:
-        t = self.trace.relative(self.trace.clock()) / self._scale
-        self.samples.append((t, len(self.graph.children(self._parent_id))))
+        self._raw.append((self.trace.clock(), len(self.graph.children(self._parent_id))))
+
+    @property
+    def samples(self) -> list[tuple[float, int]]:
+        """``(model second, children)``, counted from the trace's time origin like every
+        chart; samples taken before the first event are at 0."""
+        origin = time_origin(self.trace)
+        return [(max((t - origin) / self._scale, 0.0), n) for t, n in self._raw]
 
     async def _loop(self) -> None:
         every = self.every
@@ -357,7 +367,7 @@ class ChildCounter:
 
     @property
     def first_finish(self) -> float | None:
-        ends = [self.trace.relative(e.t) / self._scale for e in self.trace.events
+        ends = [model_time(self.trace, e.t, time_scale=self._scale) for e in self.trace.events
                 if e.kind in (EventKind.TASK_END, EventKind.TASK_ERROR)]
         return min(ends) if ends else None
 
@@ -371,4 +381,4 @@ class ChildCounter:
 
     @property
     def final(self) -> int:
-        return self.samples[-1][1] if self.samples else 0
+        return self._raw[-1][1] if self._raw else 0

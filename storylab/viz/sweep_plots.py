@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from storylab.viz._figure import new_figure
 from storylab.viz._palette import OKABE_ITO
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -21,9 +22,7 @@ __all__ = ["plot_simulated_vs_wall", "plot_sweep_heatmaps", "plot_sweep_lines"]
 
 def plot_sweep_heatmaps(result: Any, *, title: str | None = None) -> Figure:
     """Makespan (model seconds) and utilisation side by side, one square per cell."""
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(
+    fig, (left, right) = new_figure(
         1, 2, figsize=(12, 0.9 + 0.75 * len(result.story_limits)), layout="constrained"
     )
     panels = (
@@ -75,12 +74,10 @@ def plot_sweep_lines(result: Any, *, title: str | None = None) -> Figure:
     wide grey line) and shades where the measurement sits above the bound.
     Panels share both axes, so a legend of two entries is enough.
     """
-    import matplotlib.pyplot as plt
-
     n = len(result.story_limits)
     cols = min(3, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, sharex=True, sharey=True, squeeze=False,
+    fig, axes = new_figure(rows, cols, sharex=True, sharey=True, squeeze=False,
                              figsize=(3.6 * cols + 1, 2.4 * rows + 1), layout="constrained")
     flat = [ax for row in axes for ax in row]
     top = max(max(c.makespan, c.ideal) for c in result.cells) * 1.1
@@ -123,12 +120,10 @@ def plot_simulated_vs_wall(
     ``pairs`` are ``(simulated, real, label)`` in model seconds. Points on the
     dashed diagonal mean the simulated clock told the truth.
     """
-    import matplotlib.pyplot as plt
-
     pairs = list(pairs)
     if not pairs:
         raise ValueError("pairs must hold at least one (simulated, real, label) triple")
-    fig, ax = plt.subplots(figsize=(6, 5), layout="constrained")
+    fig, ax = new_figure(figsize=(6, 5), layout="constrained")
     top = max(max(v, w) for v, w, _ in pairs) * 1.1
     ax.plot([0, top], [0, top], "--", color="#888888", label="simulation = real")
     for v, w, label in pairs:

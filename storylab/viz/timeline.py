@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from storylab.scheduling.trace import EventKind, Trace
+from storylab.viz._figure import new_figure
 from storylab.viz._palette import (
     COLOURS,
     MARK_COLOUR,
@@ -34,7 +35,7 @@ from storylab.viz._palette import (
     Status,
     series_style,
 )
-from storylab.viz.labels import source_labels
+from storylab.viz.labels import source_labels, task_label
 from storylab.viz.readings import Moment, in_use_series, key_moments, root_source, time_origin
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,6 +62,8 @@ __all__ = [
 ]
 
 TIME_LABEL = "time (model seconds)"
+# A limit is a rule, not a status: black dashes, apart from every data colour.
+LIMIT_COLOUR = "#000000"
 
 _END_KINDS = {
     EventKind.TASK_END: Status.COMPLETED,
@@ -318,12 +321,6 @@ def _short_label(text: str, limit: int = _LABEL_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _pyplot():
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _wait_levels(lanes: list[TaskLane]) -> dict[str, str]:
     """Legend text per blocking level: the task's own limit vs an ancestor's.
 
@@ -401,7 +398,7 @@ def _draw_gantt(
             ax.text(r1, y, " ✗", va="center", ha="left", color=COLOURS[Status.FAILED],
                     fontsize=10, fontweight="bold", zorder=4)
         ticks.append(y)
-        tick_labels.append(lane.label)
+        tick_labels.append(task_label(lane.label))
         y += 1
     ax.set_yticks(ticks, tick_labels, fontsize=10)
     for i, label in enumerate(ax.get_yticklabels()):
@@ -432,8 +429,12 @@ def _draw_gantt(
         handles.append(Line2D([], [], marker="v", linestyle="", color=MARK_COLOUR,
                               markersize=6, label="marked inside the task (e.g. a retry)"))
     if handles:
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                  fontsize=10, frameon=False)
+        # Under the axes, not beside them: the bars keep the figure's width.
+        from matplotlib.transforms import offset_copy
+
+        below = offset_copy(ax.transAxes, fig=ax.figure, y=-34, units="points")
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, 0.0),
+                  bbox_transform=below, ncols=2, fontsize=10, frameon=False)
 
 
 _MOMENT_COLOURS = {"split": "#0072B2", "handoff": "#009E73", "failed": "#D55E00",
@@ -503,9 +504,14 @@ def _draw_makespan(ax: Axes, span: float, top: float) -> None:
                 arrowprops={"arrowstyle": "|-|", "color": "#000000", "lw": 1.2,
                             "shrinkA": 0, "shrinkB": 0}, annotation_clip=False,
                 gid="makespan")
-    ax.text(span / 2, top, f"makespan {span:.1f} model s", ha="center", va="center",
-            fontsize=10, bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none"},
-            zorder=8)
+    text = f"makespan {span:.1f} model s"
+    lo, hi = ax.get_xlim()
+    if span > 0.6 * (hi - lo):  # room inside the bracket
+        ax.text(span / 2, top, text, ha="center", va="center", fontsize=10, zorder=8,
+                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none"})
+    else:  # a short bracket keeps its ends visible: the label goes after it
+        ax.annotate(text, xy=(span, top), xytext=(6, 0), textcoords="offset points",
+                    ha="left", va="center", fontsize=10, zorder=8)
 
 
 def plot_timeline(
@@ -540,9 +546,8 @@ def plot_timeline(
     """
     lanes = timeline_lanes(trace, time_scale=time_scale)
     if ax is None:
-        plt = _pyplot()
         n_rows = len(lanes) + len({lane.group for lane in lanes})
-        fig, ax = plt.subplots(figsize=(10, min(2.6 + 0.3 * n_rows, 40)), layout="constrained")
+        fig, ax = new_figure(figsize=(10, min(2.6 + 0.3 * n_rows, 40)), layout="constrained")
     else:
         fig = ax.figure
     labels = source_labels(trace, names)
@@ -610,8 +615,7 @@ def plot_timelines(
                             f"got {type(trace).__name__}")
     spans = {label: makespan(t, time_scale=time_scale) for label, t in traces.items()}
     rows = [len(timeline_lanes(t, time_scale=time_scale)) + 4 for t in traces.values()]
-    plt = _pyplot()
-    fig, axes = plt.subplots(len(traces), 1, squeeze=False, sharex=shared,
+    fig, axes = new_figure(len(traces), 1, squeeze=False, sharex=shared,
                              figsize=(10, min(1.5 + 0.3 * sum(rows), 60)),
                              gridspec_kw={"height_ratios": rows}, layout="constrained")
     xmax = max(spans.values()) if shared else None
@@ -620,6 +624,8 @@ def plot_timelines(
         plot_timeline(trace, time_scale=time_scale, names=names, moments=moments, ax=ax,
                       xmax=xmax, title=f"{label}: makespan {spans[label]:.1f} model s")
         summaries.append(f"{label} {spans[label]:.1f} model s")
+        if shared and ax is not axes[-1][0]:
+            ax.set_xlabel("")  # one time axis, labelled once at the bottom
     if title:
         fig.suptitle(title)
     fig.storylab_summary = "Timelines, makespan per run: " + "; ".join(summaries) + "."
@@ -680,9 +686,8 @@ def plot_capacity(
     """
     lines = capacity_series(trace, limits=limits, time_scale=time_scale)
     readable = source_labels(trace, names)
-    plt = _pyplot()
     n = max(len(lines), 1)
-    fig, axes = plt.subplots(n, 1, sharex=True, squeeze=False,
+    fig, axes = new_figure(n, 1, sharex=True, squeeze=False,
                              figsize=(10, 1.0 + 1.55 * n), layout="constrained")
     axes = [row[0] for row in axes]
     # The axis ends at the makespan (the timeline's end); a trace with no
@@ -693,14 +698,14 @@ def plot_capacity(
     for ax, line in zip(axes, lines, strict=False):
         points = _merge_bursts(line.points, window)
         xs, ys = _step_to(points, end)
-        colour = OKABE_ITO["blue"] if line.depth == 0 else OKABE_ITO["orange"]
+        colour = OKABE_ITO["blue"] if line.depth == 0 else OKABE_ITO["bluish green"]
         (drawn,) = ax.step(xs, ys, where="post", color=colour, lw=1.8, label="units in use")
         drawn.set_gid(f"in_use:{line.name}")
         ax.fill_between(xs, ys, step="post", color=colour, alpha=0.15)
         shown_peak = max(ys)
         top = max(shown_peak, line.limit or 0)
         if line.limit is not None:
-            lim = ax.axhline(line.limit, color=COLOURS[Status.FAILED], ls="--", lw=1.2,
+            lim = ax.axhline(line.limit, color=LIMIT_COLOUR, ls="--", lw=1.2,
                              zorder=5, label="limit")
             lim.set_gid(f"limit:{line.name}")
         ax.set_ylim(0, top + max(1, math.ceil(top * 0.15)))
@@ -716,7 +721,7 @@ def plot_capacity(
         if not any(line.limit is not None for line in lines[:1]):
             from matplotlib.lines import Line2D
 
-            handles.append(Line2D([], [], color=COLOURS[Status.FAILED], ls="--"))
+            handles.append(Line2D([], [], color=LIMIT_COLOUR, ls="--"))
             labels.append("limit")
         fig.legend(handles, labels, loc="outside upper right", ncols=2, fontsize=10,
                    frameon=False)
@@ -764,9 +769,8 @@ def plot_sequential_vs_parallel(
     names = {**source_labels(sequential, names), **source_labels(parallel, names)}
     seq_span = makespan(sequential, time_scale=time_scale)
     par_span = makespan(parallel, time_scale=time_scale)
-    plt = _pyplot()
     rows = max(len(seq_lanes), len(par_lanes)) + 2
-    fig, (left, right) = plt.subplots(1, 2, sharex=True, figsize=(14, min(2.4 + 0.3 * rows, 30)),
+    fig, (left, right) = new_figure(1, 2, sharex=True, figsize=(14, min(2.4 + 0.3 * rows, 30)),
                                       layout="constrained")
     _draw_gantt(left, seq_lanes, legend=False, names=names)
     _draw_gantt(right, par_lanes, names=names)
@@ -806,8 +810,7 @@ def plot_in_use(
     """
     if not traces:
         raise ValueError("traces must map a label to at least one Trace")
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 3.6), layout="constrained")
+    fig, ax = new_figure(figsize=(10, 3.6), layout="constrained")
     peaks: dict[str, int] = {}
     spans: dict[str, float] = {}
     for i, (label, trace) in enumerate(traces.items()):
@@ -824,13 +827,14 @@ def plot_in_use(
         ax.step(xs, ys, where="post", lw=2, color=colour, ls=style,
                 label=f"{label} (makespan {span:.1f} model s)", gid=f"in_use:{label}")
     if limit is not None:
-        ax.axhline(limit, color=OKABE_ITO["vermillion"], ls="--", lw=1.2, label=f"limit {limit}")
+        ax.axhline(limit, color=LIMIT_COLOUR, ls="--", lw=1.2, label=f"limit {limit}")
         ax.set_ylim(0, limit * 1.25)
     ax.set_xlabel(TIME_LABEL)
     ax.set_ylabel(f"units in use ({source or 'root'})")
     ax.set_xlim(left=0)
     ax.grid(color="#eeeeee")
-    ax.legend(loc="lower center", fontsize=10, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=3, fontsize=10,
+              frameon=False)
     default = (
         f"Units in use at {source!r}" if source else "Units in use at the root capacity source"
     )
@@ -852,8 +856,7 @@ def plot_children(counters: Mapping[str, ChildCounter], *, limit: int | None = N
     """
     if not counters:
         raise ValueError("counters must map a label to at least one ChildCounter")
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 3.6), layout="constrained")
+    fig, ax = new_figure(figsize=(10, 3.6), layout="constrained")
     top = 0
     for i, (label, counter) in enumerate(counters.items()):
         colour, _ = series_style(i)
@@ -866,7 +869,7 @@ def plot_children(counters: Mapping[str, ChildCounter], *, limit: int | None = N
         if counter.first_finish is not None:
             ax.axvline(counter.first_finish, color=colour, ls=":", lw=1.2)
     if limit is not None:
-        ax.axhline(limit, color=OKABE_ITO["vermillion"], ls="--", lw=1.2, label=f"capacity {limit}")
+        ax.axhline(limit, color=LIMIT_COLOUR, ls="--", lw=1.2, label=f"capacity {limit}")
     ax.set_ylim(0, top + 1)
     ax.set_xlim(left=0)
     ax.yaxis.get_major_locator().set_params(integer=True)

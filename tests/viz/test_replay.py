@@ -157,3 +157,26 @@ async def test_the_static_snapshot_is_plain_html_with_gauge_panel_and_cursor(sto
     assert page.count("data-status='completed'") == 1  # C's short first picture
     assert "unit freed by C → E" not in r.summary()  # the summary states numbers, not moments
     assert "waits: global" in page and "waits: story" in page
+
+
+def test_under_fifo_a_wait_with_room_everywhere_is_a_queue_wait():
+    from storylab.sweep import what_if
+
+    trace = what_if(2, 3, stories=2, policy="fifo").trace
+    state = replay_state(trace, 0.0)
+    assert state.gauge_text() == "global 2/3 · A ●● B ○○"
+    # B has room and so has the pool, yet B waits: A's waiter is ahead (FIFO).
+    assert state.waits_on("story") == ["A"] and state.waits_on("queue") == ["B"]
+    assert state.waits_text() == ("waiting on their story limit: A; "
+                                  "behind an earlier waiter: B")
+    fair = replay_state(what_if(2, 3, stories=2).trace, 0.0)
+    assert fair.split == (2, 1) and "queue" not in fair.waits_text()
+
+
+def test_the_runner_checking_an_empty_source_is_no_hand_off():
+    from storylab.sweep import what_if
+
+    # Nobody ever waits: at the end each runner takes a unit only to find its
+    # source empty. That is not a unit freed for another story.
+    kinds = [m.kind for m in key_moments(what_if(5, 25, stories=2).trace)]
+    assert kinds == ["split", "end"]

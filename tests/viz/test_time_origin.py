@@ -162,7 +162,10 @@ async def test_several_timelines_share_one_time_axis():
 async def test_every_figure_carries_a_summary_built_from_its_numbers():
     trace = await _late_trace()
     span = f"{makespan(trace):.1f}"
-    timeline = figure_summary(plot_timeline(trace))
+    fig = plot_timeline(trace)
+    timeline = figure_summary(fig)
+    # In a notebook the figure's text/plain is its summary, not "<Figure size ...>".
+    assert repr(fig) == timeline
     assert timeline.startswith("Timeline: 6 tasks in 2 group(s) (story A, story B)")
     assert f"makespan {span} model s" in timeline
     capacity = figure_summary(plot_capacity(trace))

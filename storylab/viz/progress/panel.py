@@ -41,9 +41,10 @@ Typical use in a notebook::
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, TextIO
 
 from storylab.viz.progress.model import (
@@ -96,6 +97,14 @@ class ProgressPanel:
     better. ``stream`` is where the text form prints (default ``sys.stdout``);
     ``summary_at_end=False`` leaves out the summary it prints when a pipeline
     ends (for a command that reports the outcome itself).
+
+    ``trace`` (a :class:`~storylab.scheduling.Trace` the run records into,
+    settable later as ``panel.trace``) adds the capacity-tree gauge above the
+    bars, live: ``global 7/10 · A ●●● B ●●○ …`` with each wait marked by the
+    level that blocks it (the same gauge as :func:`storylab.viz.replay`);
+    ``names`` relabels its stories. ``compact=True`` draws each pipeline's
+    children as one line of glyphs (· ▶ ✓ ✗ ↺) instead of a row each, so
+    five stories fit in a screenful.
     """
 
     def __init__(
@@ -108,6 +117,9 @@ class ProgressPanel:
         stream: TextIO | None = None,
         summary_at_end: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        trace: Any = None,
+        names: Mapping[str, str] | None = None,
+        compact: bool = False,
     ) -> None:
         if form is not None and form not in _FORMS:
             raise ValueError(f"form must be one of {', '.join(_FORMS)} or None; got {form!r}")
@@ -124,6 +136,9 @@ class ProgressPanel:
         self._stream = stream
         self.summary_at_end = bool(summary_at_end)
         self._clock = clock
+        self.trace = trace
+        self.names = dict(names) if names else None
+        self.compact = bool(compact)
         self._model = ProgressModel()
         self._dirty = False
         self._last_render: float | None = None
@@ -142,9 +157,28 @@ class ProgressPanel:
         """A snapshot of every pipeline, in the order they appeared."""
         return self._model.pipelines
 
+    def gauge_state(self) -> Any:
+        """The capacity gauge now (a :class:`~storylab.viz.ReplayState`), or ``None``
+        without a trace or before its first event."""
+        if self.trace is None or not getattr(self.trace, "events", None):
+            return None
+        from storylab.viz.progress.replay import replay_state
+
+        return replay_state(self.trace, math.inf, names=self.names)
+
+    def gauge_html(self) -> str:
+        state = self.gauge_state()
+        return "" if state is None else state.gauge_html()
+
     def summary(self) -> str:
         """The panel as plain text: a line per pipeline and a line per child."""
-        return summary_text(self.title, self.pipelines, self.max_rows)
+        text = summary_text(self.title, self.pipelines, self.max_rows)
+        state = self.gauge_state()
+        if state is None:
+            return text
+        lines = text.split("\n")
+        at = 1 if self.title else 0
+        return "\n".join([*lines[:at], state.gauge_text(), *lines[at:]])
 
     def __repr__(self) -> str:
         return f"<ProgressPanel {self.form} {len(self._model.roots)} pipeline(s)>"

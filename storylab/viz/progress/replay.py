@@ -54,9 +54,9 @@ from typing import Any
 
 from storylab.scheduling.trace import EventKind, Trace
 from storylab.viz._palette import COLOURS, WAIT_COLOURS, Status
-from storylab.viz.labels import short_label, source_labels
-from storylab.viz.progress.model import SYMBOLS, PipelineProgress, RowState
-from storylab.viz.progress.widget import SNAPSHOT_STYLE, pipeline_html
+from storylab.viz.labels import short_label, source_labels, task_label
+from storylab.viz.progress.model import PipelineProgress, RowState
+from storylab.viz.progress.widget import SNAPSHOT_STYLE, glyph_strip, pipeline_html
 from storylab.viz.readings import Moment, key_moments, root_source, story_sources, time_origin
 
 __all__ = [
@@ -110,8 +110,10 @@ class WaitState:
     """A task waiting for a unit at the moment, and the level that blocks it.
 
     ``blocked_by`` is ``"story"`` when its own (leaf) limit is full, else
-    the label of the full ancestor (``"global"``); ``level`` is that source's
-    machine name; ``since`` when the wait began (model seconds).
+    the label of the full ancestor (``"global"``), or ``"queue"`` when no
+    level is full and it waits behind an earlier waiter (the FIFO policy);
+    ``level`` is the source's machine name (the level recorded when the wait
+    began, for a queue wait); ``since`` when the wait began (model seconds).
     """
 
     task: str
@@ -170,7 +172,8 @@ class ReplayState:
         for w in self.waits:
             levels.setdefault(w.blocked_by, []).append(by_label.get(w.story, w.story))
         said = [
-            f"on {'their story' if level == 'story' else 'the ' + level} limit: "
+            ("behind an earlier waiter: " if level == "queue" else
+             f"on {'their story' if level == 'story' else 'the ' + level} limit: ")
             + ", ".join(who)
             for level, who in levels.items()
         ]
@@ -218,7 +221,10 @@ class ReplayState:
             "<div style='font-size:12px;color:#444;margin-top:2px'>"
             f"<span style='color:{_IN_USE}'>●</span> unit in use · ○ free unit · "
             f"{_wait_badge(None, 'story')} a task waits: its story is full · "
-            f"{_wait_badge(None, 'global')} a task waits: the global pool is full</div>"
+            f"{_wait_badge(None, 'global')} a task waits: the global pool is full"
+            + (f" · {_wait_badge(None, 'queue')} a task waits behind an earlier one"
+               if any(w.blocked_by == "queue" for w in self.waits) else "")
+            + "</div>"
         )
         return (f"<div class='storylab-gauge' data-t='{self.t:.3f}'>"
                 f"{''.join(rows)}{legend}</div>")
@@ -243,6 +249,8 @@ def _wait_badge(w: WaitState | None, blocked_by: str | None = None) -> str:
     own = level == "story"
     colour = WAIT_COLOURS[0] if own else WAIT_COLOURS[1]
     text = "waits: story" if own else f"waits: {level}"
+    if level == "queue":
+        colour = WAIT_COLOURS[2]
     tip = (f" title='{html.escape(w.task, quote=True)} waits since {w.since:.1f} model s'"
            if w is not None else "")
     return (f"<span class='storylab-wait' data-blocked-by='{html.escape(str(level), quote=True)}'"
@@ -251,15 +259,8 @@ def _wait_badge(w: WaitState | None, blocked_by: str | None = None) -> str:
 
 
 def _compact_pipeline_html(p: PipelineProgress) -> str:
-    """One line per pipeline: title, bar, counts, then a glyph per child (no long table)."""
-    glyphs = "".join(
-        f"<span data-name='{html.escape(r.name, quote=True)}' data-status='{r.status}' "
-        f"title='{html.escape(r.title, quote=True)}: {r.status}' "
-        f"style='color:{r.colour};font-size:15px'>{SYMBOLS[r.status]}</span>"
-        for r in p.rows
-    )
-    return pipeline_html(p, 0, rows_html=f"<div class='glyphs' style='letter-spacing:2px'>"
-                                         f"{glyphs}</div>")
+    """One pipeline: title, bar, counts, then a glyph per child (no long table)."""
+    return pipeline_html(p, 0, rows_html=glyph_strip(p))
 
 
 # -- the pure function -----------------------------------------------------------
@@ -291,10 +292,10 @@ def replay_state(
     (``{"story:<name>": "story A (a fox)"}``); ``limits`` defaults to
     ``trace.meta["limits"]``. A waiting task is blocked by its story when
     the story's limit is full at ``t``, else by the first full level above
-    (usually ``global``); a task that asked while a level was full keeps
-    the level recorded then if nothing is full at ``t`` (the instant of a
-    hand-off). Tasks that have not asked for a unit yet count as waiting in
-    the panel (the runner asks for a unit before it takes the next task).
+    (usually ``global``), and by the ``queue`` when no level is full (an
+    earlier waiter goes first, as FIFO does). Tasks that have not asked for
+    a unit yet count as waiting in the panel (the runner asks for a unit
+    before it takes the next task).
     """
     if not isinstance(trace, Trace):
         raise TypeError(f"trace must be a storylab Trace, got {type(trace).__name__}")
@@ -325,9 +326,9 @@ def replay_state(
         if key in started and e.kind in (EventKind.TASK_START, EventKind.WAIT,
                                          EventKind.ACQUIRE):
             group = e.group or e.runner
-            tasks.setdefault(group, {}).setdefault(key, e.label or f"task {e.task_id}")
+            tasks.setdefault(group, {}).setdefault(key, task_label(e.label or f"task {e.task_id}"))
             if e.label:
-                tasks[group][key] = e.label
+                tasks[group][key] = task_label(e.label)
         if e.kind in _ENDS:
             end = max(end, at)
         if at > t + _EPS:
@@ -355,9 +356,15 @@ def replay_state(
     wait_states = []
     blocked_count: dict[str, int] = {}
     for (runner, task_id), (path, recorded, since) in waits.items():
-        level = next((n for n in path if n in limit_of and in_use.get(n, 0) >= limit_of[n]),
-                     recorded or path[0])
-        blocked_by = "story" if level == path[0] else labels.get(level, level)
+        full = next((n for n in path if n in limit_of and in_use.get(n, 0) >= limit_of[n]),
+                    None)
+        level = full or recorded or path[0]
+        if full is None and limit_of.keys() >= set(path):
+            # Every level has room, yet it waits: an earlier waiter is served
+            # first (FIFO), or the unit is being handed over at this instant.
+            blocked_by = "queue"
+        else:
+            blocked_by = "story" if level == path[0] else labels.get(level, level)
         story = labels.get(path[0], path[0])
         label = next((lb for g in tasks.values() for k, lb in g.items()
                       if k == (runner, task_id)), "the next task")

@@ -24,7 +24,7 @@ from storylab.viz.progress.model import FINISHED, PipelineProgress
 if TYPE_CHECKING:  # pragma: no cover
     from storylab.viz.progress.panel import ProgressPanel
 
-__all__ = ["SNAPSHOT_CLASS", "pipeline_html", "rows_table", "static_snapshot_html"]
+__all__ = ["SNAPSHOT_CLASS", "glyph_strip", "pipeline_html", "rows_table", "static_snapshot_html"]
 
 
 class _View:
@@ -65,7 +65,8 @@ class _WidgetView:
         self._w = w
         self.panel = panel
         self.header = w.HTML(self._header_html())
-        self.box = w.VBox([self.header])
+        self.gauge = w.HTML()
+        self.box = w.VBox([self.header, self.gauge])
         self.parts: dict[str, dict[str, Any]] = {}
         self.snapshot_handle: Any = None
 
@@ -116,6 +117,9 @@ class _WidgetView:
         return part
 
     def refresh(self) -> None:
+        gauge = self.panel.gauge_html()
+        if self.gauge.value != gauge:
+            self.gauge.value = gauge
         for p in self.panel.pipelines:
             part = self._part(p)
             value, total = _bar_value(p)
@@ -135,6 +139,8 @@ class _WidgetView:
                 part["rows"].value = rows
 
     def rows_html(self, p: PipelineProgress) -> str:
+        if self.panel.compact:
+            return glyph_strip(p)
         return rows_table(p, self.panel.max_rows)
 
 
@@ -185,8 +191,25 @@ def static_snapshot_html(panel: ProgressPanel) -> str:
     One block per pipeline: its title and status, a bar drawn with two
     ``div`` elements (width in percent), the counts, and a row per child.
     """
+    title = f"<b>{html.escape(panel.title) if panel.title else 'Progress'}</b>"
+    blocks = [
+        pipeline_html(p, panel.max_rows, rows_html=glyph_strip(p) if panel.compact else None)
+        for p in panel.pipelines
+    ] or ["<div>(no pipelines yet)</div>"]
     return (f"{SNAPSHOT_STYLE}<div class='{SNAPSHOT_CLASS}' style='font-size:90%'>"
-            f"{pipelines_html(panel.title, panel.pipelines, panel.max_rows)}</div>")
+            f"{title}{panel.gauge_html()}{''.join(blocks)}</div>")
+
+
+def glyph_strip(p: PipelineProgress) -> str:
+    """A glyph per child on one line (· waiting, ▶ running, ✓ done, ✗ failed, ↺ reused):
+    the compact form of the rows, for many pipelines at once."""
+    glyphs = "".join(
+        f"<span data-name='{html.escape(r.name, quote=True)}' data-status='{r.status}' "
+        f"title='{html.escape(r.title, quote=True)}: {r.status_text}' "
+        f"style='color:{r.colour};font-size:15px'>{r.symbol}</span>"
+        for r in p.rows
+    )
+    return f"<div class='glyphs' style='letter-spacing:2px'>{glyphs}</div>"
 
 
 def rows_table(p: PipelineProgress, max_rows: int) -> str:
