@@ -315,3 +315,13 @@ def test_every_python_name_of_the_api_table_exists():
             assert hasattr(TaskEventType, kind), python
         for cls in re.findall(r"\b([A-Z]\w+)\(", python):
             assert cls in ("X",) or hasattr(storylab, cls), f"{python}: storylab.{cls}?"
+
+
+def test_the_longest_picture_may_be_named_as_the_chart_writes_it(story_run):
+    run, lanes = story_run
+    longest = max(lanes, key=lambda lane: lane.run[1] - lane.run[0]).label
+    short = longest.replace("{{IMAGE_", "").replace("}}", "")
+    assert kit.check_longest_picture(run.trace, longest)
+    assert kit.check_longest_picture(run.trace, short), short
+    other = next(lane.label for lane in lanes if lane.label != longest)
+    assert not kit.check_longest_picture(run.trace, other.replace("{{IMAGE_", "").replace("}}", ""))
