@@ -325,3 +325,23 @@ def test_the_longest_picture_may_be_named_as_the_chart_writes_it(story_run):
     assert kit.check_longest_picture(run.trace, short), short
     other = next(lane.label for lane in lanes if lane.label != longest)
     assert not kit.check_longest_picture(run.trace, other.replace("{{IMAGE_", "").replace("}}", ""))
+
+
+def test_cluster_progress_replays_a_stored_story_into_the_panel(tmp_path):
+    import io
+
+    from storylab.viz import ProgressPanel
+
+    graph = fresh_graph("cluster", home=tmp_path)
+    run = asyncio.run(run_stories(graph, ["a kind giant"], panel=None,
+                                  settings=simulated_settings(0.002)))
+    graph.flush()
+    said = io.StringIO()
+    panel = ProgressPanel("on workers", form="text", stream=said)
+    story = types.SimpleNamespace(topic="a kind giant", pipeline=run.pipelines[0].name,
+                                  pipeline_id=run.pipelines[0].id, pid=4242)
+    kit.cluster_progress(panel, graph.path)(story)
+    panel.close()
+    (progress,) = panel.pipelines
+    assert (progress.done, progress.total) == (5, 5) and progress.completed == 5
+    assert "finished by worker process 4242" in said.getvalue()
