@@ -345,3 +345,14 @@ def test_cluster_progress_replays_a_stored_story_into_the_panel(tmp_path):
     (progress,) = panel.pipelines
     assert (progress.done, progress.total) == (5, 5) and progress.completed == 5
     assert "finished by worker process 4242" in said.getvalue()
+
+
+def test_several_stories_get_the_compact_panel_with_the_gauge(tmp_path, capsys):
+    graph = fresh_graph("gauge", home=tmp_path)
+    settings = simulated_settings(0.002)
+    two = asyncio.run(run_stories(graph, ["a fox", "an owl"], settings=settings))
+    assert two.panel.compact and two.panel.trace is two.trace
+    assert two.panel.names == kit.story_labels(two)
+    one = asyncio.run(run_stories(graph, ["a hen"], settings=settings))
+    assert not one.panel.compact and one.panel.trace is None
+    capsys.readouterr()
