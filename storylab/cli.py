@@ -32,7 +32,7 @@ COMMANDS: dict[str, tuple[ModuleType, str]] = {
     "run": (cli_run, "generate illustrated stories (resumes an interrupted run)"),
     "serve-images": (
         cli_serve,
-        "serve the simulated image generator over an OpenAI-compatible HTTP API",
+        "serve the simulated models (images, chat, moderations) over an OpenAI-compatible API",
     ),
     "eg": (eg_cli, "inspect the entity graph (tree, node, list)"),
     "demo": (_demo, "a small scheduling demo: five groups under a shared limit"),

@@ -163,8 +163,22 @@ def format_tree(graph: EntityGraph, node_id: str) -> str:
             line += f"  ({_one_line(node.error)})"
         elif node.status == "InProgress":
             line += f"  ({_lease_note(graph, node.id, now)})"
+        if isinstance(node.data, dict) and node.data.get("verdict"):
+            line += f"  ({_verdict_note(node.data)})"
         lines.append(line)
     return "\n".join(lines)
+
+
+def _verdict_note(data: dict) -> str:
+    """A node that judged something (``verdict``, ``verdict_source``,
+    ``verdict_reason`` in its data): what it said, who said it and why."""
+    note = f"verdict: {data['verdict']}"
+    if data.get("verdict_source"):
+        note += f" by {data['verdict_source']}"
+    reason = " ".join(str(data.get("verdict_reason") or "").split())
+    if reason:
+        note += f": {reason if len(reason) <= 100 else reason[:97] + '...'}"
+    return note
 
 
 def _seconds(s: float) -> str:

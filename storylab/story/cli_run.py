@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import logging
 import math
+import os
 import re
 import sys
 from contextlib import ExitStack, aclosing
@@ -32,8 +33,13 @@ from storylab._cli_args import (
     positive_int,
     probability,
 )
-from storylab.story.backends import IMAGE_BACKENDS, check_time_scale, make_image_backend
-from storylab.story.backends.text import SimulatedTextBackend
+from storylab.story.backends import (
+    IMAGE_BACKENDS,
+    TEXT_BACKENDS,
+    check_time_scale,
+    make_image_backend,
+    make_text_backend,
+)
 from storylab.story.models import (
     DEFAULT_ILLUSTRATION_COUNT,
     MAX_ILLUSTRATIONS,
@@ -108,8 +114,38 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--images-url",
         type=http_url,
         metavar="URL",
-        help="base URL of the HTTP image service (default $STORYLAB_IMAGES_URL or a local "
-        "`storylab serve-images`)",
+        help="base URL of the HTTP image service, with or without /v1 (default "
+        "$STORYLAB_IMAGES_URL, $OPENAI_BASE_URL or a local `storylab serve-images`)",
+    )
+    parser.add_argument(
+        "--images-model",
+        type=_model_name,
+        metavar="NAME",
+        help="HTTP backend: the image model, e.g. gpt-image-1.5, gpt-image-1-mini or dall-e-3 "
+        "(default gpt-image-1.5); only the parameters and sizes it accepts are sent",
+    )
+    parser.add_argument(
+        "--text-backend",
+        default="simulated",
+        choices=TEXT_BACKENDS,
+        metavar="NAME",
+        help=f"story writer and safety check: {' or '.join(TEXT_BACKENDS)} (an "
+        "OpenAI-compatible chat service; default simulated)",
+    )
+    parser.add_argument(
+        "--text-url",
+        type=http_url,
+        metavar="URL",
+        help="base URL of the chat service, with or without /v1, e.g. "
+        "http://localhost:11434/v1 for Ollama (default $STORYLAB_TEXT_URL, $OPENAI_BASE_URL "
+        "or a local `storylab serve-images`)",
+    )
+    parser.add_argument(
+        "--text-model",
+        type=_model_name,
+        metavar="NAME",
+        help="--text-backend http: the chat model, e.g. gpt-5.4-mini or llama3.2 "
+        "(default $STORYLAB_TEXT_MODEL or gpt-5.4-mini)",
     )
     parser.add_argument(
         "--attempt-timeout",
@@ -180,6 +216,34 @@ def _positive(what: str):
         return value
 
     return parse
+
+
+def _model_name(text: str) -> str:
+    """An argparse type: a model's name (no spaces, not empty)."""
+    name = text.strip()
+    if not name or any(c.isspace() for c in name):
+        raise argparse.ArgumentTypeError(
+            f"must be a model's name without spaces, like gpt-image-1; got {text!r}"
+        )
+    return name
+
+
+def _text_backend(args: argparse.Namespace, time_scale: float):
+    """The writer and safety check the flags ask for (``--text-*``)."""
+    if args.text_backend == "simulated":
+        if args.text_url or args.text_model:
+            raise ValueError("--text-url and --text-model need --text-backend http")
+        return make_text_backend("simulated", time_scale=time_scale, seed=args.seed)
+    options: dict[str, Any] = {}
+    model = args.text_model or os.environ.get("STORYLAB_TEXT_MODEL")
+    if model:
+        options["model"] = model
+    try:
+        return make_text_backend("http", base_url=args.text_url, **options)
+    except ValueError as exc:  # a URL from the environment that is no URL
+        raise ValueError(
+            f"--text-url (or $STORYLAB_TEXT_URL / $OPENAI_BASE_URL): {exc}".replace("base_url ", "")
+        ) from None
 
 
 def _cluster_spec(text: str) -> str:
@@ -264,6 +328,8 @@ def main(args: argparse.Namespace) -> int:
                 raise ValueError(
                     "--attempt-timeout, --image-timeout and --max-response-mb need --backend http"
                 )
+            if args.images_model:
+                raise ValueError("--images-model needs --backend http")
             images = make_image_backend(
                 "simulated",
                 time_scale=time_scale,
@@ -274,10 +340,16 @@ def main(args: argparse.Namespace) -> int:
         else:
             if args.fail or args.fail_probability:
                 raise ValueError("--fail and --fail-probability need --backend simulated")
+            if args.images_model:
+                http_options["model"] = args.images_model
             images = make_image_backend(args.backend, base_url=args.images_url, **http_options)
+        text = _text_backend(args, time_scale)
         settings = StorySettings(
             images=images,
-            text=SimulatedTextBackend(time_scale=time_scale, seed=args.seed),
+            text=text,
+            # The model named on the command line is the image entities' pool, so
+            # each stored picture says which model it was asked of.
+            model_pool=args.images_model,
             story_limit=args.story_limit,
             global_limit=args.global_limit,
             image_mode="sequential" if args.sequential else "parallel",
@@ -408,9 +480,10 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
     finally:
         if graph is not None:
             graph.close()
-        aclose = getattr(settings.images, "aclose", None)
-        if aclose is not None:  # the HTTP backend's connection pool
-            await aclose()
+        for backend in (settings.images, settings.text):
+            aclose = getattr(backend, "aclose", None)
+            if aclose is not None:  # an HTTP backend's connection pool
+                await aclose()
 
 
 def _label(topic: str) -> str:

@@ -1,9 +1,11 @@
-"""``storylab serve-images``: the simulated image generator behind a real HTTP API.
+"""``storylab serve-images``: the simulated models behind a real OpenAI-compatible API.
 
-Starts an OpenAI-compatible ``POST /v1/images/generations`` server on
-loopback that answers ``429`` past ``--max-concurrent`` requests in flight.
-Point ``storylab run --backend http`` (or a notebook) at it to see what the
-capacity limits save. Stop it with Ctrl-C.
+Starts a server on loopback with ``POST /v1/images/generations`` (the
+simulated image generator), ``POST /v1/chat/completions`` (the offline
+writer) and ``POST /v1/moderations`` (the offline safety rules), answering
+``429`` past ``--max-concurrent`` requests in flight. Point ``storylab run
+--backend http --text-backend http`` (or a notebook) at it to run the whole
+HTTP path offline and see what the capacity limits save. Stop it with Ctrl-C.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ def _failing_images(items: list[str]) -> list[str]:
 def main(args: argparse.Namespace) -> int:
     from storylab.story.backends.images import SimulatedImageBackend
     from storylab.story.backends.server import ImageServer
+    from storylab.story.backends.text import SimulatedTextBackend
 
     try:
         api_key = None
@@ -81,6 +84,7 @@ def main(args: argparse.Namespace) -> int:
             api_key = os.environ.get("STORYLAB_IMAGES_API_KEY")
             if not api_key:
                 raise ValueError("--require-api-key needs STORYLAB_IMAGES_API_KEY to be set")
+        text = SimulatedTextBackend(time_scale=args.time_scale, seed=args.seed)
         generator = SimulatedImageBackend(
             time_scale=args.time_scale,
             seed=args.seed,
@@ -89,6 +93,7 @@ def main(args: argparse.Namespace) -> int:
         )
         server = ImageServer(
             generator,
+            text=text,
             host=args.host,
             port=args.port,
             max_concurrent=args.max_concurrent,
@@ -114,7 +119,8 @@ def main(args: argparse.Namespace) -> int:
             )
             return EXIT_FAILED
         print(
-            f"serving simulated images on {server.url} (POST /v1/images/generations, "
+            f"serving simulated models on {server.url} (POST /v1/images/generations, "
+            "/v1/chat/completions and /v1/moderations; "
             f"at most {server.max_concurrent} at once, then 429)",
             flush=True,
         )

@@ -107,6 +107,12 @@ class ContentSafetyCheckEntity(RunnableEntity):
         topic = self.data["topic"]
         yield self.status("RUNNING", "Checking whether the topic suits young readers")
         result = await current_settings().text.check_safety(topic)
+        # The verdict, who gave it and why, where `storylab eg` shows them.
+        await self.update_entity_data(
+            verdict=result.verdict,
+            verdict_source=result.source or "unknown",
+            verdict_reason=result.reason or result.reasoning,
+        )
         yield Return(result.to_json())
 
 
@@ -142,9 +148,15 @@ class ImageGenerationEntity(RunnableEntity):
         image = await current_settings().images.generate(request)
         if not image.data:
             raise ImageBackendError(f"No images generated for {placeholder}")
+        if image.model is not None:
+            # A remote model: which one drew it, and the size asked for next to
+            # the size sent (the nearest the model accepts).
+            await self.update_entity_data(
+                model=image.model, requested_size=image.requested_size, size=image.size
+            )
         yield self.status("RUNNING", f"Saving {placeholder} to the blob store")
         content_type = content_type_for(image.format)
-        key = self.graph.blobs.put(image.data, content_type)
+        key = self.store_blob(image.data, content_type)  # not once our lease is lost
         result = GeneratedImageResult(
             placeholder=placeholder,
             content_type=content_type,
@@ -275,7 +287,7 @@ class StoryPipelineEntity(RunnableEntity):
         # it. If it cannot be stored the pipeline fails, and running it again
         # assembles the page from the pictures already drawn.
         try:
-            html_key = self.graph.blobs.put(html.encode("utf-8"), "text/html")
+            html_key = self.store_blob(html.encode("utf-8"), "text/html")
         except OSError as exc:
             raise PageNotStoredError(
                 f"the story page could not be stored in {self.graph.blobs.root} "

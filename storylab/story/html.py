@@ -38,6 +38,7 @@ __all__ = [
     "MISSING_IMAGE_TEXT",
     "PAGE_CSS",
     "assemble_html",
+    "clean_story_html",
     "content_type_for",
     "escape_alt",
     "escape_text",
@@ -129,55 +130,91 @@ def _slot(number: int) -> str:
     return f'<span {_SLOT_ATTRIBUTE}="{number}"></span>'
 
 
+# Private-use characters that stand for a declared placeholder while nh3
+# cleans the HTML: "\ue000" + its index + "\ue001". nh3 keeps them as they are,
+# in text and in attribute values alike, so where each one ended up says
+# whether the placeholder was in the story's text (a slot) or not (text).
+_MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
+_MARK = re.compile(f"{_MARK_OPEN}(\\d+){_MARK_CLOSE}")
+_MARK_CHARS = re.compile(f"[{_MARK_OPEN}{_MARK_CLOSE}]")
+# After nh3 every tag is well formed and ">" inside an attribute is "&gt;".
+_CLEAN_TAG = re.compile(r"<[^>]*>")
+
+
 def sanitize_story_html(html_content: str, placeholders: Sequence[str] = ()) -> str:
     """The writer's HTML as a safe body fragment, with its image slots marked.
 
     ``placeholders`` are the writer's own, in prompt order: the first
-    occurrence of the i-th one becomes slot ``i`` (counting from 1), to be
-    filled by :func:`assemble_html`. What survives sanitizing is text and
-    the elements in a fixed allow-list with ``class``, ``id``, ``lang``,
-    ``dir`` and ``title`` attributes; comments, ``<style>``, ``style=``,
-    links and every URL-bearing attribute are removed, so no CSS escape
-    trick (``u\\72l(``, ``@\\69mport``) has anywhere to live. Braces in the
-    result are written as character references, so no text in it spells a
-    placeholder.
+    occurrence *in the story's text* of the i-th one becomes slot ``i``
+    (counting from 1), to be filled by :func:`assemble_html`. An occurrence
+    inside an attribute (``<p title="{{IMAGE_1}}">``) or inside an element
+    dropped with its content (``<script>``) takes no slot: it stays text
+    there, or goes with the element, and the picture keeps its place in the
+    text. What survives sanitizing is text and the elements in a fixed
+    allow-list with ``class``, ``id``, ``lang``, ``dir`` and ``title``
+    attributes; comments, ``<style>``, ``style=``, links and every URL-bearing
+    attribute are removed, so no CSS escape trick (``u\\72l(``,
+    ``@\\69mport``) has anywhere to live. Braces in the result are written
+    as character references, so no text in it spells a placeholder.
     """
     import nh3  # imported here: `import storylab` stays light
 
-    # One pass over the writer's HTML: each occurrence of a declared
-    # placeholder takes the next slot of that placeholder still open, so a
-    # slot's own markup is never searched again.
-    open_slots: dict[str, list[int]] = {}
+    distinct = list(dict.fromkeys(p for p in placeholders if p))
+    open_slots: dict[str, list[int]] = {p: [] for p in distinct}
     for number, placeholder in enumerate(placeholders, start=1):
         if placeholder:
-            open_slots.setdefault(placeholder, []).append(number)
+            open_slots[placeholder].append(number)
 
-    def take_slot(match: re.Match[str]) -> str:
-        waiting = open_slots[match.group(0)]
-        return _slot(waiting.pop(0)) if waiting else match.group(0)
-
-    marked = html_content
-    if open_slots:
-        # Longest first, so that a placeholder which contains another wins.
-        alternatives = sorted(open_slots, key=len, reverse=True)
+    # The writer's text may not forge a mark; then every declared placeholder
+    # becomes its mark (longest first, so one that contains another wins).
+    marked = _MARK_CHARS.sub("", html_content)
+    if distinct:
+        index = {p: i for i, p in enumerate(distinct)}
+        alternatives = sorted(distinct, key=len, reverse=True)
         pattern = re.compile("|".join(re.escape(p) for p in alternatives))
-        marked = pattern.sub(take_slot, html_content)
+        marked = pattern.sub(lambda m: f"{_MARK_OPEN}{index[m.group(0)]}{_MARK_CLOSE}", marked)
     clean = nh3.clean(
         marked,
         tags=set(_ALLOWED_TAGS),
         clean_content_tags=set(_DROPPED_WITH_CONTENT),
         attributes={k: set(v) for k, v in _ALLOWED_ATTRIBUTES.items()},
-        # Only slot numbers this story declared; any other value is dropped.
-        tag_attribute_values={
-            "span": {_SLOT_ATTRIBUTE: {str(i) for i in range(1, len(placeholders) + 1)}}
-        },
         url_schemes=set(),
         link_rel=None,
         strip_comments=True,
     )
+
+    def as_text(match: re.Match[str]) -> str:
+        return escape_text(distinct[int(match.group(1))])
+
+    def in_text(match: re.Match[str]) -> str:
+        waiting = open_slots[distinct[int(match.group(1))]]
+        return _slot(waiting.pop(0)) if waiting else as_text(match)
+
+    # Tags and text alternate; a mark in a tag is in an attribute value.
+    out: list[str] = []
+    pos = 0
+    for tag in _CLEAN_TAG.finditer(clean):
+        out.append(_MARK.sub(in_text, clean[pos : tag.start()].translate(_BRACES)))
+        out.append(_MARK.sub(as_text, tag.group(0).translate(_BRACES)))
+        pos = tag.end()
+    out.append(_MARK.sub(in_text, clean[pos:].translate(_BRACES)))
     # After nh3, markup is only tags and attribute quotes; braces can be in
     # text or attribute values only, where a character reference means the same.
-    return clean.translate(_BRACES)
+    return "".join(out)
+
+
+def clean_story_html(html_content: str, placeholders: Sequence[str]) -> str:
+    """The writer's HTML sanitized as :func:`sanitize_story_html` does, with each
+    placeholder that took a slot written back as itself.
+
+    For a writer that stores what a model sent: what it keeps is already
+    clean (no script, no style, no link), every placeholder left is in the
+    text where its picture goes, and rendering it later changes nothing more.
+    """
+    out = sanitize_story_html(html_content, placeholders)
+    for number, placeholder in enumerate(placeholders, start=1):
+        out = out.replace(_slot(number), placeholder, 1)
+    return out
 
 
 # -- step 2: filling the slots ---------------------------------------------------------

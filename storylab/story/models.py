@@ -295,12 +295,24 @@ class _Json:
 
 @dataclass(frozen=True, slots=True)
 class ContentSafetyResult(_Json):
-    """The safety check's verdict on a topic; ``safety_score`` is 0 (unsafe) to 100."""
+    """The safety check's verdict on a topic; ``safety_score`` is 0 (unsafe) to 100.
+
+    ``source`` says who decided (``"offline rules"``, ``"moderation endpoint"``,
+    ``"chat classification"``) and ``reason`` why, in one line a teacher can
+    read; ``reasoning`` may say more.
+    """
 
     is_safe: bool
     safety_score: float
     concerns: list[str] = field(default_factory=list)
     reasoning: str = ""
+    source: str = ""
+    reason: str = ""
+
+    @property
+    def verdict(self) -> str:
+        """``"safe"`` or ``"unsafe"``."""
+        return "safe" if self.is_safe else "unsafe"
 
     def __post_init__(self) -> None:
         score = self.safety_score

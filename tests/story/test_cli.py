@@ -243,7 +243,7 @@ def test_serve_images_answers_over_http(tmp_path):
     )
     try:
         line = proc.stdout.readline()
-        assert "serving simulated images on http://127.0.0.1:" in line
+        assert "serving simulated models on http://127.0.0.1:" in line
         url = line.split(" on ", 1)[1].split()[0]
         deadline = time.monotonic() + 10
         while True:
@@ -441,3 +441,18 @@ def test_the_offline_story_from_the_command_line_reads_as_a_story(tmp_path, caps
     for data in pictures:
         img = Image.open(io.BytesIO(base64.b64decode(data)))
         assert img.format == "PNG" and img.size == (640, 427)
+
+
+def test_the_safety_verdict_its_source_and_reason_are_stored_and_shown_by_eg(tmp_path, capsys):
+    assert _run(tmp_path, "a bloody murder") == 1  # a rejected topic is no story
+    capsys.readouterr()
+    with EntityGraph.open(tmp_path / "graph.sqlite") as graph:
+        (root,) = graph.roots()
+        (check,) = graph.children(root.id)
+        assert check.data["verdict"] == "unsafe"
+        assert check.data["verdict_source"] == "offline rules"
+        assert "murder" in check.data["verdict_reason"]
+        assert check.output["source"] == "offline rules" and check.output["reason"]
+    assert main(["eg", "tree", root.id, "--graph", str(tmp_path / "graph.sqlite")]) == 0
+    tree = capsys.readouterr().out
+    assert "verdict: unsafe by offline rules: violence" in tree

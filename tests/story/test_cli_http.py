@@ -160,3 +160,56 @@ def test_help_states_the_backend_defaults(capsys):
     assert f"(default {DEFAULT_ATTEMPT_TIMEOUT:g})" in entry("--attempt-timeout SECONDS")
     assert f"(default {DEFAULT_IMAGE_TIMEOUT:g})" in entry("--image-timeout SECONDS")
     assert f"(default {DEFAULT_MAX_RESPONSE_BYTES // 2**20})" in entry("--max-response-mb MIB")
+
+
+def test_the_whole_http_path_runs_offline_against_the_local_server(tmp_path, capsys):
+    """`storylab serve-images` in its own process; text and images both go over HTTP."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "storylab.cli", "serve-images", "--port", "0",
+         "--time-scale", "0.001"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        url = line.split(" on ", 1)[1].split(" ", 1)[0]
+        assert "/v1/chat/completions and /v1/moderations" in line
+        code = main(
+            [
+                "run", "a friendly ghost who is afraid of the dark", "--images", "2",
+                "--backend", "http", "--images-url", url + "/v1",
+                "--text-backend", "http", "--text-url", url + "/v1",
+                "--graph", str(tmp_path / "g.sqlite"), "--out", str(tmp_path / "out"),
+            ]
+        )  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "verdict: safe by moderation endpoint" in out
+    (page,) = (tmp_path / "out").glob("*.html")
+    assert page.read_text().count("<img ") == 2
+    with EntityGraph.open(tmp_path / "g.sqlite") as graph:
+        (root,) = graph.roots()
+        writer = next(c for c in graph.children(root.id) if c.name == "story-writer")
+    assert len(writer.output["image_prompts"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--text-model", "gpt-4o-mini"], "--text-url and --text-model need --text-backend http"),
+        (["--images-model", "dall-e-3"], "--images-model needs --backend http"),
+        (["--text-backend", "http", "--text-url", "ftp://x"], "argument --text-url: must be an"),
+        (["--backend", "http", "--images-model", "dall e"], "argument --images-model: must be a"),
+    ],
+)
+def test_the_model_flags_are_checked_before_anything_runs(tmp_path, capsys, argv, message):
+    graph = tmp_path / "g.sqlite"
+    assert main(["run", "--graph", str(graph), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("storylab run: error: ") and message in err and "\n" not in err
+    assert not graph.exists()
+

@@ -108,10 +108,31 @@ def test_a_placeholder_that_contains_another_gets_its_own_slot():
     assert out.count("storylab-missing-note") == 1
 
 
-def test_a_slot_forged_by_the_writer_for_an_undeclared_number_is_dropped():
+def test_a_slot_forged_by_the_writer_is_dropped_whatever_its_number():
+    # Slots are storylab's own markup, made after sanitizing: the writer's never count.
     forged = '<span data-storylab-slot="2"></span><span data-storylab-slot="1"></span>'
     out = sanitize_story_html(forged, ["{{IMAGE_1}}"])
-    assert out == '<span></span><span data-storylab-slot="1"></span>'
+    assert out == "<span></span><span></span>"
+
+
+def test_a_placeholder_inside_an_attribute_takes_no_slot_and_leaves_no_stray_markup():
+    html = '<p title="{{IMAGE_1}}">Once</p><p class="x {{IMAGE_2}}">upon</p><p>{{IMAGE_1}}</p>'
+    prompts = _prompts(2)
+    out = _page(html, prompts, [_img("{{IMAGE_1}}", "MQ=="), _img("{{IMAGE_2}}", "Mg==")])
+    dom = read_page(out)
+    # The picture is where the text put it, after "upon", and no '">' leaked into the text.
+    assert dom.text == "Onceupon" and '">' not in dom.text
+    assert out.index("MQ==") > out.index("upon")
+    paragraphs = [a for t, a in dom.elements if t == "p"]
+    assert paragraphs[0]["title"] == "{{IMAGE_1}}" and paragraphs[1]["class"] == "x {{IMAGE_2}}"
+    # IMAGE_2 is only in an attribute: it has no place in the text, so no picture goes there.
+    assert "Mg==" not in out and out.count("<img ") == 1
+
+
+def test_a_placeholder_inside_a_script_does_not_take_the_picture_away():
+    html = "<script>{{IMAGE_1}}</script><p>{{IMAGE_1}}</p>"
+    out = _page(html, _prompts(1), [_img("{{IMAGE_1}}", "MQ==")])
+    assert "<script" not in out and out.count("data:image/png;base64,MQ==") == 1
 
 
 def test_a_failed_picture_without_alt_text_still_says_what_is_missing():

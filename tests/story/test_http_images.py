@@ -41,9 +41,18 @@ async def test_generates_png_through_the_server():
     async with ImageServer(SimulatedImageBackend(time_scale=0.001)) as server:
         backend = HttpImageBackend(server.url)
         out = await backend.generate(_req(1, "low", "16:9"))
+        # A DALL-E 3 size is wider: the server draws the shape it was sent.
+        dalle = HttpImageBackend(server.url, model="dall-e-3")
+        wide = await dalle.generate(_req(2, "low", "16:9"))
         await backend.aclose()
+        await dalle.aclose()
     assert out.format == "png" and out.data[:4] == b"\x89PNG"
-    assert (out.width, out.height) == (320, 180)
+    # gpt-image models have no 16:9 size: the nearest, 1536x1024 (3:2), is sent.
+    assert (out.model, out.size) == ("gpt-image-1.5", "1536x1024")
+    assert out.requested_size == "320x180 (16:9, low)"
+    assert (out.width, out.height) == (320, 213)
+    # (DALL-E 3 knows no "low": its "standard" is drawn at medium size.)
+    assert (wide.size, wide.width, wide.height) == ("1792x1024", 640, 360)
     assert backend.attempts == 1
 
 

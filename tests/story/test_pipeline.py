@@ -123,7 +123,15 @@ async def test_children_get_the_right_data(graph, monkeypatch, fast_settings):
         pipeline = create_story(graph, "  a brave kitten  ", cust)
         await _run(pipeline)
     kids = {c.name: c for c in graph.children(pipeline.id)}
-    assert kids["safety-check"].data == {"topic": "a brave kitten"}
+    check = kids["safety-check"].data
+    assert check["topic"] == "a brave kitten" and set(check) == {
+        "topic",
+        "verdict",
+        "verdict_source",
+        "verdict_reason",
+    }
+    assert (check["verdict"], check["verdict_source"]) == ("safe", "offline rules")
+    assert isinstance(check["verdict_reason"], str) and check["verdict_reason"].strip()
     assert kids["story-writer"].data == {"topic": "a brave kitten", "customization": cust}
     image = kids["image-{{IMAGE_1}}"].data
     assert image["image_quality"] == "low" and image["aspect_ratio"] == "3:2"

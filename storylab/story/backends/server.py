@@ -1,13 +1,24 @@
-"""A real images server on loopback, backed by the simulated generator.
+"""A local OpenAI-compatible model server on loopback, backed by the simulated models.
 
 ``storylab serve-images`` (and :class:`ImageServer` in-process) speaks the
-part of the OpenAI images API the pipeline uses: ``POST
-/v1/images/generations`` with a JSON body (``prompt``, ``size``,
-``quality``, ``n``, ``response_format``) answered with base64 PNG data. Like
-a hosted model it has a limit: past ``max_concurrent`` requests in flight it
-answers ``429 Too Many Requests`` with a ``Retry-After`` header. A notebook
-can point a pipeline at it with and without capacity limits and watch what
-the limits save.
+parts of the OpenAI API the pipeline uses, so the whole HTTP path of a story
+runs offline:
+
+* ``POST /v1/images/generations``: a JSON body (``prompt``, ``size``,
+  ``quality``, ``n``, ``response_format``) answered with base64 PNG data
+  drawn by the simulated image generator;
+* ``POST /v1/chat/completions``: the offline writer behind a chat model. It
+  reads the topic, the age range, the style and the number of illustrations
+  from storylab's own prompt and answers with the story as one JSON object
+  (whatever ``response_format`` asked for); a question whether a topic is
+  suitable is answered by the offline safety rules, as JSON too;
+* ``POST /v1/moderations``: the offline safety rules, in the moderation
+  API's shape (``flagged``, ``categories``, ``category_scores``).
+
+Like a hosted service it has a limit: past ``max_concurrent`` requests in
+flight (of any kind) it answers ``429 Too Many Requests`` with a
+``Retry-After`` header. A notebook can point a pipeline at it with and
+without capacity limits and watch what the limits save.
 
 The server is a small HTTP/1.1 implementation on asyncio streams, with
 ``h11`` (already installed with httpx) doing the protocol work. It is for
@@ -21,6 +32,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import re
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -28,15 +40,27 @@ from typing import Any
 import h11
 
 from storylab.scheduling.capacity import check_positive_int
+from storylab.story.backends.base import BackendError, TextBackend
 from storylab.story.backends.images import (
     ASPECT_RATIOS,
     ImageBackend,
-    ImageBackendError,
     ImageRequest,
     SimulatedImageBackend,
 )
+from storylab.story.models import (
+    MAX_ILLUSTRATIONS,
+    STYLE_DESCRIPTIONS,
+    ContentSafetyResult,
+)
 
-__all__ = ["ImageServer", "ServerStatistics", "ratio_for_size", "quality_for_api"]
+__all__ = [
+    "ImageServer",
+    "ServerStatistics",
+    "moderation_result",
+    "quality_for_api",
+    "ratio_for_size",
+    "story_request",
+]
 
 MAX_BODY = 1 << 20
 _REASONS = {
@@ -79,6 +103,75 @@ def quality_for_api(quality: Any) -> str:
     )
 
 
+_TOPIC = re.compile(r"story about:\s*(.+)", re.I)
+_AGES = re.compile(r"aged\s+(\d{1,2}\s*-\s*\d{1,2})", re.I)
+_COUNT = re.compile(r"exactly\s+(\d+)\s+illustrations?", re.I)
+_VERDICT_TOPIC = re.compile(r"^Topic:\s*(.+)$", re.M)
+
+
+def story_request(text: str) -> tuple[str, dict[str, Any]]:
+    """``(topic, customization)`` read from a request for a story in storylab's words.
+
+    What is not said falls back to the defaults; text that is not storylab's
+    prompt at all is taken whole as the topic.
+    """
+    found = _TOPIC.search(text)
+    topic = found.group(1).strip() if found else " ".join(text.split())[:500]
+    cust: dict[str, Any] = {}
+    if m := _AGES.search(text):
+        cust["age_range"] = m.group(1).replace(" ", "")
+    if m := _COUNT.search(text):
+        cust["illustration_count"] = max(1, min(MAX_ILLUSTRATIONS, int(m.group(1))))
+    for style, description in STYLE_DESCRIPTIONS.items():
+        if description in text:
+            cust["style"] = style
+            break
+    return topic or "a story", cust
+
+
+# Moderation categories of the API, and which of them an offline concern falls under.
+MODERATION_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/instructions",
+    "self-harm/intent",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+_CONCERN_CATEGORY = (
+    ("self", "self-harm"),
+    ("sex", "sexual"),
+    ("hate", "hate"),
+    ("drug", "illicit"),
+    ("alcohol", "illicit"),
+    ("weapon", "illicit/violent"),
+    ("graphic", "violence/graphic"),
+)
+
+
+def moderation_result(verdict: ContentSafetyResult) -> dict[str, Any]:
+    """One ``results`` item of the moderation API for an offline verdict."""
+    hits: set[str] = set()
+    if not verdict.is_safe:
+        for concern in verdict.concerns or ["violence"]:
+            low = concern.lower()
+            hits.add(next((cat for key, cat in _CONCERN_CATEGORY if key in low), "violence"))
+    level = round(max(0.5, 1.0 - verdict.safety_score / 100.0), 3)
+    return {
+        "flagged": not verdict.is_safe,
+        "categories": {cat: cat in hits for cat in MODERATION_CATEGORIES},
+        "category_scores": {cat: level if cat in hits else 0.0 for cat in MODERATION_CATEGORIES},
+        "category_applied_input_types": {cat: ["text"] for cat in MODERATION_CATEGORIES},
+    }
+
+
 def _header(request: h11.Request, name: bytes) -> str:
     for key, value in request.headers:
         if key.lower() == name:
@@ -93,9 +186,11 @@ class _HttpError(Exception):
 
 
 class ImageServer:
-    """An OpenAI-compatible images endpoint on loopback (see the module doc).
+    """An OpenAI-compatible model server on loopback (see the module doc).
 
     ``async with ImageServer(max_concurrent=2) as server: server.url``.
+    ``generator`` draws the pictures and ``text`` writes and judges (both
+    simulated by default).
     ``kill()`` drops the listener and every open connection at once, as a
     crashed server would; ``close()`` stops it cleanly. ``api_key``, if set,
     is required as a bearer token.
@@ -105,6 +200,7 @@ class ImageServer:
         self,
         generator: ImageBackend | None = None,
         *,
+        text: TextBackend | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         max_concurrent: int = 4,
@@ -115,6 +211,11 @@ class ImageServer:
         if retry_after < 0:
             raise ValueError(f"retry_after must be >= 0, got {retry_after!r}")
         self.generator = generator if generator is not None else SimulatedImageBackend()
+        if text is None:
+            from storylab.story.backends.text import SimulatedTextBackend
+
+            text = SimulatedTextBackend(time_scale=getattr(self.generator, "time_scale", 0.05))
+        self.text = text
         self.host = host
         self.port = port
         self.max_concurrent = max_concurrent
@@ -278,11 +379,16 @@ class ImageServer:
             if path in ("/health", "/healthz"):
                 stats = self.statistics()
                 return 200, [], json.dumps({"status": "ok", **asdict(stats)}).encode()
-            if path == "/v1/images/generations":
-                if method != "POST":
-                    raise _HttpError(405, "use POST")
-                return await self._generate(request, body)
-            raise _HttpError(404, f"no route for {method} {path}")
+            route = self._routes.get(path)
+            if route is None:
+                raise _HttpError(404, f"no route for {method} {path}")
+            if method != "POST":
+                raise _HttpError(405, "use POST")
+            self._requests += 1
+            self._check_key(request)
+            spec = _json_body(body)
+            async with self._slot():
+                return await route(self, request, spec)
         except _HttpError as err:
             if err.status == 429:
                 retry = f"{self.retry_after:g}"
@@ -292,25 +398,14 @@ class ImageServer:
             self._failed += 1
             return self._error(_HttpError(500, f"internal error: {exc!r}", "server_error"))
 
-    async def _generate(self, request: h11.Request, body: bytes):
-        self._requests += 1
+    def _check_key(self, request: h11.Request) -> None:
         if self.api_key is not None:
             if _header(request, b"authorization") != f"Bearer {self.api_key}":
                 raise _HttpError(401, "missing or wrong API key", "authentication_error")
-        try:
-            spec = json.loads(body or b"{}")
-        except json.JSONDecodeError as exc:
-            raise _HttpError(400, f"body is not JSON: {exc.msg}") from None
-        if not isinstance(spec, dict):
-            raise _HttpError(400, "body must be a JSON object")
-        prompt = spec.get("prompt")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise _HttpError(400, "prompt is required")
-        n = spec.get("n", 1)
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 4:
-            raise _HttpError(400, "n must be an integer from 1 to 4")
-        if spec.get("response_format", "b64_json") != "b64_json":
-            raise _HttpError(400, "only response_format 'b64_json' is supported")
+
+    @contextlib.asynccontextmanager
+    async def _slot(self):
+        """One request in flight, or 429 past the limit; a failed model call counts as failed."""
         if self._in_flight >= self.max_concurrent:
             self._rejected += 1
             raise _HttpError(
@@ -321,22 +416,33 @@ class ImageServer:
         self._in_flight += 1
         self._peak = max(self._peak, self._in_flight)
         try:
-            ratio = ratio_for_size(spec.get("size", "1024x1024"))
-            quality = quality_for_api(spec.get("quality", "medium"))
-            req = ImageRequest(
-                prompt=prompt,
-                placeholder=_header(request, b"x-storylab-placeholder"),
-                quality=quality,
-                aspect_ratio=ratio,
-                model_pool=str(spec.get("model") or ""),
-            )
-            images = [await self.generator.generate(req) for _ in range(n)]
-        except ImageBackendError as exc:
+            yield
+        except BackendError as exc:
             self._failed += 1
             raise _HttpError(500, f"generation failed: {exc}", "server_error") from None
         finally:
             self._in_flight -= 1
         self._served += 1
+
+    async def _generate(self, request: h11.Request, spec: dict[str, Any]):
+        prompt = spec.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise _HttpError(400, "prompt is required")
+        n = spec.get("n", 1)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 4:
+            raise _HttpError(400, "n must be an integer from 1 to 4")
+        if spec.get("response_format", "b64_json") != "b64_json":
+            raise _HttpError(400, "only response_format 'b64_json' is supported")
+        ratio = ratio_for_size(spec.get("size", "1024x1024"))
+        quality = quality_for_api(spec.get("quality", "medium"))
+        req = ImageRequest(
+            prompt=prompt,
+            placeholder=_header(request, b"x-storylab-placeholder"),
+            quality=quality,
+            aspect_ratio=ratio,
+            model_pool=str(spec.get("model") or ""),
+        )
+        images = [await self.generator.generate(req) for _ in range(n)]
         first = images[0]
         payload = {
             "created": int(time.time()),
@@ -349,3 +455,95 @@ class ImageServer:
             "quality": quality,
         }
         return 200, [], json.dumps(payload).encode()
+
+    async def _chat(self, request: h11.Request, spec: dict[str, Any]):
+        messages = spec.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise _HttpError(400, "messages must be a non-empty list")
+        texts = []
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                raise _HttpError(400, f"messages[{i}] must be an object with a role")
+            content = message.get("content")
+            if isinstance(content, list):  # content parts: keep the text ones
+                content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+            texts.append(str(content or ""))
+        asked = texts[-1]
+        format_name = ((spec.get("response_format") or {}).get("json_schema") or {}).get("name")
+        verdict_topic = _VERDICT_TOPIC.search(asked)
+        if format_name == "topic_verdict" or (format_name is None and verdict_topic):
+            topic = verdict_topic.group(1).strip() if verdict_topic else asked
+            verdict = await self.text.check_safety(topic)
+            answer: dict[str, Any] = {
+                "is_safe": verdict.is_safe,
+                "safety_score": verdict.safety_score,
+                "concerns": verdict.concerns,
+                "reason": verdict.reason or verdict.reasoning,
+            }
+        else:
+            topic, customization = story_request(asked)
+            story = await self.text.write_story(topic, customization)
+            answer = {
+                "title": story.title,
+                "hero": story.reference_image_description or "",
+                "html_content": story.html_content,
+                "image_prompts": [p.to_json() for p in story.image_prompts],
+                "moral": story.moral,
+                "age_range": story.age_range,
+            }
+        content = json.dumps(answer, ensure_ascii=False)
+        prompt_tokens = sum(len(t.split()) for t in texts)
+        completion_tokens = len(content.split())
+        payload = {
+            "id": f"chatcmpl-storylab-{self._served + 1}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": str(spec.get("model") or "storylab-offline"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content, "refusal": None},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+        return 200, [], json.dumps(payload).encode()
+
+    async def _moderate(self, request: h11.Request, spec: dict[str, Any]):
+        given = spec.get("input")
+        inputs = [given] if isinstance(given, str) else given
+        if (
+            not isinstance(inputs, list)
+            or not inputs
+            or not all(isinstance(x, str) for x in inputs)
+        ):
+            raise _HttpError(400, "input must be a string or a list of strings")
+        results = [moderation_result(await self.text.check_safety(x)) for x in inputs]
+        payload = {
+            "id": f"modr-storylab-{self._served + 1}",
+            "model": str(spec.get("model") or "storylab-offline-rules"),
+            "results": results,
+        }
+        return 200, [], json.dumps(payload).encode()
+
+    _routes = {
+        "/v1/images/generations": _generate,
+        "/v1/chat/completions": _chat,
+        "/v1/moderations": _moderate,
+    }
+
+
+def _json_body(body: bytes) -> dict[str, Any]:
+    try:
+        spec = json.loads(body or b"{}")
+    except json.JSONDecodeError as exc:
+        raise _HttpError(400, f"body is not JSON: {exc.msg}") from None
+    if not isinstance(spec, dict):
+        raise _HttpError(400, "body must be a JSON object")
+    return spec

