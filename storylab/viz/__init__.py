@@ -7,20 +7,31 @@ ipywidgets are imported inside the functions that need them, so importing
 and needs no display.
 
 * :class:`ProgressPanel`: bars per pipeline and a coloured row per child, fed
-  with entity envelopes; a widget in Jupyter, lines in a terminal.
+  with entity envelopes; a widget in Jupyter, lines in a terminal; with
+  ``trace=`` a live capacity-tree gauge, with ``compact=True`` a line of
+  glyphs per pipeline.
 * :func:`replay` / :func:`replay_state`: a time slider over a recorded trace
   (capacity-tree gauge, the panel at that moment, a cursor on the timeline),
   and the same state as plain data for tests and text.
 * :func:`entity_graph`, :func:`plot_entity_tree`, :class:`LiveEntityTree`:
   the entity tree as a networkx graph and as a top-down picture.
-* :func:`plot_timeline`, :func:`plot_capacity`,
+* :func:`plot_timeline`, :func:`plot_timelines`, :func:`plot_capacity`,
   :func:`plot_sequential_vs_parallel`, :func:`plot_in_use`,
-  :func:`plot_children`: charts of traced runs, in model seconds.
+  :func:`plot_children`: charts of traced runs, in model seconds counted
+  from one origin (:func:`time_origin`, the first event), with the makespan
+  bracketed and key moments marked (:func:`key_moments`,
+  :func:`mark_moments`). Every figure keeps a one-line text equivalent
+  built from its numbers (:func:`figure_summary`; also its ``text/plain``).
+* :class:`storylab.viz.knobs.Knobs`: sliders over a simulated run (made by
+  ``storylab.sweep.knobs()``, which hands it the simulation).
 * :func:`plot_sweep_heatmaps`, :func:`plot_sweep_lines`,
   :func:`plot_simulated_vs_wall`: charts of a limits sweep.
 * :mod:`storylab.viz.readings`: the numbers behind the charts (units in use
   at a moment, peaks, hand-offs, retries marked, how busy a pool was, how
   many children the graph held while a run went on).
+* Colours are Okabe and Ito's colour-blind-safe set (:mod:`._palette`), and
+  never the only cue: statuses have glyphs, waits hatches and words;
+  ``story:…`` sources read ``story A``, ``story B``… (:func:`source_labels`).
 """
 
 from storylab.viz.graph_plot import LiveEntityTree, entity_graph, plot_entity_tree

@@ -78,21 +78,13 @@ def in_use_series(trace: Trace, *, time_scale: float | None = None,
     Each series starts at ``(0.0, 0)`` and gains a point at every change.
     """
     scale = _time_scale(trace) if time_scale is None else time_scale
-    origin = time_origin(trace)
-    counts: dict[str, int] = {}
-    series: dict[str, list[tuple[float, int]]] = {}
-    for e in trace.events:
-        if e.kind in (EventKind.ACQUIRE, EventKind.GRANT):
-            delta = 1
-        elif e.kind is EventKind.RELEASE:
-            delta = -1
-        else:
-            continue
-        t = (e.t - origin) / scale
-        for name in e.path:
-            counts[name] = counts.get(name, 0) + delta
-            series.setdefault(name, [(0.0, 0)]).append((t, counts[name]))
-    return series
+    # The trace counts from its creation; move every point to the shared origin
+    # (the opening (0, 0) stays at 0).
+    shift = time_origin(trace) - trace.started_at
+    return {
+        name: [(max((t - shift) / scale, 0.0), n) for t, n in points]
+        for name, points in trace.in_use_series().items()
+    }
 
 
 def in_use_at(trace: Trace, t: float) -> dict[str, int]:
@@ -197,11 +189,18 @@ class Moment:
     recorded with :func:`storylab.scheduling.mark` outside any task: a kill,
     a lease that expired), ``"end"`` (the last task ended: the makespan), or
     anything a caller passes to a chart's ``moments=``.
+
+    ``index`` (when known) is the position in ``trace.events`` of the event
+    that makes the moment: on a simulated clock many events share one
+    instant (every first-round picture ends at 10.0), and the replay uses it
+    to show the state right after that event rather than after the whole
+    instant.
     """
 
     t: float
     text: str
     kind: str = "note"
+    index: int | None = None
 
 
 def story_sources(trace: Trace) -> list[str]:
@@ -236,20 +235,19 @@ def key_moments(trace: Trace, *, names: dict[str, str] | None = None) -> list[Mo
             # A take with no task behind it is the runner checking for a next
             # task when its source is empty: no picture got the unit.
             if h.taken_by != h.released_by and h.label is not None:
-                # Marked when the task the unit went to starts (a hair after the
-                # grant), so the replay there shows it running, not waiting.
-                started = [model_time(trace, e.t) for e in trace.events
-                           if e.kind is EventKind.TASK_START and e.group == h.taken_by
-                           and model_time(trace, e.t) >= h.taken_at]
-                t = min(started, default=h.taken_at)
-                out.append(Moment(t, f"unit freed by {letter.get(h.released_by, '?')}"
-                                  f" → {letter.get(h.taken_by, '?')}", "handoff"))
+                index = next((i for i, e in enumerate(trace.events)
+                              if e.kind in (EventKind.ACQUIRE, EventKind.GRANT)
+                              and e.path and e.path[0] == h.taken_by
+                              and model_time(trace, e.t) == h.taken_at), None)
+                out.append(Moment(h.taken_at, f"unit freed by {letter.get(h.released_by, '?')}"
+                                  f" → {letter.get(h.taken_by, '?')}", "handoff", index))
                 break
-    for e in trace.events:
+    for i, e in enumerate(trace.events):
         if e.kind is EventKind.TASK_ERROR:
-            out.append(Moment(model_time(trace, e.t), f"✗ {e.label or 'a task'} failed", "failed"))
+            out.append(Moment(model_time(trace, e.t), f"✗ {e.label or 'a task'} failed",
+                              "failed", i))
         elif e.kind is EventKind.MARK and e.task_id is None:
-            out.append(Moment(model_time(trace, e.t), e.message or "mark", "mark"))
+            out.append(Moment(model_time(trace, e.t), e.message or "mark", "mark", i))
     ends = [e.t for e in trace.events if e.kind in _ENDS]
     if ends:
         out.append(Moment(model_time(trace, max(ends)), "last task done", "end"))

@@ -136,6 +136,7 @@ def plot_simulated_vs_wall(
     ax.legend(loc="upper left")
     worst = max(abs(w - v) / v for v, w, _ in pairs if v > 0) if any(v > 0 for v, _, _ in pairs) \
         else 0.0
-    fig.storylab_summary = (f"Simulated against real-time makespan for {len(pairs)} cells: "
+    cells = f"{len(pairs)} cell" + ("" if len(pairs) == 1 else "s")
+    fig.storylab_summary = (f"Simulated against real-time makespan for {cells}: "
                             f"at most {worst:.0%} apart.")
     return fig

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from storylab.scheduling.trace import EventKind, Trace
 from storylab.viz._figure import new_figure
@@ -432,7 +432,7 @@ def _draw_gantt(
         # Under the axes, not beside them: the bars keep the figure's width.
         from matplotlib.transforms import offset_copy
 
-        below = offset_copy(ax.transAxes, fig=ax.figure, y=-34, units="points")
+        below = offset_copy(ax.transAxes, fig=cast("Figure", ax.figure), y=-34, units="points")
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, 0.0),
                   bbox_transform=below, ncols=2, fontsize=10, frameon=False)
 

@@ -347,8 +347,11 @@ def test_a_trace_adds_the_live_capacity_gauge_and_compact_rows_fit_a_screen():
         panel.update(_env("STATUS", f"c{k}", "image-1", status="STARTED"), root=f"p{k}")
     panel.update(_env("VALUE", "c9", "image-2", sub_type="return", value=1), root="p1")
     panel.flush(final=True)
-    assert panel.summary().splitlines()[:2] == [
-        "stories", "global 10/10 · A ●●● B ●●● C ●●● D ●○○ E ○○○"]
+    assert panel.summary().splitlines()[:4] == [
+        "stories", "global 10/10 · A ●●● B ●●● C ●●● D ●○○ E ○○○",
+        "Pipeline (story 1) [running] images: 1/5 done (1 completed, 1 running, 3 waiting for "
+        "capacity)",
+        "  ▶↺···"]
     gauge = panel._widgets.gauge.value
     assert "data-level='story:4' data-label='story D' data-in-use='1'" in gauge
     assert gauge.count("data-blocked-by='global'") == 2 + 1  # D and E, and the legend

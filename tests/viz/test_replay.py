@@ -94,6 +94,27 @@ async def test_the_state_at_the_start_and_after_the_end(stories):
     assert all(r.status is Status.WAITING for p in start.pipelines for r in p.rows)
 
 
+def test_on_a_simulated_clock_the_hand_off_is_told_apart_from_its_instant():
+    # Every first-round picture ends at 10.0: after the whole instant each story
+    # holds 2. The hand-off moment carries its event, so the replay shows the
+    # state right after it: A gave one back, E (who had none) holds it.
+    trace = _five_virtual()
+    (handoff,) = [m for m in key_moments(trace) if m.kind == "handoff"]
+    assert (handoff.t, handoff.text) == (10.0, "unit freed by A → E")
+    assert replay_state(trace, 10.0).split == (2, 2, 2, 2, 2)
+    at = replay_state(trace, handoff.t, upto=handoff.index)
+    assert at.split == (2, 3, 3, 1, 1) and at.root.in_use == 10
+    e = next(p for p in at.pipelines if p.name == "story E")
+    assert e.count(Status.RUNNING) == 1  # its unit granted: it runs
+    r = replay(trace, t="handoff", timeline=False)
+    assert r.state.split == (2, 3, 3, 1, 1)
+    r.widget()
+    r.t = 12.0  # a plain time: the whole instant counts again
+    assert r.state.split == (2, 2, 2, 2, 2)
+    with pytest.raises(ValueError, match="upto must be an index"):
+        replay_state(trace, 1.0, upto="27")
+
+
 def test_names_relabel_the_stories_and_the_gauge_keeps_their_letters():
     trace = _five_virtual()
     names = {s: f"story {chr(65 + i)} (topic {i})" for i, s in enumerate(story_sources(trace))}
@@ -180,3 +201,17 @@ def test_the_runner_checking_an_empty_source_is_no_hand_off():
     # source empty. That is not a unit freed for another story.
     kinds = [m.kind for m in key_moments(what_if(5, 25, stories=2).trace)]
     assert kinds == ["split", "end"]
+
+
+def test_a_failed_picture_is_a_key_moment_to_jump_to():
+    from storylab.sweep import what_if
+
+    run = what_if(3, 10, fail=(2, 1))
+    r = replay(run.trace, t="failed", timeline=False)
+    assert r.t == 5.0
+    b = next(p for p in r.state.pipelines if p.name == "story B")
+    assert b.failed == 1 and [row.status for row in b.rows][0] is Status.FAILED
+    assert "✗ B-picture-1 failed" in [m.text for m in r.moments]
+    empty = replay_state(Trace(), 0.0)
+    assert empty.summary() == ("At 0.0 of 0.0 model s: no capacity recorded; nobody waiting; "
+                               "0/0 tasks finished.")

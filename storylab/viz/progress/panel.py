@@ -172,7 +172,7 @@ class ProgressPanel:
 
     def summary(self) -> str:
         """The panel as plain text: a line per pipeline and a line per child."""
-        text = summary_text(self.title, self.pipelines, self.max_rows)
+        text = summary_text(self.title, self.pipelines, self.max_rows, compact=self.compact)
         state = self.gauge_state()
         if state is None:
             return text
@@ -318,7 +318,7 @@ class ProgressPanel:
     def _print_final(self, p: PipelineProgress) -> None:
         out = self._out()
         self._final_printed.add(p.key)
-        for line in pipeline_lines(p, self.max_rows):
+        for line in pipeline_lines(p, self.max_rows, compact=self.compact):
             print(line, file=out)
         out.flush()
 

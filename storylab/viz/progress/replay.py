@@ -183,7 +183,8 @@ class ReplayState:
         """One line that says what the picture shows (its text equivalent)."""
         done = sum(p.done for p in self.pipelines)
         total = sum(p.total for p in self.pipelines)
-        return (f"At {self.t:.1f} of {self.end:.1f} model s: {self.gauge_text()}; "
+        gauge = self.gauge_text() or "no capacity recorded"
+        return (f"At {self.t:.1f} of {self.end:.1f} model s: {gauge}; "
                 f"{self.waits_text()}; {done}/{total} tasks finished.")
 
     # -- drawing (plain HTML, no widget library) -----------------------------
@@ -285,10 +286,15 @@ def replay_state(
     names: Mapping[str, str] | None = None,
     limits: Mapping[str, int] | None = None,
     time_scale: float | None = None,
+    upto: int | None = None,
 ) -> ReplayState:
     """The run at model second ``t``: units per level, who waits on which level, progress.
 
-    Every event at or before ``t`` counts. ``names`` relabels sources
+    Every event at or before ``t`` counts; with ``upto`` (an index into
+    ``trace.events``, as a :class:`~storylab.viz.readings.Moment` carries)
+    only events up to that one do, which tells apart the events of one
+    instant of a simulated clock. A task whose unit was granted is shown
+    running (the runner starts it at once). ``names`` relabels sources
     (``{"story:<name>": "story A (a fox)"}``); ``limits`` defaults to
     ``trace.meta["limits"]``. A waiting task is blocked by its story when
     the story's limit is full at ``t``, else by the first full level above
@@ -316,28 +322,32 @@ def replay_state(
     tasks: dict[str, dict[tuple[str, int], str]] = {}  # group -> task key -> label
     depth: dict[str, int] = {}
     end = 0.0
-    for e in trace.events:
+    if upto is not None and (isinstance(upto, bool) or not isinstance(upto, int)):
+        raise ValueError(f"upto must be an index into trace.events or None, got {upto!r}")
+    for index, e in enumerate(trace.events):
         at = model(e.t)
-        for i, name in enumerate(e.path):
-            depth.setdefault(name, len(e.path) - 1 - i)
+        for pos, name in enumerate(e.path):
+            depth.setdefault(name, len(e.path) - 1 - pos)
         key = (e.runner, e.task_id) if e.runner is not None and e.task_id is not None else None
         # A unit taken for a task that never started (the source was empty) is
         # no row of the panel; it can still be a wait, shown as "the next task".
         if key in started and e.kind in (EventKind.TASK_START, EventKind.WAIT,
                                          EventKind.ACQUIRE):
-            group = e.group or e.runner
+            group = str(e.group or e.runner)
             tasks.setdefault(group, {}).setdefault(key, task_label(e.label or f"task {e.task_id}"))
             if e.label:
                 tasks[group][key] = task_label(e.label)
         if e.kind in _ENDS:
             end = max(end, at)
-        if at > t + _EPS:
+        if at > t + _EPS or (upto is not None and index > upto):
             continue
         if e.kind in (EventKind.ACQUIRE, EventKind.GRANT):
             for name in e.path:
                 in_use[name] = in_use.get(name, 0) + 1
             if key is not None:
                 waits.pop(key, None)
+                if key in started and key not in status:
+                    status[key] = (Status.RUNNING, None)  # granted: starts at once
         elif e.kind is EventKind.RELEASE:
             for name in e.path:
                 in_use[name] = in_use.get(name, 0) - 1
@@ -433,41 +443,49 @@ class TraceReplay:
         self._timeline_on = bool(timeline)
         self._timeline: tuple[str, int, int, tuple[float, float, float, float],
                               tuple[float, float]] | None = None
-        self._t = self._resolve(t)
+        self._moving_to: int | None = None
+        self._t, self._upto = self._resolve(t)
         self._widgets: dict[str, Any] | None = None
         self._snapshot_handle: Any = None
 
     # -- position ------------------------------------------------------------
-    def _resolve(self, t: float | str | None) -> float:
+    def _resolve(self, t: float | str | Moment | None) -> tuple[float, int | None]:
+        """(model second, event index or None) for a position given as a time or a moment."""
         if t is None:
             split = [m for m in self.moments if m.kind == "split"]
-            return split[0].t if split else 0.0
+            return (split[0].t, split[0].index) if split else (0.0, None)
+        if isinstance(t, Moment):
+            return min(max(t.t, 0.0), self.end), t.index
         if isinstance(t, str):
             for m in self.moments:
                 if m.kind == t:
-                    return m.t
+                    return m.t, m.index
             kinds = sorted({m.kind for m in self.moments})
             raise ValueError(f"t must be a number of model seconds or one of the key moments "
                              f"{', '.join(kinds) or '(none in this trace)'}; got {t!r}")
         t = _check_t(t)
-        return min(max(t, 0.0), self.end)
+        return min(max(t, 0.0), self.end), None
 
     @property
     def t(self) -> float:
         return self._t
 
     @t.setter
-    def t(self, value: float | str) -> None:
-        self._t = self._resolve(value)
-        if self._widgets is not None and abs(self._widgets["slider"].value - self._t) > 1e-12:
-            self._widgets["slider"].value = self._t  # its observer redraws
+    def t(self, value: float | str | Moment) -> None:
+        self._go(*self._resolve(value))
+
+    def _go(self, t: float, upto: int | None) -> None:
+        self._t, self._upto = t, upto
+        if self._widgets is not None and abs(self._widgets["slider"].value - t) > 1e-12:
+            self._moving_to = upto
+            self._widgets["slider"].value = t  # its observer redraws
         else:
             self._redraw()
 
     @property
     def state(self) -> ReplayState:
         return replay_state(self.trace, self._t, names=self.names, limits=self.limits,
-                            time_scale=self.time_scale)
+                            time_scale=self.time_scale, upto=self._upto)
 
     def summary(self) -> str:
         return self.state.summary()
@@ -553,7 +571,7 @@ class TraceReplay:
         for m in self.moments:
             b = w.Button(description=f"{m.text} ({m.t:.1f})", tooltip=f"jump to {m.text}",
                          layout=w.Layout(width="auto"))
-            b.on_click(lambda _b, m=m: setattr(slider, "value", m.t))
+            b.on_click(lambda _b, m=m: self._go(*self._resolve(m)))
             b.add_class(f"storylab-moment-{m.kind}")
             buttons.append(b)
         state = w.HTML()
@@ -587,7 +605,13 @@ class TraceReplay:
         return box
 
     def _on_slider(self, change: dict[str, Any]) -> None:
-        self._t = float(change["new"])
+        # A move made by a key moment keeps that moment's event; a learner's drag
+        # does not. The frontend may echo the value it was sent: same time, same
+        # state, so the moment's event is kept.
+        new = float(change["new"])
+        if self._moving_to is not None or abs(new - self._t) > 1e-6:
+            self._upto = self._moving_to
+        self._t, self._moving_to = new, None
         self._redraw()
 
     def _redraw(self) -> None:

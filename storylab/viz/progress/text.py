@@ -15,9 +15,12 @@ from storylab.viz.progress.model import PipelineProgress
 __all__ = ["pipeline_lines", "summary_text"]
 
 
-def pipeline_lines(p: PipelineProgress, max_rows: int) -> list[str]:
-    """The summary line of ``p`` and one indented line per child (at most ``max_rows``)."""
+def pipeline_lines(p: PipelineProgress, max_rows: int, *, compact: bool = False) -> list[str]:
+    """The summary line of ``p`` and one indented line per child (at most ``max_rows``),
+    or with ``compact`` one line of glyphs for all of them."""
     lines = [p.summary_line()]
+    if compact:
+        return [*lines, "  " + "".join(r.symbol for r in p.rows)] if p.rows else lines
     shown = p.rows[:max_rows]
     for r in shown:
         message = f": {r.message}" if r.message and r.status is Status.FAILED else ""
@@ -27,12 +30,13 @@ def pipeline_lines(p: PipelineProgress, max_rows: int) -> list[str]:
     return lines
 
 
-def summary_text(title: str | None, pipelines: Iterable[PipelineProgress], max_rows: int) -> str:
+def summary_text(title: str | None, pipelines: Iterable[PipelineProgress], max_rows: int,
+                 *, compact: bool = False) -> str:
     """A whole panel as text: its title, then every pipeline's lines."""
     lines = [title] if title else []
     pipelines = list(pipelines)
     if not pipelines:
         lines.append("(no pipelines yet)")
     for p in pipelines:
-        lines.extend(pipeline_lines(p, max_rows))
+        lines.extend(pipeline_lines(p, max_rows, compact=compact))
     return "\n".join(lines)
