@@ -13,9 +13,21 @@ checkers of the exercises::
     plot_timeline(run.trace)          # from storylab.viz
     show_story(graph, run.results[0])
 
+Around the lessons, in private modules re-exported here:
+
+* ``_pace``: :func:`lesson_pace`, the only plumbing a notebook opens with (the
+  CI switch and a slower speed for the runs a learner watches);
+* ``_solutions``: every exercise's solution, shown only on request with
+  :func:`show_solution` (no notebook cell runs one);
+* ``_exercises`` and ``_capstone``: checkers that run the learner's code (a
+  capacity tree, a naming function, a failing entity, an ERROR branch, a
+  pipeline killed by a real signal and resumed);
+* ``_overview``: notebook 00's diagram, glossary and chapter-to-Python table.
+
 Charts and the numbers read from a trace live in :mod:`storylab.viz` (this
-kit draws nothing itself); sweeps of the limits in :mod:`storylab.sweep`.
-Nothing is imported from ``storylab.viz`` or IPython until a function needs it.
+kit draws nothing itself; :func:`show_figure` only shows a chart with its
+words); sweeps of the limits in :mod:`storylab.sweep`. Nothing is imported
+from ``storylab.viz``, matplotlib or IPython until a function needs it.
 """
 
 from __future__ import annotations
