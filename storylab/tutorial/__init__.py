@@ -55,6 +55,7 @@ from storylab.story.backends import (
 )
 from storylab.story.cluster import (
     gather_stories,
+    global_units_out,
     lease_settings,
     run_stories_on_cluster,
     submit_stories,
@@ -109,6 +110,7 @@ __all__ = [
     "first_split",
     "fresh_graph",
     "gather_stories",
+    "global_units_out",
     "glossary_table",
     "global_image_capacity",
     "GLOSSARY",

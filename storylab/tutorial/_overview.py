@@ -41,8 +41,9 @@ GLOSSARY: dict[str, str] = {
                 "the bracket under every timeline and the number in its title",
     "model second": "a second of a hosted model's time; `time_scale` says how many wall "
                     "seconds one lasts in a notebook",
-    "lease": "a claim on a running entity (or a global unit) that its owner must keep "
-             "renewing; when the owner dies, the claim lapses and another process may take over",
+    "lease": "a claim on a running entity (or on a process's share of the global limit) that "
+             "its owner must keep renewing; when the owner dies, the claim lapses and another "
+             "process may take over",
     "stale": "an entity stored `InProgress` whose process is gone; a resumed run resets it "
              "and runs it again",
 }

@@ -259,9 +259,9 @@ def _claims_08(f):
         found.append(f"pictures stored before the kill were drawn {f['stored_draws']} times")
     if f["resumed_stages"] != ["completed"]:
         found.append(f"after the kill the stories ended {f['resumed_stages']}")
-    if f["leases_out"] != 0 or f["taken_again"] != limit:
-        found.append(f"the dead worker's leases: {f['leases_out']} still out, "
-                     f"{f['taken_again']} of {limit} taken again")
+    if f["units_out"] != 0 or f["units_free"] != limit:
+        found.append(f"after the run the scheduler still counts {f['units_out']} units held "
+                     f"({f['units_free']} of {limit} free): the dead worker's share is still out")
     if f["survivor_peak"] > limit:
         found.append(f"the survivors peaked at {f['survivor_peak']} above {limit}")
     return found
