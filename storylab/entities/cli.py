@@ -37,7 +37,8 @@ def _add_graph_option(parser: argparse.ArgumentParser, default: Any) -> None:
         "--graph",
         metavar="PATH",
         default=default,
-        help="entity graph file (default: $STORYLAB_HOME/graph.sqlite or ./.storylab/graph.sqlite)",
+        help="entity graph file or postgresql:// URL "
+        "(default: $STORYLAB_HOME/graph.sqlite or ./.storylab/graph.sqlite)",
     )
 
 

@@ -167,7 +167,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="MIB",
         help="HTTP backend: refuse an answer larger than this many MiB (default 32)",
     )
-    parser.add_argument("--graph", metavar="PATH", help="entity graph file or folder")
+    parser.add_argument(
+        "--graph", metavar="PATH", help="entity graph file or folder, or a postgresql:// URL"
+    )
     parser.add_argument("--out", default="out", metavar="DIR", help="folder for the HTML pages")
     parser.add_argument(
         "--story-limit", type=positive_int, default=3, help="images at once per story"
