@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         module.configure(cmd)
         cmd.set_defaults(_main=module.main)
+        if name == "eg":  # the graph's entities are the story's: list them in its words
+            from storylab.story import words
+
+            cmd.set_defaults(
+                describe=words.describe, summarize=words.story_summary, reword=words.user_line
+            )
     return parser
 
 

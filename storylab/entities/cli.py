@@ -20,14 +20,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
-from storylab.entities.errors import EntityGraphError
+from storylab._text import printable
+from storylab.entities.errors import EntityGraphError, UnknownEntityError
 from storylab.entities.graph import EntityGraph, NodeRecord
 
-__all__ = ["configure", "format_tree", "main"]
+__all__ = [
+    "AmbiguousEntityError",
+    "Words",
+    "configure",
+    "format_list",
+    "format_tree",
+    "main",
+    "resolve",
+    "short_ids",
+]
 
 NODE_VIEWS = ("get", "io", "progress", "edges")
 
@@ -85,15 +98,20 @@ def main(args: argparse.Namespace) -> int:
     if command == "node":
         words = args.words
         if len(words) == 1:
-            view, node_id = "get", words[0]
+            view, ref = "get", words[0]
         elif len(words) == 2 and words[0] in NODE_VIEWS:
-            view, node_id = words
+            view, ref = words
         else:
             return _fail(
                 f"usage: storylab eg node [VIEW] ID, with VIEW one of {', '.join(NODE_VIEWS)}; "
                 f"got {' '.join(words)!r}",
                 USAGE,
             )
+    words_for = Words(
+        getattr(args, "describe", None) or _no_label,
+        getattr(args, "summarize", None),
+        getattr(args, "reword", None),
+    )
     try:
         graph = EntityGraph.open(args.graph, read_only=True)
     except EntityGraphError as exc:
@@ -101,14 +119,122 @@ def main(args: argparse.Namespace) -> int:
     with graph:
         try:
             if command == "list":
-                print(format_list(graph.roots(limit=args.limit)))
+                print(format_list(graph.roots(limit=args.limit), graph, words_for))
             elif command == "tree":
-                print(format_tree(graph, args.id))
+                node = resolve(graph, args.id, words_for)
+                print(format_tree(graph, node.id, words_for))
             else:
-                print(json.dumps(_node_view(graph, view, node_id), indent=2, ensure_ascii=False))
+                node = resolve(graph, ref, words_for)
+                print(json.dumps(_node_view(graph, view, node.id), indent=2, ensure_ascii=False))
         except (EntityGraphError, ValueError) as exc:
             return _fail(str(exc))
     return 0
+
+
+def _no_label(node: NodeRecord) -> str | None:
+    return None
+
+
+class Words:
+    """How the listing names things: ``describe(node)`` gives a node's label
+    for a reader (``None``: show its stored name), ``summarize(root, children)``
+    a root's outcome (a dict with ``topic``, ``state``, ``done``, ``failed`` and
+    ``reused``, or ``None``), ``reword(text)`` an error message in a reader's
+    words. The layer that knows what the entities mean
+    passes them in (the ``storylab`` command passes the story's words)."""
+
+    def __init__(
+        self,
+        describe: Callable[[NodeRecord], str | None] = _no_label,
+        summarize: Callable[[NodeRecord, list[NodeRecord]], dict | None] | None = None,
+        reword: Callable[[str], str] | None = None,
+    ) -> None:
+        self.describe = describe
+        self.summarize = summarize
+        self.reword = reword or (lambda text: text)
+
+    def label(self, node: NodeRecord) -> str:
+        return printable(self.describe(node) or f"{node.type} ({node.name})")
+
+    def summary(self, graph: EntityGraph, root: NodeRecord) -> dict | None:
+        if self.summarize is None:
+            return None
+        return self.summarize(root, graph.children(root.id))
+
+
+PLAIN = Words()
+
+_ID_PREFIX = re.compile(r"[0-9a-fA-F][0-9a-fA-F-]*")
+MIN_SHORT_ID = 8  # characters of an id shown at least (more where needed to be unique)
+
+
+def short_ids(graph: EntityGraph) -> dict[str, str]:
+    """Every node id and the shortest prefix of it (at least ``MIN_SHORT_ID``
+    characters) that no other id in the graph starts with."""
+    ids = sorted(row[0] for row in graph._read("SELECT id FROM nodes"))
+    out = {}
+    for i, node_id in enumerate(ids):
+        n = MIN_SHORT_ID
+        for other in ids[max(i - 1, 0) : i + 2]:
+            if other != node_id:
+                n = max(n, len(os.path.commonprefix([node_id, other])) + 1)
+        if node_id[n - 1 : n] == "-":
+            n += 1
+        out[node_id] = node_id[:n]
+    return out
+
+
+def _same_topic(a: str, b: str) -> bool:
+    return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
+
+
+def resolve(graph: EntityGraph, ref: str, words: Words = PLAIN) -> NodeRecord:
+    """The node ``ref`` names: its id, a root's name, a prefix of an id that no
+    other id shares, or a root's topic (``data["topic"]``, case and spacing
+    ignored). An unknown reference raises :class:`UnknownEntityError`, one that
+    fits several nodes :class:`AmbiguousEntityError` listing them."""
+    text = ref.strip()
+    if not text:
+        raise UnknownEntityError("give an entity: a name, an id (or its start) or a topic")
+    if graph._read("SELECT 1 FROM nodes WHERE id = ?", (text,)):
+        return graph.get_node(text)
+    root = graph.find_root(text)
+    if root is not None:
+        return root
+    matches: list[str] = []
+    if _ID_PREFIX.fullmatch(text):
+        pattern = text.lower() + "%"
+        matches = [
+            row[0]
+            for row in graph._read(
+                "SELECT id FROM nodes WHERE id LIKE ? ORDER BY rowid LIMIT 21", (pattern,)
+            )
+        ]
+    if not matches:
+        rows = graph._read(
+            "SELECT id, CASE WHEN json_valid(data) THEN json_extract(data, '$.topic') END "
+            "FROM nodes WHERE parent_id IS NULL ORDER BY created_at DESC, rowid DESC"
+        )
+        matches = [i for i, topic in rows if isinstance(topic, str) and _same_topic(topic, text)]
+    if len(matches) == 1:
+        return graph.get_node(matches[0])
+    if not matches:
+        raise UnknownEntityError(
+            f"no entity with id, name or topic {printable(text)!r} in {graph.path}: give "
+            "a pipeline's name, an id or the start of one, or a topic (`storylab eg list` "
+            "shows them)"
+        )
+    shorts = short_ids(graph)
+    shown = [f"  {shorts.get(i, i)}  {words.label(graph.get_node(i))}" for i in matches[:20]]
+    more = "\n  ..." if len(matches) > 20 else ""
+    raise AmbiguousEntityError(
+        f"{printable(text)!r} fits {len(matches) if len(matches) <= 20 else 'more than 20'} "
+        "entities; give more of the id:\n" + "\n".join(shown) + more
+    )
+
+
+class AmbiguousEntityError(UnknownEntityError):
+    """A reference that fits several entities (the message lists them)."""
 
 
 def _node_view(graph: EntityGraph, view: str, node_id: str) -> Any:
@@ -121,13 +247,27 @@ def _node_view(graph: EntityGraph, view: str, node_id: str) -> Any:
     return graph.edges(node_id)
 
 
-def format_list(roots: list[NodeRecord]) -> str:
+def format_list(
+    roots: list[NodeRecord], graph: EntityGraph | None = None, words: Words = PLAIN
+) -> str:
+    """One line per root: short id, when it was made, how it ended, and (for a
+    story) its pictures and topic; then its name, which ``eg tree`` accepts."""
     if not roots:
         return "(no entities yet)"
+    shorts = short_ids(graph) if graph is not None else {}
     lines = []
     for r in roots:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at))
-        lines.append(f"{r.id}  {when}  {r.status:<10}  {r.type} ({r.name})")
+        summary = words.summary(graph, r) if graph is not None else None
+        ident = shorts.get(r.id, r.id)
+        if summary is None:
+            lines.append(f"{ident}  {when}  {r.status:<10}  {words.label(r)}  {r.name}")
+            continue
+        counts = f"{summary['done']} done, {summary['failed']} failed, {summary['reused']} reused"
+        lines.append(
+            f"{ident}  {when}  {summary['state']:<21}  pictures: {counts}  "
+            f"“{summary['topic']}”  {r.name}"
+        )
     return "\n".join(lines)
 
 
@@ -135,13 +275,13 @@ def _one_line(error: dict | None) -> str:
     if not error:
         return ""
     text = f"{error.get('type', 'Error')}: {error.get('message', '')}".strip()
-    text = " ".join(text.split())
-    return text if len(text) <= 120 else text[:117] + "..."
+    return printable(text, 120)
 
 
-def format_tree(graph: EntityGraph, node_id: str) -> str:
-    """``Type (name)`` padded, then ``Status: X``; children in creation order
-    under ``├── ``/``└── `` connectors; a failed node shows its error."""
+def format_tree(graph: EntityGraph, node_id: str, words: Words = PLAIN) -> str:
+    """The node's label and short id, padded, then its status; children in
+    creation order under ``├── ``/``└── `` connectors; a failed node shows its
+    error."""
     root = graph.get_node(node_id)
     rows: list[tuple[str, NodeRecord]] = [("", root)]
 
@@ -153,14 +293,18 @@ def format_tree(graph: EntityGraph, node_id: str) -> str:
             walk(kid, indent + ("    " if last else "│   "))
 
     walk(root, "  ")
-    labels = [prefix + f"{node.type} ({node.name})" for prefix, node in rows]
-    width = max(len(label) for label in labels) + 3
+    shorts = short_ids(graph)
+    labels = [prefix + words.label(node) for prefix, node in rows]
+    width = max(len(label) for label in labels) + 2
+    id_width = max(len(shorts.get(node.id, node.id)) for _, node in rows) + 2
     lines = []
+    summary = words.summary(graph, root) if root.parent_id is None else None
     now = time.time()
-    for label, (_, node) in zip(labels, rows, strict=True):
-        line = f"{label:<{width}}Status: {node.status}"
+    for i, (label, (_, node)) in enumerate(zip(labels, rows, strict=True)):
+        status = summary["state"] if (i == 0 and summary) else node.status
+        line = f"{label:<{width}}{shorts.get(node.id, node.id):<{id_width}}Status: {status}"
         if node.status == "Failed" and node.error:
-            line += f"  ({_one_line(node.error)})"
+            line += f"  ({words.reword(_one_line(node.error))})"
         elif node.status == "InProgress":
             line += f"  ({_lease_note(graph, node.id, now)})"
         if isinstance(node.data, dict) and node.data.get("verdict"):
@@ -175,9 +319,9 @@ def _verdict_note(data: dict) -> str:
     note = f"verdict: {data['verdict']}"
     if data.get("verdict_source"):
         note += f" by {data['verdict_source']}"
-    reason = " ".join(str(data.get("verdict_reason") or "").split())
+    reason = printable(data.get("verdict_reason") or "", 100)
     if reason:
-        note += f": {reason if len(reason) <= 100 else reason[:97] + '...'}"
+        note += f": {reason}"
     return note
 
 

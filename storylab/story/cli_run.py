@@ -413,7 +413,9 @@ def _run_on_cluster(topics, customization, settings, args, out: TextIO) -> int:
                     page = out_dir / f"{story.pipeline}.html"
                     write_atomically(page, html.encode("utf-8"))
                     say += f" -> {page}"
-                print(f"{say} (worker pid {story.pid})", file=out, flush=True)
+                from storylab.story.words import user_line
+
+                print(user_line(f"{say} (worker pid {story.pid})"), file=out, flush=True)
 
             try:
                 run = gather_stories(client, futures, path, on_story=finished)
@@ -455,7 +457,7 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
         print(f"graph: {graph.path}", file=out)
         # Lines, wherever stdout goes (a terminal or a pipe): the outcome and
         # the tree below say how each story ended, so no summary block.
-        panel = ProgressPanel(form="text", stream=out, summary_at_end=False)
+        panel = ProgressPanel(form="text", stream=_UserWords(out), summary_at_end=False)
         with use_settings(settings):
             results = await asyncio.gather(
                 *(_one(graph, p, out_dir, panel) for p in unique), return_exceptions=True
@@ -486,9 +488,13 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
                 await aclose()
 
 
+LABEL_WIDTH = 60  # characters of a topic shown before each progress line
+
+
 def _label(topic: str) -> str:
-    topic = " ".join(topic.split())
-    return topic if len(topic) <= 24 else topic[:23] + "…"
+    from storylab._text import printable
+
+    return printable(topic, LABEL_WIDTH)
 
 
 async def _one(graph, pipeline, out_dir: Path, panel: ProgressPanel) -> dict[str, Any]:
@@ -542,6 +548,26 @@ async def _one(graph, pipeline, out_dir: Path, panel: ProgressPanel) -> dict[str
 
 
 def _tree(graph, node_id: str) -> str:
-    from storylab.entities.cli import format_tree
+    from storylab.entities.cli import Words, format_tree
+    from storylab.story.words import describe, story_summary, user_line
 
-    return format_tree(graph, node_id)
+    return format_tree(graph, node_id, Words(describe, story_summary, user_line))
+
+
+class _UserWords:
+    """A text stream that words progress lines for a reader (``picture 2
+    failed``, not ``image-{{IMAGE_2}} FAILED``); the graph keeps its names."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        from storylab.story.words import user_line
+
+        return self._stream.write(user_line(text))
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
