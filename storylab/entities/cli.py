@@ -7,6 +7,10 @@
     storylab eg node io <id>            {"input": ..., "output": ...}
     storylab eg node progress <id>      the progress log (children's envelopes included)
     storylab eg node edges <id>         the Calls edges from and to the node
+    storylab eg check                   read the whole file: is anything damaged?
+
+Where an ``<id>`` is asked for, a root's name, its topic or the start of an
+id that no other id shares does as well.
 
 Every command takes ``--graph PATH`` (default: ``$STORYLAB_HOME/graph.sqlite``
 or ``./.storylab/graph.sqlite``) and only reads: it never creates, upgrades or
@@ -46,12 +50,18 @@ NODE_VIEWS = ("get", "io", "progress", "edges")
 
 
 def _add_graph_option(parser: argparse.ArgumentParser, default: Any) -> None:
+    from storylab._cli_args import graph_location
+
     parser.add_argument(
         "--graph",
+        type=graph_location,
         metavar="PATH",
         default=default,
         help="entity graph file (default: $STORYLAB_HOME/graph.sqlite or ./.storylab/graph.sqlite)",
     )
+
+
+MAX_LIST = 1_000_000  # roots `eg list` prints at most (SQLite's integers end at 2**63)
 
 
 def _positive_int(text: str) -> int:
@@ -59,16 +69,23 @@ def _positive_int(text: str) -> int:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1; got {text!r}")
+    if not 1 <= value <= MAX_LIST:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from 1 to {MAX_LIST}; got {text!r}"
+        )
     return value
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     _add_graph_option(parser, None)
-    sub = parser.add_subparsers(dest="eg_command", metavar="{list,tree,node}")
+    sub = parser.add_subparsers(dest="eg_command", metavar="{list,tree,node,check}")
     p_list = sub.add_parser("list", help="recent root entities")
-    p_list.add_argument("--limit", type=_positive_int, default=20, help="how many (default 20)")
+    p_list.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=20,
+        help=f"how many (default 20, at most {MAX_LIST:,})",
+    )
     p_tree = sub.add_parser("tree", help="an entity and its descendants, with statuses")
     p_tree.add_argument("id")
     p_node = sub.add_parser(
@@ -78,8 +95,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "its progress log (progress) or its edges (edges), as JSON.",
     )
     p_node.add_argument("words", nargs="+", metavar="[VIEW] ID")
+    p_check = sub.add_parser(
+        "check",
+        help="check the whole file (SQLite's integrity_check and storylab's own rules)",
+        description="Read every page of the graph and list what is damaged; exit 1 if "
+        "anything is. It only reads.",
+    )
     # Also accept --graph after the subcommand; SUPPRESS keeps the parent's value.
-    for p in (p_list, p_tree, p_node):
+    for p in (p_list, p_tree, p_node, p_check):
         _add_graph_option(p, argparse.SUPPRESS)
 
 
@@ -94,7 +117,9 @@ USAGE = 2  # exit code of a command line that makes no sense (as argparse's own)
 def main(args: argparse.Namespace) -> int:
     command = getattr(args, "eg_command", None)
     if command is None:
-        return _fail("choose a command: list, tree or node (see `storylab eg --help`)", USAGE)
+        return _fail(
+            "choose a command: list, tree, node or check (see `storylab eg --help`)", USAGE
+        )
     if command == "node":
         words = args.words
         if len(words) == 1:
@@ -118,6 +143,8 @@ def main(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     with graph:
         try:
+            if command == "check":
+                return _check(graph)
             if command == "list":
                 print(format_list(graph.roots(limit=args.limit), graph, words_for))
             elif command == "tree":
@@ -129,6 +156,20 @@ def main(args: argparse.Namespace) -> int:
         except (EntityGraphError, ValueError) as exc:
             return _fail(str(exc))
     return 0
+
+
+def _check(graph: EntityGraph) -> int:
+    problems = graph.integrity_problems(full=True)
+    if not problems:
+        nodes = graph._read("SELECT count(*) FROM nodes")[0][0]
+        print(f"ok: {graph.path} ({nodes} nodes; every page, index and node read)")
+        return 0
+    for problem in problems:
+        print(printable(problem))
+    return _fail(
+        f"the entity graph {graph.path} is damaged ({len(problems)} problem(s), listed "
+        "above); restore it from a copy, or move it away to start a new graph"
+    )
 
 
 def _no_label(node: NodeRecord) -> str | None:

@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import re
+import sqlite3
 import sys
 from contextlib import ExitStack, aclosing
 from pathlib import Path
@@ -27,6 +28,7 @@ from storylab._cli_args import (
     EXIT_USAGE,
     age_range,
     flag_message,
+    graph_location,
     http_url,
     int_in_range,
     positive_float,
@@ -167,7 +169,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="MIB",
         help="HTTP backend: refuse an answer larger than this many MiB (default 32)",
     )
-    parser.add_argument("--graph", metavar="PATH", help="entity graph file or folder")
+    parser.add_argument(
+        "--graph",
+        type=graph_location,
+        metavar="PATH",
+        help="entity graph file or folder (its folder must exist; default "
+        "$STORYLAB_HOME/graph.sqlite or ./.storylab/graph.sqlite, created as needed)",
+    )
     parser.add_argument("--out", default="out", metavar="DIR", help="folder for the HTML pages")
     parser.add_argument(
         "--story-limit", type=positive_int, default=3, help="images at once per story"
@@ -410,7 +418,9 @@ def _run_on_cluster(topics, customization, settings, args, out: TextIO) -> int:
                 html = story_html(graph, result)
                 if html is not None:
                     out_dir.mkdir(parents=True, exist_ok=True)
-                    page = out_dir / f"{story.pipeline}.html"
+                    from storylab.story.words import page_file_name
+
+                    page = out_dir / f"{page_file_name(story.pipeline, story.topic)}.html"
                     write_atomically(page, html.encode("utf-8"))
                     say += f" -> {page}"
                 from storylab.story.words import user_line
@@ -439,15 +449,30 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
     from storylab.story.settings import use_settings
     from storylab.viz.progress import ProgressPanel
 
-    # Image failures are reported on the progress lines; keep the library's
-    # warnings for them out of the terminal.
-    logging.getLogger("storylab.story").addHandler(logging.NullHandler())
+    # Image failures are reported on the progress lines, and a graph that
+    # cannot be written in one line at the end; keep the library's warnings
+    # (and their tracebacks) out of the terminal.
+    for name in ("storylab.story", "storylab.entities"):
+        logging.getLogger(name).addHandler(logging.NullHandler())
     graph = None
     try:
         try:
             graph = EntityGraph.open(args.graph)
         except EntityGraphError as exc:  # not a graph, a newer one, read-only: nothing changed
             return _fail(str(exc), EXIT_FAILED)
+        except (sqlite3.Error, OSError) as exc:  # a full disk while the file is made
+            where = args.graph or "the default graph"
+            return _fail(f"cannot create or open the entity graph {where}: {exc}", EXIT_FAILED)
+        # A damaged file is refused before anything is written to it.
+        problems = graph.integrity_problems()
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            return _fail(
+                f"the entity graph {graph.path} is damaged: {problems[0]}{more}; nothing was "
+                "written. `storylab eg check` lists every problem; restore the file from a "
+                "copy, or move it away to start a new graph",
+                EXIT_FAILED,
+            )
         # Running a request again finishes it: pictures that failed last time
         # are drawn again, finished ones are kept (unless --no-retry).
         retry = not args.no_retry
@@ -469,11 +494,18 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
             if isinstance(result, BaseException):
                 if not isinstance(result, Exception) or isinstance(result, BrokenPipeError):
                     raise result  # the reader of our output left: nothing more to say
-                print(f"{pipeline.name}: failed: {result}", file=sys.stderr)
+                print(f"{pipeline.name}: failed: {_reason(result)}", file=sys.stderr)
                 gone = gone or isinstance(result, GraphFileGoneError)
                 code = EXIT_FAILED
             elif result.get("stage") != "completed":
                 code = EXIT_FAILED
+        if not gone and _rate_limited(graph, unique):
+            print(
+                "hint: the image service answered 429 (too many requests) until pictures gave "
+                f"up; lower --global-limit (now {args.global_limit}) or --story-limit (now "
+                f"{args.story_limit}) to what it accepts, and run the same command again",
+                file=sys.stderr,
+            )
         if not args.no_tree and not gone:  # a deleted graph has no tree worth showing
             for pipeline in unique:
                 print(file=out)
@@ -486,6 +518,24 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
             aclose = getattr(backend, "aclose", None)
             if aclose is not None:  # an HTTP backend's connection pool
                 await aclose()
+
+
+def _rate_limited(graph, pipelines) -> bool:
+    """Whether a picture of these stories failed on HTTP 429 answers."""
+    import json
+
+    for pipeline in pipelines:
+        for child in graph.children(pipeline.id):
+            if child.status == "Failed" and "HTTP 429" in json.dumps(child.error):
+                return True
+    return False
+
+
+def _reason(error: BaseException) -> str:
+    """An error in one line, without Python's ``[Errno 28]`` decoration."""
+    if isinstance(error, OSError) and error.strerror and not error.filename:
+        return error.strerror
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 LABEL_WIDTH = 60  # characters of a topic shown before each progress line
@@ -531,7 +581,9 @@ async def _one(graph, pipeline, out_dir: Path, panel: ProgressPanel) -> dict[str
         summary += f", {result['failed_images']} failed"
     if html is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / f"{pipeline.name}.html"
+        from storylab.story.words import page_file_name
+
+        path = out_dir / f"{page_file_name(pipeline.name, pipeline.data['topic'])}.html"
         try:
             from storylab.entities.blobs import write_atomically
 

@@ -9,6 +9,7 @@ here imports more than the standard library, so the command line stays quick.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ __all__ = [
     "describe",
     "PIPELINE_TYPE",
     "entity_label",
+    "page_file_name",
     "plural",
     "printable",
     "story_summary",
@@ -127,3 +129,20 @@ def user_line(text: str) -> str:
 def describe(node: Any) -> str | None:
     """A node record's label for a reader (``None`` for one that is no story's)."""
     return entity_label(node.type, node.name, node.data)
+
+
+def page_file_name(pipeline_name: str, topic: str) -> str:
+    """The page's file name (without ``.html``): the pipeline's name, whose
+    slug keeps only ASCII letters and digits, unless the topic has other
+    letters; then they are kept (``story-pipeline-猫の冒険-0``), lower-cased,
+    with runs of anything else made one ``-``. Deterministic, and as unique
+    as the pipeline name (its suffix is kept)."""
+    topic = unicodedata.normalize("NFC", str(topic).strip())
+    if topic.isascii():
+        return pipeline_name
+    ascii_slug = re.sub(r"[^a-z0-9]+", "-", topic.lower())[:40]
+    prefix = f"story-pipeline-{ascii_slug}"
+    if not pipeline_name.startswith(prefix):
+        return pipeline_name
+    slug = re.sub(r"[\W_]+", "-", topic.casefold()).strip("-")[:40].strip("-") or "story"
+    return f"story-pipeline-{slug}{pipeline_name[len(prefix) :]}"
