@@ -179,7 +179,7 @@ def test_an_impossible_status_is_refused(stored, tmp_path):
 
 def test_output_closed_early_is_exit_141_without_a_traceback_every_time(tmp_path):
     script = (
-        f"{sys.executable} -m storylab.cli run 'topic $i' --images 5 --time-scale 0.001 "
+        f"{sys.executable} -m storylab.cli run 'topic $i' --images 10 --time-scale 0.001 "
         f"--graph {tmp_path}/g.sqlite --out {tmp_path}/out 2>{tmp_path}/err$i | head -$n "
         ">/dev/null; echo ${PIPESTATUS[0]}"
     )
