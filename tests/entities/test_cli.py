@@ -227,10 +227,10 @@ def test_a_graph_on_a_read_only_disk_can_still_be_looked_at(story, on_read_only_
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["list", "--limit", "0"], "argument --limit: must be a whole number >= 1; got '0'"),
-        (["list", "--limit", "many"], "argument --limit: must be a whole number >= 1; got 'many'"),
-        (["walk"], "invalid choice: 'walk' (choose from 'list', 'tree', 'node')"),
-        ([], "choose a command: list, tree or node"),
+        (["list", "--limit", "0"], "argument --limit: must be a whole number from 1 to 1000000"),
+        (["list", "--limit", "many"], "argument --limit: must be a whole number from 1 to 1000000"),
+        (["walk"], "invalid choice: 'walk' (choose from 'list', 'tree', 'node', 'check')"),
+        ([], "choose a command: list, tree, node or check"),
     ],
 )
 def test_a_bad_command_line_is_exit_2_with_one_line(story, capsys, argv, message):

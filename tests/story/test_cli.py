@@ -356,8 +356,8 @@ def test_a_graph_on_a_read_only_disk_is_refused_in_one_line(tmp_path, on_read_on
 def test_a_graph_in_a_folder_that_cannot_be_made_is_one_line(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("in the way")
-    assert _run(tmp_path, "an owl", "--graph", str(blocker / "sub" / "g.sqlite")) == 1
-    assert "cannot create the entity graph" in _one_clear_line(capsys.readouterr().err)
+    assert _run(tmp_path, "an owl", "--graph", str(blocker / "sub" / "g.sqlite")) == 2
+    assert "(Not a directory)" in _one_clear_line(capsys.readouterr().err)
 
 
 def _serve(*argv: str) -> subprocess.CompletedProcess:
