@@ -25,7 +25,7 @@ from storylab._cli_args import (
     EXIT_USAGE,
 )
 from storylab.entities import cli as eg_cli
-from storylab.story import cli_run, cli_serve
+from storylab.story import cli_run, cli_serve, cli_stories
 
 # name -> (module, help), in the order `storylab --help` lists them.
 COMMANDS: dict[str, tuple[ModuleType, str]] = {
@@ -34,7 +34,8 @@ COMMANDS: dict[str, tuple[ModuleType, str]] = {
         cli_serve,
         "serve the simulated models (images, chat, moderations) over an OpenAI-compatible API",
     ),
-    "eg": (eg_cli, "inspect the entity graph (tree, node, list)"),
+    "eg": (eg_cli, "inspect the entity graph (list, tree, node, check, export, export-pictures)"),
+    "stories": (cli_stories, "delete a story, or redo it from the start"),
     "demo": (_demo, "a small scheduling demo: five groups under a shared limit"),
 }
 

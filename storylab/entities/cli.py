@@ -8,6 +8,8 @@
     storylab eg node progress <id>      the progress log (children's envelopes included)
     storylab eg node edges <id>         the Calls edges from and to the node
     storylab eg check                   read the whole file: is anything damaged?
+    storylab eg export PATH             copy the graph and its blob folder to PATH
+    storylab eg export-pictures DEST    the stored pictures and pages, as plain files
 
 Where an ``<id>`` is asked for, a root's name, its topic or the start of an
 id that no other id shares does as well.
@@ -78,7 +80,9 @@ def _positive_int(text: str) -> int:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     _add_graph_option(parser, None)
-    sub = parser.add_subparsers(dest="eg_command", metavar="{list,tree,node,check}")
+    sub = parser.add_subparsers(
+        dest="eg_command", metavar="{list,tree,node,check,export,export-pictures}"
+    )
     p_list = sub.add_parser("list", help="recent root entities")
     p_list.add_argument(
         "--limit",
@@ -101,8 +105,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
         description="Read every page of the graph and list what is damaged; exit 1 if "
         "anything is. It only reads.",
     )
+    p_export = sub.add_parser(
+        "export",
+        help="copy the graph with its blobs to PATH (how to move or share a graph)",
+        description="Write a consistent copy of the graph file to PATH and its blob folder "
+        "(pictures, pages) beside it as PATH's name with .blobs. The graph is only read.",
+    )
+    p_export.add_argument("path", metavar="PATH")
+    p_pictures = sub.add_parser(
+        "export-pictures",
+        help="copy the pictures (and pages) out of the blob folder, with readable names",
+        description="Copy every stored picture of one root (or of all of them) to DEST, "
+        "one folder per root: DEST/<name>/picture-1.png, ... The graph is only read.",
+    )
+    p_pictures.add_argument("dest", metavar="DEST")
+    p_pictures.add_argument("id", nargs="?", metavar="ID", help="one root (default: all)")
     # Also accept --graph after the subcommand; SUPPRESS keeps the parent's value.
-    for p in (p_list, p_tree, p_node, p_check):
+    for p in (p_list, p_tree, p_node, p_check, p_export, p_pictures):
         _add_graph_option(p, argparse.SUPPRESS)
 
 
@@ -118,7 +137,9 @@ def main(args: argparse.Namespace) -> int:
     command = getattr(args, "eg_command", None)
     if command is None:
         return _fail(
-            "choose a command: list, tree, node or check (see `storylab eg --help`)", USAGE
+            "choose a command: list, tree, node, check, export or export-pictures "
+            "(see `storylab eg --help`)",
+            USAGE,
         )
     if command == "node":
         words = args.words
@@ -145,6 +166,14 @@ def main(args: argparse.Namespace) -> int:
         try:
             if command == "check":
                 return _check(graph)
+            if command == "export":
+                dest = graph.copy_to(args.path)
+                print(
+                    f"copied {graph.path} to {dest} with its blobs in {dest.with_suffix('.blobs')}"
+                )
+                return 0
+            if command == "export-pictures":
+                return _export_pictures(graph, args.dest, args.id, words_for)
             if command == "list":
                 print(format_list(graph.roots(limit=args.limit), graph, words_for))
             elif command == "tree":
@@ -155,7 +184,47 @@ def main(args: argparse.Namespace) -> int:
                 print(json.dumps(_node_view(graph, view, node.id), indent=2, ensure_ascii=False))
         except (EntityGraphError, ValueError) as exc:
             return _fail(str(exc))
+        except OSError as exc:  # export: a full disk, a folder we may not write
+            where = f"{exc.filename}: " if exc.filename else ""
+            return _fail(f"{where}{exc.strerror or exc}")
     return 0
+
+
+def _export_pictures(graph: EntityGraph, dest: str, ref: str | None, words: Words) -> int:
+    """Copy every blob a node's output names (``object_key``; a root's page,
+    ``html_key``) to ``dest/<root name>/<node label>.<ext>``."""
+    import shutil
+    from pathlib import Path
+
+    roots = [resolve(graph, ref, words)] if ref else graph.roots(limit=MAX_LIST)
+    out = Path(dest)
+    copied = missing = 0
+    for root in roots:
+        folder = out / _file_name(root.name)
+        for node in [root, *graph.descendants(root.id)]:
+            output = node.output if isinstance(node.output, dict) else {}
+            key = output.get("object_key") or output.get("html_key")
+            if not isinstance(key, str):
+                continue
+            try:
+                source = graph.blobs.path_for(key)
+            except EntityGraphError:
+                continue
+            if not source.is_file():
+                missing += 1
+                continue
+            base = "page" if node is root else _file_name(words.label(node))
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, folder / f"{base}{source.suffix}")
+            copied += 1
+    note = f"; {missing} missing from the blob folder (run the story again)" if missing else ""
+    print(f"copied {copied} file(s) to {out}{note}")
+    return 0 if not missing else 1
+
+
+def _file_name(text: str) -> str:
+    """A label as a file name: letters and digits kept, anything else one ``-``."""
+    return re.sub(r"[\W_]+", "-", printable(text).casefold()).strip("-")[:80] or "item"
 
 
 def _check(graph: EntityGraph) -> int:

@@ -189,6 +189,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated backends")
     parser.add_argument("--no-tree", action="store_true", help="do not print the entity tree")
     parser.add_argument(
+        "--open",
+        action="store_true",
+        help="open each written page in the web browser ($BROWSER, or the system's own)",
+    )
+    parser.add_argument(
         "--cluster",
         type=_cluster_spec,
         metavar="SPEC",
@@ -485,7 +490,7 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
         panel = ProgressPanel(form="text", stream=_UserWords(out), summary_at_end=False)
         with use_settings(settings):
             results = await asyncio.gather(
-                *(_one(graph, p, out_dir, panel) for p in unique), return_exceptions=True
+                *(_one(graph, p, out_dir, panel, args.open) for p in unique), return_exceptions=True
             )
         panel.close()
         code = 0
@@ -547,7 +552,9 @@ def _label(topic: str) -> str:
     return printable(topic, LABEL_WIDTH)
 
 
-async def _one(graph, pipeline, out_dir: Path, panel: ProgressPanel) -> dict[str, Any]:
+async def _one(
+    graph, pipeline, out_dir: Path, panel: ProgressPanel, open_page: bool = False
+) -> dict[str, Any]:
     from storylab.story.entities import story_html
 
     label = _label(pipeline.data["topic"])
@@ -596,7 +603,20 @@ async def _one(graph, pipeline, out_dir: Path, panel: ProgressPanel) -> dict[str
             ) from exc
         summary += f" -> {path}"
     say(summary)
+    if html is not None and open_page:
+        _open_page(path, say)
     return result
+
+
+def _open_page(path: Path, say) -> None:
+    import webbrowser
+
+    try:
+        opened = webbrowser.open(path.resolve().as_uri())
+    except webbrowser.Error:
+        opened = False
+    if not opened:
+        say(f"could not open a web browser; the page is {path}")
 
 
 def _tree(graph, node_id: str) -> str:
