@@ -229,8 +229,12 @@ def test_a_graph_on_a_read_only_disk_can_still_be_looked_at(story, on_read_only_
     [
         (["list", "--limit", "0"], "argument --limit: must be a whole number from 1 to 1000000"),
         (["list", "--limit", "many"], "argument --limit: must be a whole number from 1 to 1000000"),
-        (["walk"], "invalid choice: 'walk' (choose from 'list', 'tree', 'node', 'check')"),
-        ([], "choose a command: list, tree, node or check"),
+        (
+            ["walk"],
+            "invalid choice: 'walk' (choose from 'list', 'tree', 'node', 'check', 'export', "
+            "'export-pictures')",
+        ),
+        ([], "choose a command: list, tree, node, check, export or export-pictures"),
     ],
 )
 def test_a_bad_command_line_is_exit_2_with_one_line(story, capsys, argv, message):
@@ -238,6 +242,8 @@ def test_a_bad_command_line_is_exit_2_with_one_line(story, capsys, argv, message
     code, out, err = eg(capsys, "--graph", str(path), *argv)
     assert code == 2 and out == ""
     assert message in _one_clear_line(err, "storylab eg")
+
+
 def test_tree_shows_who_runs_an_in_progress_node_and_when_it_is_stale(tmp_path, capsys):
     import re
     import sqlite3

@@ -36,7 +36,7 @@ def _storylab(tmp_path: Path, url: str, *argv: str, env: dict[str, str] | None =
         [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
     )
     child_env.update(env or {})
-    (tmp_path / "store").mkdir(exist_ok=True)  # --graph's folder must exist
+    (tmp_path / "store").mkdir(parents=True, exist_ok=True)  # --graph's folder must exist
     cmd = [
         sys.executable, "-m", "storylab.cli", "run", "an owl who counts stars",
         "--images", "3", "--backend", "http", "--images-url", url,

@@ -151,6 +151,7 @@ def small_disk(tmp_path):
 def blob_sizes(tmp_path: Path) -> tuple[list[int], int]:
     """The same story drawn on a roomy disk: its pictures' and its page's sizes."""
     dry = tmp_path / "dry"
+    dry.mkdir()
     code, stdout, stderr = finish(
         storylab_run(dry / "graph.sqlite", dry / "out", time_scale="0.001")
     )
