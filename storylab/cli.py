@@ -101,7 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from storylab.entities.errors import EntityGraphError
 
     try:
-        return int(args._main(args) or 0)
+        code = int(args._main(args) or 0)
+        # What is still buffered goes out here, where a reader that left is
+        # caught below, not at interpreter exit ("Exception ignored ...").
+        sys.stdout.flush()
+        return code
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
