@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_main", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    from storylab.entities.errors import EntityGraphError
+    from storylab.errors import StorylabError
 
     try:
         code = int(args._main(args) or 0)
@@ -109,8 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except EntityGraphError as exc:
-        # A graph that cannot be used is the user's to fix, not a bug: one line.
+    except StorylabError as exc:
+        # A graph that cannot be used, a refused argument: the user's to fix,
+        # not a bug (see storylab.errors): one line.
         print(f"storylab {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except BrokenPipeError:

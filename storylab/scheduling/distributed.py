@@ -42,7 +42,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from storylab.scheduling.capacity import CapacitySource, check_positive_int
+from storylab._checks import check_positive_int
+from storylab.scheduling.capacity import CapacitySource
 from storylab.scheduling.trace import _CURRENT, EventKind
 
 __all__ = ["DistributedCapacityRoot", "LEASE_TIMEOUT_KEY"]

@@ -40,6 +40,7 @@ from contextlib import aclosing
 from typing import Any
 
 from storylab.entities import EntityGraph, EntityGraphError, Return, RunnableEntity
+from storylab.errors import StorylabError
 from storylab.scheduling import (
     CapacitySource,
     EventKind,
@@ -87,7 +88,7 @@ __all__ = [
 log = logging.getLogger("storylab.story")
 
 
-class StoryImagesFailedError(RuntimeError):
+class StoryImagesFailedError(StorylabError, RuntimeError):
     """Every picture of a story failed: the pipeline ends ``Failed``, not ``Completed``.
 
     Its data keeps ``stage: "failed"`` and the page (every slot a "could not
@@ -95,7 +96,7 @@ class StoryImagesFailedError(RuntimeError):
     """
 
 
-class PageNotStoredError(RuntimeError):
+class PageNotStoredError(StorylabError, RuntimeError):
     """Stage 4 could not write the story's page to the blob store (a full disk)."""
 
 

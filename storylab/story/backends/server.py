@@ -39,7 +39,7 @@ from typing import Any
 
 import h11
 
-from storylab.scheduling.capacity import check_positive_int
+from storylab._checks import check_positive_int, check_seconds
 from storylab.story.backends.base import BackendError, TextBackend
 from storylab.story.backends.images import (
     ASPECT_RATIOS,
@@ -214,12 +214,8 @@ class ImageServer:
         check_positive_int("max_body", max_body)
         if retry_after < 0:
             raise ValueError(f"retry_after must be >= 0, got {retry_after!r}")
-        if isinstance(idle_timeout, bool) or not (
-            isinstance(idle_timeout, int | float) and 0 < idle_timeout < float("inf")
-        ):
-            raise ValueError(f"idle_timeout must be a number of seconds > 0, got {idle_timeout!r}")
         self.max_body = max_body
-        self.idle_timeout = float(idle_timeout)
+        self.idle_timeout = check_seconds("idle_timeout", idle_timeout)
         self.generator = generator if generator is not None else SimulatedImageBackend()
         if text is None:
             from storylab.story.backends.text import SimulatedTextBackend
