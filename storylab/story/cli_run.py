@@ -21,7 +21,7 @@ import sqlite3
 import sys
 from contextlib import ExitStack, aclosing
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from storylab._cli_args import (
     EXIT_FAILED,
@@ -487,7 +487,8 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
         print(f"graph: {graph.path}", file=out)
         # Lines, wherever stdout goes (a terminal or a pipe): the outcome and
         # the tree below say how each story ended, so no summary block.
-        panel = ProgressPanel(form="text", stream=_UserWords(out), summary_at_end=False)
+        words = cast(TextIO, _UserWords(out))  # a text stream in all but name
+        panel = ProgressPanel(form="text", stream=words, summary_at_end=False)
         with use_settings(settings):
             results = await asyncio.gather(
                 *(_one(graph, p, out_dir, panel, args.open) for p in unique), return_exceptions=True
