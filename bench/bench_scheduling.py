@@ -9,6 +9,12 @@
    optimum d * max(ceil(M / per_group), ceil(G * M / global)); plus two groups
    and one group (sequential vs parallel), with bare asyncio alongside.
 3. Memory: peak traced memory for 100,000 lazily pulled tasks vs 1,000.
+4. Waiting stories: S stories (one runner each, 3 per story under 10 global,
+   all started at once) of 20 no-op tasks each, for S = 10, 100, 1,000 and
+   3,000: CPU per task, and its ratio to the cost with 10 stories, next to
+   bare asyncio doing the same job. With ``--instructions``, the same for
+   10 and 3,000 stories counted by callgrind (marginal: 12,000 more tasks
+   spread over the stories, so setting up the stories is left out).
 
 Machines are noisy: read the ratios, not the absolute numbers.
 """
@@ -187,8 +193,70 @@ def peak_memory(n: int) -> float:
     return peak / 1e6
 
 
+# -- many waiting stories ----------------------------------------------------
+async def stories_runner(stories: int, tasks: int) -> None:
+    shared = CapacitySource(10, name="global")
+
+    async def story(i: int) -> None:
+        cap = CapacitySource(3, shared, name=f"story-{i}")
+        runner = HierarchicalTaskPoolRunner(f"s{i}", SourceBufferObj([noop] * tasks), cap)
+        async for _ in runner.run_tasks():
+            pass
+
+    await asyncio.gather(*(story(i) for i in range(stories)))
+
+
+async def stories_bare(stories: int, tasks: int) -> None:
+    await bare(stories, tasks, 3, 10, noop)
+
+
+STORY_COUNTS = (10, 100, 1_000, 3_000)
+
+
+def waiting_stories(rounds: int, tasks: int = 20) -> list[tuple[int, float, float]]:
+    """Median CPU us/task of the runner and of bare asyncio for each story count;
+    within a round every count runs once, runner and bare in turn."""
+    times: dict = {(fn, s): [] for fn in (stories_runner, stories_bare) for s in STORY_COUNTS}
+    for i in range(rounds):
+        for s in STORY_COUNTS:
+            pair = (stories_runner, stories_bare) if i % 2 == 0 else (stories_bare, stories_runner)
+            for fn in pair:
+                times[(fn, s)].append(timed(fn, s, tasks) / (s * tasks) * 1e6)
+    return [
+        (
+            s,
+            statistics.median(times[(stories_runner, s)]),
+            statistics.median(times[(stories_bare, s)]),
+        )
+        for s in STORY_COUNTS
+    ]
+
+
+def story_instructions_per_task(variant: str, stories: int, extra: int = 12_000) -> float:
+    """Marginal callgrind instructions per task with ``stories`` stories waiting:
+    4 tasks a story against 4 + extra / stories, so every story count adds
+    the same number of tasks (few extra tasks would leave the count to noise)."""
+    return _marginal(["stories-" + variant, str(stories)], 4, 4 + extra // stories, stories)
+
+
 # -- instructions (valgrind) -------------------------------------------------------
 VARIANTS = {"bare": bare, "runner": with_runner, "anyio": with_anyio}
+STORY_VARIANTS = {"stories-runner": stories_runner, "stories-bare": stories_bare}
+
+
+def _marginal(child: list[str], small: int, large: int, groups: int) -> float:
+    import re
+    import subprocess
+
+    counts = []
+    for n in (small, large):
+        proc = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+             sys.executable, __file__, "--child", *child, str(n)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        counts.append(int(re.search(r"Collected : (\d+)", proc.stderr).group(1)))
+    return (counts[1] - counts[0]) / (groups * (large - small))
 
 
 def instructions_per_task(variant: str, small: int = 500, large: int = 2500) -> float:
@@ -199,18 +267,7 @@ def instructions_per_task(variant: str, small: int = 500, large: int = 2500) -> 
     ``small`` and of ``large`` tasks and dividing the difference by the extra
     tasks removes the interpreter's start-up.
     """
-    import re
-    import subprocess
-
-    counts = []
-    for n in (small, large):
-        proc = subprocess.run(
-            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-             sys.executable, __file__, "--child", variant, str(n)],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        counts.append(int(re.search(r"Collected : (\d+)", proc.stderr).group(1)))
-    return (counts[1] - counts[0]) / (10 * (large - small))
+    return _marginal([variant], small, large, 10)
 
 
 def main() -> int:
@@ -220,15 +277,55 @@ def main() -> int:
     parser.add_argument(
         "--instructions", action="store_true", help="also count instructions with valgrind"
     )
-    parser.add_argument("--child", nargs=2, metavar=("VARIANT", "TASKS"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--only-stories", action="store_true", help="run only the waiting-stories section"
+    )
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        variant, n = args.child
-        asyncio.run(VARIANTS[variant](10, int(n), 3, 10, noop))
+        if args.child[0] in STORY_VARIANTS:
+            variant, stories, n = args.child
+            asyncio.run(STORY_VARIANTS[variant](int(stories), int(n)))
+        else:
+            variant, n = args.child
+            asyncio.run(VARIANTS[variant](10, int(n), 3, 10, noop))
         return 0
+    print(f"python {sys.version.split()[0]}, rounds={args.rounds}\n")
+    if not args.only_stories:
+        others(args)
+    stories_section(args)
+    return 0
+
+
+def stories_section(args) -> None:
+    print("\n## Waiting stories: S stories x 20 no-op tasks, 3/story under 10 global\n")
+    print(
+        "| stories | runner CPU us/task | runner / runner with 10 (goal <= 1.5) "
+        "| bare asyncio CPU us/task | bare / bare with 10 |"
+    )
+    print("|---|---|---|---|---|")
+    rows = waiting_stories(args.rounds)
+    r10, b10 = rows[0][1], rows[0][2]
+    for s, r, b in rows:
+        print(f"| {s:,} | {r:.2f} | {r / r10:.2f} | {b:.2f} | {b / b10:.2f} |")
+    if args.instructions:
+        print("\n## Waiting stories in instructions (callgrind, marginal per task)\n")
+        print("| stories | runner | runner / runner with 10 | bare asyncio | bare / bare with 10 |")
+        print("|---|---|---|---|---|")
+        per = {
+            (v, s): story_instructions_per_task(v, s)
+            for v in ("runner", "bare")
+            for s in (STORY_COUNTS[0], STORY_COUNTS[-1])
+        }
+        for s in (STORY_COUNTS[0], STORY_COUNTS[-1]):
+            r, b = per[("runner", s)], per[("bare", s)]
+            r10, b10 = per[("runner", STORY_COUNTS[0])], per[("bare", STORY_COUNTS[0])]
+            print(f"| {s:,} | {r:,.0f} | {r / r10:.2f} | {b:,.0f} | {b / b10:.2f} |")
+
+
+def others(args) -> None:
     tasks = 100 if args.quick else 1000
 
-    print(f"python {sys.version.split()[0]}, rounds={args.rounds}\n")
     print(f"## Overhead: 10 groups x {tasks} tasks, 3/group under 10 global\n")
     print(
         "| tasks | bare asyncio CPU us/task | runner CPU us/task "
@@ -265,7 +362,6 @@ def main() -> int:
     print(f"| 1,000 | {small:.2f} |")
     print(f"| 100,000 | {large:.2f} |")
     print(f"\nDifference: {large - small:.2f} MB (goal <= 10 MB)")
-    return 0
 
 
 if __name__ == "__main__":

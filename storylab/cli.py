@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import NoReturn
 
-from storylab import _demo
+from storylab import _demo, _tutorial_files
 from storylab._cli_args import (
     EXIT_CODES_HELP,
     EXIT_FAILED,
@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[ModuleType, str]] = {
     "eg": (eg_cli, "inspect the entity graph (list, tree, node, check, export, export-pictures)"),
     "stories": (cli_stories, "delete a story, or redo it from the start"),
     "demo": (_demo, "a small scheduling demo: five groups under a shared limit"),
+    "notebooks": (_tutorial_files, "copy the tutorial notebooks out, to open in JupyterLab"),
 }
 
 

@@ -25,14 +25,23 @@ because each story needs ``ceil(M / per_story)`` rounds on its own, and the
 whole pool needs ``ceil(G * M / global)`` rounds for all the pictures. A
 measured makespan close to it means the scheduler wasted nothing.
 
-This module measures and draws nothing: the charts of a sweep are
-:func:`storylab.viz.plot_sweep_heatmaps` and :func:`storylab.viz.plot_sweep_lines`,
-and the numbers are read from each trace by :func:`storylab.viz.readings.pool_use`.
+To turn the knobs by hand, :func:`what_if` runs one such simulation at once
+(synchronously, in virtual time: a few milliseconds) and hands back the cell
+and its trace, and :func:`knobs` puts sliders on it in a notebook (story
+limit, global limit, number of stories, fair or FIFO, a failing picture),
+redrawing the timeline at every move.
+
+This module measures; the drawing is :mod:`storylab.viz`'s (the charts of a
+sweep are :func:`storylab.viz.plot_sweep_heatmaps` and
+:func:`storylab.viz.plot_sweep_lines`, the knobs' widget
+:class:`storylab.viz.knobs.Knobs`), and the numbers are read from each trace
+by :func:`storylab.viz.readings.pool_use`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import math
 import selectors
 from collections.abc import Callable, Iterable, Sequence
@@ -50,7 +59,16 @@ from storylab.scheduling import (
 from storylab.scheduling.capacity import POLICIES
 from storylab.viz.readings import pool_use
 
-__all__ = ["SweepCell", "SweepResult", "ideal_makespan", "simulate_stories", "sweep"]
+__all__ = [
+    "SweepCell",
+    "SweepResult",
+    "WhatIf",
+    "ideal_makespan",
+    "knobs",
+    "simulate_stories",
+    "sweep",
+    "what_if",
+]
 
 TIME_LABEL = "model seconds"
 _CLOCKS = ("virtual", "wall")
@@ -99,7 +117,8 @@ class SweepCell:
     ``global_limit * makespan`` (1.0 means every global unit was busy the
     whole time). ``efficiency`` is ``ideal / makespan`` (1.0 means the
     scheduler matched the bound). ``peak_in_use`` is the most units the
-    global source ever had out at once.
+    global source ever had out at once; ``failed`` how many pictures failed
+    (see ``fail`` of :func:`simulate_stories`).
     """
 
     story_limit: int
@@ -110,6 +129,7 @@ class SweepCell:
     ideal: float
     utilisation: float
     peak_in_use: int
+    failed: int = 0
 
     @property
     def efficiency(self) -> float:
@@ -168,14 +188,39 @@ async def _in_virtual_time(make: Callable[[], Any]) -> Any:
 class _Image:
     """One simulated picture: a thunk the runner calls, with a label for the trace."""
 
-    __slots__ = ("label", "seconds")
+    __slots__ = ("fails", "label", "seconds")
 
-    def __init__(self, label: str, seconds: float) -> None:
+    def __init__(self, label: str, seconds: float, fails: bool = False) -> None:
         self.label = label
         self.seconds = seconds
+        self.fails = fails
 
     def __call__(self) -> Any:
-        return asyncio.sleep(self.seconds)
+        return self._refused() if self.fails else asyncio.sleep(self.seconds)
+
+    async def _refused(self) -> None:
+        # A refusal comes halfway through: the unit was held, the picture is lost.
+        await asyncio.sleep(self.seconds / 2)
+        raise RuntimeError(f"{self.label}: the image model refused this picture")
+
+
+def story_letter(k: int) -> str:
+    """``A`` for story 1, ``B`` for story 2... (the letters the charts and the gauge use)."""
+    return chr(ord("A") + k - 1) if 1 <= k <= 26 else str(k)
+
+
+def _check_fail(fail: Any, stories: int, images: int) -> tuple[int, int] | None:
+    if fail is None:
+        return None
+    ok = (isinstance(fail, tuple | list) and len(fail) == 2
+          and all(isinstance(v, int) and not isinstance(v, bool) for v in fail)
+          and 1 <= fail[0] <= stories and 1 <= fail[1] <= images)
+    if not ok:
+        raise ValueError(
+            f"fail must be None or (story, picture) with 1 <= story <= {stories} and "
+            f"1 <= picture <= {images}; got {fail!r}"
+        )
+    return int(fail[0]), int(fail[1])
 
 
 async def simulate_stories(
@@ -189,6 +234,7 @@ async def simulate_stories(
     time_scale: float = 0.01,
     policy: str = "fair",
     trace: Trace | None = None,
+    fail: tuple[int, int] | None = None,
 ) -> SweepCell:
     """Run ``stories`` stories of ``images`` pictures at once and measure them.
 
@@ -202,7 +248,9 @@ async def simulate_stories(
     seconds per picture on the running loop, to check the simulation against
     real time. Pass a fresh ``trace`` to keep the events for a timeline: its
     ``meta`` gets ``time_scale`` (1.0 in virtual time) and the limits, and in
-    virtual time its clock becomes the virtual one.
+    virtual time its clock becomes the virtual one. ``fail=(k, i)`` makes
+    picture ``i`` of story ``k`` (both 1-based) fail halfway through its
+    time, as a model that refuses it would; the others go on.
     """
     _positive_int("stories", stories)
     _positive_int("images", images)
@@ -212,12 +260,15 @@ async def simulate_stories(
     scale = _positive_number("time_scale", time_scale)
     _check_choice("policy", policy, POLICIES)
     _check_choice("clock", clock, _CLOCKS)
+    failing = _check_fail(fail, stories, images)
     if trace is None:
         trace = Trace()
     if clock == "wall":
-        return await _simulate(stories, images, story_limit, global_limit, d, scale, policy, trace)
+        return await _simulate(stories, images, story_limit, global_limit, d, scale, policy,
+                               trace, failing)
     return await _in_virtual_time(
-        lambda: _simulate(stories, images, story_limit, global_limit, d, None, policy, trace)
+        lambda: _simulate(stories, images, story_limit, global_limit, d, None, policy, trace,
+                          failing)
     )
 
 
@@ -235,6 +286,7 @@ async def _simulate(
     scale: float | None,
     policy: str,
     trace: Trace,
+    fail: tuple[int, int] | None = None,
 ) -> SweepCell:
     if scale is None:  # virtual time: one loop second is one model second
         loop = asyncio.get_running_loop()
@@ -244,16 +296,21 @@ async def _simulate(
     trace.meta.setdefault("time_scale", scale)
     root = CapacitySource(global_limit, name="global", policy=policy)  # type: ignore[arg-type]
     limits = {"global": global_limit}
+    failed = 0
 
     async def one_story(k: int) -> None:
+        nonlocal failed
         cap = CapacitySource(story_limit, root, name=f"story:{k}")
         limits[cap.name] = story_limit
-        pictures = [_Image(f"story {k} image {i}", d * scale) for i in range(1, images + 1)]
+        pictures = [_Image(f"{story_letter(k)}-picture-{i}", d * scale, fail == (k, i))
+                    for i in range(1, images + 1)]
         runner = HierarchicalTaskPoolRunner(f"story-{k}", SourceFromIterable(pictures), cap)
         async with runner.run_tasks(stop_on_error=False) as results:
             async for envelope in results:
-                if envelope.type is TaskEventType.ERROR:  # a sleep never fails; say so if it did
-                    raise RuntimeError(f"simulated image failed: {envelope.error!r}")
+                if envelope.type is TaskEventType.ERROR:
+                    if fail is None:  # a sleep never fails; say so if it did
+                        raise RuntimeError(f"simulated image failed: {envelope.error!r}")
+                    failed += 1
 
     with trace:
         await asyncio.gather(*(one_story(k) for k in range(1, stories + 1)))
@@ -269,6 +326,7 @@ async def _simulate(
         ideal=ideal_makespan(stories, images, story_limit, global_limit, d),
         utilisation=busy / (global_limit * span) if span > 0 else 0.0,
         peak_in_use=peak,
+        failed=failed,
     )
 
 
@@ -353,3 +411,92 @@ async def sweep(
             if on_cell is not None:
                 on_cell(cell)
     return SweepResult(ps, gs, stories, images, d, tuple(cells))
+
+
+# -- turning the knobs ----------------------------------------------------------
+@dataclass(frozen=True)
+class WhatIf:
+    """One simulated run for a set of knobs: its measured cell and its trace."""
+
+    cell: SweepCell
+    trace: Trace
+    policy: str
+    fail: tuple[int, int] | None
+
+    def summary(self) -> str:
+        """One line of numbers: makespan against the bound, utilisation, peak, failures."""
+        c = self.cell
+        fails = f"; {c.failed} picture failed" if c.failed else ""
+        return (f"{_plural(c.stories, 'story', 'stories')} x {_plural(c.images, 'picture')}, "
+                f"{c.story_limit} per story, "
+                f"{c.global_limit} in total, {self.policy}: makespan {c.makespan:.1f} model s "
+                f"(bound {c.ideal:.1f}), global pool {c.utilisation:.0%} busy, "
+                f"peak {c.peak_in_use} in use{fails}")
+
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def what_if(
+    story_limit: int = 3,
+    global_limit: int = 10,
+    stories: int = 5,
+    *,
+    images: int = 5,
+    image_seconds: float = 10.0,
+    policy: str = "fair",
+    fail: tuple[int, int] | None = None,
+) -> WhatIf:
+    """Simulate one run now, in virtual time, and return its cell and trace.
+
+    The function behind :func:`knobs`: synchronous (it runs its own event
+    loop, in a worker thread when the caller's thread already runs one, as a
+    notebook's does) and exact, so the same knobs always give the same
+    numbers. ``fail=(k, i)`` makes picture ``i`` of story ``k`` fail.
+
+    >>> what_if(3, 12).cell.makespan
+    30.0
+    """
+    trace = Trace()
+
+    def make() -> Any:
+        return simulate_stories(stories, images, story_limit, global_limit,
+                                image_seconds=image_seconds, policy=policy, trace=trace,
+                                fail=fail)
+
+    # simulate_stories checks the knobs; run_virtual hands back its errors.
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        cell = _run_virtual(make)
+    else:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            cell = pool.submit(_run_virtual, make).result()
+    return WhatIf(cell, trace, policy, _check_fail(fail, stories, images))
+
+
+def knobs(
+    story_limit: int = 3,
+    global_limit: int = 10,
+    stories: int = 5,
+    *,
+    images: int = 5,
+    policy: str = "fair",
+    fail: tuple[int, int] | None = None,
+    max_stories: int = 8,
+    max_limit: int = 20,
+) -> Any:
+    """Sliders over :func:`what_if`: move one and the timeline is redrawn at once.
+
+    Story limit, global limit, number of stories, fair or FIFO, and which
+    picture (if any) fails. Returns a :class:`storylab.viz.knobs.Knobs`; make
+    it the last expression of a cell to show it (a static picture of its
+    current setting stays in papermill/nbconvert output). ``k.set(global_limit=12)``
+    turns a knob from code; ``k.result`` is the :class:`WhatIf` on show.
+    """
+    from storylab.viz.knobs import Knobs
+
+    return Knobs(what_if, story_limit=story_limit, global_limit=global_limit,
+                 stories=stories, images=images, policy=policy, fail=fail,
+                 max_stories=max_stories, max_limit=max_limit)

@@ -111,3 +111,56 @@ def test_importing_the_sweep_stays_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_what_if_global_were_12_splits_3_3_3_3_0_and_finishes_no_sooner():
+    from storylab.sweep import what_if
+    from storylab.viz import key_moments, replay_state
+
+    ten, twelve = what_if(3, 10), what_if(3, 12)
+    assert replay_state(ten.trace, 0.0).split == (3, 3, 3, 1, 0)
+    assert replay_state(twelve.trace, 0.0).split == (3, 3, 3, 3, 0)
+    assert [m.text for m in key_moments(twelve.trace) if m.kind == "split"] == ["split 3,3,3,3,0"]
+    # 25 pictures still need three rounds of 10 s: two more units buy no time here.
+    assert ten.cell.makespan == twelve.cell.makespan == 30.0
+    assert twelve.cell.peak_in_use == 12 and ten.cell.peak_in_use == 10
+    assert twelve.summary().startswith("5 stories x 5 pictures, 3 per story, 12 in total, fair:")
+    assert what_if(3, 10, stories=1).summary().startswith("1 story x 5 pictures")
+
+
+def test_what_if_is_exact_and_repeatable_and_policy_changes_the_run():
+    from storylab.sweep import what_if
+
+    a, b = what_if(2, 10, policy="fifo"), what_if(2, 10, policy="fifo")
+    assert [(e.kind, e.t, e.label) for e in a.trace.events] == \
+        [(e.kind, e.t, e.label) for e in b.trace.events]
+    fair = what_if(2, 10)
+    assert fair.cell.makespan == pytest.approx(30.0)
+    assert a.cell.makespan > fair.cell.makespan  # FIFO lets a story hog the pool
+
+
+def test_a_failing_picture_fails_halfway_and_the_others_finish():
+    from storylab.scheduling import EventKind
+    from storylab.sweep import what_if
+
+    run = what_if(3, 10, fail=(2, 1))
+    errors = run.trace.of_kind(EventKind.TASK_ERROR)
+    assert [e.label for e in errors] == ["B-picture-1"]
+    assert "refused" in errors[0].error
+    assert run.cell.failed == 1 and "1 picture failed" in run.summary()
+    ends = run.trace.of_kind(EventKind.TASK_END)
+    assert len(ends) == 24
+
+
+@pytest.mark.parametrize("fail", [(0, 1), (6, 1), (1, 6), "B1", (1.0, 1), (True, 1)])
+def test_a_bad_failing_picture_names_the_field(fail):
+    from storylab.sweep import what_if
+
+    with pytest.raises(ValueError, match=r"fail must be None or \(story, picture\)"):
+        what_if(3, 10, fail=fail)
+
+
+async def test_what_if_runs_inside_a_running_loop_too():
+    from storylab.sweep import what_if
+
+    assert what_if(3, 10).cell.makespan == 30.0

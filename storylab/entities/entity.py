@@ -63,9 +63,10 @@ Status rules on :meth:`RunnableEntity.start`:
 A run whose consumer goes away before it ends (``break``, a cancelled task)
 logs ``STATUS CANCELLED``, gives its lease back and stays ``InProgress``; the
 next start, here or in another process, treats it as stale and runs it again.
-A run that finds, when it ends, that another process took its node over (it
-stalled past its lease) stores nothing and raises
-:class:`~storylab.entities.errors.LeaseLostError`.
+A run whose lease is lost (another process took its node over after it
+stalled past its lease, or its heartbeat could not renew it in time) is
+stopped at once, stores nothing more (no progress, data, child or end) and
+raises :class:`~storylab.entities.errors.LeaseLostError`.
 
 The run itself (:class:`~storylab.entities.run.EntityRun`, and the markers
 ``Return``, ``Delegate`` and ``Condition``) lives in :mod:`storylab.entities.run`;
@@ -82,7 +83,7 @@ from typing import Any, ClassVar, TypeAlias
 
 from storylab.entities.encoding import dumps
 from storylab.entities.envelopes import Envelope, EnvelopeType, StatusEvent, ValueKind
-from storylab.entities.errors import GraphFileGoneError
+from storylab.entities.errors import GraphFileGoneError, LeaseLostError
 from storylab.entities.records import NodeRecord
 from storylab.entities.registry import (
     check_entity_class,
@@ -363,8 +364,20 @@ class RunnableEntity:
         type_name, parent_id = cls.type_name, self._id
         for name, data, data_json in checked:
             path = "/".join((*frames, name)) if frames else None
+            waiter = graph.write_waiter()
+            if waiter is not None:  # another process holds the write lock
+                await waiter
             record = create(type_name, name, data, data_json, parent_id, path)
             yield _ChildThunk(graph.revive(record, cls))
+
+    def store_blob(self, data: bytes, content_type: str) -> str:
+        """Put ``data`` in the graph's blob store and return its key, unless
+        this entity's run has lost its lease (then
+        :class:`~storylab.entities.errors.LeaseLostError`, and nothing is
+        written). Blobs are content-addressed: a key is only reachable
+        through the data or output it is stored in, which are fenced too."""
+        self._graph.check_lease(self._id)
+        return self._graph.blobs.put(data, content_type)
 
     def reopen(self) -> None:
         """Make this finished entity Pending again (see :meth:`EntityGraph.reopen`)."""
@@ -379,10 +392,12 @@ class RunnableEntity:
         """Merge ``changes`` into the stored data (top-level keys only: a
         nested dict is replaced whole). A storage error is logged as a
         warning and never raised: progress bookkeeping must not fail a run
-        (except a deleted graph file: :class:`GraphFileGoneError`)."""
+        (except a deleted graph file: :class:`GraphFileGoneError`, and a lost
+        lease: :class:`LeaseLostError`, after which the run must stop)."""
         try:
+            await self._write_ready()
             self._graph.merge_data(self._id, changes)
-        except GraphFileGoneError:
+        except (GraphFileGoneError, LeaseLostError):
             raise  # not a bookkeeping hiccup: nothing can be stored any more
         except Exception:
             log.warning("failed to update entity data of %r", self, exc_info=True)
@@ -393,7 +408,9 @@ class RunnableEntity:
         changes nothing. (For a merge, see :meth:`update_entity_data`.)"""
         if not isinstance(data, dict):
             raise TypeError(f"entity data must be a dict; got {type(data).__name__}")
-        self._graph.set_data(self._id, dumps(data, what=f"data of entity {self._name!r}"))
+        data_json = dumps(data, what=f"data of entity {self._name!r}")
+        await self._write_ready()
+        self._graph.set_data(self._id, data_json)
 
     async def update_data_path(self, path: Sequence[str], value: Any) -> None:
         """Set one nested key: ``update_data_path(["story", "title"], "Owls")``
@@ -411,7 +428,14 @@ class RunnableEntity:
             if not isinstance(key, str) or not key:
                 raise TypeError(f"path[{i}] must be a non-empty string; got {key!r}")
         value_json = dumps(value, what=f"value at {'/'.join(path)!r}")
+        await self._write_ready()
         self._graph.set_data_path(self._id, tuple(path), json.loads(value_json))
+
+    async def _write_ready(self) -> None:
+        """Wait (awaiting, never blocking the loop) until the store can be written."""
+        waiter = self._graph.write_waiter()
+        if waiter is not None:
+            await waiter
 
 
 register_base(RunnableEntity)

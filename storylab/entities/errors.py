@@ -84,5 +84,11 @@ class GraphFileGoneError(EntityGraphError):
 
 
 class LeaseLostError(EntityGraphError, RuntimeError):
-    """A run ended after another process had taken its node over (this one
-    stalled past its lease): its result was not stored."""
+    """A run lost the lease on its node (another process took the node over
+    after the lease expired, or this process could not renew it in time):
+    the run stopped, and nothing more of it was stored. ``node_id`` names
+    the node."""
+
+    def __init__(self, message: str, *, node_id: str | None = None) -> None:
+        super().__init__(message)
+        self.node_id = node_id

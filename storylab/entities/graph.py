@@ -84,13 +84,47 @@ that meets a live lease does not run the node; it waits for it (see
 heartbeat (one asyncio task per graph renews every lease it holds while
 anything runs); one whose owner is a process of this host that no longer
 exists is over at once, so a ``kill -9`` is recovered as fast as before.
-Only the token's holder may store the node's result: a process whose lease
-was taken over (it stalled past the expiry) stores nothing. A pid that is
-alive is trusted only until the expiry: if the owner died and its pid went
-to another program, the lease is simply waited out (the heartbeat stopped),
-and the new owner's token keeps the two apart. Expiry compares wall clocks,
-so hosts sharing a file over a network must keep their clocks within a
-fraction of ``lease_ttl``.
+A pid that is alive is trusted only until the expiry: if the owner died and
+its pid went to another program, the lease is simply waited out (the
+heartbeat stopped), and the new owner's token keeps the two apart. Expiry
+compares wall clocks, so hosts sharing a file over a network must keep their
+clocks within a fraction of ``lease_ttl``. ``lease_ttl`` is 10 s unless
+given to :meth:`EntityGraph.open` or set in ``$STORYLAB_LEASE_TTL``.
+
+Fencing. Every write made under a lease is checked against its token, inside
+the write transaction that stores it (so the check holds until the commit):
+the node's progress envelopes (checked at the commit that writes them), its
+data (``update_entity_data`` and the other data writes), the children it
+creates and starts, and its end. A process whose lease was taken over (it
+stalled past the expiry: a ``SIGSTOP``, a suspended laptop) therefore stores
+nothing more for that node, and the first refused write, or the heartbeat
+that finds the lease gone, stops the run: its task is cancelled, and the run
+raises :class:`~storylab.entities.errors.LeaseLostError`, one line naming the
+new owner and whether our lease had expired. A node's lease is checked once
+per transaction (after that the write lock is ours until the commit), so the
+check costs one indexed read per leased node per commit. Blob files are not
+fenced: they are content-addressed, and a blob is only reachable through a
+key stored in a node's data or output, which are.
+
+The heartbeat never dies on an error. A renewal that meets another process's
+write lock or a failing disk (``database is locked``, ``disk I/O error``) is
+tried again with a growing delay; if it cannot succeed before the oldest of
+our leases would expire (less half a heartbeat), every run holding one is
+stopped as above (its error says so), and the leases given up are never
+renewed again (a new token is used from then on), so another process can take
+those nodes over once they expire. A renewal that finds a lease taken over
+stops that run at once.
+
+Waiting for the lock. Another process's write transaction (up to a
+``BEGIN EXCLUSIVE`` held for minutes) never blocks the event loop of a run:
+a run's steps await :meth:`EntityGraph.write_waiter` before they write, which
+opens the transaction when the lock is free and otherwise looks again after
+a growing delay (2 ms doubling to 50 ms); progress envelopes are buffered
+without the lock; a commit that finds the lock taken is tried again by a
+loop callback; the heartbeat retries as above. Only writes made
+synchronously outside those steps (``append_call`` from ``run_impl`` when no
+transaction is open, ``reopen``, ``create``, anything outside a loop) wait
+for the lock the usual SQLite way, up to ``busy_timeout`` (30 s).
 
 The file itself is checked at every commit: if it was deleted or replaced
 (another inode at the path), the transaction is rolled back and every later
@@ -135,6 +169,7 @@ from storylab.entities.errors import (
     GraphAccessError,
     GraphFileGoneError,
     GraphNotFoundError,
+    LeaseLostError,
     NotAStorylabGraphError,
     UnknownEntityError,
 )
@@ -190,7 +225,7 @@ _NODE_COLUMNS = (
 def _commit_all() -> None:
     for peers in list(_OPEN.values()):
         for graph in list(peers):
-            graph._commit()
+            graph._commit(block=True)
 
 
 atexit.register(_commit_all)
@@ -200,6 +235,37 @@ atexit.register(_commit_all)
 # of one thread waiting on each other would otherwise wait forever.
 _OPEN: dict[str, weakref.WeakSet[EntityGraph]] = {}
 _STATUSES = tuple(s.value for s in EntityStatus)
+
+
+LEASE_TTL_ENV = "STORYLAB_LEASE_TTL"
+# A commit or an awaited write that finds another process's write lock looks
+# again after this long (seconds), doubling up to the maximum.
+_RETRY_FIRST, _RETRY_MAX = 0.002, 0.05
+
+
+def _env_lease_ttl() -> float:
+    """``$STORYLAB_LEASE_TTL`` as seconds, else the default of 10."""
+    raw = os.environ.get(LEASE_TTL_ENV, "").strip()
+    if not raw:
+        return 10.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ValueError(
+            f"{LEASE_TTL_ENV} must be a positive number of seconds (the lease of a running "
+            f"entity, default 10); got {raw!r}"
+        )
+    return value
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` says another connection holds the lock (try again later)."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name:
+        return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def default_graph_path() -> Path:
@@ -233,6 +299,7 @@ class EntityGraph:
         commit_interval: float,
         lease_ttl: float = 10.0,
         lease_heartbeat: float | None = None,
+        busy_timeout: float = 30.0,
     ) -> None:
         self.path = path
         self.blobs = BlobStore(path.with_suffix(".blobs"))
@@ -283,6 +350,20 @@ class EntityGraph:
         # two commits costs no lease statement at all.
         self._new_leases: dict[str, float] = {}
         self._heartbeat: asyncio.Task | None = None
+        # Fencing (see "Fencing" in the module docstring). The nodes whose
+        # lease this graph holds, each with when its expiry was last pushed
+        # back (taken or renewed); the ones it lost, with the error that says
+        # why; the ones whose lease was checked in the open transaction (the
+        # write lock is ours until its commit, so nobody can take them over
+        # meanwhile); and what to call when a lease is lost (the run's own).
+        self._held: dict[str, float] = {}
+        self._lost: dict[str, LeaseLostError] = {}
+        self._checked: set[str] = set()
+        self._watchers: dict[str, Callable[[LeaseLostError], None]] = {}
+        # A synchronous operation waits this long for another process's write
+        # lock (milliseconds, SQLite's busy timeout); awaited ones never block.
+        self._busy_ms = int(busy_timeout * 1000)
+        self._retry_delay = _RETRY_FIRST  # of a commit that found the lock taken
         # The file we opened, to notice it being deleted or replaced (by its
         # absolute path: the process may change its working directory).
         st = os.stat(self._key)
@@ -301,8 +382,9 @@ class EntityGraph:
         commit: str = "batched",
         commit_interval: float = 0.005,
         read_only: bool = False,
-        lease_ttl: float = 10.0,
+        lease_ttl: float | None = None,
         lease_heartbeat: float | None = None,
+        busy_timeout: float = 30.0,
     ) -> EntityGraph:
         """Open (and if needed create) the graph stored at ``path``.
 
@@ -321,6 +403,11 @@ class EntityGraph:
         owner's last heartbeat (what another process waits for when the owner
         is on another host or stopped answering); ``lease_heartbeat`` how
         often the leases are renewed (default a quarter of ``lease_ttl``).
+        Without ``lease_ttl`` it is ``$STORYLAB_LEASE_TTL`` if set, else 10 s.
+        ``busy_timeout`` is how long a synchronous write (one made outside
+        a run's awaited steps, e.g. ``append_call`` or ``reopen``) waits for
+        another process's write lock before it raises; a run's own writes,
+        the commits and the heartbeat wait without blocking the event loop.
         A file that is not a storylab graph, or one from a newer schema, is
         refused with a clear error and left untouched.
 
@@ -338,8 +425,18 @@ class EntityGraph:
             raise ValueError(
                 f"commit_interval must be a number of seconds in [0, 1]; got {commit_interval!r}"
             )
+        if lease_ttl is None:
+            lease_ttl = _env_lease_ttl()
         if isinstance(lease_ttl, bool) or not isinstance(lease_ttl, int | float) or lease_ttl <= 0:
             raise ValueError(f"lease_ttl must be a positive number of seconds; got {lease_ttl!r}")
+        if (
+            isinstance(busy_timeout, bool)
+            or not isinstance(busy_timeout, int | float)
+            or not 0 <= busy_timeout <= 3600
+        ):
+            raise ValueError(
+                f"busy_timeout must be a number of seconds in [0, 3600]; got {busy_timeout!r}"
+            )
         if lease_heartbeat is not None and (
             isinstance(lease_heartbeat, bool)
             or not isinstance(lease_heartbeat, int | float)
@@ -371,7 +468,10 @@ class EntityGraph:
             conn.close()
             raise
         heartbeat = None if lease_heartbeat is None else float(lease_heartbeat)
-        graph = cls(p, conn, commit, float(commit_interval), float(lease_ttl), heartbeat)
+        graph = cls(
+            p, conn, commit, float(commit_interval), float(lease_ttl), heartbeat, busy_timeout
+        )
+        conn.execute(f"PRAGMA busy_timeout={graph._busy_ms}")
         graph.read_only = read_only
         if not read_only:
             try:
@@ -413,14 +513,14 @@ class EntityGraph:
                     "but not written; nothing was changed"
                 ) from None
             finally:
-                conn.execute("PRAGMA busy_timeout=30000")  # as connected (timeout=30.0)
+                conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
 
     def close(self) -> None:
         """Commit what is pending and close the connection (idempotent)."""
         with self._lock:
             if self._closed:
                 return
-            self._commit()
+            self._commit(block=True)
             self._stop_heartbeat()
             self._closed = True
             self._conn.close()
@@ -530,6 +630,65 @@ class EntityGraph:
             self._in_txn = True
         return self._conn
 
+    def _try_begin(self) -> bool:
+        """Open the write transaction if no other process holds the write lock
+        now; False (at once, without waiting) if one does. Hold ``_lock``,
+        outside a transaction."""
+        self.commit_peers()
+        conn = self._conn
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                return False
+            raise
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+        self._in_txn = True
+        return True
+
+    def write_waiter(self) -> Any:
+        """``None`` if a write can be made now without waiting (the write
+        transaction is open, or was just opened); else an awaitable that
+        returns once it can, looking again with a growing delay (never
+        blocking the event loop) while another process holds the lock.
+
+        A run awaits it before the writes of each step; the writes that
+        follow in the same step then find the transaction open."""
+        if self._in_txn:
+            return None
+        with self._lock:
+            if self._in_txn or self._gone or self._closed or self.read_only:
+                return None  # nothing to wait for (the write itself raises)
+            if self._commit_error is None and self._try_begin():
+                self._opened()
+                return None
+            if self._commit_error is not None:
+                return None
+        return self._wait_writable()
+
+    def _opened(self) -> None:
+        """A transaction was opened ahead of the writes that follow: see that
+        it is committed even if none does (in ``operation`` mode each write
+        commits it; the callback then finds nothing to do)."""
+        if self._commit_mode == "operation":
+            asyncio.get_running_loop().call_soon(self._commit)
+        else:
+            self._schedule_commit()
+
+    async def _wait_writable(self) -> None:
+        delay = _RETRY_FIRST
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX)
+            with self._lock:
+                if self._in_txn or self._gone or self._closed or self._commit_error is not None:
+                    return
+                if self._try_begin():
+                    self._opened()
+                    return
+
     def _apply(self, *steps: tuple[str, tuple]) -> sqlite3.Cursor:
         """Run ``steps`` (SQL, params) as one atomic operation.
 
@@ -574,12 +733,12 @@ class EntityGraph:
         event-loop iteration for a ``terminal`` operation (an entity finished
         or failed) in ``"batched"`` mode, else ``commit_interval`` later."""
         loop = self._commit_loop
-        if loop is not None and (self._commit_soon or not terminal) and loop is _running_loop():
-            return  # called for every operation: the common case first
         mode = self._commit_mode
         if mode == "operation":
             self._commit()
             return
+        if loop is not None and (self._commit_soon or not terminal) and loop is _running_loop():
+            return  # called for every operation: the common case first
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -604,15 +763,45 @@ class EntityGraph:
             self._commit_soon = True
             self._commit_handle = loop.call_soon(self._commit)
 
-    def _commit(self) -> None:
+    def _commit(self, block: bool = False) -> None:
+        """Commit the open transaction, or write the progress logged outside
+        one. On a running event loop (unless ``block``) a write lock held by
+        another process is never waited for here: the commit is tried again
+        a little later, by a loop callback."""
         with self._lock:
             handle, self._commit_handle = self._commit_handle, None
-            if handle is not None and self._commit_loop is _running_loop():
+            loop = _running_loop()
+            if handle is not None and self._commit_loop is loop:
                 handle.cancel()  # when called early (flush, last run ended)
             self._commit_loop = None
             if not self._in_txn:
-                return
+                if not self._progress or self._closed:
+                    return
+                if self._gone is not None or self._commit_error is not None or self.read_only:
+                    self._progress.clear()  # refused (the operations raise it)
+                    return
+                if loop is None or block:
+                    try:
+                        self._begin()
+                    except sqlite3.OperationalError as exc:  # locked past busy_timeout
+                        log.warning(
+                            "entity graph %s: %d progress envelope(s) not stored (%s)",
+                            self.path,
+                            len(self._progress),
+                            exc,
+                        )
+                        self._progress.clear()
+                        return
+                elif not self._try_begin():
+                    # Another process holds the write lock: look again later.
+                    self._commit_loop = loop
+                    self._commit_soon = False
+                    self._commit_handle = loop.call_later(self._retry_delay, self._commit)
+                    self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
+                    return
+            self._retry_delay = _RETRY_FIRST
             self._in_txn = False
+            self._checked.clear()
             waiters, self._waiters = self._waiters, []
             self._settling.clear()
             gone = self._gone or self._file_gone()
@@ -634,8 +823,9 @@ class EntityGraph:
                     self._write_nodes()
                 if self._new_leases:
                     self._write_leases()
-                self._write_progress()
+                self._write_progress()  # (its lease checks end with this transaction)
                 self._conn.execute("COMMIT")
+                self._checked.clear()
             except sqlite3.Error as exc:
                 log.exception("entity graph %s: commit failed; rolling back", self.path)
                 self._discard_buffers()
@@ -655,6 +845,7 @@ class EntityGraph:
                 _settle(waiters, None)
 
     def _discard_buffers(self) -> None:
+        self._checked.clear()
         self._new_rows.clear()
         self._new_keys.clear()
         self._progress.clear()
@@ -681,19 +872,52 @@ class EntityGraph:
         )
 
     def _write_progress(self) -> None:
-        """Insert the buffered progress rows into the open transaction."""
+        """Insert the buffered progress rows into the open transaction, but
+        none of a node whose lease we lost (fenced here, at the write)."""
         if self._progress:
             envs, self._progress = self._progress, []
+            if self._held or self._lost:
+                envs = self._fenced_progress(envs)
             self._conn.executemany(_PROGRESS_INSERT, progress_rows(envs))
 
-    def _log(self, *envs: Envelope) -> None:
-        """Append envelopes to the progress log, as part of this turn's transaction.
+    def _fenced_progress(self, envs: list[Envelope]) -> list[Envelope]:
+        kept = []
+        lost, held = self._lost, self._held
+        for env in envs:
+            node = env.entity_id
+            if node in held:
+                try:
+                    self._fence(node)
+                except LeaseLostError:
+                    continue
+            elif node in lost:
+                continue
+            kept.append(env)
+        return kept
 
-        Rows are buffered and inserted with one ``executemany`` just before the
+    def _log(self, *envs: Envelope) -> None:
+        """Append envelopes to the progress log.
+
+        Rows are buffered and inserted with one ``executemany`` at the next
         commit (or before anything on this connection reads the log): the log
-        is append-only, so batching changes nothing but the cost."""
+        is append-only, so batching changes nothing but the cost. Logging
+        takes no lock, so it never waits for another process: the commit does
+        (without blocking the event loop), and checks then that the leases of
+        the nodes logging are still ours."""
         with self._lock:
-            self._begin()
+            if self._gone is not None:
+                self._raise_if_gone()
+            if self._commit_error is not None:
+                self._raise_commit_error()
+            if self.read_only:
+                raise GraphAccessError(
+                    f"the entity graph {self.path} was opened read-only; nothing was changed"
+                )
+            lost = self._lost
+            if lost:
+                for env in envs:
+                    if env.entity_id in lost:
+                        raise _again(lost[env.entity_id])
             self._progress.extend(envs)
             self._schedule_commit()
 
@@ -709,16 +933,19 @@ class EntityGraph:
 
     # ----------------------------------------------------------------- leases
 
-    def run_started(self) -> None:
-        """A run of one of our entities began executing in this process: the
-        first one starts the heartbeat that renews our leases."""
+    def run_started(self, id: str, on_lost: Callable[[LeaseLostError], None]) -> None:
+        """The run of ``id`` began executing in this process, under our lease:
+        ``on_lost`` is called (on the event loop) if that lease is lost. The
+        first run starts the heartbeat that renews our leases."""
+        self._watchers[id] = on_lost
         self._live_runs += 1
         if self._live_runs == 1:
             self._ensure_heartbeat()
 
-    def run_ended(self) -> None:
-        """A run that :meth:`run_started` ended: with the last one the heartbeat
+    def run_ended(self, id: str) -> None:
+        """The run that :meth:`run_started` ended: with the last one the heartbeat
         stops and everything pending is committed (nothing of this graph runs)."""
+        self._watchers.pop(id, None)
         self._live_runs -= 1
         if self._live_runs == 0:
             self._stop_heartbeat()
@@ -739,27 +966,223 @@ class EntityGraph:
             task.cancel()
 
     async def _beat(self) -> None:
+        """Renew our leases every ``lease_heartbeat`` seconds while anything runs.
+
+        It never ends on an error: a renewal that finds the store locked, or
+        fails (a disk I/O error), is tried again with a growing delay; one
+        that cannot succeed before the oldest of our leases would expire
+        stops every run holding one (:meth:`_give_up`), so that none of them
+        goes on working under a lease another process may take."""
+        try:
+            while True:
+                await asyncio.sleep(self._lease_heartbeat)
+                if self._closed or self._live_runs == 0:
+                    return
+                await self._renew_leases()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # not expected: say so, and stop the runs
+            log.exception("entity graph %s: the lease heartbeat failed", self.path)
+            self._give_up(repr(exc))
+
+    async def _renew_leases(self) -> None:
+        """Push back the expiry of every lease we hold, in a commit of its own,
+        trying again while the store is locked or failing; the leases found
+        taken over meanwhile are lost (their runs are told)."""
+        delay = _RETRY_FIRST
+        margin = self._lease_heartbeat / 2
         while True:
-            await asyncio.sleep(self._lease_heartbeat)
-            if self._closed or self._live_runs == 0:
+            if self._gone is not None:
+                self._give_up(self._gone)
                 return
             try:
-                self._renew_leases()
-            except EntityGraphError:
-                return  # the runs themselves raise it at their next operation
+                if self._try_renew():
+                    return
+                error = "another process holds the write lock"
+            except sqlite3.Error as exc:  # "database is locked", "disk I/O error", ...
+                error = f"{type(exc).__name__}: {exc}"
+                log.debug(
+                    "entity graph %s: lease renewal failed (%s); trying again", self.path, error
+                )
+            if not self._held:
+                return
+            left = min(self._held.values()) + self._lease_ttl - margin - time.time()
+            if left <= 0:
+                self._give_up(error)
+                return
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, self._lease_heartbeat)
 
-    def _renew_leases(self) -> None:
-        """Push back the expiry of every lease we hold, in a commit of its own."""
+    def _try_renew(self) -> bool:
+        """One attempt at renewing (False if another process holds the lock)."""
         with self._lock:
-            conn = self._begin()
-            if self._new_leases:
-                self._write_leases()  # written as of now: nothing more to renew
-            now = time.time()
-            conn.execute(
-                "UPDATE leases SET heartbeat_at = ?, expires_at = ? WHERE token = ?",
-                (now, now + self._lease_ttl, self._token),
+            if self._closed:
+                return True
+            if self._in_txn:
+                self._commit()  # what runs wrote so far goes first, in its own commit
+            if self._in_txn or not self._try_begin():
+                return False
+            conn = self._conn
+            try:
+                if self._new_leases:
+                    self._write_leases()
+                now = time.time()
+                rows = conn.execute(
+                    "UPDATE leases SET heartbeat_at = ?, expires_at = ? WHERE token = ? "
+                    "RETURNING node_id",
+                    (now, now + self._lease_ttl, self._token),
+                ).fetchall()
+                conn.execute("COMMIT")
+            except BaseException:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                raise
+            finally:
+                self._in_txn = False
+                self._checked.clear()
+            renewed = {r[0] for r in rows}
+            held = self._held
+            gone = []
+            for node in held:
+                if node in renewed:
+                    held[node] = now
+                else:
+                    gone.append(node)
+            if gone:
+                self._mark_lost({node: self._lease_lost_error(node) for node in gone})
+            return True
+
+    def _give_up(self, why: str) -> None:
+        """Our leases could not be renewed in time: stop every run holding one
+        now, before another process may take its node over. A new token is
+        used from now on, so the leases given up are never renewed again."""
+        if not self._held:
+            return
+        now = time.time()
+        errors = {}
+        for node, renewed in self._held.items():
+            errors[node] = LeaseLostError(
+                f"{self._describe(node)}: this process could not renew its lease for "
+                f"{now - renewed:.1f} s ({why}), so it stopped the run before the lease "
+                f"({self._lease_ttl:g} s) could expire under it; nothing more of it is "
+                "stored here, and another process may take it over",
+                node_id=node,
             )
-            self._commit()
+        log.warning("entity graph %s: leases not renewed (%s); stopping their runs", self.path, why)
+        self._token = os.urandom(8).hex()
+        self._mark_lost(errors)
+
+    # ---------------------------------------------------------------- fencing
+
+    def _fence(self, node: str | None) -> None:
+        """Refuse a write made under ``node``'s lease unless that lease is
+        still ours: raise :class:`LeaseLostError` if another process took it
+        over. Nodes not leased here (a write outside any run) pass. Hold
+        ``_lock``; the check is made inside the write transaction, so it
+        holds until that transaction's commit."""
+        if node is None or node in self._checked or node in self._new_leases:
+            return
+        if node not in self._held:
+            lost = self._lost.get(node)
+            if lost is not None:
+                raise _again(lost)
+            return
+        if not self._conn.in_transaction:  # (a commit writing its rows is in one)
+            self._begin()
+            self._schedule_commit()
+        row = self._conn.execute(
+            "SELECT token, owner FROM leases WHERE node_id = ?", (node,)
+        ).fetchone()
+        if row is not None and row[0] == self._token:
+            self._checked.add(node)
+            return
+        error = self._lease_lost_error(node, row[1] if row else None)
+        self._mark_lost({node: error})
+        raise error
+
+    def check_lease(self, id: str) -> None:
+        """Raise :class:`LeaseLostError` if this graph held the lease on ``id``
+        and another process has taken it over (one read, no write lock): what
+        a run checks before it writes outside the graph (a blob file)."""
+        with self._lock:
+            if id in self._held and id not in self._checked and id not in self._new_leases:
+                row = self._conn.execute(
+                    "SELECT token, owner FROM leases WHERE node_id = ?", (id,)
+                ).fetchone()
+                if row is not None and row[0] == self._token:
+                    return
+                error = self._lease_lost_error(id, row[1] if row else None)
+                self._mark_lost({id: error})
+                raise error
+            lost = self._lost.get(id)
+            if lost is not None and id not in self._held:
+                raise _again(lost)
+
+    def _mark_lost(self, errors: dict[str, LeaseLostError]) -> None:
+        """Record leases as lost and tell their runs."""
+        for node, error in errors.items():
+            self._held.pop(node, None)
+            self._lost[node] = error
+        for node, error in errors.items():
+            watcher = self._watchers.pop(node, None)
+            if watcher is not None:
+                try:
+                    watcher(error)
+                except Exception:  # pragma: no cover - a run's own callback
+                    log.exception("telling the run of %s that its lease was lost failed", node)
+
+    def _describe(self, node: str) -> str:
+        try:
+            row = self._conn.execute(
+                "SELECT type, name FROM nodes WHERE id = ?", (node,)
+            ).fetchone()
+        except sqlite3.Error:
+            row = None
+        return f"{row[0]} {row[1]!r} (id {node})" if row else f"entity {node}"
+
+    def _lease_lost_error(self, node: str, owner: str | None = None, *, read: bool = True):
+        """The one true line for a lease found taken: by whom, and whether it
+        had expired by our clock (our last renewal and ``lease_ttl``)."""
+        if read and owner is None:
+            try:
+                row = self._conn.execute(
+                    "SELECT owner FROM leases WHERE node_id = ?", (node,)
+                ).fetchone()
+            except sqlite3.Error:
+                row = None
+            owner = row[0] if row else None
+        age = time.time() - self._held.get(node, time.time())
+        ttl = self._lease_ttl
+        if owner is None:
+            try:
+                row = self._conn.execute(
+                    "SELECT status FROM nodes WHERE id = ?", (node,)
+                ).fetchone()
+            except sqlite3.Error:
+                row = None
+            if row is not None and row[0] in ("Completed", "Failed"):
+                who = f"another process (which has finished it since: it is {row[0]})"
+            else:
+                who = "another process (which has let it go since)"
+        else:
+            who = f"another process, {owner},"
+        if age >= ttl:
+            when = (
+                f"after this process's lease on it expired (renewed last {age:.1f} s before; "
+                f"a lease lasts {ttl:g} s)"
+            )
+        else:
+            when = (
+                f"while this process's lease on it was still live by this host's clock "
+                f"(renewed {age:.1f} s before, lasting {ttl:g} s: are two hosts' clocks apart?)"
+            )
+        return LeaseLostError(
+            f"{self._describe(node)} was taken over by {who} {when}; this run stopped and "
+            "stored nothing more: the new owner's work stands",
+            node_id=node,
+        )
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
@@ -840,7 +1263,11 @@ class EntityGraph:
         in the order they were written."""
         self._require(id)
         with self._lock:
-            self._write_progress()
+            if self._progress:
+                if self._in_txn:
+                    self._write_progress()
+                else:
+                    self._commit(block=True)
         rows = self._read(
             "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL "
             "SELECT n.id FROM nodes n JOIN sub ON n.parent_id = sub.id) "
@@ -1045,6 +1472,8 @@ class EntityGraph:
         with self._lock:
             conn = self._conn if self._in_txn else self._begin()
             try:
+                if parent_id is not None:
+                    self._fence(parent_id)  # a child is made only under a lease we hold
                 # Inside our write transaction nobody else can insert, so
                 # checking first and writing later decides races as surely as
                 # the UNIQUE index (which still guards the write itself).
@@ -1162,19 +1591,27 @@ class EntityGraph:
     # A status change and its envelopes share one transaction, so the log
     # never shows an envelope whose status change was not committed with it;
     # so does the lease that goes with it.
-    def start_if_pending(self, id: str, env: Envelope) -> bool:
+    def start_if_pending(self, id: str, env: Envelope, parent_id: str | None = None) -> bool:
         """Mark a Pending node started, leased to us (and log ``env``); False
-        if it was not Pending."""
+        if it was not Pending. Fenced by the parent's lease, if we hold it."""
         with self._lock:
             row = self._new_rows.get(id)
             if row is not None:  # created in this transaction, not written yet
                 if row[3] != "Pending":
                     return False
+                if parent_id is not None:
+                    self._fence(parent_id)
                 row[3], row[7] = "InProgress", env.at
-                self._new_leases[id] = env.at
+                self._took(id, env.at)
                 self._progress.append(env)
                 self._schedule_commit()
                 return True
+            if parent_id is not None:
+                self._begin()
+                try:
+                    self._fence(parent_id)
+                finally:
+                    self._schedule_commit()
             cur = self._apply(
                 (
                     "UPDATE nodes SET status = 'InProgress', started_at = ? "
@@ -1184,11 +1621,20 @@ class EntityGraph:
             )
             if cur.rowcount != 1:
                 return False
-            self._new_leases[id] = env.at
-            self._log(env)
+            self._took(id, env.at)
+            self._progress.append(env)
             return True
 
-    def claim(self, id: str, env: Envelope) -> tuple[str, Any, LeaseRecord | None, Envelope]:
+    def _took(self, id: str, at: float) -> None:
+        """We lease ``id`` from now on (written at the commit)."""
+        self._new_leases[id] = at
+        self._held[id] = at
+        if self._lost:
+            self._lost.pop(id, None)
+
+    def claim(
+        self, id: str, env: Envelope, parent_id: str | None = None
+    ) -> tuple[str, Any, LeaseRecord | None, Envelope]:
         """Decide, in one write transaction, what starting a node that was not
         Pending does: ``("Completed", output, None, env)``; ``("busy", None,
         lease, env)`` while another owner's lease is live; otherwise the node
@@ -1203,6 +1649,8 @@ class EntityGraph:
                     self._write_nodes()
                 if self._new_leases:
                     self._write_leases()
+                if parent_id is not None:
+                    self._fence(parent_id)
                 row = conn.execute(
                     f"SELECT n.status, n.output, {_LEASE_COLUMNS_OF_L} FROM nodes n "
                     "LEFT JOIN leases l ON l.node_id = n.id WHERE n.id = ?",
@@ -1226,7 +1674,7 @@ class EntityGraph:
                     "error = NULL, output = NULL WHERE id = ?",
                     (env.at, id),
                 )
-                self._new_leases[id] = env.at
+                self._took(id, env.at)
                 if lease is not None:
                     # Replace the old owner's row now: a lease dropped before
                     # the commit is otherwise never written, which would
@@ -1249,6 +1697,9 @@ class EntityGraph:
         """Give up the lease on a node that stays InProgress (its run was
         abandoned): anyone may take it over at once."""
         with self._lock:
+            self._held.pop(id, None)
+            if not self._in_txn and _running_loop() is not None and not self._try_begin():
+                return  # another process holds the lock: the lease just expires
             conn = self._begin()
             try:
                 self._drop_lease(conn, id)
@@ -1269,6 +1720,8 @@ class EntityGraph:
         with self._lock:
             conn = self._conn if self._in_txn else self._begin()
             try:
+                if self._lost and id in self._lost:
+                    raise _again(self._lost[id])
                 row = self._new_rows.get(id)
                 if row is not None:  # not written yet: it will be, in this state
                     self._new_leases.pop(id, None)
@@ -1277,7 +1730,10 @@ class EntityGraph:
                 else:
                     if not self._drop_lease(conn, id):
                         if conn.execute("SELECT 1 FROM nodes WHERE id = ?", (id,)).fetchone():
-                            return False  # another process holds it now
+                            # Another process holds it now: store nothing.
+                            error = self._lease_lost_error(id)
+                            self._mark_lost({id: error})
+                            raise error
                         raise self._rolled_back(id)
                     cur = conn.execute(
                         f"UPDATE nodes SET status = ?, finished_at = ?, {column} = ? WHERE id = ?",
@@ -1285,6 +1741,7 @@ class EntityGraph:
                     )
                     if cur.rowcount == 0:
                         raise self._rolled_back(id)
+                self._held.pop(id, None)
                 self._progress.extend(envs)
                 self._settling.add(id)
                 return True
@@ -1306,7 +1763,14 @@ class EntityGraph:
         )
 
     def set_data(self, id: str, data_json: str) -> None:
-        cur = self._apply(("UPDATE nodes SET data = ? WHERE id = ?", (data_json, id)))
+        with self._lock:
+            if id in self._held or id in self._lost:
+                self._begin()
+                try:
+                    self._fence(id)
+                finally:
+                    self._schedule_commit()
+            cur = self._apply(("UPDATE nodes SET data = ? WHERE id = ?", (data_json, id)))
         if cur.rowcount == 0:
             raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
 
@@ -1332,6 +1796,11 @@ class EntityGraph:
         conn = self._begin()
         if self._new_rows:
             self._write_nodes()
+        try:
+            self._fence(id)
+        except LeaseLostError:
+            self._schedule_commit()
+            raise
         return conn.execute("SELECT data FROM nodes WHERE id = ?", (id,)).fetchone()
 
     def set_data_path(self, id: str, path: tuple[str, ...], value: Any) -> dict:
@@ -1480,6 +1949,11 @@ class EntityGraph:
         if status not in allowed:
             raise ValueError(f"status must be one of {sorted(allowed)}; got {status!r}")
         self._apply(("UPDATE nodes SET status = ? WHERE id = ?", (str(status), id)))
+
+
+def _again(error: LeaseLostError) -> LeaseLostError:
+    """A fresh copy of a lease-lost error, to raise once more."""
+    return LeaseLostError(str(error), node_id=error.node_id)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

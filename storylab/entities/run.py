@@ -178,7 +178,17 @@ class EntityRun:
     ``run.result`` raises it again.
     """
 
-    __slots__ = ("entity", "_gen", "_result", "_error", "_followers", "_done")
+    __slots__ = (
+        "entity",
+        "_gen",
+        "_result",
+        "_error",
+        "_followers",
+        "_done",
+        "_task",
+        "_lost_error",
+        "_cancelled",
+    )
 
     def __init__(self, entity: RunnableEntity) -> None:
         self.entity = entity
@@ -187,6 +197,11 @@ class EntityRun:
         self._error: BaseException | None = None
         self._followers: list[asyncio.Queue] = []
         self._done = False
+        # The task running the body, the error saying why our lease was lost
+        # (set by the store), and whether we cancelled that task for it.
+        self._task: asyncio.Task | None = None
+        self._lost_error: LeaseLostError | None = None
+        self._cancelled = False
 
     def __repr__(self) -> str:
         state = "done" if self._done else ("running" if self._gen else "not started")
@@ -240,7 +255,10 @@ class EntityRun:
         started = _make_envelope(
             _STATUS, entity_id, entity.type_name, entity._name, _STARTED, None, None, _ENTITY
         )
-        if store.start_if_pending(entity_id, started):
+        waiter = store.write_waiter()
+        if waiter is not None:  # another process holds the write lock
+            await waiter
+        if store.start_if_pending(entity_id, started, entity._parent_id):
             status = _PENDING
         else:
             claimed: list[Any] = []
@@ -250,7 +268,8 @@ class EntityRun:
                 return  # followed a run of this process, or handed on the stored result
             status, started = claimed
         LIVE[key] = self
-        store.run_started()
+        self._task = asyncio.current_task()
+        store.run_started(entity_id, self._on_lease_lost)
         body = _Body(self)
         ended = False  # the end (Completed or Failed) is written, if not yet committed
         try:
@@ -263,9 +282,18 @@ class EntityRun:
                         yield env
                 result = body.result
                 output_json = dumps(result, what=self._output_name)
+                waiter = store.write_waiter()
+                if waiter is not None:
+                    await waiter
             except BaseException as exc:
+                lost = self._lost_by(exc)
+                if lost is not None:  # another owner has the node: store nothing more
+                    raise self._lost(key, lost) from None
                 if not _is_failure(exc):
                     raise  # cancelled or closed from outside: abandoned, not failed
+                waiter = store.write_waiter()
+                if waiter is not None:
+                    await waiter
                 error_env, failed_env = self._store_failure(key, exc)  # 4. finish failed
                 ended = True
                 await self._until_stored(key)  # a failed commit is raised instead of exc
@@ -287,6 +315,10 @@ class EntityRun:
             yield value_env
             yield done_env
         except BaseException as exc:
+            if not self._done:
+                lost = self._lost_by(exc)
+                if lost is not None:
+                    raise self._lost(key, lost) from None
             self._abandon(exc, ended)  # 5. abandon (a no-op once the run is done)
             raise
         finally:
@@ -309,7 +341,10 @@ class EntityRun:
         entity = self.entity
         store = entity._graph
         while True:
-            status, output, lease, started = store.claim(entity._id, started)
+            waiter = store.write_waiter()
+            if waiter is not None:
+                await waiter
+            status, output, lease, started = store.claim(entity._id, started, entity._parent_id)
             if status != _BUSY:
                 break
             # Another process runs it: wait, passing its progress on.
@@ -358,8 +393,12 @@ class EntityRun:
         done_env = _make_envelope(
             _STATUS, entity_id, type_name, name, _COMPLETED, None, None, _ENTITY
         )
-        if not entity._graph.finish_completed(entity_id, output_json, value_env, done_env):
-            raise self._lost(key)
+        try:
+            entity._graph.finish_completed(entity_id, output_json, value_env, done_env)
+        except LeaseLostError as exc:
+            if exc.node_id != entity_id:
+                raise
+            raise self._lost(key, exc) from None
         return value_env, done_env
 
     def _store_failure(self, key: tuple[str, str], exc: BaseException) -> tuple[Envelope, Envelope]:
@@ -371,8 +410,12 @@ class EntityRun:
             EnvelopeType.ERROR, error=info, message=f"{info['type']}: {info['message']}"
         )
         failed_env = entity.status_envelope(StatusEvent.FAILED, info["message"])
-        if not entity._graph.finish_failed(entity._id, info, error_env, failed_env):
-            raise self._lost(key) from exc
+        try:
+            entity._graph.finish_failed(entity._id, info, error_env, failed_env)
+        except LeaseLostError as lost:
+            if lost.node_id != entity._id:
+                raise
+            raise self._lost(key, lost) from exc
         return error_env, failed_env
 
     def _abandon(self, exc: BaseException, ended: bool) -> None:
@@ -391,7 +434,7 @@ class EntityRun:
                     f"the run of {entity!r} was abandoned before it finished"
                 )
                 store = entity._graph
-                if not store.is_gone:
+                if not store.is_gone and self._lost_error is None:
                     try:
                         store.append_progress(
                             entity.status_envelope(StatusEvent.CANCELLED, type(exc).__name__)
@@ -422,17 +465,46 @@ class EntityRun:
     def _unregister(self, key: tuple[str, str]) -> None:
         if LIVE.get(key) is self:
             del LIVE[key]
-            self.entity._graph.run_ended()  # the last one makes everything durable
+            # The last one makes everything durable.
+            self.entity._graph.run_ended(self.entity._id)
 
-    def _lost(self, key: tuple[str, str]) -> LeaseLostError:
-        """End a run whose node another process took over: store nothing. The
-        error to raise."""
-        entity = self.entity
-        error = self._error = LeaseLostError(
-            f"{entity!r} was taken over by another process while this one ran it (this "
-            f"process went more than {entity._graph.lease_ttl:g} s without renewing its "
-            "lease); its result here was not stored, the new owner's stands"
-        )
+    def _on_lease_lost(self, error: LeaseLostError) -> None:
+        """The store lost our lease (taken over, or not renewable in time):
+        stop the body now, by cancelling the task running it; the run then
+        raises ``error`` (see :meth:`_lost_by`)."""
+        if self._lost_error is None:
+            self._lost_error = error
+        task = self._task
+        if task is None or task.done() or self._cancelled or self._done:
+            return
+        try:
+            current = asyncio.current_task()
+        except RuntimeError:
+            current = None
+        if task is not current:  # in its own task, the failed write raises instead
+            self._cancelled = True
+            task.cancel(f"lease lost: {error}")
+
+    def _lost_by(self, exc: BaseException) -> LeaseLostError | None:
+        """The lease-lost error that ``exc`` (leaving the body) stands for, if any:
+        the cancellation we asked for, or a refused write on our node."""
+        if not isinstance(exc, Exception | asyncio.CancelledError):
+            return None  # closed by its consumer, or interrupted: abandoned as usual
+        error = self._lost_error
+        if error is None:
+            if isinstance(exc, LeaseLostError) and exc.node_id == self.entity._id:
+                return exc
+            return None
+        if self._cancelled and isinstance(exc, asyncio.CancelledError):
+            self._cancelled = False
+            task = self._task
+            if task is not None and task.cancelling():
+                task.uncancel()  # it was our cancellation, turned into the error
+        return error
+
+    def _lost(self, key: tuple[str, str], error: LeaseLostError) -> LeaseLostError:
+        """End a run whose lease was lost: store nothing more. The error to raise."""
+        self._error = error
         self._done = True
         self._unregister(key)
         self._end()
@@ -607,6 +679,8 @@ class _Body:
                     entity._graph.append_progress(env)
                 yield emit(env)
             item = await self._next(send, throw)
+            if run._lost_error is not None:  # the body went on after losing the lease
+                raise run._lost_error
             if item is _EXHAUSTED:
                 self.gen = self.impl = None  # exhausted: nothing to close
                 return

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from pathlib import Path
 
 from storylab.entities.errors import GraphAccessError, NotAStorylabGraphError, SchemaVersionError
@@ -156,6 +157,28 @@ def connect(path: Path, read_only: bool) -> sqlite3.Connection:
     return conn
 
 
+def _switch_to_wal(conn: sqlite3.Connection, patience: float = 30.0) -> None:
+    """Put the file in WAL mode, waiting out another process that opens it too.
+
+    Leaving rollback mode needs an exclusive lock. When two processes open a
+    brand-new graph at the same instant, SQLite answers one of them "database
+    is locked" at once instead of calling the busy handler (waiting could
+    deadlock two readers that both want to write), so the wait is ours to do.
+    """
+    deadline = time.monotonic() + patience
+    delay = 0.002
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            name = getattr(exc, "sqlite_errorname", "") or ""
+            if not name.startswith("SQLITE_BUSY") or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
 def prepare(conn: sqlite3.Connection, path: Path, read_only: bool = False) -> None:
     """Check that ``conn`` is a storylab graph (or empty) before changing anything,
     then switch to WAL and create the schema if needed (not when ``read_only``)."""
@@ -203,7 +226,7 @@ def prepare(conn: sqlite3.Connection, path: Path, read_only: bool = False) -> No
         conn.execute("PRAGMA cache_size=-65536")
         return
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(conn)
     except sqlite3.OperationalError as exc:
         if not is_access_error(exc):
             raise

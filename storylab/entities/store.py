@@ -14,8 +14,27 @@ each promise, in :mod:`storylab.entities.graph`):
 * **Each operation is atomic** and never spans an ``await``; operations may be
   committed later, in groups, but a finished run's end is handed on only once
   :meth:`EntityStore.commit_waiter` says it is stored.
-* **A running node is leased** to one owner; only the lease holder stores its
-  end (:meth:`EntityStore.finish_completed` returns ``False`` otherwise).
+* **A running node is leased** to one owner, and **every write under a lease
+  is fenced** by it: the node's progress, its data, its children (created
+  and started), its end. A write made after another owner took the node
+  over stores nothing and raises
+  :class:`~storylab.entities.errors.LeaseLostError` (its message says who
+  took it, and whether our lease had expired); so does every later one. (A
+  progress envelope is buffered: one found fenced at its commit is dropped,
+  and the run is told as below.) What a run writes outside the store (a
+  blob file) is preceded by :meth:`EntityStore.check_lease`. Writes to a
+  node nobody here holds a lease on (outside a run) are not fenced.
+* **Leases are kept alive** while their runs execute (a heartbeat), through
+  a locked or failing store for as long as they can be; a lease that cannot
+  be kept, or that is found taken over, is reported to its run's
+  ``on_lost`` callback (see :meth:`EntityStore.run_started`), which stops
+  the run.
+* **Waiting is awaited.** A run's writes that may have to wait for another
+  writer (a lock held elsewhere) are preceded by awaiting
+  :meth:`EntityStore.write_waiter`, which does that waiting without blocking
+  the event loop (SQLite: it opens the write transaction; a server database:
+  it would take a connection and begin), so progress, heartbeats and
+  deadlines go on meanwhile.
 * **Progress** is logged per node and read back per subtree, in log order.
 
 Ids are strings; records are :class:`~storylab.entities.records.NodeRecord`
@@ -27,11 +46,13 @@ of :class:`~storylab.entities.records.EntityStatus` (plus ``"busy"`` from
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from storylab.entities.blobs import BlobStore
 from storylab.entities.envelopes import Envelope
+from storylab.entities.errors import LeaseLostError
 from storylab.entities.records import LeaseRecord, NodeRecord
 
 if TYPE_CHECKING:
@@ -134,38 +155,52 @@ class EntityStore(Protocol):
         graph, so that a run neither waits for them nor reads behind them."""
         ...
 
-    def start_if_pending(self, id: str, env: Envelope) -> bool:
-        """Make a Pending node InProgress, leased to this handle, and log the
-        ``STARTED`` envelope ``env``, in one operation; False if not Pending."""
+    def write_waiter(self) -> Awaitable[None] | None:
+        """``None`` if writes can be made now without waiting; else an
+        awaitable that returns once they can (awaiting, never blocking the
+        event loop, while another process holds the store's write lock).
+        Writes made right after it, with no ``await`` between, do not wait."""
         ...
 
-    def claim(self, id: str, env: Envelope) -> tuple[str, Any, LeaseRecord | None, Envelope]:
+    def start_if_pending(self, id: str, env: Envelope, parent_id: str | None = None) -> bool:
+        """Make a Pending node InProgress, leased to this handle, and log the
+        ``STARTED`` envelope ``env``, in one operation; False if not Pending.
+        Fenced by the lease on ``parent_id`` when this handle holds it."""
+        ...
+
+    def claim(
+        self, id: str, env: Envelope, parent_id: str | None = None
+    ) -> tuple[str, Any, LeaseRecord | None, Envelope]:
         """Decide what starting a node that was not Pending does, in one
         operation: ``("Completed", output, None, env)``; ``("busy", None,
         lease, env)`` while another owner's lease is live; else the node is
         taken (InProgress, leased, result cleared, the start envelope logged)
         and its former status comes back with the lease it was taken from and
-        the start envelope as logged."""
+        the start envelope as logged. Fenced like :meth:`start_if_pending`."""
         ...
 
-    def run_started(self) -> None:
-        """A run of this graph began executing in this process (keep its leases alive)."""
+    def run_started(self, id: str, on_lost: Callable[[LeaseLostError], None]) -> None:
+        """The run of ``id`` began executing in this process under our lease:
+        keep the lease alive, and call ``on_lost`` (on the event loop, with
+        the error that says why) if it is lost: taken over by another owner,
+        or about to expire because it could not be renewed."""
         ...
 
-    def run_ended(self) -> None:
-        """A run that :meth:`run_started` ended; after the last one everything
+    def run_ended(self, id: str) -> None:
+        """The run that :meth:`run_started` ended; after the last one everything
         pending is made durable."""
         ...
 
     def append_progress(self, env: Envelope) -> None:
-        """Append an envelope to its node's progress log."""
+        """Append an envelope to its node's progress log (fenced: an envelope
+        of a node whose lease was lost is never stored)."""
         ...
 
     def finish_completed(
         self, id: str, output_json: str, value_env: Envelope, done_env: Envelope
     ) -> bool:
-        """Store a run's output and log its end, if we still hold the lease
-        (False, and nothing stored, if another owner took the node over)."""
+        """Store a run's output and log its end, if we still hold the lease;
+        ``LeaseLostError``, and nothing stored, if another owner took it over."""
         ...
 
     def finish_failed(
@@ -182,6 +217,12 @@ class EntityStore(Protocol):
 
     def release_lease(self, id: str) -> None:
         """Give up the lease on a node whose run was abandoned (it stays InProgress)."""
+        ...
+
+    def check_lease(self, id: str) -> None:
+        """Raise ``LeaseLostError`` if this handle held the lease on ``id`` and
+        lost it: checked before a run writes outside the store's transactions
+        (a blob), where the fence cannot be part of the write itself."""
         ...
 
     def check_file(self) -> None:
@@ -210,7 +251,8 @@ class EntityStore(Protocol):
     # --------------------------------------------------------------- data
 
     def set_data(self, id: str, data_json: str) -> None:
-        """Replace the node's data with the encoded ``data_json``."""
+        """Replace the node's data with the encoded ``data_json``. This and the
+        other data writes are fenced by the node's lease when we hold it."""
         ...
 
     def merge_data(self, id: str, changes: dict) -> dict:

@@ -42,34 +42,48 @@ Invariants, whatever raises or is cancelled:
   changes nothing. Units taken without an owner are anonymous and are given
   back by a release without one (``async with source:`` does both).
 
-A root may also stand for a limit shared with other processes (see
-:mod:`storylab.scheduling.distributed`). Such a tree is *asynchronous*
-(``source.sync`` is False): its units can only be had through
-``await acquire()``, which takes the local levels first and then a lease
-from the shared limit; ``try_acquire`` refuses, as it cannot wait for the
+A root may also stand for a limit shared with other processes: it then
+*has* a :class:`LeaseGate`, the one extension point of this module (see its
+docstring, and :mod:`storylab.scheduling.distributed` for the Dask one).
+Such a tree is *asynchronous* (``source.sync`` is False): its units can only
+be had through ``await acquire()``, which takes the local levels first and
+then passes the gate; ``try_acquire`` refuses, as it cannot wait for the
 network. Giving a unit back stays synchronous.
+
+Who waits, and who is served next, is kept by a policy object of
+:mod:`storylab.scheduling._waitqueue`. Serving never calls back into the code
+that waits: a served waiter's future is resolved, and it resumes on its own
+step of the event loop. A release therefore never runs somebody else's code
+on its stack, however many waiters it serves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections import deque
+from asyncio import Future
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from storylab._checks import check_positive_int  # re-exported: its old home
+from storylab.scheduling._waitqueue import POLICY_CLASSES, Level, Waiter, WaitQueue
 from storylab.scheduling.trace import _CURRENT, EventKind
 
-__all__ = ["POLICIES", "CapacitySource", "CapacityStatistics", "Policy", "check_positive_int"]
+__all__ = [
+    "POLICIES",
+    "CapacitySource",
+    "CapacityStatistics",
+    "LeaseGate",
+    "Policy",
+    "check_positive_int",
+]
 
 Policy = Literal["fair", "fifo"]
 POLICIES: tuple[Policy, ...] = ("fair", "fifo")
 
 
 _names = itertools.count(1)
-_seqs = itertools.count()
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,57 +106,47 @@ class CapacityStatistics:
     holders: tuple[tuple[Any, int], ...] = ()
 
 
-class _Waiter:
-    """One blocked acquirer, queued at its leaf source.
+class LeaseGate(Protocol):
+    """A second step that every unit of a tree passes after its local levels.
 
-    It is woken either through ``future`` (``await acquire()``) or, for code
-    that must not pay for a task switch (the runner), by calling ``callback``
-    synchronously at the moment the unit is granted.
+    A root made with ``gate=`` (or a subclass that passes one to
+    ``CapacitySource.__init__``) stands for a limit that is also kept
+    somewhere else, e.g. on a scheduler shared by many processes. For such a
+    tree, ``await leaf.acquire(owner=X)`` does, in order:
+
+    1. take the unit on the local levels, as in any tree (waiting in the local
+       queue, under the tree's policy, if a level is full);
+    2. ``await gate.lease(leaf, X, waiting)``. It returns once the unit is
+       also held outside. It calls ``waiting()`` (at most once) just before it
+       starts to wait, so the trace shows the wait, naming the root. If it
+       raises or is cancelled, the unit is not held: the local levels are given
+       back (serving local waiters) and the error propagates.
+
+    ``leaf.release(owner=X)`` frees the local levels, then calls
+    ``gate.give_back(leaf, X)``, which must not block (start a background call
+    if the outside needs one). Both are called from the tree's event loop.
+    The trace records the unit as taken only once ``lease`` has returned, and
+    as given back before ``give_back`` is called, so a trace never shows more
+    units than the outside has granted. ``try_acquire`` refuses on such a
+    tree, and its ``sync`` is False.
     """
 
-    __slots__ = ("source", "seq", "future", "callback", "owner", "trace")
+    async def lease(
+        self, leaf: CapacitySource, owner: Any, waiting: Callable[[], None]
+    ) -> None: ...
 
-    def __init__(
-        self,
-        source: CapacitySource,
-        future: asyncio.Future | None,
-        callback: Callable[[], None] | None,
-        owner: Any,
-        trace,
-    ) -> None:
-        self.source = source
-        self.seq = next(_seqs)
-        self.future = future
-        self.callback = callback
-        self.owner = owner
-        self.trace = trace
+    def give_back(self, leaf: CapacitySource, owner: Any) -> None: ...
 
 
 class CapacitySource:
     """A counted limit that may sit under a parent limit (see the module doc).
 
-    ``CapacitySource(capacity, parent=None, *, name=None, policy="fair")``.
-    The policy belongs to the whole tree, so it can only be set on a root.
+    ``CapacitySource(capacity, parent=None, *, name=None, policy="fair", gate=None)``.
+    The policy belongs to the whole tree, so it can only be set on a root;
+    so can a :class:`LeaseGate`.
     """
 
-    # True on a root whose units also need a lease from a limit shared with
-    # other processes (a subclass); a class attribute, so plain trees pay one
-    # attribute lookup for it and nothing else.
-    _distributed = False
-
-    __slots__ = (
-        "_capacity",
-        "_in_use",
-        "_parent",
-        "_path",
-        "_root",
-        "_name",
-        "_queue",
-        "_policy",
-        "_queued",
-        "_inner",
-        "_holders",
-    )
+    __slots__ = ("_capacity", "_level", "_parent", "_root", "_name", "_waits", "_holders", "_gate")
 
     def __init__(
         self,
@@ -151,31 +155,33 @@ class CapacitySource:
         *,
         name: str | None = None,
         policy: Policy | None = None,
+        gate: LeaseGate | None = None,
     ) -> None:
         check_positive_int("capacity", capacity)
         if parent is not None and not isinstance(parent, CapacitySource):
             raise TypeError(f"parent must be a CapacitySource or None, got {type(parent).__name__}")
         if policy is not None and policy not in POLICIES:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)}; got {policy!r}")
-        if parent is not None and policy is not None and policy != parent._root._policy:
+        if parent is not None and policy is not None and policy != parent.policy:
             raise ValueError("policy is set on the root of a capacity tree, not on a child")
+        if parent is not None and gate is not None:
+            raise ValueError("gate is set on the root of a capacity tree, not on a child")
+        if gate is not None and not (hasattr(gate, "lease") and hasattr(gate, "give_back")):
+            raise TypeError(
+                f"gate must have lease() and give_back() (a LeaseGate), got {type(gate).__name__}"
+            )
         self._capacity = capacity
-        self._in_use = 0
         self._parent = parent
         self._name = name if name is not None else f"capacity-{next(_names)}"
-        # Leaf-to-root tuple: the levels a unit is taken from.
-        self._path: tuple[CapacitySource, ...] = (self,) + (parent._path if parent else ())
-        # The levels below the root: every path shares the root, so the fair
-        # scan only needs these (the root's room is checked once per grant).
-        self._inner: tuple[CapacitySource, ...] = self._path[:-1]
-        self._root: CapacitySource = parent._root if parent else self
-        self._policy: Policy = policy or "fair"
-        # Waiters whose leaf is this source, oldest first.
-        self._queue: deque[_Waiter] = deque()
-        # Only meaningful on a root: the sources with a non-empty queue.
-        self._queued: dict[CapacitySource, None] = {}
+        self._level = Level(self, capacity, parent._level if parent is not None else None)
+        self._root: CapacitySource = parent._root if parent is not None else self
+        # The tree's waiters and policy, and its gate, live on the root.
+        self._waits: WaitQueue = (
+            parent._root._waits if parent is not None else POLICY_CLASSES[policy or "fair"]()
+        )
+        self._gate: LeaseGate | None = parent._root._gate if parent is not None else gate
         # Units taken at this source (as the leaf of their path), by owner.
-        # Every unit counted here is also counted in ``_in_use`` at every
+        # Every unit counted here is also counted in ``in_use`` at every
         # level of the path, so checking the owner here is enough to know
         # that the release is matched everywhere.
         self._holders: dict[Any, int] = {}
@@ -192,12 +198,12 @@ class CapacitySource:
     @property
     def in_use(self) -> int:
         """Units held through this source or any source below it."""
-        return self._in_use
+        return self._level.in_use
 
     @property
     def available(self) -> int:
         """Free units at this level alone (an ancestor may still be full)."""
-        return self._capacity - self._in_use
+        return self._capacity - self._level.in_use
 
     @property
     def parent(self) -> CapacitySource | None:
@@ -205,24 +211,24 @@ class CapacitySource:
 
     @property
     def policy(self) -> Policy:
-        return self._root._policy
+        return self._waits.name  # type: ignore[return-value]
 
     @property
     def sync(self) -> bool:
         """False when a unit of this tree must be awaited (``await acquire()``):
-        its root is shared with other processes. Runners use the awaiting path then."""
-        return not self._root._distributed
+        its root has a :class:`LeaseGate`. Runners then always await."""
+        return self._gate is None
 
     @property
     def waiting(self) -> int:
         """Blocked acquirers that need a unit from this source."""
-        return sum(len(src._queue) for src in self._root._queued if self in src._path)
+        return self._waits.waiting_under(self._level)
 
     def statistics(self) -> CapacityStatistics:
         return CapacityStatistics(
             name=self._name,
             capacity=self._capacity,
-            in_use=self._in_use,
+            in_use=self.in_use,
             available=self.available,
             waiting=self.waiting,
             parent=self._parent._name if self._parent else None,
@@ -232,22 +238,34 @@ class CapacitySource:
 
     def __repr__(self) -> str:
         return (
-            f"<CapacitySource {self._name!r} {self._in_use}/{self._capacity} in use, "
+            f"<{type(self).__name__} {self._name!r} {self.in_use}/{self._capacity} in use, "
             f"{self.waiting} waiting>"
         )
 
     # -- taking -------------------------------------------------------------
-    def _blocking_level(self) -> CapacitySource | None:
-        for src in self._path:
-            if src._in_use >= src._capacity:
-                return src
-        return None
-
     def _take(self, owner: Any) -> None:
-        for src in self._path:
-            src._in_use += 1
+        level = self._level
+        for lv in level.path:
+            lv.in_use += 1
         holders = self._holders
         holders[owner] = holders.get(owner, 0) + 1
+        waits = self._waits
+        if waits.count and waits.tracks_changes:
+            waits.changed(level)
+
+    def _untake(self, owner: Any) -> None:
+        """Undo :meth:`_take` (nothing recorded), then serve who can now run."""
+        holders = self._holders
+        held = holders[owner]
+        if held == 1:
+            del holders[owner]
+        else:
+            holders[owner] = held - 1
+        level = self._level
+        for lv in level.path:
+            lv.in_use -= 1
+        if self._waits.count:
+            self._serve(level)
 
     def try_acquire(self, *, owner: Any = None) -> bool:
         """Take one unit at every level if that is possible now; never waits.
@@ -255,16 +273,17 @@ class CapacitySource:
         Under the ``"fifo"`` policy a unit is not taken past somebody who is
         already waiting, even if the levels have room.
         """
-        root = self._root
-        if root._queued and root._policy == "fifo":
+        waits = self._waits
+        if waits.count and not waits.newcomers_may_pass:
             return False
-        if root._distributed:
+        if self._gate is not None:
             raise TypeError(
-                f"try_acquire() on {self._name!r}: its root {root._name!r} is shared with "
+                f"try_acquire() on {self._name!r}: its root {self._root._name!r} is shared with "
                 "other processes, so a unit needs `await acquire()`"
             )
-        if self._blocking_level() is not None:
-            return False
+        for lv in self._level.path:
+            if lv.in_use >= lv.capacity:
+                return False
         self._take(owner)
         trace = _CURRENT.get()
         if trace is not None:
@@ -277,68 +296,110 @@ class CapacitySource:
         Waits until all levels have room. ``owner`` (any hashable; the runner
         passes ``(runner_key, task_id)``) is who will hold the unit: only a
         ``release(owner=...)`` with the same owner gives it back, and the trace
-        reports it. If the waiting
-        task is cancelled, nothing is held afterwards: a unit granted in the
-        same instant as the cancellation is given back.
+        reports it. If the waiting task is cancelled, nothing is held
+        afterwards: a unit granted in the same instant as the cancellation is
+        given back.
         """
-        if self._root._distributed:
-            await self._root._acquire_leased(self, owner)
+        if self._gate is not None:
+            await self._acquire_gated(owner)
             return
-        if self.try_acquire(owner=owner):
-            return
-        future = asyncio.get_running_loop().create_future()
-        waiter = self._enqueue(future, None, owner)
+        # try_acquire(), inlined: this runs once per task of a runner.
+        waits = self._waits
+        level = self._level
+        trace = _CURRENT.get()
+        if not waits.count or waits.newcomers_may_pass:
+            for lv in level.path:
+                if lv.in_use >= lv.capacity:
+                    break
+            else:
+                self._take(owner)
+                if trace is not None:
+                    self._record(trace, EventKind.ACQUIRE, owner)
+                return
+        # _wait(), inlined for the same reason.
+        future = Future()  # on the running loop
+        waiter = Waiter(level, future, owner, trace)
+        waits.add(waiter)
+        if trace is not None:
+            blocking = level.blocking() or level  # fifo: blocked by the queue itself
+            self._record(trace, EventKind.WAIT, owner, level=blocking.source._name)
         try:
             await future
         except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                # Granted, but our task was cancelled before it could resume:
-                # hand the unit straight back so it is never lost.
-                self.release(owner=owner)
-            else:
-                self._withdraw(waiter)
+            self._give_up(waiter, trace, gated=False)
             raise
 
-    def _enqueue(self, future, callback, owner, reuse: _Waiter | None = None) -> _Waiter:
-        trace = _CURRENT.get()
-        if reuse is None:
-            waiter = _Waiter(self, future, callback, owner, trace)
-        else:  # a granted callback waiter queueing again: a new place in line
-            waiter = reuse
-            waiter.seq = next(_seqs)
-            waiter.owner = owner
-            waiter.trace = trace
-        self._queue.append(waiter)
-        self._root._queued[self] = None
+    async def _wait(self, owner: Any, trace: Any, *, gated: bool = False) -> None:
+        """Queue until :meth:`_serve` has taken a unit for ``owner`` on the local
+        levels. ``gated``: the unit still has to pass the gate, so its grant is
+        not recorded here (the caller records it once the gate let it through)."""
+        level = self._level
+        future = asyncio.get_running_loop().create_future()
+        waiter = Waiter(level, future, owner, None if gated else trace)
+        waits = self._waits
+        waits.add(waiter)
         if trace is not None:
-            level = self._blocking_level() or self  # fifo: blocked by the queue itself
-            self._record(trace, EventKind.WAIT, owner, level=level._name)
-        return waiter
+            blocking = level.blocking() or level  # fifo: blocked by the queue itself
+            self._record(trace, EventKind.WAIT, owner, level=blocking.source._name)
+        try:
+            await future
+        except asyncio.CancelledError:
+            self._give_up(waiter, trace, gated=gated)
+            raise
 
-    def _acquire_or_call(self, callback: Callable[[], None], owner: Any = None) -> _Waiter | None:
-        """Take a unit now and return ``None``, or queue ``callback`` to be called
-        (synchronously, from whoever releases) once a unit has been taken for it.
-        The returned waiter can be withdrawn with :meth:`_withdraw`."""
-        if self.try_acquire(owner=owner):
-            return None
-        return self._enqueue(None, callback, owner)
-
-    def _queue_call(
-        self, callback: Callable[[], None], owner: Any = None, reuse: _Waiter | None = None
-    ) -> _Waiter:
-        """Queue ``callback`` behind the current waiters, without trying to take
-        a unit first (used from inside a grant, where taking directly could jump
-        ahead of a waiter the policy prefers). ``reuse`` recycles a waiter that
-        has just been granted and is no longer queued."""
-        return self._enqueue(None, callback, owner, reuse)
-
-    def _withdraw(self, waiter: _Waiter) -> None:
-        """Remove a waiter that gave up; it holds no unit and leaves no trace."""
-        if self._unqueue(waiter):
-            if waiter.trace is not None:
-                self._record(waiter.trace, EventKind.WAIT_CANCELLED, waiter.owner)
+    def _give_up(self, waiter: Waiter, trace: Any, *, gated: bool) -> None:
+        """A waiting acquire was cancelled: leave no unit held and no waiter queued."""
+        future = waiter.future
+        owner = waiter.owner
+        level = waiter.level
+        waits = self._waits
+        if future.done() and not future.cancelled():
+            # Served, but our task was cancelled before it could resume:
+            # hand the unit straight back so it is never lost.
+            if trace is not None and not gated:
+                self._record(trace, EventKind.RELEASE, owner)
+            self._untake(owner)
+            if trace is not None and gated:
+                self._record(trace, EventKind.WAIT_CANCELLED, owner)
+        else:
+            removed = waits.remove(waiter)
+            # (A waiter dropped by _serve was recorded there, unless gated.)
+            if trace is not None and (removed or gated):
+                self._record(trace, EventKind.WAIT_CANCELLED, owner)
             # Our departure may let the waiters behind us go (fifo).
-            self._root._dispatch()
+            if removed and waits.count:
+                self._serve(level)
+
+    async def _acquire_gated(self, owner: Any) -> None:
+        """``acquire`` on a tree whose root has a :class:`LeaseGate`."""
+        trace = _CURRENT.get()
+        # 1. The local levels. Nothing is recorded as taken yet: the unit is
+        #    not held until the gate has let it through.
+        waits = self._waits
+        waited = bool(waits.count and not waits.newcomers_may_pass)
+        waited = waited or self._level.blocking() is not None
+        if waited:
+            await self._wait(owner, trace, gated=True)
+        else:
+            self._take(owner)
+        # 2. The gate.
+        announced = waited
+
+        def waiting() -> None:
+            nonlocal announced
+            if trace is not None and not announced:
+                self._record(trace, EventKind.WAIT, owner, level=self._root._name)
+            announced = True
+
+        try:
+            await self._gate.lease(self, owner, waiting)  # type: ignore[union-attr]
+        except BaseException:
+            self._untake(owner)
+            if trace is not None and announced:
+                self._record(trace, EventKind.WAIT_CANCELLED, owner)
+            raise
+        if trace is not None:
+            self._record(trace, EventKind.GRANT if announced else EventKind.ACQUIRE, owner)
 
     def release(self, *, owner: Any = None) -> None:
         """Give back one unit that ``owner`` took at this source, at every level,
@@ -355,24 +416,17 @@ class CapacitySource:
             del holders[owner]
         else:
             holders[owner] = held - 1
-        for src in self._path:
-            src._in_use -= 1
+        level = self._level
+        for lv in level.path:
+            lv.in_use -= 1
         trace = _CURRENT.get()
         if trace is not None:
             self._record(trace, EventKind.RELEASE, owner)
-        root = self._root
-        if root._distributed:
-            root._return_lease()
-        if root._queued:
-            root._dispatch()
-
-    # Hooks for a root whose units are also leased from elsewhere (only a root
-    # with ``_distributed`` set is asked: see storylab.scheduling.distributed).
-    async def _acquire_leased(self, leaf: CapacitySource, owner: Any) -> None:
-        raise NotImplementedError
-
-    def _return_lease(self) -> None:
-        raise NotImplementedError
+        gate = self._gate
+        if gate is not None:
+            gate.give_back(self, owner)
+        if self._waits.count:
+            self._serve(level)
 
     def _unmatched_release(self, owner: Any) -> RuntimeError:
         who = "without an owner" if owner is None else f"by owner {owner!r}"
@@ -397,78 +451,38 @@ class CapacitySource:
     async def __aexit__(self, *exc_info: object) -> None:
         self.release()
 
-    # -- waking -------------------------------------------------------------
-    def _unqueue(self, waiter: _Waiter) -> bool:
-        """Remove a waiter; False if a dispatch already dropped it."""
-        try:
-            self._queue.remove(waiter)
-        except ValueError:
-            return False
-        if not self._queue:
-            del self._root._queued[self]
-        return True
-
-    def _inner_units(self) -> int:
-        """Units held on the levels below the root, or -1 if one of them is full."""
-        units = 0
-        for level in self._inner:
-            used = level._in_use
-            if used >= level._capacity:
-                return -1
-            units += used
-        return units
-
-    def _dispatch(self) -> None:
-        """Grant units to waiters while the policy allows (called on a root).
-
-        Only the head of each leaf's queue matters: waiters at the same leaf
-        share the same path, so the oldest of them is always the best.
-        Afterwards no waiter could run (fair) or the oldest cannot (fifo).
-        This runs on every release, so it is written for speed.
-        """
-        queued = self._queued
-        fifo = self._policy == "fifo"
-        while queued and self._in_use < self._capacity:  # a full root blocks everyone
-            best: CapacitySource | None = None
-            if fifo:
-                best = min(queued, key=lambda src: src._queue[0].seq)
-                if best._blocking_level() is not None:
-                    return
-            else:
-                best_units = best_seq = 0
-                for src in queued:
-                    if src._parent is self:  # the usual two levels: only the leaf differs
-                        units = src._in_use
-                        if units >= src._capacity:
-                            continue
-                    else:
-                        units = src._inner_units()
-                        if units < 0:
-                            continue
-                    seq = src._queue[0].seq
-                    if (
-                        best is None
-                        or units < best_units
-                        or (units == best_units and seq < best_seq)
-                    ):
-                        best, best_units, best_seq = src, units, seq
-                if best is None:
-                    return
-            waiter = best._queue.popleft()
-            if not best._queue:
-                del queued[best]
-            future = waiter.future
-            if future is not None and future.done():  # cancelled while queued: drop it
+    # -- serving ------------------------------------------------------------
+    def _serve(self, changed: Level) -> None:
+        """Units moved at ``changed``'s path: grant units to waiters while the
+        policy allows. A loop, never a recursion: a served waiter's future is
+        resolved and its task resumes later, on its own step of the loop."""
+        waits = self._waits
+        if waits.tracks_changes:
+            waits.changed(changed)
+        root = self._root._level
+        while waits.count and root.in_use < root.capacity:  # a full root blocks everyone
+            waiter = waits.pop(root)
+            if waiter is None:
+                return
+            leaf = waiter.level
+            source: CapacitySource = leaf.source
+            if waiter.future.done():  # cancelled while queued: drop it
+                if waits.tracks_changes:
+                    waits.changed(leaf)
                 if waiter.trace is not None:
-                    best._record(waiter.trace, EventKind.WAIT_CANCELLED, waiter.owner)
+                    source._record(waiter.trace, EventKind.WAIT_CANCELLED, waiter.owner)
                 continue
-            best._take(waiter.owner)
+            # source._take(owner), inlined: this runs once per serve.
+            for lv in leaf.path:
+                lv.in_use += 1
+            holders = source._holders
+            owner = waiter.owner
+            holders[owner] = holders.get(owner, 0) + 1
+            if waits.tracks_changes:
+                waits.changed(leaf)
             if waiter.trace is not None:
-                best._record(waiter.trace, EventKind.GRANT, waiter.owner)
-            if future is not None:
-                future.set_result(None)
-            elif waiter.callback is not None:  # a waiter has a future or a callback
-                waiter.callback()
+                source._record(waiter.trace, EventKind.GRANT, waiter.owner)
+            waiter.future.set_result(None)
 
     def _record(self, trace, kind: EventKind, owner: Any, *, level: str | None = None) -> None:
         runner = task_id = None
@@ -476,11 +490,12 @@ class CapacitySource:
             runner, task_id = owner
         # Readers (charts, checks) learn every level's limit from the trace itself.
         limits = trace.meta.setdefault("limits", {})
-        for src in self._path:
+        path = tuple(lv.source for lv in self._level.path)
+        for src in path:
             limits[src._name] = src._capacity
         trace.record(
             kind,
-            path=tuple(s._name for s in self._path),
+            path=tuple(src._name for src in path),
             level=level,
             runner=runner,
             task_id=task_id,

@@ -1,54 +1,400 @@
-"""A capacity root shared by many processes, held on a Dask distributed scheduler.
+"""A capacity root shared by many processes, allocated from a Dask distributed scheduler.
 
 Why: one process keeps its global image limit with a :class:`CapacitySource`,
 but ten worker processes each with their own ``CapacitySource(10)`` would run
-a hundred images at once. The limit has to live somewhere every process asks:
-here, a :class:`distributed.Semaphore` on the Dask scheduler, whose units are
-*leases*. A process keeps its leases alive by refreshing them; when it dies,
-they stop being refreshed and the scheduler takes them back after
-``distributed.scheduler.locks.lease-timeout`` (30 s by default; the tests and
-the notebook set a few seconds), so a killed worker cannot keep the limit
-taken for ever.
+a hundred images at once. The limit has to be divided between the processes
+by something they all reach: the Dask scheduler.
 
-:class:`DistributedCapacityRoot` is an ordinary capacity root for the stories
-of its own process (their ``CapacitySource(3, root)`` children, the fair
-policy between them, the holders, the trace), with one more level above it:
-the scheduler's semaphore. Taking a unit goes in two steps, in this order:
+How, in two parts:
 
-1. the local levels, as for any tree (waiting in the local queue if the
-   story's own limit, or this process's share, is full). A story held back
-   by its own limit therefore costs no call to the scheduler at all;
-2. one lease from the scheduler, awaited. If that fails or is cancelled, the
-   local unit is given back, so a unit is still taken at every level or not
-   at all.
+* **On the scheduler**, :class:`SharedLimitAllocator` (a Dask scheduler
+  plugin, installed by the first process that asks) keeps, for every limit
+  name, how many units each process holds (its *share*) and what its
+  stories want. When the stories want more than the limit, it divides the
+  limit between *stories*, not processes: every story is entitled to the
+  same level (water-filling, capped by what each wants), a process to the
+  sum over its stories (a fraction in general: the units left over go to
+  the processes whose stories were served the least so far, so the
+  fractions are taken in turn). Free units go at once to the processes
+  below their target; a process above its target is told, and gives units
+  back as they are released.
+* **In each process**, :class:`DistributedCapacityRoot` is an ordinary
+  capacity root (the per-story limits and the fair policy between the
+  process's own stories) that is its own :class:`~storylab.scheduling.capacity.LeaseGate`:
+  a unit taken on the local levels also takes a unit of the share. That is
+  local, with no network, as long as the share has room; when it has none,
+  the root reports its stories' wants and the allocator answers with more
+  units or a lower target. A freed unit stays in the share (serving the
+  stories here, fewest units in use first) unless stories elsewhere wait
+  and this process is above its target. Units left unused go back after a
+  short idle time.
 
-Giving a unit back is synchronous for the caller: the local levels are
-freed at once and the lease is returned by a background call (awaited by
-:meth:`DistributedCapacityRoot.drain`). The trace records a unit as taken
-only once its lease is held and as given back before the lease is returned,
-so the units in use that a trace shows (merged over every process) are
-never more than the scheduler had granted.
+A share is a *lease*: a process keeps it by talking to the scheduler at
+least every tenth of ``lease_timeout`` (a call that waits there for news,
+so it costs nothing while nothing happens). A process silent for longer than
+``lease_timeout`` loses its share; the allocator hands its units to others.
 
-A process refreshes its leases every fifth of the lease timeout, from its
-event loop: keep the timeout well above the longest time that loop may be
-blocked (storylab draws and decodes pictures in threads for this reason), or
-the scheduler takes back leases that are still in use.
+**The timing rule that prevents overbooking.** A unit must never reach
+another process while a request made under it may still be running at the
+service. A request runs at most ``attempt_timeout`` (the per-attempt
+deadline of the image backend: the client gives up then). So a process
+stops using its share once less than ``attempt_timeout`` plus a margin
+(a tenth of the lease timeout) is left of it, counted from the last call the
+scheduler answered, on the process's own clock:
 
-``distributed`` is imported only when a root first talks to the scheduler.
+* a process that was stopped (SIGSTOP, a frozen machine, a blocked event
+  loop) finds on waking that its share may be gone: it cancels the work
+  running under it at once (:meth:`DistributedCapacityRoot.guard`), never
+  renews the old lease, and starts again with a new, empty share. The old
+  units stay counted on the scheduler until that lease expires, when every
+  request made under them has ended;
+* a running process renews its share every tenth of the lease timeout
+  (and hears back within two tenths), so at least 0.7 of the lease
+  timeout is always left of it: its requests end before its share could
+  expire. This holds when ``lease_timeout >= 2 * attempt_timeout`` (and at
+  least 1 s); the root refuses other values (:func:`check_lease_rule`).
+
+A process that wakes after standing still is cancelled before its tasks
+take another step: the watchdog timer is due at the same turn of the event
+loop as any timer or answer that would wake them, and a task woken in that
+turn only runs in the next one, already cancelled. (A step that was already
+running, or already due to run, when the process stopped still finishes
+first: that is microseconds of work, decided while the share was valid.)
+
+The rule assumes what the deadline promises: the service does not keep
+working on a request longer than the client waits for it.
+
+``distributed`` is imported only when a root first talks to the scheduler;
+the scheduler process must be able to import storylab.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 from storylab._checks import check_positive_int
 from storylab.scheduling.capacity import CapacitySource
-from storylab.scheduling.trace import _CURRENT, EventKind
 
-__all__ = ["DistributedCapacityRoot", "LEASE_TIMEOUT_KEY"]
+__all__ = [
+    "DEFAULT_LEASE_TIMEOUT",
+    "LEASE_TIMEOUT_KEY",
+    "DistributedCapacityRoot",
+    "SharedLimitAllocator",
+    "SharedLimitLost",
+    "check_lease_rule",
+]
 
 LEASE_TIMEOUT_KEY = "distributed.scheduler.locks.lease-timeout"
+DEFAULT_LEASE_TIMEOUT = 10.0
+PLUGIN_NAME = "storylab-shared-limits"
+HANDLER = "storylab_shared_limit"
+STICKY = 0.5  # units served per story a process may be ahead before a spare unit moves
+IDLE_RETURN = 0.25  # seconds a unit may sit unused in a share before it goes back
+
+log = logging.getLogger("storylab.cluster")
+
+
+def check_lease_rule(
+    lease_timeout: Any,
+    attempt_timeout: Any = None,
+    *,
+    names: tuple[str, str] = ("lease_timeout", "attempt_timeout"),
+) -> float:
+    """``lease_timeout`` as a float if it keeps the timing rule, else a ValueError
+    naming both settings (``names``, e.g. the command-line flags).
+
+    The rule: ``lease_timeout >= 2 * attempt_timeout`` and ``>= 1`` s, so that
+    a request made under a unit ends before the scheduler can hand that unit
+    to another process (see the module doc).
+    """
+    lease, attempt = names
+    if (
+        isinstance(lease_timeout, bool)
+        or not isinstance(lease_timeout, int | float)
+        or not math.isfinite(lease_timeout)
+        or not lease_timeout > 0
+    ):
+        raise ValueError(f"{lease} must be a number of seconds > 0; got {lease_timeout!r}")
+    if lease_timeout < 1:
+        raise ValueError(
+            f"{lease} must be at least 1 s (a process renews its share every tenth of it); "
+            f"got {lease_timeout:g}"
+        )
+    if attempt_timeout is not None and lease_timeout < 2 * attempt_timeout:
+        raise ValueError(
+            f"{lease} ({lease_timeout:g} s) must be at least twice {attempt} "
+            f"({attempt_timeout:g} s), or a stopped process's units could be handed on while "
+            f"its requests still run: raise {lease} to {2 * attempt_timeout:g} or lower {attempt}"
+        )
+    return float(lease_timeout)
+
+
+class SharedLimitLost(RuntimeError):
+    """Work cancelled because its process's share of a shared limit may be gone."""
+
+
+# -- the scheduler side ------------------------------------------------------------
+
+
+class _Member:
+    """One process's share of one limit, as the allocator sees it."""
+
+    __slots__ = ("grant", "wants", "seen", "lease_timeout", "target", "add", "news", "told")
+
+    def __init__(self, lease_timeout: float) -> None:
+        self.grant = 0  # units this process may be using
+        # Per story: (units it could use, units in use, units granted so far).
+        self.wants: list[tuple[int, int, int]] = []
+        self.seen = 0.0
+        self.lease_timeout = lease_timeout
+        self.target = 0
+        self.add = 0  # units granted but not yet sent to the process
+        self.news = asyncio.Event()
+        self.told = -1  # the target the process last heard
+
+
+class _Limit:
+    __slots__ = ("capacity", "members", "lost", "contended", "returned", "granted")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.members: dict[str, _Member] = {}
+        self.lost: OrderedDict[str, None] = OrderedDict()
+        self.contended = False
+        self.returned = 0  # units given back by processes, in total
+        self.granted = 0  # units handed to processes, in total
+
+    def free(self) -> int:
+        return self.capacity - sum(m.grant for m in self.members.values())
+
+
+def _targets(
+    wants: list[list[int]], served: list[float], capacity: int, held: list[int] | None = None
+) -> list[int]:
+    """Units per process, from what each of its stories could use.
+
+    When the stories want more than ``capacity``, every story is entitled to
+    the same level (water-filling: a story that wants less keeps what it
+    wants, the others share the rest equally), and a process to the sum over
+    its stories, a fraction in general. Each process gets the whole part of
+    its entitlement; the units left go to the processes whose stories have
+    been served the least so far (``served``: units granted per story), so
+    over time the fractions are taken in turn.
+    """
+    flat = sorted(w for ws in wants for w in ws)
+    if sum(flat) <= capacity:
+        return [sum(ws) for ws in wants]
+    left, level, n = float(capacity), 0.0, len(flat)
+    for i, w in enumerate(flat):
+        if w * (n - i) <= left:
+            left -= w
+            continue
+        level = left / (n - i)
+        break
+    exact = [sum(min(w, level) for w in ws) for ws in wants]
+    got = [math.floor(e + 1e-9) for e in exact]
+    spare = capacity - sum(got)
+    # A process that holds its spare unit now keeps it until its stories are
+    # half a unit ahead of the others': units move less often between processes.
+    held = held if held is not None else got
+    ahead = [served[i] - (STICKY if held[i] > got[i] else 0.0) for i in range(len(exact))]
+    for i in sorted(range(len(exact)), key=lambda i: (ahead[i], i)):
+        if spare <= 0:
+            break
+        if exact[i] > got[i] + 1e-9:
+            got[i] += 1
+            spare -= 1
+    return got
+
+
+class SharedLimitAllocator:
+    """The scheduler's side of every :class:`DistributedCapacityRoot` (a Dask
+    scheduler plugin; see the module doc). It answers one call,
+    ``storylab_shared_limit``, through which a process renews its share,
+    gives units back, reports what its stories want and receives units."""
+
+    name = PLUGIN_NAME
+    idempotent = True
+
+    def __init__(self) -> None:
+        self.limits: dict[str, _Limit] = {}
+        self._expiry: asyncio.Task | None = None
+
+    # SchedulerPlugin protocol (duck-typed here so this module imports no Dask).
+    def start(self, scheduler: Any) -> None:
+        scheduler.handlers[HANDLER] = self.call
+        scheduler.handlers[HANDLER + "_statistics"] = self.statistics
+        self._expiry = asyncio.ensure_future(self._expire_forever())
+
+    async def close(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+
+    async def _expire_forever(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            now = time.monotonic()
+            for limit in self.limits.values():
+                self._expire(limit, now)
+
+    def _expire(self, limit: _Limit, now: float) -> None:
+        gone = [k for k, m in limit.members.items() if now - m.seen > m.lease_timeout]
+        for key in gone:
+            member = limit.members.pop(key)
+            limit.lost[key] = None
+            if len(limit.lost) > 10_000:
+                limit.lost.popitem(last=False)
+            member.news.set()
+        if gone:
+            self._rebalance(limit)
+
+    def _rebalance(self, limit: _Limit) -> None:
+        members = list(limit.members.values())
+        wants = [[w for w, _, _ in m.wants if w > 0] for m in members]
+        served = [
+            sum(n for w, _, n in m.wants if w > 0) / max(1, len(ws))
+            for m, ws in zip(members, wants, strict=True)
+        ]
+        held = [m.grant for m in members]
+        targets = _targets(wants, served, limit.capacity, held)
+        for m, target in zip(members, targets, strict=True):
+            m.target = target
+        free = limit.free()
+        short = sorted((m for m in members if m.grant < m.target), key=lambda m: m.grant - m.target)
+        for m in short:
+            if free <= 0:
+                break
+            give = min(m.target - m.grant, free)
+            m.grant += give
+            m.add += give
+            limit.granted += give
+            free -= give
+            m.news.set()
+        limit.contended = any(m.grant < m.target for m in members)
+        if limit.contended:
+            for m in members:
+                if m.grant > m.target and m.told != m.target:
+                    m.news.set()
+
+    async def call(
+        self,
+        name: str,
+        capacity: int,
+        member: str,
+        lease_timeout: float,
+        returned: int = 0,
+        wants: list[tuple[int, int, int]] | None = None,
+        wait: float = 0.0,
+        new: bool = False,
+    ) -> dict[str, Any]:
+        limit = self.limits.get(name)
+        if limit is None:
+            limit = self.limits[name] = _Limit(capacity)
+        elif limit.capacity != capacity:
+            return {"error": f"the other processes use a capacity of {limit.capacity}"}
+        now = time.monotonic()
+        self._expire(limit, now)
+        m = limit.members.get(member)
+        if m is None:
+            if not new or member in limit.lost:
+                # Never renew a share that expired: its units may be in use elsewhere.
+                return {"lost": True}
+            m = limit.members[member] = _Member(lease_timeout)
+        m.seen = now
+        m.lease_timeout = lease_timeout
+        m.grant = max(0, m.grant - returned)
+        limit.returned += returned
+        if wants is not None:
+            m.wants = [(int(w), int(u), int(n)) for w, u, n in wants]
+        self._rebalance(limit)
+        if wait > 0 and not m.add and not (limit.contended and m.grant > m.target):
+            m.news.clear()
+            try:
+                await asyncio.wait_for(m.news.wait(), wait)
+            except TimeoutError:
+                pass
+            if limit.members.get(member) is not m:
+                return {"lost": True}
+        add, m.add = m.add, 0
+        m.told = m.target
+        return {"add": add, "target": m.target, "contended": limit.contended}
+
+    def statistics(self, name: str) -> dict[str, Any]:  # also a scheduler handler
+        """Shares, targets and free units of one limit (for tests and debugging)."""
+        limit = self.limits.get(name)
+        if limit is None:
+            return {"members": {}, "free": None}
+        return {
+            "members": {k: (m.grant, m.target) for k, m in limit.members.items()},
+            "free": limit.free(),
+            "capacity": limit.capacity,
+            "returned": limit.returned,
+            "granted": limit.granted,
+        }
+
+
+def _plugin_class() -> type:
+    """SharedLimitAllocator as a real SchedulerPlugin (needs Dask)."""
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    global _PLUGIN
+    if _PLUGIN is None:
+
+        class Allocator(SharedLimitAllocator, SchedulerPlugin):
+            pass
+
+        Allocator.__module__ = __name__
+        Allocator.__qualname__ = "_Allocator"
+        _PLUGIN = Allocator
+    return _PLUGIN
+
+
+_PLUGIN: type | None = None
+
+
+def __getattr__(name: str) -> Any:
+    # Pickled by reference: the scheduler unpickles "_Allocator" from here.
+    if name == "_Allocator":
+        return _plugin_class()
+    raise AttributeError(name)
+
+
+async def shared_limit_statistics(rpc: Any, name: str) -> dict[str, Any]:
+    """The allocator's view of one limit (shares and targets by process, free
+    units), asked over ``rpc`` (a client's or a worker's scheduler connection)."""
+    await _install(rpc)
+    return await getattr(rpc, HANDLER + "_statistics")(name=name)
+
+
+_INSTALLED: set[Any] = set()
+_WORKER_ENDING = frozenset(
+    {"stopping", "stopped", "closing", "closing_gracefully", "closed", "failed"}
+)
+
+
+async def _install(rpc: Any) -> None:
+    """Install the allocator on the scheduler if nobody did yet (one round trip
+    the first time a process asks a scheduler)."""
+    from distributed.protocol.pickle import dumps
+
+    where = getattr(rpc, "addr", None) or getattr(rpc, "address", None)
+    if where is not None and where in _INSTALLED:
+        return
+    await rpc.register_scheduler_plugin(
+        plugin=dumps(_plugin_class()()), name=PLUGIN_NAME, idempotent=True
+    )
+    if where is not None:
+        _INSTALLED.add(where)
+
+
+# -- the process side ----------------------------------------------------------------
 
 
 class DistributedCapacityRoot(CapacitySource):
@@ -60,172 +406,546 @@ class DistributedCapacityRoot(CapacitySource):
     connection is used). Use the root, and every source under it, from the
     event loop of that client or worker: ``await source.acquire()``,
     ``source.release()``. Every process must give the same ``capacity`` for a
-    name (the scheduler refuses another one).
+    name (the allocator refuses another one).
+
+    ``lease_timeout`` (seconds; by default Dask's
+    ``distributed.scheduler.locks.lease-timeout``, else 10) is how long a
+    silent process keeps its share; ``attempt_timeout`` the longest a request
+    made under a unit may run at the service (None: only in-process work).
+    They must keep :func:`check_lease_rule`. Run the work that uses the units
+    inside ``async with root.guard():`` so that it is cancelled (raising
+    :class:`SharedLimitLost`) if the share is lost.
     """
 
-    _distributed = True
+    __slots__ = (
+        "_client",
+        "_rpc",
+        "_lease_timeout",
+        "_attempt_timeout",
+        "_ready",
+        "_member",
+        "_epoch",
+        "_grant",
+        "_stale",
+        "_leased",
+        "_gate_waiters",
+        "_target",
+        "_contended",
+        "_returning",
+        "_flushing",
+        "_keeper",
+        "_watchdog",
+        "_idle",
+        "_last_use",
+        "_safe_until",
+        "_use_until",
+        "_leaves",
+        "_guarded",
+        "_lost_reason",
+        "_calls",
+        "losses",
+        "updates",
+        "_alive",
+    )
 
-    __slots__ = ("_client", "_semaphore", "_returns", "_leased", "_ready")
-
-    def __init__(self, capacity: int, *, name: str = "global", client: Any = None) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        name: str = "global",
+        client: Any = None,
+        lease_timeout: float | None = None,
+        attempt_timeout: float | None = None,
+    ) -> None:
         check_positive_int("capacity", capacity)
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
-        super().__init__(capacity, name=name, policy="fair")
+        if lease_timeout is None:
+            lease_timeout = _configured_lease_timeout()
+        self._lease_timeout = check_lease_rule(lease_timeout, attempt_timeout)
+        self._attempt_timeout = attempt_timeout or 0.0
+        # The root is its own lease gate (capacity.LeaseGate): a unit taken on
+        # the local levels also needs a unit of this process's share.
+        super().__init__(capacity, name=name, policy="fair", gate=self)
         self._client = client
-        self._semaphore: Any = None
+        self._rpc: Any = None
         self._ready: asyncio.Future | None = None
-        # Background calls that give leases back to the scheduler.
-        self._returns: set[asyncio.Task] = set()
-        self._leased = 0
+        self._member = ""
+        self._epoch = 0
+        self._grant = 0  # units of the current share
+        self._stale = 0  # units still in use from a share that was lost
+        self._leased = 0  # units of the current share in use
+        # Units waiting for room in the share: (story, future), oldest first.
+        self._gate_waiters: deque[tuple[CapacitySource, asyncio.Future]] = deque()
+        self._target = 0
+        self._contended = False
+        self._returning = 0
+        self._flushing = False
+        self._keeper: asyncio.Task | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        self._last_use = 0.0
+        self._safe_until = 0.0
+        self._use_until = math.inf
+        # Stories here: [units in use through the share, units granted so far,
+        # units waiting for room in the share].
+        self._leaves: dict[CapacitySource, list[int]] = {}
+        self._guarded: dict[asyncio.Task, _Guard] = {}
+        self._lost_reason: str | None = None
+        self._calls: set[asyncio.Task] = set()
+        self.losses = 0  # times this process found its share lost
+        self.updates = 0  # calls to the allocator other than the renewals
+        self._alive: Callable[[], bool] = lambda: True
 
     # -- state ----------------------------------------------------------------
     @property
+    def share(self) -> int:
+        """Units this process may use right now (its share of the limit)."""
+        return self._grant
+
+    @property
     def leased(self) -> int:
-        """Units of this process whose scheduler lease is held right now."""
+        """Units of this process in use under its share right now."""
         return self._leased
 
-    async def global_in_use(self) -> int:
-        """Leases granted on the scheduler right now, by every process."""
-        sem = await self._connect()
-        return await sem.get_value()
+    @property
+    def lease_timeout(self) -> float:
+        return self._lease_timeout
 
-    # -- the scheduler side ----------------------------------------------------
-    async def _connect(self) -> Any:
-        if self._semaphore is not None:
-            return self._semaphore
+    async def global_in_use(self) -> int:
+        """Units held by every process right now, as the allocator counts them
+        (a share not yet expired counts, used or not)."""
+        stats = await self.allocator_statistics()
+        if stats.get("free") is None:
+            return 0
+        return stats["capacity"] - stats["free"]
+
+    async def allocator_statistics(self) -> dict[str, Any]:
+        await self._connect()
+        return await shared_limit_statistics(self._rpc, self._name)
+
+    # -- connecting ---------------------------------------------------------------
+    async def _connect(self) -> None:
+        if self._rpc is not None and self._ready is not None and self._ready.done():
+            return
         if self._ready is None:
             self._ready = asyncio.ensure_future(self._register())
         # Shielded: one caller cancelled must not cancel the registration
         # that the others are waiting for.
-        return await asyncio.shield(self._ready)
+        await asyncio.shield(self._ready)
 
-    async def _register(self) -> Any:
-        from distributed import Semaphore
-
+    async def _register(self) -> None:
         if self._client is not None:
-            sem = Semaphore(
-                max_leases=self._capacity,
-                name=self._name,
-                scheduler_rpc=self._client.scheduler,
-                loop=self._client.loop,
-            )
+            client = self._client
+            rpc, loop = client.scheduler, client.loop
+            self._alive = lambda: client.status not in ("closing", "closed")
         else:
-            sem = Semaphore(max_leases=self._capacity, name=self._name)
-        if sem.loop is None or sem.scheduler is None:
-            raise RuntimeError(
-                f"DistributedCapacityRoot {self._name!r} has no scheduler to talk to: "
-                "pass client=, or use it inside a Dask task"
-            )
-        if sem.loop.asyncio_loop is not asyncio.get_running_loop():
+            try:
+                from distributed import get_worker
+
+                worker = get_worker()
+            except ValueError:
+                raise RuntimeError(
+                    f"DistributedCapacityRoot {self._name!r} has no scheduler to talk to: "
+                    "pass client=, or use it inside a Dask task"
+                ) from None
+            rpc, loop = worker.scheduler, worker.loop
+            self._alive = lambda: worker.status.name not in _WORKER_ENDING
+        if loop is not None and loop.asyncio_loop is not asyncio.get_running_loop():
             raise RuntimeError(
                 f"DistributedCapacityRoot {self._name!r} must be used from the event loop "
                 "of its client or worker"
             )
-        try:
-            await sem
-        except ValueError as exc:  # the scheduler knows this name with another capacity
-            raise ValueError(
-                f"capacity of {self._name!r} must match the one other processes use: {exc}"
-            ) from None
-        self._semaphore = sem
-        return sem
+        await _install(rpc)
+        self._rpc = rpc
+        self._new_member()
+        reply = await self._call(wait=0.0, new=True)
+        if reply is not None and "error" in reply:
+            self._rpc = None
+            self._ready = None
+            raise ValueError(f"capacity of {self._name!r} must match: {reply['error']}")
+        self._keeper = asyncio.ensure_future(self._keep())
 
-    async def _lease(self, leaf: CapacitySource, owner: Any, trace: Any, waited: bool) -> bool:
-        """Get one scheduler lease; True if it had to wait for it."""
-        sem = await self._connect()
-        # A first ask that does not wait: the usual case costs one round trip,
-        # and when the limit is full the trace can say so before waiting.
-        if await self._ask(sem, 0):
-            return waited
-        if trace is not None and not waited:
-            leaf._record(trace, EventKind.WAIT, owner, level=self._name)
-        await self._ask(sem, None)
-        return True
+    def _new_member(self) -> None:
+        self._epoch += 1
+        self._member = f"{uuid.uuid4().hex}"
+        self._grant = self._target = 0
+        self._returning = 0
+        self._contended = False
+        self._safe_until = 0.0
+        self._use_until = math.inf  # until the first answer
+        self._lost_reason = None
 
-    async def _ask(self, sem: Any, timeout: float | None) -> bool:
-        """One ``semaphore.acquire``; if we are cancelled meanwhile, the call
-        goes on, and a lease it still gets is handed straight back instead of
-        staying taken (unrefreshed) until the lease timeout."""
-        task = asyncio.ensure_future(sem.acquire(timeout=timeout))
+    # -- talking to the allocator -------------------------------------------------
+    def _wants(self) -> list[tuple[int, int, int]]:
+        """Per story: (units it could use, units it uses now, units it was
+        granted so far). A story with a waiter could use its whole limit (a
+        runner queues one task at a time)."""
+        wants = []
+        stale = self._stale  # units of a lost share in use: not wanted from the new one
+        for leaf, (used, served, at_gate) in list(self._leaves.items()):
+            waiting = at_gate or leaf.waiting
+            if not waiting and not used:
+                del self._leaves[leaf]
+                continue
+            if stale:
+                cut = min(stale, used)
+                used -= cut
+                stale -= cut
+            wants.append((leaf.capacity if waiting else used, used, served))
+        return wants
+
+    async def _call(self, *, wait: float, new: bool = False) -> dict[str, Any] | None:
+        """One call to the allocator; its answer applied. None if the share is lost."""
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        if sent > self._use_until and not new:
+            # Too long without an answer (this process stood still): the share
+            # may be gone, so it is given up, never renewed.
+            self._give_up_if_late()
+            return None
+        epoch = self._epoch
+        returned, self._returning = self._returning, 0
         try:
-            return await asyncio.shield(task)
+            reply = await self._rpc.storylab_shared_limit(
+                name=self._name,
+                capacity=self.capacity,
+                member=self._member,
+                lease_timeout=self._lease_timeout,
+                returned=returned,
+                wants=self._wants(),
+                wait=wait,
+                new=new,
+            )
         except asyncio.CancelledError:
-            task.add_done_callback(self._return_late_lease)
             raise
+        except Exception as exc:  # the scheduler went away, a broken connection
+            # A scheduler started again may lack the allocator: install it again.
+            _INSTALLED.discard(getattr(self._rpc, "addr", None))
+            if epoch == self._epoch:
+                self._lose(f"the scheduler could not be reached ({exc!r})")
+            return None
+        if epoch != self._epoch:
+            return None  # an answer for a share already given up: ignore it
+        if "error" in reply:
+            return reply
+        if reply.get("lost"):
+            self._lose("the scheduler no longer knew its share (its lease had expired)")
+            return None
+        self._safe_until = max(self._safe_until, sent + self._lease_timeout)
+        self._use_until = self._safe_until - self._attempt_timeout - self._lease_timeout / 10
+        self._target = reply["target"]
+        self._contended = reply["contended"]
+        add = reply["add"]
+        if add:
+            self._grant += add
+        self._give_back_excess()
+        if add and self._gate_waiters:
+            self._serve_gate()
+        if self._watchdog is None:
+            self._arm_watchdog()
+        return reply
 
-    def _return_late_lease(self, task: asyncio.Task) -> None:
-        if not task.cancelled() and task.exception() is None and task.result():
-            self._send_back()
+    async def _keep(self) -> None:
+        """Renew the share (a call that waits on the scheduler for news, at
+        most a tenth of the lease timeout) for as long as the root is used.
+        The scheduler hears from the process at least every tenth of the
+        lease timeout, and the process knows its share is renewed at most two
+        tenths after the fact."""
+        wait = self._lease_timeout / 10
+        while True:
+            if not self._alive():  # the client or worker is closing: nothing to keep
+                return
+            if self._lost_reason is not None:
+                self._new_member()
+                try:
+                    await _install(self._rpc)
+                except Exception:  # still unreachable: try again later
+                    await asyncio.sleep(wait)
+                    continue
+                reply = await self._call(wait=0.0, new=True)
+                if reply is None:
+                    await asyncio.sleep(wait)
+                    continue
+            await self._call(wait=wait)
 
-    def _send_back(self) -> None:
-        call = self._semaphore.release()
-        task = asyncio.ensure_future(call)
-        self._returns.add(task)
-        task.add_done_callback(self._returns.discard)
+    def _update(self) -> None:
+        """Send returns and wants soon: once per turn of the event loop, however
+        many units were released in it (calls may overlap: returns and grants
+        are counted as differences, so their order does not matter)."""
+        if self._rpc is None or self._lost_reason is not None or self._flushing:
+            return
+        self._flushing = True
+        asyncio.get_running_loop().call_soon(self._flush)
 
-    async def _acquire_leased(self, leaf: CapacitySource, owner: Any) -> None:
-        """``leaf.acquire(owner=owner)`` for a tree under this root (see the module doc)."""
-        trace = _CURRENT.get()
-        waited = False
-        # 1. The local levels, recording nothing yet: the unit is not taken
-        #    until its lease is held.
-        if leaf._blocking_level() is None:
-            leaf._take(owner)
-        else:
-            waited = True
-            # _enqueue records the WAIT, naming the full level.
-            future = asyncio.get_running_loop().create_future()
-            waiter = leaf._enqueue(future, None, owner)
-            waiter.trace = None  # the grant is recorded below, once the lease is held
-            try:
-                await future
-            except asyncio.CancelledError:
-                if future.done() and not future.cancelled():
-                    self._untake(leaf, owner)
-                else:
-                    leaf._unqueue(waiter)
-                    self._dispatch()
-                if trace is not None:
-                    leaf._record(trace, EventKind.WAIT_CANCELLED, owner)
-                raise
-        # 2. The scheduler's lease.
+    def _flush(self) -> None:
+        self._flushing = False
+        if self._lost_reason is not None:
+            return
+        self.updates += 1
+        task = asyncio.ensure_future(self._call(wait=0.0))
+        self._calls.add(task)
+        task.add_done_callback(self._called)
+
+    def _called(self, task: asyncio.Task) -> None:
+        self._calls.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: _call handles its own errors
+
+    def _give_back_excess(self) -> None:
+        """Under contention, hand back the units of the share above its target
+        that are not in use."""
+        if not self._contended:
+            return
+        excess = self._grant - max(self._target, self._leased)
+        if excess > 0:
+            self._grant -= excess
+            self._returning += excess
+            self._update()
+
+    # -- losing the share -----------------------------------------------------------
+    def _arm_watchdog(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._watchdog = loop.call_later(min(0.1, self._lease_timeout / 20), self._check)
+
+    def _check(self) -> None:
+        self._watchdog = None
+        if self._rpc is None or not self._alive():
+            return  # closed, or the client or worker is closing
+        keeper = self._keeper
+        if keeper is not None and keeper.done() and self._lost_reason is None:
+            # Nothing renews the share any more (this should not happen):
+            # stop using it rather than outlive its lease.
+            self._lose("the renewal of its share stopped")
+            self._keeper = asyncio.ensure_future(self._keep())  # and start a new share
+        self._give_up_if_late()
+        self._arm_watchdog()
+
+    def _give_up_if_late(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now > self._use_until and self._lost_reason is None:
+            late = now - (self._safe_until - self._lease_timeout)
+            self._lose(
+                f"no answer from the scheduler for {late:.1f} s (lease timeout "
+                f"{self._lease_timeout:g} s)"
+            )
+
+    def _lose(self, reason: str) -> None:
+        """The share may be gone: stop using it at once (see the module doc)."""
+        if self._lost_reason is not None:
+            return
+        self._lost_reason = reason
+        self._epoch += 1  # answers still on their way are for the old share: ignored
+        in_use = self._leased
+        # Units still in use belong to the old share: freed as they come back,
+        # never counted in a new one. The old lease is never renewed: the
+        # scheduler frees its units once it expires.
+        self._stale += in_use
+        self._leased = 0
+        self._grant = self._target = 0
+        self._returning = 0
+        self._use_until = -math.inf
+        guarded = [(t, g) for t, g in self._guarded.items() if not t.done()]
+        for task, guard in guarded:
+            guard.lost = reason
+            task.cancel(f"the share of {self._name!r} was lost")
+        for call in list(self._calls):
+            call.cancel()
+        if not (guarded or in_use):
+            log.debug("storylab: the empty share of %r was given up: %s", self._name, reason)
+            return
+        self.losses += 1
+        log.warning(
+            "storylab: this process lost its share of the global limit %r: %s; cancelled %d "
+            "running stor%s (%d unit%s in use) and will start again with a new share",
+            self._name,
+            reason,
+            len(guarded),
+            "y" if len(guarded) == 1 else "ies",
+            in_use,
+            "" if in_use == 1 else "s",
+        )
+
+    def guard(self) -> _Guard:
+        """``async with root.guard():`` cancels the body if this process's share
+        is lost (before anything more is sent under it), and raises
+        :class:`SharedLimitLost` in its place."""
+        return _Guard(self)
+
+    # -- the lease gate (capacity.LeaseGate) ------------------------------------------
+    async def lease(self, leaf: CapacitySource, owner: Any, waiting: Callable[[], None]) -> None:
+        """A unit of this process's share for a unit taken on the local levels:
+        at once if the share has room, else once the allocator sends one."""
+        entry = self._leaves.get(leaf)
+        if entry is None:
+            entry = self._leaves[leaf] = [0, 0, 0]
+        if (
+            self._leased < self._grant
+            and not self._gate_waiters
+            and asyncio.get_running_loop().time() <= self._use_until
+        ):
+            self._leased += 1
+            entry[0] += 1
+            entry[1] += 1
+            return
+        waiting()
+        future = asyncio.get_running_loop().create_future()
+        item = (leaf, future)
+        self._gate_waiters.append(item)
+        entry[2] += 1
         try:
-            waited = await self._lease(leaf, owner, trace, waited)
+            if self._rpc is None:
+                # The first call carries this want; its answer may serve it.
+                await self._connect()
+            else:
+                self._update()  # held back by the share: tell the allocator
+            await future
         except BaseException:
-            self._untake(leaf, owner)
-            if trace is not None and waited:
-                leaf._record(trace, EventKind.WAIT_CANCELLED, owner)
+            if future.done() and not future.cancelled():
+                self.give_back(leaf, owner)  # granted as we were cancelled
+            else:
+                future.cancel()
+                if item in self._gate_waiters:
+                    self._gate_waiters.remove(item)
+                    entry[2] -= 1
             raise
-        self._leased += 1
-        if trace is not None:
-            leaf._record(trace, EventKind.GRANT if waited else EventKind.ACQUIRE, owner)
 
-    def _untake(self, leaf: CapacitySource, owner: Any) -> None:
-        """Give back a local unit that never got its lease (nothing to return)."""
-        holders = leaf._holders
-        held = holders[owner]
-        if held == 1:
-            del holders[owner]
-        else:
-            holders[owner] = held - 1
-        for src in leaf._path:
-            src._in_use -= 1
-        if self._queued:
-            self._dispatch()
+    def _serve_gate(self) -> None:
+        """Hand room in the share to waiting units: the story with the fewest
+        units in use first, then the one waiting longest."""
+        waiters = self._gate_waiters
+        leaves = self._leaves
+        while waiters and self._leased < self._grant:
+            best = min(range(len(waiters)), key=lambda i: (leaves[waiters[i][0]][0], i))
+            leaf, future = waiters[best]
+            del waiters[best]
+            entry = leaves[leaf]
+            entry[2] -= 1
+            if future.done():  # cancelled while waiting
+                continue
+            self._leased += 1
+            entry[0] += 1
+            entry[1] += 1
+            future.set_result(None)
 
-    def _return_lease(self) -> None:
-        # Called by release() after the local levels were freed.
+    def give_back(self, leaf: CapacitySource, owner: Any) -> None:
+        """A unit released on the local levels: back to the share (or, while
+        stories elsewhere wait and this process is above its target, back to
+        the allocator)."""
+        self._last_use = time.monotonic()
+        entry = self._leaves.get(leaf)
+        if entry is not None:
+            entry[0] -= 1
+        if self._stale:
+            self._stale -= 1
+            return
         self._leased -= 1
-        self._send_back()
+        if self._contended:
+            # Stories wait somewhere: a unit above this process's target goes
+            # back to the allocator; one within it serves the stories here,
+            # and the allocator hears how far they got (it moves the target).
+            if self._grant > self._target:
+                self._grant -= 1
+                self._returning += 1
+            self._update()
+        elif self._idle is None and not self._gate_waiters:
+            self._idle = asyncio.get_running_loop().call_later(IDLE_RETURN, self._idle_check)
+        if self._gate_waiters:
+            self._serve_gate()
+
+    def _idle_check(self) -> None:
+        self._idle = None
+        if self._gate_waiters or self._lost_reason is not None:
+            return
+        since = time.monotonic() - self._last_use
+        if since < IDLE_RETURN:
+            self._idle = asyncio.get_running_loop().call_later(
+                IDLE_RETURN - since, self._idle_check
+            )
+            return
+        unused = self._grant - self._leased
+        if unused > 0:
+            self._grant -= unused
+            self._returning += unused
+            self._update()
 
     async def drain(self) -> None:
-        """Wait until every lease given back has reached the scheduler."""
-        while self._returns:
-            await asyncio.gather(*self._returns, return_exceptions=True)
+        """Give back every unused unit of the share now, and wait until the
+        allocator has it."""
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        if self._rpc is None or self._lost_reason is not None:
+            return
+        unused = self._grant - self._leased
+        if unused > 0:
+            self._grant -= unused
+            self._returning += unused
+        while self._calls:
+            await asyncio.gather(*self._calls, return_exceptions=True)
+        if self._returning:
+            await self._call(wait=0.0)
+
+    async def close(self) -> None:
+        """Stop renewing the share and give back what is unused."""
+        await self.drain()
+        for handle in (self._watchdog, self._idle):
+            if handle is not None:
+                handle.cancel()
+        self._watchdog = self._idle = None
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
+            self._keeper = None
+        # Units still in use stay counted under the old share until it
+        # expires; a later use of the root starts a new one.
+        self._stale += self._leased
+        self._leased = self._grant = 0
+        self._epoch += 1
+        self._rpc = self._ready = None
 
     def __repr__(self) -> str:
         return (
-            f"<DistributedCapacityRoot {self._name!r} {self._in_use}/{self._capacity} in use "
-            f"here ({self._leased} leased), {self.waiting} waiting>"
+            f"<DistributedCapacityRoot {self._name!r} {self.leased} in use here of a share of "
+            f"{self._grant} (limit {self.capacity}), {self.waiting + len(self._gate_waiters)} "
+            "waiting>"
         )
+
+
+class _Guard:
+    __slots__ = ("_root", "_task", "lost")
+
+    def __init__(self, root: DistributedCapacityRoot) -> None:
+        self._root = root
+        self._task: asyncio.Task | None = None
+        self.lost: str | None = None
+
+    async def __aenter__(self) -> DistributedCapacityRoot:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("guard() needs a running task")
+        self._task = task
+        self._root._guarded[task] = self
+        return self._root
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        root, task = self._root, self._task
+        root._guarded.pop(task, None)
+        if self.lost is not None and task is not None and task.uncancel() == 0:
+            # Cancelled by the loss (whatever the body turned that into).
+            raise SharedLimitLost(
+                f"cancelled: this process lost its share of {root._name!r} ({self.lost})"
+            ) from None
+        return False
+
+
+def _configured_lease_timeout() -> float:
+    try:
+        import dask
+        from dask.utils import parse_timedelta
+    except ModuleNotFoundError:  # pragma: no cover - depends on the install
+        return DEFAULT_LEASE_TIMEOUT
+    value = dask.config.get(LEASE_TIMEOUT_KEY, None)
+    if value is None:
+        return DEFAULT_LEASE_TIMEOUT
+    return float(parse_timedelta(value))

@@ -10,9 +10,11 @@ source has tasks:
 
 Results come back through :meth:`~HierarchicalTaskPoolRunner.run_tasks`, an
 async generator of :class:`TaskProgressEnvelope`, in the order tasks finish.
-A slot is refilled the moment a task ends, whether or not the consumer has
-read the result yet. One task's failure becomes an ``ERROR`` envelope and the
-others go on.
+A slot is refilled as soon as a task ends (the unit it gives back goes to
+whoever the capacity source's policy picks; if that is this runner, its
+filler resumes on the next step of the event loop), whether or not the
+consumer has read the result yet. One task's failure becomes an ``ERROR``
+envelope and the others go on.
 
 Stopping early is part of the design. Use the stream as an async context
 manager, so that leaving the block for any reason (``break``, an exception,
@@ -41,7 +43,6 @@ that resolves to an async iterator is streamed too.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import itertools
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
@@ -50,7 +51,7 @@ from enum import StrEnum
 from types import CoroutineType
 from typing import Any
 
-from storylab.scheduling.capacity import CapacitySource, _Waiter
+from storylab.scheduling.capacity import CapacitySource
 from storylab.scheduling.sources import EXHAUSTED, TaskSource, as_source
 from storylab.scheduling.trace import _CURRENT, _TASK, EventKind
 
@@ -269,14 +270,13 @@ class HierarchicalTaskPoolRunner:
 
 
 class _Run:
-    """The state of one ``run_tasks`` call: filling, workers and result queue.
+    """The state of one ``run_tasks`` call: the fill loop, workers and result queue.
 
-    Filling (take a unit, then pull a task, then start it) happens in one of
-    two ways. With a synchronous source it happens inline: at the start, and
-    then inside the capacity source's grant callback, in the very step in
-    which some task gave a unit back, so no task switch is spent on it. With
-    an asynchronous source (pulling may await, e.g. to create an entity) a
-    driver task does the same loop with ``await``.
+    One task, the *filler*, fills the pool (:meth:`fill`): take a unit, then
+    pull a task, then start it, again and again. When no unit is free it
+    waits in the capacity source's queue like any ``acquire()``; a worker
+    that ends gives its unit back and the source decides who is served next.
+    Nothing ever calls into the filler: it is resumed by the event loop.
     """
 
     __slots__ = (
@@ -284,12 +284,10 @@ class _Run:
         "stop_on_error",
         "results",
         "wakeup",
-        "driver",
+        "filler",
         "workers",
         "exhausted",
-        "waiter",
         "closing",
-        "context",
         "loop",
     )
 
@@ -298,17 +296,13 @@ class _Run:
         self.stop_on_error = stop_on_error
         self.results: deque[Any] = deque()
         self.wakeup: asyncio.Future | None = None
-        self.driver: asyncio.Task | None = None
+        self.filler: asyncio.Task | None = None
         # Workers by task id, each holding one unit. A worker removes itself and
         # gives its unit back in its own ``finally``; one cancelled before its
         # first step never runs that, so shutdown() settles what is left here.
         self.workers: dict[int, asyncio.Task] = {}
         self.exhausted = False
-        self.waiter: _Waiter | None = None  # our queued grant callback, if any
         self.closing = False
-        # Workers started from a grant callback run in the consumer's context,
-        # not in that of whichever task happened to release the unit.
-        self.context = contextvars.copy_context()
 
     def push(self, item: Any) -> None:
         self.results.append(item)
@@ -318,95 +312,39 @@ class _Run:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        # The inline path needs a unit to be had without awaiting: a capacity
-        # shared with other processes (capacity.sync False) goes through drive().
-        if self.runner.source.sync and self.runner.capacity.sync:
-            self.fill()
-        else:
-            self.driver = loop.create_task(self.drive())
+        self.filler = loop.create_task(self.fill())
 
-    # -- synchronous sources ------------------------------------------------
-    def fill(self) -> None:
-        """Start tasks while units can be had; then queue for the next unit."""
-        runner = self.runner
-        capacity = runner.capacity
-        while not self.closing:
-            owner = (runner.key, runner._started + 1)
-            waiter = capacity._acquire_or_call(self.on_grant, owner)
-            if waiter is not None:
-                self.waiter = waiter
-                return
-            if not self.start_next(owner):
-                return
-
-    def on_grant(self) -> None:
-        self.context.run(self._granted)
-
-    def _granted(self) -> None:
-        # Called by the capacity source with a unit already taken for us.
-        runner = self.runner
-        granted, self.waiter = self.waiter, None
-        assert granted is not None  # a grant comes only while we are queued
-        owner = granted.owner
-        if self.closing:
-            runner.capacity.release(owner=owner)
-            return
-        if self.start_next(owner):
-            # Queue again rather than take more units here: the source may
-            # still have waiters that its policy prefers to us.
-            owner = (runner.key, runner._started + 1)
-            self.waiter = runner.capacity._queue_call(self.on_grant, owner, granted)
-
-    def start_next(self, owner: tuple[str, int]) -> bool:
-        """Pull one task for the unit we hold and start it; False when done."""
-        runner = self.runner
-        try:
-            thunk = runner.source.pull_nowait()
-        except BaseException as exc:  # the source itself failed: not a task error
-            runner.capacity.release(owner=owner)
-            self.closing = True
-            self.push(_Raise(exc))
-            return False
-        if thunk is EXHAUSTED:
-            runner.capacity.release(owner=owner)
-            self.finish_pulling()
-            return False
-        self.spawn(thunk)
-        return True
-
-    def spawn(self, thunk: Callable[[], Any]) -> None:
-        runner = self.runner
-        runner._started += 1
-        runner._active += 1
-        self.workers[runner._started] = self.loop.create_task(self.work(runner._started, thunk))
-
-    def finish_pulling(self) -> None:
-        self.exhausted = True
-        if self.runner._active == 0:
-            self.push(_DONE)
-
-    # -- asynchronous sources -----------------------------------------------
-    async def drive(self) -> None:
+    async def fill(self) -> None:
+        """Take a unit, then pull the next task for it, then start it; until the
+        source is exhausted or the run closes."""
         runner = self.runner
         capacity = runner.capacity
         source = runner.source
+        key = runner.key
+        release = capacity.release
+        acquire = capacity.acquire
         try:
             while not self.closing:
-                owner = (runner.key, runner._started + 1)
-                await capacity.acquire(owner=owner)
+                owner = (key, runner._started + 1)
+                await acquire(owner=owner)  # returns at once when a unit is free
                 if self.closing:  # a task failed under stop_on_error meanwhile
-                    capacity.release(owner=owner)
+                    release(owner=owner)
                     return
                 try:
-                    thunk = await source.pull()
+                    thunk = source.pull_nowait() if source.sync else await source.pull()
                 except BaseException:
-                    capacity.release(owner=owner)
+                    release(owner=owner)
                     raise
                 if thunk is EXHAUSTED:
-                    capacity.release(owner=owner)
+                    release(owner=owner)
                     break
-                self.spawn(thunk)
-            self.finish_pulling()
+                runner._started += 1
+                runner._active += 1
+                task_id = runner._started
+                self.workers[task_id] = self.loop.create_task(self.work(task_id, thunk))
+            self.exhausted = True
+            if runner._active == 0:
+                self.push(_DONE)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # the source itself failed: not a task error
@@ -494,7 +432,7 @@ class _Run:
         )
 
     async def shutdown(self) -> None:
-        """Cancel the driver and every task still running, wait until they are
+        """Cancel the filler and every task still running, wait until they are
         gone, give back what they held and close the source.
 
         Runs to its end even if the closing task is cancelled again while it
@@ -502,10 +440,7 @@ class _Run:
         with nothing running behind it.
         """
         self.closing = True
-        if self.waiter is not None:
-            self.runner.capacity._withdraw(self.waiter)
-            self.waiter = None
-        tasks = (self.driver, *self.workers.values())
+        tasks = (self.filler, *self.workers.values())
         pending = [t for t in tasks if t is not None and not t.done()]
         for task in pending:
             task.cancel()

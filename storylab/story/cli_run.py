@@ -204,9 +204,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lease-timeout",
         type=_positive("a number of seconds"),
-        default=10.0,
+        default=None,
         metavar="SECONDS",
-        help="--cluster: a dead worker's global units come back after this long (default 10)",
+        help="--cluster: a dead or stopped worker's global units come back after this long; "
+        "at least twice --attempt-timeout (default 10, or twice --attempt-timeout if that is more)",
     )
     parser.add_argument(
         "--no-retry",
@@ -383,16 +384,23 @@ def _run_on_cluster(topics, customization, settings, args, out: TextIO) -> int:
         return _fail('--cluster needs Dask distributed: pip install "storylab[dask]"')
     from storylab.entities import EntityGraph
     from storylab.entities.blobs import write_atomically
-    from storylab.story.cluster import gather_stories, open_cluster, submit_stories
+    from storylab.story.cluster import (
+        cluster_lease_timeout,
+        gather_stories,
+        open_cluster,
+        submit_stories,
+    )
     from storylab.story.entities import story_html
 
+    try:
+        lease_timeout = cluster_lease_timeout(args.lease_timeout, settings)
+    except ValueError as exc:
+        return _fail(str(exc))
     out_dir = Path(args.out)
     code = 0
     with ExitStack() as stack:
         try:
-            client = stack.enter_context(
-                open_cluster(args.cluster, lease_timeout=args.lease_timeout)
-            )
+            client = stack.enter_context(open_cluster(args.cluster, lease_timeout=lease_timeout))
         except OSError as exc:  # no scheduler at that address, a refused connection
             return _fail(
                 f"--cluster {args.cluster}: cannot reach the scheduler ({exc})", EXIT_FAILED
@@ -406,7 +414,7 @@ def _run_on_cluster(topics, customization, settings, args, out: TextIO) -> int:
             graph=args.graph,
             settings=settings,
             retry_failed=not args.no_retry,
-            lease_timeout=args.lease_timeout,
+            lease_timeout=lease_timeout,
         )
         print(f"graph: {path}", file=out, flush=True)
         with EntityGraph.open(path, create=False) as graph:
@@ -428,9 +436,15 @@ def _run_on_cluster(topics, customization, settings, args, out: TextIO) -> int:
                     page = out_dir / f"{page_file_name(story.pipeline, story.topic)}.html"
                     write_atomically(page, html.encode("utf-8"))
                     say += f" -> {page}"
+                where = f"worker pid {story.pid}"
+                if story.restarts:
+                    where += (
+                        f", run again {story.restarts}x: its worker stood still and lost "
+                        "its share of the global limit"
+                    )
                 from storylab.story.words import user_line
 
-                print(user_line(f"{say} (worker pid {story.pid})"), file=out, flush=True)
+                print(user_line(f"{say} ({where})"), file=out, flush=True)
 
             try:
                 run = gather_stories(client, futures, path, on_story=finished)

@@ -3,17 +3,21 @@
 Why: one process shares its global image limit between its own stories. To
 use more processes (or machines) without multiplying that limit, each story
 runs as a Dask task on some worker process, and every worker takes its
-global units from the same :class:`~storylab.scheduling.distributed.DistributedCapacityRoot`,
-a semaphore on the Dask scheduler. Per-story limits stay local.
+global units from the same :class:`~storylab.scheduling.distributed.DistributedCapacityRoot`:
+a share of the limit, allocated from the Dask scheduler so that the stories
+of all workers get the same number of units. Per-story limits stay local.
 
 All workers open the same SQLite graph file, so they must share its file
 system (one machine, as with ``local:N``). The graph's leases make sure no
 node runs twice: if a worker dies, Dask runs its story again on another
 worker, which finds the finished pictures stored, takes over the nodes the
 dead process was running (its pid is gone, so its leases are void at once)
-and only draws what is left. The dead worker's semaphore leases come back
-after the lease timeout (``lease_timeout``, which sets the Dask setting
-``distributed.scheduler.locks.lease-timeout``).
+and only draws what is left. The dead worker's share of the global limit
+comes back after ``lease_timeout``; a worker that was stopped for that long
+cancels its stories at once when it wakes (their requests may otherwise
+overbook the service) and runs them again under a new share. The lease
+timeout must be at least twice the image backend's per-attempt deadline
+(see :func:`~storylab.scheduling.distributed.check_lease_rule`).
 
 Each worker records a :class:`~storylab.scheduling.Trace` on the wall clock
 and sends it back with the story's result; :func:`run_stories_on_cluster`
@@ -44,7 +48,11 @@ from storylab.story.settings import StorySettings
 __all__ = [
     "ClusterRun",
     "StoryAttempt",
+    "attempt_timeout_of",
+    "check_cluster_lease",
+    "cluster_lease_timeout",
     "gather_stories",
+    "global_units_out",
     "lease_settings",
     "open_cluster",
     "parse_cluster",
@@ -56,6 +64,14 @@ _LOCAL = re.compile(r"local:(\d+)")
 _TCP = re.compile(r"tcp://[^\s/:]+:\d{1,5}")
 CLUSTER_HELP = "local:N (N worker processes on this machine, N >= 1) or tcp://host:port"
 DEFAULT_LEASE_TIMEOUT = 10.0
+# Stories are async tasks: they wait on images, not on a thread, and Dask runs
+# at most as many tasks per worker as it has threads. A local cluster's
+# workers take this many stories at once (the threads are only started if
+# something needs them).
+STORIES_PER_WORKER = 64
+# A story cancelled because its worker lost its share is run again at most
+# this many times on that worker before the error is reported.
+RESTARTS = 3
 
 
 def parse_cluster(spec: Any) -> int | str:
@@ -73,6 +89,38 @@ def _check_lease_timeout(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ValueError(f"lease_timeout must be a number of seconds > 0; got {value!r}")
     return float(value)
+
+
+def attempt_timeout_of(settings: StorySettings | None) -> float | None:
+    """The image backend's per-attempt deadline (None for in-process backends)."""
+    images = getattr(settings, "images", None)
+    value = getattr(images, "attempt_timeout", None)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def cluster_lease_timeout(lease_timeout: float | None, settings: StorySettings | None) -> float:
+    """``storylab run --cluster``'s lease timeout: ``--lease-timeout`` checked
+    against ``--attempt-timeout``, or when not given the default (10 s, or
+    twice the per-attempt deadline if that is longer)."""
+    if lease_timeout is None:
+        attempt = attempt_timeout_of(settings)
+        lease_timeout = max(DEFAULT_LEASE_TIMEOUT, 2 * attempt if attempt else 0.0)
+    return check_cluster_lease(
+        lease_timeout, settings, names=("--lease-timeout", "--attempt-timeout")
+    )
+
+
+def check_cluster_lease(
+    lease_timeout: Any,
+    settings: StorySettings | None,
+    names: tuple[str, str] = ("lease_timeout", "the image backend's attempt_timeout"),
+) -> float:
+    """``lease_timeout`` if it keeps the timing rule with the settings' image
+    backend, else a ValueError naming both (see ``check_lease_rule``)."""
+    from storylab.scheduling.distributed import check_lease_rule
+
+    _check_lease_timeout(lease_timeout)
+    return check_lease_rule(lease_timeout, attempt_timeout_of(settings), names=names)
 
 
 def lease_settings(lease_timeout: float) -> dict[str, str]:
@@ -111,7 +159,7 @@ def open_cluster(
             with (
                 LocalCluster(
                     n_workers=target,
-                    threads_per_worker=4,
+                    threads_per_worker=STORIES_PER_WORKER,
                     processes=True,
                     dashboard_address="127.0.0.1:0",
                     host="127.0.0.1",
@@ -135,6 +183,9 @@ class StoryAttempt:
     pid: int
     worker: str
     trace: Trace
+    # Times the story was cancelled and run again on its worker because the
+    # worker lost its share of the global limit (it stood still too long).
+    restarts: int = 0
 
 
 @dataclass
@@ -154,16 +205,18 @@ class ClusterRun:
 
 # One root per worker process and event loop, so the stories of one worker
 # share its local share of the global limit (and the fair order within it).
-_ROOTS: dict[tuple[str, int, int], Any] = {}
+_ROOTS: dict[tuple[Any, ...], Any] = {}
 
 
-def _worker_root(name: str, limit: int) -> Any:
+def _worker_root(name: str, limit: int, lease_timeout: float, attempt_timeout: float | None) -> Any:
     from storylab.scheduling.distributed import DistributedCapacityRoot
 
-    key = (name, limit, id(asyncio.get_running_loop()))
+    key = (name, limit, lease_timeout, attempt_timeout, id(asyncio.get_running_loop()))
     root = _ROOTS.get(key)
     if root is None:
-        root = _ROOTS[key] = DistributedCapacityRoot(limit, name=name)
+        root = _ROOTS[key] = DistributedCapacityRoot(
+            limit, name=name, lease_timeout=lease_timeout, attempt_timeout=attempt_timeout
+        )
     return root
 
 
@@ -194,24 +247,39 @@ async def _attempt(
     from distributed import get_worker
 
     from storylab.entities import EntityGraph
+    from storylab.scheduling.distributed import SharedLimitLost
     from storylab.story.entities import create_story
     from storylab.story.settings import use_settings
 
-    # Set in the worker itself: a process refreshes its leases at a fifth of
-    # the timeout it reads here (a worker on another machine has its own config).
+    # Set in the worker itself (a worker on another machine has its own config).
     dask.config.set(lease_settings(lease_timeout))
-    root = _worker_root(root_name, settings.global_limit)
-    graph = EntityGraph.open(graph_path, create=False)
-    try:
-        pipeline = create_story(graph, topic, customization, retry_failed=retry_failed)
-        with (
-            Trace(meta=dict(meta), clock=time.time) as trace,
-            use_settings(replace(settings, global_source=root)),
-        ):
-            result = await pipeline.run()
-        graph.flush()  # stored before it is reported
-    finally:
-        graph.close()
+    root = _worker_root(
+        root_name, settings.global_limit, lease_timeout, attempt_timeout_of(settings)
+    )
+    restarts = 0
+    while True:
+        graph = EntityGraph.open(graph_path, create=False)
+        try:
+            pipeline = create_story(graph, topic, customization, retry_failed=retry_failed)
+            with (
+                Trace(meta=dict(meta, restarts=restarts), clock=time.time) as trace,
+                use_settings(replace(settings, global_source=root)),
+            ):
+                async with root.guard():
+                    result = await pipeline.run()
+            graph.flush()  # stored before it is reported
+        except SharedLimitLost:
+            # Cancelled at once, before anything more was sent under the old
+            # share; what was stored stays, and the story resumes from it.
+            restarts += 1
+            if restarts > RESTARTS:
+                raise
+            continue
+        finally:
+            graph.close()
+        break
+    # The trace saw this process's share; the line stands for the whole limit.
+    trace.meta.setdefault("limits", {})[root_name] = settings.global_limit
     await root.drain()
     return StoryAttempt(
         topic=topic,
@@ -221,7 +289,18 @@ async def _attempt(
         pid=os.getpid(),
         worker=get_worker().address,
         trace=trace,
+        restarts=restarts,
     )
+
+
+def global_units_out(client: Any, name: str) -> int:
+    """Units of the shared limit ``name`` that the scheduler counts as held
+    right now, by every worker together (``client`` a ``distributed.Client``;
+    the limit of ``storylab run --cluster`` is named ``storylab-global-N``)."""
+    from storylab.scheduling.distributed import shared_limit_statistics
+
+    stats = client.sync(shared_limit_statistics, client.scheduler, name)
+    return 0 if stats.get("free") is None else stats["capacity"] - stats["free"]
 
 
 def _check_requests(
@@ -262,9 +341,9 @@ def submit_stories(
     from storylab.entities import EntityGraph
     from storylab.story.entities import create_story
 
-    lease_timeout = _check_lease_timeout(lease_timeout)
     topics = list(topics)
     settings = _check_requests(topics, customization, settings)
+    lease_timeout = check_cluster_lease(lease_timeout, settings)
     with EntityGraph.open(graph) as g:
         path = str(Path(g.path).resolve())
         pipelines = [create_story(g, t, customization, retry_failed=retry_failed) for t in topics]
@@ -352,7 +431,7 @@ def run_stories_on_cluster(
     _check_lease_timeout(lease_timeout)
     if isinstance(topics, str):
         raise ValueError("topics must be a list naming at least one story, not one string")
-    _check_requests(list(topics), customization, settings)
+    check_cluster_lease(lease_timeout, _check_requests(list(topics), customization, settings))
     with open_cluster(cluster, lease_timeout=lease_timeout) as client:
         futures, path = submit_stories(
             client,

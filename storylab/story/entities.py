@@ -157,7 +157,7 @@ class ImageGenerationEntity(RunnableEntity):
             )
         yield self.status("RUNNING", f"Saving {placeholder} to the blob store")
         content_type = content_type_for(image.format)
-        key = self.graph.blobs.put(image.data, content_type)
+        key = self.store_blob(image.data, content_type)  # not once our lease is lost
         result = GeneratedImageResult(
             placeholder=placeholder,
             content_type=content_type,
@@ -288,7 +288,7 @@ class StoryPipelineEntity(RunnableEntity):
         # it. If it cannot be stored the pipeline fails, and running it again
         # assembles the page from the pictures already drawn.
         try:
-            html_key = self.graph.blobs.put(html.encode("utf-8"), "text/html")
+            html_key = self.store_blob(html.encode("utf-8"), "text/html")
         except OSError as exc:
             raise PageNotStoredError(
                 f"the story page could not be stored in {self.graph.blobs.root} "

@@ -9,7 +9,19 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["COLOURS", "MARK_COLOUR", "WAIT_COLOURS", "Status", "status_from_node", "status_colour"]
+__all__ = [
+    "BAR_COLOURS",
+    "COLOURS",
+    "MARK_COLOUR",
+    "OKABE_ITO",
+    "REUSED_COLOUR",
+    "SERIES",
+    "WAIT_COLOURS",
+    "Status",
+    "status_colour",
+    "series_style",
+    "status_from_node",
+]
 
 
 class Status(StrEnum):
@@ -22,19 +34,37 @@ class Status(StrEnum):
     CANCELLED = "cancelled"
 
 
+# Okabe & Ito's colour-blind-safe set (2008): the eight colours stay apart for
+# the common colour-vision deficiencies. Colour is never the only cue: every
+# status also has a glyph (· ▶ ✓ ✗ ⊘) or a word, waits a hatch and a label.
+OKABE_ITO = {
+    "orange": "#e69f00",
+    "sky blue": "#56b4e9",
+    "bluish green": "#009e73",
+    "yellow": "#f0e442",
+    "blue": "#0072b2",
+    "vermillion": "#d55e00",
+    "reddish purple": "#cc79a7",
+    "black": "#000000",
+}
+
 COLOURS: dict[Status, str] = {
-    Status.WAITING: "#9e9e9e",  # grey: exists (or is announced) but holds no unit yet
-    Status.RUNNING: "#1f77b4",  # blue
-    Status.COMPLETED: "#2ca02c",  # green
-    Status.FAILED: "#d62728",  # red
-    Status.CANCELLED: "#8c564b",  # brown
+    Status.WAITING: "#767676",  # grey dark enough to read as text on white (4.5:1)
+    Status.RUNNING: OKABE_ITO["blue"],
+    Status.COMPLETED: OKABE_ITO["bluish green"],
+    Status.FAILED: OKABE_ITO["vermillion"],
+    Status.CANCELLED: OKABE_ITO["reddish purple"],
 }
 
 # Waiting bars on the timeline, by which level of the capacity tree held them.
 # Index 0 is the task's own (leaf) limit, 1 its parent (the global limit), ...
-WAIT_COLOURS: tuple[str, ...] = ("#ffbb78", "#c5b0d5", "#f7b6d2", "#dbdb8d")
+WAIT_COLOURS: tuple[str, ...] = (OKABE_ITO["orange"], OKABE_ITO["sky blue"],
+                                 OKABE_ITO["yellow"], "#bbbbbb")
 # Marks inside a task (an HTTP retry, say): dark so they read on any bar.
-MARK_COLOUR = "#7b1fa2"
+MARK_COLOUR = OKABE_ITO["black"]
+# Something taken from the graph instead of being run again (a resumed story's
+# finished pictures): its own colour and, where drawn, a dotted outline.
+REUSED_COLOUR = OKABE_ITO["reddish purple"]
 
 # Entity node statuses as stored in the graph ("Pending", "InProgress", ...).
 _NODE_STATUS = {
@@ -58,3 +88,25 @@ def status_from_node(node_status: str) -> Status:
 
 def status_colour(status: Status | str) -> str:
     return COLOURS[Status(status)]
+
+
+# Progress bars drawn as plain HTML (the static snapshot), by ipywidgets bar style.
+BAR_COLOURS = {"success": OKABE_ITO["bluish green"], "warning": OKABE_ITO["orange"],
+               "danger": OKABE_ITO["vermillion"], "info": OKABE_ITO["sky blue"],
+               "": OKABE_ITO["blue"]}
+
+# Several runs on one chart: colours in this order, each with its own line
+# style, so two lines stay apart in grey print too.
+SERIES: tuple[tuple[str, str], ...] = (
+    (OKABE_ITO["blue"], "-"),
+    (OKABE_ITO["orange"], "--"),
+    (OKABE_ITO["bluish green"], "-."),
+    (OKABE_ITO["reddish purple"], ":"),
+    (OKABE_ITO["sky blue"], "-"),
+    (OKABE_ITO["vermillion"], "--"),
+)
+
+
+def series_style(i: int) -> tuple[str, str]:
+    """(colour, line style) of the ``i``-th line of a chart."""
+    return SERIES[i % len(SERIES)]

@@ -20,7 +20,8 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
-from storylab.viz._palette import COLOURS, status_from_node
+from storylab.viz._figure import new_figure
+from storylab.viz._palette import COLOURS, REUSED_COLOUR, status_from_node
 
 if TYPE_CHECKING:  # pragma: no cover
     import networkx as nx
@@ -32,9 +33,13 @@ __all__ = [
     "LiveEntityTree",
     "add_missing_children",
     "entity_graph",
+    "entity_tree_summary",
     "plot_entity_tree",
     "tree_layout",
 ]
+
+# A glyph inside every node, so a status reads without its colour.
+_GLYPHS = {"Pending": "·", "InProgress": "▶", "Completed": "✓", "Failed": "✗", "Cancelled": "⊘"}
 
 _NODE_STATUSES = ("Pending", "InProgress", "Completed", "Failed")
 
@@ -164,6 +169,8 @@ def plot_entity_tree(
     ax: Axes | None = None,
     title: str | None = None,
     missing: Iterable[str] = (),
+    run_started: float | None = None,
+    time_scale: float | None = None,
 ) -> Figure:
     """Draw the entity tree(s) under ``roots`` top-down, coloured by status.
 
@@ -177,10 +184,79 @@ def plot_entity_tree(
     no node in the graph (a picture not stored before a crash, say): they are
     drawn as hollow, dashed nodes after the real children, so what is absent
     is as visible as what is there.
+
+    Every node carries a glyph for its status (✓ ▶ · ✗) and, once finished,
+    how long it ran under its label: wall seconds, or model seconds when
+    ``time_scale`` (wall seconds per model second) is given. With
+    ``run_started`` (epoch seconds, e.g. ``time.time()`` taken before a
+    resumed run), a Completed node that finished before it is drawn as
+    *reused from the graph* (↺, its own colour, a dotted outline): the run
+    handed back its stored result instead of running it again.
+    ``fig.storylab_summary`` is the picture's one-line text equivalent.
     """
     g = entity_graph(graph, roots)
     add_missing_children(g, missing)
-    return draw_entity_graph(g, ax=ax, title=title)
+    return draw_entity_graph(g, ax=ax, title=title, run_started=run_started,
+                             time_scale=time_scale)
+
+
+def _shown_labels(g: nx.DiGraph) -> dict[str, str]:
+    """``Type (name)``, or just the name among three or more siblings of one type.
+
+    Seven ``ImageGenerationEntity (image-{{IMAGE_n}})`` labels in a row say
+    the type seven times and crowd out the names; the type is then said once,
+    in the axis label.
+    """
+    out = {n: g.nodes[n]["label"] for n in g}
+    for parent in g:
+        kids = list(g.successors(parent))
+        types: dict[Any, int] = {}
+        for k in kids:
+            types[g.nodes[k]["type"]] = types.get(g.nodes[k]["type"], 0) + 1
+        for k in kids:
+            t = g.nodes[k]["type"]
+            if t is not None and types[t] >= 3:
+                out[k] = g.nodes[k]["name"]
+    return out
+
+
+def _reused(data: dict[str, Any], run_started: float | None) -> bool:
+    finished = data.get("finished_at")
+    return (run_started is not None and data.get("status") == "Completed"
+            and finished is not None and finished < run_started)
+
+
+def _duration_text(data: dict[str, Any], time_scale: float | None) -> str | None:
+    duration = data.get("duration")
+    if duration is None:
+        return None
+    if time_scale:
+        return f"{duration / time_scale:.1f} model s"
+    return f"{duration:.2f} s"
+
+
+def entity_tree_summary(g: nx.DiGraph, *, run_started: float | None = None,
+                        time_scale: float | None = None) -> str:
+    """One line that says what the entity-tree picture shows (its text equivalent)."""
+    roots = [n for n in g if g.nodes[n]["depth"] == 0]
+    counts: dict[str, int] = {}
+    for n in g:
+        data = g.nodes[n]
+        key = "reused from the graph" if _reused(data, run_started) else data["status"]
+        counts[key] = counts.get(key, 0) + 1
+    durations = [g.nodes[n]["duration"] for n in g
+                 if g.nodes[n]["depth"] > 0 and g.nodes[n].get("duration") is not None]
+    unit = "model s" if time_scale else "s"
+    scale = time_scale or 1.0
+    text = (f"Entity tree: {len(roots)} root(s), {g.number_of_nodes()} entities "
+            f"({', '.join(f'{v} {k}' for k, v in counts.items())})")
+    if durations:
+        text += (f"; children ran {min(durations) / scale:.1f} to "
+                 f"{max(durations) / scale:.1f} {unit}")
+    failed = [g.nodes[n]["label"] for n in g if g.nodes[n]["status"] == "Failed"]
+    if failed:
+        text += f"; failed: {', '.join(failed)}"
+    return text + "."
 
 
 NOT_STORED = "NotStored"
@@ -214,7 +290,8 @@ def add_missing_children(g: nx.DiGraph, names: Iterable[str]) -> None:
 
 
 def draw_entity_graph(
-    g: nx.DiGraph, *, ax: Axes | None = None, title: str | None = None
+    g: nx.DiGraph, *, ax: Axes | None = None, title: str | None = None,
+    run_started: float | None = None, time_scale: float | None = None,
 ) -> Figure:
     """Draw a graph made by :func:`entity_graph` (see :func:`plot_entity_tree`)."""
     import networkx as nx
@@ -229,13 +306,12 @@ def draw_entity_graph(
     # of several long labels ("ImageGenerationEntity (image-{{IMAGE_1}})")
     # is crowded too.
     leaves = [n for n in g if not any(True for _ in g.successors(n))]
-    longest = max((len(_short(g.nodes[n]["label"])) for n in leaves), default=0)
+    shown = _shown_labels(g)
+    longest = max((len(_short(shown[n])) for n in leaves), default=0)
     many = width > 8 or (len(leaves) > 2 and longest > 16)
     if ax is None:
-        import matplotlib.pyplot as plt
-
         per_leaf = 0.85 if many else 1.25
-        fig, ax = plt.subplots(
+        fig, ax = new_figure(
             figsize=(min(max(6.0, per_leaf * width + 2.5), 36),
                      min(1.8 + 1.4 * (depth + 1) + (0.8 if many else 0), 20)),
             layout="constrained",
@@ -244,7 +320,9 @@ def draw_entity_graph(
         fig = cast("Figure", ax.figure)  # a sub-figure's axes are not drawn here
     ghosts = [n for n in g if g.nodes[n]["status"] == NOT_STORED]
     nodes = [n for n in g if g.nodes[n]["status"] != NOT_STORED]
-    colours = [COLOURS[status_from_node(g.nodes[n]["status"])] for n in nodes]
+    reused = [_reused(g.nodes[n], run_started) for n in nodes]
+    colours = [REUSED_COLOUR if r else COLOURS[status_from_node(g.nodes[n]["status"])]
+               for n, r in zip(nodes, reused, strict=True)]
     failed = [g.nodes[n]["status"] == "Failed" for n in nodes]
     real_edges = [(a, b) for a, b in g.edges if b not in ghosts]
     nx.draw_networkx_edges(g, pos, edgelist=real_edges, ax=ax, arrows=True,
@@ -264,6 +342,19 @@ def draw_entity_graph(
     )
     drawn.set_gid("entity-nodes")
     drawn.set_zorder(3)
+    if any(reused):
+        again = ax.scatter([pos[n][0] for n, r in zip(nodes, reused, strict=True) if r],
+                           [pos[n][1] for n, r in zip(nodes, reused, strict=True) if r],
+                           s=700, facecolors="none", edgecolors=REUSED_COLOUR, linewidths=1.8,
+                           linestyles=":", zorder=3)
+        again.set_gid("reused-nodes")
+    for n, r in zip(nodes, reused, strict=True):
+        x, y = pos[n]
+        status = g.nodes[n]["status"]
+        if status != "Failed":  # failures get their own, bolder mark below
+            ax.text(x, y, "↺" if r else _GLYPHS.get(status, "?"), ha="center", va="center",
+                    color="white", fontsize=11, fontweight="bold", zorder=4,
+                    gid=f"glyph:{n}")
     for n in ghosts:
         x, y = pos[n]
         ax.text(x, y, "?", ha="center", va="center", color="#777777", fontsize=10,
@@ -279,13 +370,20 @@ def draw_entity_graph(
         leaf = not list(g.successors(n))
         tilt = many and data["depth"] > 0 and leaf
         # Tilted labels have room to show the name, which tells siblings apart.
-        label = _short(data["label"], 60 if data["depth"] == 0 else 44 if tilt else 28)
+        label = _short(shown[n], 60 if data["depth"] == 0 else 44 if tilt else 28)
         if is_failed and data.get("error"):
             label += "\n" + _short(f"{data['error'].get('type', 'error')}", 28)
+        # Under the node, level: how long it ran, or that it was reused.
+        extra = "reused" if _reused(data, run_started) else _duration_text(data, time_scale)
+        if extra and leaf:
+            ax.text(x, y - 0.13, extra, ha="center", va="top", fontsize=9, color="#333333",
+                    zorder=4, gid=f"detail:{n}")
+        elif extra:
+            label += "\n" + extra
         # Leaves are labelled below, inner nodes above (clear of their edges).
-        ax.text(x, y - 0.14 if leaf else y + 0.14, label,
+        ax.text(x, y - (0.3 if extra else 0.14) if leaf else y + 0.14, label,
                 ha="right" if tilt else "center", va="top" if leaf else "bottom",
-                rotation=35 if tilt else 0, rotation_mode="anchor", fontsize=8,
+                rotation=35 if tilt else 0, rotation_mode="anchor", fontsize=10,
                 color="#b00000" if is_failed else "black", zorder=4, gid=f"label:{n}",
                 bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
     handles = [
@@ -294,12 +392,16 @@ def draw_entity_graph(
             markeredgewidth=2 if s == "Failed" else 1, label=s)
         for s in _NODE_STATUSES
     ]
+    if any(reused):
+        handles.append(Line2D([], [], marker="o", ls="", markersize=9,
+                              markerfacecolor=REUSED_COLOUR, markeredgecolor="white",
+                              label="reused from the graph (↺)"))
     if ghosts:
         handles.append(Line2D([], [], marker="o", ls="", markersize=9, markerfacecolor="white",
                               markeredgecolor="#777777", markeredgewidth=1.5,
                               label="not stored (no node)"))
     ax.legend(handles=handles, title="status", loc="upper left", bbox_to_anchor=(1.0, 1.0),
-              fontsize=8, title_fontsize=8, frameon=False)
+              fontsize=10, title_fontsize=10, frameon=False)
     # Tilted labels reach down and to the left of their node: make room.
     ax.set_xlim(-0.8 - (1.4 if many else 0.0), width - 0.2)
     ax.set_ylim(-depth - (1.3 if many else 0.6), 0.5)
@@ -307,7 +409,10 @@ def draw_entity_graph(
     ax.tick_params(left=True, labelleft=True)
     ax.set_yticks([-d for d in range(depth + 1)], [str(d) for d in range(depth + 1)])
     ax.set_ylabel("call depth (0 = root)")
-    ax.set_xlabel("children in creation order, left to right")
+    named = sorted({g.nodes[n]["type"] for n in g if shown[n] != g.nodes[n]["label"]
+                    and g.nodes[n]["type"]})
+    ax.set_xlabel("children in creation order, left to right"
+                  + (f" (labelled by name: {', '.join(named)})" if named else ""))
     ax.set_xticks([])
     for side in ("top", "right", "bottom"):
         ax.spines[side].set_visible(False)
@@ -316,10 +421,15 @@ def draw_entity_graph(
             title = f"Entity tree of {g.nodes[roots[0]]['label']}"
         else:
             title = f"Entity trees of {len(roots)} pipelines"
-        counts = {s: sum(1 for n in g if g.nodes[n]["status"] == s)
+        n_reused = sum(1 for n in g if _reused(g.nodes[n], run_started))
+        counts = {s: sum(1 for n in g if g.nodes[n]["status"] == s
+                         and not _reused(g.nodes[n], run_started))
                   for s in (*_NODE_STATUSES, NOT_STORED)}
+        counts["reused"] = n_reused
         title += " — " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
     ax.set_title(title)
+    fig.storylab_summary = entity_tree_summary(g, run_started=run_started,
+                                               time_scale=time_scale)
     return fig
 
 

@@ -11,6 +11,9 @@ import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from storylab.viz._figure import new_figure
+from storylab.viz._palette import OKABE_ITO
+
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
@@ -19,9 +22,7 @@ __all__ = ["plot_simulated_vs_wall", "plot_sweep_heatmaps", "plot_sweep_lines"]
 
 def plot_sweep_heatmaps(result: Any, *, title: str | None = None) -> Figure:
     """Makespan (model seconds) and utilisation side by side, one square per cell."""
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(
+    fig, (left, right) = new_figure(
         1, 2, figsize=(12, 0.9 + 0.75 * len(result.story_limits)), layout="constrained"
     )
     panels = (
@@ -37,7 +38,7 @@ def plot_sweep_heatmaps(result: Any, *, title: str | None = None) -> Figure:
                 rgba = image.cmap(image.norm(v))
                 # Dark squares get white numbers: luminance of the square's colour.
                 dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
-                ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=8,
+                ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=10,
                         color="white" if dark else "black")
         ax.set_xticks(range(len(result.global_limits)), [str(g) for g in result.global_limits])
         ax.set_yticks(range(len(result.story_limits)), [str(p) for p in result.story_limits])
@@ -50,7 +51,20 @@ def plot_sweep_heatmaps(result: Any, *, title: str | None = None) -> Figure:
         or f"{result.stories} stories x {result.images} images of "
         f"{result.image_seconds:g} model s each, started together"
     )
+    _summarise_sweep(fig, result)
     return fig
+
+
+def _summarise_sweep(fig: Any, result: Any) -> None:
+    cells = list(result.cells)
+    best = min(cells, key=lambda c: c.makespan)
+    worst = max(cells, key=lambda c: c.makespan)
+    on_bound = sum(1 for c in cells if c.makespan <= c.ideal + 1e-6)
+    fig.storylab_summary = (
+        f"Sweep of {len(cells)} limit pairs: makespan from {best.makespan:.0f} model s "
+        f"(per-story {best.story_limit}, global {best.global_limit}) to {worst.makespan:.0f} "
+        f"(per-story {worst.story_limit}, global {worst.global_limit}); {on_bound} of "
+        f"{len(cells)} on the ideal bound.")
 
 
 def plot_sweep_lines(result: Any, *, title: str | None = None) -> Figure:
@@ -60,12 +74,10 @@ def plot_sweep_lines(result: Any, *, title: str | None = None) -> Figure:
     wide grey line) and shades where the measurement sits above the bound.
     Panels share both axes, so a legend of two entries is enough.
     """
-    import matplotlib.pyplot as plt
-
     n = len(result.story_limits)
     cols = min(3, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, sharex=True, sharey=True, squeeze=False,
+    fig, axes = new_figure(rows, cols, sharex=True, sharey=True, squeeze=False,
                              figsize=(3.6 * cols + 1, 2.4 * rows + 1), layout="constrained")
     flat = [ax for row in axes for ax in row]
     top = max(max(c.makespan, c.ideal) for c in result.cells) * 1.1
@@ -77,13 +89,13 @@ def plot_sweep_lines(result: Any, *, title: str | None = None) -> Figure:
         above = [m > b + 1e-9 for m, b in zip(measured, bound, strict=True)]
         ax.plot(xs, bound, "-", color="#bbbbbb", lw=6, solid_capstyle="round",
                 label="ideal bound (wide, grey)", gid=f"bound:{p}")
-        ax.fill_between(xs, bound, measured, where=above, color="#d62728", alpha=0.25,
+        ax.fill_between(xs, bound, measured, where=above, color=OKABE_ITO["vermillion"], alpha=0.25,
                         interpolate=True, lw=0, label="above the bound")
-        ax.plot(xs, measured, "o-", color="#1f77b4", lw=1.5, ms=4, label="measured",
+        ax.plot(xs, measured, "o-", color=OKABE_ITO["blue"], lw=1.5, ms=4, label="measured",
                 gid=f"measured:{p}")
         misses = sum(above)
         note = "on the bound everywhere" if not misses else f"{misses} cell(s) above"
-        ax.set_title(f"per-story limit {p}: {note}", fontsize=9)
+        ax.set_title(f"per-story limit {p}: {note}", fontsize=10)
         ax.set_xticks(xs)
         ax.set_ylim(0, top)
         ax.grid(color="#e5e5e5")
@@ -94,8 +106,9 @@ def plot_sweep_lines(result: Any, *, title: str | None = None) -> Figure:
     for row in axes:
         row[0].set_ylabel("makespan (model s)")
     handles, labels = flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=10, frameon=False)
     fig.suptitle(title or "Measured makespan against the ideal bound, per per-story limit")
+    _summarise_sweep(fig, result)
     return fig
 
 
@@ -107,20 +120,23 @@ def plot_simulated_vs_wall(
     ``pairs`` are ``(simulated, real, label)`` in model seconds. Points on the
     dashed diagonal mean the simulated clock told the truth.
     """
-    import matplotlib.pyplot as plt
-
     pairs = list(pairs)
     if not pairs:
         raise ValueError("pairs must hold at least one (simulated, real, label) triple")
-    fig, ax = plt.subplots(figsize=(6, 5), layout="constrained")
+    fig, ax = new_figure(figsize=(6, 5), layout="constrained")
     top = max(max(v, w) for v, w, _ in pairs) * 1.1
     ax.plot([0, top], [0, top], "--", color="#888888", label="simulation = real")
     for v, w, label in pairs:
-        ax.plot(v, w, "o", color="#1f77b4", gid=f"cell:{label}")
-        ax.annotate(label, (v, w), textcoords="offset points", xytext=(6, -10), fontsize=8)
+        ax.plot(v, w, "o", color=OKABE_ITO["blue"], gid=f"cell:{label}")
+        ax.annotate(label, (v, w), textcoords="offset points", xytext=(6, -10), fontsize=10)
     ax.set(xlim=(0, top), ylim=(0, top),
            title=title or "Simulated vs real-time makespan (per-story / global)",
            xlabel="simulated makespan (model seconds)",
            ylabel="real-time makespan (model seconds)")
     ax.legend(loc="upper left")
+    worst = max(abs(w - v) / v for v, w, _ in pairs if v > 0) if any(v > 0 for v, _, _ in pairs) \
+        else 0.0
+    cells = f"{len(pairs)} cell" + ("" if len(pairs) == 1 else "s")
+    fig.storylab_summary = (f"Simulated against real-time makespan for {cells}: "
+                            f"at most {worst:.0%} apart.")
     return fig

@@ -23,11 +23,20 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from storylab.scheduling.trace import EventKind, Trace
-from storylab.viz._palette import COLOURS, MARK_COLOUR, WAIT_COLOURS, Status
-from storylab.viz.readings import root_source
+from storylab.viz._figure import new_figure
+from storylab.viz._palette import (
+    COLOURS,
+    MARK_COLOUR,
+    OKABE_ITO,
+    WAIT_COLOURS,
+    Status,
+    series_style,
+)
+from storylab.viz.labels import source_labels, task_label
+from storylab.viz.readings import Moment, in_use_series, key_moments, root_source, time_origin
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -40,15 +49,21 @@ __all__ = [
     "TaskLane",
     "capacity_series",
     "makespan",
+    "mark_moments",
     "plot_capacity",
     "plot_children",
     "plot_in_use",
     "plot_sequential_vs_parallel",
+    "figure_summary",
     "plot_timeline",
+    "plot_timelines",
     "timeline_lanes",
+    "timeline_summary",
 ]
 
 TIME_LABEL = "time (model seconds)"
+# A limit is a rule, not a status: black dashes, apart from every data colour.
+LIMIT_COLOUR = "#000000"
 
 _END_KINDS = {
     EventKind.TASK_END: Status.COMPLETED,
@@ -125,14 +140,16 @@ def timeline_lanes(trace: Trace, *, time_scale: float | None = None) -> list[Tas
     _check_trace(trace)
     scale = _scale(trace, time_scale)
 
+    origin = time_origin(trace)
+
     def model(t: float) -> float:
-        return trace.relative(t) / scale
+        return (t - origin) / scale
 
     waits: dict[tuple[str, int], tuple[float, float | None, str | None]] = {}
     starts: dict[tuple[str, int], Any] = {}
     ends: dict[tuple[str, int], Any] = {}
     marks: dict[tuple[str, int], list[tuple[float, str]]] = {}
-    last_t = trace.started_at
+    last_t = origin
     for e in trace.events:
         last_t = max(last_t, e.t)
         if e.runner is None or e.task_id is None:
@@ -177,13 +194,18 @@ def timeline_lanes(trace: Trace, *, time_scale: float | None = None) -> list[Tas
 
 
 def makespan(trace: Trace, *, time_scale: float | None = None) -> float:
-    """Model seconds from the trace's first event to the last task's end (0.0 if none)."""
+    """Model seconds from the time origin to the last task's end (0.0 if none).
+
+    The origin is :func:`storylab.viz.readings.time_origin` (the trace's first
+    event), the same instant every chart's time axis starts from, so a chart
+    whose title states the makespan has its last bar end right there.
+    """
     _check_trace(trace)
     scale = _scale(trace, time_scale)
     ends = [e.t for e in trace.events if e.kind in _END_KINDS]
     if not ends:
         return 0.0
-    return (max(ends) - trace.events[0].t) / scale
+    return (max(ends) - time_origin(trace)) / scale
 
 
 def _limits_from(limits: Any, trace: Trace) -> dict[str, int]:
@@ -231,7 +253,7 @@ def capacity_series(
     _check_trace(trace)
     scale = _scale(trace, time_scale)
     limit_of = _limits_from(limits, trace)
-    raw = trace.in_use_series()
+    raw = in_use_series(trace, time_scale=scale)
     depth: dict[str, int] = {}
     for e in trace.events:
         for i, name in enumerate(e.path):  # leaf first, root last
@@ -242,7 +264,7 @@ def capacity_series(
     return [
         CapacityLine(
             name=name,
-            points=tuple((t / scale, n) for t, n in raw.get(name, [(0.0, 0)])),
+            points=tuple(raw.get(name, [(0.0, 0)])),
             limit=limit_of.get(name),
             depth=depth.get(name, 0),
         )
@@ -276,18 +298,27 @@ def _merge_bursts(
             flat.append((t, v))
     return flat
 
+
+def _step_to(points: list[tuple[float, int]], end: float) -> tuple[list[float], list[int]]:
+    """Step coordinates that hold the last value until ``end``, never going back in time.
+
+    The last release of a run comes a hair after its last task's end (the
+    makespan); a closing point at the makespan would then step backwards.
+    """
+    xs = [t for t, _ in points]
+    ys = [v for _, v in points]
+    if end > xs[-1]:
+        xs.append(end)
+        ys.append(ys[-1])
+    return xs, ys
+
+
 _LABEL_CHARS = 40
 
 
 def _short_label(text: str, limit: int = _LABEL_CHARS) -> str:
     """A group header that does not eat half the figure's width."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _pyplot():
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _wait_levels(lanes: list[TaskLane]) -> dict[str, str]:
@@ -365,15 +396,15 @@ def _draw_gantt(
             )
         if lane.outcome is Status.FAILED:
             ax.text(r1, y, " ✗", va="center", ha="left", color=COLOURS[Status.FAILED],
-                    fontsize=9, fontweight="bold", zorder=4)
+                    fontsize=10, fontweight="bold", zorder=4)
         ticks.append(y)
-        tick_labels.append(lane.label)
+        tick_labels.append(task_label(lane.label))
         y += 1
-    ax.set_yticks(ticks, tick_labels, fontsize=8)
+    ax.set_yticks(ticks, tick_labels, fontsize=10)
     for i, label in enumerate(ax.get_yticklabels()):
         if i in headers:
             label.set_fontweight("bold")
-            label.set_fontsize(9)
+            label.set_fontsize(11)
     ax.set_ylim(y - 0.3, -0.7)  # first lane on top
     ax.set_xlabel(TIME_LABEL)
     ax.set_ylabel("task (grouped by capacity source)")
@@ -398,8 +429,89 @@ def _draw_gantt(
         handles.append(Line2D([], [], marker="v", linestyle="", color=MARK_COLOUR,
                               markersize=6, label="marked inside the task (e.g. a retry)"))
     if handles:
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                  fontsize=8, frameon=False)
+        # Under the axes, not beside them: the bars keep the figure's width.
+        from matplotlib.transforms import offset_copy
+
+        below = offset_copy(ax.transAxes, fig=cast("Figure", ax.figure), y=-34, units="points")
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, 0.0),
+                  bbox_transform=below, ncols=2, fontsize=10, frameon=False)
+
+
+_MOMENT_COLOURS = {"split": "#0072B2", "handoff": "#009E73", "failed": "#D55E00",
+                   "mark": "#CC79A7", "end": "#000000"}
+
+
+def _moments(trace: Trace, moments: Any, names: Mapping[str, str] | None) -> list[Moment]:
+    if moments is None or moments is False:
+        return []
+    if moments is True:
+        return key_moments(trace, names=dict(names) if names else None)
+    return _as_moments(moments)
+
+
+def _as_moments(moments: Iterable[Any]) -> list[Moment]:
+    out = []
+    for m in moments:
+        if isinstance(m, Moment):
+            out.append(m)
+        elif isinstance(m, tuple) and len(m) in (2, 3) and isinstance(m[0], int | float) \
+                and not isinstance(m[0], bool) and isinstance(m[1], str):
+            out.append(Moment(float(m[0]), m[1], *(m[2:] or ("note",))))
+        else:
+            raise ValueError("moments must be Moment objects or (model second, text) pairs, "
+                             f"got {m!r}")
+    return out
+
+
+def mark_moments(ax: Axes, moments: Iterable[Any]) -> list[Any]:
+    """Mark key moments on a chart whose x axis is model seconds: a dotted line and a label.
+
+    ``moments`` are :class:`~storylab.viz.readings.Moment` objects (from
+    :func:`~storylab.viz.readings.key_moments`, say) or ``(t, text)`` pairs
+    such as ``(31.0, "kill")`` or ``(12.0, "lease expired")``. Labels sit at
+    the top of the axes, staggered so neighbours do not overlap. Each line
+    has the gid ``moment:<kind>:<i>``. Returns the artists drawn.
+    """
+    drawn: list[Any] = []
+    marks = sorted(_as_moments(moments), key=lambda m: m.t)
+    lo, hi = ax.get_xlim()
+    span = (hi - lo) or 1.0
+    last_x = None
+    row = 0
+    for i, m in enumerate(marks):
+        colour = _MOMENT_COLOURS.get(m.kind, "#555555")
+        line = ax.axvline(m.t, color=colour, ls=(0, (4, 2)), lw=1.4, zorder=6,
+                          gid=f"moment:{m.kind}:{i}")
+        row = row + 1 if last_x is not None and (m.t - last_x) / span < 0.18 else 0
+        last_x = m.t
+        right = (m.t - lo) / span > 0.7  # near the right edge: the label goes left
+        text = ax.annotate(
+            m.text, xy=(m.t, 1.0), xycoords=("data", "axes fraction"),
+            xytext=(-3 if right else 3, -4 - 15 * (row % 3)), textcoords="offset points",
+            ha="right" if right else "left",
+            va="top", fontsize=10, color=colour, zorder=7,
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
+        )
+        drawn += [line, text]
+    return drawn
+
+
+def _draw_makespan(ax: Axes, span: float, top: float) -> None:
+    """A bracket from 0 to the makespan above the lanes, labelled with its length."""
+    if span <= 0:
+        return
+    ax.annotate("", xy=(0, top), xytext=(span, top),
+                arrowprops={"arrowstyle": "|-|", "color": "#000000", "lw": 1.2,
+                            "shrinkA": 0, "shrinkB": 0}, annotation_clip=False,
+                gid="makespan")
+    text = f"makespan {span:.1f} model s"
+    lo, hi = ax.get_xlim()
+    if span > 0.6 * (hi - lo):  # room inside the bracket
+        ax.text(span / 2, top, text, ha="center", va="center", fontsize=10, zorder=8,
+                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none"})
+    else:  # a short bracket keeps its ends visible: the label goes after it
+        ax.annotate(text, xy=(span, top), xytext=(6, 0), textcoords="offset points",
+                    ha="left", va="center", fontsize=10, zorder=8)
 
 
 def plot_timeline(
@@ -409,31 +521,146 @@ def plot_timeline(
     title: str | None = None,
     ax: Axes | None = None,
     names: Mapping[str, str] | None = None,
+    moments: Any = True,
+    xmax: float | None = None,
 ) -> Figure:
     """A Gantt chart of the traced tasks: one lane per task, grouped by capacity source.
 
     Hatched bars are time spent waiting for a unit, coloured by the level
     that held the task (its own story limit, or the global one); solid bars
     are running time, coloured by how the task ended (a ✗ marks failures).
-    ``names`` renames groups for the reader (``{"story:<long name>": "story A"}``).
-    Returns the matplotlib figure (draws into ``ax`` if given).
+    The axis starts at the trace's time origin, and a bracket above the
+    lanes spans the makespan, so the bars end where the bracket (and the
+    default title) says.
+
+    ``names`` renames groups for the reader (``{"story:<long name>": "story A"}``;
+    by default ``story:…`` groups read ``story A``, ``story B``…).
+    ``moments`` marks key moments: ``True`` (default) those found by
+    :func:`~storylab.viz.readings.key_moments` (the split, the first
+    hand-off, failures, marks, the end), ``False`` none, or a list of
+    ``Moment`` / ``(t, text)`` pairs (``[(31, "kill")]``); more can be added
+    later with :func:`mark_moments`. ``xmax`` fixes the right end of the
+    axis (several timelines on one scale). Returns the matplotlib figure
+    (draws into ``ax`` if given); ``fig.storylab_summary`` holds its
+    one-line text equivalent.
     """
     lanes = timeline_lanes(trace, time_scale=time_scale)
     if ax is None:
-        plt = _pyplot()
         n_rows = len(lanes) + len({lane.group for lane in lanes})
-        fig, ax = plt.subplots(figsize=(10, min(2.0 + 0.28 * n_rows, 40)), layout="constrained")
+        fig, ax = new_figure(figsize=(10, min(2.6 + 0.3 * n_rows, 40)), layout="constrained")
     else:
         fig = ax.figure
-    _draw_gantt(ax, lanes, names=names)
+    labels = source_labels(trace, names)
+    _draw_gantt(ax, lanes, names=labels)
+    span = makespan(trace, time_scale=time_scale)
     if title is None:
-        title = f"Task timeline: waiting for capacity vs running (makespan " \
-                f"{makespan(trace, time_scale=time_scale):.1f} model s)"
+        title = f"Task timeline: waiting for capacity vs running (makespan {span:.1f} model s)"
     ax.set_title(title)
+    _finish_axes(ax, span, xmax)
     if not lanes:
         ax.text(0.5, 0.5, "no tasks in this trace", transform=ax.transAxes,
                 ha="center", va="center", color="#888888")
+    mark_moments(ax, _moments(trace, moments, names))
+    _attach_summary(fig, timeline_summary(trace, time_scale=time_scale, names=names))
     return fig
+
+
+def _finish_axes(ax: Axes, span: float, xmax: float | None) -> None:
+    """x from the origin to just past the makespan (or ``xmax``), bracket under the lanes.
+
+    Room is made at the top for the key moments' labels and at the bottom for
+    the makespan bracket, so neither covers a bar.
+    """
+    right = xmax if xmax is not None else span
+    ax.set_xlim(0, right * 1.02 if right > 0 else 1.0)
+    bottom, top = ax.get_ylim()  # inverted: first lane on top
+    ax.set_ylim(bottom + 1.1, top - 1.4)
+    _draw_makespan(ax, span, bottom + 0.55)
+
+
+def figure_summary(fig: Any) -> str:
+    """The one-line text equivalent of a figure drawn by this layer (its alt text).
+
+    Built from the numbers the figure was drawn from (makespan, peaks, who
+    waited, what failed), so a notebook can print it under the picture and a
+    screen reader, a text export or a test can read what the picture says.
+    """
+    text = getattr(fig, "storylab_summary", None)
+    if not isinstance(text, str):
+        raise ValueError("this figure has no summary: it was not drawn by storylab.viz")
+    return text
+
+
+def plot_timelines(
+    traces: Mapping[str, Trace],
+    *,
+    time_scale: float | None = None,
+    title: str | None = None,
+    names: Mapping[str, str] | None = None,
+    moments: Any = True,
+    shared: bool = True,
+) -> Figure:
+    """Several timelines stacked, one panel per trace, on one time scale when ``shared``.
+
+    ``traces`` maps a panel title (``"no limits"``, ``"3 per story"``) to a
+    trace; each panel's title gets its makespan. With ``shared=True`` (the
+    default) every panel's axis runs to the longest makespan, so lengths
+    compare at a glance. Other arguments as in :func:`plot_timeline`.
+    """
+    if not traces:
+        raise ValueError("traces must map a title to at least one Trace")
+    for label, trace in traces.items():
+        if not isinstance(trace, Trace):
+            raise TypeError(f"traces[{label!r}] must be a storylab Trace, "
+                            f"got {type(trace).__name__}")
+    spans = {label: makespan(t, time_scale=time_scale) for label, t in traces.items()}
+    rows = [len(timeline_lanes(t, time_scale=time_scale)) + 4 for t in traces.values()]
+    fig, axes = new_figure(len(traces), 1, squeeze=False, sharex=shared,
+                             figsize=(10, min(1.5 + 0.3 * sum(rows), 60)),
+                             gridspec_kw={"height_ratios": rows}, layout="constrained")
+    xmax = max(spans.values()) if shared else None
+    summaries = []
+    for ax, (label, trace) in zip((row[0] for row in axes), traces.items(), strict=True):
+        plot_timeline(trace, time_scale=time_scale, names=names, moments=moments, ax=ax,
+                      xmax=xmax, title=f"{label}: makespan {spans[label]:.1f} model s")
+        summaries.append(f"{label} {spans[label]:.1f} model s")
+        if shared and ax is not axes[-1][0]:
+            ax.set_xlabel("")  # one time axis, labelled once at the bottom
+    if title:
+        fig.suptitle(title)
+    fig.storylab_summary = "Timelines, makespan per run: " + "; ".join(summaries) + "."
+    return fig
+
+
+def _attach_summary(fig: Any, text: str) -> None:
+    """Keep a figure's one-line text equivalent on it (read by notebooks and tests)."""
+    previous = getattr(fig, "storylab_summary", None)
+    fig.storylab_summary = f"{previous} {text}" if previous else text
+
+
+def timeline_summary(trace: Trace, *, time_scale: float | None = None,
+                     names: Mapping[str, str] | None = None) -> str:
+    """One line that says what :func:`plot_timeline` shows, built from the trace's numbers."""
+    lanes = timeline_lanes(trace, time_scale=time_scale)
+    if not lanes:
+        return "Timeline: no tasks in this trace."
+    labels = source_labels(trace, names)
+    span = makespan(trace, time_scale=time_scale)
+    groups = list(dict.fromkeys(lane.group for lane in lanes))
+    failed = [lane.label for lane in lanes if lane.outcome is Status.FAILED]
+    waited = [lane for lane in lanes if lane.wait is not None and lane.wait[1] > lane.wait[0]]
+    own = sum(1 for lane in waited if lane.wait_level == lane.group)
+    busy = sum(lane.run[1] - lane.run[0] for lane in lanes)
+    text = (f"Timeline: {len(lanes)} tasks in {len(groups)} group(s) "
+            f"({', '.join(labels.get(g, g) for g in groups[:6])}"
+            f"{', …' if len(groups) > 6 else ''}); makespan {span:.1f} model s; "
+            f"{busy:.1f} task-seconds of work")
+    if waited:
+        text += (f"; {len(waited)} waited for capacity ({own} on their own limit, "
+                 f"{len(waited) - own} on a shared one)")
+    if failed:
+        text += f"; failed: {', '.join(failed)}"
+    return text + "."
 
 
 def plot_capacity(
@@ -443,6 +670,7 @@ def plot_capacity(
     time_scale: float | None = None,
     title: str | None = None,
     names: Mapping[str, str] | None = None,
+    moments: Any = True,
 ) -> Figure:
     """Units in use over time for every capacity source, one panel each, limits dashed.
 
@@ -450,37 +678,42 @@ def plot_capacity(
     iterable of capacity sources) or, when that is omitted, from
     ``trace.meta["limits"]``; a source with no known limit is drawn without a
     limit line. Roots (the global limit) come first, then their children.
-    ``names`` renames sources in the panel titles (``{"story:<long name>": "story A"}``).
+    ``names`` renames sources in the panel titles (``{"story:<long name>": "story A"}``;
+    by default ``story:…`` reads ``story A``…). ``moments`` marks key moments
+    as in :func:`plot_timeline` (the lines cross every panel, the labels sit
+    on the top one). The time axis starts at the trace's origin and ends at
+    its makespan, as the timeline's does.
     """
     lines = capacity_series(trace, limits=limits, time_scale=time_scale)
-    plt = _pyplot()
+    readable = source_labels(trace, names)
     n = max(len(lines), 1)
-    fig, axes = plt.subplots(n, 1, sharex=True, squeeze=False,
+    fig, axes = new_figure(n, 1, sharex=True, squeeze=False,
                              figsize=(10, 1.0 + 1.55 * n), layout="constrained")
     axes = [row[0] for row in axes]
-    end = max((p[-1][0] for p in (line.points for line in lines)), default=0.0)
-    end = max(end, makespan(trace, time_scale=time_scale))
+    # The axis ends at the makespan (the timeline's end); a trace with no
+    # task, only units, ends at its last change.
+    end = makespan(trace, time_scale=time_scale) or max(
+        (p[-1][0] for p in (line.points for line in lines)), default=0.0)
     window = end * _BURST
     for ax, line in zip(axes, lines, strict=False):
         points = _merge_bursts(line.points, window)
-        xs = [t for t, _ in points] + [end]
-        ys = [v for _, v in points] + [points[-1][1]]
-        colour = "#1f77b4" if line.depth == 0 else "#ff7f0e"
+        xs, ys = _step_to(points, end)
+        colour = OKABE_ITO["blue"] if line.depth == 0 else OKABE_ITO["bluish green"]
         (drawn,) = ax.step(xs, ys, where="post", color=colour, lw=1.8, label="units in use")
         drawn.set_gid(f"in_use:{line.name}")
         ax.fill_between(xs, ys, step="post", color=colour, alpha=0.15)
         shown_peak = max(ys)
         top = max(shown_peak, line.limit or 0)
         if line.limit is not None:
-            lim = ax.axhline(line.limit, color=COLOURS[Status.FAILED], ls="--", lw=1.2,
+            lim = ax.axhline(line.limit, color=LIMIT_COLOUR, ls="--", lw=1.2,
                              zorder=5, label="limit")
             lim.set_gid(f"limit:{line.name}")
         ax.set_ylim(0, top + max(1, math.ceil(top * 0.15)))
         limit_text = f"limit {line.limit}" if line.limit is not None else "limit unknown"
-        shown_name = (names or {}).get(line.name, line.name)
+        shown_name = readable.get(line.name, line.name)
         ax.set_title(f"{shown_name}: peak {shown_peak} in use ({limit_text})", fontsize=10,
                      loc="left")
-        ax.set_ylabel("units in use", fontsize=8)
+        ax.set_ylabel("units in use", fontsize=10)
         ax.yaxis.get_major_locator().set_params(integer=True)
         ax.grid(axis="y", color="#eeeeee")
     if lines:
@@ -488,17 +721,32 @@ def plot_capacity(
         if not any(line.limit is not None for line in lines[:1]):
             from matplotlib.lines import Line2D
 
-            handles.append(Line2D([], [], color=COLOURS[Status.FAILED], ls="--"))
+            handles.append(Line2D([], [], color=LIMIT_COLOUR, ls="--"))
             labels.append("limit")
-        fig.legend(handles, labels, loc="outside upper right", ncols=2, fontsize=8,
+        fig.legend(handles, labels, loc="outside upper right", ncols=2, fontsize=10,
                    frameon=False)
     else:
         axes[0].text(0.5, 0.5, "no capacity events in this trace", ha="center", va="center",
                      transform=axes[0].transAxes, color="#888888")
         axes[0].set_ylabel("units in use")
     axes[-1].set_xlabel(TIME_LABEL)
-    axes[-1].set_xlim(left=0, right=end if end > 0 else None)
+    axes[-1].set_xlim(left=0, right=end * 1.02 if end > 0 else None)
+    found = _moments(trace, moments, names)
+    if found:
+        mark_moments(axes[0], found)
+        for ax in axes[1:]:
+            for m in found:
+                ax.axvline(m.t, color=_MOMENT_COLOURS.get(m.kind, "#555555"),
+                           ls=(0, (4, 2)), lw=1.2, zorder=6)
     fig.suptitle(title or "Capacity in use over time (dashed: each source's limit)")
+    peaks = ", ".join(f"{readable.get(line.name, line.name)} {line.peak}"
+                      + (f"/{line.limit}" if line.limit is not None else "")
+                      for line in lines[:8])
+    over = [line for line in lines if line.limit is not None and line.peak > line.limit]
+    verdict = "a source went above its limit" if over else "no source above its limit"
+    _attach_summary(fig, f"Capacity: peak units in use per source ({peaks}"
+                         f"{', …' if len(lines) > 8 else ''}); makespan "
+                         f"{makespan(trace, time_scale=time_scale):.1f} model s; {verdict}.")
     return fig
 
 
@@ -518,11 +766,11 @@ def plot_sequential_vs_parallel(
     """
     seq_lanes = timeline_lanes(sequential, time_scale=time_scale)
     par_lanes = timeline_lanes(parallel, time_scale=time_scale)
+    names = {**source_labels(sequential, names), **source_labels(parallel, names)}
     seq_span = makespan(sequential, time_scale=time_scale)
     par_span = makespan(parallel, time_scale=time_scale)
-    plt = _pyplot()
     rows = max(len(seq_lanes), len(par_lanes)) + 2
-    fig, (left, right) = plt.subplots(1, 2, sharex=True, figsize=(14, min(2.4 + 0.3 * rows, 30)),
+    fig, (left, right) = new_figure(1, 2, sharex=True, figsize=(14, min(2.4 + 0.3 * rows, 30)),
                                       layout="constrained")
     _draw_gantt(left, seq_lanes, legend=False, names=names)
     _draw_gantt(right, par_lanes, names=names)
@@ -533,6 +781,12 @@ def plot_sequential_vs_parallel(
         speedup = f" ({seq_span / par_span:.1f}x faster in parallel)" if par_span > 0 else ""
         title = f"Sequential vs parallel run of the same work{speedup}"
     fig.suptitle(title)
+    for ax, span in ((left, seq_span), (right, par_span)):
+        _finish_axes(ax, span, max(seq_span, par_span))
+    _attach_summary(fig, f"Sequential vs parallel: {len(seq_lanes)} tasks one after another "
+                         f"took {seq_span:.1f} model s, {len(par_lanes)} in parallel "
+                         f"{par_span:.1f} model s"
+                         + (f" ({seq_span / par_span:.1f}x faster)." if par_span > 0 else "."))
     return fig
 
 
@@ -542,6 +796,7 @@ def plot_in_use(
     source: str | None = None,
     limit: int | None = None,
     title: str | None = None,
+    moments: Iterable[Any] | None = None,
 ) -> Figure:
     """One step line per trace: units in use at ``source`` over model seconds.
 
@@ -549,35 +804,45 @@ def plot_in_use(
     legend entry carries the run's makespan; ``limit`` draws a dashed line.
     ``source`` defaults to each trace's root capacity source (the last level
     of the paths it recorded), so runs whose global sources have different
-    names (``global`` and ``global-fifo``) still share one chart.
+    names (``global`` and ``global-fifo``) still share one chart. Each line
+    holds its last value until its own makespan and no further (no stray
+    segment along zero); ``moments`` (``Moment`` or ``(t, text)``) are marked.
     """
     if not traces:
         raise ValueError("traces must map a label to at least one Trace")
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 3.6), layout="constrained")
-    for label, trace in traces.items():
+    fig, ax = new_figure(figsize=(10, 3.6), layout="constrained")
+    peaks: dict[str, int] = {}
+    spans: dict[str, float] = {}
+    for i, (label, trace) in enumerate(traces.items()):
         name = source if source is not None else root_source(trace)
         lines = [c for c in capacity_series(trace) if c.name == name]
         if not lines:
             raise ValueError(f"no capacity source named {name!r} in the trace {label!r}")
         span = makespan(trace)
+        peaks[label], spans[label] = lines[0].peak, span
         # A unit handed straight from a finished task to a waiter is one step, not a dip.
         points = _merge_bursts(lines[0].points, span * _BURST)
-        xs = [t for t, _ in points] + [span]
-        ys = [n for _, n in points] + [points[-1][1]]
-        ax.step(xs, ys, where="post", lw=1.8, label=f"{label} (makespan {span:.1f} model s)")
+        xs, ys = _step_to(points, span)
+        colour, style = series_style(i)
+        ax.step(xs, ys, where="post", lw=2, color=colour, ls=style,
+                label=f"{label} (makespan {span:.1f} model s)", gid=f"in_use:{label}")
     if limit is not None:
-        ax.axhline(limit, color="#d62728", ls="--", lw=1.2, label=f"limit {limit}")
+        ax.axhline(limit, color=LIMIT_COLOUR, ls="--", lw=1.2, label=f"limit {limit}")
         ax.set_ylim(0, limit * 1.25)
     ax.set_xlabel(TIME_LABEL)
     ax.set_ylabel(f"units in use ({source or 'root'})")
     ax.set_xlim(left=0)
     ax.grid(color="#eeeeee")
-    ax.legend(loc="lower center", fontsize=8, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=3, fontsize=10,
+              frameon=False)
     default = (
         f"Units in use at {source!r}" if source else "Units in use at the root capacity source"
     )
     ax.set_title(title or f"{default} over time")
+    mark_moments(ax, _as_moments(moments or ()))
+    _attach_summary(fig, "Units in use over time: " + "; ".join(
+        f"{label} peaked at {peaks[label]} with makespan {spans[label]:.1f} model s"
+        for label in traces) + (f" (limit {limit})." if limit is not None else "."))
     return fig
 
 
@@ -591,11 +856,10 @@ def plot_children(counters: Mapping[str, ChildCounter], *, limit: int | None = N
     """
     if not counters:
         raise ValueError("counters must map a label to at least one ChildCounter")
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 3.6), layout="constrained")
+    fig, ax = new_figure(figsize=(10, 3.6), layout="constrained")
     top = 0
     for i, (label, counter) in enumerate(counters.items()):
-        colour = f"C{i}"
+        colour, _ = series_style(i)
         xs = [t for t, _ in counter.samples]
         ys = [n for _, n in counter.samples]
         top = max(top, *ys)
@@ -605,13 +869,16 @@ def plot_children(counters: Mapping[str, ChildCounter], *, limit: int | None = N
         if counter.first_finish is not None:
             ax.axvline(counter.first_finish, color=colour, ls=":", lw=1.2)
     if limit is not None:
-        ax.axhline(limit, color="#d62728", ls="--", lw=1.2, label=f"capacity {limit}")
+        ax.axhline(limit, color=LIMIT_COLOUR, ls="--", lw=1.2, label=f"capacity {limit}")
     ax.set_ylim(0, top + 1)
     ax.set_xlim(left=0)
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel(TIME_LABEL)
     ax.set_ylabel("children in the graph")
     ax.grid(color="#eeeeee")
-    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    ax.legend(loc="lower right", fontsize=10, frameon=False)
     ax.set_title(title or "Children that exist in the graph (dotted: the first task finishes)")
+    _attach_summary(fig, "Children in the graph: " + "; ".join(
+        f"{label} had {c.most_before_first_finish} before its first task finished and "
+        f"{c.final} at the end" for label, c in counters.items()) + ".")
     return fig

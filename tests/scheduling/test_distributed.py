@@ -1,9 +1,13 @@
-"""DistributedCapacityRoot: one global limit held on a real Dask scheduler.
+"""DistributedCapacityRoot: one global limit shared out by a real Dask scheduler.
 
-In-process schedulers (``LocalCluster(processes=False)``) check the two-step
-acquire, its errors and its cancellation; real LocalClusters of 3 worker
-processes check the limit across processes from their merged traces, and
-that a SIGKILLed worker's units come back.
+In-process schedulers (``LocalCluster(processes=False)``) check the local
+share, the allocator's fair division, errors and cancellation; a scheduler in
+its own process checks what a process whose loop stood still does when it
+wakes; real LocalClusters of 3 worker processes check the limit across
+processes from their merged traces, that a SIGKILLed worker's units come
+back, and, with a counting HTTP server on loopback, that workers stopped and
+killed at random moments never make the service see more requests at once
+than the limit.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ pytest.importorskip("distributed")
 import cloudpickle  # noqa: E402
 import dask  # noqa: E402
 import dask_jobs  # noqa: E402
-from distributed import Client, LocalCluster, Semaphore  # noqa: E402
+from distributed import Client, LocalCluster  # noqa: E402
 
 from storylab.scheduling import (  # noqa: E402
     CapacitySource,
@@ -31,7 +35,11 @@ from storylab.scheduling import (  # noqa: E402
     Trace,
     merge_traces,
 )
-from storylab.scheduling.distributed import DistributedCapacityRoot  # noqa: E402
+from storylab.scheduling.distributed import (  # noqa: E402
+    DistributedCapacityRoot,
+    SharedLimitLost,
+    check_lease_rule,
+)
 
 cloudpickle.register_pickle_by_value(dask_jobs)
 
@@ -54,10 +62,9 @@ async def scheduler():
             yield cluster, client
 
 
-def metrics(cluster, name: str) -> tuple[int, int]:
-    """(leases granted so far, acquires waiting now) on the scheduler itself."""
-    ext = cluster.scheduler.extensions["semaphores"]
-    return ext.metrics["acquire_total"][name], ext.metrics["pending"][name]
+def shares(cluster, name: str) -> dict:
+    """The allocator's view of ``name``, read on the scheduler itself."""
+    return cluster.scheduler.plugins["storylab-shared-limits"].statistics(name)
 
 
 def peak(trace: Trace, name: str) -> int:
@@ -86,19 +93,52 @@ async def test_a_story_blocked_by_its_own_limit_makes_no_scheduler_call():
         root = DistributedCapacityRoot(10, name="g-local-first", client=client)
         story = CapacitySource(1, root, name="story")
         await story.acquire(owner="a")
-        assert metrics(cluster, "g-local-first") == (1, 0)
+        asked = root.updates
+        assert (root.share, root.leased) == (1, 1)
         second = asyncio.ensure_future(story.acquire(owner="b"))
         await settle()
         assert not second.done()
         # Held back by the story level: the scheduler never heard of it.
-        assert metrics(cluster, "g-local-first") == (1, 0)
+        assert root.updates == asked
         assert (story.waiting, root.leased) == (1, 1)
         story.release(owner="a")
         await second
-        assert metrics(cluster, "g-local-first") == (2, 0)
+        # The freed unit stayed in this process's share: no call either.
+        assert root.updates == asked and root.share == 1
         story.release(owner="b")
         await root.drain()
-        assert await root.global_in_use() == 0
+        assert await root.global_in_use() == 0 and root.share == 0
+        await root.close()
+
+
+async def test_after_the_first_unit_acquire_and_release_stay_local():
+    async with scheduler() as (cluster, client):
+        root = DistributedCapacityRoot(10, name="g-amortised", client=client)
+        story = CapacitySource(3, root, name="story")
+        await story.acquire()
+        story.release()
+        asked = root.updates
+        for _ in range(500):
+            await story.acquire()
+            story.release()
+        assert root.updates == asked  # 500 units, not one call to the scheduler
+        await root.close()
+
+
+async def test_an_unused_share_goes_back_after_a_short_idle_time():
+    async with scheduler() as (cluster, client):
+        root = DistributedCapacityRoot(10, name="g-idle", client=client)
+        story = CapacitySource(3, root, name="story")
+        await asyncio.gather(*(story.acquire(owner=i) for i in range(3)))
+        assert root.share == 3 and shares(cluster, "g-idle")["free"] == 7
+        for i in range(3):
+            story.release(owner=i)
+        for _ in range(100):
+            await settle(0.05)
+            if shares(cluster, "g-idle")["free"] == 10:
+                break
+        assert root.share == 0 and shares(cluster, "g-idle")["free"] == 10
+        await root.close()
 
 
 async def test_a_full_global_limit_waits_on_the_scheduler_and_is_traced_as_such():
@@ -114,7 +154,10 @@ async def test_a_full_global_limit_waits_on_the_scheduler_and_is_traced_as_such(
             waiting = asyncio.ensure_future(story.acquire(owner=("r", 1)))
             await settle()
             assert not waiting.done()
-            assert metrics(cluster, "g-full")[1] == 1  # waiting there, not here
+            # The other process holds the whole limit; the allocator has
+            # lowered its target to one unit per story.
+            (member_there, member_here) = shares(cluster, "g-full")["members"].values()
+            assert member_there == (2, 1) and member_here == (0, 1)
             other.release(owner=1)
             await asyncio.wait_for(waiting, 10)
         ours = [e for e in trace.events if e.path[0] == "story"]
@@ -128,6 +171,8 @@ async def test_a_full_global_limit_waits_on_the_scheduler_and_is_traced_as_such(
         await here.drain()
         await there.drain()
         assert await here.global_in_use() == 0
+        await here.close()
+        await there.close()
 
 
 async def test_a_cancelled_wait_for_a_lease_holds_nothing_at_any_level():
@@ -180,9 +225,250 @@ async def test_a_runner_under_a_distributed_root_awaits_its_units_and_keeps_the_
         assert all(peak(trace, s.name) <= 3 for s in stories)
         await root.drain()
         assert await root.global_in_use() == 0 and root.in_use == 0
-        # One lease per task, plus one per runner: a runner takes its unit
-        # before it pulls, and the last pull finds the source empty.
-        assert metrics(cluster, "g-runner")[0] == 15 + 3
+        await root.close()
+
+
+async def test_the_limit_is_divided_between_stories_not_between_processes():
+    async with scheduler() as (cluster, client):
+        many = DistributedCapacityRoot(8, name="g-fair", client=client)
+        one = DistributedCapacityRoot(8, name="g-fair", client=client)
+        stories = [CapacitySource(3, many, name=f"m{i}") for i in range(3)]
+        stories.append(CapacitySource(3, one, name="o"))
+        release = asyncio.Event()
+
+        async def hold(story, i):
+            await story.acquire(owner=i)
+            await release.wait()
+            story.release(owner=i)
+
+        # The process with three stories asks first and gets all it wants (8).
+        first = [asyncio.ensure_future(hold(s, i)) for s in stories[:3] for i in range(3)]
+        await settle(0.5)
+        assert (many.share, many.leased) == (8, 8)
+        late = [asyncio.ensure_future(hold(stories[3], i)) for i in range(3)]
+        await settle(0.5)
+        # Four stories want 3 each, 8 are there: 2 per story, so the target of
+        # the first process is 6 and of the second 2, and the first gives
+        # units back as they are released.
+        targets = [t for _, t in shares(cluster, "g-fair")["members"].values()]
+        assert targets == [6, 2]
+        assert one.leased == 0
+        release.set()
+        await asyncio.gather(*first, *late)
+        assert many.in_use == one.in_use == 0
+        await many.drain()
+        await one.drain()
+        assert shares(cluster, "g-fair")["free"] == 8
+        await many.close()
+        await one.close()
+
+
+async def test_two_processes_take_turns_fairly_under_a_full_limit():
+    async with scheduler() as (cluster, client):
+        roots = [DistributedCapacityRoot(4, name="g-turns", client=client) for _ in "ab"]
+        stories = [CapacitySource(2, roots[i % 2], name=f"s{i}") for i in range(4)]
+
+        async def one(story):
+            async def sleep():
+                await asyncio.sleep(0.05)
+
+            runner = HierarchicalTaskPoolRunner("r", [sleep] * 8, story)
+            async with runner.run_tasks() as results:
+                async for _ in results:
+                    pass
+
+        with Trace(clock=time.time) as trace:
+            await asyncio.gather(*(one(s) for s in stories))
+        assert peak_running(trace) <= 4
+        # No story waited for the others to finish: each one's last image
+        # ended within a few images of the others'.
+        ends = {}
+        for e in trace.events:
+            if e.kind is EventKind.TASK_END:
+                ends[e.path[0] if e.path else e.group] = e.t
+        spread = max(ends.values()) - min(ends.values())
+        assert spread < 0.05 * 8 / 2, ends
+        for root in roots:
+            await root.close()
+
+
+def test_targets_divide_the_limit_by_story_and_take_fractions_in_turn():
+    from storylab.scheduling.distributed import _targets
+
+    # Everyone gets what it wants when that fits.
+    assert _targets([[1], [3, 3]], [0, 0], 10) == [1, 6]
+    # Four stories wanting 3 under 8: 2 each, whatever process they are in.
+    assert _targets([[3, 3, 3], [3]], [0, 0], 8) == [6, 2]
+    # A story that wants less keeps it; the others share the rest equally.
+    assert _targets([[1, 3], [3]], [0, 0], 7) == [4, 3]
+    # 20 stories under 10: 2.5 units per process of 5 stories. The spare
+    # units stay where they are...
+    stories = [[3] * 5] * 4
+    assert _targets(stories, [1, 1, 1, 1], 10, [3, 3, 2, 2]) == [3, 3, 2, 2]
+    # ...until a holder's stories are half a unit ahead, then they move.
+    assert _targets(stories, [2, 1, 1, 1], 10, [3, 3, 2, 2]) == [2, 3, 3, 2]
+    for served in ([0, 5, 2, 9], [3, 3, 3, 3]):
+        got = _targets(stories, served, 10, [2, 2, 3, 3])
+        assert sum(got) == 10 and all(t in (2, 3) for t in got)
+
+
+@pytest.mark.parametrize(
+    ("lease", "attempt", "match"),
+    [
+        (3, 2, r"lease_timeout \(3 s\) must be at least twice attempt_timeout \(2 s\)"),
+        (0.5, None, "lease_timeout must be at least 1 s"),
+        (0, None, "lease_timeout must be a number of seconds > 0"),
+        ("10", None, "lease_timeout must be a number of seconds > 0"),
+    ],
+)
+def test_the_lease_timeout_must_outlast_a_request(lease, attempt, match):
+    with pytest.raises(ValueError, match=match):
+        DistributedCapacityRoot(4, lease_timeout=lease, attempt_timeout=attempt)
+    with pytest.raises(ValueError, match="--lease-timeout .* --attempt-timeout"):
+        check_lease_rule(3, 2, names=("--lease-timeout", "--attempt-timeout"))
+    assert check_lease_rule(4, 2) == 4.0
+
+
+@contextlib.contextmanager
+def scheduler_process():
+    """A Dask scheduler in a process of its own on loopback (so this process
+    can stand still while the scheduler goes on)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        info = os.path.join(tmp, "scheduler.json")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+             "--port", "0", "--dashboard-address", "127.0.0.1:0", "--scheduler-file", info],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while not os.path.exists(info) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(0.2)
+            yield info
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+async def test_a_process_that_stood_still_past_its_lease_cancels_its_work_and_never_renews_it():
+    with scheduler_process() as info:
+        async with Client(scheduler_file=info, asynchronous=True) as client:
+            root = DistributedCapacityRoot(
+                3, name="g-frozen", client=client, lease_timeout=2, attempt_timeout=0.5
+            )
+            story = CapacitySource(3, root, name="story")
+            sent_after_wake = []
+
+            stepped = asyncio.Event()
+
+            async def work():
+                await story.acquire(owner=1)
+                await story.acquire(owner=2)
+                try:
+                    while True:
+                        sent_after_wake.append(time.monotonic())
+                        stepped.set()
+                        await asyncio.sleep(0.2)
+                finally:
+                    story.release(owner=1)
+                    story.release(owner=2)
+
+            async def guarded():
+                async with root.guard():
+                    await work()
+
+            task = asyncio.ensure_future(guarded())
+            await settle(0.5)
+            before = await root.allocator_statistics()
+            (old,) = before["members"]
+            # A waiting story is offered its whole limit (3), of which it uses 2.
+            assert before["members"][old][0] == 3 and root.leased == 2
+            # The whole process stands still (as under SIGSTOP) for longer
+            # than the lease timeout, while the work waits for its next step;
+            # the scheduler goes on without it.
+            stepped.clear()
+            await stepped.wait()
+            time.sleep(3.0)
+            woke = time.monotonic()
+            with pytest.raises(SharedLimitLost, match="lost its share of 'g-frozen'"):
+                await asyncio.wait_for(task, 5)
+            # Cancelled at its first step after waking, before doing anything more.
+            assert [t for t in sent_after_wake if t >= woke] == []
+            assert root.losses == 1 and root.in_use == 0
+            after = await root.allocator_statistics()
+            # The old share was never renewed: the allocator expired it and
+            # does not know it any more.
+            assert old not in after["members"]
+            # The process goes on with a new share.
+            await asyncio.wait_for(story.acquire(owner=3), 10)
+            assert root.share >= 1 and root.leased == 1
+            story.release(owner=3)
+            await root.close()
+
+
+async def test_a_share_given_up_stays_counted_until_its_lease_expires():
+    with scheduler_process() as info:
+        async with Client(scheduler_file=info, asynchronous=True) as client:
+            # Attempts of up to 1.5 s: the process gives its share up once less
+            # than 1.5 s + 0.3 s of it is left, i.e. after 1.2 s without an answer.
+            root = DistributedCapacityRoot(
+                4, name="g-early", client=client, lease_timeout=3, attempt_timeout=1.5
+            )
+            story = CapacitySource(4, root, name="story")
+            for i in range(4):
+                await story.acquire(owner=i)
+            (old,) = (await root.allocator_statistics())["members"]
+            time.sleep(1.8)  # standing still: too long to trust the share, not yet expired
+            await settle(0.05)
+            assert root.losses == 1 and root.share == 0
+            members = (await root.allocator_statistics())["members"]
+            # Not handed to anyone while a request made under it could still
+            # run: the allocator still counts the old share.
+            assert members[old][0] == 4
+            other = DistributedCapacityRoot(4, name="g-early", client=client, lease_timeout=3)
+            taker = CapacitySource(4, other, name="taker")
+            assert await root.global_in_use() == 4
+            got = asyncio.ensure_future(taker.acquire())
+            await settle(0.3)
+            assert not got.done()
+            await asyncio.wait_for(got, 10)  # once the old lease has expired
+            assert old not in (await root.allocator_statistics())["members"]
+            for i in range(4):
+                story.release(owner=i)
+            taker.release()
+            await root.close()
+            await other.close()
+
+
+async def test_a_share_nobody_renews_any_more_is_given_up_and_a_new_one_started():
+    async with scheduler() as (cluster, client):
+        root = DistributedCapacityRoot(3, name="g-keeper", client=client, lease_timeout=2)
+        story = CapacitySource(3, root, name="story")
+        await story.acquire(owner=1)
+        (old,) = shares(cluster, "g-keeper")["members"]
+        root._keeper.cancel()  # the renewal dies (a bug, say)
+        for _ in range(50):
+            await settle(0.05)
+            if root.losses:
+                break
+        # Given up within a watchdog tick, long before its lease could expire...
+        assert root.losses == 1 and root.share == 0
+        # ...and a new share is started, but the old one (all 3 units) stays
+        # counted until its lease expires: only then is the next unit had.
+        second = asyncio.ensure_future(story.acquire(owner=2))
+        await settle(0.5)
+        members = shares(cluster, "g-keeper")["members"]
+        assert members[old][0] == 3 and len(members) == 2 and not second.done()
+        await asyncio.wait_for(second, 10)
+        assert old not in shares(cluster, "g-keeper")["members"]
+        story.release(owner=1)
+        story.release(owner=2)
+        await root.close()
 
 
 async def test_try_acquire_on_a_distributed_tree_refuses_and_takes_nothing():
@@ -199,7 +485,7 @@ async def test_a_capacity_that_differs_from_the_other_processes_is_refused():
         await CapacitySource(1, DistributedCapacityRoot(10, name="g-mis", client=client)).acquire()
         wrong = DistributedCapacityRoot(5, name="g-mis", client=client)
         story = CapacitySource(1, wrong)
-        with pytest.raises(ValueError, match="capacity of 'g-mis' must match"):
+        with pytest.raises(ValueError, match="capacity of 'g-mis' must match.* 10"):
             await story.acquire()
         assert (story.in_use, wrong.in_use) == (0, 0)
 
@@ -264,28 +550,154 @@ def test_three_processes_never_run_more_than_the_global_limit(workers):
 def test_a_killed_workers_units_come_back_to_the_others(workers):
     client = workers
     pids = client.run(os.getpid)
-    victim = sorted(pids)[0]
+    victim, other = sorted(pids)[:2]
     client.submit(dask_jobs.hold_units, "g-kill", 10, 6, workers=[victim], pure=False)
-    sem = Semaphore(max_leases=10, name="g-kill")
+
+    def taken() -> int:
+        stats = client.submit(dask_jobs.shared_stats, "g-kill", workers=[other], pure=False)
+        stats = stats.result()
+        return 0 if stats["free"] is None else 10 - stats["free"]
+
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with contextlib.suppress(RuntimeError):  # not registered yet
-            if sem.get_value() == 6:
-                break
+    while taken() != 6 and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert sem.get_value() == 6
+    assert taken() == 6
     os.kill(pids[victim], signal.SIGKILL)
-    # Nobody refreshes the dead process's leases: the scheduler takes them back
+    # Nobody renews the dead process's share: the allocator takes it back
     # after the lease timeout (2 s here).
     deadline = time.monotonic() + 30
-    while sem.get_value() and time.monotonic() < deadline:
+    while taken() and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert sem.get_value() == 0
-    # All ten units can be had again, and no eleventh.
-    assert all(sem.acquire(timeout=5) for _ in range(10))
-    assert not sem.acquire(timeout=0.5)
-    for _ in range(10):
-        sem.release()
+    assert taken() == 0
+    # All ten units can be had again by another process, and no eleventh.
+    got = client.submit(dask_jobs.take_units, "g-kill", 10, 11, 1.0, workers=[other], pure=False)
+    assert got.result() == 10
+
+
+class CountingServer:
+    """An HTTP server on loopback that holds each request ``hold`` seconds and
+    counts the requests it is working on at once (from the request read to
+    the answer written or the connection lost), in a thread of its own."""
+
+    def __init__(self, hold: float) -> None:
+        import threading
+
+        self.hold = hold
+        self.now = self.peak = self.total = 0
+        self.over: list[tuple[float, int]] = []
+        self.limit = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server = None
+
+    async def _handle(self, reader, writer) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            writer.close()
+            return
+        self.now += 1
+        self.total += 1
+        self.peak = max(self.peak, self.now)
+        if self.now > self.limit:
+            self.over.append((time.time(), self.now))
+        try:
+            await asyncio.sleep(self.hold)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            self.now -= 1
+            writer.close()
+
+    def __enter__(self) -> CountingServer:
+        self._thread.start()
+        start = asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=1024)
+        self._server = asyncio.run_coroutine_threadsafe(start, self._loop).result(10)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        async def stop() -> None:
+            self._server.close()
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def chaos(client, seed: int, seconds: float, lease_timeout: float, futures) -> list[str]:
+    """Stop (SIGSTOP, then SIGCONT after longer than the lease timeout) and
+    kill (SIGKILL; the nanny starts a new worker) worker processes at random
+    moments until ``seconds`` have passed or the work is done. Returns what was done."""
+    import random
+
+    rng = random.Random(seed)
+    done: list[str] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and not all(f.done() for f in futures):
+        time.sleep(rng.uniform(0.3, 1.5))
+        pids = sorted(client.run(os.getpid).values())
+        if not pids:
+            continue
+        pid = rng.choice(pids)
+        if rng.random() < 0.25:
+            os.kill(pid, signal.SIGKILL)
+            done.append(f"kill {pid}")
+            time.sleep(1.0)
+        else:
+            stopped = rng.uniform(1.2, 2.0) * lease_timeout
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                time.sleep(stopped)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            done.append(f"stop {pid} {stopped:.1f}s")
+    return done
+
+
+@pytest.fixture
+def chaos_workers():
+    with (
+        dask.config.set(LEASES),
+        dask.config.set({"distributed.scheduler.allowed-failures": 20}),
+        LocalCluster(
+            n_workers=3,
+            threads_per_worker=4,
+            processes=True,
+            dashboard_address="127.0.0.1:0",
+            host="127.0.0.1",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("seed", [7, 11])
+def test_stopped_and_killed_workers_never_overbook_the_service(chaos_workers, seed):
+    client = chaos_workers
+    limit, lease_timeout, attempt_timeout = 4, 2.0, 1.0
+    with CountingServer(hold=0.25) as server:
+        server.limit = limit
+        addresses = sorted(client.scheduler_info()["workers"])
+        futures = [
+            client.submit(
+                dask_jobs.hammer, f"g-chaos-{seed}", limit, server.url, lease_timeout,
+                attempt_timeout, 3, 12, workers=[a], allow_other_workers=True, pure=False,
+            )
+            for a in addresses
+        ]  # fmt: skip
+        done = chaos(client, seed, 25.0, lease_timeout, futures)
+        results = client.gather(futures)
+    assert any(d.startswith("stop") for d in done), done
+    # Every request of every story was answered in the end...
+    assert results == [36, 36, 36]
+    # ...and the service never had more at once than the global limit.
+    assert server.over == [], (server.over, done)
+    assert server.peak <= limit
 
 
 # -- merging the traces of several processes ------------------------------------------

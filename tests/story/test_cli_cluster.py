@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from storylab.story.settings import StorySettings
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -68,6 +70,44 @@ def test_a_bad_cluster_option_is_refused_in_one_line_and_stores_nothing(tmp_path
     assert proc.returncode == 2
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not graph.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--attempt-timeout", "5", "--lease-timeout", "6"],
+            "--lease-timeout (6 s) must be at least twice --attempt-timeout (5 s)",
+        ),
+        # Not given: the HTTP backend's default deadline (180 s) sets the
+        # default lease timeout, but one given too short is refused.
+        (["--lease-timeout", "10"], "--lease-timeout (10 s) must be at least twice"),
+        (["--lease-timeout", "0.5"], "--lease-timeout must be at least 1 s"),
+    ],
+)
+def test_a_lease_timeout_shorter_than_a_request_can_run_is_refused_at_start(
+    tmp_path, argv, message
+):
+    pytest.importorskip("distributed")
+    graph = tmp_path / "graph.sqlite"
+    proc = storylab(
+        "run", "a fox", "--graph", str(graph), "--cluster", "local:2",
+        "--backend", "http", "--images-url", "http://127.0.0.1:9", *argv, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "cluster:" not in proc.stdout  # refused before a cluster was started
+    assert not graph.exists()
+
+
+def test_the_default_lease_timeout_outlasts_the_attempt_deadline():
+    from storylab.story.backends.http_images import HttpImageBackend
+    from storylab.story.cluster import cluster_lease_timeout
+
+    http = StorySettings(images=HttpImageBackend("http://127.0.0.1:9", attempt_timeout=30))
+    assert cluster_lease_timeout(None, http) == 60.0
+    assert cluster_lease_timeout(None, StorySettings()) == 10.0
+    assert cluster_lease_timeout(4, StorySettings()) == 4.0
 
 
 @pytest.mark.timeout(120)

@@ -16,13 +16,12 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from distributed import Semaphore  # noqa: E402
-
 from storylab.entities import EntityGraph  # noqa: E402
 from storylab.scheduling import EventKind, Trace  # noqa: E402
 from storylab.story.backends import SimulatedImageBackend, SimulatedTextBackend  # noqa: E402
 from storylab.story.cluster import (  # noqa: E402
     gather_stories,
+    global_units_out,
     open_cluster,
     parse_cluster,
     run_stories_on_cluster,
@@ -151,17 +150,21 @@ def test_a_worker_killed_mid_run_has_its_stories_finished_by_the_others_with_not
         assert victim is not None, "no story was caught half-way"
         os.kill(pids[victim], signal.SIGKILL)
         run = gather_stories(client, futures, graph_path)
-        sem = Semaphore(max_leases=4, name="storylab-global-4")
+
+        def taken() -> int:
+            return global_units_out(client, "storylab-global-4")
+
         deadline = time.monotonic() + 30
-        while sem.get_value() and time.monotonic() < deadline:
+        while taken() and time.monotonic() < deadline:
             time.sleep(0.2)
-        leases_left = sem.get_value()
+        leases_left = taken()
 
     assert all(r["stage"] == "completed" and r["image_count"] == 5 for r in run.results)
     assert pids[victim] not in run.pids  # the killed story was finished elsewhere
     killed = next(s for s in run.stories if s.pipeline == killed_story)
     assert killed.pid != pids[victim]
-    # Every lease of the dead process came back to the scheduler.
+    # The dead process's share came back to the scheduler, and the others
+    # gave theirs back once idle.
     assert leases_left == 0
     assert peak(run.trace, "storylab-global-4") <= 4
     with EntityGraph.open(path, create=False) as g:
@@ -214,3 +217,44 @@ def test_a_refused_topic_starts_no_cluster_and_stores_nothing(tmp_path):
         run_stories_on_cluster(["a fox", "   "], cluster="local:2", graph=path)
     assert refused.value.field == "topic"
     assert not path.exists()
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_stopped_past_its_lease_runs_its_stories_again_and_finishes_them(tmp_path):
+    path = tmp_path / "graph.sqlite"
+    with open_cluster("local:2", lease_timeout=2) as client:
+        futures, graph_path = submit_stories(
+            client,
+            TOPICS[:2],
+            {"illustration_count": 6},
+            graph=path,
+            settings=settings(0.1, global_limit=4),
+            lease_timeout=2,
+        )
+        pids = client.run(os.getpid)
+        # Wait until a worker is drawing, then stop it for longer than the lease.
+        victim = None
+        deadline = time.monotonic() + 120
+        while victim is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            with EntityGraph.open(path, create=False, read_only=True) as g:
+                started = any(
+                    i.status in ("InProgress", "Completed")
+                    for v in images_of(g).values()
+                    for i in v
+                )
+            if started:
+                victim = next(a for a, keys in client.processing().items() if keys)
+        assert victim is not None
+        os.kill(pids[victim], signal.SIGSTOP)
+        time.sleep(3.5)
+        os.kill(pids[victim], signal.SIGCONT)
+        run = gather_stories(client, futures, graph_path)
+    assert all(r["stage"] == "completed" and r["image_count"] == 6 for r in run.results)
+    stopped = [s for s in run.stories if s.pid == pids[victim]]
+    # The stopped worker's stories were cancelled when it woke and run again there.
+    assert stopped and all(s.restarts >= 1 for s in stopped)
+    assert peak(run.trace, "storylab-global-4") <= 4
+    with EntityGraph.open(path, create=False) as g:
+        for images in images_of(g).values():
+            assert len(images) == 6 and all(i.status == "Completed" for i in images)

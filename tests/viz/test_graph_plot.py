@@ -89,7 +89,9 @@ async def test_tree_picture_colours_nodes_by_status_and_marks_failures(graph, tm
     failed = [n for n in g if g.nodes[n]["status"] == "Failed"]
     assert len(failed) == 2
     for n in g:
-        assert texts[f"label:{n}"].startswith(g.nodes[n]["label"])
+        # Siblings of one type (the images) are labelled by name; the type is said once.
+        shown = g.nodes[n]["name"] if g.nodes[n]["type"] == "VizImage" else g.nodes[n]["label"]
+        assert texts[f"label:{n}"].startswith(shown)
         assert (f"failed-mark:{n}" in texts) == (n in failed)
     assert "RuntimeError" in texts[f"label:{failed[0]}"]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
@@ -171,3 +173,37 @@ async def test_missing_children_must_be_a_list_of_names(graph):
         plot_entity_tree(graph, story.id, missing="image-9")
     with pytest.raises(TypeError, match="missing must hold child names"):
         plot_entity_tree(graph, story.id, missing=[3])
+
+
+async def test_the_tree_carries_status_glyphs_durations_and_reuse(graph, tmp_path):
+    story = await _story(graph, fail=[2])
+    g = entity_graph(graph, story.id)
+    images = [n for n in g if g.nodes[n]["type"] == "VizImage"]
+    done = [n for n in images if g.nodes[n]["status"] == "Completed"]
+    # Pretend the first two completed images were finished by an earlier run.
+    cut = sorted(g.nodes[n]["finished_at"] for n in done)[1] + 1e-9
+    fig = plot_entity_tree(graph, story.id, run_started=cut, time_scale=0.01)
+    fig.savefig(tmp_path / "tree.png", dpi=80)
+    ax = fig.axes[0]
+    texts = {t.get_gid(): t.get_text() for t in ax.texts if t.get_gid()}
+    reused = [n for n in g if g.nodes[n]["status"] == "Completed"
+              and g.nodes[n]["finished_at"] < cut]  # the writer too: it finished first
+    assert len(reused) >= 2
+    for n in reused:
+        assert texts[f"glyph:{n}"] == "↺" and texts[f"detail:{n}"] == "reused"
+    ran = [n for n in done if n not in reused]
+    assert ran
+    for n in ran:
+        assert texts[f"glyph:{n}"] == "✓"
+        assert texts[f"detail:{n}"] == f"{g.nodes[n]['duration'] / 0.01:.1f} model s"
+    (ring,) = [c for c in ax.collections if c.get_gid() == "reused-nodes"]
+    assert len(ring.get_offsets()) == len(reused)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "reused from the graph (↺)" in legend
+    assert ax.get_title().endswith(f"{len(reused)} reused")
+    assert fig.storylab_summary.startswith("Entity tree: 1 root(s), ")
+    assert f"{len(reused)} reused from the graph" in fig.storylab_summary
+    assert "failed: VizImage (image-2)" in fig.storylab_summary
+    # Without run_started nothing is called reused.
+    plain = plot_entity_tree(graph, story.id)
+    assert not [c for c in plain.axes[0].collections if c.get_gid() == "reused-nodes"]

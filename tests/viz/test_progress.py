@@ -325,3 +325,40 @@ def test_static_snapshot_is_plain_html_of_the_final_state():
     assert "<b>stories</b>" in page
     # Hidden where the live widget is shown (JupyterLab, Notebook 7), visible elsewhere.
     assert ".jp-LabShell .storylab-progress-snapshot" in page
+
+
+def test_a_trace_adds_the_live_capacity_gauge_and_compact_rows_fit_a_screen():
+    from storylab.scheduling import Trace
+    from storylab.sweep import what_if
+    from storylab.viz.progress import static_snapshot_html
+
+    run = what_if(3, 10)
+    # The trace as it stood when every story had asked: the split, mid-run.
+    first_end = next(i for i, e in enumerate(run.trace.events) if e.kind == "task_end")
+    live = Trace(meta=dict(run.trace.meta), events=run.trace.events[:first_end],
+                 started_at=run.trace.started_at)
+    panel = ProgressPanel("stories", form="widget", trace=live, compact=True)
+    for k in range(1, 3):
+        panel.update(_env("STATUS", f"p{k}", f"story {k}", "Pipeline", status="STARTED"),
+                     root=f"p{k}")
+        panel.update(_env("VALUE", f"p{k}", f"story {k}", "Pipeline", sub_type="progress",
+                          value={"stage": "images", "total": 5,
+                                 "items": [f"image-{i}" for i in range(1, 6)]}), root=f"p{k}")
+        panel.update(_env("STATUS", f"c{k}", "image-1", status="STARTED"), root=f"p{k}")
+    panel.update(_env("VALUE", "c9", "image-2", sub_type="return", value=1), root="p1")
+    panel.flush(final=True)
+    assert panel.summary().splitlines()[:4] == [
+        "stories", "global 10/10 · A ●●● B ●●● C ●●● D ●○○ E ○○○",
+        "Pipeline (story 1) [running] images: 1/5 done (1 completed, 1 running, 3 waiting for "
+        "capacity)",
+        "  ▶↺···"]
+    gauge = panel._widgets.gauge.value
+    assert "data-level='story:4' data-label='story D' data-in-use='1'" in gauge
+    assert gauge.count("data-blocked-by='global'") == 2 + 1  # D and E, and the legend
+    rows = next(iter(panel._widgets.parts.values()))["rows"].value
+    assert rows.startswith("<div class='glyphs'") and "<table" not in rows
+    # A child handed back from the graph has its own glyph and colour.
+    assert "data-name='image-2' data-status='completed'" in rows and "↺" in rows
+    assert "completed, reused from the graph" in rows
+    static = static_snapshot_html(panel)
+    assert "data-level='global'" in static and "<script" not in static

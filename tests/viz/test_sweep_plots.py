@@ -47,3 +47,21 @@ async def test_simulated_against_real_time_puts_each_cell_on_the_diagonal():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["simulation = real"]
     with pytest.raises(ValueError, match="at least one"):
         plot_simulated_vs_wall([])
+
+
+async def test_sweep_charts_say_their_numbers_in_one_line():
+    from storylab.viz import figure_summary
+
+    result = await sweep((1, 3), (2, 6), stories=3, images=3)
+    best = min(result.cells, key=lambda c: c.makespan)
+    worst = max(result.cells, key=lambda c: c.makespan)
+    on_bound = sum(1 for c in result.cells if c.makespan <= c.ideal + 1e-6)
+    expected = (f"Sweep of 4 limit pairs: makespan from {best.makespan:.0f} model s "
+                f"(per-story {best.story_limit}, global {best.global_limit}) to "
+                f"{worst.makespan:.0f} (per-story {worst.story_limit}, global "
+                f"{worst.global_limit}); {on_bound} of 4 on the ideal bound.")
+    assert figure_summary(plot_sweep_heatmaps(result)) == expected
+    assert figure_summary(plot_sweep_lines(result)) == expected
+    fig = plot_simulated_vs_wall([(20.0, 22.0, "1 / 2")])
+    assert figure_summary(fig) == ("Simulated against real-time makespan for 1 cell: "
+                                   "at most 10% apart.")

@@ -39,7 +39,8 @@ def _patches(fig, prefix: str) -> dict[str, object]:
 
 
 def _model(trace: Trace, t: float) -> float:
-    return trace.relative(t) / trace.meta["time_scale"]
+    # Model seconds from the shared origin: the trace's first event.
+    return (t - trace.events[0].t) / trace.meta["time_scale"]
 
 
 async def _two_levels(stories):
@@ -122,7 +123,7 @@ async def test_timeline_figure_draws_the_lanes_with_status_colours(stories, tmp_
     assert ax.get_xlabel() == TIME_LABEL and "model seconds" in ax.get_xlabel()
     assert ax.get_title().startswith("Task timeline")
     ticks = [t.get_text() for t in ax.get_yticklabels()]
-    assert ticks[0] == "story:A" and "story:B" in ticks and "A-image-4" in ticks
+    assert ticks[0] == "story A" and "story B" in ticks and "A-image-4" in ticks
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "waiting: first held back by the global limit" in legend
     assert "waiting: first held back by its own limit (story)" in legend
@@ -132,7 +133,8 @@ async def test_timeline_figure_draws_the_lanes_with_status_colours(stories, tmp_
 async def test_time_scale_comes_from_meta_or_argument(stories):
     trace, _ = await stories({"A": [10]}, time_scale=SCALE)
     (lane,) = timeline_lanes(trace)
-    assert lane.run[1] - lane.run[0] == pytest.approx(10, abs=2.5)
+    # A sleep of 10 model seconds never ends sooner (a loaded machine may make it later).
+    assert lane.run[1] - lane.run[0] >= 10 - 0.01
     (raw,) = timeline_lanes(trace, time_scale=1.0)
     assert raw.run[1] - raw.run[0] == pytest.approx((lane.run[1] - lane.run[0]) * SCALE)
     for bad in (0, -1.0, "fast", True):

@@ -1,0 +1,7 @@
+"""``python -m storylab``: the same command as ``storylab``."""
+
+import sys
+
+from storylab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,164 @@
+"""``storylab notebooks [DEST]``: copy the tutorial out for a learner.
+
+The notebooks ship inside the package (``storylab/notebooks/``, filled at
+build time from the repository's ``notebooks/``); an editable install or a
+source checkout reads ``notebooks/`` next to the package instead.
+
+A copy is never silently overwritten once the learner has changed it. DEST
+keeps a small record (``.storylab-tutorial.json``) of the hash of each file
+as it was copied; a later ``storylab notebooks DEST``
+
+- copies what is missing,
+- leaves alone a file that already equals the shipped one,
+- updates a file the learner never touched (it still has the recorded hash),
+- and refuses, before writing anything, if any file was edited (its hash is
+  neither the recorded one nor the shipped one), unless ``--force`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from storylab._cli_args import EXIT_FAILED, EXIT_OK
+
+RECORD = ".storylab-tutorial.json"
+DEFAULT_DEST = "storylab-tutorial"
+
+
+class TutorialFilesError(RuntimeError):
+    """The shipped notebooks cannot be found, or DEST cannot be used."""
+
+
+def shipped_dir() -> Path:
+    """The folder holding the tutorial notebooks this storylab ships."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "notebooks", here.parent / "notebooks"):
+        if any(candidate.glob("*.ipynb")):
+            return candidate
+    raise TutorialFilesError(
+        f"no tutorial notebooks found in {here / 'notebooks'} (an installed wheel) "
+        f"or {here.parent / 'notebooks'} (a source checkout); reinstall storylab"
+    )
+
+
+def shipped_files() -> dict[str, Path]:
+    """name -> path of every file of the tutorial, in order."""
+    return {p.name: p for p in sorted(shipped_dir().glob("*.ipynb"))}
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass
+class CopyPlan:
+    """What copying the tutorial into ``dest`` would do, file by file."""
+
+    dest: Path
+    copy: list[str] = field(default_factory=list)  # missing in dest
+    update: list[str] = field(default_factory=list)  # untouched copy of an older version
+    same: list[str] = field(default_factory=list)  # already equal to the shipped file
+    edited: list[str] = field(default_factory=list)  # changed by the learner
+
+
+def _read_record(dest: Path) -> dict[str, str]:
+    try:
+        data = json.loads((dest / RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    files = data.get("files") if isinstance(data, dict) else None
+    return {k: v for k, v in files.items() if isinstance(v, str)} if isinstance(files, dict) else {}
+
+
+def plan(dest: Path) -> CopyPlan:
+    if dest.exists() and not dest.is_dir():
+        raise TutorialFilesError(f"DEST {dest} exists and is not a folder")
+    record = _read_record(dest)
+    result = CopyPlan(dest)
+    for name, source in shipped_files().items():
+        target = dest / name
+        if not target.exists():
+            result.copy.append(name)
+            continue
+        have = digest(target)
+        if have == digest(source):
+            result.same.append(name)
+        elif record.get(name) == have:
+            result.update.append(name)
+        else:
+            result.edited.append(name)
+    return result
+
+
+def copy_tutorial(dest: Path, *, force: bool = False) -> CopyPlan:
+    """Copy the shipped notebooks into ``dest`` (created if needed).
+
+    Raises :class:`TutorialFilesError`, having written nothing, if a copy in
+    ``dest`` was edited and ``force`` is false.
+    """
+    todo = plan(dest)
+    if todo.edited and not force:
+        names = ", ".join(todo.edited)
+        raise TutorialFilesError(
+            f"{dest} holds edited copies that would be overwritten: {names}; "
+            "nothing was copied (choose another DEST, or pass --force to replace them)"
+        )
+    dest.mkdir(parents=True, exist_ok=True)
+    files = shipped_files()
+    record = _read_record(dest)
+    for name in todo.copy + todo.update + (todo.edited if force else []):
+        shutil.copyfile(files[name], dest / name)
+    for name, source in files.items():
+        record[name] = digest(source)
+    (dest / RECORD).write_text(
+        json.dumps({"files": record}, indent=1, sort_keys=True) + "\n", encoding="utf-8"
+    )
+    return todo
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "dest",
+        nargs="?",
+        default=DEFAULT_DEST,
+        metavar="DEST",
+        help=f"folder to copy the tutorial into (default: ./{DEFAULT_DEST}; created if needed)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace copies you have edited with the shipped notebooks",
+    )
+
+
+def _lab_available() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec("jupyterlab") is not None
+
+
+def main(args: argparse.Namespace) -> int:
+    dest = Path(args.dest)
+    try:
+        done = copy_tutorial(dest, force=args.force)
+    except TutorialFilesError as exc:
+        print(f"storylab notebooks: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    replaced = done.edited if args.force else []
+    print(
+        f"{dest}: {len(done.copy)} copied, {len(done.update)} updated, "
+        f"{len(done.same)} already up to date"
+        + (f", {len(replaced)} edited copies replaced ({', '.join(replaced)})" if replaced else "")
+    )
+    print("Start the tutorial with:")
+    print(f"  cd {shlex.quote(str(dest))} && jupyter lab")
+    if not _lab_available():
+        print('(JupyterLab is not installed here: pip install "storylab[lab]" first)')
+    return EXIT_OK

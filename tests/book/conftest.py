@@ -1,0 +1,70 @@
+"""Fixtures for the book tests: the built book and a headless Chromium.
+
+The book is built once per session with the documented command,
+``docs/build_book.sh`` (it executes the notebooks, about two minutes), unless
+``STORYLAB_BOOK_HTML`` names an already built ``_build/html`` folder. The
+browser is Debian's Chromium, chosen, skipped or required exactly as for the
+JupyterLab tests (:func:`labharness.decide`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "ui"))
+
+import labharness  # noqa: E402
+
+BOOK_ENV = "STORYLAB_BOOK_HTML"
+BUILT = REPO / "build" / "book" / "_build" / "html"
+STAGED = REPO / "build" / "book-src"
+
+
+@pytest.fixture(scope="session")
+def chromium_executable() -> str:
+    decision = labharness.decide()
+    if decision.action == "skip":
+        pytest.skip(decision.reason)
+    if decision.action == "fail":
+        pytest.fail(decision.reason, pytrace=False)
+    return decision.browser
+
+
+@pytest.fixture(scope="session")
+def book_html() -> Path:
+    """The built book's HTML folder (built now, unless $STORYLAB_BOOK_HTML names one)."""
+    given = os.environ.get(BOOK_ENV)
+    if given:
+        folder = Path(given)
+        if not (folder / "index.html").is_file():
+            pytest.fail(f"${BOOK_ENV}={given} holds no index.html", pytrace=False)
+        return folder
+    # The script runs `python` and `jupyter-book`: those of this interpreter's environment.
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    log = REPO / "build" / "book-build.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        done = subprocess.run(
+            ["bash", str(REPO / "docs" / "build_book.sh")],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=1800,
+        )
+    if done.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+        pytest.fail(f"docs/build_book.sh failed (log: {log}):\n{tail}", pytrace=False)
+    return BUILT
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_executable):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = labharness.launch_browser(pw, chromium_executable)
+        yield b
+        b.close()

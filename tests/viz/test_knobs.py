@@ -1,0 +1,65 @@
+"""The knobs widget: every control re-runs the simulation and redraws at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from storylab.sweep import knobs, what_if
+from storylab.viz.knobs import Knobs
+
+
+def test_moving_the_global_limit_redraws_with_the_new_split():
+    k = knobs()
+    box = k.widget()
+    w = k._widgets
+    first_png = w["chart"].value
+    assert first_png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "split 3,3,3,1,0" in w["text"].value
+    w["global_limit"].value = 12
+    assert k.values["global_limit"] == 12 and k.result.cell.global_limit == 12
+    assert "split 3,3,3,3,0" in w["text"].value and "12 in total" in w["text"].value
+    assert w["chart"].value != first_png
+    assert "storylab-knobs" in box._dom_classes
+
+
+def test_every_knob_reaches_the_simulation():
+    calls = []
+
+    def simulate(story_limit, global_limit, stories, **kw):
+        calls.append((story_limit, global_limit, stories, kw["policy"], kw["fail"]))
+        return what_if(story_limit, global_limit, stories, **kw)
+
+    k = Knobs(simulate)
+    k.widget()
+    w = k._widgets
+    w["story_limit"].value = 2
+    w["stories"].value = 3
+    w["policy"].value = "fifo"
+    assert w["fail"].value == "none"  # shown as a word, not an empty box
+    w["fail"].value = "story B, picture 1"
+    assert calls == [(3, 10, 5, "fair", None), (2, 10, 5, "fair", None),
+                     (2, 10, 3, "fair", None), (2, 10, 3, "fifo", None),
+                     (2, 10, 3, "fifo", (2, 1))]
+    assert k.result.cell.failed == 1 and "1 picture failed" in k.summary()
+    # Fewer stories than the failing one: the failure goes, the menu shrinks.
+    w["stories"].value = 1
+    assert k.values["fail"] is None and w["fail"].value == "none"
+    assert list(w["fail"].options) == ["none", "story A, picture 1"]
+
+
+def test_a_refused_setting_is_shown_and_the_last_good_run_stays():
+    k = knobs()
+    k.widget()
+    good = k.result
+    with pytest.raises(ValueError, match="policy must be one of fair, fifo"):
+        k.set(policy="random")
+    assert k.result is good and k.values["policy"] == "fair"
+    with pytest.raises(ValueError, match="knobs are story_limit"):
+        k.set(speed=2)
+
+
+def test_the_static_picture_carries_its_summary_as_alt_text():
+    k = knobs(global_limit=12)
+    page = k.html()
+    assert "data:image/png;base64," in page and "<script" not in page
+    assert f"alt='{k.summary()}'" in page
