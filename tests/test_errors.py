@@ -19,6 +19,8 @@ OPTIONAL = ("storylab.story.cluster", "storylab.scheduling.distributed")
 
 def _modules():
     for info in pkgutil.walk_packages(storylab.__path__, "storylab."):
+        if info.name.endswith(".__main__"):  # runs the command line when imported
+            continue
         try:
             yield importlib.import_module(info.name)
         except ModuleNotFoundError as exc:
