@@ -53,6 +53,10 @@ What each command does with them (exit codes in ``storylab --help``):
   damaged, unknown or ambiguous name) is exit 1 with one line; nothing is
   written by ``eg``.
 - ``storylab serve-images``: ``ArgumentError`` for its options, exit 2.
+- ``storylab notebooks``: ``TutorialFilesError`` (the notebooks cannot be
+  copied), exit 1. ``--cluster``: ``SharedLimitLost``
+  (``storylab.scheduling.distributed``) when a worker lost its share of the
+  global limit; the story is run again.
 - Any other ``StorylabError`` that reaches the command line is one line and
   exit 1; anything else is a bug, and shows its traceback.
 """

@@ -14,10 +14,18 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from storylab.entities.errors import UnknownBlobError
 
-__all__ = ["BlobStore", "write_atomically"]
+__all__ = [
+    "BlobStore",
+    "Blobs",
+    "blob_content_type",
+    "blob_key",
+    "check_blob_key",
+    "write_atomically",
+]
 
 _EXT_BY_TYPE = {
     "image/png": "png",
@@ -69,6 +77,56 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+def blob_key(data: bytes, content_type: str) -> tuple[bytes, str]:
+    """``(the bytes, their key)``, the key ``<sha256 hex>.<ext>``; ``TypeError``
+    or ``ValueError`` (naming the allowed types) for what cannot be a blob."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"blob data must be bytes, got {type(data).__name__}")
+    ext = _EXT_BY_TYPE.get(content_type)
+    if ext is None:
+        allowed = ", ".join(sorted(_EXT_BY_TYPE))
+        raise ValueError(f"content_type must be one of {allowed}; got {content_type!r}")
+    data = bytes(data)
+    return data, f"{hashlib.sha256(data).hexdigest()}.{ext}"
+
+
+def check_blob_key(key: object) -> str:
+    """``key`` if it is a blob key, else ``UnknownBlobError``."""
+    if not isinstance(key, str) or _KEY.match(key) is None:
+        raise UnknownBlobError(f"not a blob key: {key!r} (expected '<sha256 hex>.<ext>')")
+    return key
+
+
+def blob_content_type(key: str) -> str:
+    """The content type a key's extension records."""
+    ext = key.rsplit(".", 1)[-1] if isinstance(key, str) else ""
+    return _TYPE_BY_EXT.get(ext, "application/octet-stream")
+
+
+@runtime_checkable
+class Blobs(Protocol):
+    """Where a graph keeps binary outputs, by content key: a folder beside a
+    SQLite file (:class:`BlobStore`), a table on a database server. A key
+    written through one handle is readable through any other of the graph,
+    in any process that can open it."""
+
+    root: object
+    """Where the blobs are (shown in messages)."""
+
+    def put(self, data: bytes, content_type: str = "application/octet-stream") -> str:
+        """Store ``data`` (durably, before returning) and return its key."""
+        ...
+
+    def get(self, key: str) -> bytes:
+        """The bytes under ``key``; ``UnknownBlobError`` if there are none."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    @staticmethod
+    def content_type(key: str) -> str: ...
+
+
 class BlobStore:
     """``put(bytes, content_type) -> key``, ``get(key) -> bytes``, ``path_for(key)``.
 
@@ -83,14 +141,7 @@ class BlobStore:
         return f"<BlobStore {str(self.root)!r}>"
 
     def put(self, data: bytes, content_type: str = "application/octet-stream") -> str:
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"blob data must be bytes, got {type(data).__name__}")
-        ext = _EXT_BY_TYPE.get(content_type)
-        if ext is None:
-            allowed = ", ".join(sorted(_EXT_BY_TYPE))
-            raise ValueError(f"content_type must be one of {allowed}; got {content_type!r}")
-        data = bytes(data)
-        key = f"{hashlib.sha256(data).hexdigest()}.{ext}"
+        data, key = blob_key(data, content_type)
         path = self.path_for(key)
         try:
             if path.stat().st_size == len(data):
@@ -123,7 +174,4 @@ class BlobStore:
         except UnknownBlobError:
             return False
 
-    @staticmethod
-    def content_type(key: str) -> str:
-        ext = key.rsplit(".", 1)[-1] if isinstance(key, str) else ""
-        return _TYPE_BY_EXT.get(ext, "application/octet-stream")
+    content_type = staticmethod(blob_content_type)

@@ -59,7 +59,8 @@ def _add_graph_option(parser: argparse.ArgumentParser, default: Any) -> None:
         type=graph_location,
         metavar="PATH",
         default=default,
-        help="entity graph file (default: $STORYLAB_HOME/graph.sqlite or ./.storylab/graph.sqlite)",
+        help="entity graph file or postgresql:// URL "
+        "(default: $STORYLAB_HOME/graph.sqlite or ./.storylab/graph.sqlite)",
     )
 
 
@@ -167,6 +168,8 @@ def main(args: argparse.Namespace) -> int:
             if command == "check":
                 return _check(graph)
             if command == "export":
+                if not hasattr(graph, "copy_to"):
+                    return _fail(f"eg export copies SQLite files; {graph.path} is another store")
                 dest = graph.copy_to(args.path)
                 print(
                     f"copied {graph.path} to {dest} with its blobs in {dest.with_suffix('.blobs')}"
@@ -193,7 +196,6 @@ def main(args: argparse.Namespace) -> int:
 def _export_pictures(graph: EntityGraph, dest: str, ref: str | None, words: Words) -> int:
     """Copy every blob a node's output names (``object_key``; a root's page,
     ``html_key``) to ``dest/<root name>/<node label>.<ext>``."""
-    import shutil
     from pathlib import Path
 
     roots = [resolve(graph, ref, words)] if ref else graph.roots(limit=MAX_LIST)
@@ -207,15 +209,14 @@ def _export_pictures(graph: EntityGraph, dest: str, ref: str | None, words: Word
             if not isinstance(key, str):
                 continue
             try:
-                source = graph.blobs.path_for(key)
-            except EntityGraphError:
-                continue
-            if not source.is_file():
+                data = graph.blobs.get(key)
+            except EntityGraphError:  # gone from the blob store (or a malformed key)
                 missing += 1
                 continue
             base = "page" if node is root else _file_name(words.label(node))
             folder.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, folder / f"{base}{source.suffix}")
+            suffix = "." + key.rsplit(".", 1)[-1] if "." in key else ""
+            (folder / f"{base}{suffix}").write_bytes(data)
             copied += 1
     note = f"; {missing} missing from the blob folder (run the story again)" if missing else ""
     print(f"copied {copied} file(s) to {out}{note}")
@@ -228,6 +229,8 @@ def _file_name(text: str) -> str:
 
 
 def _check(graph: EntityGraph) -> int:
+    if not hasattr(graph, "integrity_problems"):
+        return _fail(f"eg check reads SQLite files; {graph.path} is another kind of store")
     problems = graph.integrity_problems(full=True)
     if not problems:
         nodes = graph._read("SELECT count(*) FROM nodes")[0][0]

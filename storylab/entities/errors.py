@@ -20,6 +20,7 @@ __all__ = [
     "GraphAccessError",
     "GraphFileGoneError",
     "GraphNotFoundError",
+    "GraphUnreachableError",
     "LeaseLostError",
     "NotAStorylabGraphError",
     "SchemaVersionError",
@@ -65,6 +66,11 @@ class GraphNotFoundError(EntityGraphError, FileNotFoundError):
 class GraphAccessError(EntityGraphError, PermissionError):
     """The graph cannot be opened, or cannot be written although writing was asked for
     (a read-only file, folder or mount). Nothing was changed."""
+
+
+class GraphUnreachableError(EntityGraphError, ConnectionError):
+    """The server holding the graph cannot be reached (down, or nothing
+    listens at that address). Nothing was changed."""
 
 
 class NotAStorylabGraphError(EntityGraphError):

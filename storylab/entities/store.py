@@ -2,12 +2,14 @@
 
 :class:`~storylab.entities.entity.RunnableEntity` and
 :class:`~storylab.entities.run.EntityRun` call nothing else on their graph.
-:class:`~storylab.entities.graph.EntityGraph` (one SQLite file) is one
-implementation; another backend (Postgres, say) implements this protocol and
-the entity classes work unchanged on it.
+:class:`~storylab.entities.sqlite.EntityGraph` (one SQLite file) and
+:class:`~storylab.entities.postgres.store.PostgresGraph` (a PostgreSQL
+server, for several hosts) implement it, and the entity classes work
+unchanged on either; ``tests/entities/conformance`` runs one suite of these
+promises against both.
 
 What every implementation promises (the SQLite one documents how it keeps
-each promise, in :mod:`storylab.entities.graph`):
+each promise, in :mod:`storylab.entities.sqlite`):
 
 * **Names are unique** under a parent (by call path) and among roots, decided
   by the store itself even when several processes create at once.
@@ -50,7 +52,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from storylab.entities.blobs import BlobStore
+from storylab.entities.blobs import Blobs
 from storylab.entities.envelopes import Envelope
 from storylab.entities.errors import LeaseLostError
 from storylab.entities.records import LeaseRecord, NodeRecord
@@ -65,10 +67,13 @@ __all__ = ["EntityStore"]
 class EntityStore(Protocol):
     """What an entity and its runs need from the store holding their graph."""
 
-    path: Path
-    """Where the graph lives (shown in messages)."""
-    blobs: BlobStore
-    """Binary outputs, by content key."""
+    @property
+    def path(self) -> Path | str:
+        """Where the graph lives (shown in messages; never with a password)."""
+        ...
+
+    blobs: Blobs
+    """Binary outputs, by content key (readable from every process of the graph)."""
 
     @property
     def key(self) -> str:

@@ -258,6 +258,7 @@ class FairPolicy(WaitQueue):
                 lv.best_units = units
                 if seq >= 0:
                     parent = lv.parent
+                    assert parent is not None  # the root's best is read, not pushed
                     heap = parent.heap
                     heappush(heap, (units, seq, lv))
                     if len(heap) > parent.heap_limit:

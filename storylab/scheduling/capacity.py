@@ -173,7 +173,7 @@ class CapacitySource:
         self._capacity = capacity
         self._parent = parent
         self._name = name if name is not None else f"capacity-{next(_names)}"
-        self._level = Level(self, capacity, parent._level if parent is not None else None)
+        self._level: Level = Level(self, capacity, parent._level if parent is not None else None)
         self._root: CapacitySource = parent._root if parent is not None else self
         # The tree's waiters and policy, and its gate, live on the root.
         self._waits: WaitQueue = (
@@ -317,7 +317,7 @@ class CapacitySource:
                     self._record(trace, EventKind.ACQUIRE, owner)
                 return
         # _wait(), inlined for the same reason.
-        future = Future()  # on the running loop
+        future: Future[None] = Future()  # on the running loop
         waiter = Waiter(level, future, owner, trace)
         waits.add(waiter)
         if trace is not None:

@@ -80,6 +80,7 @@ from collections.abc import Callable
 from typing import Any
 
 from storylab._checks import check_positive_int
+from storylab.errors import StorylabError
 from storylab.scheduling.capacity import CapacitySource
 
 __all__ = [
@@ -136,7 +137,7 @@ def check_lease_rule(
     return float(lease_timeout)
 
 
-class SharedLimitLost(RuntimeError):
+class SharedLimitLost(StorylabError, RuntimeError):
     """Work cancelled because its process's share of a shared limit may be gone."""
 
 
@@ -228,7 +229,7 @@ class SharedLimitAllocator:
         self._expiry: asyncio.Task | None = None
 
     # SchedulerPlugin protocol (duck-typed here so this module imports no Dask).
-    def start(self, scheduler: Any) -> None:
+    async def start(self, scheduler: Any) -> None:
         scheduler.handlers[HANDLER] = self.call
         scheduler.handlers[HANDLER + "_statistics"] = self.statistics
         self._expiry = asyncio.ensure_future(self._expire_forever())
@@ -930,7 +931,8 @@ class _Guard:
 
     async def __aexit__(self, exc_type, exc, tb) -> bool:
         root, task = self._root, self._task
-        root._guarded.pop(task, None)
+        if task is not None:
+            root._guarded.pop(task, None)
         if self.lost is not None and task is not None and task.uncancel() == 0:
             # Cancelled by the loss (whatever the body turned that into).
             raise SharedLimitLost(

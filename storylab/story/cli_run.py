@@ -174,7 +174,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=graph_location,
         metavar="PATH",
         help="entity graph file or folder (its folder must exist; default "
-        "$STORYLAB_HOME/graph.sqlite or ./.storylab/graph.sqlite, created as needed)",
+        "$STORYLAB_HOME/graph.sqlite or ./.storylab/graph.sqlite, created as needed), or a "
+        "postgresql:// URL",
     )
     parser.add_argument("--out", default="out", metavar="DIR", help="folder for the HTML pages")
     parser.add_argument(
@@ -483,7 +484,8 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
             where = args.graph or "the default graph"
             return _fail(f"cannot create or open the entity graph {where}: {exc}", EXIT_FAILED)
         # A damaged file is refused before anything is written to it.
-        problems = graph.integrity_problems()
+        check = getattr(graph, "integrity_problems", None)  # the SQLite store's
+        problems = check() if check is not None else []
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             return _fail(

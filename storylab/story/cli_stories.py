@@ -82,12 +82,17 @@ def _delete(graph: Any, name: str, out: Path) -> dict[str, Any]:
             f"{printable(name)!r} is {describe(root) or root.name}, not a story: give a "
             "story's topic, name or id (`storylab eg list` shows them)"
         )
+    if not hasattr(graph, "delete_tree"):
+        raise EntityGraphError(f"deleting a story needs a SQLite graph; {graph.path} is not one")
     deleted = graph.delete_tree(root.id)
     kept = _blob_keys(graph, graph.roots(limit=10**6))
     removed = 0
     for key in _keys_of(deleted) - kept:
+        path_for = getattr(graph.blobs, "path_for", None)  # blobs kept as files
+        if path_for is None:
+            break
         try:
-            path = graph.blobs.path_for(key)
+            path = path_for(key)
         except EntityGraphError:
             continue
         if path.is_file():

@@ -39,7 +39,6 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from storylab.scheduling.trace import Trace, merge_traces
@@ -345,7 +344,7 @@ def submit_stories(
     settings = _check_requests(topics, customization, settings)
     lease_timeout = check_cluster_lease(lease_timeout, settings)
     with EntityGraph.open(graph) as g:
-        path = str(Path(g.path).resolve())
+        path = g.key  # what every worker opens: an absolute path, or a URL (no password)
         pipelines = [create_story(g, t, customization, retry_failed=retry_failed) for t in topics]
     time_scale = getattr(settings.images, "time_scale", None)
     meta = {"time_scale": time_scale} if time_scale else {}
@@ -415,7 +414,8 @@ def run_stories_on_cluster(
     """Run the stories of ``topics`` on a Dask cluster under one global limit.
 
     ``cluster`` is ``"local:N"``, ``"tcp://host:port"`` or a
-    ``distributed.Client``; ``graph`` the SQLite graph every worker opens (the
+    ``distributed.Client``; ``graph`` the graph every worker opens, a file or a
+    ``postgresql://`` URL (the
     default graph file if None); ``settings`` the backends and limits (their
     ``global_limit`` holds across all workers). Running it again resumes, as
     a local run does.

@@ -1,0 +1,57 @@
+"""The entity graph on a PostgreSQL server, for several hosts sharing one graph.
+
+Open it like a SQLite graph, with a URL instead of a path:
+``EntityGraph.open("postgresql://user@host/db")`` (or :func:`open_graph`),
+``storylab run --graph postgresql://...``, ``storylab eg --graph ...``. The
+driver (psycopg 3, the ``storylab[postgres]`` extra) is imported only when
+such a graph is opened.
+
+The store keeps every promise of :class:`~storylab.entities.store.EntityStore`
+the way the SQLite store does, with the server in place of the file:
+
+* the graph's writers take turns: a write transaction first takes a
+  transaction-level advisory lock of the graph (what ``BEGIN IMMEDIATE`` is
+  to SQLite), taken without waiting by a run's awaited steps and retried
+  with a growing delay, never blocking the event loop; every check made
+  under it (a taken name, a lease's token) holds until the commit;
+* names are unique under a parent by a ``UNIQUE`` index, so two hosts
+  creating the same child get one node;
+* leases carry a token, every write under one is fenced by it, and a
+  heartbeat renews them;
+* operations share a transaction and many ends share one commit; a result is
+  handed on only once that commit returned (``synchronous_commit`` is the
+  server's: on by default, so "committed" means on the server's disk);
+* binary outputs go to a ``blobs`` table (``bytea``), committed before their
+  key is stored anywhere, so a picture drawn on one host is read on another;
+* the schema has a version (table ``storylab_meta``), older ones are upgraded
+  in one transaction, a newer one is refused;
+* a server that is down, credentials that are refused, a newer schema: each
+  is one line, and no message carries the password.
+
+The store's operations are synchronous by the store contract (each is atomic
+and never spans an ``await``), so each is a short round trip to the server
+on psycopg's connection; what may have to wait for another writer (the
+graph's lock, a commit retried) is awaited.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from storylab.entities.postgres.url import is_server_url
+
+if TYPE_CHECKING:
+    from storylab.entities.postgres.store import PostgresGraph
+
+__all__ = ["is_server_url", "open_graph"]
+
+
+def open_graph(url: str, **options: Any) -> PostgresGraph:
+    """Open (creating its tables if needed) the graph at a ``postgresql://`` URL.
+
+    Takes the options of :meth:`EntityGraph.open <storylab.entities.graph.EntityGraph.open>`
+    (``create``, ``commit``, ``commit_interval``, ``read_only``, ``lease_ttl``,
+    ``lease_heartbeat``, ``busy_timeout``)."""
+    from storylab.entities.postgres.store import PostgresGraph
+
+    return PostgresGraph.open_url(url, **options)

@@ -1,0 +1,421 @@
+"""The PostgreSQL entity store: the SQLite store's transactions on a server.
+
+:class:`PostgresGraph` keeps the SQLite store's whole discipline (group
+commits, nodes and leases written once per transaction, fencing checked
+inside the write transaction, the heartbeat, the awaited waits) and changes
+what sits under it: the connection. :class:`_Connection` gives psycopg's
+connection the few calls that discipline makes (``execute``,
+``executemany``, ``in_transaction``), turning
+
+* opening the write transaction into ``BEGIN`` plus the graph's
+  transaction-level advisory lock: without waiting (``pg_try_...``) when
+  the wait must be awaited, else waiting up to ``busy_timeout``;
+* SQLite's dialect into PostgreSQL's (``?`` parameters, ``INSERT OR
+  REPLACE``, an untyped parameter in a recursive query);
+* the driver's errors into the error classes that discipline catches, with
+  their text freed of any password: a lock that is busy reads as busy, any
+  other failure as a failed operation, which fails the transaction (as on
+  PostgreSQL it does: a commit after a failed statement is refused here,
+  never reported as done).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sqlite3
+import threading
+from typing import Any
+
+import psycopg
+import psycopg.conninfo
+from psycopg import errors as pg_errors
+from psycopg.pq import TransactionStatus
+
+from storylab.entities.blobs import blob_content_type, blob_key, check_blob_key
+from storylab.entities.errors import (
+    EntityGraphError,
+    GraphAccessError,
+    GraphNotFoundError,
+    GraphUnreachableError,
+    UnknownBlobError,
+)
+from storylab.entities.postgres.schema import lock_key, prepare
+from storylab.entities.postgres.url import ServerURL, parse
+from storylab.entities.sqlite.store import EntityGraph
+
+__all__ = ["PgBlobStore", "PostgresGraph"]
+
+log = logging.getLogger("storylab.entities")
+
+# What a connection uses unless the URL says otherwise. The store's operations
+# are short round trips made on the event loop, so a server that stops
+# answering (a host or a network gone, no connection closed) must not hold
+# one for TCP's own minutes: unanswered data fails the connection after
+# tcp_user_timeout, an idle connection is probed by keepalives.
+_CONNECTION_DEFAULTS: dict[str, str | int] = {
+    "connect_timeout": 10,
+    "application_name": "storylab",
+    "tcp_user_timeout": 15_000,  # milliseconds
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+
+
+class GraphLocation(str):
+    """A server graph's URL, without its password: what a graph's ``path``
+    is for messages (``name`` is its schema, for task names)."""
+
+    schema: str = "public"
+
+    @property
+    def name(self) -> str:
+        return self.schema
+
+
+# ------------------------------------------------------------------ errors
+#
+# The store logic above the connection catches its driver's error classes
+# (sqlite3.Error and its busy/locked variants). These carry a PostgreSQL
+# failure through that logic unchanged.
+
+
+class _ServerError(sqlite3.OperationalError, EntityGraphError):
+    """A failure on the server: caught by the store's logic as its driver's
+    error, and by callers as an :class:`EntityGraphError`."""
+
+    sqlite_errorname = "STORE_ERROR"
+
+
+class _Busy(_ServerError):
+    sqlite_errorname = "SQLITE_BUSY"  # what the commit and waiting logic look for
+
+
+def _one_line(exc: BaseException, url: ServerURL) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0].strip() if text else type(exc).__name__
+    for prefix in ("connection failed: ", "FATAL:  ", "ERROR:  "):
+        first = first.removeprefix(prefix)
+    return url.scrub(first)
+
+
+def _wrap(exc: psycopg.Error, url: ServerURL) -> _ServerError:
+    return _ServerError(f"{_one_line(exc, url)} ({type(exc).__name__} from the database server)")
+
+
+@functools.lru_cache(maxsize=256)
+def _translate(sql: str) -> str:
+    """A statement of the SQLite store in PostgreSQL's dialect."""
+    if sql.startswith("INSERT OR REPLACE INTO leases"):
+        sql = (
+            sql.replace("INSERT OR REPLACE INTO", "INSERT INTO", 1)
+            + " ON CONFLICT (node_id) DO UPDATE SET owner = EXCLUDED.owner, "
+            "host = EXCLUDED.host, pid = EXCLUDED.pid, token = EXCLUDED.token, "
+            "taken_at = EXCLUDED.taken_at, heartbeat_at = EXCLUDED.heartbeat_at, "
+            "expires_at = EXCLUDED.expires_at"
+        )
+    sql = sql.replace("SELECT ? UNION ALL", "SELECT ?::text UNION ALL")
+    return sql.replace("?", "%s")
+
+
+class _NoRows:
+    rowcount = -1
+
+    def fetchone(self) -> None:
+        return None
+
+    def fetchall(self) -> list:
+        return []
+
+
+class _Connection:
+    """psycopg's connection, as the store's transaction logic uses one."""
+
+    def __init__(self, conn: psycopg.Connection, url: ServerURL) -> None:
+        self._pg = conn
+        self._url = url
+        self._lock_key = lock_key(url.schema)
+        self._busy_ms = 30_000
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._pg.info.transaction_status != TransactionStatus.IDLE
+
+    def close(self) -> None:
+        self._pg.close()
+
+    def execute(self, sql: str, params: tuple | list = ()) -> Any:
+        if sql.startswith("PRAGMA busy_timeout="):
+            self._busy_ms = int(sql.partition("=")[2])
+            return _NoRows()
+        if sql == "BEGIN IMMEDIATE":
+            self._begin()
+            return _NoRows()
+        pg = self._pg
+        if sql == "COMMIT" and pg.info.transaction_status == TransactionStatus.INERROR:
+            # PostgreSQL would answer a COMMIT of a failed transaction with a
+            # rollback, not an error: never let that pass for a commit.
+            self._rollback()
+            raise _ServerError(
+                "the transaction was rolled back by the server after an earlier statement "
+                "in it failed"
+            )
+        try:
+            return pg.execute(_translate(sql), params or None)
+        except psycopg.Error as exc:
+            raise _wrap(exc, self._url) from None
+
+    def executemany(self, sql: str, rows: Any) -> Any:
+        rows = list(rows)
+        cur = self._pg.cursor()
+        if rows:
+            try:
+                cur.executemany(_translate(sql), rows)
+            except psycopg.Error as exc:
+                raise _wrap(exc, self._url) from None
+        return cur
+
+    def _rollback(self) -> None:
+        try:
+            self._pg.execute("ROLLBACK")
+        except psycopg.Error:
+            pass
+
+    def _begin(self) -> None:
+        """Open the write transaction: ``BEGIN`` and the graph's lock (busy if
+        another process holds it past the busy timeout; at once if that is 0)."""
+        pg, key = self._pg, self._lock_key
+        try:
+            if self._busy_ms <= 0:
+                cur = pg.execute(f"BEGIN; SELECT pg_try_advisory_xact_lock({key:d})")
+                cur.nextset()
+                row = cur.fetchone()
+                if not row or not row[0]:
+                    self._rollback()
+                    raise _Busy("another process holds the entity graph's write lock")
+                return
+            cur = pg.execute(
+                f"BEGIN; SET LOCAL lock_timeout = {self._busy_ms:d}; "
+                f"SELECT pg_advisory_xact_lock({key:d})"
+            )
+        except pg_errors.LockNotAvailable:
+            self._rollback()
+            raise _Busy(
+                f"another process held the entity graph's write lock for "
+                f"{self._busy_ms / 1000:g} s (busy_timeout)"
+            ) from None
+        except psycopg.Error as exc:
+            self._rollback()
+            raise _wrap(exc, self._url) from None
+
+
+# ------------------------------------------------------------------ opening
+
+
+def connect(url: ServerURL, *, read_only: bool = False) -> psycopg.Connection:
+    """An autocommit connection to the graph's server, its ``search_path``
+    the graph's schema; one-line errors for a server that cannot be reached,
+    refuses the credentials, or has no such database."""
+    where = url.shown
+    try:
+        given = psycopg.conninfo.conninfo_to_dict(url.conninfo)
+    except psycopg.ProgrammingError as exc:
+        raise ValueError(f"not a valid graph URL {where!r}: {_one_line(exc, url)}") from None
+    defaults = {k: v for k, v in _CONNECTION_DEFAULTS.items() if k not in given}
+    try:
+        conninfo = psycopg.conninfo.make_conninfo(url.conninfo, **defaults)
+        conn = psycopg.connect(conninfo, autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise _open_error(exc, url) from None
+    try:
+        conn.execute(f'SET search_path = "{url.schema}"')
+        if read_only:
+            conn.execute("SET default_transaction_read_only = on")
+    except psycopg.Error as exc:
+        conn.close()
+        raise EntityGraphError(
+            f"cannot use the entity graph {where}: {_one_line(exc, url)}"
+        ) from None
+    return conn
+
+
+def _open_error(exc: psycopg.OperationalError, url: ServerURL) -> EntityGraphError:
+    text = _one_line(exc, url)
+    low = str(exc).lower()
+    where = url.shown
+    if (
+        getattr(exc, "sqlstate", None) in ("28P01", "28000")
+        or "password authentication failed" in low
+        or "no password supplied" in low
+        or "authentication failed" in low
+        or "pg_hba.conf" in low
+    ):
+        who = f"user {url.user!r}" if url.user else "this user"
+        hint = "" if url.secrets else " (the URL has no password: set $PGPASSWORD or ~/.pgpass)"
+        return GraphAccessError(
+            f"the PostgreSQL server at {url.host} refused the credentials of {who} for the "
+            f"entity graph {where} ({_reason(text)}){hint}; nothing was changed"
+        )
+    if "does not exist" in low and "database" in low:
+        return GraphNotFoundError(
+            f"no database for the entity graph {where} ({_reason(text)}): create it first "
+            "(createdb NAME); nothing was changed"
+        )
+    return GraphUnreachableError(
+        f"cannot reach the PostgreSQL server at {url.host} for the entity graph {where} "
+        f"({_reason(text)}): is the server running and listening there? nothing was changed"
+    )
+
+
+def _reason(text: str) -> str:
+    """The part of libpq's message that says why (after its 'at ... failed: ')."""
+    return text.rpartition(" failed: ")[2] or text
+
+
+# ------------------------------------------------------------------ blobs
+
+
+class PgBlobStore:
+    """Binary outputs in the graph's ``blobs`` table (``bytea``), by content key.
+
+    ``put`` commits on a connection of its own before it returns, so a key is
+    durable before any node's data or output names it, and every host that
+    opens the graph reads the same bytes."""
+
+    def __init__(self, url: ServerURL) -> None:
+        self._url = url
+        self.root = f"{url.shown} (table blobs)"
+        self._conn: psycopg.Connection | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<PgBlobStore {self.root!r}>"
+
+    def _run(self, sql: str, params: tuple) -> Any:
+        with self._lock:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = connect(self._url)
+                return self._conn.execute(sql, params).fetchone()
+            except psycopg.Error as exc:
+                raise EntityGraphError(
+                    f"the blobs of the entity graph {self._url.shown} cannot be used: "
+                    f"{_one_line(exc, self._url)}"
+                ) from None
+
+    def put(self, data: bytes, content_type: str = "application/octet-stream") -> str:
+        data, key = blob_key(data, content_type)
+        self._run(
+            "INSERT INTO blobs (key, data) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING "
+            "RETURNING 1",
+            (key, data),
+        )
+        return key
+
+    def get(self, key: str) -> bytes:
+        row = self._run("SELECT data FROM blobs WHERE key = %s", (check_blob_key(key),))
+        if row is None:
+            raise UnknownBlobError(f"no blob {key!r} in {self.root}")
+        return bytes(row[0])
+
+    def exists(self, key: str) -> bool:
+        try:
+            check_blob_key(key)
+        except UnknownBlobError:
+            return False
+        return self._run("SELECT 1 FROM blobs WHERE key = %s", (key,)) is not None
+
+    content_type = staticmethod(blob_content_type)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+# ------------------------------------------------------------------ the store
+
+
+class PostgresGraph(EntityGraph):
+    """An entity graph on a PostgreSQL server. Open it with
+    ``EntityGraph.open("postgresql://...")``; see :mod:`storylab.entities.postgres`."""
+
+    def __init__(
+        self,
+        url: ServerURL,
+        conn: psycopg.Connection,
+        commit: str,
+        commit_interval: float,
+        lease_ttl: float = 10.0,
+        lease_heartbeat: float | None = None,
+        busy_timeout: float = 30.0,
+    ) -> None:
+        self._url = url
+        where = GraphLocation(url.shown)
+        where.schema = url.schema
+        super().__init__(
+            where,  # type: ignore[arg-type]
+            _Connection(conn, url),  # type: ignore[arg-type]
+            commit,
+            commit_interval,
+            lease_ttl,
+            lease_heartbeat,
+            busy_timeout,
+        )
+        self._conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+
+    # The three things a server store names differently from a file.
+
+    def _open_blobs(self, path: Any) -> PgBlobStore:
+        return PgBlobStore(self._url)
+
+    def _graph_key(self, path: Any) -> str:
+        return str(path)
+
+    def _identify(self) -> None:
+        return None
+
+    def _file_gone(self) -> str | None:
+        return None  # a server's tables do not vanish under an open connection
+
+    def _check_writable(self) -> None:
+        return None  # a write the server refuses fails its operation, with its reason
+
+    @classmethod
+    def open_url(
+        cls,
+        url: str,
+        *,
+        create: bool = True,
+        commit: str = "batched",
+        commit_interval: float = 0.005,
+        read_only: bool = False,
+        lease_ttl: float = 10.0,
+        lease_heartbeat: float | None = None,
+        busy_timeout: float = 30.0,
+    ) -> PostgresGraph:
+        parsed = parse(url)
+        conn = connect(parsed, read_only=read_only)
+        try:
+            prepare(conn, parsed.shown, parsed.schema, create=create, read_only=read_only)
+        except psycopg.Error as exc:
+            conn.close()
+            raise EntityGraphError(
+                f"cannot open the entity graph {parsed.shown}: {_one_line(exc, parsed)}"
+            ) from None
+        except BaseException:
+            conn.close()
+            raise
+        graph = cls(parsed, conn, commit, commit_interval, lease_ttl, lease_heartbeat, busy_timeout)
+        graph.read_only = read_only
+        return graph
+
+    def close(self) -> None:
+        super().close()
+        self.blobs.close()
+
+    def __repr__(self) -> str:
+        return f"<EntityGraph {str(self.path)!r}>"
