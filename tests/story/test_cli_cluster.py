@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +46,7 @@ def test_run_on_a_local_cluster_writes_every_page_and_names_the_workers(tmp_path
     pages = sorted(out.glob("*.html"))
     assert len(pages) == 3
     assert all(p.read_text(encoding="utf-8").count("<img ") == 3 for p in pages)
-    assert proc.stdout.count("ImageGenerationEntity") >= 9  # the trees, one per story
+    assert len(re.findall(r"── picture \d", proc.stdout)) >= 9  # the trees, one per story
 
     # Again: every story is found finished in the graph, nothing is drawn again.
     again = storylab(
