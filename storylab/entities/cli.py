@@ -297,6 +297,17 @@ def short_ids(graph: EntityGraph) -> dict[str, str]:
     return out
 
 
+def _topic_of(data: Any) -> str:
+    """A root's ``data["topic"]`` as stored (JSON text, or already a dict), or ``""``."""
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except ValueError:
+            return ""
+    topic = data.get("topic") if isinstance(data, dict) else None
+    return topic if isinstance(topic, str) else ""
+
+
 def _same_topic(a: str, b: str) -> bool:
     return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
 
@@ -324,11 +335,8 @@ def resolve(graph: EntityGraph, ref: str, words: Words = PLAIN) -> NodeRecord:
             )
         ]
     if not matches:
-        rows = graph._read(
-            "SELECT id, CASE WHEN json_valid(data) THEN json_extract(data, '$.topic') END "
-            "FROM nodes WHERE parent_id IS NULL ORDER BY created_at DESC, rowid DESC"
-        )
-        matches = [i for i, topic in rows if isinstance(topic, str) and _same_topic(topic, text)]
+        rows = graph._read("SELECT id, data FROM nodes WHERE parent_id IS NULL")
+        matches = [i for i, data in rows if _same_topic(_topic_of(data), text)]
     if len(matches) == 1:
         return graph.get_node(matches[0])
     if not matches:

@@ -201,6 +201,8 @@ class Queries(GraphState):
         (``full``) its stored data, error and output are JSON. Only reads.
         """
         problems: list[str] = []
+        if not isinstance(self._conn, sqlite3.Connection):
+            return problems  # another store (PostgreSQL) checks its own pages
         try:
             rows = self._read("PRAGMA integrity_check" if full else "PRAGMA quick_check")
             problems += [

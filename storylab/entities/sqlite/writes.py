@@ -495,6 +495,10 @@ class Writes(GraphState):
         """
         import shutil
 
+        if not isinstance(self._conn, sqlite3.Connection):
+            raise EntityGraphError(
+                f"{self.path} is not a SQLite graph: copy it with the database's own tools"
+            )
         dest = Path(path)
         if dest.is_dir():
             dest = dest / "graph.sqlite"
