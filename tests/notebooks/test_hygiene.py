@@ -75,3 +75,12 @@ def test_readme_launches_the_first_notebook_on_binder():
         "README needs a Binder link ending in "
         "?urlpath=lab/tree/notebooks/01_sequential_generation.ipynb"
     )
+
+
+def test_every_solution_of_the_kit_is_offered_by_a_notebook():
+    from storylab.tutorial import SOLUTIONS
+
+    offered = {key for path in paths() for key in nbcheck.solution_keys(nbcheck.read(path))}
+    assert offered == set(SOLUTIONS), (
+        f"solutions no notebook offers: {sorted(set(SOLUTIONS) - offered)}; "
+        f"offered but missing from the kit: {sorted(offered - set(SOLUTIONS))}")
