@@ -21,7 +21,7 @@ import pytest
 
 BINDER_LINK = re.compile(
     r"https://mybinder\.org/v2/gh/[\w.-]+/[\w.-]+/[\w./-]+"
-    r"\?urlpath=lab/tree/notebooks/01_sequential_generation\.ipynb"
+    r"\?urlpath=lab/tree/notebooks/00_start_here\.ipynb"
 )
 BINDER_BADGE = "https://mybinder.org/badge_logo.svg"
 
@@ -68,12 +68,12 @@ def test_notebook_hygiene(name):
     assert problems == [], f"{name}:\n" + "\n".join(problems)
 
 
-def test_readme_launches_the_first_notebook_on_binder():
+def test_readme_launches_the_start_here_notebook_on_binder():
     readme = (nbcheck.REPO / "README.md").read_text()
     assert BINDER_BADGE in readme, "README needs the Binder badge image"
     assert BINDER_LINK.search(readme), (
         "README needs a Binder link ending in "
-        "?urlpath=lab/tree/notebooks/01_sequential_generation.ipynb"
+        "?urlpath=lab/tree/notebooks/00_start_here.ipynb"
     )
 
 
