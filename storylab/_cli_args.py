@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
+import stat
 from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
@@ -30,6 +32,7 @@ __all__ = [
     "MAX_AGE",
     "age_range",
     "flag_message",
+    "graph_location",
     "http_url",
     "int_in_range",
     "non_negative_float",
@@ -182,3 +185,37 @@ def age_range(text: str) -> str:
     if not 1 <= lo <= hi <= MAX_AGE:
         raise _refuse(expected, text)
     return f"{lo}-{hi}"
+
+
+def graph_location(text: str) -> str:
+    """``--graph``: a graph file, a folder (``graph.sqlite`` inside it), or a
+    store's URL (``scheme://...``, passed on as it is).
+
+    Refused before anything is opened or created: something that is neither a
+    file nor a folder (``/dev/null``, a pipe), and a path whose folder does not
+    exist (a typo would otherwise create folders silently; the default
+    location, used when ``--graph`` is not given, is created as needed).
+    """
+    value = text.strip()
+    if not value:
+        raise argparse.ArgumentTypeError("must be a graph file or a folder; got ''")
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value):
+        return value
+    try:
+        st = os.stat(value)
+    except FileNotFoundError:
+        parent = os.path.dirname(os.path.abspath(value))
+        if not os.path.isdir(parent):
+            shown = os.path.dirname(value) or "."
+            raise argparse.ArgumentTypeError(
+                f"the folder {shown!r} does not exist; create it first "
+                f"(mkdir -p {shown}) or fix the path; got {text!r}"
+            ) from None
+        return value
+    except OSError as exc:  # a name too long, a loop of links, no permission
+        raise argparse.ArgumentTypeError(f"cannot use {text!r} ({exc.strerror or exc})") from None
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        raise argparse.ArgumentTypeError(
+            f"must be a graph file or a folder, not a device, pipe or socket; got {text!r}"
+        )
+    return value

@@ -24,6 +24,12 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        in_a_loop = False
+    else:
+        in_a_loop = True
+    if not in_a_loop:
+        # Outside the ``except`` block: an error of the run must not carry
+        # "no running event loop" as its context.
         return asyncio.run(coro)
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="storylab-run") as pool:
         return pool.submit(asyncio.run, coro).result()

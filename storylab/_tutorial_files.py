@@ -27,12 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from storylab._cli_args import EXIT_FAILED, EXIT_OK
+from storylab.errors import StorylabError
 
 RECORD = ".storylab-tutorial.json"
 DEFAULT_DEST = "storylab-tutorial"
 
 
-class TutorialFilesError(RuntimeError):
+class TutorialFilesError(StorylabError, RuntimeError):
     """The shipped notebooks cannot be found, or DEST cannot be used."""
 
 

@@ -25,7 +25,7 @@ from storylab._cli_args import (
     EXIT_USAGE,
 )
 from storylab.entities import cli as eg_cli
-from storylab.story import cli_run, cli_serve
+from storylab.story import cli_run, cli_serve, cli_stories
 
 # name -> (module, help), in the order `storylab --help` lists them.
 COMMANDS: dict[str, tuple[ModuleType, str]] = {
@@ -34,7 +34,8 @@ COMMANDS: dict[str, tuple[ModuleType, str]] = {
         cli_serve,
         "serve the simulated models (images, chat, moderations) over an OpenAI-compatible API",
     ),
-    "eg": (eg_cli, "inspect the entity graph (tree, node, list)"),
+    "eg": (eg_cli, "inspect the entity graph (list, tree, node, check, export, export-pictures)"),
+    "stories": (cli_stories, "delete a story, or redo it from the start"),
     "demo": (_demo, "a small scheduling demo: five groups under a shared limit"),
     "notebooks": (_tutorial_files, "copy the tutorial notebooks out, to open in JupyterLab"),
 }
@@ -80,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         module.configure(cmd)
         cmd.set_defaults(_main=module.main)
+        if name == "eg":  # the graph's entities are the story's: list them in its words
+            from storylab.story import words
+
+            cmd.set_defaults(
+                describe=words.describe, summarize=words.story_summary, reword=words.user_line
+            )
     return parser
 
 
@@ -92,15 +99,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_main", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    from storylab.entities.errors import EntityGraphError
+    from storylab.errors import StorylabError
 
     try:
-        return int(args._main(args) or 0)
+        code = int(args._main(args) or 0)
+        # What is still buffered goes out here, where a reader that left is
+        # caught below, not at interpreter exit ("Exception ignored ...").
+        sys.stdout.flush()
+        return code
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except EntityGraphError as exc:
-        # A graph that cannot be used is the user's to fix, not a bug: one line.
+    except StorylabError as exc:
+        # A graph that cannot be used, a refused argument: the user's to fix,
+        # not a bug (see storylab.errors): one line.
         print(f"storylab {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except BrokenPipeError:

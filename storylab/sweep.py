@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from storylab._checks import check_positive_int as _positive_int
 from storylab.scheduling import (
     CapacitySource,
     HierarchicalTaskPoolRunner,
@@ -56,7 +57,6 @@ from storylab.scheduling import (
     Trace,
 )
 from storylab.scheduling.capacity import POLICIES
-from storylab.scheduling.capacity import check_positive_int as _positive_int
 from storylab.viz.readings import pool_use
 
 __all__ = [

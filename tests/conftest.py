@@ -8,8 +8,73 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from pathlib import Path
 
 import pytest
+
+# -- heavy tests, marked in one place --------------------------------------------------
+# The quick target, `python -m pytest -m "not slow and not ui and not cluster"`,
+# leaves these out (README, Developing). A file (or folder) listed here marks
+# all its tests; a "file::test" entry marks that test (every parametrization).
+HEAVY: dict[str, tuple[str, ...]] = {
+    "ui": ("ui/", "story/test_page_in_browser.py"),
+    "cluster": (
+        "scheduling/test_distributed.py",
+        "story/test_cluster.py",
+        "story/test_cli_cluster.py",
+        "entities/conformance/test_postgres_cluster.py",
+    ),
+    "slow": (
+        "notebooks/",
+        "test_packaging.py",
+        "test_types.py",
+        "viz/test_progress_notebook.py",
+        "entities/test_crash_resume.py",
+        "entities/test_durability.py",
+        "story/test_cli_processes.py",
+        "entities/test_fenced_leases.py",
+        "entities/test_open_race.py",
+        "entities/conformance/test_postgres.py",
+        "entities/conformance/test_contract.py::test_an_owner_stopped_past_its_lease_is_taken_over_and_then_stores_nothing",
+        "entities/conformance/test_contract.py::test_two_processes_creating_the_same_children_get_one_node_each",
+        "scheduling/test_many_runners.py",
+        "viz/test_knobs.py::test_every_knob_reaches_the_simulation",
+        "story/test_cli_sharing.py",
+        "story/test_contract.py",
+        "story/test_cli_bad_inputs.py::test_output_closed_early_is_exit_141_without_a_traceback_every_time",
+        "story/test_cli_bad_inputs.py::test_output_closed_at_the_end_has_no_traceback_either",
+        "story/test_cli_bad_inputs.py::test_a_full_disk_for_the_graph_is_one_line",
+        "story/test_cli_bad_inputs.py::test_429_answers_until_pictures_give_up_end_with_a_hint",
+        "story/test_offline_content.py::test_each_subject_s_pictures_show_that_subject_and_only_its_own",
+        "story/test_offline_content.py::test_every_figure_pose_setting_and_framing_can_be_drawn",
+        "scheduling/test_cancellation.py::test_no_unit_leaks_and_nothing_deadlocks_whatever_stops_the_consumers",
+        "scheduling/test_properties.py",
+        "story/test_http_images.py::test_trickling_answer_ends_at_the_attempt_deadline_and_is_retried",
+        "story/test_http_images.py::test_image_deadline_covers_every_attempt_and_wait",
+        "story/test_pipeline_http.py::test_a_trickling_picture_fails_at_its_deadline_and_the_others_finish",
+        "story/test_cli_http.py",
+        "story/test_cli.py::test_serve_images_answers_over_http",
+        "story/test_cli.py::test_ctrl_c_stops_a_run_with_exit_130_and_it_resumes",
+        "story/test_cli_bad_inputs.py::test_a_node_whose_data_is_not_json_is_named_by_run_and_eg",
+        "story/test_cli_bad_inputs.py::test_dev_null_as_the_graph_is_refused_and_nothing_is_created_beside_it",
+        "story/test_cli_bad_inputs.py::test_an_impossible_status_is_refused",
+        "story/test_cli_bad_inputs.py::test_a_typo_in_the_graph_folder_is_refused_instead_of_creating_folders",
+        "story/test_cli_bad_inputs.py::test_a_corrupted_page_in_the_middle_is_refused_by_run_and_found_by_eg_check",
+        "story/test_cli.py::test_a_reader_that_goes_away_stops_the_run_quietly_and_it_resumes",
+        "entities/test_leases.py::test_the_heartbeat_keeps_a_long_run_leased",
+        "test_storylab_command.py::test_the_exit_codes_are_the_documented_ones",
+    ),
+}
+_TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        where = item.path.resolve().relative_to(_TESTS).as_posix()
+        test = f"{where}::{item.originalname if hasattr(item, 'originalname') else item.name}"
+        for marker, entries in HEAVY.items():
+            if any(test == e or (("::" not in e) and where.startswith(e)) for e in entries):
+                item.add_marker(marker)
 
 
 @pytest.hookimpl(tryfirst=True)

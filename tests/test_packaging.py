@@ -349,7 +349,7 @@ def test_the_project_urls_and_the_readme_badge_agree():
     branch = book["repository"]["branch"]
     assert urls["Binder"] == (
         f"{book['launch_buttons']['binderhub_url']}/v2/gh/{org_repo}/{branch}"
-        "?urlpath=lab/tree/notebooks/01_sequential_generation.ipynb"
+        "?urlpath=lab/tree/notebooks/00_start_here.ipynb"
     )
     assert book["launch_buttons"]["notebook_interface"] == "jupyterlab"
 

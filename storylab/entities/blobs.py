@@ -43,12 +43,30 @@ _TYPE_BY_EXT = {ext: ctype for ctype, ext in _EXT_BY_TYPE.items()}
 _KEY = re.compile(r"^([0-9a-f]{64})\.([a-z0-9]{1,8})$")
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where the system says it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder,
     flushed to disk before it is renamed into place: a reader (or a crash)
     sees the old file or the whole new one, never half of it."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file readable by its owner only; a page or a
+        # picture gets the permissions any new file gets (others may read it
+        # under the usual umask 022).
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

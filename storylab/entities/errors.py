@@ -10,6 +10,8 @@ is no store left to change).
 
 from __future__ import annotations
 
+from storylab.errors import StorylabError
+
 __all__ = [
     "DuplicateNameError",
     "EntityGraphError",
@@ -29,7 +31,7 @@ __all__ = [
 ]
 
 
-class EntityGraphError(Exception):
+class EntityGraphError(StorylabError):
     """Base class of every error raised by ``storylab.entities``."""
 
 

@@ -66,6 +66,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from storylab._checks import check_positive_int  # re-exported: its old home
 from storylab.scheduling._waitqueue import POLICY_CLASSES, Level, Waiter, WaitQueue
 from storylab.scheduling.trace import _CURRENT, EventKind
 
@@ -80,16 +81,6 @@ __all__ = [
 
 Policy = Literal["fair", "fifo"]
 POLICIES: tuple[Policy, ...] = ("fair", "fifo")
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    """``value`` if it is an integer >= 1 (a bool is not), else a ValueError naming ``name``.
-
-    Every limit and count in storylab is checked this way, with this message.
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
 
 
 _names = itertools.count(1)

@@ -79,7 +79,9 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
-from storylab.scheduling.capacity import CapacitySource, check_positive_int
+from storylab._checks import check_positive_int
+from storylab.errors import StorylabError
+from storylab.scheduling.capacity import CapacitySource
 
 __all__ = [
     "DEFAULT_LEASE_TIMEOUT",
@@ -135,7 +137,7 @@ def check_lease_rule(
     return float(lease_timeout)
 
 
-class SharedLimitLost(RuntimeError):
+class SharedLimitLost(StorylabError, RuntimeError):
     """Work cancelled because its process's share of a shared limit may be gone."""
 
 

@@ -17,16 +17,18 @@ import logging
 import math
 import os
 import re
+import sqlite3
 import sys
 from contextlib import ExitStack, aclosing
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from storylab._cli_args import (
     EXIT_FAILED,
     EXIT_USAGE,
     age_range,
     flag_message,
+    graph_location,
     http_url,
     int_in_range,
     positive_float,
@@ -168,7 +170,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="HTTP backend: refuse an answer larger than this many MiB (default 32)",
     )
     parser.add_argument(
-        "--graph", metavar="PATH", help="entity graph file or folder, or a postgresql:// URL"
+        "--graph",
+        type=graph_location,
+        metavar="PATH",
+        help="entity graph file or folder (its folder must exist; default "
+        "$STORYLAB_HOME/graph.sqlite or ./.storylab/graph.sqlite, created as needed), or a "
+        "postgresql:// URL",
     )
     parser.add_argument("--out", default="out", metavar="DIR", help="folder for the HTML pages")
     parser.add_argument(
@@ -182,6 +189,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated backends")
     parser.add_argument("--no-tree", action="store_true", help="do not print the entity tree")
+    parser.add_argument(
+        "--open",
+        action="store_true",
+        help="open each written page in the web browser ($BROWSER, or the system's own)",
+    )
     parser.add_argument(
         "--cluster",
         type=_cluster_spec,
@@ -420,7 +432,9 @@ def _run_on_cluster(topics, customization, settings, args, out: TextIO) -> int:
                 html = story_html(graph, result)
                 if html is not None:
                     out_dir.mkdir(parents=True, exist_ok=True)
-                    page = out_dir / f"{story.pipeline}.html"
+                    from storylab.story.words import page_file_name
+
+                    page = out_dir / f"{page_file_name(story.pipeline, story.topic)}.html"
                     write_atomically(page, html.encode("utf-8"))
                     say += f" -> {page}"
                 where = f"worker pid {story.pid}"
@@ -429,7 +443,9 @@ def _run_on_cluster(topics, customization, settings, args, out: TextIO) -> int:
                         f", run again {story.restarts}x: its worker stood still and lost "
                         "its share of the global limit"
                     )
-                print(f"{say} ({where})", file=out, flush=True)
+                from storylab.story.words import user_line
+
+                print(user_line(f"{say} ({where})"), file=out, flush=True)
 
             try:
                 run = gather_stories(client, futures, path, on_story=finished)
@@ -453,15 +469,31 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
     from storylab.story.settings import use_settings
     from storylab.viz.progress import ProgressPanel
 
-    # Image failures are reported on the progress lines; keep the library's
-    # warnings for them out of the terminal.
-    logging.getLogger("storylab.story").addHandler(logging.NullHandler())
+    # Image failures are reported on the progress lines, and a graph that
+    # cannot be written in one line at the end; keep the library's warnings
+    # (and their tracebacks) out of the terminal.
+    for name in ("storylab.story", "storylab.entities"):
+        logging.getLogger(name).addHandler(logging.NullHandler())
     graph = None
     try:
         try:
             graph = EntityGraph.open(args.graph)
         except EntityGraphError as exc:  # not a graph, a newer one, read-only: nothing changed
             return _fail(str(exc), EXIT_FAILED)
+        except (sqlite3.Error, OSError) as exc:  # a full disk while the file is made
+            where = args.graph or "the default graph"
+            return _fail(f"cannot create or open the entity graph {where}: {exc}", EXIT_FAILED)
+        # A damaged file is refused before anything is written to it.
+        check = getattr(graph, "integrity_problems", None)  # the SQLite store's
+        problems = check() if check is not None else []
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            return _fail(
+                f"the entity graph {graph.path} is damaged: {problems[0]}{more}; nothing was "
+                "written. `storylab eg check` lists every problem; restore the file from a "
+                "copy, or move it away to start a new graph",
+                EXIT_FAILED,
+            )
         # Running a request again finishes it: pictures that failed last time
         # are drawn again, finished ones are kept (unless --no-retry).
         retry = not args.no_retry
@@ -471,10 +503,11 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
         print(f"graph: {graph.path}", file=out)
         # Lines, wherever stdout goes (a terminal or a pipe): the outcome and
         # the tree below say how each story ended, so no summary block.
-        panel = ProgressPanel(form="text", stream=out, summary_at_end=False)
+        words = cast(TextIO, _UserWords(out))  # a text stream in all but name
+        panel = ProgressPanel(form="text", stream=words, summary_at_end=False)
         with use_settings(settings):
             results = await asyncio.gather(
-                *(_one(graph, p, out_dir, panel) for p in unique), return_exceptions=True
+                *(_one(graph, p, out_dir, panel, args.open) for p in unique), return_exceptions=True
             )
         panel.close()
         code = 0
@@ -483,11 +516,18 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
             if isinstance(result, BaseException):
                 if not isinstance(result, Exception) or isinstance(result, BrokenPipeError):
                     raise result  # the reader of our output left: nothing more to say
-                print(f"{pipeline.name}: failed: {result}", file=sys.stderr)
+                print(f"{pipeline.name}: failed: {_reason(result)}", file=sys.stderr)
                 gone = gone or isinstance(result, GraphFileGoneError)
                 code = EXIT_FAILED
             elif result.get("stage") != "completed":
                 code = EXIT_FAILED
+        if not gone and _rate_limited(graph, unique):
+            print(
+                "hint: the image service answered 429 (too many requests) until pictures gave "
+                f"up; lower --global-limit (now {args.global_limit}) or --story-limit (now "
+                f"{args.story_limit}) to what it accepts, and run the same command again",
+                file=sys.stderr,
+            )
         if not args.no_tree and not gone:  # a deleted graph has no tree worth showing
             for pipeline in unique:
                 print(file=out)
@@ -502,12 +542,36 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
                 await aclose()
 
 
+def _rate_limited(graph, pipelines) -> bool:
+    """Whether a picture of these stories failed on HTTP 429 answers."""
+    import json
+
+    for pipeline in pipelines:
+        for child in graph.children(pipeline.id):
+            if child.status == "Failed" and "HTTP 429" in json.dumps(child.error):
+                return True
+    return False
+
+
+def _reason(error: BaseException) -> str:
+    """An error in one line, without Python's ``[Errno 28]`` decoration."""
+    if isinstance(error, OSError) and error.strerror and not error.filename:
+        return error.strerror
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+LABEL_WIDTH = 60  # characters of a topic shown before each progress line
+
+
 def _label(topic: str) -> str:
-    topic = " ".join(topic.split())
-    return topic if len(topic) <= 24 else topic[:23] + "…"
+    from storylab._text import printable
+
+    return printable(topic, LABEL_WIDTH)
 
 
-async def _one(graph, pipeline, out_dir: Path, panel: ProgressPanel) -> dict[str, Any]:
+async def _one(
+    graph, pipeline, out_dir: Path, panel: ProgressPanel, open_page: bool = False
+) -> dict[str, Any]:
     from storylab.story.entities import story_html
 
     label = _label(pipeline.data["topic"])
@@ -541,7 +605,9 @@ async def _one(graph, pipeline, out_dir: Path, panel: ProgressPanel) -> dict[str
         summary += f", {result['failed_images']} failed"
     if html is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / f"{pipeline.name}.html"
+        from storylab.story.words import page_file_name
+
+        path = out_dir / f"{page_file_name(pipeline.name, pipeline.data['topic'])}.html"
         try:
             from storylab.entities.blobs import write_atomically
 
@@ -554,10 +620,43 @@ async def _one(graph, pipeline, out_dir: Path, panel: ProgressPanel) -> dict[str
             ) from exc
         summary += f" -> {path}"
     say(summary)
+    if html is not None and open_page:
+        _open_page(path, say)
     return result
 
 
-def _tree(graph, node_id: str) -> str:
-    from storylab.entities.cli import format_tree
+def _open_page(path: Path, say) -> None:
+    import webbrowser
 
-    return format_tree(graph, node_id)
+    try:
+        opened = webbrowser.open(path.resolve().as_uri())
+    except webbrowser.Error:
+        opened = False
+    if not opened:
+        say(f"could not open a web browser; the page is {path}")
+
+
+def _tree(graph, node_id: str) -> str:
+    from storylab.entities.cli import Words, format_tree
+    from storylab.story.words import describe, story_summary, user_line
+
+    return format_tree(graph, node_id, Words(describe, story_summary, user_line))
+
+
+class _UserWords:
+    """A text stream that words progress lines for a reader (``picture 2
+    failed``, not ``image-{{IMAGE_2}} FAILED``); the graph keeps its names."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        from storylab.story.words import user_line
+
+        return self._stream.write(user_line(text))
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)

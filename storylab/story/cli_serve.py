@@ -29,6 +29,9 @@ from storylab._cli_args import (
 
 __all__ = ["configure", "main"]
 
+MAX_BODY = 1 << 20  # the server's own defaults (storylab.story.backends.server),
+IDLE_TIMEOUT = 30.0  # repeated here so that `--help` does not import the server
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
@@ -53,6 +56,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--fail-probability", type=probability, default=0.0, help="chance each request fails, 0-1"
+    )
+    parser.add_argument(
+        "--max-body",
+        type=positive_int,
+        default=MAX_BODY,
+        metavar="BYTES",
+        help=f"refuse a request body larger than this with 413 (default {MAX_BODY})",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=positive_float,
+        default=IDLE_TIMEOUT,
+        metavar="SECONDS",
+        help="close a connection that sends nothing for this long, between requests or "
+        f"within one (default {IDLE_TIMEOUT:g})",
     )
     parser.add_argument(
         "--require-api-key",
@@ -99,6 +117,8 @@ def main(args: argparse.Namespace) -> int:
             max_concurrent=args.max_concurrent,
             retry_after=args.retry_after,
             api_key=api_key,
+            max_body=args.max_body,
+            idle_timeout=args.idle_timeout,
         )
     except ValueError as exc:
         print(f"storylab serve-images: error: {flag_message(str(exc))}", file=sys.stderr)

@@ -40,6 +40,7 @@ from contextlib import aclosing
 from typing import Any
 
 from storylab.entities import EntityGraph, EntityGraphError, Return, RunnableEntity
+from storylab.errors import StorylabError
 from storylab.scheduling import (
     CapacitySource,
     EventKind,
@@ -87,7 +88,7 @@ __all__ = [
 log = logging.getLogger("storylab.story")
 
 
-class StoryImagesFailedError(RuntimeError):
+class StoryImagesFailedError(StorylabError, RuntimeError):
     """Every picture of a story failed: the pipeline ends ``Failed``, not ``Completed``.
 
     Its data keeps ``stage: "failed"`` and the page (every slot a "could not
@@ -95,7 +96,7 @@ class StoryImagesFailedError(RuntimeError):
     """
 
 
-class PageNotStoredError(RuntimeError):
+class PageNotStoredError(StorylabError, RuntimeError):
     """Stage 4 could not write the story's page to the blob store (a full disk)."""
 
 
@@ -438,7 +439,16 @@ def create_story(
                 "topic", f"the pipeline name {pipeline.name!r} belongs to another topic"
             )
     node = graph.get_node(pipeline.id)
-    if node.status == "Completed" and _page_missing(graph, node):
+    lost = _pictures_without_blobs(graph, node)
+    if lost and node.status != "InProgress":
+        # The graph file was copied or moved without its blob folder (or
+        # pictures were deleted): those pictures are drawn again, and the
+        # story reassembled, instead of failing on the missing files for ever.
+        for picture in lost:
+            _reopen(graph, picture.id)
+        if node.status != "Pending":
+            _reopen(graph, pipeline.id)
+    elif node.status == "Completed" and _page_missing(graph, node):
         # Stored Completed without its page (an older storylab kept going when
         # the page could not be written, or the blob was deleted): finish it.
         _reopen(graph, pipeline.id)
@@ -456,6 +466,18 @@ def _reopen(graph: EntityGraph, id: str) -> None:
             raise
         # Another process reopened and started it since we looked: starting
         # it here waits for that run instead of running it a second time.
+
+
+def _pictures_without_blobs(graph: EntityGraph, node: Any) -> list[Any]:
+    """The story's finished pictures whose PNG is not in the blob store."""
+    lost = []
+    for child in graph.children(node.id):
+        if child.type != ImageGenerationEntity.__name__ or child.status != "Completed":
+            continue
+        key = child.output.get("object_key") if isinstance(child.output, dict) else None
+        if not key or not graph.blobs.exists(key):
+            lost.append(child)
+    return lost
 
 
 def _page_missing(graph: EntityGraph, node: Any) -> bool:

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+from storylab.errors import StorylabError
+
 __all__ = [
     "DEFAULT_AGE_RANGE",
     "DEFAULT_ASPECT_RATIO",
@@ -131,7 +133,7 @@ MAX_TOPIC_LENGTH = 500
 MIN_ILLUSTRATIONS, MAX_ILLUSTRATIONS = 1, 10
 
 
-class StoryValidationError(ValueError):
+class StoryValidationError(StorylabError, ValueError):
     """A story request was refused; ``field`` names the offending input."""
 
     def __init__(self, field: str, message: str) -> None:

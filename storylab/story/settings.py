@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from storylab._checks import check_positive_int as _positive_int
 from storylab.scheduling import CapacitySource
 from storylab.scheduling.capacity import POLICIES, Policy
-from storylab.scheduling.capacity import check_positive_int as _positive_int
 from storylab.story.backends import (
     ImageBackend,
     SimulatedImageBackend,

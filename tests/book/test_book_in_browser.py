@@ -42,8 +42,8 @@ def expected_binder_url(chapter: str) -> str:
     )
 
 
-def test_the_first_chapters_binder_url_is_the_projects():
-    assert expected_binder_url("01_sequential_generation") == project_urls()["Binder"]
+def test_the_start_here_binder_url_is_the_projects():
+    assert expected_binder_url("00_start_here") == project_urls()["Binder"]
 
 
 def pages(html: Path) -> list[str]:

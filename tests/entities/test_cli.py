@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -58,25 +59,41 @@ def eg(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
+_ID_COLUMN = re.compile(r"(?<=  )[0-9a-f]{8}[0-9a-f-]*  +(?=Status: )")
+
+
+def _ids_column(out: str) -> tuple[list[str], list[str]]:
+    """The tree's lines without their short-id column, and the short ids."""
+    ids = [m.group(0).strip() for m in map(_ID_COLUMN.search, out.splitlines())]
+    return [_ID_COLUMN.sub("", line) for line in out.splitlines()], ids
+
+
 def test_tree_lists_children_in_creation_order_with_statuses(story, capsys):
     path, ids = story
     code, out, _ = eg(capsys, "tree", ids["root"], "--graph", str(path))
     assert code == 0
-    assert out.splitlines() == [
-        "CliPipeline (story-pipeline-owls)    Status: Completed",
-        "  ├── CliWriter (story-writer)       Status: Completed",
-        "  ├── CliImage (image-{{IMAGE_1}})   Status: Completed",
-        "  ├── CliImage (image-{{IMAGE_2}})   Status: Failed"
+    lines, shown = _ids_column(out)
+    assert lines == [
+        "CliPipeline (story-pipeline-owls)   Status: Completed",
+        "  ├── CliWriter (story-writer)      Status: Completed",
+        "  ├── CliImage (image-{{IMAGE_1}})  Status: Completed",
+        "  ├── CliImage (image-{{IMAGE_2}})  Status: Failed"
         "  (RuntimeError: backend said no second line of detail)",
-        "  └── CliImage (image-{{IMAGE_3}})   Status: Pending",
+        "  └── CliImage (image-{{IMAGE_3}})  Status: Pending",
     ]
+    with EntityGraph.open(path, read_only=True) as g:
+        nodes = [g.get_node(ids["root"]), *g.children(ids["root"])]
+    # Each node's short id: the start of its own id, and of no other node's.
+    for short, node in zip(shown, nodes, strict=True):
+        assert node.id.startswith(short) and len(short) >= 8
+        assert [n.id for n in nodes if n.id.startswith(short)] == [node.id]
 
 
 def test_graph_option_is_accepted_before_the_subcommand(story, capsys):
     path, ids = story
     code, out, _ = eg(capsys, "--graph", str(path), "tree", ids["bad"])
     assert code == 0
-    assert out.startswith("CliImage (image-{{IMAGE_2}})")
+    assert out.startswith(f"CliImage (image-{{{{IMAGE_2}}}})  {ids['bad'][:8]}")
 
 
 def test_node_views_print_json(story, capsys):
@@ -109,7 +126,8 @@ def test_list_shows_recent_roots(story, capsys):
     code, out, _ = eg(capsys, "list", "--graph", str(path))
     assert code == 0
     (line,) = out.splitlines()
-    assert line.startswith(ids["root"]) and "CliPipeline (story-pipeline-owls)" in line
+    short = line.split()[0]
+    assert ids["root"].startswith(short) and "CliPipeline (story-pipeline-owls)" in line
 
 
 @pytest.mark.parametrize("command", [["tree"], ["node"], ["node", "io"], ["node", "edges"]])
@@ -117,7 +135,7 @@ def test_unknown_id_exits_non_zero_with_a_clear_message(story, capsys, command):
     path, _ = story
     code, out, err = eg(capsys, *command, "no-such-id", "--graph", str(path))
     assert code == 1 and out == ""
-    assert "no entity with id 'no-such-id'" in err
+    assert "no entity with id, name or topic 'no-such-id'" in err
 
 
 def test_bad_node_view_and_missing_graph_are_clear_errors(story, capsys, tmp_path):
@@ -141,7 +159,7 @@ def test_the_installed_command_reports_an_unknown_id(story):
         timeout=60,
     )
     assert proc.returncode == 1
-    assert "no entity with id 'missing-id'" in proc.stderr
+    assert "no entity with id, name or topic 'missing-id'" in proc.stderr
 
 
 def test_tree_draws_grandchildren_under_their_parent(tmp_path, capsys):
@@ -153,7 +171,7 @@ def test_tree_draws_grandchildren_under_their_parent(tmp_path, capsys):
         root_id = root.id
     code, out, _ = eg(capsys, "tree", root_id, "--graph", str(tmp_path / "g.sqlite"))
     assert code == 0
-    assert [line.split("Status:")[0].rstrip() for line in out.splitlines()] == [
+    assert [line.split("Status:")[0].rstrip() for line in _ids_column(out)[0]] == [
         "CliPipeline (root)",
         "  ├── CliWriter (a)",
         "  │   └── CliImage (a1)",
@@ -191,9 +209,9 @@ def test_a_read_only_graph_file_can_still_be_looked_at(story, capsys, make_read_
     make_read_only(path)
     code, out, err = eg(capsys, "tree", ids["root"], "--graph", str(path))
     assert code == 0 and err == ""
-    assert out.startswith("CliPipeline (story-pipeline-owls)    Status: Completed")
+    assert _ids_column(out)[0][0] == "CliPipeline (story-pipeline-owls)   Status: Completed"
     code, out, _ = eg(capsys, "list", "--graph", str(path))
-    assert code == 0 and ids["root"] in out
+    assert code == 0 and ids["root"].startswith(out.split()[0])
     assert _digest(path) == before
 
 
@@ -203,16 +221,20 @@ def test_a_graph_on_a_read_only_disk_can_still_be_looked_at(story, on_read_only_
     argv = [*exe, "eg", "tree", ids["root"], "--graph", "{ro}/graph.sqlite"]
     done = on_read_only_mount([path], argv)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("CliPipeline (story-pipeline-owls)") and done.stderr == ""
+    assert done.stdout.startswith("CliPipeline (story-pipeline-owls)  ") and done.stderr == ""
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["list", "--limit", "0"], "argument --limit: must be a whole number >= 1; got '0'"),
-        (["list", "--limit", "many"], "argument --limit: must be a whole number >= 1; got 'many'"),
-        (["walk"], "invalid choice: 'walk' (choose from 'list', 'tree', 'node')"),
-        ([], "choose a command: list, tree or node"),
+        (["list", "--limit", "0"], "argument --limit: must be a whole number from 1 to 1000000"),
+        (["list", "--limit", "many"], "argument --limit: must be a whole number from 1 to 1000000"),
+        (
+            ["walk"],
+            "invalid choice: 'walk' (choose from 'list', 'tree', 'node', 'check', 'export', "
+            "'export-pictures')",
+        ),
+        ([], "choose a command: list, tree, node, check, export or export-pictures"),
     ],
 )
 def test_a_bad_command_line_is_exit_2_with_one_line(story, capsys, argv, message):
@@ -220,6 +242,8 @@ def test_a_bad_command_line_is_exit_2_with_one_line(story, capsys, argv, message
     code, out, err = eg(capsys, "--graph", str(path), *argv)
     assert code == 2 and out == ""
     assert message in _one_clear_line(err, "storylab eg")
+
+
 def test_tree_shows_who_runs_an_in_progress_node_and_when_it_is_stale(tmp_path, capsys):
     import re
     import sqlite3

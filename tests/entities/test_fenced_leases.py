@@ -159,7 +159,7 @@ def test_a_run_stopped_past_its_lease_stores_nothing_after_the_take_over(tmp_pat
         taker = storylab_run(graph, out, time_scale="0.02")
         stdout, stderr = taker.communicate(timeout=120)
         assert taker.returncode == 0, stdout + stderr
-        assert f"completed: {IMAGES} images" in stdout
+        assert f"completed: {IMAGES} pictures" in stdout
         finished = snapshot(graph)
         blobs = blob_files(graph)
         assert not finished["leases"]  # the take-over finished everything it took
@@ -190,7 +190,7 @@ def test_a_run_stopped_past_its_lease_stores_nothing_after_the_take_over(tmp_pat
     again = storylab_run(graph, out, time_scale="0.02")
     stdout, stderr = again.communicate(timeout=120)
     assert again.returncode == 0, stdout + stderr
-    assert f"completed: {IMAGES} images" in stdout
+    assert f"completed: {IMAGES} pictures" in stdout
     assert root_starts(graph) == starts
 
 

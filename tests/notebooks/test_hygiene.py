@@ -21,7 +21,7 @@ import pytest
 
 BINDER_LINK = re.compile(
     r"https://mybinder\.org/v2/gh/[\w.-]+/[\w.-]+/[\w./-]+"
-    r"\?urlpath=lab/tree/notebooks/01_sequential_generation\.ipynb"
+    r"\?urlpath=lab/tree/notebooks/00_start_here\.ipynb"
 )
 BINDER_BADGE = "https://mybinder.org/badge_logo.svg"
 
@@ -68,10 +68,19 @@ def test_notebook_hygiene(name):
     assert problems == [], f"{name}:\n" + "\n".join(problems)
 
 
-def test_readme_launches_the_first_notebook_on_binder():
+def test_readme_launches_the_start_here_notebook_on_binder():
     readme = (nbcheck.REPO / "README.md").read_text()
     assert BINDER_BADGE in readme, "README needs the Binder badge image"
     assert BINDER_LINK.search(readme), (
         "README needs a Binder link ending in "
-        "?urlpath=lab/tree/notebooks/01_sequential_generation.ipynb"
+        "?urlpath=lab/tree/notebooks/00_start_here.ipynb"
     )
+
+
+def test_every_solution_of_the_kit_is_offered_by_a_notebook():
+    from storylab.tutorial import SOLUTIONS
+
+    offered = {key for path in paths() for key in nbcheck.solution_keys(nbcheck.read(path))}
+    assert offered == set(SOLUTIONS), (
+        f"solutions no notebook offers: {sorted(set(SOLUTIONS) - offered)}; "
+        f"offered but missing from the kit: {sorted(offered - set(SOLUTIONS))}")

@@ -16,7 +16,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 PARAMS = "fast: bool = False  # tiny sleeps, for CI\ntime_scale: float = 1.0  # model s per s"
-SWITCH = 'import os\nfast = fast or os.environ.get("STORYLAB_FAST") == "1"'
+SWITCH = ("from storylab.tutorial import lesson_pace\n"
+          "time_scale, watch_scale = lesson_pace(fast, time_scale)")
 
 GOOD = [
     PARAMS,
@@ -191,8 +192,8 @@ def _scaffolded() -> nbformat.NotebookNode:
         new_markdown_cell("## Summary\n\n* x\n\n## Exercises\n\n**Exercise 1.**"),
         new_code_cell("answer = None", metadata={"tags": ["exercise"]}),
         new_code_cell("check_it(answer)", metadata={"tags": ["exercise"]}),
-        new_code_cell("check_it(1)", metadata={"tags": ["solution"],
-                                               "jupyter": {"source_hidden": True}}),
+        new_markdown_cell('<details><summary>Solution</summary>\n\nshow_solution("01-1")'
+                          '\n</details>', metadata={"tags": ["solution", "remove-cell"]}),
         new_markdown_cell("## What comes next\n\nmore\n\n## References\n\n* r"),
     ]
     return nb
@@ -203,13 +204,13 @@ def test_scaffold_check_accepts_a_full_notebook_and_names_each_gap():
     assert nbcheck.scaffold_problems(nb) == []
     nb.cells[0].source = "# T\n\n**Objectives.** a"
     nb.cells[-1].source = "## References\n\n* r"
-    nb.cells[-2].metadata.pop("jupyter")
+    nb.cells[-2].metadata["tags"] = ["solution"]
     nb.cells[-3].source = "print(answer)"
     problems = nbcheck.scaffold_problems(nb)
+    assert any("not tagged 'remove-cell'" in p for p in problems)
     assert "the first markdown cell lacks **Prerequisites.**" in problems
     assert "the first markdown cell lacks **Time.**" in problems
     assert "no '## What comes next' section" in problems
-    assert any("is not collapsed" in p for p in problems)
     assert "no cell tagged 'exercise' calls a check_... function" in problems
     order = _scaffolded()
     order.cells[-1].source = "## What comes next\n\nmore"
@@ -239,18 +240,61 @@ def test_drawing_check_refuses_matplotlib_in_a_cell():
     ]
 
 
-def test_verdict_check_needs_right_for_solutions_and_not_yet_for_defaults():
+def test_verdict_check_refuses_any_right_and_needs_not_yet_for_defaults():
     nb = _scaffolded()
-    check, solution = nb.cells[-3], nb.cells[-2]
+    check = nb.cells[-3]
     check.outputs = [new_output("execute_result", {"text/plain": "✘ not yet: fill in"})]
-    solution.outputs = [new_output("execute_result", {"text/plain": "✔ right: 22"})]
     assert nbcheck.verdict_problems(nb) == []
-    solution.outputs = [new_output("execute_result", {"text/plain": "✘ not yet: 21 is not it"})]
     check.outputs = [new_output("execute_result", {"text/plain": "✔ right: 22"})]
     problems = nbcheck.verdict_problems(nb)
     assert len(problems) == 2
-    assert "is not accepted by its checker" in problems[1]
-    assert "did not say 'not yet'" in problems[0]
+    assert "shows a solution's verdict" in problems[0]
+    assert "did not say 'not yet'" in problems[1]
+    nb.cells[2].outputs = [new_output("stream", text="✔ right: printed anywhere")]
+    assert any("cell 2 shows a solution's verdict" in p for p in nbcheck.verdict_problems(nb))
+
+
+def test_solution_check_refuses_a_solution_that_would_run():
+    nb = _scaffolded()
+    assert nbcheck.solution_problems(nb) == []
+    assert nbcheck.solution_keys(nb) == ["01-1"]
+    nb.cells[-2] = new_code_cell("solution = 22\ncheck_it(solution)",
+                                 metadata={"tags": ["solution", "remove-cell"]})
+    problems = nbcheck.solution_problems(nb)
+    assert any("is a code cell: make it Markdown" in p for p in problems)
+    nb.cells[-2] = new_markdown_cell('solution = 22\n\nshow_solution("99-9")',
+                                     metadata={"tags": ["solution", "remove-cell"]})
+    problems = nbcheck.solution_problems(nb)
+    assert any("collapsed <details>" in p for p in problems)
+    assert any("'99-9', which storylab.tutorial.SOLUTIONS lacks" in p for p in problems)
+    nb.cells.append(new_code_cell("solution = [3, 3, 3, 3, 0]"))
+    assert any("computes or checks a solution" in p for p in nbcheck.solution_problems(nb))
+
+
+def test_parameter_check_wants_the_pace_from_the_kit_and_no_plumbing():
+    assert nbcheck.parameter_problems(make([PARAMS, SWITCH])) == []
+    old = make([PARAMS, 'import os\nfast = fast or os.environ.get("STORYLAB_FAST") == "1"'])
+    problems = nbcheck.parameter_problems(old)
+    assert any("storylab.tutorial.lesson_pace" in p for p in problems)
+    assert any("handles CI plumbing" in p for p in problems)
+    two = make([PARAMS, SWITCH, "x: int = 1"])
+    two.cells[3].metadata["tags"] = ["parameters"]
+    assert any("2 cells are tagged 'parameters'" in p for p in nbcheck.parameter_problems(two))
+
+
+def test_summary_check_wants_words_under_every_figure():
+    nb = make([PARAMS, SWITCH, "fig", "print(summary)"])
+    png = new_output("display_data", {"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"})
+    nb.cells[3].outputs = [png]
+    nb.cells[4].outputs = [new_output("display_data", {nbcheck.FACTS_MIME: {"a": 1}}),
+                           new_output("stream", text="In words: five bars, 52 model s\n")]
+    assert nbcheck.summary_problems(nb) == []
+    nb.cells[4].outputs = [new_output("stream", text="done\n")]
+    assert nbcheck.summary_problems(nb) == [
+        "the figure in cell 3 is not followed by its text summary ('In words: '...); "
+        "next output: 'done\\n'"]
+    nb.cells[4].outputs = []
+    assert len(nbcheck.summary_problems(nb)) == 1
 
 
 def test_facts_are_read_from_the_custom_mime_type():

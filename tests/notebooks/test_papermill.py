@@ -22,6 +22,8 @@ from nbcheck import Expect
 FAST = {"fast": True}
 
 EXPECT: dict[str, Expect] = {
+    # the map: a diagram (SVG), tables, no story
+    "00_start_here": Expect(min_figures=0, min_bars=0, min_story_images=0),
     # one story, images one at a time: progress, timeline, story
     "01_sequential_generation": Expect(min_figures=1),
     # entities + runner under a per-story limit: timeline and the entity tree
@@ -38,6 +40,8 @@ EXPECT: dict[str, Expect] = {
     "07_research_sweep": Expect(min_figures=2),
     # 5 stories on 4 Dask worker processes, then a worker killed: charts, two bars
     "08_beyond_one_process": Expect(min_figures=3, min_bars=2),
+    # the capstone: a script killed half-way and resumed, judged from its graph
+    "09_capstone": Expect(min_figures=0, min_bars=0, min_story_images=0),
 }
 
 PARAMETERS: dict[str, dict] = {name: dict(FAST) for name in EXPECT}
@@ -107,9 +111,17 @@ def _between(facts, key, low, high):
     return [] if low <= value <= high else [f"{key} = {value:.1f}, expected {low}..{high}"]
 
 
+def _claims_00(f):
+    return []
+
+
 def _claims_01(f):
     return (
-        ([] if f["pictures"] == 5 else [f"{f['pictures']} pictures on the timeline, not 5"])
+        # the title's makespan and the bars share one time origin
+        ([] if abs(f["title_makespan"] - f["bars_end"]) <= 0.5
+         else [f"the title says {f['title_makespan']:.1f} model s but the bars end at "
+               f"{f['bars_end']:.1f}"])
+        + ([] if f["pictures"] == 5 else [f"{f['pictures']} pictures on the timeline, not 5"])
         + ([] if f["overlaps"] == 0 else ["sequential pictures overlap on the timeline"])
         + _between(f, "makespan", 40, 80)  # 5 x ~10 model s, plus drawing time
         # the wait is the sum of the parts
@@ -145,19 +157,31 @@ def _claims_02(f):
 
 def _claims_03(f):
     found = []
+    if not f["demo_blocked"] or f["demo_after_release"] != [1, 1, 2]:
+        found.append(f"the tree by hand: B blocked {f['demo_blocked']}, after one release "
+                     f"A, B, global hold {f['demo_after_release']}, expected 1, 1, 2")
     if f["snapshot"] != [3, 3, 3, 1, 0] or f["snapshot_global"] != 10:
         found.append(f"snapshot A-E {f['snapshot']} (global {f['snapshot_global']}), "
                      "expected 3, 3, 3, 1, 0 of 10")
     if not f["t_all_asked"] < f["first_release"]:
         found.append("the snapshot is taken after a unit came back, not while all five wait")
-    if f["first_handoffs"][0] != [0, 4]:
+    if f["first_handoffs"][0][1] != 4:
         found.append(f"first freed unit (story index from, to) {f['first_handoffs'][0]}; "
-                     "the prose says A's unit goes to E")
+                     "the prose says it goes to E, the story holding none")
     for name, peak in f["peaks"].items():
         if peak > f["limits"][name]:
             found.append(f"{name} peaked at {peak} above its limit {f['limits'][name]}")
     if f["peaks"]["global"] != 10:
         found.append("the global limit never bound")
+    if f["replay_split"] != [3, 3, 3, 1, 0] or f["replay_global"] != 10:
+        found.append(f"the replay at the split shows {f['replay_split']} of "
+                     f"{f['replay_global']}, expected 3, 3, 3, 1, 0 of 10")
+    if "E" not in f["replay_waits_global"]:
+        found.append(f"at the split the replay has {f['replay_waits_global']} waiting on the "
+                     "global limit; E must be among them")
+    if not f["handoff_text"].endswith("→ E") or f["replay_after_handoff"][4] < 1:
+        found.append(f"the replay's hand-off is {f['handoff_text']!r} and then shows "
+                     f"{f['replay_after_handoff']}: the freed unit should be at E")
     if f["fifo_snapshot"] != [3, 0, 0, 0, 0] or f["fifo_snapshot_global"] != 3:
         found.append(f"FIFO once every story asked: {f['fifo_snapshot']}; the chart claims "
                      "only A draws (head-of-line blocking)")
@@ -235,15 +259,28 @@ def _claims_08(f):
         found.append(f"pictures stored before the kill were drawn {f['stored_draws']} times")
     if f["resumed_stages"] != ["completed"]:
         found.append(f"after the kill the stories ended {f['resumed_stages']}")
-    if f["leases_out"] != 0 or f["taken_again"] != limit:
-        found.append(f"the dead worker's leases: {f['leases_out']} still out, "
-                     f"{f['taken_again']} of {limit} taken again")
+    if f["units_out"] != 0 or f["units_free"] != limit:
+        found.append(f"after the run the scheduler still counts {f['units_out']} units held "
+                     f"({f['units_free']} of {limit} free): the dead worker's share is still out")
     if f["survivor_peak"] > limit:
         found.append(f"the survivors peaked at {f['survivor_peak']} above {limit}")
     return found
 
 
+def _claims_09(f):
+    found = []
+    if not (f["first_killed_at"] and 0 < f["first_killed_at"] < 100):
+        found.append(f"the starting script was killed at {f['first_killed_at']}, not half-way")
+    if f["first_children"] <= 100:
+        found.append(f"the starting script's unstable names left {f['first_children']} "
+                     "children; the prose says the resume made new ones")
+    if f["first_peak"] > 4:
+        found.append(f"{f['first_peak']} items at once above the limit of 4")
+    return found
+
+
 CLAIMS = {
+    "00_start_here": _claims_00,
     "01_sequential_generation": _claims_01,
     "02_entities_and_parallel_calls": _claims_02,
     "03_two_levels_of_capacity": _claims_03,
@@ -252,6 +289,7 @@ CLAIMS = {
     "06_http_backend": _claims_06,
     "07_research_sweep": _claims_07,
     "08_beyond_one_process": _claims_08,
+    "09_capstone": _claims_09,
 }
 
 
@@ -275,6 +313,12 @@ def test_the_numbers_behind_each_figure_hold(series, name):
 @pytest.mark.parametrize("name", list(EXPECT))
 def test_exercise_checkers_answer_in_the_executed_notebook(series, name):
     problems = nbcheck.verdict_problems(_executed(series, name))
+    assert problems == [], f"{name}:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", list(EXPECT))
+def test_every_figure_is_followed_by_its_text_summary(series, name):
+    problems = nbcheck.summary_problems(_executed(series, name))
     assert problems == [], f"{name}:\n" + "\n".join(problems)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,12 +41,12 @@ def test_run_on_a_local_cluster_writes_every_page_and_names_the_workers(tmp_path
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "cluster: tcp://127.0.0.1:" in proc.stdout and "(2 workers)" in proc.stdout
-    done = [line for line in proc.stdout.splitlines() if "completed: 3 images" in line]
+    done = [line for line in proc.stdout.splitlines() if "completed: 3 pictures" in line]
     assert len(done) == 3 and all("(worker pid " in line for line in done)
     pages = sorted(out.glob("*.html"))
     assert len(pages) == 3
     assert all(p.read_text(encoding="utf-8").count("<img ") == 3 for p in pages)
-    assert proc.stdout.count("ImageGenerationEntity") >= 9  # the trees, one per story
+    assert len(re.findall(r"── picture \d", proc.stdout)) >= 9  # the trees, one per story
 
     # Again: every story is found finished in the graph, nothing is drawn again.
     again = storylab(
@@ -53,7 +54,7 @@ def test_run_on_a_local_cluster_writes_every_page_and_names_the_workers(tmp_path
         "--out", str(out), "--no-tree",
     )  # fmt: skip
     assert again.returncode == 0, again.stdout + again.stderr
-    assert again.stdout.count("completed: 3 images") == 3
+    assert again.stdout.count("completed: 3 pictures") == 3
 
 
 @pytest.mark.parametrize(
@@ -165,7 +166,7 @@ def test_run_on_a_running_scheduler_given_by_its_tcp_address(tmp_path):
         )  # fmt: skip
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert f"cluster: {address} (" in proc.stdout
-        assert proc.stdout.count("completed: 3 images") == 2
+        assert proc.stdout.count("completed: 3 pictures") == 2
         assert len(list(out.glob("*.html"))) == 2
     finally:
         for p in (workers, scheduler):

@@ -36,6 +36,7 @@ def _storylab(tmp_path: Path, url: str, *argv: str, env: dict[str, str] | None =
         [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
     )
     child_env.update(env or {})
+    (tmp_path / "store").mkdir(parents=True, exist_ok=True)  # --graph's folder must exist
     cmd = [
         sys.executable, "-m", "storylab.cli", "run", "an owl who counts stars",
         "--images", "3", "--backend", "http", "--images-url", url,
@@ -51,11 +52,11 @@ def test_a_trickling_server_ends_at_the_image_deadline_and_the_run_finishes(tmp_
         done = _storylab(tmp_path, server.url, "--attempt-timeout", "0.3", "--image-timeout", "1")
     assert done.returncode == 1, done.stderr
     out = done.stdout
-    assert "image-{{IMAGE_2}} FAILED: ImageDeadlineExceeded: image service at" in out
+    assert "picture 2 failed: ImageDeadlineExceeded: image service at" in out
     assert "no picture for {{IMAGE_2}} within its deadline of 1 s per image" in out
     assert "no complete answer within the 0.3 s deadline per attempt" in out
-    assert "image-{{IMAGE_1}} done" in out and "image-{{IMAGE_3}} done" in out
-    assert "completed_with_errors: 2 images, 1 failed" in out
+    assert "picture 1 done" in out and "picture 3 done" in out
+    assert "completed with errors: 2 pictures, 1 failed" in out
     assert "Traceback" not in done.stderr
     assert server.requests["{{IMAGE_2}}"] >= 2  # retried within its deadline
 
@@ -65,9 +66,9 @@ def test_a_300_mb_answer_is_refused_at_the_default_limit(tmp_path):
     with HostileServer("huge", bad={"{{IMAGE_3}}"}, total=300 * 2**20) as server:
         done = _storylab(tmp_path, server.url)
     assert done.returncode == 1, done.stderr
-    assert "image-{{IMAGE_3}} FAILED: ImageResponseInvalid" in done.stdout
+    assert "picture 3 failed: ImageResponseInvalid" in done.stdout
     assert "larger than the limit of 32 MiB; reading stopped there" in done.stdout
-    assert "completed_with_errors: 2 images, 1 failed" in done.stdout
+    assert "completed with errors: 2 pictures, 1 failed" in done.stdout
     # it stopped reading at the limit: the socket buffers hold a few MiB at most
     assert 32 * 2**20 < server.bytes_sent["{{IMAGE_3}}"] < 64 * 2**20
     with EntityGraph.open(tmp_path / "store" / "graph.sqlite") as graph:
@@ -83,7 +84,7 @@ def test_max_response_mb_and_half_a_png_through_the_cli(tmp_path):
     with HostileServer("half-png", bad={"{{IMAGE_1}}"}) as server:
         done = _storylab(tmp_path / "b", server.url)
     assert done.returncode == 1
-    assert "image-{{IMAGE_1}} FAILED: ImageResponseInvalid" in done.stdout
+    assert "picture 1 failed: ImageResponseInvalid" in done.stdout
     assert "sent a broken picture for {{IMAGE_1}}: truncated or corrupt PNG" in done.stdout
 
 
@@ -98,7 +99,7 @@ def test_credentials_are_never_printed_or_stored(tmp_path, with_key):
     echoed = server.headers_seen[-1]["authorization"]
     assert echoed == (f"Bearer {API_KEY}" if with_key else f"Basic {basic}")
     assert done.returncode == 1
-    assert "image-{{IMAGE_2}} FAILED: ImageRequestRejected" in done.stdout
+    assert "picture 2 failed: ImageRequestRejected" in done.stdout
     assert "HTTP 401: credentials refused" in done.stdout and "http://***@" in done.stdout
     # and the other graph commands show the stored error just as safely
     graph = str(tmp_path / "store" / "graph.sqlite")

@@ -99,7 +99,7 @@ def test_processes_on_one_story_draw_each_picture_once_and_all_write_the_page(
     results = [finish(p) for p in procs]
     for code, stdout, stderr in results:
         assert code == 0, stdout + stderr
-        assert "completed: 4 images" in stdout
+        assert "completed: 4 pictures" in stdout
 
     with EntityGraph.open(graph, create=False) as g:
         root, kids, images = the_story(g)
@@ -151,6 +151,7 @@ def small_disk(tmp_path):
 def blob_sizes(tmp_path: Path) -> tuple[list[int], int]:
     """The same story drawn on a roomy disk: its pictures' and its page's sizes."""
     dry = tmp_path / "dry"
+    dry.mkdir()
     code, stdout, stderr = finish(
         storylab_run(dry / "graph.sqlite", dry / "out", time_scale="0.001")
     )
@@ -193,7 +194,7 @@ def test_a_page_that_cannot_be_stored_fails_the_run_and_the_next_run_writes_it(
     subprocess.run(["mount", "-o", "remount,size=16m", str(blobs)], check=True)
     code, stdout, stderr = finish(storylab_run(graph, out, time_scale="0.001"))
     assert code == 0, stdout + stderr
-    assert "completed: 4 images" in stdout and " started" not in stdout  # nothing redrawn
+    assert "completed: 4 pictures" in stdout and " started" not in stdout  # nothing redrawn
     with EntityGraph.open(graph, create=False) as g:
         root, _, images = the_story(g)
         assert root.status == "Completed"

@@ -228,7 +228,10 @@ def test_a_worker_stopped_past_its_lease_runs_its_stories_again_and_finishes_the
             TOPICS[:2],
             {"illustration_count": 6},
             graph=path,
-            settings=settings(0.1, global_limit=4),
+            # Pictures of 3 s each: a story still holds units when its worker
+            # is stopped, even on a loaded machine (at 1 s a slow first look
+            # could find the victim's story already past its drawing).
+            settings=settings(0.3, global_limit=4),
             lease_timeout=2,
         )
         pids = client.run(os.getpid)

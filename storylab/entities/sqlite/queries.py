@@ -6,7 +6,6 @@ Part of :class:`~storylab.entities.sqlite.EntityGraph` (see
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from typing import Any
 
@@ -16,9 +15,11 @@ from storylab.entities.encoding import (
 )
 from storylab.entities.envelopes import Envelope
 from storylab.entities.errors import (
+    NotAStorylabGraphError,
     UnknownEntityError,
 )
 from storylab.entities.records import (
+    EntityStatus,
     NodeRecord,
     edge,
     node_record,
@@ -29,6 +30,8 @@ from storylab.entities.sqlite._shared import (
     _ROOT_TAKEN,
     GraphState,
 )
+
+_STATUSES = tuple(s.value for s in EntityStatus)
 
 
 class Queries(GraphState):
@@ -43,20 +46,38 @@ class Queries(GraphState):
     # ------------------------------------------------------------- read API
 
     def _record(self, row: tuple) -> NodeRecord:
+        if row[3] not in _STATUSES:
+            raise NotAStorylabGraphError(
+                f"the entity graph {self.path} is damaged: node {row[0]} has the impossible "
+                f"status {row[3]!r} (a node is {', '.join(_STATUSES)}); restore the file from "
+                "a copy, or move it away to start a new graph"
+            )
         return node_record(
             row[0],
             row[1],
             row[2],
             row[3],
-            json.loads(row[4]),
+            self._stored(row[4], row[0], "data"),
             row[5],
             row[6],
             row[7],
             row[8],
-            loads(row[9]),
-            loads(row[10]),
+            self._stored(row[9], row[0], "error"),
+            self._stored(row[10], row[0], "output"),
             row[11],
         )
+
+    def _stored(self, text: str | None, id: str, column: str) -> Any:
+        """A stored JSON column; a damaged one is a :class:`NotAStorylabGraphError`
+        naming the file, the node and the column (nothing is changed)."""
+        try:
+            return loads(text)
+        except (ValueError, TypeError) as exc:
+            raise NotAStorylabGraphError(
+                f"the entity graph {self.path} is damaged: the stored {column} of node {id} "
+                f"is not JSON ({exc}); restore the file from a copy, or move it away to "
+                "start a new graph"
+            ) from None
 
     def get_node(self, id: str) -> NodeRecord:
         rows = self._read(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE id = ?", (id,))
@@ -171,6 +192,40 @@ class Queries(GraphState):
         )
         return self._record(rows[0]) if rows else None
 
+    def integrity_problems(self, full: bool = False) -> list[str]:
+        """What is wrong with the file, one line each (``[]``: nothing found).
+
+        SQLite's ``quick_check`` (with ``full=True`` its slower
+        ``integrity_check``, which also compares every index with its table),
+        then storylab's own rules: every node's status is one of the four, and
+        (``full``) its stored data, error and output are JSON. Only reads.
+        """
+        problems: list[str] = []
+        if not isinstance(self._conn, sqlite3.Connection):
+            return problems  # another store (PostgreSQL) checks its own pages
+        try:
+            rows = self._read("PRAGMA integrity_check" if full else "PRAGMA quick_check")
+            problems += [
+                " ".join(line for line in r[0].splitlines() if not line.startswith("***"))
+                for r in rows
+                if r[0] != "ok"
+            ]
+            marks = ", ".join("?" for _ in _STATUSES)
+            for id, status in self._read(
+                f"SELECT id, status FROM nodes WHERE status NOT IN ({marks})", _STATUSES
+            ):
+                problems.append(f"node {id} has the impossible status {status!r}")
+            if full:
+                for (id,) in self._read(
+                    "SELECT id FROM nodes WHERE NOT json_valid(data) "
+                    "OR (error IS NOT NULL AND NOT json_valid(error)) "
+                    "OR (output IS NOT NULL AND NOT json_valid(output))"
+                ):
+                    problems.append(f"node {id} holds stored data that is not JSON")
+        except sqlite3.DatabaseError as exc:
+            problems.append(f"SQLite cannot read it: {exc}")
+        return problems
+
     def _key_taken(self, conn: sqlite3.Connection, parent_id: str | None, key: str) -> bool:
         if parent_id is None:
             return conn.execute(_ROOT_TAKEN, (key,)).fetchone() is not None
@@ -192,7 +247,7 @@ class Queries(GraphState):
         rows = self._read("SELECT status, output FROM nodes WHERE id = ?", (id,))
         if not rows:
             raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
-        return rows[0][0], loads(rows[0][1])
+        return rows[0][0], self._stored(rows[0][1], id, "output")
 
     def status_of(self, id: str) -> str:
         return self._status_output(id)[0]
@@ -201,4 +256,4 @@ class Queries(GraphState):
         rows = self._read("SELECT data FROM nodes WHERE id = ?", (id,))
         if not rows:
             raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
-        return json.loads(rows[0][0])
+        return self._stored(rows[0][0], id, "data")

@@ -136,11 +136,18 @@ def connect(path: Path, read_only: bool) -> sqlite3.Connection:
     if not read_only:
         return connect(path)
     uri = path.resolve().as_uri()
+    if not Path(f"{path}-wal").exists():
+        # Nobody has the graph open for writing (a writer keeps its -wal file
+        # until it closes, and writes there, not to the file): read it as
+        # immutable, which creates no -wal or -shm file beside a graph that
+        # is only looked at (or refused), and needs no write access at all.
+        return connect(f"{uri}?immutable=1", uri=True)
     conn = connect(f"{uri}?mode=ro", uri=True)
     try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as exc:
-        if getattr(exc, "sqlite_errorname", "") != "SQLITE_CANTOPEN":
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        if not name.startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY")):
             return conn  # prepare reports it
         # A WAL graph on a read-only folder or mount: SQLite cannot create the
         # shared-memory file it reads through. With nobody able to write

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import sqlite3
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from storylab.entities.encoding import (
     dumps,
     dumps_log,
-    loads,
 )
 from storylab.entities.envelopes import Envelope
 from storylab.entities.errors import (
@@ -262,7 +264,7 @@ class Writes(GraphState):
                     raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
                 status, output = row[0], row[1]
                 if status == "Completed":
-                    return status, loads(output), None, env
+                    return status, self._stored(output, id, "output"), None, env
                 lease = LeaseRecord(*row[2:]) if row[2] is not None else None
                 if status == "InProgress" and lease is not None:
                     state = self.lease_state(lease)
@@ -441,6 +443,92 @@ class Writes(GraphState):
                 "meanwhile; only Completed or Failed nodes can be reopened"
             )
         return self.get_node(id)
+
+    def delete_tree(self, id: str) -> list[NodeRecord]:
+        """Delete a root node and every node under it, with their progress logs
+        and leases, in one transaction; return what was deleted (root first).
+
+        For tools that forget a story (``storylab stories delete``). Refused
+        with :class:`EntityGraphError`, nothing changed, for a node that is not
+        a root, or a tree in which a node runs (InProgress under a live lease).
+        Blobs are not touched: they are shared by content, so the caller
+        decides which ones nothing refers to any more.
+        """
+        root = self.get_node(id)
+        if root.parent_id is not None:
+            raise EntityGraphError(
+                f"{root.type} ({root.name}) is not a root entity: delete its root instead"
+            )
+        nodes = [root, *self.descendants(id)]
+        now = time.time()
+        for node in nodes:
+            if node.status != "InProgress":
+                continue
+            lease = self.lease(node.id)
+            if lease is not None and self.lease_state(lease, now) == LEASE_LIVE:
+                raise EntityGraphError(
+                    f"{node.type} ({node.name}) is running in {lease.owner}: let it finish "
+                    "(or stop it) first; nothing was deleted"
+                )
+        ids = [n.id for n in nodes]
+        marks = ", ".join("?" for _ in ids)
+        with self._lock:
+            self._apply(
+                (f"DELETE FROM progress WHERE node_id IN ({marks})", tuple(ids)),
+                (f"DELETE FROM leases WHERE node_id IN ({marks})", tuple(ids)),
+                # Children first: each row's parent is still there when it goes.
+                *((("DELETE FROM nodes WHERE id = ?", (i,))) for i in reversed(ids)),
+            )
+            self._parents.difference_update(ids)
+            self.flush()
+        return nodes
+
+    def copy_to(self, path: str | os.PathLike[str]) -> Path:
+        """Write a consistent copy of the graph, blobs included: the file to
+        ``path`` (or ``path/graph.sqlite`` for a folder) through SQLite's
+        online backup (a snapshot, even while others write), and the blob
+        folder beside it (``<name>.blobs``). Return the new file's path.
+
+        A graph is its file *and* its blob folder; this is how to move or copy
+        it. Refused with :class:`EntityGraphError`, nothing written, if either
+        target exists or the target folder does not.
+        """
+        import shutil
+
+        if not isinstance(self._conn, sqlite3.Connection):
+            raise EntityGraphError(
+                f"{self.path} is not a SQLite graph: copy it with the database's own tools"
+            )
+        dest = Path(path)
+        if dest.is_dir():
+            dest = dest / "graph.sqlite"
+        blobs = dest.with_suffix(".blobs")
+        for target in (dest, blobs):
+            if target.exists():
+                raise EntityGraphError(f"{target} already exists: choose a new name")
+        if not dest.parent.is_dir():
+            raise EntityGraphError(f"the folder {dest.parent} does not exist")
+        with self._lock:
+            if not self.read_only:
+                self.flush()
+            copy = sqlite3.connect(dest)
+            try:
+                self._conn.backup(copy)
+            except BaseException:
+                copy.close()
+                dest.unlink(missing_ok=True)
+                raise
+            copy.close()
+        if self.blobs.root.is_dir():
+            try:
+                shutil.copytree(self.blobs.root, blobs)
+            except BaseException:
+                dest.unlink(missing_ok=True)
+                shutil.rmtree(blobs, ignore_errors=True)
+                raise
+        else:
+            blobs.mkdir()
+        return dest
 
     def _set_status(self, id: str, status: EntityStatus | str) -> None:
         """Force a stored status (for tools and tests that simulate a crash)."""

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from storylab.errors import StorylabError
 from storylab.story.models import (
     DEFAULT_ASPECT_RATIO,
     DEFAULT_IMAGE_QUALITY,
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 
-class BackendError(Exception):
+class BackendError(StorylabError):
     """A backend could not do what the pipeline asked. Subclasses say which and why."""
 
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
-import math
 import os
 import random
 import time
@@ -52,8 +51,8 @@ from typing import Any
 
 import httpx
 
+from storylab._checks import check_positive_int, check_seconds
 from storylab.scheduling import mark
-from storylab.scheduling.capacity import check_positive_int
 from storylab.story.backends.base import BackendError
 from storylab.story.redaction import Redactor, redact_url, split_credentials
 
@@ -132,15 +131,6 @@ class Wording:
 class _TooLarge(Exception):
     def __init__(self, size: int | None) -> None:
         self.size = size  # the announced Content-Length, or None when cut off while reading
-
-
-def check_seconds(name: str, value: object) -> float:
-    """``value`` as seconds, or ``ValueError`` naming ``name`` unless a finite number > 0."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
-    return float(value)
 
 
 def _mib(size: int) -> str:

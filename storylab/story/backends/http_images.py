@@ -43,7 +43,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from storylab.scheduling.capacity import check_positive_int
+from storylab._checks import check_positive_int
 from storylab.story.backends.base import (
     GeneratedImage,
     ImageBackendError,

@@ -21,6 +21,7 @@ import random
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
+from storylab._checks import check_positive_number
 from storylab.story.backends.base import (
     GeneratedImage,
     ImageBackend,
@@ -100,11 +101,8 @@ def style_of_prompt(prompt: str) -> str:
 
 
 def check_time_scale(time_scale: object) -> float:
-    if isinstance(time_scale, bool) or not isinstance(time_scale, int | float):
-        raise ValueError(f"time_scale must be a number > 0, got {time_scale!r}")
-    if not time_scale > 0:
-        raise ValueError(f"time_scale must be a number > 0, got {time_scale!r}")
-    return float(time_scale)
+    """Real seconds per model second: a finite number > 0."""
+    return check_positive_number("time_scale", time_scale)
 
 
 def decode_image(data: bytes, *, max_pixels: int = 40_000_000) -> tuple[str, int, int]:

@@ -39,7 +39,7 @@ from typing import Any
 
 import h11
 
-from storylab.scheduling.capacity import check_positive_int
+from storylab._checks import check_positive_int, check_seconds
 from storylab.story.backends.base import BackendError, TextBackend
 from storylab.story.backends.images import (
     ASPECT_RATIOS,
@@ -62,7 +62,8 @@ __all__ = [
     "story_request",
 ]
 
-MAX_BODY = 1 << 20
+MAX_BODY = 1 << 20  # bytes of a request body the server accepts (default)
+IDLE_TIMEOUT = 30.0  # seconds a connection may send nothing before it is closed (default)
 _REASONS = {
     200: b"OK",
     400: b"Bad Request",
@@ -206,10 +207,15 @@ class ImageServer:
         max_concurrent: int = 4,
         retry_after: float = 1.0,
         api_key: str | None = None,
+        max_body: int = MAX_BODY,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         check_positive_int("max_concurrent", max_concurrent)
+        check_positive_int("max_body", max_body)
         if retry_after < 0:
             raise ValueError(f"retry_after must be >= 0, got {retry_after!r}")
+        self.max_body = max_body
+        self.idle_timeout = check_seconds("idle_timeout", idle_timeout)
         self.generator = generator if generator is not None else SimulatedImageBackend()
         if text is None:
             from storylab.story.backends.text import SimulatedTextBackend
@@ -301,21 +307,24 @@ class ImageServer:
                 if not isinstance(event, h11.Request):
                     break
                 body = bytearray()
-                too_big = False
-                while True:
+                too_big = _announced_length(event) > self.max_body
+                while not too_big:
                     part = await self._next_event(conn, reader)
                     if isinstance(part, h11.Data):
-                        if not too_big:  # past the limit, read on but keep nothing
-                            body += part.data
-                            too_big = len(body) > MAX_BODY
+                        body += part.data
+                        too_big = len(body) > self.max_body
                     elif isinstance(part, h11.EndOfMessage):
                         break
                     else:
                         return
                 if too_big:
-                    status, headers, payload = self._error(_HttpError(413, "request too large"))
-                else:
-                    status, headers, payload = await self._dispatch(event, bytes(body))
+                    # Answer at once and close: the rest of the body is never read.
+                    status, headers, payload = self._error(
+                        _HttpError(413, f"request body larger than {self.max_body} bytes")
+                    )
+                    await self._send(conn, writer, status, [("connection", "close")], payload)
+                    break
+                status, headers, payload = await self._dispatch(event, bytes(body))
                 await self._send(conn, writer, status, headers, payload)
                 if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                     break
@@ -329,6 +338,8 @@ class ImageServer:
                     await self._send(conn, writer, status, headers, payload)
         except (ConnectionError, asyncio.IncompleteReadError, h11.LocalProtocolError):
             pass
+        except TimeoutError:
+            pass  # idle for idle_timeout seconds (between requests or within one): closed
         except asyncio.CancelledError:
             # Only close()/kill() cancel a handler; ending quietly keeps asyncio's
             # stream callback from reporting the cancellation as an error.
@@ -338,13 +349,17 @@ class ImageServer:
             self._handlers.discard(task)
             writer.close()
 
-    @staticmethod
-    async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
+    async def _next_event(self, conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
+        """The next HTTP event; ``TimeoutError`` if the client sends nothing for
+        ``idle_timeout`` seconds (a connection left open, or a request sent
+        slowly, byte by byte with long pauses)."""
         while True:
             event = conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            conn.receive_data(await reader.read(65536))
+            async with asyncio.timeout(self.idle_timeout):
+                data = await reader.read(65536)
+            conn.receive_data(data)
 
     @staticmethod
     async def _send(
@@ -537,6 +552,12 @@ class ImageServer:
         "/v1/chat/completions": _chat,
         "/v1/moderations": _moderate,
     }
+
+
+def _announced_length(request: h11.Request) -> int:
+    """The request's Content-Length (0 if it has none or it is unreadable)."""
+    text = _header(request, b"content-length")
+    return int(text) if text.isdigit() else 0
 
 
 def _json_body(body: bytes) -> dict[str, Any]:

@@ -46,7 +46,7 @@ def test_storylab_run_on_a_local_cluster_with_a_server_graph(pg_target, tmp_path
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"graph: {url}\n" in proc.stdout  # the URL the workers opened, no password
-    done = [line for line in proc.stdout.splitlines() if "completed: 3 images" in line]
+    done = [line for line in proc.stdout.splitlines() if "completed: 3 pictures" in line]
     assert len(done) == 3, proc.stdout
     pages = sorted(out.glob("*.html"))
     assert len(pages) == 3 and all(p.read_text().count("<img ") == 3 for p in pages)
@@ -68,7 +68,7 @@ def test_storylab_run_on_a_local_cluster_with_a_server_graph(pg_target, tmp_path
         "--out", str(out), "--no-tree", env=env, cwd=work,
     )  # fmt: skip
     assert again.returncode == 0, again.stdout + again.stderr
-    assert again.stdout.count("completed: 3 images") == 3
+    assert again.stdout.count("completed: 3 pictures") == 3
     runs = pg_target.rows(
         "SELECT count(*) FROM progress p JOIN nodes n ON n.id = p.node_id "
         "WHERE n.type = 'ImageGenerationEntity' AND p.status = 'STARTED'"
@@ -86,7 +86,7 @@ def test_storylab_run_in_one_process_on_a_server_graph(pg_target, tmp_path):
         "--out", str(out), "--time-scale", "0.01", "--no-tree", env=env, cwd=work,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "completed: 2 images" in proc.stdout
+    assert "completed: 2 pictures" in proc.stdout
     (page,) = out.glob("*.html")
     assert page.read_text().count("<img ") == 2
     assert list(work.iterdir()) == [] and not (tmp_path / "home").exists()

@@ -13,9 +13,21 @@ checkers of the exercises::
     plot_timeline(run.trace)          # from storylab.viz
     show_story(graph, run.results[0])
 
+Around the lessons, in private modules re-exported here:
+
+* ``_pace``: :func:`lesson_pace`, the only plumbing a notebook opens with (the
+  CI switch and a slower speed for the runs a learner watches);
+* ``_solutions``: every exercise's solution, shown only on request with
+  :func:`show_solution` (no notebook cell runs one);
+* ``_exercises`` and ``_capstone``: checkers that run the learner's code (a
+  capacity tree, a naming function, a failing entity, an ERROR branch, a
+  pipeline killed by a real signal and resumed);
+* ``_overview``: notebook 00's diagram, glossary and chapter-to-Python table.
+
 Charts and the numbers read from a trace live in :mod:`storylab.viz` (this
-kit draws nothing itself); sweeps of the limits in :mod:`storylab.sweep`.
-Nothing is imported from ``storylab.viz`` or IPython until a function needs it.
+kit draws nothing itself; :func:`show_figure` only shows a chart with its
+words); sweeps of the limits in :mod:`storylab.sweep`. Nothing is imported
+from ``storylab.viz``, matplotlib or IPython until a function needs it.
 """
 
 from __future__ import annotations
@@ -43,54 +55,102 @@ from storylab.story.backends import (
 )
 from storylab.story.cluster import (
     gather_stories,
+    global_units_out,
     lease_settings,
     run_stories_on_cluster,
     submit_stories,
 )
 from storylab.story.entities import StoryPipelineEntity, create_story, story_html
 from storylab.story.settings import StorySettings, global_image_capacity, use_settings
+from storylab.tutorial._capstone import CapstoneRun, check_capstone, kill_and_resume
+from storylab.tutorial._exercises import (
+    check_error_branch,
+    check_failing_entity,
+    check_stable_names,
+    check_two_level_tree,
+)
+from storylab.tutorial._overview import (
+    API_TABLE,
+    CHAPTER,
+    GLOSSARY,
+    api_table,
+    check_python_name,
+    glossary_table,
+    overview_diagram,
+    overview_text,
+)
+from storylab.tutorial._pace import FAST_SCALE, WATCH_FACTOR, Pace, fast_mode, lesson_pace
+from storylab.tutorial._solutions import SOLUTIONS, show_solution, solution_code
+from storylab.tutorial._verdict import Verdict, missing
 
 __all__ = [
-    "FACTS_MIME",
-    "HttpImageBackend",
-    "ImageServer",
-    "PictureState",
-    "SimulatedImageBackend",
-    "SimulatedTextBackend",
-    "StoryRun",
-    "StorySettings",
-    "Verdict",
+    "API_TABLE",
+    "CapstoneRun",
+    "CHAPTER",
+    "api_table",
     "check_bound",
+    "check_capstone",
+    "check_error_branch",
     "check_error_type",
     "check_even_split",
+    "check_failing_entity",
     "check_first_split",
+    "check_python_name",
     "check_longest_picture",
     "check_makespan_with_limit",
     "check_most_at_once",
     "check_redrawn",
+    "check_stable_names",
+    "check_two_level_tree",
+    "cluster_progress",
     "create_story",
+    "FACTS_MIME",
+    "fast_mode",
+    "FAST_SCALE",
     "first_split",
     "fresh_graph",
     "gather_stories",
+    "global_units_out",
+    "glossary_table",
     "global_image_capacity",
+    "GLOSSARY",
+    "HttpImageBackend",
     "image_nodes",
     "image_statuses",
+    "ImageServer",
+    "kill_and_resume",
     "lease_settings",
+    "lesson_pace",
     "notebook_facts",
+    "overview_diagram",
+    "overview_text",
+    "Pace",
     "picture_states",
+    "PictureState",
     "pool_makespan",
     "remember",
     "run_stories",
     "run_stories_on_cluster",
+    "show_figure",
+    "show_solution",
     "show_story",
     "simulated_settings",
+    "SimulatedImageBackend",
+    "SimulatedTextBackend",
+    "solution_code",
+    "SOLUTIONS",
+    "SUMMARY_PREFIX",
     "stage3_code",
     "story_gaps",
     "story_html",
     "story_labels",
+    "StoryRun",
+    "StorySettings",
     "submit_stories",
     "tutorial_home",
     "use_settings",
+    "Verdict",
+    "WATCH_FACTOR",
     "workspace",
 ]
 
@@ -221,7 +281,14 @@ async def run_stories(
     if panel is True:
         from storylab.viz import ProgressPanel
 
-        panel = ProgressPanel(title or ("Story" if len(topics) == 1 else "Stories"))
+        # Several stories: the capacity-tree gauge above the bars (who holds
+        # what, and which level each wait is blocked by) and one line of
+        # glyphs per story, so five stories fit a screen.
+        several = len(pipelines) > 1
+        panel = ProgressPanel(title or ("Story" if not several else "Stories"),
+                              trace=trace if several else None,
+                              names=_label_map(pipelines) if several else None,
+                              compact=several)
 
     async def one(i: int, pipeline: StoryPipelineEntity) -> Any:
         if stagger:
@@ -319,9 +386,14 @@ def story_labels(run: StoryRun, letters: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ") -> 
     """
     if len(run.pipelines) > len(letters):
         raise ValueError(f"letters has {len(letters)} letters for {len(run.pipelines)} stories")
+    return _label_map(run.pipelines, letters)
+
+
+def _label_map(pipelines: Iterable[Any], letters: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+               ) -> dict[str, str]:
     return {
         f"story:{p.name}": f"story {letter} ({p.data.get('topic', p.name)})"
-        for p, letter in zip(run.pipelines, letters, strict=False)
+        for p, letter in zip(pipelines, letters, strict=False)
     }
 
 
@@ -405,37 +477,16 @@ def notebook_facts(nb: Any) -> dict[str, Any]:
 
 
 # -- exercises --------------------------------------------------------------------
-@dataclass(frozen=True)
-class Verdict:
-    """What a ``check_...`` function says about an answer: right or not yet, and why."""
-
-    ok: bool
-    message: str
-
-    def __bool__(self) -> bool:
-        return self.ok
-
-    def __repr__(self) -> str:
-        return f"{'✔ right' if self.ok else '✘ not yet'}: {self.message}"
-
-    def _repr_html_(self) -> str:
-        import html as _html
-
-        colour, word = ("#2ca02c", "✔ right") if self.ok else ("#d62728", "✘ not yet")
-        return (f"<div class='storylab-verdict' data-ok='{str(self.ok).lower()}'>"
-                f"<b style='color:{colour}'>{word}</b>: {_html.escape(self.message)}</div>")
-
-
-def _missing(answer: Any) -> Verdict | None:
-    if answer is None or answer is ...:
-        return Verdict(False, "fill in your answer in the cell above, then run this cell again")
-    return None
+_missing = missing
 
 
 def _number(answer: Any) -> float | None:
     if isinstance(answer, bool) or not isinstance(answer, int | float):
         return None
     return float(answer)
+
+
+_PLACEHOLDER = re.compile(r"\{\{\s*[A-Za-z]+_(\d+)\s*\}\}")
 
 
 def check_longest_picture(trace: Trace, answer: Any) -> Verdict:
@@ -450,11 +501,13 @@ def check_longest_picture(trace: Trace, answer: Any) -> Verdict:
     longest = max(lanes, key=lambda lane: lane.run[1] - lane.run[0])
     if not isinstance(answer, str):
         return Verdict(False, f"answer with a label (a string), not {type(answer).__name__}")
-    if answer.strip() == longest.label:
+    # The chart writes a label short (image-{{IMAGE_2}} reads image-2): both forms name it.
+    given = _PLACEHOLDER.sub(r"\1", answer.strip())
+    if given == _PLACEHOLDER.sub(r"\1", longest.label):
         took = longest.run[1] - longest.run[0]
         return Verdict(True, f"{longest.label} ran longest, {took:.1f} model s")
     labels = [lane.label for lane in lanes]
-    if answer.strip() not in labels:
+    if given not in labels + [_PLACEHOLDER.sub(r"\1", label) for label in labels]:
         return Verdict(False, f"{answer!r} is not a lane of the trace; labels are {labels}")
     return Verdict(False, f"{answer!r} is not the longest; compare run[1] - run[0] of each lane")
 
@@ -601,3 +654,53 @@ def check_bound(answer: Any, *, stories: int, images: int, story_limit: int,
     if abs(value - expected) < 1e-6:
         return Verdict(True, f"{expected:g} model s: the larger of the two round counts wins")
     return Verdict(False, f"{value:g} is not it; take the larger of the two round counts")
+
+
+# -- figures with their words ----------------------------------------------------------
+SUMMARY_PREFIX = "In words: "
+
+
+def show_figure(fig: Any, summary: str | None = None) -> None:
+    """Show ``fig`` now, then one line saying what it shows (its text equivalent).
+
+    The line comes straight under the picture in every output (JupyterLab,
+    papermill, an HTML export), so a reader who cannot see the chart, or
+    skims, reads the same claim. ``summary`` is the lesson's own sentence,
+    built from the numbers the chart is drawn from (never typed in); without
+    it, the figure's own summary from :mod:`storylab.viz` is used.
+    """
+    if summary is None:
+        summary = getattr(fig, "storylab_summary", None)
+        if summary is None:
+            raise ValueError("this figure carries no summary of its own; pass summary=")
+    if not isinstance(summary, str) or not summary.strip():
+        raise ValueError("summary must be a non-empty sentence saying what the figure shows")
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    display(fig)
+    plt.close(fig)
+    print(SUMMARY_PREFIX + " ".join(summary.split()))
+
+
+# -- one progress display for stories run elsewhere ------------------------------------------
+def cluster_progress(panel: Any, graph_path: str | os.PathLike) -> Any:
+    """An ``on_story`` callback for :func:`run_stories_on_cluster` and
+    :func:`gather_stories` that shows each story in ``panel`` (a
+    :class:`~storylab.viz.ProgressPanel`, the display every notebook uses).
+
+    A worker process cannot update a widget in this kernel, but it writes
+    every envelope of its story to the shared graph. When a story comes
+    back, its stored progress log is replayed into the panel, so its bar
+    and rows end exactly as they would have for a story run here.
+    """
+    path = Path(graph_path)
+
+    def on_story(story: Any) -> None:
+        with EntityGraph.open(path, create=False, read_only=True) as graph:
+            for envelope in graph.progress(story.pipeline_id):
+                panel.update(envelope, root=story.pipeline_id)
+        panel.note(f"finished by worker process {story.pid}", root=story.pipeline_id,
+                   label=story.topic)
+
+    return on_story

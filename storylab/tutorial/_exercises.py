@@ -1,0 +1,260 @@
+"""Checkers for the exercises that ask for code: they run what the learner wrote.
+
+Each takes the learner's function or class, builds a small real world around
+it (capacity sources, a runner, an entity graph in a scratch folder), runs it
+and says what happened in words. A checker never trusts a printed claim: it
+looks at units in use, stored statuses and counted children.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+from storylab.entities import EntityGraph, Return, RunnableEntity
+from storylab.scheduling import (
+    CapacitySource,
+    HierarchicalTaskPoolRunner,
+    SourceBufferObj,
+    SourceFromIterable,
+    TaskEventType,
+)
+from storylab.tutorial._verdict import Verdict, missing
+
+__all__ = [
+    "check_error_branch",
+    "check_failing_entity",
+    "check_stable_names",
+    "check_two_level_tree",
+]
+
+
+def _raised(what: str, exc: BaseException) -> Verdict:
+    where = traceback.extract_tb(exc.__traceback__)[-1:]
+    line = f" (line {where[0].lineno})" if where else ""
+    return Verdict(False, f"{what} raised {type(exc).__name__}: {exc}{line}")
+
+
+# -- a two-level capacity tree ------------------------------------------------------
+def check_two_level_tree(build: Any, *, global_limit: int = 4, story_limit: int = 3) -> Verdict:
+    """Exercise: ``build()`` returns ``(global_source, story_a, story_b)``: one global
+    source of ``global_limit`` units and two story sources of ``story_limit`` under it.
+
+    The checker takes units by hand: story A fills its own limit, then story B
+    must get only what is left globally, and giving everything back must empty
+    all three.
+    """
+    if (v := missing(build)) is not None:
+        return v
+    if not callable(build):
+        return Verdict(False, "pass your function itself, build_tree, not what it returns")
+    try:
+        made = build()
+    except Exception as exc:
+        return _raised("build_tree()", exc)
+    if not isinstance(made, tuple | list) or len(made) != 3 \
+            or not all(isinstance(s, CapacitySource) for s in made):
+        return Verdict(False, "build_tree() must return three CapacitySource objects: "
+                              "(global_source, story_a, story_b)")
+    root, a, b = made
+    if root.capacity != global_limit:
+        return Verdict(False, f"the global source has {root.capacity} units, not {global_limit}")
+    if (a.capacity, b.capacity) != (story_limit, story_limit):
+        return Verdict(False, f"the stories have {a.capacity} and {b.capacity} units, "
+                              f"not {story_limit} each")
+    if any(s.in_use for s in made):
+        return Verdict(False, "build_tree() should hand back sources with no unit taken")
+    taken: list[CapacitySource] = []
+    try:
+        for _ in range(story_limit):
+            if not a.try_acquire():
+                return Verdict(False, f"story A could not take {story_limit} units of its own")
+            taken.append(a)
+        b_got = 0
+        while b_got <= story_limit and b.try_acquire():
+            taken.append(b)
+            b_got += 1
+        expected_b = min(story_limit, global_limit - story_limit)
+        if b_got > expected_b:
+            return Verdict(False, f"story B took {b_got} units while A held {story_limit}: only "
+                                  f"{global_limit} exist, so the stories must share one parent "
+                                  "(CapacitySource(3, parent=...))")
+        if root.in_use != story_limit + b_got:
+            return Verdict(False, f"the global source counts {root.in_use} units in use while "
+                                  f"the stories hold {story_limit + b_got}: give each story "
+                                  "the global source as its parent")
+        if b_got < expected_b:
+            return Verdict(False, f"story B got only {b_got} units though {expected_b} were free")
+    finally:
+        for source in reversed(taken):
+            source.release()
+    if any(s.in_use for s in made):
+        return Verdict(False, "after every release some units are still counted in use")
+    return Verdict(True, f"A took {story_limit}, B was held back at {expected_b} by the global "
+                         f"level with room of its own left, and each release freed both levels")
+
+
+# -- names that survive a resume ----------------------------------------------------
+class _NameProbe(RunnableEntity):
+    """A parent that only asks for children, as a pipeline does when it (re)starts."""
+
+    async def run_impl(self):
+        yield Return(None)
+
+
+class _Picture(RunnableEntity):
+    async def run_impl(self):
+        yield Return(self.data["placeholder"])
+
+
+_PROMPTS = [{"placeholder": f"{{{{IMAGE_{n}}}}}", "prompt": f"picture {n} of the story"}
+            for n in range(1, 6)]
+
+
+def check_stable_names(name_for: Any) -> Verdict:
+    """Exercise: ``name_for(prompt)`` names a picture's child entity. A first run and
+    a resumed run (a graph reopened from its file) both ask for all five children:
+    right when the resumed run finds exactly the first run's five.
+    """
+    if (v := missing(name_for)) is not None:
+        return v
+    if not callable(name_for):
+        return Verdict(False, "pass your naming function itself")
+    with tempfile.TemporaryDirectory(prefix="storylab-names-") as folder:
+        path = Path(folder) / "graph.sqlite"
+        counts = []
+        for _run in ("first run", "resumed run"):
+            with EntityGraph.open(path) as graph:
+                parent = graph.create_or_retrieve(_NameProbe, "a-story", {})
+                try:
+                    names = [name_for(dict(p)) for p in _PROMPTS]
+                except Exception as exc:
+                    return _raised("your naming function", exc)
+                if not all(isinstance(n, str) and n.strip() for n in names):
+                    return Verdict(False, f"names must be non-empty strings, got {names!r}")
+                if len(set(names)) < len(names):
+                    return Verdict(False, f"two pictures got the same name ({names}); the "
+                                          "second would be handed the first one's result")
+                for name, prompt in zip(names, _PROMPTS, strict=True):
+                    parent.append_or_retrieve_call(_Picture, name, prompt)
+                counts.append(len(parent.children()))
+    if counts[-1] != len(_PROMPTS):
+        return Verdict(False, f"after the resume the story has {counts[-1]} children for "
+                              f"{len(_PROMPTS)} pictures: the names changed between runs")
+    return Verdict(True, "the resumed run found the same five children by name: build the name "
+                         "only from what the request itself holds")
+
+
+# -- an ERROR branch ------------------------------------------------------------------
+class _Refused(RuntimeError):
+    pass
+
+
+def _task(n: int, fail: bool):
+    async def work() -> str:
+        await asyncio.sleep(0.01 * (n % 3))
+        if fail:
+            raise _Refused(f"the model refused picture {n}")
+        return f"picture {n}"
+    work.__qualname__ = f"picture-{n}"
+    return work
+
+
+async def check_error_branch(collect: Any, *, tasks: int = 5, failing: int = 3) -> Verdict:
+    """Exercise: ``await collect(runner)`` consumes the runner's envelopes and returns
+    ``(finished, failed)``: the FINAL values and the ERROR envelopes' errors. One of
+    ``tasks`` tasks fails; the others must all arrive and nothing may be raised.
+    """
+    if (v := missing(collect)) is not None:
+        return v
+    if not inspect.iscoroutinefunction(collect):
+        return Verdict(False, "collect must be an `async def` function taking the runner")
+    capacity = CapacitySource(2, name="exercise")
+    thunks = [_task(n, n == failing) for n in range(1, tasks + 1)]
+    runner = HierarchicalTaskPoolRunner("exercise", SourceBufferObj(thunks), capacity)
+    try:
+        got = await asyncio.wait_for(collect(runner), timeout=30)
+    except _Refused as exc:
+        return Verdict(False, f"collect raised the task's own error ({exc}): the ERROR branch "
+                              "should keep it and go on, so the other tasks still arrive")
+    except Exception as exc:
+        return _raised("collect(runner)", exc)
+    if capacity.in_use:
+        return Verdict(False, f"{capacity.in_use} units were still in use after collect "
+                              "returned: read the envelopes inside `async with runner.run_tasks()`")
+    if not isinstance(got, tuple | list) or len(got) != 2:
+        return Verdict(False, "collect must return two lists: (finished, failed)")
+    finished, failed = (list(x) for x in got)
+    want = sorted(f"picture {n}" for n in range(1, tasks + 1) if n != failing)
+    if sorted(map(str, finished)) != want:
+        return Verdict(False, f"finished holds {finished}, expected the {len(want)} values of "
+                              "the tasks that succeeded (envelope.value of each FINAL)")
+    if len(failed) != 1:
+        return Verdict(False, f"failed holds {len(failed)} entries for 1 failed task: add a "
+                              "branch for TaskEventType.ERROR that keeps envelope.error")
+    if not isinstance(failed[0], _Refused) and f"picture {failing}" not in str(failed[0]):
+        return Verdict(False, f"failed holds {failed[0]!r}; keep the envelope's error")
+    return Verdict(True, f"{len(want)} pictures arrived and the refusal of picture {failing} was "
+                         "kept, not raised: one failure never stops its siblings")
+
+
+# -- an entity that fails ---------------------------------------------------------------
+class _Harness(RunnableEntity):
+    """Runs three children of the learner's class, the middle one told to fail."""
+
+    async def run_impl(self):
+        kind = self.data["kind"]
+        items = [{"name": f"child-{n}", "data": {"value": n, "fail": n == 2}} for n in (1, 2, 3)]
+        runner = HierarchicalTaskPoolRunner(
+            "harness", SourceFromIterable(self.parallel_calls(_KINDS[kind], items)),
+            CapacitySource(2, name="harness"))
+        outcome = []
+        async with runner.run_tasks() as results:
+            async for envelope in results:
+                if envelope.type is TaskEventType.ERROR:
+                    outcome.append(type(envelope.error).__name__)
+        yield Return(outcome)
+
+
+_KINDS: dict[str, type] = {}
+
+
+async def check_failing_entity(cls: Any) -> Verdict:
+    """Exercise: an entity class that returns ``data["value"]``, and raises a clear
+    error when ``data["fail"]`` is true. Three children run under one parent; the
+    failing one must end ``Failed`` with its error stored, the others ``Completed``.
+    """
+    if (v := missing(cls)) is not None:
+        return v
+    if not (isinstance(cls, type) and issubclass(cls, RunnableEntity)):
+        return Verdict(False, "pass your RunnableEntity subclass itself (the class, not an "
+                              "instance)")
+    _KINDS[cls.__name__] = cls
+    with tempfile.TemporaryDirectory(prefix="storylab-failing-") as folder:
+        with EntityGraph.open(Path(folder) / "graph.sqlite") as graph:
+            parent = graph.create_or_retrieve(_Harness, "harness", {"kind": cls.__name__})
+            try:
+                await asyncio.wait_for(parent.run(), timeout=30)
+            except Exception as exc:
+                return _raised("the parent of your entities", exc)
+            kids = {k.name: graph.get_node(k.id) for k in graph.children(parent.id)}
+    if sorted(kids) != ["child-1", "child-2", "child-3"]:
+        return Verdict(False, f"the parent has children {sorted(kids)}")
+    bad = kids["child-2"]
+    if bad.status != "Failed":
+        return Verdict(False, f"the child with fail=True ended {bad.status}: raise an exception "
+                              "in run_impl when self.data['fail'] is true")
+    for name in ("child-1", "child-3"):
+        node = kids[name]
+        if node.status != "Completed" or node.output != int(name[-1]):
+            return Verdict(False, f"{name} ended {node.status} with {node.output!r}: it should "
+                                  "complete and return data['value']")
+    error = bad.error or {}
+    if not str(error.get("message", "")).strip():
+        return Verdict(False, "the failure was stored without a message: say what went wrong")
+    return Verdict(True, f"child-2 is Failed with {error.get('type')}: {error.get('message')!r} "
+                         "stored; its siblings completed")

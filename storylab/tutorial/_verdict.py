@@ -1,0 +1,36 @@
+"""What a checker says: right or not yet, and why, in words and a glyph (never colour alone)."""
+
+from __future__ import annotations
+
+import html as _html
+from dataclasses import dataclass
+
+# Okabe-Ito blue and vermillion: told apart by colour-blind readers, and the
+# glyph and the word carry the meaning anyway.
+_RIGHT, _NOT_YET = "#0072B2", "#D55E00"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a ``check_...`` function says about an answer: right or not yet, and why."""
+
+    ok: bool
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __repr__(self) -> str:
+        return f"{'✔ right' if self.ok else '✘ not yet'}: {self.message}"
+
+    def _repr_html_(self) -> str:
+        colour, word = (_RIGHT, "✔ right") if self.ok else (_NOT_YET, "✘ not yet")
+        return (f"<div class='storylab-verdict' data-ok='{str(self.ok).lower()}'>"
+                f"<b style='color:{colour}'>{word}</b>: {_html.escape(self.message)}</div>")
+
+
+def missing(answer: object) -> Verdict | None:
+    """The verdict for an answer left at its placeholder, else None."""
+    if answer is None or answer is ...:
+        return Verdict(False, "fill in your answer in the cell above, then run this cell again")
+    return None

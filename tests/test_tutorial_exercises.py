@@ -1,0 +1,358 @@
+"""The kit's side of the exercises: every solution passes its checker, every checker
+fails on a wrong answer, solutions are shown only on demand, and the lesson speeds.
+
+Solutions are run the way a learner would run them after ``show_solution``:
+their code is executed (top-level ``await`` included) in a namespace holding
+what the notebook had defined by then, and the value of the last line is the
+checker's verdict.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import inspect
+import sys
+import types
+import uuid
+import xml.etree.ElementTree as ET
+
+import pytest
+
+import storylab
+import storylab.tutorial as kit
+from storylab import CapacitySource, Return, RunnableEntity, TaskEventType
+from storylab.tutorial import (
+    SOLUTIONS,
+    PictureState,
+    Verdict,
+    check_capstone,
+    check_error_branch,
+    check_failing_entity,
+    check_stable_names,
+    check_two_level_tree,
+    fresh_graph,
+    kill_and_resume,
+    lesson_pace,
+    run_stories,
+    show_solution,
+    simulated_settings,
+    solution_code,
+)
+from storylab.tutorial._overview import API_TABLE, GLOSSARY, overview_svg, overview_text
+
+
+async def run_cell(code: str, namespace: dict) -> object:
+    """Run a cell's code like IPython: top-level await allowed, last expression returned."""
+    tree = ast.parse(code)
+    last = tree.body[-1] if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    if last is not None:
+        tree.body[-1] = ast.parse("_cell_result = None").body[0]
+        tree.body[-1].value = last.value
+    compiled = compile(ast.fix_missing_locations(tree), "<cell>", "exec",
+                       flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    result = eval(compiled, namespace)
+    if inspect.iscoroutine(result):
+        await result
+    return namespace.get("_cell_result")
+
+
+def _namespace(**extra) -> dict:
+    ns = {name: getattr(storylab, name) for name in storylab.__all__}
+    ns.update({name: getattr(kit, name) for name in kit.__all__})
+    ns.update(extra)
+    return ns
+
+
+SUBJECTS = {"a fox": 12, "an owl": 6, "a whale": 9, "a snail": 4, "a moth": 7}
+
+
+@pytest.fixture(scope="module")
+def story_run(tmp_path_factory):
+    """One real story, for the exercise that reads a trace (notebook 1)."""
+    graph = fresh_graph("solutions", home=tmp_path_factory.mktemp("home"))
+    settings = simulated_settings(0.002, image_mode="sequential")
+    run = asyncio.run(run_stories(graph, ["a shy hedgehog"], settings=settings, panel=None))
+    from storylab.viz import timeline_lanes
+
+    return run, timeline_lanes(run.trace)
+
+
+def _state(key: str, story_run) -> dict:
+    run, lanes = story_run
+    before = [PictureState("image-{{IMAGE_1}}", "Completed", 1.0),
+              PictureState("image-{{IMAGE_2}}", "stale", None),
+              PictureState("image-{{IMAGE_3}}", "not stored", None)]
+    node = types.SimpleNamespace(name="image-{{IMAGE_3}}",
+                                 error={"type": "ImageGenerationError", "message": "refused"})
+    return {"01-1": {"run": run, "lanes": lanes}, "02-1": {"SUBJECTS": SUBJECTS},
+            "04-1": {"before": before}, "05-1": {"node": node},
+            "08-1": {"global_limit": 10, "stories": 5}}.get(key, {})
+
+
+@pytest.mark.parametrize("key", sorted(k for k in SOLUTIONS if k != "09-1"))
+async def test_every_solution_passes_its_checker(key, story_run):
+    verdict = await run_cell(solution_code(key), _namespace(**_state(key, story_run)))
+    assert isinstance(verdict, Verdict), f"{key}: the last line gave {verdict!r}"
+    assert verdict.ok, f"{key}: {verdict}"
+
+
+def test_solutions_are_shown_only_when_asked(capsys):
+    show_solution("03-1", new_cell=False)
+    said = capsys.readouterr().out
+    assert "solution = [3, 3, 3, 3, 0]" in said and "check_first_split(solution" in said
+    with pytest.raises(ValueError, match="no solution '03-9'; known: 00-1, 01-1"):
+        solution_code("03-9")
+
+
+def test_show_solution_puts_the_code_into_a_new_cell(monkeypatch, capsys):
+    import IPython
+
+    asked = []
+    shell = types.SimpleNamespace(set_next_input=lambda text, replace: asked.append((text,
+                                                                                     replace)))
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+    show_solution("06-1")
+    assert asked == [(solution_code("06-1"), False)]
+
+
+# -- the code exercises: wrong answers are refused ------------------------------------
+def test_the_tree_checker_refuses_unlinked_or_wrong_sized_trees():
+    def unlinked():
+        return CapacitySource(4), CapacitySource(3), CapacitySource(3)
+
+    def small():
+        root = CapacitySource(4)
+        return root, CapacitySource(2, root), CapacitySource(3, root)
+
+    def raises():
+        raise NotImplementedError("not yet written")
+
+    assert "share one parent" in check_two_level_tree(unlinked).message
+    assert "not 3 each" in check_two_level_tree(small).message
+    assert "raised NotImplementedError" in check_two_level_tree(raises).message
+    assert "three CapacitySource" in check_two_level_tree(lambda: None).message
+    assert not check_two_level_tree(None)
+
+
+def test_the_naming_checker_refuses_names_that_change_or_collide():
+    counter = iter(range(1000))
+    cases = {
+        "the names changed": lambda p: f"image-{uuid.uuid4().hex}",
+        "the names changed ": lambda p: f"image-{next(counter)}",
+        "the same name": lambda p: "image",
+        "non-empty strings": lambda p: 7,
+    }
+    for said, name_for in cases.items():
+        verdict = check_stable_names(name_for)
+        assert not verdict and said.strip() in verdict.message, verdict
+
+
+async def test_the_error_branch_checker_refuses_a_loop_without_one_or_that_raises():
+    async def without(runner):
+        finished = []
+        async with runner.run_tasks() as results:
+            async for envelope in results:
+                if envelope.type is TaskEventType.FINAL:
+                    finished.append(envelope.value)
+        return finished, []
+
+    async def raising(runner):
+        async with runner.run_tasks() as results:
+            async for envelope in results:
+                if envelope.type is TaskEventType.ERROR:
+                    raise envelope.error
+        return [], []
+
+    def not_async(runner):
+        return [], []
+
+    assert "add a branch for TaskEventType.ERROR" in (await check_error_branch(without)).message
+    assert "raised the task's own error" in (await check_error_branch(raising)).message
+    assert "async def" in (await check_error_branch(not_async)).message
+
+
+async def test_the_failing_entity_checker_refuses_an_entity_that_never_fails():
+    class NeverFails(RunnableEntity):
+        async def run_impl(self):
+            yield Return(self.data["value"])
+
+    class AlwaysFails(RunnableEntity):
+        async def run_impl(self):
+            raise RuntimeError("always")
+            yield Return(None)  # pragma: no cover - makes run_impl a generator
+
+    assert "ended Completed" in (await check_failing_entity(NeverFails)).message
+    assert "child-1 ended Failed" in (await check_failing_entity(AlwaysFails)).message
+    assert "RunnableEntity subclass" in (await check_failing_entity(object)).message
+
+
+# -- the capstone, with real processes -------------------------------------------------
+def _script(tmp_path, name: str, code: str):
+    path = tmp_path / f"{name}.py"
+    path.write_text(code.split("\n", 1)[1])  # drop the %%writefile line
+    return path
+
+
+async def test_the_capstone_passes_the_solution_and_refuses_unstable_names(tmp_path):
+    good = solution_code("09-1")
+    assert good.startswith("%%writefile capstone.py\n")
+    run = await kill_and_resume(_script(tmp_path, "good", good), tmp_path / "good.sqlite",
+                                work_seconds=0.03)
+    assert 0 < run.killed_at < 100 and run.first_exit not in (0, None)
+    verdict = check_capstone(run)
+    assert verdict.ok, f"{verdict}; {run.describe()}"
+    unstable = good.replace('f"item-{n:03d}"', 'f"item-{uuid.uuid4().hex}"').replace(
+        "import sys\n", "import sys\nimport uuid\n", 1)
+    run = await kill_and_resume(_script(tmp_path, "bad", unstable), tmp_path / "bad.sqlite",
+                                work_seconds=0.03)
+    verdict = check_capstone(run)
+    assert not verdict and "did not find the first run's items by name" in verdict.message
+
+
+async def test_the_capstone_refuses_a_pipeline_without_a_limit(tmp_path):
+    free = solution_code("09-1").replace("LIMIT = 4", "LIMIT = 100")
+    run = await kill_and_resume(_script(tmp_path, "free", free), tmp_path / "free.sqlite",
+                                work_seconds=0.03)
+    verdict = check_capstone(run)
+    assert not verdict and ("above the limit of 4" in verdict.message
+                            or "ended before it could be killed" in verdict.message)
+
+
+async def test_the_capstone_reports_a_script_that_crashes(tmp_path):
+    script = tmp_path / "broken.py"
+    script.write_text("raise SystemExit('no pipeline yet')\n")
+    verdict = check_capstone(await kill_and_resume(script, tmp_path / "b.sqlite"))
+    assert not verdict and "exited with 1: no pipeline yet" in verdict.message
+    with pytest.raises(ValueError, match="does not exist"):
+        await kill_and_resume(tmp_path / "missing.py", tmp_path / "m.sqlite")
+
+
+# -- the lesson's speeds ------------------------------------------------------------------
+def test_lesson_pace_watch_is_slower_unless_fast(monkeypatch, capsys):
+    monkeypatch.delenv("STORYLAB_FAST", raising=False)
+    assert lesson_pace(False, 0.05) == (0.05, 0.05 * kit.WATCH_FACTOR)
+    assert "the cells to watch run at 0.2" in capsys.readouterr().out
+    assert lesson_pace(True, 0.05, quiet=True) == (kit.FAST_SCALE, kit.FAST_SCALE)
+    assert lesson_pace(True, 0.01, quiet=True) == (0.01, 0.01)
+    assert lesson_pace(True, 0.1, fast_scale=0.05, quiet=True) == (0.05, 0.05)
+    monkeypatch.setenv("STORYLAB_FAST", "1")
+    assert lesson_pace(False, 0.05, quiet=True) == (kit.FAST_SCALE, kit.FAST_SCALE)
+    for bad in (0, -1, "0.1", True, 11):
+        with pytest.raises(ValueError, match="time_scale must be"):
+            lesson_pace(False, bad)
+    with pytest.raises(ValueError, match="fast must be True or False"):
+        lesson_pace("yes", 0.05)
+
+
+# -- orientation ------------------------------------------------------------------------------
+def test_the_overview_is_a_labelled_svg_with_a_text_equivalent():
+    svg = overview_svg()
+    root = ET.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    words = " ".join(t.text or "" for t in root.iter(f"{ns}text"))
+    for label in ("request", "pipeline entity", "runner", "global source: 10",
+                  "story source: 3", "children", "entity graph", "acquire", "parallel_calls"):
+        assert label in words, label
+    assert root.find(f"{ns}title").text and root.find(f"{ns}desc").text == overview_text()
+    assert root.get("role") == "img"
+
+
+def test_the_glossary_and_the_api_table_cover_what_the_series_promises():
+    assert set(GLOSSARY) == {"entity", "unit", "capacity source", "runner", "source", "trace",
+                             "makespan", "model second", "lease", "stale"}
+    chapter = " ".join(ts for ts, _, _ in API_TABLE)
+    for name in ("appendOrRetrieveCall", "parallelCalls", "runTasks()",
+                 "envelope.type === 'FINAL'", "envelope.type === 'ERROR'"):
+        assert name in chapter, name
+    python = " ".join(py for _, py, _ in API_TABLE)
+    for name in ("append_or_retrieve_call", "parallel_calls", "run_tasks()",
+                 "TaskEventType.FINAL", "TaskEventType.ERROR"):
+        assert name in python, name
+
+
+def test_the_kit_stays_light():
+    import subprocess
+
+    code = ("import sys, storylab.tutorial; "
+            "print(sorted(m for m in ('matplotlib', 'ipywidgets', 'IPython') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_show_figure_prints_its_words_under_the_picture(capsys, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
+    fig, _ = plt.subplots()
+    kit.show_figure(fig, "five   bars,\n none overlapping")
+    assert shown == [fig]
+    assert capsys.readouterr().out == "In words: five bars, none overlapping\n"
+    fig.storylab_summary = "Timeline: 5 tasks."
+    kit.show_figure(fig)
+    assert capsys.readouterr().out == "In words: Timeline: 5 tasks.\n"
+    with pytest.raises(ValueError, match="non-empty sentence"):
+        kit.show_figure(fig, "  ")
+    with pytest.raises(ValueError, match="no summary of its own"):
+        kit.show_figure(plt.subplots()[0])
+
+
+def test_every_python_name_of_the_api_table_exists():
+    import re
+
+    from storylab import HierarchicalTaskPoolRunner, TaskEventType
+
+    owners = {"self": RunnableEntity, "capacity": CapacitySource,
+              "runner": HierarchicalTaskPoolRunner}
+    for _, python, _ in API_TABLE:
+        for owner, name in re.findall(r"\b(self|capacity|runner)\.(\w+)\(", python):
+            assert hasattr(owners[owner], name), f"{python}: {owner}.{name} does not exist"
+        for kind in re.findall(r"TaskEventType\.(\w+)", python):
+            assert hasattr(TaskEventType, kind), python
+        for cls in re.findall(r"\b([A-Z]\w+)\(", python):
+            assert cls in ("X",) or hasattr(storylab, cls), f"{python}: storylab.{cls}?"
+
+
+def test_the_longest_picture_may_be_named_as_the_chart_writes_it(story_run):
+    run, lanes = story_run
+    longest = max(lanes, key=lambda lane: lane.run[1] - lane.run[0]).label
+    short = longest.replace("{{IMAGE_", "").replace("}}", "")
+    assert kit.check_longest_picture(run.trace, longest)
+    assert kit.check_longest_picture(run.trace, short), short
+    other = next(lane.label for lane in lanes if lane.label != longest)
+    assert not kit.check_longest_picture(run.trace, other.replace("{{IMAGE_", "").replace("}}", ""))
+
+
+def test_cluster_progress_replays_a_stored_story_into_the_panel(tmp_path):
+    import io
+
+    from storylab.viz import ProgressPanel
+
+    graph = fresh_graph("cluster", home=tmp_path)
+    run = asyncio.run(run_stories(graph, ["a kind giant"], panel=None,
+                                  settings=simulated_settings(0.002)))
+    graph.flush()
+    said = io.StringIO()
+    panel = ProgressPanel("on workers", form="text", stream=said)
+    story = types.SimpleNamespace(topic="a kind giant", pipeline=run.pipelines[0].name,
+                                  pipeline_id=run.pipelines[0].id, pid=4242)
+    kit.cluster_progress(panel, graph.path)(story)
+    panel.close()
+    (progress,) = panel.pipelines
+    assert (progress.done, progress.total) == (5, 5) and progress.completed == 5
+    assert "finished by worker process 4242" in said.getvalue()
+
+
+def test_several_stories_get_the_compact_panel_with_the_gauge(tmp_path, capsys):
+    graph = fresh_graph("gauge", home=tmp_path)
+    settings = simulated_settings(0.002)
+    two = asyncio.run(run_stories(graph, ["a fox", "an owl"], settings=settings))
+    assert two.panel.compact and two.panel.trace is two.trace
+    assert two.panel.names == kit.story_labels(two)
+    one = asyncio.run(run_stories(graph, ["a hen"], settings=settings))
+    assert not one.panel.compact and one.panel.trace is None
+    capsys.readouterr()
