@@ -216,13 +216,16 @@ def test_the_map_check_finds_a_module_without_a_row(tmp_path):
 
 # -- the arrows between layers -----------------------------------------------------------
 
+# Under every layer: standard-library-only modules that any layer may import.
+FOUNDATION = {"storylab.errors", "storylab._checks", "storylab._text"}
 # Which storylab layers each layer's modules may import (its own always).
 # Command-line code ("cli") may import every layer, so it has no entry.
 ALLOWED = {
-    "storylab.scheduling": set(),
-    "storylab.entities": {"storylab.scheduling"},
-    "storylab.story": {"storylab.scheduling", "storylab.entities"},
-    "storylab.viz": {"storylab.scheduling", "storylab.entities"},
+    "foundation": set(),
+    "storylab.scheduling": {"foundation"},
+    "storylab.entities": {"foundation", "storylab.scheduling"},
+    "storylab.story": {"foundation", "storylab.scheduling", "storylab.entities"},
+    "storylab.viz": {"foundation", "storylab.scheduling", "storylab.entities"},
 }
 # Command-line code outside a cli package: the command, its shared helpers, and
 # each subcommand kept next to its layer (entities/cli.py, story/cli_run.py ...).
@@ -242,6 +245,8 @@ def layer_of(module: str) -> str:
         return "cli"
     if last.startswith("cli_"):
         return "cli"
+    if module in FOUNDATION:
+        return "foundation"
     return ".".join(parts[:2]) if len(parts) > 1 else module
 
 
@@ -307,8 +312,11 @@ def test_the_arrow_check_sees_a_forbidden_import():
         ),
         "storylab.story.cli_run": "from storylab.viz.progress import ProgressPanel\n",
         "storylab.entities.cli": "import storylab.story\n",
+        "storylab.entities.v": "from storylab.errors import StorylabError\n",
+        "storylab._checks": "from storylab.errors import ArgumentError\nimport storylab.viz\n",
     }
     assert forbidden_arrows(sources) == [
+        "storylab._checks imports storylab.viz",
         "storylab.scheduling.x imports storylab.entities",
         "storylab.story.z imports storylab._sync",
         "storylab.viz.y imports storylab.story.models",
