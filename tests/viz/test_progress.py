@@ -208,6 +208,21 @@ async def test_text_form_prints_lines_and_the_final_state(graph):
     assert "  ✗ VizImage (image-3) failed: no ink for image-3" in lines
 
 
+async def test_a_labelled_story_is_titled_by_its_label_in_every_form(graph):
+    story = graph.create(VizStory, "titled", {"images": 2, "seconds": 0.001, "fail": []})
+    out = io.StringIO()
+    panel = ProgressPanel(form="text", stream=out)
+    await panel.watch(story.start(), root=story.id, label="story A")
+    (pipeline,) = panel.pipelines
+    assert pipeline.title == "story A"
+    assert "story A [completed] images: 2/2 done" in out.getvalue()
+    assert "VizStory (titled)" not in out.getvalue()
+    # Without a label the entity's own type and name stay the title.
+    plain = ProgressPanel(form="text", stream=io.StringIO())
+    await plain.watch(story.start())
+    assert plain.pipelines[0].title == "VizStory (titled)"
+
+
 async def test_text_form_logs_one_labelled_line_per_change(graph):
     out = io.StringIO()
     story = graph.create(VizStory, "log", {"images": 2, "seconds": 0.001, "fail": [2]})

@@ -96,6 +96,7 @@ class PipelineProgress:
     stage: str | None
     total: int
     rows: tuple[RowState, ...]
+    label: str | None = None  # the reader's name for the story ("story A"), if given
 
     @property
     def done(self) -> int:
@@ -115,6 +116,8 @@ class PipelineProgress:
 
     @property
     def title(self) -> str:
+        if self.label:
+            return self.label
         if self.entity_type and self.name:
             return f"{self.entity_type} ({self.name})"
         return self.name or self.key
@@ -178,7 +181,7 @@ class _Root:
         counted = sum(1 for r in rows if r.counted)
         total = max(sum(self.stages.values()), counted) if self.stages else counted
         return PipelineProgress(self.key, self.entity_id, self.entity_type, self.name,
-                                self.status, self.message, self.stage, total, rows)
+                                self.status, self.message, self.stage, total, rows, self.label)
 
 
 def _fields(envelope: Any) -> dict[str, Any]:
