@@ -167,7 +167,7 @@ def test_both_walks_are_on_the_page(doc):
     ):
         assert f"`{name}`" in one, name
     for name in (
-        "story.cli_run.main",
+        "cli.run.main",
         "story.entities.StoryPipelineEntity.run_impl",
         "story.entities.ImageGenerationEntity.run_impl",
         "blobs.BlobStore.put",
@@ -227,23 +227,11 @@ ALLOWED = {
     "storylab.story": {"foundation", "storylab.scheduling", "storylab.entities"},
     "storylab.viz": {"foundation", "storylab.scheduling", "storylab.entities"},
 }
-# Command-line code outside a cli package: the command, its shared helpers, and
-# each subcommand kept next to its layer (entities/cli.py, story/cli_run.py ...).
-CLI_TOP = {
-    "storylab.cli",
-    "storylab.__main__",
-    "storylab._cli_args",
-    "storylab._demo",
-    "storylab._tutorial_files",
-}
 
 
 def layer_of(module: str) -> str:
     parts = module.split(".")
-    last = parts[-1]
-    if module in CLI_TOP or parts[:2] == ["storylab", "cli"] or last == "cli":
-        return "cli"
-    if last.startswith("cli_"):
+    if module == "storylab.__main__" or parts[:2] == ["storylab", "cli"]:
         return "cli"
     if module in FOUNDATION:
         return "foundation"
@@ -310,8 +298,7 @@ def test_the_arrow_check_sees_a_forbidden_import():
         "storylab.entities.w": (
             "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import storylab.story\n"
         ),
-        "storylab.story.cli_run": "from storylab.viz.progress import ProgressPanel\n",
-        "storylab.entities.cli": "import storylab.story\n",
+        "storylab.cli.run": "from storylab.viz.progress import ProgressPanel\n",
         "storylab.entities.v": "from storylab.errors import StorylabError\n",
         "storylab._checks": "from storylab.errors import ArgumentError\nimport storylab.viz\n",
     }
