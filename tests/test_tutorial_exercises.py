@@ -100,7 +100,7 @@ def _state(key: str, story_run) -> dict:
     node = types.SimpleNamespace(name="image-{{IMAGE_3}}",
                                  error={"type": "ImageGenerationError", "message": "refused"})
     return {"01-1": {"run": run, "lanes": lanes}, "02-1": {"SUBJECTS": SUBJECTS},
-            "04-1": {"before": before}, "05-1": {"node": node},
+            "04-1": {"another_crash": before}, "05-1": {"node": node},
             "08-1": {"global_limit": 10, "stories": 5}}.get(key, {})
 
 

@@ -55,8 +55,8 @@ SOLUTIONS: dict[str, str] = {
     """,
     "04-1": """
         # Everything that was not Completed: stale ones are reset, missing ones created.
-        solution = {p.name for p in before if p.state != "Completed"}
-        check_redrawn(before, solution)
+        solution = {p.name for p in another_crash if p.state != "Completed"}
+        check_redrawn(another_crash, solution)
     """,
     "05-1": """
         # A failed entity's error is a dict with type, message and traceback.
