@@ -194,6 +194,8 @@ def _claims_04(f):
     not_stored = [name for name, state in before.items() if state == "not stored"]
     if f["tree_missing"] != not_stored:
         found.append(f"tree shows {f['tree_missing']} as not stored, states say {not_stored}")
+    if "stale" not in before.values():
+        found.append(f"the kill was to land mid-picture, but no picture is stale: {before}")
     unfinished = [name for name, state in before.items() if state != "Completed"]
     if f["unfinished_before"] != unfinished or not unfinished:
         found.append("the unfinished pictures do not match the states before the resume")
