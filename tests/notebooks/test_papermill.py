@@ -245,6 +245,9 @@ def _claims_07(f):
         found.append("FIFO should miss the bound in more cells than fair")
     if f["cells"] != 48:
         found.append(f"the sweep has {f['cells']} cells, not 6 x 8")
+    if (f["knobs_makespan"], f["knobs_bound"]) != (30, 20):
+        found.append(f"the knobs cell shows {f['knobs_makespan']} s against a bound of "
+                     f"{f['knobs_bound']}, the prose says 30 against 20 (one round more)")
     return found
 
 
