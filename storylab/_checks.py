@@ -3,7 +3,7 @@
 Each check returns the value (as the type it promises) or raises
 :class:`~storylab.errors.ArgumentError` (a ``ValueError``) naming the argument
 and what it allows. The command line's flag checks are in
-``storylab._cli_args``; these are for the Python API. Standard library only.
+``storylab.cli.args``; these are for the Python API. Standard library only.
 """
 
 from __future__ import annotations

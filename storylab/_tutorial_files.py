@@ -1,4 +1,4 @@
-"""``storylab notebooks [DEST]``: copy the tutorial out for a learner.
+"""The tutorial notebooks a learner copies out (`storylab notebooks [DEST]`).
 
 The notebooks ship inside the package (``storylab/notebooks/``, filled at
 build time from the repository's ``notebooks/``); an editable install or a
@@ -17,16 +17,12 @@ as it was copied; a later ``storylab notebooks DEST``
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import shlex
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from storylab._cli_args import EXIT_FAILED, EXIT_OK
 from storylab.errors import StorylabError
 
 RECORD = ".storylab-tutorial.json"
@@ -122,44 +118,3 @@ def copy_tutorial(dest: Path, *, force: bool = False) -> CopyPlan:
         json.dumps({"files": record}, indent=1, sort_keys=True) + "\n", encoding="utf-8"
     )
     return todo
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "dest",
-        nargs="?",
-        default=DEFAULT_DEST,
-        metavar="DEST",
-        help=f"folder to copy the tutorial into (default: ./{DEFAULT_DEST}; created if needed)",
-    )
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="replace copies you have edited with the shipped notebooks",
-    )
-
-
-def _lab_available() -> bool:
-    from importlib.util import find_spec
-
-    return find_spec("jupyterlab") is not None
-
-
-def main(args: argparse.Namespace) -> int:
-    dest = Path(args.dest)
-    try:
-        done = copy_tutorial(dest, force=args.force)
-    except TutorialFilesError as exc:
-        print(f"storylab notebooks: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    replaced = done.edited if args.force else []
-    print(
-        f"{dest}: {len(done.copy)} copied, {len(done.update)} updated, "
-        f"{len(done.same)} already up to date"
-        + (f", {len(replaced)} edited copies replaced ({', '.join(replaced)})" if replaced else "")
-    )
-    print("Start the tutorial with:")
-    print(f"  cd {shlex.quote(str(dest))} && jupyter lab")
-    if not _lab_available():
-        print('(JupyterLab is not installed here: pip install "storylab[lab]" first)')
-    return EXIT_OK

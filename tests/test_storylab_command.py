@@ -1,4 +1,4 @@
-"""The ``storylab`` command itself (storylab/cli.py): --version, the exit codes and their docs."""
+"""The ``storylab`` command itself (storylab.cli): --version, the exit codes and their docs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import storylab
-from storylab import _cli_args
+from storylab.cli import args as _cli_args
 from storylab.cli import main, version
 
 README = Path(__file__).resolve().parents[1] / "README.md"

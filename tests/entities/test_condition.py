@@ -9,7 +9,7 @@ import pytest
 
 from storylab import CapacitySource, HierarchicalTaskPoolRunner, SourceFromIterable
 from storylab.entities import DuplicateNameError, Return, RunnableEntity, UnknownBranchError
-from storylab.entities.cli import format_tree
+from storylab.entities.reading import format_tree
 
 CALLS: collections.Counter = collections.Counter()
 

@@ -195,7 +195,7 @@ def test_bad_input_is_refused_naming_the_flag_and_stores_nothing(tmp_path, capsy
 
 
 def test_a_library_error_is_shown_with_the_flag_not_the_field():
-    from storylab._cli_args import flag_message
+    from storylab.cli.args import flag_message
 
     text = "story_limit must be an integer >= 1, got 0; illustration_count must be between 1 and 10"
     assert flag_message(text) == (

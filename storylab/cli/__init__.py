@@ -1,9 +1,12 @@
 """The ``storylab`` command: wires the layers together.
 
-Each subcommand lives next to the layer it belongs to and exposes
-``configure(parser)`` and ``main(args) -> int``; this module only collects
-them. Their modules import only the standard library and the light layers at
-the top (plotting, widgets, HTTP and imaging libraries are imported by the
+The command line is this package, one module per command (``run``,
+``serve-images``, ``eg``, ``stories``, ``demo``, ``notebooks``), each exposing
+``configure(parser)`` and ``main(args) -> int``, with the shared argument
+checks and exit codes in :mod:`storylab.cli.args`; this module collects them.
+It is the top layer: it may import every other layer, and no other layer
+imports it. The command modules import only the standard library and the light
+layers at the top (plotting, widgets, HTTP and imaging libraries are imported by the
 code that runs a command), so ``storylab --help`` stays fast.
 """
 
@@ -16,28 +19,26 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import NoReturn
 
-from storylab import _demo, _tutorial_files
-from storylab._cli_args import (
+from storylab.cli import demo, eg, notebooks, run, serve, stories
+from storylab.cli.args import (
     EXIT_CODES_HELP,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_PIPE,
     EXIT_USAGE,
 )
-from storylab.entities import cli as eg_cli
-from storylab.story import cli_run, cli_serve, cli_stories
 
 # name -> (module, help), in the order `storylab --help` lists them.
 COMMANDS: dict[str, tuple[ModuleType, str]] = {
-    "run": (cli_run, "generate illustrated stories (resumes an interrupted run)"),
+    "run": (run, "generate illustrated stories (resumes an interrupted run)"),
     "serve-images": (
-        cli_serve,
+        serve,
         "serve the simulated models (images, chat, moderations) over an OpenAI-compatible API",
     ),
-    "eg": (eg_cli, "inspect the entity graph (list, tree, node, check, export, export-pictures)"),
-    "stories": (cli_stories, "delete a story, or redo it from the start"),
-    "demo": (_demo, "a small scheduling demo: five groups under a shared limit"),
-    "notebooks": (_tutorial_files, "copy the tutorial notebooks out, to open in JupyterLab"),
+    "eg": (eg, "inspect the entity graph (list, tree, node, check, export, export-pictures)"),
+    "stories": (stories, "delete a story, or redo it from the start"),
+    "demo": (demo, "a small scheduling demo: five groups under a shared limit"),
+    "notebooks": (notebooks, "copy the tutorial notebooks out, to open in JupyterLab"),
 }
 
 

@@ -1,6 +1,6 @@
 """What every ``storylab`` subcommand shares: exit codes, value checks, flag names.
 
-Standard library only, so any subcommand may use it whatever its layer, and
+Standard library only, so every command module may use it, and
 ``storylab --help`` stays fast.
 
 The value checks are argparse ``type=`` functions: a bad value is refused

@@ -16,7 +16,7 @@ import os
 import re
 import sys
 
-from storylab._cli_args import (
+from storylab.cli.args import (
     EXIT_FAILED,
     EXIT_USAGE,
     flag_message,

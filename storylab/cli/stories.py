@@ -18,13 +18,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from storylab._cli_args import EXIT_FAILED, EXIT_USAGE, graph_location
+from storylab.cli.args import EXIT_FAILED, EXIT_USAGE, graph_location
 
 __all__ = ["configure", "main"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from storylab.story import cli_run
+    from storylab.cli import run as cli_run
 
     sub = parser.add_subparsers(dest="stories_command", metavar="{delete,redo}")
     p_delete = sub.add_parser("delete", help="remove a story, its steps and its pictures")
@@ -73,7 +73,7 @@ def _delete(graph: Any, name: str, out: Path) -> dict[str, Any]:
     """Delete the story ``name`` names; return its topic and customization."""
     from storylab._text import printable
     from storylab.entities import EntityGraphError
-    from storylab.entities.cli import Words, resolve
+    from storylab.entities.reading import Words, resolve
     from storylab.story.words import PIPELINE_TYPE, describe, page_file_name, story_summary
 
     root = resolve(graph, name, Words(describe, story_summary))
@@ -141,7 +141,7 @@ _OPTIONS = {
 
 def _run_again(args: argparse.Namespace, story: dict[str, Any]) -> int:
     """Run the deleted story's topic again, with its options unless a flag says otherwise."""
-    from storylab.story import cli_run
+    from storylab.cli import run as cli_run
 
     args.topics = [story["topic"]]
     for key, value in (story.get("customization") or {}).items():

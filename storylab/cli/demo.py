@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from storylab._cli_args import EXIT_OK, int_in_range, non_negative_float, positive_int
 from storylab._sync import run_sync
+from storylab.cli.args import EXIT_OK, int_in_range, non_negative_float, positive_int
 from storylab.scheduling import CapacitySource, HierarchicalTaskPoolRunner, SourceBufferObj
 
 

@@ -23,7 +23,7 @@ from contextlib import ExitStack, aclosing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
-from storylab._cli_args import (
+from storylab.cli.args import (
     EXIT_FAILED,
     EXIT_USAGE,
     age_range,
@@ -637,7 +637,7 @@ def _open_page(path: Path, say) -> None:
 
 
 def _tree(graph, node_id: str) -> str:
-    from storylab.entities.cli import Words, format_tree
+    from storylab.entities.reading import Words, format_tree
     from storylab.story.words import describe, story_summary, user_line
 
     return format_tree(graph, node_id, Words(describe, story_summary, user_line))
