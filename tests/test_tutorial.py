@@ -28,6 +28,7 @@ from storylab.tutorial import (
     check_makespan_with_limit,
     check_most_at_once,
     check_redrawn,
+    check_retry_calls,
     first_split,
     fresh_graph,
     image_nodes,
@@ -259,6 +260,13 @@ def test_each_checker_accepts_the_solution_and_rejects_a_wrong_answer():
     _says(check_error_type(failed, "ValueError"), False, "not the stored type")
     with pytest.raises(ValueError, match="failed entity"):
         check_error_type(types.SimpleNamespace(name="ok", error=None), "Boom")
+    _says(check_retry_calls(2, pictures=5, failed=2), True, "only the failed ones")
+    _says(check_retry_calls(5, pictures=5, failed=2), False, "does not redraw the whole story")
+    _says(check_retry_calls(1, pictures=5, failed=2), False, "count the pictures")
+    _says(check_retry_calls("2", pictures=5, failed=2), False, "whole number")
+    _says(check_retry_calls(None), False, "fill in your answer")
+    with pytest.raises(ValueError, match="between 0 and pictures"):
+        check_retry_calls(1, pictures=5, failed=6)
     with pytest.raises(ValueError, match="cannot be split evenly"):
         check_even_split(2, global_limit=5, stories=2)
     for unanswered in (check_even_split(None), check_bound(None, stories=1, images=1,

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import hashlib
 import inspect
+import itertools
+import linecache
 import sys
 import types
 import uuid
@@ -42,6 +45,17 @@ from storylab.tutorial import (
 from storylab.tutorial._overview import API_TABLE, GLOSSARY, overview_svg, overview_text
 
 
+def _cell_file(code: str) -> str:
+    """A file name for a cell's code, its source kept in linecache as IPython keeps
+    each cell's (so ``inspect.getsource`` finds functions the cell defines)."""
+    name = f"<cell-{next(_CELLS)}>"
+    linecache.cache[name] = (len(code), None, code.splitlines(keepends=True), name)
+    return name
+
+
+_CELLS = itertools.count(1)
+
+
 async def run_cell(code: str, namespace: dict) -> object:
     """Run a cell's code like IPython: top-level await allowed, last expression returned."""
     tree = ast.parse(code)
@@ -49,7 +63,7 @@ async def run_cell(code: str, namespace: dict) -> object:
     if last is not None:
         tree.body[-1] = ast.parse("_cell_result = None").body[0]
         tree.body[-1].value = last.value
-    compiled = compile(ast.fix_missing_locations(tree), "<cell>", "exec",
+    compiled = compile(ast.fix_missing_locations(tree), _cell_file(code), "exec",
                        flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
     result = eval(compiled, namespace)
     if inspect.iscoroutine(result):
@@ -86,7 +100,7 @@ def _state(key: str, story_run) -> dict:
     node = types.SimpleNamespace(name="image-{{IMAGE_3}}",
                                  error={"type": "ImageGenerationError", "message": "refused"})
     return {"01-1": {"run": run, "lanes": lanes}, "02-1": {"SUBJECTS": SUBJECTS},
-            "04-1": {"before": before}, "05-1": {"node": node},
+            "04-1": {"another_crash": before}, "05-1": {"node": node},
             "08-1": {"global_limit": 10, "stories": 5}}.get(key, {})
 
 
@@ -356,3 +370,24 @@ def test_several_stories_get_the_compact_panel_with_the_gauge(tmp_path, capsys):
     one = asyncio.run(run_stories(graph, ["a hen"], settings=settings))
     assert not one.panel.compact and one.panel.trace is None
     capsys.readouterr()
+
+
+def hash_named(prompt):
+    return f"image-{hash(prompt['placeholder'])}"
+
+
+def digest_named(prompt):
+    return "image-" + hashlib.sha256(prompt["placeholder"].encode()).hexdigest()[:12]
+
+
+def test_the_naming_checker_runs_the_function_in_a_second_process():
+    # hash() of a str is stable inside one process, so only a second process,
+    # with its own hash seed, shows that a resume would not find the children.
+    verdict = check_stable_names(hash_named)
+    assert not verdict and "second Python process" in verdict.message, verdict
+    # A module the function uses (hashlib) travels to the second process.
+    assert check_stable_names(digest_named), check_stable_names(digest_named)
+    namespace: dict = {}
+    code = solution_code("02-2").replace("check_stable_names(picture_name)", "")
+    exec(compile(code, _cell_file(code), "exec"), namespace)
+    assert check_stable_names(namespace["picture_name"])

@@ -92,6 +92,7 @@ __all__ = [
     "check_capstone",
     "check_error_branch",
     "check_error_type",
+    "check_retry_calls",
     "check_even_split",
     "check_failing_entity",
     "check_first_split",
@@ -601,6 +602,24 @@ def check_error_type(record: Any, answer: Any) -> Verdict:
     if answer == expected:
         return Verdict(True, f"{record.name} failed with {expected}")
     return Verdict(False, f"{answer!r} is not the stored type; look at the record's .error")
+
+
+def check_retry_calls(answer: Any, *, pictures: int = 5, failed: int = 2) -> Verdict:
+    """Exercise: the image-model calls a ``retry_failed=True`` run makes for a story of
+    ``pictures`` pictures of which ``failed`` were refused (only those are drawn again)."""
+    if not 0 <= failed <= pictures:
+        raise ValueError(f"failed must be between 0 and pictures ({pictures}), got {failed}")
+    if (v := _missing(answer)) is not None:
+        return v
+    if isinstance(answer, bool) or not isinstance(answer, int):
+        return Verdict(False, "answer with a whole number of model calls, such as 3")
+    if answer == failed:
+        return Verdict(True, f"{failed} calls: the {pictures - failed} completed pictures are "
+                             "handed back from the graph, only the failed ones are drawn again")
+    if answer == pictures:
+        return Verdict(False, "a retry does not redraw the whole story: completed pictures "
+                              "keep their stored output")
+    return Verdict(False, f"{answer} is not it: count the pictures that a retry opens again")
 
 
 def check_even_split(answer: Any, *, global_limit: int = 4, stories: int = 2) -> Verdict:

@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
+import os
+import subprocess
+import sys
 import tempfile
+import textwrap
 import traceback
+import types
 from pathlib import Path
 from typing import Any
 
@@ -145,8 +151,71 @@ def check_stable_names(name_for: Any) -> Verdict:
     if counts[-1] != len(_PROMPTS):
         return Verdict(False, f"after the resume the story has {counts[-1]} children for "
                               f"{len(_PROMPTS)} pictures: the names changed between runs")
+    # A real resume is a new Python process: run the function there too.
+    for seed in ("1", "2"):
+        other = _names_in_another_process(name_for, seed)
+        if isinstance(other, Verdict):
+            return other
+        if other != names:
+            return Verdict(False, f"a second Python process named the pictures {other}, this one "
+                                  f"{names}: a resumed run would not find the children. Values "
+                                  "such as hash() of a string or id() change from process to "
+                                  "process")
     return Verdict(True, "the resumed run found the same five children by name: build the name "
                          "only from what the request itself holds")
+
+
+_NAME_SCRIPT = """
+import json, sys
+spec = json.loads(sys.stdin.read())
+space = {"__name__": "__learner__"}
+for alias, module in spec["modules"].items():
+    space[alias] = __import__(module, fromlist=["_"])
+space.update(spec["values"])
+exec(compile(spec["source"], "<your naming function>", "exec"), space)
+name_for = space[spec["name"]]
+print(json.dumps([name_for(dict(p)) for p in spec["prompts"]]))
+"""
+
+
+def _names_in_another_process(name_for: Any, seed: str) -> list[Any] | Verdict:
+    """The names ``name_for`` gives in a fresh interpreter whose ``PYTHONHASHSEED`` is ``seed``.
+
+    The function's own source runs there, with the modules and plain constants
+    it uses from its notebook (nothing else of this process travels).
+    """
+    name = getattr(name_for, "__name__", "")
+    try:
+        source = textwrap.dedent(inspect.getsource(name_for))
+    except (OSError, TypeError):
+        source = ""
+    if not name.isidentifier() or f"def {name}" not in source:
+        return Verdict(False, "define your naming function with `def` at the top of a cell so "
+                              "the checker can also run it in a second Python process")
+    modules: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    code = getattr(name_for, "__code__", None)
+    known = getattr(name_for, "__globals__", {})
+    for used in code.co_names if code is not None else ():
+        value = known.get(used)
+        if isinstance(value, types.ModuleType):
+            modules[used] = value.__name__
+        elif isinstance(value, str | int | float | bool):
+            values[used] = value
+    spec = {"source": source, "name": name, "modules": modules, "values": values,
+            "prompts": _PROMPTS}
+    env = {**os.environ, "PYTHONHASHSEED": seed}
+    try:
+        done = subprocess.run([sys.executable, "-c", _NAME_SCRIPT], input=json.dumps(spec),
+                              capture_output=True, text=True, env=env, timeout=60, check=False)
+    except subprocess.TimeoutExpired:
+        return Verdict(False, "your naming function did not finish within a minute "
+                              "in a second Python process")
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        return Verdict(False, f"run on its own in a second Python process, your naming function "
+                              f"failed: {last} (import what it needs inside the function)")
+    return json.loads(done.stdout)
 
 
 # -- an ERROR branch ------------------------------------------------------------------

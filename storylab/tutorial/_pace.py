@@ -34,7 +34,7 @@ class Pace(NamedTuple):
     def describe(self, fast: bool) -> str:
         picture = 10 * self.time_scale
         watched = 10 * self.watch_scale
-        mode = "fast mode (CI): " if fast else ""
+        mode = "fast mode: " if fast else ""
         return (f"{mode}one model second lasts {self.time_scale:g} wall s (a picture about "
                 f"{picture:.1f} s); the cells to watch run at {self.watch_scale:g} "
                 f"(a picture about {watched:.1f} s)")

@@ -194,6 +194,8 @@ def _claims_04(f):
     not_stored = [name for name, state in before.items() if state == "not stored"]
     if f["tree_missing"] != not_stored:
         found.append(f"tree shows {f['tree_missing']} as not stored, states say {not_stored}")
+    if "stale" not in before.values():
+        found.append(f"the kill was to land mid-picture, but no picture is stale: {before}")
     unfinished = [name for name, state in before.items() if state != "Completed"]
     if f["unfinished_before"] != unfinished or not unfinished:
         found.append("the unfinished pictures do not match the states before the resume")
@@ -243,6 +245,9 @@ def _claims_07(f):
         found.append("FIFO should miss the bound in more cells than fair")
     if f["cells"] != 48:
         found.append(f"the sweep has {f['cells']} cells, not 6 x 8")
+    if (f["knobs_makespan"], f["knobs_bound"]) != (30, 20):
+        found.append(f"the knobs cell shows {f['knobs_makespan']} s against a bound of "
+                     f"{f['knobs_bound']}, the prose says 30 against 20 (one round more)")
     return found
 
 

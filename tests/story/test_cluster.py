@@ -235,16 +235,17 @@ def test_a_worker_stopped_past_its_lease_runs_its_stories_again_and_finishes_the
             lease_timeout=2,
         )
         pids = client.run(os.getpid)
-        # Wait until a worker is drawing, then stop it for longer than the lease.
+        # Wait until every story is drawing (so whichever worker is stopped holds
+        # units: a story still starting up has nothing to lose), then stop one
+        # worker for longer than the lease.
         victim = None
         deadline = time.monotonic() + 120
         while victim is None and time.monotonic() < deadline:
             time.sleep(0.05)
             with EntityGraph.open(path, create=False, read_only=True) as g:
-                started = any(
-                    i.status in ("InProgress", "Completed")
-                    for v in images_of(g).values()
-                    for i in v
+                drawing = images_of(g)
+                started = len(drawing) == 2 and all(
+                    any(i.status == "InProgress" for i in v) for v in drawing.values()
                 )
             if started:
                 victim = next(a for a, keys in client.processing().items() if keys)
