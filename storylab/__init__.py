@@ -1,7 +1,7 @@
 """storylab: see and learn entity-based parallelism.
 
-The public face of the package. The layers (see docs/architecture in the
-README) are ``storylab.scheduling`` (capacity, sources, runner, trace),
+The public face of the package. The layers (see docs/architecture.md for
+the module map) are ``storylab.scheduling`` (capacity, sources, runner, trace),
 ``storylab.entities`` (entities and the SQLite entity graph),
 ``storylab.story`` (the illustrated-story pipeline) and ``storylab.viz``
 (progress panels and charts, imported lazily).
