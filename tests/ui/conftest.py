@@ -26,12 +26,7 @@ SCREENSHOT_DIR = REPO / "build" / "ui-screenshots"
 
 @pytest.fixture(scope="session")
 def chromium_executable() -> str:
-    decision = labharness.decide()
-    if decision.action == "skip":
-        pytest.skip(decision.reason)
-    if decision.action == "fail":
-        pytest.fail(decision.reason, pytrace=False)
-    return decision.browser
+    return labharness.browser_or_skip()
 
 
 @pytest.fixture(scope="session")

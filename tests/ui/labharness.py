@@ -133,6 +133,20 @@ def decide(env: Mapping[str, str] | None = None) -> UIDecision:
     return UIDecision("run", browser=browser)
 
 
+
+def browser_or_skip() -> str:
+    """The Chromium binary for a browser test, or the test skipped or failed as
+    :func:`decide` rules (the one fixture body of every browser suite)."""
+    import pytest
+
+    decision = decide()
+    if decision.action == "skip":
+        pytest.skip(decision.reason)
+    if decision.action == "fail":
+        pytest.fail(decision.reason, pytrace=False)
+    return decision.browser
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
