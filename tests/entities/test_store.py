@@ -27,10 +27,38 @@ def protocol_members() -> set[str]:
     return names
 
 
-def test_the_protocol_names_public_operations_only():
+# One member per need of an entity (create-or-get a child by name, claim and
+# lease, fenced writes, finish, read, progress, blobs), and no more.
+NEEDS = {
+    "naming the graph": {"key"},
+    "read": {"read", "children"},
+    "create-or-get a child by name": {"child"},
+    "claim and lease": {"claim", "run_started", "run_ended", "abandon"},
+    "fenced writes": {"write_waiter", "append_progress", "update_data", "reopen"},
+    "finish": {"finish", "commit_waiter"},
+    "another owner's progress": {"progress_since", "lease_of"},
+    "blobs": {"put_blob", "blobs"},
+}
+
+
+def test_the_protocol_is_what_entities_need_and_nothing_more():
     members = protocol_members()
-    assert {"start_if_pending", "claim", "finish_completed", "commit_waiter"} <= members
+    assert members == set().union(*NEEDS.values())
+    assert len(members) <= 20
     assert all(not m.startswith("_") for m in members)
+    # The SQLite class's own details stay out of it.
+    for detail in (
+        "start_if_pending",
+        "finish_completed",
+        "insert_node",
+        "check_file",
+        "commit_peers",
+        "is_gone",
+        "lease_state",
+        "path",
+        "lease_ttl",
+    ):
+        assert detail not in members, detail
 
 
 def test_an_entity_graph_is_an_entity_store(tmp_path):

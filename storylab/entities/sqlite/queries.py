@@ -30,6 +30,7 @@ from storylab.entities.sqlite._shared import (
     _ROOT_TAKEN,
     GraphState,
 )
+from storylab.entities.store import READ_FIELDS
 
 _STATUSES = tuple(s.value for s in EntityStatus)
 
@@ -248,6 +249,30 @@ class Queries(GraphState):
         if not rows:
             raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
         return rows[0][0], self._stored(rows[0][1], id, "output")
+
+    def read(self, id: str, field: str | None = None) -> Any:
+        """The node (a :class:`NodeRecord`), or one of its fields alone:
+        ``"status"``, ``"data"`` (a fresh dict) or ``"output"``."""
+        if field is None:
+            return self.get_node(id)
+        if field == "status":
+            return self._status_output(id)[0]
+        if field == "data":
+            return self.data_of(id)
+        if field == "output":
+            return self._status_output(id)[1]
+        allowed = ", ".join(repr(f) for f in READ_FIELDS)
+        raise ValueError(f"field must be None or one of {allowed}; got {field!r}")
+
+    def progress_since(self, id: str, seq: int | None) -> tuple[list[Envelope], int]:
+        """What a run waiting on another owner passes on: the envelopes of
+        ``id``'s subtree after row ``seq`` (:meth:`progress_after`), or with
+        ``None`` the row just before the node's latest start
+        (:meth:`progress_mark`). Checks first that the file is still there."""
+        if seq is None:
+            return [], self.progress_mark(id)
+        self.check_file()
+        return self.progress_after(id, seq)
 
     def status_of(self, id: str) -> str:
         return self._status_output(id)[0]
