@@ -41,7 +41,7 @@ class Queries(GraphState):
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
             if self._new_rows:
-                self._write_nodes()
+                self._write_pending()
             return self._conn.execute(sql, params).fetchall()
 
     # ------------------------------------------------------------- read API
@@ -237,6 +237,20 @@ class Queries(GraphState):
     ) -> NodeRecord | None:
         if parent_id is None:
             return self.find_root(name)
+        key = call_path or name
+        if self._new_rows and not self._in_txn:
+            # Rows created while another process holds the lock: answer
+            # without writing them (which would wait for that lock).
+            for row in self._new_rows.values():
+                if row[5] == parent_id and (row[11] or row[1]) == key:
+                    return self._record([*row[:11], key])
+            with self._lock:
+                rows = self._conn.execute(
+                    f"SELECT {_NODE_COLUMNS} FROM nodes "
+                    "WHERE parent_id = ? AND coalesce(call_path, name) = ?",
+                    (parent_id, key),
+                ).fetchall()
+            return self._record(rows[0]) if rows else None
         rows = self._read(
             f"SELECT {_NODE_COLUMNS} FROM nodes "
             "WHERE parent_id = ? AND coalesce(call_path, name) = ?",

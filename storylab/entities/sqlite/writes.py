@@ -40,6 +40,7 @@ from storylab.entities.sqlite._shared import (
     _NODE_EXISTS,
     GraphState,
     _again,
+    _running_loop,
 )
 from storylab.entities.store import DATA_CHANGES
 
@@ -100,10 +101,20 @@ class Writes(GraphState):
         """:meth:`insert_node` for arguments already checked and encoded."""
         key = call_path or name
         with self._lock:
-            conn = self._conn if self._in_txn else self._begin()
+            if self._in_txn:
+                conn = self._conn
+            elif self._may_defer(parent_id):
+                # Another process holds the write lock: create the child
+                # without it (see _may_defer) rather than block the loop.
+                conn = self._conn
+            else:
+                conn = self._begin()
             try:
                 if parent_id is not None:
-                    self._fence(parent_id)  # a child is made only under a lease we hold
+                    if self._in_txn:
+                        self._fence(parent_id)  # a child is made only under a lease we hold
+                    else:
+                        self._deferred.add(parent_id)  # fenced at the commit that writes it
                 # Inside our write transaction nobody else can insert, so
                 # checking first and writing later decides races as surely as
                 # the UNIQUE index (which still guards the write itself).
@@ -156,6 +167,30 @@ class Writes(GraphState):
             None,
             None if parent_id is None else key,
         )
+
+    def _may_defer(self, parent_id: str | None) -> bool:
+        """Whether a child of ``parent_id`` may be created outside a write
+        transaction because another process holds the write lock right now
+        (hold ``_lock``, no transaction open). True only on a running event
+        loop, for a parent whose lease this graph holds: nobody else may
+        create its children meanwhile, so a read (which in WAL mode never
+        waits for a writer) decides whether the name is taken. The row is
+        written by the next commit, which opens the transaction without
+        blocking the loop and checks the parent's lease first. Otherwise
+        (False) the transaction is opened here, and the caller may wait for
+        the lock up to ``busy_timeout``: a write outside any run, or outside
+        an event loop, where nothing else is kept waiting."""
+        if parent_id is None or _running_loop() is None:
+            return False
+        if parent_id not in self._held:
+            lost = self._lost.get(parent_id)
+            if lost is not None:  # refused without waiting for the lock
+                raise _again(lost)
+            return False
+        if self._gone is not None or self._commit_error is not None or self.read_only:
+            return False  # _begin says why
+        # False when the lock was free: the transaction is open now.
+        return not self._try_begin()
 
     def insert_or_get_node(
         self, cls, name: str, data, parent_id: str | None, call_path: str | None = None
