@@ -61,6 +61,8 @@ class Parent(RunnableEntity):
             refused = True
         else:
             refused = False
+        # Reading a new child back does not wait for the lock either.
+        read_back = (made[0].status, made[0].data, made[0].record.call_path)
         ev["appended"].set()
         while not ev["released"].is_set():
             yield self.progress({"waiting": True})
@@ -73,6 +75,7 @@ class Parent(RunnableEntity):
                 "values": values,
                 "same": again.id == made[0].id and old.id == before.id,
                 "refused": refused,
+                "read back": list(read_back),
             }
         )
 
@@ -110,7 +113,12 @@ async def test_append_call_under_a_foreign_lock_does_not_block_and_progress_keep
         await asyncio.wait_for(task, timeout=60)
         ticker.task.cancel()
         assert during >= 10  # the run's progress kept coming while the lock was held
-        assert run.result == {"values": [0, 10, 20, 30], "same": True, "refused": True}
+        assert run.result == {
+            "values": [0, 10, 20, 30],
+            "same": True,
+            "refused": True,
+            "read back": ["Pending", {"n": 1}, "leaf-1"],
+        }
         children = g.children(parent.id)
         assert [c.name for c in children] == ["before", "leaf-1", "leaf-2", "leaf-3"]
         assert [c.data["n"] for c in children] == [0, 1, 2, 3]

@@ -267,6 +267,12 @@ class Queries(GraphState):
     def read(self, id: str, field: str | None = None) -> Any:
         """The node (a :class:`NodeRecord`), or one of its fields alone:
         ``"status"``, ``"data"`` (a fresh dict) or ``"output"``."""
+        row = self._new_rows.get(id) if not self._in_txn else None
+        if row is not None:
+            # Created while another process holds the lock, not written yet:
+            # answered from its row rather than by waiting to write it.
+            record = self._record([*row[:11], None if row[5] is None else row[11] or row[1]])
+            return record if field is None else self._field(record, field)
         if field is None:
             return self.get_node(id)
         if field == "status":
@@ -277,6 +283,13 @@ class Queries(GraphState):
             return self._status_output(id)[1]
         allowed = ", ".join(repr(f) for f in READ_FIELDS)
         raise ValueError(f"field must be None or one of {allowed}; got {field!r}")
+
+    @staticmethod
+    def _field(record: NodeRecord, field: str) -> Any:
+        if field not in READ_FIELDS:
+            allowed = ", ".join(repr(f) for f in READ_FIELDS)
+            raise ValueError(f"field must be None or one of {allowed}; got {field!r}")
+        return getattr(record, field)
 
     def progress_since(self, id: str, seq: int | None) -> tuple[list[Envelope], int]:
         """What a run waiting on another owner passes on: the envelopes of

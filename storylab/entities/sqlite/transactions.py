@@ -360,25 +360,36 @@ class Transactions(GraphState):
         under a lease lost meanwhile are dropped, and their runs are told
         (by ``_fence``), as for progress envelopes."""
         parents, self._deferred = self._deferred, set()
-        lost = set()
+        lost = {}
         for parent in parents:
             try:
                 self._fence(parent)
-            except LeaseLostError:
-                lost.add(parent)
+            except LeaseLostError as exc:
+                lost[parent] = exc
         if lost:
             self._drop_rows_under(lost)
 
-    def _drop_rows_under(self, parents: set[str]) -> None:
-        """Forget the unwritten rows created under ``parents`` (and under them)."""
+    def _drop_rows_under(self, lost: dict[str, LeaseLostError]) -> None:
+        """Forget the unwritten rows created under the parents whose leases
+        were ``lost`` (and the rows under those); a run of one of them is
+        told, with its parent's error."""
         rows = self._new_rows
+        stopped = {}
         for node_id in list(rows):
             row = rows[node_id]
-            if row[5] in parents:
-                parents.add(node_id)
+            error = lost.get(row[5])
+            if error is not None:
+                lost[node_id] = error
                 del rows[node_id]
                 self._new_keys.discard((row[5], row[11] or row[1]))
                 self._new_leases.pop(node_id, None)
+                if node_id in self._held:
+                    stopped[node_id] = LeaseLostError(
+                        f"{row[2]} {row[1]!r} (id {node_id}) was not stored: {error}",
+                        node_id=node_id,
+                    )
+        if stopped:
+            self._mark_lost(stopped)
 
     def _drop_deferred(self) -> None:
         """Nothing can be stored any more: forget the rows created outside a
