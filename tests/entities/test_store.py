@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import storylab.entities as entities_pkg
-from storylab.entities import EntityGraph
+from storylab.entities import DuplicateNameError, EntityGraph, Return, RunnableEntity
 from storylab.entities.store import EntityStore
 
 PACKAGE = Path(entities_pkg.__file__).parent
@@ -179,3 +179,40 @@ def test_every_protocol_operation_is_documented():
         member = inspect.getattr_static(EntityStore, name)
         doc = (member.fget if isinstance(member, property) else member).__doc__
         assert doc and doc.strip(), name
+
+
+class Plain(RunnableEntity, type_name="StoreInterfacePlain"):
+    async def run_impl(self):
+        yield Return(None)
+
+
+def test_bad_choices_in_the_interface_are_refused_naming_the_allowed_values(tmp_path):
+    with EntityGraph.open(tmp_path / "g.sqlite") as graph:
+        node = graph.create(Plain, "plain")
+        before = graph.get_node(node.id)
+        with pytest.raises(ValueError, match=r"field must be None or one of 'status', 'data'"):
+            graph.read(node.id, "colour")
+        with pytest.raises(ValueError, match=r"change must be one of 'replace', 'merge', 'path'"):
+            graph.update_data(node.id, "append", {"x": 1})
+        with pytest.raises(ValueError, match=r"status must be 'Completed' or 'Failed'"):
+            graph.finish(node.id, "Done", "null", ())
+        assert graph.get_node(node.id) == before  # nothing stored
+
+
+def test_the_interface_reads_and_writes_what_it_says(tmp_path):
+    with EntityGraph.open(tmp_path / "g.sqlite") as graph:
+        root = graph.child(None, Plain.type_name, "root", {"a": 1}, '{"a": 1}')
+        assert graph.child(None, Plain.type_name, "root", {}, "{}").id == root.id
+        with pytest.raises(DuplicateNameError):
+            graph.child(None, Plain.type_name, "root", {}, "{}", exists_ok=False)
+        kid = graph.child(root.id, Plain.type_name, "kid", None, "{}", "branch/yes/kid")
+        assert [c.id for c in graph.children(root.id)] == [kid.id]
+        assert graph.read(kid.id).call_path == "branch/yes/kid"
+        assert graph.update_data(root.id, "merge", {"b": 2}) == {"a": 1, "b": 2}
+        assert graph.update_data(root.id, "path", 3, ("c", "d")) == {"a": 1, "b": 2, "c": {"d": 3}}
+        assert graph.update_data(root.id, "replace", '{"z": 0}') is None
+        assert graph.read(root.id, "data") == {"z": 0}
+        assert graph.read(root.id, "status") == "Pending"
+        assert graph.lease_of(root.id) == ("Pending", None, None)
+        envs, mark = graph.progress_since(root.id, None)
+        assert envs == [] and mark == 0
