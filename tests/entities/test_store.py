@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,27 @@ def test_the_interface_reads_and_writes_what_it_says(tmp_path):
         assert graph.lease_of(root.id) == ("Pending", None, None)
         envs, mark = graph.progress_since(root.id, None)
         assert envs == [] and mark == 0
+
+
+def test_the_read_api_for_people_needs_no_sql(tmp_path):
+    """What `storylab eg` resolves a reference with: ids, a prefix, roots' data."""
+    path = tmp_path / "g.sqlite"
+    with EntityGraph.open(path) as graph:
+        a = graph.create(Plain, "a", {"topic": "owls"})
+        b = graph.create(Plain, "b", {"topic": "foxes"})
+        kid = graph.child(a.id, Plain.type_name, "kid", None, "{}")
+        assert graph.node_ids() == [a.id, b.id, kid.id]
+        assert graph.node_ids(a.id[:-1].upper()) == [a.id]  # (v7 ids share their start)
+        assert set(graph.node_ids(a.id[:8])) >= {a.id}
+        assert graph.node_ids(limit=2) == [a.id, b.id]
+        assert graph.node_ids("%") == [] and graph.node_ids("_") == []  # no wildcards
+        with pytest.raises(ValueError, match="limit must be None or a positive int"):
+            graph.node_ids(limit=0)
+        assert graph.has_node(kid.id) and not graph.has_node("nope")
+        assert graph.root_data() == [(a.id, {"topic": "owls"}), (b.id, {"topic": "foxes"})]
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE nodes SET data = 'not json' WHERE id = ?", (b.id,))
+    conn.commit()
+    conn.close()
+    with EntityGraph.open(path) as graph:
+        assert graph.root_data() == [(a.id, {"topic": "owls"}), (b.id, None)]

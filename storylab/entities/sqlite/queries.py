@@ -187,6 +187,44 @@ class Queries(GraphState):
         )
         return [self._record(r) for r in rows]
 
+    def node_ids(self, prefix: str = "", limit: int | None = None) -> list[str]:
+        """The ids of the graph's nodes, in creation order: all of them, or
+        those starting with ``prefix`` (any case), at most ``limit``."""
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a string; got {prefix!r}")
+        if limit is not None and (
+            not isinstance(limit, int) or isinstance(limit, bool) or limit < 1
+        ):
+            raise ValueError(f"limit must be None or a positive int; got {limit!r}")
+        sql, params = "SELECT id FROM nodes", ()
+        if prefix:
+            # (ids are lower-case; LIKE's wildcards cannot be in a valid prefix,
+            # but are escaped all the same)
+            escaped = prefix.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            sql, params = sql + " WHERE id LIKE ? ESCAPE '\\'", (escaped + "%",)
+        sql += " ORDER BY rowid"
+        if limit is not None:
+            sql, params = sql + " LIMIT ?", (*params, limit)
+        return [row[0] for row in self._read(sql, params)]
+
+    def has_node(self, id: str) -> bool:
+        """Whether the graph holds a node with this id."""
+        return bool(self._read("SELECT 1 FROM nodes WHERE id = ?", (id,)))
+
+    def root_data(self) -> list[tuple[str, Any]]:
+        """Every root's id and data, in creation order: what a person's
+        reference to a root by its topic is matched against, without reading
+        every root's output. A root whose stored data is damaged comes back
+        with ``None`` (reading it whole says what is wrong)."""
+        rows = self._read("SELECT id, data FROM nodes WHERE parent_id IS NULL ORDER BY rowid")
+        out = []
+        for id, text in rows:
+            try:
+                out.append((id, self._stored(text, id, "data")))
+            except NotAStorylabGraphError:
+                out.append((id, None))
+        return out
+
     def find_root(self, name: str) -> NodeRecord | None:
         rows = self._read(
             f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent_id IS NULL AND name = ?", (name,)
