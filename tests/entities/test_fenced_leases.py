@@ -461,6 +461,25 @@ async def test_a_run_taken_over_is_stopped_by_its_heartbeat_while_it_waits(tmp_p
         assert statuses[-1] == ("RUNNING", "before")
 
 
+async def test_a_run_cancelled_after_an_unnoticed_take_over_logs_nothing(tmp_path):
+    path = tmp_path / "graph.sqlite"
+    with EntityGraph.open(path, lease_ttl=30) as g:  # the heartbeat stays out of this one
+        e = g.create(Fenced, "f")
+        GATES[e.id] = asyncio.Event()  # never set: the run is cancelled while it waits
+        run = e.start()
+        task = asyncio.create_task(collect_into(run, []))
+        while g.get_node(e.id).data.get("step") != "before":
+            await asyncio.sleep(0.01)
+        take_over(path, e.id)
+        before = stored(path, e.id)
+        task.cancel()  # abandoned: it would log CANCELLED and give its lease back
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        g.flush()
+        assert stored(path, e.id) == before  # no CANCELLED row, the new owner's lease kept
+        assert g.lease(e.id).owner == "elsewhere:7"
+
+
 def test_the_lease_ttl_comes_from_the_environment_and_is_checked(tmp_path, monkeypatch):
     monkeypatch.setenv("STORYLAB_LEASE_TTL", "2.5")
     with EntityGraph.open(tmp_path / "a.sqlite") as g:

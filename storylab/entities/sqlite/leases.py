@@ -339,10 +339,17 @@ class Leases(GraphState):
         return status, lease, (None if lease is None else self.lease_state(lease))
 
     def abandon(self, id: str, env: Envelope) -> None:
-        """A run of ``id`` was cut short: log ``env`` and give its lease back
-        (nothing once the file is gone: nothing can be stored)."""
+        """A run of ``id`` was cut short: log ``env`` and give its lease back.
+        Nothing once the file is gone, or if the lease was taken over (found
+        by a read here: once released, the lease no longer fences ``env``
+        at its commit)."""
         if self._gone is not None:
             return
+        if id in self._held:
+            try:
+                self.check_lease(id)
+            except LeaseLostError:
+                return  # taken over meanwhile: the new owner's log stands
         self.append_progress(env)
         self.release_lease(id)
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from storylab.entities.blobs import BlobStore
 from storylab.entities.encoding import (
     dumps,
     dumps_log,
@@ -256,7 +257,13 @@ class Writes(GraphState):
         """Put ``data`` in :attr:`blobs` and return its key, once
         :meth:`check_lease` says the run writing it still holds ``id``."""
         self.check_lease(id)
-        return self.blobs.put(data, content_type)
+        blobs = self.blobs
+        if isinstance(blobs, BlobStore):
+            # Checked again once the file's bytes are on disk, just before it
+            # takes its name: a run stopped while writing (and taken over
+            # meanwhile) leaves no file behind.
+            return blobs.put(data, content_type, before_rename=lambda: self.check_lease(id))
+        return blobs.put(data, content_type)
 
     def append_progress(self, env: Envelope) -> None:
         self._log(env)
