@@ -193,6 +193,11 @@ def plot_entity_tree(
     *reused from the graph* (↺, its own colour, a dotted outline): the run
     handed back its stored result instead of running it again.
     ``fig.storylab_summary`` is the picture's one-line text equivalent.
+
+    No two pieces of text overlap: the figure is sized from the measured
+    labels, and a row too crowded for one line of labels hangs every other
+    one a band lower. Drawn into a given ``ax``, the layout has only that
+    axes' width; a very crowded tree then needs a larger axes.
     """
     g = entity_graph(graph, roots)
     add_missing_children(g, missing)
