@@ -216,6 +216,13 @@ def _claims_04(f):
         found.append("a finished picture lost its finish time (or an unfinished one kept it)")
     if f["completed_after"] != 5 or f["text_calls"] != 0:
         found.append("the resumed run did not finish every picture without the text model")
+    # the figure of both runs: the kill drawn where the notebook noted it, after every
+    # picture that finished in run 1 and every start that was cut off, before the resume
+    if len(f["kill_line_x"]) != 1 or abs(f["kill_line_x"][0] - f["kill_model_s"]) > 1e-6:
+        found.append(f"the kill is drawn at {f['kill_line_x']}, noted at {f['kill_model_s']:.2f}")
+    if not (f["kill_after_finished"] and f["kill_after_stale_started"]
+            and f["resumed_after_kill"]):
+        found.append("the stored times and the kill disagree: a finish or start after the kill")
     return found
 
 
