@@ -182,6 +182,9 @@ def _claims_03(f):
     if not f["handoff_text"].endswith("→ E") or f["replay_after_handoff"][4] < 1:
         found.append(f"the replay's hand-off is {f['handoff_text']!r} and then shows "
                      f"{f['replay_after_handoff']}: the freed unit should be at E")
+    if not f["t_fifo_all_asked"] < f["fifo_moves"]:
+        found.append(f"the FIFO queue moved at {f['fifo_moves']:.1f}, before every story had "
+                     f"asked ({f['t_fifo_all_asked']:.1f}): nothing was blocked")
     if f["fifo_snapshot"] != [3, 0, 0, 0, 0] or f["fifo_snapshot_global"] != 3:
         found.append(f"FIFO once every story asked: {f['fifo_snapshot']}; the chart claims "
                      "only A draws (head-of-line blocking)")
