@@ -63,7 +63,6 @@ from storylab.story.cluster import (
 from storylab.story.entities import StoryPipelineEntity, create_story, story_html
 from storylab.story.settings import StorySettings, global_image_capacity, use_settings
 from storylab.tutorial._capstone import CapstoneRun, check_capstone, kill_and_resume
-from storylab.tutorial._crash_plot import picture_times, plot_kill_and_resume
 from storylab.tutorial._exercises import (
     check_error_branch,
     check_failing_entity,
@@ -128,8 +127,6 @@ __all__ = [
     "overview_text",
     "Pace",
     "picture_states",
-    "picture_times",
-    "plot_kill_and_resume",
     "PictureState",
     "pool_makespan",
     "remember",

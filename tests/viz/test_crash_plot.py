@@ -6,13 +6,8 @@ import time
 
 import pytest
 
-from storylab.tutorial import (
-    fresh_graph,
-    picture_times,
-    plot_kill_and_resume,
-    run_stories,
-    simulated_settings,
-)
+from storylab.tutorial import fresh_graph, run_stories, simulated_settings
+from storylab.viz import picture_times, plot_kill_and_resume
 
 SCALE = 0.002
 TWO = {"illustration_count": 2}

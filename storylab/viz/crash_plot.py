@@ -15,14 +15,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from storylab.entities import EntityGraph
-
 __all__ = ["picture_times", "plot_kill_and_resume"]
 
 _PLACEHOLDER = re.compile(r"IMAGE_(\d+)")
 
 
-def picture_times(graph: EntityGraph, pipeline_id: str) -> dict[str, tuple[float | None,
+def picture_times(graph: Any, pipeline_id: str) -> dict[str, tuple[float | None,
                                                                            float | None]]:
     """``{picture name: (started_at, finished_at)}`` as stored now (epoch seconds)."""
     return {n.name: (n.started_at, n.finished_at) for n in graph.children(pipeline_id)
@@ -35,7 +33,7 @@ def _short(name: str) -> str:
 
 
 def plot_kill_and_resume(
-    graph: EntityGraph,
+    graph: Any,
     pipeline_id: str,
     *,
     states: Mapping[str, str],
