@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
+import reference_pages  # docs/reference_pages.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 FACTS_MIME = "application/vnd.storylab.facts+json"
@@ -107,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     args = parser.parse_args(argv)
 
+    differ = reference_pages.stale()
+    if differ:
+        raise SystemExit(
+            f"{', '.join('docs/' + p for p in differ)} differ from their source, "
+            "storylab/tutorial/_overview.py: run python docs/reference_pages.py"
+        )
     out: Path = args.out
     work = out.parent / "book-work"
     for folder in (out, work):
