@@ -32,7 +32,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
-import reference_pages  # docs/reference_pages.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 FACTS_MIME = "application/vnd.storylab.facts+json"
@@ -108,10 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     args = parser.parse_args(argv)
 
+    sys.path.insert(0, str(REPO / "docs"))
+    import reference_pages  # docs/reference_pages.py, beside this script
+
     differ = reference_pages.stale()
     if differ:
         raise SystemExit(
-            f"{', '.join('docs/' + p for p in differ)} differ from their source, "
+            f"{', '.join('docs/' + p for p in differ)} "
+            f"{'differs' if len(differ) == 1 else 'differ'} from the source, "
             "storylab/tutorial/_overview.py: run python docs/reference_pages.py"
         )
     out: Path = args.out
