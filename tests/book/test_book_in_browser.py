@@ -270,3 +270,13 @@ def test_the_architecture_page_is_in_the_book_with_its_sections(opened, book_htm
     assert 'id="not-yet-in-the-target-layout"' in text
     index = (book_html / "docs" / "index.html").read_text(encoding="utf-8")
     assert 'href="architecture.html"' in index, "the table of contents does not list it"
+
+
+def test_start_here_shows_the_glossary_and_the_api_table_as_tables(opened, book_html):
+    text = (book_html / "notebooks" / "00_start_here.html").read_text(encoding="utf-8")
+    tables = re.findall(r"<table.*?</table>", text, flags=re.S)
+    assert any("capacity tree" in t for t in tables), "the glossary is not a table"
+    assert any("parallelCalls" in t and "parallel_calls" in t for t in tables), (
+        "the chapter-to-Python table is not a table"
+    )
+    assert opened["notebooks/00_start_here.html"][1]["wideTables"] == 0
