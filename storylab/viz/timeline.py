@@ -321,15 +321,30 @@ def _short_label(text: str, limit: int = _LABEL_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# A wait or a run shorter than this share of the chart's time span is not a bar
+# anyone can see: a wait that short is not called a wait, a run that short gets a tick.
+_VISIBLE = 0.004
+
+
+def _visible_wait(lane: TaskLane, end: float) -> bool:
+    """Whether ``lane`` waited long enough to see, on a chart whose lanes end at ``end``."""
+    return lane.wait is not None and lane.wait[1] - lane.wait[0] > end * _VISIBLE
+
+
+def _lanes_end(lanes: list[TaskLane]) -> float:
+    return max((lane.run[1] for lane in lanes), default=0.0)
+
+
 def _wait_levels(lanes: list[TaskLane]) -> dict[str, str]:
     """Legend text per blocking level: the task's own limit vs an ancestor's.
 
     A wait is coloured by the level that was full when it *began*; another
     level may hold the task back later in the same wait, hence "first"."""
     names: dict[str, str] = {}
+    end = _lanes_end(lanes)
     for lane in lanes:
-        if lane.wait is None or lane.wait_level is None or not lane.wait[1] > lane.wait[0]:
-            continue  # a unit granted at once is no wait a reader could see
+        if lane.wait_level is None or not _visible_wait(lane, end):
+            continue  # a unit granted (almost) at once is no wait a reader could see
         if lane.wait_level == lane.group:
             names.setdefault("__own__", "waiting: first held back by its own limit (story)")
         else:
@@ -369,7 +384,7 @@ def _draw_gantt(
     # A run too short to see as a bar (a result handed back from the graph) still
     # gets a visible tick at its start, so the lane does not look empty.
     end = max((lane.run[1] for lane in lanes), default=0.0)
-    hairline = end * 0.004
+    hairline = end * _VISIBLE
 
     ticks: list[float] = []
     tick_labels: list[str] = []
@@ -812,8 +827,11 @@ def timeline_summary(trace: Trace, *, time_scale: float | None = None,
     labels = source_labels(trace, names)
     span = makespan(trace, time_scale=time_scale)
     groups = list(dict.fromkeys(lane.group for lane in lanes))
-    failed = [lane.label for lane in lanes if lane.outcome is Status.FAILED]
-    waited = [lane for lane in lanes if lane.wait is not None and lane.wait[1] > lane.wait[0]]
+    several = len({lane.group for lane in lanes}) > 1
+    failed = [(f"{labels.get(lane.group, lane.group)} " if several else "")
+              + task_label(lane.label) for lane in lanes if lane.outcome is Status.FAILED]
+    end = _lanes_end(lanes)
+    waited = [lane for lane in lanes if _visible_wait(lane, end)]
     own = sum(1 for lane in waited if lane.wait_level == lane.group)
     busy = sum(lane.run[1] - lane.run[0] for lane in lanes)
     text = (f"Timeline: {len(lanes)} tasks in {len(groups)} group(s) "

@@ -17,7 +17,14 @@ import re
 import pytest
 
 from storylab.scheduling import CapacitySource, HierarchicalTaskPoolRunner, Trace
-from storylab.viz import key_moments, makespan, mark_moments, plot_timeline, plot_timelines
+from storylab.viz import (
+    figure_summary,
+    key_moments,
+    makespan,
+    mark_moments,
+    plot_timeline,
+    plot_timelines,
+)
 
 SCALE = 0.004
 
@@ -79,6 +86,9 @@ async def test_many_failures_at_once_get_labels_that_do_not_overlap(tmp_path):
     # Failures that share a label are counted, and none is shown with raw braces.
     assert any(re.fullmatch(r"✗ \d tasks failed.*", t) for t in texts), texts
     assert not any("{{" in t for t in texts), texts
+    # The text equivalent names the failed pictures as their lanes read, with their story.
+    summary = figure_summary(fig)
+    assert "{{" not in summary and "story B image-5" in summary, summary
 
 
 async def test_a_lone_failure_is_named_as_its_lane_reads():
