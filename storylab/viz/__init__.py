@@ -35,7 +35,7 @@ and needs no display.
 """
 
 from storylab.viz.graph_plot import LiveEntityTree, entity_graph, plot_entity_tree
-from storylab.viz.labels import source_labels
+from storylab.viz.labels import source_labels, task_label
 from storylab.viz.progress import (
     LevelState,
     PipelineProgress,
@@ -124,6 +124,7 @@ __all__ = [
     "source_labels",
     "static_snapshot_html",
     "story_sources",
+    "task_label",
     "time_origin",
     "timeline_lanes",
 ]
