@@ -20,6 +20,7 @@ matplotlib when called.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -567,6 +568,7 @@ _LABEL_PAD = 3  # points between a moment's line and its label
 _LABEL_GAP = 6  # points kept free between two labels of one row
 
 
+@functools.lru_cache(maxsize=512)
 def _text_points(text: str) -> float:
     """Width of ``text`` at the moment-label font size, in points (no renderer needed)."""
     from matplotlib.font_manager import FontProperties

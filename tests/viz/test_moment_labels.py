@@ -18,6 +18,7 @@ import pytest
 
 from storylab.scheduling import CapacitySource, HierarchicalTaskPoolRunner, Trace
 from storylab.viz import (
+    Moment,
     figure_summary,
     key_moments,
     makespan,
@@ -116,6 +117,17 @@ def test_crowded_hand_made_moments_share_rows_then_labels():
     texts = [t.get_text() for t in _moment_labels(ax)]
     assert "split 5,1" in texts and "end" in texts
     assert any("kill ×5" in t for t in texts), texts
+    # A long run with a failure every few seconds: rows fill up, then labels merge.
+    fig3, ax3 = plt.subplots(figsize=(10, 3), layout="constrained")
+    ax3.set_xlim(0, 600)
+    many = [Moment(5.0 * i, f"✗ story {'AB'[i % 2]} image-{i} failed", "failed")
+            for i in range(120)]
+    drawn = mark_moments(ax3, many)
+    fig3.savefig(io.BytesIO())
+    assert _overlaps(fig3, ax3) == []
+    assert sum(int(t.get_gid().split(":")[1]) for t in _moment_labels(ax3)) == 120
+    assert len([d for d in drawn if (d.get_gid() or "").startswith("moment:")]) == 120
+    plt.close(fig3)
     # Far-apart moments keep the simple [line, label, line, label] shape.
     fig2, ax2 = plt.subplots(figsize=(6, 2))
     ax2.set_xlim(0, 30)
