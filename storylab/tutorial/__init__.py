@@ -62,7 +62,16 @@ from storylab.story.cluster import (
 )
 from storylab.story.entities import StoryPipelineEntity, create_story, story_html
 from storylab.story.settings import StorySettings, global_image_capacity, use_settings
-from storylab.tutorial._capstone import CapstoneRun, check_capstone, kill_and_resume
+from storylab.tutorial._capstone import (
+    CapstoneRun,
+    check_capstone,
+    check_item,
+    check_item_name,
+    check_run_items,
+    judge_capstone,
+    kill_and_resume,
+    write_capstone,
+)
 from storylab.tutorial._exercises import (
     check_error_branch,
     check_failing_entity,
@@ -96,11 +105,14 @@ __all__ = [
     "check_even_split",
     "check_failing_entity",
     "check_first_split",
+    "check_item",
+    "check_item_name",
     "check_python_name",
     "check_longest_picture",
     "check_makespan_with_limit",
     "check_most_at_once",
     "check_redrawn",
+    "check_run_items",
     "check_stable_names",
     "check_two_level_tree",
     "cluster_progress",
@@ -119,6 +131,7 @@ __all__ = [
     "image_nodes",
     "image_statuses",
     "ImageServer",
+    "judge_capstone",
     "kill_and_resume",
     "lease_settings",
     "lesson_pace",
@@ -153,6 +166,7 @@ __all__ = [
     "Verdict",
     "WATCH_FACTOR",
     "workspace",
+    "write_capstone",
 ]
 
 
