@@ -230,6 +230,18 @@ async def test_the_capstone_passes_the_solution(tmp_path):
     assert (run.completed, run.failed, run.recorded_failed) == (96, 4, 4)
     script = (tmp_path / "capstone.py").read_text()
     assert 'return f"item-{n:03d}"' in script and "class Item(RunnableEntity):" in script
+    # Its picture: drawn from the stored times, the kill where the record says.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = kit.plot_capstone(run, 0.015)
+    top, bottom = fig.axes
+    assert top.get_ylabel() == "items at once" and "model seconds" in bottom.get_xlabel()
+    assert f"had stored {run.kept} when it was killed" in fig.storylab_summary
+    assert "never above the limit of 4; the 4 refused" in fig.storylab_summary
+    assert max(max(line.get_ydata()) for line in top.get_lines()[:1]) <= 4
+    with pytest.raises(ValueError, match="what judge_capstone returned"):
+        kit.plot_capstone(check_capstone(run), 0.015)
 
 
 async def test_the_capstone_refuses_a_wrong_piece_before_starting_a_process(tmp_path):

@@ -70,6 +70,7 @@ from storylab.tutorial._capstone import (
     check_run_items,
     judge_capstone,
     kill_and_resume,
+    plot_capstone,
     write_capstone,
 )
 from storylab.tutorial._exercises import (
@@ -140,6 +141,7 @@ __all__ = [
     "overview_text",
     "Pace",
     "picture_states",
+    "plot_capstone",
     "PictureState",
     "pool_makespan",
     "remember",

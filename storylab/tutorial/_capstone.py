@@ -41,7 +41,7 @@ from storylab.entities import EntityGraph, EntityGraphError, Return, RunnableEnt
 from storylab.tutorial._verdict import Verdict, missing
 
 __all__ = ["CapstoneRun", "check_capstone", "check_item", "check_item_name", "check_run_items",
-           "judge_capstone", "kill_and_resume", "write_capstone"]
+           "judge_capstone", "kill_and_resume", "plot_capstone", "write_capstone"]
 
 ITEMS = 100
 LIMIT = 4
@@ -78,6 +78,10 @@ class CapstoneRun:
     """Failures the batch's stored result lists (None: it lists none)."""
     killed_wall: float | None = None
     """Wall-clock time of the kill (the intervals are wall-clock too)."""
+    started_wall: float | None = None
+    """Wall-clock time the first process was started."""
+    resumed_wall: float | None = None
+    """Wall-clock time the second process was started."""
 
     def describe(self) -> str:
         killed = (f"killed with {self.killed_at} of {self.items} items stored"
@@ -138,6 +142,7 @@ async def kill_and_resume(script: str | os.PathLike, graph_path: str | os.PathLi
     for extra in ("-wal", "-shm"):
         Path(f"{graph_path}{extra}").unlink(missing_ok=True)
     command = [sys.executable, str(script), str(graph_path), str(work_seconds)]
+    started_wall = time.time()
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     killed_at, killed_wall, give_up = None, None, time.monotonic() + timeout
     try:
@@ -154,6 +159,7 @@ async def kill_and_resume(script: str | os.PathLike, graph_path: str | os.PathLi
             first.kill()
             first.wait()
     before = {k.name: k.finished_at for k in _items(graph_path) if k.status == "Completed"}
+    resumed_wall = time.time()
     second = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True,
                                      timeout=timeout)
     after = _items(graph_path)
@@ -168,6 +174,7 @@ async def kill_and_resume(script: str | os.PathLike, graph_path: str | os.PathLi
         second_output=(second.stdout + second.stderr)[-2000:], intervals=intervals,
         failed=sum(k.status == "Failed" for k in after), expected_failed=failing,
         recorded_failed=_recorded(_batch_output(graph_path)), killed_wall=killed_wall,
+        started_wall=started_wall, resumed_wall=resumed_wall,
     )
 
 
@@ -585,3 +592,88 @@ async def judge_capstone(item_name: Any, item: Any, run_items: Any, *,
     script = write_capstone(folder / "capstone.py", item_name, item, run_items, limit=limit)
     return await kill_and_resume(script, folder / "capstone.sqlite", items=ITEMS, limit=limit,
                                  work_seconds=work_seconds, failing=ITEMS // FAIL_EVERY)
+
+
+# -- the record as a picture -------------------------------------------------------------
+def plot_capstone(run: CapstoneRun, time_scale: float) -> Any:
+    """Two panels on one time axis (model seconds from the first item's start): items running
+    at once, against the limit, and items stored Completed; the kill and the
+    resume marked. Drawn only from the stored start and finish times. The
+    figure carries its one-line summary (``storylab_summary``)."""
+    if not isinstance(run, CapstoneRun):
+        raise ValueError("plot_capstone draws what judge_capstone returned once it ran")
+    if not run.intervals or run.killed_wall is None or run.started_wall is None:
+        raise ValueError("the record has no kill to draw: the first run was not killed")
+    import matplotlib.pyplot as plt
+
+    from storylab.viz._palette import OKABE_ITO
+
+    origin = min(s for s, _ in run.intervals)  # the first item's start
+
+    def model(t: float) -> float:
+        return (t - origin) / time_scale
+
+    edges = sorted([(model(s), 1) for s, _ in run.intervals]
+                   + [(model(e), -1) for _, e in run.intervals], key=lambda x: (x[0], x[1]))
+    ends = sorted(model(e) for _, e in run.intervals)
+    killed = model(run.killed_wall)
+    # The new process is working once it starts its first item.
+    resumed = min((model(s) for s, _ in run.intervals if model(s) > killed), default=killed)
+    before = sum(1 for e in ends if e <= killed)
+    # Items running at once, as the most in each half model second: a finish and the
+    # next start are milliseconds apart, and the exact count would flicker to zero.
+    window = 0.5
+    xs = [window * k for k in range(int((ends[-1] if ends else 0) / window) + 2)]
+    running, now, k = [], 0, 0
+    for x in xs:
+        most = now
+        while k < len(edges) and edges[k][0] < x + window:
+            now += edges[k][1]
+            most = max(most, now)
+            k += 1
+        running.append(most)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.6), sharex=True,
+                                      gridspec_kw={"height_ratios": [1, 1.2]})
+    top.fill_between(xs, running, step="post", color=OKABE_ITO["blue"], alpha=0.35, lw=0)
+    top.step(xs, running, where="post", color=OKABE_ITO["blue"], lw=1.4,
+             label="items running (most per half model second)")
+    top.axhline(run.limit, ls="--", color=OKABE_ITO["black"], lw=1,
+                label=f"LIMIT = {run.limit}")
+    top.set_ylim(0, run.limit + 2.2)
+    top.set_ylabel("items at once", fontsize=11)
+    first = [(e, k + 1) for k, e in enumerate(ends) if e <= killed]
+    second = [(e, k + 1) for k, e in enumerate(ends) if e > killed]
+    if first:
+        bottom.step([0] + [e for e, _ in first], [0] + [n for _, n in first], where="post",
+                    color=OKABE_ITO["bluish green"], lw=2, label="finished by the first process")
+    if second:
+        bottom.step([resumed] + [e for e, _ in second], [before] + [n for _, n in second],
+                    where="post", color=OKABE_ITO["orange"], lw=2, ls="-.",
+                    label="finished by the resumed process")
+    bottom.set_ylabel("items stored Completed", fontsize=11)
+    bottom.set_xlabel("time since the first item started (model seconds)", fontsize=11)
+    for ax in (top, bottom):
+        ax.axvline(killed, color=OKABE_ITO["vermillion"], lw=2)
+        ax.axvspan(killed, resumed, color="#dddddd", zorder=0)
+        ax.tick_params(labelsize=10)
+        ax.grid(alpha=0.3)
+    top.annotate("SIGKILL", (killed, run.limit + 0.5), xytext=(-6, 0),
+                 textcoords="offset points", ha="right", fontsize=11,
+                 color=OKABE_ITO["vermillion"], fontweight="bold")
+    if resumed - killed > 0.2:
+        top.annotate("new process\nstarting", ((killed + resumed) / 2, 1.0), ha="center",
+                     fontsize=9, color="#444444")
+    bottom.annotate(f"{before} kept through the kill", (killed, before), xytext=(-8, 8),
+                    textcoords="offset points", ha="right", fontsize=10)
+    top.legend(loc="upper right", fontsize=10, framealpha=0.95, ncol=2)
+    bottom.legend(loc="lower right", fontsize=10, framealpha=0.9)
+    top.set_title(f"The capstone, killed at {before} of {run.items} and resumed: never more "
+                  f"than {run.peak} at once (limit {run.limit})", fontsize=12)
+    fig.tight_layout()
+    fig.storylab_summary = (
+        f"the first process ran up to {run.peak} items at once and had stored {before} when "
+        f"it was killed at {killed:.0f} model s; after a gap of {resumed - killed:.1f} model "
+        f"s (the new process starting) the resumed one finished the other "
+        f"{len(ends) - before} completed items, never above the limit of {run.limit}; the "
+        f"{run.failed} refused items are stored Failed and not drawn")
+    return fig

@@ -274,13 +274,11 @@ def _claims_08(f):
 
 def _claims_09(f):
     found = []
-    if not (f["first_killed_at"] and 0 < f["first_killed_at"] < 100):
-        found.append(f"the starting script was killed at {f['first_killed_at']}, not half-way")
-    if f["first_children"] <= 100:
-        found.append(f"the starting script's unstable names left {f['first_children']} "
-                     "children; the prose says the resume made new ones")
-    if f["first_peak"] > 4:
-        found.append(f"{f['first_peak']} items at once above the limit of 4")
+    # As shipped the pieces are unfinished: the judge names the first one and starts no process.
+    if "piece 1, item_name is not right yet" not in f["judge_said"]:
+        found.append(f"the judge said {f['judge_said']!r} of the unfinished pieces")
+    if f["script_written"]:
+        found.append("the judge wrote capstone.py although a piece was not right yet")
     return found
 
 
