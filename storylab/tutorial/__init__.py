@@ -90,6 +90,7 @@ from storylab.tutorial._overview import (
     overview_text,
 )
 from storylab.tutorial._pace import FAST_SCALE, WATCH_FACTOR, Pace, fast_mode, lesson_pace
+from storylab.tutorial._server import ServerGraph, server_graph
 from storylab.tutorial._solutions import SOLUTIONS, show_solution, solution_code
 from storylab.tutorial._verdict import Verdict, missing
 
@@ -154,6 +155,8 @@ __all__ = [
     "SimulatedImageBackend",
     "SimulatedTextBackend",
     "solution_code",
+    "server_graph",
+    "ServerGraph",
     "SOLUTIONS",
     "SUMMARY_PREFIX",
     "stage3_code",
@@ -729,7 +732,8 @@ def cluster_progress(panel: Any, graph_path: str | os.PathLike) -> Any:
     back, its stored progress log is replayed into the panel, so its bar
     and rows end exactly as they would have for a story run here.
     """
-    path = Path(graph_path)
+    # A postgresql:// URL stays a string (a Path would fold its "//").
+    path = graph_path if isinstance(graph_path, str) and "://" in graph_path else Path(graph_path)
 
     def on_story(story: Any) -> None:
         with EntityGraph.open(path, create=False, read_only=True) as graph:
