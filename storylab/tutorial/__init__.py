@@ -61,6 +61,7 @@ from storylab.story.cluster import (
     submit_stories,
 )
 from storylab.story.entities import StoryPipelineEntity, create_story, story_html
+from storylab.story.html import story_fragment
 from storylab.story.settings import StorySettings, global_image_capacity, use_settings
 from storylab.tutorial._capstone import (
     CapstoneRun,
@@ -379,6 +380,9 @@ def story_gaps(graph: EntityGraph, result: Any) -> list[str]:
 def show_story(graph: EntityGraph, result: Any, *, mark_gaps: bool = True) -> Any:
     """The finished page as an :class:`IPython.display.HTML` (pictures inlined).
 
+    The page's body is shown in a ``<div class="storylab-story">`` with its
+    stylesheet scoped to that element (:func:`storylab.story.html.story_fragment`),
+    so the notebook around it keeps its own fonts, colours and margins.
     The box that stands where a picture is missing is also outlined in red
     (with ``mark_gaps``), so the gap is plain to see.
     Raises :class:`ValueError` when ``result`` holds no page (a rejected
@@ -395,7 +399,7 @@ def show_story(graph: EntityGraph, result: Any, *, mark_gaps: bool = True) -> An
             ),
             page,
         )
-    return HTML(page)
+    return HTML(story_fragment(page))
 
 
 def story_labels(run: StoryRun, letters: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ") -> dict[str, str]:

@@ -20,45 +20,19 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.cli import IMAGES, write_lock_is_free
+from helpers.cli import storylab_run as shared_storylab_run
 
 from storylab.entities import EntityGraph, LeaseLostError, Return, RunnableEntity
 
 ROOT = Path(__file__).resolve().parents[2]
-TOPIC = "an owl who counts the stars"
-IMAGES = 4
 TTL = "1.0"  # seconds: the lease of the runs below (STORYLAB_LEASE_TTL)
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")
 
 
 def storylab_run(graph: Path, out: Path, time_scale: str) -> subprocess.Popen:
-    env = dict(
-        os.environ,
-        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        STORYLAB_LEASE_TTL=TTL,
-    )
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "storylab.cli",
-            "run",
-            TOPIC,
-            "--images",
-            str(IMAGES),
-            "--graph",
-            str(graph),
-            "--out",
-            str(out),
-            "--time-scale",
-            time_scale,
-            "--no-tree",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return shared_storylab_run(graph, out, time_scale=time_scale, env={"STORYLAB_LEASE_TTL": TTL})
 
 
 def snapshot(path: Path) -> dict[str, list]:
@@ -93,18 +67,6 @@ def poll(path: Path, sql: str) -> list:
         return conn.execute(sql).fetchall()
     except sqlite3.OperationalError:  # the file or its tables are not there yet
         return []
-    finally:
-        conn.close()
-
-
-def write_lock_is_free(path: Path) -> bool:
-    conn = sqlite3.connect(path, isolation_level=None, timeout=0)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
-        return True
-    except sqlite3.OperationalError:
-        return False
     finally:
         conn.close()
 

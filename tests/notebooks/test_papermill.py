@@ -189,9 +189,23 @@ def _claims_03(f):
     if not f["handoff_text"].endswith("→ E") or f["replay_after_handoff"][4] < 1:
         found.append(f"the replay's hand-off is {f['handoff_text']!r} and then shows "
                      f"{f['replay_after_handoff']}: the freed unit should be at E")
+    if not f["t_fifo_all_asked"] < f["fifo_moves"]:
+        found.append(f"the FIFO queue moved at {f['fifo_moves']:.1f}, before every story had "
+                     f"asked ({f['t_fifo_all_asked']:.1f}): nothing was blocked")
     if f["fifo_snapshot"] != [3, 0, 0, 0, 0] or f["fifo_snapshot_global"] != 3:
         found.append(f"FIFO once every story asked: {f['fifo_snapshot']}; the chart claims "
                      "only A draws (head-of-line blocking)")
+    # the knobs: the same split as the real run, three rounds of exactly 10 s; the real
+    # run differs by what the simulation leaves out (spread lengths, staggered arrivals)
+    if f["knob_makespan"] != 30.0 or f["knob_split"] != "split 3,3,3,1,0":
+        found.append(f"knobs: {f['knob_split']}, makespan {f['knob_makespan']}; the prose "
+                     "says split 3,3,3,1,0 in three rounds of 10 model s (30.0)")
+    low, high = f["picture_lengths"]
+    if not (high - low >= 1.0 and f["e_asked_after_a"] >= 1.0):
+        found.append(f"the prose says real pictures vary ({low:.1f}..{high:.1f}) and E asks "
+                     f"later than A ({f['e_asked_after_a']:.1f})")
+    if f["two_peaks"]["global"] != 6:
+        found.append(f"two stories peaked at {f['two_peaks']['global']} globally, not 3 + 3")
     return found
 
 
@@ -212,6 +226,13 @@ def _claims_04(f):
         found.append("a finished picture lost its finish time (or an unfinished one kept it)")
     if f["completed_after"] != 5 or f["text_calls"] != 0:
         found.append("the resumed run did not finish every picture without the text model")
+    # the figure of both runs: the kill drawn where the notebook noted it, after every
+    # picture that finished in run 1 and every start that was cut off, before the resume
+    if len(f["kill_line_x"]) != 1 or abs(f["kill_line_x"][0] - f["kill_model_s"]) > 1e-6:
+        found.append(f"the kill is drawn at {f['kill_line_x']}, noted at {f['kill_model_s']:.2f}")
+    if not (f["kill_after_finished"] and f["kill_after_stale_started"]
+            and f["resumed_after_kill"]):
+        found.append("the stored times and the kill disagree: a finish or start after the kill")
     return found
 
 
