@@ -274,6 +274,15 @@ async def test_the_capstone_judge_refuses_a_pipeline_over_its_limit(tmp_path):
                             or "ended before it could be killed" in verdict.message), verdict
 
 
+async def test_the_capstone_judge_refuses_a_kill_that_cannot_land_half_way(tmp_path):
+    # A limit of 100 is kept (the judge is told so), but then all items finish at once.
+    ns = await _pieces()
+    ns["LIMIT"] = 100
+    run = await _judge(ns, tmp_path, limit=100)
+    verdict = check_capstone(run)
+    assert not verdict and "cannot land half-way" in verdict.message, (verdict, run.describe())
+
+
 async def test_the_capstone_judge_refuses_a_batch_that_drops_its_failures(tmp_path):
     ns = await _pieces(**{"failed.append(envelope.error)": "pass"})
     script = kit.write_capstone(tmp_path / "quiet.py", ns["item_name"], ns["Item"],

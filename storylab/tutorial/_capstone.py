@@ -200,6 +200,10 @@ def check_capstone(run: Any) -> Verdict:
     if run.peak > run.limit:
         return Verdict(False, f"{run.peak} items ran at once, above the limit of {run.limit}: "
                               "run them through a runner with CapacitySource(LIMIT)")
+    if run.killed_at > 0.75 * run.items:
+        return Verdict(False, f"the kill landed only at {run.killed_at} of {run.items} stored: so "
+                              "many items finish together that it cannot land half-way; with "
+                              "a small limit they finish a few at a time")
     if run.children != run.items:
         return Verdict(False, f"the batch has {run.children} children for {run.items} items: "
                               "the resumed run did not find the first run's items by name")
