@@ -317,7 +317,8 @@ def test_the_item_name_checker_refuses_names_that_repeat_change_or_are_not_strin
              "non-empty string": lambda n: None if n == 7 else f"item-{n}",
              "asked twice in this process": counted_name,
              "another Python process": hashed_name,
-             "raised ZeroDivisionError": lambda n: 1 / 0}
+             "raised ZeroDivisionError": lambda n: 1 / 0,
+             "(the placeholder)": lambda n: ...}
     for said, item_name in cases.items():
         verdict = kit.check_item_name(item_name)
         assert not verdict and said in verdict.message, (said, verdict)

@@ -260,6 +260,9 @@ def check_item_name(item_name: Any, *, items: int = ITEMS) -> Verdict:
         again = [item_name(n) for n in range(items)]
     except Exception as exc:
         return _raised("item_name(n)", exc)
+    if any(x is ... for x in names):
+        return Verdict(False, "item_name still returns ... (the placeholder): return a name "
+                              "(a string) for item n")
     if not all(isinstance(x, str) and x.strip() for x in names):
         bad = next(x for x in names if not (isinstance(x, str) and x.strip()))
         return Verdict(False, f"a name must be a non-empty string; item_name gave {bad!r}")
