@@ -91,7 +91,8 @@ from storylab.tutorial._overview import (
     overview_text,
 )
 from storylab.tutorial._pace import FAST_SCALE, WATCH_FACTOR, Pace, fast_mode, lesson_pace
-from storylab.tutorial._server import ServerGraph, server_graph
+from storylab.tutorial._postgres import ServerGraph, server_graph
+from storylab.tutorial._server import stop_server_on_error
 from storylab.tutorial._solutions import SOLUTIONS, show_solution, solution_code
 from storylab.tutorial._verdict import Verdict, missing
 
@@ -153,6 +154,7 @@ __all__ = [
     "show_solution",
     "show_story",
     "simulated_settings",
+    "stop_server_on_error",
     "SimulatedImageBackend",
     "SimulatedTextBackend",
     "solution_code",

@@ -36,7 +36,7 @@ and needs no display.
 
 from storylab.viz.crash_plot import picture_times, plot_kill_and_resume
 from storylab.viz.graph_plot import LiveEntityTree, entity_graph, plot_entity_tree
-from storylab.viz.labels import source_labels
+from storylab.viz.labels import source_labels, task_label
 from storylab.viz.progress import (
     LevelState,
     PipelineProgress,
@@ -127,6 +127,7 @@ __all__ = [
     "source_labels",
     "static_snapshot_html",
     "story_sources",
+    "task_label",
     "time_origin",
     "timeline_lanes",
 ]

@@ -60,6 +60,6 @@ def test_a_reachable_server_gets_an_empty_schema_and_a_url_without_password(monk
     again = server_graph(url, schema=SCHEMA)  # fresh: the schema is emptied
     with EntityGraph.open(again.url) as graph:
         assert list(graph.roots()) == []
-    from storylab.tutorial._server import _drop_schema
+    from storylab.tutorial._postgres import _drop_schema
 
     _drop_schema(again.url, SCHEMA)  # leave the shared server as it was
