@@ -85,6 +85,7 @@ from storylab.tutorial._overview import (
     CHAPTER,
     GLOSSARY,
     api_table,
+    check_python_form,
     check_python_name,
     glossary_table,
     overview_diagram,
@@ -93,7 +94,7 @@ from storylab.tutorial._overview import (
 from storylab.tutorial._pace import FAST_SCALE, WATCH_FACTOR, Pace, fast_mode, lesson_pace
 from storylab.tutorial._postgres import ServerGraph, server_graph
 from storylab.tutorial._server import stop_server_on_error
-from storylab.tutorial._solutions import SOLUTIONS, show_solution, solution_code
+from storylab.tutorial._solutions import EXPLAINED, SOLUTIONS, show_solution, solution_code
 from storylab.tutorial._verdict import Verdict, missing
 
 __all__ = [
@@ -111,6 +112,7 @@ __all__ = [
     "check_first_split",
     "check_item",
     "check_item_name",
+    "check_python_form",
     "check_python_name",
     "check_longest_picture",
     "check_makespan_with_limit",
@@ -160,6 +162,7 @@ __all__ = [
     "solution_code",
     "server_graph",
     "ServerGraph",
+    "EXPLAINED",
     "SOLUTIONS",
     "SUMMARY_PREFIX",
     "stage3_code",
@@ -516,7 +519,13 @@ _PLACEHOLDER = re.compile(r"\{\{\s*[A-Za-z]+_(\d+)\s*\}\}")
 
 
 def check_longest_picture(trace: Trace, answer: Any) -> Verdict:
-    """Exercise 1: the label of the picture whose bar is longest in ``trace``."""
+    """Exercise: ``(label, seconds)`` of the picture whose bar is longest in ``trace``.
+
+    The label may be written as the chart writes it (``image-2`` for
+    ``image-{{IMAGE_2}}``); the seconds must be its bar's length to 0.3 model s.
+    Told apart: the picture that ended last, the one that started last, a
+    label that is not a lane, and the right picture with the wrong length.
+    """
     from storylab.viz import timeline_lanes
 
     if (v := _missing(answer)) is not None:
@@ -524,18 +533,51 @@ def check_longest_picture(trace: Trace, answer: Any) -> Verdict:
     lanes = timeline_lanes(trace)
     if not lanes:
         raise ValueError("the trace holds no tasks")
-    longest = max(lanes, key=lambda lane: lane.run[1] - lane.run[0])
-    if not isinstance(answer, str):
-        return Verdict(False, f"answer with a label (a string), not {type(answer).__name__}")
-    # The chart writes a label short (image-{{IMAGE_2}} reads image-2): both forms name it.
-    given = _PLACEHOLDER.sub(r"\1", answer.strip())
-    if given == _PLACEHOLDER.sub(r"\1", longest.label):
-        took = longest.run[1] - longest.run[0]
-        return Verdict(True, f"{longest.label} ran longest, {took:.1f} model s")
-    labels = [lane.label for lane in lanes]
-    if given not in labels + [_PLACEHOLDER.sub(r"\1", label) for label in labels]:
-        return Verdict(False, f"{answer!r} is not a lane of the trace; labels are {labels}")
-    return Verdict(False, f"{answer!r} is not the longest; compare run[1] - run[0] of each lane")
+
+    def length(lane: Any) -> float:
+        return lane.run[1] - lane.run[0]
+
+    def short(label: str) -> str:
+        # The chart writes a label short (image-{{IMAGE_2}} reads image-2): both forms name it.
+        return _PLACEHOLDER.sub(r"\1", label.strip())
+
+    if isinstance(answer, str):
+        return Verdict(False, "give the length too: answer = (label, seconds), such as "
+                              "(\"image-1\", 9.5)")
+    if not isinstance(answer, tuple | list) or len(answer) != 2:
+        return Verdict(False, f"answer with two values, (label, seconds), not {answer!r}")
+    label, seconds = answer
+    if not isinstance(label, str):
+        return Verdict(False, f"the first value is a lane's label (a string), not {label!r}")
+    if _number(seconds) is None:
+        return Verdict(False, f"the second value is a number of model seconds, not {seconds!r}")
+    by_label = {short(lane.label): lane for lane in lanes}
+    lane = by_label.get(short(label))
+    if lane is None:
+        return Verdict(False, f"{label!r} is not a lane of the trace; labels are "
+                              f"{[x.label for x in lanes]}")
+    longest = max(lanes, key=length)
+    if lane is not longest:
+        if lane is max(lanes, key=lambda x: x.run[1]):
+            return Verdict(False, f"{lane.label} is the picture that ended last, not the one "
+                                  "that ran longest: in a one-at-a-time run the last picture "
+                                  "always ends last. Compare the lengths, run[1] - run[0]")
+        if lane is max(lanes, key=lambda x: x.run[0]):
+            return Verdict(False, f"{lane.label} started last; compare the lengths of the "
+                                  "bars, run[1] - run[0], not where they start")
+        return Verdict(False, f"{lane.label} ran {length(lane):.1f} model s, and one picture "
+                              "ran longer; compare run[1] - run[0] of every lane")
+    took = length(longest)
+    if abs(float(seconds) - took) > 0.3:
+        if abs(float(seconds) - longest.run[1]) <= 0.3:
+            return Verdict(False, f"right picture, but {seconds:g} is the moment it ended; its "
+                                  "length is end - start")
+        return Verdict(False, f"right picture, but it ran {took:.1f} model s, not {seconds:g}: "
+                              "its length is run[1] - run[0]")
+    return Verdict(True, f"{longest.label} ran longest, {took:.1f} model s, though it was not "
+                         f"the last to end ({max(lanes, key=lambda x: x.run[1]).label} was)"
+                   if longest is not max(lanes, key=lambda x: x.run[1]) else
+                   f"{longest.label} ran longest, {took:.1f} model s")
 
 
 def pool_makespan(durations: Iterable[float], limit: int) -> float:
