@@ -595,6 +595,45 @@ def test_the_naming_checker_runs_the_function_in_a_second_process():
     # A module the function uses (hashlib) travels to the second process.
     assert check_stable_names(digest_named), check_stable_names(digest_named)
     namespace: dict = {}
-    code = solution_code("02-2").replace("check_stable_names(picture_name)", "")
+    code = solution_code("02-2").replace("check_prompt_names(picture_name)", "")
     exec(compile(code, _cell_file(code), "exec"), namespace)
-    assert check_stable_names(namespace["picture_name"])
+    assert kit.check_prompt_names(namespace["picture_name"])
+
+
+def hash_of_text(prompt):
+    return f"image-{hash(prompt['prompt'])}"
+
+
+def cut_text(prompt):
+    return "image-" + prompt["prompt"][:30]
+
+
+def whole_text(prompt):
+    return "image-" + prompt["prompt"]
+
+
+def by_placeholder(prompt):
+    return f"image-{prompt['placeholder']}"
+
+
+def test_the_prompt_naming_checker_refuses_hash_cut_long_and_placeholder_names():
+    # Notebook 2's exercise: prompts with no placeholder, named from their text.
+    refusals = {hash_of_text: "second Python process", cut_text: "the same name",
+                whole_text: "a short key", by_placeholder: "KeyError"}
+    for name_for, why in refusals.items():
+        verdict = kit.check_prompt_names(name_for)
+        assert not verdict and why in verdict.message, (name_for.__name__, verdict)
+    assert kit.check_prompt_names(digest_of_text), kit.check_prompt_names(digest_of_text)
+
+
+def digest_of_text(prompt):
+    return "image-" + hashlib.sha256(prompt["prompt"].encode()).hexdigest()[:12]
+
+
+def test_the_makespan_checker_names_the_wrong_reasoning():
+    durations = list(SUBJECTS.values())
+    said = {38: "one at a time", 16: "a limit of 3", 19: "can't be split evenly"}
+    for answer, why in said.items():
+        verdict = kit.check_makespan_with_limit(durations, 2, answer)
+        assert not verdict and why in verdict.message, (answer, verdict)
+    assert kit.check_makespan_with_limit(durations, 2, 22)

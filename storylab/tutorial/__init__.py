@@ -77,6 +77,7 @@ from storylab.tutorial._capstone import (
 from storylab.tutorial._exercises import (
     check_error_branch,
     check_failing_entity,
+    check_prompt_names,
     check_stable_names,
     check_two_level_tree,
 )
@@ -119,6 +120,7 @@ __all__ = [
     "check_most_at_once",
     "check_redrawn",
     "check_run_items",
+    "check_prompt_names",
     "check_stable_names",
     "check_two_level_tree",
     "cluster_progress",
@@ -609,7 +611,19 @@ def check_makespan_with_limit(durations: Iterable[float], limit: int, answer: An
         return Verdict(False, f"answer with a number of model seconds, not {answer!r}")
     if abs(value - expected) <= 0.5:
         return Verdict(True, f"{expected:g} model seconds with {limit} at a time")
-    hint = "each task starts when the earliest running one ends"
+    hint = "each task starts, in the order asked, when the earliest running one ends"
+    if abs(value - sum(durations)) <= 0.5:
+        return Verdict(False, f"{value:g} is every length added up: that is one at a time. "
+                              f"With {limit} at once some of them overlap; {hint}")
+    others = {k: pool_makespan(durations, k) for k in range(1, len(durations) + 1)
+              if k != limit}
+    for k, span in others.items():
+        if abs(value - span) <= 0.5 and k > 1:
+            return Verdict(False, f"{value:g} is the makespan with a limit of {k}, not {limit}: "
+                                  f"that many run at once there; {hint}")
+    if limit > 1 and abs(value - sum(durations) / limit) <= 0.5:
+        return Verdict(False, f"{value:g} is the total work shared out evenly, but work can't "
+                              f"be split evenly: a task runs whole, on one unit; {hint}")
     return Verdict(False, f"{value:g} is not it; {hint}")
 
 
