@@ -116,7 +116,7 @@ def test_solutions_are_shown_only_when_asked(capsys):
     show_solution("03-1", new_cell=False)
     said = capsys.readouterr().out
     assert "solution = [3, 3, 3, 3, 0]" in said and "check_first_split(solution" in said
-    with pytest.raises(ValueError, match="no solution '03-9'; known: 00-1, 01-1"):
+    with pytest.raises(ValueError, match="no solution '03-9'; known: 00-1, 00-2, 01-1"):
         solution_code("03-9")
 
 

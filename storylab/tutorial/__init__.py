@@ -553,12 +553,12 @@ def check_longest_picture(trace: Trace, answer: Any) -> Verdict:
         return Verdict(False, f"the first value is a lane's label (a string), not {label!r}")
     if _number(seconds) is None:
         return Verdict(False, f"the second value is a number of model seconds, not {seconds!r}")
-    by_label = {short(lane.label): lane for lane in lanes}
-    lane = by_label.get(short(label))
-    if lane is None:
+    matching = [lane for lane in lanes if short(lane.label) == short(label)]
+    if not matching:
         return Verdict(False, f"{label!r} is not a lane of the trace; labels are "
                               f"{[x.label for x in lanes]}")
     longest = max(lanes, key=length)
+    lane = longest if longest in matching else max(matching, key=length)
     if lane is not longest:
         if lane is max(lanes, key=lambda x: x.run[1]):
             return Verdict(False, f"{lane.label} is the picture that ended last, not the one "
