@@ -147,7 +147,9 @@ class SharedLimitLost(StorylabError, RuntimeError):
 class _Member:
     """One process's share of one limit, as the allocator sees it."""
 
-    __slots__ = ("grant", "wants", "seen", "lease_timeout", "target", "add", "news", "told")
+    __slots__ = (
+        "grant", "wants", "seen", "lease_timeout", "target", "add", "news", "told", "spare_at",
+    )  # fmt: skip
 
     def __init__(self, lease_timeout: float) -> None:
         self.grant = 0  # units this process may be using
@@ -159,10 +161,12 @@ class _Member:
         self.add = 0  # units granted but not yet sent to the process
         self.news = asyncio.Event()
         self.told = -1  # the target the process last heard
+        # When it was last handed a spare unit (see _targets), -1 for never.
+        self.spare_at = -1
 
 
 class _Limit:
-    __slots__ = ("capacity", "members", "lost", "contended", "returned", "granted")
+    __slots__ = ("capacity", "members", "lost", "contended", "returned", "granted", "spares")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -171,13 +175,18 @@ class _Limit:
         self.contended = False
         self.returned = 0  # units given back by processes, in total
         self.granted = 0  # units handed to processes, in total
+        self.spares = 0  # spare units handed out so far (stamps _Member.spare_at)
 
     def free(self) -> int:
         return self.capacity - sum(m.grant for m in self.members.values())
 
 
 def _targets(
-    wants: list[list[int]], served: list[float], capacity: int, held: list[int] | None = None
+    wants: list[list[int]],
+    served: list[float],
+    capacity: int,
+    held: list[int] | None = None,
+    spared: list[int] | None = None,
 ) -> list[int]:
     """Units per process, from what each of its stories could use.
 
@@ -188,6 +197,12 @@ def _targets(
     its entitlement; the units left go to the processes whose stories have
     been served the least so far (``served``: units granted per story), so
     over time the fractions are taken in turn.
+
+    Ties between processes served equally go to the one listed first: the
+    allocator lists them by when they last received a spare unit (never
+    first, then longest ago), then by member name, so the spread never
+    depends on the order in which processes called. The positions of the
+    processes that receive a spare unit are appended to ``spared``.
     """
     flat = sorted(w for ws in wants for w in ws)
     if sum(flat) <= capacity:
@@ -212,6 +227,8 @@ def _targets(
         if exact[i] > got[i] + 1e-9:
             got[i] += 1
             spare -= 1
+            if spared is not None:
+                spared.append(i)
     return got
 
 
@@ -257,17 +274,29 @@ class SharedLimitAllocator:
             self._rebalance(limit)
 
     def _rebalance(self, limit: _Limit) -> None:
-        members = list(limit.members.values())
+        # Ties are broken by a rule, not by the order in which processes
+        # called: the one that has gone longest without a spare unit first
+        # (never before ever), then by member name.
+        keys = sorted(limit.members, key=lambda k: (limit.members[k].spare_at, k))
+        members = [limit.members[k] for k in keys]
         wants = [[w for w, _, _ in m.wants if w > 0] for m in members]
         served = [
             sum(n for w, _, n in m.wants if w > 0) / max(1, len(ws))
             for m, ws in zip(members, wants, strict=True)
         ]
         held = [m.grant for m in members]
-        targets = _targets(wants, served, limit.capacity, held)
+        spared: list[int] = []
+        targets = _targets(wants, served, limit.capacity, held, spared=spared)
+        for i in spared:
+            m = members[i]
+            if m.target < targets[i]:  # a spare unit it did not have before
+                m.spare_at = limit.spares
+                limit.spares += 1
         for m, target in zip(members, targets, strict=True):
             m.target = target
         free = limit.free()
+        # Units go to the processes furthest below their target first; ties
+        # in the same order as above (sorted() keeps it).
         short = sorted((m for m in members if m.grant < m.target), key=lambda m: m.grant - m.target)
         for m in short:
             if free <= 0:

@@ -312,6 +312,36 @@ def test_targets_divide_the_limit_by_story_and_take_fractions_in_turn():
         assert sum(got) == 10 and all(t in (2, 3) for t in got)
 
 
+def test_a_spare_unit_goes_by_a_rule_not_by_the_order_in_which_processes_came():
+    """Three processes holding 3 units each under 10, one story each that could
+    use 5: one unit is spare. However the allocator came to know the processes,
+    the spare goes to the one that has gone longest without a spare (never,
+    for all three here), then by member name; once its story is ahead, the
+    next one by the same rule is due it."""
+    from storylab.scheduling.distributed import SharedLimitAllocator, _Limit, _Member
+
+    def targets(order: list[str]) -> list[dict[str, int]]:
+        allocator = SharedLimitAllocator()
+        limit = _Limit(10)
+        for key in order:
+            member = limit.members[key] = _Member(30.0)
+            member.grant = member.target = 3
+            member.wants = [(5, 3, 0)]
+        allocator._rebalance(limit)
+        first = {k: m.target for k, m in limit.members.items()}
+        assert limit.free() == 0  # the spare was handed out at once
+        # The holder's story has had its unit: it is ahead of the others now.
+        limit.members["p1"].wants = [(5, 4, 1)]
+        allocator._rebalance(limit)
+        second = {k: m.target for k, m in limit.members.items()}
+        return [first, second]
+
+    orders = (["p1", "p2", "p3"], ["p3", "p2", "p1"], ["p2", "p3", "p1"])
+    spreads = [targets(order) for order in orders]
+    assert spreads[0] == spreads[1] == spreads[2]
+    assert spreads[0] == [{"p1": 4, "p2": 3, "p3": 3}, {"p1": 3, "p2": 4, "p3": 3}]
+
+
 @pytest.mark.parametrize(
     ("lease", "attempt", "match"),
     [
