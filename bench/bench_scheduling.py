@@ -241,6 +241,9 @@ def story_instructions_per_task(variant: str, stories: int, extra: int = 12_000)
 
 # -- instructions (valgrind) -------------------------------------------------------
 VARIANTS = {"bare": bare, "runner": with_runner, "anyio": with_anyio}
+# The same job with tasks that suspend once (each needs an asyncio task of its
+# own in the runner too, and the limits are contended), counted as well.
+BODIES = {"": noop, "-yield": yield_once}
 STORY_VARIANTS = {"stories-runner": stories_runner, "stories-bare": stories_bare}
 
 
@@ -288,7 +291,8 @@ def main() -> int:
             asyncio.run(STORY_VARIANTS[variant](int(stories), int(n)))
         else:
             variant, n = args.child
-            asyncio.run(VARIANTS[variant](10, int(n), 3, 10, noop))
+            name, _, suffix = variant.partition("-")
+            asyncio.run(VARIANTS[name](10, int(n), 3, 10, BODIES["-" + suffix if suffix else ""]))
         return 0
     print(f"python {sys.version.split()[0]}, rounds={args.rounds}\n")
     if not args.only_stories:
@@ -343,6 +347,12 @@ def others(args) -> None:
     if args.instructions:
         per = {v: instructions_per_task(v) for v in VARIANTS}
         print("\n## Overhead in instructions (valgrind callgrind), no-op tasks\n")
+        print("| variant | instructions per task | ratio to bare asyncio |")
+        print("|---|---|---|")
+        for v, n in per.items():
+            print(f"| {v} | {n:,.0f} | {n / per['bare']:.2f} |")
+        per = {v: instructions_per_task(v + "-yield") for v in ("bare", "runner")}
+        print("\n## Overhead in instructions (valgrind callgrind), tasks that yield once\n")
         print("| variant | instructions per task | ratio to bare asyncio |")
         print("|---|---|---|")
         for v, n in per.items():
