@@ -379,7 +379,7 @@ class _Run:
         that task's own (:class:`_Driven`). A task that ends without
         suspending then costs no asyncio task at all, and the filler goes on
         to the next unit; after ``capacity`` such tasks in a row it lets the
-        event loop run once (holding the next unit and task meanwhile). A task
+        event loop run once before taking another unit. A task
         that suspends keeps this asyncio task as its worker: the units free at
         that moment get a task each, in their own asyncio tasks, and a new
         filler task takes over the filling. Tasks start in the order of their
@@ -404,6 +404,13 @@ class _Run:
             owner = (key, task_id)
             if self.closing:
                 break
+            if ended >= burst:
+                # As many tasks in a row ended here as this runner's limit:
+                # let the loop run (the consumer, other runners) first. The
+                # units they gave back went to whoever waited for them.
+                ended = 0
+                await asyncio.sleep(0)
+                continue
             if probe is None or self.spawn_next or not probe(owner=owner):
                 try:
                     await acquire(owner=owner)  # returns at once when a unit is free
@@ -439,18 +446,6 @@ class _Run:
                 if probe is not None:
                     self.spawn_next -= 1
                 continue
-            if ended >= burst:
-                # Let the loop run (the consumer, other runners) before going
-                # on; the unit and the task wait here meanwhile.
-                ended = 0
-                try:
-                    await asyncio.sleep(0)
-                except asyncio.CancelledError:
-                    release(owner=owner)
-                    raise
-                if self.closing:
-                    release(owner=owner)
-                    break
             runner._started = task_id
             runner._active += 1
             workers[task_id] = asyncio.current_task()  # type: ignore[assignment]
