@@ -149,6 +149,7 @@ class _Member:
 
     __slots__ = (
         "grant", "wants", "seen", "lease_timeout", "target", "add", "news", "told", "spare_at",
+        "told_wanted",
     )  # fmt: skip
 
     def __init__(self, lease_timeout: float) -> None:
@@ -163,6 +164,7 @@ class _Member:
         self.told = -1  # the target the process last heard
         # When it was last handed a spare unit (see _targets), -1 for never.
         self.spare_at = -1
+        self.told_wanted = False  # what the process last heard of wants elsewhere
 
 
 class _Limit:
@@ -230,6 +232,14 @@ def _targets(
             if spared is not None:
                 spared.append(i)
     return got
+
+
+def _wanted_elsewhere(limit: _Limit, member: _Member) -> bool:
+    """Whether stories of a process other than ``member`` could use more units
+    than that process holds."""
+    return any(
+        o is not member and sum(w for w, _, _ in o.wants) > o.grant for o in limit.members.values()
+    )
 
 
 class SharedLimitAllocator:
@@ -312,6 +322,11 @@ class SharedLimitAllocator:
             for m in members:
                 if m.grant > m.target and m.told != m.target:
                     m.news.set()
+        for m in members:
+            # A process learns at once that stories elsewhere now want more
+            # than they hold (it then sends back units nobody there can take).
+            if not m.told_wanted and _wanted_elsewhere(limit, m):
+                m.news.set()
 
     async def call(
         self,
@@ -344,7 +359,9 @@ class SharedLimitAllocator:
         if wants is not None:
             m.wants = [(int(w), int(u), int(n)) for w, u, n in wants]
         self._rebalance(limit)
-        if wait > 0 and not m.add and not (limit.contended and m.grant > m.target):
+        news = m.add or (limit.contended and m.grant > m.target)
+        news = news or (not m.told_wanted and _wanted_elsewhere(limit, m))
+        if wait > 0 and not news:
             m.news.clear()
             try:
                 await asyncio.wait_for(m.news.wait(), wait)
@@ -354,7 +371,11 @@ class SharedLimitAllocator:
                 return {"lost": True}
         add, m.add = m.add, 0
         m.told = m.target
-        return {"add": add, "target": m.target, "contended": limit.contended}
+        # Whether stories of another process could use more than it holds: a
+        # unit this process frees with no taker here is then better sent back
+        # at once than kept for the idle timer.
+        m.told_wanted = wanted = _wanted_elsewhere(limit, m)
+        return {"add": add, "target": m.target, "contended": limit.contended, "wanted": wanted}
 
     def statistics(self, name: str) -> dict[str, Any]:  # also a scheduler handler
         """Shares, targets and free units of one limit (for tests and debugging)."""
@@ -461,6 +482,7 @@ class DistributedCapacityRoot(CapacitySource):
         "_gate_waiters",
         "_target",
         "_contended",
+        "_wanted",
         "_returning",
         "_flushing",
         "_keeper",
@@ -509,6 +531,7 @@ class DistributedCapacityRoot(CapacitySource):
         self._gate_waiters: deque[tuple[CapacitySource, asyncio.Future]] = deque()
         self._target = 0
         self._contended = False
+        self._wanted = False  # stories of another process could use more units
         self._returning = 0
         self._flushing = False
         self._keeper: asyncio.Task | None = None
@@ -666,6 +689,7 @@ class DistributedCapacityRoot(CapacitySource):
         self._use_until = self._safe_until - self._attempt_timeout - self._lease_timeout / 10
         self._target = reply["target"]
         self._contended = reply["contended"]
+        self._wanted = reply.get("wanted", False)
         add = reply["add"]
         if add:
             self._grant += add
@@ -778,6 +802,7 @@ class DistributedCapacityRoot(CapacitySource):
         guarded = [(t, g) for t, g in self._guarded.items() if not t.done()]
         for task, guard in guarded:
             guard.lost = reason
+            guard.cancels += 1  # a body still closing may be cancelled twice
             task.cancel(f"the share of {self._name!r} was lost")
         for call in list(self._calls):
             call.cancel()
@@ -870,11 +895,13 @@ class DistributedCapacityRoot(CapacitySource):
             self._stale -= 1
             return
         self._leased -= 1
-        if self._contended:
+        if self._contended or self._wanted:
             # Stories wait somewhere: a unit above this process's target goes
-            # back to the allocator; one within it serves the stories here,
-            # and the allocator hears how far they got (it moves the target).
-            if self._grant > self._target:
+            # back to the allocator, and so does one that no story here can
+            # take now while another process's stories want more; one within
+            # the target serves the stories here, and the allocator hears how
+            # far they got (it moves the target).
+            if self._grant > self._target or (self._wanted and not self._taker()):
                 self._grant -= 1
                 self._returning += 1
             self._update()
@@ -882,6 +909,13 @@ class DistributedCapacityRoot(CapacitySource):
             self._idle = asyncio.get_running_loop().call_later(IDLE_RETURN, self._idle_check)
         if self._gate_waiters:
             self._serve_gate()
+
+    def _taker(self) -> bool:
+        """Whether a story here waits for a unit that the share could give it
+        now (its own limit has room; the unit is only held back by the root)."""
+        if self._gate_waiters:
+            return True
+        return any(leaf.in_use < leaf.capacity and leaf.waiting for leaf in self._leaves)
 
     def _idle_check(self) -> None:
         self._idle = None
@@ -943,12 +977,13 @@ class DistributedCapacityRoot(CapacitySource):
 
 
 class _Guard:
-    __slots__ = ("_root", "_task", "lost")
+    __slots__ = ("_root", "_task", "lost", "cancels")
 
     def __init__(self, root: DistributedCapacityRoot) -> None:
         self._root = root
         self._task: asyncio.Task | None = None
         self.lost: str | None = None
+        self.cancels = 0  # cancellations of the task for a lost share
 
     async def __aenter__(self) -> DistributedCapacityRoot:
         task = asyncio.current_task()
@@ -962,8 +997,13 @@ class _Guard:
         root, task = self._root, self._task
         if task is not None:
             root._guarded.pop(task, None)
-        if self.lost is not None and task is not None and task.uncancel() == 0:
-            # Cancelled by the loss (whatever the body turned that into).
+        left = None
+        if task is not None:
+            for _ in range(self.cancels):
+                left = task.uncancel()
+        if self.lost is not None and left == 0:
+            # Cancelled by the loss, once or more (a second loss may come while
+            # the body is still closing after the first), and by nobody else.
             raise SharedLimitLost(
                 f"cancelled: this process lost its share of {root._name!r} ({self.lost})"
             ) from None

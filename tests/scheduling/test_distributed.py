@@ -141,6 +141,32 @@ async def test_an_unused_share_goes_back_after_a_short_idle_time():
         await root.close()
 
 
+async def test_a_freed_unit_nobody_here_can_take_goes_back_at_once_if_others_want_more():
+    async with scheduler() as (cluster, client):
+        a = DistributedCapacityRoot(4, name="g-wanted", client=client)
+        b = DistributedCapacityRoot(4, name="g-wanted", client=client)
+        story_a = CapacitySource(2, a, name="a")
+        story_b = CapacitySource(4, b, name="b")
+        await asyncio.gather(*(story_a.acquire(owner=i) for i in range(2)))
+        await asyncio.gather(*(story_b.acquire(owner=i) for i in range(2)))
+        third = asyncio.ensure_future(story_b.acquire(owner=2))
+        # 2 and 2: both at their target, B's story could use 2 more.
+        for _ in range(100):
+            await settle(0.05)
+            if a._wanted:  # a has heard that stories elsewhere want more
+                break
+        assert a._wanted and not third.done() and (a.share, b.share) == (2, 2)
+        story_a.release(owner=0)  # nothing in a waits: the unit goes back now
+        assert a.share == 1
+        await asyncio.wait_for(third, 10)
+        assert b.share == 3
+        story_a.release(owner=1)
+        for i in range(3):
+            story_b.release(owner=i)
+        await a.close()
+        await b.close()
+
+
 async def test_a_full_global_limit_waits_on_the_scheduler_and_is_traced_as_such():
     async with scheduler() as (cluster, client):
         # Two roots with one name are two processes as far as the scheduler knows.
