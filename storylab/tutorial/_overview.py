@@ -341,19 +341,65 @@ def api_table() -> Any:
     return _markdown(api_markdown())
 
 
+def _bare_name(code: str) -> str:
+    """``"self.parallel_calls(Cls, items)"`` (or in backticks) -> ``"parallel_calls"``."""
+    name = code.replace("`", "").strip().split("(")[0].strip()
+    for prefix in ("self.", "this.", "await "):
+        name = name.removeprefix(prefix)
+    return name
+
+
+def _snake_case(name: str) -> str:
+    """``"parallelCalls"`` -> ``"parallel_calls"``."""
+    import re
+
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+
+
 def check_python_name(chapter_name: str, answer: Any) -> Any:
-    """Exercise: the Python spelling, in storylab, of a name used in the chapter."""
+    """Exercise: the Python spelling, in storylab, of a name used in the chapter.
+
+    A wrong answer is told what is wrong with it: the chapter's own spelling,
+    the right words spelt another way, a near miss, the name of another row
+    of the table, or a name that is not the one asked for.
+    """
+    import difflib
+
     from storylab.tutorial._verdict import Verdict, missing
 
     rows = [row for row in API_TABLE if chapter_name in row.typescript]
     if not rows:
         raise ValueError(f"{chapter_name!r} is not in the API table")
     expected = rows[0].python_name
+    row_ts = rows[0].typescript
     if (v := missing(answer)) is not None:
         return v
     if not isinstance(answer, str):
-        return Verdict(False, f"answer with the name as a string, not {answer!r}")
-    given = answer.strip().removeprefix("self.").split("(")[0]
-    if given and given == expected.removeprefix("self.").split("(")[0]:
+        return Verdict(False, f"answer with the name as a string, in quotes, not {answer!r}")
+    want, given = _bare_name(expected), _bare_name(answer)
+    if given == want:
         return Verdict(True, f"{chapter_name} is {expected} in storylab")
-    return Verdict(False, f"{answer!r} is not it: Python spells method names in snake_case")
+    look_up = (f"find {chapter_name} in the chapter's (TypeScript) column of the table above "
+               "and read the Python column next to it")
+    if given == _bare_name(row_ts):
+        return Verdict(False, f"{answer!r} is the chapter's TypeScript spelling; storylab is "
+                              f"Python, which writes method names in snake_case: {look_up}")
+    squash = str.maketrans({"_": "", "-": "", " ": ""})
+    if given.lower().translate(squash) == want.replace("_", ""):
+        return Verdict(False, f"{answer!r} has the right words, spelt differently: Python "
+                              "method names are lower case with _ between the words "
+                              "(snake_case)")
+    others = {_bare_name(row.python_name): row.typescript.replace("`", "")
+              for row in API_TABLE if row.python_name}
+    if given in others:
+        return Verdict(False, f"{answer!r} is in the table, but it is the Python name of "
+                              f"{others[given]!r}, not of {chapter_name!r}: {look_up}")
+    if difflib.SequenceMatcher(None, given.lower(), want).ratio() >= 0.8:
+        return Verdict(False, f"{answer!r} is close, but a name must match letter for letter: "
+                              f"{look_up}")
+    if _snake_case(given) == given and given.isidentifier():
+        return Verdict(False, f"{answer!r} is spelt the Python way, but it is not the name "
+                              f"storylab gives to {chapter_name}: {look_up}")
+    return Verdict(False, f"{answer!r} is not the name storylab gives to {chapter_name}, and "
+                          "Python spells method names in snake_case (lower case, _ between "
+                          f"words): {look_up}")

@@ -1052,7 +1052,9 @@ def plot_children(counters: Mapping[str, ChildCounter], *, limit: int | None = N
         ax.step(xs, ys, where="post", lw=2, color=colour,
                 label=f"{label}: {before} children before the first finished")
         if counter.first_finish is not None:
-            ax.axvline(counter.first_finish, color=colour, ls=":", lw=1.2)
+            ax.axvline(counter.first_finish, color=colour, ls=":", lw=1.2,
+                       label="dotted, in a run's colour: its first task finished"
+                       if i == 0 else None)
     if limit is not None:
         ax.axhline(limit, color=LIMIT_COLOUR, ls="--", lw=1.2, label=f"capacity {limit}")
     ax.set_ylim(0, top + 1)

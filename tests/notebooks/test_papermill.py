@@ -152,6 +152,9 @@ def _claims_02(f):
     found += _between(f, "parallel_makespan", 15, 35)
     if f["sequential_makespan"] < 1.7 * f["parallel_makespan"]:
         found.append("the parallel run is not clearly faster than the sequential one")
+    if f["reused_new_requests"] != 0:
+        found.append(f"asking for the finished story again made {f['reused_new_requests']} new "
+                     "image requests; the prose says none")
     return found
 
 
