@@ -229,6 +229,13 @@ def _claims_04(f):
     if not (f["kill_after_finished"] and f["kill_after_stale_started"]
             and f["resumed_after_kill"]):
         found.append("the stored times and the kill disagree: a finish or start after the kill")
+    # the proof prints "redrawn == unfinished before: True"; the stale bars are not slivers:
+    # the kill waits until a late picture has run about half of its 10 model s
+    if f.get("redrawn_equals_unfinished") is not True:
+        found.append("the printed comparison of redrawn and unfinished pictures is not True")
+    if not f["stale_run_model_s"] or min(f["stale_run_model_s"]) < 2.5:
+        found.append(f"a stale picture had run only {f['stale_run_model_s']} model s at the "
+                     "kill; the prose says about half a picture")
     return found
 
 
