@@ -233,3 +233,12 @@ async def test_at_the_last_task_done_every_unit_is_back(stories):
     assert moved.state.root.in_use == 0, moved.summary()
     # one instant earlier, the last pictures still hold their units
     assert replay_state(trace, end.t - 0.5).root.in_use > 0
+
+
+async def test_a_drawn_widget_hides_the_static_snapshot_in_any_front_end(stories):
+    # The hiding rule travels inside the widget's own HTML: it is on the page only
+    # where the widget is drawn, whatever the front end's class names.
+    trace = await _five_real(stories)
+    box = replay(trace).widget()
+    assert ".storylab-replay-snapshot{display:none}" in box.children[0].value
+    assert ".storylab-replay-snapshot{display:none}" not in replay(trace).html()

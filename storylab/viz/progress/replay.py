@@ -583,8 +583,12 @@ class TraceReplay:
             buttons.append(b)
         state = w.HTML()
         panel = w.HTML()
+        # The style comes with the widget's own HTML, so it reaches the page only
+        # when the widget is drawn (any live front end: JupyterLab, Notebook 7,
+        # VS Code, classic); a page with no widget manager keeps the snapshot.
+        hide_snapshot = f"<style>.{REPLAY_SNAPSHOT_CLASS}{{display:none}}</style>"
         parts: list[Any] = [
-            w.HTML(f"<b style='font-size:15px'>{html.escape(self.title)}</b>"),
+            w.HTML(f"{hide_snapshot}<b style='font-size:15px'>{html.escape(self.title)}</b>"),
             w.HBox([play, slider], layout=w.Layout(align_items="center")),
             w.HBox(buttons, layout=w.Layout(flex_flow="row wrap")),
             state,
