@@ -202,6 +202,16 @@ def _claims_03(f):
                      f"later than A ({f['e_asked_after_a']:.1f})")
     if f["two_peaks"]["global"] != 6:
         found.append(f"two stories peaked at {f['two_peaks']['global']} globally, not 3 + 3")
+    # the words under the capacity chart are its panels' peaks (a hand-off blip is no peak)
+    drawn = f["drawn_peaks"]
+    if drawn["global"] != 10 or any(drawn[k] > f["limits"][k] for k in drawn):
+        found.append(f"the capacity chart draws peaks {drawn}; limits {f['limits']}")
+    if not f["two_makespan"] < f["fair_makespan"]:
+        found.append(f"two stories took {f['two_makespan']:.1f} model s, five "
+                     f"{f['fair_makespan']:.1f}: the runs are not at one speed")
+    if not (f["fifo_moves"] < f["fifo_second_move"] and f["fifo_stall"] < 10):
+        found.append(f"the second FIFO stall is marked at {f['fifo_second_move']:.1f} with "
+                     f"{f['fifo_stall']} in use; the prose says below 10")
     return found
 
 
