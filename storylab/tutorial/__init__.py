@@ -63,7 +63,17 @@ from storylab.story.cluster import (
 from storylab.story.entities import StoryPipelineEntity, create_story, story_html
 from storylab.story.html import story_fragment
 from storylab.story.settings import StorySettings, global_image_capacity, use_settings
-from storylab.tutorial._capstone import CapstoneRun, check_capstone, kill_and_resume
+from storylab.tutorial._capstone import (
+    CapstoneRun,
+    check_capstone,
+    check_item,
+    check_item_name,
+    check_run_items,
+    judge_capstone,
+    kill_and_resume,
+    plot_capstone,
+    write_capstone,
+)
 from storylab.tutorial._exercises import (
     check_error_branch,
     check_failing_entity,
@@ -82,6 +92,7 @@ from storylab.tutorial._overview import (
     overview_text,
 )
 from storylab.tutorial._pace import FAST_SCALE, WATCH_FACTOR, Pace, fast_mode, lesson_pace
+from storylab.tutorial._postgres import ServerGraph, server_graph
 from storylab.tutorial._server import stop_server_on_error
 from storylab.tutorial._solutions import SOLUTIONS, show_solution, solution_code
 from storylab.tutorial._verdict import Verdict, missing
@@ -99,11 +110,14 @@ __all__ = [
     "check_even_split",
     "check_failing_entity",
     "check_first_split",
+    "check_item",
+    "check_item_name",
     "check_python_name",
     "check_longest_picture",
     "check_makespan_with_limit",
     "check_most_at_once",
     "check_redrawn",
+    "check_run_items",
     "check_stable_names",
     "check_to_redraw",
     "check_two_level_tree",
@@ -123,6 +137,7 @@ __all__ = [
     "image_nodes",
     "image_statuses",
     "ImageServer",
+    "judge_capstone",
     "kill_and_resume",
     "lease_settings",
     "lesson_pace",
@@ -131,6 +146,7 @@ __all__ = [
     "overview_text",
     "Pace",
     "picture_states",
+    "plot_capstone",
     "PictureState",
     "pool_makespan",
     "remember",
@@ -144,6 +160,8 @@ __all__ = [
     "SimulatedImageBackend",
     "SimulatedTextBackend",
     "solution_code",
+    "server_graph",
+    "ServerGraph",
     "SOLUTIONS",
     "SUMMARY_PREFIX",
     "stage3_code",
@@ -158,6 +176,7 @@ __all__ = [
     "Verdict",
     "WATCH_FACTOR",
     "workspace",
+    "write_capstone",
 ]
 
 
@@ -743,7 +762,8 @@ def cluster_progress(panel: Any, graph_path: str | os.PathLike) -> Any:
     back, its stored progress log is replayed into the panel, so its bar
     and rows end exactly as they would have for a story run here.
     """
-    path = Path(graph_path)
+    # A postgresql:// URL stays a string (a Path would fold its "//").
+    path = graph_path if isinstance(graph_path, str) and "://" in graph_path else Path(graph_path)
 
     def on_story(story: Any) -> None:
         with EntityGraph.open(path, create=False, read_only=True) as graph:

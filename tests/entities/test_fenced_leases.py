@@ -138,7 +138,12 @@ def test_a_run_stopped_past_its_lease_stores_nothing_after_the_take_over(tmp_pat
     # Nothing at all was stored by the resumed run: no data, progress, end,
     # lease, and no blob file (its pictures in flight are not saved).
     assert snapshot(graph) == finished
-    assert blob_files(graph) == blobs
+    after = blob_files(graph)
+    assert set(after) <= set(blobs)  # no new file, not even a temporary one
+    assert after == {k: v for k, v in blobs.items() if k in after}  # none written again
+    # Only the temporary file of a write the stopped run had in flight may be
+    # gone: removed when the lease was found lost, never renamed into a blob.
+    assert all(Path(k).name.startswith(".") and k.endswith(".tmp") for k in set(blobs) - set(after))
     # It said why, in one line: who took the story over, and that its lease had expired.
     lines = [line for line in stderr.splitlines() if "taken over" in line]
     assert len(lines) == 1, stderr
@@ -421,6 +426,25 @@ async def test_a_run_taken_over_is_stopped_by_its_heartbeat_while_it_waits(tmp_p
         # Its progress stops at the take-over: nothing logged after (not even CANCELLED).
         statuses = [(x.status, x.message) for x in g.progress(e.id)]
         assert statuses[-1] == ("RUNNING", "before")
+
+
+async def test_a_run_cancelled_after_an_unnoticed_take_over_logs_nothing(tmp_path):
+    path = tmp_path / "graph.sqlite"
+    with EntityGraph.open(path, lease_ttl=30) as g:  # the heartbeat stays out of this one
+        e = g.create(Fenced, "f")
+        GATES[e.id] = asyncio.Event()  # never set: the run is cancelled while it waits
+        run = e.start()
+        task = asyncio.create_task(collect_into(run, []))
+        while g.get_node(e.id).data.get("step") != "before":
+            await asyncio.sleep(0.01)
+        take_over(path, e.id)
+        before = stored(path, e.id)
+        task.cancel()  # abandoned: it would log CANCELLED and give its lease back
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        g.flush()
+        assert stored(path, e.id) == before  # no CANCELLED row, the new owner's lease kept
+        assert g.lease(e.id).owner == "elsewhere:7"
 
 
 def test_the_lease_ttl_comes_from_the_environment_and_is_checked(tmp_path, monkeypatch):
