@@ -103,7 +103,7 @@ async def test_a_lease_is_renewed_while_other_processes_hold_the_write_lock(pg_t
         holder.stdin.flush()
         assert await asyncio.to_thread(holder.stdout.readline) == "released\n"
         results = [await asyncio.to_thread(p.communicate, timeout=120) for p in committers]
-        for proc, (out, err) in zip(committers, results):
+        for proc, (out, err) in zip(committers, results, strict=True):
             assert proc.returncode == 0, err
             assert out.strip() == "40"
             assert "LeaseLostError" not in err, err
