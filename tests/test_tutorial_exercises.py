@@ -280,7 +280,12 @@ async def test_the_capstone_judge_refuses_a_kill_that_cannot_land_half_way(tmp_p
     ns["LIMIT"] = 100
     run = await _judge(ns, tmp_path, limit=100)
     verdict = check_capstone(run)
-    assert not verdict and "cannot land half-way" in verdict.message, (verdict, run.describe())
+    # Either the kill lands after most items are stored, or (on a slow machine,
+    # where starting the killer takes longer than the whole batch) the run ends
+    # before it: both are the judge refusing a run that never was half-way.
+    assert not verdict, (verdict, run.describe())
+    assert ("cannot land half-way" in verdict.message
+            or "ended before it could be killed" in verdict.message), (verdict, run.describe())
 
 
 async def test_the_capstone_judge_refuses_a_batch_that_drops_its_failures(tmp_path):
