@@ -159,6 +159,7 @@ __all__ = [
     "show_figure",
     "show_solution",
     "show_story",
+    "story_thumbnails",
     "simulated_settings",
     "stop_server_on_error",
     "SimulatedImageBackend",
@@ -409,6 +410,34 @@ def show_story(graph: EntityGraph, result: Any, *, mark_gaps: bool = True) -> An
             page,
         )
     return HTML(story_fragment(page))
+
+
+_INLINE_IMG = re.compile(r'<img\b[^>]*\bsrc="(data:image/png;base64,[^"]+)"[^>]*>')
+_ALT = re.compile(r'\balt="([^"]*)"')
+
+
+def story_thumbnails(graph: EntityGraph, result: Any, *, width: int = 120) -> Any:
+    """The page's pictures only, as a row of small thumbnails (an :class:`IPython.display.HTML`).
+
+    For a story already shown in full elsewhere: the pictures say it is the
+    same one without the whole page again. Each keeps the page's alt text.
+    Raises :class:`ValueError` when ``result`` holds no page, or ``width`` is
+    not a number of pixels between 16 and 640.
+    """
+    from IPython.display import HTML
+
+    if isinstance(width, bool) or not isinstance(width, int) or not 16 <= width <= 640:
+        raise ValueError(f"width must be a whole number of pixels in [16, 640], got {width!r}")
+    tags = []
+    for m in _INLINE_IMG.finditer(_page(graph, result)):
+        alt = _ALT.search(m.group(0))
+        text = alt.group(1) if alt else "a picture of the story"  # already escaped there
+        tags.append(f'<img src="{m.group(1)}" alt="{text}" title="{text}" width="{width}" '
+                    'style="margin:2px;border:1px solid #ccc">')
+    if not tags:
+        raise ValueError("this story's page holds no pictures")
+    return HTML('<div class="storylab-thumbnails" style="display:flex;flex-wrap:wrap">'
+                + "".join(tags) + "</div>")
 
 
 def story_labels(run: StoryRun, letters: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ") -> dict[str, str]:
