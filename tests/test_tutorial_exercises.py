@@ -520,12 +520,12 @@ def test_the_longest_picture_may_be_named_as_the_chart_writes_it(story_run):
 
 
 def test_the_longest_picture_is_not_the_last_to_end(tmp_path):
-    # Notebook 1's run: its second picture is a hard one (1.5 times as long), so the
+    # Notebook 1's run: its second picture is a hard one (twice as long), so the
     # wrong reasoning "the last bar ends last, so it ran longest" is caught by name.
     from storylab.viz import timeline_lanes
 
     graph = fresh_graph("longest", home=tmp_path)
-    settings = simulated_settings(0.05, image_mode="sequential", images_slow={"IMAGE_2": 1.5})
+    settings = simulated_settings(0.05, image_mode="sequential", images_slow={"IMAGE_2": 2})
     run = asyncio.run(run_stories(graph, ["a shy hedgehog"], settings=settings, panel=None))
     lanes = timeline_lanes(run.trace)
     best = max(lanes, key=lambda lane: lane.run[1] - lane.run[0])

@@ -130,7 +130,7 @@ def _claims_01(f):
                f"{f['bars_end']:.1f}"])
         + ([] if f["pictures"] == 5 else [f"{f['pictures']} pictures on the timeline, not 5"])
         + ([] if f["overlaps"] == 0 else ["sequential pictures overlap on the timeline"])
-        + _between(f, "makespan", 45, 85)  # 4 x ~10 model s and one of ~15, plus drawing
+        + _between(f, "makespan", 50, 90)  # 4 x ~10 model s and one of ~20, plus drawing
         # the exercise's hard picture runs longest, yet another bar ends last
         + ([] if f["longest_picture"] == "image-{{IMAGE_2}}" != f["last_picture"]
            else [f"the longest bar is {f['longest_picture']} and {f['last_picture']} ends "
