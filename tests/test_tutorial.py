@@ -233,7 +233,8 @@ def _says(verdict: Verdict, ok: bool, text: str) -> None:
 def test_each_checker_accepts_the_solution_and_rejects_a_wrong_answer():
     durations = [12, 6, 9, 4, 7]
     _says(check_makespan_with_limit(durations, 2, 22), True, "22 model seconds")
-    _says(check_makespan_with_limit(durations, 2, 16), False, "is not it")
+    _says(check_makespan_with_limit(durations, 2, 16), False, "a limit of 3")
+    _says(check_makespan_with_limit(durations, 2, 20), False, "is not it")
     _says(check_makespan_with_limit(durations, 2, "22"), False, "a number")
     _says(check_first_split([3, 3, 3, 3, 0], global_limit=12), True, "[3, 3, 3, 3, 0]")
     _says(check_first_split([3, 3, 3, 1, 0], global_limit=12), False, "12 can be in use")
@@ -305,11 +306,14 @@ async def test_a_real_story_gives_labels_states_gaps_and_a_longest_lane(tmp_path
     from storylab.viz import timeline_lanes
 
     lanes = timeline_lanes(run.trace)
-    longest = max(lanes, key=lambda lane: lane.run[1] - lane.run[0]).label
-    _says(check_longest_picture(run.trace, longest), True, "ran longest")
-    other = next(lane.label for lane in lanes if lane.label != longest)
-    _says(check_longest_picture(run.trace, other), False, "not the longest")
-    _says(check_longest_picture(run.trace, "image-9"), False, "not a lane")
+    best = max(lanes, key=lambda lane: lane.run[1] - lane.run[0])
+    longest, took = best.label, best.run[1] - best.run[0]
+    _says(check_longest_picture(run.trace, (longest, took)), True, "ran longest")
+    _says(check_longest_picture(run.trace, longest), False, "give the length too")
+    other = next(lane for lane in lanes if lane.label != longest)
+    _says(check_longest_picture(run.trace, (other.label, took)), False, "compare")
+    _says(check_longest_picture(run.trace, (longest, took + 2)), False, "right picture")
+    _says(check_longest_picture(run.trace, ("image-9", took)), False, "not a lane")
     graph.close()
 
 

@@ -16,6 +16,7 @@ import inspect
 import itertools
 import linecache
 import sys
+import textwrap
 import types
 import uuid
 import xml.etree.ElementTree as ET
@@ -118,7 +119,7 @@ def test_solutions_are_shown_only_when_asked(capsys):
     show_solution("03-1", new_cell=False)
     said = capsys.readouterr().out
     assert "solution = [3, 3, 3, 3, 0]" in said and "check_first_split(solution" in said
-    with pytest.raises(ValueError, match="no solution '03-9'; known: 00-1, 01-1"):
+    with pytest.raises(ValueError, match="no solution '03-9'; known: 00-1, 00-2, 01-1"):
         solution_code("03-9")
 
 
@@ -508,12 +509,73 @@ def test_every_python_name_of_the_api_table_exists():
 
 def test_the_longest_picture_may_be_named_as_the_chart_writes_it(story_run):
     run, lanes = story_run
-    longest = max(lanes, key=lambda lane: lane.run[1] - lane.run[0]).label
-    short = longest.replace("{{IMAGE_", "").replace("}}", "")
-    assert kit.check_longest_picture(run.trace, longest)
-    assert kit.check_longest_picture(run.trace, short), short
-    other = next(lane.label for lane in lanes if lane.label != longest)
-    assert not kit.check_longest_picture(run.trace, other.replace("{{IMAGE_", "").replace("}}", ""))
+    best = max(lanes, key=lambda lane: lane.run[1] - lane.run[0])
+    took = best.run[1] - best.run[0]
+    short = best.label.replace("{{IMAGE_", "").replace("}}", "")
+    assert kit.check_longest_picture(run.trace, (best.label, took))
+    assert kit.check_longest_picture(run.trace, (short, round(took, 1))), short
+    other = next(lane for lane in lanes if lane.label != best.label)
+    assert not kit.check_longest_picture(
+        run.trace, (other.label.replace("{{IMAGE_", "").replace("}}", ""), took))
+
+
+def test_the_longest_picture_is_not_the_last_to_end(tmp_path):
+    # Notebook 1's run: its second picture is a hard one (twice as long), so the
+    # wrong reasoning "the last bar ends last, so it ran longest" is caught by name.
+    from storylab.viz import timeline_lanes
+
+    graph = fresh_graph("longest", home=tmp_path)
+    settings = simulated_settings(0.05, image_mode="sequential", images_slow={"IMAGE_2": 2})
+    run = asyncio.run(run_stories(graph, ["a shy hedgehog"], settings=settings, panel=None))
+    lanes = timeline_lanes(run.trace)
+    best = max(lanes, key=lambda lane: lane.run[1] - lane.run[0])
+    last = max(lanes, key=lambda lane: lane.run[1])
+    assert best is not last, [(lane.label, lane.run) for lane in lanes]
+    verdict = kit.check_longest_picture(run.trace, (last.label, last.run[1] - last.run[0]))
+    assert not verdict and "ended last" in verdict.message, verdict
+    said = kit.check_longest_picture(run.trace, (best.label, best.run[1]))
+    assert not said and "the moment it ended" in said.message, said
+    said = kit.check_longest_picture(run.trace, best.label)
+    assert not said and "(label, seconds)" in said.message, said
+    assert "not the last to end" in kit.check_longest_picture(
+        run.trace, (best.label, best.run[1] - best.run[0])).message
+    assert best.label == "image-{{IMAGE_2}}"
+    graph.close()
+
+
+def test_the_python_form_exercise_wants_a_change_of_kind_not_of_spelling():
+    for right in ("return result", "for await", "@EntityMixin", "envelope.type === 'FINAL'"):
+        assert kit.check_python_form(right), right
+    wrong = {
+        "parallelCalls": "only spelt in snake_case",
+        "appendOrRetrieveCall": "only spelt in snake_case",
+        "capacity.acquire()": "reads the same in Python",
+        "SourceBufferObj": "keeps its kind",
+        "parallel_calls": "Python (middle) column",
+        "envelope": "copy more of the name",
+        "fetchAll": "not in the chapter's (left) column",
+        42: "as a string",
+    }
+    for answer, why in wrong.items():
+        verdict = kit.check_python_form(answer)
+        assert not verdict and why in verdict.message, (answer, verdict)
+    assert "fill in" in kit.check_python_form(None).message
+
+
+def test_an_explore_exercise_shows_its_prose_answer(capsys, monkeypatch):
+    asked = []
+    import IPython
+
+    shell = types.SimpleNamespace(set_next_input=lambda code, replace: asked.append(code))
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+    for key in ("00-2", "01-2"):
+        show_solution(key)
+        said = capsys.readouterr().out
+        assert said.strip() == textwrap.dedent(kit.EXPLAINED[key]).strip(), key
+    assert asked == []  # prose is printed, never put into a code cell
+    assert "model seconds" in kit.EXPLAINED["01-2"] and "entity graph" in kit.EXPLAINED["00-2"]
+    with pytest.raises(ValueError, match="known: .*00-2"):
+        show_solution("00-9")
 
 
 def test_cluster_progress_replays_a_stored_story_into_the_panel(tmp_path):
@@ -563,6 +625,45 @@ def test_the_naming_checker_runs_the_function_in_a_second_process():
     # A module the function uses (hashlib) travels to the second process.
     assert check_stable_names(digest_named), check_stable_names(digest_named)
     namespace: dict = {}
-    code = solution_code("02-2").replace("check_stable_names(picture_name)", "")
+    code = solution_code("02-2").replace("check_prompt_names(picture_name)", "")
     exec(compile(code, _cell_file(code), "exec"), namespace)
-    assert check_stable_names(namespace["picture_name"])
+    assert kit.check_prompt_names(namespace["picture_name"])
+
+
+def hash_of_text(prompt):
+    return f"image-{hash(prompt['prompt'])}"
+
+
+def cut_text(prompt):
+    return "image-" + prompt["prompt"][:30]
+
+
+def whole_text(prompt):
+    return "image-" + prompt["prompt"]
+
+
+def by_placeholder(prompt):
+    return f"image-{prompt['placeholder']}"
+
+
+def test_the_prompt_naming_checker_refuses_hash_cut_long_and_placeholder_names():
+    # Notebook 2's exercise: prompts with no placeholder, named from their text.
+    refusals = {hash_of_text: "second Python process", cut_text: "the same name",
+                whole_text: "a short key", by_placeholder: "KeyError"}
+    for name_for, why in refusals.items():
+        verdict = kit.check_prompt_names(name_for)
+        assert not verdict and why in verdict.message, (name_for.__name__, verdict)
+    assert kit.check_prompt_names(digest_of_text), kit.check_prompt_names(digest_of_text)
+
+
+def digest_of_text(prompt):
+    return "image-" + hashlib.sha256(prompt["prompt"].encode()).hexdigest()[:12]
+
+
+def test_the_makespan_checker_names_the_wrong_reasoning():
+    durations = list(SUBJECTS.values())
+    said = {38: "one at a time", 16: "a limit of 3", 19: "can't be split evenly"}
+    for answer, why in said.items():
+        verdict = kit.check_makespan_with_limit(durations, 2, answer)
+        assert not verdict and why in verdict.message, (answer, verdict)
+    assert kit.check_makespan_with_limit(durations, 2, 22)

@@ -34,6 +34,7 @@ from storylab.tutorial._verdict import Verdict, missing
 __all__ = [
     "check_error_branch",
     "check_failing_entity",
+    "check_prompt_names",
     "check_stable_names",
     "check_to_redraw",
     "check_two_level_tree",
@@ -186,20 +187,45 @@ class _NameProbe(RunnableEntity):
 
 class _Picture(RunnableEntity):
     async def run_impl(self):
-        yield Return(self.data["placeholder"])
+        yield Return(self.data.get("placeholder", self.data["prompt"]))
 
 
 _PROMPTS = [{"placeholder": f"{{{{IMAGE_{n}}}}}", "prompt": f"picture {n} of the story"}
             for n in range(1, 6)]
 
 
-def check_stable_names(name_for: Any) -> Verdict:
+# Prompts with no placeholder: only their text can name them. Two share a long
+# opening, so a name cut from the first characters collides.
+_BARE_PROMPTS = [
+    {"prompt": "A small grey owl on a branch at dusk, watercolour, soft light"},
+    {"prompt": "A small grey owl on a branch at dawn, watercolour, soft light"},
+    {"prompt": "A red fox asleep in the snow under a pine tree, watercolour"},
+    {"prompt": "Two hedgehogs sharing an apple in an autumn garden, watercolour"},
+    {"prompt": "A whale and a little boat under a starry sky, watercolour"},
+]
+#: The longest name :func:`check_prompt_names` accepts: a name is a key, not a copy.
+NAME_LIMIT = 40
+
+
+def check_prompt_names(name_for: Any) -> Verdict:
+    """Exercise: ``name_for(prompt)`` names a picture whose prompt has no placeholder,
+    only its text (``{"prompt": "..."}``). The names must be short (at most
+    ``NAME_LIMIT`` characters), differ between prompts, and be found again by a
+    resumed run and by two other Python processes.
+    """
+    return check_stable_names(name_for, prompts=_BARE_PROMPTS, max_length=NAME_LIMIT)
+
+
+def check_stable_names(name_for: Any, *, prompts: list[dict[str, str]] | None = None,
+                       max_length: int | None = None) -> Verdict:
     """Exercise: ``name_for(prompt)`` names a picture's child entity. A first run and
     a resumed run (a graph reopened from its file) both ask for all five children:
-    right when the resumed run finds exactly the first run's five.
+    right when the resumed run finds exactly the first run's five. ``prompts``
+    replaces the five placeholder prompts; ``max_length`` caps a name's length.
     """
     if (v := missing(name_for)) is not None:
         return v
+    prompts = _PROMPTS if prompts is None else prompts
     if not callable(name_for):
         return Verdict(False, "pass your naming function itself")
     with tempfile.TemporaryDirectory(prefix="storylab-names-") as folder:
@@ -209,23 +235,28 @@ def check_stable_names(name_for: Any) -> Verdict:
             with EntityGraph.open(path) as graph:
                 parent = graph.create_or_retrieve(_NameProbe, "a-story", {})
                 try:
-                    names = [name_for(dict(p)) for p in _PROMPTS]
+                    names = [name_for(dict(p)) for p in prompts]
                 except Exception as exc:
                     return _raised("your naming function", exc)
                 if not all(isinstance(n, str) and n.strip() for n in names):
                     return Verdict(False, f"names must be non-empty strings, got {names!r}")
+                if max_length is not None and (long := [n for n in names
+                                                        if len(n) > max_length]):
+                    return Verdict(False, f"{long[0]!r} has {len(long[0])} characters, more "
+                                          f"than {max_length}: a name is a short key for the "
+                                          "prompt, not a copy of it")
                 if len(set(names)) < len(names):
                     return Verdict(False, f"two pictures got the same name ({names}); the "
                                           "second would be handed the first one's result")
-                for name, prompt in zip(names, _PROMPTS, strict=True):
+                for name, prompt in zip(names, prompts, strict=True):
                     parent.append_or_retrieve_call(_Picture, name, prompt)
                 counts.append(len(parent.children()))
-    if counts[-1] != len(_PROMPTS):
+    if counts[-1] != len(prompts):
         return Verdict(False, f"after the resume the story has {counts[-1]} children for "
-                              f"{len(_PROMPTS)} pictures: the names changed between runs")
+                              f"{len(prompts)} pictures: the names changed between runs")
     # A real resume is a new Python process: run the function there too.
     for seed in ("1", "2"):
-        other = _names_in_another_process(name_for, seed)
+        other = _names_in_another_process(name_for, seed, prompts)
         if isinstance(other, Verdict):
             return other
         if other != names:
@@ -250,7 +281,8 @@ print(json.dumps([name_for(dict(p)) for p in spec["prompts"]]))
 """
 
 
-def _names_in_another_process(name_for: Any, seed: str) -> list[Any] | Verdict:
+def _names_in_another_process(name_for: Any, seed: str,
+                              prompts: list[dict[str, str]]) -> list[Any] | Verdict:
     """The names ``name_for`` gives in a fresh interpreter whose ``PYTHONHASHSEED`` is ``seed``.
 
     The function's own source runs there, with the modules and plain constants
@@ -275,7 +307,7 @@ def _names_in_another_process(name_for: Any, seed: str) -> list[Any] | Verdict:
         elif isinstance(value, str | int | float | bool):
             values[used] = value
     spec = {"source": source, "name": name, "modules": modules, "values": values,
-            "prompts": _PROMPTS}
+            "prompts": prompts}
     env = {**os.environ, "PYTHONHASHSEED": seed}
     try:
         done = subprocess.run([sys.executable, "-c", _NAME_SCRIPT], input=json.dumps(spec),

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import textwrap
 
-__all__ = ["SOLUTIONS", "show_solution", "solution_code"]
+__all__ = ["EXPLAINED", "SOLUTIONS", "show_solution", "solution_code"]
 
 SOLUTIONS: dict[str, str] = {
     "00-1": """
-        # The table's row for parallelCalls: a method of the entity, in snake_case.
-        solution = "parallel_calls"
-        check_python_name("parallelCalls", solution)
+        # return becomes a yielded Return: another statement, not another spelling.
+        # ("for await", "@EntityMixin" and "envelope.type === 'FINAL'" are right too.)
+        solution = "return result"
+        check_python_form(solution)
     """,
     "01-1": """
-        # The lane whose bar is longest: the largest end - start.
-        solution = max(lanes, key=lambda lane: lane.run[1] - lane.run[0]).label
+        # The lane whose bar is longest: the largest end - start (not the last to end).
+        longest = max(lanes, key=lambda lane: lane.run[1] - lane.run[0])
+        solution = (longest.label, longest.run[1] - longest.run[0])
         check_longest_picture(run.trace, solution)
     """,
     "02-1": """
@@ -31,12 +33,17 @@ SOLUTIONS: dict[str, str] = {
         check_makespan_with_limit(SUBJECTS.values(), 2, solution)
     """,
     "02-2": """
+        import hashlib
+
+
         def picture_name(prompt):
-            # Only what the request itself holds: the same prompt, the same name.
-            return f"image-{prompt['placeholder']}"
+            # A digest of the text: the same in every process (hash() is not), short,
+            # and different for prompts that only differ near the end.
+            digest = hashlib.sha256(prompt["prompt"].encode()).hexdigest()
+            return f"image-{digest[:16]}"
 
 
-        check_stable_names(picture_name)
+        check_prompt_names(picture_name)
     """,
     "03-1": """
         # A, B, C and D take their own 3 each, which is all 12: E still holds none.
@@ -150,16 +157,45 @@ SOLUTIONS: dict[str, str] = {
 }
 
 
+# The explore exercises' answers: prose, since there is no code to run.
+EXPLAINED: dict[str, str] = {
+    "00-2": """
+        Notebook 4's row asks "what survives a crash?". The box at the bottom of the diagram
+        answers it: the entity graph, one SQLite file. The pipeline and every picture are
+        stored there under names made from the request, each with its status and its output.
+        A restarted run asks for the same names, finds the pictures already Completed and
+        takes their stored results instead of paying for them again. A plain loop keeps its
+        results in memory, and they die with the process.
+    """,
+    "01-2": """
+        The run takes less real time, and the charts barely change: they are drawn in model
+        seconds, and the simulated model waits a fixed number of model seconds per picture,
+        whatever one model second lasts. What moves is the part that is not simulated. Each
+        bar is the simulated wait plus the real time spent drawing the PNG, and the trace
+        turns real time into model seconds by dividing by the time scale. Drawing takes the
+        same real time at any scale, so at a smaller scale it is worth more model seconds:
+        a twentieth of a wall second of drawing is a quarter of a model second at 0.2 wall s
+        per model second, and more than half of one at 0.08. Five pictures add that up,
+        so the makespan comes out a few per cent higher (up to a tenth on a busy machine).
+    """,
+}
+
+
 def solution_code(key: str) -> str:
     """The solution's source for exercise ``key`` (``"03-1"``: notebook 3, exercise 1)."""
     if key not in SOLUTIONS:
-        raise ValueError(f"no solution {key!r}; known: {', '.join(sorted(SOLUTIONS))}")
+        known = ", ".join(sorted({*SOLUTIONS, *EXPLAINED}))
+        raise ValueError(f"no solution {key!r}; known: {known}")
     return textwrap.dedent(SOLUTIONS[key]).strip() + "\n"
 
 
 def show_solution(key: str, *, new_cell: bool = True) -> None:
     """Print the solution of exercise ``key``; in Jupyter also put it into a new cell
-    below (``new_cell``), ready to read, change and run."""
+    below (``new_cell``), ready to read, change and run. An explore exercise's
+    answer (:data:`EXPLAINED`) is prose: it is printed, and no cell is made."""
+    if key in EXPLAINED:  # an explore exercise: its answer is prose, not code
+        print(textwrap.dedent(EXPLAINED[key]).strip())
+        return
     code = solution_code(key)
     print(code)
     if new_cell:

@@ -347,7 +347,8 @@ def _wait_levels(lanes: list[TaskLane]) -> dict[str, str]:
         if lane.wait_level is None or not _visible_wait(lane, end):
             continue  # a unit granted (almost) at once is no wait a reader could see
         if lane.wait_level == lane.group:
-            names.setdefault("__own__", "waiting: first held back by its own limit (story)")
+            own = "story" if lane.group.startswith("story:") else lane.group.split(" (")[0]
+            names.setdefault("__own__", f"waiting: first held back by its own limit ({own})")
         else:
             text = f"waiting: first held back by the {lane.wait_level} limit"
             names.setdefault(lane.wait_level, text)
@@ -1055,6 +1056,13 @@ def plot_children(counters: Mapping[str, ChildCounter], *, limit: int | None = N
         raise ValueError("counters must map a label to at least one ChildCounter")
     fig, ax = new_figure(figsize=(10, 3.6), layout="constrained")
     top = 0
+    firsts = [c.first_finish for c in counters.values() if c.first_finish is not None]
+    # First finishes less than half a model second apart would draw two lines a pixel
+    # or two apart: they are marked once, in black.
+    together = len(firsts) > 1 and max(firsts) - min(firsts) < 0.5
+    if together:
+        ax.axvline(min(firsts), color="black", ls=":", lw=1.2,
+                   label="dotted: the first task finished (in every run)")
     for i, (label, counter) in enumerate(counters.items()):
         colour, _ = series_style(i)
         xs = [t for t, _ in counter.samples]
@@ -1063,7 +1071,7 @@ def plot_children(counters: Mapping[str, ChildCounter], *, limit: int | None = N
         before = counter.most_before_first_finish
         ax.step(xs, ys, where="post", lw=2, color=colour,
                 label=f"{label}: {before} children before the first finished")
-        if counter.first_finish is not None:
+        if counter.first_finish is not None and not together:
             ax.axvline(counter.first_finish, color=colour, ls=":", lw=1.2,
                        label="dotted, in a run's colour: its first task finished"
                        if i == 0 else None)

@@ -208,7 +208,7 @@ def solution_problems(nb) -> list[str]:
     ``solution`` is Markdown (Run All and papermill skip it), tagged ``remove-cell``
     for the book, opens with a collapsed ``<details>`` summary and names a solution
     of the kit with ``show_solution("NN-k")``; no code cell checks a ``solution``."""
-    from storylab.tutorial import SOLUTIONS
+    from storylab.tutorial import EXPLAINED, SOLUTIONS
 
     found = []
     for i, c in enumerate(nb.cells):
@@ -226,7 +226,7 @@ def solution_problems(nb) -> list[str]:
             if not keys:
                 found.append(f"solution cell {i} names no show_solution(\"NN-k\")")
             found += [f"solution cell {i} names {k!r}, which storylab.tutorial.SOLUTIONS lacks"
-                      for k in keys if k not in SOLUTIONS]
+                      for k in keys if k not in SOLUTIONS and k not in EXPLAINED]
         elif c.cell_type == "code" and re.search(r"^\s*solution\s*=|check_\w+\(solution",
                                                   c.source, re.MULTILINE):
             found.append(f"code cell {i} computes or checks a solution; it would run with Run All")

@@ -130,7 +130,11 @@ def _claims_01(f):
                f"{f['bars_end']:.1f}"])
         + ([] if f["pictures"] == 5 else [f"{f['pictures']} pictures on the timeline, not 5"])
         + ([] if f["overlaps"] == 0 else ["sequential pictures overlap on the timeline"])
-        + _between(f, "makespan", 40, 80)  # 5 x ~10 model s, plus drawing time
+        + _between(f, "makespan", 50, 90)  # 4 x ~10 model s and one of ~20, plus drawing
+        # the exercise's hard picture runs longest, yet another bar ends last
+        + ([] if f["longest_picture"] == "image-{{IMAGE_2}}" != f["last_picture"]
+           else [f"the longest bar is {f['longest_picture']} and {f['last_picture']} ends "
+                 "last; the exercise needs the hard second picture longest, not last"])
         # the wait is the sum of the parts
         + ([] if 0.9 * f["makespan"] <= f["busy"] <= f["makespan"] + 0.5
            else [f"busy {f['busy']:.1f} is not the makespan {f['makespan']:.1f}"])
@@ -159,6 +163,9 @@ def _claims_02(f):
     found += _between(f, "parallel_makespan", 15, 35)
     if f["sequential_makespan"] < 1.7 * f["parallel_makespan"]:
         found.append("the parallel run is not clearly faster than the sequential one")
+    if not f["replay_at_image_4"].endswith("A ●●●"):
+        found.append(f"the replay opens at image-4's start showing {f['replay_at_image_4']!r}; "
+                     "the prose says the story holds 3 of 3 again")
     if f["reused_new_requests"] != 0:
         found.append(f"asking for the finished story again made {f['reused_new_requests']} new "
                      "image requests; the prose says none")
