@@ -32,6 +32,7 @@ from storylab.viz._palette import (
     COLOURS,
     MARK_COLOUR,
     OKABE_ITO,
+    REUSED_COLOUR,
     WAIT_COLOURS,
     Status,
     series_style,
@@ -418,7 +419,12 @@ def _draw_gantt(
             edgecolor="black", linewidth=0.5, zorder=3,
         ).patches
         rect.set_gid(f"run:{lane.key}")
-        if r1 - r0 <= hairline:
+        if _reused(lane, hairline):
+            # Handed back from the graph: a marker of its own, named in the legend.
+            ax.plot([r0], [y], marker="D", markersize=8, markeredgecolor="black",
+                    markeredgewidth=0.8, color=REUSED_COLOUR, linestyle="", zorder=4,
+                    gid=f"reused:{lane.key}")
+        elif r1 - r0 <= hairline:
             ax.plot([r0], [y], marker="|", markersize=12, markeredgewidth=2.5,
                     color=COLOURS[lane.outcome], zorder=4, gid=f"instant:{lane.key}")
         if lane.marks:
@@ -456,13 +462,22 @@ def _draw_gantt(
                   bbox_transform=below, ncols=2, fontsize=10, frameon=False)
 
 
+def _reused(lane: TaskLane, hairline: float) -> bool:
+    """A completed run too short to draw: a result handed back from the graph."""
+    return lane.outcome is Status.COMPLETED and lane.run[1] - lane.run[0] <= hairline
+
+
+REUSED_LEGEND = "↺ from graph (handed back, not run again)"
+
+
 def _gantt_handles(lanes: list[TaskLane], level_keys: list[str]) -> list[Any]:
     """Legend entries for what the lanes show: outcomes, waits by level, marks."""
     from matplotlib.patches import Patch
 
     handles: list[Any] = []  # Patch and Line2D legend entries
+    end = max((lane.run[1] for lane in lanes), default=0.0)
     outcomes = [s for s in Status if s is not Status.WAITING and any(
-        lane.outcome is s for lane in lanes)]
+        lane.outcome is s and not _reused(lane, end * _VISIBLE) for lane in lanes)]
     for s in outcomes:
         text = "still running at the end of the trace" if s is Status.RUNNING else f"ran, {s}"
         handles.append(Patch(facecolor=COLOURS[s], edgecolor="black", label=text))
@@ -470,6 +485,11 @@ def _gantt_handles(lanes: list[TaskLane], level_keys: list[str]) -> list[Any]:
         handles.append(Patch(facecolor=WAIT_COLOURS[min(level_keys.index(k),
                                                         len(WAIT_COLOURS) - 1)],
                              edgecolor="#666666", hatch="///", label=text))
+    if any(_reused(lane, end * _VISIBLE) for lane in lanes):
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], marker="D", linestyle="", color=REUSED_COLOUR,
+                              markeredgecolor="black", markersize=7, label=REUSED_LEGEND))
     if any(lane.marks for lane in lanes):
         from matplotlib.lines import Line2D
 
