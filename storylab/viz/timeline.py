@@ -423,7 +423,7 @@ def _draw_gantt(
             # Handed back from the graph: a marker of its own, named in the legend.
             ax.plot([r0], [y], marker="D", markersize=8, markeredgecolor="black",
                     markeredgewidth=0.8, color=REUSED_COLOUR, linestyle="", zorder=4,
-                    gid=f"reused:{lane.key}")
+                    clip_on=False, gid=f"reused:{lane.key}")  # whole, even at time 0
         elif r1 - r0 <= hairline:
             ax.plot([r0], [y], marker="|", markersize=12, markeredgewidth=2.5,
                     color=COLOURS[lane.outcome], zorder=4, gid=f"instant:{lane.key}")

@@ -250,6 +250,11 @@ def _claims_05(f):
     expected = {name: name != "image-{{IMAGE_3}}" for name in f["retry_kept"]}
     if f["retry_kept"] != expected:
         found.append("a child other than the failed picture was redone by the retry")
+    if (f["all_failed_status"], f["all_failed_stage"], f["all_failed_redrawn"]) != (
+            "Failed", "completed", 5):
+        found.append(f"the all-failed story was stored {f['all_failed_status']} and asked again "
+                     f"ended {f['all_failed_stage']} after {f['all_failed_redrawn']} drawings; "
+                     "the prose says Failed, then all 5 drawn")
     return found
 
 
