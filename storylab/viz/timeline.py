@@ -561,11 +561,20 @@ def mark_moments(ax: Axes, moments: Iterable[Any]) -> list[Any]:
     drawn: list[Any] = []
     i = 0
     for members, row, right in groups:
-        for m in members:
-            colour = _MOMENT_COLOURS.get(m.kind, "#555555")
-            drawn.append(ax.axvline(m.t, color=colour, ls=(0, (4, 2)), lw=1.4, zorder=6,
-                                    gid=f"moment:{m.kind}:{i}"))
-            i += 1
+        close = members[-1].t - members[0].t <= 0.05 * span
+        if len(members) > 1 and close and {m.kind for m in members} == {"failed"}:
+            # Failures close together: one shaded band from the first to the last,
+            # not a crowd of dashed lines over the bars' ✗ marks.
+            drawn.append(ax.axvspan(members[0].t, members[-1].t, alpha=0.18, lw=0, zorder=1,
+                                    color=_MOMENT_COLOURS["failed"],
+                                    gid=f"moment-band:failed:{i}"))
+            i += len(members)
+        else:
+            for m in members:
+                colour = _MOMENT_COLOURS.get(m.kind, "#555555")
+                drawn.append(ax.axvline(m.t, color=colour, ls=(0, (4, 2)), lw=1.4, zorder=6,
+                                        gid=f"moment:{m.kind}:{i}"))
+                i += 1
         anchor = members[-1] if right else members[0]
         kinds = {m.kind for m in members}
         colour = _MOMENT_COLOURS.get(kinds.pop(), "#555555") if len(kinds) == 1 else "#000000"
@@ -755,7 +764,12 @@ def _timeline_panel(ax: Axes, trace: Trace, lanes: list[TaskLane], *,
     if not lanes:
         ax.text(0.5, 0.5, "no tasks in this trace", transform=ax.transAxes,
                 ha="center", va="center", color="#888888")
-    mark_moments(ax, _moments(trace, moments, names))
+    found = _moments(trace, moments, names)
+    if moments is True and not any(_visible_wait(lane, _lanes_end(lanes)) for lane in lanes):
+        # Nobody waited: no limit held anyone back, so how the units were first split
+        # says nothing (every task simply started).
+        found = [m for m in found if m.kind != "split"]
+    mark_moments(ax, found)
 
 
 def _finish_axes(ax: Axes, span: float, xmax: float | None) -> None:
