@@ -499,7 +499,10 @@ def _gantt_handles(lanes: list[TaskLane], level_keys: list[str]) -> list[Any]:
 
 
 _MOMENT_COLOURS = {"split": "#0072B2", "handoff": "#009E73", "failed": "#D55E00",
-                   "mark": "#CC79A7", "end": "#000000"}
+                   "mark": "#CC79A7", "end": "#666666"}
+# Moment lines are dashed; the end of the run is dotted and grey, so it is never
+# read as a limit (black dashes).
+_MOMENT_STYLES: dict[str, Any] = {"end": ":"}
 
 
 def _moments(trace: Trace, moments: Any, names: Mapping[str, str] | None) -> list[Moment]:
@@ -544,7 +547,9 @@ def mark_moments(ax: Axes, moments: Iterable[Any]) -> list[Any]:
     ``moments`` are :class:`~storylab.viz.readings.Moment` objects (from
     :func:`~storylab.viz.readings.key_moments`, say) or ``(t, text)`` pairs
     such as ``(31.0, "kill")`` or ``(12.0, "lease expired")``. Every moment
-    gets its own line (gid ``moment:<kind>:<i>``, ``i`` its rank in time).
+    gets its own line (gid ``moment:<kind>:<i>``, ``i`` its rank in time),
+    except failures close together (within 5 % of the axis), which share one
+    shaded band (gid ``moment-band:failed:<i>``).
     Labels sit at the top of the axes in up to three rows and never overlap:
     moments too close together for separate labels share one, which counts
     them (``"✗ 6 tasks failed"``, ``"retry ×4"``). Returns the artists drawn: each
@@ -572,8 +577,9 @@ def mark_moments(ax: Axes, moments: Iterable[Any]) -> list[Any]:
         else:
             for m in members:
                 colour = _MOMENT_COLOURS.get(m.kind, "#555555")
-                drawn.append(ax.axvline(m.t, color=colour, ls=(0, (4, 2)), lw=1.4, zorder=6,
-                                        gid=f"moment:{m.kind}:{i}"))
+                drawn.append(ax.axvline(m.t, color=colour,
+                                        ls=_MOMENT_STYLES.get(m.kind, (0, (4, 2))),
+                                        lw=1.4, zorder=6, gid=f"moment:{m.kind}:{i}"))
                 i += 1
         anchor = members[-1] if right else members[0]
         kinds = {m.kind for m in members}
@@ -900,8 +906,11 @@ def plot_capacity(
     ``names`` renames sources in the panel titles (``{"story:<long name>": "story A"}``;
     by default ``story:…`` reads ``story A``…). ``moments`` marks key moments
     as in :func:`plot_timeline` (the lines cross every panel, the labels sit
-    on the top one). The time axis starts at the trace's origin and ends at
-    its makespan, as the timeline's does.
+    on the top one, above its highest line). The time axis starts at the
+    trace's origin and ends at its makespan, as the timeline's does. Changes
+    that undo each other within a blink (a unit handed from one picture to the
+    next) are drawn merged; ``fig.storylab_peaks`` maps each source to the
+    peak its panel draws and its title states.
     """
     lines = capacity_series(trace, limits=limits, time_scale=time_scale)
     readable = source_labels(trace, names)
@@ -914,6 +923,7 @@ def plot_capacity(
     end = makespan(trace, time_scale=time_scale) or max(
         (p[-1][0] for p in (line.points for line in lines)), default=0.0)
     window = end * _BURST
+    shown: dict[str, int] = {}  # each panel's peak, as drawn (the title says it)
     for ax, line in zip(axes, lines, strict=False):
         points = _merge_bursts(line.points, window)
         xs, ys = _step_to(points, end)
@@ -921,7 +931,7 @@ def plot_capacity(
         (drawn,) = ax.step(xs, ys, where="post", color=colour, lw=1.8, label="units in use")
         drawn.set_gid(f"in_use:{line.name}")
         ax.fill_between(xs, ys, step="post", color=colour, alpha=0.15)
-        shown_peak = max(ys)
+        shown_peak = shown[line.name] = max(ys)
         top = max(shown_peak, line.limit or 0)
         if line.limit is not None:
             lim = ax.axhline(line.limit, color=LIMIT_COLOUR, ls="--", lw=1.2,
@@ -952,13 +962,18 @@ def plot_capacity(
     axes[-1].set_xlim(left=0, right=end * 1.02 if end > 0 else None)
     found = _moments(trace, moments, names)
     if found:
+        # The labels sit at the top of the first panel: give them room above its
+        # highest line, so they hide no data at the moments they mark.
+        first_top = max(shown.get(lines[0].name, 0), lines[0].limit or 0) if lines else 0
+        axes[0].set_ylim(0, max(axes[0].get_ylim()[1], first_top / 0.6))
         mark_moments(axes[0], found)
         for ax in axes[1:]:
             for m in found:
                 ax.axvline(m.t, color=_MOMENT_COLOURS.get(m.kind, "#555555"),
-                           ls=(0, (4, 2)), lw=1.2, zorder=6)
+                           ls=_MOMENT_STYLES.get(m.kind, (0, (4, 2))), lw=1.2, zorder=6)
     fig.suptitle(title or "Capacity in use over time (dashed: each source's limit)")
-    peaks = ", ".join(f"{readable.get(line.name, line.name)} {line.peak}"
+    fig.storylab_peaks = shown
+    peaks = ", ".join(f"{readable.get(line.name, line.name)} {shown.get(line.name, line.peak)}"
                       + (f"/{line.limit}" if line.limit is not None else "")
                       for line in lines[:8])
     over = [line for line in lines if line.limit is not None and line.peak > line.limit]
