@@ -450,6 +450,8 @@ def _draw_gantt(
     ax.set_xlim(left=0)
     ax.grid(axis="x", color="#dddddd", zorder=0)
     ax.tick_params(axis="y", length=0)
+    if any(_reused(lane, hairline) for lane in lanes):
+        ax.tick_params(axis="y", pad=9)  # room for the diamonds drawn at time 0
     if not legend:
         return
     handles = _gantt_handles(lanes, level_keys)
