@@ -80,6 +80,17 @@ def test_simulated_settings_pass_options_to_the_image_backend():
         simulated_settings(0)
 
 
+@pytest.mark.parametrize("bad", ["image_1", "IMAGE_9", "IMAGE_0", "3rd", ["IMAGE_2", "IMAGE_6"]])
+def test_simulated_settings_refuse_a_fault_aimed_at_no_picture(bad):
+    with pytest.raises(ValueError, match=r"images_fail: .* allowed: IMAGE_1 \.\.\. IMAGE_5"):
+        simulated_settings(0.5, images_fail=bad)
+    with pytest.raises(ValueError, match=r"images_slow: .* allowed: IMAGE_1 \.\.\. IMAGE_3"):
+        simulated_settings(0.5, pictures=3, images_slow=bad if bad != "IMAGE_0" else "IMAGE_4")
+    for good in ("IMAGE_5", "{{IMAGE_1}}", "4", ["IMAGE_1", "IMAGE_2"]):
+        assert simulated_settings(0.5, images_fail=good).images.fail
+    assert simulated_settings(0.5, pictures=9, images_fail="IMAGE_9").images.fail == {"{{IMAGE_9}}"}
+
+
 async def test_run_stories_traces_a_real_story_and_shows_its_page(tmp_path):
     graph = fresh_graph("run", home=tmp_path)
     settings = simulated_settings(SCALE)

@@ -108,9 +108,15 @@ def _state(key: str, story_run) -> dict:
             "08-1": {"global_limit": 10, "stories": 5}, "09-3": {"LIMIT": 4}}.get(key, {})
 
 
+
 @pytest.mark.parametrize("key", sorted(SOLUTIONS))
 async def test_every_solution_passes_its_checker(key, story_run):
-    verdict = await run_cell(solution_code(key), _namespace(**_state(key, story_run)))
+    state = _state(key, story_run)
+    if key == "07-3":  # the bound is checked against every cell of a (small) sweep
+        from storylab.sweep import sweep
+
+        state["result"] = await sweep([1, 2, 4], [2, 5, 25], stories=3, images=4)
+    verdict = await run_cell(solution_code(key), _namespace(**state))
     assert isinstance(verdict, Verdict), f"{key}: the last line gave {verdict!r}"
     assert verdict.ok, f"{key}: {verdict}"
 
@@ -228,7 +234,8 @@ async def test_the_failing_entity_checker_refuses_an_entity_that_never_fails():
             yield Return(None)  # pragma: no cover - makes run_impl a generator
 
     assert "ended Completed" in (await check_failing_entity(NeverFails)).message
-    assert "child-1 ended Failed" in (await check_failing_entity(AlwaysFails)).message
+    said = (await check_failing_entity(AlwaysFails)).message
+    assert "child-1 has fail=False but ended Failed with RuntimeError: 'always'" in said
     assert "RunnableEntity subclass" in (await check_failing_entity(object)).message
 
 
@@ -667,3 +674,75 @@ def test_the_makespan_checker_names_the_wrong_reasoning():
         verdict = kit.check_makespan_with_limit(durations, 2, answer)
         assert not verdict and why in verdict.message, (answer, verdict)
     assert kit.check_makespan_with_limit(durations, 2, 22)
+
+
+# -- notebooks 5 to 7: the new code exercises refuse wrong code -----------------------
+async def test_the_retry_checker_refuses_a_plain_rerun_and_a_single_failure():
+    from storylab import create_story
+    from storylab.tutorial import SimulatedImageBackend, check_retry_two, use_settings
+
+    def attempt(failing, retry):
+        async def fail_two_then_retry(graph, time_scale):
+            topic, options = "a fox who counts the stars", {"image_quality": "low"}
+            broken = simulated_settings(time_scale, images_fail=failing)
+            with use_settings(broken):
+                await create_story(graph, topic, options).run()
+            fixed = SimulatedImageBackend(time_scale=time_scale)
+            with use_settings(broken, images=fixed):
+                await create_story(graph, topic, options, retry_failed=retry).run()
+            return fixed
+        return fail_two_then_retry
+
+    plain = await check_retry_two(attempt(["IMAGE_2", "IMAGE_4"], False))
+    assert not plain.ok and "retry_failed=True" in str(plain)
+    single = await check_retry_two(attempt(["IMAGE_2"], True))
+    assert not single.ok and "make two pictures fail" in str(single)
+    right = await check_retry_two(attempt(["IMAGE_1", "IMAGE_5"], True))
+    assert right.ok and "picture 1, picture 5 only" in str(right)
+    assert not (await check_retry_two(None)).ok
+
+
+async def test_the_polite_client_checker_refuses_the_unbounded_burst():
+    import asyncio
+
+    from storylab.tutorial import check_polite_burst
+
+    async def greedy(client, url, n):
+        response = await client.post(f"{url}/v1/images/generations", json={"prompt": f"p{n}"})
+        return response.status_code
+
+    said = await check_polite_burst(greedy)
+    assert not said.ok and "refused" in str(said)
+    gate = asyncio.Semaphore(5)  # one more than the ceiling: still refused now and then
+
+    async def almost(client, url, n):
+        async with gate:
+            return await greedy(client, url, n)
+
+    said = await check_polite_burst(almost)
+    assert not said.ok and "refused" in str(said)
+
+
+def test_the_bound_checker_refuses_a_bound_that_forgets_one_level():
+    import math
+
+    from storylab.sweep import SweepCell, ideal_makespan
+    from storylab.tutorial import check_bound_function
+
+    cells = [SweepCell(p, g, 5, 5, 0.0, ideal_makespan(5, 5, p, g), 1.0, 1)
+             for p in (1, 3, 6) for g in (2, 10, 25)]
+    result = types.SimpleNamespace(cells=cells, image_seconds=10.0)
+
+    def pool_only(G, M, d, p, g):
+        return d * math.ceil(G * M / g)
+
+    def no_ceil(G, M, d, p, g):
+        return d * max(M / p, G * M / g)
+
+    def right(G, M, d, p, g):
+        return d * max(math.ceil(M / p), math.ceil(G * M / g))
+
+    for wrong in (pool_only, no_ceil):
+        said = check_bound_function(wrong, result)
+        assert not said.ok and "the bound is" in str(said)
+    assert check_bound_function(right, result).ok

@@ -75,9 +75,12 @@ from storylab.tutorial._capstone import (
     write_capstone,
 )
 from storylab.tutorial._exercises import (
+    check_bound_function,
     check_error_branch,
     check_failing_entity,
+    check_polite_burst,
     check_prompt_names,
+    check_retry_two,
     check_stable_names,
     check_to_redraw,
     check_two_level_tree,
@@ -106,7 +109,10 @@ __all__ = [
     "api_table",
     "check_bound",
     "check_capstone",
+    "check_bound_function",
     "check_error_branch",
+    "check_polite_burst",
+    "check_retry_two",
     "check_error_type",
     "check_retry_calls",
     "check_even_split",
@@ -217,22 +223,50 @@ def fresh_graph(name: str, *, home: str | os.PathLike | None = None) -> EntityGr
     return EntityGraph.open(workspace(name, fresh=True, home=home) / "graph.sqlite")
 
 
-def simulated_settings(time_scale: float, *, seed: int = 0, **changes: Any) -> StorySettings:
+def simulated_settings(time_scale: float, *, seed: int = 0, pictures: int = 5,
+                       **changes: Any) -> StorySettings:
     """Story settings with the offline text and image backends at ``time_scale``.
 
     ``time_scale`` is wall seconds per model second (an image takes about 10
     model seconds). Other keyword arguments are :class:`StorySettings` fields
     (``image_mode``, ``story_limit``...) or, prefixed ``images_``, options of
-    :class:`SimulatedImageBackend` (``images_fail=["IMAGE_3"]``).
+    :class:`SimulatedImageBackend` (``images_fail=["IMAGE_3"]``). The pictures
+    named in ``images_fail`` and ``images_slow`` must exist in a story of
+    ``pictures`` pictures (``IMAGE_1`` ... ``IMAGE_<pictures>``): a name that
+    matches no picture would make nothing fail, silently.
     """
-    _warm_up_drawing()
     image_options = {k[len("images_") :]: v for k, v in changes.items() if k.startswith("images_")}
+    for option in ("fail", "slow"):
+        if option in image_options:
+            _check_picture_names(f"images_{option}", image_options[option], pictures)
+    _warm_up_drawing()
     fields = {k: v for k, v in changes.items() if not k.startswith("images_")}
     return StorySettings(
         images=SimulatedImageBackend(time_scale=time_scale, seed=seed, **image_options),
         text=SimulatedTextBackend(time_scale=time_scale, seed=seed),
         **fields,
     )
+
+
+_PICTURE_NAME = re.compile(r"\{\{IMAGE_([1-9][0-9]*)\}\}")
+
+
+def _check_picture_names(field: str, names: Any, pictures: int) -> None:
+    """Refuse a fault aimed at a picture the story does not have (``image_1``, ``IMAGE_9``)."""
+    allowed = f"IMAGE_1 ... IMAGE_{pictures}" if pictures > 1 else "IMAGE_1"
+    if isinstance(names, str):
+        names = [names]
+    elif isinstance(names, Mapping):
+        names = list(names)
+    for name in names:
+        text = str(name).strip()
+        key = text if text.startswith("{{") else "{{" + text + "}}"
+        if text.isdigit():
+            key = "{{IMAGE_" + text + "}}"
+        found = _PICTURE_NAME.fullmatch(key)
+        if found is None or not 1 <= int(found.group(1)) <= pictures:
+            raise ValueError(f"{field}: {name!r} names no picture of a {pictures}-picture story; "
+                             f"allowed: {allowed} (or {{{{IMAGE_n}}}}, or n)")
 
 
 def _warm_up_drawing() -> None:

@@ -69,10 +69,20 @@ SOLUTIONS: dict[str, str] = {
         check_to_redraw(to_redraw, before, settings.images.calls)
     """,
     "05-1": """
-        # Only the two failed pictures are opened again; the three others come
-        # back from the graph without a model call.
-        solution = 2
-        check_retry_calls(solution, pictures=5, failed=2)
+        async def fail_two_then_retry(graph, time_scale):
+            topic, options = "a fox who counts the stars", {"image_quality": "low"}
+            # Two pictures refused in the first run...
+            broken = simulated_settings(time_scale, images_fail=["IMAGE_2", "IMAGE_4"])
+            with use_settings(broken):
+                await create_story(graph, topic, options).run()
+            # ...and a retry that reopens the story and meets a model without the fault.
+            fixed = SimulatedImageBackend(time_scale=time_scale)
+            with use_settings(broken, images=fixed):
+                await create_story(graph, topic, options, retry_failed=True).run()
+            return fixed
+
+
+        await check_retry_two(fail_two_then_retry)
     """,
     "05-2": """
         class Flaky(RunnableEntity):
@@ -104,12 +114,39 @@ SOLUTIONS: dict[str, str] = {
         solution = 4 // 2
         check_even_split(solution, global_limit=4, stories=2)
     """,
+    "06-3": """
+        import asyncio
+
+        gate = asyncio.Semaphore(4)  # one place per request the server serves at once
+
+
+        async def ask(client, url, n):
+            body = {"prompt": f"a whale singing to the moon, picture {n}", "quality": "low"}
+            async with gate:  # wait here, in the client, instead of at the server's door
+                response = await client.post(f"{url}/v1/images/generations", json=body)
+            return response.status_code
+
+
+        await check_polite_burst(ask)
+    """,
     "07-1": """
         import math
 
         # One story needs ceil(5/2) = 3 rounds, the pool ceil(25/6) = 5: the larger wins.
         solution = 10 * max(math.ceil(5 / 2), math.ceil(5 * 5 / 6))
         check_bound(solution, stories=5, images=5, story_limit=2, global_limit=6)
+    """,
+    "07-3": """
+        import math
+
+
+        def bound(G, M, d, p, g):
+            story_rounds = math.ceil(M / p)  # one story, p pictures at a time
+            pool_rounds = math.ceil(G * M / g)  # all G*M pictures, g at a time
+            return d * max(story_rounds, pool_rounds)
+
+
+        check_bound_function(bound, result)
     """,
     "08-1": """
         # The stories together allow 3 x stories, the global limit global_limit: the smaller.

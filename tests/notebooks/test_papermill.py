@@ -274,6 +274,11 @@ def _claims_05(f):
     expected = {name: name != "image-{{IMAGE_3}}" for name in f["retry_kept"]}
     if f["retry_kept"] != expected:
         found.append("a child other than the failed picture was redone by the retry")
+    if (f["all_failed_status"], f["all_failed_stage"], f["all_failed_redrawn"]) != (
+            "Failed", "completed", 5):
+        found.append(f"the all-failed story was stored {f['all_failed_status']} and asked again "
+                     f"ended {f['all_failed_stage']} after {f['all_failed_redrawn']} drawings; "
+                     "the prose says Failed, then all 5 drawn")
     return found
 
 
@@ -298,8 +303,13 @@ def _claims_07(f):
         found.append(f"plot_sweep_lines: {f['line_panels']} panels, legend {f['line_legend']}")
     if not f["fifo_off_bound"] > f["fair_off_bound"]:
         found.append("FIFO should miss the bound in more cells than fair")
-    if f["cells"] != 48:
-        found.append(f"the sweep has {f['cells']} cells, not 6 x 8")
+    if f["cells"] != 54:
+        found.append(f"the sweep has {f['cells']} cells, not 6 x 9")
+    if f["fifo_widest_off"] != 0:
+        found.append(f"at 6 per story FIFO misses the bound in {f['fifo_widest_off']} cells; the "
+                     "prose says none")
+    if not all(-1 < gap < 50 for gap in f["real_gaps"]):
+        found.append(f"real against simulated: {f['real_gaps']} %, the prose says slightly longer")
     if (f["knobs_makespan"], f["knobs_bound"]) != (30, 20):
         found.append(f"the knobs cell shows {f['knobs_makespan']} s against a bound of "
                      f"{f['knobs_bound']}, the prose says 30 against 20 (one round more)")

@@ -215,7 +215,7 @@ def test_a_failed_picture_is_a_key_moment_to_jump_to():
     assert r.t == 5.0
     b = next(p for p in r.state.pipelines if p.name == "story B")
     assert b.failed == 1 and [row.status for row in b.rows][0] is Status.FAILED
-    assert "✗ B-picture-1 failed" in [m.text for m in r.moments]
+    assert "✗ image-1 failed" in [m.text for m in r.moments]  # the row of story B above
     empty = replay_state(Trace(), 0.0)
     assert empty.summary() == ("At 0.0 of 0.0 model s: no capacity recorded; nobody waiting; "
                                "0/0 tasks finished.")
