@@ -246,7 +246,9 @@ async def test_the_capstone_passes_the_solution(tmp_path):
 
 async def test_the_capstone_refuses_a_wrong_piece_before_starting_a_process(tmp_path):
     ns = await _pieces(**{'f"item-{n:03d}"': 'f"item-{n % 50}"'})
-    verdict = check_capstone(await _judge(ns, tmp_path))
+    run = await _judge(ns, tmp_path)
+    assert not run.ran and run.describe().startswith("no process started: piece 1")
+    verdict = check_capstone(run)
     assert not verdict and "piece 1, item_name" in verdict.message, verdict
     assert not (tmp_path / "capstone.py").exists()
 
@@ -288,6 +290,24 @@ async def test_the_capstone_judge_refuses_a_kill_that_cannot_land_half_way(tmp_p
             or "ended before it could be killed" in verdict.message), (verdict, run.describe())
 
 
+@pytest.mark.parametrize("wrong", ["CapacitySource(3)", "blocking"])
+async def test_the_capstone_judge_refuses_a_runner_that_never_reaches_its_limit(tmp_path,
+                                                                                 wrong):
+    # Written straight to a script (past the piece checkers): a smaller capacity than
+    # LIMIT, or a blocking wait, keeps the rebuilt peak under LIMIT.
+    changes = ({"CapacitySource(LIMIT)": wrong} if wrong != "blocking" else
+               {"import asyncio": "import asyncio, time",
+                'await asyncio.sleep(self.data["seconds"])': 'time.sleep(self.data["seconds"])'})
+    ns = await _pieces(**changes)
+    script = kit.write_capstone(tmp_path / "short.py", ns["item_name"], ns["Item"],
+                                ns["run_items"])
+    run = await kill_and_resume(script, tmp_path / "short.sqlite", work_seconds=0.03,
+                                failing=4)
+    verdict = check_capstone(run)
+    assert not verdict and "never used all 4 units" in verdict.message, (verdict,
+                                                                         run.describe())
+
+
 async def test_the_capstone_judge_refuses_a_batch_that_drops_its_failures(tmp_path):
     ns = await _pieces(**{"failed.append(envelope.error)": "pass"})
     script = kit.write_capstone(tmp_path / "quiet.py", ns["item_name"], ns["Item"],
@@ -317,6 +337,18 @@ def hashed_name(n):
     return f"item-{hash(str(n))}"
 
 
+async def test_the_item_name_checker_carries_the_cells_imports_and_constants():
+    # `import os` in a cell of its own, then a name with the process id: refused for
+    # changing between processes, not for a NameError in the fresh process.
+    ns = await _pieces(**{'return f"item-{n:03d}"': 'return f"item-{n}-{os.getpid()}"'})
+    await run_cell("import os", ns)
+    verdict = kit.check_item_name(ns["item_name"])
+    assert not verdict and "another Python process named the items differently" \
+        in verdict.message, verdict
+    ns = await _pieces(**{'return f"item-{n:03d}"': 'return f"item-{n}-of-{LIMIT}"'})
+    assert kit.check_item_name(ns["item_name"]), "LIMIT travels to the other process"
+
+
 def test_the_item_name_checker_refuses_names_that_repeat_change_or_are_not_strings():
     cases = {"repeat another": lambda n: f"item-{n % 10}",
              "non-empty string": lambda n: None if n == 7 else f"item-{n}",
@@ -338,6 +370,10 @@ async def test_the_item_checker_refuses_items_that_never_fail_rush_or_return_the
         "ended Completed: raise": {"        if self.data[\"fail\"]:\n": "        if False:\n"},
         "await asyncio.sleep": {"await asyncio.sleep(self.data[\"seconds\"])": "pass"},
         "should return n * n": {"self.data[\"n\"] ** 2": "self.data[\"n\"]"},
+        # A blocking wait: each item alone takes its time, but no two run together.
+        "ran one after the other": {"import asyncio": "import asyncio, time",
+                                    "await asyncio.sleep(self.data[\"seconds\"])":
+                                    "time.sleep(self.data[\"seconds\"])"},
         "say which item": {"f\"item {self.data['n']} was refused by the service\"":
                            "\"refused\""},
     }
@@ -357,6 +393,9 @@ async def test_the_run_items_checker_refuses_no_limit_no_error_branch_or_one_at_
             {"failed.append(envelope.error)": "pass"},
         "raised an item's own error": {"failed.append(envelope.error)": "raise envelope.error"},
         "one at a time": {"CapacitySource(LIMIT)": "CapacitySource(1)"},
+        "never used all 4 units": {"CapacitySource(LIMIT)": "CapacitySource(3)"},
+        "HierarchicalTaskPoolRunner(name, source, capacity)":
+            {'HierarchicalTaskPoolRunner("items", source,': "HierarchicalTaskPoolRunner(source,"},
         "two lists": {"return done, failed": "return done"},
     }
     for said, changes in cases.items():
