@@ -538,7 +538,7 @@ async def main(graph):
     while not work.done():  # now and then, how far the graph has got
         stored = sum(k.status == "Completed" for k in graph.children(batch.id))
         print(f"stored {{stored}} of {{ITEMS}}", flush=True)
-        await asyncio.wait([work], timeout=max(1.0, 10 * WORK_SECONDS))
+        await asyncio.wait([work], timeout=max(1.0, 2 * WORK_SECONDS))
     await work
     print(f"done: {{sum(k.status == 'Completed' for k in graph.children(batch.id))}} of "
           f"{{ITEMS}} stored", flush=True)
