@@ -247,8 +247,8 @@ def check_capstone(run: Any) -> Verdict:
                                   f"{refused} refused items: keep each ERROR in run_items")
     failures = f", recorded the {refused} refused items" if refused else ""
     return Verdict(True, f"killed at {run.killed_at} of {run.items}; the resume kept all "
-                         f"{run.kept} finished items, did the rest{failures}, and never ran "
-                         f"more than {run.limit} at once")
+                         f"{run.kept} finished items, did the rest{failures}, and ran up to "
+                         f"{run.peak} at once, never more than {run.limit}")
 
 
 # -- the pieces the learner writes -------------------------------------------------------
