@@ -429,9 +429,14 @@ class WhatIf:
         fails = f"; {c.failed} picture failed" if c.failed else ""
         return (f"{_plural(c.stories, 'story', 'stories')} x {_plural(c.images, 'picture')}, "
                 f"{c.story_limit} per story, "
-                f"{c.global_limit} in total, {self.policy}: makespan {c.makespan:.1f} model s "
+                f"{c.global_limit} in total, {_POLICY_WORD.get(self.policy, self.policy)}: "
+                f"makespan {c.makespan:.1f} model s "
                 f"(bound {c.ideal:.1f}), global pool {c.utilisation:.0%} busy, "
                 f"peak {c.peak_in_use} in use{fails}")
+
+
+# Policies as the knobs' buttons name them.
+_POLICY_WORD = {"fair": "fair", "fifo": "FIFO"}
 
 
 def _plural(n: int, one: str, many: str | None = None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import types
 
 import pytest
@@ -29,6 +30,7 @@ from storylab.tutorial import (
     check_most_at_once,
     check_redrawn,
     check_retry_calls,
+    create_story,
     first_split,
     fresh_graph,
     image_nodes,
@@ -234,7 +236,10 @@ def test_each_checker_accepts_the_solution_and_rejects_a_wrong_answer():
     _says(check_makespan_with_limit(durations, 2, 16), False, "is not it")
     _says(check_makespan_with_limit(durations, 2, "22"), False, "a number")
     _says(check_first_split([3, 3, 3, 3, 0], global_limit=12), True, "[3, 3, 3, 3, 0]")
-    _says(check_first_split([3, 3, 3, 1, 0], global_limit=12), False, "count the units")
+    _says(check_first_split([3, 3, 3, 1, 0], global_limit=12), False, "12 can be in use")
+    _says(check_first_split([3, 3, 3, 3, 1], global_limit=12), False, "global limit is 12")
+    _says(check_first_split([4, 4, 4, 0, 0], global_limit=12), False, "own limit of 3")
+    _says(check_first_split([12, 0, 0, 0, 0], global_limit=12), False, "story A would hold")
     _says(check_first_split([0, 3, 3, 3, 3], global_limit=12), False, "order they asked")
     _says(check_first_split([3, 3]), False, "list of 5 numbers")
     before = [PictureState("a", "Completed", 1.0), PictureState("b", "stale", None),
@@ -243,6 +248,7 @@ def test_each_checker_accepts_the_solution_and_rejects_a_wrong_answer():
     _says(check_redrawn(before, {"a", "b", "c"}), False, "handed back")
     _says(check_redrawn(before, {"b"}), False, "never stored")
     _says(check_redrawn(before, "b"), False, "a set of names")
+    _says(check_redrawn(before, {"B"}), False, "full names")
     _says(check_even_split(2), True, "2 per story")
     _says(check_even_split(3), False, "more than 2")
     _says(check_even_split(1), False, "idle")
@@ -317,3 +323,22 @@ def test_stage3_code_is_the_pipelines_own_parallel_stage():
 def test_remember_refuses_what_json_cannot_hold():
     with pytest.raises(ValueError, match="facts must be JSON values"):
         remember(order={"a", "b"})
+
+
+async def test_a_picture_in_progress_is_running_while_held_and_stale_once_its_run_stops(tmp_path):
+    graph = fresh_graph("running", home=tmp_path)
+    settings = simulated_settings(0.05)  # a picture lasts about half a second
+    pipeline = create_story(graph, "a patient heron")
+    task = asyncio.create_task(run_stories(graph, ["a patient heron"], settings=settings,
+                                           panel=None))
+    for _ in range(400):
+        if image_statuses(graph, pipeline.id)["InProgress"]:
+            break
+        await asyncio.sleep(0.01)
+    held = [s.state for s in picture_states(graph, pipeline.id)]
+    assert "running" in held and "stale" not in held, held
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    after = [s.state for s in picture_states(graph, pipeline.id)]
+    assert "stale" in after and "running" not in after, after

@@ -33,6 +33,7 @@ from storylab.tutorial import (
     check_error_branch,
     check_failing_entity,
     check_stable_names,
+    check_to_redraw,
     check_two_level_tree,
     fresh_graph,
     kill_and_resume,
@@ -100,7 +101,9 @@ def _state(key: str, story_run) -> dict:
     node = types.SimpleNamespace(name="image-{{IMAGE_3}}",
                                  error={"type": "ImageGenerationError", "message": "refused"})
     return {"01-1": {"run": run, "lanes": lanes}, "02-1": {"SUBJECTS": SUBJECTS},
-            "04-1": {"another_crash": before}, "05-1": {"node": node},
+            "04-1": {"before": before, "settings": types.SimpleNamespace(
+                images=types.SimpleNamespace(calls={"{{IMAGE_2}}": 1, "{{IMAGE_3}}": 1}))},
+            "05-1": {"node": node},
             "08-1": {"global_limit": 10, "stories": 5}, "09-3": {"LIMIT": 4}}.get(key, {})
 
 
@@ -142,11 +145,38 @@ def test_the_tree_checker_refuses_unlinked_or_wrong_sized_trees():
     def raises():
         raise NotImplementedError("not yet written")
 
-    assert "share one parent" in check_two_level_tree(unlinked).message
+    def global_second():
+        root = CapacitySource(4)
+        return CapacitySource(3, root), root, CapacitySource(3, root)
+
+    said = check_two_level_tree(unlinked).message
+    assert "nothing ties the stories" in said and "parent" not in said  # no fix given away
+    assert "second" in check_two_level_tree(global_second).message
     assert "not 3 each" in check_two_level_tree(small).message
     assert "raised NotImplementedError" in check_two_level_tree(raises).message
     assert "three CapacitySource" in check_two_level_tree(lambda: None).message
     assert not check_two_level_tree(None)
+
+
+def test_the_redraw_checker_refuses_wrong_sets_and_a_mismatch_with_the_real_run():
+    before = [PictureState("image-{{IMAGE_1}}", "Completed", 1.0),
+              PictureState("image-{{IMAGE_2}}", "stale", None)]
+
+    def right(states):
+        return {p.name for p in states if p.state != "Completed"}
+
+    cases = {
+        "not stored": lambda states: {p.name for p in states if p.state == "stale"},
+        "Completed picture": lambda states: {p.name for p in states},
+        "full names": lambda states: {p.name[6:] for p in states if p.state != "Completed"},
+        "set of names": lambda states: None,
+    }
+    for said, fn in cases.items():
+        verdict = check_to_redraw(fn, before, ["{{IMAGE_2}}"])
+        assert not verdict and said in verdict.message, verdict
+    assert check_to_redraw(right, before, ["{{IMAGE_2}}"])
+    # the real run drew something else than the states say: the checker says so
+    assert "drew" in check_to_redraw(right, before, ["{{IMAGE_1}}"]).message
 
 
 def test_the_naming_checker_refuses_names_that_change_or_collide():

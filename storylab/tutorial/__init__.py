@@ -78,6 +78,7 @@ from storylab.tutorial._exercises import (
     check_error_branch,
     check_failing_entity,
     check_stable_names,
+    check_to_redraw,
     check_two_level_tree,
 )
 from storylab.tutorial._overview import (
@@ -118,6 +119,7 @@ __all__ = [
     "check_redrawn",
     "check_run_items",
     "check_stable_names",
+    "check_to_redraw",
     "check_two_level_tree",
     "cluster_progress",
     "create_story",
@@ -436,9 +438,11 @@ def stage3_code() -> Any:
 class PictureState:
     """One picture of a pipeline as the graph has it.
 
-    ``state`` is ``Completed``, ``Failed``, ``Pending``, ``stale`` (stored as
-    ``InProgress`` with no process running it, after a crash) or ``not
-    stored`` (the pipeline planned it but no node reached the graph).
+    ``state`` is ``Completed``, ``Failed``, ``Pending``, ``running`` (stored
+    as ``InProgress`` and a live process holds its lease), ``stale``
+    (``InProgress`` but its holder is gone or its lease expired, as after a
+    crash) or ``not stored`` (the pipeline planned it but no node reached the
+    graph).
     """
 
     name: str
@@ -449,8 +453,9 @@ class PictureState:
 def picture_states(graph: EntityGraph, pipeline_id: str) -> list[PictureState]:
     """Every picture the pipeline planned, in prompt order, with its stored state.
 
-    Call it when no process is running the pipeline: an ``InProgress`` node
-    is then reported as ``stale``. Raises :class:`ValueError` if the pipeline
+    An ``InProgress`` node is ``running`` while the process holding its
+    lease is alive and renews it, ``stale`` once nobody does (the check
+    ``storylab eg tree`` prints). Raises :class:`ValueError` if the pipeline
     has not written its prompts yet.
     """
     prompts = (graph.get_node(pipeline_id).data.get("story_result") or {}).get("image_prompts")
@@ -464,7 +469,11 @@ def picture_states(graph: EntityGraph, pipeline_id: str) -> list[PictureState]:
         if node is None:
             out.append(PictureState(name, "not stored", None))
         else:
-            state = "stale" if node.status == "InProgress" else str(node.status)
+            state = str(node.status)
+            if state == "InProgress":
+                lease = graph.lease(node.id)
+                live = lease is not None and graph.lease_state(lease) == "live"
+                state = "running" if live else "stale"
             out.append(PictureState(name, state, node.finished_at))
     return out
 
@@ -596,8 +605,20 @@ def check_first_split(answer: Any, *, stories: int = 5, story_limit: int = 3,
     if list(answer) == expected:
         return Verdict(True, f"{expected}: stories fill their own limit in arrival order "
                              f"until the {global_limit} global units run out")
-    if sum(a for a in answer if isinstance(a, int)) != min(global_limit, stories * story_limit):
-        return Verdict(False, "count the units: all of the global limit is in use")
+    if not all(isinstance(a, int) and not isinstance(a, bool) and a >= 0 for a in answer):
+        return Verdict(False, "answer with whole numbers of units, 0 or more")
+    over = [i for i, a in enumerate(answer) if a > story_limit]
+    if over:
+        letters = ", ".join("ABCDEFGHIJKLMNOPQRSTUVWXYZ"[i] for i in over)
+        who = f"story {letters} would hold" if len(over) == 1 else \
+            f"stories {letters} would each hold"
+        return Verdict(False, f"{who} more than a story's own limit of {story_limit}")
+    total, room = sum(answer), min(global_limit, stories * story_limit)
+    if total > global_limit:
+        return Verdict(False, f"{total} units in all, but the global limit is {global_limit}")
+    if total < room:
+        return Verdict(False, f"{total} units in all, but {room} can be in use: a story with "
+                              "room of its own takes a unit while the global level has one")
     return Verdict(False, "the units go to stories in the order they asked")
 
 
@@ -611,6 +632,9 @@ def check_redrawn(before: Iterable[PictureState], answer: Any) -> Verdict:
     given = set(answer)
     if given == expected:
         return Verdict(True, f"{sorted(expected)}: everything that was not Completed")
+    if not given <= {p.name for p in before}:
+        return Verdict(False, "use the full names, as the states list them, such as "
+                              "'image-{{IMAGE_4}}'")
     if given > expected:
         return Verdict(False, "a Completed picture is handed back, not drawn again")
     return Verdict(False, "stale pictures and pictures that were never stored are both drawn")

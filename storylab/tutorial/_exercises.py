@@ -35,6 +35,7 @@ __all__ = [
     "check_error_branch",
     "check_failing_entity",
     "check_stable_names",
+    "check_to_redraw",
     "check_two_level_tree",
 ]
 
@@ -67,6 +68,12 @@ def check_two_level_tree(build: Any, *, global_limit: int = 4, story_limit: int 
         return Verdict(False, "build_tree() must return three CapacitySource objects: "
                               "(global_source, story_a, story_b)")
     root, a, b = made
+    parents = [s for s in made if sum(o.parent is s for o in made) == 2]
+    if parents and parents[0] is not root:
+        where = ("second", "third")[[a, b].index(parents[0])]
+        return Verdict(False, f"the global source (the parent of the other two) is {where} in "
+                              "what you return: the order is (global_source, story_a, "
+                              "story_b), the global one first")
     if root.capacity != global_limit:
         return Verdict(False, f"the global source has {root.capacity} units, not {global_limit}")
     if (a.capacity, b.capacity) != (story_limit, story_limit):
@@ -86,13 +93,13 @@ def check_two_level_tree(build: Any, *, global_limit: int = 4, story_limit: int 
             b_got += 1
         expected_b = min(story_limit, global_limit - story_limit)
         if b_got > expected_b:
-            return Verdict(False, f"story B took {b_got} units while A held {story_limit}: only "
-                                  f"{global_limit} exist, so the stories must share one parent "
-                                  "(CapacitySource(3, parent=...))")
+            return Verdict(False, f"story B took {b_got} units while A held {story_limit}, "
+                                  f"but only {global_limit} exist in all: nothing ties the "
+                                  "stories to the global source yet")
         if root.in_use != story_limit + b_got:
             return Verdict(False, f"the global source counts {root.in_use} units in use while "
-                                  f"the stories hold {story_limit + b_got}: give each story "
-                                  "the global source as its parent")
+                                  f"the stories hold {story_limit + b_got}: a unit a story "
+                                  "takes is not taken from the global source")
         if b_got < expected_b:
             return Verdict(False, f"story B got only {b_got} units though {expected_b} were free")
     finally:
@@ -102,6 +109,71 @@ def check_two_level_tree(build: Any, *, global_limit: int = 4, story_limit: int 
         return Verdict(False, "after every release some units are still counted in use")
     return Verdict(True, f"A took {story_limit}, B was held back at {expected_b} by the global "
                          f"level with room of its own left, and each release freed both levels")
+
+
+# -- what a resume redraws ----------------------------------------------------------
+_CRASHES = [
+    [("image-{{IMAGE_1}}", "Completed"), ("image-{{IMAGE_2}}", "stale"),
+     ("image-{{IMAGE_3}}", "not stored")],
+    [("image-{{IMAGE_1}}", "stale"), ("image-{{IMAGE_2}}", "Completed"),
+     ("image-{{IMAGE_3}}", "Completed"), ("image-{{IMAGE_4}}", "not stored"),
+     ("image-{{IMAGE_5}}", "not stored")],
+    [("image-{{IMAGE_1}}", "Completed"), ("image-{{IMAGE_2}}", "Completed")],
+]
+
+
+def check_to_redraw(to_redraw: Any, crashed: Any = None, drawn: Any = None) -> Verdict:
+    """Exercise: ``to_redraw(states)`` takes a list as :func:`picture_states` returns it
+    (each with ``.name`` and ``.state``) and returns the set of names a resumed run draws.
+
+    It is tried on a few made-up crashes, then, when given, on a real one:
+    ``crashed`` (the states read right after the kill) against ``drawn``, the
+    placeholders the resumed run's image backend was really called for.
+    """
+    from types import SimpleNamespace
+
+    if (v := missing(to_redraw)) is not None:
+        return v
+    if not callable(to_redraw):
+        return Verdict(False, "pass your function itself, to_redraw, not what it returns")
+    cases = [[SimpleNamespace(name=n, state=s, finished_at=None) for n, s in case]
+             for case in _CRASHES]
+    real = None
+    if crashed is not None and drawn is not None:
+        real = {f"image-{p}" for p in drawn}
+        cases.append(list(crashed))
+    for i, states in enumerate(cases):
+        try:
+            got = to_redraw(states)
+        except Exception as exc:
+            return _raised("to_redraw(states)", exc)
+        if isinstance(got, str) or not isinstance(got, set | frozenset | list | tuple):
+            return Verdict(False, f"to_redraw must return a set of names, got {got!r}")
+        got = set(got)
+        names = {p.name for p in states}
+        expected = {p.name for p in states if p.state != "Completed"}
+        where = "this notebook's real crash" if real is not None and i == len(cases) - 1 \
+            else "a crash with " + ", ".join(f"{p.name} {p.state}" for p in states)
+        if got == expected:
+            continue
+        if not got <= names:
+            return Verdict(False, f"on {where} you returned {sorted(got, key=str)}: use the full "
+                                  "names, p.name, such as 'image-{{IMAGE_4}}'")
+        if got & {p.name for p in states if p.state == "Completed"}:
+            return Verdict(False, f"on {where} you would redraw a Completed picture: its "
+                                  "stored output is handed back instead")
+        lost = expected - got
+        kinds = sorted({p.state for p in states if p.name in lost})
+        return Verdict(False, f"on {where} you leave out {sorted(lost)} ({', '.join(kinds)}): "
+                              "a resumed run draws those too")
+    if real is not None:
+        mine = to_redraw(list(crashed))
+        if set(mine) != real:
+            return Verdict(False, f"your function says {sorted(mine)}, but the resumed run "
+                                  f"drew {sorted(real)}")
+        return Verdict(True, f"on the real crash your function names exactly the pictures the "
+                             f"resumed run drew: {sorted(real)}")
+    return Verdict(True, "every picture that was not Completed, on each made-up crash")
 
 
 # -- names that survive a resume ----------------------------------------------------

@@ -54,9 +54,12 @@ SOLUTIONS: dict[str, str] = {
         check_two_level_tree(build_tree)
     """,
     "04-1": """
-        # Everything that was not Completed: stale ones are reset, missing ones created.
-        solution = {p.name for p in another_crash if p.state != "Completed"}
-        check_redrawn(another_crash, solution)
+        def to_redraw(states):
+            # Everything that was not Completed: stale ones are reset, missing ones created.
+            return {p.name for p in states if p.state != "Completed"}
+
+
+        check_to_redraw(to_redraw, before, settings.images.calls)
     """,
     "05-1": """
         # Only the two failed pictures are opened again; the three others come

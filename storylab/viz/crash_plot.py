@@ -28,8 +28,9 @@ def picture_times(graph: Any, pipeline_id: str) -> dict[str, tuple[float | None,
 
 
 def _short(name: str) -> str:
+    """The picture as the progress panel names it: ``image-{{IMAGE_3}}`` reads ``image-3``."""
     found = _PLACEHOLDER.search(name)
-    return f"picture {found.group(1)}" if found else name
+    return f"image-{found.group(1)}" if found else name
 
 
 def plot_kill_and_resume(

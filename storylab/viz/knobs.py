@@ -129,7 +129,8 @@ class Knobs:
                 self.result.trace,
                 title=f"{v['stories']} {'story' if v['stories'] == 1 else 'stories'}, "
                       f"{v['story_limit']} per story, "
-                      f"{v['global_limit']} in total ({v['policy']}): makespan "
+                      f"{v['global_limit']} in total "
+                      f"({'FIFO' if v['policy'] == 'fifo' else v['policy']}): makespan "
                       f"{self.result.cell.makespan:.1f} model s",
             )
             buf = io.BytesIO()

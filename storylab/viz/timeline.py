@@ -479,7 +479,10 @@ def _gantt_handles(lanes: list[TaskLane], level_keys: list[str]) -> list[Any]:
 
 
 _MOMENT_COLOURS = {"split": "#0072B2", "handoff": "#009E73", "failed": "#D55E00",
-                   "mark": "#CC79A7", "end": "#000000"}
+                   "mark": "#CC79A7", "end": "#666666"}
+# Moment lines are dashed; the end of the run is dotted and grey, so it is never
+# read as a limit (black dashes).
+_MOMENT_STYLES: dict[str, Any] = {"end": ":"}
 
 
 def _moments(trace: Trace, moments: Any, names: Mapping[str, str] | None) -> list[Moment]:
@@ -543,8 +546,8 @@ def mark_moments(ax: Axes, moments: Iterable[Any]) -> list[Any]:
     for members, row, right in groups:
         for m in members:
             colour = _MOMENT_COLOURS.get(m.kind, "#555555")
-            drawn.append(ax.axvline(m.t, color=colour, ls=(0, (4, 2)), lw=1.4, zorder=6,
-                                    gid=f"moment:{m.kind}:{i}"))
+            drawn.append(ax.axvline(m.t, color=colour, ls=_MOMENT_STYLES.get(m.kind, (0, (4, 2))),
+                                    lw=1.4, zorder=6, gid=f"moment:{m.kind}:{i}"))
             i += 1
         anchor = members[-1] if right else members[0]
         kinds = {m.kind for m in members}
@@ -866,8 +869,11 @@ def plot_capacity(
     ``names`` renames sources in the panel titles (``{"story:<long name>": "story A"}``;
     by default ``story:…`` reads ``story A``…). ``moments`` marks key moments
     as in :func:`plot_timeline` (the lines cross every panel, the labels sit
-    on the top one). The time axis starts at the trace's origin and ends at
-    its makespan, as the timeline's does.
+    on the top one, above its highest line). The time axis starts at the
+    trace's origin and ends at its makespan, as the timeline's does. Changes
+    that undo each other within a blink (a unit handed from one picture to the
+    next) are drawn merged; ``fig.storylab_peaks`` maps each source to the
+    peak its panel draws and its title states.
     """
     lines = capacity_series(trace, limits=limits, time_scale=time_scale)
     readable = source_labels(trace, names)
@@ -880,6 +886,7 @@ def plot_capacity(
     end = makespan(trace, time_scale=time_scale) or max(
         (p[-1][0] for p in (line.points for line in lines)), default=0.0)
     window = end * _BURST
+    shown: dict[str, int] = {}  # each panel's peak, as drawn (the title says it)
     for ax, line in zip(axes, lines, strict=False):
         points = _merge_bursts(line.points, window)
         xs, ys = _step_to(points, end)
@@ -887,7 +894,7 @@ def plot_capacity(
         (drawn,) = ax.step(xs, ys, where="post", color=colour, lw=1.8, label="units in use")
         drawn.set_gid(f"in_use:{line.name}")
         ax.fill_between(xs, ys, step="post", color=colour, alpha=0.15)
-        shown_peak = max(ys)
+        shown_peak = shown[line.name] = max(ys)
         top = max(shown_peak, line.limit or 0)
         if line.limit is not None:
             lim = ax.axhline(line.limit, color=LIMIT_COLOUR, ls="--", lw=1.2,
@@ -918,13 +925,18 @@ def plot_capacity(
     axes[-1].set_xlim(left=0, right=end * 1.02 if end > 0 else None)
     found = _moments(trace, moments, names)
     if found:
+        # The labels sit at the top of the first panel: give them room above its
+        # highest line, so they hide no data at the moments they mark.
+        first_top = max(shown.get(lines[0].name, 0), lines[0].limit or 0) if lines else 0
+        axes[0].set_ylim(0, max(axes[0].get_ylim()[1], first_top / 0.6))
         mark_moments(axes[0], found)
         for ax in axes[1:]:
             for m in found:
                 ax.axvline(m.t, color=_MOMENT_COLOURS.get(m.kind, "#555555"),
-                           ls=(0, (4, 2)), lw=1.2, zorder=6)
+                           ls=_MOMENT_STYLES.get(m.kind, (0, (4, 2))), lw=1.2, zorder=6)
     fig.suptitle(title or "Capacity in use over time (dashed: each source's limit)")
-    peaks = ", ".join(f"{readable.get(line.name, line.name)} {line.peak}"
+    fig.storylab_peaks = shown
+    peaks = ", ".join(f"{readable.get(line.name, line.name)} {shown.get(line.name, line.peak)}"
                       + (f"/{line.limit}" if line.limit is not None else "")
                       for line in lines[:8])
     over = [line for line in lines if line.limit is not None and line.peak > line.limit]

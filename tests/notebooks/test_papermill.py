@@ -209,6 +209,16 @@ def _claims_03(f):
                      f"later than A ({f['e_asked_after_a']:.1f})")
     if f["two_peaks"]["global"] != 6:
         found.append(f"two stories peaked at {f['two_peaks']['global']} globally, not 3 + 3")
+    # the words under the capacity chart are its panels' peaks (a hand-off blip is no peak)
+    drawn = f["drawn_peaks"]
+    if drawn["global"] != 10 or any(drawn[k] > f["limits"][k] for k in drawn):
+        found.append(f"the capacity chart draws peaks {drawn}; limits {f['limits']}")
+    if not f["two_makespan"] < f["fair_makespan"]:
+        found.append(f"two stories took {f['two_makespan']:.1f} model s, five "
+                     f"{f['fair_makespan']:.1f}: the runs are not at one speed")
+    if not (f["fifo_moves"] < f["fifo_second_move"] and f["fifo_stall"] < 10):
+        found.append(f"the second FIFO stall is marked at {f['fifo_second_move']:.1f} with "
+                     f"{f['fifo_stall']} in use; the prose says below 10")
     return found
 
 
@@ -236,6 +246,13 @@ def _claims_04(f):
     if not (f["kill_after_finished"] and f["kill_after_stale_started"]
             and f["resumed_after_kill"]):
         found.append("the stored times and the kill disagree: a finish or start after the kill")
+    # the proof prints "redrawn == unfinished before: True"; the stale bars are not slivers:
+    # the kill waits until a late picture has run about half of its 10 model s
+    if f.get("redrawn_equals_unfinished") is not True:
+        found.append("the printed comparison of redrawn and unfinished pictures is not True")
+    if not f["stale_run_model_s"] or min(f["stale_run_model_s"]) < 2.5:
+        found.append(f"a stale picture had run only {f['stale_run_model_s']} model s at the "
+                     "kill; the prose says about half a picture")
     return found
 
 

@@ -63,3 +63,10 @@ def test_the_static_picture_carries_its_summary_as_alt_text():
     page = k.html()
     assert "data:image/png;base64," in page and "<script" not in page
     assert f"alt='{k.summary()}'" in page
+
+
+def test_the_policy_reads_as_its_button_names_it():
+    from storylab.sweep import what_if
+
+    assert ", FIFO: makespan" in what_if(story_limit=3, global_limit=10, stories=2,
+                                         policy="fifo").summary()

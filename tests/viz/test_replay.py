@@ -219,3 +219,26 @@ def test_a_failed_picture_is_a_key_moment_to_jump_to():
     empty = replay_state(Trace(), 0.0)
     assert empty.summary() == ("At 0.0 of 0.0 model s: no capacity recorded; nobody waiting; "
                                "0/0 tasks finished.")
+
+
+async def test_at_the_last_task_done_every_unit_is_back(stories):
+    # The last units go back a hair after the last end event: at the "end" moment,
+    # by its time or by its event index, the gauge must read 0 in use, not 1.
+    trace = await _five_real(stories)
+    end = next(m for m in key_moments(trace) if m.kind == "end")
+    for state in (replay_state(trace, end.t), replay_state(trace, end.t, upto=end.index)):
+        assert state.root.in_use == 0 and state.split == (0, 0, 0, 0, 0), state.summary()
+        assert all(p.done == p.total == 5 for p in state.pipelines)
+    moved = replay(trace, t="end")
+    assert moved.state.root.in_use == 0, moved.summary()
+    # one instant earlier, the last pictures still hold their units
+    assert replay_state(trace, end.t - 0.5).root.in_use > 0
+
+
+async def test_a_drawn_widget_hides_the_static_snapshot_in_any_front_end(stories):
+    # The hiding rule travels inside the widget's own HTML: it is on the page only
+    # where the widget is drawn, whatever the front end's class names.
+    trace = await _five_real(stories)
+    box = replay(trace).widget()
+    assert ".storylab-replay-snapshot{display:none}" in box.children[0].value
+    assert ".storylab-replay-snapshot{display:none}" not in replay(trace).html()

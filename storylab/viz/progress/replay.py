@@ -324,6 +324,12 @@ def replay_state(
     end = 0.0
     if upto is not None and (isinstance(upto, bool) or not isinstance(upto, int)):
         raise ValueError(f"upto must be an index into trace.events or None, got {upto!r}")
+    # At the last task's end the run is over: the units its tasks give back a
+    # hair later (after the end events) count as given back already.
+    last_end = max((i for i, e in enumerate(trace.events) if e.kind in _ENDS), default=None)
+    over = last_end is not None and (
+        upto >= last_end if upto is not None
+        else model(trace.events[last_end].t) <= t + _EPS)
     for index, e in enumerate(trace.events):
         at = model(e.t)
         for pos, name in enumerate(e.path):
@@ -340,7 +346,8 @@ def replay_state(
         if e.kind in _ENDS:
             end = max(end, at)
         if at > t + _EPS or (upto is not None and index > upto):
-            continue
+            if not (over and index > last_end and e.kind is EventKind.RELEASE):
+                continue
         if e.kind in (EventKind.ACQUIRE, EventKind.GRANT):
             for name in e.path:
                 in_use[name] = in_use.get(name, 0) + 1
@@ -576,8 +583,12 @@ class TraceReplay:
             buttons.append(b)
         state = w.HTML()
         panel = w.HTML()
+        # The style comes with the widget's own HTML, so it reaches the page only
+        # when the widget is drawn (any live front end: JupyterLab, Notebook 7,
+        # VS Code, classic); a page with no widget manager keeps the snapshot.
+        hide_snapshot = f"<style>.{REPLAY_SNAPSHOT_CLASS}{{display:none}}</style>"
         parts: list[Any] = [
-            w.HTML(f"<b style='font-size:15px'>{html.escape(self.title)}</b>"),
+            w.HTML(f"{hide_snapshot}<b style='font-size:15px'>{html.escape(self.title)}</b>"),
             w.HBox([play, slider], layout=w.Layout(align_items="center")),
             w.HBox(buttons, layout=w.Layout(flex_flow="row wrap")),
             state,
