@@ -79,6 +79,11 @@ def _namespace(**extra) -> dict:
     return ns
 
 
+# The survivors' global units around a kill at 20 model s whose leases lapse at 30:
+# 9 held when the kill comes, 7 and 6 until the lapse, then 10 again.
+KILLED_RUN = {"series": [(0.0, 4), (5.0, 10), (18.0, 9), (22.0, 7), (26.0, 6), (31.0, 10),
+                         (40.0, 3)], "killed": 20.0, "lapsed": 30.0}
+
 SUBJECTS = {"a fox": 12, "an owl": 6, "a whale": 9, "a snail": 4, "a moth": 7}
 
 
@@ -104,7 +109,9 @@ def _state(key: str, story_run) -> dict:
             "04-1": {"before": before, "settings": types.SimpleNamespace(
                 images=types.SimpleNamespace(calls={"{{IMAGE_2}}": 1, "{{IMAGE_3}}": 1}))},
             "05-1": {"node": node},
-            "08-1": {"global_limit": 10, "stories": 5}, "09-3": {"LIMIT": 4}}.get(key, {})
+            "08-1": {"global_limit": 10, "series": KILLED_RUN["series"],
+                     "killed": KILLED_RUN["killed"], "lapse_from": KILLED_RUN["lapsed"]},
+            "09-3": {"LIMIT": 4}}.get(key, {})
 
 
 @pytest.mark.parametrize("key", sorted(SOLUTIONS))
@@ -229,6 +236,25 @@ async def test_the_failing_entity_checker_refuses_an_entity_that_never_fails():
     assert "ended Completed" in (await check_failing_entity(NeverFails)).message
     assert "child-1 ended Failed" in (await check_failing_entity(AlwaysFails)).message
     assert "RunnableEntity subclass" in (await check_failing_entity(object)).message
+
+
+def test_the_out_of_reach_checker_names_each_wrong_reading():
+    said = {answer: kit.check_out_of_reach(answer, global_limit=10, **KILLED_RUN)
+            for answer in (1, 3, 9, 0, "x", None, 5)}
+    assert said[1] and "held at most 9" in said[1].message
+    assert "value in force at the kill" in said[3].message
+    assert "what the survivors held at most" in said[9].message
+    assert "after the lapse" in said[0].message
+    assert "number of units" in said["x"].message
+    assert "fill in your answer" in said[None].message
+    assert not said[5] and "subtract it from the global limit" in said[5].message
+
+
+def test_story_of_task_reads_the_keys_submit_stories_makes():
+    futures = [types.SimpleNamespace(key="story-story-pipeline-a-fox-1f2e-0a1b2c3d")]
+    assert kit.story_of_task(futures) == {futures[0].key: "story-pipeline-a-fox-1f2e"}
+    with pytest.raises(ValueError, match="not made by submit_stories"):
+        kit.story_of_task([types.SimpleNamespace(key="other")])
 
 
 # -- the capstone, with real processes -------------------------------------------------

@@ -74,6 +74,12 @@ from storylab.tutorial._capstone import (
     plot_capstone,
     write_capstone,
 )
+from storylab.tutorial._cluster import (
+    check_out_of_reach,
+    cluster_labels,
+    story_of_task,
+    widest_gap,
+)
 from storylab.tutorial._exercises import (
     check_error_branch,
     check_failing_entity,
@@ -116,6 +122,8 @@ __all__ = [
     "check_longest_picture",
     "check_makespan_with_limit",
     "check_most_at_once",
+    "check_out_of_reach",
+    "cluster_labels",
     "check_redrawn",
     "check_run_items",
     "check_stable_names",
@@ -170,6 +178,8 @@ __all__ = [
     "story_labels",
     "StoryRun",
     "StorySettings",
+    "story_of_task",
+    "widest_gap",
     "submit_stories",
     "tutorial_home",
     "use_settings",
