@@ -546,7 +546,10 @@ async def main(graph):
 
 if __name__ == "__main__":
     with EntityGraph.open(sys.argv[1]) as graph:
-        asyncio.run(main(graph))
+        try:
+            asyncio.run(main(graph))
+        except KeyboardInterrupt:
+            print("stopped; run the same command again to go on from the graph")
 '''
 
 _FIXED = {"asyncio", "sys", "LIMIT", "ITEMS", "WORK_SECONDS", "Batch", "item_name", "Item",
