@@ -147,7 +147,10 @@ class SharedLimitLost(StorylabError, RuntimeError):
 class _Member:
     """One process's share of one limit, as the allocator sees it."""
 
-    __slots__ = ("grant", "wants", "seen", "lease_timeout", "target", "add", "news", "told")
+    __slots__ = (
+        "grant", "wants", "seen", "lease_timeout", "target", "add", "news", "told", "spare_at",
+        "told_wanted",
+    )  # fmt: skip
 
     def __init__(self, lease_timeout: float) -> None:
         self.grant = 0  # units this process may be using
@@ -159,10 +162,13 @@ class _Member:
         self.add = 0  # units granted but not yet sent to the process
         self.news = asyncio.Event()
         self.told = -1  # the target the process last heard
+        # When it was last handed a spare unit (see _targets), -1 for never.
+        self.spare_at = -1
+        self.told_wanted = False  # what the process last heard of wants elsewhere
 
 
 class _Limit:
-    __slots__ = ("capacity", "members", "lost", "contended", "returned", "granted")
+    __slots__ = ("capacity", "members", "lost", "contended", "returned", "granted", "spares")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -171,13 +177,18 @@ class _Limit:
         self.contended = False
         self.returned = 0  # units given back by processes, in total
         self.granted = 0  # units handed to processes, in total
+        self.spares = 0  # spare units handed out so far (stamps _Member.spare_at)
 
     def free(self) -> int:
         return self.capacity - sum(m.grant for m in self.members.values())
 
 
 def _targets(
-    wants: list[list[int]], served: list[float], capacity: int, held: list[int] | None = None
+    wants: list[list[int]],
+    served: list[float],
+    capacity: int,
+    held: list[int] | None = None,
+    spared: list[int] | None = None,
 ) -> list[int]:
     """Units per process, from what each of its stories could use.
 
@@ -188,6 +199,12 @@ def _targets(
     its entitlement; the units left go to the processes whose stories have
     been served the least so far (``served``: units granted per story), so
     over time the fractions are taken in turn.
+
+    Ties between processes served equally go to the one listed first: the
+    allocator lists them by when they last received a spare unit (never
+    first, then longest ago), then by member name, so the spread never
+    depends on the order in which processes called. The positions of the
+    processes that receive a spare unit are appended to ``spared``.
     """
     flat = sorted(w for ws in wants for w in ws)
     if sum(flat) <= capacity:
@@ -212,7 +229,17 @@ def _targets(
         if exact[i] > got[i] + 1e-9:
             got[i] += 1
             spare -= 1
+            if spared is not None:
+                spared.append(i)
     return got
+
+
+def _wanted_elsewhere(limit: _Limit, member: _Member) -> bool:
+    """Whether stories of a process other than ``member`` could use more units
+    than that process holds."""
+    return any(
+        o is not member and sum(w for w, _, _ in o.wants) > o.grant for o in limit.members.values()
+    )
 
 
 class SharedLimitAllocator:
@@ -257,17 +284,29 @@ class SharedLimitAllocator:
             self._rebalance(limit)
 
     def _rebalance(self, limit: _Limit) -> None:
-        members = list(limit.members.values())
+        # Ties are broken by a rule, not by the order in which processes
+        # called: the one that has gone longest without a spare unit first
+        # (never before ever), then by member name.
+        keys = sorted(limit.members, key=lambda k: (limit.members[k].spare_at, k))
+        members = [limit.members[k] for k in keys]
         wants = [[w for w, _, _ in m.wants if w > 0] for m in members]
         served = [
             sum(n for w, _, n in m.wants if w > 0) / max(1, len(ws))
             for m, ws in zip(members, wants, strict=True)
         ]
         held = [m.grant for m in members]
-        targets = _targets(wants, served, limit.capacity, held)
+        spared: list[int] = []
+        targets = _targets(wants, served, limit.capacity, held, spared=spared)
+        for i in spared:
+            m = members[i]
+            if m.target < targets[i]:  # a spare unit it did not have before
+                m.spare_at = limit.spares
+                limit.spares += 1
         for m, target in zip(members, targets, strict=True):
             m.target = target
         free = limit.free()
+        # Units go to the processes furthest below their target first; ties
+        # in the same order as above (sorted() keeps it).
         short = sorted((m for m in members if m.grant < m.target), key=lambda m: m.grant - m.target)
         for m in short:
             if free <= 0:
@@ -283,6 +322,11 @@ class SharedLimitAllocator:
             for m in members:
                 if m.grant > m.target and m.told != m.target:
                     m.news.set()
+        for m in members:
+            # A process learns at once that stories elsewhere now want more
+            # than they hold (it then sends back units nobody there can take).
+            if not m.told_wanted and _wanted_elsewhere(limit, m):
+                m.news.set()
 
     async def call(
         self,
@@ -315,7 +359,9 @@ class SharedLimitAllocator:
         if wants is not None:
             m.wants = [(int(w), int(u), int(n)) for w, u, n in wants]
         self._rebalance(limit)
-        if wait > 0 and not m.add and not (limit.contended and m.grant > m.target):
+        news = m.add or (limit.contended and m.grant > m.target)
+        news = news or (not m.told_wanted and _wanted_elsewhere(limit, m))
+        if wait > 0 and not news:
             m.news.clear()
             try:
                 await asyncio.wait_for(m.news.wait(), wait)
@@ -325,7 +371,11 @@ class SharedLimitAllocator:
                 return {"lost": True}
         add, m.add = m.add, 0
         m.told = m.target
-        return {"add": add, "target": m.target, "contended": limit.contended}
+        # Whether stories of another process could use more than it holds: a
+        # unit this process frees with no taker here is then better sent back
+        # at once than kept for the idle timer.
+        m.told_wanted = wanted = _wanted_elsewhere(limit, m)
+        return {"add": add, "target": m.target, "contended": limit.contended, "wanted": wanted}
 
     def statistics(self, name: str) -> dict[str, Any]:  # also a scheduler handler
         """Shares, targets and free units of one limit (for tests and debugging)."""
@@ -432,6 +482,7 @@ class DistributedCapacityRoot(CapacitySource):
         "_gate_waiters",
         "_target",
         "_contended",
+        "_wanted",
         "_returning",
         "_flushing",
         "_keeper",
@@ -480,6 +531,7 @@ class DistributedCapacityRoot(CapacitySource):
         self._gate_waiters: deque[tuple[CapacitySource, asyncio.Future]] = deque()
         self._target = 0
         self._contended = False
+        self._wanted = False  # stories of another process could use more units
         self._returning = 0
         self._flushing = False
         self._keeper: asyncio.Task | None = None
@@ -637,6 +689,7 @@ class DistributedCapacityRoot(CapacitySource):
         self._use_until = self._safe_until - self._attempt_timeout - self._lease_timeout / 10
         self._target = reply["target"]
         self._contended = reply["contended"]
+        self._wanted = reply.get("wanted", False)
         add = reply["add"]
         if add:
             self._grant += add
@@ -749,6 +802,7 @@ class DistributedCapacityRoot(CapacitySource):
         guarded = [(t, g) for t, g in self._guarded.items() if not t.done()]
         for task, guard in guarded:
             guard.lost = reason
+            guard.cancels += 1  # a body still closing may be cancelled twice
             task.cancel(f"the share of {self._name!r} was lost")
         for call in list(self._calls):
             call.cancel()
@@ -841,11 +895,13 @@ class DistributedCapacityRoot(CapacitySource):
             self._stale -= 1
             return
         self._leased -= 1
-        if self._contended:
+        if self._contended or self._wanted:
             # Stories wait somewhere: a unit above this process's target goes
-            # back to the allocator; one within it serves the stories here,
-            # and the allocator hears how far they got (it moves the target).
-            if self._grant > self._target:
+            # back to the allocator, and so does one that no story here can
+            # take now while another process's stories want more; one within
+            # the target serves the stories here, and the allocator hears how
+            # far they got (it moves the target).
+            if self._grant > self._target or (self._wanted and not self._taker()):
                 self._grant -= 1
                 self._returning += 1
             self._update()
@@ -853,6 +909,13 @@ class DistributedCapacityRoot(CapacitySource):
             self._idle = asyncio.get_running_loop().call_later(IDLE_RETURN, self._idle_check)
         if self._gate_waiters:
             self._serve_gate()
+
+    def _taker(self) -> bool:
+        """Whether a story here waits for a unit that the share could give it
+        now (its own limit has room; the unit is only held back by the root)."""
+        if self._gate_waiters:
+            return True
+        return any(leaf.in_use < leaf.capacity and leaf.waiting for leaf in self._leaves)
 
     def _idle_check(self) -> None:
         self._idle = None
@@ -914,12 +977,13 @@ class DistributedCapacityRoot(CapacitySource):
 
 
 class _Guard:
-    __slots__ = ("_root", "_task", "lost")
+    __slots__ = ("_root", "_task", "lost", "cancels")
 
     def __init__(self, root: DistributedCapacityRoot) -> None:
         self._root = root
         self._task: asyncio.Task | None = None
         self.lost: str | None = None
+        self.cancels = 0  # cancellations of the task for a lost share
 
     async def __aenter__(self) -> DistributedCapacityRoot:
         task = asyncio.current_task()
@@ -933,8 +997,13 @@ class _Guard:
         root, task = self._root, self._task
         if task is not None:
             root._guarded.pop(task, None)
-        if self.lost is not None and task is not None and task.uncancel() == 0:
-            # Cancelled by the loss (whatever the body turned that into).
+        left = None
+        if task is not None:
+            for _ in range(self.cancels):
+                left = task.uncancel()
+        if self.lost is not None and left == 0:
+            # Cancelled by the loss, once or more (a second loss may come while
+            # the body is still closing after the first), and by nobody else.
             raise SharedLimitLost(
                 f"cancelled: this process lost its share of {root._name!r} ({self.lost})"
             ) from None

@@ -6,7 +6,14 @@ source has tasks:
 1. take a unit from its capacity source (waiting if any level is full);
 2. only then pull the next task from the source, so that a task (and whatever
    pulling it creates) exists only once it can run;
-3. start the task in the background and go back to 1.
+3. start the task and go back to 1.
+
+One task per run, the *filler*, does these steps; nothing else fills the
+pool, and a unit given back never runs the runner's code. Where it can (a
+tree without a gate, a synchronous source) the filler runs the task it has
+just pulled itself, in the task's own context: a task that ends without
+suspending then costs no asyncio task, and one that suspends keeps the
+filler's asyncio task as its own while a new filler takes over.
 
 Results come back through :meth:`~HierarchicalTaskPoolRunner.run_tasks`, an
 async generator of :class:`TaskProgressEnvelope`, in the order tasks finish.
@@ -46,6 +53,7 @@ import asyncio
 import itertools
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
+from contextvars import copy_context
 from dataclasses import dataclass
 from enum import StrEnum
 from types import CoroutineType
@@ -171,6 +179,45 @@ async def _uninterruptible(coro: Coroutine[Any, Any, None]) -> None:
     task.result()
 
 
+class _Driven:
+    """Await a coroutine that has already taken its first step, inside ``context``.
+
+    The filler runs a task's first step itself (see :meth:`_Run.fill`); if the
+    task suspends there, the rest of it runs through this object, so that each
+    of its steps happens in the task's own context as an asyncio task's would,
+    and a cancellation or error thrown into the awaiting task reaches it.
+    """
+
+    __slots__ = ("coro", "context", "pending")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], context: Any, pending: Any) -> None:
+        self.coro = coro
+        self.context = context
+        self.pending = pending
+
+    def __await__(self):
+        coro = self.coro
+        run = self.context.run
+        pending = self.pending
+        self.pending = None
+        while True:
+            try:
+                value = yield pending
+            except GeneratorExit:
+                run(coro.close)
+                raise
+            except BaseException as exc:
+                try:
+                    pending = run(coro.throw, exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    pending = run(coro.send, value)
+                except StopIteration as stop:
+                    return stop.value
+
+
 class _Raise:
     """Marker in the result queue: re-raise ``error`` in the consumer."""
 
@@ -181,6 +228,9 @@ class _Raise:
 
 
 _DONE = object()
+# After a task started by the filler suspends, this many more get their own task.
+_SPAWN_AFTER_SUSPEND = 32
+_FAILED = object()
 
 
 def _stream_result(stream: Any, iterator: Any, stop: StopAsyncIteration) -> Any:
@@ -276,7 +326,9 @@ class _Run:
     pull a task, then start it, again and again. When no unit is free it
     waits in the capacity source's queue like any ``acquire()``; a worker
     that ends gives its unit back and the source decides who is served next.
-    Nothing ever calls into the filler: it is resumed by the event loop.
+    Nothing ever calls into the filler: it is resumed by the event loop. A
+    filler that ran a task which suspended becomes that task's worker, and
+    the filling passes to a new filler task (``filler`` names the current one).
     """
 
     __slots__ = (
@@ -289,6 +341,7 @@ class _Run:
         "exhausted",
         "closing",
         "loop",
+        "spawn_next",
     )
 
     def __init__(self, runner: HierarchicalTaskPoolRunner, stop_on_error: bool) -> None:
@@ -303,6 +356,9 @@ class _Run:
         self.workers: dict[int, asyncio.Task] = {}
         self.exhausted = False
         self.closing = False
+        # Tasks to start in their own asyncio task before the filler tries
+        # running one itself again (see fill()).
+        self.spawn_next = 0
 
     def push(self, item: Any) -> None:
         self.results.append(item)
@@ -316,40 +372,131 @@ class _Run:
 
     async def fill(self) -> None:
         """Take a unit, then pull the next task for it, then start it; until the
-        source is exhausted or the run closes."""
+        source is exhausted or the run closes.
+
+        When both the tree and the source answer without awaiting (``sync``),
+        the filler runs the task it has just pulled itself, in a context of
+        that task's own (:class:`_Driven`). A task that ends without
+        suspending then costs no asyncio task at all, and the filler goes on
+        to the next unit; after ``capacity`` such tasks in a row it lets the
+        event loop run once before taking another unit. A task
+        that suspends keeps this asyncio task as its worker: the units free at
+        that moment get a task each, in their own asyncio tasks, and a new
+        filler task takes over the filling. Tasks start in the order of their
+        ids either way. On a tree with a gate, or with an asynchronous source,
+        every task gets its own asyncio task.
+        """
         runner = self.runner
         capacity = runner.capacity
         source = runner.source
         key = runner.key
         release = capacity.release
         acquire = capacity.acquire
-        try:
-            while not self.closing:
-                owner = (key, runner._started + 1)
-                await acquire(owner=owner)  # returns at once when a unit is free
+        loop = self.loop
+        workers = self.workers
+        # try_acquire() needs a tree without a gate, and the filler may only
+        # hold a task back while it runs another if pulling never waits.
+        probe = capacity.try_acquire if capacity.sync and source.sync else None
+        burst = capacity.capacity
+        ended = 0  # tasks run to their end here since the loop last ran
+        while True:
+            task_id = runner._started + 1
+            owner = (key, task_id)
+            if self.closing:
+                break
+            if ended >= burst:
+                # As many tasks in a row ended here as this runner's limit:
+                # let the loop run (the consumer, other runners) first. The
+                # units they gave back went to whoever waited for them.
+                ended = 0
+                await asyncio.sleep(0)
+                continue
+            if probe is None or self.spawn_next or not probe(owner=owner):
+                try:
+                    await acquire(owner=owner)  # returns at once when a unit is free
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as exc:  # a gate that failed: not a task error
+                    self.closing = True
+                    self.push(_Raise(exc))
+                    return
+                ended = 0
                 if self.closing:  # a task failed under stop_on_error meanwhile
                     release(owner=owner)
                     return
-                try:
-                    thunk = source.pull_nowait() if source.sync else await source.pull()
-                except BaseException:
-                    release(owner=owner)
-                    raise
-                if thunk is EXHAUSTED:
-                    release(owner=owner)
-                    break
-                runner._started += 1
+            try:
+                thunk = source.pull_nowait() if source.sync else await source.pull()
+            except asyncio.CancelledError:
+                release(owner=owner)
+                raise
+            except BaseException as exc:  # the source itself failed: not a task error
+                release(owner=owner)
+                self.closing = True
+                self.push(_Raise(exc))
+                return
+            if thunk is EXHAUSTED:
+                release(owner=owner)
+                break
+            if probe is None or self.spawn_next:
+                # Its own asyncio task: on a gated tree or an asynchronous
+                # source, or while this run's tasks have been suspending.
+                runner._started = task_id
                 runner._active += 1
-                task_id = runner._started
-                self.workers[task_id] = self.loop.create_task(self.work(task_id, thunk))
-            self.exhausted = True
-            if runner._active == 0:
-                self.push(_DONE)
-        except asyncio.CancelledError:
-            raise
+                workers[task_id] = loop.create_task(self.work(task_id, thunk))
+                if probe is not None:
+                    self.spawn_next -= 1
+                continue
+            runner._started = task_id
+            runner._active += 1
+            workers[task_id] = asyncio.current_task()  # type: ignore[assignment]
+            coro = self.work(task_id, thunk)
+            context = copy_context()
+            try:
+                pending = context.run(coro.send, None)
+            except StopIteration:  # it ended at once, and gave its unit back
+                ended += 1
+                continue
+            # It suspended: start a task for every unit free now, hand the
+            # filling over to a new task, and carry on as this task's worker.
+            # Tasks that suspend gain nothing from starting here: the next
+            # few get their own asyncio task straight away.
+            self.spawn_next = _SPAWN_AFTER_SUSPEND
+            while not self.closing:
+                next_id = runner._started + 1
+                if not probe(owner=(key, next_id)):
+                    break
+                more = self._pull((key, next_id))
+                if more is _FAILED:
+                    break
+                if more is EXHAUSTED:
+                    self.exhausted = True
+                    break
+                runner._started = next_id
+                runner._active += 1
+                workers[next_id] = loop.create_task(self.work(next_id, more))
+            if not (self.exhausted or self.closing):
+                self.filler = loop.create_task(self.fill())
+            await _Driven(coro, context, pending)
+            return
+        self.exhausted = True
+        if runner._active == 0:
+            self.push(_DONE)
+
+    def _pull(self, owner: Any) -> Any:
+        """The next thunk of a synchronous source for the unit ``owner`` holds
+        (given back if there is none); ``_FAILED`` once a failing source has
+        been reported."""
+        source = self.runner.source
+        try:
+            thunk = source.pull_nowait()
         except BaseException as exc:  # the source itself failed: not a task error
+            self.runner.capacity.release(owner=owner)
             self.closing = True
             self.push(_Raise(exc))
+            return _FAILED
+        if thunk is EXHAUSTED:
+            self.runner.capacity.release(owner=owner)
+        return thunk
 
     async def work(self, task_id: int, thunk: Callable[[], Any]) -> None:
         runner = self.runner
@@ -440,7 +587,8 @@ class _Run:
         with nothing running behind it.
         """
         self.closing = True
-        tasks = (self.filler, *self.workers.values())
+        # (A filler that carries on as a task's worker is listed once.)
+        tasks = dict.fromkeys((self.filler, *self.workers.values()))
         pending = [t for t in tasks if t is not None and not t.done()]
         for task in pending:
             task.cancel()

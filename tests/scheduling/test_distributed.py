@@ -141,6 +141,32 @@ async def test_an_unused_share_goes_back_after_a_short_idle_time():
         await root.close()
 
 
+async def test_a_freed_unit_nobody_here_can_take_goes_back_at_once_if_others_want_more():
+    async with scheduler() as (cluster, client):
+        a = DistributedCapacityRoot(4, name="g-wanted", client=client)
+        b = DistributedCapacityRoot(4, name="g-wanted", client=client)
+        story_a = CapacitySource(2, a, name="a")
+        story_b = CapacitySource(4, b, name="b")
+        await asyncio.gather(*(story_a.acquire(owner=i) for i in range(2)))
+        await asyncio.gather(*(story_b.acquire(owner=i) for i in range(2)))
+        third = asyncio.ensure_future(story_b.acquire(owner=2))
+        # 2 and 2: both at their target, B's story could use 2 more.
+        for _ in range(100):
+            await settle(0.05)
+            if a._wanted:  # a has heard that stories elsewhere want more
+                break
+        assert a._wanted and not third.done() and (a.share, b.share) == (2, 2)
+        story_a.release(owner=0)  # nothing in a waits: the unit goes back now
+        assert a.share == 1
+        await asyncio.wait_for(third, 10)
+        assert b.share == 3
+        story_a.release(owner=1)
+        for i in range(3):
+            story_b.release(owner=i)
+        await a.close()
+        await b.close()
+
+
 async def test_a_full_global_limit_waits_on_the_scheduler_and_is_traced_as_such():
     async with scheduler() as (cluster, client):
         # Two roots with one name are two processes as far as the scheduler knows.
@@ -310,6 +336,36 @@ def test_targets_divide_the_limit_by_story_and_take_fractions_in_turn():
     for served in ([0, 5, 2, 9], [3, 3, 3, 3]):
         got = _targets(stories, served, 10, [2, 2, 3, 3])
         assert sum(got) == 10 and all(t in (2, 3) for t in got)
+
+
+def test_a_spare_unit_goes_by_a_rule_not_by_the_order_in_which_processes_came():
+    """Three processes holding 3 units each under 10, one story each that could
+    use 5: one unit is spare. However the allocator came to know the processes,
+    the spare goes to the one that has gone longest without a spare (never,
+    for all three here), then by member name; once its story is ahead, the
+    next one by the same rule is due it."""
+    from storylab.scheduling.distributed import SharedLimitAllocator, _Limit, _Member
+
+    def targets(order: list[str]) -> list[dict[str, int]]:
+        allocator = SharedLimitAllocator()
+        limit = _Limit(10)
+        for key in order:
+            member = limit.members[key] = _Member(30.0)
+            member.grant = member.target = 3
+            member.wants = [(5, 3, 0)]
+        allocator._rebalance(limit)
+        first = {k: m.target for k, m in limit.members.items()}
+        assert limit.free() == 0  # the spare was handed out at once
+        # The holder's story has had its unit: it is ahead of the others now.
+        limit.members["p1"].wants = [(5, 4, 1)]
+        allocator._rebalance(limit)
+        second = {k: m.target for k, m in limit.members.items()}
+        return [first, second]
+
+    orders = (["p1", "p2", "p3"], ["p3", "p2", "p1"], ["p2", "p3", "p1"])
+    spreads = [targets(order) for order in orders]
+    assert spreads[0] == spreads[1] == spreads[2]
+    assert spreads[0] == [{"p1": 4, "p2": 3, "p3": 3}, {"p1": 3, "p2": 4, "p3": 3}]
 
 
 @pytest.mark.parametrize(

@@ -459,3 +459,87 @@ async def test_leaving_early_closes_an_async_generator_source():
         async for _ in agen:
             break
     assert log == ["source closed"]
+
+
+# -- tasks that end without suspending, and tasks that suspend ---------------
+
+_SEEN = __import__("contextvars").ContextVar("seen", default=None)
+
+
+async def test_each_task_has_its_own_context_even_when_it_ends_at_once():
+    seen: list = []
+
+    def task(i):
+        async def run():
+            seen.append(_SEEN.get())  # what the previous task set must not show
+            _SEEN.set(i)
+            if i % 3 == 0:
+                await asyncio.sleep(0)
+                seen.append(("after", _SEEN.get()))
+            return i
+
+        return run
+
+    runner = HierarchicalTaskPoolRunner(
+        "ctx", SourceBufferObj([task(i) for i in range(12)]), CapacitySource(2)
+    )
+    envs = await collect(runner)
+    assert sorted(e.value for e in envs) == list(range(12))
+    assert [s for s in seen if not isinstance(s, tuple)] == [None] * 12
+    assert sorted(s[1] for s in seen if isinstance(s, tuple)) == [0, 3, 6, 9]
+    assert _SEEN.get() is None
+
+
+async def test_tasks_that_end_at_once_still_let_the_loop_run_every_capacity_tasks():
+    turns = 0
+    done = False
+
+    async def count_turns():
+        nonlocal turns
+        while not done:
+            turns += 1
+            await asyncio.sleep(0)
+
+    async def noop():
+        return None
+
+    counter = asyncio.ensure_future(count_turns())
+    await asyncio.sleep(0)
+    cap = CapacitySource(3)
+    runner = HierarchicalTaskPoolRunner("quick", SourceBufferObj([noop] * 300), cap)
+    at_start = turns
+    n = len(await collect(runner))
+    done = True
+    await counter
+    assert n == 300 and cap.in_use == 0
+    # at most 3 tasks between two turns of the loop: at least 100 turns
+    assert turns - at_start >= 100
+
+
+async def test_a_task_that_suspends_keeps_one_asyncio_task_and_its_own_timeout():
+    tasks: dict[int, tuple] = {}
+
+    def task(i, seconds):
+        async def run():
+            first = asyncio.current_task()
+            try:
+                async with asyncio.timeout(0.05):
+                    await asyncio.sleep(seconds)
+            finally:
+                tasks[i] = (first, asyncio.current_task())
+            return i
+
+        return run
+
+    cap = CapacitySource(2)
+    thunks = [task(1, 10), task(2, 0), task(3, 10), task(4, 0)]
+    envs = await collect(HierarchicalTaskPoolRunner("deadline", SourceBufferObj(thunks), cap))
+    outcome = {e.task_id: (e.type, type(e.error).__name__ if e.error else e.value) for e in envs}
+    assert outcome == {
+        1: ("ERROR", "TimeoutError"),
+        2: ("FINAL", 2),
+        3: ("ERROR", "TimeoutError"),
+        4: ("FINAL", 4),
+    }
+    assert all(first is last and first is not None for first, last in tasks.values())
+    assert cap.in_use == 0

@@ -17,7 +17,10 @@ the way the SQLite store does, with the server in place of the file:
 * names are unique under a parent by a ``UNIQUE`` index, so two hosts
   creating the same child get one node;
 * leases carry a token, every write under one is fenced by it, and a
-  heartbeat renews them;
+  heartbeat renews them in a short transaction of its own that does not
+  take the graph's advisory lock (it only pushes back the expiry of rows
+  still carrying its token), so however many processes queue for that lock,
+  a renewal does not wait behind them;
 * operations share a transaction and many ends share one commit; a result is
   handed on only once that commit returned (``synchronous_commit`` is the
   server's: on by default, so "committed" means on the server's disk);

@@ -17,6 +17,15 @@ connection the few calls that discipline makes (``execute``,
   other failure as a failed operation, which fails the transaction (as on
   PostgreSQL it does: a commit after a failed statement is refused here,
   never reported as done).
+
+One thing is not done the SQLite way: renewing leases. On SQLite a renewal
+is a write like any other, so it takes the write lock. Here it is one short
+transaction of its own without the graph's advisory lock
+(:meth:`PostgresGraph._try_renew`): it only pushes back the expiry of the
+rows that still carry this process's token, which PostgreSQL's row locks
+serialise against a take-over, and fencing (token checks under the advisory
+lock) is untouched. So a heartbeat never queues behind the batches of other
+processes, however many of them share the graph.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import functools
 import logging
 import sqlite3
 import threading
+import time
 from typing import Any
 
 import psycopg
@@ -176,6 +186,29 @@ class _Connection:
             except psycopg.Error as exc:
                 raise _wrap(exc, self._url) from None
         return cur
+
+    def renew(self, token: str, now: float, expires: float, lock_ms: int) -> set[str]:
+        """Push back the expiry of every lease row carrying ``token``, in a
+        transaction of its own without the graph's advisory lock; the ids of
+        the rows renewed. A row lock held by another process's open write
+        (a take-over of one of these rows) is waited for ``lock_ms`` at most,
+        then this is busy. Call it outside a transaction."""
+        pg = self._pg
+        try:
+            with pg.transaction():
+                pg.execute(f"SET LOCAL lock_timeout = {int(lock_ms):d}")
+                rows = pg.execute(
+                    "UPDATE leases SET heartbeat_at = %s, expires_at = %s WHERE token = %s "
+                    "RETURNING node_id",
+                    (now, expires, token),
+                ).fetchall()
+        except pg_errors.LockNotAvailable:
+            raise _Busy(
+                "a lease row was locked by another process's open write (a take-over?)"
+            ) from None
+        except psycopg.Error as exc:
+            raise _wrap(exc, self._url) from None
+        return {row[0] for row in rows}
 
     def _rollback(self) -> None:
         try:
@@ -383,6 +416,38 @@ class PostgresGraph(EntityGraph):
 
     def _check_writable(self) -> None:
         return None  # a write the server refuses fails its operation, with its reason
+
+    def _try_renew(self) -> bool:
+        """One renewal of every lease we hold, without the graph's write lock
+        (see the module docstring): what runs wrote so far is committed first
+        (if a transaction is open we hold the lock, so that waits for nobody),
+        then our lease rows are renewed in one short transaction. The leases
+        taken on nodes not written yet count as renewed (their rows are
+        written with a fresh heartbeat); a lease row found taken over is
+        lost, and its run is told."""
+        with self._lock:
+            if self._closed:
+                return True
+            if self._in_txn:
+                self._commit()
+                if self._in_txn:
+                    return False
+            now = time.time()
+            lock_ms = max(100, min(1000, int(self._lease_ttl * 100)))
+            renewed = self._conn.renew(  # type: ignore[attr-defined]
+                self._token, now, now + self._lease_ttl, lock_ms
+            )
+            pending = self._new_leases
+            held = self._held
+            gone = []
+            for node in held:
+                if node in renewed or node in pending:
+                    held[node] = now
+                else:
+                    gone.append(node)
+            if gone:
+                self._mark_lost({node: self._lease_lost_error(node) for node in gone})
+            return True
 
     @classmethod
     def open_url(
