@@ -217,6 +217,10 @@ def check_capstone(run: Any) -> Verdict:
     if run.peak > run.limit:
         return Verdict(False, f"{run.peak} items ran at once, above the limit of {run.limit}: "
                               "run them through a runner with CapacitySource(LIMIT)")
+    if run.peak > LIMIT:  # the judge was given a larger limit than the service takes
+        return Verdict(False, f"{run.peak} items ran at once, above the service's limit of "
+                              f"{LIMIT}: a limit of {run.limit} lets the runner send more than "
+                              "the service takes")
     if run.killed_at > 0.75 * run.items:
         return Verdict(False, f"the kill landed only at {run.killed_at} of {run.items} stored: so "
                               "many items finish together that it cannot land half-way; with "
