@@ -221,10 +221,6 @@ def check_capstone(run: Any) -> Verdict:
         return Verdict(False, f"{run.peak} items ran at once, above the service's limit of "
                               f"{LIMIT}: a limit of {run.limit} lets the runner send more than "
                               "the service takes")
-    if run.killed_at > 0.75 * run.items:
-        return Verdict(False, f"the kill landed only at {run.killed_at} of {run.items} stored: so "
-                              "many items finish together that it cannot land half-way; with "
-                              "a small limit they finish a few at a time")
     # With a limit this small next to the batch, every round of a right runner fills it.
     if 4 * run.limit <= run.items and run.peak < run.limit:
         why = ("one at a time: is the work a blocking call such as time.sleep, which stops "
@@ -232,6 +228,10 @@ def check_capstone(run: Any) -> Verdict:
                f"never more than {run.peak}")
         return Verdict(False, f"your runner never used all {run.limit} units ({why}): is its "
                               "capacity CapacitySource(LIMIT), and does the work await?")
+    if run.killed_at > 0.75 * run.items:
+        return Verdict(False, f"the kill landed only at {run.killed_at} of {run.items} stored: so "
+                              "many items finish together that it cannot land half-way; with "
+                              "a small limit they finish a few at a time")
     if run.children != run.items:
         return Verdict(False, f"the batch has {run.children} children for {run.items} items: "
                               "the resumed run did not find the first run's items by name")
