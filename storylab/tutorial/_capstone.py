@@ -393,7 +393,7 @@ async def check_item(cls: Any, *, seconds: float = 0.2) -> Verdict:
     if str(FAIL_EVERY - 1) not in message:
         return Verdict(False, f"the refusal was stored as {message!r}: say which item (its n) "
                               "was refused, so the record can be read later")
-    return Verdict(True, f"items 3 and 5 returned 9 and 25 after their work; item "
+    return Verdict(True, f"items 3 and 5 waited side by side and returned 9 and 25; item "
                          f"{FAIL_EVERY - 1} is stored Failed with {message!r}")
 
 
