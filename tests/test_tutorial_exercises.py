@@ -80,6 +80,11 @@ def _namespace(**extra) -> dict:
     return ns
 
 
+# The survivors' global units around a kill at 20 model s whose leases lapse at 30:
+# 9 held when the kill comes, 7 and 6 until the lapse, then 10 again.
+KILLED_RUN = {"series": [(0.0, 4), (5.0, 10), (18.0, 9), (22.0, 7), (26.0, 6), (31.0, 10),
+                         (40.0, 3)], "killed": 20.0, "lapsed": 30.0}
+
 SUBJECTS = {"a fox": 12, "an owl": 6, "a whale": 9, "a snail": 4, "a moth": 7}
 
 
@@ -105,7 +110,9 @@ def _state(key: str, story_run) -> dict:
             "04-1": {"before": before, "settings": types.SimpleNamespace(
                 images=types.SimpleNamespace(calls={"{{IMAGE_2}}": 1, "{{IMAGE_3}}": 1}))},
             "05-1": {"node": node},
-            "08-1": {"global_limit": 10, "stories": 5}, "09-3": {"LIMIT": 4}}.get(key, {})
+            "08-1": {"global_limit": 10, "series": KILLED_RUN["series"],
+                     "killed": KILLED_RUN["killed"], "lapse_from": KILLED_RUN["lapsed"]},
+            "09-3": {"LIMIT": 4}}.get(key, {})
 
 
 
@@ -239,6 +246,25 @@ async def test_the_failing_entity_checker_refuses_an_entity_that_never_fails():
     assert "RunnableEntity subclass" in (await check_failing_entity(object)).message
 
 
+def test_the_out_of_reach_checker_names_each_wrong_reading():
+    said = {answer: kit.check_out_of_reach(answer, global_limit=10, **KILLED_RUN)
+            for answer in (1, 3, 9, 0, "x", None, 5)}
+    assert said[1] and "held at most 9" in said[1].message
+    assert "value in force at the kill" in said[3].message
+    assert "what the survivors held at most" in said[9].message
+    assert "after the lapse" in said[0].message
+    assert "number of units" in said["x"].message
+    assert "fill in your answer" in said[None].message
+    assert not said[5] and "subtract it from the global limit" in said[5].message
+
+
+def test_story_of_task_reads_the_keys_submit_stories_makes():
+    futures = [types.SimpleNamespace(key="story-story-pipeline-a-fox-1f2e-0a1b2c3d")]
+    assert kit.story_of_task(futures) == {futures[0].key: "story-pipeline-a-fox-1f2e"}
+    with pytest.raises(ValueError, match="not made by submit_stories"):
+        kit.story_of_task([types.SimpleNamespace(key="other")])
+
+
 # -- the capstone, with real processes -------------------------------------------------
 async def _pieces(**changes) -> dict:
     """The capstone's three pieces as the hidden solutions write them, defined the way
@@ -284,7 +310,9 @@ async def test_the_capstone_passes_the_solution(tmp_path):
 
 async def test_the_capstone_refuses_a_wrong_piece_before_starting_a_process(tmp_path):
     ns = await _pieces(**{'f"item-{n:03d}"': 'f"item-{n % 50}"'})
-    verdict = check_capstone(await _judge(ns, tmp_path))
+    run = await _judge(ns, tmp_path)
+    assert not run.ran and run.describe().startswith("no process started: piece 1")
+    verdict = check_capstone(run)
     assert not verdict and "piece 1, item_name" in verdict.message, verdict
     assert not (tmp_path / "capstone.py").exists()
 
@@ -313,7 +341,8 @@ async def test_the_capstone_judge_refuses_a_pipeline_over_its_limit(tmp_path):
 
 
 async def test_the_capstone_judge_refuses_a_kill_that_cannot_land_half_way(tmp_path):
-    # A limit of 100 is kept (the judge is told so), but then all items finish at once.
+    # A limit of 100 is kept (the judge is told so): more than the service's 4 run at
+    # once, and all items finish together.
     ns = await _pieces()
     ns["LIMIT"] = 100
     run = await _judge(ns, tmp_path, limit=100)
@@ -323,7 +352,26 @@ async def test_the_capstone_judge_refuses_a_kill_that_cannot_land_half_way(tmp_p
     # before it: both are the judge refusing a run that never was half-way.
     assert not verdict, (verdict, run.describe())
     assert ("cannot land half-way" in verdict.message
+            or "above the service's limit of 4" in verdict.message
             or "ended before it could be killed" in verdict.message), (verdict, run.describe())
+
+
+@pytest.mark.parametrize("wrong", ["CapacitySource(3)", "blocking"])
+async def test_the_capstone_judge_refuses_a_runner_that_never_reaches_its_limit(tmp_path,
+                                                                                 wrong):
+    # Written straight to a script (past the piece checkers): a smaller capacity than
+    # LIMIT, or a blocking wait, keeps the rebuilt peak under LIMIT.
+    changes = ({"CapacitySource(LIMIT)": wrong} if wrong != "blocking" else
+               {"import asyncio": "import asyncio, time",
+                'await asyncio.sleep(self.data["seconds"])': 'time.sleep(self.data["seconds"])'})
+    ns = await _pieces(**changes)
+    script = kit.write_capstone(tmp_path / "short.py", ns["item_name"], ns["Item"],
+                                ns["run_items"])
+    run = await kill_and_resume(script, tmp_path / "short.sqlite", work_seconds=0.03,
+                                failing=4)
+    verdict = check_capstone(run)
+    assert not verdict and "never used all 4 units" in verdict.message, (verdict,
+                                                                         run.describe())
 
 
 async def test_the_capstone_judge_refuses_a_batch_that_drops_its_failures(tmp_path):
@@ -355,6 +403,18 @@ def hashed_name(n):
     return f"item-{hash(str(n))}"
 
 
+async def test_the_item_name_checker_carries_the_cells_imports_and_constants():
+    # `import os` in a cell of its own, then a name with the process id: refused for
+    # changing between processes, not for a NameError in the fresh process.
+    ns = await _pieces(**{'return f"item-{n:03d}"': 'return f"item-{n}-{os.getpid()}"'})
+    await run_cell("import os", ns)
+    verdict = kit.check_item_name(ns["item_name"])
+    assert not verdict and "another Python process named the items differently" \
+        in verdict.message, verdict
+    ns = await _pieces(**{'return f"item-{n:03d}"': 'return f"item-{n}-of-{LIMIT}"'})
+    assert kit.check_item_name(ns["item_name"]), "LIMIT travels to the other process"
+
+
 def test_the_item_name_checker_refuses_names_that_repeat_change_or_are_not_strings():
     cases = {"repeat another": lambda n: f"item-{n % 10}",
              "non-empty string": lambda n: None if n == 7 else f"item-{n}",
@@ -376,6 +436,10 @@ async def test_the_item_checker_refuses_items_that_never_fail_rush_or_return_the
         "ended Completed: raise": {"        if self.data[\"fail\"]:\n": "        if False:\n"},
         "await asyncio.sleep": {"await asyncio.sleep(self.data[\"seconds\"])": "pass"},
         "should return n * n": {"self.data[\"n\"] ** 2": "self.data[\"n\"]"},
+        # A blocking wait: each item alone takes its time, but no two run together.
+        "ran one after the other": {"import asyncio": "import asyncio, time",
+                                    "await asyncio.sleep(self.data[\"seconds\"])":
+                                    "time.sleep(self.data[\"seconds\"])"},
         "say which item": {"f\"item {self.data['n']} was refused by the service\"":
                            "\"refused\""},
     }
@@ -395,6 +459,9 @@ async def test_the_run_items_checker_refuses_no_limit_no_error_branch_or_one_at_
             {"failed.append(envelope.error)": "pass"},
         "raised an item's own error": {"failed.append(envelope.error)": "raise envelope.error"},
         "one at a time": {"CapacitySource(LIMIT)": "CapacitySource(1)"},
+        "never used all 4 units": {"CapacitySource(LIMIT)": "CapacitySource(3)"},
+        "HierarchicalTaskPoolRunner(name, source, capacity)":
+            {'HierarchicalTaskPoolRunner("items", source,': "HierarchicalTaskPoolRunner(source,"},
         "two lists": {"return done, failed": "return done"},
     }
     for said, changes in cases.items():

@@ -74,6 +74,12 @@ from storylab.tutorial._capstone import (
     plot_capstone,
     write_capstone,
 )
+from storylab.tutorial._cluster import (
+    check_out_of_reach,
+    cluster_labels,
+    story_of_task,
+    widest_gap,
+)
 from storylab.tutorial._exercises import (
     check_bound_function,
     check_error_branch,
@@ -125,6 +131,8 @@ __all__ = [
     "check_longest_picture",
     "check_makespan_with_limit",
     "check_most_at_once",
+    "check_out_of_reach",
+    "cluster_labels",
     "check_redrawn",
     "check_run_items",
     "check_prompt_names",
@@ -182,6 +190,8 @@ __all__ = [
     "story_labels",
     "StoryRun",
     "StorySettings",
+    "story_of_task",
+    "widest_gap",
     "submit_stories",
     "tutorial_home",
     "use_settings",

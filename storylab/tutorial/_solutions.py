@@ -149,9 +149,13 @@ SOLUTIONS: dict[str, str] = {
         check_bound_function(bound, result)
     """,
     "08-1": """
-        # The stories together allow 3 x stories, the global limit global_limit: the smaller.
-        solution = min(global_limit, 3 * stories)
-        check_most_at_once(solution, stories=stories, story_limit=3, global_limit=global_limit)
+        # The value in force at the kill (the last step before it), then every step up to
+        # the lapse: the most the survivors held; the rest was out of their reach.
+        held = ([v for t, v in series if t < killed][-1:]
+                + [v for t, v in series if killed <= t < lapse_from])
+        solution = global_limit - max(held)
+        check_out_of_reach(solution, series=series, killed=killed, lapsed=lapse_from,
+                           global_limit=global_limit)
     """,
     "09-1": """
         def item_name(n):
