@@ -396,25 +396,57 @@ def test_serve_images_on_a_port_in_use_is_one_line_and_exit_1():
     assert f"cannot listen on 127.0.0.1 port {port} (--host/--port): Address already in use" in line
 
 
+def _as_in_a_terminal():
+    """Ctrl-C's default action, as a command started at a terminal has it.
+
+    A shell without job control starts background commands with SIGINT
+    ignored, and children inherit that: a test suite launched that way would
+    otherwise start ``storylab run`` deaf to SIGINT (it then rightly runs to the
+    end and exits 0), whatever the product does."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_a_run_with_exit_130_and_it_resumes(tmp_path):
     import signal
 
     graph_file = tmp_path / "graph.sqlite"
+    # About 5 s a picture at this scale: once one has started, the run cannot
+    # end on its own before the signal arrives, however loaded the machine is.
     argv = [sys.executable, "-m", "storylab.cli", "run", "a slow owl", "--graph", str(graph_file),
-            "--out", str(tmp_path / "out"), "--time-scale", "0.2", "--no-tree"]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:
-        if "started" in line:  # an image is being drawn (about 2 s each at this scale)
+            "--out", str(tmp_path / "out"), "--time-scale", "0.5", "--no-tree"]  # fmt: skip
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_as_in_a_terminal,
+    )
+    seen = []
+    for line in proc.stdout:  # ready: inside the run, a picture is being drawn
+        seen.append(line)
+        if line.startswith("[a slow owl] picture ") and line.rstrip().endswith(" started"):
             break
+    else:
+        pytest.fail(f"no picture started: {seen} {proc.communicate()}")
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    rest, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (seen, rest, err)
     assert err.strip().splitlines()[-1] == "interrupted; run the same command again to resume"
     assert "Traceback" not in err
-    argv[argv.index("0.2")] = "0.001"
+    assert "completed" not in rest  # stopped while drawing, not after the end
+    with EntityGraph.open(graph_file, create=False) as graph:
+        (story,) = graph.roots()
+        pictures = [c for c in graph.children(story.id) if c.name.startswith("image-")]
+        kept = sum(p.status == "Completed" for p in pictures)
+    assert story.status != "Completed" and kept < 5
+    argv[argv.index("0.5")] = "0.001"
     done = subprocess.run(argv, capture_output=True, timeout=60, text=True)
     assert done.returncode == 0
     assert "resuming" in done.stdout and "completed: 5 pictures" in done.stdout
+    redrawn = [line for line in done.stdout.splitlines() if line.endswith(" started")]
+    assert len(redrawn) == 5 - kept, done.stdout  # only what was missing is drawn again
 
 
 def test_the_offline_story_from_the_command_line_reads_as_a_story(tmp_path, capsys):
