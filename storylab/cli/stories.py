@@ -108,7 +108,8 @@ def _delete(graph: Any, name: str, out: Path) -> dict[str, Any]:
         f"deleted {describe(root)}: {len(deleted)} entities, {removed} stored file(s){said}",
         flush=True,
     )
-    return {"topic": topic, "customization": (root.data or {}).get("customization")}
+    data = root.data if isinstance(root.data, dict) else {}
+    return {"topic": topic, "customization": data.get("customization"), "seed": data.get("seed")}
 
 
 def _keys_of(nodes: list[Any]) -> set[str]:
@@ -148,4 +149,6 @@ def _run_again(args: argparse.Namespace, story: dict[str, Any]) -> int:
         attr = _OPTIONS.get(key)
         if attr and getattr(args, attr, None) is None:
             setattr(args, attr, value)
+    if args.seed is None and isinstance(story.get("seed"), int):
+        args.seed = story["seed"]  # made again as it was, unless --seed says otherwise
     return cli_run.main(args)

@@ -488,3 +488,92 @@ def test_the_safety_verdict_its_source_and_reason_are_stored_and_shown_by_eg(tmp
     assert main(["eg", "tree", root.id, "--graph", str(tmp_path / "graph.sqlite")]) == 0
     tree = capsys.readouterr().out
     assert "verdict: unsafe by offline rules: violence" in tree
+
+
+# -- a story keeps its seed --------------------------------------------------------
+
+
+def _picture_keys(graph_file) -> dict[str, str | None]:
+    with EntityGraph.open(graph_file, create=False) as graph:
+        (root,) = graph.roots()
+        return {
+            c.name: (c.output or {}).get("object_key")
+            for c in graph.children(root.id)
+            if c.name.startswith("image-")
+        }
+
+
+def _snapshot(graph_file) -> list:
+    with EntityGraph.open(graph_file, create=False) as graph:
+        return [
+            (n.id, n.name, n.status, n.data, n.output)
+            for root in graph.roots()
+            for n in [root, *graph.descendants(root.id)]
+        ]
+
+
+def test_a_different_seed_for_a_story_that_exists_is_refused_in_one_line(tmp_path, capsys):
+    assert _run(tmp_path, "an owl", "--images", "2", "--seed", "3") == 0
+    capsys.readouterr()
+    graph_file = tmp_path / "graph.sqlite"
+    with EntityGraph.open(graph_file, create=False) as graph:
+        (root,) = graph.roots()
+    assert root.data["seed"] == 3  # kept with the story
+    before = _snapshot(graph_file)
+    (page,) = (tmp_path / "out").glob("*.html")
+    page_bytes = page.read_bytes()
+
+    assert _run(tmp_path, "an owl", "--images", "2", "--seed", "5") == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    line = _one_clear_line(captured.err)
+    assert "--seed 5" in line and "made with --seed 3" in line and "'an owl'" in line
+    assert f"storylab stories redo {root.name} --seed 5" in line
+    assert _snapshot(graph_file) == before and page.read_bytes() == page_bytes
+
+    # The same seed, or none: the story is found and used as it is.
+    for again in (["--seed", "3"], []):
+        assert _run(tmp_path, "an owl", "--images", "2", *again) == 0
+        assert "already finished" in capsys.readouterr().out
+    assert _snapshot(graph_file) == before
+
+    # What the refusal points at gives what was asked for.
+    argv = ["stories", "redo", root.name, "--images", "2", "--seed", "5", "--graph",
+            str(graph_file), "--out", str(tmp_path / "out"), "--time-scale", "0.001"]  # fmt: skip
+    assert main(argv) == 0
+    with EntityGraph.open(graph_file, create=False) as graph:
+        (new,) = graph.roots()
+    assert new.id != root.id and new.data["seed"] == 5
+
+
+def test_a_story_goes_on_with_the_seed_it_was_begun_with(tmp_path, capsys):
+    # Begun with --seed 3; picture 2 fails. Run again without --seed: picture 2
+    # is drawn with seed 3, the same as in a story drawn whole with seed 3 (a
+    # picture's key is the hash of its bytes, and the bytes depend on the seed).
+    resumed, whole, default = (tmp_path / name for name in ("resumed", "whole", "default"))
+    for folder in (resumed, whole, default):
+        folder.mkdir()
+    assert _run(resumed, "an owl", "--images", "2", "--seed", "3", "--fail", "IMAGE_2") == 1
+    assert _picture_keys(resumed / "graph.sqlite")["image-{{IMAGE_2}}"] is None
+    assert _run(resumed, "an owl", "--images", "2") == 0
+    assert _run(whole, "an owl", "--images", "2", "--seed", "3") == 0
+    assert _run(default, "an owl", "--images", "2") == 0
+    capsys.readouterr()
+    keys = {d.name: _picture_keys(d / "graph.sqlite") for d in (resumed, whole, default)}
+    assert keys["resumed"] == keys["whole"]
+    assert keys["default"]["image-{{IMAGE_2}}"] != keys["whole"]["image-{{IMAGE_2}}"]
+    # A story made with the default seed resumes with it too; redo keeps the seed.
+    argv = ["stories", "redo", "an owl", "--images", "2", "--graph", str(whole / "graph.sqlite"),
+            "--out", str(whole / "out"), "--time-scale", "0.001"]  # fmt: skip
+    assert main(argv) == 0
+    assert _picture_keys(whole / "graph.sqlite") == keys["whole"]
+
+
+def test_stories_made_with_different_seeds_are_not_run_together(tmp_path, capsys):
+    assert _run(tmp_path, "an owl", "--images", "1", "--seed", "3") == 0
+    assert _run(tmp_path, "a fox", "--images", "1") == 0
+    capsys.readouterr()
+    assert _run(tmp_path, "an owl", "a fox", "--images", "1") == 2
+    line = _one_clear_line(capsys.readouterr().err)
+    assert "different seeds" in line and "--seed 0: story-pipeline-a-fox" in line
+    assert "--seed 3: story-pipeline-an-owl" in line
