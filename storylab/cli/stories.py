@@ -87,10 +87,9 @@ def _delete(graph: Any, name: str, out: Path) -> dict[str, Any]:
     deleted = graph.delete_tree(root.id)
     kept = _blob_keys(graph, graph.roots(limit=10**6))
     removed = 0
-    for key in _keys_of(deleted) - kept:
-        path_for = getattr(graph.blobs, "path_for", None)  # blobs kept as files
-        if path_for is None:
-            break
+    unshared = _keys_of(deleted) - kept
+    path_for = getattr(graph.blobs, "path_for", None)  # blobs kept as files
+    for key in unshared if path_for is not None else ():
         try:
             path = path_for(key)
         except EntityGraphError:
@@ -104,6 +103,12 @@ def _delete(graph: Any, name: str, out: Path) -> dict[str, Any]:
     if page.is_file():
         page.unlink()
         said = f"; {page} removed"
+    if path_for is None and unshared:
+        # A server's blob table (PostgreSQL): its store cannot delete blobs.
+        said += (
+            f"; its {len(unshared)} stored picture(s) and page(s) stay in the server's "
+            "blob table (this store does not delete blobs)"
+        )
     print(
         f"deleted {describe(root)}: {len(deleted)} entities, {removed} stored file(s){said}",
         flush=True,
