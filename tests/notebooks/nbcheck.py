@@ -382,6 +382,50 @@ def _strip_ansi(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
 
 
+FACTS_METADATA = "storylab"  # notebook metadata: {"storylab": {"facts": {name: expression}}}
+
+
+def declared_facts(nb) -> dict[str, str]:
+    """The facts a notebook declares in its metadata: ``{name: Python expression}``.
+
+    The learner never sees them: JupyterLab does not show notebook metadata,
+    and the cell that evaluates them exists only in the executed copy.
+    """
+    facts = nb.metadata.get(FACTS_METADATA, {}).get("facts", {})
+    bad = [k for k, v in facts.items() if not (k.isidentifier() and isinstance(v, str))]
+    if bad:
+        raise ValueError(f"metadata.{FACTS_METADATA}.facts: {bad} must map names to expressions")
+    return dict(facts)
+
+
+def with_facts_cell(nb):
+    """``nb`` with one last code cell that evaluates its declared facts and remembers them.
+
+    Every expression runs in the kernel's namespace after the notebook's own
+    last cell; one that fails stops the run with the fact's name.
+    """
+    facts = declared_facts(nb)
+    if not facts:
+        return nb
+    source = (
+        "from storylab.tutorial import remember as _sl_remember\n"
+        f"_sl_declared = {facts!r}\n"
+        "_sl_values = {}\n"
+        "for _sl_name, _sl_expr in _sl_declared.items():\n"
+        "    try:\n"
+        "        _sl_values[_sl_name] = eval(_sl_expr)\n"
+        "    except Exception as _sl_exc:\n"
+        "        raise RuntimeError(\n"
+        "            f'fact {_sl_name} = {_sl_expr} failed: {_sl_exc!r}') from None\n"
+        "_sl_remember(**_sl_values)"
+    )
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["tags"] = ["storylab-facts"]
+    nb = nbformat.from_dict(nb)
+    nb.cells.append(cell)
+    return nb
+
+
 def execute(
     source: Path,
     scratch: Path,
@@ -403,6 +447,8 @@ def execute(
     shutil.copytree(
         source.parent, workdir, ignore=shutil.ignore_patterns(".storylab", ".ipynb_checkpoints")
     )
+    copy = workdir / source.name
+    nbformat.write(with_facts_cell(nbformat.read(copy, as_version=4)), copy)
     output = scratch / f"{name}.executed.ipynb"
     saved_env = dict(os.environ)
     os.environ.pop("STORYLAB_FAST", None)

@@ -115,7 +115,9 @@ def test_kernel_and_cell_length_rules():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("selfcheck")
-    write(base, "good", make(GOOD))
+    good = make(GOOD)
+    good.metadata["storylab"] = {"facts": {"bar_end": "bar.value", "twice": "bar.value * 2"}}
+    write(base, "good", good)
     write(base, "bad", make(BAD))
     runner = nbcheck.SeriesRunner(
         notebooks=base / "notebooks",
@@ -303,3 +305,27 @@ def test_facts_are_read_from_the_custom_mime_type():
     nb.cells[4].outputs = [new_output("display_data", {nbcheck.FACTS_MIME: {"a": 3}}),
                            new_output("stream", text="a=9")]
     assert nbcheck.facts(nb) == {"a": 3, "b": 2}
+
+
+def test_declared_facts_are_evaluated_after_the_last_cell(runs):
+    nb = nbcheck.read(runs["good"].output)
+    assert nbcheck.facts(nb) == {"bar_end": 3, "twice": 6}
+    # the committed notebook has no such cell: only the executed copy does
+    assert "storylab-facts" in nb.cells[-1].metadata.get("tags", [])
+
+
+def test_a_fact_that_cannot_be_computed_names_itself(tmp_path):
+    nb = make([PARAMS, SWITCH, "x = 1"])
+    nb.metadata["storylab"] = {"facts": {"y": "x + undefined_name"}}
+    write(tmp_path, "nofact", nb)
+    run = nbcheck.execute(tmp_path / "notebooks" / "nofact.ipynb", tmp_path / "scratch",
+                          {"fast": True})
+    assert not run.ok
+    assert "fact y = x + undefined_name failed" in run.describe()
+
+
+def test_declared_facts_must_map_names_to_expressions():
+    nb = make([PARAMS])
+    nb.metadata["storylab"] = {"facts": {"not a name": "1"}}
+    with pytest.raises(ValueError, match="must map names to expressions"):
+        nbcheck.declared_facts(nb)
