@@ -16,8 +16,6 @@ import pytest
 from storylab.cli import main
 from storylab.entities import EntityGraph
 
-pytestmark = pytest.mark.slow
-
 
 def _run(url: str, tmp_path, *argv: str) -> int:
     base = ["--graph", url, "--out", str(tmp_path / "out"), "--time-scale", "0.001", "--no-tree"]
