@@ -568,8 +568,11 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
         retry = not args.no_retry
         pipelines = [create_story(graph, t, customization, retry_failed=retry) for t in topics]
         for p in pipelines:
-            if "seed" not in (p.data or {}) and graph.get_node(p.id).status == "Pending":
-                graph.merge_data(p.id, {"seed": seed})  # kept with the story it begins
+            node = graph.get_node(p.id)
+            # Kept with the story it begins (a Pending one has drawn nothing yet,
+            # so a seed stored by a run stopped before it began is replaced).
+            if node.status == "Pending" and (node.data or {}).get("seed") != seed:
+                graph.merge_data(p.id, {"seed": seed})
         unique = list({p.id: p for p in pipelines}.values())
         out_dir = Path(args.out)
         print(f"graph: {graph.path}", file=out)

@@ -577,3 +577,17 @@ def test_stories_made_with_different_seeds_are_not_run_together(tmp_path, capsys
     line = _one_clear_line(capsys.readouterr().err)
     assert "different seeds" in line and "--seed 0: story-pipeline-a-fox" in line
     assert "--seed 3: story-pipeline-an-owl" in line
+
+
+def test_a_story_that_never_began_takes_the_seed_of_the_run_that_begins_it(tmp_path, capsys):
+    from storylab.story.entities import create_story
+
+    graph_file = tmp_path / "graph.sqlite"
+    with EntityGraph.open(graph_file) as graph:  # stopped before its first step
+        story = create_story(graph, "an owl", {"illustration_count": 1})
+        graph.merge_data(story.id, {"seed": 7})
+    assert _run(tmp_path, "an owl", "--images", "1", "--seed", "2") == 0
+    assert "completed: 1 picture" in capsys.readouterr().out
+    with EntityGraph.open(graph_file, create=False) as graph:
+        (root,) = graph.roots()
+    assert root.id == story.id and root.data["seed"] == 2
