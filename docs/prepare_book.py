@@ -36,7 +36,21 @@ import nbformat
 REPO = Path(__file__).resolve().parents[1]
 FACTS_MIME = "application/vnd.storylab.facts+json"
 HIDING_TAGS = {"remove-cell", "hide-cell"}
-PAGES = ("index.md", "glossary.md", "api_map.md", "benchmarks.md")
+
+
+def toc_pages(toc: Path = REPO / "docs" / "_toc.yml") -> list[str]:
+    """The docs/ pages the table of contents names (as "name.md"), root first.
+
+    The staged pages are read from the table of contents, so a page added
+    there is staged too and a page left out of it is never built.
+    """
+    import yaml  # PyYAML comes with Jupyter Book
+
+    data = yaml.safe_load(toc.read_text(encoding="utf-8"))
+    files = [data["root"]]
+    for part in data.get("parts", []):
+        files += [chapter["file"] for chapter in part.get("chapters", [])]
+    return [f.removeprefix("docs/") + ".md" for f in files if f.startswith("docs/")]
 
 
 def execute(source: Path, target: Path, work: Path, timeout: int) -> None:
@@ -93,6 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     args = parser.parse_args(argv)
 
+    sys.path.insert(0, str(REPO / "docs"))
+    import reference_pages  # docs/reference_pages.py, beside this script
+
+    differ = reference_pages.stale()
+    if differ:
+        raise SystemExit(
+            f"{', '.join('docs/' + p for p in differ)} "
+            f"{'differs' if len(differ) == 1 else 'differ'} from the source, "
+            "storylab/tutorial/_overview.py: run python docs/reference_pages.py"
+        )
     out: Path = args.out
     work = out.parent / "book-work"
     for folder in (out, work):
@@ -104,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copytree(REPO / "docs" / "_ext", out / "_ext")
     # Jupyter Book adds every stylesheet in the book's _static/ to every page.
     shutil.copytree(REPO / "docs" / "_static", out / "_static")
-    for name in PAGES:
+    for name in toc_pages():
         shutil.copyfile(REPO / "docs" / name, out / "docs" / name)
 
     stage_mathjax(out / "_extra" / "mathjax")

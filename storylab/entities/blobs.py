@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -57,10 +58,14 @@ def _umask() -> int:
     return mask
 
 
-def write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(
+    path: Path, data: bytes, before_rename: Callable[[], object] | None = None
+) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder,
     flushed to disk before it is renamed into place: a reader (or a crash)
-    sees the old file or the whole new one, never half of it."""
+    sees the old file or the whole new one, never half of it. If
+    ``before_rename`` (called once the bytes are on disk) raises, nothing is
+    left at ``path`` or beside it, and the error goes on."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp makes the file readable by its owner only; a page or a
@@ -71,6 +76,8 @@ def write_atomically(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if before_rename is not None:
+            before_rename()
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -140,7 +147,16 @@ class BlobStore:
     def __repr__(self) -> str:
         return f"<BlobStore {str(self.root)!r}>"
 
-    def put(self, data: bytes, content_type: str = "application/octet-stream") -> str:
+    def put(
+        self,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        *,
+        before_rename: Callable[[], object] | None = None,
+    ) -> str:
+        """Store ``data`` and return its key. A new file is written only if
+        ``before_rename`` (given) does not raise once its bytes are on disk,
+        just before it takes its name (see :func:`write_atomically`)."""
         data, key = blob_key(data, content_type)
         path = self.path_for(key)
         try:
@@ -152,7 +168,7 @@ class BlobStore:
         # write it whole, under a temporary name, durable before the rename,
         # so a key always names complete bytes.
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, data)
+        write_atomically(path, data, before_rename)
         return key
 
     def path_for(self, key: str) -> Path:

@@ -87,10 +87,12 @@ from storylab.entities.errors import GraphFileGoneError, LeaseLostError
 from storylab.entities.records import NodeRecord
 from storylab.entities.registry import (
     check_entity_class,
+    check_new,
     entity_class,
     register,
     register_base,
     registered_types,
+    revive,
 )
 from storylab.entities.run import Condition, Delegate, EntityRun, Return
 from storylab.entities.store import EntityStore
@@ -219,20 +221,20 @@ class RunnableEntity:
 
         Also callable: ``self.status("RUNNING", "message")`` builds a status
         envelope to yield (see :meth:`status_envelope`)."""
-        return _StatusValue(self._graph.status_of(self._id), self)
+        return _StatusValue(self._graph.read(self._id, "status"), self)
 
     @property
     def data(self) -> dict:
         """A fresh copy of the stored data. Change it with :meth:`update_entity_data`."""
-        return self._graph.data_of(self._id)
+        return self._graph.read(self._id, "data")
 
     @property
     def record(self) -> NodeRecord:
-        return self._graph.get_node(self._id)
+        return self._graph.read(self._id)
 
     @property
     def output(self) -> Any:
-        return self._graph.get_node(self._id).output
+        return self._graph.read(self._id, "output")
 
     # -------------------------------------------------------------- hooks
 
@@ -309,8 +311,20 @@ class RunnableEntity:
         """Create a child called ``name`` (not started). Raises
         :class:`~storylab.entities.errors.DuplicateNameError` if this entity
         already has a child with that name."""
-        record = self._graph.insert_node(cls, name, data, self._id, self._child_path(name))
-        return self._graph.revive(record, cls)
+        return self._child(cls, name, data, exists_ok=False)
+
+    def _child(self, cls: EntityClass, name: str, data: dict | None, exists_ok: bool):
+        type_name, data_json = check_new(cls, name, data)
+        record = self._graph.child(
+            self._id,
+            type_name,
+            name,
+            {} if data is None else data,
+            data_json,
+            self._child_path(name),
+            exists_ok=exists_ok,
+        )
+        return revive(self._graph, record, cls)
 
     def _child_path(self, name: str, frames: tuple[str, ...] | None = None) -> str | None:
         frames = self._frames if frames is None else frames
@@ -323,8 +337,7 @@ class RunnableEntity:
         data (``data`` is then ignored). Names are unique per parent in the
         store itself, so two processes doing this at once get the same child.
         """
-        record = self._graph.insert_or_get_node(cls, name, data, self._id, self._child_path(name))
-        return self._graph.revive(record, cls)
+        return self._child(cls, name, data, exists_ok=True)
 
     def parallel_calls(
         self, cls: EntityClass, items: Iterable[Mapping[str, Any]]
@@ -360,15 +373,15 @@ class RunnableEntity:
 
     async def _parallel_calls(self, cls, checked, frames):
         graph = self._graph
-        create = graph.insert_or_get_encoded
+        create = graph.child
         type_name, parent_id = cls.type_name, self._id
         for name, data, data_json in checked:
             path = "/".join((*frames, name)) if frames else None
             waiter = graph.write_waiter()
             if waiter is not None:  # another process holds the write lock
                 await waiter
-            record = create(type_name, name, data, data_json, parent_id, path)
-            yield _ChildThunk(graph.revive(record, cls))
+            record = create(parent_id, type_name, name, data, data_json, path)
+            yield _ChildThunk(revive(graph, record, cls))
 
     def store_blob(self, data: bytes, content_type: str) -> str:
         """Put ``data`` in the graph's blob store and return its key, unless
@@ -376,8 +389,7 @@ class RunnableEntity:
         :class:`~storylab.entities.errors.LeaseLostError`, and nothing is
         written). Blobs are content-addressed: a key is only reachable
         through the data or output it is stored in, which are fenced too."""
-        self._graph.check_lease(self._id)
-        return self._graph.blobs.put(data, content_type)
+        return self._graph.put_blob(self._id, data, content_type)
 
     def reopen(self) -> None:
         """Make this finished entity Pending again (see :meth:`EntityGraph.reopen`)."""
@@ -396,7 +408,7 @@ class RunnableEntity:
         lease: :class:`LeaseLostError`, after which the run must stop)."""
         try:
             await self._write_ready()
-            self._graph.merge_data(self._id, changes)
+            self._graph.update_data(self._id, "merge", changes)
         except (GraphFileGoneError, LeaseLostError):
             raise  # not a bookkeeping hiccup: nothing can be stored any more
         except Exception:
@@ -410,7 +422,7 @@ class RunnableEntity:
             raise TypeError(f"entity data must be a dict; got {type(data).__name__}")
         data_json = dumps(data, what=f"data of entity {self._name!r}")
         await self._write_ready()
-        self._graph.set_data(self._id, data_json)
+        self._graph.update_data(self._id, "replace", data_json)
 
     async def update_data_path(self, path: Sequence[str], value: Any) -> None:
         """Set one nested key: ``update_data_path(["story", "title"], "Owls")``
@@ -429,7 +441,7 @@ class RunnableEntity:
                 raise TypeError(f"path[{i}] must be a non-empty string; got {key!r}")
         value_json = dumps(value, what=f"value at {'/'.join(path)!r}")
         await self._write_ready()
-        self._graph.set_data_path(self._id, tuple(path), json.loads(value_json))
+        self._graph.update_data(self._id, "path", json.loads(value_json), tuple(path))
 
     async def _write_ready(self) -> None:
         """Wait (awaiting, never blocking the loop) until the store can be written."""

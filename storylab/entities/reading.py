@@ -72,7 +72,7 @@ MIN_SHORT_ID = 8  # characters of an id shown at least (more where needed to be 
 def short_ids(graph: EntityGraph) -> dict[str, str]:
     """Every node id and the shortest prefix of it (at least ``MIN_SHORT_ID``
     characters) that no other id in the graph starts with."""
-    ids = sorted(row[0] for row in graph._read("SELECT id FROM nodes"))
+    ids = sorted(graph.node_ids())
     out = {}
     for i, node_id in enumerate(ids):
         n = MIN_SHORT_ID
@@ -116,22 +116,16 @@ def resolve(graph: EntityGraph, ref: str, words: Words = PLAIN) -> NodeRecord:
     text = ref.strip()
     if not text:
         raise UnknownEntityError("give an entity: a name, an id (or its start) or a topic")
-    if graph._read("SELECT 1 FROM nodes WHERE id = ?", (text,)):
+    if graph.has_node(text):
         return graph.get_node(text)
     root = graph.find_root(text)
     if root is not None:
         return root
     matches: list[str] = []
     if _ID_PREFIX.fullmatch(text):
-        pattern = text.lower() + "%"
-        matches = [
-            row[0]
-            for row in graph._read(
-                "SELECT id FROM nodes WHERE id LIKE ? ORDER BY rowid LIMIT 21", (pattern,)
-            )
-        ]
+        matches = graph.node_ids(text, limit=21)
     if not matches:
-        rows = graph._read("SELECT id, data FROM nodes WHERE parent_id IS NULL")
+        rows = graph.root_data()
         matches = [i for i, data in rows if _same_topic(_topic_of(data), text)]
     if len(matches) == 1:
         return graph.get_node(matches[0])

@@ -15,20 +15,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from storylab.entities.errors import UnregisteredTypeError
+from storylab.entities.encoding import dumps
+from storylab.entities.errors import EntityTypeMismatchError, UnregisteredTypeError
 
 if TYPE_CHECKING:
     from storylab.entities.entity import RunnableEntity
+    from storylab.entities.records import NodeRecord
     from storylab.entities.run import EntityRun
+    from storylab.entities.store import EntityStore
 
 __all__ = [
     "LIVE",
     "check_entity_class",
+    "check_new",
     "entity_class",
     "is_entity",
     "register",
     "register_base",
     "registered_types",
+    "revive",
     "running_here",
 ]
 
@@ -80,3 +85,32 @@ def check_entity_class(cls: Any) -> None:
 def running_here(key: str, entity_id: str) -> bool:
     """Whether a run of ``entity_id`` of the graph file ``key`` executes in this process."""
     return (key, entity_id) in LIVE
+
+
+def check_new(cls: Any, name: Any, data: Any) -> tuple[str, str]:
+    """Check what a new node is made of: ``cls`` an entity class, ``name`` a
+    non-empty string, ``data`` a dict (or ``None``) that JSON can hold. Its
+    type name and encoded data."""
+    check_entity_class(cls)
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"entity name must be a non-empty string; got {name!r}")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise TypeError(f"entity data must be a dict; got {type(data).__name__}")
+    return cls.type_name, dumps(data, what=lambda: f"data of entity {name!r}")
+
+
+def revive(
+    store: EntityStore, record: NodeRecord, expected: type[RunnableEntity] | None = None
+) -> RunnableEntity:
+    """The entity for ``record`` in ``store``: an instance of ``expected``
+    (which must be its type, else ``EntityTypeMismatchError``) or of the
+    class registered under its type."""
+    if expected is None:
+        return entity_class(record.type)(store, record)
+    if record.type != expected.type_name:
+        raise EntityTypeMismatchError(
+            f"entity {record.name!r} exists with type {record.type!r}, not {expected.type_name!r}"
+        )
+    return expected(store, record)

@@ -29,7 +29,7 @@ import traceback
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from storylab.entities.encoding import dumps
+from storylab.entities.encoding import dumps, dumps_log
 from storylab.entities.envelopes import Envelope, EnvelopeType, StatusEvent, ValueKind
 from storylab.entities.errors import (
     EntityGraphError,
@@ -53,6 +53,7 @@ _STATUS, _VALUE = EnvelopeType.STATUS.value, EnvelopeType.VALUE.value
 _STARTED, _COMPLETED = StatusEvent.STARTED.value, StatusEvent.COMPLETED.value
 _ENTITY, _RETURN = "ENTITY", ValueKind.RETURN.value
 _PENDING, _COMPLETED_NODE = EntityStatus.PENDING.value, EntityStatus.COMPLETED.value
+_FAILED_NODE = EntityStatus.FAILED.value
 _IN_PROGRESS, _BUSY = EntityStatus.IN_PROGRESS.value, "busy"
 _ERROR = EnvelopeType.ERROR.value
 _OWN_EDGES = frozenset({_STARTED, _COMPLETED, StatusEvent.FAILED.value})
@@ -250,7 +251,6 @@ class EntityRun:
             async for env in self._follow(live):
                 yield env
             return
-        store.commit_peers()
         # 2. claim; the common case in one step: a Pending node becomes InProgress.
         started = _make_envelope(
             _STATUS, entity_id, entity.type_name, entity._name, _STARTED, None, None, _ENTITY
@@ -258,11 +258,11 @@ class EntityRun:
         waiter = store.write_waiter()
         if waiter is not None:  # another process holds the write lock
             await waiter
-        if store.start_if_pending(entity_id, started, entity._parent_id):
-            status = _PENDING
-        else:
+        claim = store.claim(entity_id, started, entity._parent_id)
+        status = claim[0]
+        if status != _PENDING:
             claimed: list[Any] = []
-            async for env in self._claim(key, started, claimed):
+            async for env in self._claim(key, claim, claimed):
                 yield env
             if not claimed:
                 return  # followed a run of this process, or handed on the stored result
@@ -330,9 +330,10 @@ class EntityRun:
         return f"output of {self.entity.type_name} {self.entity._name!r}"
 
     async def _claim(
-        self, key: tuple[str, str], started: Envelope, claimed: list[Any]
+        self, key: tuple[str, str], claim: tuple, claimed: list[Any]
     ) -> AsyncIterator[Envelope]:
-        """Step 2 for a node that was not Pending. Fills ``claimed`` with the
+        """Step 2 for a node that was not Pending (``claim`` is what
+        :meth:`EntityStore.claim` said of it). Fills ``claimed`` with the
         status it had and the start envelope as logged when the node is ours
         now (Failed or stale); leaves it empty when the run is over already
         (the stored result was handed on, or a run of this process that took
@@ -340,13 +341,8 @@ class EntityRun:
         live, waits, passing that run's progress on."""
         entity = self.entity
         store = entity._graph
-        while True:
-            waiter = store.write_waiter()
-            if waiter is not None:
-                await waiter
-            status, output, lease, started = store.claim(entity._id, started, entity._parent_id)
-            if status != _BUSY:
-                break
+        status, output, lease, started = claim
+        while status == _BUSY:
             # Another process runs it: wait, passing its progress on.
             assert lease is not None  # "busy" comes with the live lease
             async for env in self._wait(lease):
@@ -357,6 +353,10 @@ class EntityRun:
                     yield env
                 return
             started = entity.status_envelope(StatusEvent.STARTED)
+            waiter = store.write_waiter()
+            if waiter is not None:
+                await waiter
+            status, output, lease, started = store.claim(entity._id, started, entity._parent_id)
         if status == _COMPLETED_NODE:
             yield await self._stored_result(output)
             return
@@ -394,7 +394,7 @@ class EntityRun:
             _STATUS, entity_id, type_name, name, _COMPLETED, None, None, _ENTITY
         )
         try:
-            entity._graph.finish_completed(entity_id, output_json, value_env, done_env)
+            entity._graph.finish(entity_id, _COMPLETED_NODE, output_json, (value_env, done_env))
         except LeaseLostError as exc:
             if exc.node_id != entity_id:
                 raise
@@ -411,7 +411,7 @@ class EntityRun:
         )
         failed_env = entity.status_envelope(StatusEvent.FAILED, info["message"])
         try:
-            entity._graph.finish_failed(entity._id, info, error_env, failed_env)
+            entity._graph.finish(entity._id, _FAILED_NODE, dumps_log(info), (error_env, failed_env))
         except LeaseLostError as lost:
             if lost.node_id != entity._id:
                 raise
@@ -433,13 +433,12 @@ class EntityRun:
                 self._error = EntityRunInterrupted(
                     f"the run of {entity!r} was abandoned before it finished"
                 )
-                store = entity._graph
-                if not store.is_gone and self._lost_error is None:
+                if self._lost_error is None:
                     try:
-                        store.append_progress(
-                            entity.status_envelope(StatusEvent.CANCELLED, type(exc).__name__)
+                        entity._graph.abandon(
+                            entity._id,
+                            entity.status_envelope(StatusEvent.CANCELLED, type(exc).__name__),
                         )
-                        store.release_lease(entity._id)
                     except Exception:
                         log.warning("could not log the cancellation of %r", entity, exc_info=True)
         self._end()
@@ -522,7 +521,7 @@ class EntityRun:
         entity = self.entity
         store, entity_id = entity._graph, entity._id
         key = (store.key, entity_id)
-        seq = store.progress_mark(entity_id)
+        _, seq = store.progress_since(entity_id, None)
         yield entity.status_envelope(
             StatusEvent.RUNNING, f"waiting for {lease.owner}, which is running it"
         )
@@ -530,10 +529,9 @@ class EntityRun:
         while True:
             await asyncio.sleep(delay)
             delay = min(delay * 2, _POLL_MAX)
-            store.check_file()
+            envs, seq = store.progress_since(entity_id, seq)
             if key in LIVE:
                 return
-            envs, seq = store.progress_after(entity_id, seq)
             for env in envs:
                 # Its own start and end are not passed on: this run reports
                 # the outcome itself once it is stored.
@@ -541,8 +539,8 @@ class EntityRun:
                     env.type != _ERROR and env.sub_type != _RETURN and env.status not in _OWN_EDGES
                 ):
                     yield env
-            status, now = store.poll_lease(entity_id)
-            if status != _IN_PROGRESS or now is None or store.lease_state(now) != "live":
+            status, now, state = store.lease_of(entity_id)
+            if status != _IN_PROGRESS or now is None or state != "live":
                 return
             if now.token != lease.token:  # a new owner took it over meanwhile
                 lease = now

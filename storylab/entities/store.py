@@ -1,12 +1,30 @@
-"""The store interface: the few operations the entity layer needs from a graph store.
+"""The store interface: what entities and their runs need from a graph store.
 
 :class:`~storylab.entities.entity.RunnableEntity` and
 :class:`~storylab.entities.run.EntityRun` call nothing else on their graph.
+It is small on purpose, one member per need:
+
+=========================  ===============================================
+need                       members
+=========================  ===============================================
+read a node                :meth:`~EntityStore.read`, :meth:`~EntityStore.children`
+create-or-get by name      :meth:`~EntityStore.child`
+claim and lease            :meth:`~EntityStore.claim`, :meth:`~EntityStore.run_started`,
+                           :meth:`~EntityStore.run_ended`, :meth:`~EntityStore.abandon`
+fenced writes              :meth:`~EntityStore.write_waiter`, :meth:`~EntityStore.append_progress`,
+                           :meth:`~EntityStore.update_data`, :meth:`~EntityStore.reopen`
+finish                     :meth:`~EntityStore.finish`, :meth:`~EntityStore.commit_waiter`
+another owner's progress   :meth:`~EntityStore.progress_since`, :meth:`~EntityStore.lease_of`
+blobs                      :meth:`~EntityStore.put_blob`, :attr:`~EntityStore.blobs`
+naming the graph           :attr:`~EntityStore.key`
+=========================  ===============================================
+
 :class:`~storylab.entities.sqlite.EntityGraph` (one SQLite file) and
 :class:`~storylab.entities.postgres.store.PostgresGraph` (a PostgreSQL
 server, for several hosts) implement it, and the entity classes work
 unchanged on either; ``tests/entities/conformance`` runs one suite of these
-promises against both.
+promises against both. A store's other methods (the read API of the command
+line and the plots, opening, copying) are its own.
 
 What every implementation promises (the SQLite one documents how it keeps
 each promise, in :mod:`storylab.entities.sqlite`):
@@ -18,14 +36,13 @@ each promise, in :mod:`storylab.entities.sqlite`):
   :meth:`EntityStore.commit_waiter` says it is stored.
 * **A running node is leased** to one owner, and **every write under a lease
   is fenced** by it: the node's progress, its data, its children (created
-  and started), its end. A write made after another owner took the node
-  over stores nothing and raises
+  and started), its end, its blobs. A write made after another owner took
+  the node over stores nothing and raises
   :class:`~storylab.entities.errors.LeaseLostError` (its message says who
   took it, and whether our lease had expired); so does every later one. (A
   progress envelope is buffered: one found fenced at its commit is dropped,
-  and the run is told as below.) What a run writes outside the store (a
-  blob file) is preceded by :meth:`EntityStore.check_lease`. Writes to a
-  node nobody here holds a lease on (outside a run) are not fenced.
+  and the run is told as below.) Writes to a node nobody here holds a lease
+  on (outside a run) are not fenced.
 * **Leases are kept alive** while their runs execute (a heartbeat), through
   a locked or failing store for as long as they can be; a lease that cannot
   be kept, or that is found taken over, is reported to its run's
@@ -34,9 +51,7 @@ each promise, in :mod:`storylab.entities.sqlite`):
 * **Waiting is awaited.** A run's writes that may have to wait for another
   writer (a lock held elsewhere) are preceded by awaiting
   :meth:`EntityStore.write_waiter`, which does that waiting without blocking
-  the event loop (SQLite: it opens the write transaction; a server database:
-  it would take a connection and begin), so progress, heartbeats and
-  deadlines go on meanwhile.
+  the event loop, so progress, heartbeats and deadlines go on meanwhile.
 * **Progress** is logged per node and read back per subtree, in log order.
 
 Ids are strings; records are :class:`~storylab.entities.records.NodeRecord`
@@ -49,18 +64,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from storylab.entities.blobs import Blobs
 from storylab.entities.envelopes import Envelope
 from storylab.entities.errors import LeaseLostError
 from storylab.entities.records import LeaseRecord, NodeRecord
 
-if TYPE_CHECKING:
-    from storylab.entities.entity import RunnableEntity
+__all__ = ["DATA_CHANGES", "READ_FIELDS", "EntityStore"]
 
-__all__ = ["EntityStore"]
+READ_FIELDS = ("status", "data", "output")
+"""What :meth:`EntityStore.read` can read alone, besides the whole record."""
+
+DATA_CHANGES = ("replace", "merge", "path")
+"""The kinds of change :meth:`EntityStore.update_data` makes."""
 
 
 @runtime_checkable
@@ -68,97 +85,48 @@ class EntityStore(Protocol):
     """What an entity and its runs need from the store holding their graph."""
 
     @property
-    def path(self) -> Path | str:
-        """Where the graph lives (shown in messages; never with a password)."""
+    def key(self) -> str:
+        """Names the graph in this process's table of live runs: two handles
+        on the same graph give the same key (never with a password)."""
         ...
 
     blobs: Blobs
-    """Binary outputs, by content key (readable from every process of the graph)."""
-
-    @property
-    def key(self) -> str:
-        """Names the graph in this process's table of live runs: two handles
-        on the same graph must give the same key."""
-        ...
-
-    @property
-    def lease_ttl(self) -> float:
-        """Seconds a lease outlives its owner's last heartbeat."""
-        ...
-
-    @property
-    def is_gone(self) -> bool:
-        """Whether the graph's storage vanished (nothing more can be stored)."""
-        ...
+    """Binary outputs, by content key: read them here (``get``, ``exists``),
+    from any process of the graph; a run writes them with :meth:`put_blob`."""
 
     # ------------------------------------------------------------ reading
 
-    def get_node(self, id: str) -> NodeRecord:
-        """The node as stored; ``UnknownEntityError`` if there is none."""
+    def read(self, id: str, field: Literal["status", "data", "output"] | None = None) -> Any:
+        """The node as stored (a :class:`NodeRecord`), or only one of its
+        :data:`READ_FIELDS` (the data as a fresh dict); ``UnknownEntityError``
+        if there is no such node."""
         ...
 
     def children(self, id: str) -> list[NodeRecord]:
         """Direct children, in creation order."""
         ...
 
-    def status_of(self, id: str) -> str:
-        """The node's stored status."""
-        ...
-
-    def data_of(self, id: str) -> dict:
-        """A fresh copy of the node's stored data."""
-        ...
-
     # ----------------------------------------------------------- creating
 
-    def revive(
-        self, record: NodeRecord, expected: type[RunnableEntity] | None = None
-    ) -> RunnableEntity:
-        """The entity for ``record``: an instance of ``expected`` (which must be
-        its type, else ``EntityTypeMismatchError``) or of its registered class."""
-        ...
-
-    def insert_node(
+    def child(
         self,
-        cls: type[RunnableEntity],
-        name: str,
-        data: Any,
         parent_id: str | None,
-        call_path: str | None = None,
-    ) -> NodeRecord:
-        """Create a Pending node; ``DuplicateNameError`` if the key is taken."""
-        ...
-
-    def insert_or_get_node(
-        self,
-        cls: type[RunnableEntity],
-        name: str,
-        data: Any,
-        parent_id: str | None,
-        call_path: str | None = None,
-    ) -> NodeRecord:
-        """The node with this key, created (Pending, with ``data``) if missing."""
-        ...
-
-    def insert_or_get_encoded(
-        self,
         type_name: str,
         name: str,
         data: dict | None,
         data_json: str,
-        parent_id: str | None,
-        call_path: str | None,
+        call_path: str | None = None,
+        *,
+        exists_ok: bool = True,
     ) -> NodeRecord:
-        """:meth:`insert_or_get_node` for a type name and data already checked
-        and encoded (``data_json``), as the fan-out path has them."""
+        """The node keyed ``call_path or name`` under ``parent_id`` (among the
+        roots for ``None``), created Pending with ``data`` (``data_json`` is
+        its encoding, already checked) if missing; an existing one is handed
+        back as stored, or with ``exists_ok=False`` refused with
+        ``DuplicateNameError``. Fenced by the parent's lease when we hold it."""
         ...
 
     # ------------------------------------------------------------ running
-
-    def commit_peers(self) -> None:
-        """Commit what other handles of this process hold pending on the same
-        graph, so that a run neither waits for them nor reads behind them."""
-        ...
 
     def write_waiter(self) -> Awaitable[None] | None:
         """``None`` if writes can be made now without waiting; else an
@@ -167,21 +135,20 @@ class EntityStore(Protocol):
         Writes made right after it, with no ``await`` between, do not wait."""
         ...
 
-    def start_if_pending(self, id: str, env: Envelope, parent_id: str | None = None) -> bool:
-        """Make a Pending node InProgress, leased to this handle, and log the
-        ``STARTED`` envelope ``env``, in one operation; False if not Pending.
-        Fenced by the lease on ``parent_id`` when this handle holds it."""
-        ...
-
     def claim(
         self, id: str, env: Envelope, parent_id: str | None = None
     ) -> tuple[str, Any, LeaseRecord | None, Envelope]:
-        """Decide what starting a node that was not Pending does, in one
-        operation: ``("Completed", output, None, env)``; ``("busy", None,
-        lease, env)`` while another owner's lease is live; else the node is
-        taken (InProgress, leased, result cleared, the start envelope logged)
-        and its former status comes back with the lease it was taken from and
-        the start envelope as logged. Fenced like :meth:`start_if_pending`."""
+        """Start the node under our lease, or say why not, in one operation.
+
+        ``("Pending", None, None, env)``: it was Pending and is now
+        InProgress, leased to this handle, with the ``STARTED`` envelope
+        ``env`` logged (the common case). ``("Completed", output, None,
+        env)``: nothing to run. ``("busy", None, lease, env)``: another
+        owner's lease is live. Otherwise the node is taken (InProgress,
+        leased, result cleared, the start envelope logged) and its former
+        status comes back with the lease it was taken from and the start
+        envelope as logged. Fenced by the lease on ``parent_id`` when this
+        handle holds it."""
         ...
 
     def run_started(self, id: str, on_lost: Callable[[LeaseLostError], None]) -> None:
@@ -196,22 +163,45 @@ class EntityStore(Protocol):
         pending is made durable."""
         ...
 
+    def abandon(self, id: str, env: Envelope) -> None:
+        """A run of ``id`` was cut short before its end: log ``env`` (its
+        ``CANCELLED``) and give the lease back (the node stays InProgress, so
+        the next start takes it over). Nothing if the store is gone."""
+        ...
+
     def append_progress(self, env: Envelope) -> None:
         """Append an envelope to its node's progress log (fenced: an envelope
         of a node whose lease was lost is never stored)."""
         ...
 
-    def finish_completed(
-        self, id: str, output_json: str, value_env: Envelope, done_env: Envelope
-    ) -> bool:
-        """Store a run's output and log its end, if we still hold the lease;
-        ``LeaseLostError``, and nothing stored, if another owner took it over."""
+    def update_data(
+        self,
+        id: str,
+        change: Literal["replace", "merge", "path"],
+        value: Any,
+        path: tuple[str, ...] = (),
+    ) -> dict | None:
+        """Change the node's data in one operation, fenced by its lease when we
+        hold it: ``"replace"`` it with the encoded ``value`` (a JSON string;
+        returns ``None``), ``"merge"`` the top-level keys of the dict
+        ``value`` into it, or set the nested key ``path`` to ``value``
+        (missing levels become dicts); those two return the new data."""
         ...
 
-    def finish_failed(
-        self, id: str, error: dict, error_env: Envelope, failed_env: Envelope
-    ) -> bool:
-        """Store a run's error and log its end, under the same lease rule."""
+    def reopen(self, id: str) -> NodeRecord:
+        """Make a finished node Pending again (its children and data stay)."""
+        ...
+
+    def finish(
+        self,
+        id: str,
+        status: Literal["Completed", "Failed"],
+        stored_json: str,
+        envs: tuple[Envelope, Envelope],
+    ) -> None:
+        """Store a run's end (``stored_json``: its output when Completed, its
+        error when Failed) and log ``envs``, if we still hold the lease;
+        ``LeaseLostError``, and nothing stored, if another owner took it."""
         ...
 
     def commit_waiter(self, id: str | None = None) -> asyncio.Future | None:
@@ -220,55 +210,23 @@ class EntityStore(Protocol):
         node did not finish in what is still pending)."""
         ...
 
-    def release_lease(self, id: str) -> None:
-        """Give up the lease on a node whose run was abandoned (it stays InProgress)."""
-        ...
-
-    def check_lease(self, id: str) -> None:
-        """Raise ``LeaseLostError`` if this handle held the lease on ``id`` and
-        lost it: checked before a run writes outside the store's transactions
-        (a blob), where the fence cannot be part of the write itself."""
-        ...
-
-    def check_file(self) -> None:
-        """Raise ``GraphFileGoneError`` if the graph's storage vanished."""
-        ...
-
     # ------------------------------------------------ waiting on another owner
 
-    def progress_mark(self, id: str) -> int:
-        """A position in the log just before the node's latest start."""
+    def progress_since(self, id: str, seq: int | None) -> tuple[list[Envelope], int]:
+        """The envelopes of ``id``'s subtree logged after position ``seq``,
+        and the position of the last one read; with ``seq=None``, no
+        envelopes and the position just before the node's latest start.
+        ``GraphFileGoneError`` if the graph's storage vanished."""
         ...
 
-    def progress_after(self, id: str, seq: int) -> tuple[list[Envelope], int]:
-        """The envelopes of ``id``'s subtree logged after position ``seq``, and
-        the position of the last one read."""
+    def lease_of(self, id: str) -> tuple[str, LeaseRecord | None, str | None]:
+        """The node's status and lease, read together, and the lease's state:
+        ``"live"``, ``"expired"`` or ``"owner gone"`` (``None`` without one)."""
         ...
 
-    def poll_lease(self, id: str) -> tuple[str, LeaseRecord | None]:
-        """The node's status and lease, read together."""
-        ...
+    # --------------------------------------------------------------- blobs
 
-    def lease_state(self, lease: LeaseRecord, now: float | None = None) -> str:
-        """``"live"``, ``"expired"`` or ``"owner gone"``."""
-        ...
-
-    # --------------------------------------------------------------- data
-
-    def set_data(self, id: str, data_json: str) -> None:
-        """Replace the node's data with the encoded ``data_json``. This and the
-        other data writes are fenced by the node's lease when we hold it."""
-        ...
-
-    def merge_data(self, id: str, changes: dict) -> dict:
-        """Merge top-level ``changes`` into the data (read and written in one
-        operation); the new data."""
-        ...
-
-    def set_data_path(self, id: str, path: tuple[str, ...], value: Any) -> dict:
-        """Set one nested key (missing levels become dicts), in one operation."""
-        ...
-
-    def reopen(self, id: str) -> NodeRecord:
-        """Make a finished node Pending again (its children and data stay)."""
+    def put_blob(self, id: str, data: bytes, content_type: str) -> str:
+        """Store ``data`` and return its key, unless this handle held the lease
+        on ``id`` and lost it (then ``LeaseLostError``, nothing written)."""
         ...

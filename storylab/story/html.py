@@ -18,6 +18,11 @@ The page is built in three steps, each with one job:
 3. :func:`story_page` wraps the result in storylab's own document: a fixed
    stylesheet (:data:`PAGE_CSS`) and the escaped title.
 
+A page shown inside another document (a notebook's output, the book) is
+first cut down to its body by :func:`story_fragment`, with the stylesheet
+rewritten by :func:`scope_css` so that it styles the story and nothing
+around it.
+
 Only storylab's own markup (the slots, the ``<img>`` tags with ``data:`` URIs
 and the stylesheet) is added after sanitizing, so the finished page loads
 nothing but what it carries.
@@ -37,6 +42,7 @@ __all__ = [
     "IMG_STYLE",
     "MISSING_IMAGE_TEXT",
     "PAGE_CSS",
+    "STORY_CLASS",
     "assemble_html",
     "clean_story_html",
     "content_type_for",
@@ -46,6 +52,8 @@ __all__ = [
     "missing_image_tag",
     "render_story_page",
     "sanitize_story_html",
+    "scope_css",
+    "story_fragment",
     "story_page",
 ]
 
@@ -294,6 +302,66 @@ def story_page(title: str, body_html: str, *, lang: str = "en") -> str:
         f'<!DOCTYPE html>\n<html lang="{escape_text(lang)}">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{escape_text(title)}</title>\n<style>\n{PAGE_CSS}\n</style>\n</head>\n"
         f"<body>\n{body}\n</body>\n</html>\n"
+    )
+
+
+STORY_CLASS = "storylab-story"
+# The selectors that mean "the whole document": in a fragment, the wrapper.
+_DOCUMENT_SELECTORS = frozenset({"html", "body", ":root"})
+_CSS_RULE = re.compile(r"([^{}]+)\{([^{}]*)\}")
+_PAGE_PARTS = re.compile(
+    r'<html lang="(?P<lang>[^"]*)">.*?<body>\n(?P<body>.*)\n</body>\s*</html>\s*\Z', re.S
+)
+
+
+def scope_css(css: str, scope: str) -> str:
+    """``css`` with every rule limited to the elements of class ``scope`` and inside them.
+
+    ``body``, ``html`` and ``:root`` become the ``.scope`` element itself; any
+    other selector is prefixed with ``.scope``, so no rule reaches outside.
+    Only plain rules are understood (storylab's stylesheet has no ``@``
+    rules): anything else raises :class:`ValueError` rather than leak.
+    """
+    if not re.fullmatch(r"-?[A-Za-z_][\w-]*", scope):
+        raise ValueError(f"scope must be a CSS class name, got {scope!r}")
+    rules = []
+    pos = 0
+    for match in _CSS_RULE.finditer(css):
+        if css[pos : match.start()].strip():
+            raise ValueError(f"cannot scope this CSS: {css[pos : match.start()].strip()[:40]!r}")
+        pos = match.end()
+        selectors = []
+        for selector in match.group(1).split(","):
+            selector = " ".join(selector.split())
+            if not selector or "@" in selector:
+                raise ValueError(f"cannot scope the selector {selector!r}")
+            first, _, rest = selector.partition(" ")
+            if first in _DOCUMENT_SELECTORS:
+                selectors.append(f".{scope} {rest}".rstrip())
+            else:
+                selectors.append(f".{scope} {selector}")
+        rules.append(f"{', '.join(selectors)} {{{match.group(2)}}}")
+    if css[pos:].strip():
+        raise ValueError(f"cannot scope this CSS: {css[pos:].strip()[:40]!r}")
+    return "\n".join(rules)
+
+
+def story_fragment(page: str) -> str:
+    """A page made by :func:`story_page`, to show inside another document.
+
+    The body goes into ``<div class="storylab-story">`` (:data:`STORY_CLASS`)
+    with :data:`PAGE_CSS` scoped to that element by :func:`scope_css`: the
+    story looks as it does on its own page, and the document around it (a
+    notebook, JupyterLab, the book) keeps its own fonts, colours and margins.
+    Raises :class:`ValueError` for text that is not such a page.
+    """
+    parts = _PAGE_PARTS.search(page)
+    if parts is None:
+        raise ValueError("not a storylab story page (no <html lang=...> ... <body> ... </body>)")
+    return (
+        f'<div class="{STORY_CLASS}" lang="{parts.group("lang")}">\n'
+        f"<style>\n{scope_css(PAGE_CSS, STORY_CLASS)}\n</style>\n"
+        f"{parts.group('body')}\n</div>"
     )
 
 

@@ -61,8 +61,19 @@ from storylab.story.cluster import (
     submit_stories,
 )
 from storylab.story.entities import StoryPipelineEntity, create_story, story_html
+from storylab.story.html import story_fragment
 from storylab.story.settings import StorySettings, global_image_capacity, use_settings
-from storylab.tutorial._capstone import CapstoneRun, check_capstone, kill_and_resume
+from storylab.tutorial._capstone import (
+    CapstoneRun,
+    check_capstone,
+    check_item,
+    check_item_name,
+    check_run_items,
+    judge_capstone,
+    kill_and_resume,
+    plot_capstone,
+    write_capstone,
+)
 from storylab.tutorial._exercises import (
     check_error_branch,
     check_failing_entity,
@@ -80,6 +91,8 @@ from storylab.tutorial._overview import (
     overview_text,
 )
 from storylab.tutorial._pace import FAST_SCALE, WATCH_FACTOR, Pace, fast_mode, lesson_pace
+from storylab.tutorial._postgres import ServerGraph, server_graph
+from storylab.tutorial._server import stop_server_on_error
 from storylab.tutorial._solutions import SOLUTIONS, show_solution, solution_code
 from storylab.tutorial._verdict import Verdict, missing
 
@@ -96,11 +109,14 @@ __all__ = [
     "check_even_split",
     "check_failing_entity",
     "check_first_split",
+    "check_item",
+    "check_item_name",
     "check_python_name",
     "check_longest_picture",
     "check_makespan_with_limit",
     "check_most_at_once",
     "check_redrawn",
+    "check_run_items",
     "check_stable_names",
     "check_two_level_tree",
     "cluster_progress",
@@ -119,6 +135,7 @@ __all__ = [
     "image_nodes",
     "image_statuses",
     "ImageServer",
+    "judge_capstone",
     "kill_and_resume",
     "lease_settings",
     "lesson_pace",
@@ -127,6 +144,7 @@ __all__ = [
     "overview_text",
     "Pace",
     "picture_states",
+    "plot_capstone",
     "PictureState",
     "pool_makespan",
     "remember",
@@ -136,9 +154,12 @@ __all__ = [
     "show_solution",
     "show_story",
     "simulated_settings",
+    "stop_server_on_error",
     "SimulatedImageBackend",
     "SimulatedTextBackend",
     "solution_code",
+    "server_graph",
+    "ServerGraph",
     "SOLUTIONS",
     "SUMMARY_PREFIX",
     "stage3_code",
@@ -153,6 +174,7 @@ __all__ = [
     "Verdict",
     "WATCH_FACTOR",
     "workspace",
+    "write_capstone",
 ]
 
 
@@ -360,6 +382,9 @@ def story_gaps(graph: EntityGraph, result: Any) -> list[str]:
 def show_story(graph: EntityGraph, result: Any, *, mark_gaps: bool = True) -> Any:
     """The finished page as an :class:`IPython.display.HTML` (pictures inlined).
 
+    The page's body is shown in a ``<div class="storylab-story">`` with its
+    stylesheet scoped to that element (:func:`storylab.story.html.story_fragment`),
+    so the notebook around it keeps its own fonts, colours and margins.
     The box that stands where a picture is missing is also outlined in red
     (with ``mark_gaps``), so the gap is plain to see.
     Raises :class:`ValueError` when ``result`` holds no page (a rejected
@@ -376,7 +401,7 @@ def show_story(graph: EntityGraph, result: Any, *, mark_gaps: bool = True) -> An
             ),
             page,
         )
-    return HTML(page)
+    return HTML(story_fragment(page))
 
 
 def story_labels(run: StoryRun, letters: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ") -> dict[str, str]:
@@ -713,7 +738,8 @@ def cluster_progress(panel: Any, graph_path: str | os.PathLike) -> Any:
     back, its stored progress log is replayed into the panel, so its bar
     and rows end exactly as they would have for a story run here.
     """
-    path = Path(graph_path)
+    # A postgresql:// URL stays a string (a Path would fold its "//").
+    path = graph_path if isinstance(graph_path, str) and "://" in graph_path else Path(graph_path)
 
     def on_story(story: Any) -> None:
         with EntityGraph.open(path, create=False, read_only=True) as graph:

@@ -1,30 +1,51 @@
 """The capstone: a pipeline over 100 items, limited to a few at once, killed half-way
 by a real signal and resumed, then judged from its graph alone.
 
-The learner's script takes two arguments, the graph file and the wall seconds
-one item's work lasts, and runs a root entity named ``batch`` whose children
-are the items. :func:`kill_and_resume` starts it as a separate process, kills
-it with ``SIGKILL`` once about half of the items are stored as finished,
-notes what the graph holds, runs it again to the end and reads the graph once
-more. :func:`check_capstone` then asks four questions of that record.
+The learner writes three pieces in the notebook, each with a checker that runs
+it: ``item_name(n)`` (:func:`check_item_name`, also in a second Python
+process), the ``Item`` entity (:func:`check_item`) and ``run_items``, which
+runs the items under a capacity limit and keeps the failures
+(:func:`check_run_items`). :func:`write_capstone` puts the three, as written,
+into a script around a fixed ``Batch`` root; :func:`judge_capstone` checks the
+pieces, writes the script and hands it to :func:`kill_and_resume`.
+
+A script takes two arguments, the graph file and the wall seconds one item's
+work lasts, and runs a root entity named ``batch`` whose children are the
+items. :func:`kill_and_resume` starts it as a separate process, kills it with
+``SIGKILL`` once about half of the items are stored as finished, notes what
+the graph holds, runs it again to the end and reads the graph once more.
+:func:`check_capstone` then asks its questions of that record.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
+import inspect
+import json
 import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
+import textwrap
 import time
+import traceback
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from storylab.entities import EntityGraph, EntityGraphError
-from storylab.tutorial._verdict import Verdict
+import storylab
+from storylab.entities import EntityGraph, EntityGraphError, Return, RunnableEntity
+from storylab.tutorial._verdict import Verdict, missing
 
-__all__ = ["CapstoneRun", "check_capstone", "kill_and_resume"]
+__all__ = ["CapstoneRun", "check_capstone", "check_item", "check_item_name", "check_run_items",
+           "judge_capstone", "kill_and_resume", "plot_capstone", "write_capstone"]
+
+ITEMS = 100
+LIMIT = 4
+FAIL_EVERY = 25  # the service refuses items 24, 49, 74 and 99
 
 
 @dataclass(frozen=True)
@@ -49,11 +70,25 @@ class CapstoneRun:
     peak: int
     second_output: str = ""
     intervals: list[tuple[float, float]] = field(default_factory=list, repr=False)
+    failed: int = 0
+    """Children stored ``Failed`` after the resume."""
+    expected_failed: int | None = None
+    """How many items the service refuses (None: the script refuses none on purpose)."""
+    recorded_failed: int | None = None
+    """Failures the batch's stored result lists (None: it lists none)."""
+    killed_wall: float | None = None
+    """Wall-clock time of the kill (the intervals are wall-clock too)."""
+    started_wall: float | None = None
+    """Wall-clock time the first process was started."""
+    resumed_wall: float | None = None
+    """Wall-clock time the second process was started."""
 
     def describe(self) -> str:
         killed = (f"killed with {self.killed_at} of {self.items} items stored"
                   if self.killed_at is not None else "not killed: it ended first")
-        return (f"first run {killed}; after the resume {self.completed} completed, "
+        failures = (f", {self.failed} failed ({self.recorded_failed} recorded by the batch)"
+                    if self.expected_failed is not None else "")
+        return (f"first run {killed}; after the resume {self.completed} completed{failures}, "
                 f"{self.children} children, {self.kept} of {self.finished_before} finished "
                 f"items untouched, at most {self.peak} at once (limit {self.limit})")
 
@@ -69,6 +104,15 @@ def _items(graph_path: Path) -> list[Any]:
         return []  # the script has created the file but not its tables yet
 
 
+def _batch_output(graph_path: Path) -> Any:
+    try:
+        with EntityGraph.open(graph_path, create=False, read_only=True) as graph:
+            roots = [r for r in graph.roots() if r.name == "batch"]
+            return graph.get_node(roots[0].id).output if roots else None
+    except (EntityGraphError, sqlite3.Error):
+        return None
+
+
 def _peak(intervals: list[tuple[float, float]]) -> int:
     edges = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals],
                    key=lambda x: (x[0], x[1]))
@@ -81,8 +125,13 @@ def _peak(intervals: list[tuple[float, float]]) -> int:
 
 async def kill_and_resume(script: str | os.PathLike, graph_path: str | os.PathLike, *,
                           items: int = 100, limit: int = 4, work_seconds: float = 0.05,
-                          kill_fraction: float = 0.5, timeout: float = 120) -> CapstoneRun:
-    """Run ``script`` as its own process, SIGKILL it half-way, run it again to the end."""
+                          kill_fraction: float = 0.5, timeout: float = 120,
+                          failing: int | None = None) -> CapstoneRun:
+    """Run ``script`` as its own process, SIGKILL it half-way, run it again to the end.
+
+    ``failing`` is how many items the script's service refuses on purpose, if
+    any: the record then also counts the failed children and the failures the
+    batch's stored result lists (under ``"failed"``)."""
     script, graph_path = Path(script), Path(graph_path)
     if not script.is_file():
         raise ValueError(f"script {str(script)!r} does not exist; write it first")
@@ -93,15 +142,16 @@ async def kill_and_resume(script: str | os.PathLike, graph_path: str | os.PathLi
     for extra in ("-wal", "-shm"):
         Path(f"{graph_path}{extra}").unlink(missing_ok=True)
     command = [sys.executable, str(script), str(graph_path), str(work_seconds)]
+    started_wall = time.time()
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    killed_at, give_up = None, time.monotonic() + timeout
+    killed_at, killed_wall, give_up = None, None, time.monotonic() + timeout
     try:
         while first.poll() is None and time.monotonic() < give_up:
             done = [k for k in _items(graph_path) if k.status == "Completed"]
             if len(done) >= kill_fraction * items:
                 first.kill()
                 first.wait()
-                killed_at = len(done)
+                killed_at, killed_wall = len(done), time.time()
                 break
             await asyncio.sleep(0.01)
     finally:
@@ -109,6 +159,7 @@ async def kill_and_resume(script: str | os.PathLike, graph_path: str | os.PathLi
             first.kill()
             first.wait()
     before = {k.name: k.finished_at for k in _items(graph_path) if k.status == "Completed"}
+    resumed_wall = time.time()
     second = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True,
                                      timeout=timeout)
     after = _items(graph_path)
@@ -121,14 +172,25 @@ async def kill_and_resume(script: str | os.PathLike, graph_path: str | os.PathLi
         kept=sum(1 for k in after if k.name in before and k.finished_at == before[k.name]),
         finished_before=len(before), peak=_peak(intervals),
         second_output=(second.stdout + second.stderr)[-2000:], intervals=intervals,
+        failed=sum(k.status == "Failed" for k in after), expected_failed=failing,
+        recorded_failed=_recorded(_batch_output(graph_path)), killed_wall=killed_wall,
+        started_wall=started_wall, resumed_wall=resumed_wall,
     )
+
+
+def _recorded(output: Any) -> int | None:
+    failed = output.get("failed") if isinstance(output, dict) else None
+    return len(failed) if isinstance(failed, list) else None
 
 
 def check_capstone(run: Any) -> Verdict:
     """The capstone's verdict: killed half-way, resumed to 100 stored items, nothing
-    finished done twice, never more than the limit at once."""
+    finished done twice, never more than the limit at once, the refused items
+    stored Failed and listed by the batch."""
+    if isinstance(run, Verdict):  # judge_capstone refused a piece before any process ran
+        return run
     if not isinstance(run, CapstoneRun):
-        return Verdict(False, "pass what kill_and_resume returned")
+        return Verdict(False, "pass what judge_capstone (or kill_and_resume) returned")
     if run.second_exit != 0:
         tail = run.second_output.strip().splitlines()[-1:] or ["(no output)"]
         return Verdict(False, f"the resumed run exited with {run.second_exit}: {tail[0]}")
@@ -138,14 +200,487 @@ def check_capstone(run: Any) -> Verdict:
     if run.peak > run.limit:
         return Verdict(False, f"{run.peak} items ran at once, above the limit of {run.limit}: "
                               "run them through a runner with CapacitySource(LIMIT)")
+    if run.killed_at > 0.75 * run.items:
+        return Verdict(False, f"the kill landed only at {run.killed_at} of {run.items} stored: so "
+                              "many items finish together that it cannot land half-way; with "
+                              "a small limit they finish a few at a time")
     if run.children != run.items:
         return Verdict(False, f"the batch has {run.children} children for {run.items} items: "
                               "the resumed run did not find the first run's items by name")
-    if run.completed != run.items:
-        return Verdict(False, f"{run.completed} of {run.items} items are Completed")
+    refused = run.expected_failed or 0
+    if run.completed != run.items - refused:
+        return Verdict(False, f"{run.completed} of {run.items} items are Completed, expected "
+                              f"{run.items - refused}")
     if run.kept != run.finished_before:
         return Verdict(False, f"{run.finished_before - run.kept} items finished before the kill "
                               "were done again")
+    if run.expected_failed is not None:
+        if run.failed != refused:
+            return Verdict(False, f"{run.failed} items are stored Failed; the service refuses "
+                                  f"{refused}")
+        if run.recorded_failed != refused:
+            return Verdict(False, f"the batch's result lists {run.recorded_failed} failures for "
+                                  f"{refused} refused items: keep each ERROR in run_items")
+    failures = f", recorded the {refused} refused items" if refused else ""
     return Verdict(True, f"killed at {run.killed_at} of {run.items}; the resume kept all "
-                         f"{run.kept} finished items, did the rest, and never ran more than "
-                         f"{run.limit} at once")
+                         f"{run.kept} finished items, did the rest{failures}, and never ran "
+                         f"more than {run.limit} at once")
+
+
+# -- the pieces the learner writes -------------------------------------------------------
+def _raised(what: str, exc: BaseException) -> Verdict:
+    where = traceback.extract_tb(exc.__traceback__)[-1:]
+    line = f" (line {where[0].lineno})" if where else ""
+    return Verdict(False, f"{what} raised {type(exc).__name__}: {exc}{line}")
+
+
+def _item_data(n: int, seconds: float) -> dict[str, Any]:
+    return {"n": n, "seconds": seconds, "fail": n % FAIL_EVERY == FAIL_EVERY - 1}
+
+
+_NAMES_ELSEWHERE = """
+import json, sys
+spec = json.loads(sys.stdin.read())
+space = {"__name__": "__capstone__"}
+exec(compile(spec["source"], "<your item_name>", "exec"), space)
+print(json.dumps([space["item_name"](n) for n in range(spec["items"])]))
+"""
+
+
+def check_item_name(item_name: Any, *, items: int = ITEMS) -> Verdict:
+    """Piece 1: ``item_name(n)`` names item ``n``'s child entity. Right when the 100
+    names are distinct non-empty strings, and the same when asked again, and in
+    two other Python processes (with different hash seeds), as a resumed run is."""
+    if (v := missing(item_name)) is not None:
+        return v
+    if not callable(item_name):
+        return Verdict(False, "pass your function itself, item_name, not what it returns")
+    try:
+        names = [item_name(n) for n in range(items)]
+        again = [item_name(n) for n in range(items)]
+    except Exception as exc:
+        return _raised("item_name(n)", exc)
+    if any(x is ... for x in names):
+        return Verdict(False, "item_name still returns ... (the placeholder): return a name "
+                              "(a string) for item n")
+    if not all(isinstance(x, str) and x.strip() for x in names):
+        bad = next(x for x in names if not (isinstance(x, str) and x.strip()))
+        return Verdict(False, f"a name must be a non-empty string; item_name gave {bad!r}")
+    if len(set(names)) < items:
+        return Verdict(False, f"{items - len(set(names))} of the {items} names repeat another: "
+                              "two items with one name would share one result")
+    if again != names:
+        return Verdict(False, f"asked twice in this process, item 0 was named {names[0]!r}, then "
+                              f"{again[0]!r}: a resumed run would not find the first run's items")
+    source = _source_of(item_name, "item_name")
+    if isinstance(source, Verdict):
+        return source
+    for seed in ("1", "2"):
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", _NAMES_ELSEWHERE], capture_output=True, text=True,
+                input=json.dumps({"source": source, "items": items}), timeout=60,
+                env={**os.environ, "PYTHONHASHSEED": seed}, check=False)
+        except subprocess.TimeoutExpired:
+            return Verdict(False, "item_name did not finish within a minute in another process")
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            return Verdict(False, f"run in another Python process, item_name failed: {last}")
+        if json.loads(done.stdout) != names:
+            return Verdict(False, "another Python process named the items differently: values "
+                                  "such as hash() of a string, id(), the clock or a counter do "
+                                  "not outlive a process, so a resumed run would not find them")
+    return Verdict(True, f"{items} distinct names, the same in every process: "
+                         f"{names[0]!r} ... {names[-1]!r}")
+
+
+class _ItemProbe(RunnableEntity):
+    """Asks for three children of the learner's Item class, one by one."""
+
+    async def run_impl(self):
+        kind = _KINDS[self.data["kind"]]
+        for n in self.data["ns"]:
+            try:
+                child = self.append_or_retrieve_call(kind, f"probe-{n}",
+                                                     _item_data(n, self.data["seconds"]))
+                await child.run()
+            except Exception:  # noqa: BLE001 - the stored status is what is checked
+                pass
+        yield Return(None)
+
+
+_KINDS: dict[str, type] = {}
+
+
+async def check_item(cls: Any, *, seconds: float = 0.2) -> Verdict:
+    """Piece 2: the ``Item`` entity. Its data is ``{"n", "seconds", "fail"}``: it
+    waits ``seconds`` (the slow work), then returns ``n * n``, or, when ``fail``
+    is true, raises an error that says which item was refused."""
+    if (v := missing(cls)) is not None:
+        return v
+    if not (isinstance(cls, type) and issubclass(cls, RunnableEntity)):
+        return Verdict(False, "pass your RunnableEntity subclass itself, Item (the class)")
+    _KINDS[cls.__name__] = cls
+    ns = [3, FAIL_EVERY - 1, 5]
+    with tempfile.TemporaryDirectory(prefix="storylab-item-") as folder:
+        with EntityGraph.open(Path(folder) / "graph.sqlite") as graph:
+            parent = graph.create_or_retrieve(
+                _ItemProbe, "probe", {"kind": cls.__name__, "ns": ns, "seconds": seconds})
+            try:
+                await asyncio.wait_for(parent.run(), timeout=30)
+            except Exception as exc:
+                return _raised("running your Item", exc)
+            kids = {k.name: graph.get_node(k.id) for k in graph.children(parent.id)}
+    if sorted(kids) != sorted(f"probe-{n}" for n in ns):
+        return Verdict(False, f"the probe has children {sorted(kids)}")
+    for n in (3, 5):
+        node = kids[f"probe-{n}"]
+        if node.status != "Completed" or node.output != n * n:
+            error = (node.error or {}).get("message", "")
+            why = f" ({error})" if error else ""
+            return Verdict(False, f"item {n} (fail=False) ended {node.status}{why} with "
+                                  f"{node.output!r}: it should return n * n = {n * n}")
+        took = (node.finished_at or 0) - (node.started_at or 0)
+        if took < 0.75 * seconds:
+            return Verdict(False, f"item {n} took {took:.2f} s with seconds={seconds}: await "
+                                  "asyncio.sleep(self.data['seconds']) first, the slow work "
+                                  "the judge needs to catch it half-way")
+    bad = kids[f"probe-{FAIL_EVERY - 1}"]
+    if bad.status != "Failed":
+        return Verdict(False, f"item {FAIL_EVERY - 1} (fail=True) ended {bad.status}: raise an "
+                              "exception in run_impl when self.data['fail'] is true")
+    message = str((bad.error or {}).get("message", ""))
+    if str(FAIL_EVERY - 1) not in message:
+        return Verdict(False, f"the refusal was stored as {message!r}: say which item (its n) "
+                              "was refused, so the record can be read later")
+    return Verdict(True, f"items 3 and 5 returned 9 and 25 after their work; item "
+                         f"{FAIL_EVERY - 1} is stored Failed with {message!r}")
+
+
+_RUNNING = {"now": 0, "peak": 0}
+
+
+class _Counted(RunnableEntity):
+    """The checker's own item: counts how many run at once; fails when told to."""
+
+    async def run_impl(self):
+        _RUNNING["now"] += 1
+        _RUNNING["peak"] = max(_RUNNING["peak"], _RUNNING["now"])
+        try:
+            await asyncio.sleep(self.data["seconds"])
+        finally:
+            _RUNNING["now"] -= 1
+        if self.data["fail"]:
+            raise RuntimeError(f"item {self.data['n']} was refused by the service")
+        yield Return(self.data["n"] ** 2)
+
+
+class _RunProbe(RunnableEntity):
+    async def run_impl(self):
+        run_items = _RUN_ITEMS[self.data["key"]]
+        items = [{"name": f"probe-{n:02d}", "data": _item_data(n, self.data["seconds"])}
+                 for n in self.data["ns"]]
+        got = await run_items(self, _Counted, items)
+        if not isinstance(got, tuple | list) or len(got) != 2:
+            yield Return({"shape": repr(got)[:80]})
+            return
+        done, failed = (list(x) for x in got)
+        yield Return({"done": done, "failed": [str(e) for e in failed]})
+
+
+_RUN_ITEMS: dict[str, Any] = {}
+
+
+async def check_run_items(run_items: Any, *, limit: int = LIMIT, seconds: float = 0.05) -> Verdict:
+    """Piece 3: ``await run_items(batch, kind, items)`` runs the items as children of
+    ``batch`` (``batch.parallel_calls(kind, items)``) through a runner under a
+    capacity source of ``limit``, and returns ``(done, failed)``: the values of
+    the FINAL envelopes and the errors of the ERROR ones. The checker's items
+    count how many run at once; two of its twelve are refused."""
+    if (v := missing(run_items)) is not None:
+        return v
+    if not inspect.iscoroutinefunction(run_items):
+        return Verdict(False, "run_items must be an `async def` function (batch, kind, items)")
+    key = f"{run_items.__module__}.{run_items.__qualname__}"
+    _RUN_ITEMS[key] = run_items
+    _RUNNING.update(now=0, peak=0)
+    ns = [1, 2, 3, FAIL_EVERY - 1, 5, 6, 7, 8, 2 * FAIL_EVERY - 1, 10, 11, 12]
+    refused = [n for n in ns if _item_data(n, 0)["fail"]]  # two of them
+    with tempfile.TemporaryDirectory(prefix="storylab-run-items-") as folder:
+        with EntityGraph.open(Path(folder) / "graph.sqlite") as graph:
+            parent = graph.create_or_retrieve(_RunProbe, "probe",
+                                              {"key": key, "ns": ns, "seconds": seconds})
+            try:
+                await asyncio.wait_for(parent.run(), timeout=60)
+            except Exception as exc:
+                if "refused by the service" in str(exc):
+                    return Verdict(False, f"run_items raised an item's own error ({exc}): keep "
+                                          "it in `failed` in a TaskEventType.ERROR branch, and "
+                                          "go on so the other items still arrive")
+                return _raised("run_items", exc)
+            output = graph.get_node(parent.id).output
+            kids = graph.children(parent.id)
+    if "shape" in output:
+        return Verdict(False, f"run_items must return two lists, (done, failed); it returned "
+                              f"{output['shape']}")
+    if len(kids) != len(ns):
+        return Verdict(False, f"the batch has {len(kids)} children for {len(ns)} items: create "
+                              "them with batch.parallel_calls(kind, items)")
+    peak = _RUNNING["peak"]
+    if peak > limit:
+        return Verdict(False, f"{peak} items ran at once, above LIMIT = {limit}: give the runner "
+                              f"CapacitySource(LIMIT)")
+    if peak < 2:
+        return Verdict(False, "the items ran one at a time: hand them to a "
+                              "HierarchicalTaskPoolRunner, which runs up to LIMIT at once")
+    want = sorted(n * n for n in ns if n not in refused)
+    if sorted(output["done"], key=str) != sorted(want, key=str):
+        return Verdict(False, f"done holds {len(output['done'])} values, expected the "
+                              f"{len(want)} squares of the items that succeeded "
+                              "(envelope.value of each FINAL)")
+    if len(output["failed"]) != len(refused):
+        return Verdict(False, f"failed holds {len(output['failed'])} entries for "
+                              f"{len(refused)} refused items: add a branch for "
+                              "TaskEventType.ERROR that keeps envelope.error")
+    return Verdict(True, f"{len(want)} items done and {len(refused)} refusals kept, never "
+                         f"more than {peak} at once (LIMIT = {limit})")
+
+
+# -- the script -------------------------------------------------------------------------
+_TEMPLATE = '''\
+"""The capstone pipeline, written by write_capstone from the notebook's pieces.
+
+Usage: python capstone.py GRAPH_FILE WORK_SECONDS
+"""
+import asyncio
+import sys
+
+{imports}
+
+LIMIT = {limit}  # items at once
+ITEMS = {items}
+WORK_SECONDS = float(sys.argv[2])
+{values}
+
+# -- piece 1 -------------------------------------------------------------------
+{item_name}
+
+
+# -- piece 2 -------------------------------------------------------------------
+{item}
+
+
+# -- piece 3 -------------------------------------------------------------------
+{run_items}
+
+
+# -- the fixed part: the batch and its graph -----------------------------------
+class Batch(RunnableEntity):
+    async def run_impl(self):
+        items = [{{"name": item_name(n),
+                  "data": {{"n": n, "seconds": WORK_SECONDS, "fail": n % {every} == {last}}}}}
+                 for n in range(ITEMS)]
+        done, failed = await run_items(self, Item, items)
+        yield Return({{"done": len(done), "failed": sorted(str(e) for e in failed)}})
+
+
+if __name__ == "__main__":
+    with EntityGraph.open(sys.argv[1]) as graph:
+        asyncio.run(graph.create_or_retrieve(Batch, "batch", {{}}).run())
+'''
+
+_FIXED = {"asyncio", "sys", "LIMIT", "ITEMS", "WORK_SECONDS", "Batch", "item_name", "Item",
+          "run_items", "EntityGraph", "Return", "RunnableEntity"}
+
+
+def _source_of(fn: Any, what: str) -> str | Verdict:
+    try:
+        return textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError):
+        return Verdict(False, f"define {what} with `def` in a cell of its own, so that it can "
+                              "be copied into the script")
+
+
+def _class_source(cls: type) -> str | Verdict:
+    """``class Item(RunnableEntity):`` rebuilt from its methods' sources (a class
+    defined in a notebook has no source file of its own)."""
+    body = []
+    for attr, value in vars(cls).items():
+        if (attr.startswith("__") and attr.endswith("__")) or attr == "type_name":
+            continue  # Python's own, or set by the entity registry
+        if isinstance(value, types.FunctionType):
+            code = _source_of(value, f"Item.{attr}")
+            if isinstance(code, Verdict):
+                return code
+            body.append(textwrap.indent(code, "    "))
+        elif isinstance(value, str | int | float | bool | type(None)):
+            body.append(f"    {attr} = {value!r}\n")
+        else:
+            return Verdict(False, f"Item.{attr} cannot be copied into the script: keep to "
+                                  "methods and plain constants")
+    return "class Item(RunnableEntity):\n" + ("\n".join(body) or "    pass\n")
+
+
+def _codes(code: types.CodeType):
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _codes(const)
+
+
+def _needs(functions: list[Any]) -> tuple[list[str], list[str]]:
+    """The import lines and constants the pieces use from their notebook."""
+    imports: dict[str, str] = {}
+    public = {"EntityGraph", "Return", "RunnableEntity"}
+    values: dict[str, str] = {}
+    for fn in functions:
+        known = getattr(fn, "__globals__", {})
+        for code in _codes(fn.__code__):
+            for name in code.co_names:
+                if name in _FIXED or name in values or hasattr(builtins, name) \
+                        or name not in known:
+                    continue
+                value = known[name]
+                if isinstance(value, types.ModuleType):
+                    line = (f"import {value.__name__}" if value.__name__ == name
+                            else f"import {value.__name__} as {name}")
+                    imports[name] = line
+                elif getattr(storylab, name, None) is value and value is not None:
+                    public.add(name)
+                elif isinstance(value, str | int | float | bool):
+                    values[name] = f"{name} = {value!r}"
+    lines = sorted(imports.values()) + [f"from storylab import {', '.join(sorted(public))}"]
+    return lines, sorted(values.values())
+
+
+def write_capstone(path: str | os.PathLike, item_name: Any, item: Any, run_items: Any, *,
+                   limit: int = LIMIT, items: int = ITEMS) -> Path:
+    """Write the capstone script to ``path`` from the three pieces as they are written
+    in the notebook, around the fixed ``Batch`` root; returns the path."""
+    for what, piece in (("item_name", item_name), ("Item", item), ("run_items", run_items)):
+        if missing(piece) is not None:
+            raise ValueError(f"{what} is not written yet")
+    if not (isinstance(item, type) and issubclass(item, RunnableEntity)):
+        raise ValueError("Item must be a RunnableEntity subclass")
+    parts = [_source_of(item_name, "item_name"), _class_source(item),
+             _source_of(run_items, "run_items")]
+    for part in parts:
+        if isinstance(part, Verdict):
+            raise ValueError(part.message)
+    methods = [v for v in vars(item).values() if isinstance(v, types.FunctionType)]
+    imports, values = _needs([item_name, run_items, *methods])
+    text = _TEMPLATE.format(imports="\n".join(imports), values="\n".join(values), limit=limit,
+                            items=items, item_name=parts[0].rstrip(), item=parts[1].rstrip(),
+                            run_items=parts[2].rstrip(), every=FAIL_EVERY, last=FAIL_EVERY - 1)
+    path = Path(path)
+    path.write_text(text)
+    return path
+
+
+async def judge_capstone(item_name: Any, item: Any, run_items: Any, *,
+                         folder: str | os.PathLike = ".", work_seconds: float = 0.1,
+                         limit: int = LIMIT) -> CapstoneRun | Verdict:
+    """Check the three pieces; if all are right, write ``capstone.py`` in ``folder``,
+    kill it half-way with SIGKILL, resume it, and return the record for
+    :func:`check_capstone`. A piece that is not right yet comes back as its
+    verdict, and no process is started."""
+    checks = (("piece 1, item_name", lambda: check_item_name(item_name)),
+              ("piece 2, Item", lambda: check_item(item)),
+              ("piece 3, run_items", lambda: check_run_items(run_items, limit=limit)))
+    for what, check in checks:
+        verdict = check()
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+        if not verdict:
+            return Verdict(False, f"{what} is not right yet ({verdict.message}); its own "
+                                  "checker above says more")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    script = write_capstone(folder / "capstone.py", item_name, item, run_items, limit=limit)
+    return await kill_and_resume(script, folder / "capstone.sqlite", items=ITEMS, limit=limit,
+                                 work_seconds=work_seconds, failing=ITEMS // FAIL_EVERY)
+
+
+# -- the record as a picture -------------------------------------------------------------
+def plot_capstone(run: CapstoneRun, time_scale: float) -> Any:
+    """Two panels on one time axis (model seconds from the first item's start): items running
+    at once, against the limit, and items stored Completed; the kill and the
+    resume marked. Drawn only from the stored start and finish times. The
+    figure carries its one-line summary (``storylab_summary``)."""
+    if not isinstance(run, CapstoneRun):
+        raise ValueError("plot_capstone draws what judge_capstone returned once it ran")
+    if not run.intervals or run.killed_wall is None or run.started_wall is None:
+        raise ValueError("the record has no kill to draw: the first run was not killed")
+    import matplotlib.pyplot as plt
+
+    from storylab.viz._palette import OKABE_ITO
+
+    origin = min(s for s, _ in run.intervals)  # the first item's start
+
+    def model(t: float) -> float:
+        return (t - origin) / time_scale
+
+    edges = sorted([(model(s), 1) for s, _ in run.intervals]
+                   + [(model(e), -1) for _, e in run.intervals], key=lambda x: (x[0], x[1]))
+    ends = sorted(model(e) for _, e in run.intervals)
+    killed = model(run.killed_wall)
+    # The new process is working once it starts its first item.
+    resumed = min((model(s) for s, _ in run.intervals if model(s) > killed), default=killed)
+    before = sum(1 for e in ends if e <= killed)
+    # Items running at once, as the most in each half model second: a finish and the
+    # next start are milliseconds apart, and the exact count would flicker to zero.
+    window = 0.5
+    xs = [window * k for k in range(int((ends[-1] if ends else 0) / window) + 2)]
+    running, now, k = [], 0, 0
+    for x in xs:
+        most = now
+        while k < len(edges) and edges[k][0] < x + window:
+            now += edges[k][1]
+            most = max(most, now)
+            k += 1
+        running.append(most)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.6), sharex=True,
+                                      gridspec_kw={"height_ratios": [1, 1.2]})
+    top.fill_between(xs, running, step="post", color=OKABE_ITO["blue"], alpha=0.35, lw=0)
+    top.step(xs, running, where="post", color=OKABE_ITO["blue"], lw=1.4,
+             label="items running (most per half model second)")
+    top.axhline(run.limit, ls="--", color=OKABE_ITO["black"], lw=1,
+                label=f"LIMIT = {run.limit}")
+    top.set_ylim(0, run.limit + 2.2)
+    top.set_ylabel("items at once", fontsize=11)
+    first = [(e, k + 1) for k, e in enumerate(ends) if e <= killed]
+    second = [(e, k + 1) for k, e in enumerate(ends) if e > killed]
+    if first:
+        bottom.step([0] + [e for e, _ in first], [0] + [n for _, n in first], where="post",
+                    color=OKABE_ITO["bluish green"], lw=2, label="finished by the first process")
+    if second:
+        bottom.step([resumed] + [e for e, _ in second], [before] + [n for _, n in second],
+                    where="post", color=OKABE_ITO["orange"], lw=2, ls="-.",
+                    label="finished by the resumed process")
+    bottom.set_ylabel("items stored Completed", fontsize=11)
+    bottom.set_xlabel("time since the first item started (model seconds)", fontsize=11)
+    for ax in (top, bottom):
+        ax.axvline(killed, color=OKABE_ITO["vermillion"], lw=2)
+        ax.axvspan(killed, resumed, color="#dddddd", zorder=0)
+        ax.tick_params(labelsize=10)
+        ax.grid(alpha=0.3)
+    top.annotate("SIGKILL", (killed, run.limit + 0.5), xytext=(-6, 0),
+                 textcoords="offset points", ha="right", fontsize=11,
+                 color=OKABE_ITO["vermillion"], fontweight="bold")
+    if resumed - killed > 0.2:
+        top.annotate("new process\nstarting", ((killed + resumed) / 2, 1.0), ha="center",
+                     fontsize=9, color="#444444")
+    bottom.annotate(f"{before} kept through the kill", (killed, before), xytext=(-8, 8),
+                    textcoords="offset points", ha="right", fontsize=10)
+    top.legend(loc="upper right", fontsize=10, framealpha=0.95, ncol=2)
+    bottom.legend(loc="lower right", fontsize=10, framealpha=0.9)
+    top.set_title(f"The capstone, killed at {before} of {run.items} and resumed: never more "
+                  f"than {run.peak} at once (limit {run.limit})", fontsize=12)
+    fig.tight_layout()
+    fig.storylab_summary = (
+        f"the first process ran up to {run.peak} items at once and had stored {before} when "
+        f"it was killed at {killed:.0f} model s; after a gap of {resumed - killed:.1f} model "
+        f"s (the new process starting) the resumed one finished the other "
+        f"{len(ends) - before} completed items, never above the limit of {run.limit}; the "
+        f"{run.failed} refused items are stored Failed and not drawn")
+    return fig

@@ -9,14 +9,20 @@ and carries its own title and description for screen readers.
 from __future__ import annotations
 
 import html
+import textwrap
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
     "API_TABLE",
     "CHAPTER",
     "GLOSSARY",
+    "ApiRow",
+    "api_markdown",
     "api_table",
     "check_python_name",
+    "glossary_markdown",
+    "glossary_myst",
     "glossary_table",
     "overview_diagram",
     "overview_text",
@@ -24,55 +30,156 @@ __all__ = [
 
 CHAPTER = "Part 5: Parallel Image Generation with Entity-Based Parallelism"
 
+# The one source of the glossary and of the chapter-to-Python table: notebook 00
+# shows them (glossary_table, api_table) and the book's pages docs/glossary.md and
+# docs/api_map.md hold them as rendered by glossary_myst and api_markdown (written
+# there by docs/reference_pages.py, checked by tests/test_tutorial_reference.py).
+# Term -> meaning, in Markdown, in alphabetical order.
 GLOSSARY: dict[str, str] = {
-    "entity": "a persisted unit of work (a node in the graph with a name, a status, its "
-              "input and its output); it runs by yielding envelopes from `run_impl`",
-    "unit": "one permission to run one task now; taken from a capacity source before the "
-            "task starts, given back when it ends",
-    "capacity source": "a counter of units with a limit; sources form a tree (3 per story "
-                       "under 10 in total) and a unit is taken at every level or at none",
-    "runner": "`HierarchicalTaskPoolRunner`: takes a unit, pulls the next task from a "
-              "source, runs it, and streams the results in the order they finish",
-    "source": "where the runner pulls tasks from, one at a time (`SourceFromIterable` "
-              "creates each child only when it is pulled)",
-    "trace": "the record of every scheduling event of a run (asked, waited, started, "
-             "ended, which level held a task back); every chart is drawn from it",
-    "makespan": "the time from a run's first request for a unit to the end of its last task: "
-                "the bracket under every timeline and the number in its title",
-    "model second": "a second of a hosted model's time; `time_scale` says how many wall "
-                    "seconds one lasts in a notebook",
+    "capacity source": "a counter of units with a limit (`CapacitySource`), optionally under "
+                       "a parent. Sources form a tree (3 per story under 10 in total) and a "
+                       "unit is taken at every level up to the root at once, or not at all; "
+                       "giving it back frees every level",
+    "capacity tree": "capacity sources linked parent to child. A task runs only while it holds "
+                     "a unit at its own level and at each level above",
+    "child entity": "an entity created by another one (its parent) through `append_call`, "
+                    "`append_or_retrieve_call` or `parallel_calls`. Its name is unique under "
+                    "the parent, so asking again finds the same child",
+    "completion order": "the order in which tasks finish, which is the order the runner "
+                        "reports them in, whatever the order they were started in",
+    "entity": "a persisted unit of work: a node in the entity graph with a name, a type, its "
+              "input, a status, progress and, once done, its output. In storylab, a subclass "
+              "of `RunnableEntity` whose `async def run_impl(self)` yields envelopes",
+    "entity graph": "the store of every entity and of the edges from parents to children "
+                    "(`EntityGraph`, one SQLite file). It outlives the process, which is what "
+                    "makes resuming possible",
+    "envelope": "a small record an entity or the runner yields while working. An entity "
+                "yields `STATUS`, `VALUE` and `ERROR` envelopes (`Envelope`); the runner "
+                "yields one `TaskProgressEnvelope` per streamed item (`INTERMEDIATE`) and per "
+                "finished task (`FINAL` or `ERROR`)",
+    "fair and FIFO": "the two ways a capacity tree can hand out a freed unit. Fair (the "
+                     "default): among the waiters that could run now, the one whose path "
+                     "holds the fewest units goes first, and nobody waits behind a story held "
+                     "back only by its own limit. FIFO: strict arrival order, so while the "
+                     "oldest waiter cannot run nobody behind it runs either (head-of-line "
+                     "blocking)",
+    "global limit": "the root capacity shared by every story of a process (10 in the "
+                    "tutorial). With Dask, leased shares make it hold across worker processes",
+    "idempotent creation": "creating a child under a deterministic name, so that a second "
+                           "attempt (after a crash, or in a second process) gets the existing "
+                           "child back instead of making a duplicate",
     "lease": "a claim on a running entity (or on a process's share of the global limit) that "
              "its owner must keep renewing; when the owner dies, the claim lapses and another "
              "process may take over",
+    "makespan": "the time from a run's first request for a unit to the end of its last task: "
+                "the bracket under every timeline and the number in its title",
+    "model second": "a second of a hosted model's time, the tutorial's unit of time. The "
+                    "simulated model sleeps `time_scale` wall seconds for each, so runs are "
+                    "quick but the charts read as they would against the real service",
+    "per-story limit": "the capacity of one story's source (3 in the tutorial): how many of "
+                       "its pictures may be drawn at once",
+    "progress panel": "the live view of a run's entities (`ProgressPanel`): a widget in "
+                      "Jupyter, lines of text in a terminal. An exported notebook, like the "
+                      "book, shows a still snapshot of its last state",
+    "resume": "running a stopped pipeline again: finished children are read back from the "
+              "graph, unfinished ones are run, nothing finished is done twice",
+    "runner": "the task pool runner, `HierarchicalTaskPoolRunner`: takes a unit, pulls the "
+              "next task from a source, runs the tasks concurrently and streams their "
+              "results in completion order, each task's failure kept from the others",
+    "source": "where the runner pulls tasks from, one at a time. `SourceFromIterable` is lazy: "
+              "it is pulled only once a unit is held, so each child is created when it can "
+              "start rather than all up front",
     "stale": "an entity stored `InProgress` whose process is gone; a resumed run resets it "
              "and runs it again",
+    "trace": "the record of every scheduling event of a run (`Trace`): asked, waited, "
+             "granted, started, ended, released, and which level held a task back. Every "
+             "chart and number of the series is read from it",
+    "unit": "one permission to run one task now; taken from a capacity source before the "
+            "task starts, given back when it ends",
+    "utilisation": "the share of the available capacity that was in use over a run",
 }
 
-# (the chapter's TypeScript, storylab's Python, where the series shows it)
-API_TABLE: list[tuple[str, str, str]] = [
-    ("class X extends RunnableEntity { async *run_impl() }",
-     "class X(RunnableEntity): async def run_impl(self)", "02"),
-    ("return value (end of run_impl)", "yield Return(value)", "02"),
-    ("this.createStatusEnvelope('RUNNING', msg)", "yield self.status('RUNNING', msg)", "02"),
-    ("this.appendCall(Cls, name, data)", "self.append_call(Cls, name, data)", "02"),
-    ("this.appendOrRetrieveCall(Cls, name, data)",
-     "self.append_or_retrieve_call(Cls, name, data)", "02"),
-    ("this.parallelCalls(Cls, items)", "self.parallel_calls(Cls, items)", "02"),
-    ("this.updateEntityData({...})", "await self.update_entity_data(**changes)", "02"),
-    ("new SourceFromIterable(gen)", "SourceFromIterable(gen)", "02"),
-    ("new SourceBufferObj(array)", "SourceBufferObj(thunks)", "02"),
-    ("new CapacitySource(10)", "CapacitySource(10)", "03"),
-    ("new CapacitySource(3, parent)", "CapacitySource(3, parent)", "03"),
-    ("await capacity.acquire() / capacity.release()",
-     "await capacity.acquire() / capacity.release()", "03"),
-    ("new HierarchicalTaskPoolRunner(name, source, capacity)",
-     "HierarchicalTaskPoolRunner(name, source, capacity)", "02"),
-    ("for await (const envelope of runner.runTasks())",
-     "async with runner.run_tasks() as results: async for envelope in results", "02"),
-    ("envelope.type === 'FINAL'", "envelope.type is TaskEventType.FINAL", "02"),
-    ("envelope.type === 'ERROR'", "envelope.type is TaskEventType.ERROR", "05"),
-    ("envelope.value / envelope.error", "envelope.value / envelope.error", "05"),
-]
+
+@dataclass(frozen=True, slots=True)
+class ApiRow:
+    """A name of the chapter, its storylab spelling (both Markdown) and the notebooks using it."""
+
+    typescript: str
+    python: str
+    notebooks: tuple[int, ...]
+
+    @property
+    def python_name(self) -> str:
+        """The first code span of :attr:`python`: the name itself, without the prose
+        (empty when the row names no Python at all)."""
+        spans = self.python.split("`")
+        return spans[1] if len(spans) > 2 else ""
+
+
+API_TABLE: tuple[ApiRow, ...] = (
+    ApiRow("`class ImageGenerationEntity extends RunnableEntity`",
+           "`class ImageGenerationEntity(RunnableEntity)` (`storylab.story.entities`)", (2,)),
+    ApiRow("`protected async *run_impl()`", "`async def run_impl(self)`, an async generator",
+           (2,)),
+    ApiRow("`@EntityMixin({specificType: ...})` and registering the entity",
+           "nothing to call: subclassing `RunnableEntity` registers the class under its name "
+           "(`type_name=` in the class statement picks another); "
+           "`storylab.entities.registered_types()` lists them", (2,)),
+    ApiRow("`(await this.get_dto()).data`", "`self.data`", (2,)),
+    ApiRow("`this.updateEntityData({...})`",
+           "`await self.update_entity_data(key=value, ...)`", (2, 4)),
+    ApiRow("`yield await this.createStatusEnvelope('RUNNING', msg)`",
+           "`yield self.status(\"RUNNING\", msg)` (also `self.status_envelope(...)`)", (2,)),
+    ApiRow("`return result` at the end of `run_impl`",
+           "`yield Return(result)` (a Python async generator cannot `return` a value)", (2,)),
+    ApiRow("`this.appendOrRetrieveCall(Cls, name, data)`",
+           "`self.append_or_retrieve_call(Cls, name, data)`", (2, 4)),
+    ApiRow("`this.appendCall(Cls, name, data)`",
+           "`self.append_call(Cls, name, data)` (refuses a name already used)", (2,)),
+    ApiRow("`this.parallelCalls(Cls, items)`",
+           "`self.parallel_calls(Cls, items)`, items of `{\"name\": ..., \"data\": {...}}`; "
+           "each child is created when the runner pulls it", (2,)),
+    ApiRow("`new SourceFromIterable(iterable)`",
+           "`SourceFromIterable(iterable)` (lazy: pulled only once a unit is held)", (2,)),
+    ApiRow("`new SourceBufferObj(tasks)`",
+           "`SourceBufferObj(tasks)` (every task made up front)", (2,)),
+    ApiRow("`new CapacitySource(10)`", "`CapacitySource(10)` (a root: no parent)", (3,)),
+    ApiRow("`new CapacitySource(3, GLOBAL_IMAGE_CAPACITY)`",
+           "`CapacitySource(3, parent, name=\"story:...\")`", (2, 3)),
+    ApiRow("`await capacity.acquire()`, `capacity.release()`",
+           "`await capacity.acquire()`, `capacity.release()` (a unit at every level, or none)",
+           (3,)),
+    ApiRow("`GLOBAL_IMAGE_CAPACITY` (a module constant of 10)",
+           "`storylab.story.settings.global_image_capacity(10)`, shared by every story of the "
+           "process; `--cluster` makes it a Dask semaphore shared across processes", (3, 6, 8)),
+    ApiRow("`new HierarchicalTaskPoolRunner(name, source, capacity)`",
+           "`HierarchicalTaskPoolRunner(name, source, capacity)`", (2,)),
+    ApiRow("`for await (const envelope of runner.runTasks())`",
+           "`async with runner.run_tasks() as envelopes:` then `async for envelope in "
+           "envelopes:` (the `async with` cancels what is still running when you leave)", (2,)),
+    ApiRow("`envelope.type === 'FINAL'`", "`envelope.type is TaskEventType.FINAL`", (2,)),
+    ApiRow("`envelope.type === 'ERROR'`, `'INTERMEDIATE'`",
+           "`envelope.type is TaskEventType.ERROR`, `TaskEventType.INTERMEDIATE`", (2, 5)),
+    ApiRow("`envelope.value`, `envelope.error`",
+           "`envelope.value`, `envelope.error` (and `envelope.task_id`, 1-based in start "
+           "order)", (2, 5)),
+    ApiRow("`brokerClient.generateImage({...})`",
+           "the configured image backend: `await current_settings().images.generate("
+           "ImageRequest(...))`, with `SimulatedImageBackend` offline or `HttpImageBackend` "
+           "over HTTP", (1, 6)),
+    ApiRow("`ImageService.generateImage()` (removed by the chapter)",
+           "no service class either: the entity is the unit of work", (2,)),
+    ApiRow("blob storage, `getBlob(objectKey)`",
+           "the graph's blob store: `graph.blobs.put(data, content_type)`, "
+           "`graph.blobs.get(key)`", (5,)),
+    ApiRow("`GeneratedImageResult`", "`storylab.story.models.GeneratedImageResult`", (5,)),
+    ApiRow("`StoryPipelineEntity`, started per request",
+           "`StoryPipelineEntity`, created with `create_story(graph, topic)` and run by "
+           "`generate_story(...)`; `storylab run` from the shell", (1, 4, 5)),
+    ApiRow("the entity graph service",
+           "`EntityGraph.open(\"graph.sqlite\")`: one SQLite file, also read by "
+           "`storylab eg tree <id>`", (4, 8)),
+)
 
 # Okabe-Ito colours, one per layer, with the layer's name always written in the box.
 _FILL = {"request": "#F0E442", "entity": "#56B4E9", "runner": "#E69F00",
@@ -184,35 +291,115 @@ def _markdown(text: str) -> Any:
     return Markdown(text)
 
 
+def _cell(markdown: str) -> str:
+    return markdown.replace("|", "\\|")
+
+
+def _notebooks(numbers: tuple[int, ...]) -> str:
+    words = [str(n) for n in numbers]
+    if len(words) == 1:
+        return f"notebook {words[0]}"
+    return f"notebooks {', '.join(words[:-1])} and {words[-1]}"
+
+
+def glossary_markdown() -> str:
+    """The glossary as a Markdown table (term, meaning): what notebook 00 shows."""
+    rows = "\n".join(
+        f"| **{term}** | {_cell(meaning[0].upper() + meaning[1:])}. |"
+        for term, meaning in GLOSSARY.items()
+    )
+    return "| term | meaning |\n|---|---|\n" + rows
+
+
+def glossary_myst(width: int = 88) -> str:
+    """The glossary as a MyST ``{glossary}`` block: what the book's glossary page holds."""
+    out = ["```{glossary}"]
+    for term, meaning in GLOSSARY.items():
+        text = f"{meaning[0].upper() + meaning[1:]}."
+        out += [term, *textwrap.wrap(text, width, initial_indent="  ", subsequent_indent="  ",
+                                     break_on_hyphens=False, break_long_words=False), ""]
+    out[-1] = "```"
+    return "\n".join(out)
+
+
+def api_markdown() -> str:
+    """The chapter's names next to storylab's, as a Markdown table (notebook 00 and the book)."""
+    rows = "\n".join(
+        f"| {_cell(r.typescript)} | {_cell(r.python)} | {_notebooks(r.notebooks)} |"
+        for r in API_TABLE
+    )
+    return "| in the chapter (TypeScript) | in storylab (Python) | where |\n|---|---|---|\n" + rows
+
+
 def glossary_table() -> Any:
-    """The glossary as a Markdown table (term, meaning)."""
-    rows = "\n".join(f"| **{term}** | {meaning} |" for term, meaning in GLOSSARY.items())
-    return _markdown("| term | meaning |\n|---|---|\n" + rows)
+    """The glossary, displayed as a Markdown table (term, meaning)."""
+    return _markdown(glossary_markdown())
 
 
 def api_table() -> Any:
-    """The chapter's TypeScript names next to storylab's Python names, as a Markdown table."""
-    def cell(code: str) -> str:
-        return "`" + code.replace("|", "\\|") + "`"
+    """The chapter's TypeScript names next to storylab's Python names, displayed as a table."""
+    return _markdown(api_markdown())
 
-    rows = "\n".join(f"| {cell(ts)} | {cell(py)} | {nb} |" for ts, py, nb in API_TABLE)
-    return _markdown("| in the chapter (TypeScript) | in storylab (Python) | notebook |\n"
-                     "|---|---|---|\n" + rows)
+
+def _bare_name(code: str) -> str:
+    """``"self.parallel_calls(Cls, items)"`` (or in backticks) -> ``"parallel_calls"``."""
+    name = code.replace("`", "").strip().split("(")[0].strip()
+    for prefix in ("self.", "this.", "await "):
+        name = name.removeprefix(prefix)
+    return name
+
+
+def _snake_case(name: str) -> str:
+    """``"parallelCalls"`` -> ``"parallel_calls"``."""
+    import re
+
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
 
 
 def check_python_name(chapter_name: str, answer: Any) -> Any:
-    """Exercise: the Python spelling, in storylab, of a name used in the chapter."""
+    """Exercise: the Python spelling, in storylab, of a name used in the chapter.
+
+    A wrong answer is told what is wrong with it: the chapter's own spelling,
+    the right words spelt another way, a near miss, the name of another row
+    of the table, or a name that is not the one asked for.
+    """
+    import difflib
+
     from storylab.tutorial._verdict import Verdict, missing
 
-    rows = [(ts, py) for ts, py, _ in API_TABLE if chapter_name in ts]
+    rows = [row for row in API_TABLE if chapter_name in row.typescript]
     if not rows:
         raise ValueError(f"{chapter_name!r} is not in the API table")
-    expected = rows[0][1]
+    expected = rows[0].python_name
+    row_ts = rows[0].typescript
     if (v := missing(answer)) is not None:
         return v
     if not isinstance(answer, str):
-        return Verdict(False, f"answer with the name as a string, not {answer!r}")
-    given = answer.strip().removeprefix("self.").split("(")[0]
-    if given and given == expected.removeprefix("self.").split("(")[0]:
+        return Verdict(False, f"answer with the name as a string, in quotes, not {answer!r}")
+    want, given = _bare_name(expected), _bare_name(answer)
+    if given == want:
         return Verdict(True, f"{chapter_name} is {expected} in storylab")
-    return Verdict(False, f"{answer!r} is not it: Python spells method names in snake_case")
+    look_up = (f"find {chapter_name} in the chapter's (TypeScript) column of the table above "
+               "and read the Python column next to it")
+    if given == _bare_name(row_ts):
+        return Verdict(False, f"{answer!r} is the chapter's TypeScript spelling; storylab is "
+                              f"Python, which writes method names in snake_case: {look_up}")
+    squash = str.maketrans({"_": "", "-": "", " ": ""})
+    if given.lower().translate(squash) == want.replace("_", ""):
+        return Verdict(False, f"{answer!r} has the right words, spelt differently: Python "
+                              "method names are lower case with _ between the words "
+                              "(snake_case)")
+    others = {_bare_name(row.python_name): row.typescript.replace("`", "")
+              for row in API_TABLE if row.python_name}
+    if given in others:
+        return Verdict(False, f"{answer!r} is in the table, but it is the Python name of "
+                              f"{others[given]!r}, not of {chapter_name!r}: {look_up}")
+    if difflib.SequenceMatcher(None, given.lower(), want).ratio() >= 0.8:
+        return Verdict(False, f"{answer!r} is close, but a name must match letter for letter: "
+                              f"{look_up}")
+    if _snake_case(given) == given and given.isidentifier():
+        return Verdict(False, f"{answer!r} is spelt the Python way, but it is not the name "
+                              f"storylab gives to {chapter_name}: {look_up}")
+    return Verdict(False, f"{answer!r} is not the name storylab gives to {chapter_name}, and "
+                          "Python spells method names in snake_case (lower case, _ between "
+                          f"words): {look_up}")

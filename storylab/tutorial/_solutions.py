@@ -107,39 +107,42 @@ SOLUTIONS: dict[str, str] = {
         check_most_at_once(solution, stories=stories, story_limit=3, global_limit=global_limit)
     """,
     "09-1": """
-        %%writefile capstone.py
+        def item_name(n):
+            # Made from the item alone: the same name in every run and every process.
+            return f"item-{n:03d}"
+
+
+        check_item_name(item_name)
+    """,
+    "09-2": """
         import asyncio
-        import sys
-
-        from storylab import (CapacitySource, EntityGraph, HierarchicalTaskPoolRunner, Return,
-                              RunnableEntity, SourceFromIterable)
-
-        LIMIT = 4  # items at once
 
 
         class Item(RunnableEntity):
             async def run_impl(self):
-                await asyncio.sleep(float(sys.argv[2]))  # the slow part of the work
+                await asyncio.sleep(self.data["seconds"])  # the slow part of the work
+                if self.data["fail"]:
+                    raise RuntimeError(f"item {self.data['n']} was refused by the service")
                 yield Return(self.data["n"] ** 2)
 
 
-        def item_name(n):
-            return f"item-{n:03d}"  # made from the item alone: the same in every run
+        await check_item(Item)
+    """,
+    "09-3": """
+        async def run_items(batch, kind, items):
+            source = SourceFromIterable(batch.parallel_calls(kind, items))
+            runner = HierarchicalTaskPoolRunner("items", source, CapacitySource(LIMIT))
+            done, failed = [], []
+            async with runner.run_tasks() as results:
+                async for envelope in results:
+                    if envelope.type is TaskEventType.FINAL:
+                        done.append(envelope.value)
+                    elif envelope.type is TaskEventType.ERROR:
+                        failed.append(envelope.error)  # keep it, and go on
+            return done, failed
 
 
-        class Batch(RunnableEntity):
-            async def run_impl(self):
-                items = [{"name": item_name(n), "data": {"n": n}} for n in range(100)]
-                source = SourceFromIterable(self.parallel_calls(Item, items))
-                runner = HierarchicalTaskPoolRunner("items", source, CapacitySource(LIMIT))
-                async with runner.run_tasks() as results:
-                    async for _ in results:
-                        pass
-                yield Return(len(items))
-
-
-        with EntityGraph.open(sys.argv[1]) as graph:
-            asyncio.run(graph.create_or_retrieve(Batch, "batch", {}).run())
+        await check_run_items(run_items)
     """,
 }
 

@@ -34,8 +34,9 @@ and needs no display.
   ``story:…`` sources read ``story A``, ``story B``… (:func:`source_labels`).
 """
 
+from storylab.viz.crash_plot import picture_times, plot_kill_and_resume
 from storylab.viz.graph_plot import LiveEntityTree, entity_graph, plot_entity_tree
-from storylab.viz.labels import source_labels
+from storylab.viz.labels import source_labels, task_label
 from storylab.viz.progress import (
     LevelState,
     PipelineProgress,
@@ -109,7 +110,9 @@ __all__ = [
     "peaks_in_use",
     "plot_capacity",
     "plot_children",
+    "picture_times",
     "plot_entity_tree",
+    "plot_kill_and_resume",
     "plot_in_use",
     "plot_sequential_vs_parallel",
     "plot_simulated_vs_wall",
@@ -124,6 +127,7 @@ __all__ = [
     "source_labels",
     "static_snapshot_html",
     "story_sources",
+    "task_label",
     "time_origin",
     "timeline_lanes",
 ]

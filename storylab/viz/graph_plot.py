@@ -193,6 +193,11 @@ def plot_entity_tree(
     *reused from the graph* (↺, its own colour, a dotted outline): the run
     handed back its stored result instead of running it again.
     ``fig.storylab_summary`` is the picture's one-line text equivalent.
+
+    No two pieces of text overlap: the figure is sized from the measured
+    labels, and a row too crowded for one line of labels hangs every other
+    one a band lower. Drawn into a given ``ax``, the layout has only that
+    axes' width; a very crowded tree then needs a larger axes.
     """
     g = entity_graph(graph, roots)
     add_missing_children(g, missing)
@@ -289,38 +294,234 @@ def add_missing_children(g: nx.DiGraph, names: Iterable[str]) -> None:
         g.add_edge(root, node_id, edge_type="Missing")
 
 
+# Text sizes (points) and the room around a node. Text sits at fixed offsets
+# in points from its node, so it keeps its size whatever the figure's: the
+# layout makes room for the text, never the other way round.
+_LABEL_PT = 10.0
+_DETAIL_PT = 9.0
+_TITLE_PT = 12.0
+_LINE = 1.25  # the height of a line of text, in font sizes (with a little air)
+_NODE_PT = 14.0  # from a node's centre to the text just under or over it
+_PAD_PT = 8.0  # the least room between two neighbours' text
+_ROW_PT = 95.0  # the least distance from one depth to the next
+_MAX_WIDTH_IN = 16.0  # a wider figure is shrunk so much in a notebook that its text is tiny
+_ONE_BAND_IN = 9.5  # wider than this, every other leaf label hangs one band lower
+
+
+def _text_size(text: str, points: float) -> tuple[float, float]:
+    """Width and height, in points, of (possibly several lines of) text."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import text_to_path
+
+    prop = FontProperties(size=points)
+    lines = text.split("\n")
+    width = max(text_to_path.get_text_width_height_descent(line or " ", prop, ismath=False)[0]
+                for line in lines)
+    return width, len(lines) * points * _LINE
+
+
+def _wrap_to(text: str, points: float, width_pt: float) -> str:
+    """``text`` broken at spaces into lines no wider than ``width_pt`` (when it can be)."""
+    import textwrap
+
+    if _text_size(text, points)[0] <= width_pt:
+        return text
+    for chars in range(len(text), 10, -2):
+        wrapped = textwrap.fill(text, chars, break_long_words=False)
+        if _text_size(wrapped, points)[0] <= width_pt:
+            return wrapped
+    return textwrap.fill(text, 10, break_long_words=False)
+
+
+def _node_texts(g: nx.DiGraph, n: str, shown: dict[str, str], run_started: float | None,
+                time_scale: float | None) -> tuple[str, str | None]:
+    """A node's label and, for a leaf, the detail line under it (how long it ran, or reused)."""
+    data = g.nodes[n]
+    leaf = not any(True for _ in g.successors(n))
+    text = shown[n]
+    if data["depth"] == 0:
+        label = _short(text, 60)
+    elif leaf and text.endswith(")") and " (" in text:
+        # Under a leaf, "Type (name)" goes on two lines so that neighbours fit.
+        head, _, tail = text.partition(" (")
+        label = _short(head, 26) + "\n(" + _short(tail[:-1], 24) + ")"
+    else:
+        label = _short(text, 28)
+    if data["status"] == "Failed" and data.get("error"):
+        label += "\n" + _short(f"{data['error'].get('type', 'error')}", 28)
+    extra = "reused" if _reused(data, run_started) else _duration_text(data, time_scale)
+    if extra and not leaf:
+        return label + "\n" + extra, None
+    return label, extra
+
+
+def _stagger_and_scale(rows: dict[float, list[str]], pos: dict[str, tuple[float, float]],
+                       half: dict[str, float], room_pt: float | None) -> tuple[int, float]:
+    """How many bands the leaf labels need, and the points one unit of the layout needs.
+
+    Neighbours in one band must clear each other: half a label each, plus a
+    gap. With two bands, every other label hangs lower, so a label may be up
+    to twice as wide as its column. ``room_pt`` is the width available for
+    the layout (None: as wide as needed, up to the widest figure we draw).
+    """
+    span = max((x for x, _ in pos.values()), default=0.0) - min(
+        (x for x, _ in pos.values()), default=0.0) or 1.0
+
+    def need(bands: int) -> float:
+        most = 60.0  # nodes never closer than this
+        for row in rows.values():
+            for i, a in enumerate(row):
+                if i + bands < len(row):
+                    b = row[i + bands]
+                    most = max(most, (half[a] + half[b] + _PAD_PT) / (pos[b][0] - pos[a][0]))
+        return most
+
+    limits = [room_pt] if room_pt is not None else [_ONE_BAND_IN * 72, _MAX_WIDTH_IN * 72 - 200]
+    for limit in limits:
+        for bands in range(1, 7):
+            if need(bands) * span <= limit:
+                return bands, need(bands)
+    return 6, need(6)
+
+
 def draw_entity_graph(
     g: nx.DiGraph, *, ax: Axes | None = None, title: str | None = None,
     run_started: float | None = None, time_scale: float | None = None,
 ) -> Figure:
-    """Draw a graph made by :func:`entity_graph` (see :func:`plot_entity_tree`)."""
+    """Draw a graph made by :func:`entity_graph` (see :func:`plot_entity_tree`).
+
+    No two pieces of text overlap, whatever the number of children: every
+    label is measured first, the figure is made wide enough for its
+    neighbours to clear each other and, when that would be too wide, every
+    other leaf label hangs one band lower.
+    """
     import networkx as nx
     from matplotlib.lines import Line2D
+    from matplotlib.transforms import offset_copy
 
     roots = [n for n in g if g.nodes[n]["depth"] == 0]  # insertion order = given order
     pos = tree_layout(g, roots)
-    width = max((x for x, _ in pos.values()), default=0.0) + 1
     depth = max((g.nodes[n]["depth"] for n in g), default=0)
-    # Crowded rows: tilt the leaf labels so they do not overlap. A label of
-    # more than ~16 characters is wider than the room a leaf gets, so a row
-    # of several long labels ("ImageGenerationEntity (image-{{IMAGE_1}})")
-    # is crowded too.
-    leaves = [n for n in g if not any(True for _ in g.successors(n))]
     shown = _shown_labels(g)
-    longest = max((len(_short(shown[n])) for n in leaves), default=0)
-    many = width > 8 or (len(leaves) > 2 and longest > 16)
-    if ax is None:
-        per_leaf = 0.85 if many else 1.25
-        fig, ax = new_figure(
-            figsize=(min(max(6.0, per_leaf * width + 2.5), 36),
-                     min(1.8 + 1.4 * (depth + 1) + (0.8 if many else 0), 20)),
-            layout="constrained",
-        )
-    else:
-        fig = cast("Figure", ax.figure)  # a sub-figure's axes are not drawn here
     ghosts = [n for n in g if g.nodes[n]["status"] == NOT_STORED]
     nodes = [n for n in g if g.nodes[n]["status"] != NOT_STORED]
+    leaf = {n: not any(True for _ in g.successors(n)) for n in g}
+    texts = {n: _node_texts(g, n, shown, run_started, time_scale) for n in g}
+
+    # Measure: how far each node's text reaches left/right, and down (leaves) or up.
+    half: dict[str, float] = {}
+    hang: dict[str, float] = {}
+    for n, (label, extra) in texts.items():
+        lw, lh = _text_size(label, _LABEL_PT)
+        dw, dh = _text_size(extra, _DETAIL_PT) if extra else (0.0, 0.0)
+        half[n] = max(lw, dw) / 2 + 3.0  # the label's rounded box
+        hang[n] = _NODE_PT + dh + lh + 4.0
+    rows: dict[float, list[str]] = {}
+    for n in g:
+        if leaf[n] and g.nodes[n]["depth"] > 0:
+            rows.setdefault(pos[n][1], []).append(n)
+    for row in rows.values():
+        row.sort(key=lambda n: pos[n][0])
+
+    xs = [x for x, _ in pos.values()] or [0.0]
+    span = (max(xs) - min(xs)) or 1.0
+    own = ax is None
+    if own:
+        bands, unit = _stagger_and_scale(rows, pos, half, None)
+    else:
+        fig = cast("Figure", ax.figure)  # a sub-figure's axes are not drawn here
+        box = ax.get_position()
+        room = box.width * fig.get_figwidth() * 72 - 2 * max(half.values(), default=0.0)
+        bands, unit = _stagger_and_scale(rows, pos, half, max(room, 72.0))
+        unit = max(room, 72.0) / span
+        given_w = box.width * fig.get_figwidth() * 72
+        given_h = box.height * fig.get_figheight() * 72
+    # Where each leaf's text hangs (points under its node), band by band.
+    band_pt = {y: max(hang[n] for n in row) + 6.0 for y, row in rows.items()}
+    drop = {n: 0.0 for n in g}
+    for y, row in rows.items():
+        for k, n in enumerate(row):
+            drop[n] = (k % bands) * band_pt[y]
+    below = max((hang[n] + drop[n] for n in g if leaf[n] and g.nodes[n]["depth"] == depth),
+                default=_NODE_PT)
+    # Rows above the last one: a leaf there hangs its text towards the row below.
+    row_pt = max([_ROW_PT] + [hang[n] + drop[n] + 30.0 for n in g
+                              if leaf[n] and 0 < g.nodes[n]["depth"] < depth])
+    above = max((_NODE_PT + _text_size(texts[n][0], _LABEL_PT)[1] for n in g if not leaf[n]),
+                default=_NODE_PT) + 6.0
+    left = max((half[n] - (pos[n][0] - min(xs)) * unit for n in g), default=0.0)
+    right = max((half[n] - (max(xs) - pos[n][0]) * unit for n in g), default=0.0)
+    pad_x = max(left, right, 20.0) + 6.0
+    ax_w = span * unit + 2 * pad_x
+    ax_h = depth * row_pt + below + above + 10.0
+
+    handles = [
+        Line2D([], [], marker="o", ls="", markersize=9, markerfacecolor=COLOURS[
+            status_from_node(s)], markeredgecolor="black" if s == "Failed" else "white",
+            markeredgewidth=2 if s == "Failed" else 1, label=s)
+        for s in _NODE_STATUSES
+    ]
     reused = [_reused(g.nodes[n], run_started) for n in nodes]
+    if any(reused):
+        handles.append(Line2D([], [], marker="o", ls="", markersize=9,
+                              markerfacecolor=REUSED_COLOUR, markeredgecolor="white",
+                              label="reused from the graph (↺)"))
+    if ghosts:
+        handles.append(Line2D([], [], marker="o", ls="", markersize=9, markerfacecolor="white",
+                              markeredgecolor="#777777", markeredgewidth=1.5,
+                              label="not stored (no node)"))
+    legend_w = max(_text_size(str(h.get_label()), _LABEL_PT)[0] for h in handles) + 45.0
+
+    if title is None:
+        if len(roots) == 1:
+            title = f"Entity tree of {g.nodes[roots[0]]['label']}"
+        else:
+            title = f"Entity trees of {len(roots)} pipelines"
+        n_reused = sum(1 for n in g if _reused(g.nodes[n], run_started))
+        counts = {s: sum(1 for n in g if g.nodes[n]["status"] == s
+                         and not _reused(g.nodes[n], run_started))
+                  for s in (*_NODE_STATUSES, NOT_STORED)}
+        counts["reused"] = n_reused
+        title += " — " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+    named = sorted({g.nodes[n]["type"] for n in g if shown[n] != g.nodes[n]["label"]
+                    and g.nodes[n]["type"]})
+    xlabel = ("children in creation order, left to right"
+              + (f" (labelled by name: {', '.join(named)})" if named else ""))
+
+    if own:
+        margin_l, margin_r = 62.0, legend_w + 12.0
+        fig_w = min(max(6.0 * 72, ax_w + margin_l + margin_r), _MAX_WIDTH_IN * 72)
+        ax_w = fig_w - margin_l - margin_r
+        # The title is centred over the axes, which the legend pushes to the left.
+        centre = margin_l + ax_w / 2
+        title = _wrap_to(title, _TITLE_PT, 2 * min(centre, fig_w - centre) - 16.0)
+        xlabel = _wrap_to(xlabel, _LABEL_PT, ax_w)
+        margin_t = _text_size(title, _TITLE_PT)[1] + 16.0
+        margin_b = _text_size(xlabel, _LABEL_PT)[1] + 14.0
+        fig_h = min(ax_h + margin_t + margin_b, 20 * 72)
+        fig, ax = new_figure(figsize=(fig_w / 72, fig_h / 72))
+        ax.set_position([margin_l / fig_w, margin_b / fig_h, ax_w / fig_w,
+                         (fig_h - margin_t - margin_b) / fig_h])
+        ax_h = fig_h - margin_t - margin_b
+    else:
+        ax_w, ax_h = given_w, given_h
+    ax = cast("Axes", ax)
+    fig = cast("Figure", ax.figure)
+    # Data limits that give each unit of the layout ``unit`` points across and
+    # each depth ``row_pt`` points down (or whatever the axes allow).
+    x_per_pt = span / max(ax_w - 2 * pad_x, 1.0)
+    if own and span * unit <= ax_w - 2 * pad_x:
+        x_per_pt = 1.0 / unit
+    mid = (max(xs) + min(xs)) / 2
+    half_x = ax_w / 2 * x_per_pt
+    ax.set_xlim(mid - half_x, mid + half_x)
+    y_per_pt = (depth or 1) / max(ax_h - below - above - 10.0, 1.0) if depth else 1.0 / _ROW_PT
+    ax.set_ylim(-depth - (below + 5.0) * y_per_pt, (above + 5.0) * y_per_pt)
+
+    def at(n: str, points: float) -> Any:
+        """Text anchored at node ``n``, ``points`` above it (negative: under it)."""
+        return offset_copy(ax.transData, fig=fig, x=0, y=points, units="points")
+
     colours = [REUSED_COLOUR if r else COLOURS[status_from_node(g.nodes[n]["status"])]
                for n, r in zip(nodes, reused, strict=True)]
     failed = [g.nodes[n]["status"] == "Failed" for n in nodes]
@@ -349,84 +550,52 @@ def draw_entity_graph(
                            linestyles=":", zorder=3)
         again.set_gid("reused-nodes")
     for n, r in zip(nodes, reused, strict=True):
-        x, y = pos[n]
         status = g.nodes[n]["status"]
-        if status != "Failed":  # failures get their own, bolder mark below
-            ax.text(x, y, "↺" if r else _GLYPHS.get(status, "?"), ha="center", va="center",
-                    color="white", fontsize=11, fontweight="bold", zorder=4,
+        if status == "Failed":  # a bolder mark of its own
+            ax.text(*pos[n], "✗", ha="center", va="center", color="white", fontsize=11,
+                    fontweight="bold", zorder=4, gid=f"failed-mark:{n}")
+        else:
+            ax.text(*pos[n], "↺" if r else _GLYPHS.get(status, "?"), ha="center",
+                    va="center", color="white", fontsize=11, fontweight="bold", zorder=4,
                     gid=f"glyph:{n}")
     for n in ghosts:
-        x, y = pos[n]
-        ax.text(x, y, "?", ha="center", va="center", color="#777777", fontsize=10,
+        ax.text(*pos[n], "?", ha="center", va="center", color="#777777", fontsize=10,
                 fontweight="bold", zorder=4)
-    label_nodes = nodes + ghosts
-    failed = failed + [False] * len(ghosts)
-    for n, is_failed in zip(label_nodes, failed, strict=True):
-        x, y = pos[n]
-        data = g.nodes[n]
-        if is_failed:
-            ax.text(x, y, "✗", ha="center", va="center", color="white", fontsize=11,
-                    fontweight="bold", zorder=4, gid=f"failed-mark:{n}")
-        leaf = not list(g.successors(n))
-        tilt = many and data["depth"] > 0 and leaf
-        # Tilted labels have room to show the name, which tells siblings apart.
-        label = _short(shown[n], 60 if data["depth"] == 0 else 44 if tilt else 28)
-        if is_failed and data.get("error"):
-            label += "\n" + _short(f"{data['error'].get('type', 'error')}", 28)
-        # Under the node, level: how long it ran, or that it was reused.
-        extra = "reused" if _reused(data, run_started) else _duration_text(data, time_scale)
-        if extra and leaf:
-            ax.text(x, y - 0.13, extra, ha="center", va="top", fontsize=9, color="#333333",
-                    zorder=4, gid=f"detail:{n}")
-        elif extra:
-            label += "\n" + extra
-        # Leaves are labelled below, inner nodes above (clear of their edges).
-        ax.text(x, y - (0.3 if extra else 0.14) if leaf else y + 0.14, label,
-                ha="right" if tilt else "center", va="top" if leaf else "bottom",
-                rotation=35 if tilt else 0, rotation_mode="anchor", fontsize=10,
-                color="#b00000" if is_failed else "black", zorder=4, gid=f"label:{n}",
-                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
-    handles = [
-        Line2D([], [], marker="o", ls="", markersize=9, markerfacecolor=COLOURS[
-            status_from_node(s)], markeredgecolor="black" if s == "Failed" else "white",
-            markeredgewidth=2 if s == "Failed" else 1, label=s)
-        for s in _NODE_STATUSES
-    ]
-    if any(reused):
-        handles.append(Line2D([], [], marker="o", ls="", markersize=9,
-                              markerfacecolor=REUSED_COLOUR, markeredgecolor="white",
-                              label="reused from the graph (↺)"))
-    if ghosts:
-        handles.append(Line2D([], [], marker="o", ls="", markersize=9, markerfacecolor="white",
-                              markeredgecolor="#777777", markeredgewidth=1.5,
-                              label="not stored (no node)"))
+    for n in [*nodes, *ghosts]:
+        label, extra = texts[n]
+        is_failed = g.nodes[n]["status"] == "Failed"
+        colour = "#b00000" if is_failed else "black"
+        box = {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85}
+        if leaf[n] and g.nodes[n]["depth"] > 0:
+            # Under a leaf: how long it ran (or that it was reused), then its label.
+            down = _NODE_PT + drop[n]
+            if drop[n]:  # a thin line leads from the node down to its lowered text
+                ax.annotate("", xy=pos[n], xycoords="data", xytext=(0, -down + 2),
+                            textcoords="offset points", zorder=2,
+                            arrowprops={"arrowstyle": "-", "color": "#bbbbbb", "lw": 0.8,
+                                        "shrinkA": 0, "shrinkB": 12})
+            if extra:
+                ax.text(*pos[n], extra, ha="center", va="top", fontsize=_DETAIL_PT,
+                        color="#333333", zorder=4, gid=f"detail:{n}",
+                        transform=at(n, -down))
+                down += _text_size(extra, _DETAIL_PT)[1]
+            ax.text(*pos[n], label, ha="center", va="top", fontsize=_LABEL_PT, color=colour,
+                    zorder=4, gid=f"label:{n}", transform=at(n, -down), bbox=box,
+                    linespacing=1.1)
+        else:  # over a parent, clear of the edges to its children
+            ax.text(*pos[n], label, ha="center", va="bottom", fontsize=_LABEL_PT,
+                    color=colour, zorder=4, gid=f"label:{n}", transform=at(n, _NODE_PT),
+                    bbox=box, linespacing=1.1)
     ax.legend(handles=handles, title="status", loc="upper left", bbox_to_anchor=(1.0, 1.0),
               fontsize=10, title_fontsize=10, frameon=False)
-    # Tilted labels reach down and to the left of their node: make room.
-    ax.set_xlim(-0.8 - (1.4 if many else 0.0), width - 0.2)
-    ax.set_ylim(-depth - (1.3 if many else 0.6), 0.5)
     # networkx hides the ticks; the depth axis is part of the picture here.
     ax.tick_params(left=True, labelleft=True)
     ax.set_yticks([-d for d in range(depth + 1)], [str(d) for d in range(depth + 1)])
     ax.set_ylabel("call depth (0 = root)")
-    named = sorted({g.nodes[n]["type"] for n in g if shown[n] != g.nodes[n]["label"]
-                    and g.nodes[n]["type"]})
-    ax.set_xlabel("children in creation order, left to right"
-                  + (f" (labelled by name: {', '.join(named)})" if named else ""))
+    ax.set_xlabel(xlabel)
     ax.set_xticks([])
     for side in ("top", "right", "bottom"):
         ax.spines[side].set_visible(False)
-    if title is None:
-        if len(roots) == 1:
-            title = f"Entity tree of {g.nodes[roots[0]]['label']}"
-        else:
-            title = f"Entity trees of {len(roots)} pipelines"
-        n_reused = sum(1 for n in g if _reused(g.nodes[n], run_started))
-        counts = {s: sum(1 for n in g if g.nodes[n]["status"] == s
-                         and not _reused(g.nodes[n], run_started))
-                  for s in (*_NODE_STATUSES, NOT_STORED)}
-        counts["reused"] = n_reused
-        title += " — " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
     ax.set_title(title)
     fig.storylab_summary = entity_tree_summary(g, run_started=run_started,
                                                time_scale=time_scale)

@@ -231,10 +231,14 @@ def key_moments(trace: Trace, *, names: dict[str, str] | None = None) -> list[Mo
         out.append(Moment(t_split, "split " + ",".join(str(now.get(s, 0)) for s in stories),
                           "split"))
         root = root_source(trace)
+        scarce = _releases_at_limit(trace, root or "global")
         for h in handoffs(trace, after=t_split, source=root or "global"):
             # A take with no task behind it is the runner checking for a next
-            # task when its source is empty: no picture got the unit.
-            if h.taken_by != h.released_by and h.label is not None:
+            # task when its source is empty: no picture got the unit. A unit
+            # given back while the root still had room was nobody's to hand
+            # on (the taker could have had a free one anyway): not a hand-off.
+            if (h.taken_by != h.released_by and h.label is not None
+                    and (scarce is None or h.released_at in scarce)):
                 index = next((i for i, e in enumerate(trace.events)
                               if e.kind in (EventKind.ACQUIRE, EventKind.GRANT)
                               and e.path and e.path[0] == h.taken_by
@@ -256,6 +260,27 @@ def key_moments(trace: Trace, *, names: dict[str, str] | None = None) -> list[Mo
 
 
 _ENDS = (EventKind.TASK_END, EventKind.TASK_ERROR, EventKind.TASK_CANCEL)
+
+
+def _releases_at_limit(trace: Trace, root: str) -> set[float] | None:
+    """Model seconds of the releases at ``root`` made while it was at its limit.
+
+    ``None`` when the trace does not record the root's limit.
+    """
+    limit = (trace.meta.get("limits") or {}).get(root)
+    if not isinstance(limit, int):
+        return None
+    in_use, out = 0, set()
+    for e in trace.events:
+        if root not in e.path:
+            continue
+        if e.kind in (EventKind.ACQUIRE, EventKind.GRANT):
+            in_use += 1
+        elif e.kind is EventKind.RELEASE:
+            if in_use >= limit:
+                out.add(model_time(trace, e.t))
+            in_use -= 1
+    return out
 
 
 def marks(trace: Trace) -> list[TraceEvent]:

@@ -20,6 +20,7 @@ matplotlib when called.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -321,15 +322,30 @@ def _short_label(text: str, limit: int = _LABEL_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# A wait or a run shorter than this share of the chart's time span is not a bar
+# anyone can see: a wait that short is not called a wait, a run that short gets a tick.
+_VISIBLE = 0.004
+
+
+def _visible_wait(lane: TaskLane, end: float) -> bool:
+    """Whether ``lane`` waited long enough to see, on a chart whose lanes end at ``end``."""
+    return lane.wait is not None and lane.wait[1] - lane.wait[0] > end * _VISIBLE
+
+
+def _lanes_end(lanes: list[TaskLane]) -> float:
+    return max((lane.run[1] for lane in lanes), default=0.0)
+
+
 def _wait_levels(lanes: list[TaskLane]) -> dict[str, str]:
     """Legend text per blocking level: the task's own limit vs an ancestor's.
 
     A wait is coloured by the level that was full when it *began*; another
     level may hold the task back later in the same wait, hence "first"."""
     names: dict[str, str] = {}
+    end = _lanes_end(lanes)
     for lane in lanes:
-        if lane.wait is None or lane.wait_level is None:
-            continue
+        if lane.wait_level is None or not _visible_wait(lane, end):
+            continue  # a unit granted (almost) at once is no wait a reader could see
         if lane.wait_level == lane.group:
             names.setdefault("__own__", "waiting: first held back by its own limit (story)")
         else:
@@ -338,24 +354,38 @@ def _wait_levels(lanes: list[TaskLane]) -> dict[str, str]:
     return names
 
 
+def _level_order(lanes: list[TaskLane]) -> list[str]:
+    """Wait levels in colour order: the task's own limit first, then ancestors as met."""
+    keys = list(_wait_levels(lanes))
+    if "__own__" in keys:
+        keys.remove("__own__")
+        keys.insert(0, "__own__")
+    return keys
+
+
 def _draw_gantt(
     ax: Axes,
     lanes: list[TaskLane],
     *,
     legend: bool = True,
     names: Mapping[str, str] | None = None,
+    level_keys: list[str] | None = None,
 ) -> None:
-    from matplotlib.patches import Patch
-
-    # Level colours: own limit first, then ancestors in order of appearance.
-    level_keys = list(_wait_levels(lanes))
-    if "__own__" in level_keys:
-        level_keys.remove("__own__")
-        level_keys.insert(0, "__own__")
+    # Level colours: own limit first, then ancestors in order of appearance
+    # (given by the caller when several panels must agree on them).
+    if level_keys is None:
+        level_keys = _level_order(lanes)
 
     def wait_colour(lane: TaskLane) -> str:
         k = "__own__" if lane.wait_level == lane.group else str(lane.wait_level)
+        if k not in level_keys:  # a wait too short to show
+            return WAIT_COLOURS[0]
         return WAIT_COLOURS[min(level_keys.index(k), len(WAIT_COLOURS) - 1)]
+
+    # A run too short to see as a bar (a result handed back from the graph) still
+    # gets a visible tick at its start, so the lane does not look empty.
+    end = max((lane.run[1] for lane in lanes), default=0.0)
+    hairline = end * _VISIBLE
 
     ticks: list[float] = []
     tick_labels: list[str] = []
@@ -388,6 +418,9 @@ def _draw_gantt(
             edgecolor="black", linewidth=0.5, zorder=3,
         ).patches
         rect.set_gid(f"run:{lane.key}")
+        if r1 - r0 <= hairline:
+            ax.plot([r0], [y], marker="|", markersize=12, markeredgewidth=2.5,
+                    color=COLOURS[lane.outcome], zorder=4, gid=f"instant:{lane.key}")
         if lane.marks:
             ax.scatter(
                 [t for t, _ in lane.marks], [y] * len(lane.marks), marker="v", s=28,
@@ -413,6 +446,20 @@ def _draw_gantt(
     ax.tick_params(axis="y", length=0)
     if not legend:
         return
+    handles = _gantt_handles(lanes, level_keys)
+    if handles:
+        # Under the axes, not beside them: the bars keep the figure's width.
+        from matplotlib.transforms import offset_copy
+
+        below = offset_copy(ax.transAxes, fig=cast("Figure", ax.figure), y=-34, units="points")
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, 0.0),
+                  bbox_transform=below, ncols=2, fontsize=10, frameon=False)
+
+
+def _gantt_handles(lanes: list[TaskLane], level_keys: list[str]) -> list[Any]:
+    """Legend entries for what the lanes show: outcomes, waits by level, marks."""
+    from matplotlib.patches import Patch
+
     handles: list[Any] = []  # Patch and Line2D legend entries
     outcomes = [s for s in Status if s is not Status.WAITING and any(
         lane.outcome is s for lane in lanes)]
@@ -428,13 +475,7 @@ def _draw_gantt(
 
         handles.append(Line2D([], [], marker="v", linestyle="", color=MARK_COLOUR,
                               markersize=6, label="marked inside the task (e.g. a retry)"))
-    if handles:
-        # Under the axes, not beside them: the bars keep the figure's width.
-        from matplotlib.transforms import offset_copy
-
-        below = offset_copy(ax.transAxes, fig=cast("Figure", ax.figure), y=-34, units="points")
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, 0.0),
-                  bbox_transform=below, ncols=2, fontsize=10, frameon=False)
+    return handles
 
 
 _MOMENT_COLOURS = {"split": "#0072B2", "handoff": "#009E73", "failed": "#D55E00",
@@ -445,8 +486,22 @@ def _moments(trace: Trace, moments: Any, names: Mapping[str, str] | None) -> lis
     if moments is None or moments is False:
         return []
     if moments is True:
-        return key_moments(trace, names=dict(names) if names else None)
+        found = key_moments(trace, names=dict(names) if names else None)
+        return [_readable_failure(trace, m, names) for m in found]
     return _as_moments(moments)
+
+
+def _readable_failure(trace: Trace, m: Moment, names: Mapping[str, str] | None) -> Moment:
+    """A failure named as its lane reads: ``✗ story B image-5 failed``, not the raw label."""
+    if m.kind != "failed" or m.index is None or not 0 <= m.index < len(trace.events):
+        return m
+    e = trace.events[m.index]
+    groups = {ev.group for ev in trace.events if ev.kind is EventKind.TASK_START}
+    where = ""
+    if len(groups) > 1 and e.group:
+        where = source_labels(trace, names).get(e.group, e.group) + " "
+    what = task_label(e.label) if e.label else f"task {e.task_id}"
+    return Moment(m.t, f"✗ {where}{what} failed", m.kind, m.index)
 
 
 def _as_moments(moments: Iterable[Any]) -> list[Moment]:
@@ -468,32 +523,141 @@ def mark_moments(ax: Axes, moments: Iterable[Any]) -> list[Any]:
 
     ``moments`` are :class:`~storylab.viz.readings.Moment` objects (from
     :func:`~storylab.viz.readings.key_moments`, say) or ``(t, text)`` pairs
-    such as ``(31.0, "kill")`` or ``(12.0, "lease expired")``. Labels sit at
-    the top of the axes, staggered so neighbours do not overlap. Each line
-    has the gid ``moment:<kind>:<i>``. Returns the artists drawn.
+    such as ``(31.0, "kill")`` or ``(12.0, "lease expired")``. Every moment
+    gets its own line (gid ``moment:<kind>:<i>``, ``i`` its rank in time).
+    Labels sit at the top of the axes in up to three rows and never overlap:
+    moments too close together for separate labels share one, which counts
+    them (``"✗ 6 tasks failed"``, ``"retry ×4"``). Returns the artists drawn: each
+    line, followed by its label after the last line it stands for (so two
+    moments far apart give ``[line, label, line, label]``).
     """
-    drawn: list[Any] = []
     marks = sorted(_as_moments(moments), key=lambda m: m.t)
+    if not marks:
+        return []
     lo, hi = ax.get_xlim()
     span = (hi - lo) or 1.0
-    last_x = None
-    row = 0
-    for i, m in enumerate(marks):
-        colour = _MOMENT_COLOURS.get(m.kind, "#555555")
-        line = ax.axvline(m.t, color=colour, ls=(0, (4, 2)), lw=1.4, zorder=6,
-                          gid=f"moment:{m.kind}:{i}")
-        row = row + 1 if last_x is not None and (m.t - last_x) / span < 0.18 else 0
-        last_x = m.t
-        right = (m.t - lo) / span > 0.7  # near the right edge: the label goes left
+    width = _axes_width_points(ax)
+    groups = _label_groups(marks, lo, span, width)
+    drawn: list[Any] = []
+    i = 0
+    for members, row, right in groups:
+        for m in members:
+            colour = _MOMENT_COLOURS.get(m.kind, "#555555")
+            drawn.append(ax.axvline(m.t, color=colour, ls=(0, (4, 2)), lw=1.4, zorder=6,
+                                    gid=f"moment:{m.kind}:{i}"))
+            i += 1
+        anchor = members[-1] if right else members[0]
+        kinds = {m.kind for m in members}
+        colour = _MOMENT_COLOURS.get(kinds.pop(), "#555555") if len(kinds) == 1 else "#000000"
         text = ax.annotate(
-            m.text, xy=(m.t, 1.0), xycoords=("data", "axes fraction"),
-            xytext=(-3 if right else 3, -4 - 15 * (row % 3)), textcoords="offset points",
-            ha="right" if right else "left",
-            va="top", fontsize=10, color=colour, zorder=7,
+            _group_text(members), xy=(anchor.t, 1.0), xycoords=("data", "axes fraction"),
+            xytext=(-_LABEL_PAD if right else _LABEL_PAD, -4 - _ROW_POINTS * row),
+            textcoords="offset points", ha="right" if right else "left", va="top",
+            fontsize=_MOMENT_FONT, color=colour, zorder=7,
             bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
         )
-        drawn += [line, text]
+        text.set_gid(f"moment-label:{len(members)}")
+        drawn.append(text)
     return drawn
+
+
+_MOMENT_FONT = 10
+_ROW_POINTS = 15  # one row of moment labels, in points
+_ROWS = 3  # rows of labels at the top of an axes before labels are merged
+_LABEL_PAD = 3  # points between a moment's line and its label
+_LABEL_GAP = 6  # points kept free between two labels of one row
+
+
+@functools.lru_cache(maxsize=512)
+def _text_points(text: str) -> float:
+    """Width of ``text`` at the moment-label font size, in points (no renderer needed)."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    w, _, _ = TextToPath().get_text_width_height_descent(
+        text, FontProperties(size=_MOMENT_FONT), ismath=False)
+    return w + 2 * 0.15 * _MOMENT_FONT + 1  # the label's white box adds its padding
+
+
+def _axes_width_points(ax: Axes) -> float:
+    """The axes' drawn width in points, after the figure's layout engine has placed it."""
+    fig = ax.figure
+    engine = fig.get_layout_engine() if hasattr(fig, "get_layout_engine") else None
+    try:
+        if engine is not None:
+            engine.execute(fig)
+        box = ax.get_window_extent()
+        return float(box.width) * 72.0 / float(fig.dpi)
+    except Exception:  # pragma: no cover - a backend without a renderer: a safe guess
+        return fig.get_figwidth() * 72.0 * ax.get_position().width * 0.85
+
+
+def _group_text(members: list[Moment]) -> str:
+    """One label for moments that share it: counts instead of a pile of names."""
+    if len(members) == 1:
+        return members[0].text
+    parts: list[str] = []
+    by_kind: dict[str, list[Moment]] = {}
+    for m in members:
+        by_kind.setdefault(m.kind, []).append(m)
+    for kind, ms in by_kind.items():
+        if kind == "failed" and len(ms) > 1:
+            parts.append(f"✗ {len(ms)} tasks failed")
+            continue
+        counts: dict[str, int] = {}
+        for m in ms:
+            counts[m.text] = counts.get(m.text, 0) + 1
+        parts += [text if n == 1 else f"{text} ×{n}" for text, n in counts.items()]
+    return " · ".join(parts)
+
+
+def _label_groups(marks: list[Moment], lo: float, span: float,
+                  width: float) -> list[tuple[list[Moment], int, bool]]:
+    """Which moments share a label, and each label's row and side, so that none overlap.
+
+    Labels are placed left to right in the first of ``_ROWS`` rows with room;
+    a label that finds none is merged with the label it collides with (its
+    moments then share one counted label) and the placement starts again.
+    Each merge removes a label, so this ends, at worst with one label.
+    """
+    # Failures (or repeats of one text) whose labels would run into each other share
+    # one at once ("✗ 6 tasks failed" over six lines), not a staircase of near-twins.
+    groups: list[list[Moment]] = []
+    for m in marks:
+        last = groups[-1] if groups else None
+        alike = last is not None and last[-1].kind == m.kind and (
+            m.kind == "failed" or last[-1].text == m.text)
+        if last is not None and alike and (m.t - last[0].t) / span * width \
+                < _LABEL_PAD + _text_points(_group_text(last)) + _LABEL_GAP:
+            last.append(m)
+        else:
+            groups.append([m])
+    while True:
+        placed: list[tuple[list[Moment], int, bool]] = []
+        rows: list[list[tuple[float, float, int]]] = [[] for _ in range(_ROWS)]
+        clash = None
+        for gi, members in enumerate(groups):
+            w = _text_points(_group_text(members))
+            x0 = (members[0].t - lo) / span * width
+            x1 = (members[-1].t - lo) / span * width
+            right = x0 + _LABEL_PAD + w > width  # no room on the right: label ends at the line
+            box = (x1 - _LABEL_PAD - w, x1) if right else (x0, x0 + _LABEL_PAD + w)
+            for r, row in enumerate(rows):
+                if all(box[1] + _LABEL_GAP <= a or b + _LABEL_GAP <= box[0] for a, b, _ in row):
+                    row.append((*box, gi))
+                    placed.append((members, r, right))
+                    break
+            else:  # every row is taken here: share a label with the nearest one in the way
+                blockers = [g for row in rows for a, b, g in row
+                            if not (box[1] + _LABEL_GAP <= a or b + _LABEL_GAP <= box[0])]
+                clash = (max(blockers), gi)
+                break
+        if clash is None:
+            return placed
+        keep, gone = clash
+        # Merge the two and everything between them, so a label covers a stretch of time.
+        merged = [m for g in groups[keep:gone + 1] for m in g]
+        groups = groups[:keep] + [merged] + groups[gone + 1:]
 
 
 def _draw_makespan(ax: Axes, span: float, top: float) -> None:
@@ -550,8 +714,19 @@ def plot_timeline(
         fig, ax = new_figure(figsize=(10, min(2.6 + 0.3 * n_rows, 40)), layout="constrained")
     else:
         fig = ax.figure
+    _timeline_panel(ax, trace, lanes, time_scale=time_scale, title=title, names=names,
+                    moments=moments, xmax=xmax)
+    _attach_summary(fig, timeline_summary(trace, time_scale=time_scale, names=names))
+    return fig
+
+
+def _timeline_panel(ax: Axes, trace: Trace, lanes: list[TaskLane], *,
+                    time_scale: float | None, title: str | None,
+                    names: Mapping[str, str] | None, moments: Any, xmax: float | None,
+                    legend: bool = True, level_keys: list[str] | None = None) -> None:
+    """Draw one timeline into ``ax`` (the body of :func:`plot_timeline`)."""
     labels = source_labels(trace, names)
-    _draw_gantt(ax, lanes, names=labels)
+    _draw_gantt(ax, lanes, names=labels, legend=legend, level_keys=level_keys)
     span = makespan(trace, time_scale=time_scale)
     if title is None:
         title = f"Task timeline: waiting for capacity vs running (makespan {span:.1f} model s)"
@@ -561,8 +736,6 @@ def plot_timeline(
         ax.text(0.5, 0.5, "no tasks in this trace", transform=ax.transAxes,
                 ha="center", va="center", color="#888888")
     mark_moments(ax, _moments(trace, moments, names))
-    _attach_summary(fig, timeline_summary(trace, time_scale=time_scale, names=names))
-    return fig
 
 
 def _finish_axes(ax: Axes, span: float, xmax: float | None) -> None:
@@ -614,18 +787,27 @@ def plot_timelines(
             raise TypeError(f"traces[{label!r}] must be a storylab Trace, "
                             f"got {type(trace).__name__}")
     spans = {label: makespan(t, time_scale=time_scale) for label, t in traces.items()}
-    rows = [len(timeline_lanes(t, time_scale=time_scale)) + 4 for t in traces.values()]
+    lanes = {label: timeline_lanes(t, time_scale=time_scale) for label, t in traces.items()}
+    rows = [len(ls) + len({lane.group for lane in ls}) + 3 for ls in lanes.values()]
     fig, axes = new_figure(len(traces), 1, squeeze=False, sharex=shared,
-                             figsize=(10, min(1.5 + 0.3 * sum(rows), 60)),
+                             figsize=(10, min(2.2 + 0.3 * sum(rows), 60)),
                              gridspec_kw={"height_ratios": rows}, layout="constrained")
     xmax = max(spans.values()) if shared else None
+    # One legend for all panels, under the last one, with one colour per wait level.
+    every_lane = [lane for ls in lanes.values() for lane in ls]
+    level_keys = _level_order(every_lane)
     summaries = []
     for ax, (label, trace) in zip((row[0] for row in axes), traces.items(), strict=True):
-        plot_timeline(trace, time_scale=time_scale, names=names, moments=moments, ax=ax,
-                      xmax=xmax, title=f"{label}: makespan {spans[label]:.1f} model s")
+        _timeline_panel(ax, trace, lanes[label], time_scale=time_scale, names=names,
+                        moments=moments, xmax=xmax, legend=False, level_keys=level_keys,
+                        title=f"{label}: makespan {spans[label]:.1f} model s")
         summaries.append(f"{label} {spans[label]:.1f} model s")
         if shared and ax is not axes[-1][0]:
             ax.set_xlabel("")  # one time axis, labelled once at the bottom
+    handles = _gantt_handles(every_lane, level_keys)
+    if handles:
+        fig.legend(handles=handles, loc="outside lower left", ncols=2, fontsize=10,
+                   frameon=False)
     if title:
         fig.suptitle(title)
     fig.storylab_summary = "Timelines, makespan per run: " + "; ".join(summaries) + "."
@@ -647,8 +829,11 @@ def timeline_summary(trace: Trace, *, time_scale: float | None = None,
     labels = source_labels(trace, names)
     span = makespan(trace, time_scale=time_scale)
     groups = list(dict.fromkeys(lane.group for lane in lanes))
-    failed = [lane.label for lane in lanes if lane.outcome is Status.FAILED]
-    waited = [lane for lane in lanes if lane.wait is not None and lane.wait[1] > lane.wait[0]]
+    several = len({lane.group for lane in lanes}) > 1
+    failed = [(f"{labels.get(lane.group, lane.group)} " if several else "")
+              + task_label(lane.label) for lane in lanes if lane.outcome is Status.FAILED]
+    end = _lanes_end(lanes)
+    waited = [lane for lane in lanes if _visible_wait(lane, end)]
     own = sum(1 for lane in waited if lane.wait_level == lane.group)
     busy = sum(lane.run[1] - lane.run[0] for lane in lanes)
     text = (f"Timeline: {len(lanes)} tasks in {len(groups)} group(s) "
@@ -867,7 +1052,9 @@ def plot_children(counters: Mapping[str, ChildCounter], *, limit: int | None = N
         ax.step(xs, ys, where="post", lw=2, color=colour,
                 label=f"{label}: {before} children before the first finished")
         if counter.first_finish is not None:
-            ax.axvline(counter.first_finish, color=colour, ls=":", lw=1.2)
+            ax.axvline(counter.first_finish, color=colour, ls=":", lw=1.2,
+                       label="dotted, in a run's colour: its first task finished"
+                       if i == 0 else None)
     if limit is not None:
         ax.axhline(limit, color=LIMIT_COLOUR, ls="--", lw=1.2, label=f"capacity {limit}")
     ax.set_ylim(0, top + 1)

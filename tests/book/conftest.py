@@ -78,9 +78,6 @@ def book_html() -> Path:
 
 @pytest.fixture(scope="module")
 def browser(chromium_executable):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = labharness.launch_browser(pw, chromium_executable)
+    # Module scope on purpose (see labharness.open_browser).
+    with labharness.open_browser(chromium_executable) as b:
         yield b
-        b.close()

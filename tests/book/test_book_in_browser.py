@@ -160,7 +160,7 @@ def test_the_book_has_every_chapter_and_the_reference_pages(book_html):
     expected = sorted(p.stem for p in (REPO / "notebooks").glob("*.ipynb"))
     assert chapters(book_html) == expected
     for page in ("docs/index.html", "docs/glossary.html", "docs/api_map.html",
-                 "docs/benchmarks.html"):
+                 "docs/benchmarks.html", "docs/architecture.html"):
         assert (book_html / page).is_file(), f"{page} was not built"
 
 
@@ -256,3 +256,27 @@ def test_the_landing_page_teaches_the_path(opened, book_html):
         assert name in api, f"the API map lacks {name}"
     glossary = (book_html / "docs" / "glossary.html").read_text(encoding="utf-8")
     assert glossary.count('<dt id="term-') >= 10
+
+
+def test_the_architecture_page_is_in_the_book_with_its_sections(opened, book_html):
+    report, facts = opened["docs/architecture.html"]
+    assert report.errors == [] and facts["wideTables"] == 0
+    text = (book_html / "docs" / "architecture.html").read_text(encoding="utf-8")
+    for heading in ("Layers and the rule between them", "Not yet in the target layout",
+                    "Module map", "Path 1: one unit of capacity", "Path 2: one image prompt"):
+        assert heading in text, f"the architecture page lacks {heading!r}"
+    # Its "#not-yet-in-the-target-layout" link, as written for GitHub, lands on the heading.
+    assert 'href="#not-yet-in-the-target-layout"' in text
+    assert 'id="not-yet-in-the-target-layout"' in text
+    index = (book_html / "docs" / "index.html").read_text(encoding="utf-8")
+    assert 'href="architecture.html"' in index, "the table of contents does not list it"
+
+
+def test_start_here_shows_the_glossary_and_the_api_table_as_tables(opened, book_html):
+    text = (book_html / "notebooks" / "00_start_here.html").read_text(encoding="utf-8")
+    tables = re.findall(r"<table.*?</table>", text, flags=re.S)
+    assert any("capacity tree" in t for t in tables), "the glossary is not a table"
+    assert any("parallelCalls" in t and "parallel_calls" in t for t in tables), (
+        "the chapter-to-Python table is not a table"
+    )
+    assert opened["notebooks/00_start_here.html"][1]["wideTables"] == 0

@@ -42,3 +42,19 @@ def test_a_blob_cut_short_under_its_key_is_written_whole_again(tmp_path):
     assert store.put(data, "image/png") == key
     assert store.get(key) == data
     assert [p.name for p in store.path_for(key).parent.iterdir()] == [key]  # no temporary left
+
+
+def test_a_blob_refused_just_before_its_rename_leaves_no_file(tmp_path):
+    store = BlobStore(tmp_path / "blobs")
+    calls = []
+
+    def refuse():
+        calls.append(sorted(p.name for p in store.root.rglob("*")))  # the bytes are on disk
+        raise RuntimeError("lease lost meanwhile")
+
+    with pytest.raises(RuntimeError, match="lease lost meanwhile"):
+        store.put(b"late picture", "image/png", before_rename=refuse)
+    assert len(calls) == 1 and any(name.endswith(".tmp") for name in calls[0])
+    assert [p for p in store.root.rglob("*") if p.is_file()] == []  # neither file nor temp
+    key = store.put(b"late picture", "image/png", before_rename=lambda: None)
+    assert store.get(key) == b"late picture"

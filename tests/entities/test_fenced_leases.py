@@ -20,45 +20,19 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.cli import IMAGES, write_lock_is_free
+from helpers.cli import storylab_run as shared_storylab_run
 
 from storylab.entities import EntityGraph, LeaseLostError, Return, RunnableEntity
 
 ROOT = Path(__file__).resolve().parents[2]
-TOPIC = "an owl who counts the stars"
-IMAGES = 4
 TTL = "1.0"  # seconds: the lease of the runs below (STORYLAB_LEASE_TTL)
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")
 
 
 def storylab_run(graph: Path, out: Path, time_scale: str) -> subprocess.Popen:
-    env = dict(
-        os.environ,
-        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        STORYLAB_LEASE_TTL=TTL,
-    )
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "storylab.cli",
-            "run",
-            TOPIC,
-            "--images",
-            str(IMAGES),
-            "--graph",
-            str(graph),
-            "--out",
-            str(out),
-            "--time-scale",
-            time_scale,
-            "--no-tree",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return shared_storylab_run(graph, out, time_scale=time_scale, env={"STORYLAB_LEASE_TTL": TTL})
 
 
 def snapshot(path: Path) -> dict[str, list]:
@@ -93,18 +67,6 @@ def poll(path: Path, sql: str) -> list:
         return conn.execute(sql).fetchall()
     except sqlite3.OperationalError:  # the file or its tables are not there yet
         return []
-    finally:
-        conn.close()
-
-
-def write_lock_is_free(path: Path) -> bool:
-    conn = sqlite3.connect(path, isolation_level=None, timeout=0)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
-        return True
-    except sqlite3.OperationalError:
-        return False
     finally:
         conn.close()
 
@@ -176,7 +138,12 @@ def test_a_run_stopped_past_its_lease_stores_nothing_after_the_take_over(tmp_pat
     # Nothing at all was stored by the resumed run: no data, progress, end,
     # lease, and no blob file (its pictures in flight are not saved).
     assert snapshot(graph) == finished
-    assert blob_files(graph) == blobs
+    after = blob_files(graph)
+    assert set(after) <= set(blobs)  # no new file, not even a temporary one
+    assert after == {k: v for k, v in blobs.items() if k in after}  # none written again
+    # Only the temporary file of a write the stopped run had in flight may be
+    # gone: removed when the lease was found lost, never renamed into a blob.
+    assert all(Path(k).name.startswith(".") and k.endswith(".tmp") for k in set(blobs) - set(after))
     # It said why, in one line: who took the story over, and that its lease had expired.
     lines = [line for line in stderr.splitlines() if "taken over" in line]
     assert len(lines) == 1, stderr
@@ -459,6 +426,25 @@ async def test_a_run_taken_over_is_stopped_by_its_heartbeat_while_it_waits(tmp_p
         # Its progress stops at the take-over: nothing logged after (not even CANCELLED).
         statuses = [(x.status, x.message) for x in g.progress(e.id)]
         assert statuses[-1] == ("RUNNING", "before")
+
+
+async def test_a_run_cancelled_after_an_unnoticed_take_over_logs_nothing(tmp_path):
+    path = tmp_path / "graph.sqlite"
+    with EntityGraph.open(path, lease_ttl=30) as g:  # the heartbeat stays out of this one
+        e = g.create(Fenced, "f")
+        GATES[e.id] = asyncio.Event()  # never set: the run is cancelled while it waits
+        run = e.start()
+        task = asyncio.create_task(collect_into(run, []))
+        while g.get_node(e.id).data.get("step") != "before":
+            await asyncio.sleep(0.01)
+        take_over(path, e.id)
+        before = stored(path, e.id)
+        task.cancel()  # abandoned: it would log CANCELLED and give its lease back
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        g.flush()
+        assert stored(path, e.id) == before  # no CANCELLED row, the new owner's lease kept
+        assert g.lease(e.id).owner == "elsewhere:7"
 
 
 def test_the_lease_ttl_comes_from_the_environment_and_is_checked(tmp_path, monkeypatch):

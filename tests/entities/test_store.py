@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import ast
 import inspect
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 import storylab.entities as entities_pkg
-from storylab.entities import EntityGraph
+from storylab.entities import DuplicateNameError, EntityGraph, Return, RunnableEntity
 from storylab.entities.store import EntityStore
 
 PACKAGE = Path(entities_pkg.__file__).parent
@@ -27,10 +28,38 @@ def protocol_members() -> set[str]:
     return names
 
 
-def test_the_protocol_names_public_operations_only():
+# One member per need of an entity (create-or-get a child by name, claim and
+# lease, fenced writes, finish, read, progress, blobs), and no more.
+NEEDS = {
+    "naming the graph": {"key"},
+    "read": {"read", "children"},
+    "create-or-get a child by name": {"child"},
+    "claim and lease": {"claim", "run_started", "run_ended", "abandon"},
+    "fenced writes": {"write_waiter", "append_progress", "update_data", "reopen"},
+    "finish": {"finish", "commit_waiter"},
+    "another owner's progress": {"progress_since", "lease_of"},
+    "blobs": {"put_blob", "blobs"},
+}
+
+
+def test_the_protocol_is_what_entities_need_and_nothing_more():
     members = protocol_members()
-    assert {"start_if_pending", "claim", "finish_completed", "commit_waiter"} <= members
+    assert members == set().union(*NEEDS.values())
+    assert len(members) <= 20
     assert all(not m.startswith("_") for m in members)
+    # The SQLite class's own details stay out of it.
+    for detail in (
+        "start_if_pending",
+        "finish_completed",
+        "insert_node",
+        "check_file",
+        "commit_peers",
+        "is_gone",
+        "lease_state",
+        "path",
+        "lease_ttl",
+    ):
+        assert detail not in members, detail
 
 
 def test_an_entity_graph_is_an_entity_store(tmp_path):
@@ -151,3 +180,64 @@ def test_every_protocol_operation_is_documented():
         member = inspect.getattr_static(EntityStore, name)
         doc = (member.fget if isinstance(member, property) else member).__doc__
         assert doc and doc.strip(), name
+
+
+class Plain(RunnableEntity, type_name="StoreInterfacePlain"):
+    async def run_impl(self):
+        yield Return(None)
+
+
+def test_bad_choices_in_the_interface_are_refused_naming_the_allowed_values(tmp_path):
+    with EntityGraph.open(tmp_path / "g.sqlite") as graph:
+        node = graph.create(Plain, "plain")
+        before = graph.get_node(node.id)
+        with pytest.raises(ValueError, match=r"field must be None or one of 'status', 'data'"):
+            graph.read(node.id, "colour")
+        with pytest.raises(ValueError, match=r"change must be one of 'replace', 'merge', 'path'"):
+            graph.update_data(node.id, "append", {"x": 1})
+        with pytest.raises(ValueError, match=r"status must be 'Completed' or 'Failed'"):
+            graph.finish(node.id, "Done", "null", ())
+        assert graph.get_node(node.id) == before  # nothing stored
+
+
+def test_the_interface_reads_and_writes_what_it_says(tmp_path):
+    with EntityGraph.open(tmp_path / "g.sqlite") as graph:
+        root = graph.child(None, Plain.type_name, "root", {"a": 1}, '{"a": 1}')
+        assert graph.child(None, Plain.type_name, "root", {}, "{}").id == root.id
+        with pytest.raises(DuplicateNameError):
+            graph.child(None, Plain.type_name, "root", {}, "{}", exists_ok=False)
+        kid = graph.child(root.id, Plain.type_name, "kid", None, "{}", "branch/yes/kid")
+        assert [c.id for c in graph.children(root.id)] == [kid.id]
+        assert graph.read(kid.id).call_path == "branch/yes/kid"
+        assert graph.update_data(root.id, "merge", {"b": 2}) == {"a": 1, "b": 2}
+        assert graph.update_data(root.id, "path", 3, ("c", "d")) == {"a": 1, "b": 2, "c": {"d": 3}}
+        assert graph.update_data(root.id, "replace", '{"z": 0}') is None
+        assert graph.read(root.id, "data") == {"z": 0}
+        assert graph.read(root.id, "status") == "Pending"
+        assert graph.lease_of(root.id) == ("Pending", None, None)
+        envs, mark = graph.progress_since(root.id, None)
+        assert envs == [] and mark == 0
+
+
+def test_the_read_api_for_people_needs_no_sql(tmp_path):
+    """What `storylab eg` resolves a reference with: ids, a prefix, roots' data."""
+    path = tmp_path / "g.sqlite"
+    with EntityGraph.open(path) as graph:
+        a = graph.create(Plain, "a", {"topic": "owls"})
+        b = graph.create(Plain, "b", {"topic": "foxes"})
+        kid = graph.child(a.id, Plain.type_name, "kid", None, "{}")
+        assert graph.node_ids() == [a.id, b.id, kid.id]
+        assert graph.node_ids(a.id[:-1].upper()) == [a.id]  # (v7 ids share their start)
+        assert set(graph.node_ids(a.id[:8])) >= {a.id}
+        assert graph.node_ids(limit=2) == [a.id, b.id]
+        assert graph.node_ids("%") == [] and graph.node_ids("_") == []  # no wildcards
+        with pytest.raises(ValueError, match="limit must be None or a positive int"):
+            graph.node_ids(limit=0)
+        assert graph.has_node(kid.id) and not graph.has_node("nope")
+        assert graph.root_data() == [(a.id, {"topic": "owls"}), (b.id, {"topic": "foxes"})]
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE nodes SET data = 'not json' WHERE id = ?", (b.id,))
+    conn.commit()
+    conn.close()
+    with EntityGraph.open(path) as graph:
+        assert graph.root_data() == [(a.id, {"topic": "owls"}), (b.id, None)]

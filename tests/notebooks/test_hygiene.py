@@ -84,3 +84,14 @@ def test_every_solution_of_the_kit_is_offered_by_a_notebook():
     assert offered == set(SOLUTIONS), (
         f"solutions no notebook offers: {sorted(set(SOLUTIONS) - offered)}; "
         f"offered but missing from the kit: {sorted(offered - set(SOLUTIONS))}")
+
+
+@pytest.mark.parametrize("name", nbcheck.SERIES)
+def test_declared_facts_leave_no_remember_call_in_the_cells(name):
+    # A notebook whose facts are in its metadata shows the learner no bookkeeping.
+    nb = nbformat.read(nbcheck.NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    if not nbcheck.declared_facts(nb):
+        pytest.skip(f"{name} declares no facts in its metadata yet")
+    calls = [i for i, c in enumerate(nb.cells)
+             if c.cell_type == "code" and re.search(r"\bremember\b", c.source)]
+    assert calls == [], f"{name}: cells {calls} still call or import remember"

@@ -10,46 +10,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers.cli import IMAGES, storylab_run
 
 from storylab.entities import EntityGraph
-
-ROOT = Path(__file__).resolve().parents[2]
-TOPIC = "an owl who counts the stars"
-IMAGES = 4
-
-
-def storylab_run(graph: Path, out: Path, *argv: str, time_scale: str = "0.02"):
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    )
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "storylab.cli",
-            "run",
-            TOPIC,
-            "--images",
-            str(IMAGES),
-            "--graph",
-            str(graph),
-            "--out",
-            str(out),
-            "--time-scale",
-            time_scale,
-            "--no-tree",
-            *argv,
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def finish(proc, timeout: float = 120) -> tuple[int, str, str]:

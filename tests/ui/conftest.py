@@ -43,14 +43,9 @@ def lab_server(chromium_executable, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(chromium_executable):
-    # Module scope on purpose: while Playwright's sync API is active it keeps an
-    # event loop running in this thread, and later ``asyncio.run`` tests fail.
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = labharness.launch_browser(pw, chromium_executable)
+    # Module scope on purpose (see labharness.open_browser).
+    with labharness.open_browser(chromium_executable) as b:
         yield b
-        b.close()
 
 
 @pytest.fixture

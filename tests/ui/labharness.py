@@ -15,6 +15,7 @@ own status before asking Lab to run all cells.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -26,9 +27,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 SKIP_ENV = "STORYLAB_SKIP_UI"
 REQUIRE_ENV = "STORYLAB_REQUIRE_UI"
@@ -351,6 +353,24 @@ def launch_browser(playwright, executable: str):
         headless=True,
         args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
     )
+
+
+@contextlib.contextmanager
+def open_browser(executable: str) -> Iterator[Any]:
+    """A headless Chromium (Playwright's sync API), closed when the block ends.
+
+    Give the fixture that holds it module scope at most: while the sync API is
+    active it keeps an event loop running in this thread, and later
+    ``asyncio.run`` tests would fail.
+    """
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = launch_browser(pw, executable)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 _CURRENT = "window.jupyterapp?.shell?.currentWidget"

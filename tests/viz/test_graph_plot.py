@@ -91,7 +91,8 @@ async def test_tree_picture_colours_nodes_by_status_and_marks_failures(graph, tm
     for n in g:
         # Siblings of one type (the images) are labelled by name; the type is said once.
         shown = g.nodes[n]["name"] if g.nodes[n]["type"] == "VizImage" else g.nodes[n]["label"]
-        assert texts[f"label:{n}"].startswith(shown)
+        # (under a leaf, "Type (name)" is broken onto two lines to stay narrow)
+        assert texts[f"label:{n}"].replace("\n", " ").startswith(shown)
         assert (f"failed-mark:{n}" in texts) == (n in failed)
     assert "RuntimeError" in texts[f"label:{failed[0]}"]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
@@ -162,7 +163,7 @@ async def test_children_that_were_never_stored_are_drawn_hollow_after_the_real_o
     (stored,) = [c for c in ax.collections if c.get_gid() == "entity-nodes"]
     assert min(x for x, _ in hollow.get_offsets()) > max(x for x, _ in stored.get_offsets())
     labels = {t.get_gid(): t.get_text() for t in ax.texts if t.get_gid()}
-    assert labels[f"label:missing:{story.id}:image-9"] == "not stored (image-9)"
+    assert labels[f"label:missing:{story.id}:image-9"] == "not stored\n(image-9)"
     assert "2 NotStored" in ax.get_title()
     assert "not stored (no node)" in [t.get_text() for t in ax.get_legend().get_texts()]
 
@@ -207,3 +208,59 @@ async def test_the_tree_carries_status_glyphs_durations_and_reuse(graph, tmp_pat
     # Without run_started nothing is called reused.
     plain = plot_entity_tree(graph, story.id)
     assert not [c for c in plain.axes[0].collections if c.get_gid() == "reused-nodes"]
+
+
+def _overlapping_text(fig):
+    """Pairs of visible texts of ``fig`` whose boxes overlap, and texts outside the figure."""
+    import itertools
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    texts = [t for t in ax.texts if t.get_text().strip()]
+    texts += [ax.title, ax.xaxis.label, ax.yaxis.label, *ax.get_yticklabels(),
+              *ax.get_legend().get_texts(), ax.get_legend().get_title()]
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts if t.get_text()]
+    clash = [(a, b) for (a, ba), (b, bb) in itertools.combinations(boxes, 2) if ba.overlaps(bb)]
+    width, height = fig.canvas.get_width_height()
+    outside = [a for a, b in boxes
+               if b.x0 < 0 or b.y0 < 0 or b.x1 > width + 0.5 or b.y1 > height + 0.5]
+    return clash, outside
+
+
+@pytest.mark.parametrize("long_names", [False, True])
+async def test_no_text_overlaps_in_trees_of_up_to_ten_children(graph, tmp_path, long_names):
+    for n in range(11):
+        story = graph.create(VizStory, f"tree-{n}", {"images": 0 if long_names else n,
+                                                     "seconds": 0.001, "fail": [2]})
+        await story.run()
+        missing = []
+        if long_names:  # the pipeline's real names, and two pictures never stored
+            for i in range(1, n - 1):
+                story.append_or_retrieve_call(VizImage, f"image-{{{{IMAGE_{i}}}}}",
+                                              {"n": i, "seconds": 0})
+            missing = [f"image-{{{{IMAGE_{i}}}}}" for i in range(max(1, n - 1), n + 1)]
+        fig = plot_entity_tree(graph, story.id, time_scale=0.0001, missing=missing)
+        clash, outside = _overlapping_text(fig)
+        fig.savefig(tmp_path / f"tree-{n}.png", dpi=80)
+        assert clash == [], f"{n} children: overlapping text {clash}"
+        assert outside == [], f"{n} children: text outside the figure {outside}"
+        assert fig.get_figwidth() <= 16
+
+
+async def test_no_text_overlaps_even_in_a_tree_of_twenty_five_children(graph, tmp_path):
+    story = await _story(graph, images=24, fail=[5])
+    fig = plot_entity_tree(graph, story.id, time_scale=0.0001)
+    fig.savefig(tmp_path / "tree-25.png", dpi=80)
+    clash, outside = _overlapping_text(fig)
+    assert (clash, outside) == ([], [])
+
+
+async def test_no_text_overlaps_in_a_tree_drawn_into_given_axes(graph):
+    import matplotlib.pyplot as plt
+
+    story = await _story(graph, images=8)
+    fig, ax = plt.subplots(figsize=(10, 4))
+    plot_entity_tree(graph, story.id, ax=ax, time_scale=0.0001)
+    clash, _ = _overlapping_text(fig)
+    assert clash == []

@@ -377,3 +377,12 @@ def test_a_trace_adds_the_live_capacity_gauge_and_compact_rows_fit_a_screen():
     assert "completed, reused from the graph" in rows
     static = static_snapshot_html(panel)
     assert "data-level='global'" in static and "<script" not in static
+
+
+def test_a_row_is_titled_in_the_readers_words_not_by_its_placeholder():
+    from storylab.viz.progress.model import RowState
+
+    row = RowState("image-{{IMAGE_2}}", "ImageGenerationEntity", None, Status.RUNNING, None, True)
+    assert row.title == "ImageGenerationEntity (image-2)"
+    bare = RowState("image-{{IMAGE_4}}", None, None, Status.WAITING, None, True)
+    assert bare.title == "image-4"

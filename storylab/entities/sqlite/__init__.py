@@ -121,10 +121,17 @@ a run's steps await :meth:`EntityGraph.write_waiter` before they write, which
 opens the transaction when the lock is free and otherwise looks again after
 a growing delay (2 ms doubling to 50 ms); progress envelopes are buffered
 without the lock; a commit that finds the lock taken is tried again by a
-loop callback; the heartbeat retries as above. Only writes made
-synchronously outside those steps (``append_call`` from ``run_impl`` when no
-transaction is open, ``reopen``, ``create``, anything outside a loop) wait
-for the lock the usual SQLite way, up to ``busy_timeout`` (30 s).
+loop callback; the heartbeat retries as above. ``append_call`` (and
+``append_or_retrieve_call``) from ``run_impl``, synchronous as they are,
+do not wait either: when the lock is taken they create the child without
+it, since under the parent's lease nobody else may create that parent's
+children, a read (never kept waiting by a writer in WAL mode) decides
+whether its name is taken, and the next commit writes the row once the lock
+is free, after checking the parent's lease (a child made under a lease lost
+meanwhile is not stored, and the run is stopped as above). Only writes made
+synchronously outside a run (``reopen``, ``create``, anything outside a
+loop), or a read of such a child's own row before it is written, wait for
+the lock the usual SQLite way, up to ``busy_timeout`` (30 s).
 
 The file itself is checked at every commit: if it was deleted or replaced
 (another inode at the path), the transaction is rolled back and every later

@@ -13,6 +13,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 
+from storylab.entities.envelopes import Envelope
 from storylab.entities.errors import (
     LeaseLostError,
     UnknownEntityError,
@@ -330,6 +331,27 @@ class Leases(GraphState):
             raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
         status, *lease = rows[0]
         return status, (LeaseRecord(*lease) if lease[0] is not None else None)
+
+    def lease_of(self, id: str) -> tuple[str, LeaseRecord | None, str | None]:
+        """A node's status and lease (:meth:`poll_lease`) and that lease's
+        state (:meth:`lease_state`; ``None`` without a lease)."""
+        status, lease = self.poll_lease(id)
+        return status, lease, (None if lease is None else self.lease_state(lease))
+
+    def abandon(self, id: str, env: Envelope) -> None:
+        """A run of ``id`` was cut short: log ``env`` and give its lease back.
+        Nothing once the file is gone, or if the lease was taken over (found
+        by a read here: once released, the lease no longer fences ``env``
+        at its commit)."""
+        if self._gone is not None:
+            return
+        if id in self._held:
+            try:
+                self.check_lease(id)
+            except LeaseLostError:
+                return  # taken over meanwhile: the new owner's log stands
+        self.append_progress(env)
+        self.release_lease(id)
 
     def _took(self, id: str, at: float) -> None:
         """We lease ``id`` from now on (written at the commit)."""

@@ -30,6 +30,7 @@ from storylab.entities.sqlite._shared import (
     _ROOT_TAKEN,
     GraphState,
 )
+from storylab.entities.store import READ_FIELDS
 
 _STATUSES = tuple(s.value for s in EntityStatus)
 
@@ -40,7 +41,7 @@ class Queries(GraphState):
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
             if self._new_rows:
-                self._write_nodes()
+                self._write_pending()
             return self._conn.execute(sql, params).fetchall()
 
     # ------------------------------------------------------------- read API
@@ -186,6 +187,44 @@ class Queries(GraphState):
         )
         return [self._record(r) for r in rows]
 
+    def node_ids(self, prefix: str = "", limit: int | None = None) -> list[str]:
+        """The ids of the graph's nodes, in creation order: all of them, or
+        those starting with ``prefix`` (any case), at most ``limit``."""
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a string; got {prefix!r}")
+        if limit is not None and (
+            not isinstance(limit, int) or isinstance(limit, bool) or limit < 1
+        ):
+            raise ValueError(f"limit must be None or a positive int; got {limit!r}")
+        sql, params = "SELECT id FROM nodes", ()
+        if prefix:
+            # (ids are lower-case; LIKE's wildcards cannot be in a valid prefix,
+            # but are escaped all the same)
+            escaped = prefix.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            sql, params = sql + " WHERE id LIKE ? ESCAPE '\\'", (escaped + "%",)
+        sql += " ORDER BY rowid"
+        if limit is not None:
+            sql, params = sql + " LIMIT ?", (*params, limit)
+        return [row[0] for row in self._read(sql, params)]
+
+    def has_node(self, id: str) -> bool:
+        """Whether the graph holds a node with this id."""
+        return bool(self._read("SELECT 1 FROM nodes WHERE id = ?", (id,)))
+
+    def root_data(self) -> list[tuple[str, Any]]:
+        """Every root's id and data, in creation order: what a person's
+        reference to a root by its topic is matched against, without reading
+        every root's output. A root whose stored data is damaged comes back
+        with ``None`` (reading it whole says what is wrong)."""
+        rows = self._read("SELECT id, data FROM nodes WHERE parent_id IS NULL ORDER BY rowid")
+        out = []
+        for id, text in rows:
+            try:
+                out.append((id, self._stored(text, id, "data")))
+            except NotAStorylabGraphError:
+                out.append((id, None))
+        return out
+
     def find_root(self, name: str) -> NodeRecord | None:
         rows = self._read(
             f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent_id IS NULL AND name = ?", (name,)
@@ -236,6 +275,20 @@ class Queries(GraphState):
     ) -> NodeRecord | None:
         if parent_id is None:
             return self.find_root(name)
+        key = call_path or name
+        if self._new_rows and not self._in_txn:
+            # Rows created while another process holds the lock: answer
+            # without writing them (which would wait for that lock).
+            for row in self._new_rows.values():
+                if row[5] == parent_id and (row[11] or row[1]) == key:
+                    return self._record([*row[:11], key])
+            with self._lock:
+                rows = self._conn.execute(
+                    f"SELECT {_NODE_COLUMNS} FROM nodes "
+                    "WHERE parent_id = ? AND coalesce(call_path, name) = ?",
+                    (parent_id, key),
+                ).fetchall()
+            return self._record(rows[0]) if rows else None
         rows = self._read(
             f"SELECT {_NODE_COLUMNS} FROM nodes "
             "WHERE parent_id = ? AND coalesce(call_path, name) = ?",
@@ -248,6 +301,43 @@ class Queries(GraphState):
         if not rows:
             raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
         return rows[0][0], self._stored(rows[0][1], id, "output")
+
+    def read(self, id: str, field: str | None = None) -> Any:
+        """The node (a :class:`NodeRecord`), or one of its fields alone:
+        ``"status"``, ``"data"`` (a fresh dict) or ``"output"``."""
+        row = self._new_rows.get(id) if not self._in_txn else None
+        if row is not None:
+            # Created while another process holds the lock, not written yet:
+            # answered from its row rather than by waiting to write it.
+            record = self._record([*row[:11], None if row[5] is None else row[11] or row[1]])
+            return record if field is None else self._field(record, field)
+        if field is None:
+            return self.get_node(id)
+        if field == "status":
+            return self._status_output(id)[0]
+        if field == "data":
+            return self.data_of(id)
+        if field == "output":
+            return self._status_output(id)[1]
+        allowed = ", ".join(repr(f) for f in READ_FIELDS)
+        raise ValueError(f"field must be None or one of {allowed}; got {field!r}")
+
+    @staticmethod
+    def _field(record: NodeRecord, field: str) -> Any:
+        if field not in READ_FIELDS:
+            allowed = ", ".join(repr(f) for f in READ_FIELDS)
+            raise ValueError(f"field must be None or one of {allowed}; got {field!r}")
+        return getattr(record, field)
+
+    def progress_since(self, id: str, seq: int | None) -> tuple[list[Envelope], int]:
+        """What a run waiting on another owner passes on: the envelopes of
+        ``id``'s subtree after row ``seq`` (:meth:`progress_after`), or with
+        ``None`` the row just before the node's latest start
+        (:meth:`progress_mark`). Checks first that the file is still there."""
+        if seq is None:
+            return [], self.progress_mark(id)
+        self.check_file()
+        return self.progress_after(id, seq)
 
     def status_of(self, id: str) -> str:
         return self._status_output(id)[0]

@@ -91,6 +91,10 @@ class EntityGraph(Writes, Queries, Leases, Transactions):
         self._new_rows: dict[str, list] = {}
         # Their uniqueness keys, (parent id or None, call path or name).
         self._new_keys: set[tuple[str | None, str]] = set()
+        # The parents of rows created outside a transaction while another
+        # process held the write lock (see Writes._may_defer): their leases
+        # are checked by the commit that writes those rows.
+        self._deferred: set[str] = set()
         # Parent ids known to exist (nodes are never deleted).
         self._parents: set[str] = set()
         self._commit_error: sqlite3.Error | None = None

@@ -276,10 +276,11 @@ class Transactions(GraphState):
                 handle.cancel()  # when called early (flush, last run ended)
             self._commit_loop = None
             if not self._in_txn:
-                if not self._progress or self._closed:
+                if not (self._progress or self._new_rows) or self._closed:
                     return
                 if self._gone is not None or self._commit_error is not None or self.read_only:
                     self._progress.clear()  # refused (the operations raise it)
+                    self._drop_deferred()
                     return
                 try:
                     if loop is None or block:
@@ -289,12 +290,15 @@ class Transactions(GraphState):
                         began = self._try_begin()
                 except sqlite3.OperationalError as exc:  # locked past busy_timeout, a lost server
                     log.warning(
-                        "entity graph %s: %d progress envelope(s) not stored (%s)",
+                        "entity graph %s: %d progress envelope(s) and %d new node(s) not "
+                        "stored (%s)",
                         self.path,
                         len(self._progress),
+                        len(self._new_rows),
                         exc,
                     )
                     self._progress.clear()
+                    self._drop_deferred()
                     return
                 if not began and loop is not None:
                     # Another process holds the write lock: look again later.
@@ -323,6 +327,8 @@ class Transactions(GraphState):
                     _settle(waiters, functools.partial(GraphFileGoneError, gone))
                 return
             try:
+                if self._deferred:
+                    self._fence_deferred()
                 if self._new_rows:
                     self._write_nodes()
                 if self._new_leases:
@@ -348,7 +354,53 @@ class Transactions(GraphState):
             if waiters:
                 _settle(waiters, None)
 
+    def _fence_deferred(self) -> None:
+        """Check, in the transaction about to commit, the leases of the parents
+        of rows created while another process held the lock: the rows made
+        under a lease lost meanwhile are dropped, and their runs are told
+        (by ``_fence``), as for progress envelopes."""
+        parents, self._deferred = self._deferred, set()
+        lost = {}
+        for parent in parents:
+            try:
+                self._fence(parent)
+            except LeaseLostError as exc:
+                lost[parent] = exc
+        if lost:
+            self._drop_rows_under(lost)
+
+    def _drop_rows_under(self, lost: dict[str, LeaseLostError]) -> None:
+        """Forget the unwritten rows created under the parents whose leases
+        were ``lost`` (and the rows under those); a run of one of them is
+        told, with its parent's error."""
+        rows = self._new_rows
+        stopped = {}
+        for node_id in list(rows):
+            row = rows[node_id]
+            error = lost.get(row[5])
+            if error is not None:
+                lost[node_id] = error
+                del rows[node_id]
+                self._new_keys.discard((row[5], row[11] or row[1]))
+                self._new_leases.pop(node_id, None)
+                if node_id in self._held:
+                    stopped[node_id] = LeaseLostError(
+                        f"{row[2]} {row[1]!r} (id {node_id}) was not stored: {error}",
+                        node_id=node_id,
+                    )
+        if stopped:
+            self._mark_lost(stopped)
+
+    def _drop_deferred(self) -> None:
+        """Nothing can be stored any more: forget the rows created outside a
+        transaction (outside one, no other row is pending)."""
+        if not self._in_txn:
+            self._new_rows.clear()
+            self._new_keys.clear()
+        self._deferred.clear()
+
     def _discard_buffers(self) -> None:
+        self._deferred.clear()
         self._checked.clear()
         self._new_rows.clear()
         self._new_keys.clear()
@@ -356,9 +408,25 @@ class Transactions(GraphState):
         self._new_leases.clear()
         self._parents.clear()  # may name nodes that were just rolled back
 
+    def _write_pending(self) -> None:
+        """Write the unwritten rows before a read (hold ``_lock``). Outside a
+        transaction these are rows created while another process held the
+        write lock: the transaction is opened for them, waiting for the lock
+        as a synchronous write does."""
+        if self._in_txn:
+            self._write_nodes()
+            return
+        self._begin()
+        try:
+            self._write_nodes()
+        finally:
+            self._schedule_commit()
+
     def _write_nodes(self) -> None:
         """Insert the nodes created in this transaction, in creation order
         (hold ``_lock``, in a transaction), each in its current state."""
+        if self._deferred:
+            self._fence_deferred()
         rows, self._new_rows = self._new_rows, {}
         self._new_keys.clear()
         self._conn.executemany(_INSERT_NODE, rows.values())

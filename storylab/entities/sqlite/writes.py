@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from storylab.entities.blobs import BlobStore
 from storylab.entities.encoding import (
     dumps,
     dumps_log,
@@ -23,7 +24,6 @@ from storylab.entities.envelopes import Envelope
 from storylab.entities.errors import (
     DuplicateNameError,
     EntityGraphError,
-    EntityTypeMismatchError,
     LeaseLostError,
     UnknownEntityError,
 )
@@ -35,13 +35,15 @@ from storylab.entities.records import (
     new_id,
     node_record,
 )
-from storylab.entities.registry import check_entity_class, entity_class, running_here
+from storylab.entities.registry import check_new, revive, running_here
 from storylab.entities.sqlite._shared import (
     _LEASE_COLUMNS_OF_L,
     _NODE_EXISTS,
     GraphState,
     _again,
+    _running_loop,
 )
+from storylab.entities.store import DATA_CHANGES
 
 if TYPE_CHECKING:
     from storylab.entities.entity import RunnableEntity
@@ -60,15 +62,9 @@ class Writes(GraphState):
     def revive(
         self, record: NodeRecord, expected: type[RunnableEntity] | None = None
     ) -> RunnableEntity:
-        store = cast("EntityStore", self)  # the whole graph, of which this is a part
-        if expected is None:
-            return entity_class(record.type)(store, record)
-        if record.type != expected.type_name:
-            raise EntityTypeMismatchError(
-                f"entity {record.name!r} exists with type {record.type!r}, "
-                f"not {expected.type_name!r}"
-            )
-        return expected(store, record)
+        """The entity for ``record``: an instance of ``expected`` (which must be
+        its type) or of its registered class."""
+        return revive(cast("EntityStore", self), record, expected)
 
     _revive = revive  # the name tests and older tools use
 
@@ -84,14 +80,7 @@ class Writes(GraphState):
     # ---------------------------------------------------- write operations
 
     def _check_new(self, cls: type[RunnableEntity], name: str, data: Any) -> tuple[str, str]:
-        check_entity_class(cls)
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"entity name must be a non-empty string; got {name!r}")
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise TypeError(f"entity data must be a dict; got {type(data).__name__}")
-        return cls.type_name, dumps(data, what=lambda: f"data of entity {name!r}")
+        return check_new(cls, name, data)
 
     def insert_node(
         self, cls, name: str, data, parent_id: str | None, call_path: str | None = None
@@ -113,10 +102,20 @@ class Writes(GraphState):
         """:meth:`insert_node` for arguments already checked and encoded."""
         key = call_path or name
         with self._lock:
-            conn = self._conn if self._in_txn else self._begin()
+            if self._in_txn:
+                conn = self._conn
+            elif self._may_defer(parent_id):
+                # Another process holds the write lock: create the child
+                # without it (see _may_defer) rather than block the loop.
+                conn = self._conn
+            else:
+                conn = self._begin()
             try:
                 if parent_id is not None:
-                    self._fence(parent_id)  # a child is made only under a lease we hold
+                    if self._in_txn:
+                        self._fence(parent_id)  # a child is made only under a lease we hold
+                    else:
+                        self._deferred.add(parent_id)  # fenced at the commit that writes it
                 # Inside our write transaction nobody else can insert, so
                 # checking first and writing later decides races as surely as
                 # the UNIQUE index (which still guards the write itself).
@@ -170,6 +169,30 @@ class Writes(GraphState):
             None if parent_id is None else key,
         )
 
+    def _may_defer(self, parent_id: str | None) -> bool:
+        """Whether a child of ``parent_id`` may be created outside a write
+        transaction because another process holds the write lock right now
+        (hold ``_lock``, no transaction open). True only on a running event
+        loop, for a parent whose lease this graph holds: nobody else may
+        create its children meanwhile, so a read (which in WAL mode never
+        waits for a writer) decides whether the name is taken. The row is
+        written by the next commit, which opens the transaction without
+        blocking the loop and checks the parent's lease first. Otherwise
+        (False) the transaction is opened here, and the caller may wait for
+        the lock up to ``busy_timeout``: a write outside any run, or outside
+        an event loop, where nothing else is kept waiting."""
+        if parent_id is None or _running_loop() is None:
+            return False
+        if parent_id not in self._held:
+            lost = self._lost.get(parent_id)
+            if lost is not None:  # refused without waiting for the lock
+                raise _again(lost)
+            return False
+        if self._gone is not None or self._commit_error is not None or self.read_only:
+            return False  # _begin says why
+        # False when the lock was free: the transaction is open now.
+        return not self._try_begin()
+
     def insert_or_get_node(
         self, cls, name: str, data, parent_id: str | None, call_path: str | None = None
     ) -> NodeRecord:
@@ -195,6 +218,52 @@ class Writes(GraphState):
             if record is None:  # pragma: no cover - a node is never deleted
                 raise
             return record
+
+    def child(
+        self,
+        parent_id: str | None,
+        type_name: str,
+        name: str,
+        data: dict | None,
+        data_json: str,
+        call_path: str | None = None,
+        *,
+        exists_ok: bool = True,
+    ) -> NodeRecord:
+        """The node keyed ``call_path or name`` under ``parent_id``, created if
+        missing (see :meth:`EntityStore.child <storylab.entities.store.EntityStore.child>`)."""
+        if exists_ok:
+            return self.insert_or_get_encoded(
+                type_name, name, data, data_json, parent_id, call_path
+            )
+        return self.insert_encoded(type_name, name, data, data_json, parent_id, call_path)
+
+    def update_data(
+        self, id: str, change: str, value: Any, path: tuple[str, ...] = ()
+    ) -> dict | None:
+        """One data change, fenced (see :meth:`set_data`, :meth:`merge_data`,
+        :meth:`set_data_path`)."""
+        if change == "merge":
+            return self.merge_data(id, value)
+        if change == "path":
+            return self.set_data_path(id, path, value)
+        if change == "replace":
+            self.set_data(id, value)
+            return None
+        allowed = ", ".join(repr(c) for c in DATA_CHANGES)
+        raise ValueError(f"change must be one of {allowed}; got {change!r}")
+
+    def put_blob(self, id: str, data: bytes, content_type: str) -> str:
+        """Put ``data`` in :attr:`blobs` and return its key, once
+        :meth:`check_lease` says the run writing it still holds ``id``."""
+        self.check_lease(id)
+        blobs = self.blobs
+        if isinstance(blobs, BlobStore):
+            # Checked again once the file's bytes are on disk, just before it
+            # takes its name: a run stopped while writing (and taken over
+            # meanwhile) leaves no file behind.
+            return blobs.put(data, content_type, before_rename=lambda: self.check_lease(id))
+        return blobs.put(data, content_type)
 
     def append_progress(self, env: Envelope) -> None:
         self._log(env)
@@ -237,6 +306,17 @@ class Writes(GraphState):
             return True
 
     def claim(
+        self, id: str, env: Envelope, parent_id: str | None = None
+    ) -> tuple[str, Any, LeaseRecord | None, Envelope]:
+        """Start the node under our lease, or say why not (see
+        :meth:`EntityStore.claim <storylab.entities.store.EntityStore.claim>`):
+        a Pending node in one statement (the common case), any other through
+        :meth:`_take`."""
+        if self.start_if_pending(id, env, parent_id):
+            return "Pending", None, None, env
+        return self._take(id, env, parent_id)
+
+    def _take(
         self, id: str, env: Envelope, parent_id: str | None = None
     ) -> tuple[str, Any, LeaseRecord | None, Envelope]:
         """Decide, in one write transaction, what starting a node that was not
@@ -330,6 +410,19 @@ class Writes(GraphState):
                 return True
             finally:
                 self._schedule_commit(terminal=True)
+
+    def finish(
+        self, id: str, status: str, stored_json: str, envs: tuple[Envelope, Envelope]
+    ) -> None:
+        """Store a run's end (its output JSON when ``Completed``, its error JSON
+        when ``Failed``) and log ``envs``, under the rule of :meth:`_finish`."""
+        if status == "Completed":
+            column = "output"
+        elif status == "Failed":
+            column = "error"
+        else:
+            raise ValueError(f"status must be 'Completed' or 'Failed'; got {status!r}")
+        self._finish(id, status, column, stored_json, envs[-1].at, envs)
 
     def finish_completed(
         self, id: str, output_json: str, value_env: Envelope, done_env: Envelope

@@ -219,6 +219,27 @@ def _mix(a, b, t: float):
     return tuple(int(x + (y - x) * t) for x, y in zip(a, b, strict=True))
 
 
+def _oval(draw, cx, cy, rx, ry=None, **style) -> None:
+    """An ellipse centred on (``cx``, ``cy``), radii ``rx`` and ``ry`` (a circle without ``ry``)."""
+    ry = rx if ry is None else ry
+    draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], **style)
+
+
+def _oval_span(draw, cx, rx, top, bottom, **style) -> None:
+    """An ellipse centred on the column ``cx``, ``rx`` either side, from ``top`` to ``bottom``."""
+    draw.ellipse([cx - rx, top, cx + rx, bottom], **style)
+
+
+def _dome(draw, cx, rx, top, bottom, **style) -> None:
+    """The upper half of the ellipse of :func:`_oval_span`: a cap, a helmet, a head of hair."""
+    draw.chord([cx - rx, top, cx + rx, bottom], 180, 360, **style)
+
+
+def _peak(draw, cx, half, base_y, tip, **style) -> None:
+    """A triangle on the row ``base_y``, ``half`` either side of ``cx``, its point at ``tip``."""
+    draw.polygon([(cx - half, base_y), tip, (cx + half, base_y)], **style)
+
+
 def _singular(word: str) -> str:
     if word.endswith("ies"):
         return word[:-3] + "y"
@@ -389,7 +410,7 @@ def _sky(draw, scene: Scene, things, W, H, horizon, unit, rng, outline, sky_top)
         sx, sy = (W * 0.16, H * 0.17) if scene.hero_at == "right" else (W * 0.84, H * 0.17)
         if scene.time == "dawn":
             sy = horizon - r * 0.3
-        draw.ellipse([sx - r, sy - r, sx + r, sy + r], fill=(255, 206, 70))
+        _oval(draw, sx, sy, r, fill=(255, 206, 70))
     if night or "stars" in things or "star" in things:
         for _ in range(30 if night else 12):
             x, y = rng.uniform(0, W), rng.uniform(0, horizon * 0.9)
@@ -398,7 +419,7 @@ def _sky(draw, scene: Scene, things, W, H, horizon, unit, rng, outline, sky_top)
     if ("moon" in things or scene.time == "night") and scene.setting != "space":
         r = unit * (0.11 if scene.setting == "hill" and "telescope" in things else 0.075)
         mx, my = W * 0.78, H * 0.16
-        draw.ellipse([mx - r, my - r, mx + r, my + r], fill=(246, 240, 200))
+        _oval(draw, mx, my, r, fill=(246, 240, 200))
         if "crescent" in scene.action.lower() and scene.guessed:
             draw.ellipse([mx - r * 0.5, my - r * 1.1, mx + r * 1.5, my + r * 0.9], fill=sky_top)
     if "bird" in things:
@@ -427,7 +448,7 @@ def _sky(draw, scene: Scene, things, W, H, horizon, unit, rng, outline, sky_top)
             c = (170, 175, 185) if grey else (250, 250, 252)
             for dx in (-1.0, 0.0, 1.0):
                 x, y, rr = W * cx + dx * unit * r, H * cy + abs(dx) * unit * r * 0.25, unit * r
-                draw.ellipse([x - rr, y - rr * 0.7, x + rr, y + rr * 0.7], fill=c)
+                _oval(draw, x, y, rr, rr * 0.7, fill=c)
         if "rain" in things:
             for _ in range(70):
                 x, y = rng.uniform(0, W), rng.uniform(H * 0.2, H * 0.95)
@@ -454,17 +475,13 @@ def _sky(draw, scene: Scene, things, W, H, horizon, unit, rng, outline, sky_top)
         for _ in range(40):
             x, y = rng.uniform(0, W), rng.uniform(0, H * 0.95)
             r = unit * rng.uniform(0.006, 0.012)
-            draw.ellipse([x - r, y - r, x + r, y + r], fill=(255, 255, 255))
+            _oval(draw, x, y, r, fill=(255, 255, 255))
     if scene.setting == "space" or "planet" in things:
         px, py, r = W * (0.2 if scene.hero_at != "left" else 0.8), H * 0.2, unit * 0.09
-        draw.ellipse([px - r, py - r, px + r, py + r], fill=(230, 150, 90), outline=outline)
-        draw.ellipse(
-            [px - r * 1.7, py - r * 0.35, px + r * 1.7, py + r * 0.35],
-            outline=(240, 220, 170),
-            width=max(2, unit // 120),
-        )
+        _oval(draw, px, py, r, fill=(230, 150, 90), outline=outline)
+        _oval(draw, px, py, r * 1.7, r * 0.35, outline=(240, 220, 170), width=max(2, unit // 120))
         qx, qy, q = W * 0.62, H * 0.1, unit * 0.04
-        draw.ellipse([qx - q, qy - q, qx + q, qy + q], fill=(110, 170, 235))
+        _oval(draw, qx, qy, q, fill=(110, 170, 235))
 
 
 def _backdrop(draw, setting, things, W, H, horizon, unit, rng, outline, ground) -> None:
@@ -513,10 +530,10 @@ def _backdrop(draw, setting, things, W, H, horizon, unit, rng, outline, ground) 
         for i in range(4):  # smoke
             r = unit * (0.05 + 0.02 * i)
             sx, sy = cx + (i % 2 - 0.5) * r, top - unit * 0.06 - i * unit * 0.07
-            draw.ellipse([sx - r, sy - r * 0.7, sx + r, sy + r * 0.7], fill=(200, 200, 205))
+            _oval(draw, sx, sy, r, r * 0.7, fill=(200, 200, 205))
         for _ in range(5):  # glowing drops
             x, y, r = cx + rng.uniform(-1, 1) * half, top - rng.uniform(0, 0.1) * H, unit * 0.012
-            draw.ellipse([x - r, y - r, x + r, y + r], fill=(255, 170, 40))
+            _oval(draw, x, y, r, fill=(255, 170, 40))
     if setting == "town":
         roofs = ((172, 62, 50), (70, 90, 150), (90, 130, 80), (150, 80, 120))
         walls = ((232, 204, 160), (240, 226, 200), (215, 190, 170), (225, 215, 180))
@@ -609,12 +626,12 @@ def _foreground(draw, setting, things, W, H, horizon, unit, rng, outline, ground
         for _ in range(7):
             x, y = rng.uniform(0, W), rng.uniform(horizon + H * 0.05, H * 0.95)
             r = unit * rng.uniform(0.02, 0.05)
-            draw.ellipse([x - r, y - r * 0.4, x + r, y + r * 0.4], fill=(120, 120, 132))
+            _oval(draw, x, y, r, r * 0.4, fill=(120, 120, 132))
     elif setting == "snow":
         for _ in range(6):
             x, y = rng.uniform(0, W), rng.uniform(horizon + H * 0.05, H * 0.95)
             r = unit * rng.uniform(0.05, 0.1)
-            draw.ellipse([x - r, y - r * 0.25, x + r, y + r * 0.25], fill=(225, 232, 245))
+            _oval(draw, x, y, r, r * 0.25, fill=(225, 232, 245))
     elif setting == "town":
         draw.rectangle([0, horizon + H * 0.05, W, horizon + H * 0.12], fill=(170, 168, 165))
     elif setting in ("garden", "farm"):
@@ -692,15 +709,8 @@ def _draw_new_things(draw, things, scene: Scene, W, H, horizon, unit, rng, outli
                 outline=line,
             )
         r = h * 0.06
-        draw.ellipse(
-            [rx - r, base - h * 0.62 - r, rx + r, base - h * 0.62 + r],
-            fill=(110, 170, 235),
-            outline=line,
-        )
-        draw.polygon(
-            [(rx - h * 0.08, base), (rx, base + h * 0.15), (rx + h * 0.08, base)],
-            fill=(255, 170, 40),
-        )
+        _oval(draw, rx, base - h * 0.62, r, fill=(110, 170, 235), outline=line)
+        _peak(draw, rx, h * 0.08, base, (rx, base + h * 0.15), fill=(255, 170, 40))
     if "train" in things:
         y1 = horizon + H * 0.1
         draw.line([(0, y1 + 3), (W, y1 + 3)], fill=(90, 80, 75), width=max(2, unit // 100))
@@ -714,7 +724,7 @@ def _draw_new_things(draw, things, scene: Scene, W, H, horizon, unit, rng, outli
             )
             for wx in (0.25, 0.75):
                 r = ch * 0.15
-                draw.ellipse([x + cw * wx - r, y1 - r, x + cw * wx + r, y1 + r], fill=(40, 40, 45))
+                _oval(draw, x + cw * wx, y1, r, fill=(40, 40, 45))
         draw.rectangle([x0 + cw * 0.1, y1 - ch * 1.5, x0 + cw * 0.3, y1 - ch], fill=(40, 40, 45))
     if "bridge" in things:
         y = horizon + H * 0.02
@@ -751,7 +761,7 @@ def _draw_new_things(draw, things, scene: Scene, W, H, horizon, unit, rng, outli
         for i in range(3):
             fx, fy, f = W * (0.15 + 0.25 * i), horizon + H * 0.06, unit * 0.03
             c = ((240, 140, 40), (90, 170, 220), (240, 200, 60))[i]
-            draw.ellipse([fx - f, fy - f * 0.5, fx + f, fy + f * 0.5], fill=c, outline=line)
+            _oval(draw, fx, fy, f, f * 0.5, fill=c, outline=line)
             draw.polygon(
                 [(fx + f, fy), (fx + f * 1.6, fy - f * 0.5), (fx + f * 1.6, fy + f * 0.5)], fill=c
             )
@@ -767,20 +777,12 @@ def _draw_new_things(draw, things, scene: Scene, W, H, horizon, unit, rng, outli
         for i in range(4):
             rr = r * (1 - 0.18 * i)
             y = base - r * 0.4 - i * r * 0.38
-            draw.ellipse(
-                [x - rr, y - r * 0.25, x + rr, y + r * 0.25],
-                fill=(230, 180, 60),
-                outline=(170, 120, 40),
-            )
-        draw.ellipse(
-            [x - r * 0.15, base - r * 0.55, x + r * 0.15, base - r * 0.3], fill=(60, 40, 20)
-        )
+            _oval(draw, x, y, rr, r * 0.25, fill=(230, 180, 60), outline=(170, 120, 40))
+        _oval_span(draw, x, r * 0.15, base - r * 0.55, base - r * 0.3, fill=(60, 40, 20))
     if "bee" in things:
         for _ in range(6):
             x, y, b = rng.uniform(0.1, 0.9) * W, rng.uniform(0.15, 0.5) * H, unit * 0.018
-            draw.ellipse(
-                [x - b, y - b * 0.7, x + b, y + b * 0.7], fill=(246, 208, 55), outline=line
-            )
+            _oval(draw, x, y, b, b * 0.7, fill=(246, 208, 55), outline=line)
             draw.line([(x, y - b * 0.7), (x, y + b * 0.7)], fill=(30, 25, 25), width=2)
             draw.ellipse([x - b * 0.6, y - b * 1.6, x + b * 0.2, y - b * 0.5], fill=(230, 240, 250))
     if "sunflower" in things:
@@ -792,29 +794,20 @@ def _draw_new_things(draw, things, scene: Scene, W, H, horizon, unit, rng, outli
             for a in range(12):
                 ang = a * math.pi / 6
                 px, py = x + math.cos(ang) * r * 1.2, top + math.sin(ang) * r * 1.2
-                draw.ellipse(
-                    [px - r * 0.45, py - r * 0.45, px + r * 0.45, py + r * 0.45],
-                    fill=(250, 200, 40),
-                )
-            draw.ellipse(
-                [x - r * 0.8, top - r * 0.8, x + r * 0.8, top + r * 0.8], fill=(110, 70, 30)
-            )
+                _oval(draw, px, py, r * 0.45, fill=(250, 200, 40))
+            _oval(draw, x, top, r * 0.8, fill=(110, 70, 30))
     if "seedling" in things:
         for sx in (0.42, 0.55, 0.68, 0.81):
             x, y = W * sx, horizon + H * 0.2
-            draw.ellipse(
-                [x - unit * 0.04, y - unit * 0.012, x + unit * 0.04, y + unit * 0.012],
-                fill=(110, 75, 45),
-            )
+            _oval(draw, x, y, unit * 0.04, unit * 0.012, fill=(110, 75, 45))
             draw.line([(x, y), (x, y - unit * 0.05)], fill=(70, 150, 60), width=max(2, unit // 150))
             for side in (-1, 1):
-                draw.ellipse(
-                    [
-                        x + side * unit * 0.025 - unit * 0.018,
-                        y - unit * 0.065,
-                        x + side * unit * 0.025 + unit * 0.018,
-                        y - unit * 0.04,
-                    ],
+                _oval_span(
+                    draw,
+                    x + side * unit * 0.025,
+                    unit * 0.018,
+                    y - unit * 0.065,
+                    y - unit * 0.04,
                     fill=(90, 180, 70),
                 )
     if "leaves" in things or "leaf" in things:
@@ -822,7 +815,7 @@ def _draw_new_things(draw, things, scene: Scene, W, H, horizon, unit, rng, outli
             x, y = rng.uniform(0, W), rng.uniform(0.1, 0.98) * H
             r = unit * rng.uniform(0.01, 0.018)
             c = rng.choice(((220, 120, 40), (200, 60, 40), (235, 185, 60), (170, 90, 40)))
-            draw.ellipse([x - r * 1.4, y - r * 0.7, x + r * 1.4, y + r * 0.7], fill=c)
+            _oval(draw, x, y, r * 1.4, r * 0.7, fill=c)
     if "butterfly" in things:
         for i in range(3):
             x, y, b = W * (0.3 + 0.2 * i), H * (0.25 + 0.08 * (i % 2)), unit * 0.03
@@ -837,8 +830,12 @@ def _draw_new_things(draw, things, scene: Scene, W, H, horizon, unit, rng, outli
         for i in range(6):
             r = unit * 0.022
             x = x0 + i * r * 1.5
-            draw.ellipse(
-                [x - r, y - r - (i % 2) * r * 0.4, x + r, y + r - (i % 2) * r * 0.4],
+            _oval_span(
+                draw,
+                x,
+                r,
+                y - r - (i % 2) * r * 0.4,
+                y + r - (i % 2) * r * 0.4,
                 fill=(120, 190, 60),
                 outline=line,
             )
@@ -858,9 +855,7 @@ def _draw_new_things(draw, things, scene: Scene, W, H, horizon, unit, rng, outli
         )
     if "tent" in things:
         x, base, t = far, horizon + H * 0.12, unit * 0.16
-        draw.polygon(
-            [(x - t, base), (x, base - t), (x + t, base)], fill=(230, 120, 50), outline=line
-        )
+        _peak(draw, x, t, base, (x, base - t), fill=(230, 120, 50), outline=line)
     if "ladder" in things:
         x, base, t = W * 0.5, H * 0.95, H * 0.5
         for dx in (-0.04, 0.04):
@@ -891,7 +886,7 @@ def _draw_new_things(draw, things, scene: Scene, W, H, horizon, unit, rng, outli
         )
         for wx in (0.18, 0.8):
             r = h * 0.28
-            draw.ellipse([x0 + w * wx - r, y1 - r, x0 + w * wx + r, y1 + r], fill=(40, 40, 45))
+            _oval(draw, x0 + w * wx, y1, r, fill=(40, 40, 45))
     if "board" in things or "book" in things and scene.label:
         # A board with the subject's name, in the middle of the back wall.
         bx0, by0, bx1, by1 = W * 0.3, H * 0.42, W * 0.7, horizon - H * 0.02
@@ -965,13 +960,13 @@ def _held_things(draw, things, scene: Scene, hx, base, s, unit, W, H, outline) -
         _basket(draw, hx + side * W * 0.14, base - s * 0.09, s * 0.32, "apple" in things, outline)
     if "lantern" in things:
         lx, ly, r = hx - side * s * 0.6, base - s * 0.82, s * 0.16
-        draw.ellipse([lx - r * 2, ly - r * 2, lx + r * 2, ly + r * 2], fill=(255, 236, 150))
+        _oval(draw, lx, ly, r * 2, fill=(255, 236, 150))
         draw.rectangle(
             [lx - r * 0.6, ly - r, lx + r * 0.6, ly + r], fill=(250, 200, 60), outline=(90, 60, 30)
         )
     if "feather" in things:
         fx, fy, f = hx - side * s * 0.6, base - s * 0.6, s * 0.23
-        draw.ellipse([fx - f * 0.3, fy - f, fx + f * 0.3, fy + f], fill=COLOUR_RGB["red"])
+        _oval(draw, fx, fy, f * 0.3, f, fill=COLOUR_RGB["red"])
         draw.line([(fx, fy - f), (fx, fy + f * 1.3)], fill=(90, 40, 30), width=2)
     if "notebook" in things and scene.pose in ("holding", "sitting", "standing"):
         nx, ny, n = hx + side * s * 0.42, base - s * 0.55, s * 0.16
@@ -985,8 +980,8 @@ def _held_things(draw, things, scene: Scene, hx, base, s, unit, W, H, outline) -
             draw.line([(nx - n * 0.7, y), (nx + n * 0.7, y)], fill=(120, 140, 200), width=1)
     if "nest" in things and scene.pose == "holding":
         nx, ny, n = hx + side * s * 0.3, base - s * 0.55, s * 0.28
-        draw.ellipse(
-            [nx - n, ny - n * 0.4, nx + n, ny + n * 0.5], fill=(120, 84, 50), outline=(80, 55, 30)
+        _oval_span(
+            draw, nx, n, ny - n * 0.4, ny + n * 0.5, fill=(120, 84, 50), outline=(80, 55, 30)
         )
         for i in range(4):
             y = ny - n * 0.1 + i * n * 0.12
@@ -1024,7 +1019,7 @@ def _draw_figure(
         drawn = _Creature(_DRAWN_AS.get(f.kind, f.kind), c.colour, c.accessory, c.accessory_colour)
         if f.kind == "lion":  # a mane behind the head
             mx, my, r = cx, base - s * 1.13, s * 0.5
-            draw.ellipse([mx - r, my - r, mx + r, my + r], fill=(170, 100, 40), outline=line)
+            _oval(draw, mx, my, r, fill=(170, 100, 40), outline=line)
         _draw_creature(draw, drawn, cx, base, s, line)
         if f.kind == "tiger":
             for i in range(4):
@@ -1037,8 +1032,12 @@ def _draw_figure(
         _marks(draw, f.kind, c, cx, base, s, line)
         if f.kind == "pig":
             hx, hy, hr = cx, base - s * 0.95 - s * 0.176, s * 0.32
-            draw.ellipse(
-                [hx - hr * 0.3, hy + hr * 0.1, hx + hr * 0.3, hy + hr * 0.45],
+            _oval_span(
+                draw,
+                hx,
+                hr * 0.3,
+                hy + hr * 0.1,
+                hy + hr * 0.45,
                 fill=_shade(c.colour, 0.85),
                 outline=line,
             )
@@ -1181,7 +1180,7 @@ def _draw_person(draw, f: Figure, cx, base, s, line, pose: str, facing: int) -> 
         (x0, y0), (x1, y1) = shoulders[side], hands[side]
         draw.line([(x0, y0), (x1, y1)], fill=_shade(cloth, 0.9), width=arm)
         hr = s * 0.038
-        draw.ellipse([x1 - hr, y1 - hr, x1 + hr, y1 + hr], fill=skin, outline=line)
+        _oval(draw, x1, y1, hr, fill=skin, outline=line)
     if f.accessory == "scarf":
         col = _rgb(f.accessory_colour, "red")
         draw.rounded_rectangle(
@@ -1194,8 +1193,12 @@ def _draw_person(draw, f: Figure, cx, base, s, line, pose: str, facing: int) -> 
     # The head and the face.
     draw.rectangle([hx - r * 0.3, hy + r * 0.7, hx + r * 0.3, ty + r * 0.1], fill=skin)
     if f.kind == "knight":
-        draw.ellipse(
-            [hx - r * 1.08, hy - r * 1.1, hx + r * 1.08, hy + r * 1.05],
+        _oval_span(
+            draw,
+            hx,
+            r * 1.08,
+            hy - r * 1.1,
+            hy + r * 1.05,
             fill=COLOUR_RGB["silver"],
             outline=line,
             width=w,
@@ -1212,7 +1215,7 @@ def _draw_person(draw, f: Figure, cx, base, s, line, pose: str, facing: int) -> 
             fill=(210, 50, 50),
         )
     else:
-        draw.ellipse([hx - r, hy - r, hx + r, hy + r], fill=skin, outline=line, width=w)
+        _oval(draw, hx, hy, r, fill=skin, outline=line, width=w)
     er = r * 0.12
     for side in (-1, 1):
         ex, ey = hx + side * r * 0.36, hy - r * 0.02
@@ -1225,7 +1228,7 @@ def _draw_person(draw, f: Figure, cx, base, s, line, pose: str, facing: int) -> 
                 width=max(1, int(r * 0.08)),
             )
         else:
-            draw.ellipse([ex - er, ey - er * 1.25, ex + er, ey + er * 1.25], fill=(35, 28, 30))
+            _oval(draw, ex, ey, er, er * 1.25, fill=(35, 28, 30))
         cr = r * 0.15
         draw.ellipse(
             [
@@ -1246,38 +1249,20 @@ def _draw_person(draw, f: Figure, cx, base, s, line, pose: str, facing: int) -> 
     if f.kind in ("grandma", "grandpa"):
         for side in (-1, 1):
             ex, ey, gr = hx + side * r * 0.36, hy - r * 0.02, r * 0.24
-            draw.ellipse(
-                [ex - gr, ey - gr, ex + gr, ey + gr],
-                outline=(60, 50, 50),
-                width=max(1, int(r * 0.07)),
-            )
+            _oval(draw, ex, ey, gr, outline=(60, 50, 50), width=max(1, int(r * 0.07)))
     # Hair on top, then the hat of the trade.
     if f.kind == "grandpa":
         for side in (-1, 1):
-            draw.ellipse(
-                [
-                    hx + side * r * 0.95 - r * 0.25,
-                    hy - r * 0.5,
-                    hx + side * r * 0.95 + r * 0.25,
-                    hy + r * 0.2,
-                ],
-                fill=hair,
-            )
+            _oval_span(draw, hx + side * r * 0.95, r * 0.25, hy - r * 0.5, hy + r * 0.2, fill=hair)
     elif f.kind == "grandma":
-        draw.chord([hx - r * 1.05, hy - r * 1.1, hx + r * 1.05, hy + r * 0.5], 180, 360, fill=hair)
-        draw.ellipse([hx - r * 0.45, hy - r * 1.65, hx + r * 0.45, hy - r * 0.8], fill=hair)
+        _dome(draw, hx, r * 1.05, hy - r * 1.1, hy + r * 0.5, fill=hair)
+        _oval_span(draw, hx, r * 0.45, hy - r * 1.65, hy - r * 0.8, fill=hair)
     elif f.kind != "knight":
-        draw.chord(
-            [hx - r * 1.06, hy - r * 1.12, hx + r * 1.06, hy + r * 0.45], 180, 360, fill=hair
-        )
+        _dome(draw, hx, r * 1.06, hy - r * 1.12, hy + r * 0.45, fill=hair)
     _headgear(draw, f, hx, hy, r, line, facing)
     if f.kind == "astronaut":
         gr = r * 1.5
-        draw.ellipse(
-            [hx - gr, hy - gr, hx + gr, hy + gr],
-            outline=(170, 210, 240),
-            width=max(2, int(r * 0.12)),
-        )
+        _oval(draw, hx, hy, gr, outline=(170, 210, 240), width=max(2, int(r * 0.12)))
         draw.arc(
             [hx - gr * 0.8, hy - gr * 0.8, hx + gr * 0.4, hy + gr * 0.4],
             200,
@@ -1297,22 +1282,14 @@ def _headgear(draw, f: Figure, hx, hy, r, line, facing: int) -> None:
     kind = f.kind
     if kind == "firefighter":
         red = (205, 40, 35)
-        draw.chord(
-            [hx - r * 1.15, hy - r * 1.35, hx + r * 1.15, hy + r * 0.5],
-            180,
-            360,
-            fill=red,
-            outline=line,
-        )
+        _dome(draw, hx, r * 1.15, hy - r * 1.35, hy + r * 0.5, fill=red, outline=line)
         draw.rounded_rectangle(
             [hx - r * 1.45, hy - r * 0.5, hx + r * 1.45, hy - r * 0.3],
             radius=r * 0.1,
             fill=red,
             outline=line,
         )
-        draw.ellipse(
-            [hx - r * 0.22, hy - r * 1.0, hx + r * 0.22, hy - r * 0.6], fill=(250, 210, 60)
-        )
+        _oval_span(draw, hx, r * 0.22, hy - r * 1.0, hy - r * 0.6, fill=(250, 210, 60))
     elif kind in ("princess", "queen", "king", "prince"):
         h = r * (0.9 if kind in ("king", "queen") else 0.6)
         y = hy - r * 0.85
@@ -1328,13 +1305,13 @@ def _headgear(draw, f: Figure, hx, hy, r, line, facing: int) -> None:
         draw.polygon(pts, fill=(240, 196, 60), outline=line or (180, 130, 30))
     elif kind in ("witch", "wizard"):
         col = (60, 45, 80) if kind == "witch" else (70, 70, 170)
-        draw.ellipse([hx - r * 1.6, hy - r * 0.95, hx + r * 1.6, hy - r * 0.55], fill=col)
-        draw.polygon(
-            [
-                (hx - r * 0.8, hy - r * 0.8),
-                (hx + facing * r * 0.5, hy - r * 3.0),
-                (hx + r * 0.8, hy - r * 0.8),
-            ],
+        _oval_span(draw, hx, r * 1.6, hy - r * 0.95, hy - r * 0.55, fill=col)
+        _peak(
+            draw,
+            hx,
+            r * 0.8,
+            hy - r * 0.8,
+            (hx + facing * r * 0.5, hy - r * 3.0),
             fill=col,
             outline=line,
         )
@@ -1350,9 +1327,7 @@ def _headgear(draw, f: Figure, hx, hy, r, line, facing: int) -> None:
             fill=col,
             outline=line,
         )
-        draw.ellipse(
-            [hx - r * 0.18, hy - r * 1.4, hx + r * 0.18, hy - r * 1.05], fill=(240, 240, 240)
-        )
+        _oval_span(draw, hx, r * 0.18, hy - r * 1.4, hy - r * 1.05, fill=(240, 240, 240))
     elif kind in ("chef", "baker"):
         draw.rectangle(
             [hx - r * 0.75, hy - r * 1.6, hx + r * 0.75, hy - r * 0.7],
@@ -1360,9 +1335,8 @@ def _headgear(draw, f: Figure, hx, hy, r, line, facing: int) -> None:
             outline=line or (180, 180, 180),
         )
         for dx in (-0.5, 0.0, 0.5):
-            draw.ellipse(
-                [hx + dx * r - r * 0.45, hy - r * 2.05, hx + dx * r + r * 0.45, hy - r * 1.3],
-                fill=(250, 250, 250),
+            _oval_span(
+                draw, hx + dx * r, r * 0.45, hy - r * 2.05, hy - r * 1.3, fill=(250, 250, 250)
             )
     elif kind in ("police officer", "nurse") or f.accessory == "cap":
         col = (
@@ -1370,13 +1344,7 @@ def _headgear(draw, f: Figure, hx, hy, r, line, facing: int) -> None:
             if kind == "police officer"
             else ((250, 250, 250) if kind == "nurse" else _rgb(f.accessory_colour, "blue"))
         )
-        draw.chord(
-            [hx - r * 1.02, hy - r * 1.15, hx + r * 1.02, hy + r * 0.2],
-            180,
-            360,
-            fill=col,
-            outline=line,
-        )
+        _dome(draw, hx, r * 1.02, hy - r * 1.15, hy + r * 0.2, fill=col, outline=line)
         draw.rounded_rectangle(
             _box(hx, hy - r * 0.55, hx + facing * r * 1.5, hy - r * 0.4),
             radius=r * 0.08,
@@ -1385,16 +1353,8 @@ def _headgear(draw, f: Figure, hx, hy, r, line, facing: int) -> None:
     elif kind in ("explorer", "farmer", "gardener", "builder"):
         col = {"explorer": (200, 180, 120), "builder": (250, 200, 40)}.get(kind, (230, 200, 110))
         brim = 1.1 if kind == "builder" else 1.6
-        draw.chord(
-            [hx - r * 1.0, hy - r * 1.35, hx + r * 1.0, hy + r * 0.1],
-            180,
-            360,
-            fill=col,
-            outline=line,
-        )
-        draw.ellipse(
-            [hx - r * brim, hy - r * 0.75, hx + r * brim, hy - r * 0.45], fill=col, outline=line
-        )
+        _dome(draw, hx, r * 1.0, hy - r * 1.35, hy + r * 0.1, fill=col, outline=line)
+        _oval_span(draw, hx, r * brim, hy - r * 0.75, hy - r * 0.45, fill=col, outline=line)
 
 
 def _draw_ghost(draw, c: _Creature, cx, base, s, line, pose: str) -> None:
@@ -1417,13 +1377,12 @@ def _draw_ghost(draw, c: _Creature, cx, base, s, line, pose: str) -> None:
             outline=line,
         )
     for side in (-1, 1):  # little arms
-        draw.ellipse(
-            [
-                cx + side * half - s * 0.08,
-                top + half * 1.3,
-                cx + side * half + s * 0.08,
-                top + half * 1.7,
-            ],
+        _oval_span(
+            draw,
+            cx + side * half,
+            s * 0.08,
+            top + half * 1.3,
+            top + half * 1.7,
             fill=body,
             outline=line,
         )
@@ -1431,7 +1390,7 @@ def _draw_ghost(draw, c: _Creature, cx, base, s, line, pose: str) -> None:
         if pose == "sleeping":
             draw.arc([ex - er, ey - er, ex + er, ey + er], 0, 180, fill=(30, 30, 40), width=2)
         else:
-            draw.ellipse([ex - er, ey - er * 1.4, ex + er, ey + er * 1.4], fill=(30, 30, 40))
+            _oval(draw, ex, ey, er, er * 1.4, fill=(30, 30, 40))
         draw.ellipse(
             [ex - er + side * s * 0.04, ey + er * 1.6, ex + er + side * s * 0.04, ey + er * 2.4],
             fill=(245, 170, 180),
@@ -1452,10 +1411,8 @@ def _draw_monster(draw, c: _Creature, cx, base, s, line) -> None:
     r = s * 0.48
     cy = base - r - s * 0.08
     for side in (-1, 1):
-        draw.ellipse(
-            [cx + side * r * 0.45 - s * 0.1, base - s * 0.12, cx + side * r * 0.45 + s * 0.1, base],
-            fill=dark,
-            outline=line,
+        _oval_span(
+            draw, cx + side * r * 0.45, s * 0.1, base - s * 0.12, base, fill=dark, outline=line
         )
         draw.polygon(
             [
@@ -1473,15 +1430,8 @@ def _draw_monster(draw, c: _Creature, cx, base, s, line) -> None:
         pts.append((cx + math.cos(a) * rr, cy + math.sin(a) * rr))
     draw.polygon(pts, fill=body, outline=line)
     er = r * 0.32
-    draw.ellipse(
-        [cx - er, cy - r * 0.55 - er, cx + er, cy - r * 0.55 + er],
-        fill=(255, 255, 255),
-        outline=line,
-    )
-    draw.ellipse(
-        [cx - er * 0.45, cy - r * 0.55 - er * 0.45, cx + er * 0.45, cy - r * 0.55 + er * 0.45],
-        fill=(30, 25, 30),
-    )
+    _oval(draw, cx, cy - r * 0.55, er, fill=(255, 255, 255), outline=line)
+    _oval(draw, cx, cy - r * 0.55, er * 0.45, fill=(30, 25, 30))
     draw.chord([cx - r * 0.5, cy - r * 0.1, cx + r * 0.5, cy + r * 0.55], 0, 180, fill=(90, 30, 50))
     for i in range(3):
         x = cx - r * 0.3 + i * r * 0.3
@@ -1520,17 +1470,11 @@ def _draw_dinosaur(draw, c: _Creature, cx, base, s, line, facing: int) -> None:
         fill=body,
         outline=line,
     )
-    draw.ellipse([cx - bw, by, cx + bw, by + bh * 2], fill=body, outline=line)
+    _oval_span(draw, cx, bw, by, by + bh * 2, fill=body, outline=line)
     hx, hy, hr = nx + facing * s * 0.45, by - s * 0.55, s * 0.13
-    draw.ellipse([hx - hr * 1.3, hy - hr, hx + hr * 1.3, hy + hr], fill=body, outline=line)
-    draw.ellipse(
-        [
-            hx + facing * hr * 0.2 - hr * 0.2,
-            hy - hr * 0.5,
-            hx + facing * hr * 0.2 + hr * 0.2,
-            hy - hr * 0.1,
-        ],
-        fill=(30, 25, 30),
+    _oval(draw, hx, hy, hr * 1.3, hr, fill=body, outline=line)
+    _oval_span(
+        draw, hx + facing * hr * 0.2, hr * 0.2, hy - hr * 0.5, hy - hr * 0.1, fill=(30, 25, 30)
     )
     draw.arc(
         [hx - hr * 0.6, hy - hr * 0.1, hx + hr * 0.9, hy + hr * 0.6],
@@ -1542,7 +1486,7 @@ def _draw_dinosaur(draw, c: _Creature, cx, base, s, line, facing: int) -> None:
     for dx, dy in ((-0.4, 0.5), (0.1, 0.35), (0.45, 0.8), (-0.1, 1.2)):
         r = s * 0.05
         x, y = cx + dx * bw, by + dy * bh
-        draw.ellipse([x - r, y - r, x + r, y + r], fill=light)
+        _oval(draw, x, y, r, fill=light)
 
 
 def _draw_hoofed(draw, c: _Creature, cx, base, s, line, facing: int) -> None:
@@ -1556,7 +1500,7 @@ def _draw_hoofed(draw, c: _Creature, cx, base, s, line, facing: int) -> None:
     for dx in (-0.7, -0.4, 0.4, 0.7):
         x = cx + dx * bw
         draw.rectangle([x - s * 0.04, by + bh, x + s * 0.04, base], fill=dark, outline=line)
-    draw.ellipse([cx - bw, by, cx + bw, by + bh * 2], fill=body, outline=line)
+    _oval_span(draw, cx, bw, by, by + bh * 2, fill=body, outline=line)
     tail = {"unicorn": (240, 140, 190), "zebra": (40, 36, 40)}.get(kind, _shade(body, 0.55))
     if kind == "zebra":
         for i in range(5):
@@ -1570,16 +1514,8 @@ def _draw_hoofed(draw, c: _Creature, cx, base, s, line, facing: int) -> None:
         for dx, dy in ((-0.5, 0.6), (0.1, 0.4), (0.5, 1.0), (-0.1, 1.3)):
             r = s * 0.05
             x, y = cx + dx * bw, by + dy * bh
-            draw.ellipse([x - r, y - r, x + r, y + r], fill=(150, 95, 45))
-    draw.ellipse(
-        [
-            cx - facing * bw * 1.25 - s * 0.08,
-            by + bh * 0.2,
-            cx - facing * bw * 1.25 + s * 0.08,
-            by + bh * 1.8,
-        ],
-        fill=tail,
-    )
+            _oval(draw, x, y, r, fill=(150, 95, 45))
+    _oval_span(draw, cx - facing * bw * 1.25, s * 0.08, by + bh * 0.2, by + bh * 1.8, fill=tail)
     nx = cx + facing * bw * 0.7
     up = s * (0.75 if kind == "giraffe" else 0.3)
     draw.polygon(
@@ -1593,7 +1529,7 @@ def _draw_hoofed(draw, c: _Creature, cx, base, s, line, facing: int) -> None:
         outline=line,
     )
     hx, hy, hr = nx + facing * s * 0.2, by - up - s * 0.02, s * 0.11
-    draw.ellipse([hx - hr * 1.4, hy - hr, hx + hr * 1.4, hy + hr], fill=body, outline=line)
+    _oval(draw, hx, hy, hr * 1.4, hr, fill=body, outline=line)
     if kind == "deer":
         for side in (-1, 1):
             x = hx + side * hr * 0.4
@@ -1607,44 +1543,28 @@ def _draw_hoofed(draw, c: _Creature, cx, base, s, line, facing: int) -> None:
                 fill=(120, 80, 40),
                 width=max(2, int(s * 0.025)),
             )
-    if kind != "unicorn":
-        draw.ellipse(
-            [
-                hx + facing * hr * 0.3 - hr * 0.18,
-                hy - hr * 0.4,
-                hx + facing * hr * 0.3 + hr * 0.18,
-                hy - hr * 0.05,
-            ],
-            fill=(30, 25, 30),
-        )
-        return
-    draw.polygon(
-        [
-            (hx - hr * 0.3, hy - hr * 0.8),
+    if kind == "unicorn":
+        _peak(
+            draw,
+            hx,
+            hr * 0.3,
+            hy - hr * 0.8,
             (hx + facing * hr * 0.3, hy - hr * 3.0),
-            (hx + hr * 0.3, hy - hr * 0.8),
-        ],
-        fill=(240, 196, 60),
-        outline=line,
-    )
-    for i in range(4):
-        draw.ellipse(
-            [
-                nx - facing * s * 0.05 - s * 0.06 + i * facing * s * 0.03,
-                by - s * 0.28 + i * s * 0.1,
-                nx - facing * s * 0.05 + s * 0.06 + i * facing * s * 0.03,
-                by - s * 0.16 + i * s * 0.1,
-            ],
-            fill=tail,
+            fill=(240, 196, 60),
+            outline=line,
         )
-    draw.ellipse(
-        [
-            hx + facing * hr * 0.3 - hr * 0.18,
-            hy - hr * 0.4,
-            hx + facing * hr * 0.3 + hr * 0.18,
-            hy - hr * 0.05,
-        ],
-        fill=(30, 25, 30),
+        for i in range(4):
+            draw.ellipse(
+                [
+                    nx - facing * s * 0.05 - s * 0.06 + i * facing * s * 0.03,
+                    by - s * 0.28 + i * s * 0.1,
+                    nx - facing * s * 0.05 + s * 0.06 + i * facing * s * 0.03,
+                    by - s * 0.16 + i * s * 0.1,
+                ],
+                fill=tail,
+            )
+    _oval_span(
+        draw, hx + facing * hr * 0.3, hr * 0.18, hy - hr * 0.4, hy - hr * 0.05, fill=(30, 25, 30)
     )
 
 
@@ -1661,8 +1581,12 @@ def _marks(draw, kind: str, c: _Creature, cx, base, s, line) -> None:
         )
         for side in (-1, 1):
             ex = hx + side * hr * 1.0
-            draw.ellipse(
-                [ex - hr * 0.5, hy - hr * 0.6, ex + hr * 0.5, hy + hr * 0.5],
+            _oval_span(
+                draw,
+                ex,
+                hr * 0.5,
+                hy - hr * 0.6,
+                hy + hr * 0.5,
                 fill=_shade(c.colour, 0.85),
                 outline=line,
             )
@@ -1670,22 +1594,18 @@ def _marks(draw, kind: str, c: _Creature, cx, base, s, line) -> None:
         for dx, dy in ((-0.2, 0.4), (0.15, 0.65), (-0.05, 0.85)):
             r = s * 0.08
             x, y = cx + dx * s, by0 + dy * s
-            draw.ellipse([x - r, y - r, x + r, y + r], fill=(45, 40, 45))
+            _oval(draw, x, y, r, fill=(45, 40, 45))
     elif kind == "panda":
         for side in (-1, 1):
             ex, ey = hx + side * hr * 0.38, hy - hr * 0.1
-            draw.ellipse(
-                [ex - hr * 0.28, ey - hr * 0.3, ex + hr * 0.28, ey + hr * 0.3], fill=(40, 36, 40)
-            )
-            draw.ellipse(
-                [ex - hr * 0.1, ey - hr * 0.1, ex + hr * 0.1, ey + hr * 0.1], fill=(250, 250, 250)
-            )
+            _oval(draw, ex, ey, hr * 0.28, hr * 0.3, fill=(40, 36, 40))
+            _oval(draw, ex, ey, hr * 0.1, fill=(250, 250, 250))
     elif kind == "sheep":
         for i in range(7):
             a = i * math.pi / 3.5
             x, y = hx + math.cos(a) * hr * 0.9, hy - hr * 0.6 + math.sin(a) * hr * 0.3
             r = hr * 0.3
-            draw.ellipse([x - r, y - r, x + r, y + r], fill=(250, 250, 245), outline=line)
+            _oval(draw, x, y, r, fill=(250, 250, 245), outline=line)
 
 
 def _star(x: float, y: float, outer: float, inner: float) -> list[tuple[float, float]]:
@@ -1713,21 +1633,18 @@ def _tree(draw, x: float, base: float, h: float, apples: bool, rng, outline) -> 
     r = h * 0.32
     for dx, dy in ((0, -0.75), (-0.2, -0.6), (0.2, -0.6)):
         cx, cy = x + dx * h, base + dy * h
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=_LEAVES, outline=outline)
+        _oval(draw, cx, cy, r, fill=_LEAVES, outline=outline)
     if apples:
         for _ in range(6):
             ax, ay = x + rng.uniform(-0.35, 0.35) * h, base + rng.uniform(-0.9, -0.5) * h
             a = h * 0.035
-            draw.ellipse([ax - a, ay - a, ax + a, ay + a], fill=_APPLE)
+            _oval(draw, ax, ay, a, fill=_APPLE)
 
 
 def _basket(draw, x: float, base: float, s: float, apples: bool, outline) -> None:
     if apples:
         for dx in (-0.5, 0, 0.5):
-            draw.ellipse(
-                [x + dx * s - s * 0.35, base - s * 1.25, x + dx * s + s * 0.35, base - s * 0.55],
-                fill=_APPLE,
-            )
+            _oval_span(draw, x + dx * s, s * 0.35, base - s * 1.25, base - s * 0.55, fill=_APPLE)
     draw.arc(
         [x - s * 0.9, base - s * 1.8, x + s * 0.9, base - s * 0.3],
         180,
@@ -1789,10 +1706,7 @@ def _draw_things(draw, words: set[str], W, H, horizon, unit, rng, outline) -> No
             for i in range(4):
                 x = W * (0.42 + i * 0.12)
                 y = horizon + H * (0.17 - i * 0.03)
-                draw.ellipse(
-                    [x - unit * 0.035, y - unit * 0.015, x + unit * 0.035, y + unit * 0.015],
-                    fill=(160, 160, 165),
-                )
+                _oval(draw, x, y, unit * 0.035, unit * 0.015, fill=(160, 160, 165))
         if "reed" in words:
             for i in range(12):
                 x = W * (0.22 + i * 0.013) if i < 6 else W * (0.8 + (i - 6) * 0.013)
@@ -1805,10 +1719,10 @@ def _draw_things(draw, words: set[str], W, H, horizon, unit, rng, outline) -> No
                 )
         if "ball" in words:
             bx, by, r = W * 0.62, horizon + H * 0.12, unit * 0.03
-            draw.ellipse([bx - r, by - r, bx + r, by + r], fill=COLOUR_RGB["red"], outline=outline)
+            _oval(draw, bx, by, r, fill=COLOUR_RGB["red"], outline=outline)
     elif "ball" in words:
         bx, by, r = W * 0.55, H * 0.93, unit * 0.03
-        draw.ellipse([bx - r, by - r, bx + r, by + r], fill=COLOUR_RGB["red"], outline=outline)
+        _oval(draw, bx, by, r, fill=COLOUR_RGB["red"], outline=outline)
     if "path" in words:
         # From the bottom middle of the picture, winding up to the horizon.
         left = [
@@ -1823,7 +1737,7 @@ def _draw_things(draw, words: set[str], W, H, horizon, unit, rng, outline) -> No
     if "bramble" in words or "blackberry" in words:
         # A thorny tangle in the right middle ground, with dark berries.
         cx, cy, rx, ry = W * 0.78, horizon + H * 0.12, W * 0.2, H * 0.12
-        draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=_shade(_BRAMBLE, 1.1))
+        _oval(draw, cx, cy, rx, ry, fill=_shade(_BRAMBLE, 1.1))
         for _ in range(26):
             x, y = cx + rng.uniform(-rx, rx) * 0.9, cy + rng.uniform(-ry, ry) * 0.8
             r = unit * rng.uniform(0.03, 0.07)
@@ -1841,21 +1755,21 @@ def _draw_things(draw, words: set[str], W, H, horizon, unit, rng, outline) -> No
         for _ in range(10):
             x, y = cx + rng.uniform(-rx, rx) * 0.8, cy + rng.uniform(-ry, ry) * 0.7
             r = unit * 0.012
-            draw.ellipse([x - r, y - r, x + r, y + r], fill=_BERRY)
+            _oval(draw, x, y, r, fill=_BERRY)
     if words & {"flower", "meadow", "daisy"}:
         for _ in range(22):
             x, y = rng.uniform(0, W), rng.uniform(horizon + H * 0.04, H * 0.98)
             r = unit * rng.uniform(0.008, 0.014)
             petal = rng.choice(((250, 250, 250), (246, 208, 55), (240, 150, 185), (180, 140, 230)))
             for dx, dy in ((-r, 0), (r, 0), (0, -r), (0, r)):
-                draw.ellipse([x + dx - r, y + dy - r, x + dx + r, y + dy + r], fill=petal)
-            draw.ellipse([x - r * 0.6, y - r * 0.6, x + r * 0.6, y + r * 0.6], fill=(250, 190, 40))
+                _oval(draw, x + dx, y + dy, r, fill=petal)
+            _oval(draw, x, y, r * 0.6, fill=(250, 190, 40))
     if "nest" in words:
         up = trees and not words & {"grass", "ground", "below", "fallen"}  # in the tree
         nx, ny = (W * 0.86, horizon - H * 0.12) if up else (W * 0.52, H * 0.9)
         s = unit * 0.06
-        draw.ellipse(
-            [nx - s, ny - s * 0.4, nx + s, ny + s * 0.5], fill=(120, 84, 50), outline=(80, 55, 30)
+        _oval_span(
+            draw, nx, s, ny - s * 0.4, ny + s * 0.5, fill=(120, 84, 50), outline=(80, 55, 30)
         )
         for i in range(5):
             draw.line(
@@ -1941,16 +1855,10 @@ def _draw_creature(draw, c: _Creature, cx: float, base: float, s: float, line) -
     if kind == "owl":
         by0 = base - s * 1.15
         draw.ellipse([bx0, by0, bx1, by1], fill=body, outline=line, width=w)
-        draw.ellipse([cx - s * 0.25, by0 + s * 0.5, cx + s * 0.25, by1 - s * 0.05], fill=light)
+        _oval_span(draw, cx, s * 0.25, by0 + s * 0.5, by1 - s * 0.05, fill=light)
         for side in (-1, 1):
-            draw.ellipse(
-                [
-                    cx + side * s * 0.3 - s * 0.12,
-                    by0 + s * 0.35,
-                    cx + side * s * 0.3 + s * 0.12,
-                    by1 - s * 0.15,
-                ],
-                fill=dark,
+            _oval_span(
+                draw, cx + side * s * 0.3, s * 0.12, by0 + s * 0.35, by1 - s * 0.15, fill=dark
             )
             draw.polygon(
                 [
@@ -1961,10 +1869,8 @@ def _draw_creature(draw, c: _Creature, cx: float, base: float, s: float, line) -
                 fill=dark,
             )
             ex, ey, er = cx + side * s * 0.15, by0 + s * 0.28, s * 0.13
-            draw.ellipse([ex - er, ey - er, ex + er, ey + er], fill=(255, 255, 255), outline=dark)
-            draw.ellipse(
-                [ex - er * 0.45, ey - er * 0.45, ex + er * 0.45, ey + er * 0.45], fill=(30, 25, 30)
-            )
+            _oval(draw, ex, ey, er, fill=(255, 255, 255), outline=dark)
+            _oval(draw, ex, ey, er * 0.45, fill=(30, 25, 30))
         draw.polygon(
             [(cx - s * 0.05, by0 + s * 0.4), (cx + s * 0.05, by0 + s * 0.4), (cx, by0 + s * 0.5)],
             fill=(240, 170, 40),
@@ -1983,55 +1889,39 @@ def _draw_creature(draw, c: _Creature, cx: float, base: float, s: float, line) -
             [cx - s * 0.28, by0 + s * 0.2, cx + s * 0.2, by1 - s * 0.2], fill=COLOUR_RGB["red"]
         )
     elif kind in ("bear", "dragon", "fox", "puppy", "dog", "kitten", "cat"):
-        draw.ellipse([cx - s * 0.24, by0 + s * 0.3, cx + s * 0.24, by1 - s * 0.05], fill=light)
+        _oval_span(draw, cx, s * 0.24, by0 + s * 0.3, by1 - s * 0.05, fill=light)
     # Ears, then the head over them.
     if kind in ("kitten", "cat", "fox"):
         for side in (-1, 1):
             x = hx + side * hr * 0.55
-            draw.polygon(
-                [
-                    (x - hr * 0.38, hy - hr * 0.55),
-                    (x + side * hr * 0.1, hy - hr * 1.45),
-                    (x + hr * 0.38, hy - hr * 0.55),
-                ],
+            _peak(
+                draw,
+                x,
+                hr * 0.38,
+                hy - hr * 0.55,
+                (x + side * hr * 0.1, hy - hr * 1.45),
                 fill=body,
                 outline=line,
             )
     elif kind in ("rabbit", "bunny"):
         for side in (-1, 1):
             x = hx + side * hr * 0.4
-            draw.ellipse(
-                [x - hr * 0.22, hy - hr * 2.1, x + hr * 0.22, hy - hr * 0.5],
-                fill=body,
-                outline=line,
-            )
-            draw.ellipse(
-                [x - hr * 0.1, hy - hr * 1.9, x + hr * 0.1, hy - hr * 0.7], fill=(240, 170, 190)
-            )
+            _oval_span(draw, x, hr * 0.22, hy - hr * 2.1, hy - hr * 0.5, fill=body, outline=line)
+            _oval_span(draw, x, hr * 0.1, hy - hr * 1.9, hy - hr * 0.7, fill=(240, 170, 190))
     elif kind in ("bear", "mouse"):
         er = hr * (0.55 if kind == "mouse" else 0.35)
         for side in (-1, 1):
             x, y = hx + side * hr * 0.75, hy - hr * 0.75
-            draw.ellipse([x - er, y - er, x + er, y + er], fill=body, outline=line)
-            draw.ellipse(
-                [x - er * 0.5, y - er * 0.5, x + er * 0.5, y + er * 0.5],
-                fill=(240, 170, 190) if kind == "mouse" else dark,
-            )
+            _oval(draw, x, y, er, fill=body, outline=line)
+            _oval(draw, x, y, er * 0.5, fill=(240, 170, 190) if kind == "mouse" else dark)
     elif kind == "dragon":
         for i in range(4):  # spikes along the head and back
             x = hx - hr * 0.6 + i * hr * 0.4
-            draw.polygon(
-                [
-                    (x - hr * 0.15, hy - hr * 0.8),
-                    (x, hy - hr * 1.3),
-                    (x + hr * 0.15, hy - hr * 0.8),
-                ],
-                fill=dark,
-            )
+            _peak(draw, x, hr * 0.15, hy - hr * 0.8, (x, hy - hr * 1.3), fill=dark)
     if kind == "robot":
         draw.line([(hx, hy - hr), (hx, hy - hr * 1.6)], fill=line, width=max(2, w))
         ar = hr * 0.15
-        draw.ellipse([hx - ar, hy - hr * 1.6 - ar, hx + ar, hy - hr * 1.6 + ar], fill=(230, 60, 50))
+        _oval(draw, hx, hy - hr * 1.6, ar, fill=(230, 60, 50))
         draw.rounded_rectangle(
             [hx - hr, hy - hr * 0.85, hx + hr, hy + hr * 0.85],
             radius=hr * 0.2,
@@ -2040,25 +1930,20 @@ def _draw_creature(draw, c: _Creature, cx: float, base: float, s: float, line) -
             width=w,
         )
     else:
-        draw.ellipse([hx - hr, hy - hr, hx + hr, hy + hr], fill=body, outline=line, width=w)
+        _oval(draw, hx, hy, hr, fill=body, outline=line, width=w)
     if kind in ("puppy", "dog"):
         for side in (-1, 1):
             x = hx + side * hr * 0.95
-            draw.ellipse([x - hr * 0.25, hy - hr * 0.6, x + hr * 0.25, hy + hr * 0.5], fill=dark)
+            _oval_span(draw, x, hr * 0.25, hy - hr * 0.6, hy + hr * 0.5, fill=dark)
     if kind == "fox":
-        draw.polygon(
-            [(hx - hr * 0.6, hy + hr * 0.1), (hx, hy + hr * 0.95), (hx + hr * 0.6, hy + hr * 0.1)],
-            fill=(250, 250, 245),
-        )
+        _peak(draw, hx, hr * 0.6, hy + hr * 0.1, (hx, hy + hr * 0.95), fill=(250, 250, 245))
     if kind in ("bear", "dragon", "puppy", "dog"):
-        draw.ellipse([hx - hr * 0.4, hy + hr * 0.05, hx + hr * 0.4, hy + hr * 0.6], fill=light)
+        _oval_span(draw, hx, hr * 0.4, hy + hr * 0.05, hy + hr * 0.6, fill=light)
     # A face: eyes and a nose or a beak.
     for side in (-1, 1):
         ex, ey, er = hx + side * hr * 0.38, hy - hr * 0.1, hr * 0.17
-        draw.ellipse([ex - er, ey - er, ex + er, ey + er], fill=(255, 255, 255))
-        draw.ellipse(
-            [ex - er * 0.55, ey - er * 0.4, ex + er * 0.55, ey + er * 0.7], fill=(25, 22, 30)
-        )
+        _oval(draw, ex, ey, er, fill=(255, 255, 255))
+        _oval_span(draw, ex, er * 0.55, ey - er * 0.4, ey + er * 0.7, fill=(25, 22, 30))
     if bird:
         draw.polygon(
             [(hx - hr * 0.2, hy + hr * 0.15), (hx + hr * 0.2, hy + hr * 0.15), (hx, hy + hr * 0.5)],
@@ -2066,9 +1951,7 @@ def _draw_creature(draw, c: _Creature, cx: float, base: float, s: float, line) -
         )
     else:
         nr = hr * 0.1
-        draw.ellipse(
-            [hx - nr, hy + hr * 0.25 - nr, hx + nr, hy + hr * 0.25 + nr], fill=(60, 35, 40)
-        )
+        _oval(draw, hx, hy + hr * 0.25, nr, fill=(60, 35, 40))
     if kind in ("kitten", "cat"):
         for side in (-1, 1):
             for dy in (-0.05, 0.08):
@@ -2103,19 +1986,11 @@ def _accessory(draw, c: _Creature, hx, hy, hr, neck, line) -> None:
             outline=line,
         )
     elif c.accessory == "hat":  # a woolly hat with a bobble
-        draw.chord(
-            [hx - hr * 0.9, hy - hr * 1.25, hx + hr * 0.9, hy - hr * 0.05],
-            180,
-            360,
-            fill=colour,
-            outline=line,
-        )
+        _dome(draw, hx, hr * 0.9, hy - hr * 1.25, hy - hr * 0.05, fill=colour, outline=line)
         draw.rectangle(
             [hx - hr * 0.95, hy - hr * 0.75, hx + hr * 0.95, hy - hr * 0.5],
             fill=_shade(colour, 0.8),
             outline=line,
         )
         br = hr * 0.2
-        draw.ellipse(
-            [hx - br, hy - hr * 1.25 - br, hx + br, hy - hr * 1.25 + br], fill=(250, 250, 250)
-        )
+        _oval(draw, hx, hy - hr * 1.25, br, fill=(250, 250, 250))

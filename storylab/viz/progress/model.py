@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from storylab.viz._palette import COLOURS, REUSED_COLOUR, Status
+from storylab.viz.labels import task_label
 
 __all__ = [
     "FINISHED",
@@ -80,7 +81,9 @@ class RowState:
 
     @property
     def title(self) -> str:
-        return f"{self.entity_type} ({self.name})" if self.entity_type else self.name
+        """The row's heading in the reader's words: ``image-{{IMAGE_2}}`` reads ``image-2``."""
+        name = task_label(self.name)
+        return f"{self.entity_type} ({name})" if self.entity_type else name
 
 
 @dataclass(frozen=True, slots=True)

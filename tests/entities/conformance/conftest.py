@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from helpers.cli import write_lock_is_free as sqlite_write_lock_is_free
 
 from storylab.entities import EntityGraph
 
@@ -94,15 +95,7 @@ class Target:
     def write_lock_is_free(self) -> bool:
         """Whether no process holds the graph's write lock right now."""
         if self.kind == "sqlite":
-            conn = sqlite3.connect(self.url, isolation_level=None, timeout=0)
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.execute("ROLLBACK")
-                return True
-            except sqlite3.OperationalError:
-                return False
-            finally:
-                conn.close()
+            return sqlite_write_lock_is_free(self.url)
         import psycopg
 
         from storylab.entities.postgres.schema import lock_key

@@ -299,6 +299,8 @@ def private_server(tmp_path):
     import tempfile
     import time
 
+    import psycopg
+
     binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
     if os.geteuid() != 0 or not binaries or shutil.which("setpriv") is None:
         pytest.skip("needs root, setpriv and PostgreSQL's server binaries")
@@ -321,12 +323,19 @@ def private_server(tmp_path):
          "-c", f"unix_socket_directories={sock}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=folder,
     )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while not os.path.exists(os.path.join(sock, ".s.PGSQL.5499")):
+    url = f"postgresql://storylab@/postgres?host={sock}&port=5499&schema=gone"
+    deadline = time.monotonic() + 60
+    while True:  # the socket appears before the server accepts connections
         assert time.monotonic() < deadline and server.poll() is None
+        if os.path.exists(os.path.join(sock, ".s.PGSQL.5499")):
+            try:
+                psycopg.connect(f"host={sock} port=5499 user=storylab dbname=postgres").close()
+                break
+            except psycopg.OperationalError:  # "the database system is starting up"
+                pass
         time.sleep(0.1)
     try:
-        yield server, f"postgresql://storylab@/postgres?host={sock}&port=5499&schema=gone"
+        yield server, url
     finally:
         if server.poll() is None:
             server.send_signal(signal.SIGINT)
