@@ -89,14 +89,15 @@ def _delete(graph: Any, name: str, out: Path) -> dict[str, Any]:
     removed = 0
     unshared = _keys_of(deleted) - kept
     path_for = getattr(graph.blobs, "path_for", None)  # blobs kept as files
-    for key in unshared if path_for is not None else ():
-        try:
-            path = path_for(key)
-        except EntityGraphError:
-            continue
-        if path.is_file():
-            path.unlink()
-            removed += 1
+    if path_for is not None:
+        for key in unshared:
+            try:
+                path = path_for(key)
+            except EntityGraphError:
+                continue
+            if path.is_file():
+                path.unlink()
+                removed += 1
     topic = root.data.get("topic", "") if isinstance(root.data, dict) else ""
     page = out / f"{page_file_name(root.name, topic)}.html"
     said = ""
