@@ -572,6 +572,7 @@ def check_bound_function(bound: Any, result: Any) -> Verdict:
         if isinstance(got, bool) or not isinstance(got, int | float) \
                 or abs(got - want) > 1e-6:
             return Verdict(False, f"bound({G}, {M}, {d:g}, {p}, {g}) gave {got!r}, the bound is "
-                                  f"{want:g}: d times the larger of ceil(M/p) and ceil(G*M/g)")
+                                  f"{want:g}: count the rounds one story needs and the rounds "
+                                  "the pool needs")
     return Verdict(True, f"your bound matches all {len(cases)} cases, every cell of the sweep "
                          "included")
