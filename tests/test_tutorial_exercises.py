@@ -831,3 +831,11 @@ def test_the_bound_checker_refuses_a_bound_that_forgets_one_level():
         said = check_bound_function(wrong, result)
         assert not said.ok and "the bound is" in str(said)
     assert check_bound_function(right, result).ok
+
+
+def test_the_item_name_checker_runs_a_function_of_another_name_in_other_processes():
+    def my_name(n):
+        return f"item-{n}"
+
+    verdict = kit.check_item_name(my_name)
+    assert verdict, verdict  # it used to fail in the second process with KeyError: 'item_name'

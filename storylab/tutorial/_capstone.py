@@ -271,7 +271,7 @@ import json, sys
 spec = json.loads(sys.stdin.read())
 space = {"__name__": "__capstone__"}
 exec(compile(spec["source"], "<your item_name>", "exec"), space)
-print(json.dumps([space["item_name"](n) for n in range(spec["items"])]))
+print(json.dumps([space[spec["name"]](n) for n in range(spec["items"])]))
 """
 
 
@@ -315,7 +315,9 @@ def check_item_name(item_name: Any, *, items: int = ITEMS) -> Verdict:
         try:
             done = subprocess.run(
                 [sys.executable, "-c", _NAMES_ELSEWHERE], capture_output=True, text=True,
-                input=json.dumps({"source": source, "items": items}), timeout=60,
+                input=json.dumps({"source": source, "items": items,
+                                  "name": getattr(item_name, "__name__", "item_name")}),
+                timeout=60,
                 env={**os.environ, "PYTHONHASHSEED": seed}, check=False)
         except subprocess.TimeoutExpired:
             return Verdict(False, "item_name did not finish within a minute in another process")
