@@ -110,7 +110,7 @@ _LINE_WORDS: tuple[tuple[re.Pattern[str], Any], ...] = (
     (re.compile(r" FAILED(?=: |$)", re.M), " failed"),
     (re.compile(r"\bGenerating 1 images\b"), "Drawing 1 picture"),
     (re.compile(r"\bGenerating (\d+) images\b"), r"Drawing \1 pictures"),
-    (re.compile(r"\bGenerated (\d+)/(\d+) images\b"), r"\1 of \2 pictures drawn"),
+    (re.compile(r"\bGenerated (\d+)/(\d+) images\b"), r"\1 of \2 pictures ready"),
     (re.compile(r"\bcompleted_with_errors\b"), "completed with errors"),
     (re.compile(r"\b1 images\b"), "1 picture"),
     (re.compile(r"\b(\d+) images\b"), r"\1 pictures"),

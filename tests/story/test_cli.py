@@ -24,7 +24,7 @@ def _run(tmp_path, *argv: str) -> int:
 def test_default_run_writes_html_and_prints_the_tree(tmp_path, capsys):
     assert _run(tmp_path) == 0
     out = capsys.readouterr().out
-    assert "5 of 5 pictures drawn" in out and "picture 3 done" in out
+    assert "5 of 5 pictures ready" in out and "picture 3 done" in out
     assert "story-pipeline-a-brave-kitten" in out
     assert "└── picture 5" in out
     (page,) = (tmp_path / "out").glob("*.html")
@@ -126,7 +126,7 @@ def test_several_topics_run_together(tmp_path, capsys):
     code = _run(tmp_path, "an owl", "a shy dragon", "--images", "3", "--global-limit", "4")
     assert code == 0
     out = capsys.readouterr().out
-    assert "[an owl] 3 of 3 pictures drawn" in out and "[a shy dragon] 3 of 3 pictures drawn" in out
+    assert "[an owl] 3 of 3 pictures ready" in out and "[a shy dragon] 3 of 3 pictures ready" in out
     assert len(list((tmp_path / "out").glob("*.html"))) == 2
 
 
