@@ -134,14 +134,18 @@ async def check_loop_kept_moving(target, make) -> object:
 
 @pytest.mark.timeout(180)
 async def test_creating_a_root_under_a_foreign_lock_keeps_the_loop_moving(target):
-    graph = target.open()
-    graph.flush()
+    target.open().flush()  # the graph exists before the lock is taken
+    opened = []
 
     async def make():
+        # As a cluster worker does: open the graph on the loop, then create.
+        graph = target.open()
+        opened.append(graph)
         await graph.writable()
         return graph.create_or_retrieve(LoopRoot, "root", {"n": 7})
 
     root = await check_loop_kept_moving(target, make)
+    (graph,) = opened
     graph.flush()
     # Idempotent by name: the same root again, through another handle too.
     assert graph.create_or_retrieve(LoopRoot, "root", {"n": 8}).id == root.id
