@@ -188,12 +188,13 @@ async def _in_virtual_time(make: Callable[[], Any]) -> Any:
 class _Image:
     """One simulated picture: a thunk the runner calls, with a label for the trace."""
 
-    __slots__ = ("fails", "label", "seconds")
+    __slots__ = ("fails", "label", "seconds", "story")
 
-    def __init__(self, label: str, seconds: float, fails: bool = False) -> None:
-        self.label = label
+    def __init__(self, label: str, seconds: float, fails: bool = False, story: str = "") -> None:
+        self.label = label  # image-1, as the pipeline's pictures read on a chart
         self.seconds = seconds
         self.fails = fails
+        self.story = story
 
     def __call__(self) -> Any:
         return self._refused() if self.fails else asyncio.sleep(self.seconds)
@@ -201,7 +202,8 @@ class _Image:
     async def _refused(self) -> None:
         # A refusal comes halfway through: the unit was held, the picture is lost.
         await asyncio.sleep(self.seconds / 2)
-        raise RuntimeError(f"{self.label}: the image model refused this picture")
+        where = f"story {self.story}, " if self.story else ""
+        raise RuntimeError(f"{where}{self.label}: the image model refused this picture")
 
 
 def story_letter(k: int) -> str:
@@ -302,7 +304,7 @@ async def _simulate(
         nonlocal failed
         cap = CapacitySource(story_limit, root, name=f"story:{k}")
         limits[cap.name] = story_limit
-        pictures = [_Image(f"{story_letter(k)}-picture-{i}", d * scale, fail == (k, i))
+        pictures = [_Image(f"image-{i}", d * scale, fail == (k, i), story_letter(k))
                     for i in range(1, images + 1)]
         runner = HierarchicalTaskPoolRunner(f"story-{k}", SourceFromIterable(pictures), cap)
         async with runner.run_tasks(stop_on_error=False) as results:

@@ -145,8 +145,8 @@ def test_a_failing_picture_fails_halfway_and_the_others_finish():
 
     run = what_if(3, 10, fail=(2, 1))
     errors = run.trace.of_kind(EventKind.TASK_ERROR)
-    assert [e.label for e in errors] == ["B-picture-1"]
-    assert "refused" in errors[0].error
+    assert [e.label for e in errors] == ["image-1"]  # under story B, as the chart groups it
+    assert "story B, image-1: the image model refused" in errors[0].error
     assert run.cell.failed == 1 and "1 picture failed" in run.summary()
     ends = run.trace.of_kind(EventKind.TASK_END)
     assert len(ends) == 24

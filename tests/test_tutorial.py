@@ -80,6 +80,17 @@ def test_simulated_settings_pass_options_to_the_image_backend():
         simulated_settings(0)
 
 
+@pytest.mark.parametrize("bad", ["image_1", "IMAGE_9", "IMAGE_0", "3rd", ["IMAGE_2", "IMAGE_6"]])
+def test_simulated_settings_refuse_a_fault_aimed_at_no_picture(bad):
+    with pytest.raises(ValueError, match=r"images_fail: .* allowed: IMAGE_1 \.\.\. IMAGE_5"):
+        simulated_settings(0.5, images_fail=bad)
+    with pytest.raises(ValueError, match=r"images_slow: .* allowed: IMAGE_1 \.\.\. IMAGE_3"):
+        simulated_settings(0.5, pictures=3, images_slow=bad if bad != "IMAGE_0" else "IMAGE_4")
+    for good in ("IMAGE_5", "{{IMAGE_1}}", "4", ["IMAGE_1", "IMAGE_2"]):
+        assert simulated_settings(0.5, images_fail=good).images.fail
+    assert simulated_settings(0.5, pictures=9, images_fail="IMAGE_9").images.fail == {"{{IMAGE_9}}"}
+
+
 async def test_run_stories_traces_a_real_story_and_shows_its_page(tmp_path):
     graph = fresh_graph("run", home=tmp_path)
     settings = simulated_settings(SCALE)
@@ -233,7 +244,8 @@ def _says(verdict: Verdict, ok: bool, text: str) -> None:
 def test_each_checker_accepts_the_solution_and_rejects_a_wrong_answer():
     durations = [12, 6, 9, 4, 7]
     _says(check_makespan_with_limit(durations, 2, 22), True, "22 model seconds")
-    _says(check_makespan_with_limit(durations, 2, 16), False, "is not it")
+    _says(check_makespan_with_limit(durations, 2, 16), False, "a limit of 3")
+    _says(check_makespan_with_limit(durations, 2, 20), False, "is not it")
     _says(check_makespan_with_limit(durations, 2, "22"), False, "a number")
     _says(check_first_split([3, 3, 3, 3, 0], global_limit=12), True, "[3, 3, 3, 3, 0]")
     _says(check_first_split([3, 3, 3, 1, 0], global_limit=12), False, "12 can be in use")
@@ -305,11 +317,14 @@ async def test_a_real_story_gives_labels_states_gaps_and_a_longest_lane(tmp_path
     from storylab.viz import timeline_lanes
 
     lanes = timeline_lanes(run.trace)
-    longest = max(lanes, key=lambda lane: lane.run[1] - lane.run[0]).label
-    _says(check_longest_picture(run.trace, longest), True, "ran longest")
-    other = next(lane.label for lane in lanes if lane.label != longest)
-    _says(check_longest_picture(run.trace, other), False, "not the longest")
-    _says(check_longest_picture(run.trace, "image-9"), False, "not a lane")
+    best = max(lanes, key=lambda lane: lane.run[1] - lane.run[0])
+    longest, took = best.label, best.run[1] - best.run[0]
+    _says(check_longest_picture(run.trace, (longest, took)), True, "ran longest")
+    _says(check_longest_picture(run.trace, longest), False, "give the length too")
+    other = next(lane for lane in lanes if lane.label != longest)
+    _says(check_longest_picture(run.trace, (other.label, took)), False, "compare")
+    _says(check_longest_picture(run.trace, (longest, took + 2)), False, "right picture")
+    _says(check_longest_picture(run.trace, ("image-9", took)), False, "not a lane")
     graph.close()
 
 

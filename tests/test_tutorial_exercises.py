@@ -16,6 +16,7 @@ import inspect
 import itertools
 import linecache
 import sys
+import textwrap
 import types
 import uuid
 import xml.etree.ElementTree as ET
@@ -79,6 +80,11 @@ def _namespace(**extra) -> dict:
     return ns
 
 
+# The survivors' global units around a kill at 20 model s whose leases lapse at 30:
+# 9 held when the kill comes, 7 and 6 until the lapse, then 10 again.
+KILLED_RUN = {"series": [(0.0, 4), (5.0, 10), (18.0, 9), (22.0, 7), (26.0, 6), (31.0, 10),
+                         (40.0, 3)], "killed": 20.0, "lapsed": 30.0}
+
 SUBJECTS = {"a fox": 12, "an owl": 6, "a whale": 9, "a snail": 4, "a moth": 7}
 
 
@@ -104,12 +110,20 @@ def _state(key: str, story_run) -> dict:
             "04-1": {"before": before, "settings": types.SimpleNamespace(
                 images=types.SimpleNamespace(calls={"{{IMAGE_2}}": 1, "{{IMAGE_3}}": 1}))},
             "05-1": {"node": node},
-            "08-1": {"global_limit": 10, "stories": 5}, "09-3": {"LIMIT": 4}}.get(key, {})
+            "08-1": {"global_limit": 10, "series": KILLED_RUN["series"],
+                     "killed": KILLED_RUN["killed"], "lapse_from": KILLED_RUN["lapsed"]},
+            "09-3": {"LIMIT": 4}}.get(key, {})
+
 
 
 @pytest.mark.parametrize("key", sorted(SOLUTIONS))
 async def test_every_solution_passes_its_checker(key, story_run):
-    verdict = await run_cell(solution_code(key), _namespace(**_state(key, story_run)))
+    state = _state(key, story_run)
+    if key == "07-3":  # the bound is checked against every cell of a (small) sweep
+        from storylab.sweep import sweep
+
+        state["result"] = await sweep([1, 2, 4], [2, 5, 25], stories=3, images=4)
+    verdict = await run_cell(solution_code(key), _namespace(**state))
     assert isinstance(verdict, Verdict), f"{key}: the last line gave {verdict!r}"
     assert verdict.ok, f"{key}: {verdict}"
 
@@ -118,7 +132,7 @@ def test_solutions_are_shown_only_when_asked(capsys):
     show_solution("03-1", new_cell=False)
     said = capsys.readouterr().out
     assert "solution = [3, 3, 3, 3, 0]" in said and "check_first_split(solution" in said
-    with pytest.raises(ValueError, match="no solution '03-9'; known: 00-1, 01-1"):
+    with pytest.raises(ValueError, match="no solution '03-9'; known: 00-1, 00-2, 01-1"):
         solution_code("03-9")
 
 
@@ -227,8 +241,28 @@ async def test_the_failing_entity_checker_refuses_an_entity_that_never_fails():
             yield Return(None)  # pragma: no cover - makes run_impl a generator
 
     assert "ended Completed" in (await check_failing_entity(NeverFails)).message
-    assert "child-1 ended Failed" in (await check_failing_entity(AlwaysFails)).message
+    said = (await check_failing_entity(AlwaysFails)).message
+    assert "child-1 has fail=False but ended Failed with RuntimeError: 'always'" in said
     assert "RunnableEntity subclass" in (await check_failing_entity(object)).message
+
+
+def test_the_out_of_reach_checker_names_each_wrong_reading():
+    said = {answer: kit.check_out_of_reach(answer, global_limit=10, **KILLED_RUN)
+            for answer in (1, 3, 9, 0, "x", None, 5)}
+    assert said[1] and "held at most 9" in said[1].message
+    assert "value in force at the kill" in said[3].message
+    assert "what the survivors held at most" in said[9].message
+    assert "after the lapse" in said[0].message
+    assert "number of units" in said["x"].message
+    assert "fill in your answer" in said[None].message
+    assert not said[5] and "subtract it from the global limit" in said[5].message
+
+
+def test_story_of_task_reads_the_keys_submit_stories_makes():
+    futures = [types.SimpleNamespace(key="story-story-pipeline-a-fox-1f2e-0a1b2c3d")]
+    assert kit.story_of_task(futures) == {futures[0].key: "story-pipeline-a-fox-1f2e"}
+    with pytest.raises(ValueError, match="not made by submit_stories"):
+        kit.story_of_task([types.SimpleNamespace(key="other")])
 
 
 # -- the capstone, with real processes -------------------------------------------------
@@ -276,7 +310,9 @@ async def test_the_capstone_passes_the_solution(tmp_path):
 
 async def test_the_capstone_refuses_a_wrong_piece_before_starting_a_process(tmp_path):
     ns = await _pieces(**{'f"item-{n:03d}"': 'f"item-{n % 50}"'})
-    verdict = check_capstone(await _judge(ns, tmp_path))
+    run = await _judge(ns, tmp_path)
+    assert not run.ran and run.describe().startswith("no process started: piece 1")
+    verdict = check_capstone(run)
     assert not verdict and "piece 1, item_name" in verdict.message, verdict
     assert not (tmp_path / "capstone.py").exists()
 
@@ -305,7 +341,8 @@ async def test_the_capstone_judge_refuses_a_pipeline_over_its_limit(tmp_path):
 
 
 async def test_the_capstone_judge_refuses_a_kill_that_cannot_land_half_way(tmp_path):
-    # A limit of 100 is kept (the judge is told so), but then all items finish at once.
+    # A limit of 100 is kept (the judge is told so): more than the service's 4 run at
+    # once, and all items finish together.
     ns = await _pieces()
     ns["LIMIT"] = 100
     run = await _judge(ns, tmp_path, limit=100)
@@ -315,7 +352,26 @@ async def test_the_capstone_judge_refuses_a_kill_that_cannot_land_half_way(tmp_p
     # before it: both are the judge refusing a run that never was half-way.
     assert not verdict, (verdict, run.describe())
     assert ("cannot land half-way" in verdict.message
+            or "above the service's limit of 4" in verdict.message
             or "ended before it could be killed" in verdict.message), (verdict, run.describe())
+
+
+@pytest.mark.parametrize("wrong", ["CapacitySource(3)", "blocking"])
+async def test_the_capstone_judge_refuses_a_runner_that_never_reaches_its_limit(tmp_path,
+                                                                                 wrong):
+    # Written straight to a script (past the piece checkers): a smaller capacity than
+    # LIMIT, or a blocking wait, keeps the rebuilt peak under LIMIT.
+    changes = ({"CapacitySource(LIMIT)": wrong} if wrong != "blocking" else
+               {"import asyncio": "import asyncio, time",
+                'await asyncio.sleep(self.data["seconds"])': 'time.sleep(self.data["seconds"])'})
+    ns = await _pieces(**changes)
+    script = kit.write_capstone(tmp_path / "short.py", ns["item_name"], ns["Item"],
+                                ns["run_items"])
+    run = await kill_and_resume(script, tmp_path / "short.sqlite", work_seconds=0.03,
+                                failing=4)
+    verdict = check_capstone(run)
+    assert not verdict and "never used all 4 units" in verdict.message, (verdict,
+                                                                         run.describe())
 
 
 async def test_the_capstone_judge_refuses_a_batch_that_drops_its_failures(tmp_path):
@@ -347,6 +403,18 @@ def hashed_name(n):
     return f"item-{hash(str(n))}"
 
 
+async def test_the_item_name_checker_carries_the_cells_imports_and_constants():
+    # `import os` in a cell of its own, then a name with the process id: refused for
+    # changing between processes, not for a NameError in the fresh process.
+    ns = await _pieces(**{'return f"item-{n:03d}"': 'return f"item-{n}-{os.getpid()}"'})
+    await run_cell("import os", ns)
+    verdict = kit.check_item_name(ns["item_name"])
+    assert not verdict and "another Python process named the items differently" \
+        in verdict.message, verdict
+    ns = await _pieces(**{'return f"item-{n:03d}"': 'return f"item-{n}-of-{LIMIT}"'})
+    assert kit.check_item_name(ns["item_name"]), "LIMIT travels to the other process"
+
+
 def test_the_item_name_checker_refuses_names_that_repeat_change_or_are_not_strings():
     cases = {"repeat another": lambda n: f"item-{n % 10}",
              "non-empty string": lambda n: None if n == 7 else f"item-{n}",
@@ -368,6 +436,10 @@ async def test_the_item_checker_refuses_items_that_never_fail_rush_or_return_the
         "ended Completed: raise": {"        if self.data[\"fail\"]:\n": "        if False:\n"},
         "await asyncio.sleep": {"await asyncio.sleep(self.data[\"seconds\"])": "pass"},
         "should return n * n": {"self.data[\"n\"] ** 2": "self.data[\"n\"]"},
+        # A blocking wait: each item alone takes its time, but no two run together.
+        "ran one after the other": {"import asyncio": "import asyncio, time",
+                                    "await asyncio.sleep(self.data[\"seconds\"])":
+                                    "time.sleep(self.data[\"seconds\"])"},
         "say which item": {"f\"item {self.data['n']} was refused by the service\"":
                            "\"refused\""},
     }
@@ -387,6 +459,9 @@ async def test_the_run_items_checker_refuses_no_limit_no_error_branch_or_one_at_
             {"failed.append(envelope.error)": "pass"},
         "raised an item's own error": {"failed.append(envelope.error)": "raise envelope.error"},
         "one at a time": {"CapacitySource(LIMIT)": "CapacitySource(1)"},
+        "never used all 4 units": {"CapacitySource(LIMIT)": "CapacitySource(3)"},
+        "HierarchicalTaskPoolRunner(name, source, capacity)":
+            {'HierarchicalTaskPoolRunner("items", source,': "HierarchicalTaskPoolRunner(source,"},
         "two lists": {"return done, failed": "return done"},
     }
     for said, changes in cases.items():
@@ -508,12 +583,73 @@ def test_every_python_name_of_the_api_table_exists():
 
 def test_the_longest_picture_may_be_named_as_the_chart_writes_it(story_run):
     run, lanes = story_run
-    longest = max(lanes, key=lambda lane: lane.run[1] - lane.run[0]).label
-    short = longest.replace("{{IMAGE_", "").replace("}}", "")
-    assert kit.check_longest_picture(run.trace, longest)
-    assert kit.check_longest_picture(run.trace, short), short
-    other = next(lane.label for lane in lanes if lane.label != longest)
-    assert not kit.check_longest_picture(run.trace, other.replace("{{IMAGE_", "").replace("}}", ""))
+    best = max(lanes, key=lambda lane: lane.run[1] - lane.run[0])
+    took = best.run[1] - best.run[0]
+    short = best.label.replace("{{IMAGE_", "").replace("}}", "")
+    assert kit.check_longest_picture(run.trace, (best.label, took))
+    assert kit.check_longest_picture(run.trace, (short, round(took, 1))), short
+    other = next(lane for lane in lanes if lane.label != best.label)
+    assert not kit.check_longest_picture(
+        run.trace, (other.label.replace("{{IMAGE_", "").replace("}}", ""), took))
+
+
+def test_the_longest_picture_is_not_the_last_to_end(tmp_path):
+    # Notebook 1's run: its second picture is a hard one (twice as long), so the
+    # wrong reasoning "the last bar ends last, so it ran longest" is caught by name.
+    from storylab.viz import timeline_lanes
+
+    graph = fresh_graph("longest", home=tmp_path)
+    settings = simulated_settings(0.05, image_mode="sequential", images_slow={"IMAGE_2": 2})
+    run = asyncio.run(run_stories(graph, ["a shy hedgehog"], settings=settings, panel=None))
+    lanes = timeline_lanes(run.trace)
+    best = max(lanes, key=lambda lane: lane.run[1] - lane.run[0])
+    last = max(lanes, key=lambda lane: lane.run[1])
+    assert best is not last, [(lane.label, lane.run) for lane in lanes]
+    verdict = kit.check_longest_picture(run.trace, (last.label, last.run[1] - last.run[0]))
+    assert not verdict and "ended last" in verdict.message, verdict
+    said = kit.check_longest_picture(run.trace, (best.label, best.run[1]))
+    assert not said and "the moment it ended" in said.message, said
+    said = kit.check_longest_picture(run.trace, best.label)
+    assert not said and "(label, seconds)" in said.message, said
+    assert "not the last to end" in kit.check_longest_picture(
+        run.trace, (best.label, best.run[1] - best.run[0])).message
+    assert best.label == "image-{{IMAGE_2}}"
+    graph.close()
+
+
+def test_the_python_form_exercise_wants_a_change_of_kind_not_of_spelling():
+    for right in ("return result", "for await", "@EntityMixin", "envelope.type === 'FINAL'"):
+        assert kit.check_python_form(right), right
+    wrong = {
+        "parallelCalls": "only spelt in snake_case",
+        "appendOrRetrieveCall": "only spelt in snake_case",
+        "capacity.acquire()": "reads the same in Python",
+        "SourceBufferObj": "keeps its kind",
+        "parallel_calls": "Python (middle) column",
+        "envelope": "copy more of the name",
+        "fetchAll": "not in the chapter's (left) column",
+        42: "as a string",
+    }
+    for answer, why in wrong.items():
+        verdict = kit.check_python_form(answer)
+        assert not verdict and why in verdict.message, (answer, verdict)
+    assert "fill in" in kit.check_python_form(None).message
+
+
+def test_an_explore_exercise_shows_its_prose_answer(capsys, monkeypatch):
+    asked = []
+    import IPython
+
+    shell = types.SimpleNamespace(set_next_input=lambda code, replace: asked.append(code))
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+    for key in ("00-2", "01-2"):
+        show_solution(key)
+        said = capsys.readouterr().out
+        assert said.strip() == textwrap.dedent(kit.EXPLAINED[key]).strip(), key
+    assert asked == []  # prose is printed, never put into a code cell
+    assert "model seconds" in kit.EXPLAINED["01-2"] and "entity graph" in kit.EXPLAINED["00-2"]
+    with pytest.raises(ValueError, match="known: .*00-2"):
+        show_solution("00-9")
 
 
 def test_cluster_progress_replays_a_stored_story_into_the_panel(tmp_path):
@@ -563,6 +699,117 @@ def test_the_naming_checker_runs_the_function_in_a_second_process():
     # A module the function uses (hashlib) travels to the second process.
     assert check_stable_names(digest_named), check_stable_names(digest_named)
     namespace: dict = {}
-    code = solution_code("02-2").replace("check_stable_names(picture_name)", "")
+    code = solution_code("02-2").replace("check_prompt_names(picture_name)", "")
     exec(compile(code, _cell_file(code), "exec"), namespace)
-    assert check_stable_names(namespace["picture_name"])
+    assert kit.check_prompt_names(namespace["picture_name"])
+
+
+def hash_of_text(prompt):
+    return f"image-{hash(prompt['prompt'])}"
+
+
+def cut_text(prompt):
+    return "image-" + prompt["prompt"][:30]
+
+
+def whole_text(prompt):
+    return "image-" + prompt["prompt"]
+
+
+def by_placeholder(prompt):
+    return f"image-{prompt['placeholder']}"
+
+
+def test_the_prompt_naming_checker_refuses_hash_cut_long_and_placeholder_names():
+    # Notebook 2's exercise: prompts with no placeholder, named from their text.
+    refusals = {hash_of_text: "second Python process", cut_text: "the same name",
+                whole_text: "a short key", by_placeholder: "KeyError"}
+    for name_for, why in refusals.items():
+        verdict = kit.check_prompt_names(name_for)
+        assert not verdict and why in verdict.message, (name_for.__name__, verdict)
+    assert kit.check_prompt_names(digest_of_text), kit.check_prompt_names(digest_of_text)
+
+
+def digest_of_text(prompt):
+    return "image-" + hashlib.sha256(prompt["prompt"].encode()).hexdigest()[:12]
+
+
+def test_the_makespan_checker_names_the_wrong_reasoning():
+    durations = list(SUBJECTS.values())
+    said = {38: "one at a time", 16: "a limit of 3", 19: "can't be split evenly"}
+    for answer, why in said.items():
+        verdict = kit.check_makespan_with_limit(durations, 2, answer)
+        assert not verdict and why in verdict.message, (answer, verdict)
+    assert kit.check_makespan_with_limit(durations, 2, 22)
+
+
+# -- notebooks 5 to 7: the new code exercises refuse wrong code -----------------------
+async def test_the_retry_checker_refuses_a_plain_rerun_and_a_single_failure():
+    from storylab import create_story
+    from storylab.tutorial import SimulatedImageBackend, check_retry_two, use_settings
+
+    def attempt(failing, retry):
+        async def fail_two_then_retry(graph, time_scale):
+            topic, options = "a fox who counts the stars", {"image_quality": "low"}
+            broken = simulated_settings(time_scale, images_fail=failing)
+            with use_settings(broken):
+                await create_story(graph, topic, options).run()
+            fixed = SimulatedImageBackend(time_scale=time_scale)
+            with use_settings(broken, images=fixed):
+                await create_story(graph, topic, options, retry_failed=retry).run()
+            return fixed
+        return fail_two_then_retry
+
+    plain = await check_retry_two(attempt(["IMAGE_2", "IMAGE_4"], False))
+    assert not plain.ok and "retry_failed=True" in str(plain)
+    single = await check_retry_two(attempt(["IMAGE_2"], True))
+    assert not single.ok and "make two pictures fail" in str(single)
+    right = await check_retry_two(attempt(["IMAGE_1", "IMAGE_5"], True))
+    assert right.ok and "picture 1, picture 5 only" in str(right)
+    assert not (await check_retry_two(None)).ok
+
+
+async def test_the_polite_client_checker_refuses_the_unbounded_burst():
+    import asyncio
+
+    from storylab.tutorial import check_polite_burst
+
+    async def greedy(client, url, n):
+        response = await client.post(f"{url}/v1/images/generations", json={"prompt": f"p{n}"})
+        return response.status_code
+
+    said = await check_polite_burst(greedy)
+    assert not said.ok and "refused" in str(said)
+    gate = asyncio.Semaphore(5)  # one more than the ceiling: still refused now and then
+
+    async def almost(client, url, n):
+        async with gate:
+            return await greedy(client, url, n)
+
+    said = await check_polite_burst(almost)
+    assert not said.ok and "refused" in str(said)
+
+
+def test_the_bound_checker_refuses_a_bound_that_forgets_one_level():
+    import math
+
+    from storylab.sweep import SweepCell, ideal_makespan
+    from storylab.tutorial import check_bound_function
+
+    cells = [SweepCell(p, g, 5, 5, 0.0, ideal_makespan(5, 5, p, g), 1.0, 1)
+             for p in (1, 3, 6) for g in (2, 10, 25)]
+    result = types.SimpleNamespace(cells=cells, image_seconds=10.0)
+
+    def pool_only(G, M, d, p, g):
+        return d * math.ceil(G * M / g)
+
+    def no_ceil(G, M, d, p, g):
+        return d * max(M / p, G * M / g)
+
+    def right(G, M, d, p, g):
+        return d * max(math.ceil(M / p), math.ceil(G * M / g))
+
+    for wrong in (pool_only, no_ceil):
+        said = check_bound_function(wrong, result)
+        assert not said.ok and "the bound is" in str(said)
+    assert check_bound_function(right, result).ok

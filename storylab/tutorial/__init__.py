@@ -79,9 +79,19 @@ from storylab.tutorial._capstone import (
     plot_capstone,
     write_capstone,
 )
+from storylab.tutorial._cluster import (
+    check_out_of_reach,
+    cluster_labels,
+    story_of_task,
+    widest_gap,
+)
 from storylab.tutorial._exercises import (
+    check_bound_function,
     check_error_branch,
     check_failing_entity,
+    check_polite_burst,
+    check_prompt_names,
+    check_retry_two,
     check_stable_names,
     check_to_redraw,
     check_two_level_tree,
@@ -91,6 +101,7 @@ from storylab.tutorial._overview import (
     CHAPTER,
     GLOSSARY,
     api_table,
+    check_python_form,
     check_python_name,
     glossary_table,
     overview_diagram,
@@ -99,7 +110,7 @@ from storylab.tutorial._overview import (
 from storylab.tutorial._pace import FAST_SCALE, WATCH_FACTOR, Pace, fast_mode, lesson_pace
 from storylab.tutorial._postgres import ServerGraph, server_graph
 from storylab.tutorial._server import stop_server_on_error
-from storylab.tutorial._solutions import SOLUTIONS, show_solution, solution_code
+from storylab.tutorial._solutions import EXPLAINED, SOLUTIONS, show_solution, solution_code
 from storylab.tutorial._verdict import Verdict, missing
 
 __all__ = [
@@ -109,7 +120,10 @@ __all__ = [
     "api_table",
     "check_bound",
     "check_capstone",
+    "check_bound_function",
     "check_error_branch",
+    "check_polite_burst",
+    "check_retry_two",
     "check_error_type",
     "check_retry_calls",
     "check_even_split",
@@ -117,12 +131,16 @@ __all__ = [
     "check_first_split",
     "check_item",
     "check_item_name",
+    "check_python_form",
     "check_python_name",
     "check_longest_picture",
     "check_makespan_with_limit",
     "check_most_at_once",
+    "check_out_of_reach",
+    "cluster_labels",
     "check_redrawn",
     "check_run_items",
+    "check_prompt_names",
     "check_stable_names",
     "check_to_redraw",
     "check_two_level_tree",
@@ -160,6 +178,7 @@ __all__ = [
     "show_figure",
     "show_solution",
     "show_story",
+    "story_thumbnails",
     "simulated_settings",
     "stop_server_on_error",
     "SimulatedImageBackend",
@@ -167,6 +186,7 @@ __all__ = [
     "solution_code",
     "server_graph",
     "ServerGraph",
+    "EXPLAINED",
     "SOLUTIONS",
     "SUMMARY_PREFIX",
     "stage3_code",
@@ -175,6 +195,8 @@ __all__ = [
     "story_labels",
     "StoryRun",
     "StorySettings",
+    "story_of_task",
+    "widest_gap",
     "submit_stories",
     "tutorial_home",
     "use_settings",
@@ -216,22 +238,50 @@ def fresh_graph(name: str, *, home: str | os.PathLike | None = None) -> EntityGr
     return EntityGraph.open(workspace(name, fresh=True, home=home) / "graph.sqlite")
 
 
-def simulated_settings(time_scale: float, *, seed: int = 0, **changes: Any) -> StorySettings:
+def simulated_settings(time_scale: float, *, seed: int = 0, pictures: int = 5,
+                       **changes: Any) -> StorySettings:
     """Story settings with the offline text and image backends at ``time_scale``.
 
     ``time_scale`` is wall seconds per model second (an image takes about 10
     model seconds). Other keyword arguments are :class:`StorySettings` fields
     (``image_mode``, ``story_limit``...) or, prefixed ``images_``, options of
-    :class:`SimulatedImageBackend` (``images_fail=["IMAGE_3"]``).
+    :class:`SimulatedImageBackend` (``images_fail=["IMAGE_3"]``). The pictures
+    named in ``images_fail`` and ``images_slow`` must exist in a story of
+    ``pictures`` pictures (``IMAGE_1`` ... ``IMAGE_<pictures>``): a name that
+    matches no picture would make nothing fail, silently.
     """
-    _warm_up_drawing()
     image_options = {k[len("images_") :]: v for k, v in changes.items() if k.startswith("images_")}
+    for option in ("fail", "slow"):
+        if option in image_options:
+            _check_picture_names(f"images_{option}", image_options[option], pictures)
+    _warm_up_drawing()
     fields = {k: v for k, v in changes.items() if not k.startswith("images_")}
     return StorySettings(
         images=SimulatedImageBackend(time_scale=time_scale, seed=seed, **image_options),
         text=SimulatedTextBackend(time_scale=time_scale, seed=seed),
         **fields,
     )
+
+
+_PICTURE_NAME = re.compile(r"\{\{IMAGE_([1-9][0-9]*)\}\}")
+
+
+def _check_picture_names(field: str, names: Any, pictures: int) -> None:
+    """Refuse a fault aimed at a picture the story does not have (``image_1``, ``IMAGE_9``)."""
+    allowed = f"IMAGE_1 ... IMAGE_{pictures}" if pictures > 1 else "IMAGE_1"
+    if isinstance(names, str):
+        names = [names]
+    elif isinstance(names, Mapping):
+        names = list(names)
+    for name in names:
+        text = str(name).strip()
+        key = text if text.startswith("{{") else "{{" + text + "}}"
+        if text.isdigit():
+            key = "{{IMAGE_" + text + "}}"
+        found = _PICTURE_NAME.fullmatch(key)
+        if found is None or not 1 <= int(found.group(1)) <= pictures:
+            raise ValueError(f"{field}: {name!r} names no picture of a {pictures}-picture story; "
+                             f"allowed: {allowed} (or {{{{IMAGE_n}}}}, or n)")
 
 
 def _warm_up_drawing() -> None:
@@ -412,6 +462,34 @@ def show_story(graph: EntityGraph, result: Any, *, mark_gaps: bool = True) -> An
     return HTML(story_fragment(page))
 
 
+_INLINE_IMG = re.compile(r'<img\b[^>]*\bsrc="(data:image/png;base64,[^"]+)"[^>]*>')
+_ALT = re.compile(r'\balt="([^"]*)"')
+
+
+def story_thumbnails(graph: EntityGraph, result: Any, *, width: int = 120) -> Any:
+    """The page's pictures only, as a row of small thumbnails (an :class:`IPython.display.HTML`).
+
+    For a story already shown in full elsewhere: the pictures say it is the
+    same one without the whole page again. Each keeps the page's alt text.
+    Raises :class:`ValueError` when ``result`` holds no page, or ``width`` is
+    not a number of pixels between 16 and 640.
+    """
+    from IPython.display import HTML
+
+    if isinstance(width, bool) or not isinstance(width, int) or not 16 <= width <= 640:
+        raise ValueError(f"width must be a whole number of pixels in [16, 640], got {width!r}")
+    tags = []
+    for m in _INLINE_IMG.finditer(_page(graph, result)):
+        alt = _ALT.search(m.group(0))
+        text = alt.group(1) if alt else "a picture of the story"  # already escaped there
+        tags.append(f'<img src="{m.group(1)}" alt="{text}" title="{text}" width="{width}" '
+                    'style="margin:2px;border:1px solid #ccc">')
+    if not tags:
+        raise ValueError("this story's page holds no pictures")
+    return HTML('<div class="storylab-thumbnails" style="display:flex;flex-wrap:wrap">'
+                + "".join(tags) + "</div>")
+
+
 def story_labels(run: StoryRun, letters: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ") -> dict[str, str]:
     """Short names for the charts: ``{"story:<pipeline name>": "story A (a curious fox)"}``.
 
@@ -531,7 +609,13 @@ _PLACEHOLDER = re.compile(r"\{\{\s*[A-Za-z]+_(\d+)\s*\}\}")
 
 
 def check_longest_picture(trace: Trace, answer: Any) -> Verdict:
-    """Exercise 1: the label of the picture whose bar is longest in ``trace``."""
+    """Exercise: ``(label, seconds)`` of the picture whose bar is longest in ``trace``.
+
+    The label may be written as the chart writes it (``image-2`` for
+    ``image-{{IMAGE_2}}``); the seconds must be its bar's length to 0.3 model s.
+    Told apart: the picture that ended last, the one that started last, a
+    label that is not a lane, and the right picture with the wrong length.
+    """
     from storylab.viz import timeline_lanes
 
     if (v := _missing(answer)) is not None:
@@ -539,18 +623,51 @@ def check_longest_picture(trace: Trace, answer: Any) -> Verdict:
     lanes = timeline_lanes(trace)
     if not lanes:
         raise ValueError("the trace holds no tasks")
-    longest = max(lanes, key=lambda lane: lane.run[1] - lane.run[0])
-    if not isinstance(answer, str):
-        return Verdict(False, f"answer with a label (a string), not {type(answer).__name__}")
-    # The chart writes a label short (image-{{IMAGE_2}} reads image-2): both forms name it.
-    given = _PLACEHOLDER.sub(r"\1", answer.strip())
-    if given == _PLACEHOLDER.sub(r"\1", longest.label):
-        took = longest.run[1] - longest.run[0]
-        return Verdict(True, f"{longest.label} ran longest, {took:.1f} model s")
-    labels = [lane.label for lane in lanes]
-    if given not in labels + [_PLACEHOLDER.sub(r"\1", label) for label in labels]:
-        return Verdict(False, f"{answer!r} is not a lane of the trace; labels are {labels}")
-    return Verdict(False, f"{answer!r} is not the longest; compare run[1] - run[0] of each lane")
+
+    def length(lane: Any) -> float:
+        return lane.run[1] - lane.run[0]
+
+    def short(label: str) -> str:
+        # The chart writes a label short (image-{{IMAGE_2}} reads image-2): both forms name it.
+        return _PLACEHOLDER.sub(r"\1", label.strip())
+
+    if isinstance(answer, str):
+        return Verdict(False, "give the length too: answer = (label, seconds), such as "
+                              "(\"image-1\", 9.5)")
+    if not isinstance(answer, tuple | list) or len(answer) != 2:
+        return Verdict(False, f"answer with two values, (label, seconds), not {answer!r}")
+    label, seconds = answer
+    if not isinstance(label, str):
+        return Verdict(False, f"the first value is a lane's label (a string), not {label!r}")
+    if _number(seconds) is None:
+        return Verdict(False, f"the second value is a number of model seconds, not {seconds!r}")
+    matching = [lane for lane in lanes if short(lane.label) == short(label)]
+    if not matching:
+        return Verdict(False, f"{label!r} is not a lane of the trace; labels are "
+                              f"{[x.label for x in lanes]}")
+    longest = max(lanes, key=length)
+    lane = longest if longest in matching else max(matching, key=length)
+    if lane is not longest:
+        if lane is max(lanes, key=lambda x: x.run[1]):
+            return Verdict(False, f"{lane.label} is the picture that ended last, not the one "
+                                  "that ran longest: in a one-at-a-time run the last picture "
+                                  "always ends last. Compare the lengths, run[1] - run[0]")
+        if lane is max(lanes, key=lambda x: x.run[0]):
+            return Verdict(False, f"{lane.label} started last; compare the lengths of the "
+                                  "bars, run[1] - run[0], not where they start")
+        return Verdict(False, f"{lane.label} ran {length(lane):.1f} model s, and one picture "
+                              "ran longer; compare run[1] - run[0] of every lane")
+    took = length(longest)
+    if abs(float(seconds) - took) > 0.3:
+        if abs(float(seconds) - longest.run[1]) <= 0.3:
+            return Verdict(False, f"right picture, but {seconds:g} is the moment it ended; its "
+                                  "length is end - start")
+        return Verdict(False, f"right picture, but it ran {took:.1f} model s, not {seconds:g}: "
+                              "its length is run[1] - run[0]")
+    return Verdict(True, f"{longest.label} ran longest, {took:.1f} model s, though it was not "
+                         f"the last to end ({max(lanes, key=lambda x: x.run[1]).label} was)"
+                   if longest is not max(lanes, key=lambda x: x.run[1]) else
+                   f"{longest.label} ran longest, {took:.1f} model s")
 
 
 def pool_makespan(durations: Iterable[float], limit: int) -> float:
@@ -582,7 +699,19 @@ def check_makespan_with_limit(durations: Iterable[float], limit: int, answer: An
         return Verdict(False, f"answer with a number of model seconds, not {answer!r}")
     if abs(value - expected) <= 0.5:
         return Verdict(True, f"{expected:g} model seconds with {limit} at a time")
-    hint = "each task starts when the earliest running one ends"
+    hint = "each task starts, in the order asked, when the earliest running one ends"
+    if abs(value - sum(durations)) <= 0.5:
+        return Verdict(False, f"{value:g} is every length added up: that is one at a time. "
+                              f"With {limit} at once some of them overlap; {hint}")
+    others = {k: pool_makespan(durations, k) for k in range(1, len(durations) + 1)
+              if k != limit}
+    for k, span in others.items():
+        if abs(value - span) <= 0.5 and k > 1:
+            return Verdict(False, f"{value:g} is the makespan with a limit of {k}, not {limit}: "
+                                  f"that many run at once there; {hint}")
+    if limit > 1 and abs(value - sum(durations) / limit) <= 0.5:
+        return Verdict(False, f"{value:g} is the total work shared out evenly, but work can't "
+                              f"be split evenly: a task runs whole, on one unit; {hint}")
     return Verdict(False, f"{value:g} is not it; {hint}")
 
 

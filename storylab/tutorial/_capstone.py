@@ -83,6 +83,9 @@ class CapstoneRun:
     resumed_wall: float | None = None
     """Wall-clock time the second process was started."""
 
+    ran = True
+    """A process was started (:class:`NotRun` says False)."""
+
     def describe(self) -> str:
         killed = (f"killed with {self.killed_at} of {self.items} items stored"
                   if self.killed_at is not None else "not killed: it ended first")
@@ -91,6 +94,18 @@ class CapstoneRun:
         return (f"first run {killed}; after the resume {self.completed} completed{failures}, "
                 f"{self.children} children, {self.kept} of {self.finished_before} finished "
                 f"items untouched, at most {self.peak} at once (limit {self.limit})")
+
+
+@dataclass(frozen=True)
+class NotRun:
+    """What :func:`judge_capstone` returns when a piece is not right yet: no process
+    was started. It answers ``describe()`` and ``ran`` like a :class:`CapstoneRun`."""
+
+    verdict: Verdict
+    ran = False
+
+    def describe(self) -> str:
+        return f"no process started: {self.verdict.message}"
 
 
 def _items(graph_path: Path) -> list[Any]:
@@ -187,7 +202,9 @@ def check_capstone(run: Any) -> Verdict:
     """The capstone's verdict: killed half-way, resumed to 100 stored items, nothing
     finished done twice, never more than the limit at once, the refused items
     stored Failed and listed by the batch."""
-    if isinstance(run, Verdict):  # judge_capstone refused a piece before any process ran
+    if isinstance(run, NotRun):  # judge_capstone refused a piece before any process ran
+        return run.verdict
+    if isinstance(run, Verdict):
         return run
     if not isinstance(run, CapstoneRun):
         return Verdict(False, "pass what judge_capstone (or kill_and_resume) returned")
@@ -200,6 +217,17 @@ def check_capstone(run: Any) -> Verdict:
     if run.peak > run.limit:
         return Verdict(False, f"{run.peak} items ran at once, above the limit of {run.limit}: "
                               "run them through a runner with CapacitySource(LIMIT)")
+    if run.peak > LIMIT:  # the judge was given a larger limit than the service takes
+        return Verdict(False, f"{run.peak} items ran at once, above the service's limit of "
+                              f"{LIMIT}: a limit of {run.limit} lets the runner send more than "
+                              "the service takes")
+    # With a limit this small next to the batch, every round of a right runner fills it.
+    if 4 * run.limit <= run.items and run.peak < run.limit:
+        why = ("one at a time: is the work a blocking call such as time.sleep, which stops "
+               "every other item? Use await asyncio.sleep" if run.peak <= 1 else
+               f"never more than {run.peak}")
+        return Verdict(False, f"your runner never used all {run.limit} units ({why}): is its "
+                              "capacity CapacitySource(LIMIT), and does the work await?")
     if run.killed_at > 0.75 * run.items:
         return Verdict(False, f"the kill landed only at {run.killed_at} of {run.items} stored: so "
                               "many items finish together that it cannot land half-way; with "
@@ -223,8 +251,8 @@ def check_capstone(run: Any) -> Verdict:
                                   f"{refused} refused items: keep each ERROR in run_items")
     failures = f", recorded the {refused} refused items" if refused else ""
     return Verdict(True, f"killed at {run.killed_at} of {run.items}; the resume kept all "
-                         f"{run.kept} finished items, did the rest{failures}, and never ran "
-                         f"more than {run.limit} at once")
+                         f"{run.kept} finished items, did the rest{failures}, and ran up to "
+                         f"{run.peak} at once, never more than {run.limit}")
 
 
 # -- the pieces the learner writes -------------------------------------------------------
@@ -275,6 +303,14 @@ def check_item_name(item_name: Any, *, items: int = ITEMS) -> Verdict:
     source = _source_of(item_name, "item_name")
     if isinstance(source, Verdict):
         return source
+    # The imports and constants it uses travel with it, as write_capstone copies them
+    # into the script (where LIMIT and ITEMS are defined by the fixed part).
+    imports, values = _needs([item_name])
+    known = getattr(item_name, "__globals__", {})
+    fixed = [f"{name} = {known[name]!r}" for code in _codes(item_name.__code__)
+             for name in code.co_names if name in ("LIMIT", "ITEMS")
+             and isinstance(known.get(name), int)]
+    source = "\n".join([*imports, *values, *sorted(set(fixed)), source])
     for seed in ("1", "2"):
         try:
             done = subprocess.run(
@@ -295,17 +331,16 @@ def check_item_name(item_name: Any, *, items: int = ITEMS) -> Verdict:
 
 
 class _ItemProbe(RunnableEntity):
-    """Asks for three children of the learner's Item class, one by one."""
+    """Asks for three children of the learner's Item class and runs them at once, as
+    the runner does: a blocking wait in one would hold up the others."""
 
     async def run_impl(self):
         kind = _KINDS[self.data["kind"]]
-        for n in self.data["ns"]:
-            try:
-                child = self.append_or_retrieve_call(kind, f"probe-{n}",
-                                                     _item_data(n, self.data["seconds"]))
-                await child.run()
-            except Exception:  # noqa: BLE001 - the stored status is what is checked
-                pass
+        children = [self.append_or_retrieve_call(kind, f"probe-{n}",
+                                                 _item_data(n, self.data["seconds"]))
+                    for n in self.data["ns"]]
+        # The stored status is what is checked, so the errors are only collected here.
+        await asyncio.gather(*(child.run() for child in children), return_exceptions=True)
         yield Return(None)
 
 
@@ -345,6 +380,11 @@ async def check_item(cls: Any, *, seconds: float = 0.2) -> Verdict:
             return Verdict(False, f"item {n} took {took:.2f} s with seconds={seconds}: await "
                                   "asyncio.sleep(self.data['seconds']) first, the slow work "
                                   "the judge needs to catch it half-way")
+    first, second = kids["probe-3"], kids["probe-5"]
+    if not (first.started_at < second.finished_at and second.started_at < first.finished_at):
+        return Verdict(False, "items 3 and 5 were started together but ran one after the "
+                              "other: the wait blocks every other item (time.sleep does); "
+                              "use await asyncio.sleep(self.data['seconds'])")
     bad = kids[f"probe-{FAIL_EVERY - 1}"]
     if bad.status != "Failed":
         return Verdict(False, f"item {FAIL_EVERY - 1} (fail=True) ended {bad.status}: raise an "
@@ -353,7 +393,7 @@ async def check_item(cls: Any, *, seconds: float = 0.2) -> Verdict:
     if str(FAIL_EVERY - 1) not in message:
         return Verdict(False, f"the refusal was stored as {message!r}: say which item (its n) "
                               "was refused, so the record can be read later")
-    return Verdict(True, f"items 3 and 5 returned 9 and 25 after their work; item "
+    return Verdict(True, f"items 3 and 5 waited side by side and returned 9 and 25; item "
                          f"{FAIL_EVERY - 1} is stored Failed with {message!r}")
 
 
@@ -417,7 +457,12 @@ async def check_run_items(run_items: Any, *, limit: int = LIMIT, seconds: float 
                     return Verdict(False, f"run_items raised an item's own error ({exc}): keep "
                                           "it in `failed` in a TaskEventType.ERROR branch, and "
                                           "go on so the other items still arrive")
-                return _raised("run_items", exc)
+                said = _raised("run_items", exc)
+                if isinstance(exc, TypeError) and "HierarchicalTaskPoolRunner" in str(exc):
+                    said = Verdict(False, f"{said.message}; the runner is "
+                                          "HierarchicalTaskPoolRunner(name, source, capacity), "
+                                          "its name a string of your choice")
+                return said
             output = graph.get_node(parent.id).output
             kids = graph.children(parent.id)
     if "shape" in output:
@@ -430,9 +475,16 @@ async def check_run_items(run_items: Any, *, limit: int = LIMIT, seconds: float 
     if peak > limit:
         return Verdict(False, f"{peak} items ran at once, above LIMIT = {limit}: give the runner "
                               f"CapacitySource(LIMIT)")
+    if peak == 0:
+        return Verdict(False, "none of the items ran: the children exist, but nothing ran "
+                              "them; hand the tasks to a HierarchicalTaskPoolRunner and read "
+                              "its results in `async with runner.run_tasks() as results:`")
     if peak < 2:
         return Verdict(False, "the items ran one at a time: hand them to a "
                               "HierarchicalTaskPoolRunner, which runs up to LIMIT at once")
+    if peak < min(limit, len(ns)):
+        return Verdict(False, f"your runner never used all {limit} units (at most {peak} at "
+                              "once): is its capacity CapacitySource(LIMIT)?")
     want = sorted(n * n for n in ns if n not in refused)
     if sorted(output["done"], key=str) != sorted(want, key=str):
         return Verdict(False, f"done holds {len(output['done'])} values, expected the "
@@ -484,9 +536,24 @@ class Batch(RunnableEntity):
         yield Return({{"done": len(done), "failed": sorted(str(e) for e in failed)}})
 
 
+async def main(graph):
+    batch = graph.create_or_retrieve(Batch, "batch", {{}})
+    work = asyncio.ensure_future(batch.run())
+    while not work.done():  # now and then, how far the graph has got
+        stored = sum(k.status == "Completed" for k in graph.children(batch.id))
+        print(f"stored {{stored}} of {{ITEMS}}", flush=True)
+        await asyncio.wait([work], timeout=max(1.0, 2 * WORK_SECONDS))
+    await work
+    print(f"done: {{sum(k.status == 'Completed' for k in graph.children(batch.id))}} of "
+          f"{{ITEMS}} stored", flush=True)
+
+
 if __name__ == "__main__":
     with EntityGraph.open(sys.argv[1]) as graph:
-        asyncio.run(graph.create_or_retrieve(Batch, "batch", {{}}).run())
+        try:
+            asyncio.run(main(graph))
+        except KeyboardInterrupt:
+            print("stopped; run the same command again to go on from the graph")
 '''
 
 _FIXED = {"asyncio", "sys", "LIMIT", "ITEMS", "WORK_SECONDS", "Batch", "item_name", "Item",
@@ -579,11 +646,11 @@ def write_capstone(path: str | os.PathLike, item_name: Any, item: Any, run_items
 
 async def judge_capstone(item_name: Any, item: Any, run_items: Any, *,
                          folder: str | os.PathLike = ".", work_seconds: float = 0.1,
-                         limit: int = LIMIT) -> CapstoneRun | Verdict:
+                         limit: int = LIMIT) -> CapstoneRun | NotRun:
     """Check the three pieces; if all are right, write ``capstone.py`` in ``folder``,
     kill it half-way with SIGKILL, resume it, and return the record for
     :func:`check_capstone`. A piece that is not right yet comes back as its
-    verdict, and no process is started."""
+    verdict inside a :class:`NotRun`, and no process is started."""
     checks = (("piece 1, item_name", lambda: check_item_name(item_name)),
               ("piece 2, Item", lambda: check_item(item)),
               ("piece 3, run_items", lambda: check_run_items(run_items, limit=limit)))
@@ -592,8 +659,8 @@ async def judge_capstone(item_name: Any, item: Any, run_items: Any, *,
         if inspect.isawaitable(verdict):
             verdict = await verdict
         if not verdict:
-            return Verdict(False, f"{what} is not right yet ({verdict.message}); its own "
-                                  "checker above says more")
+            return NotRun(Verdict(False, f"{what} is not right yet ({verdict.message}); its "
+                                         "own checker above says more"))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     script = write_capstone(folder / "capstone.py", item_name, item, run_items, limit=limit)

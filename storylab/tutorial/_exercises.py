@@ -33,7 +33,11 @@ from storylab.tutorial._verdict import Verdict, missing
 
 __all__ = [
     "check_error_branch",
+    "check_polite_burst",
+    "check_retry_two",
+    "check_bound_function",
     "check_failing_entity",
+    "check_prompt_names",
     "check_stable_names",
     "check_to_redraw",
     "check_two_level_tree",
@@ -186,20 +190,45 @@ class _NameProbe(RunnableEntity):
 
 class _Picture(RunnableEntity):
     async def run_impl(self):
-        yield Return(self.data["placeholder"])
+        yield Return(self.data.get("placeholder", self.data["prompt"]))
 
 
 _PROMPTS = [{"placeholder": f"{{{{IMAGE_{n}}}}}", "prompt": f"picture {n} of the story"}
             for n in range(1, 6)]
 
 
-def check_stable_names(name_for: Any) -> Verdict:
+# Prompts with no placeholder: only their text can name them. Two share a long
+# opening, so a name cut from the first characters collides.
+_BARE_PROMPTS = [
+    {"prompt": "A small grey owl on a branch at dusk, watercolour, soft light"},
+    {"prompt": "A small grey owl on a branch at dawn, watercolour, soft light"},
+    {"prompt": "A red fox asleep in the snow under a pine tree, watercolour"},
+    {"prompt": "Two hedgehogs sharing an apple in an autumn garden, watercolour"},
+    {"prompt": "A whale and a little boat under a starry sky, watercolour"},
+]
+#: The longest name :func:`check_prompt_names` accepts: a name is a key, not a copy.
+NAME_LIMIT = 40
+
+
+def check_prompt_names(name_for: Any) -> Verdict:
+    """Exercise: ``name_for(prompt)`` names a picture whose prompt has no placeholder,
+    only its text (``{"prompt": "..."}``). The names must be short (at most
+    ``NAME_LIMIT`` characters), differ between prompts, and be found again by a
+    resumed run and by two other Python processes.
+    """
+    return check_stable_names(name_for, prompts=_BARE_PROMPTS, max_length=NAME_LIMIT)
+
+
+def check_stable_names(name_for: Any, *, prompts: list[dict[str, str]] | None = None,
+                       max_length: int | None = None) -> Verdict:
     """Exercise: ``name_for(prompt)`` names a picture's child entity. A first run and
     a resumed run (a graph reopened from its file) both ask for all five children:
-    right when the resumed run finds exactly the first run's five.
+    right when the resumed run finds exactly the first run's five. ``prompts``
+    replaces the five placeholder prompts; ``max_length`` caps a name's length.
     """
     if (v := missing(name_for)) is not None:
         return v
+    prompts = _PROMPTS if prompts is None else prompts
     if not callable(name_for):
         return Verdict(False, "pass your naming function itself")
     with tempfile.TemporaryDirectory(prefix="storylab-names-") as folder:
@@ -209,23 +238,28 @@ def check_stable_names(name_for: Any) -> Verdict:
             with EntityGraph.open(path) as graph:
                 parent = graph.create_or_retrieve(_NameProbe, "a-story", {})
                 try:
-                    names = [name_for(dict(p)) for p in _PROMPTS]
+                    names = [name_for(dict(p)) for p in prompts]
                 except Exception as exc:
                     return _raised("your naming function", exc)
                 if not all(isinstance(n, str) and n.strip() for n in names):
                     return Verdict(False, f"names must be non-empty strings, got {names!r}")
+                if max_length is not None and (long := [n for n in names
+                                                        if len(n) > max_length]):
+                    return Verdict(False, f"{long[0]!r} has {len(long[0])} characters, more "
+                                          f"than {max_length}: a name is a short key for the "
+                                          "prompt, not a copy of it")
                 if len(set(names)) < len(names):
                     return Verdict(False, f"two pictures got the same name ({names}); the "
                                           "second would be handed the first one's result")
-                for name, prompt in zip(names, _PROMPTS, strict=True):
+                for name, prompt in zip(names, prompts, strict=True):
                     parent.append_or_retrieve_call(_Picture, name, prompt)
                 counts.append(len(parent.children()))
-    if counts[-1] != len(_PROMPTS):
+    if counts[-1] != len(prompts):
         return Verdict(False, f"after the resume the story has {counts[-1]} children for "
-                              f"{len(_PROMPTS)} pictures: the names changed between runs")
+                              f"{len(prompts)} pictures: the names changed between runs")
     # A real resume is a new Python process: run the function there too.
     for seed in ("1", "2"):
-        other = _names_in_another_process(name_for, seed)
+        other = _names_in_another_process(name_for, seed, prompts)
         if isinstance(other, Verdict):
             return other
         if other != names:
@@ -250,7 +284,8 @@ print(json.dumps([name_for(dict(p)) for p in spec["prompts"]]))
 """
 
 
-def _names_in_another_process(name_for: Any, seed: str) -> list[Any] | Verdict:
+def _names_in_another_process(name_for: Any, seed: str,
+                              prompts: list[dict[str, str]]) -> list[Any] | Verdict:
     """The names ``name_for`` gives in a fresh interpreter whose ``PYTHONHASHSEED`` is ``seed``.
 
     The function's own source runs there, with the modules and plain constants
@@ -275,7 +310,7 @@ def _names_in_another_process(name_for: Any, seed: str) -> list[Any] | Verdict:
         elif isinstance(value, str | int | float | bool):
             values[used] = value
     spec = {"source": source, "name": name, "modules": modules, "values": values,
-            "prompts": _PROMPTS}
+            "prompts": prompts}
     env = {**os.environ, "PYTHONHASHSEED": seed}
     try:
         done = subprocess.run([sys.executable, "-c", _NAME_SCRIPT], input=json.dumps(spec),
@@ -391,6 +426,11 @@ async def check_failing_entity(cls: Any) -> Verdict:
                               "in run_impl when self.data['fail'] is true")
     for name in ("child-1", "child-3"):
         node = kids[name]
+        if node.status == "Failed":
+            error = node.error or {}
+            return Verdict(False, f"{name} has fail=False but ended Failed with "
+                                  f"{error.get('type')}: {error.get('message')!r}; raise only "
+                                  "when self.data['fail'] is true")
         if node.status != "Completed" or node.output != int(name[-1]):
             return Verdict(False, f"{name} ended {node.status} with {node.output!r}: it should "
                                   "complete and return data['value']")
@@ -399,3 +439,124 @@ async def check_failing_entity(cls: Any) -> Verdict:
         return Verdict(False, "the failure was stored without a message: say what went wrong")
     return Verdict(True, f"child-2 is Failed with {error.get('type')}: {error.get('message')!r} "
                          "stored; its siblings completed")
+
+
+# -- two failures, one retry -----------------------------------------------------------
+async def check_retry_two(fail_two_then_retry: Any, *, time_scale: float = 0.002) -> Verdict:
+    """Exercise: ``await fail_two_then_retry(graph, time_scale)`` runs a story whose
+    image model refuses two pictures, then retries it with a fixed model, and
+    returns that fixed model. Right when the story ends with all its pictures
+    and the fixed model was asked for exactly two pictures, once each.
+    """
+    if (v := missing(fail_two_then_retry)) is not None:
+        return v
+    if not inspect.iscoroutinefunction(fail_two_then_retry):
+        return Verdict(False, "fail_two_then_retry must be an `async def` function taking "
+                              "(graph, time_scale)")
+    from storylab.story.entities import StoryPipelineEntity
+
+    with tempfile.TemporaryDirectory(prefix="storylab-retry-") as folder:
+        with EntityGraph.open(Path(folder) / "graph.sqlite") as graph:
+            try:
+                fixed = await asyncio.wait_for(fail_two_then_retry(graph, time_scale), 120)
+            except Exception as exc:
+                return _raised("fail_two_then_retry(graph, time_scale)", exc)
+            calls = getattr(fixed, "calls", None)
+            if calls is None:
+                return Verdict(False, "return the fixed model (the SimulatedImageBackend of the "
+                                      f"retry), not {type(fixed).__name__}")
+            stories = [r for r in graph.roots() if r.type == StoryPipelineEntity.__name__]
+            if len(stories) != 1:
+                return Verdict(False, f"the graph holds {len(stories)} stories: run the same "
+                                      "request twice, so the retry finds the first story")
+            story = graph.get_node(stories[0].id)
+            pictures = [c for c in graph.children(story.id) if c.type == "ImageGenerationEntity"]
+            failed = sorted(c.name for c in pictures if c.status != "Completed")
+            stage = (story.output or {}).get("stage") if isinstance(story.output, dict) else None
+    redrawn = {k: n for k, n in dict(calls).items() if n}
+    if not redrawn:
+        return Verdict(False, "the fixed model got no call: asking again returns the stored "
+                              "result; ask for create_story(..., retry_failed=True)")
+    if len(redrawn) < 2:
+        return Verdict(False, f"the retry redrew only {sorted(redrawn)}: make two pictures fail "
+                              "in the first run (images_fail=[..., ...])")
+    if len(redrawn) > 2 or any(n != 1 for n in redrawn.values()):
+        return Verdict(False, f"the fixed model was asked {dict(redrawn)}: exactly two pictures, "
+                              "once each, should reach it")
+    if failed or stage != "completed":
+        return Verdict(False, f"after the retry the story is at stage {stage!r} with "
+                              f"{failed or 'no'} pictures missing; retry with the fixed model")
+    shown = ", ".join(sorted(k.strip("{}").replace("IMAGE_", "picture ") for k in redrawn))
+    return Verdict(True, f"the retry asked the fixed model for {shown} only, once each; the "
+                         f"{len(pictures) - 2} other pictures came back from the graph")
+
+
+# -- a polite client ----------------------------------------------------------------
+async def check_polite_burst(ask: Any, *, requests: int = 12, ceiling: int = 4,
+                             time_scale: float = 0.002) -> Verdict:
+    """Exercise: ``await ask(client, url, n)`` asks the image server for picture ``n``
+    and returns the status code. The checker starts its own server with a ceiling
+    of ``ceiling`` and fires ``requests`` calls at once with ``asyncio.gather``:
+    right when every answer is 200 and the server refused none.
+    """
+    if (v := missing(ask)) is not None:
+        return v
+    if not inspect.iscoroutinefunction(ask):
+        return Verdict(False, "ask must be an `async def` function taking (client, url, n)")
+    import httpx
+
+    from storylab.story.backends import ImageServer, SimulatedImageBackend
+
+    server = ImageServer(SimulatedImageBackend(time_scale=time_scale), max_concurrent=ceiling,
+                         retry_after=2 * time_scale)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(timeout=60) as client:
+            calls = (ask(client, server.url, n) for n in range(requests))
+            codes = await asyncio.wait_for(asyncio.gather(*calls), 120)
+    except Exception as exc:
+        return _raised("ask(client, url, n)", exc)
+    finally:
+        await server.close()
+    stats = server.statistics()
+    if stats.requests < requests:
+        return Verdict(False, f"the server saw {stats.requests} requests for {requests} calls: "
+                              "each call must send its request")
+    if stats.rejected:
+        return Verdict(False, f"the server refused {stats.rejected} of {stats.requests} requests "
+                              f"(at most {stats.peak_in_flight} at once): hold one of "
+                              f"{ceiling} places while the request is in flight")
+    if list(codes) != [200] * requests:
+        return Verdict(False, f"the answers were {sorted(set(map(str, codes)))}: return "
+                              "response.status_code")
+    return Verdict(True, f"{requests} requests, 0 refused, at most {stats.peak_in_flight} at "
+                         f"once: the client never asked for more than the server's {ceiling}")
+
+
+# -- the bound as code ----------------------------------------------------------------
+def check_bound_function(bound: Any, result: Any) -> Verdict:
+    """Exercise: ``bound(G, M, d, p, g)`` returns the lower bound on the makespan.
+    Checked against every cell of ``result``, a sweep (each cell's ``ideal``), and a few
+    cases the sweep does not hold."""
+    if (v := missing(bound)) is not None:
+        return v
+    if not callable(bound):
+        return Verdict(False, "pass your function itself, bound")
+    from storylab.sweep import ideal_makespan
+
+    d_sweep = getattr(result, "image_seconds", 10.0)
+    cases = [(c.stories, c.images, d_sweep, c.story_limit, c.global_limit, c.ideal)
+             for c in result.cells]
+    for G, M, d, p, g in [(3, 7, 4.0, 2, 5), (1, 1, 10.0, 1, 1), (4, 6, 2.5, 6, 25)]:
+        cases.append((G, M, d, p, g, ideal_makespan(G, M, p, g, d)))
+    for G, M, d, p, g, want in cases:
+        try:
+            got = bound(G, M, d, p, g)
+        except Exception as exc:
+            return _raised(f"bound({G}, {M}, {d:g}, {p}, {g})", exc)
+        if isinstance(got, bool) or not isinstance(got, int | float) \
+                or abs(got - want) > 1e-6:
+            return Verdict(False, f"bound({G}, {M}, {d:g}, {p}, {g}) gave {got!r}, the bound is "
+                                  f"{want:g}: d times the larger of ceil(M/p) and ceil(G*M/g)")
+    return Verdict(True, f"your bound matches all {len(cases)} cases, every cell of the sweep "
+                         "included")

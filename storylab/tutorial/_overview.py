@@ -20,6 +20,7 @@ __all__ = [
     "ApiRow",
     "api_markdown",
     "api_table",
+    "check_python_form",
     "check_python_name",
     "glossary_markdown",
     "glossary_myst",
@@ -78,6 +79,10 @@ GLOSSARY: dict[str, str] = {
                     "quick but the charts read as they would against the real service",
     "per-story limit": "the capacity of one story's source (3 in the tutorial): how many of "
                        "its pictures may be drawn at once",
+    "placeholder": "the `{{IMAGE_n}}` marker the writer puts in the story text where a "
+                   "picture belongs (`{{IMAGE_1}}` ... `{{IMAGE_5}}`). Each picture entity is "
+                   "named after its marker (`image-{{IMAGE_2}}`), and the charts shorten that "
+                   "name to `image-2`",
     "progress panel": "the live view of a run's entities (`ProgressPanel`): a widget in "
                       "Jupyter, lines of text in a terminal. An exported notebook, like the "
                       "book, shows a still snapshot of its last state",
@@ -151,7 +156,8 @@ API_TABLE: tuple[ApiRow, ...] = (
            (3,)),
     ApiRow("`GLOBAL_IMAGE_CAPACITY` (a module constant of 10)",
            "`storylab.story.settings.global_image_capacity(10)`, shared by every story of the "
-           "process; `--cluster` makes it a Dask semaphore shared across processes", (3, 6, 8)),
+           "process; with `--cluster` each process holds a leased share of it, handed out by an "
+           "allocator on the Dask scheduler (`DistributedCapacityRoot`)", (3, 6, 8)),
     ApiRow("`new HierarchicalTaskPoolRunner(name, source, capacity)`",
            "`HierarchicalTaskPoolRunner(name, source, capacity)`", (2,)),
     ApiRow("`for await (const envelope of runner.runTasks())`",
@@ -181,6 +187,24 @@ API_TABLE: tuple[ApiRow, ...] = (
            "`storylab eg tree <id>`", (4, 8)),
 )
 
+# The rows whose Python differs from the chapter in kind, not only in spelling: a piece
+# of the chapter's column that finds the row -> what Python writes instead, and why.
+OTHER_KIND: dict[str, str] = {
+    "return result": "a Python async generator cannot `return` a value, so the entity yields "
+                     "one more item, `Return(result)`, and the runner reads the result from it",
+    "for await": "Python splits the loop in two: `async with` opens the stream and, however "
+                 "you leave it, cancels what still runs and gives the units back; `async for` "
+                 "reads it",
+    "@EntityMixin": "no decorator to call: defining the subclass of `RunnableEntity` registers "
+                    "it",
+    "envelope.type === 'FINAL'": "a string compared with `===` becomes a member of the "
+                                 "`TaskEventType` enum compared with `is`, so a typo fails at "
+                                 "once instead of never matching",
+    "envelope.type === 'ERROR'": "strings become members of the `TaskEventType` enum, "
+                                 "compared with `is`",
+}
+
+
 # Okabe-Ito colours, one per layer, with the layer's name always written in the box.
 _FILL = {"request": "#F0E442", "entity": "#56B4E9", "runner": "#E69F00",
          "capacity": "#009E73", "graph": "#CC79A7"}
@@ -206,10 +230,17 @@ _ARROWS: list[tuple[str, str, str]] = [
     ("children", "graph", "stored by name"),
 ]
 
+# Drawn dashed: the pipeline entity is stored too, beside its children. The line leaves
+# the pipeline box on its left, below the request's arrow, runs down the diagram's left
+# margin and enters the graph box from the left: (x, y) points, then the label and where it goes.
+_STORED_PATH = ((240, 100), (212, 100), (212, 360), (240, 360))
+_STORED_LABEL = ("stored", 205, 240)
+
 _CAPTION = ("A request becomes a pipeline entity; its picture stage hands the runner a lazy "
             "source of child entities; the runner takes a unit from the capacity tree (a story "
             "source of 3 under a global source of 10) before it creates and starts each child; "
-            "every entity is stored in the entity graph, so a rerun finds finished work by name.")
+            "the pipeline entity and every child are stored in the entity graph (the dashed arrow "
+            "and the one below the children), so a rerun finds finished work by name.")
 
 
 def overview_text() -> str:
@@ -252,7 +283,12 @@ def overview_svg() -> str:
         'marker-end="url(#storylab-arrow)"/>',
         '<text x="882" y="97" font-size="12" fill="#333">parent</text>',
     ]
-    labels = []
+    points = " ".join(f"{x},{y}" for x, y in _STORED_PATH)
+    parts.append(f'<polyline points="{points}" fill="none" stroke="#333" stroke-width="1.5" '
+                 'stroke-dasharray="6 4" marker-end="url(#storylab-arrow)"/>')
+    word, wx, wy = _STORED_LABEL
+    labels = [f'<text x="{wx}" y="{wy}" text-anchor="end" font-size="13" fill="#222" '
+              f'stroke="white" stroke-width="4" paint-order="stroke">{word}</text>']
     for key, src, label in _ARROWS:
         a, b = boxes[key], boxes[src]
         x1, y1 = _edge(a, _centre(b))
@@ -403,3 +439,54 @@ def check_python_name(chapter_name: str, answer: Any) -> Any:
     return Verdict(False, f"{answer!r} is not the name storylab gives to {chapter_name}, and "
                           "Python spells method names in snake_case (lower case, _ between "
                           f"words): {look_up}")
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.replace("`", "").split()).lower()
+
+
+def check_python_form(answer: Any) -> Any:
+    """Exercise: a row of the API table whose Python differs from the chapter in kind
+    (another statement, keyword or construct), not only in spelling.
+
+    ``answer`` is a piece of the chapter's (left) column that finds one row. A
+    wrong answer is told what its row does change (the spelling, nothing, a
+    module) and what to look for instead.
+    """
+    from storylab.tutorial._verdict import Verdict, missing
+
+    if (v := missing(answer)) is not None:
+        return v
+    if not isinstance(answer, str) or not answer.strip():
+        return Verdict(False, "answer with a piece of the chapter's column as a string, in "
+                              f"quotes, such as \"parallelCalls\", not {answer!r}")
+    given = _plain(answer)
+    rows = [row for row in API_TABLE if given in _plain(row.typescript)]
+    if not rows:
+        if any(given in _plain(row.python) for row in API_TABLE):
+            return Verdict(False, f"{answer!r} is in the Python (middle) column: answer with the "
+                                  "chapter's name of the row, from the left column")
+        return Verdict(False, f"{answer!r} is not in the chapter's (left) column of the table: "
+                              "copy a few words of one of its names")
+    kinds = {key: why for key, why in OTHER_KIND.items()
+             if any(_plain(key) in _plain(row.typescript) for row in rows)}
+    if len(rows) > 1 and (kinds and len(kinds) < len(rows)):
+        return Verdict(False, f"{answer!r} is in {len(rows)} rows of the table: copy more of the "
+                              "name, so that it finds one row")
+    if kinds:
+        key, why = next(iter(kinds.items()))
+        return Verdict(True, f"{key}: {why}")
+    row = rows[0]
+    chapter = _bare_name(row.typescript.split("`")[1] if "`" in row.typescript
+                         else row.typescript)
+    python = _bare_name(row.python_name)
+    look = ("look for a row where Python needs another statement, keyword or kind of value: "
+            "read the words of the Python column, not only its names")
+    if _plain(row.typescript.split(" (")[0]) == _plain(row.python.split(" (")[0]):
+        return Verdict(False, f"{row.typescript.replace('`', '')} reads the same in Python; "
+                              f"{look}")
+    if python and _snake_case(chapter) == python:
+        return Verdict(False, f"{chapter} becomes {python}: the same call with the same "
+                              f"arguments, only spelt in snake_case; {look}")
+    return Verdict(False, f"{row.typescript.replace('`', '')} keeps its kind in Python (the same "
+                          f"class, call or value, named or placed differently); {look}")

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import textwrap
 
-__all__ = ["SOLUTIONS", "show_solution", "solution_code"]
+__all__ = ["EXPLAINED", "SOLUTIONS", "show_solution", "solution_code"]
 
 SOLUTIONS: dict[str, str] = {
     "00-1": """
-        # The table's row for parallelCalls: a method of the entity, in snake_case.
-        solution = "parallel_calls"
-        check_python_name("parallelCalls", solution)
+        # return becomes a yielded Return: another statement, not another spelling.
+        # ("for await", "@EntityMixin" and "envelope.type === 'FINAL'" are right too.)
+        solution = "return result"
+        check_python_form(solution)
     """,
     "01-1": """
-        # The lane whose bar is longest: the largest end - start.
-        solution = max(lanes, key=lambda lane: lane.run[1] - lane.run[0]).label
+        # The lane whose bar is longest: the largest end - start (not the last to end).
+        longest = max(lanes, key=lambda lane: lane.run[1] - lane.run[0])
+        solution = (longest.label, longest.run[1] - longest.run[0])
         check_longest_picture(run.trace, solution)
     """,
     "02-1": """
@@ -31,12 +33,17 @@ SOLUTIONS: dict[str, str] = {
         check_makespan_with_limit(SUBJECTS.values(), 2, solution)
     """,
     "02-2": """
+        import hashlib
+
+
         def picture_name(prompt):
-            # Only what the request itself holds: the same prompt, the same name.
-            return f"image-{prompt['placeholder']}"
+            # A digest of the text: the same in every process (hash() is not), short,
+            # and different for prompts that only differ near the end.
+            digest = hashlib.sha256(prompt["prompt"].encode()).hexdigest()
+            return f"image-{digest[:16]}"
 
 
-        check_stable_names(picture_name)
+        check_prompt_names(picture_name)
     """,
     "03-1": """
         # A, B, C and D take their own 3 each, which is all 12: E still holds none.
@@ -62,10 +69,20 @@ SOLUTIONS: dict[str, str] = {
         check_to_redraw(to_redraw, before, settings.images.calls)
     """,
     "05-1": """
-        # Only the two failed pictures are opened again; the three others come
-        # back from the graph without a model call.
-        solution = 2
-        check_retry_calls(solution, pictures=5, failed=2)
+        async def fail_two_then_retry(graph, time_scale):
+            topic, options = "a fox who counts the stars", {"image_quality": "low"}
+            # Two pictures refused in the first run...
+            broken = simulated_settings(time_scale, images_fail=["IMAGE_2", "IMAGE_4"])
+            with use_settings(broken):
+                await create_story(graph, topic, options).run()
+            # ...and a retry that reopens the story and meets a model without the fault.
+            fixed = SimulatedImageBackend(time_scale=time_scale)
+            with use_settings(broken, images=fixed):
+                await create_story(graph, topic, options, retry_failed=True).run()
+            return fixed
+
+
+        await check_retry_two(fail_two_then_retry)
     """,
     "05-2": """
         class Flaky(RunnableEntity):
@@ -97,6 +114,21 @@ SOLUTIONS: dict[str, str] = {
         solution = 4 // 2
         check_even_split(solution, global_limit=4, stories=2)
     """,
+    "06-3": """
+        import asyncio
+
+        gate = asyncio.Semaphore(4)  # one place per request the server serves at once
+
+
+        async def ask(client, url, n):
+            body = {"prompt": f"a whale singing to the moon, picture {n}", "quality": "low"}
+            async with gate:  # wait here, in the client, instead of at the server's door
+                response = await client.post(f"{url}/v1/images/generations", json=body)
+            return response.status_code
+
+
+        await check_polite_burst(ask)
+    """,
     "07-1": """
         import math
 
@@ -104,10 +136,26 @@ SOLUTIONS: dict[str, str] = {
         solution = 10 * max(math.ceil(5 / 2), math.ceil(5 * 5 / 6))
         check_bound(solution, stories=5, images=5, story_limit=2, global_limit=6)
     """,
+    "07-3": """
+        import math
+
+
+        def bound(G, M, d, p, g):
+            story_rounds = math.ceil(M / p)  # one story, p pictures at a time
+            pool_rounds = math.ceil(G * M / g)  # all G*M pictures, g at a time
+            return d * max(story_rounds, pool_rounds)
+
+
+        check_bound_function(bound, result)
+    """,
     "08-1": """
-        # The stories together allow 3 x stories, the global limit global_limit: the smaller.
-        solution = min(global_limit, 3 * stories)
-        check_most_at_once(solution, stories=stories, story_limit=3, global_limit=global_limit)
+        # The value in force at the kill (the last step before it), then every step up to
+        # the lapse: the most the survivors held; the rest was out of their reach.
+        held = ([v for t, v in series if t < killed][-1:]
+                + [v for t, v in series if killed <= t < lapse_from])
+        solution = global_limit - max(held)
+        check_out_of_reach(solution, series=series, killed=killed, lapsed=lapse_from,
+                           global_limit=global_limit)
     """,
     "09-1": """
         def item_name(n):
@@ -150,16 +198,45 @@ SOLUTIONS: dict[str, str] = {
 }
 
 
+# The explore exercises' answers: prose, since there is no code to run.
+EXPLAINED: dict[str, str] = {
+    "00-2": """
+        Notebook 4's row asks "what survives a crash?". The box at the bottom of the diagram
+        answers it: the entity graph, one SQLite file. The pipeline and every picture are
+        stored there under names made from the request, each with its status and its output.
+        A restarted run asks for the same names, finds the pictures already Completed and
+        takes their stored results instead of paying for them again. A plain loop keeps its
+        results in memory, and they die with the process.
+    """,
+    "01-2": """
+        The run takes less real time, and the charts barely change: they are drawn in model
+        seconds, and the simulated model waits a fixed number of model seconds per picture,
+        whatever one model second lasts. What moves is the part that is not simulated. Each
+        bar is the simulated wait plus the real time spent drawing the PNG, and the trace
+        turns real time into model seconds by dividing by the time scale. Drawing takes the
+        same real time at any scale, so at a smaller scale it is worth more model seconds:
+        a twentieth of a wall second of drawing is a quarter of a model second at 0.2 wall s
+        per model second, and more than half of one at 0.08. Five pictures add that up,
+        so the makespan comes out a few per cent higher (up to a tenth on a busy machine).
+    """,
+}
+
+
 def solution_code(key: str) -> str:
     """The solution's source for exercise ``key`` (``"03-1"``: notebook 3, exercise 1)."""
     if key not in SOLUTIONS:
-        raise ValueError(f"no solution {key!r}; known: {', '.join(sorted(SOLUTIONS))}")
+        known = ", ".join(sorted({*SOLUTIONS, *EXPLAINED}))
+        raise ValueError(f"no solution {key!r}; known: {known}")
     return textwrap.dedent(SOLUTIONS[key]).strip() + "\n"
 
 
 def show_solution(key: str, *, new_cell: bool = True) -> None:
     """Print the solution of exercise ``key``; in Jupyter also put it into a new cell
-    below (``new_cell``), ready to read, change and run."""
+    below (``new_cell``), ready to read, change and run. An explore exercise's
+    answer (:data:`EXPLAINED`) is prose: it is printed, and no cell is made."""
+    if key in EXPLAINED:  # an explore exercise: its answer is prose, not code
+        print(textwrap.dedent(EXPLAINED[key]).strip())
+        return
     code = solution_code(key)
     print(code)
     if new_cell:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from storylab.viz._figure import new_figure
 from storylab.viz._palette import COLOURS, REUSED_COLOUR, status_from_node
+from storylab.viz.labels import task_label
 
 if TYPE_CHECKING:  # pragma: no cover
     import networkx as nx
@@ -171,6 +172,7 @@ def plot_entity_tree(
     missing: Iterable[str] = (),
     run_started: float | None = None,
     time_scale: float | None = None,
+    trace: Any = None,
 ) -> Figure:
     """Draw the entity tree(s) under ``roots`` top-down, coloured by status.
 
@@ -186,8 +188,12 @@ def plot_entity_tree(
     is as visible as what is there.
 
     Every node carries a glyph for its status (✓ ▶ · ✗) and, once finished,
-    how long it ran under its label: wall seconds, or model seconds when
-    ``time_scale`` (wall seconds per model second) is given. With
+    how long it ran under its label: wall seconds, or model seconds when the
+    time scale is known. Pass the run's ``trace`` and the scale is read from it
+    (``trace.meta["time_scale"]``, which :func:`run_stories` fills in), so it
+    is the scale the run really had; ``time_scale`` (wall seconds per model
+    second) gives it by hand, and must agree with the trace's when both are
+    given. Pictures read as the charts write them (``image-2``). With
     ``run_started`` (epoch seconds, e.g. ``time.time()`` taken before a
     resumed run), a Completed node that finished before it is drawn as
     *reused from the graph* (↺, its own colour, a dotted outline): the run
@@ -199,14 +205,43 @@ def plot_entity_tree(
     one a band lower. Drawn into a given ``ax``, the layout has only that
     axes' width; a very crowded tree then needs a larger axes.
     """
+    time_scale = _scale_of(trace, time_scale)
     g = entity_graph(graph, roots)
     add_missing_children(g, missing)
     return draw_entity_graph(g, ax=ax, title=title, run_started=run_started,
                              time_scale=time_scale)
 
 
+def _scale_of(trace: Any, time_scale: float | None) -> float | None:
+    """The time scale to label durations with: the trace's, or the one given."""
+    if time_scale is not None and (isinstance(time_scale, bool)
+                                   or not isinstance(time_scale, int | float)
+                                   or time_scale <= 0):
+        raise ValueError(f"time_scale must be a number of wall seconds per model second > 0, "
+                         f"got {time_scale!r}")
+    if trace is None:
+        return time_scale
+    meta = getattr(trace, "meta", None)
+    if not isinstance(meta, dict):
+        raise ValueError(f"trace must be a storylab Trace, got {type(trace).__name__}")
+    recorded = meta.get("time_scale")
+    if recorded is None:
+        if time_scale is None:
+            raise ValueError("this trace does not say its time scale (no meta['time_scale']): "
+                             "pass time_scale= as well")
+        return time_scale
+    if time_scale is not None and abs(float(recorded) - float(time_scale)) > 1e-12:
+        raise ValueError(f"time_scale={time_scale!r} disagrees with the trace's "
+                         f"{recorded!r}: the durations would be read at the wrong scale")
+    return float(recorded)
+
+
+_NAMES_ONLY = 6  # this many siblings or more are labelled by name only, types in the axis label
+
+
 def _shown_labels(g: nx.DiGraph) -> dict[str, str]:
-    """``Type (name)``, or just the name among three or more siblings of one type.
+    """``Type (name)``, or just the name among three or more siblings of one type, or
+    among six or more siblings (a pipeline's safety check, writer and pictures).
 
     Seven ``ImageGenerationEntity (image-{{IMAGE_n}})`` labels in a row say
     the type seven times and crowd out the names; the type is then said once,
@@ -220,8 +255,8 @@ def _shown_labels(g: nx.DiGraph) -> dict[str, str]:
             types[g.nodes[k]["type"]] = types.get(g.nodes[k]["type"], 0) + 1
         for k in kids:
             t = g.nodes[k]["type"]
-            if t is not None and types[t] >= 3:
-                out[k] = g.nodes[k]["name"]
+            if t is not None and (types[t] >= 3 or len(kids) >= _NAMES_ONLY):
+                out[k] = task_label(g.nodes[k]["name"])
     return out
 
 
@@ -261,7 +296,39 @@ def entity_tree_summary(g: nx.DiGraph, *, run_started: float | None = None,
     failed = [g.nodes[n]["label"] for n in g if g.nodes[n]["status"] == "Failed"]
     if failed:
         text += f"; failed: {', '.join(failed)}"
+    fresh = not any(_reused(g.nodes[n], run_started) for n in g)  # one run's own times
+    if len(roots) == 1 and fresh and (parts := _where_the_time_went(g, roots[0], scale, unit)):
+        text += f"; in time, {parts}"
     return text + "."
+
+
+def _where_the_time_went(g: nx.DiGraph, root: str, scale: float, unit: str) -> str:
+    """``the root (26.0 model s) = safety-check 1.3 + story-writer 4.0 + 5 pictures side by
+    side 20.7``: the root's time split among its children, those of one type that ran
+    together counted once, over the span from the first's start to the last's end."""
+    data = g.nodes[root]
+    if data.get("duration") is None:
+        return ""
+    kids = list(g.successors(root))
+    groups: dict[Any, list[str]] = {}
+    for k in kids:
+        groups.setdefault(g.nodes[k]["type"], []).append(k)
+    parts = []
+    for members in groups.values():
+        timed = [g.nodes[k] for k in members if g.nodes[k].get("started_at") is not None
+                 and g.nodes[k].get("finished_at") is not None]
+        if len(timed) != len(members):
+            return ""  # something unfinished or not stored: no honest sum to give
+        span = (max(d["finished_at"] for d in timed) - min(d["started_at"] for d in timed))
+        if len(members) == 1:
+            parts.append(f"{task_label(g.nodes[members[0]]['name'])} {span / scale:.1f}")
+        else:
+            parts.append(f"{len(members)} {task_label(g.nodes[members[0]]['name']).split('-')[0]}"
+                         f"s side by side {span / scale:.1f}")
+    if not parts:
+        return ""
+    return (f"{task_label(str(data['name']))} ({data['duration'] / scale:.1f} {unit}) = "
+            + " + ".join(parts))
 
 
 NOT_STORED = "NotStored"
@@ -591,6 +658,8 @@ def draw_entity_graph(
     # networkx hides the ticks; the depth axis is part of the picture here.
     ax.tick_params(left=True, labelleft=True)
     ax.set_yticks([-d for d in range(depth + 1)], [str(d) for d in range(depth + 1)])
+    # The depth axis ends at the deepest row: labels hung lower are not another depth.
+    ax.spines["left"].set_bounds(-depth - 0.15 if depth else -0.15, 0.15)
     ax.set_ylabel("call depth (0 = root)")
     ax.set_xlabel(xlabel)
     ax.set_xticks([])

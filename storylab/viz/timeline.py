@@ -32,6 +32,7 @@ from storylab.viz._palette import (
     COLOURS,
     MARK_COLOUR,
     OKABE_ITO,
+    REUSED_COLOUR,
     WAIT_COLOURS,
     Status,
     series_style,
@@ -347,7 +348,8 @@ def _wait_levels(lanes: list[TaskLane]) -> dict[str, str]:
         if lane.wait_level is None or not _visible_wait(lane, end):
             continue  # a unit granted (almost) at once is no wait a reader could see
         if lane.wait_level == lane.group:
-            names.setdefault("__own__", "waiting: first held back by its own limit (story)")
+            own = "story" if lane.group.startswith("story:") else lane.group.split(" (")[0]
+            names.setdefault("__own__", f"waiting: first held back by its own limit ({own})")
         else:
             text = f"waiting: first held back by the {lane.wait_level} limit"
             names.setdefault(lane.wait_level, text)
@@ -418,7 +420,12 @@ def _draw_gantt(
             edgecolor="black", linewidth=0.5, zorder=3,
         ).patches
         rect.set_gid(f"run:{lane.key}")
-        if r1 - r0 <= hairline:
+        if _reused(lane, hairline):
+            # Handed back from the graph: a marker of its own, named in the legend.
+            ax.plot([r0], [y], marker="D", markersize=8, markeredgecolor="black",
+                    markeredgewidth=0.8, color=REUSED_COLOUR, linestyle="", zorder=4,
+                    clip_on=False, gid=f"reused:{lane.key}")  # whole, even at time 0
+        elif r1 - r0 <= hairline:
             ax.plot([r0], [y], marker="|", markersize=12, markeredgewidth=2.5,
                     color=COLOURS[lane.outcome], zorder=4, gid=f"instant:{lane.key}")
         if lane.marks:
@@ -444,6 +451,8 @@ def _draw_gantt(
     ax.set_xlim(left=0)
     ax.grid(axis="x", color="#dddddd", zorder=0)
     ax.tick_params(axis="y", length=0)
+    if any(_reused(lane, hairline) for lane in lanes):
+        ax.tick_params(axis="y", pad=9)  # room for the diamonds drawn at time 0
     if not legend:
         return
     handles = _gantt_handles(lanes, level_keys)
@@ -456,13 +465,22 @@ def _draw_gantt(
                   bbox_transform=below, ncols=2, fontsize=10, frameon=False)
 
 
+def _reused(lane: TaskLane, hairline: float) -> bool:
+    """A completed run too short to draw: a result handed back from the graph."""
+    return lane.outcome is Status.COMPLETED and lane.run[1] - lane.run[0] <= hairline
+
+
+REUSED_LEGEND = "↺ from graph (handed back, not run again)"
+
+
 def _gantt_handles(lanes: list[TaskLane], level_keys: list[str]) -> list[Any]:
     """Legend entries for what the lanes show: outcomes, waits by level, marks."""
     from matplotlib.patches import Patch
 
     handles: list[Any] = []  # Patch and Line2D legend entries
+    end = max((lane.run[1] for lane in lanes), default=0.0)
     outcomes = [s for s in Status if s is not Status.WAITING and any(
-        lane.outcome is s for lane in lanes)]
+        lane.outcome is s and not _reused(lane, end * _VISIBLE) for lane in lanes)]
     for s in outcomes:
         text = "still running at the end of the trace" if s is Status.RUNNING else f"ran, {s}"
         handles.append(Patch(facecolor=COLOURS[s], edgecolor="black", label=text))
@@ -470,6 +488,11 @@ def _gantt_handles(lanes: list[TaskLane], level_keys: list[str]) -> list[Any]:
         handles.append(Patch(facecolor=WAIT_COLOURS[min(level_keys.index(k),
                                                         len(WAIT_COLOURS) - 1)],
                              edgecolor="#666666", hatch="///", label=text))
+    if any(_reused(lane, end * _VISIBLE) for lane in lanes):
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], marker="D", linestyle="", color=REUSED_COLOUR,
+                              markeredgecolor="black", markersize=7, label=REUSED_LEGEND))
     if any(lane.marks for lane in lanes):
         from matplotlib.lines import Line2D
 
@@ -527,7 +550,9 @@ def mark_moments(ax: Axes, moments: Iterable[Any]) -> list[Any]:
     ``moments`` are :class:`~storylab.viz.readings.Moment` objects (from
     :func:`~storylab.viz.readings.key_moments`, say) or ``(t, text)`` pairs
     such as ``(31.0, "kill")`` or ``(12.0, "lease expired")``. Every moment
-    gets its own line (gid ``moment:<kind>:<i>``, ``i`` its rank in time).
+    gets its own line (gid ``moment:<kind>:<i>``, ``i`` its rank in time),
+    except failures close together (within 5 % of the axis), which share one
+    shaded band (gid ``moment-band:failed:<i>``).
     Labels sit at the top of the axes in up to three rows and never overlap:
     moments too close together for separate labels share one, which counts
     them (``"✗ 6 tasks failed"``, ``"retry ×4"``). Returns the artists drawn: each
@@ -544,11 +569,21 @@ def mark_moments(ax: Axes, moments: Iterable[Any]) -> list[Any]:
     drawn: list[Any] = []
     i = 0
     for members, row, right in groups:
-        for m in members:
-            colour = _MOMENT_COLOURS.get(m.kind, "#555555")
-            drawn.append(ax.axvline(m.t, color=colour, ls=_MOMENT_STYLES.get(m.kind, (0, (4, 2))),
-                                    lw=1.4, zorder=6, gid=f"moment:{m.kind}:{i}"))
-            i += 1
+        close = members[-1].t - members[0].t <= 0.05 * span
+        if len(members) > 1 and close and {m.kind for m in members} == {"failed"}:
+            # Failures close together: one shaded band from the first to the last,
+            # not a crowd of dashed lines over the bars' ✗ marks.
+            drawn.append(ax.axvspan(members[0].t, members[-1].t, alpha=0.18, lw=0, zorder=1,
+                                    color=_MOMENT_COLOURS["failed"],
+                                    gid=f"moment-band:failed:{i}"))
+            i += len(members)
+        else:
+            for m in members:
+                colour = _MOMENT_COLOURS.get(m.kind, "#555555")
+                drawn.append(ax.axvline(m.t, color=colour,
+                                        ls=_MOMENT_STYLES.get(m.kind, (0, (4, 2))),
+                                        lw=1.4, zorder=6, gid=f"moment:{m.kind}:{i}"))
+                i += 1
         anchor = members[-1] if right else members[0]
         kinds = {m.kind for m in members}
         colour = _MOMENT_COLOURS.get(kinds.pop(), "#555555") if len(kinds) == 1 else "#000000"
@@ -738,7 +773,12 @@ def _timeline_panel(ax: Axes, trace: Trace, lanes: list[TaskLane], *,
     if not lanes:
         ax.text(0.5, 0.5, "no tasks in this trace", transform=ax.transAxes,
                 ha="center", va="center", color="#888888")
-    mark_moments(ax, _moments(trace, moments, names))
+    found = _moments(trace, moments, names)
+    if moments is True and not any(_visible_wait(lane, _lanes_end(lanes)) for lane in lanes):
+        # Nobody waited: no limit held anyone back, so how the units were first split
+        # says nothing (every task simply started).
+        found = [m for m in found if m.kind != "split"]
+    mark_moments(ax, found)
 
 
 def _finish_axes(ax: Axes, span: float, xmax: float | None) -> None:
@@ -1055,6 +1095,13 @@ def plot_children(counters: Mapping[str, ChildCounter], *, limit: int | None = N
         raise ValueError("counters must map a label to at least one ChildCounter")
     fig, ax = new_figure(figsize=(10, 3.6), layout="constrained")
     top = 0
+    firsts = [c.first_finish for c in counters.values() if c.first_finish is not None]
+    # First finishes less than half a model second apart would draw two lines a pixel
+    # or two apart: they are marked once, in black.
+    together = len(firsts) > 1 and max(firsts) - min(firsts) < 0.5
+    if together:
+        ax.axvline(min(firsts), color="black", ls=":", lw=1.2,
+                   label="dotted: the first task finished (in every run)")
     for i, (label, counter) in enumerate(counters.items()):
         colour, _ = series_style(i)
         xs = [t for t, _ in counter.samples]
@@ -1063,7 +1110,7 @@ def plot_children(counters: Mapping[str, ChildCounter], *, limit: int | None = N
         before = counter.most_before_first_finish
         ax.step(xs, ys, where="post", lw=2, color=colour,
                 label=f"{label}: {before} children before the first finished")
-        if counter.first_finish is not None:
+        if counter.first_finish is not None and not together:
             ax.axvline(counter.first_finish, color=colour, ls=":", lw=1.2,
                        label="dotted, in a run's colour: its first task finished"
                        if i == 0 else None)

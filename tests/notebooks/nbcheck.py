@@ -162,6 +162,9 @@ def long_cells(nb, limit: int = MAX_CODE_LINES, script_limit: int = MAX_SCRIPT_L
 # Opening and closing sections every notebook has, as in numpy-tutorials and Pythia.
 OPENING = ("**Objectives.**", "**Prerequisites.**", "**Time.**")
 CLOSING = ("## Summary", "## Exercises", "## What comes next", "## References")
+# A notebook that is one exercise from start to end (the capstone) declares
+# ``metadata.storylab.layout = "exercise"``: its Summary closes the exercise, after it.
+CLOSING_EXERCISE = ("## Exercises", "## Summary", "## What comes next", "## References")
 PUBLIC_MODULES = {"storylab", "storylab.viz", "storylab.tutorial", "storylab.sweep"}
 _STORYLAB_IMPORT = re.compile(r"^\s*(?:from\s+(storylab[\w.]*)\s+import|import\s+(storylab[\w.]*))",
                               re.MULTILINE)
@@ -177,15 +180,17 @@ def scaffold_problems(nb) -> list[str]:
     first = markdown[0][1].source
     found += [f"the first markdown cell lacks {key}" for key in OPENING if key not in first]
     where: list[int] = []
-    for heading in CLOSING:
+    exercise_layout = nb.metadata.get("storylab", {}).get("layout") == "exercise"
+    closing = CLOSING_EXERCISE if exercise_layout else CLOSING
+    for heading in closing:
         at = [i for i, c in markdown if re.search(rf"^{re.escape(heading)}\s*$", c.source,
                                                    re.MULTILINE)]
         if not at:
             found.append(f"no {heading!r} section")
         else:
             where.append(at[-1])
-    if len(where) == len(CLOSING) and where != sorted(where):
-        found.append(f"the closing sections are out of order (expected {', '.join(CLOSING)})")
+    if len(where) == len(closing) and where != sorted(where):
+        found.append(f"the closing sections are out of order (expected {', '.join(closing)})")
     tagged = {t: [c for c in nb.cells if t in c.metadata.get("tags", [])]
               for t in ("exercise", "solution")}
     if not any("check_" in c.source for c in tagged["exercise"]):
@@ -196,7 +201,8 @@ def scaffold_problems(nb) -> list[str]:
     if where and tagged["exercise"]:
         first_ex = nb.cells.index(tagged["exercise"][0])
         if first_ex < where[0]:
-            found.append("an exercise cell comes before the Summary")
+            found.append("an exercise cell comes before the "
+                         + ("Exercises heading" if exercise_layout else "Summary"))
     return found
 
 
@@ -208,7 +214,7 @@ def solution_problems(nb) -> list[str]:
     ``solution`` is Markdown (Run All and papermill skip it), tagged ``remove-cell``
     for the book, opens with a collapsed ``<details>`` summary and names a solution
     of the kit with ``show_solution("NN-k")``; no code cell checks a ``solution``."""
-    from storylab.tutorial import SOLUTIONS
+    from storylab.tutorial import EXPLAINED, SOLUTIONS
 
     found = []
     for i, c in enumerate(nb.cells):
@@ -226,7 +232,7 @@ def solution_problems(nb) -> list[str]:
             if not keys:
                 found.append(f"solution cell {i} names no show_solution(\"NN-k\")")
             found += [f"solution cell {i} names {k!r}, which storylab.tutorial.SOLUTIONS lacks"
-                      for k in keys if k not in SOLUTIONS]
+                      for k in keys if k not in SOLUTIONS and k not in EXPLAINED]
         elif c.cell_type == "code" and re.search(r"^\s*solution\s*=|check_\w+\(solution",
                                                   c.source, re.MULTILINE):
             found.append(f"code cell {i} computes or checks a solution; it would run with Run All")

@@ -223,6 +223,18 @@ def test_scaffold_check_accepts_a_full_notebook_and_names_each_gap():
     ]
 
 
+def test_scaffold_check_lets_an_exercise_notebook_close_with_its_summary():
+    nb = _scaffolded()
+    nb.cells[2].source = "## Exercises\n\n**Exercise 1.**"
+    nb.cells.insert(-1, new_markdown_cell("## Summary\n\n* x"))
+    assert "the closing sections are out of order" in " ".join(nbcheck.scaffold_problems(nb))
+    nb.metadata["storylab"] = {"layout": "exercise"}
+    assert nbcheck.scaffold_problems(nb) == []
+    first = next(i for i, c in enumerate(nb.cells) if "exercise" in c.metadata.get("tags", []))
+    nb.cells.insert(1, nb.cells.pop(first))  # an exercise cell above its heading
+    assert "an exercise cell comes before the Exercises heading" in nbcheck.scaffold_problems(nb)
+
+
 def test_import_check_refuses_inner_modules():
     nb = make([PARAMS, SWITCH, "from storylab.tutorial import remember\nimport storylab.viz",
                "from storylab.story.entities import create_story"])

@@ -264,3 +264,28 @@ async def test_no_text_overlaps_in_a_tree_drawn_into_given_axes(graph):
     plot_entity_tree(graph, story.id, ax=ax, time_scale=0.0001)
     clash, _ = _overlapping_text(fig)
     assert clash == []
+
+
+async def test_the_tree_reads_its_time_scale_from_the_trace_and_says_where_the_time_went(graph):
+    from storylab import Trace
+
+    trace = Trace(meta={"time_scale": 0.001})
+    with trace:
+        story = await _story(graph, name="owl", images=6, seconds=0.002)
+    fig = plot_entity_tree(graph, story.id, trace=trace)
+    labels = [t.get_text() for t in fig.axes[0].texts]
+    # durations in model seconds at the trace's scale; pictures named as charts name them
+    assert any(t.endswith("model s") for t in labels), labels
+    assert "image-2" in labels and not any("{{" in t for t in labels), labels
+    summary = fig.storylab_summary
+    assert summary.startswith("Entity tree: 1 root(s), ") and "; in time, owl (" in summary
+    assert "6 images side by side" in summary, summary
+    # the depth axis stops at the deepest row of nodes
+    low, high = fig.axes[0].spines["left"].get_bounds()
+    assert -1.2 < low < -1 and high > 0
+    with pytest.raises(ValueError, match="disagrees with the trace"):
+        plot_entity_tree(graph, story.id, trace=trace, time_scale=0.5)
+    with pytest.raises(ValueError, match="does not say its time scale"):
+        plot_entity_tree(graph, story.id, trace=Trace())
+    with pytest.raises(ValueError, match="time_scale must be"):
+        plot_entity_tree(graph, story.id, time_scale=0)

@@ -69,7 +69,10 @@ async def test_a_failed_image_turns_its_row_red_and_the_bar_orange(graph):
     failed_row = re.search(r"<tr data-name='image-2'.*?</tr>", html).group(0)
     assert COLOURS[Status.FAILED] in failed_row and "no ink for image-2" in failed_row
     text = panel.summary()
-    assert "VizStory (owl) [completed] images: 3/3 done (2 completed, 1 failed)" in text
+    assert "VizStory (owl) [completed with errors] images: 3/3 done (2 completed, 1 failed)" \
+        in text
+    title = next(iter(panel._widgets.parts.values()))["title"].value
+    assert "completed with errors" in title
     assert "  ✗ VizImage (image-2) failed: no ink for image-2" in text
 
 
@@ -204,7 +207,8 @@ async def test_text_form_prints_lines_and_the_final_state(graph):
     panel = ProgressPanel(form="text", stream=out)
     assert await panel.watch(story.start()) == {"done": 2, "failed": 1}
     lines = out.getvalue().splitlines()
-    assert "VizStory (text) [completed] images: 3/3 done (2 completed, 1 failed)" in lines
+    assert "VizStory (text) [completed with errors] images: 3/3 done (2 completed, 1 failed)" \
+        in lines
     assert "  ✗ VizImage (image-3) failed: no ink for image-3" in lines
 
 
@@ -303,7 +307,8 @@ def test_text_form_in_a_terminal_run(tmp_path):
                          check=True, timeout=60)
     lines = out.stdout.splitlines()
     assert lines[0] == "form: text"
-    assert "VizStory (terminal) [completed] images: 4/4 done (3 completed, 1 failed)" in lines
+    assert ("VizStory (terminal) [completed with errors] images: 4/4 done (3 completed, "
+            "1 failed)") in lines
     assert "  ✓ VizImage (image-1) completed" in lines
     assert "  ✗ VizImage (image-2) failed: no ink for image-2" in lines
     assert lines[-1] == "result: {'done': 3, 'failed': 1}"
@@ -386,3 +391,15 @@ def test_a_row_is_titled_in_the_readers_words_not_by_its_placeholder():
     assert row.title == "ImageGenerationEntity (image-2)"
     bare = RowState("image-{{IMAGE_4}}", None, None, Status.WAITING, None, True)
     assert bare.title == "image-4"
+
+
+def test_a_finished_pipeline_drops_its_last_activity():
+    panel = ProgressPanel(form="text", stream=io.StringIO())
+    panel.update(_env("STATUS", "p", "story", etype="Story", status="RUNNING",
+                      message="Storing results"), root="p")
+    assert "— Storing results" in panel.pipelines[0].summary_line()
+    panel.update(_env("STATUS", "p", "story", etype="Story", status="COMPLETED", message=None),
+                 root="p")
+    (p,) = panel.pipelines
+    assert p.activity is None and "Storing results" not in p.summary_line()
+    assert p.summary_line().startswith("Story (story) [completed]")

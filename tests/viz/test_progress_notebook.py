@@ -73,7 +73,8 @@ def test_papermill_saves_the_finished_widget_state_and_text(tmp_path):
     shown, snapshot = [o for o in cell.outputs if o.output_type == "display_data"]
     text = shown.data["text/plain"]
     assert text.splitlines()[:2] == [
-        "stories", "NbStory (notebook story) [completed] images: 4/4 done (3 completed, 1 failed)"
+        "stories",
+        "NbStory (notebook story) [completed with errors] images: 4/4 done (3 completed, 1 failed)",
     ]
     assert "  ✗ NbImage (image-2) failed: no ink" in text.splitlines()
     view = shown.data["application/vnd.jupyter.widget-view+json"]

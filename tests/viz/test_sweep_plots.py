@@ -65,3 +65,13 @@ async def test_sweep_charts_say_their_numbers_in_one_line():
     fig = plot_simulated_vs_wall([(20.0, 22.0, "1 / 2")])
     assert figure_summary(fig) == ("Simulated against real-time makespan for 1 cell: "
                                    "at most 10% apart.")
+
+
+def test_the_gap_form_shows_how_much_longer_the_real_run_took_in_percent():
+    fig = plot_simulated_vs_wall([(20.0, 21.0, "3 / 10"), (50.0, 50.5, "1 / 4")], gap=True)
+    (ax,) = fig.axes
+    heights = {p.get_gid(): p.get_height() for p in ax.patches if p.get_gid()}
+    assert heights == pytest.approx({"gap:3 / 10": 5.0, "gap:1 / 4": 1.0})
+    assert "(%)" in ax.get_ylabel() and "+1.0 % to +5.0 %" in fig.storylab_summary
+    with pytest.raises(ValueError, match="must be > 0"):
+        plot_simulated_vs_wall([(0.0, 1.0, "x")], gap=True)

@@ -136,6 +136,20 @@ class PipelineProgress:
             return "warning" if self.failed or self.count(Status.CANCELLED) else "success"
         return "danger" if self.failed else "info"
 
+    @property
+    def status_text(self) -> str:
+        """How the pipeline stands, in words: a finished pipeline with failed children
+        says ``completed with errors``, not just ``completed``."""
+        if self.status is Status.COMPLETED and (self.failed or self.count(Status.CANCELLED)):
+            return "completed with errors"
+        return str(self.status)
+
+    @property
+    def activity(self) -> str | None:
+        """What the pipeline is doing now; nothing once it completed (its last step's
+        words, such as "Storing results", would be stale)."""
+        return None if self.status is Status.COMPLETED else self.message
+
     def counts_text(self) -> str:
         stage = f"{self.stage}: " if self.stage else ""
         parts = [f"{self.done}/{self.total} done"]
@@ -149,8 +163,8 @@ class PipelineProgress:
         return stage + " ".join(parts)
 
     def summary_line(self) -> str:
-        message = f" — {self.message}" if self.message else ""
-        return f"{self.title} [{self.status}] {self.counts_text()}{message}"
+        message = f" — {self.activity}" if self.activity else ""
+        return f"{self.title} [{self.status_text}] {self.counts_text()}{message}"
 
 
 class _Root:

@@ -51,9 +51,10 @@ def _bar_value(p: PipelineProgress) -> tuple[int, int]:
 
 
 def _title_html(p: PipelineProgress) -> str:
-    message = f" — {html.escape(p.message)}" if p.message else ""
+    message = f" — {html.escape(p.activity)}" if p.activity else ""
+    colour = BAR_COLOURS["warning"] if p.status_text != str(p.status) else COLOURS[p.status]
     return (f"<b>{html.escape(p.title)}</b> "
-            f"<span style='color:{COLOURS[p.status]}'>{p.status}</span>{message}")
+            f"<span style='color:{colour}'>{p.status_text}</span>{message}")
 
 
 class _WidgetView:

@@ -1,0 +1,136 @@
+"""Notebook 8's pieces: which task belongs to which story, and the exercise on the
+units a killed worker kept out of reach until its leases lapsed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from storylab.tutorial._verdict import Verdict, missing
+
+__all__ = ["check_out_of_reach", "cluster_labels", "story_of_task", "widest_gap"]
+
+
+def story_of_task(futures: Iterable[Any]) -> dict[str, str]:
+    """``{task key: pipeline name}`` for the futures ``submit_stories`` returned (its
+    keys read ``story-<pipeline name>-<8 hex digits>``)."""
+    out = {}
+    for future in futures:
+        key = str(future.key)
+        if not key.startswith("story-") or key[-9:-8] != "-":
+            raise ValueError(f"task key {key!r} was not made by submit_stories")
+        out[future.key] = key[len("story-"):-9]
+    return out
+
+
+def _held(series: Sequence[tuple[float, int]], start: float, end: float) -> list[int]:
+    """The values a step series takes in ``[start, end)``: the one in force at
+    ``start`` (the last step before it) and every step inside."""
+    before = [v for t, v in series if t < start][-1:]
+    return before + [v for t, v in series if start <= t < end]
+
+
+def check_out_of_reach(answer: Any, *, series: Sequence[tuple[float, int]], killed: float,
+                       lapsed: float, global_limit: int) -> Verdict:
+    """Exercise: between the kill and the lapse of the dead worker's leases, how many of
+    the ``global_limit`` units were out of the survivors' reach, read from the
+    survivors' global series ``[(model s, units held), ...]``: the limit minus the
+    most they held at once in that window."""
+    if (v := missing(answer)) is not None:
+        return v
+    if not series or not killed < lapsed:
+        raise ValueError("series must hold (model s, units) steps, with killed < lapsed")
+    if isinstance(answer, bool) or not isinstance(answer, int | float):
+        return Verdict(False, f"answer with a number of units, not {answer!r}")
+    held = _held(series, killed, lapsed)
+    if not held:
+        return Verdict(False, "the series has no step before the lapse: was it the second run's?")
+    expected = global_limit - max(held)
+    if answer == expected:
+        return Verdict(True, f"{expected} of {global_limit}: the survivors held at most "
+                             f"{max(held)} between the kill ({killed:.0f} model s) and the "
+                             f"lapse ({lapsed:.0f}); the rest still counted as the dead "
+                             "worker's on the scheduler")
+    inside = [v for t, v in series if killed <= t < lapsed]
+    if inside and answer == global_limit - max(inside) and max(inside) != max(held):
+        return Verdict(False, "close: a step holds its value until the next one, so the value "
+                              "in force at the kill (the last step before it) counts too")
+    if answer == max(held):
+        return Verdict(False, "that is what the survivors held at most; the question asks "
+                              "how many units they could not reach")
+    after = [v for t, v in series if t >= lapsed]
+    if after and answer == global_limit - max(after):
+        return Verdict(False, "that is after the lapse; keep only the steps between the kill "
+                              "and the lapse")
+    return Verdict(False, "take the survivors' most units held between `killed` and `lapsed`, "
+                          "and subtract it from the global limit")
+
+
+def cluster_labels(run: Any, *, marked: str | None = None,
+                   note: str = "its worker killed") -> dict[str, str]:
+    """Chart names for a cluster run's stories, ``{"story:<pipeline>": "story A (a fox)"}``.
+
+    Letters follow the order in which the stories' first pictures started (the
+    timeline's order, so it reads A, B, C...); the words are each topic without
+    the ending all topics share. The story whose pipeline is ``marked`` gets
+    ``note`` in its name."""
+    from storylab.viz import timeline_lanes
+
+    topics = {f"story:{s.pipeline}": s.topic for s in run.stories}
+    ending = _shared_ending(list(topics.values()))
+    order = [g for g in dict.fromkeys(lane.group for lane in timeline_lanes(run.trace))
+             if g in topics]
+    order += [g for g in topics if g not in order]  # a story that drew nothing here
+    labels = {}
+    for group, letter in zip(order, "ABCDEFGHIJKLMNOPQRSTUVWXYZ", strict=False):
+        words = topics[group][:len(topics[group]) - len(ending)].strip() or topics[group]
+        if group == f"story:{marked}":
+            words = f"{words}, {note}"
+        labels[group] = f"story {letter} ({words})"
+    return labels
+
+
+def _shared_ending(topics: list[str]) -> str:
+    if len(topics) < 2:
+        return ""
+    ending = topics[0]
+    for topic in topics[1:]:
+        while not topic.endswith(ending):
+            ending = ending[1:]
+    return ending[ending.find(" "):] if " " in ending else ""  # whole words only
+
+
+def widest_gap(trace: Any, names: dict[str, str], *,
+               least: float = 2.0) -> tuple[float, str, int, str, int] | None:
+    """The moment two stories were furthest apart while the one behind still had pictures
+    waiting for a unit: ``(model s, behind, its units, ahead, its units)``, names as
+    in ``names``. Only gaps that last ``least`` model seconds count (a unit handed
+    from one picture to the next leaves blips of no length)."""
+    from storylab.viz import timeline_lanes
+    from storylab.viz.timeline import capacity_series
+
+    lanes = [lane for lane in timeline_lanes(trace) if lane.group in names]
+    lines = {line.name: line.points for line in capacity_series(trace) if line.name in names}
+    times = sorted({t for points in lines.values() for t, _ in points})
+
+    def held(group: str, t: float) -> int:
+        return ([v for u, v in lines.get(group, ()) if u <= t] or [0])[-1]
+
+    def waiting(group: str, t: float) -> bool:
+        return any(lane.group == group and lane.wait and lane.wait[0] <= t < lane.wait[1]
+                   for lane in lanes)
+
+    best = None
+    for t, following in zip(times, times[1:], strict=False):
+        if following - t < least:
+            continue
+        now = {g: held(g, t) for g in lines}
+        behind = [g for g in now if waiting(g, t)]
+        if not behind:
+            continue
+        low = min(behind, key=lambda g: now[g])
+        high = max(now, key=lambda g: now[g])
+        gap = now[high] - now[low]
+        if gap > 0 and (best is None or gap > best[0]):
+            best = (gap, (t, names[low], now[low], names[high], now[high]))
+    return best[1] if best else None
