@@ -40,6 +40,7 @@ HEAVY: dict[str, tuple[str, ...]] = {
         "scheduling/test_many_runners.py",
         "viz/test_knobs.py::test_every_knob_reaches_the_simulation",
         "story/test_cli_sharing.py",
+        "story/test_cli_postgres.py",
         "story/test_contract.py",
         "story/test_cli_bad_inputs.py::test_output_closed_early_is_exit_141_without_a_traceback_every_time",
         "story/test_cli_bad_inputs.py::test_output_closed_at_the_end_has_no_traceback_either",

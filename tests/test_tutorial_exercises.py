@@ -730,6 +730,15 @@ def test_the_prompt_naming_checker_refuses_hash_cut_long_and_placeholder_names()
     assert kit.check_prompt_names(digest_of_text), kit.check_prompt_names(digest_of_text)
 
 
+def longest_prefix(prompt):
+    return "image-" + prompt["prompt"][:34]
+
+
+def test_no_prefix_short_enough_to_be_a_name_separates_the_prompts():
+    verdict = kit.check_prompt_names(longest_prefix)
+    assert not verdict and "the same name" in verdict.message, verdict
+
+
 def digest_of_text(prompt):
     return "image-" + hashlib.sha256(prompt["prompt"].encode()).hexdigest()[:12]
 

@@ -164,8 +164,13 @@ def main(args: argparse.Namespace) -> int:
             if command == "check":
                 return _check(graph)
             if command == "export":
-                if not hasattr(graph, "copy_to"):
-                    return _fail(f"eg export copies SQLite files; {graph.path} is another store")
+                if _on_a_server(graph):
+                    schema = getattr(graph.path, "schema", None) or "public"
+                    return _fail(
+                        f"eg export copies a SQLite graph file with its blob folder; "
+                        f"{graph.path} is a PostgreSQL graph: copy it with the server's own "
+                        f"tools (pg_dump --schema={schema} holds its nodes and blobs)"
+                    )
                 dest = graph.copy_to(args.path)
                 print(
                     f"copied {graph.path} to {dest} with its blobs in {dest.with_suffix('.blobs')}"
@@ -224,9 +229,21 @@ def _file_name(text: str) -> str:
     return re.sub(r"[\W_]+", "-", printable(text).casefold()).strip("-")[:80] or "item"
 
 
+def _on_a_server(graph: EntityGraph) -> bool:
+    """Whether the graph is a PostgreSQL one (its path is the URL shown)."""
+    from storylab.entities.postgres.url import is_server_url
+
+    return is_server_url(str(graph.path))
+
+
 def _check(graph: EntityGraph) -> int:
-    if not hasattr(graph, "integrity_problems"):
-        return _fail(f"eg check reads SQLite files; {graph.path} is another kind of store")
+    if _on_a_server(graph) or not hasattr(graph, "integrity_problems"):
+        # (Its integrity_problems() finds nothing to read on a server: saying
+        # "ok" would claim a check that was not made.)
+        return _fail(
+            f"eg check reads a SQLite graph file page by page; {graph.path} is a PostgreSQL "
+            "graph, whose server checks its own storage (pg_amcheck)"
+        )
     problems = graph.integrity_problems(full=True)
     if not problems:
         nodes = graph._read("SELECT count(*) FROM nodes")[0][0]

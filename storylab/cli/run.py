@@ -187,7 +187,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sequential", action="store_true", help="one image after another (for comparison)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the simulated backends")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the simulated backends (default 0); it is kept with the story, and a "
+        "story that exists goes on with its own (`storylab stories redo` makes it anew)",
+    )
     parser.add_argument("--no-tree", action="store_true", help="do not print the entity tree")
     parser.add_argument(
         "--open",
@@ -248,7 +254,7 @@ def _text_backend(args: argparse.Namespace, time_scale: float):
     if args.text_backend == "simulated":
         if args.text_url or args.text_model:
             raise ValueError("--text-url and --text-model need --text-backend http")
-        return make_text_backend("simulated", time_scale=time_scale, seed=args.seed)
+        return make_text_backend("simulated", time_scale=time_scale, seed=_seed(args))
     options: dict[str, Any] = {}
     model = args.text_model or os.environ.get("STORYLAB_TEXT_MODEL")
     if model:
@@ -325,6 +331,63 @@ def _fail(message: str, code: int = EXIT_USAGE) -> int:
     return code
 
 
+DEFAULT_SEED = 0
+
+
+def _seed(args: argparse.Namespace) -> int:
+    return DEFAULT_SEED if args.seed is None else args.seed
+
+
+def _existing_story(graph, topic: str, customization: Any):
+    """The story this request would resume, or None when it would start one."""
+    import hashlib
+
+    from storylab.story.models import pipeline_name
+
+    name = pipeline_name(topic, validate_story_request(topic, customization))
+    digest = hashlib.sha256(topic.strip().encode("utf-8")).hexdigest()[:8]
+    for candidate in (name, f"{name}-t{digest}"):  # as create_story names it
+        node = graph.find_root(candidate)
+        if node is not None and (node.data or {}).get("topic") == topic.strip():
+            return None if node.status == "Pending" else node
+    return None
+
+
+def _story_seeds(graph, topics, customization, given: int | None) -> tuple[int | None, str | None]:
+    """The seed this run must use, or a refusal.
+
+    A story keeps the seed it was begun with (in its data; one stored before
+    seeds were kept was made with the default): running it again goes on with
+    that seed, since pictures drawn with another would not match the story's
+    text. A ``--seed`` that differs from a stored story's is refused rather
+    than silently ignored, with the way to get what was asked for.
+    """
+    seeds: dict[int, list[str]] = {}
+    for topic in topics:
+        node = _existing_story(graph, topic, customization)
+        if node is None:
+            continue
+        stored = (node.data or {}).get("seed", DEFAULT_SEED)
+        stored = stored if isinstance(stored, int) else DEFAULT_SEED
+        if given is not None and given != stored:
+            from storylab._text import printable
+
+            return None, (
+                f"--seed {given}: the story {printable(topic, LABEL_WIDTH)!r} ({node.name}) "
+                f"exists, made with --seed {stored}, and goes on with that seed; to make it "
+                f"again with --seed {given}: storylab stories redo {node.name} --seed {given}"
+            )
+        seeds.setdefault(stored, []).append(node.name)
+    if given is not None:
+        return given, None
+    if len(seeds) > 1:
+        made = "; ".join(f"--seed {s}: {', '.join(names)}" for s, names in sorted(seeds.items()))
+        return None, (
+            f"these stories exist with different seeds ({made}); run each with its own command"
+        )
+    return next(iter(seeds), DEFAULT_SEED), None
+
+
 def main(args: argparse.Namespace) -> int:
     from storylab._sync import run_sync
     from storylab.story.settings import StorySettings
@@ -348,7 +411,7 @@ def main(args: argparse.Namespace) -> int:
             images = make_image_backend(
                 "simulated",
                 time_scale=time_scale,
-                seed=args.seed,
+                seed=_seed(args),
                 fail=fail,
                 fail_probability=args.fail_probability,
             )
@@ -494,12 +557,25 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
                 "copy, or move it away to start a new graph",
                 EXIT_FAILED,
             )
+        seed, refusal = _story_seeds(graph, topics, customization, args.seed)
+        if refusal is not None:  # checked before anything is stored
+            return _fail(refusal)
+        for backend in (settings.images, settings.text):
+            if getattr(backend, "seed", seed) != seed:  # a simulated one, built with the default
+                backend.seed = seed
         # Running a request again finishes it: pictures that failed last time
         # are drawn again, finished ones are kept (unless --no-retry).
         retry = not args.no_retry
         pipelines = [
             await acreate_story(graph, t, customization, retry_failed=retry) for t in topics
         ]
+        await graph.writable()  # the seeds below are written without waiting on the loop
+        for p in pipelines:
+            node = graph.get_node(p.id)
+            # Kept with the story it begins (a Pending one has drawn nothing yet,
+            # so a seed stored by a run stopped before it began is replaced).
+            if node.status == "Pending" and (node.data or {}).get("seed") != seed:
+                graph.merge_data(p.id, {"seed": seed})
         unique = list({p.id: p for p in pipelines}.values())
         out_dir = Path(args.out)
         print(f"graph: {graph.path}", file=out)

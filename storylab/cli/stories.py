@@ -87,28 +87,35 @@ def _delete(graph: Any, name: str, out: Path) -> dict[str, Any]:
     deleted = graph.delete_tree(root.id)
     kept = _blob_keys(graph, graph.roots(limit=10**6))
     removed = 0
-    for key in _keys_of(deleted) - kept:
-        path_for = getattr(graph.blobs, "path_for", None)  # blobs kept as files
-        if path_for is None:
-            break
-        try:
-            path = path_for(key)
-        except EntityGraphError:
-            continue
-        if path.is_file():
-            path.unlink()
-            removed += 1
+    unshared = _keys_of(deleted) - kept
+    path_for = getattr(graph.blobs, "path_for", None)  # blobs kept as files
+    if path_for is not None:
+        for key in unshared:
+            try:
+                path = path_for(key)
+            except EntityGraphError:
+                continue
+            if path.is_file():
+                path.unlink()
+                removed += 1
     topic = root.data.get("topic", "") if isinstance(root.data, dict) else ""
     page = out / f"{page_file_name(root.name, topic)}.html"
     said = ""
     if page.is_file():
         page.unlink()
         said = f"; {page} removed"
+    if path_for is None and unshared:
+        # A server's blob table (PostgreSQL): its store cannot delete blobs.
+        said += (
+            f"; its {len(unshared)} stored picture(s) and page(s) stay in the server's "
+            "blob table (this store does not delete blobs)"
+        )
     print(
         f"deleted {describe(root)}: {len(deleted)} entities, {removed} stored file(s){said}",
         flush=True,
     )
-    return {"topic": topic, "customization": (root.data or {}).get("customization")}
+    data = root.data if isinstance(root.data, dict) else {}
+    return {"topic": topic, "customization": data.get("customization"), "seed": data.get("seed")}
 
 
 def _keys_of(nodes: list[Any]) -> set[str]:
@@ -148,4 +155,6 @@ def _run_again(args: argparse.Namespace, story: dict[str, Any]) -> int:
         attr = _OPTIONS.get(key)
         if attr and getattr(args, attr, None) is None:
             setattr(args, attr, value)
+    if args.seed is None and isinstance(story.get("seed"), int):
+        args.seed = story["seed"]  # made again as it was, unless --seed says otherwise
     return cli_run.main(args)

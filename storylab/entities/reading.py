@@ -85,6 +85,14 @@ def short_ids(graph: EntityGraph) -> dict[str, str]:
     return out
 
 
+def _one_length(shorts: dict[str, str], ids: list[str]) -> dict[str, str]:
+    """The short ids of ``ids`` cut to one length, the longest any of them
+    needs: the column lines up, and each stays unique (a longer prefix of a
+    unique prefix is unique too)."""
+    n = max((len(shorts.get(i, i)) for i in ids), default=MIN_SHORT_ID)
+    return {i: i[:n] for i in ids}
+
+
 def _topic_of(data: Any) -> str:
     """A root's ``data["topic"]`` as stored (JSON text, or already a dict), or ``""``."""
     if isinstance(data, str):
@@ -157,7 +165,7 @@ def format_list(
     story) its pictures and topic; then its name, which ``eg tree`` accepts."""
     if not roots:
         return "(no entities yet)"
-    shorts = short_ids(graph) if graph is not None else {}
+    shorts = _one_length(short_ids(graph), [r.id for r in roots]) if graph is not None else {}
     lines = []
     for r in roots:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at))
@@ -196,7 +204,7 @@ def format_tree(graph: EntityGraph, node_id: str, words: Words = PLAIN) -> str:
             walk(kid, indent + ("    " if last else "│   "))
 
     walk(root, "  ")
-    shorts = short_ids(graph)
+    shorts = _one_length(short_ids(graph), [node.id for _, node in rows])
     labels = [prefix + words.label(node) for prefix, node in rows]
     width = max(len(label) for label in labels) + 2
     id_width = max(len(shorts.get(node.id, node.id)) for _, node in rows) + 2

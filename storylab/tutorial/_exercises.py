@@ -200,8 +200,10 @@ _PROMPTS = [{"placeholder": f"{{{{IMAGE_{n}}}}}", "prompt": f"picture {n} of the
 # Prompts with no placeholder: only their text can name them. Two share a long
 # opening, so a name cut from the first characters collides.
 _BARE_PROMPTS = [
+    # These two differ only in their last word, so no prefix short enough to be a
+    # name tells them apart.
     {"prompt": "A small grey owl on a branch at dusk, watercolour, soft light"},
-    {"prompt": "A small grey owl on a branch at dawn, watercolour, soft light"},
+    {"prompt": "A small grey owl on a branch at dusk, watercolour, soft mist"},
     {"prompt": "A red fox asleep in the snow under a pine tree, watercolour"},
     {"prompt": "Two hedgehogs sharing an apple in an autumn garden, watercolour"},
     {"prompt": "A whale and a little boat under a starry sky, watercolour"},

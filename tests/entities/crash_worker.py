@@ -81,6 +81,7 @@ def run(graph_path: str, children: list[dict]) -> int:
 def race(graph_path: str, names: list[str], go_file: str) -> int:
     with EntityGraph.open(graph_path) as graph:
         parent = graph.create_or_retrieve(CrashParent, "race-parent", {"children": []})
+        Path(f"{go_file}.ready-{os.getpid()}").touch()  # at the starting line
         while not os.path.exists(go_file):
             time.sleep(0.001)
 

@@ -218,7 +218,12 @@ def test_two_processes_creating_the_same_children_never_duplicate(tmp_path):
         )
         for _ in range(2)
     ]
-    time.sleep(0.3)  # both are waiting at the starting line
+    # Both at the starting line (each says so with a file) before the start.
+    deadline = time.monotonic() + 30
+    while len(list(tmp_path.glob("go.ready-*"))) < 2:
+        assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        assert time.monotonic() < deadline, "the racers never reached the starting line"
+        time.sleep(0.01)
     go.touch()
     results = []
     for p in procs:

@@ -87,24 +87,33 @@ async def test_a_task_is_pulled_only_once_a_unit_is_held():
 
 async def test_slots_refill_while_the_consumer_is_busy():
     started: list[int] = []
+    gates = {i: asyncio.Event() for i in range(1, 7)}
+    all_started = asyncio.Event()
 
-    def task(i, seconds):
+    def task(i):
         async def run():
             started.append(i)
-            await asyncio.sleep(seconds)
+            if len(started) == 6:
+                all_started.set()
+            await gates[i].wait()
             return i
 
         return run
 
     cap = CapacitySource(3)
-    durations = {1: 0.01, 2: 0.03, 3: 0.03, 4: 5, 5: 5, 6: 5}
-    tasks = [task(i, d) for i, d in durations.items()]
-    runner = HierarchicalTaskPoolRunner("eager", SourceBufferObj(tasks), cap)
+    gates[1].set()
+    runner = HierarchicalTaskPoolRunner(
+        "eager", SourceBufferObj([task(i) for i in range(1, 7)]), cap
+    )
     async with aclosing(runner.run_tasks()) as agen:
         first = await agen.__anext__()
         assert first.task_id == 1
-        await asyncio.sleep(0.2)  # busy with the first result, reading nothing
-        assert started == [1, 2, 3, 4, 5, 6]  # 2 and 3 ended; their slots were refilled
+        # Busy with the first result, reading nothing: 2 and 3 end, and their
+        # slots must be refilled without the consumer asking for more.
+        gates[2].set()
+        gates[3].set()
+        await asyncio.wait_for(all_started.wait(), 30)
+        assert started == [1, 2, 3, 4, 5, 6]
         assert [(await agen.__anext__()).task_id for _ in range(2)] == [2, 3]
     assert cap.in_use == 0
 

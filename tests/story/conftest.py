@@ -47,3 +47,39 @@ def make_fast_settings(*, fail=(), slow=(), images=None, **changes) -> StorySett
         text=SimulatedTextBackend(time_scale=FAST),
         **changes,
     )
+
+
+# -- a PostgreSQL graph for the command line ----------------------------------------
+PG_ENV = "STORYLAB_TEST_PG"
+
+
+@pytest.fixture
+def pg_graph_url():
+    """A ``postgresql://`` graph URL in a fresh schema (dropped afterwards) of
+    the database ``$STORYLAB_TEST_PG`` names. Without a server the test skips,
+    saying why; with ``$CI`` or ``$STORYLAB_REQUIRE_PG`` set it fails instead,
+    as the store's own conformance tests do."""
+    import os
+    import uuid
+
+    def unavailable(why: str) -> None:
+        message = f"PostgreSQL not tested: {why} (.ci/run shows how to start a server)"
+        if os.environ.get("CI") or os.environ.get("STORYLAB_REQUIRE_PG"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+    base = os.environ.get(PG_ENV, "").strip()
+    if not base:
+        unavailable(f"${PG_ENV} is not set")
+    try:
+        import psycopg
+    except ImportError:
+        unavailable("psycopg is not installed (pip install 'storylab[postgres]')")
+    try:
+        psycopg.connect(base, connect_timeout=5).close()
+    except psycopg.Error as exc:
+        unavailable(f"the server at ${PG_ENV} does not answer ({type(exc).__name__})")
+    schema = f"cli_{uuid.uuid4().hex[:12]}"
+    yield f"{base}{'&' if '?' in base else '?'}schema={schema}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

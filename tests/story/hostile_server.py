@@ -60,6 +60,7 @@ class HostileServer:
         self.headers_seen: list[dict[str, str]] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._hang_up = threading.Condition(self._lock)
         outer = self
 
         class Handler(socketserver.BaseRequestHandler):
@@ -104,8 +105,24 @@ class HostileServer:
         try:
             getattr(self, "_" + self.mode.replace("-", "_"))(sock, placeholder, headers)
         except (BrokenPipeError, ConnectionResetError):
-            with self._lock:
-                self.hung_up.append(placeholder)
+            self._note_hang_up(placeholder)
+
+    def _note_hang_up(self, placeholder: str) -> None:
+        with self._hang_up:
+            self.hung_up.append(placeholder)
+            self._hang_up.notify_all()
+
+    def wait_hung_up(self, placeholder: str, times: int = 1, timeout: float = 30) -> None:
+        """Block until the server has seen ``times`` hang-ups for ``placeholder``.
+
+        The server notices a hang-up only on its next write or read, some time
+        after the client closed; waiting for it here, rather than for a fixed
+        time, gives the same verdict on a fast machine and a loaded one. Fails
+        if it does not happen within ``timeout`` seconds.
+        """
+        with self._hang_up:
+            seen = self._hang_up.wait_for(lambda: self.hung_up.count(placeholder) >= times, timeout)
+        assert seen, f"the server saw {self.hung_up.count(placeholder)} of {times} hang-ups"
 
     def _count(self, placeholder: str, n: int) -> None:
         with self._lock:
@@ -140,8 +157,7 @@ class HostileServer:
         while not self._stop.is_set():
             try:
                 if sock.recv(1) == b"":
-                    with self._lock:
-                        self.hung_up.append(placeholder)
+                    self._note_hang_up(placeholder)
                     return
             except TimeoutError:
                 continue

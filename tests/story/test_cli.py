@@ -396,25 +396,57 @@ def test_serve_images_on_a_port_in_use_is_one_line_and_exit_1():
     assert f"cannot listen on 127.0.0.1 port {port} (--host/--port): Address already in use" in line
 
 
+def _as_in_a_terminal():
+    """Ctrl-C's default action, as a command started at a terminal has it.
+
+    A shell without job control starts background commands with SIGINT
+    ignored, and children inherit that: a test suite launched that way would
+    otherwise start ``storylab run`` deaf to SIGINT (it then rightly runs to the
+    end and exits 0), whatever the product does."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_a_run_with_exit_130_and_it_resumes(tmp_path):
     import signal
 
     graph_file = tmp_path / "graph.sqlite"
+    # About 5 s a picture at this scale: once one has started, the run cannot
+    # end on its own before the signal arrives, however loaded the machine is.
     argv = [sys.executable, "-m", "storylab.cli", "run", "a slow owl", "--graph", str(graph_file),
-            "--out", str(tmp_path / "out"), "--time-scale", "0.2", "--no-tree"]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:
-        if "started" in line:  # an image is being drawn (about 2 s each at this scale)
+            "--out", str(tmp_path / "out"), "--time-scale", "0.5", "--no-tree"]  # fmt: skip
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_as_in_a_terminal,
+    )
+    seen = []
+    for line in proc.stdout:  # ready: inside the run, a picture is being drawn
+        seen.append(line)
+        if line.startswith("[a slow owl] picture ") and line.rstrip().endswith(" started"):
             break
+    else:
+        pytest.fail(f"no picture started: {seen} {proc.communicate()}")
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    rest, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (seen, rest, err)
     assert err.strip().splitlines()[-1] == "interrupted; run the same command again to resume"
     assert "Traceback" not in err
-    argv[argv.index("0.2")] = "0.001"
+    assert "completed" not in rest  # stopped while drawing, not after the end
+    with EntityGraph.open(graph_file, create=False) as graph:
+        (story,) = graph.roots()
+        pictures = [c for c in graph.children(story.id) if c.name.startswith("image-")]
+        kept = sum(p.status == "Completed" for p in pictures)
+    assert story.status != "Completed" and kept < 5
+    argv[argv.index("0.5")] = "0.001"
     done = subprocess.run(argv, capture_output=True, timeout=60, text=True)
     assert done.returncode == 0
     assert "resuming" in done.stdout and "completed: 5 pictures" in done.stdout
+    redrawn = [line for line in done.stdout.splitlines() if line.endswith(" started")]
+    assert len(redrawn) == 5 - kept, done.stdout  # only what was missing is drawn again
 
 
 def test_the_offline_story_from_the_command_line_reads_as_a_story(tmp_path, capsys):
@@ -456,3 +488,106 @@ def test_the_safety_verdict_its_source_and_reason_are_stored_and_shown_by_eg(tmp
     assert main(["eg", "tree", root.id, "--graph", str(tmp_path / "graph.sqlite")]) == 0
     tree = capsys.readouterr().out
     assert "verdict: unsafe by offline rules: violence" in tree
+
+
+# -- a story keeps its seed --------------------------------------------------------
+
+
+def _picture_keys(graph_file) -> dict[str, str | None]:
+    with EntityGraph.open(graph_file, create=False) as graph:
+        (root,) = graph.roots()
+        return {
+            c.name: (c.output or {}).get("object_key")
+            for c in graph.children(root.id)
+            if c.name.startswith("image-")
+        }
+
+
+def _snapshot(graph_file) -> list:
+    with EntityGraph.open(graph_file, create=False) as graph:
+        return [
+            (n.id, n.name, n.status, n.data, n.output)
+            for root in graph.roots()
+            for n in [root, *graph.descendants(root.id)]
+        ]
+
+
+def test_a_different_seed_for_a_story_that_exists_is_refused_in_one_line(tmp_path, capsys):
+    assert _run(tmp_path, "an owl", "--images", "2", "--seed", "3") == 0
+    capsys.readouterr()
+    graph_file = tmp_path / "graph.sqlite"
+    with EntityGraph.open(graph_file, create=False) as graph:
+        (root,) = graph.roots()
+    assert root.data["seed"] == 3  # kept with the story
+    before = _snapshot(graph_file)
+    (page,) = (tmp_path / "out").glob("*.html")
+    page_bytes = page.read_bytes()
+
+    assert _run(tmp_path, "an owl", "--images", "2", "--seed", "5") == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    line = _one_clear_line(captured.err)
+    assert "--seed 5" in line and "made with --seed 3" in line and "'an owl'" in line
+    assert f"storylab stories redo {root.name} --seed 5" in line
+    assert _snapshot(graph_file) == before and page.read_bytes() == page_bytes
+
+    # The same seed, or none: the story is found and used as it is.
+    for again in (["--seed", "3"], []):
+        assert _run(tmp_path, "an owl", "--images", "2", *again) == 0
+        assert "already finished" in capsys.readouterr().out
+    assert _snapshot(graph_file) == before
+
+    # What the refusal points at gives what was asked for.
+    argv = ["stories", "redo", root.name, "--images", "2", "--seed", "5", "--graph",
+            str(graph_file), "--out", str(tmp_path / "out"), "--time-scale", "0.001"]  # fmt: skip
+    assert main(argv) == 0
+    with EntityGraph.open(graph_file, create=False) as graph:
+        (new,) = graph.roots()
+    assert new.id != root.id and new.data["seed"] == 5
+
+
+def test_a_story_goes_on_with_the_seed_it_was_begun_with(tmp_path, capsys):
+    # Begun with --seed 3; picture 2 fails. Run again without --seed: picture 2
+    # is drawn with seed 3, the same as in a story drawn whole with seed 3 (a
+    # picture's key is the hash of its bytes, and the bytes depend on the seed).
+    resumed, whole, default = (tmp_path / name for name in ("resumed", "whole", "default"))
+    for folder in (resumed, whole, default):
+        folder.mkdir()
+    assert _run(resumed, "an owl", "--images", "2", "--seed", "3", "--fail", "IMAGE_2") == 1
+    assert _picture_keys(resumed / "graph.sqlite")["image-{{IMAGE_2}}"] is None
+    assert _run(resumed, "an owl", "--images", "2") == 0
+    assert _run(whole, "an owl", "--images", "2", "--seed", "3") == 0
+    assert _run(default, "an owl", "--images", "2") == 0
+    capsys.readouterr()
+    keys = {d.name: _picture_keys(d / "graph.sqlite") for d in (resumed, whole, default)}
+    assert keys["resumed"] == keys["whole"]
+    assert keys["default"]["image-{{IMAGE_2}}"] != keys["whole"]["image-{{IMAGE_2}}"]
+    # A story made with the default seed resumes with it too; redo keeps the seed.
+    argv = ["stories", "redo", "an owl", "--images", "2", "--graph", str(whole / "graph.sqlite"),
+            "--out", str(whole / "out"), "--time-scale", "0.001"]  # fmt: skip
+    assert main(argv) == 0
+    assert _picture_keys(whole / "graph.sqlite") == keys["whole"]
+
+
+def test_stories_made_with_different_seeds_are_not_run_together(tmp_path, capsys):
+    assert _run(tmp_path, "an owl", "--images", "1", "--seed", "3") == 0
+    assert _run(tmp_path, "a fox", "--images", "1") == 0
+    capsys.readouterr()
+    assert _run(tmp_path, "an owl", "a fox", "--images", "1") == 2
+    line = _one_clear_line(capsys.readouterr().err)
+    assert "different seeds" in line and "--seed 0: story-pipeline-a-fox" in line
+    assert "--seed 3: story-pipeline-an-owl" in line
+
+
+def test_a_story_that_never_began_takes_the_seed_of_the_run_that_begins_it(tmp_path, capsys):
+    from storylab.story.entities import create_story
+
+    graph_file = tmp_path / "graph.sqlite"
+    with EntityGraph.open(graph_file) as graph:  # stopped before its first step
+        story = create_story(graph, "an owl", {"illustration_count": 1})
+        graph.merge_data(story.id, {"seed": 7})
+    assert _run(tmp_path, "an owl", "--images", "1", "--seed", "2") == 0
+    assert "completed: 1 picture" in capsys.readouterr().out
+    with EntityGraph.open(graph_file, create=False) as graph:
+        (root,) = graph.roots()
+    assert root.id == story.id and root.data["seed"] == 2

@@ -143,7 +143,14 @@ def test_run_on_a_running_scheduler_given_by_its_tcp_address(tmp_path):
     )
     info = tmp_path / "scheduler.json"
     cli = [sys.executable, "-m"]
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+    # SIGINT at its default action (a suite started in the background by a shell
+    # without job control would pass "ignored" on), so the stop below is heard.
+    quiet = {
+        "stdout": subprocess.DEVNULL,
+        "stderr": subprocess.DEVNULL,
+        "env": env,
+        "preexec_fn": lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    }
     scheduler = subprocess.Popen(
         [*cli, "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
          "--no-dashboard", "--scheduler-file", str(info)], **quiet,

@@ -109,6 +109,42 @@ def test_tree_prints_names_and_short_ids_that_eg_accepts(stories, capsys):
     assert code == 0 and '"name": "image-{{IMAGE_2}}"' in node  # stored names unchanged
 
 
+def _shortest_unique(node_id: str, every: list[str], at_least: int = 8) -> int:
+    """Brute force: the fewest characters (``at_least`` or more, not ending on
+    a dash) of ``node_id`` that no other id starts with."""
+    n = at_least
+    while node_id[n - 1] == "-" or any(o != node_id and o.startswith(node_id[:n]) for o in every):
+        n += 1
+    return n
+
+
+def test_short_ids_in_a_tree_or_a_list_have_one_length_and_stay_unique(stories, capsys):
+    tmp_path, roots, _ = stories
+    with EntityGraph.open(tmp_path / "graph.sqlite", read_only=True) as g:
+        every = [n.id for r in g.roots() for n in [r, *g.descendants(r.id)]]
+        owl = roots["an owl who counts stars"]
+        tree_ids = [owl.id, *(c.id for c in g.children(owl.id))]
+    code, tree, _ = _eg(capsys, tmp_path, "tree", owl.name)
+    assert code == 0
+    code, listed, _ = _eg(capsys, tmp_path, "list")
+    assert code == 0
+    for out, ids in ((tree, tree_ids), (listed, [r.id for r in roots.values()])):
+        shown = re.findall(r"\b[0-9a-f]{8}-[0-9a-f-]*\b", out)
+        assert len(shown) == len(ids)
+        # One length for every row: the longest any of them needs to be unique.
+        want = max(_shortest_unique(i, every) for i in ids)
+        assert {len(s) for s in shown} == {want}, shown
+        for short in shown:
+            assert [i for i in every if i.startswith(short)] == [
+                next(i for i in ids if i.startswith(short))
+            ]
+    # Each is accepted by eg and names its row's node.
+    for short, node_id in zip(re.findall(r"\b[0-9a-f]{8}-[0-9a-f-]*\b", tree), tree_ids,
+                              strict=True):  # fmt: skip
+        code, node, _ = _eg(capsys, tmp_path, "node", short)
+        assert code == 0 and f'"id": "{node_id}"' in node
+
+
 def test_list_shows_topic_state_and_counts_of_pictures(stories, capsys):
     tmp_path, roots, _ = stories
     code, out, _ = _eg(capsys, tmp_path, "list")

@@ -214,7 +214,7 @@ async def test_trickling_answer_ends_at_the_attempt_deadline_and_is_retried():
         with pytest.raises(ImageServiceUnavailable) as info:
             await backend.generate(_req(2))
         await backend.aclose()
-        time.sleep(0.3)  # let the server notice the hang-up on its next byte
+        server.wait_hung_up("{{IMAGE_2}}", 2)  # noticed on its next byte
     assert not isinstance(info.value, ImageDeadlineExceeded)
     message = str(info.value)
     assert "after 2 attempts" in message and "{{IMAGE_2}}" in message
@@ -278,7 +278,7 @@ async def test_an_endless_answer_is_cut_off_at_the_size_limit_with_bounded_memor
         finally:
             tracemalloc.stop()
         await backend.aclose()
-        time.sleep(0.2)
+        server.wait_hung_up("{{IMAGE_1}}")
     assert "larger than the limit of 1 MiB" in str(info.value)
     assert "{{IMAGE_1}}" in str(info.value) and "Content-Length" not in str(info.value)
     assert backend.attempts == 1  # a runaway answer is not asked for again
@@ -296,7 +296,7 @@ async def test_a_too_large_content_length_is_refused_before_reading():
         with pytest.raises(ImageResponseInvalid) as info:
             await backend.generate(_req(1))
         await backend.aclose()
-        time.sleep(0.3)
+        server.wait_hung_up("{{IMAGE_1}}")
     message = str(info.value)
     assert "larger than the limit of 32 MiB (Content-Length 300,000,000 bytes)" in message
     assert server.hung_up == ["{{IMAGE_1}}"]

@@ -7,7 +7,7 @@ opens so pyplot does not keep figures alive between tests.
 from __future__ import annotations
 
 import pytest
-from vizkit import run_sequential, run_stories
+from vizkit import in_virtual_time, run_sequential, run_stories
 
 from storylab.entities import EntityGraph
 
@@ -31,6 +31,18 @@ def stories():
 @pytest.fixture
 def sequential():
     return run_sequential
+
+
+@pytest.fixture
+def virtual_stories():
+    """:func:`vizkit.run_stories` in virtual time."""
+    return in_virtual_time(run_stories)
+
+
+@pytest.fixture
+def virtual_sequential():
+    """:func:`vizkit.run_sequential` in virtual time."""
+    return in_virtual_time(run_sequential)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import asyncio
 import re
 
 import pytest
+from vizkit import in_virtual_time
 
 from storylab.scheduling import (
     CapacitySource,
@@ -35,16 +36,18 @@ from storylab.viz import (
 SCALE = 0.004
 
 
-async def _late_trace(before: float = 6.0, policy: str = "fair") -> Trace:
-    """Two stories of 10 s pictures under 3 per story and 4 in total, in a trace
-    opened ``before`` model seconds earlier (a writer at work, say)."""
-    trace = Trace(meta={"time_scale": SCALE})
+@in_virtual_time
+async def _late_trace(before: float = 6.0, policy: str = "fair", pictures: int = 3) -> Trace:
+    """Two stories of ``pictures`` 10 s pictures under 3 per story and 4 in total, in a trace
+    opened ``before`` model seconds earlier (a writer at work, say). In virtual
+    time, so the hairs between events are exact, not a loaded machine's."""
+    trace = Trace(meta={"time_scale": SCALE}, clock=asyncio.get_running_loop().time)
     root = CapacitySource(4, name="global", policy=policy)
 
     async def story(name: str) -> None:
         cap = CapacitySource(3, root, name=f"story:{name}")
         thunks = []
-        for i in range(1, 4):
+        for i in range(1, pictures + 1):
             async def one() -> None:
                 await asyncio.sleep(10 * SCALE)
             one.label = f"{name}-picture-{i}"
@@ -144,7 +147,9 @@ async def test_a_mark_made_outside_any_task_is_a_key_moment():
 
 
 async def test_several_timelines_share_one_time_axis():
-    short, long_ = await _late_trace(), await _late_trace(policy="fifo")
+    # Six pictures under 4 take two rounds (20 s), ten take three (30 s).
+    short, long_ = await _late_trace(), await _late_trace(policy="fifo", pictures=5)
+    assert (makespan(short), makespan(long_)) == (pytest.approx(20), pytest.approx(30))
     three = {"a": short, "b": long_, "c": short}
     fig = plot_timelines(three)
     right = {ax.get_xlim()[1] for ax in fig.axes}

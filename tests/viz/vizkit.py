@@ -20,6 +20,24 @@ from storylab.scheduling import (
 )
 
 
+def in_virtual_time(run):
+    """``run`` (a coroutine function) on an event loop of its own whose clock
+    moves only when every task waits for a timer, as ``sweep`` simulates.
+
+    A run of the pure-asyncio scheduler then has exact, repeatable timings, in
+    a few milliseconds, whatever else the machine is doing: its readings can be
+    checked to the model second. A trace made inside should read the loop's
+    clock (``clock=asyncio.get_running_loop().time``). It runs in a thread, so
+    the caller's loop is left alone.
+    """
+    from storylab.sweep import _run_virtual
+
+    async def virtual(*args, **kwargs):
+        return await asyncio.to_thread(_run_virtual, lambda: run(*args, **kwargs))
+
+    return virtual
+
+
 def _thunk(label: str, seconds: float, fail: bool):
     async def run() -> str:
         await asyncio.sleep(seconds)
@@ -48,7 +66,9 @@ async def run_stories(
     shared = CapacitySource(global_limit, name="global", policy=policy)
     caps = {"global": shared}
     limits = {"global": global_limit}
-    trace = Trace(meta={"time_scale": time_scale, "limits": limits})
+    # The loop's clock: on a virtual-time loop the trace reads virtual seconds.
+    clock = asyncio.get_running_loop().time
+    trace = Trace(meta={"time_scale": time_scale, "limits": limits}, clock=clock)
 
     async def story(name: str, tasks) -> None:
         cap = CapacitySource(story_limit, shared, name=f"story:{name}")
@@ -72,7 +92,7 @@ async def run_sequential(
     name: str, seconds: Sequence[float], *, time_scale: float = 0.002
 ) -> Trace:
     """Run tasks one after another, recording TASK_* events like a sequential pipeline."""
-    trace = Trace(meta={"time_scale": time_scale})
+    trace = Trace(meta={"time_scale": time_scale}, clock=asyncio.get_running_loop().time)
     with trace:
         for i, s in enumerate(seconds, start=1):
             tr = current_trace()
