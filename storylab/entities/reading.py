@@ -212,8 +212,12 @@ def format_tree(graph: EntityGraph, node_id: str, words: Words = PLAIN) -> str:
     summary = words.summary(graph, root) if root.parent_id is None else None
     now = time.time()
     for i, (label, (_, node)) in enumerate(zip(labels, rows, strict=True)):
-        status = summary["state"] if (i == 0 and summary) else node.status
-        line = f"{label:<{width}}{shorts.get(node.id, node.id):<{id_width}}Status: {status}"
+        line = f"{label:<{width}}{shorts.get(node.id, node.id):<{id_width}}Status: {node.status}"
+        # The root's own status is the entity's; what became of the work it
+        # stands for (rejected, completed with errors...) follows in brackets.
+        state = str(summary["state"]) if (i == 0 and summary) else ""
+        if state and state.lower() != node.status.lower() and node.status != "InProgress":
+            line += f"  (outcome: {state})"
         if node.status == "Failed" and node.error:
             line += f"  ({words.reword(_one_line(node.error))})"
         elif node.status == "InProgress":
@@ -256,4 +260,4 @@ def _lease_note(graph: EntityGraph, node_id: str, now: float) -> str:
         if state == "expired"
         else "its process is gone"
     )
-    return f"stale: {lease.owner} held it for {held}, {why}; the next run takes it over"
+    return f"stale: {lease.owner} took it {held} ago, {why}; the next run takes it over"

@@ -27,7 +27,7 @@ import asyncio
 import logging
 import traceback
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from storylab.entities.encoding import dumps, dumps_log
 from storylab.entities.envelopes import Envelope, EnvelopeType, StatusEvent, ValueKind
@@ -52,8 +52,11 @@ _make_envelope = Envelope._make
 _STATUS, _VALUE = EnvelopeType.STATUS.value, EnvelopeType.VALUE.value
 _STARTED, _COMPLETED = StatusEvent.STARTED.value, StatusEvent.COMPLETED.value
 _ENTITY, _RETURN = "ENTITY", ValueKind.RETURN.value
-_PENDING, _COMPLETED_NODE = EntityStatus.PENDING.value, EntityStatus.COMPLETED.value
-_FAILED_NODE = EntityStatus.FAILED.value
+_PENDING = EntityStatus.PENDING.value
+# The two ends a node can be finished with, spelt as the store's interface types them.
+_COMPLETED_NODE: Literal["Completed"] = "Completed"
+_FAILED_NODE: Literal["Failed"] = "Failed"
+assert (_COMPLETED_NODE, _FAILED_NODE) == (EntityStatus.COMPLETED.value, EntityStatus.FAILED.value)
 _IN_PROGRESS, _BUSY = EntityStatus.IN_PROGRESS.value, "busy"
 _ERROR = EnvelopeType.ERROR.value
 _OWN_EDGES = frozenset({_STARTED, _COMPLETED, StatusEvent.FAILED.value})

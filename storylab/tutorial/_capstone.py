@@ -381,7 +381,11 @@ async def check_item(cls: Any, *, seconds: float = 0.2) -> Verdict:
                                   "asyncio.sleep(self.data['seconds']) first, the slow work "
                                   "the judge needs to catch it half-way")
     first, second = kids["probe-3"], kids["probe-5"]
-    if not (first.started_at < second.finished_at and second.started_at < first.finished_at):
+    if None in (first.started_at, first.finished_at, second.started_at, second.finished_at):
+        return Verdict(False, "items 3 and 5 have no stored start and end: did Item's "
+                              "run_impl run to its end?")
+    if not (first.started_at < second.finished_at  # type: ignore[operator]
+            and second.started_at < first.finished_at):  # type: ignore[operator]
         return Verdict(False, "items 3 and 5 were started together but ran one after the "
                               "other: the wait blocks every other item (time.sleep does); "
                               "use await asyncio.sleep(self.data['seconds'])")
@@ -631,14 +635,16 @@ def write_capstone(path: str | os.PathLike, item_name: Any, item: Any, run_items
         raise ValueError("Item must be a RunnableEntity subclass")
     parts = [_source_of(item_name, "item_name"), _class_source(item),
              _source_of(run_items, "run_items")]
+    texts = []
     for part in parts:
         if isinstance(part, Verdict):
             raise ValueError(part.message)
+        texts.append(part)
     methods = [v for v in vars(item).values() if isinstance(v, types.FunctionType)]
     imports, values = _needs([item_name, run_items, *methods])
     text = _TEMPLATE.format(imports="\n".join(imports), values="\n".join(values), limit=limit,
-                            items=items, item_name=parts[0].rstrip(), item=parts[1].rstrip(),
-                            run_items=parts[2].rstrip(), every=FAIL_EVERY, last=FAIL_EVERY - 1)
+                            items=items, item_name=texts[0].rstrip(), item=texts[1].rstrip(),
+                            run_items=texts[2].rstrip(), every=FAIL_EVERY, last=FAIL_EVERY - 1)
     path = Path(path)
     path.write_text(text)
     return path
@@ -744,7 +750,7 @@ def plot_capstone(run: CapstoneRun, time_scale: float) -> Any:
     top.set_title(f"The capstone, killed at {before} of {run.items} and resumed: never more "
                   f"than {run.peak} at once (limit {run.limit})", fontsize=12)
     fig.tight_layout()
-    fig.storylab_summary = (
+    fig.storylab_summary = (  # type: ignore[attr-defined]
         f"the first process ran up to {run.peak} items at once and had stored {before} when "
         f"it was killed at {killed:.0f} model s; after a gap of {resumed - killed:.1f} model "
         f"s (the new process starting) the resumed one finished the other "

@@ -123,7 +123,13 @@ _CRASHES = [
      ("image-{{IMAGE_3}}", "Completed"), ("image-{{IMAGE_4}}", "not stored"),
      ("image-{{IMAGE_5}}", "not stored")],
     [("image-{{IMAGE_1}}", "Completed"), ("image-{{IMAGE_2}}", "Completed")],
+    # Read while another process still runs the story: a running picture is waited
+    # for (its holder keeps its lease), not drawn a second time.
+    [("image-{{IMAGE_1}}", "running"), ("image-{{IMAGE_2}}", "stale"),
+     ("image-{{IMAGE_3}}", "not stored")],
 ]
+#: The states a resumed run draws: the rest are handed back (Completed) or waited for.
+_REDRAWN = ("stale", "not stored")
 
 
 def check_to_redraw(to_redraw: Any, crashed: Any = None, drawn: Any = None) -> Verdict:
@@ -155,7 +161,7 @@ def check_to_redraw(to_redraw: Any, crashed: Any = None, drawn: Any = None) -> V
             return Verdict(False, f"to_redraw must return a set of names, got {got!r}")
         got = set(got)
         names = {p.name for p in states}
-        expected = {p.name for p in states if p.state != "Completed"}
+        expected = {p.name for p in states if p.state in _REDRAWN}
         where = "this notebook's real crash" if real is not None and i == len(cases) - 1 \
             else "a crash with " + ", ".join(f"{p.name} {p.state}" for p in states)
         if got == expected:
@@ -166,6 +172,9 @@ def check_to_redraw(to_redraw: Any, crashed: Any = None, drawn: Any = None) -> V
         if got & {p.name for p in states if p.state == "Completed"}:
             return Verdict(False, f"on {where} you would redraw a Completed picture: its "
                                   "stored output is handed back instead")
+        if got & {p.name for p in states if p.state == "running"}:
+            return Verdict(False, f"on {where} you would draw a running picture a second "
+                                  "time: its holder still has its lease, so it is waited for")
         lost = expected - got
         kinds = sorted({p.state for p in states if p.name in lost})
         return Verdict(False, f"on {where} you leave out {sorted(lost)} ({', '.join(kinds)}): "
@@ -531,6 +540,10 @@ async def check_polite_burst(ask: Any, *, requests: int = 12, ceiling: int = 4,
     if list(codes) != [200] * requests:
         return Verdict(False, f"the answers were {sorted(set(map(str, codes)))}: return "
                               "response.status_code")
+    if stats.peak_in_flight <= 1 < ceiling:
+        return Verdict(False, f"0 refused, but the requests went one at a time while the server "
+                              f"serves {ceiling} at once: the client is {ceiling} times slower "
+                              "than it need be")
     return Verdict(True, f"{requests} requests, 0 refused, at most {stats.peak_in_flight} at "
                          f"once: the client never asked for more than the server's {ceiling}")
 
@@ -559,6 +572,7 @@ def check_bound_function(bound: Any, result: Any) -> Verdict:
         if isinstance(got, bool) or not isinstance(got, int | float) \
                 or abs(got - want) > 1e-6:
             return Verdict(False, f"bound({G}, {M}, {d:g}, {p}, {g}) gave {got!r}, the bound is "
-                                  f"{want:g}: d times the larger of ceil(M/p) and ceil(G*M/g)")
+                                  f"{want:g}: count the rounds one story needs and the rounds "
+                                  "the pool needs")
     return Verdict(True, f"your bound matches all {len(cases)} cases, every cell of the sweep "
                          "included")

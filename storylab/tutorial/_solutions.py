@@ -62,8 +62,9 @@ SOLUTIONS: dict[str, str] = {
     """,
     "04-1": """
         def to_redraw(states):
-            # Everything that was not Completed: stale ones are reset, missing ones created.
-            return {p.name for p in states if p.state != "Completed"}
+            # Stale ones are reset and missing ones created; Completed ones are handed
+            # back and running ones (their holder is alive) are waited for.
+            return {p.name for p in states if p.state in {"stale", "not stored"}}
 
 
         check_to_redraw(to_redraw, before, settings.images.calls)

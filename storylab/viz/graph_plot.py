@@ -493,7 +493,7 @@ def draw_entity_graph(
     xs = [x for x, _ in pos.values()] or [0.0]
     span = (max(xs) - min(xs)) or 1.0
     own = ax is None
-    if own:
+    if ax is None:
         bands, unit = _stagger_and_scale(rows, pos, half, None)
     else:
         fig = cast("Figure", ax.figure)  # a sub-figure's axes are not drawn here
@@ -567,8 +567,8 @@ def draw_entity_graph(
         margin_b = _text_size(xlabel, _LABEL_PT)[1] + 14.0
         fig_h = min(ax_h + margin_t + margin_b, 20 * 72)
         fig, ax = new_figure(figsize=(fig_w / 72, fig_h / 72))
-        ax.set_position([margin_l / fig_w, margin_b / fig_h, ax_w / fig_w,
-                         (fig_h - margin_t - margin_b) / fig_h])
+        ax.set_position((margin_l / fig_w, margin_b / fig_h, ax_w / fig_w,
+                         (fig_h - margin_t - margin_b) / fig_h))
         ax_h = fig_h - margin_t - margin_b
     else:
         ax_w, ax_h = given_w, given_h
@@ -632,7 +632,7 @@ def draw_entity_graph(
         label, extra = texts[n]
         is_failed = g.nodes[n]["status"] == "Failed"
         colour = "#b00000" if is_failed else "black"
-        box = {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85}
+        backing = {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85}
         if leaf[n] and g.nodes[n]["depth"] > 0:
             # Under a leaf: how long it ran (or that it was reused), then its label.
             down = _NODE_PT + drop[n]
@@ -647,12 +647,12 @@ def draw_entity_graph(
                         transform=at(n, -down))
                 down += _text_size(extra, _DETAIL_PT)[1]
             ax.text(*pos[n], label, ha="center", va="top", fontsize=_LABEL_PT, color=colour,
-                    zorder=4, gid=f"label:{n}", transform=at(n, -down), bbox=box,
+                    zorder=4, gid=f"label:{n}", transform=at(n, -down), bbox=backing,
                     linespacing=1.1)
         else:  # over a parent, clear of the edges to its children
             ax.text(*pos[n], label, ha="center", va="bottom", fontsize=_LABEL_PT,
                     color=colour, zorder=4, gid=f"label:{n}", transform=at(n, _NODE_PT),
-                    bbox=box, linespacing=1.1)
+                    bbox=backing, linespacing=1.1)
     ax.legend(handles=handles, title="status", loc="upper left", bbox_to_anchor=(1.0, 1.0),
               fontsize=10, title_fontsize=10, frameon=False)
     # networkx hides the ticks; the depth axis is part of the picture here.
@@ -666,8 +666,8 @@ def draw_entity_graph(
     for side in ("top", "right", "bottom"):
         ax.spines[side].set_visible(False)
     ax.set_title(title)
-    fig.storylab_summary = entity_tree_summary(g, run_started=run_started,
-                                               time_scale=time_scale)
+    summary = entity_tree_summary(g, run_started=run_started, time_scale=time_scale)
+    fig.storylab_summary = summary  # type: ignore[attr-defined]
     return fig
 
 

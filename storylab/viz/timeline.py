@@ -619,7 +619,7 @@ def _text_points(text: str) -> float:
 
 def _axes_width_points(ax: Axes) -> float:
     """The axes' drawn width in points, after the figure's layout engine has placed it."""
-    fig = ax.figure
+    fig = cast("Figure", ax.figure)  # a sub-figure's axes are measured as a figure's
     engine = fig.get_layout_engine() if hasattr(fig, "get_layout_engine") else None
     try:
         if engine is not None:

@@ -280,11 +280,11 @@ def test_tree_shows_who_runs_an_in_progress_node_and_when_it_is_stale(tmp_path, 
         lines["live"],
     )
     assert re.search(
-        r"\(stale: elsewhere:4343 held it for 30\.\ds, lease expired 5\.\ds ago; "
+        r"\(stale: elsewhere:4343 took it 30\.\ds ago, lease expired 5\.\ds ago; "
         r"the next run takes it over\)$",
         lines["expired"],
     )
-    assert f"(stale: {HOST}:{gone.pid} held it for 3." in lines["gone"]
+    assert f"(stale: {HOST}:{gone.pid} took it 3." in lines["gone"]
     assert "its process is gone" in lines["gone"]
     assert lines["none"].endswith("(stale: nobody holds it; the next run takes it over)")
     assert lines["root"].endswith("Status: Pending")

@@ -88,11 +88,20 @@ def test_every_solution_of_the_kit_is_offered_by_a_notebook():
 
 
 @pytest.mark.parametrize("name", nbcheck.SERIES)
-def test_declared_facts_leave_no_remember_call_in_the_cells(name):
-    # A notebook whose facts are in its metadata shows the learner no bookkeeping.
+def test_no_learner_cell_calls_remember(name):
+    # The facts the tests check live in the notebook's metadata (see nbcheck's
+    # with_facts_cell): the learner sees no bookkeeping.
     nb = nbformat.read(nbcheck.NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    if not nbcheck.declared_facts(nb):
-        pytest.skip(f"{name} declares no facts in its metadata yet")
     calls = [i for i, c in enumerate(nb.cells)
              if c.cell_type == "code" and re.search(r"\bremember\b", c.source)]
     assert calls == [], f"{name}: cells {calls} still call or import remember"
+
+
+@pytest.mark.parametrize("name", nbcheck.SERIES)
+def test_a_story_page_is_shown_scoped_not_as_a_whole_document(name):
+    # story_html is a whole page whose stylesheet would restyle the notebook
+    # around it; show_story scopes it to the story.
+    nb = nbformat.read(nbcheck.NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    raw = [i for i, c in enumerate(nb.cells)
+           if c.cell_type == "code" and re.search(r"HTML\(\s*story_html\(", c.source)]
+    assert raw == [], f"{name}: cells {raw} show story_html(...) unscoped: use show_story"

@@ -92,7 +92,8 @@ def test_tree_prints_names_and_short_ids_that_eg_accepts(stories, capsys):
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith(f"story “an owl who counts stars” ({owl.name})  ")
-    assert "Status: completed with errors" in lines[0]
+    # the entity did its job (Completed); the story's outcome follows in brackets
+    assert "Status: Completed  (outcome: completed with errors)" in lines[0]
     assert [re.sub(r"\s+\S+\s+Status:.*", "", ln) for ln in lines[1:]] == [
         "  ├── safety check",
         "  ├── story writer",

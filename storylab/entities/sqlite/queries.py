@@ -7,7 +7,7 @@ Part of :class:`~storylab.entities.sqlite.EntityGraph` (see
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from typing import Any, cast
 
 from storylab.entities.encoding import (
     envelopes_from_rows,
@@ -196,7 +196,7 @@ class Queries(GraphState):
             not isinstance(limit, int) or isinstance(limit, bool) or limit < 1
         ):
             raise ValueError(f"limit must be None or a positive int; got {limit!r}")
-        sql, params = "SELECT id FROM nodes", ()
+        sql, params = "SELECT id FROM nodes", cast(tuple[object, ...], ())
         if prefix:
             # (ids are lower-case; LIKE's wildcards cannot be in a valid prefix,
             # but are escaped all the same)
@@ -281,7 +281,7 @@ class Queries(GraphState):
             # without writing them (which would wait for that lock).
             for row in self._new_rows.values():
                 if row[5] == parent_id and (row[11] or row[1]) == key:
-                    return self._record([*row[:11], key])
+                    return self._record((*row[:11], key))
             with self._lock:
                 rows = self._conn.execute(
                     f"SELECT {_NODE_COLUMNS} FROM nodes "
@@ -309,7 +309,7 @@ class Queries(GraphState):
         if row is not None:
             # Created while another process holds the lock, not written yet:
             # answered from its row rather than by waiting to write it.
-            record = self._record([*row[:11], None if row[5] is None else row[11] or row[1]])
+            record = self._record((*row[:11], None if row[5] is None else row[11] or row[1]))
             return record if field is None else self._field(record, field)
         if field is None:
             return self.get_node(id)

@@ -346,7 +346,8 @@ def replay_state(
         if e.kind in _ENDS:
             end = max(end, at)
         if at > t + _EPS or (upto is not None and index > upto):
-            if not (over and index > last_end and e.kind is EventKind.RELEASE):
+            if not (over and last_end is not None and index > last_end
+                    and e.kind is EventKind.RELEASE):
                 continue
         if e.kind in (EventKind.ACQUIRE, EventKind.GRANT):
             for name in e.path:
