@@ -528,7 +528,7 @@ def _run_on_cluster(topics, customization, settings, args, out: TextIO) -> int:
 
 async def _run(topics, customization, settings, args, out: TextIO) -> int:
     from storylab.entities import EntityGraph, EntityGraphError, GraphFileGoneError
-    from storylab.story.entities import create_story
+    from storylab.story.entities import acreate_story
     from storylab.story.settings import use_settings
     from storylab.viz.progress import ProgressPanel
 
@@ -566,7 +566,10 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
         # Running a request again finishes it: pictures that failed last time
         # are drawn again, finished ones are kept (unless --no-retry).
         retry = not args.no_retry
-        pipelines = [create_story(graph, t, customization, retry_failed=retry) for t in topics]
+        pipelines = [
+            await acreate_story(graph, t, customization, retry_failed=retry) for t in topics
+        ]
+        await graph.writable()  # the seeds below are written without waiting on the loop
         for p in pipelines:
             node = graph.get_node(p.id)
             # Kept with the story it begins (a Pending one has drawn nothing yet,
@@ -610,7 +613,7 @@ async def _run(topics, customization, settings, args, out: TextIO) -> int:
         return code
     finally:
         if graph is not None:
-            graph.close()
+            await graph.aclose()
         for backend in (settings.images, settings.text):
             aclose = getattr(backend, "aclose", None)
             if aclose is not None:  # an HTTP backend's connection pool
@@ -667,8 +670,9 @@ async def _one(
     async with aclosing(run):
         result = await panel.watch(run, root=pipeline.id, label=label)
     # Nothing is "done" until it is stored: a failed commit or a deleted graph
-    # file is raised here, not discovered by the next run.
-    graph.flush()
+    # file is raised here, not discovered by the next run (and another
+    # process's write lock is awaited, so the other stories keep moving).
+    await graph.settle()
     stage = result.get("stage")
     if stage == "rejected":
         reasons = "; ".join((result.get("safety_result") or {}).get("concerns") or [])

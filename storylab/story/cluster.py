@@ -247,7 +247,7 @@ async def _attempt(
 
     from storylab.entities import EntityGraph
     from storylab.scheduling.distributed import SharedLimitLost
-    from storylab.story.entities import create_story
+    from storylab.story.entities import acreate_story
     from storylab.story.settings import use_settings
 
     # Set in the worker itself (a worker on another machine has its own config).
@@ -259,14 +259,16 @@ async def _attempt(
     while True:
         graph = EntityGraph.open(graph_path, create=False)
         try:
-            pipeline = create_story(graph, topic, customization, retry_failed=retry_failed)
+            # Other stories share this worker's loop: a wait for another
+            # process's write lock is awaited, never made on the loop.
+            pipeline = await acreate_story(graph, topic, customization, retry_failed=retry_failed)
             with (
                 Trace(meta=dict(meta, restarts=restarts), clock=time.time) as trace,
                 use_settings(replace(settings, global_source=root)),
             ):
                 async with root.guard():
                     result = await pipeline.run()
-            graph.flush()  # stored before it is reported
+            await graph.settle()  # stored before it is reported
         except SharedLimitLost:
             # Cancelled at once, before anything more was sent under the old
             # share; what was stored stays, and the story resumes from it.
@@ -275,7 +277,7 @@ async def _attempt(
                 raise
             continue
         finally:
-            graph.close()
+            await graph.aclose()
         break
     # The trace saw this process's share; the line stands for the whole limit.
     trace.meta.setdefault("limits", {})[root_name] = settings.global_limit

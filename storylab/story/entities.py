@@ -79,6 +79,7 @@ __all__ = [
     "PageNotStoredError",
     "StoryPipelineEntity",
     "StoryWriterEntity",
+    "acreate_story",
     "create_story",
     "generate_story",
     "image_task_items",
@@ -458,6 +459,19 @@ def create_story(
     return pipeline
 
 
+async def acreate_story(
+    graph: EntityGraph, topic: Any, customization: Any = None, *, retry_failed: bool = False
+) -> StoryPipelineEntity:
+    """:func:`create_story` from a coroutine: while another process holds the
+    graph's write lock, the wait for it is awaited, so the event loop (other
+    stories' progress, lease heartbeats, deadlines) keeps running. The
+    request is checked first, and the story is found or created by name as
+    by :func:`create_story`, in one write transaction."""
+    validate_story_request(topic, customization)  # refused before any wait
+    await graph.writable()
+    return create_story(graph, topic, customization, retry_failed=retry_failed)
+
+
 def _reopen(graph: EntityGraph, id: str) -> None:
     try:
         graph.reopen(id)
@@ -515,7 +529,7 @@ async def generate_story(
     own = graph is None
     g = graph if graph is not None else EntityGraph.open()
     try:
-        pipeline = create_story(g, topic, customization, retry_failed=retry_failed)
+        pipeline = await acreate_story(g, topic, customization, retry_failed=retry_failed)
         if settings is None:
             return await pipeline.run()
         with use_settings(settings):

@@ -60,7 +60,12 @@ from storylab.story.cluster import (
     run_stories_on_cluster,
     submit_stories,
 )
-from storylab.story.entities import StoryPipelineEntity, create_story, story_html
+from storylab.story.entities import (
+    StoryPipelineEntity,
+    acreate_story,
+    create_story,
+    story_html,
+)
 from storylab.story.html import story_fragment
 from storylab.story.settings import StorySettings, global_image_capacity, use_settings
 from storylab.tutorial._capstone import (
@@ -346,7 +351,8 @@ async def run_stories(
     if isinstance(stagger, bool) or not isinstance(stagger, int | float) or stagger < 0:
         raise ValueError(f"stagger must be a number of model seconds >= 0, got {stagger!r}")
     pipelines = [
-        create_story(graph, t, dict(customization) if customization else None) for t in topics
+        await acreate_story(graph, t, dict(customization) if customization else None)
+        for t in topics
     ]
     time_scale = settings.images.time_scale if hasattr(settings.images, "time_scale") else 1.0
     if trace is None:

@@ -74,6 +74,11 @@ _CONNECTION_DEFAULTS: dict[str, str | int] = {
 }
 
 
+# How long one lease renewal waits for a row lock that another process's open
+# write holds, at most, before it counts as busy and is tried again later.
+_RENEW_LOCK_MS = 20
+
+
 class GraphLocation(str):
     """A server graph's URL, without its password: what a graph's ``path``
     is for messages (``name`` is its schema, for task names)."""
@@ -433,7 +438,9 @@ class PostgresGraph(EntityGraph):
                 if self._in_txn:
                     return False
             now = time.time()
-            lock_ms = max(100, min(1000, int(self._lease_ttl * 100)))
+            # A short try: the heartbeat tries again after an awaited delay,
+            # so a row lock held by another process never holds up the loop.
+            lock_ms = _RENEW_LOCK_MS
             renewed = self._conn.renew(  # type: ignore[attr-defined]
                 self._token, now, now + self._lease_ttl, lock_ms
             )

@@ -27,6 +27,7 @@ from storylab.entities.sqlite._shared import (
     _RETRY_FIRST,
     COMMIT_MODES,
     _env_lease_ttl,
+    _running_loop,
     default_graph_path,
 )
 from storylab.entities.sqlite.leases import Leases
@@ -292,8 +293,9 @@ class EntityGraph(Writes, Queries, Leases, Transactions):
             self.commit_peers()  # a peer's open transaction would make us wait for it
             conn = self._conn
             # Another process writing right now proves the file writable: do
-            # not wait out its transaction just to find that out.
-            conn.execute("PRAGMA busy_timeout=200")
+            # not wait out its transaction just to find that out (and on an
+            # event loop, such as a cluster worker's, do not wait at all).
+            conn.execute(f"PRAGMA busy_timeout={0 if _running_loop() is not None else 200}")
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:

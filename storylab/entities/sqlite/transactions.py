@@ -169,6 +169,40 @@ class Transactions(GraphState):
                 return None
         return self._wait_writable()
 
+    async def writable(self) -> None:
+        """Return once this event-loop turn's write transaction is open, having
+        awaited (never blocked the loop on) another process's write lock: the
+        synchronous writes made right after it, with no ``await`` between,
+        then never wait. For writes from a coroutine outside a run's steps
+        (creating or reopening a root entity). It returns at once when there
+        is nothing to wait for, or when writes are refused (they say why)."""
+        waiter = self.write_waiter()
+        if waiter is not None:
+            await waiter
+
+    async def settle(self) -> None:
+        """:meth:`flush` from a coroutine: what is pending is committed once
+        no other process holds the write lock, awaited rather than waited for
+        on the event loop; then raises as :meth:`flush` does."""
+        with self._lock:
+            pending = not self._in_txn and bool(self._progress or self._new_rows)
+        if pending:
+            await self.writable()
+        self.flush()
+
+    async def aclose(self) -> None:
+        """:meth:`close` from a coroutine: what is pending is committed after
+        an awaited (not blocking) wait for another process's write lock."""
+        with self._lock:
+            pending = (
+                not self._closed and not self._in_txn and bool(self._progress or self._new_rows)
+            )
+        try:
+            if pending:
+                await self.writable()
+        finally:
+            self.close()  # closed even if the wait is cancelled
+
     def _opened(self) -> None:
         """A transaction was opened ahead of the writes that follow: see that
         it is committed even if none does (in ``operation`` mode each write
