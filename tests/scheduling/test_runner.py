@@ -114,7 +114,8 @@ async def test_slots_refill_while_the_consumer_is_busy():
         gates[3].set()
         await asyncio.wait_for(all_started.wait(), 30)
         assert started == [1, 2, 3, 4, 5, 6]
-        assert [(await agen.__anext__()).task_id for _ in range(2)] == [2, 3]
+        # 2 and 3 were let go at the same moment: either may be reported first.
+        assert sorted([(await agen.__anext__()).task_id for _ in range(2)]) == [2, 3]
     assert cap.in_use == 0
 
 
