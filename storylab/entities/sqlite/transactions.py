@@ -115,8 +115,9 @@ class Transactions(GraphState):
             "nothing more is stored (the work since the last commit is lost)"
         )
 
-    def _begin(self) -> sqlite3.Connection:
-        """Join this turn's transaction, opening it if needed (hold ``_lock``)."""
+    def _check_can_write(self) -> None:
+        """Raise if nothing may be written: the file is gone, a commit failed,
+        or the graph was opened read-only."""
         if self._gone is not None:
             self._raise_if_gone()
         if self._commit_error is not None:
@@ -125,6 +126,10 @@ class Transactions(GraphState):
             raise GraphAccessError(
                 f"the entity graph {self.path} was opened read-only; nothing was changed"
             )
+
+    def _begin(self) -> sqlite3.Connection:
+        """Join this turn's transaction, opening it if needed (hold ``_lock``)."""
+        self._check_can_write()
         if not self._in_txn:
             self.commit_peers()
             self._conn.execute("BEGIN IMMEDIATE")
@@ -511,14 +516,7 @@ class Transactions(GraphState):
         (without blocking the event loop), and checks then that the leases of
         the nodes logging are still ours."""
         with self._lock:
-            if self._gone is not None:
-                self._raise_if_gone()
-            if self._commit_error is not None:
-                self._raise_commit_error()
-            if self.read_only:
-                raise GraphAccessError(
-                    f"the entity graph {self.path} was opened read-only; nothing was changed"
-                )
+            self._check_can_write()
             lost = self._lost
             if lost:
                 for env in envs:
