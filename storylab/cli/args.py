@@ -98,11 +98,17 @@ def _number(text: str, expected: str) -> float:
     return value
 
 
-def int_in_range(lo: int, hi: int | None = None, what: str = "") -> Callable[[str], int]:
-    """A ``type=`` for a whole number from ``lo`` to ``hi`` (no upper bound if ``None``)."""
-    expected = f"a whole number from {lo} to {hi}" if hi is not None else f"a whole number >= {lo}"
-    if what:
-        expected += f" ({what})"
+def int_in_range(
+    lo: int, hi: int | None = None, what: str = "", *, expected: str = ""
+) -> Callable[[str], int]:
+    """A ``type=`` for a whole number from ``lo`` to ``hi`` (no upper bound if ``None``);
+    ``expected`` replaces the generated description of the allowed values."""
+    if not expected:
+        expected = (
+            f"a whole number from {lo} to {hi}" if hi is not None else f"a whole number >= {lo}"
+        )
+        if what:
+            expected += f" ({what})"
 
     def check(text: str) -> int:
         try:
@@ -146,16 +152,8 @@ def probability(text: str) -> float:
     return value
 
 
-def port(text: str) -> int:
-    """A TCP port from 1 to 65535, or 0 for "any free port" (the server prints which)."""
-    expected = "a port from 1 to 65535, or 0 for any free port"
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise _refuse(expected, text) from None
-    if not 0 <= value <= 65535:
-        raise _refuse(expected, text)
-    return value
+#: A TCP port from 1 to 65535, or 0 for "any free port" (the server prints which).
+port = int_in_range(0, 65535, expected="a port from 1 to 65535, or 0 for any free port")
 
 
 def http_url(text: str) -> str:
