@@ -444,16 +444,7 @@ class PostgresGraph(EntityGraph):
             renewed = self._conn.renew(  # type: ignore[attr-defined]
                 self._token, now, now + self._lease_ttl, lock_ms
             )
-            pending = self._new_leases
-            held = self._held
-            gone = []
-            for node in held:
-                if node in renewed or node in pending:
-                    held[node] = now
-                else:
-                    gone.append(node)
-            if gone:
-                self._mark_lost({node: self._lease_lost_error(node) for node in gone})
+            self._settle_renewal({*renewed, *self._new_leases}, now)
             return True
 
     @classmethod

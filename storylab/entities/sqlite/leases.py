@@ -11,7 +11,7 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from storylab.entities.envelopes import Envelope
 from storylab.entities.errors import (
@@ -152,17 +152,21 @@ class Leases(GraphState):
             finally:
                 self._in_txn = False
                 self._checked.clear()
-            renewed = {r[0] for r in rows}
-            held = self._held
-            gone = []
-            for node in held:
-                if node in renewed:
-                    held[node] = now
-                else:
-                    gone.append(node)
-            if gone:
-                self._mark_lost({node: self._lease_lost_error(node) for node in gone})
+            self._settle_renewal({r[0] for r in rows}, now)
             return True
+
+    def _settle_renewal(self, renewed: Collection[str], now: float) -> None:
+        """After a renewal (hold ``_lock``): the held leases in ``renewed`` are
+        fresh as of ``now``; every other one was taken over, and its run is told."""
+        held = self._held
+        gone = []
+        for node in held:
+            if node in renewed:
+                held[node] = now
+            else:
+                gone.append(node)
+        if gone:
+            self._mark_lost({node: self._lease_lost_error(node) for node in gone})
 
     def _give_up(self, why: str) -> None:
         """Our leases could not be renewed in time: stop every run holding one
