@@ -64,6 +64,22 @@ HEAVY: dict[str, tuple[str, ...]] = {
         "story/test_cli.py::test_a_reader_that_goes_away_stops_the_run_quietly_and_it_resumes",
         "entities/test_leases.py::test_the_heartbeat_keeps_a_long_run_leased",
         "test_storylab_command.py::test_the_exit_codes_are_the_documented_ones",
+        # about a second or more each (lock holds of seconds, judged runs, big figures)
+        "entities/conformance/test_contract.py::test_a_result_is_committed_before_anyone_sees_it",
+        "entities/conformance/test_lock_wait.py::test_append_call_under_a_foreign_write_lock_keeps_the_loop_moving",
+        "entities/conformance/test_loop_free.py::test_creating_a_root_under_a_foreign_lock_keeps_the_loop_moving",
+        "entities/conformance/test_loop_free.py::test_generating_a_story_under_a_foreign_lock_keeps_the_loop_moving",
+        "entities/conformance/test_pg_contention.py::test_a_lease_is_renewed_while_other_processes_hold_the_write_lock",
+        "test_tutorial_exercises.py::test_the_capstone_judge_refuses_a_batch_that_drops_its_failures",
+        "test_tutorial_exercises.py::test_the_capstone_judge_refuses_a_runner_that_never_reaches_its_limit",
+        "test_tutorial_exercises.py::test_the_capstone_judge_refuses_names_that_do_not_survive_the_kill",
+        "test_tutorial_exercises.py::test_the_capstone_passes_the_solution",
+        "test_tutorial_exercises.py::test_the_item_checker_refuses_items_that_never_fail_rush_or_return_the_wrong_value",
+        "test_tutorial_exercises.py::test_the_longest_picture_is_not_the_last_to_end",
+        "test_tutorial_exercises.py::test_the_run_items_checker_refuses_no_limit_no_error_branch_or_one_at_a_time",
+        "viz/test_graph_plot.py::test_no_text_overlaps_in_trees_of_up_to_ten_children",
+        "viz/test_replay.py::test_a_drawn_widget_hides_the_static_snapshot_in_any_front_end",
+        "viz/test_replay.py::test_the_static_snapshot_is_plain_html_with_gauge_panel_and_cursor",
     ),
 }
 _TESTS = Path(__file__).resolve().parent
