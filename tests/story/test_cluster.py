@@ -82,6 +82,26 @@ def images_of(graph: EntityGraph) -> dict[str, list]:
     }
 
 
+def shared_members(client, name: str) -> set[str]:
+    """The processes (allocator member ids) holding a share of the limit ``name``."""
+    from storylab.scheduling.distributed import shared_limit_statistics
+
+    return set(client.sync(shared_limit_statistics, client.scheduler, name)["members"])
+
+
+def member_of(client, address: str, name: str) -> str:
+    """The allocator member id under which the worker at ``address`` holds its
+    share of ``name`` now (asked of the worker itself)."""
+
+    def members() -> list[str]:
+        from storylab.story import cluster
+
+        return [r._member for r in cluster._ROOTS.values() if r.name == name]
+
+    (member,) = client.run(members, workers=[address])[address]
+    return member
+
+
 @pytest.mark.timeout(300)
 def test_stories_on_two_processes_share_one_global_limit_and_draw_each_image_once(tmp_path):
     path = tmp_path / "graph.sqlite"
@@ -250,9 +270,22 @@ def test_a_worker_stopped_past_its_lease_runs_its_stories_again_and_finishes_the
             if started:
                 victim = next(a for a, keys in client.processing().items() if keys)
         assert victim is not None
+        name = "storylab-global-4"
+        member = member_of(client, victim, name)
+        assert member in shared_members(client, name)
+        # Stopped for longer than the lease (on the stopped process's own
+        # clock, which goes on while it stands still) AND until the scheduler
+        # has taken its share back: on a slow machine the scheduler's expiry
+        # may come well after the lease timeout, so real time alone proves nothing.
         os.kill(pids[victim], signal.SIGSTOP)
-        time.sleep(3.5)
-        os.kill(pids[victim], signal.SIGCONT)
+        try:
+            stopped = time.monotonic()
+            deadline = stopped + 120
+            while time.monotonic() - stopped < 2 or member in shared_members(client, name):
+                assert time.monotonic() < deadline, "the scheduler never took the share back"
+                time.sleep(0.1)
+        finally:
+            os.kill(pids[victim], signal.SIGCONT)
         run = gather_stories(client, futures, graph_path)
     assert all(r["stage"] == "completed" and r["image_count"] == 6 for r in run.results)
     stopped = [s for s in run.stories if s.pid == pids[victim]]
