@@ -355,16 +355,24 @@ async def test_the_limit_is_divided_between_stories_not_between_processes():
         await one.close()
 
 
+TURNS = 200
+
+
 async def test_two_processes_take_turns_fairly_under_a_full_limit():
     async with scheduler() as (cluster, client):
         roots = [DistributedCapacityRoot(4, name="g-turns", client=client) for _ in "ab"]
         stories = [CapacitySource(2, roots[i % 2], name=f"s{i}") for i in range(4)]
 
         async def one(story):
-            async def sleep():
-                await asyncio.sleep(0.05)
+            async def work():
+                # Work measured in turns of the event loop, not in seconds:
+                # the allocator's answers also take turns of this loop (the
+                # scheduler is in this process), so a busy machine slows both
+                # alike and the order of events stays the same.
+                for _ in range(TURNS):
+                    await asyncio.sleep(0)
 
-            runner = HierarchicalTaskPoolRunner("r", [sleep] * 8, story)
+            runner = HierarchicalTaskPoolRunner("r", [work] * 8, story)
             async with runner.run_tasks() as results:
                 async for _ in results:
                     pass

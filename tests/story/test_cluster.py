@@ -147,7 +147,9 @@ def test_a_worker_killed_mid_run_has_its_stories_finished_by_the_others_with_not
             TOPICS,
             {"illustration_count": 5},
             graph=path,
-            settings=settings(0.05, global_limit=4),
+            # Pictures of 2 s each: a story stays half-way long enough to be
+            # caught there even when a busy machine makes each look slow.
+            settings=settings(0.2, global_limit=4),
             lease_timeout=2,
         )
         pids = client.run(os.getpid)
