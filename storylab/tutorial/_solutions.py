@@ -214,8 +214,10 @@ EXPLAINED: dict[str, str] = {
         the last unit and one gets none. What you cannot say in advance is which letter holds
         1 and which holds 0. With no stagger, the arrival order is decided by whichever
         story's runner reaches its first request first, a few thousandths of a second apart,
-        so it can differ from run to run. The first freed unit still goes to the story that
-        holds the fewest, whoever freed it. In the knobs, FIFO gives the same split: at the
+        so it can differ from run to run. A freed unit still goes to the waiting story that
+        holds the fewest once the unit is back, and that count includes the story that freed
+        it. If D, holding 1, frees the first unit, D and E both hold none, and the one that has
+        waited longer gets it: D itself can. In the knobs, FIFO gives the same split: at the
         split no unit has come back yet, and the policy only decides who gets a unit that
         comes back. The makespan grows (40.0 instead of 30.0 model s) because each time A's
         next request reaches the head of the queue while A's own limit is full, everyone
