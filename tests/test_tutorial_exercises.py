@@ -241,7 +241,9 @@ async def test_the_failing_entity_checker_refuses_an_entity_that_never_fails():
             raise RuntimeError("always")
             yield Return(None)  # pragma: no cover - makes run_impl a generator
 
-    assert "ended Completed" in (await check_failing_entity(NeverFails)).message
+    never = (await check_failing_entity(NeverFails)).message
+    assert "ended Completed" in never and "told to fail" in never
+    assert "raise" not in never  # says what is wrong, not the code to write
     said = (await check_failing_entity(AlwaysFails)).message
     assert "child-1 has fail=False but ended Failed with RuntimeError: 'always'" in said
     assert "RunnableEntity subclass" in (await check_failing_entity(object)).message

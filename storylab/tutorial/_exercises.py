@@ -435,15 +435,15 @@ async def check_failing_entity(cls: Any) -> Verdict:
         return Verdict(False, f"the parent has children {sorted(kids)}")
     bad = kids["child-2"]
     if bad.status != "Failed":
-        return Verdict(False, f"the child with fail=True ended {bad.status}: raise an exception "
-                              "in run_impl when self.data['fail'] is true")
+        return Verdict(False, f"the child with fail=True ended {bad.status}: it was told to "
+                              "fail, yet nothing in its run went wrong")
     for name in ("child-1", "child-3"):
         node = kids[name]
         if node.status == "Failed":
             error = node.error or {}
             return Verdict(False, f"{name} has fail=False but ended Failed with "
-                                  f"{error.get('type')}: {error.get('message')!r}; raise only "
-                                  "when self.data['fail'] is true")
+                                  f"{error.get('type')}: {error.get('message')!r}; a child "
+                                  "told not to fail must complete")
         if node.status != "Completed" or node.output != int(name[-1]):
             return Verdict(False, f"{name} ended {node.status} with {node.output!r}: it should "
                                   "complete and return data['value']")
