@@ -37,7 +37,7 @@ from storylab.viz._palette import (
     Status,
     series_style,
 )
-from storylab.viz.labels import source_labels, task_label
+from storylab.viz.labels import plain_source, source_labels, task_label
 from storylab.viz.readings import Moment, in_use_series, key_moments, root_source, time_origin
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -351,7 +351,7 @@ def _wait_levels(lanes: list[TaskLane]) -> dict[str, str]:
             own = "story" if lane.group.startswith("story:") else lane.group.split(" (")[0]
             names.setdefault("__own__", f"waiting: first held back by its own limit ({own})")
         else:
-            text = f"waiting: first held back by the {lane.wait_level} limit"
+            text = f"waiting: first held back by the {plain_source(lane.wait_level)} limit"
             names.setdefault(lane.wait_level, text)
     return names
 
