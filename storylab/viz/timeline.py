@@ -907,6 +907,7 @@ def plot_capacity(
     ``trace.meta["limits"]``; a source with no known limit is drawn without a
     limit line. Roots (the global limit) come first, then their children.
     ``names`` renames sources in the panel titles (``{"story:<long name>": "story A"}``;
+    given ``names``, the children are ordered by their labels;
     by default ``story:…`` reads ``story A``…). ``moments`` marks key moments
     as in :func:`plot_timeline` (the lines cross every panel, the labels sit
     on the top one, above its highest line). The time axis starts at the
@@ -917,6 +918,9 @@ def plot_capacity(
     """
     lines = capacity_series(trace, limits=limits, time_scale=time_scale)
     readable = source_labels(trace, names)
+    if names:  # renamed stories in the order of their labels (story A, story B...); roots stay
+        lines.sort(key=lambda line: (line.depth, "" if line.depth == 0
+                                     else readable.get(line.name, line.name)))
     n = max(len(lines), 1)
     fig, axes = new_figure(n, 1, sharex=True, squeeze=False,
                              figsize=(10, 1.0 + 1.55 * n), layout="constrained")
