@@ -113,8 +113,8 @@ class WaitState:
     the label of the full ancestor (``"global"``), or ``"queue"`` when no
     level is full and it waits behind an earlier waiter (the FIFO policy),
     or ``"share"`` when the root is leased from a cluster's scheduler
-    (``trace.meta["shared_roots"]``) and its wait began there: the process
-    used up its share, and other processes hold the rest of the limit;
+    (``trace.meta["shared_roots"]``) and no level is full: the process used
+    up its share, and other processes hold the rest of the limit;
     ``level`` is the source's machine name (the level recorded when the wait
     began, for a queue wait); ``since`` when the wait began (model seconds).
     """
@@ -390,10 +390,11 @@ def replay_state(
         full = next((n for n in path if n in limit_of and in_use.get(n, 0) >= limit_of[n]),
                     None)
         level = full or recorded or path[0]
-        if full is None and path[-1] in shared and recorded == path[-1]:
-            # A root leased from a cluster's scheduler: this process's share is
-            # used up, and the rest of the limit is held by other processes,
-            # which this trace may not see (their units count on the scheduler).
+        if full is None and path[-1] in shared:
+            # A root leased from a cluster's scheduler, and no level here is
+            # full: the gate holds it. This process's share is used up, and the
+            # rest of the limit is held by other processes, which this trace
+            # may not see (their units count on the scheduler).
             blocked_by = "share"
         elif full is None and limit_of.keys() >= set(path):
             # Every level has room, yet it waits: an earlier waiter is served
