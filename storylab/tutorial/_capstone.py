@@ -744,7 +744,7 @@ def plot_capstone(run: CapstoneRun, time_scale: float) -> Any:
                     color=OKABE_ITO["bluish green"], lw=2, label="finished by the first process")
     if second:
         bottom.step([resumed] + [e for e, _ in second], [before] + [n for _, n in second],
-                    where="post", color=OKABE_ITO["orange"], lw=2, ls="-.",
+                    where="post", color=OKABE_ITO["reddish purple"], lw=2, ls="-.",
                     label="finished by the resumed process")
     bottom.set_ylim(0, max(len(ends), 1) * 1.08)
     bottom.set_ylabel("items stored Completed", fontsize=11)
