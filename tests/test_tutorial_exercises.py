@@ -349,6 +349,52 @@ async def test_the_capstone_passes_the_solution(tmp_path):
         kit.plot_capstone(check_capstone(run), 0.015)
 
 
+def _record(per_round: int, limit: int) -> kit.CapstoneRun:
+    """A capstone record of 10 rounds of ``per_round`` items (1 wall s each), killed
+    after round 5; the last item of round 3 was refused."""
+    rounds = [[(r + 0.001 * k, r + 1.0) for k in range(per_round)] for r in range(10)]
+    refused = [rounds[3].pop()]
+    rounds[5:] = [[(s + 2, e + 2) for s, e in rnd] for rnd in rounds[5:]]  # a 2 s restart
+    intervals = [iv for rnd in rounds for iv in rnd]
+    return kit.CapstoneRun(items=len(intervals) + 1, limit=limit, killed_at=5 * per_round - 1,
+                           first_exit=-9, second_exit=0, children=len(intervals) + 1,
+                           completed=len(intervals), kept=5 * per_round - 1,
+                           finished_before=5 * per_round - 1, peak=per_round,
+                           intervals=intervals, failed=1, killed_wall=5.5, started_wall=0.0,
+                           resumed_wall=6.0, refused_intervals=refused)
+
+
+@pytest.mark.parametrize(("per_round", "limit"), [(4, 4), (6, 4), (6, 100)])
+def test_the_capstone_picture_says_an_over_limit_run_and_no_text_overlaps(per_round, limit):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = kit.plot_capstone(_record(per_round, limit), 1.0)
+    top, bottom = fig.axes
+    title = top.get_title()
+    if per_round > 4:
+        assert f"up to {per_round} at once, over the limit of 4" in title, title
+        assert "never" not in title and "never above" not in fig.storylab_summary
+    else:
+        assert "never more than 4 at once (limit 4)" in title, title
+    # The refused item held its place: round 3 still counts 4 (or 6) at once.
+    assert max(top.get_lines()[0].get_ydata()) == per_round
+    assert "not drawn" not in fig.storylab_summary
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = {"title": top.title.get_window_extent(renderer),
+             "top legend": top.get_legend().get_window_extent(renderer),
+             "bottom legend": bottom.get_legend().get_window_extent(renderer)}
+    boxes.update({t.get_text(): t.get_window_extent(renderer)
+                  for t in top.texts + bottom.texts})
+    assert "SIGKILL " in boxes
+    names = sorted(boxes)
+    clashes = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]
+               if boxes[a].overlaps(boxes[b])]
+    assert not clashes, clashes
+    matplotlib.pyplot.close(fig)
+
+
 async def test_the_capstone_refuses_a_wrong_piece_before_starting_a_process(tmp_path):
     ns = await _pieces(**{'f"item-{n:03d}"': 'f"item-{n % 50}"'})
     run = await _judge(ns, tmp_path)

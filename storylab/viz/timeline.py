@@ -455,7 +455,7 @@ def _draw_gantt(
         ax.tick_params(axis="y", pad=9)  # room for the diamonds drawn at time 0
     if not legend:
         return
-    handles = _gantt_handles(lanes, level_keys)
+    handles = _gantt_handles(lanes, level_keys, names)
     if handles:
         # Under the axes, not beside them: the bars keep the figure's width.
         from matplotlib.transforms import offset_copy
@@ -473,8 +473,10 @@ def _reused(lane: TaskLane, hairline: float) -> bool:
 REUSED_LEGEND = "↺ from graph (handed back, not run again)"
 
 
-def _gantt_handles(lanes: list[TaskLane], level_keys: list[str]) -> list[Any]:
-    """Legend entries for what the lanes show: outcomes, waits by level, marks."""
+def _gantt_handles(lanes: list[TaskLane], level_keys: list[str],
+                   names: Mapping[str, str] | None = None) -> list[Any]:
+    """Legend entries for what the lanes show: outcomes, waits by level (``names``
+    renames a level, as it does the groups), marks."""
     from matplotlib.patches import Patch
 
     handles: list[Any] = []  # Patch and Line2D legend entries
@@ -485,6 +487,8 @@ def _gantt_handles(lanes: list[TaskLane], level_keys: list[str]) -> list[Any]:
         text = "still running at the end of the trace" if s is Status.RUNNING else f"ran, {s}"
         handles.append(Patch(facecolor=COLOURS[s], edgecolor="black", label=text))
     for k, text in sorted(_wait_levels(lanes).items(), key=lambda kv: level_keys.index(kv[0])):
+        if names and k in names:
+            text = f"waiting: first held back by the {names[k]} limit"
         handles.append(Patch(facecolor=WAIT_COLOURS[min(level_keys.index(k),
                                                         len(WAIT_COLOURS) - 1)],
                              edgecolor="#666666", hatch="///", label=text))
@@ -921,6 +925,7 @@ def plot_capacity(
     ``trace.meta["limits"]``; a source with no known limit is drawn without a
     limit line. Roots (the global limit) come first, then their children.
     ``names`` renames sources in the panel titles (``{"story:<long name>": "story A"}``;
+    given ``names``, the children are ordered by their labels;
     by default ``story:…`` reads ``story A``…). ``moments`` marks key moments
     as in :func:`plot_timeline` (the lines cross every panel, the labels sit
     on the top one, above its highest line). The time axis starts at the
@@ -931,6 +936,9 @@ def plot_capacity(
     """
     lines = capacity_series(trace, limits=limits, time_scale=time_scale)
     readable = source_labels(trace, names)
+    if names:  # renamed stories in the order of their labels (story A, story B...); roots stay
+        lines.sort(key=lambda line: (line.depth, "" if line.depth == 0
+                                     else readable.get(line.name, line.name)))
     n = max(len(lines), 1)
     fig, axes = new_figure(n, 1, sharex=True, squeeze=False,
                              figsize=(10, 1.0 + 1.55 * n), layout="constrained")
