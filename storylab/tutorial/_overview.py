@@ -485,7 +485,7 @@ def check_python_form(answer: Any) -> Any:
                 "the Python column, not only its names)")
     if len(rows) > 1 and kinds and len(kinds) < len(rows):
         return Verdict(False, f"{answer!r} is in {len(rows)} rows of the table: copy more of "
-                              "one name, so that it finds one row")
+                              "the name, so that it finds one row")
     if kinds:
         key, why = next(iter(kinds.items()))
         return Verdict(True, f"{key}: {why}")
