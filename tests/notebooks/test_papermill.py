@@ -178,7 +178,8 @@ def _claims_02(f):
              for part in parts.rstrip(".").split(" + ")]
     if abs(sum(terms) - float(whole.rsplit("(", 1)[1])) > 0.05:
         found.append(f"the tree's sum does not add up: {f['tree_summary']}")
-    pictures = [float(p.split()[-1]) for p in parts.split(" + ") if "side by side" in p]
+    pictures = [float(p.split()[-1]) for p in parts.rstrip(".").split(" + ")
+                if "side by side" in p]
     if len(pictures) != 1 or abs(pictures[0] - f["replay_makespan"]) > 0.3:
         found.append(f"the tree's pictures span {pictures}, the replay's run "
                      f"{f['replay_makespan']:.1f} model s")
