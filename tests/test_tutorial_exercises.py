@@ -33,6 +33,7 @@ from storylab.tutorial import (
     check_capstone,
     check_error_branch,
     check_failing_entity,
+    check_first_split,
     check_stable_names,
     check_to_redraw,
     check_two_level_tree,
@@ -170,6 +171,43 @@ def test_the_tree_checker_refuses_unlinked_or_wrong_sized_trees():
     assert "raised NotImplementedError" in check_two_level_tree(raises).message
     assert "three CapacitySource" in check_two_level_tree(lambda: None).message
     assert not check_two_level_tree(None)
+
+
+def test_the_tree_checker_names_what_is_wrong_in_a_near_miss():
+    def only_a_linked():
+        root = CapacitySource(4)
+        return root, CapacitySource(3, root), CapacitySource(3)
+
+    def only_b_linked():
+        root = CapacitySource(4)
+        return root, CapacitySource(3), CapacitySource(3, root)
+
+    def a_twice():
+        root = CapacitySource(4)
+        a = CapacitySource(3, root)
+        return root, a, a
+
+    def b_under_a():
+        root = CapacitySource(4)
+        a = CapacitySource(3, root)
+        return root, a, CapacitySource(3, a)
+
+    said = check_two_level_tree(only_a_linked).message
+    assert "story A is under the global source, but story B is not" in said
+    assert "parent" not in said  # what is wrong, not the fix
+    assert "story B is under the global source, but story A is not" in \
+        check_two_level_tree(only_b_linked).message
+    assert "one and the same CapacitySource" in check_two_level_tree(a_twice).message
+    assert "story B hangs under story A" in check_two_level_tree(b_under_a).message
+    assert not any(check_two_level_tree(f) for f in (only_a_linked, a_twice, b_under_a))
+
+
+def test_the_split_checker_says_why_an_even_split_is_wrong():
+    for limit, even in ((12, [2, 2, 2, 2, 2]), (10, [2, 2, 2, 2, 2]), (15, [3, 3, 3, 3, 3])):
+        verdict = check_first_split(even, stories=5, story_limit=3, global_limit=limit)
+        assert verdict.ok is (limit == 15)  # 15 units: every story really holds its 3
+        if limit != 15:
+            assert "evenly" in verdict.message and "nothing divides them" in verdict.message
 
 
 def test_the_redraw_checker_refuses_wrong_sets_and_a_mismatch_with_the_real_run():

@@ -742,6 +742,10 @@ def check_first_split(answer: Any, *, stories: int = 5, story_limit: int = 3,
                              f"until the {global_limit} global units run out")
     if not all(isinstance(a, int) and not isinstance(a, bool) and a >= 0 for a in answer):
         return Verdict(False, "answer with whole numbers of units, 0 or more")
+    if stories > 1 and len(set(answer)) == 1:
+        return Verdict(False, f"{list(answer)} shares the units out evenly, but nothing divides "
+                              "them in advance: a story takes units when it asks, and A asked "
+                              "before any other story existed")
     over = [i for i, a in enumerate(answer) if a > story_limit]
     if over:
         letters = ", ".join("ABCDEFGHIJKLMNOPQRSTUVWXYZ"[i] for i in over)

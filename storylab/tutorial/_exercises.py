@@ -78,6 +78,20 @@ def check_two_level_tree(build: Any, *, global_limit: int = 4, story_limit: int 
         return Verdict(False, f"the global source (the parent of the other two) is {where} in "
                               "what you return: the order is (global_source, story_a, "
                               "story_b), the global one first")
+    if a is b or root in (a, b):
+        same = "story_a and story_b are" if a is b else "the global source and a story are"
+        return Verdict(False, f"{same} one and the same CapacitySource object in what you "
+                              "return, so the units one takes are the other's too")
+    linked = [s.parent is root for s in (a, b)]
+    if linked.count(True) == 1:
+        inside, outside = ("A", "B") if linked[0] else ("B", "A")
+        if (b if linked[0] else a).parent is (a if linked[0] else b):
+            return Verdict(False, f"story {outside} hangs under story {inside}, not beside it: "
+                                  f"every unit {outside} takes is also taken from {inside}'s "
+                                  f"own {story_limit}")
+        return Verdict(False, f"story {inside} is under the global source, but story {outside} "
+                              f"is not: a unit story {outside} takes is never counted at the "
+                              "global level")
     if root.capacity != global_limit:
         return Verdict(False, f"the global source has {root.capacity} units, not {global_limit}")
     if (a.capacity, b.capacity) != (story_limit, story_limit):

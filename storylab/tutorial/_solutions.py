@@ -209,6 +209,31 @@ EXPLAINED: dict[str, str] = {
         takes their stored results instead of paying for them again. A plain loop keeps its
         results in memory, and they die with the process.
     """,
+    "03-3": """
+        Still 3, 3, 3, 1, 0: the rule has not changed, three stories fill their own 3, one gets
+        the last unit and one gets none. What you cannot say in advance is which letter holds
+        1 and which holds 0. With no stagger, the arrival order is decided by whichever
+        story's runner reaches its first request first, a few thousandths of a second apart,
+        so it can differ from run to run. A freed unit still goes to the waiting story that
+        holds the fewest once the unit is back, and that count includes the story that freed
+        it. If D, holding 1, frees the first unit, D and E both hold none, and the one that has
+        waited longer gets it: D itself can. In the knobs, FIFO gives the same split: at the
+        split no unit has come back yet, and the policy only decides who gets a unit that
+        comes back. The makespan grows (40.0 instead of 30.0 model s) because each time A's
+        next request reaches the head of the queue while A's own limit is full, everyone
+        behind it waits: head-of-line blocking.
+    """,
+    "04-2": """
+        With KILL_AFTER = 3 the kill lands later: at the first look at the graph after a third
+        picture finishes. With a per-story limit of 2, the fifth picture takes the freed unit
+        the moment the third one finishes, and its start is committed within milliseconds,
+        well before that look. So three pictures are Completed, two are stale (the one drawn
+        alongside the third, nearly done, and the fifth, just begun), and usually none is
+        "not stored". In the figure of both runs, run 1's panel is longer and holds three
+        finished bars, and run 2 draws only the two pictures that were cut off. The state
+        that goes missing is "not stored", because nothing was still waiting to start when
+        the process died (unless the kill happens to land in those few milliseconds).
+    """,
     "01-2": """
         Less real time, yes. Every simulated wait lasts its model seconds times the time
         scale, and the watched run goes at watch_scale, four times time_scale: 0.08 wall s
