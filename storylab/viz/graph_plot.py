@@ -545,7 +545,9 @@ def draw_entity_graph(
 
     reused = [_reused(g.nodes[n], run_started) for n in nodes]
     # The legend names only what the picture shows: statuses of nodes drawn in them.
-    present = {g.nodes[n]["status"] for n, r in zip(nodes, reused, strict=True) if not r}
+    # (stale nodes have a legend entry of their own, below)
+    present = {g.nodes[n]["status"] for n, r in zip(nodes, reused, strict=True)
+               if not r and not g.nodes[n].get("stale")}
     handles = [
         Line2D([], [], marker="o", ls="", markersize=9, markerfacecolor=COLOURS[
             status_from_node(s)], markeredgecolor="black" if s == "Failed" else "white",
