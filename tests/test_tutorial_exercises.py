@@ -716,6 +716,9 @@ def test_the_python_form_exercise_wants_a_change_of_kind_not_of_spelling():
         "envelope": "copy more of the name",
         "fetchAll": "not in the chapter's (left) column",
         42: "as a string",
+        # names found in several rows, or looking like a change: said plainly, with what is wanted
+        "GLOBAL_IMAGE_CAPACITY": "is in 2 rows of the table, and none of them",
+        "get_dto": "nothing new to write. Wanted: a row where Python needs",
     }
     for answer, why in wrong.items():
         verdict = kit.check_python_form(answer)

@@ -247,15 +247,22 @@ EXPLAINED: dict[str, str] = {
         the process died (unless the kill happens to land in those few milliseconds).
     """,
     "01-2": """
-        The run takes less real time, and the charts barely change: they are drawn in model
-        seconds, and the simulated model waits a fixed number of model seconds per picture,
-        whatever one model second lasts. What moves is the part that is not simulated. Each
-        bar is the simulated wait plus the real time spent drawing the PNG, and the trace
-        turns real time into model seconds by dividing by the time scale. Drawing takes the
-        same real time at any scale, so at a smaller scale it is worth more model seconds:
-        a twentieth of a wall second of drawing is a quarter of a model second at 0.2 wall s
-        per model second, and more than half of one at 0.08. Five pictures add that up,
-        so the makespan comes out a few per cent higher (up to a tenth on a busy machine).
+        Less real time, yes. Every simulated wait lasts its model seconds times the time
+        scale, and the watched run goes at watch_scale, four times time_scale: 0.08 wall s
+        per model second instead of 0.2, so its minute of model time takes about 5 wall
+        seconds instead of 12.
+
+        The timeline changes a little, and always the same way: it gets longer. The
+        simulated model waits the same number of model seconds for a picture at any speed
+        (a picture's length comes from its prompt, not from the clock). But each picture
+        also costs real work that is not simulated: drawing its PNG and storing it in the
+        graph, around a tenth of a wall second, more on a busy machine. The trace turns
+        every real duration into model seconds by dividing it by the run's time scale, so
+        that fixed real cost is worth 2.5 times as many model seconds at 0.08 as at 0.2:
+        about half a model second per picture becomes well over one. Five pictures one after
+        another add it up, and the makespan grows by a few model seconds (ten or more on a
+        busy machine). The faster the clock runs, the larger the share of the machine's own
+        time in the chart: quick runs show that things work, slower ones give numbers to read.
     """,
 }
 

@@ -796,20 +796,51 @@ def _timeline_panel(ax: Axes, trace: Trace, lanes: list[TaskLane], *,
         # Nobody waited: no limit held anyone back, so how the units were first split
         # says nothing (every task simply started).
         found = [m for m in found if m.kind != "split"]
+    _make_label_room(ax, found, first_lane_top=0.5 if lanes else None)
     mark_moments(ax, found)
 
 
 def _finish_axes(ax: Axes, span: float, xmax: float | None) -> None:
     """x from the origin to just past the makespan (or ``xmax``), bracket under the lanes.
 
-    Room is made at the top for the key moments' labels and at the bottom for
-    the makespan bracket, so neither covers a bar.
+    Room is made at the bottom for the makespan bracket, so it covers no bar.
+    The top gets only what the key moments' labels need (:func:`_make_label_room`),
+    so a chart without labels has no empty band above its first lane.
     """
     right = xmax if xmax is not None else span
     ax.set_xlim(0, right * 1.02 if right > 0 else 1.0)
     bottom, top = ax.get_ylim()  # inverted: first lane on top
-    ax.set_ylim(bottom + 1.1, top - 1.4)
+    ax.set_ylim(bottom + 1.1, top)
     _draw_makespan(ax, span, bottom + 0.55)
+
+
+def _make_label_room(ax: Axes, moments: list[Any], *, first_lane_top: float | None) -> None:
+    """Raise the top of a timeline just enough for the rows of labels ``moments`` will use.
+
+    The labels hang from the top edge, one row every ``_ROW_POINTS`` points.
+    The strip above the first lane (its group's header row, empty in the plot)
+    already holds some; only what is missing is added, measured in points on
+    the laid-out axes, so the band is as tall as the labels and no taller.
+    """
+    marks = sorted(_as_moments(moments), key=lambda m: m.t)
+    if not marks or first_lane_top is None:
+        return
+    lo, hi = ax.get_xlim()
+    groups = _label_groups(marks, lo, (hi - lo) or 1.0, _axes_width_points(ax))
+    rows = 1 + max(row for _, row, _ in groups)
+    needed = 4 + _ROW_POINTS * rows + 3  # offset, rows, a little air above the bars
+    bottom, top = ax.get_ylim()  # inverted: top < bottom
+    fig = cast("Figure", ax.figure)
+    height = float(ax.get_window_extent().height) * 72.0 / float(fig.dpi)
+    units = bottom - top
+    free = first_lane_top - top  # data units between the top edge and the first lane
+    if height <= needed * 1.5:  # a very flat axes: fall back to a generous fixed room
+        ax.set_ylim(bottom, top - 1.4)
+        return
+    # (free + extra) * height / (units + extra) >= needed, solved for extra
+    extra = (needed * units - free * height) / (height - needed)
+    if extra > 0:
+        ax.set_ylim(bottom, top - extra)
 
 
 def figure_summary(fig: Any) -> str:

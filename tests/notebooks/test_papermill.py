@@ -171,6 +171,19 @@ def _claims_02(f):
     if f["reused_new_requests"] != 0:
         found.append(f"asking for the finished story again made {f['reused_new_requests']} new "
                      "image requests; the prose says none")
+    # the line under the entity tree adds up, and its pictures' span is the replay's makespan
+    if " model s) = " not in f["tree_summary"]:
+        return [*found, f"the tree's line says no sum: {f['tree_summary']}"]
+    whole, parts = f["tree_summary"].split(" model s) = ")
+    terms = [float(part.split()[-1] if part[-1].isdigit() else part.split()[0])
+             for part in parts.rstrip(".").split(" + ")]
+    if abs(sum(terms) - float(whole.rsplit("(", 1)[1])) > 0.05:
+        found.append(f"the tree's sum does not add up: {f['tree_summary']}")
+    pictures = [float(p.split()[-1]) for p in parts.rstrip(".").split(" + ")
+                if "side by side" in p]
+    if len(pictures) != 1 or abs(pictures[0] - f["replay_makespan"]) > 0.3:
+        found.append(f"the tree's pictures span {pictures}, the replay's run "
+                     f"{f['replay_makespan']:.1f} model s")
     return found
 
 
