@@ -365,6 +365,15 @@ class PgBlobStore:
             return False
         return self._run("SELECT 1 FROM blobs WHERE key = %s", (key,)) is not None
 
+    def delete(self, key: str) -> bool:
+        """Remove the row under ``key`` (committed before this returns);
+        whether there was one (``False`` for what is not a key)."""
+        try:
+            check_blob_key(key)
+        except UnknownBlobError:
+            return False
+        return self._run("DELETE FROM blobs WHERE key = %s RETURNING 1", (key,)) is not None
+
     content_type = staticmethod(blob_content_type)
 
     def close(self) -> None:
