@@ -74,6 +74,14 @@ def _root_ids(roots: Any) -> list[str]:
     return ids
 
 
+def _stale(store: Any, node: Any) -> bool:
+    """An ``InProgress`` node whose lease nobody holds any more (its process is gone)."""
+    if node.status != "InProgress" or not hasattr(store, "lease_state"):
+        return False
+    lease = store.lease(node.id)
+    return lease is None or store.lease_state(lease) != "live"
+
+
 def _add_tree(g: nx.DiGraph, store: Any, root_id: str) -> None:
     root = store.get_node(root_id)  # UnknownEntityError (a LookupError) for an unknown id
     nodes = [root, *store.descendants(root_id)]
@@ -97,6 +105,7 @@ def _add_tree(g: nx.DiGraph, store: Any, root_id: str) -> None:
             finished_at=finished,
             duration=(finished - started) if started is not None and finished else None,
             error=node.error,
+            stale=_stale(store, node),
         )
         if node.id != root.id:
             g.add_edge(node.parent_id, node.id, edge_type="Calls")
@@ -417,6 +426,8 @@ def _node_texts(g: nx.DiGraph, n: str, shown: dict[str, str], run_started: float
     if data["status"] == "Failed" and data.get("error"):
         label += "\n" + _short(f"{data['error'].get('type', 'error')}", 28)
     extra = "reused" if _reused(data, run_started) else _duration_text(data, time_scale)
+    if data.get("stale"):
+        extra = "stale"  # InProgress, but its process is gone
     if extra and not leaf:
         return label + "\n" + extra, None
     return label, extra
@@ -533,6 +544,11 @@ def draw_entity_graph(
         handles.append(Line2D([], [], marker="o", ls="", markersize=9,
                               markerfacecolor=REUSED_COLOUR, markeredgecolor="white",
                               label="reused from the graph (↺)"))
+    if any(g.nodes[n].get("stale") for n in nodes):
+        handles.append(Line2D([], [], marker="o", ls="", markersize=9,
+                              markerfacecolor=COLOURS[status_from_node("InProgress")],
+                              markeredgecolor="#333333", markeredgewidth=1.5,
+                              label="stale: InProgress, its process gone"))
     if ghosts:
         handles.append(Line2D([], [], marker="o", ls="", markersize=9, markerfacecolor="white",
                               markeredgecolor="#777777", markeredgewidth=1.5,
@@ -616,6 +632,12 @@ def draw_entity_graph(
                            s=700, facecolors="none", edgecolors=REUSED_COLOUR, linewidths=1.8,
                            linestyles=":", zorder=3)
         again.set_gid("reused-nodes")
+    stale = [n for n in nodes if g.nodes[n].get("stale")]
+    if stale:  # a dashed ring: started, and nobody is drawing it any more
+        ring = ax.scatter([pos[n][0] for n in stale], [pos[n][1] for n in stale], s=700,
+                          facecolors="none", edgecolors="#333333", linewidths=1.5,
+                          linestyles="--", zorder=3)
+        ring.set_gid("stale-nodes")
     for n, r in zip(nodes, reused, strict=True):
         status = g.nodes[n]["status"]
         if status == "Failed":  # a bolder mark of its own

@@ -37,7 +37,7 @@ from storylab.viz._palette import (
     Status,
     series_style,
 )
-from storylab.viz.labels import source_labels, task_label
+from storylab.viz.labels import plain_source, source_labels, task_label
 from storylab.viz.readings import Moment, in_use_series, key_moments, root_source, time_origin
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -351,7 +351,7 @@ def _wait_levels(lanes: list[TaskLane]) -> dict[str, str]:
             own = "story" if lane.group.startswith("story:") else lane.group.split(" (")[0]
             names.setdefault("__own__", f"waiting: first held back by its own limit ({own})")
         else:
-            text = f"waiting: first held back by the {lane.wait_level} limit"
+            text = f"waiting: first held back by the {plain_source(lane.wait_level)} limit"
             names.setdefault(lane.wait_level, text)
     return names
 
@@ -649,6 +649,13 @@ def _group_text(members: list[Moment]) -> str:
     return " · ".join(parts)
 
 
+def _crossed(box: tuple[float, float], members: list[Moment], marks: list[Moment],
+             lo: float, span: float, width: float) -> bool:
+    """Whether a moment line other than the label's own runs through the label ``box``."""
+    own = {id(m) for m in members}
+    return any(box[0] < (m.t - lo) / span * width < box[1] for m in marks if id(m) not in own)
+
+
 def _label_groups(marks: list[Moment], lo: float, span: float,
                   width: float) -> list[tuple[list[Moment], int, bool]]:
     """Which moments share a label, and each label's row and side, so that none overlap.
@@ -680,6 +687,13 @@ def _label_groups(marks: list[Moment], lo: float, span: float,
             x1 = (members[-1].t - lo) / span * width
             right = x0 + _LABEL_PAD + w > width  # no room on the right: label ends at the line
             box = (x1 - _LABEL_PAD - w, x1) if right else (x0, x0 + _LABEL_PAD + w)
+            if _crossed(box, members, marks, lo, span, width):
+                # Another moment's line would run through the label: the other side, if
+                # it fits and is clear.
+                other = (x0, x0 + _LABEL_PAD + w) if right else (x1 - _LABEL_PAD - w, x1)
+                if 0 <= other[0] and other[1] <= width \
+                        and not _crossed(other, members, marks, lo, span, width):
+                    right, box = not right, other
             for r, row in enumerate(rows):
                 if all(box[1] + _LABEL_GAP <= a or b + _LABEL_GAP <= box[0] for a, b, _ in row):
                     row.append((*box, gi))

@@ -289,3 +289,31 @@ async def test_the_tree_reads_its_time_scale_from_the_trace_and_says_where_the_t
         plot_entity_tree(graph, story.id, trace=Trace())
     with pytest.raises(ValueError, match="time_scale must be"):
         plot_entity_tree(graph, story.id, time_scale=0)
+
+
+async def test_a_started_node_nobody_holds_is_drawn_and_listed_as_stale(graph):
+    # A run cancelled mid-picture leaves its nodes InProgress with no live lease: stale,
+    # as `storylab eg tree` says; a finished run leaves nothing stale.
+    import asyncio
+
+    story = graph.create(VizStory, "cut", {"images": 2, "seconds": 5})
+    task = asyncio.create_task(story.run())
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    g = entity_graph(graph, story.id)
+    stale = sorted(g.nodes[n]["name"] for n in g if g.nodes[n]["stale"])
+    assert stale == ["cut", "image-1", "image-2"]
+    fig = plot_entity_tree(graph, story.id)
+    ax = fig.axes[0]
+    (ring,) = [c for c in ax.collections if c.get_gid() == "stale-nodes"]
+    assert len(ring.get_offsets()) == 3
+    assert "stale: InProgress, its process gone" in [t.get_text()
+                                                    for t in ax.get_legend().get_texts()]
+    details = {t.get_gid(): t.get_text() for t in ax.texts if t.get_gid()}
+    assert [details[f"detail:{n}"] for n in g if g.nodes[n]["name"] == "image-1"] == ["stale"]
+    done = await _story(graph, "done")
+    finished = plot_entity_tree(graph, done.id).axes[0]
+    assert not [c for c in finished.collections if c.get_gid() == "stale-nodes"]
+    assert not any("stale" in t.get_text() for t in finished.get_legend().get_texts())
