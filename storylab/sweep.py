@@ -493,6 +493,7 @@ def knobs(
     fail: tuple[int, int] | None = None,
     max_stories: int = 8,
     max_limit: int = 20,
+    moments: Callable[[WhatIf], list[Any]] | None = None,
 ) -> Any:
     """Sliders over :func:`what_if`: move one and the timeline is redrawn at once.
 
@@ -501,9 +502,11 @@ def knobs(
     it the last expression of a cell to show it (a static picture of its
     current setting stays in papermill/nbconvert output). ``k.set(global_limit=12)``
     turns a knob from code; ``k.result`` is the :class:`WhatIf` on show.
+    ``moments``, if given, maps the run on show to extra moments to mark on its
+    chart (``Moment`` objects or ``(model second, text)`` pairs), redrawn with it.
     """
     from storylab.viz.knobs import Knobs
 
     return Knobs(what_if, story_limit=story_limit, global_limit=global_limit,
                  stories=stories, images=images, policy=policy, fail=fail,
-                 max_stories=max_stories, max_limit=max_limit)
+                 max_stories=max_stories, max_limit=max_limit, moments=moments)

@@ -33,6 +33,7 @@ from storylab.tutorial import (
     check_capstone,
     check_error_branch,
     check_failing_entity,
+    check_first_split,
     check_stable_names,
     check_to_redraw,
     check_two_level_tree,
@@ -172,6 +173,43 @@ def test_the_tree_checker_refuses_unlinked_or_wrong_sized_trees():
     assert not check_two_level_tree(None)
 
 
+def test_the_tree_checker_names_what_is_wrong_in_a_near_miss():
+    def only_a_linked():
+        root = CapacitySource(4)
+        return root, CapacitySource(3, root), CapacitySource(3)
+
+    def only_b_linked():
+        root = CapacitySource(4)
+        return root, CapacitySource(3), CapacitySource(3, root)
+
+    def a_twice():
+        root = CapacitySource(4)
+        a = CapacitySource(3, root)
+        return root, a, a
+
+    def b_under_a():
+        root = CapacitySource(4)
+        a = CapacitySource(3, root)
+        return root, a, CapacitySource(3, a)
+
+    said = check_two_level_tree(only_a_linked).message
+    assert "story A is under the global source, but story B is not" in said
+    assert "parent" not in said  # what is wrong, not the fix
+    assert "story B is under the global source, but story A is not" in \
+        check_two_level_tree(only_b_linked).message
+    assert "one and the same CapacitySource" in check_two_level_tree(a_twice).message
+    assert "story B hangs under story A" in check_two_level_tree(b_under_a).message
+    assert not any(check_two_level_tree(f) for f in (only_a_linked, a_twice, b_under_a))
+
+
+def test_the_split_checker_says_why_an_even_split_is_wrong():
+    for limit, even in ((12, [2, 2, 2, 2, 2]), (10, [2, 2, 2, 2, 2]), (15, [3, 3, 3, 3, 3])):
+        verdict = check_first_split(even, stories=5, story_limit=3, global_limit=limit)
+        assert verdict.ok is (limit == 15)  # 15 units: every story really holds its 3
+        if limit != 15:
+            assert "evenly" in verdict.message and "nothing divides them" in verdict.message
+
+
 def test_the_redraw_checker_refuses_wrong_sets_and_a_mismatch_with_the_real_run():
     before = [PictureState("image-{{IMAGE_1}}", "Completed", 1.0),
               PictureState("image-{{IMAGE_2}}", "stale", None)]
@@ -241,7 +279,9 @@ async def test_the_failing_entity_checker_refuses_an_entity_that_never_fails():
             raise RuntimeError("always")
             yield Return(None)  # pragma: no cover - makes run_impl a generator
 
-    assert "ended Completed" in (await check_failing_entity(NeverFails)).message
+    never = (await check_failing_entity(NeverFails)).message
+    assert "ended Completed" in never and "told to fail" in never
+    assert "raise" not in never  # says what is wrong, not the code to write
     said = (await check_failing_entity(AlwaysFails)).message
     assert "child-1 has fail=False but ended Failed with RuntimeError: 'always'" in said
     assert "RunnableEntity subclass" in (await check_failing_entity(object)).message
@@ -307,6 +347,52 @@ async def test_the_capstone_passes_the_solution(tmp_path):
     assert max(max(line.get_ydata()) for line in top.get_lines()[:1]) <= 4
     with pytest.raises(ValueError, match="what judge_capstone returned"):
         kit.plot_capstone(check_capstone(run), 0.015)
+
+
+def _record(per_round: int, limit: int) -> kit.CapstoneRun:
+    """A capstone record of 10 rounds of ``per_round`` items (1 wall s each), killed
+    after round 5; the last item of round 3 was refused."""
+    rounds = [[(r + 0.001 * k, r + 1.0) for k in range(per_round)] for r in range(10)]
+    refused = [rounds[3].pop()]
+    rounds[5:] = [[(s + 2, e + 2) for s, e in rnd] for rnd in rounds[5:]]  # a 2 s restart
+    intervals = [iv for rnd in rounds for iv in rnd]
+    return kit.CapstoneRun(items=len(intervals) + 1, limit=limit, killed_at=5 * per_round - 1,
+                           first_exit=-9, second_exit=0, children=len(intervals) + 1,
+                           completed=len(intervals), kept=5 * per_round - 1,
+                           finished_before=5 * per_round - 1, peak=per_round,
+                           intervals=intervals, failed=1, killed_wall=5.5, started_wall=0.0,
+                           resumed_wall=6.0, refused_intervals=refused)
+
+
+@pytest.mark.parametrize(("per_round", "limit"), [(4, 4), (6, 4), (6, 100)])
+def test_the_capstone_picture_says_an_over_limit_run_and_no_text_overlaps(per_round, limit):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = kit.plot_capstone(_record(per_round, limit), 1.0)
+    top, bottom = fig.axes
+    title = top.get_title()
+    if per_round > 4:
+        assert f"up to {per_round} at once, over the limit of 4" in title, title
+        assert "never" not in title and "never above" not in fig.storylab_summary
+    else:
+        assert "never more than 4 at once (limit 4)" in title, title
+    # The refused item held its place: round 3 still counts 4 (or 6) at once.
+    assert max(top.get_lines()[0].get_ydata()) == per_round
+    assert "not drawn" not in fig.storylab_summary
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = {"title": top.title.get_window_extent(renderer),
+             "top legend": top.get_legend().get_window_extent(renderer),
+             "bottom legend": bottom.get_legend().get_window_extent(renderer)}
+    boxes.update({t.get_text(): t.get_window_extent(renderer)
+                  for t in top.texts + bottom.texts})
+    assert "SIGKILL " in boxes
+    names = sorted(boxes)
+    clashes = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]
+               if boxes[a].overlaps(boxes[b])]
+    assert not clashes, clashes
+    matplotlib.pyplot.close(fig)
 
 
 async def test_the_capstone_refuses_a_wrong_piece_before_starting_a_process(tmp_path):
@@ -630,6 +716,9 @@ def test_the_python_form_exercise_wants_a_change_of_kind_not_of_spelling():
         "envelope": "copy more of the name",
         "fetchAll": "not in the chapter's (left) column",
         42: "as a string",
+        # names found in several rows, or looking like a change: said plainly, with what is wanted
+        "GLOBAL_IMAGE_CAPACITY": "is in 2 rows of the table, and none of them",
+        "get_dto": "nothing new to write. Wanted: a row where Python needs",
     }
     for answer, why in wrong.items():
         verdict = kit.check_python_form(answer)
@@ -839,3 +928,63 @@ def test_the_item_name_checker_runs_a_function_of_another_name_in_other_processe
 
     verdict = kit.check_item_name(my_name)
     assert verdict, verdict  # it used to fail in the second process with KeyError: 'item_name'
+
+
+# -- notebook 5: retrying until the story is complete; giving up after too many failures ----
+def _finisher(retry: bool, stop: bool):
+    from storylab import create_story
+    from storylab.tutorial import use_settings
+
+    async def finish_story(graph, models, time_scale):
+        topic, options = "a fox who counts the stars", {"image_quality": "low"}
+        used = 0
+        for model in models:
+            used += 1
+            story = create_story(graph, topic, options, retry_failed=retry and used > 1)
+            with use_settings(simulated_settings(time_scale), images=model):
+                result = await story.run()
+            if stop and result["stage"] == "completed":
+                break
+        return used
+    return finish_story
+
+
+async def test_the_finish_story_checker_refuses_a_rerun_without_retry_and_a_loop_that_never_stops():
+    plain = await kit.check_finish_story(_finisher(retry=False, stop=True))
+    assert not plain.ok and "second model received no request" in plain.message
+    assert "retry_failed" not in plain.message  # says what is wrong, not the code to write
+    endless = await kit.check_finish_story(_finisher(retry=True, stop=False))
+    assert not endless.ok and "returned 4" in endless.message
+    assert (await kit.check_finish_story(_finisher(retry=True, stop=True))).ok
+    assert not (await kit.check_finish_story(None)).ok
+
+
+def _collector(give_up: bool, own_error: bool = True):
+    async def collect(runner, max_errors):
+        finished, failed = [], []
+        async with runner.run_tasks() as results:
+            async for envelope in results:
+                if envelope.type is TaskEventType.FINAL:
+                    finished.append(envelope.value)
+                elif envelope.type is TaskEventType.ERROR:
+                    failed.append(envelope.error)
+                    if give_up and len(failed) > max_errors:
+                        if not own_error:
+                            raise envelope.error
+                        raise RuntimeError(f"{len(failed)} failed")
+        return finished, failed
+    return collect
+
+
+async def test_the_give_up_checker_refuses_a_loop_that_never_gives_up_or_reraises():
+    never = await kit.check_give_up(_collector(give_up=False))
+    assert not never.ok and "still reading envelopes after the second task" in never.message
+    reraise = await kit.check_give_up(_collector(give_up=True, own_error=False))
+    assert not reraise.ok and "task's own error" in reraise.message
+    assert (await kit.check_give_up(_collector(give_up=True))).ok
+
+    async def at_once(runner, max_errors):  # gives up at the first failure
+        raise RuntimeError("no")
+
+    early = await kit.check_give_up(at_once)
+    assert not early.ok and "still within the limit" in early.message

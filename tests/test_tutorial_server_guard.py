@@ -85,3 +85,33 @@ def test_anything_but_a_server_is_refused_by_name():
 
     with pytest.raises(TypeError, match="server must be a started ImageServer"):
         stop_server_on_error(NotAServer())
+
+
+async def test_ensure_serving_brings_a_closed_server_back_on_its_port():
+    from storylab.tutorial import ensure_serving
+
+    server = await _started()
+    try:
+        assert await ensure_serving(server) is False  # already listening: left alone
+        port = server.port
+        await server.close()
+        assert not await _accepts(server)
+        assert await ensure_serving(server) is True
+        assert server.port == port and await _accepts(server)
+    finally:
+        await server.close()
+
+
+def test_relabel_legend_renames_an_entry_and_refuses_one_the_figure_lacks():
+    import matplotlib.pyplot as plt
+
+    from storylab.tutorial import relabel_legend
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], label="ran, failed")
+    ax.legend()
+    assert relabel_legend(fig, {"ran, failed": "refused on every attempt"}) == 1
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["refused on every attempt"]
+    with pytest.raises(ValueError, match="no legend entry 'ran, failed'"):
+        relabel_legend(fig, {"ran, failed": "x"})
+    plt.close(fig)

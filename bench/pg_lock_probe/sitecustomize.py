@@ -8,7 +8,10 @@ Each process appends JSON lines to ``PREFIX.<pid>``:
   lock: from its first refused try (or from the call) to the grant, and the
   part spent inside one blocking call;
 * ``["hold", seconds]`` when it lets the lock go (commit or rollback);
-* ``["renew", seconds, leases]`` for each lease renewal of the heartbeat.
+* ``["renew", seconds, leases]`` for each lease renewal of the heartbeat;
+* ``["rowlock", seconds]`` for each lock a write takes on one node's row or
+  one name (a store without the graph-wide lock): the statement's whole
+  round trip, so the wait is at most that.
 
 Summarise with ``python bench/pg_lock_probe/summary.py PREFIX``. Nothing here
 changes what the store does; it only wraps two of its methods.
@@ -53,6 +56,17 @@ def _install(prefix: str) -> None:
         return execute(self, sql, params)
 
     store._Connection.execute = probed_execute
+    locking = getattr(store._Connection, "_locking", None)
+    if locking is not None:
+
+        def probed_locking(self, sql, params):
+            began = time.monotonic()
+            try:
+                return locking(self, sql, params)
+            finally:
+                out.write(json.dumps(["rowlock", time.monotonic() - began]) + "\n")
+
+        store._Connection._locking = probed_locking
     renew = leases.Leases._renew_leases
 
     async def probed_renew(self):

@@ -2,7 +2,7 @@
 
     python bench/pg_lock_probe/summary.py PREFIX [PREFIX ...]
 
-One line per kind (lock hold, lock wait, lease renewal): count, median,
+One line per kind (lock hold, lock wait, lease renewal, row or name lock): count, median,
 90th and 99th percentile and maximum, in milliseconds, over every process
 whose file starts with a PREFIX.
 """
@@ -20,7 +20,7 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 def main(prefixes: list[str]) -> None:
-    kinds: dict[str, list[float]] = {"hold": [], "wait": [], "renew": []}
+    kinds: dict[str, list[float]] = {"hold": [], "wait": [], "renew": [], "rowlock": []}
     for prefix in prefixes:
         for path in glob.glob(f"{prefix}.*"):
             with open(path) as f:

@@ -86,32 +86,20 @@ def _delete(graph: Any, name: str, out: Path) -> dict[str, Any]:
         raise EntityGraphError(f"deleting a story needs a SQLite graph; {graph.path} is not one")
     deleted = graph.delete_tree(root.id)
     kept = _blob_keys(graph, graph.roots(limit=10**6))
+    # Files beside a SQLite graph, rows of a server's blob table.
+    unit = "file(s)" if hasattr(graph.blobs, "path_for") else "blob row(s)"
     removed = 0
-    unshared = _keys_of(deleted) - kept
-    path_for = getattr(graph.blobs, "path_for", None)  # blobs kept as files
-    if path_for is not None:
-        for key in unshared:
-            try:
-                path = path_for(key)
-            except EntityGraphError:
-                continue
-            if path.is_file():
-                path.unlink()
-                removed += 1
+    for key in sorted(_keys_of(deleted) - kept):
+        if graph.blobs.delete(key):
+            removed += 1
     topic = root.data.get("topic", "") if isinstance(root.data, dict) else ""
     page = out / f"{page_file_name(root.name, topic)}.html"
     said = ""
     if page.is_file():
         page.unlink()
         said = f"; {page} removed"
-    if path_for is None and unshared:
-        # A server's blob table (PostgreSQL): its store cannot delete blobs.
-        said += (
-            f"; its {len(unshared)} stored picture(s) and page(s) stay in the server's "
-            "blob table (this store does not delete blobs)"
-        )
     print(
-        f"deleted {describe(root)}: {len(deleted)} entities, {removed} stored file(s){said}",
+        f"deleted {describe(root)}: {len(deleted)} entities, {removed} stored {unit}{said}",
         flush=True,
     )
     data = root.data if isinstance(root.data, dict) else {}

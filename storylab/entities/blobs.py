@@ -130,6 +130,12 @@ class Blobs(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def delete(self, key: str) -> bool:
+        """Remove the bytes under ``key``; whether there were any. The caller
+        makes sure no stored node names ``key`` any more (keys are shared by
+        equal contents)."""
+        ...
+
     @staticmethod
     def content_type(key: str) -> str: ...
 
@@ -189,5 +195,18 @@ class BlobStore:
             return self.path_for(key).exists()
         except UnknownBlobError:
             return False
+
+    def delete(self, key: str) -> bool:
+        """Remove the file under ``key``; whether there was one (``False`` for
+        what is not a key)."""
+        try:
+            path = self.path_for(key)
+        except UnknownBlobError:
+            return False
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
     content_type = staticmethod(blob_content_type)

@@ -281,6 +281,8 @@ async def _attempt(
         break
     # The trace saw this process's share; the line stands for the whole limit.
     trace.meta.setdefault("limits", {})[root_name] = settings.global_limit
+    # Its units are leased from the scheduler: a replay tells a wait for them apart.
+    trace.meta["shared_roots"] = [root_name]
     await root.drain()
     return StoryAttempt(
         topic=topic,

@@ -89,6 +89,8 @@ from storylab.tutorial._exercises import (
     check_bound_function,
     check_error_branch,
     check_failing_entity,
+    check_finish_story,
+    check_give_up,
     check_polite_burst,
     check_prompt_names,
     check_retry_two,
@@ -96,6 +98,7 @@ from storylab.tutorial._exercises import (
     check_to_redraw,
     check_two_level_tree,
 )
+from storylab.tutorial._legend import relabel_legend
 from storylab.tutorial._overview import (
     API_TABLE,
     CHAPTER,
@@ -109,7 +112,7 @@ from storylab.tutorial._overview import (
 )
 from storylab.tutorial._pace import FAST_SCALE, WATCH_FACTOR, Pace, fast_mode, lesson_pace
 from storylab.tutorial._postgres import ServerGraph, server_graph
-from storylab.tutorial._server import stop_server_on_error
+from storylab.tutorial._server import ensure_serving, stop_server_on_error
 from storylab.tutorial._solutions import EXPLAINED, SOLUTIONS, show_solution, solution_code
 from storylab.tutorial._verdict import Verdict, missing
 
@@ -122,6 +125,8 @@ __all__ = [
     "check_capstone",
     "check_bound_function",
     "check_error_branch",
+    "check_finish_story",
+    "check_give_up",
     "check_polite_burst",
     "check_retry_two",
     "check_error_type",
@@ -180,6 +185,8 @@ __all__ = [
     "show_story",
     "story_thumbnails",
     "simulated_settings",
+    "ensure_serving",
+    "relabel_legend",
     "stop_server_on_error",
     "SimulatedImageBackend",
     "SimulatedTextBackend",
@@ -742,6 +749,10 @@ def check_first_split(answer: Any, *, stories: int = 5, story_limit: int = 3,
                              f"until the {global_limit} global units run out")
     if not all(isinstance(a, int) and not isinstance(a, bool) and a >= 0 for a in answer):
         return Verdict(False, "answer with whole numbers of units, 0 or more")
+    if stories > 1 and len(set(answer)) == 1:
+        return Verdict(False, f"{list(answer)} shares the units out evenly, but nothing divides "
+                              "them in advance: a story takes units when it asks, and A asked "
+                              "before any other story existed")
     over = [i for i, a in enumerate(answer) if a > story_limit]
     if over:
         letters = ", ".join("ABCDEFGHIJKLMNOPQRSTUVWXYZ"[i] for i in over)

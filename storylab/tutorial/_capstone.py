@@ -82,6 +82,8 @@ class CapstoneRun:
     """Wall-clock time the first process was started."""
     resumed_wall: float | None = None
     """Wall-clock time the second process was started."""
+    refused_intervals: list[tuple[float, float]] = field(default_factory=list, repr=False)
+    """Stored (start, finish) of the items stored ``Failed``: they held a place too."""
 
     ran = True
     """A process was started (:class:`NotRun` says False)."""
@@ -190,6 +192,8 @@ async def kill_and_resume(script: str | os.PathLike, graph_path: str | os.PathLi
         failed=sum(k.status == "Failed" for k in after), expected_failed=failing,
         recorded_failed=_recorded(_batch_output(graph_path)), killed_wall=killed_wall,
         started_wall=started_wall, resumed_wall=resumed_wall,
+        refused_intervals=[(k.started_at, k.finished_at) for k in after
+                           if k.status == "Failed" and k.started_at and k.finished_at],
     )
 
 
@@ -679,33 +683,36 @@ async def judge_capstone(item_name: Any, item: Any, run_items: Any, *,
 # -- the record as a picture -------------------------------------------------------------
 def plot_capstone(run: CapstoneRun, time_scale: float) -> Any:
     """Two panels on one time axis (model seconds from the first item's start): items running
-    at once, against the limit, and items stored Completed; the kill and the
-    resume marked. Drawn only from the stored start and finish times. The
-    figure carries its one-line summary (``storylab_summary``)."""
+    at once (accepted and refused: both held a place at the service), against the limit, and
+    items stored Completed; the kill and the resume marked. Drawn only from the stored start
+    and finish times. The figure carries its one-line summary (``storylab_summary``)."""
     if not isinstance(run, CapstoneRun):
         raise ValueError("plot_capstone draws what judge_capstone returned once it ran")
     if not run.intervals or run.killed_wall is None or run.started_wall is None:
         raise ValueError("the record has no kill to draw: the first run was not killed")
     import matplotlib.pyplot as plt
+    from matplotlib.transforms import blended_transform_factory
 
     from storylab.viz._palette import OKABE_ITO
 
-    origin = min(s for s, _ in run.intervals)  # the first item's start
+    every = list(run.intervals) + list(run.refused_intervals)
+    origin = min(s for s, _ in every)  # the first item's start
 
     def model(t: float) -> float:
         return (t - origin) / time_scale
 
-    edges = sorted([(model(s), 1) for s, _ in run.intervals]
-                   + [(model(e), -1) for _, e in run.intervals], key=lambda x: (x[0], x[1]))
+    edges = sorted([(model(s), 1) for s, _ in every]
+                   + [(model(e), -1) for _, e in every], key=lambda x: (x[0], x[1]))
     ends = sorted(model(e) for _, e in run.intervals)
+    last = max(model(e) for _, e in every)
     killed = model(run.killed_wall)
     # The new process is working once it starts its first item.
-    resumed = min((model(s) for s, _ in run.intervals if model(s) > killed), default=killed)
+    resumed = min((model(s) for s, _ in every if model(s) > killed), default=killed)
     before = sum(1 for e in ends if e <= killed)
     # Items running at once, as the most in each half model second: a finish and the
     # next start are milliseconds apart, and the exact count would flicker to zero.
     window = 0.5
-    xs = [window * k for k in range(int((ends[-1] if ends else 0) / window) + 2)]
+    xs = [window * k for k in range(int(last / window) + 2)]
     running, now, k = [], 0, 0
     for x in xs:
         most = now
@@ -714,14 +721,21 @@ def plot_capstone(run: CapstoneRun, time_scale: float) -> Any:
             most = max(most, now)
             k += 1
         running.append(most)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.6), sharex=True,
+    drawn_peak = max(running, default=0)
+    allowed = min(run.limit, LIMIT)  # the runner's limit, and never more than the service's
+    over = drawn_peak > allowed
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.8), sharex=True,
                                       gridspec_kw={"height_ratios": [1, 1.2]})
     top.fill_between(xs, running, step="post", color=OKABE_ITO["blue"], alpha=0.35, lw=0)
     top.step(xs, running, where="post", color=OKABE_ITO["blue"], lw=1.4,
              label="items running (most per half model second)")
     top.axhline(run.limit, ls="--", color=OKABE_ITO["black"], lw=1,
                 label=f"LIMIT = {run.limit}")
-    top.set_ylim(0, run.limit + 2.2)
+    if run.limit > LIMIT:
+        top.axhline(LIMIT, ls=":", color=OKABE_ITO["vermillion"], lw=1.4,
+                    label=f"the service takes {LIMIT}")
+    # Room above the highest line for the legend, whatever the limit or the peak.
+    top.set_ylim(0, max(drawn_peak, run.limit) * 1.3 + 1.5)
     top.set_ylabel("items at once", fontsize=11)
     first = [(e, k + 1) for k, e in enumerate(ends) if e <= killed]
     second = [(e, k + 1) for k, e in enumerate(ends) if e > killed]
@@ -730,8 +744,9 @@ def plot_capstone(run: CapstoneRun, time_scale: float) -> Any:
                     color=OKABE_ITO["bluish green"], lw=2, label="finished by the first process")
     if second:
         bottom.step([resumed] + [e for e, _ in second], [before] + [n for _, n in second],
-                    where="post", color=OKABE_ITO["orange"], lw=2, ls="-.",
+                    where="post", color=OKABE_ITO["reddish purple"], lw=2, ls="-.",
                     label="finished by the resumed process")
+    bottom.set_ylim(0, max(len(ends), 1) * 1.08)
     bottom.set_ylabel("items stored Completed", fontsize=11)
     bottom.set_xlabel("time since the first item started (model seconds)", fontsize=11)
     for ax in (top, bottom):
@@ -739,23 +754,37 @@ def plot_capstone(run: CapstoneRun, time_scale: float) -> Any:
         ax.axvspan(killed, resumed, color="#dddddd", zorder=0)
         ax.tick_params(labelsize=10)
         ax.grid(alpha=0.3)
-    top.annotate("SIGKILL", (killed, run.limit + 0.5), xytext=(-6, 0),
-                 textcoords="offset points", ha="right", fontsize=11,
-                 color=OKABE_ITO["vermillion"], fontweight="bold")
+    # The kill's label sits inside the bottom panel, left of its line and above the
+    # staircase (which is at most half-way up there): no title or legend can reach it.
+    at_top = blended_transform_factory(bottom.transData, bottom.transAxes)
+    bottom.text(killed, 0.96, "SIGKILL ", transform=at_top, ha="right", va="top",
+                fontsize=11, color=OKABE_ITO["vermillion"], fontweight="bold")
     if resumed - killed > 0.2:
-        top.annotate("new process\nstarting", ((killed + resumed) / 2, 1.0), ha="center",
-                     fontsize=9, color="#444444")
+        bottom.text((killed + resumed) / 2, 0.5, "new process starting",
+                    transform=at_top, ha="center", va="center", rotation=90, fontsize=9,
+                    color="#333333")
     bottom.annotate(f"{before} kept through the kill", (killed, before), xytext=(-8, 8),
                     textcoords="offset points", ha="right", fontsize=10)
-    top.legend(loc="upper right", fontsize=10, framealpha=0.95, ncol=2)
+    top.legend(loc="upper right", fontsize=10, framealpha=0.95, ncol=3 if run.limit > LIMIT
+               else 2)
     bottom.legend(loc="lower right", fontsize=10, framealpha=0.9)
-    top.set_title(f"The capstone, killed at {before} of {run.items} and resumed: never more "
-                  f"than {run.peak} at once (limit {run.limit})", fontsize=12)
+    if over:
+        verdict = f"up to {drawn_peak} at once, over the limit of {allowed}"
+    else:
+        verdict = f"never more than {drawn_peak} at once (limit {allowed})"
+    top.set_title(f"The capstone, killed at {before} of {run.items} and resumed: {verdict}",
+                  fontsize=12, color=OKABE_ITO["vermillion"] if over else "black")
     fig.tight_layout()
+    refused = len(run.refused_intervals)
+    first_peak = max((v for x, v in zip(xs, running, strict=True) if x < killed), default=0)
     fig.storylab_summary = (  # type: ignore[attr-defined]
-        f"the first process ran up to {run.peak} items at once and had stored {before} when "
-        f"it was killed at {killed:.0f} model s; after a gap of {resumed - killed:.1f} model "
-        f"s (the new process starting) the resumed one finished the other "
-        f"{len(ends) - before} completed items, never above the limit of {run.limit}; the "
-        f"{run.failed} refused items are stored Failed and not drawn")
+        f"the first process ran up to {first_peak} "
+        f"items at once and had stored {before} when it was killed at {killed:.1f} model s; "
+        f"after a gap of {resumed - killed:.1f} model s (the new process starting) the resumed "
+        f"one finished the other {len(ends) - before} completed items; "
+        + (f"at one moment {drawn_peak} items ran at once, over the limit of {allowed}; "
+           if over else f"never above the limit of {allowed}; ")
+        + f"the {run.failed} refused items ran too (the top panel counts "
+        f"{'them' if refused else 'none of them: no stored times'}) and are stored Failed, so "
+        "the bottom panel, which counts Completed items, leaves them out")
     return fig

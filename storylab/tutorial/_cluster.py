@@ -48,8 +48,8 @@ def check_out_of_reach(answer: Any, *, series: Sequence[tuple[float, int]], kill
     expected = global_limit - max(held)
     if answer == expected:
         return Verdict(True, f"{expected} of {global_limit}: the survivors held at most "
-                             f"{max(held)} between the kill ({killed:.0f} model s) and the "
-                             f"lapse ({lapsed:.0f}); the rest still counted as the dead "
+                             f"{max(held)} between the kill ({killed:.1f} model s) and the "
+                             f"lapse ({lapsed:.1f}); the rest still counted as the dead "
                              "worker's on the scheduler")
     inside = [v for t, v in series if killed <= t < lapsed]
     if inside and answer == global_limit - max(inside) and max(inside) != max(held):

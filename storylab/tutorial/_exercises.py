@@ -33,6 +33,8 @@ from storylab.tutorial._verdict import Verdict, missing
 
 __all__ = [
     "check_error_branch",
+    "check_finish_story",
+    "check_give_up",
     "check_polite_burst",
     "check_retry_two",
     "check_bound_function",
@@ -78,6 +80,20 @@ def check_two_level_tree(build: Any, *, global_limit: int = 4, story_limit: int 
         return Verdict(False, f"the global source (the parent of the other two) is {where} in "
                               "what you return: the order is (global_source, story_a, "
                               "story_b), the global one first")
+    if a is b or root in (a, b):
+        same = "story_a and story_b are" if a is b else "the global source and a story are"
+        return Verdict(False, f"{same} one and the same CapacitySource object in what you "
+                              "return, so the units one takes are the other's too")
+    linked = [s.parent is root for s in (a, b)]
+    if linked.count(True) == 1:
+        inside, outside = ("A", "B") if linked[0] else ("B", "A")
+        if (b if linked[0] else a).parent is (a if linked[0] else b):
+            return Verdict(False, f"story {outside} hangs under story {inside}, not beside it: "
+                                  f"every unit {outside} takes is also taken from {inside}'s "
+                                  f"own {story_limit}")
+        return Verdict(False, f"story {inside} is under the global source, but story {outside} "
+                              f"is not: a unit story {outside} takes is never counted at the "
+                              "global level")
     if root.capacity != global_limit:
         return Verdict(False, f"the global source has {root.capacity} units, not {global_limit}")
     if (a.capacity, b.capacity) != (story_limit, story_limit):
@@ -433,15 +449,15 @@ async def check_failing_entity(cls: Any) -> Verdict:
         return Verdict(False, f"the parent has children {sorted(kids)}")
     bad = kids["child-2"]
     if bad.status != "Failed":
-        return Verdict(False, f"the child with fail=True ended {bad.status}: raise an exception "
-                              "in run_impl when self.data['fail'] is true")
+        return Verdict(False, f"the child with fail=True ended {bad.status}: it was told to "
+                              "fail, yet nothing in its run went wrong")
     for name in ("child-1", "child-3"):
         node = kids[name]
         if node.status == "Failed":
             error = node.error or {}
             return Verdict(False, f"{name} has fail=False but ended Failed with "
-                                  f"{error.get('type')}: {error.get('message')!r}; raise only "
-                                  "when self.data['fail'] is true")
+                                  f"{error.get('type')}: {error.get('message')!r}; a child "
+                                  "told not to fail must complete")
         if node.status != "Completed" or node.output != int(name[-1]):
             return Verdict(False, f"{name} ended {node.status} with {node.output!r}: it should "
                                   "complete and return data['value']")
@@ -500,6 +516,163 @@ async def check_retry_two(fail_two_then_retry: Any, *, time_scale: float = 0.002
     shown = ", ".join(sorted(k.strip("{}").replace("IMAGE_", "picture ") for k in redrawn))
     return Verdict(True, f"the retry asked the fixed model for {shown} only, once each; the "
                          f"{len(pictures) - 2} other pictures came back from the graph")
+
+
+# -- retry until the story is complete ----------------------------------------------------
+# What each model in turn refuses: the first run loses two pictures, the first retry one.
+_FINISH_FAULTS = (("IMAGE_2", "IMAGE_4"), ("IMAGE_4",), (), ())
+
+
+async def check_finish_story(finish_story: Any, *, time_scale: float = 0.002) -> Verdict:
+    """Exercise: ``await finish_story(graph, models, time_scale)`` asks for one story
+    with each image model of ``models`` in turn, until the story is complete, and
+    returns how many models it used. The first model refuses two pictures, the
+    second one of them, the third and fourth none: a right answer uses three, and
+    each retry reaches its model only for the pictures still missing.
+    """
+    if (v := missing(finish_story)) is not None:
+        return v
+    if not inspect.iscoroutinefunction(finish_story):
+        return Verdict(False, "finish_story must be an `async def` function taking "
+                              "(graph, models, time_scale)")
+    from storylab.story.backends.images import SimulatedImageBackend
+    from storylab.story.entities import StoryPipelineEntity
+
+    models = [SimulatedImageBackend(time_scale=time_scale, fail=f) for f in _FINISH_FAULTS]
+    with tempfile.TemporaryDirectory(prefix="storylab-finish-") as folder:
+        with EntityGraph.open(Path(folder) / "graph.sqlite") as graph:
+            try:
+                used = await asyncio.wait_for(finish_story(graph, list(models), time_scale), 120)
+            except Exception as exc:
+                return _raised("finish_story(graph, models, time_scale)", exc)
+            stories = [r for r in graph.roots() if r.type == StoryPipelineEntity.__name__]
+            story = graph.get_node(stories[0].id) if len(stories) == 1 else None
+            stage = (story.output or {}).get("stage") if story is not None and isinstance(
+                story.output, dict) else None
+    asked = [sorted(k.strip("{}") for k, n in dict(m.calls).items() if n) for m in models]
+    times = [sum(dict(m.calls).values()) for m in models]
+    if len(stories) != 1:
+        return Verdict(False, f"the graph holds {len(stories)} stories: every request must be "
+                              "the same one, so that each finds the story of the first")
+    if times[0] != 5:
+        return Verdict(False, f"the first model was asked for {times[0]} pictures instead of the "
+                              "story's 5: the first request should use models[0]")
+    if times[1] == 0:
+        return Verdict(False, "the second model received no request: the story was asked for "
+                              "again, but its two missing pictures were not drawn again, so "
+                              "the stored result came back")
+    if asked[1] != ["IMAGE_2", "IMAGE_4"] or times[1] != 2:
+        return Verdict(False, f"the second model was asked for {', '.join(asked[1])} "
+                              f"({times[1]} requests); only the two pictures still missing, "
+                              "once each, should reach it")
+    if times[2] == 0:
+        return Verdict(False, f"after the second model the story is at stage {stage!r} and "
+                              "picture 4 is still missing, yet the third model received no "
+                              "request: the story is not finished at that point")
+    if asked[2] != ["IMAGE_4"] or times[2] != 1:
+        return Verdict(False, f"the third model was asked for {', '.join(asked[2])} "
+                              f"({times[2]} requests), not only the one picture still missing")
+    if times[3]:
+        return Verdict(False, f"the fourth model was asked for {times[3]} pictures after the "
+                              "story was complete")
+    if stage != "completed":
+        return Verdict(False, f"the story ended at stage {stage!r}, not completed")
+    if isinstance(used, bool) or used != 3:
+        return Verdict(False, f"finish_story returned {used!r}, but the story was complete "
+                              "after 3 models: count only the models it really asked, and "
+                              "stop once nothing is missing")
+    return Verdict(True, "three requests: the first model drew 5 pictures (2 refused), the "
+                         "second only pictures 2 and 4 (4 refused again), the third only "
+                         "picture 4; the fourth model was never needed")
+
+
+# -- give up after too many failures ---------------------------------------------------------
+def _give_up_task(n: int, fail: bool, started: list[int], cancelled: list[int]):
+    async def work() -> str:
+        started.append(n)
+        if fail:
+            raise _Refused(f"the model refused picture {n}")
+        if n > 100:  # a task that only ends when it is cancelled
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.append(n)
+                raise
+        await asyncio.sleep(0)
+        return f"picture {n}"
+    return work
+
+
+async def _run_give_up(collect: Any, plan: list[tuple[int, bool]], max_errors: int,
+                       capacity: int):
+    started: list[int] = []
+    cancelled: list[int] = []
+    thunks = [_give_up_task(n, fail, started, cancelled) for n, fail in plan]
+    source = CapacitySource(capacity, name="exercise")
+    runner = HierarchicalTaskPoolRunner("exercise", SourceBufferObj(thunks), source)
+    outcome: Any
+    try:
+        outcome = await asyncio.wait_for(collect(runner, max_errors), timeout=10)
+    except TimeoutError:
+        outcome = TimeoutError()
+    except Exception as exc:  # the learner's own exception, or a slip
+        outcome = exc
+    await asyncio.sleep(0)
+    return outcome, source.in_use, cancelled
+
+
+async def check_give_up(collect: Any) -> Verdict:
+    """Exercise: ``await collect(runner, max_errors)`` returns ``(finished, failed)``
+    (FINAL values and ERROR errors) while at most ``max_errors`` tasks fail, and
+    once one more fails it stops reading, which closes the run (tasks still
+    running are cancelled, their units given back), and raises an exception of
+    its own that is not the task's error.
+    """
+    if (v := missing(collect)) is not None:
+        return v
+    if not inspect.iscoroutinefunction(collect):
+        return Verdict(False, "collect must be an `async def` function taking "
+                              "(runner, max_errors)")
+    # 1. Two failures among five, and two allowed: everything is read, nothing raised.
+    plan = [(1, False), (2, True), (3, False), (4, True), (5, False)]
+    got, in_use, _ = await _run_give_up(collect, plan, max_errors=2, capacity=2)
+    if isinstance(got, TimeoutError):
+        return Verdict(False, "with 2 failures allowed and 2 tasks failing, collect never "
+                              "returned")
+    if isinstance(got, BaseException):
+        return Verdict(False, f"with 2 failures allowed and exactly 2 tasks failing, collect "
+                              f"raised {type(got).__name__}: {got}; that many failures are "
+                              "still within the limit")
+    if not isinstance(got, tuple | list) or len(got) != 2:
+        return Verdict(False, "collect must return two lists: (finished, failed)")
+    finished, failed = (list(x) for x in got)
+    if sorted(map(str, finished)) != ["picture 1", "picture 3", "picture 5"]:
+        return Verdict(False, f"with 2 failures allowed, finished holds {finished}, not the "
+                              "values of the 3 tasks that succeeded")
+    if len(failed) != 2 or not all(isinstance(e, _Refused) for e in failed):
+        return Verdict(False, f"with 2 failures allowed, failed holds {failed!r}, not the 2 "
+                              "errors of the tasks that failed")
+    if in_use:
+        return Verdict(False, f"{in_use} units were still in use after collect returned")
+    # 2. Two failures and one allowed; the other tasks never end on their own.
+    plan = [(1, True), (2, True)] + [(n, False) for n in (101, 102, 103, 104)]
+    got, in_use, cancelled = await _run_give_up(collect, plan, max_errors=1, capacity=3)
+    if isinstance(got, TimeoutError):
+        return Verdict(False, "with 1 failure allowed, collect was still reading envelopes "
+                              "after the second task had failed: it waited for tasks that "
+                              "never end instead of giving up")
+    if not isinstance(got, BaseException):
+        return Verdict(False, f"with 1 failure allowed and 2 tasks failing, collect returned "
+                              f"{got!r} instead of raising")
+    if isinstance(got, _Refused):
+        return Verdict(False, f"collect raised the task's own error ({got}); raise an error of "
+                              "your own that says how many tasks failed")
+    if in_use or not cancelled:
+        return Verdict(False, f"collect raised, but the run was not closed: {in_use} units "
+                              "still taken, the running tasks not cancelled")
+    return Verdict(True, f"2 failures of 5 were tolerated; past the limit collect raised "
+                         f"{type(got).__name__} ({got}), and the {len(cancelled)} tasks still "
+                         "running were cancelled with their units given back")
 
 
 # -- a polite client ----------------------------------------------------------------

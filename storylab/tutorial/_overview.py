@@ -205,6 +205,16 @@ OTHER_KIND: dict[str, str] = {
 }
 
 
+# Rows that look like a change of kind and are not: what Python does there instead.
+SAME_KIND: dict[str, str] = {
+    "get_dto": "Python drops the call and its await, since the data is an attribute, "
+               "self.data: shorter, but nothing new to write",
+    "GLOBAL_IMAGE_CAPACITY` (a module": "the shared source is reached through a function, "
+                                        "global_image_capacity(10), instead of a constant: "
+                                        "the same value, found another way",
+}
+
+
 # Okabe-Ito colours, one per layer, with the layer's name always written in the box.
 _FILL = {"request": "#F0E442", "entity": "#56B4E9", "runner": "#E69F00",
          "capacity": "#009E73", "graph": "#CC79A7"}
@@ -470,23 +480,31 @@ def check_python_form(answer: Any) -> Any:
                               "copy a few words of one of its names")
     kinds = {key: why for key, why in OTHER_KIND.items()
              if any(_plain(key) in _plain(row.typescript) for row in rows)}
-    if len(rows) > 1 and (kinds and len(kinds) < len(rows)):
-        return Verdict(False, f"{answer!r} is in {len(rows)} rows of the table: copy more of the "
-                              "name, so that it finds one row")
+    expected = ("a row where Python needs something the chapter's code does not have: "
+                "another statement, a keyword or another kind of value (read the words of "
+                "the Python column, not only its names)")
+    if len(rows) > 1 and kinds and len(kinds) < len(rows):
+        return Verdict(False, f"{answer!r} is in {len(rows)} rows of the table: copy more of "
+                              "the name, so that it finds one row")
     if kinds:
         key, why = next(iter(kinds.items()))
         return Verdict(True, f"{key}: {why}")
+    if len(rows) > 1:  # several rows, none of them one of the changes of kind
+        return Verdict(False, f"{answer!r} is in {len(rows)} rows of the table, and none of "
+                              f"them changes the kind of code, only its spelling. Wanted: "
+                              f"{expected}")
     row = rows[0]
     chapter = _bare_name(row.typescript.split("`")[1] if "`" in row.typescript
                          else row.typescript)
     python = _bare_name(row.python_name)
-    look = ("look for a row where Python needs another statement, keyword or kind of value: "
-            "read the words of the Python column, not only its names")
+    shown = row.typescript.replace("`", "")
+    for key, why in SAME_KIND.items():
+        if _plain(key) in _plain(row.typescript):
+            return Verdict(False, f"{shown}: {why}. Wanted: {expected}")
     if _plain(row.typescript.split(" (")[0]) == _plain(row.python.split(" (")[0]):
-        return Verdict(False, f"{row.typescript.replace('`', '')} reads the same in Python; "
-                              f"{look}")
+        return Verdict(False, f"{shown} reads the same in Python. Wanted: {expected}")
     if python and _snake_case(chapter) == python:
         return Verdict(False, f"{chapter} becomes {python}: the same call with the same "
-                              f"arguments, only spelt in snake_case; {look}")
-    return Verdict(False, f"{row.typescript.replace('`', '')} keeps its kind in Python (the same "
-                          f"class, call or value, named or placed differently); {look}")
+                              f"arguments, only spelt in snake_case. Wanted: {expected}")
+    return Verdict(False, f"{shown} keeps its kind in Python: the same class, call or value, "
+                          f"named or placed differently. Wanted: {expected}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["stop_server_on_error"]
+__all__ = ["ensure_serving", "stop_server_on_error"]
 
 # Servers registered by this kernel, with the callback that watches for errors.
 _WATCHED: list[tuple[Any, Any]] = []
@@ -76,4 +76,19 @@ def stop_server_on_error(server: Any) -> bool:
     entry = (server, after_cell)
     _WATCHED.append(entry)
     shell.events.register("post_run_cell", after_cell)
+    return True
+
+
+async def ensure_serving(server: Any) -> bool:
+    """Start ``server`` again if it was closed; True if it had to be restarted.
+
+    A lesson closes its server in its last cell, and an exercise run after that
+    (Run All, then the exercise) would meet a refused connection. The server
+    comes back on the port it had, so ``server.url`` stays valid; its
+    statistics keep counting from where they were.
+    """
+    if _listening(server):
+        return False
+    await server.start()
+    stop_server_on_error(server)
     return True

@@ -127,7 +127,8 @@ def plot_kill_and_resume(
               label="started, cut off by the kill (stale)"),
         Line2D([], [], marker="o", ms=10, mfc="white", mec="#555555", ls="none",
                label="planned, no node stored"),
-        Patch(facecolor="white", edgecolor=REUSED_COLOUR, label="↺ reused in run 2, not redrawn"),
+        Line2D([], [], marker="$↺$", ms=11, color=REUSED_COLOUR, ls="none",
+               label="reused in run 2, not redrawn"),
     ], loc="lower center", ncol=2, frameon=False, fontsize=10, bbox_to_anchor=(0.5, -0.02))
     fig.subplots_adjust(bottom=0.3 if len(names) <= 5 else 0.22, top=0.8)
     fig.storylab_summary = (

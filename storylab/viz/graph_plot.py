@@ -74,6 +74,14 @@ def _root_ids(roots: Any) -> list[str]:
     return ids
 
 
+def _stale(store: Any, node: Any) -> bool:
+    """An ``InProgress`` node whose lease nobody holds any more (its process is gone)."""
+    if node.status != "InProgress" or not hasattr(store, "lease_state"):
+        return False
+    lease = store.lease(node.id)
+    return lease is None or store.lease_state(lease) != "live"
+
+
 def _add_tree(g: nx.DiGraph, store: Any, root_id: str) -> None:
     root = store.get_node(root_id)  # UnknownEntityError (a LookupError) for an unknown id
     nodes = [root, *store.descendants(root_id)]
@@ -97,6 +105,7 @@ def _add_tree(g: nx.DiGraph, store: Any, root_id: str) -> None:
             finished_at=finished,
             duration=(finished - started) if started is not None and finished else None,
             error=node.error,
+            stale=_stale(store, node),
         )
         if node.id != root.id:
             g.add_edge(node.parent_id, node.id, edge_type="Calls")
@@ -236,7 +245,7 @@ def _scale_of(trace: Any, time_scale: float | None) -> float | None:
     return float(recorded)
 
 
-_NAMES_ONLY = 6  # this many siblings or more are labelled by name only, types in the axis label
+_NAMES_ONLY = 6  # this many siblings or more are labelled by name only
 
 
 def _shown_labels(g: nx.DiGraph) -> dict[str, str]:
@@ -244,8 +253,8 @@ def _shown_labels(g: nx.DiGraph) -> dict[str, str]:
     among six or more siblings (a pipeline's safety check, writer and pictures).
 
     Seven ``ImageGenerationEntity (image-{{IMAGE_n}})`` labels in a row say
-    the type seven times and crowd out the names; the type is then said once,
-    in the axis label.
+    the type seven times and crowd out the names, which are what a reader
+    compares with the other charts (``image-2``).
     """
     out = {n: g.nodes[n]["label"] for n in g}
     for parent in g:
@@ -288,7 +297,8 @@ def entity_tree_summary(g: nx.DiGraph, *, run_started: float | None = None,
                  if g.nodes[n]["depth"] > 0 and g.nodes[n].get("duration") is not None]
     unit = "model s" if time_scale else "s"
     scale = time_scale or 1.0
-    text = (f"Entity tree: {len(roots)} root(s), {g.number_of_nodes()} entities "
+    text = (f"Entity tree: {len(roots)} root{'' if len(roots) == 1 else 's'}, "
+            f"{g.number_of_nodes()} entities "
             f"({', '.join(f'{v} {k}' for k, v in counts.items())})")
     if durations:
         text += (f"; children ran {min(durations) / scale:.1f} to "
@@ -304,8 +314,10 @@ def entity_tree_summary(g: nx.DiGraph, *, run_started: float | None = None,
 
 def _where_the_time_went(g: nx.DiGraph, root: str, scale: float, unit: str) -> str:
     """``the root (26.0 model s) = safety-check 1.3 + story-writer 4.0 + 5 pictures side by
-    side 20.7``: the root's time split among its children, those of one type that ran
-    together counted once, over the span from the first's start to the last's end."""
+    side 20.5 + 0.2 between them``: the root's time split among its children, those of
+    one type that ran together counted once, over the span from the first's start to the
+    last's end. What no child covers (the root's own steps between and around them) is
+    the last term, so the printed numbers add up to the root's."""
     data = g.nodes[root]
     if data.get("duration") is None:
         return ""
@@ -314,12 +326,14 @@ def _where_the_time_went(g: nx.DiGraph, root: str, scale: float, unit: str) -> s
     for k in kids:
         groups.setdefault(g.nodes[k]["type"], []).append(k)
     parts = []
+    spans: list[float] = []
     for members in groups.values():
         timed = [g.nodes[k] for k in members if g.nodes[k].get("started_at") is not None
                  and g.nodes[k].get("finished_at") is not None]
         if len(timed) != len(members):
             return ""  # something unfinished or not stored: no honest sum to give
         span = (max(d["finished_at"] for d in timed) - min(d["started_at"] for d in timed))
+        spans.append(round(span / scale, 1))
         if len(members) == 1:
             parts.append(f"{task_label(g.nodes[members[0]]['name'])} {span / scale:.1f}")
         else:
@@ -327,8 +341,13 @@ def _where_the_time_went(g: nx.DiGraph, root: str, scale: float, unit: str) -> s
                          f"s side by side {span / scale:.1f}")
     if not parts:
         return ""
-    return (f"{task_label(str(data['name']))} ({data['duration'] / scale:.1f} {unit}) = "
-            + " + ".join(parts))
+    whole = round(data["duration"] / scale, 1)
+    rest = round(whole - sum(spans), 1)  # of the numbers as printed, so the sum is exact
+    if rest > 0:
+        parts.append(f"{rest:.1f} between them (the parent's own steps)")
+    elif rest < 0:
+        return ""  # children overlapping one another: no honest sum to give
+    return f"{task_label(str(data['name']))} ({whole:.1f} {unit}) = " + " + ".join(parts)
 
 
 NOT_STORED = "NotStored"
@@ -417,6 +436,8 @@ def _node_texts(g: nx.DiGraph, n: str, shown: dict[str, str], run_started: float
     if data["status"] == "Failed" and data.get("error"):
         label += "\n" + _short(f"{data['error'].get('type', 'error')}", 28)
     extra = "reused" if _reused(data, run_started) else _duration_text(data, time_scale)
+    if data.get("stale"):
+        extra = "stale"  # InProgress, but its process is gone
     if extra and not leaf:
         return label + "\n" + extra, None
     return label, extra
@@ -522,17 +543,26 @@ def draw_entity_graph(
     ax_w = span * unit + 2 * pad_x
     ax_h = depth * row_pt + below + above + 10.0
 
+    reused = [_reused(g.nodes[n], run_started) for n in nodes]
+    # The legend names only what the picture shows: statuses of nodes drawn in them.
+    # (stale nodes have a legend entry of their own, below)
+    present = {g.nodes[n]["status"] for n, r in zip(nodes, reused, strict=True)
+               if not r and not g.nodes[n].get("stale")}
     handles = [
         Line2D([], [], marker="o", ls="", markersize=9, markerfacecolor=COLOURS[
             status_from_node(s)], markeredgecolor="black" if s == "Failed" else "white",
-            markeredgewidth=2 if s == "Failed" else 1, label=s)
-        for s in _NODE_STATUSES
+            markeredgewidth=2 if s == "Failed" else 1, label=f"{_GLYPHS[s]} {s}")
+        for s in _NODE_STATUSES if s in present
     ]
-    reused = [_reused(g.nodes[n], run_started) for n in nodes]
     if any(reused):
         handles.append(Line2D([], [], marker="o", ls="", markersize=9,
                               markerfacecolor=REUSED_COLOUR, markeredgecolor="white",
                               label="reused from the graph (↺)"))
+    if any(g.nodes[n].get("stale") for n in nodes):
+        handles.append(Line2D([], [], marker="o", ls="", markersize=9,
+                              markerfacecolor=COLOURS[status_from_node("InProgress")],
+                              markeredgecolor="#333333", markeredgewidth=1.5,
+                              label="stale: InProgress, its process gone"))
     if ghosts:
         handles.append(Line2D([], [], marker="o", ls="", markersize=9, markerfacecolor="white",
                               markeredgecolor="#777777", markeredgewidth=1.5,
@@ -550,10 +580,9 @@ def draw_entity_graph(
                   for s in (*_NODE_STATUSES, NOT_STORED)}
         counts["reused"] = n_reused
         title += " — " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
-    named = sorted({g.nodes[n]["type"] for n in g if shown[n] != g.nodes[n]["label"]
-                    and g.nodes[n]["type"]})
-    xlabel = ("children in creation order, left to right"
-              + (f" (labelled by name: {', '.join(named)})" if named else ""))
+    xlabel = "children, left to right in the order they were created"
+    if any(texts[n][1] for n in g if leaf[n] and g.nodes[n]["depth"] > 0):
+        xlabel += "; under each, how long it ran, then its name"
 
     if own:
         margin_l, margin_r = 62.0, legend_w + 12.0
@@ -616,6 +645,12 @@ def draw_entity_graph(
                            s=700, facecolors="none", edgecolors=REUSED_COLOUR, linewidths=1.8,
                            linestyles=":", zorder=3)
         again.set_gid("reused-nodes")
+    stale = [n for n in nodes if g.nodes[n].get("stale")]
+    if stale:  # a dashed ring: started, and nobody is drawing it any more
+        ring = ax.scatter([pos[n][0] for n in stale], [pos[n][1] for n in stale], s=700,
+                          facecolors="none", edgecolors="#333333", linewidths=1.5,
+                          linestyles="--", zorder=3)
+        ring.set_gid("stale-nodes")
     for n, r in zip(nodes, reused, strict=True):
         status = g.nodes[n]["status"]
         if status == "Failed":  # a bolder mark of its own

@@ -62,13 +62,17 @@ class Knobs:
     def __init__(self, simulate: Callable[..., Any], *, story_limit: int = 3,
                  global_limit: int = 10, stories: int = 5, images: int = 5,
                  policy: str = "fair", fail: tuple[int, int] | None = None,
-                 max_stories: int = 8, max_limit: int = 20) -> None:
+                 max_stories: int = 8, max_limit: int = 20,
+                 moments: Callable[[Any], list[Any]] | None = None) -> None:
         if not callable(simulate):
             raise TypeError(f"simulate must be callable, got {type(simulate).__name__}")
         for name, value in (("max_stories", max_stories), ("max_limit", max_limit)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if moments is not None and not callable(moments):
+            raise TypeError(f"moments must be callable, got {type(moments).__name__}")
         self._simulate = simulate
+        self._extra_moments = moments
         self.images = images
         self.max_stories = max_stories
         self.max_limit = max_limit
@@ -122,9 +126,13 @@ class Knobs:
         if self._png is None:
             import matplotlib.pyplot as plt
 
-            from storylab.viz.timeline import plot_timeline
+            from storylab.viz.timeline import _moments, plot_timeline
 
             v = self.values
+            marked: Any = True
+            if self._extra_moments is not None:  # the caller's moments, on top of the usual
+                marked = [*_moments(self.result.trace, True, None),
+                          *_moments(self.result.trace, self._extra_moments(self.result), None)]
             fig = plot_timeline(
                 self.result.trace,
                 title=f"{v['stories']} {'story' if v['stories'] == 1 else 'stories'}, "
@@ -132,6 +140,7 @@ class Knobs:
                       f"{v['global_limit']} in total "
                       f"({'FIFO' if v['policy'] == 'fifo' else v['policy']}): makespan "
                       f"{self.result.cell.makespan:.1f} model s",
+                moments=marked,
             )
             buf = io.BytesIO()
             fig.savefig(buf, format="png", dpi=80)

@@ -20,6 +20,14 @@ __all__ = ["short_label", "source_labels", "task_label"]
 
 _STORY = re.compile(r"^story[:\-_]", re.IGNORECASE)
 _LETTERED = re.compile(r"^story ([A-Z]{1,2})\b")
+# The process-wide source of a non-default limit is named after it (``global-4``,
+# ``global-4-fifo``); a reader needs only "global", the limit is on the chart.
+_GLOBAL = re.compile(r"^global-\d+(-(fifo|fair))?$")
+
+
+def plain_source(name: str) -> str:
+    """``global`` for ``global-4`` or ``global-4-fifo``; any other name unchanged."""
+    return "global" if _GLOBAL.match(name) else name
 
 
 def _letters(i: int) -> str:
@@ -49,7 +57,7 @@ def source_labels(trace: Any, names: Mapping[str, str] | None = None) -> dict[st
             out[name] = f"story {_letters(n_story)}"
             n_story += 1
         else:
-            out[name] = name
+            out[name] = plain_source(name)
     for name, label in (names or {}).items():
         out[str(name)] = str(label)
     return out

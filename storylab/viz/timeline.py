@@ -37,7 +37,7 @@ from storylab.viz._palette import (
     Status,
     series_style,
 )
-from storylab.viz.labels import source_labels, task_label
+from storylab.viz.labels import plain_source, source_labels, task_label
 from storylab.viz.readings import Moment, in_use_series, key_moments, root_source, time_origin
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -351,7 +351,7 @@ def _wait_levels(lanes: list[TaskLane]) -> dict[str, str]:
             own = "story" if lane.group.startswith("story:") else lane.group.split(" (")[0]
             names.setdefault("__own__", f"waiting: first held back by its own limit ({own})")
         else:
-            text = f"waiting: first held back by the {lane.wait_level} limit"
+            text = f"waiting: first held back by the {plain_source(lane.wait_level)} limit"
             names.setdefault(lane.wait_level, text)
     return names
 
@@ -455,7 +455,7 @@ def _draw_gantt(
         ax.tick_params(axis="y", pad=9)  # room for the diamonds drawn at time 0
     if not legend:
         return
-    handles = _gantt_handles(lanes, level_keys)
+    handles = _gantt_handles(lanes, level_keys, names)
     if handles:
         # Under the axes, not beside them: the bars keep the figure's width.
         from matplotlib.transforms import offset_copy
@@ -473,8 +473,10 @@ def _reused(lane: TaskLane, hairline: float) -> bool:
 REUSED_LEGEND = "↺ from graph (handed back, not run again)"
 
 
-def _gantt_handles(lanes: list[TaskLane], level_keys: list[str]) -> list[Any]:
-    """Legend entries for what the lanes show: outcomes, waits by level, marks."""
+def _gantt_handles(lanes: list[TaskLane], level_keys: list[str],
+                   names: Mapping[str, str] | None = None) -> list[Any]:
+    """Legend entries for what the lanes show: outcomes, waits by level (``names``
+    renames a level, as it does the groups), marks."""
     from matplotlib.patches import Patch
 
     handles: list[Any] = []  # Patch and Line2D legend entries
@@ -485,6 +487,8 @@ def _gantt_handles(lanes: list[TaskLane], level_keys: list[str]) -> list[Any]:
         text = "still running at the end of the trace" if s is Status.RUNNING else f"ran, {s}"
         handles.append(Patch(facecolor=COLOURS[s], edgecolor="black", label=text))
     for k, text in sorted(_wait_levels(lanes).items(), key=lambda kv: level_keys.index(kv[0])):
+        if names and k in names:
+            text = f"waiting: first held back by the {names[k]} limit"
         handles.append(Patch(facecolor=WAIT_COLOURS[min(level_keys.index(k),
                                                         len(WAIT_COLOURS) - 1)],
                              edgecolor="#666666", hatch="///", label=text))
@@ -649,6 +653,13 @@ def _group_text(members: list[Moment]) -> str:
     return " · ".join(parts)
 
 
+def _crossed(box: tuple[float, float], members: list[Moment], marks: list[Moment],
+             lo: float, span: float, width: float) -> bool:
+    """Whether a moment line other than the label's own runs through the label ``box``."""
+    own = {id(m) for m in members}
+    return any(box[0] < (m.t - lo) / span * width < box[1] for m in marks if id(m) not in own)
+
+
 def _label_groups(marks: list[Moment], lo: float, span: float,
                   width: float) -> list[tuple[list[Moment], int, bool]]:
     """Which moments share a label, and each label's row and side, so that none overlap.
@@ -680,6 +691,13 @@ def _label_groups(marks: list[Moment], lo: float, span: float,
             x1 = (members[-1].t - lo) / span * width
             right = x0 + _LABEL_PAD + w > width  # no room on the right: label ends at the line
             box = (x1 - _LABEL_PAD - w, x1) if right else (x0, x0 + _LABEL_PAD + w)
+            if _crossed(box, members, marks, lo, span, width):
+                # Another moment's line would run through the label: the other side, if
+                # it fits and is clear.
+                other = (x0, x0 + _LABEL_PAD + w) if right else (x1 - _LABEL_PAD - w, x1)
+                if 0 <= other[0] and other[1] <= width \
+                        and not _crossed(other, members, marks, lo, span, width):
+                    right, box = not right, other
             for r, row in enumerate(rows):
                 if all(box[1] + _LABEL_GAP <= a or b + _LABEL_GAP <= box[0] for a, b, _ in row):
                     row.append((*box, gi))
@@ -778,20 +796,51 @@ def _timeline_panel(ax: Axes, trace: Trace, lanes: list[TaskLane], *,
         # Nobody waited: no limit held anyone back, so how the units were first split
         # says nothing (every task simply started).
         found = [m for m in found if m.kind != "split"]
+    _make_label_room(ax, found, first_lane_top=0.5 if lanes else None)
     mark_moments(ax, found)
 
 
 def _finish_axes(ax: Axes, span: float, xmax: float | None) -> None:
     """x from the origin to just past the makespan (or ``xmax``), bracket under the lanes.
 
-    Room is made at the top for the key moments' labels and at the bottom for
-    the makespan bracket, so neither covers a bar.
+    Room is made at the bottom for the makespan bracket, so it covers no bar.
+    The top gets only what the key moments' labels need (:func:`_make_label_room`),
+    so a chart without labels has no empty band above its first lane.
     """
     right = xmax if xmax is not None else span
     ax.set_xlim(0, right * 1.02 if right > 0 else 1.0)
     bottom, top = ax.get_ylim()  # inverted: first lane on top
-    ax.set_ylim(bottom + 1.1, top - 1.4)
+    ax.set_ylim(bottom + 1.1, top)
     _draw_makespan(ax, span, bottom + 0.55)
+
+
+def _make_label_room(ax: Axes, moments: list[Any], *, first_lane_top: float | None) -> None:
+    """Raise the top of a timeline just enough for the rows of labels ``moments`` will use.
+
+    The labels hang from the top edge, one row every ``_ROW_POINTS`` points.
+    The strip above the first lane (its group's header row, empty in the plot)
+    already holds some; only what is missing is added, measured in points on
+    the laid-out axes, so the band is as tall as the labels and no taller.
+    """
+    marks = sorted(_as_moments(moments), key=lambda m: m.t)
+    if not marks or first_lane_top is None:
+        return
+    lo, hi = ax.get_xlim()
+    groups = _label_groups(marks, lo, (hi - lo) or 1.0, _axes_width_points(ax))
+    rows = 1 + max(row for _, row, _ in groups)
+    needed = 4 + _ROW_POINTS * rows + 3  # offset, rows, a little air above the bars
+    bottom, top = ax.get_ylim()  # inverted: top < bottom
+    fig = cast("Figure", ax.figure)
+    height = float(ax.get_window_extent().height) * 72.0 / float(fig.dpi)
+    units = bottom - top
+    free = first_lane_top - top  # data units between the top edge and the first lane
+    if height <= needed * 1.5:  # a very flat axes: fall back to a generous fixed room
+        ax.set_ylim(bottom, top - 1.4)
+        return
+    # (free + extra) * height / (units + extra) >= needed, solved for extra
+    extra = (needed * units - free * height) / (height - needed)
+    if extra > 0:
+        ax.set_ylim(bottom, top - extra)
 
 
 def figure_summary(fig: Any) -> str:
@@ -907,6 +956,7 @@ def plot_capacity(
     ``trace.meta["limits"]``; a source with no known limit is drawn without a
     limit line. Roots (the global limit) come first, then their children.
     ``names`` renames sources in the panel titles (``{"story:<long name>": "story A"}``;
+    given ``names``, the children are ordered by their labels;
     by default ``story:…`` reads ``story A``…). ``moments`` marks key moments
     as in :func:`plot_timeline` (the lines cross every panel, the labels sit
     on the top one, above its highest line). The time axis starts at the
@@ -917,6 +967,9 @@ def plot_capacity(
     """
     lines = capacity_series(trace, limits=limits, time_scale=time_scale)
     readable = source_labels(trace, names)
+    if names:  # renamed stories in the order of their labels (story A, story B...); roots stay
+        lines.sort(key=lambda line: (line.depth, "" if line.depth == 0
+                                     else readable.get(line.name, line.name)))
     n = max(len(lines), 1)
     fig, axes = new_figure(n, 1, sharex=True, squeeze=False,
                              figsize=(10, 1.0 + 1.55 * n), layout="constrained")

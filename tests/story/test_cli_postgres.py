@@ -28,6 +28,28 @@ def _eg(capsys, url: str, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def _blob_rows(url: str) -> set[str]:
+    """The keys in the graph's blob table, read on a connection of its own."""
+    import psycopg
+
+    base, _, schema = url.rpartition("schema=")
+    with psycopg.connect(base.rstrip("?&"), autocommit=True) as conn:
+        rows = conn.execute(f'SELECT key FROM "{schema}".blobs').fetchall()
+    return {key for (key,) in rows}
+
+
+def _keys(url: str, topic: str) -> set[str]:
+    """The blob keys the nodes of the story on ``topic`` name."""
+    keys = set()
+    with EntityGraph.open(url, read_only=True) as g:
+        (root,) = [r for r in g.roots() if r.data["topic"] == topic]
+        for node in [root, *g.descendants(root.id)]:
+            for value in (node.output, node.data):
+                if isinstance(value, dict):
+                    keys |= {value[f] for f in ("object_key", "html_key") if f in value}
+    return keys
+
+
 def _nodes(url: str) -> list:
     with EntityGraph.open(url, read_only=True) as g:
         return [
@@ -110,23 +132,31 @@ def test_eg_check_and_export_refuse_a_postgresql_graph_in_one_line(owl_and_fox, 
 
 def test_stories_delete_and_redo_on_a_postgresql_graph(owl_and_fox, tmp_path, capsys):
     url, roots = owl_and_fox
+    owl_keys, fox_keys = _keys(url, "an owl"), _keys(url, "a fox")
+    assert len(owl_keys) == 3 and len(fox_keys) == 2  # pictures and a page each
+    assert _blob_rows(url) == owl_keys | fox_keys
     argv = ["--graph", url, "--out", str(tmp_path / "out")]
     assert main(["stories", "delete", "an owl", *argv]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("deleted story “an owl”") and "6 entities" in out
-    assert "stay in the server's blob table" in out  # said, not hidden
+    assert out.startswith("deleted story “an owl”") and ": 6 entities, 3 stored blob row(s)" in out
     with EntityGraph.open(url, read_only=True) as g:
         assert [r.data["topic"] for r in g.roots()] == ["a fox"]
+        assert not any(g.blobs.exists(key) for key in owl_keys)
+    assert _blob_rows(url) == fox_keys  # the owl's rows are gone, the fox's kept
 
     # redo: the same request from the start, with the seed it was made with.
     fox = roots["a fox"]
     assert main(["stories", "redo", "a fox", *argv, "--time-scale", "0.001", "--no-tree"]) == 0
     out = capsys.readouterr().out
-    assert "deleted story “a fox”" in out and "completed: 1 picture" in out
+    assert "deleted story “a fox”" in out and ": 4 entities, 2 stored blob row(s)" in out
+    assert "completed: 1 picture" in out
     with EntityGraph.open(url, read_only=True) as g:
         (new,) = g.roots()
         (picture,) = [c for c in g.children(new.id) if c.name.startswith("image-")]
+        drawn = g.blobs.get(picture.output["object_key"])
     assert new.id != fox.id and new.name == fox.name and new.data["seed"] == 4
+    assert drawn[:8] == b"\x89PNG\r\n\x1a\n"  # drawn again, stored again
+    assert _blob_rows(url) == _keys(url, "a fox")
     # A different seed for the story that now exists is refused, as on a file.
     assert _run(url, tmp_path, "a fox", "--images", "1", "--seed", "5") == 2
     assert "made with --seed 4" in capsys.readouterr().err

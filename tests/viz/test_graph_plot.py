@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from matplotlib.colors import to_hex
 from vizkit import VizImage, VizStory
@@ -96,7 +98,7 @@ async def test_tree_picture_colours_nodes_by_status_and_marks_failures(graph, tm
         assert (f"failed-mark:{n}" in texts) == (n in failed)
     assert "RuntimeError" in texts[f"label:{failed[0]}"]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert legend == ["Pending", "InProgress", "Completed", "Failed"]
+    assert legend == ["✓ Completed", "✗ Failed"]  # only the statuses drawn
     assert ax.get_title() == "Entity tree of VizStory (fox) — 4 Completed, 2 Failed"
     assert ax.get_ylabel() and ax.get_xlabel()
 
@@ -202,7 +204,7 @@ async def test_the_tree_carries_status_glyphs_durations_and_reuse(graph, tmp_pat
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "reused from the graph (↺)" in legend
     assert ax.get_title().endswith(f"{len(reused)} reused")
-    assert fig.storylab_summary.startswith("Entity tree: 1 root(s), ")
+    assert fig.storylab_summary.startswith("Entity tree: 1 root, ")
     assert f"{len(reused)} reused from the graph" in fig.storylab_summary
     assert "failed: VizImage (image-2)" in fig.storylab_summary
     # Without run_started nothing is called reused.
@@ -278,8 +280,15 @@ async def test_the_tree_reads_its_time_scale_from_the_trace_and_says_where_the_t
     assert any(t.endswith("model s") for t in labels), labels
     assert "image-2" in labels and not any("{{" in t for t in labels), labels
     summary = fig.storylab_summary
-    assert summary.startswith("Entity tree: 1 root(s), ") and "; in time, owl (" in summary
+    assert summary.startswith("Entity tree: 1 root, ") and "; in time, owl (" in summary
     assert "6 images side by side" in summary, summary
+    # the numbers of the sum, as printed, add up to the root's time
+    whole, parts = summary.split("; in time, owl (")[1].rstrip(".").split(" model s) = ")
+    terms = [float(re.search(r"(\d+\.\d)", part).group(1)) for part in parts.split(" + ")]
+    assert abs(sum(terms) - float(whole)) < 0.05, summary
+    # the axis says how to read the picture, not which classes it shows
+    assert "VizImage" not in fig.axes[0].get_xlabel()
+    assert "how long it ran" in fig.axes[0].get_xlabel()
     # the depth axis stops at the deepest row of nodes
     low, high = fig.axes[0].spines["left"].get_bounds()
     assert -1.2 < low < -1 and high > 0
@@ -289,3 +298,33 @@ async def test_the_tree_reads_its_time_scale_from_the_trace_and_says_where_the_t
         plot_entity_tree(graph, story.id, trace=Trace())
     with pytest.raises(ValueError, match="time_scale must be"):
         plot_entity_tree(graph, story.id, time_scale=0)
+
+
+async def test_a_started_node_nobody_holds_is_drawn_and_listed_as_stale(graph):
+    # A run cancelled mid-picture leaves its nodes InProgress with no live lease: stale,
+    # as `storylab eg tree` says; a finished run leaves nothing stale.
+    import asyncio
+
+    story = graph.create(VizStory, "cut", {"images": 2, "seconds": 5})
+    task = asyncio.create_task(story.run())
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    g = entity_graph(graph, story.id)
+    stale = sorted(g.nodes[n]["name"] for n in g if g.nodes[n]["stale"])
+    assert stale == ["cut", "image-1", "image-2"]
+    fig = plot_entity_tree(graph, story.id)
+    ax = fig.axes[0]
+    (ring,) = [c for c in ax.collections if c.get_gid() == "stale-nodes"]
+    assert len(ring.get_offsets()) == 3
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "stale: InProgress, its process gone" in legend
+    # every InProgress node here is stale: the legend has its entry, not a second one
+    assert "▶ InProgress" not in legend, legend
+    details = {t.get_gid(): t.get_text() for t in ax.texts if t.get_gid()}
+    assert [details[f"detail:{n}"] for n in g if g.nodes[n]["name"] == "image-1"] == ["stale"]
+    done = await _story(graph, "done")
+    finished = plot_entity_tree(graph, done.id).axes[0]
+    assert not [c for c in finished.collections if c.get_gid() == "stale-nodes"]
+    assert not any("stale" in t.get_text() for t in finished.get_legend().get_texts())

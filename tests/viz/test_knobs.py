@@ -70,3 +70,41 @@ def test_the_policy_reads_as_its_button_names_it():
 
     assert ", FIFO: makespan" in what_if(story_limit=3, global_limit=10, stories=2,
                                          policy="fifo").summary()
+
+
+def test_extra_moments_are_marked_and_follow_the_knobs(monkeypatch):
+    import storylab.viz.timeline as timeline
+
+    seen = []
+    real = timeline.plot_timeline
+
+    def spy(trace, **kw):
+        seen.append(kw.get("moments"))
+        return real(trace, **kw)
+
+    monkeypatch.setattr(timeline, "plot_timeline", spy)
+    k = knobs(4, 16, 5, moments=lambda run: [(run.cell.makespan - 10,
+                                              f"last round ends {run.cell.makespan:.0f}")])
+    k.png()
+    texts = [m.text for m in seen[-1]]
+    assert "last round ends 30" in texts and any(t.startswith("split") for t in texts)
+    k.set(story_limit=5)
+    k.png()
+    assert "last round ends 20" in [m.text for m in seen[-1]]
+    with pytest.raises(TypeError, match="moments must be callable"):
+        knobs(moments=3)
+
+
+def test_sweep_panel_titles_count_cells_in_words():
+    import asyncio
+
+    import matplotlib.pyplot as plt
+
+    from storylab.sweep import sweep
+    from storylab.viz import plot_sweep_lines
+
+    result = asyncio.run(sweep([4], [12, 16], stories=5, images=5))
+    fig = plot_sweep_lines(result)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    plt.close(fig)
+    assert "per-story limit 4: 1 cell above" in titles

@@ -167,3 +167,27 @@ async def test_stacked_timelines_share_one_axis_one_legend_and_honest_brackets(t
     (legend,) = fig.legends
     entries = [t.get_text() for t in legend.get_texts()]
     assert "ran, completed" in entries and "ran, failed" in entries
+
+
+def test_no_other_moment_line_runs_through_a_label():
+    """Two moments close together (FIFO's first hand-off and the queue moving again, as
+    notebook 3 marks them): the first label goes to the left of its line when the second
+    line would cross it on the right."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 3.6), layout="constrained")
+    ax.set_xlim(0, 40)
+    drawn = mark_moments(ax, [(9.1, "FIFO: A frees a unit"), (11.0, "FIFO: the queue moves again")])
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    lines = [d for d in drawn if (d.get_gid() or "").startswith("moment:")]
+    xs = [ax.transData.transform((line.get_xdata()[0], 0))[0] for line in lines]
+    for label in _moment_labels(ax):
+        box = label.get_window_extent(renderer)
+        crossing = [x for x in xs if box.x0 + 1 < x < box.x1 - 1]
+        assert crossing == [], f"{label.get_text()!r} is crossed by a moment line"
+    assert _overlaps(fig, ax) == []
+    plt.close(fig)

@@ -244,3 +244,42 @@ async def test_a_drawn_widget_hides_the_static_snapshot_in_any_front_end(stories
     box = replay(trace).widget()
     assert ".storylab-replay-snapshot{display:none}" in box.children[0].value
     assert ".storylab-replay-snapshot{display:none}" not in replay(trace).html()
+
+
+def _one_process_of_a_cluster(shared: bool) -> Trace:
+    """One process's view of a cluster: its share of the limit "g" (4 in all) is 2
+    units, both taken by story a; story b's first picture waits at "g", which
+    this trace shows half empty (the other processes hold the rest)."""
+    from storylab.scheduling.trace import EventKind, TraceEvent
+
+    meta = {"limits": {"g": 4, "story:a": 3, "story:b": 3}, "time_scale": 1.0}
+    if shared:
+        meta["shared_roots"] = ["g"]
+    events = [
+        TraceEvent(0.0, EventKind.ACQUIRE, ("story:a", "g"), runner="r", task_id=1,
+                   group="story:a"),
+        TraceEvent(0.0, EventKind.TASK_START, runner="r", task_id=1, label="image-1",
+                   group="story:a"),
+        TraceEvent(0.1, EventKind.ACQUIRE, ("story:a", "g"), runner="r", task_id=2,
+                   group="story:a"),
+        TraceEvent(0.1, EventKind.TASK_START, runner="r", task_id=2, label="image-2",
+                   group="story:a"),
+        TraceEvent(0.2, EventKind.WAIT, ("story:b", "g"), level="g", runner="s", task_id=1,
+                   group="story:b"),
+    ]
+    return Trace(meta=meta, events=events, clock=lambda: 0.0, started_at=0.0)
+
+
+def test_a_wait_for_a_cluster_share_is_told_apart_from_a_queue_wait():
+    # Lettered against the order the trace met them: the gauge follows the letters.
+    names = {"g": "global", "story:b": "story A (an owl)", "story:a": "story B (a fox)"}
+    state = replay_state(_one_process_of_a_cluster(shared=True), 1.0, names=names)
+    assert state.gauge_text() == "global 2/4 · A ○○○ B ●●○"
+    assert state.waits_on("share") == ["A"]
+    assert state.waits_text() == ("waiting for a unit of the global limit held by another "
+                                  "process: A")
+    assert "earlier waiter" not in state.html()
+    assert "global share" in state.gauge_html()
+    # The same events from a process with no scheduler behind its root: a queue wait.
+    alone = replay_state(_one_process_of_a_cluster(shared=False), 1.0, names=names)
+    assert alone.waits_on("queue") == ["A"]

@@ -356,6 +356,24 @@ async def test_marks_are_drawn_on_their_own_lane(tmp_path):
     fig.savefig(tmp_path / "timeline_marks.png")
 
 
+async def test_renamed_story_panels_follow_their_labels(stories):
+    # Lettered against the order the trace met them (as a cluster run may letter them):
+    # the panels read A, B, not B, A.
+    trace, _ = await stories({"A": [10, 10], "B": [10]}, story_limit=3, global_limit=10,
+                             time_scale=SCALE)
+    fig = plot_capacity(trace, names={"story:A": "story B (a fox)", "story:B": "story A (an owl)"})
+    titles = [ax.get_title(loc="left").split(":")[0] for ax in fig.axes]
+    assert titles == ["global", "story A (an owl)", "story B (a fox)"]
+
+
+async def test_a_renamed_limit_reads_its_new_name_in_the_wait_legend(stories):
+    trace, _ = await stories({"A": [10] * 3, "B": [10] * 3}, story_limit=3, global_limit=4,
+                             time_scale=SCALE)
+    fig = plot_timeline(trace, names={"global": "shared pool (4)"})
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "waiting: first held back by the shared pool (4) limit" in legend, legend
+
+
 async def test_names_rename_groups_and_panels_for_the_reader(stories):
     trace, _ = await stories({"A": [10, 10], "B": [10]}, story_limit=3, global_limit=10,
                              time_scale=SCALE)

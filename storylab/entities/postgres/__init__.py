@@ -9,18 +9,17 @@ such a graph is opened.
 The store keeps every promise of :class:`~storylab.entities.store.EntityStore`
 the way the SQLite store does, with the server in place of the file:
 
-* the graph's writers take turns: a write transaction first takes a
-  transaction-level advisory lock of the graph (what ``BEGIN IMMEDIATE`` is
-  to SQLite), taken without waiting by a run's awaited steps and retried
-  with a growing delay, never blocking the event loop; every check made
-  under it (a taken name, a lease's token) holds until the commit;
-* names are unique under a parent by a ``UNIQUE`` index, so two hosts
-  creating the same child get one node;
+* there is no graph-wide write lock: a transaction locks what it decides
+  about, a node's row before its lease is read or changed, one name under
+  one parent before it is looked up and created, each held to the commit,
+  so processes writing different stories never wait for each other (see
+  :mod:`storylab.entities.postgres.store`);
+* names are unique under a parent by a ``UNIQUE`` index, and a name being
+  created is locked until its commit, so two hosts creating the same child
+  get one node (the second waits for the first and gets its node);
 * leases carry a token, every write under one is fenced by it, and a
-  heartbeat renews them in a short transaction of its own that does not
-  take the graph's advisory lock (it only pushes back the expiry of rows
-  still carrying its token), so however many processes queue for that lock,
-  a renewal does not wait behind them;
+  heartbeat renews them in a short transaction of its own (it only pushes
+  back the expiry of rows still carrying its token);
 * operations share a transaction and many ends share one commit; a result is
   handed on only once that commit returned (``synchronous_commit`` is the
   server's: on by default, so "committed" means on the server's disk);
@@ -33,8 +32,9 @@ the way the SQLite store does, with the server in place of the file:
 
 The store's operations are synchronous by the store contract (each is atomic
 and never spans an ``await``), so each is a short round trip to the server
-on psycopg's connection; what may have to wait for another writer (the
-graph's lock, a commit retried) is awaited.
+on psycopg's synchronous connection; a row or name another process is
+writing at that moment (the same node or name only) is waited for there,
+for the length of that process's batch.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import logging
 
 from storylab.entities.errors import NotAStorylabGraphError, SchemaVersionError
 
-__all__ = ["APPLICATION", "SCHEMA", "SCHEMA_VERSION", "UPGRADES", "lock_key"]
+__all__ = ["APPLICATION", "SCHEMA", "SCHEMA_VERSION", "UPGRADES", "lock_key", "name_key"]
 
 log = logging.getLogger("storylab.entities")
 
@@ -91,6 +91,15 @@ def lock_key(schema: str) -> int:
 
     digest = hashlib.sha256(f"storylab graph lock {schema}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def name_key(schema: str, parent_id: str | None, key: str) -> int:
+    """The advisory-lock key of the name ``key`` under ``parent_id`` (None:
+    among roots) in the graph in ``schema``, the same in every process."""
+    import hashlib
+
+    text = f"storylab name {schema}\0{parent_id or ''}\0{key}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
 
 
 def prepare(conn, where: str, schema: str, *, create: bool, read_only: bool) -> None:

@@ -1,31 +1,57 @@
 """The PostgreSQL entity store: the SQLite store's transactions on a server.
 
-:class:`PostgresGraph` keeps the SQLite store's whole discipline (group
-commits, nodes and leases written once per transaction, fencing checked
-inside the write transaction, the heartbeat, the awaited waits) and changes
-what sits under it: the connection. :class:`_Connection` gives psycopg's
-connection the few calls that discipline makes (``execute``,
+:class:`PostgresGraph` keeps the SQLite store's discipline (group commits,
+nodes and leases written once per transaction, fencing checked inside the
+write transaction, the heartbeat, the awaited waits) and changes what sits
+under it: the connection, and the locks. :class:`_Connection` gives
+psycopg's connection the few calls that discipline makes (``execute``,
 ``executemany``, ``in_transaction``), turning
 
-* opening the write transaction into ``BEGIN`` plus the graph's
-  transaction-level advisory lock: without waiting (``pg_try_...``) when
-  the wait must be awaited, else waiting up to ``busy_timeout``;
 * SQLite's dialect into PostgreSQL's (``?`` parameters, ``INSERT OR
   REPLACE``, an untyped parameter in a recursive query);
 * the driver's errors into the error classes that discipline catches, with
-  their text freed of any password: a lock that is busy reads as busy, any
-  other failure as a failed operation, which fails the transaction (as on
+  their text freed of any password: a failure fails the transaction (as on
   PostgreSQL it does: a commit after a failed statement is refused here,
   never reported as done).
 
-One thing is not done the SQLite way: renewing leases. On SQLite a renewal
-is a write like any other, so it takes the write lock. Here it is one short
-transaction of its own without the graph's advisory lock
+No graph-wide write lock. SQLite has one writer at a time, and the
+discipline above leans on it: a check made in the write transaction (a name
+is free, a lease still carries our token) holds until the commit because
+nobody else can write meanwhile. A server takes the same guarantees row by
+row, so writers of different stories never wait for each other:
+
+* a lease is decided under its node's row lock (``SELECT ... FOR NO KEY
+  UPDATE``, held to the commit): the holder takes it before its first
+  fenced write under that lease (:meth:`PostgresGraph._fence`) and before
+  it drops the lease at the end (:meth:`PostgresGraph._drop_lease`), a
+  process taking the node over takes it before it reads the lease it
+  judges (:meth:`PostgresGraph._take`). So a take-over waits for the
+  holder's open batch and then sees its commit (a finished node, or a
+  lease still live), and the holder's writes after a take-over see the new
+  token and are refused; parent's row before child's, in that order
+  everywhere, so the two never wait for each other in a circle;
+* a new node's name is decided under an advisory lock of that one name
+  under that one parent (:meth:`_Connection.lock_name`, held to the
+  commit): the unique index alone would let two processes both find a name
+  free and the second fail its whole batch at the commit; with the lock the
+  second waits for the first's commit, finds the node and uses it (create
+  or get). A child under a parent made in the same transaction needs none
+  (nobody else sees that parent yet);
+* a claim of a Pending node is one ``UPDATE ... WHERE status = 'Pending'``,
+  which the row lock of the update decides.
+
+What still waits: two processes on the same node or the same name (a
+take-over, the same story created twice at once) wait for each other's
+commit, each wait bounded by ``busy_timeout`` (then the batch fails with a
+graph error), and such a wait is a blocking call on the event loop (short:
+the other process's batch). The graph's advisory lock
+(:func:`~storylab.entities.postgres.schema.lock_key`) is taken only to
+create or upgrade the schema.
+
+Renewing leases is a short transaction of its own
 (:meth:`PostgresGraph._try_renew`): it only pushes back the expiry of the
 rows that still carry this process's token, which PostgreSQL's row locks
-serialise against a take-over, and fencing (token checks under the advisory
-lock) is untouched. So a heartbeat never queues behind the batches of other
-processes, however many of them share the graph.
+serialise against a take-over, so a heartbeat never waits behind a batch.
 """
 
 from __future__ import annotations
@@ -50,7 +76,7 @@ from storylab.entities.errors import (
     GraphUnreachableError,
     UnknownBlobError,
 )
-from storylab.entities.postgres.schema import lock_key, prepare
+from storylab.entities.postgres.schema import name_key, prepare
 from storylab.entities.postgres.url import ServerURL, parse
 from storylab.entities.sqlite.store import EntityGraph
 
@@ -151,8 +177,8 @@ class _Connection:
     def __init__(self, conn: psycopg.Connection, url: ServerURL) -> None:
         self._pg = conn
         self._url = url
-        self._lock_key = lock_key(url.schema)
-        self._busy_ms = 30_000
+        self._schema = url.schema
+        self._wait_ms = 30_000  # the graph's busy timeout (a try sets 0 for BEGIN alone)
 
     @property
     def in_transaction(self) -> bool:
@@ -163,7 +189,11 @@ class _Connection:
 
     def execute(self, sql: str, params: tuple | list = ()) -> Any:
         if sql.startswith("PRAGMA busy_timeout="):
-            self._busy_ms = int(sql.partition("=")[2])
+            # BEGIN never waits here, so a try without waiting (busy 0) needs
+            # nothing; the graph's own timeout bounds every row-lock wait.
+            ms = int(sql.partition("=")[2])
+            if ms > 0:
+                self._wait_ms = ms
             return _NoRows()
         if sql == "BEGIN IMMEDIATE":
             self._begin()
@@ -221,29 +251,41 @@ class _Connection:
         except psycopg.Error:
             pass
 
-    def _begin(self) -> None:
-        """Open the write transaction: ``BEGIN`` and the graph's lock (busy if
-        another process holds it past the busy timeout; at once if that is 0)."""
-        pg, key = self._pg, self._lock_key
+    def lock_node(self, node_id: str) -> None:
+        """Lock ``node_id``'s row until the transaction ends (``FOR NO KEY
+        UPDATE``: children may still be inserted under it, progress rows
+        still point at it). Every decision about a node's lease is made
+        under this lock, by its holder writing under it and by a process
+        taking it over alike, so the two are serialised per node, and
+        processes writing other nodes never wait for each other."""
+        self._locking("SELECT 1 FROM nodes WHERE id = %s FOR NO KEY UPDATE", (node_id,))
+
+    def lock_name(self, parent_id: str | None, key: str) -> None:
+        """Take the transaction-level advisory lock of one name under one
+        parent (a root when ``parent_id`` is None), held to the commit: two
+        processes creating the same name take turns, so the second sees the
+        first's committed row and gets that node instead of failing its
+        commit on the unique index; names that differ never wait."""
+        self._locking("SELECT pg_advisory_xact_lock(%s)", (name_key(self._schema, parent_id, key),))
+
+    def _locking(self, sql: str, params: tuple) -> None:
         try:
-            if self._busy_ms <= 0:
-                cur = pg.execute(f"BEGIN; SELECT pg_try_advisory_xact_lock({key:d})")
-                cur.nextset()
-                row = cur.fetchone()
-                if not row or not row[0]:
-                    self._rollback()
-                    raise _Busy("another process holds the entity graph's write lock")
-                return
-            cur = pg.execute(
-                f"BEGIN; SET LOCAL lock_timeout = {self._busy_ms:d}; "
-                f"SELECT pg_advisory_xact_lock({key:d})"
-            )
+            self._pg.execute(sql, params)
         except pg_errors.LockNotAvailable:
-            self._rollback()
-            raise _Busy(
-                f"another process held the entity graph's write lock for "
-                f"{self._busy_ms / 1000:g} s (busy_timeout)"
+            raise _ServerError(
+                f"another process held a row of the entity graph for "
+                f"{self._wait_ms / 1000:g} s (busy_timeout)"
             ) from None
+        except psycopg.Error as exc:
+            raise _wrap(exc, self._url) from None
+
+    def _begin(self) -> None:
+        """Open the write transaction. There is no graph-wide lock to take
+        (see the module docstring): the locks a transaction needs are taken
+        row by row (:meth:`lock_node`) or name by name (:meth:`lock_name`)
+        as it goes, each waited for up to ``busy_timeout`` at most."""
+        try:
+            self._pg.execute(f"BEGIN; SET LOCAL lock_timeout = {self._wait_ms:d}")
         except psycopg.Error as exc:
             self._rollback()
             raise _wrap(exc, self._url) from None
@@ -365,6 +407,15 @@ class PgBlobStore:
             return False
         return self._run("SELECT 1 FROM blobs WHERE key = %s", (key,)) is not None
 
+    def delete(self, key: str) -> bool:
+        """Remove the row under ``key`` (committed before this returns);
+        whether there was one (``False`` for what is not a key)."""
+        try:
+            check_blob_key(key)
+        except UnknownBlobError:
+            return False
+        return self._run("DELETE FROM blobs WHERE key = %s RETURNING 1", (key,)) is not None
+
     content_type = staticmethod(blob_content_type)
 
     def close(self) -> None:
@@ -421,6 +472,46 @@ class PostgresGraph(EntityGraph):
 
     def _check_writable(self) -> None:
         return None  # a write the server refuses fails its operation, with its reason
+
+    # Row locks in place of the graph-wide lock (see the module docstring).
+    # Each takes a node's row before its lease is read or changed, parent
+    # before child, so a holder and a process taking over one node take
+    # their locks in the same order.
+
+    def _fence(self, node: str | None) -> None:
+        if (
+            node is not None
+            and node in self._held
+            and node not in self._checked
+            and node not in self._new_leases
+        ):
+            if not self._conn.in_transaction:
+                self._begin()
+                self._schedule_commit()
+            self._conn.lock_node(node)  # type: ignore[attr-defined]
+        super()._fence(node)
+
+    def _take(self, id: str, env: Any, parent_id: str | None = None) -> Any:
+        with self._lock:
+            self._begin()
+            try:
+                self._fence(parent_id)
+                self._conn.lock_node(id)  # type: ignore[attr-defined]
+            finally:
+                self._schedule_commit()
+            return super()._take(id, env, parent_id)
+
+    def _drop_lease(self, conn: Any, id: str) -> bool:
+        if id not in self._new_leases:
+            self._conn.lock_node(id)  # type: ignore[attr-defined]
+        return super()._drop_lease(conn, id)
+
+    def _key_taken(self, conn: Any, parent_id: str | None, key: str) -> bool:
+        # A parent made in this transaction is seen by nobody else yet, so
+        # nobody else can be naming its children.
+        if parent_id is None or parent_id not in self._new_rows:
+            self._conn.lock_name(parent_id, key)  # type: ignore[attr-defined]
+        return super()._key_taken(conn, parent_id, key)
 
     def _try_renew(self) -> bool:
         """One renewal of every lease we hold, without the graph's write lock

@@ -111,7 +111,10 @@ class WaitState:
 
     ``blocked_by`` is ``"story"`` when its own (leaf) limit is full, else
     the label of the full ancestor (``"global"``), or ``"queue"`` when no
-    level is full and it waits behind an earlier waiter (the FIFO policy);
+    level is full and it waits behind an earlier waiter (the FIFO policy),
+    or ``"share"`` when the root is leased from a cluster's scheduler
+    (``trace.meta["shared_roots"]``) and no level is full: the process used
+    up its share, and other processes hold the rest of the limit;
     ``level`` is the source's machine name (the level recorded when the wait
     began, for a queue wait); ``since`` when the wait began (model seconds).
     """
@@ -173,7 +176,8 @@ class ReplayState:
             levels.setdefault(w.blocked_by, []).append(by_label.get(w.story, w.story))
         said = [
             ("behind an earlier waiter: " if level == "queue" else
-             f"on {'their story' if level == 'story' else 'the ' + level} limit: ")
+             "for a unit of the global limit held by another process: " if level == "share"
+             else f"on {'their story' if level == 'story' else 'the ' + level} limit: ")
             + ", ".join(who)
             for level, who in levels.items()
         ]
@@ -225,6 +229,9 @@ class ReplayState:
             f"{_wait_badge(None, 'global')} a task waits: the global pool is full"
             + (f" · {_wait_badge(None, 'queue')} a task waits behind an earlier one"
                if any(w.blocked_by == "queue" for w in self.waits) else "")
+            + (f" · {_wait_badge(None, 'share')} a task waits: its process has used its share "
+               "of the global limit, and other processes hold the rest"
+               if any(w.blocked_by == "share" for w in self.waits) else "")
             + "</div>"
         )
         return (f"<div class='storylab-gauge' data-t='{self.t:.3f}'>"
@@ -252,6 +259,8 @@ def _wait_badge(w: WaitState | None, blocked_by: str | None = None) -> str:
     text = "waits: story" if own else f"waits: {level}"
     if level == "queue":
         colour = WAIT_COLOURS[2]
+    elif level == "share":
+        text = "waits: global share"
     tip = (f" title='{html.escape(w.task, quote=True)} waits since {w.since:.1f} model s'"
            if w is not None else "")
     return (f"<span class='storylab-wait' data-blocked-by='{html.escape(str(level), quote=True)}'"
@@ -370,6 +379,10 @@ def replay_state(
 
     root_name = root_source(trace)
     stories = story_sources(trace)
+    if names:  # the stories in the order of their labels (story A, story B...)
+        stories.sort(key=lambda name: labels.get(name, name))
+    # Roots whose units a cluster's scheduler leases out (see storylab.story.cluster).
+    shared = set(trace.meta.get("shared_roots", ()))
     # Who blocks each waiter now: the first full level from its leaf up.
     wait_states = []
     blocked_count: dict[str, int] = {}
@@ -377,7 +390,13 @@ def replay_state(
         full = next((n for n in path if n in limit_of and in_use.get(n, 0) >= limit_of[n]),
                     None)
         level = full or recorded or path[0]
-        if full is None and limit_of.keys() >= set(path):
+        if full is None and path[-1] in shared:
+            # A root leased from a cluster's scheduler, and no level here is
+            # full: the gate holds it. This process's share is used up, and the
+            # rest of the limit is held by other processes, which this trace
+            # may not see (their units count on the scheduler).
+            blocked_by = "share"
+        elif full is None and limit_of.keys() >= set(path):
             # Every level has room, yet it waits: an earlier waiter is served
             # first (FIFO), or the unit is being handed over at this instant.
             blocked_by = "queue"
@@ -416,6 +435,8 @@ def replay_state(
                     Status.RUNNING if running else Status.WAITING)
         pipelines.append(PipelineProgress(group, None, None, labels.get(group, group), p_status,
                                           None, None, len(rows), rows))
+    if names:
+        pipelines.sort(key=lambda p: p.name or p.key)
     return ReplayState(t, end, root, story_levels, tuple(wait_states), tuple(pipelines))
 
 

@@ -93,18 +93,23 @@ class Target:
             )
 
     def write_lock_is_free(self) -> bool:
-        """Whether no process holds the graph's write lock right now."""
+        """Whether no process is in the middle of a write right now: on SQLite
+        nobody holds the file's write lock; on PostgreSQL (which has no
+        graph-wide write lock) no other connection holds a lock on the
+        graph's tables stronger than a reader's."""
         if self.kind == "sqlite":
             return sqlite_write_lock_is_free(self.url)
         import psycopg
 
-        from storylab.entities.postgres.schema import lock_key
-
-        with psycopg.connect(self.base) as conn:
-            free = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (lock_key(self.schema),))
-            result = bool(free.fetchone()[0])
-            conn.rollback()
-            return result
+        with psycopg.connect(self.base, autocommit=True) as conn:
+            busy = conn.execute(
+                "SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                "JOIN pg_namespace s ON s.oid = c.relnamespace "
+                "WHERE s.nspname = %s AND l.pid <> pg_backend_pid() "
+                "AND l.mode <> 'AccessShareLock' LIMIT 1",
+                (self.schema,),
+            ).fetchone()
+            return busy is None
 
 
 def pg_base_url() -> str:

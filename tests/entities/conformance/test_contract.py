@@ -317,6 +317,22 @@ def test_a_blob_written_by_one_process_is_read_by_another(target):
         g.blobs.put(b"x", "image/bmp")
 
 
+def test_a_deleted_blob_is_gone_for_every_handle_and_its_neighbours_stay(target):
+    g = target.open()
+    page = b"<html><body>a page</body></html>"
+    key, kept = g.blobs.put(PNG, "image/png"), g.blobs.put(page, "text/html")
+    assert g.blobs.delete(key) is True
+    assert g.blobs.delete(key) is False  # nothing left under it
+    assert g.blobs.delete("../../etc/passwd") is False  # not a key: nothing touched
+    other = target.open()  # another handle (another connection) sees it gone
+    assert not other.blobs.exists(key)
+    with pytest.raises(LookupError, match="no blob"):
+        other.blobs.get(key)
+    assert other.blobs.get(kept) == page
+    assert g.blobs.put(PNG, "image/png") == key  # and it can be stored again
+    assert other.blobs.get(key) == PNG
+
+
 # ------------------------------------------------------------------ schema
 
 

@@ -1,13 +1,13 @@
 """The PostgreSQL store under many processes: a lease is renewed however
-busy the graph's write lock is.
+busy the graph is.
 
-On a server the graph's advisory lock is what SQLite's write lock is on a
-file: one process writes at a time. A heartbeat that had to take that lock
-could wait behind the transactions of every other process sharing the
-graph, past its lease's lifetime, and then stop a healthy run. Here a run
-holds a lease of 1 s while other processes make many small commits and one
-of them keeps the lock for three lease lifetimes: the run keeps its lease,
-is run once, and every process finishes without losing one.
+A heartbeat that had to wait behind the transactions of every other
+process sharing the graph could wait past its lease's lifetime and then
+stop a healthy run. Here a run holds a lease of 1 s while other processes
+make many small commits and one more keeps a write transaction open on the
+graph for three lease lifetimes, holding the advisory key the store once
+took for every write (its graph-wide lock, which it no longer has): the run
+keeps its lease, is run once, and every process finishes without losing one.
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ import os, sys, psycopg
 from storylab.entities.postgres.schema import lock_key
 conn = psycopg.connect(os.environ["HOLD_URL"])
 conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(sys.argv[1]),))
+conn.execute(
+    f'INSERT INTO "{sys.argv[1]}".storylab_meta (name, value) VALUES (%s, %s)',
+    ("a-foreign-write", "open"),
+)
 print("locked", flush=True)
 sys.stdin.readline()
 conn.commit()
@@ -94,8 +98,8 @@ async def test_a_lease_is_renewed_while_other_processes_hold_the_write_lock(pg_t
             env=_env(HOLD_URL=pg_target.base),
         )
         assert await asyncio.to_thread(holder.stdout.readline) == "locked\n"
-        # Three lease lifetimes with the lock taken: every other process waits
-        # for it, and so would a heartbeat that needed it.
+        # Three lease lifetimes with that transaction open: a heartbeat that
+        # waited for it would lose the lease.
         for _ in range(int(3 * TTL / 0.05)):
             await asyncio.sleep(0.05)
             assert not run.done(), run.exception()
