@@ -460,6 +460,20 @@ def _run_on_cluster(topics, customization, settings, args, out: TextIO) -> int:
         lease_timeout = cluster_lease_timeout(args.lease_timeout, settings)
     except ValueError as exc:
         return _fail(str(exc))
+    # A story keeps its seed on a cluster too: checked before a cluster is
+    # started or anything is stored, read from the graph if there is one.
+    from storylab.entities import GraphNotFoundError
+
+    try:
+        with EntityGraph.open(args.graph, create=False, read_only=True) as graph:
+            seed, refusal = _story_seeds(graph, topics, customization, args.seed)
+    except GraphNotFoundError:  # a new graph: no story has a seed yet
+        seed, refusal = _seed(args), None
+    if refusal is not None:
+        return _fail(refusal)
+    for backend in (settings.images, settings.text):
+        if getattr(backend, "seed", seed) != seed:  # a simulated one, built with the default
+            backend.seed = seed
     out_dir = Path(args.out)
     code = 0
     with ExitStack() as stack:
@@ -471,6 +485,15 @@ def _run_on_cluster(topics, customization, settings, args, out: TextIO) -> int:
             )
         workers = len(client.scheduler_info().get("workers", {}))
         print(f"cluster: {client.scheduler.address} ({workers} workers)", file=out, flush=True)
+        from storylab.story.entities import create_story
+
+        with EntityGraph.open(args.graph) as graph:
+            # Kept with the stories it begins, before any worker draws (as a
+            # local run does: a Pending story has drawn nothing yet).
+            for topic in topics:
+                node = graph.get_node(create_story(graph, topic, customization).id)
+                if node.status == "Pending" and (node.data or {}).get("seed") != seed:
+                    graph.merge_data(node.id, {"seed": seed})
         futures, path = submit_stories(
             client,
             topics,

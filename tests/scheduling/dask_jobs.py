@@ -71,6 +71,22 @@ async def take_units(name: str, capacity: int, units: int, wait: float) -> int:
     return got
 
 
+def _remember(root: DistributedCapacityRoot) -> None:
+    """Keep the root on its worker, so the tests can ask which shares it holds."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    roots = getattr(worker, "storylab_test_roots", None)
+    if roots is None:
+        roots = worker.storylab_test_roots = []
+    roots.append(root)
+
+
+def members_here(dask_worker) -> list[str]:
+    """The allocator member ids of the roots kept on this worker (``client.run``)."""
+    return [r._member for r in getattr(dask_worker, "storylab_test_roots", [])]
+
+
 async def hammer(
     name: str,
     capacity: int,
@@ -92,6 +108,7 @@ async def hammer(
         )
     except TypeError:  # a root without the timing rule (the code before it)
         root = DistributedCapacityRoot(capacity, name=name)
+    _remember(root)
     guard = getattr(root, "guard", None)
     lost_error = getattr(
         __import__("storylab.scheduling.distributed", fromlist=["x"]), "SharedLimitLost", None

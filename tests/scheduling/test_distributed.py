@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import signal
 import time
@@ -84,7 +85,68 @@ def peak_running(trace: Trace) -> int:
 
 
 async def settle(seconds: float = 0.2) -> None:
+    """Let time pass, for checks that something does NOT happen (a slow
+    machine only makes them weaker, never wrong); to wait for something that
+    must happen, use :func:`until`."""
     await asyncio.sleep(seconds)
+
+
+async def until(condition, what: str, timeout: float = 60.0) -> None:
+    """Poll ``condition()`` (a value or an awaitable) until it is true; fail
+    naming ``what`` after ``timeout`` seconds, which only a broken machine reaches."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return
+        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}"
+        await asyncio.sleep(0.02)
+
+
+def poll(condition, what: str, timeout: float = 60.0) -> None:
+    """:func:`until` for code outside an event loop (blocks this thread)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}"
+        time.sleep(0.05)
+
+
+def stand_still(address: str, name: str, member: str, at_least: float) -> float:
+    """Block this thread, so that its event loop stands still as under SIGSTOP,
+    for at least ``at_least`` seconds AND until the scheduler at ``address``
+    has expired ``member``'s share of ``name``. The scheduler is asked from a
+    thread with an event loop of its own. Returns how long it stood still."""
+    import threading
+
+    from distributed.core import rpc
+
+    start = time.monotonic()
+    failure: list[BaseException] = []
+
+    async def expired() -> None:
+        async with rpc(address) as scheduler:
+            deadline = start + 120
+            while True:
+                stats = await scheduler.storylab_shared_limit_statistics(name=name)
+                if member not in stats["members"] and time.monotonic() - start >= at_least:
+                    return
+                assert time.monotonic() < deadline, "the scheduler never expired the share"
+                await asyncio.sleep(0.05)
+
+    def watch() -> None:
+        try:
+            asyncio.run(expired())
+        except BaseException as exc:  # reported in the test's thread
+            failure.append(exc)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    watcher.join()
+    if failure:
+        raise failure[0]
+    return time.monotonic() - start
 
 
 # -- one process -----------------------------------------------------------------
@@ -133,10 +195,7 @@ async def test_an_unused_share_goes_back_after_a_short_idle_time():
         assert root.share == 3 and shares(cluster, "g-idle")["free"] == 7
         for i in range(3):
             story.release(owner=i)
-        for _ in range(100):
-            await settle(0.05)
-            if shares(cluster, "g-idle")["free"] == 10:
-                break
+        await until(lambda: shares(cluster, "g-idle")["free"] == 10, "the idle units went back")
         assert root.share == 0 and shares(cluster, "g-idle")["free"] == 10
         await root.close()
 
@@ -151,10 +210,8 @@ async def test_a_freed_unit_nobody_here_can_take_goes_back_at_once_if_others_wan
         await asyncio.gather(*(story_b.acquire(owner=i) for i in range(2)))
         third = asyncio.ensure_future(story_b.acquire(owner=2))
         # 2 and 2: both at their target, B's story could use 2 more.
-        for _ in range(100):
-            await settle(0.05)
-            if a._wanted:  # a has heard that stories elsewhere want more
-                break
+        # a hears that stories elsewhere want more.
+        await until(lambda: a._wanted, "a heard that b's story wants more")
         assert a._wanted and not third.done() and (a.share, b.share) == (2, 2)
         story_a.release(owner=0)  # nothing in a waits: the unit goes back now
         assert a.share == 1
@@ -178,10 +235,13 @@ async def test_a_full_global_limit_waits_on_the_scheduler_and_is_traced_as_such(
         story = CapacitySource(3, here, name="story")
         with Trace() as trace:
             waiting = asyncio.ensure_future(story.acquire(owner=("r", 1)))
-            await settle()
+            # The other process holds the whole limit; once the allocator has
+            # heard of the waiting story, it lowers its target to one unit per story.
+            await until(
+                lambda: len(shares(cluster, "g-full")["members"]) == 2,
+                "the waiting story reached the allocator",
+            )
             assert not waiting.done()
-            # The other process holds the whole limit; the allocator has
-            # lowered its target to one unit per story.
             (member_there, member_here) = shares(cluster, "g-full")["members"].values()
             assert member_there == (2, 1) and member_here == (0, 1)
             other.release(owner=1)
@@ -209,7 +269,11 @@ async def test_a_cancelled_wait_for_a_lease_holds_nothing_at_any_level():
         here = DistributedCapacityRoot(1, name="g-cancel", client=client)
         story = CapacitySource(2, here, name="story")
         waiting = asyncio.ensure_future(story.acquire(owner="y"))
-        await settle()
+        # Cancelled once the allocator has heard the ask (so it grants it later).
+        await until(
+            lambda: len(shares(cluster, "g-cancel")["members"]) == 2,
+            "the ask reached the allocator",
+        )
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
@@ -219,12 +283,12 @@ async def test_a_cancelled_wait_for_a_lease_holds_nothing_at_any_level():
         # lease is handed straight back, so the limit is whole again.
         holder.release(owner="x")
         await there.drain()
-        for _ in range(50):
+
+        async def given_back() -> bool:
             await here.drain()
-            if await here.global_in_use() == 0:
-                break
-            await settle(0.1)
-        assert await here.global_in_use() == 0
+            return await here.global_in_use() == 0
+
+        await until(given_back, "the abandoned grant was handed back")
         await asyncio.wait_for(story.acquire(owner="z"), 10)
         assert await here.global_in_use() == 1
 
@@ -269,13 +333,15 @@ async def test_the_limit_is_divided_between_stories_not_between_processes():
 
         # The process with three stories asks first and gets all it wants (8).
         first = [asyncio.ensure_future(hold(s, i)) for s in stories[:3] for i in range(3)]
-        await settle(0.5)
+        await until(lambda: many.leased == 8, "the first process took its 8 units")
         assert (many.share, many.leased) == (8, 8)
         late = [asyncio.ensure_future(hold(stories[3], i)) for i in range(3)]
-        await settle(0.5)
         # Four stories want 3 each, 8 are there: 2 per story, so the target of
         # the first process is 6 and of the second 2, and the first gives
         # units back as they are released.
+        await until(
+            lambda: len(shares(cluster, "g-fair")["members"]) == 2, "the late story was heard"
+        )
         targets = [t for _, t in shares(cluster, "g-fair")["members"].values()]
         assert targets == [6, 2]
         assert one.leased == 0
@@ -289,16 +355,24 @@ async def test_the_limit_is_divided_between_stories_not_between_processes():
         await one.close()
 
 
+TURNS = 200
+
+
 async def test_two_processes_take_turns_fairly_under_a_full_limit():
     async with scheduler() as (cluster, client):
         roots = [DistributedCapacityRoot(4, name="g-turns", client=client) for _ in "ab"]
         stories = [CapacitySource(2, roots[i % 2], name=f"s{i}") for i in range(4)]
 
         async def one(story):
-            async def sleep():
-                await asyncio.sleep(0.05)
+            async def work():
+                # Work measured in turns of the event loop, not in seconds:
+                # the allocator's answers also take turns of this loop (the
+                # scheduler is in this process), so a busy machine slows both
+                # alike and the order of events stays the same.
+                for _ in range(TURNS):
+                    await asyncio.sleep(0)
 
-            runner = HierarchicalTaskPoolRunner("r", [sleep] * 8, story)
+            runner = HierarchicalTaskPoolRunner("r", [work] * 8, story)
             async with runner.run_tasks() as results:
                 async for _ in results:
                     pass
@@ -306,14 +380,18 @@ async def test_two_processes_take_turns_fairly_under_a_full_limit():
         with Trace(clock=time.time) as trace:
             await asyncio.gather(*(one(s) for s in stories))
         assert peak_running(trace) <= 4
-        # No story waited for the others to finish: each one's last image
-        # ended within a few images of the others'.
-        ends = {}
+        # No story waited for the others to finish: when the first story had
+        # ended its eight images, every other one had ended most of its own.
+        # (Counted in the order of the events, not in seconds: a busy
+        # machine stretches the time, not the turns.)
+        done: dict[str, int] = {}
         for e in trace.events:
             if e.kind is EventKind.TASK_END:
-                ends[e.path[0] if e.path else e.group] = e.t
-        spread = max(ends.values()) - min(ends.values())
-        assert spread < 0.05 * 8 / 2, ends
+                story = e.path[0] if e.path else e.group
+                done[story] = done.get(story, 0) + 1
+                if done[story] == 8:
+                    break
+        assert len(done) == 4 and min(done.values()) >= 4, done
         for root in roots:
             await root.close()
 
@@ -385,6 +463,17 @@ def test_the_lease_timeout_must_outlast_a_request(lease, attempt, match):
     assert check_lease_rule(4, 2) == 4.0
 
 
+def address_in(info: str) -> str | None:
+    """The address in a scheduler file, or None while it is not (wholly) written."""
+    import json
+
+    try:
+        with open(info, encoding="utf-8") as f:
+            return json.load(f).get("address")
+    except (OSError, ValueError):
+        return None
+
+
 @contextlib.contextmanager
 def scheduler_process():
     """A Dask scheduler in a process of its own on loopback (so this process
@@ -401,10 +490,7 @@ def scheduler_process():
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            deadline = time.monotonic() + 60
-            while not os.path.exists(info) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            time.sleep(0.2)
+            poll(lambda: address_in(info), "the scheduler wrote its address")
             yield info
         finally:
             proc.terminate()
@@ -439,17 +525,17 @@ async def test_a_process_that_stood_still_past_its_lease_cancels_its_work_and_ne
                     await work()
 
             task = asyncio.ensure_future(guarded())
-            await settle(0.5)
+            await asyncio.wait_for(stepped.wait(), 60)
             before = await root.allocator_statistics()
             (old,) = before["members"]
             # A waiting story is offered its whole limit (3), of which it uses 2.
             assert before["members"][old][0] == 3 and root.leased == 2
             # The whole process stands still (as under SIGSTOP) for longer
             # than the lease timeout, while the work waits for its next step;
-            # the scheduler goes on without it.
+            # the scheduler goes on without it, and expires the share.
             stepped.clear()
             await stepped.wait()
-            time.sleep(3.0)
+            stand_still(address_in(info), "g-frozen", old, at_least=2.0)
             woke = time.monotonic()
             with pytest.raises(SharedLimitLost, match="lost its share of 'g-frozen'"):
                 await asyncio.wait_for(task, 5)
@@ -470,29 +556,34 @@ async def test_a_process_that_stood_still_past_its_lease_cancels_its_work_and_ne
 async def test_a_share_given_up_stays_counted_until_its_lease_expires():
     with scheduler_process() as info:
         async with Client(scheduler_file=info, asynchronous=True) as client:
-            # Attempts of up to 1.5 s: the process gives its share up once less
-            # than 1.5 s + 0.3 s of it is left, i.e. after 1.2 s without an answer.
+            # Attempts of up to 5 s: the process gives its share up once less
+            # than 5 s + 1 s of it is left, i.e. after 4 s without an answer,
+            # while the scheduler keeps it until 10 s without one. (A wide
+            # window: the checks below must run before the share expires,
+            # which only a machine stalled for about 5 s could miss.)
             root = DistributedCapacityRoot(
-                4, name="g-early", client=client, lease_timeout=3, attempt_timeout=1.5
+                4, name="g-early", client=client, lease_timeout=10, attempt_timeout=5
             )
             story = CapacitySource(4, root, name="story")
             for i in range(4):
                 await story.acquire(owner=i)
             (old,) = (await root.allocator_statistics())["members"]
-            time.sleep(1.8)  # standing still: too long to trust the share, not yet expired
-            await settle(0.05)
+            # Standing still: too long to trust the share (4 s after the last
+            # call sent, at the latest), not long enough for it to expire.
+            time.sleep(4.3)
+            await until(lambda: root.losses, "the process gave its share up")
             assert root.losses == 1 and root.share == 0
             members = (await root.allocator_statistics())["members"]
             # Not handed to anyone while a request made under it could still
             # run: the allocator still counts the old share.
             assert members[old][0] == 4
-            other = DistributedCapacityRoot(4, name="g-early", client=client, lease_timeout=3)
+            other = DistributedCapacityRoot(4, name="g-early", client=client, lease_timeout=10)
             taker = CapacitySource(4, other, name="taker")
             assert await root.global_in_use() == 4
             got = asyncio.ensure_future(taker.acquire())
             await settle(0.3)
             assert not got.done()
-            await asyncio.wait_for(got, 10)  # once the old lease has expired
+            await asyncio.wait_for(got, 60)  # once the old lease has expired
             assert old not in (await root.allocator_statistics())["members"]
             for i in range(4):
                 story.release(owner=i)
@@ -503,24 +594,25 @@ async def test_a_share_given_up_stays_counted_until_its_lease_expires():
 
 async def test_a_share_nobody_renews_any_more_is_given_up_and_a_new_one_started():
     async with scheduler() as (cluster, client):
-        root = DistributedCapacityRoot(3, name="g-keeper", client=client, lease_timeout=2)
+        # A lease of 6 s: the checks below must run before it expires.
+        root = DistributedCapacityRoot(3, name="g-keeper", client=client, lease_timeout=6)
         story = CapacitySource(3, root, name="story")
         await story.acquire(owner=1)
         (old,) = shares(cluster, "g-keeper")["members"]
         root._keeper.cancel()  # the renewal dies (a bug, say)
-        for _ in range(50):
-            await settle(0.05)
-            if root.losses:
-                break
+        await until(lambda: root.losses, "the share was given up")
         # Given up within a watchdog tick, long before its lease could expire...
         assert root.losses == 1 and root.share == 0
         # ...and a new share is started, but the old one (all 3 units) stays
         # counted until its lease expires: only then is the next unit had.
         second = asyncio.ensure_future(story.acquire(owner=2))
-        await settle(0.5)
+        await until(
+            lambda: len(shares(cluster, "g-keeper")["members"]) == 2, "the new share was started"
+        )
+        await settle(0.3)
         members = shares(cluster, "g-keeper")["members"]
         assert members[old][0] == 3 and len(members) == 2 and not second.done()
-        await asyncio.wait_for(second, 10)
+        await asyncio.wait_for(second, 60)
         assert old not in shares(cluster, "g-keeper")["members"]
         story.release(owner=1)
         story.release(owner=2)
@@ -684,33 +776,57 @@ class CountingServer:
         self._thread.join(10)
 
 
-def chaos(client, seed: int, seconds: float, lease_timeout: float, futures) -> list[str]:
+def chaos(client, seed: int, seconds: float, name: str, lease_timeout: float, futures) -> list[str]:
     """Stop (SIGSTOP, then SIGCONT after longer than the lease timeout) and
     kill (SIGKILL; the nanny starts a new worker) worker processes at random
-    moments until ``seconds`` have passed or the work is done. Returns what was done."""
+    moments until ``seconds`` have passed or the work is done. A stopped worker
+    is woken once the scheduler has also expired its shares of ``name`` (on
+    a busy machine that can come well after the lease timeout), so that its
+    units were free to go elsewhere while it stood still. Returns what was done."""
     import random
+
+    from storylab.scheduling.distributed import shared_limit_statistics
+
+    def members() -> set[str]:
+        return set(client.sync(shared_limit_statistics, client.scheduler, name)["members"])
 
     rng = random.Random(seed)
     done: list[str] = []
     end = time.monotonic() + seconds
     while time.monotonic() < end and not all(f.done() for f in futures):
-        time.sleep(rng.uniform(0.3, 1.5))
-        pids = sorted(client.run(os.getpid).values())
-        if not pids:
+        time.sleep(rng.uniform(0.3, 1.5))  # a random moment (the scenario, not a wait)
+        by_pid = {pid: address for address, pid in client.run(os.getpid).items()}
+        if not by_pid:
             continue
-        pid = rng.choice(pids)
+        pid = rng.choice(sorted(by_pid))
+        address = by_pid[pid]
         if rng.random() < 0.25:
             os.kill(pid, signal.SIGKILL)
             done.append(f"kill {pid}")
-            time.sleep(1.0)
+            # Asked again only once the scheduler has noticed the death.
+            poll(
+                lambda gone=address: gone not in client.scheduler_info()["workers"],
+                "the scheduler noticed a killed worker",
+            )
         else:
-            stopped = rng.uniform(1.2, 2.0) * lease_timeout
+            at_least = rng.uniform(1.2, 2.0) * lease_timeout
+            held = set(client.run(dask_jobs.members_here, workers=[address]).get(address, []))
             os.kill(pid, signal.SIGSTOP)
             try:
-                time.sleep(stopped)
+                stopped = time.monotonic()
+
+                def expired(since=stopped, at_least=at_least, held=held) -> bool:
+                    return time.monotonic() - since >= at_least and not held & members()
+
+                poll(
+                    expired,
+                    "the scheduler expired a stopped worker's shares",
+                    timeout=120,
+                )
+                stood = time.monotonic() - stopped
             finally:
                 os.kill(pid, signal.SIGCONT)
-            done.append(f"stop {pid} {stopped:.1f}s")
+            done.append(f"stop {pid} {stood:.1f}s (at least {at_least:.1f}s)")
     return done
 
 
@@ -746,7 +862,7 @@ def test_stopped_and_killed_workers_never_overbook_the_service(chaos_workers, se
             )
             for a in addresses
         ]  # fmt: skip
-        done = chaos(client, seed, 25.0, lease_timeout, futures)
+        done = chaos(client, seed, 25.0, f"g-chaos-{seed}", lease_timeout, futures)
         results = client.gather(futures)
     assert any(d.startswith("stop") for d in done), done
     # Every request of every story was answered in the end...

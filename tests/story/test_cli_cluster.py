@@ -157,10 +157,15 @@ def test_run_on_a_running_scheduler_given_by_its_tcp_address(tmp_path):
     )  # fmt: skip
     workers = None
     try:
-        deadline = time.monotonic() + 60
-        while not info.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        address = json.loads(info.read_text())["address"]
+        # Until the scheduler has written its whole file (a half-written
+        # one does not parse yet).
+        address, deadline = None, time.monotonic() + 60
+        while address is None:
+            try:
+                address = json.loads(info.read_text())["address"]
+            except (OSError, ValueError, KeyError):
+                assert time.monotonic() < deadline, "the scheduler never wrote its address"
+                time.sleep(0.1)
         workers = subprocess.Popen(
             [*cli, "distributed.cli.dask_worker", address, "--nworkers", "2", "--nthreads", "4",
              "--host", "127.0.0.1", "--no-dashboard"], **quiet,
@@ -186,3 +191,51 @@ def test_run_on_a_running_scheduler_given_by_its_tcp_address(tmp_path):
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
+
+
+def stored_seeds(graph: Path) -> dict[str, object]:
+    """Each story's topic and the seed kept with it."""
+    from storylab.entities import EntityGraph
+
+    with EntityGraph.open(graph, create=False, read_only=True) as g:
+        return {r.data["topic"]: (r.data or {}).get("seed") for r in g.roots()}
+
+
+@pytest.mark.timeout(300)
+def test_a_story_keeps_its_seed_on_a_cluster_and_another_seed_is_refused(tmp_path):
+    pytest.importorskip("distributed")
+    graph, out = tmp_path / "graph.sqlite", tmp_path / "out"
+    made = storylab(
+        "run", "a fox who finds a friend", "--images", "2", "--graph", str(graph),
+        "--out", str(out), "--time-scale", "0.001", "--seed", "7", "--no-tree",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stdout + made.stderr
+    before = graph.read_bytes()
+
+    # Another seed for that story on a cluster: refused in one line, before a
+    # cluster is started, with the way to get it; nothing stored changes.
+    other = storylab(
+        "run", "a fox who finds a friend", "--images", "2", "--graph", str(graph),
+        "--out", str(out), "--cluster", "local:1", "--seed", "8", timeout=120,
+    )  # fmt: skip
+    assert other.returncode == 2, other.stdout + other.stderr
+    assert "--seed 8: the story 'a fox who finds a friend'" in other.stderr
+    assert "made with --seed 7" in other.stderr and "stories redo" in other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1
+    assert "cluster:" not in other.stdout
+    assert graph.read_bytes() == before
+
+    # A new story begun on a cluster keeps the seed it was given: a later
+    # local run with another seed is refused too.
+    new = storylab(
+        "run", "an owl who counts the stars", "--images", "2", "--graph", str(graph),
+        "--out", str(out), "--cluster", "local:1", "--seed", "5", "--time-scale", "0.001",
+        "--no-tree",
+    )  # fmt: skip
+    assert new.returncode == 0, new.stdout + new.stderr
+    assert stored_seeds(graph) == {"a fox who finds a friend": 7, "an owl who counts the stars": 5}
+    again = storylab(
+        "run", "an owl who counts the stars", "--images", "2", "--graph", str(graph),
+        "--out", str(out), "--seed", "6", "--no-tree", timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 2 and "made with --seed 5" in again.stderr, again.stderr

@@ -82,6 +82,26 @@ def images_of(graph: EntityGraph) -> dict[str, list]:
     }
 
 
+def shared_members(client, name: str) -> set[str]:
+    """The processes (allocator member ids) holding a share of the limit ``name``."""
+    from storylab.scheduling.distributed import shared_limit_statistics
+
+    return set(client.sync(shared_limit_statistics, client.scheduler, name)["members"])
+
+
+def member_of(client, address: str, name: str) -> str:
+    """The allocator member id under which the worker at ``address`` holds its
+    share of ``name`` now (asked of the worker itself)."""
+
+    def members() -> list[str]:
+        from storylab.story import cluster
+
+        return [r._member for r in cluster._ROOTS.values() if r.name == name]
+
+    (member,) = client.run(members, workers=[address])[address]
+    return member
+
+
 @pytest.mark.timeout(300)
 def test_stories_on_two_processes_share_one_global_limit_and_draw_each_image_once(tmp_path):
     path = tmp_path / "graph.sqlite"
@@ -91,7 +111,9 @@ def test_stories_on_two_processes_share_one_global_limit_and_draw_each_image_onc
         cluster="local:2",
         graph=path,
         settings=settings(0.01, global_limit=4),
-        lease_timeout=3,
+        # Nothing here is about leases: one long enough that a worker slowed
+        # by a busy machine never loses its share (and draws a picture twice).
+        lease_timeout=30,
     )
     assert [s.topic for s in run.stories] == TOPICS
     assert all(r["stage"] == "completed" and r["image_count"] == 4 for r in run.results)
@@ -121,14 +143,18 @@ def test_a_worker_killed_mid_run_has_its_stories_finished_by_the_others_with_not
     tmp_path,
 ):
     path = tmp_path / "graph.sqlite"
-    with open_cluster("local:3", lease_timeout=2) as client:
+    # A lease of 10 s: the dead worker's share comes back after it, and the
+    # living ones keep theirs through the stalls of a busy machine.
+    with open_cluster("local:3", lease_timeout=10) as client:
         futures, graph_path = submit_stories(
             client,
             TOPICS,
             {"illustration_count": 5},
             graph=path,
-            settings=settings(0.05, global_limit=4),
-            lease_timeout=2,
+            # Pictures of 2 s each: a story stays half-way long enough to be
+            # caught there even when a busy machine makes each look slow.
+            settings=settings(0.2, global_limit=4),
+            lease_timeout=10,
         )
         pids = client.run(os.getpid)
         # Wait until a worker is running a story that has some pictures stored
@@ -154,7 +180,7 @@ def test_a_worker_killed_mid_run_has_its_stories_finished_by_the_others_with_not
         def taken() -> int:
             return global_units_out(client, "storylab-global-4")
 
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while taken() and time.monotonic() < deadline:
             time.sleep(0.2)
         leases_left = taken()
@@ -222,7 +248,8 @@ def test_a_refused_topic_starts_no_cluster_and_stores_nothing(tmp_path):
 @pytest.mark.timeout(300)
 def test_a_worker_stopped_past_its_lease_runs_its_stories_again_and_finishes_them(tmp_path):
     path = tmp_path / "graph.sqlite"
-    with open_cluster("local:2", lease_timeout=2) as client:
+    lease = 4  # the running worker keeps its share through the stalls of a busy machine
+    with open_cluster("local:2", lease_timeout=lease) as client:
         futures, graph_path = submit_stories(
             client,
             TOPICS[:2],
@@ -232,7 +259,7 @@ def test_a_worker_stopped_past_its_lease_runs_its_stories_again_and_finishes_the
             # is stopped, even on a loaded machine (at 1 s a slow first look
             # could find the victim's story already past its drawing).
             settings=settings(0.3, global_limit=4),
-            lease_timeout=2,
+            lease_timeout=lease,
         )
         pids = client.run(os.getpid)
         # Wait until every story is drawing (so whichever worker is stopped holds
@@ -250,9 +277,22 @@ def test_a_worker_stopped_past_its_lease_runs_its_stories_again_and_finishes_the
             if started:
                 victim = next(a for a, keys in client.processing().items() if keys)
         assert victim is not None
+        name = "storylab-global-4"
+        member = member_of(client, victim, name)
+        assert member in shared_members(client, name)
+        # Stopped for longer than the lease (on the stopped process's own
+        # clock, which goes on while it stands still) AND until the scheduler
+        # has taken its share back: on a slow machine the scheduler's expiry
+        # may come well after the lease timeout, so real time alone proves nothing.
         os.kill(pids[victim], signal.SIGSTOP)
-        time.sleep(3.5)
-        os.kill(pids[victim], signal.SIGCONT)
+        try:
+            stopped = time.monotonic()
+            deadline = stopped + 120
+            while time.monotonic() - stopped < lease or member in shared_members(client, name):
+                assert time.monotonic() < deadline, "the scheduler never took the share back"
+                time.sleep(0.1)
+        finally:
+            os.kill(pids[victim], signal.SIGCONT)
         run = gather_stories(client, futures, graph_path)
     assert all(r["stage"] == "completed" and r["image_count"] == 6 for r in run.results)
     stopped = [s for s in run.stories if s.pid == pids[victim]]
