@@ -94,8 +94,8 @@ def plot_sweep_lines(result: Any, *, title: str | None = None) -> Figure:
         ax.plot(xs, measured, "o-", color=OKABE_ITO["blue"], lw=1.5, ms=4, label="measured",
                 gid=f"measured:{p}")
         misses = sum(above)
-        cells = "cell" if misses == 1 else "cells"
-        note = "on the bound everywhere" if not misses else f"{misses} {cells} above"
+        noun = "cell" if misses == 1 else "cells"
+        note = "on the bound everywhere" if not misses else f"{misses} {noun} above"
         ax.set_title(f"per-story limit {p}: {note}", fontsize=10)
         ax.set_xticks(xs)
         ax.set_ylim(0, top)
