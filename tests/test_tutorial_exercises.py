@@ -988,3 +988,26 @@ async def test_the_give_up_checker_refuses_a_loop_that_never_gives_up_or_reraise
 
     early = await kit.check_give_up(at_once)
     assert not early.ok and "still within the limit" in early.message
+
+
+def test_widest_gap_sees_a_story_that_starts_waiting_between_two_changes(tmp_path):
+    """Five real stories under one limit of 10: the last to start finds the ten units
+    taken and waits with none while the first holds 3. Its waits begin after the last
+    change of the story lines, so a gap sampled only at those changes is never seen."""
+    from storylab.viz import timeline_lanes
+
+    graph = fresh_graph("gap", home=tmp_path)
+    settings = simulated_settings(0.01, story_limit=3, global_limit=10)
+    topics = [f"a {a} who learns to share" for a in ("fox", "wolf", "turtle", "bear", "heron")]
+    run = asyncio.run(run_stories(graph, topics, settings=settings, panel=None))
+    lanes = timeline_lanes(run.trace)
+    groups = list(dict.fromkeys(lane.group for lane in lanes if lane.group.startswith("story:")))
+    names = {g: f"story {letter}" for g, letter in zip(groups, "ABCDE", strict=True)}
+    # the story that started last had every picture waiting, holding nothing, at first
+    last = groups[-1]
+    first_wait = min(lane.wait[0] for lane in lanes if lane.group == last and lane.wait)
+    gap = kit.widest_gap(run.trace, names)
+    assert gap is not None, "a story waited with no unit while another held 3"
+    t, behind, has, ahead, holds = gap
+    assert (has, holds) == (0, 3) and t <= first_wait + 1e-9
+    assert behind == names[last]

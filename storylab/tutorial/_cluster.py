@@ -111,7 +111,11 @@ def widest_gap(trace: Any, names: dict[str, str], *,
 
     lanes = [lane for lane in timeline_lanes(trace) if lane.group in names]
     lines = {line.name: line.points for line in capacity_series(trace) if line.name in names}
-    times = sorted({t for points in lines.values() for t, _ in points})
+    changes = sorted({t for points in lines.values() for t, _ in points})
+    # Sample where a story line changes and where a picture starts waiting: a wait that
+    # begins between two changes is a moment of its own (the lines hold still, but a
+    # story is now behind).
+    times = sorted(set(changes) | {lane.wait[0] for lane in lanes if lane.wait})
 
     def held(group: str, t: float) -> int:
         return ([v for u, v in lines.get(group, ()) if u <= t] or [0])[-1]
@@ -121,10 +125,11 @@ def widest_gap(trace: Any, names: dict[str, str], *,
                    for lane in lanes)
 
     best = None
-    for t, following in zip(times, times[1:], strict=False):
-        if following - t < least:
+    for t in times:
+        following = next((u for u in changes if u > t), None)
+        if following is None or following - t < least:
             continue
-        now = {g: held(g, t) for g in lines}
+        now = {g: held(g, t) for g in names}
         behind = [g for g in now if waiting(g, t)]
         if not behind:
             continue
