@@ -86,6 +86,12 @@ def _namespace(**extra) -> dict:
 KILLED_RUN = {"series": [(0.0, 4), (5.0, 10), (18.0, 9), (22.0, 7), (26.0, 6), (31.0, 10),
                          (40.0, 3)], "killed": 20.0, "lapsed": 30.0}
 
+# The same survivors with the lapse predicted between 30 and 32.5 model s: their line
+# climbs to 9 at 30.5 and first holds all 10 at 31, then dips and reaches 10 again at 35.
+REGAINED_RUN = {"series": [(0.0, 4), (5.0, 10), (18.0, 9), (22.0, 7), (26.0, 6), (30.5, 9),
+                           (31.0, 10), (33.0, 9), (35.0, 10), (40.0, 3)],
+                "killed": 20.0, "lapse_from": 30.0, "lapse_by": 32.5}
+
 SUBJECTS = {"a fox": 12, "an owl": 6, "a whale": 9, "a snail": 4, "a moth": 7}
 
 
@@ -111,8 +117,10 @@ def _state(key: str, story_run) -> dict:
             "04-1": {"before": before, "settings": types.SimpleNamespace(
                 images=types.SimpleNamespace(calls={"{{IMAGE_2}}": 1, "{{IMAGE_3}}": 1}))},
             "05-1": {"node": node},
-            "08-1": {"global_limit": 10, "series": KILLED_RUN["series"],
-                     "killed": KILLED_RUN["killed"], "lapse_from": KILLED_RUN["lapsed"]},
+            "08-1": {"global_limit": 10, "series": REGAINED_RUN["series"],
+                     "killed": REGAINED_RUN["killed"],
+                     "lapse_from": REGAINED_RUN["lapse_from"],
+                     "lapse_by": REGAINED_RUN["lapse_by"]},
             "09-3": {"LIMIT": 4}}.get(key, {})
 
 
@@ -297,6 +305,32 @@ def test_the_out_of_reach_checker_names_each_wrong_reading():
     assert "number of units" in said["x"].message
     assert "fill in your answer" in said[None].message
     assert not said[5] and "subtract it from the global limit" in said[5].message
+
+
+def test_the_regained_checker_refuses_every_near_miss():
+    said = {answer: kit.check_regained(answer, global_limit=10, **REGAINED_RUN)
+            for answer in (31.0, 31, 30.5, 35.0, 5.0, 20.0, 30.0, 32.5, 6, 31.04, "x", None,
+                           12.0)}
+    assert said[31.0] and "inside the window 30.0 to 32.5" in said[31.0].message
+    assert said[31]  # the same time, written as an int
+    assert not said[30.5] and "hold 9, not yet 10" in said[30.5].message
+    assert not said[35.0] and "got there earlier" in said[35.0].message
+    assert not said[5.0] and "before the kill" in said[5.0].message
+    assert not said[20.0] and "the kill, a prediction" not in said[20.0].message
+    assert "that is the kill itself" in said[20.0].message
+    assert not said[30.0] and "start of the predicted window" in said[30.0].message
+    assert not said[32.5] and "end of the predicted window" in said[32.5].message
+    assert not said[6] and "position in `series`" in said[6].message
+    assert not said[31.04] and "unrounded" in said[31.04].message
+    assert "time in model seconds" in said["x"].message
+    assert "fill in your answer" in said[None].message
+    assert not said[12.0] and "first step whose units reach" in said[12.0].message
+    late = dict(REGAINED_RUN, lapse_from=20.5, lapse_by=25.0)
+    assert "OUTSIDE the window" in kit.check_regained(31.0, global_limit=10, **late).message
+    never = dict(REGAINED_RUN, series=[(0.0, 4), (22.0, 7)])
+    assert "never held all 10" in kit.check_regained(22.0, global_limit=10, **never).message
+    with pytest.raises(ValueError, match="killed <= lapse_from"):
+        kit.check_regained(31.0, global_limit=10, **dict(REGAINED_RUN, lapse_by=29.0))
 
 
 def test_story_of_task_reads_the_keys_submit_stories_makes():
