@@ -1045,3 +1045,21 @@ def test_widest_gap_sees_a_story_that_starts_waiting_between_two_changes(tmp_pat
     t, behind, has, ahead, holds = gap
     assert (has, holds) == (0, 3) and t <= first_wait + 1e-9
     assert behind == names[last]
+
+
+def test_mark_window_shades_every_panel_and_names_the_band():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    axes = fig.subplots(3, 1)
+    assert kit.mark_window(fig, 17.5, 20.0, "leases lapse (17.5 to 20.0)") is fig
+    for ax in axes:
+        (band,) = [p for p in ax.patches if p.get_gid() == "window"]
+        assert (band.get_x(), band.get_width()) == (17.5, 2.5)
+    assert [t.get_text() for t in axes[0].get_legend().get_texts()] == [
+        "leases lapse (17.5 to 20.0)"]
+    with pytest.raises(ValueError, match="start must not be after end"):
+        kit.mark_window(fig, 3.0, 2.0, "x")

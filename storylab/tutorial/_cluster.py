@@ -121,7 +121,7 @@ def check_regained(answer: Any, *, series: Sequence[tuple[float, int]], killed: 
 
 def mark_window(fig: Any, start: float, end: float, label: str) -> Any:
     """Shade ``[start, end]`` (model s) on every panel of a :func:`~storylab.viz.plot_capacity`
-    figure and name the band in the figure's legend; returns ``fig``."""
+    figure and name the band in a legend on the top panel; returns ``fig``."""
     from matplotlib.patches import Patch
 
     from storylab.viz._palette import OKABE_ITO
@@ -133,14 +133,8 @@ def mark_window(fig: Any, start: float, end: float, label: str) -> Any:
         ax.axvspan(start, end, color=colour, alpha=0.25, lw=0, zorder=0,
                    gid="window")
     band = Patch(facecolor=colour, alpha=0.25, label=label)
-    if fig.legends:
-        old = fig.legends[0]
-        handles, labels = list(old.legend_handles), [t.get_text() for t in old.get_texts()]
-        old.remove()
-    else:
-        handles, labels = [], []
-    fig.legend([*handles, band], [*labels, label], loc="outside upper right", ncols=3,
-               fontsize=10, frameon=False)
+    # On the top panel, at its right: its labels sit at the left, over the moments.
+    fig.axes[0].legend(handles=[band], loc="upper right", fontsize=9, frameon=False)
     return fig
 
 
