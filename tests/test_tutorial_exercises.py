@@ -378,6 +378,7 @@ async def test_the_capstone_passes_the_solution(tmp_path):
     assert top.get_ylabel() == "items at once" and "model seconds" in bottom.get_xlabel()
     assert f"had stored {run.kept} when it was killed" in fig.storylab_summary
     assert "never above the limit of 4; the 4 refused" in fig.storylab_summary
+    assert repr(fig) == fig.storylab_summary  # the text/plain beside the picture
     assert max(max(line.get_ydata()) for line in top.get_lines()[:1]) <= 4
     with pytest.raises(ValueError, match="what judge_capstone returned"):
         kit.plot_capstone(check_capstone(run), 0.015)
