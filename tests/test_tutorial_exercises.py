@@ -86,6 +86,12 @@ def _namespace(**extra) -> dict:
 KILLED_RUN = {"series": [(0.0, 4), (5.0, 10), (18.0, 9), (22.0, 7), (26.0, 6), (31.0, 10),
                          (40.0, 3)], "killed": 20.0, "lapsed": 30.0}
 
+# The same survivors with the lapse predicted between 30 and 32.5 model s: their line
+# climbs to 9 at 30.5 and first holds all 10 at 31, then dips and reaches 10 again at 35.
+REGAINED_RUN = {"series": [(0.0, 4), (5.0, 10), (18.0, 9), (22.0, 7), (26.0, 6), (30.5, 9),
+                           (31.0, 10), (33.0, 9), (35.0, 10), (40.0, 3)],
+                "killed": 20.0, "lapse_from": 30.0, "lapse_by": 32.5}
+
 SUBJECTS = {"a fox": 12, "an owl": 6, "a whale": 9, "a snail": 4, "a moth": 7}
 
 
@@ -111,8 +117,10 @@ def _state(key: str, story_run) -> dict:
             "04-1": {"before": before, "settings": types.SimpleNamespace(
                 images=types.SimpleNamespace(calls={"{{IMAGE_2}}": 1, "{{IMAGE_3}}": 1}))},
             "05-1": {"node": node},
-            "08-1": {"global_limit": 10, "series": KILLED_RUN["series"],
-                     "killed": KILLED_RUN["killed"], "lapse_from": KILLED_RUN["lapsed"]},
+            "08-1": {"global_limit": 10, "series": REGAINED_RUN["series"],
+                     "killed": REGAINED_RUN["killed"],
+                     "lapse_from": REGAINED_RUN["lapse_from"],
+                     "lapse_by": REGAINED_RUN["lapse_by"]},
             "09-3": {"LIMIT": 4}}.get(key, {})
 
 
@@ -299,6 +307,32 @@ def test_the_out_of_reach_checker_names_each_wrong_reading():
     assert not said[5] and "subtract it from the global limit" in said[5].message
 
 
+def test_the_regained_checker_refuses_every_near_miss():
+    said = {answer: kit.check_regained(answer, global_limit=10, **REGAINED_RUN)
+            for answer in (31.0, 31, 30.5, 35.0, 5.0, 20.0, 30.0, 32.5, 6, 31.04, "x", None,
+                           12.0)}
+    assert said[31.0] and "inside the window 30.0 to 32.5" in said[31.0].message
+    assert said[31]  # the same time, written as an int
+    assert not said[30.5] and "hold 9, not yet 10" in said[30.5].message
+    assert not said[35.0] and "got there earlier" in said[35.0].message
+    assert not said[5.0] and "before the kill" in said[5.0].message
+    assert not said[20.0] and "the kill, a prediction" not in said[20.0].message
+    assert "that is the kill itself" in said[20.0].message
+    assert not said[30.0] and "start of the predicted window" in said[30.0].message
+    assert not said[32.5] and "end of the predicted window" in said[32.5].message
+    assert not said[6] and "position in `series`" in said[6].message
+    assert not said[31.04] and "unrounded" in said[31.04].message
+    assert "time in model seconds" in said["x"].message
+    assert "fill in your answer" in said[None].message
+    assert not said[12.0] and "first step whose units reach" in said[12.0].message
+    late = dict(REGAINED_RUN, lapse_from=20.5, lapse_by=25.0)
+    assert "OUTSIDE the window" in kit.check_regained(31.0, global_limit=10, **late).message
+    never = dict(REGAINED_RUN, series=[(0.0, 4), (22.0, 7)])
+    assert "never held all 10" in kit.check_regained(22.0, global_limit=10, **never).message
+    with pytest.raises(ValueError, match="killed <= lapse_from"):
+        kit.check_regained(31.0, global_limit=10, **dict(REGAINED_RUN, lapse_by=29.0))
+
+
 def test_story_of_task_reads_the_keys_submit_stories_makes():
     futures = [types.SimpleNamespace(key="story-story-pipeline-a-fox-1f2e-0a1b2c3d")]
     assert kit.story_of_task(futures) == {futures[0].key: "story-pipeline-a-fox-1f2e"}
@@ -344,6 +378,7 @@ async def test_the_capstone_passes_the_solution(tmp_path):
     assert top.get_ylabel() == "items at once" and "model seconds" in bottom.get_xlabel()
     assert f"had stored {run.kept} when it was killed" in fig.storylab_summary
     assert "never above the limit of 4; the 4 refused" in fig.storylab_summary
+    assert repr(fig) == fig.storylab_summary  # the text/plain beside the picture
     assert max(max(line.get_ydata()) for line in top.get_lines()[:1]) <= 4
     with pytest.raises(ValueError, match="what judge_capstone returned"):
         kit.plot_capstone(check_capstone(run), 0.015)
@@ -988,3 +1023,44 @@ async def test_the_give_up_checker_refuses_a_loop_that_never_gives_up_or_reraise
 
     early = await kit.check_give_up(at_once)
     assert not early.ok and "still within the limit" in early.message
+
+
+def test_widest_gap_sees_a_story_that_starts_waiting_between_two_changes(tmp_path):
+    """Five real stories under one limit of 10: the last to start finds the ten units
+    taken and waits with none while the first holds 3. Its waits begin after the last
+    change of the story lines, so a gap sampled only at those changes is never seen."""
+    from storylab.viz import timeline_lanes
+
+    graph = fresh_graph("gap", home=tmp_path)
+    settings = simulated_settings(0.01, story_limit=3, global_limit=10)
+    topics = [f"a {a} who learns to share" for a in ("fox", "wolf", "turtle", "bear", "heron")]
+    run = asyncio.run(run_stories(graph, topics, settings=settings, panel=None))
+    lanes = timeline_lanes(run.trace)
+    groups = list(dict.fromkeys(lane.group for lane in lanes if lane.group.startswith("story:")))
+    names = {g: f"story {letter}" for g, letter in zip(groups, "ABCDE", strict=True)}
+    # the story that started last had every picture waiting, holding nothing, at first
+    last = groups[-1]
+    first_wait = min(lane.wait[0] for lane in lanes if lane.group == last and lane.wait)
+    gap = kit.widest_gap(run.trace, names)
+    assert gap is not None, "a story waited with no unit while another held 3"
+    t, behind, has, ahead, holds = gap
+    assert (has, holds) == (0, 3) and t <= first_wait + 1e-9
+    assert behind == names[last]
+
+
+def test_mark_window_shades_every_panel_and_names_the_band():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    axes = fig.subplots(3, 1)
+    assert kit.mark_window(fig, 17.5, 20.0, "leases lapse (17.5 to 20.0)") is fig
+    for ax in axes:
+        (band,) = [p for p in ax.patches if p.get_gid() == "window"]
+        assert (band.get_x(), band.get_width()) == (17.5, 2.5)
+    assert [t.get_text() for t in axes[0].get_legend().get_texts()] == [
+        "leases lapse (17.5 to 20.0)"]
+    with pytest.raises(ValueError, match="start must not be after end"):
+        kit.mark_window(fig, 3.0, 2.0, "x")

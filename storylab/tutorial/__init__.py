@@ -81,7 +81,9 @@ from storylab.tutorial._capstone import (
 )
 from storylab.tutorial._cluster import (
     check_out_of_reach,
+    check_regained,
     cluster_labels,
+    mark_window,
     story_of_task,
     widest_gap,
 )
@@ -142,6 +144,8 @@ __all__ = [
     "check_makespan_with_limit",
     "check_most_at_once",
     "check_out_of_reach",
+    "check_regained",
+    "mark_window",
     "cluster_labels",
     "check_redrawn",
     "check_run_items",

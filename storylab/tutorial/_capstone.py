@@ -690,9 +690,9 @@ def plot_capstone(run: CapstoneRun, time_scale: float) -> Any:
         raise ValueError("plot_capstone draws what judge_capstone returned once it ran")
     if not run.intervals or run.killed_wall is None or run.started_wall is None:
         raise ValueError("the record has no kill to draw: the first run was not killed")
-    import matplotlib.pyplot as plt
     from matplotlib.transforms import blended_transform_factory
 
+    from storylab.viz._figure import new_figure
     from storylab.viz._palette import OKABE_ITO
 
     every = list(run.intervals) + list(run.refused_intervals)
@@ -724,8 +724,9 @@ def plot_capstone(run: CapstoneRun, time_scale: float) -> Any:
     drawn_peak = max(running, default=0)
     allowed = min(run.limit, LIMIT)  # the runner's limit, and never more than the service's
     over = drawn_peak > allowed
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.8), sharex=True,
-                                      gridspec_kw={"height_ratios": [1, 1.2]})
+    # A figure whose text form is its summary, like every chart of storylab.viz.
+    fig, (top, bottom) = new_figure(2, 1, figsize=(10, 5.8), sharex=True,
+                                    gridspec_kw={"height_ratios": [1, 1.2]})
     top.fill_between(xs, running, step="post", color=OKABE_ITO["blue"], alpha=0.35, lw=0)
     top.step(xs, running, where="post", color=OKABE_ITO["blue"], lw=1.4,
              label="items running (most per half model second)")

@@ -8,7 +8,8 @@ from typing import Any
 
 from storylab.tutorial._verdict import Verdict, missing
 
-__all__ = ["check_out_of_reach", "cluster_labels", "story_of_task", "widest_gap"]
+__all__ = ["check_out_of_reach", "check_regained", "cluster_labels", "mark_window",
+           "story_of_task", "widest_gap"]
 
 
 def story_of_task(futures: Iterable[Any]) -> dict[str, str]:
@@ -66,6 +67,77 @@ def check_out_of_reach(answer: Any, *, series: Sequence[tuple[float, int]], kill
                           "and subtract it from the global limit")
 
 
+def check_regained(answer: Any, *, series: Sequence[tuple[float, int]], killed: float,
+                   lapse_from: float, lapse_by: float, global_limit: int) -> Verdict:
+    """Exercise: the model second at which the survivors' global line first holds the
+    whole ``global_limit`` again after the kill, measured from ``series`` (``[(model s,
+    units held), ...]``); the verdict then says whether it falls in the window
+    ``[lapse_from, lapse_by]`` predicted from the lease timeout."""
+    if (v := missing(answer)) is not None:
+        return v
+    if not series or not killed <= lapse_from <= lapse_by:
+        raise ValueError("series must hold (model s, units) steps, with "
+                         "killed <= lapse_from <= lapse_by")
+    if isinstance(answer, bool) or not isinstance(answer, int | float):
+        return Verdict(False, f"answer with a time in model seconds, not {answer!r}")
+    full = [t for t, v in series if t >= killed and v >= global_limit]
+    if not full:
+        return Verdict(False, f"in this run the survivors never held all {global_limit} units "
+                              "after the kill, so there is nothing to measure: run the "
+                              "section again")
+    expected = full[0]
+    if abs(answer - expected) <= 1e-9:
+        where = ("inside" if lapse_from <= expected <= lapse_by else "OUTSIDE")
+        return Verdict(True, f"{expected:.1f} model s, {expected - killed:.1f} after the kill: "
+                             f"{where} the window {lapse_from:.1f} to {lapse_by:.1f} predicted "
+                             "from the lease timeout; only once the dead worker's leases "
+                             "lapsed could the survivors hold the whole limit")
+    named = {lapse_from: "the start of the predicted window, a prediction",
+             lapse_by: "the end of the predicted window, a prediction",
+             killed: "the kill itself, when the units were lost"}
+    for t, what in named.items():
+        if abs(answer - t) <= 1e-9:
+            return Verdict(False, f"that is {what}; the question asks when the line got them "
+                                  "back: measure it from `series`")
+    at = {t: v for t, v in series}
+    if answer in at and answer < killed and at[answer] >= global_limit:
+        return Verdict(False, "the line is at the limit there, but that is before the kill; "
+                              "keep only the steps from `killed` on")
+    if answer in at and answer > expected and at[answer] >= global_limit:
+        return Verdict(False, "the line is at the limit there, but it got there earlier: "
+                              "the question asks for the first step that reaches it")
+    if answer in at and at[answer] < global_limit:
+        return Verdict(False, f"at {answer:.1f} model s the survivors hold {at[answer]}, not "
+                              f"yet {global_limit}: a step counts once its units reach the limit")
+    if isinstance(answer, int) and 0 <= answer < len(series) and series[answer][0] == expected:
+        return Verdict(False, "that is the step's position in `series`; give its time, the "
+                              "first number of the pair")
+    if abs(answer - expected) < 1.0:
+        return Verdict(False, "close, but not the time of a step in `series`: take the time "
+                              "exactly as the series gives it, unrounded")
+    return Verdict(False, "go through `series` from the kill on and take the time of the first "
+                          "step whose units reach the global limit")
+
+
+def mark_window(fig: Any, start: float, end: float, label: str) -> Any:
+    """Shade ``[start, end]`` (model s) on every panel of a :func:`~storylab.viz.plot_capacity`
+    figure and name the band in a legend on the top panel; returns ``fig``."""
+    from matplotlib.patches import Patch
+
+    from storylab.viz._palette import OKABE_ITO
+
+    if not start <= end:
+        raise ValueError(f"start must not be after end, got {start!r} > {end!r}")
+    colour = OKABE_ITO["reddish purple"]
+    for ax in fig.axes:
+        ax.axvspan(start, end, color=colour, alpha=0.25, lw=0, zorder=0,
+                   gid="window")
+    band = Patch(facecolor=colour, alpha=0.25, label=label)
+    # On the top panel, at its right: its labels sit at the left, over the moments.
+    fig.axes[0].legend(handles=[band], loc="upper right", fontsize=9, frameon=False)
+    return fig
+
+
 def cluster_labels(run: Any, *, marked: str | None = None,
                    note: str = "its worker killed") -> dict[str, str]:
     """Chart names for a cluster run's stories, ``{"story:<pipeline>": "story A (a fox)"}``.
@@ -111,7 +183,11 @@ def widest_gap(trace: Any, names: dict[str, str], *,
 
     lanes = [lane for lane in timeline_lanes(trace) if lane.group in names]
     lines = {line.name: line.points for line in capacity_series(trace) if line.name in names}
-    times = sorted({t for points in lines.values() for t, _ in points})
+    changes = sorted({t for points in lines.values() for t, _ in points})
+    # Sample where a story line changes and where a picture starts waiting: a wait that
+    # begins between two changes is a moment of its own (the lines hold still, but a
+    # story is now behind).
+    times = sorted(set(changes) | {lane.wait[0] for lane in lanes if lane.wait})
 
     def held(group: str, t: float) -> int:
         return ([v for u, v in lines.get(group, ()) if u <= t] or [0])[-1]
@@ -121,10 +197,11 @@ def widest_gap(trace: Any, names: dict[str, str], *,
                    for lane in lanes)
 
     best = None
-    for t, following in zip(times, times[1:], strict=False):
-        if following - t < least:
+    for t in times:
+        following = next((u for u in changes if u > t), None)
+        if following is None or following - t < least:
             continue
-        now = {g: held(g, t) for g in lines}
+        now = {g: held(g, t) for g in names}
         behind = [g for g in now if waiting(g, t)]
         if not behind:
             continue

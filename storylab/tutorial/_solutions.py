@@ -162,13 +162,13 @@ SOLUTIONS: dict[str, str] = {
         check_bound_function(bound, result)
     """,
     "08-1": """
-        # The value in force at the kill (the last step before it), then every step up to
-        # the lapse: the most the survivors held; the rest was out of their reach.
-        held = ([v for t, v in series if t < killed][-1:]
-                + [v for t, v in series if killed <= t < lapse_from])
-        solution = global_limit - max(held)
-        check_out_of_reach(solution, series=series, killed=killed, lapsed=lapse_from,
-                           global_limit=global_limit)
+        # The first step from the kill on at which the survivors hold the whole limit:
+        # only once the dead worker's leases lapsed could they get every unit back.
+        regained = next(t for t, v in series if t >= killed and v >= global_limit)
+        print(f"whole limit again at {regained:.1f} model s; predicted window "
+              f"{lapse_from:.1f} to {lapse_by:.1f}: inside = {lapse_from <= regained <= lapse_by}")
+        check_regained(regained, series=series, killed=killed, lapse_from=lapse_from,
+                       lapse_by=lapse_by, global_limit=global_limit)
     """,
     "09-1": """
         def item_name(n):

@@ -357,12 +357,11 @@ def _wait_levels(lanes: list[TaskLane]) -> dict[str, str]:
 
 
 def _level_order(lanes: list[TaskLane]) -> list[str]:
-    """Wait levels in colour order: the task's own limit first, then ancestors as met."""
-    keys = list(_wait_levels(lanes))
-    if "__own__" in keys:
-        keys.remove("__own__")
-        keys.insert(0, "__own__")
-    return keys
+    """Wait levels in colour order: the task's own limit first, then ancestors as met.
+
+    The own limit keeps the first place (and colour) even on a chart where no task
+    waited on it, so an ancestor's wait has the same colour on every chart."""
+    return ["__own__", *(k for k in _wait_levels(lanes) if k != "__own__")]
 
 
 def _draw_gantt(

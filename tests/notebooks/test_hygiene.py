@@ -105,3 +105,13 @@ def test_a_story_page_is_shown_scoped_not_as_a_whole_document(name):
     raw = [i for i, c in enumerate(nb.cells)
            if c.cell_type == "code" and re.search(r"HTML\(\s*story_html\(", c.source)]
     assert raw == [], f"{name}: cells {raw} show story_html(...) unscoped: use show_story"
+    # ... nor through a name: page = story_html(...), then HTML(page) a line later
+    pages: set[str] = set()
+    shown = []
+    for i, c in enumerate(nb.cells):
+        if c.cell_type != "code":
+            continue
+        pages |= set(re.findall(r"\b(\w+)\s*=\s*story_html\(", c.source))
+        if any(re.search(rf"HTML\(\s*{re.escape(p)}\s*\)", c.source) for p in pages):
+            shown.append(i)
+    assert shown == [], f"{name}: cells {shown} show a story_html page unscoped: use show_story"

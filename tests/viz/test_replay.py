@@ -270,6 +270,26 @@ def _one_process_of_a_cluster(shared: bool) -> Trace:
     return Trace(meta=meta, events=events, clock=lambda: 0.0, started_at=0.0)
 
 
+def test_a_share_wait_before_any_unit_is_held_says_the_share_is_being_asked_for():
+    # At the start of a cluster run nobody holds a unit: the wait cannot be for one
+    # "held by another process".
+    from storylab.scheduling.trace import EventKind, TraceEvent
+
+    meta = {"limits": {"g": 4, "story:a": 3}, "time_scale": 1.0, "shared_roots": ["g"]}
+    events = [TraceEvent(0.0, EventKind.WAIT, ("story:a", "g"), level="g", runner="r",
+                         task_id=1, group="story:a"),
+              TraceEvent(0.5, EventKind.GRANT, ("story:a", "g"), runner="r", task_id=1,
+                         group="story:a"),
+              TraceEvent(0.5, EventKind.TASK_START, runner="r", task_id=1, label="image-1",
+                         group="story:a")]
+    trace = Trace(meta=meta, events=events, clock=lambda: 0.0, started_at=0.0)
+    state = replay_state(trace, 0.0, names={"g": "global", "story:a": "story A (a fox)"})
+    assert state.gauge_text().startswith("global 0/4")
+    assert state.waits_text() == ("waiting for its process's first share of the global "
+                                  "limit, from the scheduler: A")
+    assert "held by another process" not in state.html()
+
+
 def test_a_wait_for_a_cluster_share_is_told_apart_from_a_queue_wait():
     # Lettered against the order the trace met them: the gauge follows the letters.
     names = {"g": "global", "story:b": "story A (an owl)", "story:a": "story B (a fox)"}

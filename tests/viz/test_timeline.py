@@ -147,6 +147,25 @@ async def test_timeline_figure_draws_the_lanes_with_status_colours(stories, tmp_
     assert "ran, failed" in legend
 
 
+async def test_a_wait_kind_keeps_its_colour_on_a_chart_without_the_other_kind(stories):
+    # Two levels: both kinds of wait. Then a run where only the global limit binds:
+    # its waits keep the global colour, not the colour of the first legend entry.
+    two = (await _two_levels(stories))[0]
+    both = plot_timeline(two)
+    global_keys = {lane.key for lane in timeline_lanes(two) if lane.wait_level == "global"}
+    (only_global, _) = await stories({"A": [10, 10], "B": [10, 10]}, story_limit=3,
+                                     global_limit=2, time_scale=SCALE)
+    lanes = timeline_lanes(only_global)
+    assert {lane.wait_level for lane in lanes if lane.wait} == {"global"}
+
+    def colours(fig):
+        return {to_hex(p.get_facecolor()) for p in _patches(fig, "wait:").values()}
+
+    glob = {to_hex(p.get_facecolor()) for k, p in _patches(both, "wait:").items()
+            if k in global_keys}
+    assert len(glob) == 1 and colours(plot_timeline(only_global)) == glob
+
+
 async def test_time_scale_comes_from_meta_or_argument(stories):
     trace, _ = await stories({"A": [10]}, time_scale=SCALE)
     (lane,) = timeline_lanes(trace)

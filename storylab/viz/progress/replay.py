@@ -174,8 +174,13 @@ class ReplayState:
         by_label = {s.label: s.short for s in self.stories}
         for w in self.waits:
             levels.setdefault(w.blocked_by, []).append(by_label.get(w.story, w.story))
+        # With no unit of the root held in this trace yet, nobody holds one
+        # elsewhere either: the process is still asking the scheduler for a share.
+        first_share = self.root is not None and self.root.in_use == 0
         said = [
             ("behind an earlier waiter: " if level == "queue" else
+             "for its process's first share of the global limit, from the scheduler: "
+             if level == "share" and first_share else
              "for a unit of the global limit held by another process: " if level == "share"
              else f"on {'their story' if level == 'story' else 'the ' + level} limit: ")
             + ", ".join(who)
@@ -229,8 +234,8 @@ class ReplayState:
             f"{_wait_badge(None, 'global')} a task waits: the global pool is full"
             + (f" · {_wait_badge(None, 'queue')} a task waits behind an earlier one"
                if any(w.blocked_by == "queue" for w in self.waits) else "")
-            + (f" · {_wait_badge(None, 'share')} a task waits: its process has used its share "
-               "of the global limit, and other processes hold the rest"
+            + (f" · {_wait_badge(None, 'share')} a task waits: its process's share of "
+               "the global limit is used up or not granted yet"
                if any(w.blocked_by == "share" for w in self.waits) else "")
             + "</div>"
         )
