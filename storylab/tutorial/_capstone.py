@@ -778,7 +778,7 @@ def plot_capstone(run: CapstoneRun, time_scale: float) -> Any:
     fig.tight_layout()
     refused = len(run.refused_intervals)
     first_peak = max((v for x, v in zip(xs, running, strict=True) if x < killed), default=0)
-    fig.storylab_summary = (  # type: ignore[attr-defined]
+    fig.storylab_summary = (
         f"the first process ran up to {first_peak} "
         f"items at once and had stored {before} when it was killed at {killed:.1f} model s; "
         f"after a gap of {resumed - killed:.1f} model s (the new process starting) the resumed "
