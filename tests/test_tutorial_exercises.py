@@ -1086,3 +1086,31 @@ async def test_the_fair_misses_checker_compares_with_the_sweep():
     assert "pairs" in (await kit.check_fair_misses(5)).message
     right = {(1, 4), (2, 6), (2, 8), (3, 8), (3, 10), (5, 20), (6, 20), (6, 25)}
     assert (await kit.check_fair_misses(right)).ok
+
+
+async def test_the_failing_entity_checker_reads_the_failures_back_through_why():
+    class Flaky(RunnableEntity):
+        async def run_impl(self):
+            if self.data["fail"]:
+                raise RuntimeError(f"value {self.data['value']} refused")
+            yield Return(self.data["value"])
+
+    def nothing(graph, parent_id):
+        return {}
+
+    def everyone(graph, parent_id):
+        return {c.name: "?" for c in graph.children(parent_id)}
+
+    def made_up(graph, parent_id):
+        return {"child-2": "it failed"}
+
+    def right(graph, parent_id):
+        return {c.name: graph.get_node(c.id).error["message"]
+                for c in graph.children(parent_id) if c.status == "Failed"}
+
+    assert "did not find it" in (await check_failing_entity(Flaky, nothing)).message
+    assert "only child-2 failed" in (await check_failing_entity(Flaky, everyone)).message
+    said = (await check_failing_entity(Flaky, made_up)).message
+    assert "'value 2 refused'" in said and "error record" in said
+    assert (await check_failing_entity(Flaky, right)).ok
+    assert (await check_failing_entity(Flaky)).ok  # the entity part alone still checks

@@ -428,10 +428,12 @@ class _Harness(RunnableEntity):
 _KINDS: dict[str, type] = {}
 
 
-async def check_failing_entity(cls: Any) -> Verdict:
+async def check_failing_entity(cls: Any, why: Any = None) -> Verdict:
     """Exercise: an entity class that returns ``data["value"]``, and raises a clear
     error when ``data["fail"]`` is true. Three children run under one parent; the
     failing one must end ``Failed`` with its error stored, the others ``Completed``.
+    With ``why``, ``why(graph, parent_id)`` must then read the failures back from the
+    graph: ``{child name: stored error message}`` for the failed children only.
     """
     if (v := missing(cls)) is not None:
         return v
@@ -447,6 +449,14 @@ async def check_failing_entity(cls: Any) -> Verdict:
             except Exception as exc:
                 return _raised("the parent of your entities", exc)
             kids = {k.name: graph.get_node(k.id) for k in graph.children(parent.id)}
+            read_back: Any = None
+            if why is not None:
+                if not callable(why):
+                    return Verdict(False, "pass your function itself, why")
+                try:
+                    read_back = why(graph, parent.id)
+                except Exception as exc:
+                    read_back = exc
     if sorted(kids) != ["child-1", "child-2", "child-3"]:
         return Verdict(False, f"the parent has children {sorted(kids)}")
     bad = kids["child-2"]
@@ -471,8 +481,27 @@ async def check_failing_entity(cls: Any) -> Verdict:
                               "raise the exception, do not return it")
     if not str(error.get("message", "")).strip():
         return Verdict(False, "the failure was stored without a message: say what went wrong")
-    return Verdict(True, f"child-2 is Failed with {error.get('type')}: {error.get('message')!r} "
-                         "stored; its siblings completed")
+    stored = f"child-2 is Failed with {error.get('type')}: {error.get('message')!r} stored"
+    if why is None:
+        return Verdict(True, f"{stored}; its siblings completed")
+    if isinstance(read_back, Exception):
+        return _raised("why(graph, parent_id)", read_back)
+    if not isinstance(read_back, dict):
+        return Verdict(False, f"{stored}, but why returned {read_back!r}: return a dict, "
+                              "{child name: its stored error message}")
+    if "child-2" not in read_back:
+        extra = f" (it named {sorted(map(str, read_back))})" if read_back else ""
+        return Verdict(False, f"{stored}, but why did not find it{extra}: look at each "
+                              "child's status in the graph")
+    if set(read_back) != {"child-2"}:
+        return Verdict(False, f"why named {sorted(map(str, read_back))}; only child-2 failed, "
+                              "its siblings completed")
+    if read_back["child-2"] != error.get("message"):
+        return Verdict(False, f"why gave child-2 {read_back['child-2']!r}; the graph stores "
+                              f"the message {error.get('message')!r} in the child's error "
+                              "record")
+    return Verdict(True, f"{stored}, its siblings completed, and why read the message back "
+                         "from the graph")
 
 
 # -- two failures, one retry -----------------------------------------------------------
