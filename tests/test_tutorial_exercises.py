@@ -1021,7 +1021,8 @@ async def test_the_give_up_checker_speaks_of_messages_and_counts_in_words():
     assert not said.ok and "instead of raising" in said.message
     assert "_Refused" not in said.message and "'the model refused picture 1'" in said.message
     right = await kit.check_give_up(_collector(give_up=True))
-    assert right.ok and "1 tasks" not in right.message
+    assert right.ok and "1 tasks" not in right.message and "1 task" in right.message
+    assert "its unit given back" in right.message
 
 
 def test_every_answer_a_notebook_points_to_can_be_shown():

@@ -707,10 +707,11 @@ async def check_give_up(collect: Any) -> Verdict:
     if in_use or not cancelled:
         return Verdict(False, f"collect raised, but the run was not closed: {in_use} units "
                               "still taken, the running tasks not cancelled")
-    tasks = "task still running was" if len(cancelled) == 1 else "tasks still running were"
+    tasks = ("task still running was cancelled with its unit" if len(cancelled) == 1
+             else "tasks still running were cancelled with their units")
     return Verdict(True, f"2 failures of 5 were tolerated; past the limit collect raised "
                          f"{type(got).__name__} ({got}), and the {len(cancelled)} {tasks} "
-                         "cancelled with their units given back")
+                         "given back")
 
 
 def _plain(value: Any) -> str:
@@ -852,7 +853,7 @@ def check_even_limit(even_limit: Any) -> Verdict:
         return Verdict(False, f"{call}: {got} per story splits evenly too ({got} each), but "
                               f"leaves {g - n * got} of the {g} units idle; is it the largest "
                               "limit that splits evenly?")
-    return Verdict(True, "right on every pair: global // stories, so that no story can hold "
+    return Verdict(True, "every pair matches: global // stories, so that no story can hold "
                          "more than its share (and the remainder, if any, stays idle)")
 
 
