@@ -1064,3 +1064,130 @@ def test_mark_window_shades_every_panel_and_names_the_band():
         "leases lapse (17.5 to 20.0)"]
     with pytest.raises(ValueError, match="start must not be after end"):
         kit.mark_window(fig, 3.0, 2.0, "x")
+
+
+# -- notebooks 5 to 7, after the third review ----------------------------------------------
+async def test_the_failing_entity_checker_refuses_an_entity_that_returns_its_error():
+    class ReturnsError(RunnableEntity):
+        async def run_impl(self):
+            if self.data["fail"]:
+                yield Return(RuntimeError("told to fail"))
+            else:
+                yield Return(self.data["value"])
+
+    said = await check_failing_entity(ReturnsError)
+    assert not said.ok, said
+    assert "do not return it" in said.message and "could not be stored" in said.message
+
+
+async def test_the_give_up_checker_speaks_of_messages_and_counts_in_words():
+    async def returns_instead(runner, max_errors):  # reads everything, never raises
+        finished, failed = [], []
+        async with runner.run_tasks() as results:
+            async for envelope in results:
+                if envelope.type is TaskEventType.FINAL:
+                    finished.append(envelope.value)
+                elif envelope.type is TaskEventType.ERROR:
+                    failed.append(envelope.error)
+                    if len(failed) > max_errors:
+                        return finished, failed
+        return finished, failed
+
+    said = await kit.check_give_up(returns_instead)
+    assert not said.ok and "instead of raising" in said.message
+    assert "_Refused" not in said.message and "'the model refused picture 1'" in said.message
+    right = await kit.check_give_up(_collector(give_up=True))
+    assert right.ok and "1 tasks" not in right.message and "1 task" in right.message
+    assert "its unit given back" in right.message
+
+
+def test_every_answer_a_notebook_points_to_can_be_shown():
+    import json
+    import re
+    from pathlib import Path
+
+    folder = Path(storylab.__file__).resolve().parent.parent / "notebooks"
+    keys = set()
+    for path in sorted(folder.glob("0[5-7]_*.ipynb")):
+        text = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"])
+        keys |= set(re.findall(r'show_solution\("(\d\d-\d)"\)', text))
+    assert {"05-4", "06-2", "07-2"} <= keys
+    for key in sorted(keys):
+        assert key in SOLUTIONS or key in kit.EXPLAINED, key
+
+
+def test_the_even_limit_checker_answers_the_near_miss_and_the_overshoot():
+    import math
+
+    one = kit.check_even_limit(lambda g, n: 1)
+    assert not one.ok and "splits evenly too" in one.message and "largest" in one.message
+    over = kit.check_even_limit(lambda g, n: math.ceil(g / n))
+    assert not over.ok and "[4, 4, 2]" in over.message and "not even" in over.message
+    share = kit.check_even_limit(lambda g, n: g / n)
+    assert not share.ok and "whole number" in share.message
+    assert kit.check_even_limit(lambda g, n: g // n).ok
+    assert "largest" in kit.check_even_split(1).message
+
+
+def test_the_bound_checkers_tell_rounds_from_seconds():
+    import math
+
+    from storylab.sweep import SweepCell, ideal_makespan
+    from storylab.tutorial import check_bound_function
+
+    cells = [SweepCell(p, g, 5, 5, 0.0, ideal_makespan(5, 5, p, g), 1.0, 1)
+             for p in (1, 3) for g in (2, 25)]
+    result = types.SimpleNamespace(cells=cells, image_seconds=10.0)
+
+    def rounds(G, M, d, p, g):
+        return max(math.ceil(M / p), math.ceil(G * M / g))
+
+    def twice(G, M, d, p, g):
+        return d * d * max(math.ceil(M / p), math.ceil(G * M / g))
+
+    assert "number of rounds" in check_bound_function(rounds, result).message
+    assert "twice" in check_bound_function(twice, result).message
+    said = kit.check_bound(5, stories=5, images=5, story_limit=2, global_limit=6)
+    assert not said.ok and "number of rounds" in said.message
+    assert "larger of the two" not in kit.check_bound(40, stories=5, images=5, story_limit=2,
+                                                      global_limit=6).message
+
+
+async def test_the_fair_misses_checker_compares_with_the_sweep():
+    five = await kit.check_fair_misses({(4, 16)})
+    assert not five.ok and "5 pictures" in five.message
+    near = await kit.check_fair_misses({(1, 4), (2, 6), (4, 16)})
+    assert not near.ok and "2 of your 3 cells are right" in near.message
+    assert "per-story 4, global 16" in near.message and "you left out 6" in near.message
+    assert "not in the grid" in (await kit.check_fair_misses({(7, 4)})).message
+    assert "pairs" in (await kit.check_fair_misses(5)).message
+    right = {(1, 4), (2, 6), (2, 8), (3, 8), (3, 10), (5, 20), (6, 20), (6, 25)}
+    assert (await kit.check_fair_misses(right)).ok
+
+
+async def test_the_failing_entity_checker_reads_the_failures_back_through_why():
+    class Flaky(RunnableEntity):
+        async def run_impl(self):
+            if self.data["fail"]:
+                raise RuntimeError(f"value {self.data['value']} refused")
+            yield Return(self.data["value"])
+
+    def nothing(graph, parent_id):
+        return {}
+
+    def everyone(graph, parent_id):
+        return {c.name: "?" for c in graph.children(parent_id)}
+
+    def made_up(graph, parent_id):
+        return {"child-2": "it failed"}
+
+    def right(graph, parent_id):
+        return {c.name: graph.get_node(c.id).error["message"]
+                for c in graph.children(parent_id) if c.status == "Failed"}
+
+    assert "did not find it" in (await check_failing_entity(Flaky, nothing)).message
+    assert "only child-2 failed" in (await check_failing_entity(Flaky, everyone)).message
+    said = (await check_failing_entity(Flaky, made_up)).message
+    assert "'value 2 refused'" in said and "error record" in said
+    assert (await check_failing_entity(Flaky, right)).ok
+    assert (await check_failing_entity(Flaky)).ok  # the entity part alone still checks

@@ -206,13 +206,16 @@ def format_tree(graph: EntityGraph, node_id: str, words: Words = PLAIN) -> str:
     walk(root, "  ")
     shorts = _one_length(short_ids(graph), [node.id for _, node in rows])
     labels = [prefix + words.label(node) for prefix, node in rows]
-    width = max(len(label) for label in labels) + 2
+    # Children are padded to their own widest label: a long root name (a story's
+    # topic) would otherwise push every child's status off a narrow screen.
+    width = max(len(label) for label in labels[1:] or labels) + 2
     id_width = max(len(shorts.get(node.id, node.id)) for _, node in rows) + 2
     lines = []
     summary = words.summary(graph, root) if root.parent_id is None else None
     now = time.time()
     for i, (label, (_, node)) in enumerate(zip(labels, rows, strict=True)):
-        line = f"{label:<{width}}{shorts.get(node.id, node.id):<{id_width}}Status: {node.status}"
+        pad = max(width, len(label) + 2)
+        line = f"{label:<{pad}}{shorts.get(node.id, node.id):<{id_width}}Status: {node.status}"
         # The root's own status is the entity's; what became of the work it
         # stands for (rejected, completed with errors...) follows in brackets.
         state = str(summary["state"]) if (i == 0 and summary) else ""

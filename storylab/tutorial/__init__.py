@@ -90,7 +90,9 @@ from storylab.tutorial._cluster import (
 from storylab.tutorial._exercises import (
     check_bound_function,
     check_error_branch,
+    check_even_limit,
     check_failing_entity,
+    check_fair_misses,
     check_finish_story,
     check_give_up,
     check_polite_burst,
@@ -100,6 +102,7 @@ from storylab.tutorial._exercises import (
     check_to_redraw,
     check_two_level_tree,
 )
+from storylab.tutorial._http import CapacityReadout, capacity_readout
 from storylab.tutorial._legend import relabel_legend
 from storylab.tutorial._overview import (
     API_TABLE,
@@ -125,7 +128,11 @@ __all__ = [
     "api_table",
     "check_bound",
     "check_capstone",
+    "CapacityReadout",
+    "capacity_readout",
     "check_bound_function",
+    "check_even_limit",
+    "check_fair_misses",
     "check_error_branch",
     "check_finish_story",
     "check_give_up",
@@ -835,7 +842,9 @@ def check_even_split(answer: Any, *, global_limit: int = 4, stories: int = 2) ->
     if answer > expected:
         return Verdict(False, f"with {answer} per story one story can still hold more than "
                               f"{expected} of the {global_limit} units")
-    return Verdict(False, f"with {answer} per story the stories leave global units idle")
+    return Verdict(False, f"{answer} per story splits evenly too, but leaves "
+                          f"{global_limit - stories * answer} of the {global_limit} units idle; "
+                          "is it the largest limit that splits evenly?")
 
 
 def check_most_at_once(answer: Any, *, stories: int, story_limit: int,
@@ -871,7 +880,11 @@ def check_bound(answer: Any, *, stories: int, images: int, story_limit: int,
         return Verdict(False, f"answer with a number of model seconds, not {answer!r}")
     if abs(value - expected) < 1e-6:
         return Verdict(True, f"{expected:g} model s: the larger of the two round counts wins")
-    return Verdict(False, f"{value:g} is not it; take the larger of the two round counts")
+    from storylab.tutorial._exercises import _rounds_hint
+
+    hint = _rounds_hint(value, expected, image_seconds)
+    return Verdict(False, f"{value:g} is not it" + (f": {hint}" if hint else
+                                                    "; count the rounds of each limit"))
 
 
 # -- figures with their words ----------------------------------------------------------

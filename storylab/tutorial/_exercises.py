@@ -38,7 +38,9 @@ __all__ = [
     "check_polite_burst",
     "check_retry_two",
     "check_bound_function",
+    "check_even_limit",
     "check_failing_entity",
+    "check_fair_misses",
     "check_prompt_names",
     "check_stable_names",
     "check_to_redraw",
@@ -426,10 +428,12 @@ class _Harness(RunnableEntity):
 _KINDS: dict[str, type] = {}
 
 
-async def check_failing_entity(cls: Any) -> Verdict:
+async def check_failing_entity(cls: Any, why: Any = None) -> Verdict:
     """Exercise: an entity class that returns ``data["value"]``, and raises a clear
     error when ``data["fail"]`` is true. Three children run under one parent; the
     failing one must end ``Failed`` with its error stored, the others ``Completed``.
+    With ``why``, ``why(graph, parent_id)`` must then read the failures back from the
+    graph: ``{child name: stored error message}`` for the failed children only.
     """
     if (v := missing(cls)) is not None:
         return v
@@ -445,6 +449,14 @@ async def check_failing_entity(cls: Any) -> Verdict:
             except Exception as exc:
                 return _raised("the parent of your entities", exc)
             kids = {k.name: graph.get_node(k.id) for k in graph.children(parent.id)}
+            read_back: Any = None
+            if why is not None:
+                if not callable(why):
+                    return Verdict(False, "pass your function itself, why")
+                try:
+                    read_back = why(graph, parent.id)
+                except Exception as exc:
+                    read_back = exc
     if sorted(kids) != ["child-1", "child-2", "child-3"]:
         return Verdict(False, f"the parent has children {sorted(kids)}")
     bad = kids["child-2"]
@@ -462,10 +474,34 @@ async def check_failing_entity(cls: Any) -> Verdict:
             return Verdict(False, f"{name} ended {node.status} with {node.output!r}: it should "
                                   "complete and return data['value']")
     error = bad.error or {}
+    if error.get("type") == "TypeError" and "JSON serializable" in str(error.get("message")):
+        return Verdict(False, "child-2 ended Failed, but not by an error of its own: it handed "
+                              "back an exception as its value, and it failed only because "
+                              f"that value could not be stored ({error.get('message')!r}); "
+                              "raise the exception, do not return it")
     if not str(error.get("message", "")).strip():
         return Verdict(False, "the failure was stored without a message: say what went wrong")
-    return Verdict(True, f"child-2 is Failed with {error.get('type')}: {error.get('message')!r} "
-                         "stored; its siblings completed")
+    stored = f"child-2 is Failed with {error.get('type')}: {error.get('message')!r} stored"
+    if why is None:
+        return Verdict(True, f"{stored}; its siblings completed")
+    if isinstance(read_back, Exception):
+        return _raised("why(graph, parent_id)", read_back)
+    if not isinstance(read_back, dict):
+        return Verdict(False, f"{stored}, but why returned {read_back!r}: return a dict, "
+                              "{child name: its stored error message}")
+    if "child-2" not in read_back:
+        extra = f" (it named {sorted(map(str, read_back))})" if read_back else ""
+        return Verdict(False, f"{stored}, but why did not find it{extra}: look at each "
+                              "child's status in the graph")
+    if set(read_back) != {"child-2"}:
+        return Verdict(False, f"why named {sorted(map(str, read_back))}; only child-2 failed, "
+                              "its siblings completed")
+    if read_back["child-2"] != error.get("message"):
+        return Verdict(False, f"why gave child-2 {read_back['child-2']!r}; the graph stores "
+                              f"the message {error.get('message')!r} in the child's error "
+                              "record")
+    return Verdict(True, f"{stored}, its siblings completed, and why read the message back "
+                         "from the graph")
 
 
 # -- two failures, one retry -----------------------------------------------------------
@@ -612,7 +648,8 @@ async def _run_give_up(collect: Any, plan: list[tuple[int, bool]], max_errors: i
     runner = HierarchicalTaskPoolRunner("exercise", SourceBufferObj(thunks), source)
     outcome: Any
     try:
-        outcome = await asyncio.wait_for(collect(runner, max_errors), timeout=10)
+        # The tasks take no time: a loop still reading after 2 s never gives up.
+        outcome = await asyncio.wait_for(collect(runner, max_errors), timeout=2)
     except TimeoutError:
         outcome = TimeoutError()
     except Exception as exc:  # the learner's own exception, or a slip
@@ -650,7 +687,7 @@ async def check_give_up(collect: Any) -> Verdict:
         return Verdict(False, f"with 2 failures allowed, finished holds {finished}, not the "
                               "values of the 3 tasks that succeeded")
     if len(failed) != 2 or not all(isinstance(e, _Refused) for e in failed):
-        return Verdict(False, f"with 2 failures allowed, failed holds {failed!r}, not the 2 "
+        return Verdict(False, f"with 2 failures allowed, failed holds {_plain(failed)}, not the 2 "
                               "errors of the tasks that failed")
     if in_use:
         return Verdict(False, f"{in_use} units were still in use after collect returned")
@@ -662,17 +699,29 @@ async def check_give_up(collect: Any) -> Verdict:
                               "after the second task had failed: it waited for tasks that "
                               "never end instead of giving up")
     if not isinstance(got, BaseException):
-        return Verdict(False, f"with 1 failure allowed and 2 tasks failing, collect returned "
-                              f"{got!r} instead of raising")
+        return Verdict(False, "with 1 failure allowed and 2 tasks failing, collect returned "
+                              f"{_plain(got)} instead of raising")
     if isinstance(got, _Refused):
         return Verdict(False, f"collect raised the task's own error ({got}); raise an error of "
                               "your own that says how many tasks failed")
     if in_use or not cancelled:
         return Verdict(False, f"collect raised, but the run was not closed: {in_use} units "
                               "still taken, the running tasks not cancelled")
+    tasks = ("task still running was cancelled with its unit" if len(cancelled) == 1
+             else "tasks still running were cancelled with their units")
     return Verdict(True, f"2 failures of 5 were tolerated; past the limit collect raised "
-                         f"{type(got).__name__} ({got}), and the {len(cancelled)} tasks still "
-                         "running were cancelled with their units given back")
+                         f"{type(got).__name__} ({got}), and the {len(cancelled)} {tasks} "
+                         "given back")
+
+
+def _plain(value: Any) -> str:
+    """``value`` as a learner reads it: an exception by its message, not its class."""
+    if isinstance(value, BaseException):
+        return repr(str(value))
+    if isinstance(value, tuple | list):
+        inner = ", ".join(_plain(v) for v in value)
+        return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+    return repr(value)
 
 
 # -- a polite client ----------------------------------------------------------------
@@ -744,8 +793,116 @@ def check_bound_function(bound: Any, result: Any) -> Verdict:
             return _raised(f"bound({G}, {M}, {d:g}, {p}, {g})", exc)
         if isinstance(got, bool) or not isinstance(got, int | float) \
                 or abs(got - want) > 1e-6:
+            hint = _rounds_hint(got, want, d) or ("count the rounds one story needs and the "
+                                                  "rounds the pool needs")
             return Verdict(False, f"bound({G}, {M}, {d:g}, {p}, {g}) gave {got!r}, the bound is "
-                                  f"{want:g}: count the rounds one story needs and the rounds "
-                                  "the pool needs")
+                                  f"{want:g}: {hint}")
     return Verdict(True, f"your bound matches all {len(cases)} cases, every cell of the sweep "
                          "included")
+
+
+def _rounds_hint(got: float, want: float, d: float) -> str:
+    """What a wrong bound most likely counted: rounds instead of seconds, or d twice."""
+    if d and d != 1 and abs(got * d - want) < 1e-6:
+        return (f"{got:g} is a number of rounds; the bound is in model seconds: multiply by "
+                f"the {d:g} model s each round lasts")
+    if d and d != 1 and abs(got - want * d) < 1e-6:
+        return f"{got:g} counts the {d:g} model s of a round twice"
+    return ""
+
+
+# -- an even split, as code ---------------------------------------------------------------
+def _first_holdings(limit: int, global_limit: int, stories: int) -> list[int]:
+    """What busy stories hold when they ask one after another, each up to ``limit``."""
+    left, held = global_limit, []
+    for _ in range(stories):
+        take = max(0, min(limit, left))
+        held.append(take)
+        left -= take
+    return held
+
+
+def check_even_limit(even_limit: Any) -> Verdict:
+    """Exercise: ``even_limit(global_limit, stories)`` returns the largest per-story
+    limit under which ``stories`` busy stories always hold the same number of the
+    ``global_limit`` units. Checked on a few pairs, the notebook's (4, 2) first."""
+    if (v := missing(even_limit)) is not None:
+        return v
+    if not callable(even_limit):
+        return Verdict(False, "pass your function itself, even_limit")
+    for g, n in ((4, 2), (10, 3), (12, 5), (9, 3), (7, 7)):
+        want = g // n
+        try:
+            got = even_limit(g, n)
+        except Exception as exc:
+            return _raised(f"even_limit({g}, {n})", exc)
+        call = f"even_limit({g}, {n}) gave {got!r}"
+        if isinstance(got, bool) or not isinstance(got, int | float):
+            return Verdict(False, f"{call}: return a number of units")
+        if got != int(got):
+            return Verdict(False, f"{call}: a limit is a whole number of units")
+        got = int(got)
+        if got == want:
+            continue
+        if got <= 0:
+            return Verdict(False, f"{call}: with no unit per story no picture is ever drawn")
+        if got > want:
+            held = _first_holdings(got, g, n)
+            return Verdict(False, f"{call}: with {got} per story the stories that ask first can "
+                                  f"hold {held} of the {g} units, which is not even")
+        return Verdict(False, f"{call}: {got} per story splits evenly too ({got} each), but "
+                              f"leaves {g - n * got} of the {g} units idle; is it the largest "
+                              "limit that splits evenly?")
+    return Verdict(True, "every pair matches: global // stories, so that no story can hold "
+                         "more than its share (and the remainder, if any, stays idle)")
+
+
+# -- where the fair policy misses the bound -------------------------------------------
+async def check_fair_misses(misses: Any, *, stories: int = 5, images: int = 8,
+                            story_limits: tuple[int, ...] = (1, 2, 3, 4, 5, 6),
+                            global_limits: tuple[int, ...] = (2, 4, 6, 8, 10, 12, 16, 20, 25),
+                            ) -> Verdict:
+    """Exercise: ``misses``, the set of ``(story_limit, global_limit)`` cells of the grid
+    where the fair policy ends above the bound for ``stories`` stories of ``images``
+    pictures. The checker runs that sweep on the simulated clock and compares."""
+    if (v := missing(misses)) is not None:
+        return v
+    from storylab.sweep import sweep
+
+    try:
+        cells = {(int(p), int(g)) for p, g in misses}
+    except (TypeError, ValueError):
+        return Verdict(False, "give a set of (per-story limit, global limit) pairs, such as "
+                              "{(1, 4), (2, 6)}")
+    outside = sorted((p, g) for p, g in cells
+                     if p not in story_limits or g not in global_limits)
+    if outside:
+        return Verdict(False, f"{outside} is not in the grid: per-story limits "
+                              f"{list(story_limits)}, global limits {list(global_limits)}")
+    result = await sweep(list(story_limits), list(global_limits), stories=stories,
+                         images=images)
+    by_cell = {(c.story_limit, c.global_limit): c for c in result.cells}
+    truth = {key for key, c in by_cell.items() if c.makespan > c.ideal + 1e-6}
+    if cells == truth:
+        return Verdict(True, f"all {len(truth)} cells: in each, the first stories to ask take "
+                             "every unit at once, and the last pictures run a round of their "
+                             "own, one round (10 model s) above the bound")
+    if images != 5:
+        five = await sweep(list(story_limits), list(global_limits), stories=stories, images=5)
+        if cells == {(c.story_limit, c.global_limit) for c in five.cells
+                     if c.makespan > c.ideal + 1e-6}:
+            return Verdict(False, f"those are the misses for stories of 5 pictures; with "
+                                  f"{images} the rounds fall differently")
+
+    def said(key: tuple[int, int]) -> str:
+        c = by_cell[key]
+        return (f"per-story {key[0]}, global {key[1]}: {c.makespan:g} model s against a bound "
+                f"of {c.ideal:g}")
+
+    parts = [f"{len(cells & truth)} of your {len(cells)} cells are right"]
+    extra, left_out = sorted(cells - truth), sorted(truth - cells)
+    if extra:
+        parts.append(f"{len(extra)} sit on the bound, for instance {said(extra[0])}")
+    if left_out:
+        parts.append(f"you left out {len(left_out)}, for instance {said(left_out[0])}")
+    return Verdict(False, "; ".join(parts))

@@ -22,6 +22,8 @@ __all__ = ["plot_simulated_vs_wall", "plot_sweep_heatmaps", "plot_sweep_lines"]
 
 def plot_sweep_heatmaps(result: Any, *, title: str | None = None) -> Figure:
     """Makespan (model seconds) and utilisation side by side, one square per cell."""
+    from matplotlib.patches import Rectangle
+
     fig, (left, right) = new_figure(
         1, 2, figsize=(12, 0.9 + 0.75 * len(result.story_limits)), layout="constrained"
     )
@@ -40,11 +42,22 @@ def plot_sweep_heatmaps(result: Any, *, title: str | None = None) -> Figure:
                 dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
                 ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=10,
                         color="white" if dark else "black")
+        # The cells that end above the bound, outlined (white under black dashes, so the
+        # frame shows on a dark square and on a light one).
+        above = [(i, j) for i, p in enumerate(result.story_limits)
+                 for j, g in enumerate(result.global_limits)
+                 if result.cell(p, g).makespan > result.cell(p, g).ideal + 1e-6]
+        for i, j in above:
+            p, g = result.story_limits[i], result.global_limits[j]
+            for colour, style, width in (("white", "solid", 4.0), ("black", "dashed", 2.0)):
+                ax.add_patch(Rectangle((j - 0.45, i - 0.45), 0.9, 0.9, fill=False,
+                                       edgecolor=colour, linestyle=style, lw=width,
+                                       gid=f"above:{p}:{g}" if colour == "black" else None))
         ax.set_xticks(range(len(result.global_limits)), [str(g) for g in result.global_limits])
         ax.set_yticks(range(len(result.story_limits)), [str(p) for p in result.story_limits])
         ax.set_xlabel("global limit (images at once, all stories)")
         ax.set_ylabel("per-story limit (images at once, one story)")
-        ax.set_title(label)
+        ax.set_title(label + ("  (dashed frame: above the bound)" if above else ""))
         fig.colorbar(image, ax=ax, label=label, shrink=0.9)
     fig.suptitle(
         title

@@ -576,7 +576,7 @@ def mark_moments(ax: Axes, moments: Iterable[Any]) -> list[Any]:
         if len(members) > 1 and close and {m.kind for m in members} == {"failed"}:
             # Failures close together: one shaded band from the first to the last,
             # not a crowd of dashed lines over the bars' ✗ marks.
-            drawn.append(ax.axvspan(members[0].t, members[-1].t, alpha=0.18, lw=0, zorder=1,
+            drawn.append(ax.axvspan(members[0].t, members[-1].t, alpha=0.4, lw=0, zorder=1,
                                     color=_MOMENT_COLOURS["failed"],
                                     gid=f"moment-band:failed:{i}"))
             i += len(members)
@@ -586,6 +586,11 @@ def mark_moments(ax: Axes, moments: Iterable[Any]) -> list[Any]:
                 drawn.append(ax.axvline(m.t, color=colour,
                                         ls=_MOMENT_STYLES.get(m.kind, (0, (4, 2))),
                                         lw=1.4, zorder=6, gid=f"moment:{m.kind}:{i}"))
+                if m.t - lo <= 0.01 * span:
+                    # A line on the axis itself hides in it: a tick above the axes shows it.
+                    drawn.append(ax.plot([m.t], [1.0], marker="v", ms=9, color=colour,
+                                         transform=ax.get_xaxis_transform(), clip_on=False,
+                                         zorder=8, gid=f"moment-tick:{m.kind}:{i}")[0])
                 i += 1
         anchor = members[-1] if right else members[0]
         kinds = {m.kind for m in members}

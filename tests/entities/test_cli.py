@@ -288,3 +288,16 @@ def test_tree_shows_who_runs_an_in_progress_node_and_when_it_is_stale(tmp_path, 
     assert "its process is gone" in lines["gone"]
     assert lines["none"].endswith("(stale: nobody holds it; the next run takes it over)")
     assert lines["root"].endswith("Status: Pending")
+
+
+def test_a_long_root_name_does_not_widen_its_childrens_lines(tmp_path, capsys):
+    path = tmp_path / "g.sqlite"
+    with EntityGraph.open(path) as g:
+        root = g.create(CliPipeline, "story-pipeline-" + "a-very-long-topic-" * 5, {})
+        root.append_call(CliImage, "image-1", {})
+        root_id = root.id
+    code, out, _ = eg(capsys, "tree", root_id, "--graph", str(path))
+    assert code == 0
+    first, child = out.splitlines()
+    assert child.index("Status:") < first.index("Status:")  # padded to its own width
+    assert child.startswith("  └── ") and "image-1)  " in child

@@ -191,3 +191,18 @@ def test_no_other_moment_line_runs_through_a_label():
         assert crossing == [], f"{label.get_text()!r} is crossed by a moment line"
     assert _overlaps(fig, ax) == []
     plt.close(fig)
+
+
+def test_a_moment_on_the_axis_gets_a_tick_and_close_failures_a_band_that_shows():
+    from storylab.viz import Moment
+    from storylab.viz._figure import new_figure
+    from storylab.viz.timeline import mark_moments
+
+    fig, ax = new_figure(figsize=(8, 3))
+    ax.set_xlim(0, 30)
+    mark_moments(ax, [Moment(0.0, "split 3,1", "split"), Moment(12.0, "✗ a", "failed"),
+                      Moment(12.3, "✗ b", "failed")])
+    ticks = [ln.get_gid() for ln in ax.lines if (ln.get_gid() or "").startswith("moment-tick:")]
+    assert ticks == ["moment-tick:split:0"]  # only the moment hidden in the axis
+    (band,) = [p for p in ax.patches if (p.get_gid() or "").startswith("moment-band:")]
+    assert band.get_alpha() >= 0.35

@@ -403,3 +403,20 @@ def test_a_finished_pipeline_drops_its_last_activity():
     (p,) = panel.pipelines
     assert p.activity is None and "Storing results" not in p.summary_line()
     assert p.summary_line().startswith("Story (story) [completed]")
+
+
+def test_a_compact_row_names_its_failed_pictures():
+    from storylab.viz.progress.widget import glyph_strip
+
+    panel = ProgressPanel("stories", form="text", compact=True)
+    panel.update(_env("STATUS", "p", "story", "Pipeline", status="STARTED"), root="p")
+    panel.update(_env("VALUE", "p", "story", "Pipeline", sub_type="progress",
+                      value={"stage": "images", "total": 3,
+                             "items": ["image-1", "image-2", "image-3"]}), root="p")
+    for k in (1, 2, 3):
+        panel.update(_env("STATUS", f"c{k}", f"image-{k}", status="STARTED"), root="p")
+    panel.update(_env("STATUS", "c2", "image-2", status="FAILED", message="refused"), root="p")
+    (pipeline,) = panel.pipelines
+    assert glyph_strip(pipeline).count("✗") == 2  # the glyph, and the name after the strip
+    assert "✗ image-2</span>" in glyph_strip(pipeline)
+    assert panel.summary().splitlines()[-1].endswith("  (✗ image-2)")

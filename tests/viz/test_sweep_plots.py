@@ -75,3 +75,18 @@ def test_the_gap_form_shows_how_much_longer_the_real_run_took_in_percent():
     assert "(%)" in ax.get_ylabel() and "+1.0 % to +5.0 %" in fig.storylab_summary
     with pytest.raises(ValueError, match="must be > 0"):
         plot_simulated_vs_wall([(0.0, 1.0, "x")], gap=True)
+
+
+async def test_the_heatmaps_frame_every_cell_above_the_bound():
+    result = await sweep((1, 2, 3, 4, 5, 6), (2, 4, 6, 8, 10, 12, 16, 20, 25), stories=5,
+                         images=5)
+    above = {f"above:{c.story_limit}:{c.global_limit}" for c in result.cells
+             if c.makespan > c.ideal + 1e-6}
+    assert above == {"above:4:16"}  # the lonely last round of notebook 7
+    heat = plot_sweep_heatmaps(result)
+    for ax in heat.axes[:2]:
+        framed = {patch.get_gid() for patch in ax.patches if patch.get_gid()}
+        assert framed == above
+        assert "dashed frame: above the bound" in ax.get_title()
+    on_bound = await sweep((1, 3), (2, 6), stories=3, images=3)
+    assert "frame" not in plot_sweep_heatmaps(on_bound).axes[0].get_title()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from storylab.viz._palette import Status
+from storylab.viz.labels import task_label
 from storylab.viz.progress.model import PipelineProgress
 
 __all__ = ["pipeline_lines", "summary_text"]
@@ -20,7 +21,11 @@ def pipeline_lines(p: PipelineProgress, max_rows: int, *, compact: bool = False)
     or with ``compact`` one line of glyphs for all of them."""
     lines = [p.summary_line()]
     if compact:
-        return [*lines, "  " + "".join(r.symbol for r in p.rows)] if p.rows else lines
+        if not p.rows:
+            return lines
+        failed = [task_label(r.name) for r in p.rows if r.status is Status.FAILED]
+        named = f"  (✗ {', '.join(failed)})" if failed else ""  # which glyph is which
+        return [*lines, "  " + "".join(r.symbol for r in p.rows) + named]
     shown = p.rows[:max_rows]
     for r in shown:
         message = f": {r.message}" if r.message and r.status is Status.FAILED else ""

@@ -18,7 +18,8 @@ import html
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from storylab.viz._palette import BAR_COLOURS, COLOURS
+from storylab.viz._palette import BAR_COLOURS, COLOURS, Status
+from storylab.viz.labels import task_label
 from storylab.viz.progress.model import FINISHED, PipelineProgress
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -210,7 +211,11 @@ def glyph_strip(p: PipelineProgress) -> str:
         f"style='color:{r.colour};font-size:15px'>{r.symbol}</span>"
         for r in p.rows
     )
-    return f"<div class='glyphs' style='letter-spacing:2px'>{glyphs}</div>"
+    # A glyph alone does not say which picture failed: name the failed ones after the strip.
+    failed = [html.escape(task_label(r.name)) for r in p.rows if r.status is Status.FAILED]
+    named = (f"<span class='failed-names' style='color:#666;letter-spacing:0;margin-left:8px'>"
+             f"✗ {', '.join(failed)}</span>") if failed else ""
+    return f"<div class='glyphs' style='letter-spacing:2px'>{glyphs}{named}</div>"
 
 
 def rows_table(p: PipelineProgress, max_rows: int) -> str:
