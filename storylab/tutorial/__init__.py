@@ -669,8 +669,10 @@ def check_longest_picture(trace: Trace, answer: Any) -> Verdict:
         if abs(float(seconds) - longest.run[1]) <= 0.3:
             return Verdict(False, f"right picture, but {seconds:g} is the moment it ended; its "
                                   "length is end - start")
-        return Verdict(False, f"right picture, but it ran {took:.1f} model s, not {seconds:g}: "
-                              "its length is run[1] - run[0]")
+        # Said without the true length, which the learner would only have to copy.
+        return Verdict(False, f"right picture, but its length is not {seconds:g} (the check "
+                              "wants it to within 0.3 model s): compute run[1] - run[0] of "
+                              "its lane")
     return Verdict(True, f"{longest.label} ran longest, {took:.1f} model s, though it was not "
                          f"the last to end ({max(lanes, key=lambda x: x.run[1]).label} was)"
                    if longest is not max(lanes, key=lambda x: x.run[1]) else

@@ -16,7 +16,8 @@ __all__ = ["EXPLAINED", "SOLUTIONS", "show_solution", "solution_code"]
 SOLUTIONS: dict[str, str] = {
     "00-1": """
         # return becomes a yielded Return: another statement, not another spelling.
-        # ("for await", "@EntityMixin" and "envelope.type === 'FINAL'" are right too.)
+        # ("for await" and "envelope.type === 'FINAL'" are right too; "@EntityMixin" is not:
+        # Python only drops the decorator there, with nothing new to write.)
         solution = "return result"
         check_python_form(solution)
     """,
