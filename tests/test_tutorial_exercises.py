@@ -849,6 +849,23 @@ def test_no_prefix_short_enough_to_be_a_name_separates_the_prompts():
     assert not verdict and "the same name" in verdict.message, verdict
 
 
+def letter_sum(prompt):
+    return "image-" + str(sum(map(ord, prompt["prompt"])))
+
+
+def word_initials(prompt):
+    return ("image-" + "".join(word[:2] for word in prompt["prompt"].split()))[:40]
+
+
+def test_names_that_collide_for_other_prompts_are_refused():
+    # Both give five different names to five ordinary prompts; neither is different for
+    # different prompts in general: the same words reordered, or a late last word.
+    for name_for in (letter_sum, word_initials):
+        verdict = kit.check_prompt_names(name_for)
+        assert not verdict and "the same name" in verdict.message, (name_for.__name__, verdict)
+    assert kit.check_prompt_names(digest_of_text)
+
+
 def digest_of_text(prompt):
     return "image-" + hashlib.sha256(prompt["prompt"].encode()).hexdigest()[:12]
 

@@ -403,3 +403,14 @@ def test_a_finished_pipeline_drops_its_last_activity():
     (p,) = panel.pipelines
     assert p.activity is None and "Storing results" not in p.summary_line()
     assert p.summary_line().startswith("Story (story) [completed]")
+
+
+def test_the_live_widget_carries_the_style_that_hides_the_snapshot():
+    from storylab.viz.progress import static_snapshot_html
+    from storylab.viz.progress.widget import SNAPSHOT_CLASS
+
+    panel = ProgressPanel(form="widget", min_interval=0)
+    panel.update(_env("STATUS", "p", "story", "Pipeline", status="STARTED"), root="p")
+    hide = f"<style>.{SNAPSHOT_CLASS}{{display:none}}</style>"
+    assert hide in panel._widgets.header.value  # drawn only where widgets are
+    assert hide not in static_snapshot_html(panel)  # the snapshot alone stays visible

@@ -558,7 +558,9 @@ class TraceReplay:
             f"<div class='storylab-cursor' data-t='{self._t:.3f}' style='position:absolute;"
             f"left:{left - 1}px;top:{top}px;height:{bottom - top}px;width:0;"
             "border-left:3px solid #000'></div>"
-            f"<div style='position:absolute;left:{left + 4}px;top:{max(bottom - 40, 0)}px;"
+            # The label sits at the top of the axes, in the story's own header row, clear
+            # of the makespan bracket and its text at the bottom.
+            f"<div style='position:absolute;left:{left + 4}px;top:{top + 2}px;"
             f"font:bold 13px sans-serif;background:#fff;padding:0 2px'>t = {self._t:.1f}</div>"
             "</div>"
         )
