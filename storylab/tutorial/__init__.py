@@ -378,13 +378,18 @@ async def run_stories(
                               names=_label_map(pipelines) if several else None,
                               compact=several)
 
+    # Several stories: each panel row is named as the charts and the gauge name it
+    # ("story A (a curious fox)"), not by its entity's long name.
+    letters = _label_map(pipelines) if len(pipelines) > 1 else {}
+
     async def one(i: int, pipeline: StoryPipelineEntity) -> Any:
         if stagger:
             await asyncio.sleep(i * stagger * time_scale)
         run = pipeline.start()
         if panel is None:
             return await _consume(run)
-        return await panel.watch(run, root=pipeline.id)
+        return await panel.watch(run, root=pipeline.id,
+                                 label=letters.get(f"story:{pipeline.name}"))
 
     async def settled(i: int, pipeline: StoryPipelineEntity) -> Any:
         try:

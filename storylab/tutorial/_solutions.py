@@ -230,9 +230,10 @@ EXPLAINED: dict[str, str] = {
         so it can differ from run to run. A freed unit still goes to the waiting story that
         holds the fewest once the unit is back, and that count includes the story that freed
         it. If D, holding 1, frees the first unit, D and E both hold none, and the one that has
-        waited longer gets it: D itself can. In the knobs, FIFO gives the same split: at the
-        split no unit has come back yet, and the policy only decides who gets a unit that
-        comes back. The makespan grows (40.0 instead of 30.0 model s) because each time A's
+        waited longer gets it: D itself can. In the knobs, FIFO gives the same split only
+        because every story asks at the same instant, so all the first requests are queued
+        before anyone's fourth; staggered, as in the table above, A's fourth request heads
+        the queue and FIFO's split is 3, 0, 0, 0, 0. The makespan grows (40.0 instead of 30.0 model s) because each time A's
         next request reaches the head of the queue while A's own limit is full, everyone
         behind it waits: head-of-line blocking.
     """,
