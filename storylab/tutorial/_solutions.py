@@ -239,16 +239,16 @@ EXPLAINED: dict[str, str] = {
     """,
     "04-2": """
         With KILL_AFTER = 3 the kill lands later: once a third picture has finished. With a
-        per-story limit of 2, the fifth picture takes the unit the third one frees, and
-        wait_for_the_moment also waits until that fifth picture's node is stored, a few
+        per-story limit of 2, the fifth picture takes the unit that third one frees, and
+        wait_for_the_moment also waits until the fifth picture's node is stored, a few
         milliseconds later (without that wait, a kill in those milliseconds would lose its
-        start). The earliest picture still running, the fourth, has already run more than
-        half a picture by then, so the kill follows at once. So three pictures are
-        Completed, two are stale (the fourth, nearly done, and the fifth, just begun), and
-        none is "not stored". In the figure of both runs, run 1's panel is longer and holds
-        three finished bars, and run 2 draws only the two pictures that were cut off. The
-        state that goes missing is "not stored": nothing was still waiting to start when the
-        process died.
+        start). The other picture still running has already run more than half a picture by
+        then, so the kill follows at once. So three pictures are Completed, two are stale
+        (the one drawn alongside the third to finish, nearly done, and the fifth, just
+        begun), and none is "not stored". In the figure of both runs, run 1's panel is longer
+        and holds three finished bars, and run 2 draws only the two pictures that were cut
+        off. The state that goes missing is "not stored": nothing was still waiting to start
+        when the process died.
     """,
     "01-2": """
         Less real time, yes. Every simulated wait lasts its model seconds times the time
