@@ -357,3 +357,17 @@ async def test_a_picture_in_progress_is_running_while_held_and_stale_once_its_ru
         await task
     after = [s.state for s in picture_states(graph, pipeline.id)]
     assert "stale" in after and "running" not in after, after
+
+
+async def test_several_stories_are_named_by_letter_in_the_panel(tmp_path):
+    # The panel's rows use the same names as the charts and the gauge, not entity names.
+    from storylab.viz import ProgressPanel
+
+    graph = fresh_graph("letters", home=tmp_path)
+    settings = simulated_settings(SCALE)
+    panel = ProgressPanel("two", form="text")
+    run = await run_stories(graph, ["a lost robot", "a sleepy owl"], settings=settings,
+                            customization=TWO, panel=panel)
+    titles = [p.title for p in panel.pipelines]
+    assert titles == ["story A (a lost robot)", "story B (a sleepy owl)"], titles
+    assert list(story_labels(run).values()) == titles

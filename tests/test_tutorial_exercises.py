@@ -715,6 +715,19 @@ def test_the_longest_picture_may_be_named_as_the_chart_writes_it(story_run):
         run.trace, (other.label.replace("{{IMAGE_", "").replace("}}", ""), took))
 
 
+def test_a_near_miss_on_the_longest_picture_does_not_give_the_length_away(story_run):
+    run, lanes = story_run
+    best = max(lanes, key=lambda lane: lane.run[1] - lane.run[0])
+    took = best.run[1] - best.run[0]
+    for guess in (round(took) - 1.0, took + 0.6, took - 2.0):
+        verdict = kit.check_longest_picture(run.trace, (best.label, guess))
+        assert not verdict and "right picture" in verdict.message, (guess, verdict)
+        assert f"{took:.1f}" not in verdict.message and f"{took:.0f} " not in verdict.message, (
+            verdict.message)
+        assert "0.3 model s" in verdict.message, verdict.message
+    assert kit.check_longest_picture(run.trace, (best.label, took + 0.25))
+
+
 def test_the_longest_picture_is_not_the_last_to_end(tmp_path):
     # Notebook 1's run: its second picture is a hard one (twice as long), so the
     # wrong reasoning "the last bar ends last, so it ran longest" is caught by name.
@@ -740,9 +753,16 @@ def test_the_longest_picture_is_not_the_last_to_end(tmp_path):
 
 
 def test_the_python_form_exercise_wants_a_change_of_kind_not_of_spelling():
-    for right in ("return result", "for await", "@EntityMixin", "envelope.type === 'FINAL'"):
+    for right in ("return result", "for await", "envelope.type === 'FINAL'"):
         assert kit.check_python_form(right), right
     wrong = {
+        # Python only drops something in these rows (a decorator, a call): one rule for both
+        "@EntityMixin": "nothing new to write. Wanted: a row where Python needs",
+        # the chapter awaits it too: Python adds no keyword, it only respells the call
+        "await this.updateEntityData": "only spelt in snake_case",
+        "updateEntityData": "only spelt in snake_case",
+        # Python's spelling matches the chapter's only when case is ignored
+        "Return": "Python (middle) column",
         "parallelCalls": "only spelt in snake_case",
         "appendOrRetrieveCall": "only spelt in snake_case",
         "capacity.acquire()": "reads the same in Python",
@@ -862,6 +882,23 @@ def longest_prefix(prompt):
 def test_no_prefix_short_enough_to_be_a_name_separates_the_prompts():
     verdict = kit.check_prompt_names(longest_prefix)
     assert not verdict and "the same name" in verdict.message, verdict
+
+
+def letter_sum(prompt):
+    return "image-" + str(sum(map(ord, prompt["prompt"])))
+
+
+def word_initials(prompt):
+    return ("image-" + "".join(word[:2] for word in prompt["prompt"].split()))[:40]
+
+
+def test_names_that_collide_for_other_prompts_are_refused():
+    # Both give five different names to five ordinary prompts; neither is different for
+    # different prompts in general: the same words reordered, or a late last word.
+    for name_for in (letter_sum, word_initials):
+        verdict = kit.check_prompt_names(name_for)
+        assert not verdict and "the same name" in verdict.message, (name_for.__name__, verdict)
+    assert kit.check_prompt_names(digest_of_text)
 
 
 def digest_of_text(prompt):

@@ -120,3 +120,33 @@ def test_notebook_00_displays_the_source_and_keeps_no_copy_of_its_own():
                 f"cell {cell.get('id')} holds a table of its own: show the kit's instead"
             )
         assert "```{glossary}" not in cell.source
+
+
+def _code_of_every_notebook() -> dict[int, str]:
+    code = {}
+    for path in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        code[int(path.name[:2])] = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    return code
+
+
+def test_the_api_tables_where_column_names_exactly_the_notebooks_whose_code_uses_the_name():
+    code = _code_of_every_notebook()
+    assert len(code) >= 10
+    wrong = []
+    for row in API_TABLE:
+        if not row.shown_by:
+            assert not row.notebooks and not row.python_name, (
+                f"{row.typescript}: a row naming Python needs shown_by, the pattern to look for")
+            continue
+        found = tuple(n for n, src in code.items() if re.search(row.shown_by, src))
+        if found != row.notebooks:
+            wrong.append(f"{row.typescript}: the table says {row.notebooks}, the code of "
+                         f"notebooks {found} uses it")
+    assert not wrong, "\n".join(wrong)
+    # an empty "where" cell is empty, not "notebook " or "notebooks  and "
+    shown = api_table().data
+    for row in API_TABLE:
+        if not row.notebooks:
+            line = next(ln for ln in shown.splitlines() if ln.startswith(f"| {row.typescript} |"))
+            assert line.rstrip().endswith("|  |"), line

@@ -234,6 +234,13 @@ _BARE_PROMPTS = [
     {"prompt": "A red fox asleep in the snow under a pine tree, watercolour"},
     {"prompt": "Two hedgehogs sharing an apple in an autumn garden, watercolour"},
     {"prompt": "A whale and a little boat under a starry sky, watercolour"},
+    # The same words in another order: a name made from the letters alone (a sum of
+    # their codes, a sorted string) cannot tell these two apart.
+    {"prompt": "A little whale and a boat under a starry sky, watercolour"},
+    # These two differ only after 40 characters, in a last word whose first letters are
+    # the same: cutting the text short, or keeping a few letters of each word, collides.
+    {"prompt": "A red fox asleep in the snow under a pine tree, pencil"},
+    {"prompt": "A red fox asleep in the snow under a pine tree, pen"},
 ]
 #: The longest name :func:`check_prompt_names` accepts: a name is a key, not a copy.
 NAME_LIMIT = 40
@@ -296,8 +303,8 @@ def check_stable_names(name_for: Any, *, prompts: list[dict[str, str]] | None = 
                                   f"{names}: a resumed run would not find the children. Values "
                                   "such as hash() of a string or id() change from process to "
                                   "process")
-    return Verdict(True, "the resumed run found the same five children by name: build the name "
-                         "only from what the request itself holds")
+    return Verdict(True, f"the resumed run found the same {len(prompts)} children by name: build "
+                         "the name only from what the request itself holds")
 
 
 _NAME_SCRIPT = """

@@ -107,11 +107,16 @@ GLOSSARY: dict[str, str] = {
 
 @dataclass(frozen=True, slots=True)
 class ApiRow:
-    """A name of the chapter, its storylab spelling (both Markdown) and the notebooks using it."""
+    """A name of the chapter, its storylab spelling (both Markdown) and the notebooks whose
+    code uses it (none: only the package uses it)."""
 
     typescript: str
     python: str
     notebooks: tuple[int, ...]
+    #: A regular expression that finds the Python of this row in a notebook's code cells.
+    #: ``notebooks`` must be exactly the notebooks it finds (a test checks it), so the
+    #: table's "where" column cannot send a reader to a notebook without the name.
+    shown_by: str = ""
 
     @property
     def python_name(self) -> str:
@@ -123,68 +128,84 @@ class ApiRow:
 
 API_TABLE: tuple[ApiRow, ...] = (
     ApiRow("`class ImageGenerationEntity extends RunnableEntity`",
-           "`class ImageGenerationEntity(RunnableEntity)` (`storylab.story.entities`)", (2,)),
+           "`class ImageGenerationEntity(RunnableEntity)` (`storylab.story.entities`)",
+           (2, 5, 9), r"class \w+\(RunnableEntity\)"),
     ApiRow("`protected async *run_impl()`", "`async def run_impl(self)`, an async generator",
-           (2,)),
+           (2, 5, 9), r"def run_impl\("),
     ApiRow("`@EntityMixin({specificType: ...})` and registering the entity",
            "nothing to call: subclassing `RunnableEntity` registers the class under its name "
            "(`type_name=` in the class statement picks another); "
-           "`storylab.entities.registered_types()` lists them", (2,)),
-    ApiRow("`(await this.get_dto()).data`", "`self.data`", (2,)),
-    ApiRow("`this.updateEntityData({...})`",
-           "`await self.update_entity_data(key=value, ...)`", (2, 4)),
+           "`storylab.entities.registered_types()` lists them",
+           (2, 5, 9), r"class \w+\(RunnableEntity\)"),
+    ApiRow("`(await this.get_dto()).data`", "`self.data`", (2, 5, 9), r"self\.data\b"),
+    ApiRow("`await this.updateEntityData({...})`",
+           "`await self.update_entity_data(key=value, ...)`", (), r"update_entity_data\("),
     ApiRow("`yield await this.createStatusEnvelope('RUNNING', msg)`",
-           "`yield self.status(\"RUNNING\", msg)` (also `self.status_envelope(...)`)", (2,)),
+           "`yield self.status(\"RUNNING\", msg)` (also `self.status_envelope(...)`)", (2, 5),
+           r"self\.status(_envelope)?\("),
     ApiRow("`return result` at the end of `run_impl`",
-           "`yield Return(result)` (a Python async generator cannot `return` a value)", (2,)),
+           "`yield Return(result)` (a Python async generator cannot `return` a value)",
+           (2, 5, 9), r"\bReturn\("),
     ApiRow("`this.appendOrRetrieveCall(Cls, name, data)`",
-           "`self.append_or_retrieve_call(Cls, name, data)`", (2, 4)),
+           "`self.append_or_retrieve_call(Cls, name, data)`", (2,),
+           r"\bappend_or_retrieve_call\("),
     ApiRow("`this.appendCall(Cls, name, data)`",
-           "`self.append_call(Cls, name, data)` (refuses a name already used)", (2,)),
+           "`self.append_call(Cls, name, data)` (refuses a name already used)", (2,),
+           r"\bappend_call\("),
     ApiRow("`this.parallelCalls(Cls, items)`",
            "`self.parallel_calls(Cls, items)`, items of `{\"name\": ..., \"data\": {...}}`; "
-           "each child is created when the runner pulls it", (2,)),
+           "each child is created when the runner pulls it", (2, 9), r"\bparallel_calls\("),
     ApiRow("`new SourceFromIterable(iterable)`",
-           "`SourceFromIterable(iterable)` (lazy: pulled only once a unit is held)", (2,)),
+           "`SourceFromIterable(iterable)` (lazy: pulled only once a unit is held)", (2,),
+           r"\bSourceFromIterable\("),
     ApiRow("`new SourceBufferObj(tasks)`",
-           "`SourceBufferObj(tasks)` (every task made up front)", (2,)),
-    ApiRow("`new CapacitySource(10)`", "`CapacitySource(10)` (a root: no parent)", (3,)),
+           "`SourceBufferObj(tasks)` (every task made up front)", (2, 5), r"\bSourceBufferObj\("),
+    ApiRow("`new CapacitySource(10)`", "`CapacitySource(10)` (a root: no parent)", (2, 3, 5, 9),
+           r"\bCapacitySource\((?![^)]*parent)"),
     ApiRow("`new CapacitySource(3, GLOBAL_IMAGE_CAPACITY)`",
-           "`CapacitySource(3, parent, name=\"story:...\")`", (2, 3)),
+           "`CapacitySource(3, parent, name=\"story:...\")`", (3,),
+           r"\bCapacitySource\([^)]*parent"),
     ApiRow("`await capacity.acquire()`, `capacity.release()`",
            "`await capacity.acquire()`, `capacity.release()` (a unit at every level, or none)",
-           (3,)),
+           (3,), r"\.acquire\("),
     ApiRow("`GLOBAL_IMAGE_CAPACITY` (a module constant of 10)",
            "`storylab.story.settings.global_image_capacity(10)`, shared by every story of the "
            "process; with `--cluster` each process holds a leased share of it, handed out by an "
-           "allocator on the Dask scheduler (`DistributedCapacityRoot`)", (3, 6, 8)),
+           "allocator on the Dask scheduler (`DistributedCapacityRoot`)", (6,),
+           r"\bglobal_image_capacity\("),
     ApiRow("`new HierarchicalTaskPoolRunner(name, source, capacity)`",
-           "`HierarchicalTaskPoolRunner(name, source, capacity)`", (2,)),
+           "`HierarchicalTaskPoolRunner(name, source, capacity)`", (2, 5),
+           r"\bHierarchicalTaskPoolRunner\("),
     ApiRow("`for await (const envelope of runner.runTasks())`",
            "`async with runner.run_tasks() as envelopes:` then `async for envelope in "
-           "envelopes:` (the `async with` cancels what is still running when you leave)", (2,)),
-    ApiRow("`envelope.type === 'FINAL'`", "`envelope.type is TaskEventType.FINAL`", (2,)),
+           "envelopes:` (the `async with` cancels what is still running when you leave)",
+           (2, 5), r"\.run_tasks\("),
+    ApiRow("`envelope.type === 'FINAL'`", "`envelope.type is TaskEventType.FINAL`", (2, 5),
+           r"TaskEventType\.FINAL"),
     ApiRow("`envelope.type === 'ERROR'`, `'INTERMEDIATE'`",
-           "`envelope.type is TaskEventType.ERROR`, `TaskEventType.INTERMEDIATE`", (2, 5)),
+           "`envelope.type is TaskEventType.ERROR`, `TaskEventType.INTERMEDIATE`", (5,),
+           r"TaskEventType\.(ERROR|INTERMEDIATE)"),
     ApiRow("`envelope.value`, `envelope.error`",
            "`envelope.value`, `envelope.error` (and `envelope.task_id`, 1-based in start "
-           "order)", (2, 5)),
+           "order)", (2, 5), r"envelope\.(value|error|task_id)"),
     ApiRow("`brokerClient.generateImage({...})`",
            "the configured image backend: `await current_settings().images.generate("
            "ImageRequest(...))`, with `SimulatedImageBackend` offline or `HttpImageBackend` "
-           "over HTTP", (1, 6)),
+           "over HTTP", (5, 6, 8), r"\.images\.generate\(|SimulatedImageBackend|HttpImageBackend"),
     ApiRow("`ImageService.generateImage()` (removed by the chapter)",
-           "no service class either: the entity is the unit of work", (2,)),
+           "no service class either: the entity is the unit of work", (), ""),
     ApiRow("blob storage, `getBlob(objectKey)`",
            "the graph's blob store: `graph.blobs.put(data, content_type)`, "
-           "`graph.blobs.get(key)`", (5,)),
-    ApiRow("`GeneratedImageResult`", "`storylab.story.models.GeneratedImageResult`", (5,)),
+           "`graph.blobs.get(key)`", (), r"\.blobs\.(put|get)\("),
+    ApiRow("`GeneratedImageResult`", "`storylab.story.models.GeneratedImageResult`", (),
+           r"\bGeneratedImageResult\b"),
     ApiRow("`StoryPipelineEntity`, started per request",
            "`StoryPipelineEntity`, created with `create_story(graph, topic)` and run by "
-           "`generate_story(...)`; `storylab run` from the shell", (1, 4, 5)),
+           "`generate_story(...)`; `storylab run` from the shell", (4, 5, 6),
+           r"\b(create_story|generate_story)\(|storylab run"),
     ApiRow("the entity graph service",
            "`EntityGraph.open(\"graph.sqlite\")`: one SQLite file, also read by "
-           "`storylab eg tree <id>`", (4, 8)),
+           "`storylab eg tree <id>`", (6, 8), r"\bEntityGraph\.open\("),
 )
 
 # The rows whose Python differs from the chapter in kind, not only in spelling: a piece
@@ -195,8 +216,6 @@ OTHER_KIND: dict[str, str] = {
     "for await": "Python splits the loop in two: `async with` opens the stream and, however "
                  "you leave it, cancels what still runs and gives the units back; `async for` "
                  "reads it",
-    "@EntityMixin": "no decorator to call: defining the subclass of `RunnableEntity` registers "
-                    "it",
     "envelope.type === 'FINAL'": "a string compared with `===` becomes a member of the "
                                  "`TaskEventType` enum compared with `is`, so a typo fails at "
                                  "once instead of never matching",
@@ -207,6 +226,8 @@ OTHER_KIND: dict[str, str] = {
 
 # Rows that look like a change of kind and are not: what Python does there instead.
 SAME_KIND: dict[str, str] = {
+    "@EntityMixin": "Python drops the decorator, since defining the subclass of "
+                    "RunnableEntity registers it: shorter, but nothing new to write",
     "get_dto": "Python drops the call and its await, since the data is an attribute, "
                "self.data: shorter, but nothing new to write",
     "GLOBAL_IMAGE_CAPACITY` (a module": "the shared source is reached through a function, "
@@ -342,6 +363,8 @@ def _cell(markdown: str) -> str:
 
 
 def _notebooks(numbers: tuple[int, ...]) -> str:
+    if not numbers:
+        return ""
     words = [str(n) for n in numbers]
     if len(words) == 1:
         return f"notebook {words[0]}"
@@ -390,7 +413,7 @@ def api_table() -> Any:
 def _bare_name(code: str) -> str:
     """``"self.parallel_calls(Cls, items)"`` (or in backticks) -> ``"parallel_calls"``."""
     name = code.replace("`", "").strip().split("(")[0].strip()
-    for prefix in ("self.", "this.", "await "):
+    for prefix in ("await ", "self.", "this."):
         name = name.removeprefix(prefix)
     return name
 
@@ -451,8 +474,9 @@ def check_python_name(chapter_name: str, answer: Any) -> Any:
                           f"words): {look_up}")
 
 
-def _plain(text: str) -> str:
-    return " ".join(text.replace("`", "").split()).lower()
+def _plain(text: str, *, case: bool = False) -> str:
+    words = " ".join(text.replace("`", "").split())
+    return words if case else words.lower()
 
 
 def check_python_form(answer: Any) -> Any:
@@ -472,6 +496,10 @@ def check_python_form(answer: Any) -> Any:
                               f"quotes, such as \"parallelCalls\", not {answer!r}")
     given = _plain(answer)
     rows = [row for row in API_TABLE if given in _plain(row.typescript)]
+    exact = _plain(answer, case=True)
+    if not any(exact in _plain(row.typescript, case=True) for row in rows) and any(
+            exact in _plain(row.python, case=True) for row in API_TABLE):
+        rows = []  # "Return" is Python's spelling, whatever the chapter's "return" says
     if not rows:
         if any(given in _plain(row.python) for row in API_TABLE):
             return Verdict(False, f"{answer!r} is in the Python (middle) column: answer with the "

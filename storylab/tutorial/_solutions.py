@@ -16,7 +16,8 @@ __all__ = ["EXPLAINED", "SOLUTIONS", "show_solution", "solution_code"]
 SOLUTIONS: dict[str, str] = {
     "00-1": """
         # return becomes a yielded Return: another statement, not another spelling.
-        # ("for await", "@EntityMixin" and "envelope.type === 'FINAL'" are right too.)
+        # ("for await" and "envelope.type === 'FINAL'" are right too; "@EntityMixin" is not:
+        # Python only drops the decorator there, with nothing new to write.)
         solution = "return result"
         check_python_form(solution)
     """,
@@ -274,22 +275,25 @@ EXPLAINED: dict[str, str] = {
         so it can differ from run to run. A freed unit still goes to the waiting story that
         holds the fewest once the unit is back, and that count includes the story that freed
         it. If D, holding 1, frees the first unit, D and E both hold none, and the one that has
-        waited longer gets it: D itself can. In the knobs, FIFO gives the same split: at the
-        split no unit has come back yet, and the policy only decides who gets a unit that
-        comes back. The makespan grows (40.0 instead of 30.0 model s) because each time A's
-        next request reaches the head of the queue while A's own limit is full, everyone
-        behind it waits: head-of-line blocking.
+        waited longer gets it: D itself can. In the knobs, FIFO gives the same split only
+        because every story asks at the same instant, so all the first requests are queued
+        before anyone's fourth; staggered, as in the table above, A's fourth request heads
+        the queue and FIFO's split is 3, 0, 0, 0, 0. The makespan grows (40.0 instead of
+        30.0 model s) because each time A's next request reaches the head of the queue while
+        A's own limit is full, everyone behind it waits: head-of-line blocking.
     """,
     "04-2": """
-        With KILL_AFTER = 3 the kill lands later: at the first look at the graph after a third
-        picture finishes. With a per-story limit of 2, the fifth picture takes the freed unit
-        the moment the third one finishes, and its start is committed within milliseconds,
-        well before that look. So three pictures are Completed, two are stale (the one drawn
-        alongside the third, nearly done, and the fifth, just begun), and usually none is
-        "not stored". In the figure of both runs, run 1's panel is longer and holds three
-        finished bars, and run 2 draws only the two pictures that were cut off. The state
-        that goes missing is "not stored", because nothing was still waiting to start when
-        the process died (unless the kill happens to land in those few milliseconds).
+        With KILL_AFTER = 3 the kill lands later: once a third picture has finished. With a
+        per-story limit of 2, the fifth picture takes the unit that third one frees, and
+        wait_for_the_moment also waits until the fifth picture's node is stored, a few
+        milliseconds later (without that wait, a kill in those milliseconds would lose its
+        start). The other picture still running has already run more than half a picture by
+        then, so the kill follows at once. So three pictures are Completed, two are stale
+        (the one drawn alongside the third to finish, nearly done, and the fifth, just
+        begun), and none is "not stored". In the figure of both runs, run 1's panel is longer
+        and holds three finished bars, and run 2 draws only the two pictures that were cut
+        off. The state that goes missing is "not stored": nothing was still waiting to start
+        when the process died.
     """,
     "01-2": """
         Less real time, yes. Every simulated wait lasts its model seconds times the time

@@ -373,7 +373,7 @@ def add_missing_children(g: nx.DiGraph, names: Iterable[str]) -> None:
             continue
         order += 1
         node_id = f"missing:{root}:{name}"
-        g.add_node(node_id, type=None, name=name, label=f"not stored ({name})",
+        g.add_node(node_id, type=None, name=name, label=f"not stored ({task_label(name)})",
                    status=NOT_STORED, parent_id=root, root=root, depth=1, order=order,
                    created_at=None, started_at=None, finished_at=None, duration=None,
                    error=None)
@@ -435,7 +435,14 @@ def _node_texts(g: nx.DiGraph, n: str, shown: dict[str, str], run_started: float
         label = _short(text, 28)
     if data["status"] == "Failed" and data.get("error"):
         label += "\n" + _short(f"{data['error'].get('type', 'error')}", 28)
-    extra = "reused" if _reused(data, run_started) else _duration_text(data, time_scale)
+    took = _duration_text(data, time_scale)
+    if _reused(data, run_started):
+        # How long it ran in the earlier run: the time the reuse saved.
+        extra = f"reused · {took}" if took else "reused"
+    else:
+        extra = took
+        if took and data["depth"] == 0 and any(_reused(g.nodes[m], run_started) for m in g):
+            extra = f"{took} (this run)"  # the root's time counts only the run that reused
     if data.get("stale"):
         extra = "stale"  # InProgress, but its process is gone
     if extra and not leaf:

@@ -254,7 +254,11 @@ class Knobs:
     def _redraw(self) -> None:
         if self._widgets is not None:
             self._widgets["chart"].value = self.png()
-            self._widgets["text"].value = (f"<div class='storylab-summary' style='font-size:14px'>"
+            # The hiding style travels inside the widget, so the snapshot disappears in
+            # any front end that draws the widget (not only JupyterLab and Notebook 7).
+            self._widgets["text"].value = (f"<style>.{KNOBS_SNAPSHOT_CLASS}{{display:none}}"
+                                           "</style>"
+                                           f"<div class='storylab-summary' style='font-size:14px'>"
                                            f"{html.escape(self.summary())}</div>")
         if self._snapshot_handle is not None:
             self._snapshot_handle.update({"text/html": self._snapshot_html()}, raw=True)

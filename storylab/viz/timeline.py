@@ -1071,6 +1071,11 @@ def plot_sequential_vs_parallel(
     left.set_title(f"Sequential: makespan {seq_span:.1f} model s")
     right.set_title(f"Parallel: makespan {par_span:.1f} model s")
     right.set_ylabel("")
+    if [t.get_text() for t in left.get_yticklabels()] == [
+            t.get_text() for t in right.get_yticklabels()]:
+        # The same rows on both sides: name them once, on the left, so no empty band of
+        # repeated labels separates the panels.
+        right.tick_params(axis="y", labelleft=False)
     if title is None:
         speedup = f" ({seq_span / par_span:.1f}x faster in parallel)" if par_span > 0 else ""
         title = f"Sequential vs parallel run of the same work{speedup}"

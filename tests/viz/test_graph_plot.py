@@ -168,6 +168,10 @@ async def test_children_that_were_never_stored_are_drawn_hollow_after_the_real_o
     assert labels[f"label:missing:{story.id}:image-9"] == "not stored\n(image-9)"
     assert "2 NotStored" in ax.get_title()
     assert "not stored (no node)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    # a placeholder name is written short, as every other node and chart writes it
+    fig = plot_entity_tree(graph, story.id, missing=["image-{{IMAGE_5}}"])
+    labels = {t.get_gid(): t.get_text() for t in fig.axes[0].texts if t.get_gid()}
+    assert labels[f"label:missing:{story.id}:image-{{{{IMAGE_5}}}}"] == "not stored\n(image-5)"
 
 
 async def test_missing_children_must_be_a_list_of_names(graph):
@@ -193,7 +197,9 @@ async def test_the_tree_carries_status_glyphs_durations_and_reuse(graph, tmp_pat
               and g.nodes[n]["finished_at"] < cut]  # the writer too: it finished first
     assert len(reused) >= 2
     for n in reused:
-        assert texts[f"glyph:{n}"] == "↺" and texts[f"detail:{n}"] == "reused"
+        # reused, with the time it ran in the earlier run (what the reuse saved)
+        assert texts[f"glyph:{n}"] == "↺"
+        assert texts[f"detail:{n}"] == f"reused · {g.nodes[n]['duration'] / 0.01:.1f} model s"
     ran = [n for n in done if n not in reused]
     assert ran
     for n in ran:

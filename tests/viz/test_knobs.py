@@ -108,3 +108,15 @@ def test_sweep_panel_titles_count_cells_in_words():
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
     plt.close(fig)
     assert "per-story limit 4: 1 cell above" in titles
+
+
+def test_the_live_widget_carries_the_style_that_hides_the_snapshot():
+    # In any front end that draws the widget (not only JupyterLab), the still snapshot
+    # under it goes away; a page without widgets never gets the style and keeps it.
+    from storylab.viz.knobs import KNOBS_SNAPSHOT_CLASS
+
+    k = knobs()
+    k.widget()
+    hide = f"<style>.{KNOBS_SNAPSHOT_CLASS}{{display:none}}</style>"
+    assert hide in k._widgets["text"].value
+    assert hide not in k.html()

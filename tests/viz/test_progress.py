@@ -420,3 +420,14 @@ def test_a_compact_row_names_its_failed_pictures():
     assert glyph_strip(pipeline).count("✗") == 2  # the glyph, and the name after the strip
     assert "✗ image-2</span>" in glyph_strip(pipeline)
     assert panel.summary().splitlines()[-1].endswith("  (✗ image-2)")
+
+
+def test_the_live_widget_carries_the_style_that_hides_the_snapshot():
+    from storylab.viz.progress import static_snapshot_html
+    from storylab.viz.progress.widget import SNAPSHOT_CLASS
+
+    panel = ProgressPanel(form="widget", min_interval=0)
+    panel.update(_env("STATUS", "p", "story", "Pipeline", status="STARTED"), root="p")
+    hide = f"<style>.{SNAPSHOT_CLASS}{{display:none}}</style>"
+    assert hide in panel._widgets.header.value  # drawn only where widgets are
+    assert hide not in static_snapshot_html(panel)  # the snapshot alone stays visible

@@ -303,3 +303,27 @@ def test_a_wait_for_a_cluster_share_is_told_apart_from_a_queue_wait():
     # The same events from a process with no scheduler behind its root: a queue wait.
     alone = replay_state(_one_process_of_a_cluster(shared=False), 1.0, names=names)
     assert alone.waits_on("queue") == ["A"]
+
+
+def test_the_cursor_stops_above_the_makespan_bracket_and_carries_no_label():
+    # The bracket and its text sit in the timeline's bottom row: a cursor through them, or
+    # a label beside the cursor, would cover them (the time is in the heading instead).
+    r = replay(_five_virtual(), t=6.0)
+    page = r.html()
+    _png, _width, height, (_x0, _y0, _x1, y1), _xlim = r._timeline
+    top = round((1 - y1) * height)
+    cursor = re.search(r"class='storylab-cursor'[^>]*top:(\d+)px;height:(\d+)px", page)
+    assert cursor and int(cursor.group(1)) == top
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from storylab.viz import plot_timeline
+
+    fig = plot_timeline(r.trace)
+    fig.set_dpi(80)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    (bracket,) = [t for t in ax.texts if t.get_gid() == "makespan"]
+    bracket_px = height - ax.transData.transform((0.0, bracket.xy[1]))[1]
+    assert top + int(cursor.group(2)) < bracket_px - 5
+    assert "t = " not in page.split("storylab-timeline", 1)[1]

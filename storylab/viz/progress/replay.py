@@ -536,6 +536,14 @@ class TraceReplay:
         ax = fig.axes[0]
         box = ax.get_position()
         xlim = ax.get_xlim()
+        bottom = box.y0
+        bracket = [t for t in ax.texts if t.get_gid() == "makespan"]
+        if bracket:
+            # The cursor stops half a row above the makespan bracket, so it never runs
+            # through the bracket's text.
+            stop = fig.transFigure.inverted().transform(
+                ax.transData.transform((0.0, bracket[0].xy[1] - 0.5)))[1]
+            bottom = min(max(stop, box.y0), box.y1)
         buf = io.BytesIO()
         dpi = 80
         fig.savefig(buf, format="png", dpi=dpi)
@@ -544,7 +552,7 @@ class TraceReplay:
 
         plt.close(fig)
         png = base64.b64encode(buf.getvalue()).decode("ascii")
-        self._timeline = (png, width, height, (box.x0, box.y0, box.x1, box.y1), xlim)
+        self._timeline = (png, width, height, (box.x0, bottom, box.x1, box.y1), xlim)
 
     def _cursor_html(self, *, with_image: bool) -> str:
         if self._timeline is None:
@@ -557,14 +565,14 @@ class TraceReplay:
                  f"src='data:image/png;base64,{png}' "
                  f"style='position:absolute;left:0;top:0;width:{width}px;height:{height}px'>"
                  if with_image else "")
+        # No label beside the cursor: the time is in the heading and the summary, and a
+        # label on the picture would sit on a moment's text or on the makespan bracket.
         return (
             f"<div class='storylab-timeline' style='position:relative;width:{width}px;"
             f"height:{height}px;pointer-events:none'>{image}"
             f"<div class='storylab-cursor' data-t='{self._t:.3f}' style='position:absolute;"
             f"left:{left - 1}px;top:{top}px;height:{bottom - top}px;width:0;"
             "border-left:3px solid #000'></div>"
-            f"<div style='position:absolute;left:{left + 4}px;top:{max(bottom - 40, 0)}px;"
-            f"font:bold 13px sans-serif;background:#fff;padding:0 2px'>t = {self._t:.1f}</div>"
             "</div>"
         )
 

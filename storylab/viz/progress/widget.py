@@ -97,7 +97,7 @@ class _WidgetView:
 
     def _header_html(self) -> str:
         title = html.escape(self.panel.title) if self.panel.title else "Progress"
-        return f"<b>{title}</b>"
+        return f"{WIDGET_HIDES_SNAPSHOT}<b>{title}</b>"
 
     def _part(self, p: PipelineProgress) -> dict[str, Any]:
         part = self.parts.get(p.key)
@@ -154,6 +154,10 @@ SNAPSHOT_STYLE = (
     f"<style>.jp-LabShell .{SNAPSHOT_CLASS}, .jp-NotebookShell .{SNAPSHOT_CLASS}"
     "{display:none}</style>"
 )
+# The same, for every front end that draws widgets (VS Code, Colab, classic Notebook
+# too): this style is part of the live widget's own HTML, so it reaches the page only
+# when the widget is drawn; a page with no widget manager keeps the snapshot.
+WIDGET_HIDES_SNAPSHOT = f"<style>.{SNAPSHOT_CLASS}{{display:none}}</style>"
 
 
 def pipeline_html(p: PipelineProgress, max_rows: int, *, rows_html: str | None = None) -> str:
