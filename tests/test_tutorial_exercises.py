@@ -1228,3 +1228,19 @@ async def test_the_failing_entity_checker_reads_the_failures_back_through_why():
     assert "'value 2 refused'" in said and "error record" in said
     assert (await check_failing_entity(Flaky, right)).ok
     assert (await check_failing_entity(Flaky)).ok  # the entity part alone still checks
+
+
+async def test_the_item_checker_and_the_judge_refuse_an_item_that_returns_its_refusal(tmp_path):
+    # Handed back instead of raised, the refusal fails the item only because an
+    # exception cannot be stored as its value: not the failure the service meant.
+    ns = await _pieces(**{
+        "raise RuntimeError(f\"item {self.data['n']} was refused by the service\")":
+            "yield Return(RuntimeError(f\"item {self.data['n']} was refused\"))\n"
+            "            return"})
+    said = await kit.check_item(ns["Item"])
+    assert not said.ok, said
+    assert "do not return it" in said.message and "could not be stored" in said.message
+    run = await _judge(ns, tmp_path)
+    verdict = check_capstone(run)  # the judge refused before starting any process
+    assert not isinstance(run, kit.CapstoneRun) and "piece 2" in verdict.message, run
+    assert not (tmp_path / "capstone.py").exists()

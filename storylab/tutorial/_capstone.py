@@ -38,7 +38,7 @@ from typing import Any
 
 import storylab
 from storylab.entities import EntityGraph, EntityGraphError, Return, RunnableEntity
-from storylab.tutorial._verdict import Verdict, missing
+from storylab.tutorial._verdict import Verdict, missing, returned_not_raised
 
 __all__ = ["CapstoneRun", "check_capstone", "check_item", "check_item_name", "check_run_items",
            "judge_capstone", "kill_and_resume", "plot_capstone", "write_capstone"]
@@ -399,6 +399,8 @@ async def check_item(cls: Any, *, seconds: float = 0.2) -> Verdict:
     if bad.status != "Failed":
         return Verdict(False, f"item {FAIL_EVERY - 1} (fail=True) ended {bad.status}: raise an "
                               "exception in run_impl when self.data['fail'] is true")
+    if (returned := returned_not_raised(f"item {FAIL_EVERY - 1}", bad.error)) is not None:
+        return returned
     message = str((bad.error or {}).get("message", ""))
     if str(FAIL_EVERY - 1) not in message:
         return Verdict(False, f"the refusal was stored as {message!r}: say which item (its n) "

@@ -29,7 +29,7 @@ from storylab.scheduling import (
     SourceFromIterable,
     TaskEventType,
 )
-from storylab.tutorial._verdict import Verdict, missing
+from storylab.tutorial._verdict import Verdict, missing, returned_not_raised
 
 __all__ = [
     "check_error_branch",
@@ -481,11 +481,8 @@ async def check_failing_entity(cls: Any, why: Any = None) -> Verdict:
             return Verdict(False, f"{name} ended {node.status} with {node.output!r}: it should "
                                   "complete and return data['value']")
     error = bad.error or {}
-    if error.get("type") == "TypeError" and "JSON serializable" in str(error.get("message")):
-        return Verdict(False, "child-2 ended Failed, but not by an error of its own: it handed "
-                              "back an exception as its value, and it failed only because "
-                              f"that value could not be stored ({error.get('message')!r}); "
-                              "raise the exception, do not return it")
+    if (returned := returned_not_raised("child-2", error)) is not None:
+        return returned
     if not str(error.get("message", "")).strip():
         return Verdict(False, "the failure was stored without a message: say what went wrong")
     stored = f"child-2 is Failed with {error.get('type')}: {error.get('message')!r} stored"

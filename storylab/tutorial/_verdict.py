@@ -34,3 +34,15 @@ def missing(answer: object) -> Verdict | None:
     if answer is None or answer is ...:
         return Verdict(False, "fill in your answer in the cell above, then run this cell again")
     return None
+
+
+def returned_not_raised(name: str, error: dict | None) -> Verdict | None:
+    """The verdict for a node that ended Failed only because its value, an exception
+    handed back with ``Return`` instead of raised, could not be stored; else None."""
+    error = error or {}
+    if error.get("type") == "TypeError" and "JSON serializable" in str(error.get("message")):
+        return Verdict(False, f"{name} ended Failed, but not by an error of its own: it handed "
+                              "back an exception as its value, and it failed only because "
+                              f"that value could not be stored ({error.get('message')!r}); "
+                              "raise the exception, do not return it")
+    return None
