@@ -906,7 +906,8 @@ async def check_fair_misses(misses: Any, *, stories: int = 5, images: int = 8,
     parts = [f"{len(cells & truth)} of your {len(cells)} cells are right"]
     extra, left_out = sorted(cells - truth), sorted(truth - cells)
     if extra:
-        parts.append(f"{len(extra)} sit on the bound, for instance {said(extra[0])}")
+        verb = "sits" if len(extra) == 1 else "sit"
+        parts.append(f"{len(extra)} {verb} on the bound, for instance {said(extra[0])}")
     if left_out:
         parts.append(f"you left out {len(left_out)}, for instance {said(left_out[0])}")
     return Verdict(False, "; ".join(parts))
