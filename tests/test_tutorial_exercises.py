@@ -1031,7 +1031,9 @@ async def test_the_finish_story_checker_refuses_a_rerun_without_retry_and_a_loop
     assert not (await kit.check_finish_story(None)).ok
 
 
-def _collector(give_up: bool, own_error: bool = True):
+def _collector(give_up: bool, own_error: bool = True, returns: bool = False):
+    """A learner's ``collect``: gives up past ``max_errors`` by raising its own error (or
+    the task's, or, with ``returns``, by returning what it has instead of raising)."""
     async def collect(runner, max_errors):
         finished, failed = [], []
         async with runner.run_tasks() as results:
@@ -1041,6 +1043,8 @@ def _collector(give_up: bool, own_error: bool = True):
                 elif envelope.type is TaskEventType.ERROR:
                     failed.append(envelope.error)
                     if give_up and len(failed) > max_errors:
+                        if returns:
+                            return finished, failed
                         if not own_error:
                             raise envelope.error
                         raise RuntimeError(f"{len(failed)} failed")
@@ -1118,19 +1122,7 @@ async def test_the_failing_entity_checker_refuses_an_entity_that_returns_its_err
 
 
 async def test_the_give_up_checker_speaks_of_messages_and_counts_in_words():
-    async def returns_instead(runner, max_errors):  # reads everything, never raises
-        finished, failed = [], []
-        async with runner.run_tasks() as results:
-            async for envelope in results:
-                if envelope.type is TaskEventType.FINAL:
-                    finished.append(envelope.value)
-                elif envelope.type is TaskEventType.ERROR:
-                    failed.append(envelope.error)
-                    if len(failed) > max_errors:
-                        return finished, failed
-        return finished, failed
-
-    said = await kit.check_give_up(returns_instead)
+    said = await kit.check_give_up(_collector(give_up=True, returns=True))  # never raises
     assert not said.ok and "instead of raising" in said.message
     assert "_Refused" not in said.message and "'the model refused picture 1'" in said.message
     right = await kit.check_give_up(_collector(give_up=True))
