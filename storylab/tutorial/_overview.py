@@ -154,13 +154,13 @@ API_TABLE: tuple[ApiRow, ...] = (
            r"\bappend_call\("),
     ApiRow("`this.parallelCalls(Cls, items)`",
            "`self.parallel_calls(Cls, items)`, items of `{\"name\": ..., \"data\": {...}}`; "
-           "each child is created when the runner pulls it", (2, 9), r"\bparallel_calls\("),
+           "each child is created when the runner pulls it", (2,), r"\bparallel_calls\("),
     ApiRow("`new SourceFromIterable(iterable)`",
            "`SourceFromIterable(iterable)` (lazy: pulled only once a unit is held)", (2,),
            r"\bSourceFromIterable\("),
     ApiRow("`new SourceBufferObj(tasks)`",
            "`SourceBufferObj(tasks)` (every task made up front)", (2, 5), r"\bSourceBufferObj\("),
-    ApiRow("`new CapacitySource(10)`", "`CapacitySource(10)` (a root: no parent)", (2, 3, 5, 9),
+    ApiRow("`new CapacitySource(10)`", "`CapacitySource(10)` (a root: no parent)", (2, 3, 5),
            r"\bCapacitySource\((?![^)]*parent)"),
     ApiRow("`new CapacitySource(3, GLOBAL_IMAGE_CAPACITY)`",
            "`CapacitySource(3, parent, name=\"story:...\")`", (3,),
@@ -171,7 +171,7 @@ API_TABLE: tuple[ApiRow, ...] = (
     ApiRow("`GLOBAL_IMAGE_CAPACITY` (a module constant of 10)",
            "`storylab.story.settings.global_image_capacity(10)`, shared by every story of the "
            "process; with `--cluster` each process holds a leased share of it, handed out by an "
-           "allocator on the Dask scheduler (`DistributedCapacityRoot`)", (6,),
+           "allocator on the Dask scheduler (`DistributedCapacityRoot`)", (),
            r"\bglobal_image_capacity\("),
     ApiRow("`new HierarchicalTaskPoolRunner(name, source, capacity)`",
            "`HierarchicalTaskPoolRunner(name, source, capacity)`", (2, 5),

@@ -438,7 +438,7 @@ def _node_texts(g: nx.DiGraph, n: str, shown: dict[str, str], run_started: float
     took = _duration_text(data, time_scale)
     if _reused(data, run_started):
         # How long it ran in the earlier run: the time the reuse saved.
-        extra = f"reused · {took}" if took else "reused"
+        extra: str | None = f"reused · {took}" if took else "reused"
     else:
         extra = took
         if took and data["depth"] == 0 and any(_reused(g.nodes[m], run_started) for m in g):

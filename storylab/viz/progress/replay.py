@@ -528,6 +528,8 @@ class TraceReplay:
     def _draw_timeline(self) -> None:
         if self._timeline is not None or not self._timeline_on:
             return
+        from matplotlib.text import Annotation
+
         from storylab.viz.timeline import plot_timeline
 
         fig = plot_timeline(self.trace, names=self.names, time_scale=self.time_scale,
@@ -537,7 +539,8 @@ class TraceReplay:
         box = ax.get_position()
         xlim = ax.get_xlim()
         bottom = box.y0
-        bracket = [t for t in ax.texts if t.get_gid() == "makespan"]
+        bracket = [t for t in ax.texts
+                   if isinstance(t, Annotation) and t.get_gid() == "makespan"]
         if bracket:
             # The cursor stops half a row above the makespan bracket, so it never runs
             # through the bracket's text.
