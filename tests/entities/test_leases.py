@@ -179,8 +179,11 @@ async def test_a_run_whose_lease_was_taken_over_stores_nothing(path):
 
 
 async def test_the_heartbeat_keeps_a_long_run_leased(path):
-    with EntityGraph.open(path, lease_ttl=0.3, lease_heartbeat=0.05) as g:
-        e = g.create(LeaseWork, "w", {"sleep": 1.0})
+    # The run lasts twice the lease; renewals every 0.05 s keep it a whole lease
+    # ahead, so only a stall of about a second (not a busy machine's usual
+    # 0.1-0.3 s) could let it lapse.
+    with EntityGraph.open(path, lease_ttl=1.0, lease_heartbeat=0.05) as g:
+        e = g.create(LeaseWork, "w", {"sleep": 2.0})
         task = asyncio.create_task(e.run())
         expiries = []
         conn = other_connection(path)
