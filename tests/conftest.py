@@ -65,6 +65,11 @@ HEAVY: dict[str, tuple[str, ...]] = {
         "entities/test_leases.py::test_the_heartbeat_keeps_a_long_run_leased",
         "test_storylab_command.py::test_the_exit_codes_are_the_documented_ones",
         # about a second or more each (lock holds of seconds, judged runs, big figures)
+        "test_tutorial_exercises.py::test_the_give_up_checker_refuses_a_loop_that_never_gives_up_or_reraises",
+        "viz/test_time_origin.py::test_several_timelines_share_one_time_axis",
+        "viz/test_timeline.py::test_names_rename_groups_and_panels_for_the_reader",
+        "viz/test_knobs.py::test_extra_moments_are_marked_and_follow_the_knobs",
+        "entities/conformance/test_pg_row_locks.py::test_a_root_another_process_is_creating_is_waited_for_and_shared",
         "entities/conformance/test_contract.py::test_a_result_is_committed_before_anyone_sees_it",
         "entities/conformance/test_lock_wait.py::test_append_call_under_a_foreign_write_lock_keeps_the_loop_moving",
         "entities/conformance/test_loop_free.py::test_creating_a_root_under_a_foreign_lock_keeps_the_loop_moving",
