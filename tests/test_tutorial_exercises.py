@@ -1156,6 +1156,9 @@ def test_the_even_limit_checker_answers_the_near_miss_and_the_overshoot():
     assert not share.ok and "whole number" in share.message
     assert kit.check_even_limit(lambda g, n: g // n).ok
     assert "largest" in kit.check_even_split(1).message
+    # Rounding to the nearest is not rounding down: 8 units over 3 stories.
+    rounded = kit.check_even_limit(lambda g, n: round(g / n))
+    assert not rounded.ok and "even_limit(8, 3) gave 3" in rounded.message, rounded
 
 
 def test_the_bound_checkers_tell_rounds_from_seconds():
