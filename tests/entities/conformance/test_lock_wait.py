@@ -22,6 +22,7 @@ import pytest
 
 from storylab.entities import Return, RunnableEntity
 from storylab.entities.store import EntityStore
+from tests.entities.conformance.holders import PG_WRITE_HOLDER
 
 HOLD_SQLITE = """
 import sqlite3, sys
@@ -33,20 +34,6 @@ conn.execute("COMMIT")
 print("released", flush=True)
 """
 
-HOLD_SERVER = """
-import os, sys, psycopg
-from storylab.entities.postgres.schema import lock_key
-conn = psycopg.connect(os.environ["HOLD_URL"])
-conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(sys.argv[1]),))
-conn.execute(
-    f'INSERT INTO "{sys.argv[1]}".storylab_meta (name, value) VALUES (%s, %s)',
-    ("a-foreign-write", "open"),
-)
-print("locked", flush=True)
-sys.stdin.readline()
-conn.commit()
-print("released", flush=True)
-"""
 
 LEAVES = "('leaf-0', 'leaf-1', 'leaf-2')"
 
@@ -101,7 +88,8 @@ async def test_append_call_under_a_foreign_write_lock_keeps_the_loop_moving(targ
     if target.kind == "sqlite":
         cmd, extra = [sys.executable, "-c", HOLD_SQLITE, target.url], {}
     else:
-        cmd, extra = [sys.executable, "-c", HOLD_SERVER, target.schema], {"HOLD_URL": target.base}
+        cmd = [sys.executable, "-c", PG_WRITE_HOLDER, target.schema]
+        extra = {"HOLD_URL": target.base}
     holder = subprocess.Popen(
         cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, **extra}
     )

@@ -24,6 +24,7 @@ import time
 import pytest
 
 from storylab.entities import Return, RunnableEntity
+from tests.entities.conformance.holders import PG_WRITE_HOLDER
 
 HOLD = 3.0  # seconds the other process keeps the lock
 TICK = 0.05
@@ -38,20 +39,6 @@ print("releasing", flush=True)
 conn.execute("COMMIT")
 """
 
-HOLD_SERVER = """
-import os, sys, time, psycopg
-from storylab.entities.postgres.schema import lock_key
-conn = psycopg.connect(os.environ["HOLD_URL"])
-conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(sys.argv[1]),))
-conn.execute(
-    f'INSERT INTO "{sys.argv[1]}".storylab_meta (name, value) VALUES (%s, %s)',
-    ("a-foreign-write", "open"),
-)
-print("locked", flush=True)
-time.sleep(float(sys.argv[2]))
-print("releasing", flush=True)
-conn.commit()
-"""
 
 
 class LoopRoot(RunnableEntity, type_name="ConformanceLoopRoot"):
@@ -92,7 +79,7 @@ async def hold_lock(target) -> tuple[subprocess.Popen, float]:
     if target.kind == "sqlite":
         cmd, extra = [sys.executable, "-c", HOLD_SQLITE, target.url, str(HOLD)], {}
     else:
-        cmd = [sys.executable, "-c", HOLD_SERVER, target.schema, str(HOLD)]
+        cmd = [sys.executable, "-c", PG_WRITE_HOLDER, target.schema, str(HOLD)]
         extra = {"HOLD_URL": target.base}
     holder = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, **extra})
     assert await asyncio.to_thread(holder.stdout.readline) == "locked\n"

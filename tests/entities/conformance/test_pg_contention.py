@@ -21,26 +21,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.entities.conformance.holders import PG_WRITE_HOLDER
+
 HERE = Path(__file__).resolve().parent
 COMMIT_WORKER = HERE.parent / "commit_worker.py"
 ROOT = HERE.parents[2]
 TTL = 1.0
 COMMITTERS = 3
 
-HOLD_LOCK = """
-import os, sys, psycopg
-from storylab.entities.postgres.schema import lock_key
-conn = psycopg.connect(os.environ["HOLD_URL"])
-conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(sys.argv[1]),))
-conn.execute(
-    f'INSERT INTO "{sys.argv[1]}".storylab_meta (name, value) VALUES (%s, %s)',
-    ("a-foreign-write", "open"),
-)
-print("locked", flush=True)
-sys.stdin.readline()
-conn.commit()
-print("released", flush=True)
-"""
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -91,7 +79,7 @@ async def test_a_lease_is_renewed_while_other_processes_hold_the_write_lock(pg_t
 
         await until(committed, "the other processes' first commits")
         holder = subprocess.Popen(
-            [sys.executable, "-c", HOLD_LOCK, pg_target.schema],
+            [sys.executable, "-c", PG_WRITE_HOLDER, pg_target.schema],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -1,0 +1,26 @@
+"""A process that holds an open write on a PostgreSQL graph, for the store tests.
+
+Run as ``python -c PG_WRITE_HOLDER SCHEMA [SECONDS]`` with ``HOLD_URL`` in the
+environment: it takes the graph's advisory lock and writes a row in an open
+transaction, prints ``locked``, then commits after SECONDS (printing
+``releasing`` first) or, without SECONDS, once a line arrives on its stdin;
+it prints ``released`` when the commit is done."""
+
+PG_WRITE_HOLDER = """
+import os, sys, time, psycopg
+from storylab.entities.postgres.schema import lock_key
+conn = psycopg.connect(os.environ["HOLD_URL"])
+conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(sys.argv[1]),))
+conn.execute(
+    f'INSERT INTO "{sys.argv[1]}".storylab_meta (name, value) VALUES (%s, %s)',
+    ("a-foreign-write", "open"),
+)
+print("locked", flush=True)
+if len(sys.argv) > 2:
+    time.sleep(float(sys.argv[2]))
+    print("releasing", flush=True)
+else:
+    sys.stdin.readline()
+conn.commit()
+print("released", flush=True)
+"""
