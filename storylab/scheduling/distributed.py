@@ -71,6 +71,7 @@ the scheduler process must be able to import storylab.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import time
@@ -90,6 +91,7 @@ __all__ = [
     "SharedLimitAllocator",
     "SharedLimitLost",
     "check_lease_rule",
+    "may_send",
 ]
 
 LEASE_TIMEOUT_KEY = "distributed.scheduler.locks.lease-timeout"
@@ -976,14 +978,45 @@ class DistributedCapacityRoot(CapacitySource):
         )
 
 
+# The guard of the work running here: set by ``root.guard()`` and inherited by
+# every task started inside it (a runner's tasks), for :func:`may_send`.
+_CURRENT_GUARD: contextvars.ContextVar[_Guard | None] = contextvars.ContextVar(
+    "storylab_share_guard", default=None
+)
+
+
+def may_send() -> bool:
+    """Whether the work running here may start a request now: call it right
+    before the request is written, with no ``await`` in between.
+
+    Outside ``root.guard()`` it is always True. Inside one, it is True while
+    the guard's share is still usable (see the module doc): the share was
+    not lost, and less time has passed since the scheduler last answered
+    than the lease timeout minus the per-attempt deadline and the margin, on
+    the monotonic clock read now. Otherwise the share is given up at once
+    (its guarded work cancelled), the current task is cancelled too, and it
+    is False: the caller sends nothing and awaits anything (or returns), and
+    the cancellation ends the task, which gives its unit back.
+
+    This is what stops a task whose next step was already due when its
+    process stood still: on waking, that step may run before any timer
+    that would cancel it, but its request meets this check first.
+    """
+    guard = _CURRENT_GUARD.get()
+    if guard is None:
+        return True
+    return guard.may_send()
+
+
 class _Guard:
-    __slots__ = ("_root", "_task", "lost", "cancels")
+    __slots__ = ("_root", "_task", "lost", "cancels", "_token")
 
     def __init__(self, root: DistributedCapacityRoot) -> None:
         self._root = root
         self._task: asyncio.Task | None = None
         self.lost: str | None = None
         self.cancels = 0  # cancellations of the task for a lost share
+        self._token: contextvars.Token | None = None
 
     async def __aenter__(self) -> DistributedCapacityRoot:
         task = asyncio.current_task()
@@ -991,10 +1024,36 @@ class _Guard:
             raise RuntimeError("guard() needs a running task")
         self._task = task
         self._root._guarded[task] = self
+        self._token = _CURRENT_GUARD.set(self)
         return self._root
+
+    def may_send(self) -> bool:
+        root = self._root
+        if self.lost is None and root._lost_reason is None:
+            if asyncio.get_running_loop().time() <= root._use_until:
+                return True  # the common case: two reads and a comparison
+            root._give_up_if_late()  # cancels the guarded work, this guard's task included
+        reason = self.lost or root._lost_reason or "its share was given up"
+        task = asyncio.current_task()
+        if task is None:
+            return False
+        own = root._guarded.get(task)
+        if own is not None and own.lost is not None and task.cancelling():
+            return False  # cancelled for this loss already, just now or before
+        if own is not None:
+            own.lost = own.lost or reason
+            own.cancels += 1
+        task.cancel(f"not sent: the share of {root._name!r} may be gone ({reason})")
+        return False
 
     async def __aexit__(self, exc_type, exc, tb) -> bool:
         root, task = self._root, self._task
+        if self._token is not None:
+            try:
+                _CURRENT_GUARD.reset(self._token)
+            except ValueError:  # left in another context than it was entered in
+                _CURRENT_GUARD.set(None)
+            self._token = None
         if task is not None:
             root._guarded.pop(task, None)
         left = None

@@ -115,8 +115,15 @@ async def hammer(
     )
     done = 0
 
+    limits = httpx.Limits(max_connections=None)
+    try:  # every write asks the share first (with no await in between)
+        from storylab.scheduling.fenced_http import FencedTransport
+
+        transport: httpx.AsyncBaseTransport | None = FencedTransport(limits=limits)
+    except ImportError:  # the code before the fence
+        transport = None
     async with httpx.AsyncClient(
-        timeout=attempt_timeout, limits=httpx.Limits(max_connections=None)
+        timeout=attempt_timeout, limits=limits, transport=transport
     ) as http:
 
         async def one_story(n: int) -> None:
