@@ -91,6 +91,7 @@ __all__ = [
     "SharedLimitAllocator",
     "SharedLimitLost",
     "check_lease_rule",
+    "in_guard",
     "may_send",
 ]
 
@@ -983,6 +984,12 @@ class DistributedCapacityRoot(CapacitySource):
 _CURRENT_GUARD: contextvars.ContextVar[_Guard | None] = contextvars.ContextVar(
     "storylab_share_guard", default=None
 )
+
+
+def in_guard() -> bool:
+    """Whether the code running here is inside ``root.guard()`` (in its task
+    or in a task started inside it)."""
+    return _CURRENT_GUARD.get() is not None
 
 
 def may_send() -> bool:

@@ -562,14 +562,42 @@ async def test_a_process_that_stood_still_past_its_lease_cancels_its_work_and_ne
             await root.close()
 
 
-async def test_a_request_due_when_the_process_stopped_is_not_sent_after_its_share_expired():
+@contextlib.asynccontextmanager
+async def sender(kind: str, url: str):
+    """A function that makes one request to ``url`` + path: with httpx and the
+    fenced transport, or through the image backends' HttpService (which picks
+    the fenced transport itself under a guard)."""
+    if kind == "httpx":
+        import httpx
+
+        async with httpx.AsyncClient(timeout=0.5, transport=http_transport()) as http:
+
+            async def get(path: str) -> None:
+                async with asyncio.timeout(0.5):
+                    (await http.get(f"{url}{path}")).raise_for_status()
+
+            yield get
+    else:
+        from storylab.story.backends.http import HttpService
+
+        service = HttpService(url, attempt_timeout=0.5, max_attempts=1)
+
+        async def get(path: str) -> None:
+            await service.post_json(path, {"prompt": "a fox"}, what="a picture")
+
+        try:
+            yield get
+        finally:
+            await service.aclose()
+
+
+@pytest.mark.parametrize("kind", ["httpx", "service"])
+async def test_a_request_due_when_the_process_stopped_is_not_sent_after_its_share_expired(kind):
     # The process stops while a task holds its unit and its next step (the
     # request) is already due; the scheduler expires the share meanwhile and
     # may hand its units on. On waking, that step runs before any timer
     # (the share's watchdog, the attempt deadline): the request must be
     # refused at the write, and the service must never see it.
-    import httpx
-
     with scheduler_process() as info, CountingServer(hold=0.05, keep_alive=True) as server:
         server.limit = 1
         async with Client(scheduler_file=info, asynchronous=True) as client:
@@ -582,21 +610,18 @@ async def test_a_request_due_when_the_process_stopped_is_not_sent_after_its_shar
             errors: list[BaseException] = []
 
             def stop_the_process() -> None:
-                (member,) = [root._member]
-                stood.append(stand_still(address_in(info), "g-due", member, at_least=2.0))
+                stood.append(stand_still(address_in(info), "g-due", root._member, at_least=2.0))
 
-            async with httpx.AsyncClient(timeout=0.5, transport=http_transport()) as http:
+            async with sender(kind, server.url) as get:
 
                 async def request() -> None:
                     # Holds its unit (a runner task), with a connection open
                     # to the service from a first request.
-                    async with asyncio.timeout(0.5):
-                        await http.get(f"{server.url}/first")
+                    await get("/v1/first")
                     # The process stops with this task's next step due.
                     loop.call_soon(stop_the_process)
                     await asyncio.sleep(0)
-                    async with asyncio.timeout(0.5):
-                        await http.get(f"{server.url}/late")
+                    await get("/v1/late")
 
                 runner = HierarchicalTaskPoolRunner("req", [request], story)
 
@@ -610,8 +635,10 @@ async def test_a_request_due_when_the_process_stopped_is_not_sent_after_its_shar
                 with pytest.raises(SharedLimitLost, match="lost its share of 'g-due'"):
                     await asyncio.wait_for(guarded(), 60)
             assert stood and stood[0] >= 2.0
-            # The share had expired when the process woke: nothing went out.
+            # The share had expired when the process woke: nothing went out,
+            # and the request was cancelled (its unit given back), not failed.
             assert server.total == 1, "a request was sent under a share already handed on"
+            assert errors == []
             assert root.losses == 1 and root.in_use == 0
             await root.close()
 
@@ -808,7 +835,10 @@ class CountingServer:
         try:
             while True:
                 try:
-                    await reader.readuntil(b"\r\n\r\n")
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    for line in head.lower().split(b"\r\n"):
+                        if line.startswith(b"content-length:"):
+                            await reader.readexactly(int(line.split(b":")[1]))
                 except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
                     return
                 self.now += 1
