@@ -54,12 +54,33 @@ scheduler answered, on the process's own clock:
   expire. This holds when ``lease_timeout >= 2 * attempt_timeout`` (and at
   least 1 s); the root refuses other values (:func:`check_lease_rule`).
 
-A process that wakes after standing still is cancelled before its tasks
-take another step: the watchdog timer is due at the same turn of the event
-loop as any timer or answer that would wake them, and a task woken in that
-turn only runs in the next one, already cancelled. (A step that was already
-running, or already due to run, when the process stopped still finishes
-first: that is microseconds of work, decided while the share was valid.)
+A process that wakes after standing still gives its share up at the first
+of two moments. Usually the watchdog timer does it: it is due at the same
+turn of the event loop as any timer or answer that would wake the guarded
+tasks, so they are cancelled before their next step. But steps that were
+already due when the process stopped run first, and so do the tasks a
+runner started inside the guard, which hear of the loss only through their
+parent's cancellation, a few turns later. Such a step can reach the point
+of sending a request. So every request is fenced where it is written:
+:func:`may_send` reads the monotonic clock and refuses once the share is
+past its use-until time (or lost), giving the share up at once and
+cancelling the task, which gives its unit back. The HTTP layer asks it
+right before every write to the socket, with no ``await`` in between
+(:class:`storylab.scheduling.fenced_http.FencedTransport`).
+
+**What remains.** A process stopped after that check and before the write's
+system call (a few bytecodes later) writes on waking, whatever the clock
+says then: no check made in the process can close that, and no value of
+the timing rule can either, since the stop may last longer than any lease.
+What the rule does guarantee: a request *written* while the share was
+usable ends at the service before the share can expire, however long the
+process then stands still (written at ``w <= safe_until - attempt_timeout
+- lease_timeout / 10``, it ends by ``safe_until - lease_timeout / 10``,
+while the scheduler, which heard the last renewal after it was sent, keeps
+the share until ``safe_until`` at least; the tenth covers the moment
+between check and write of a process that is not stopped). Only the
+service itself could refuse a request that arrives late (by a deadline or
+a token it checks).
 
 The rule assumes what the deadline promises: the service does not keep
 working on a request longer than the client waits for it.
@@ -826,8 +847,9 @@ class DistributedCapacityRoot(CapacitySource):
 
     def guard(self) -> _Guard:
         """``async with root.guard():`` cancels the body if this process's share
-        is lost (before anything more is sent under it), and raises
-        :class:`SharedLimitLost` in its place."""
+        is lost, and raises :class:`SharedLimitLost` in its place. Tasks
+        started inside the body (a runner's) are cancelled with it, and one
+        that reaches a write first is stopped there by :func:`may_send`."""
         return _Guard(self)
 
     # -- the lease gate (capacity.LeaseGate) ------------------------------------------
