@@ -367,6 +367,10 @@ async def test_the_capstone_passes_the_solution(tmp_path):
     verdict = check_capstone(run)
     assert verdict.ok, f"{verdict}; {run.describe()}"
     assert (run.completed, run.failed, run.recorded_failed) == (96, 4, 4)
+    # The resumed script says first where the graph was, then where it ended.
+    said = run.second_output.splitlines()
+    assert said[0] == f"stored {run.finished_before} of 100 at the start", said
+    assert said[-1] == "done: 96 of 100 stored", said
     script = (tmp_path / "capstone.py").read_text()
     assert 'return f"item-{n:03d}"' in script and "class Item(RunnableEntity):" in script
     # Its picture: drawn from the stored times, the kill where the record says.
@@ -585,10 +589,22 @@ async def test_the_run_items_checker_refuses_no_limit_no_error_branch_or_one_at_
         "HierarchicalTaskPoolRunner(name, source, capacity)":
             {'HierarchicalTaskPoolRunner("items", source,': "HierarchicalTaskPoolRunner(source,"},
         "two lists": {"return done, failed": "return done"},
+        # The shipped cell: nothing run at all; the verdict does not give the call away.
+        "nothing created the items as its children": {
+            "    source = SourceFromIterable(batch.parallel_calls(kind, items))\n": "",
+            '    runner = HierarchicalTaskPoolRunner("items", source, CapacitySource(LIMIT))\n':
+            "",
+            "    async with runner.run_tasks() as results:": "    if False:",
+            "        async for envelope in results:": "        for envelope in []:"},
+        # gather over the source, as if it were a list of calls.
+        "an async source of tasks for a runner, not a list": {
+            "    source = SourceFromIterable(batch.parallel_calls(kind, items))\n":
+            "    await asyncio.gather(*batch.parallel_calls(kind, items))\n"},
     }
     for said, changes in cases.items():
         verdict = await kit.check_run_items(await variant(**changes))
         assert not verdict and said in verdict.message, (said, verdict)
+        assert "parallel_calls(kind, items)" not in verdict.message or "async source" in said
 
     def not_async(batch, kind, items):
         return [], []
