@@ -328,7 +328,9 @@ def test_the_regained_checker_refuses_every_near_miss():
     late = dict(REGAINED_RUN, lapse_from=20.5, lapse_by=25.0)
     assert "OUTSIDE the window" in kit.check_regained(31.0, global_limit=10, **late).message
     never = dict(REGAINED_RUN, series=[(0.0, 4), (22.0, 7)])
-    assert "never held all 10" in kit.check_regained(22.0, global_limit=10, **never).message
+    said_never = kit.check_regained(22.0, global_limit=10, **never).message
+    assert "never held all 10" in said_never and "shorten `lease_timeout`" in said_never
+    assert "too few pictures were left" in said_never
     with pytest.raises(ValueError, match="killed <= lapse_from"):
         kit.check_regained(31.0, global_limit=10, **dict(REGAINED_RUN, lapse_by=29.0))
 
@@ -983,6 +985,14 @@ async def test_the_polite_client_checker_refuses_the_unbounded_burst():
 
     said = await check_polite_burst(serial)
     assert not said.ok and "one at a time" in str(said)
+
+    async def own_gate(client, url, n):  # a semaphore per call: nobody ever waits
+        async with asyncio.Semaphore(4):
+            return await greedy(client, url, n)
+
+    said = await check_polite_burst(own_gate)
+    assert not said.ok and "made its own semaphore" in str(said)
+    assert "made its own semaphore" not in str(await check_polite_burst(almost))
 
 
 def test_the_bound_checker_refuses_a_bound_that_forgets_one_level():

@@ -759,6 +759,16 @@ async def check_polite_burst(ask: Any, *, requests: int = 12, ceiling: int = 4,
     if stats.requests < requests:
         return Verdict(False, f"the server saw {stats.requests} requests for {requests} calls: "
                               "each call must send its request")
+    names: set[str] = set()
+    codes_left = [ask.__code__]
+    while codes_left:  # the names ask's code uses, nested functions included
+        code = codes_left.pop()
+        names.update(code.co_names)
+        codes_left += [c for c in code.co_consts if inspect.iscode(c)]
+    if stats.rejected and "Semaphore" in names:
+        return Verdict(False, f"the server refused {stats.rejected} of {stats.requests} requests: "
+                              "each call of ask made its own semaphore, so no call ever waits "
+                              "for another; create it once, outside ask, and share it")
     if stats.rejected:
         return Verdict(False, f"the server refused {stats.rejected} of {stats.requests} requests "
                               f"(at most {stats.peak_in_flight} at once): hold one of "

@@ -238,8 +238,8 @@ EXPLAINED: dict[str, str] = {
         one call per picture still missing. Nothing else is ever drawn again.
     """,
     "06-2": """
-        Hardly: about 30 model s either way at the default speed (29.5 against 29.95 in one
-        run), because the global limit binds. Ten pictures four at a time need three rounds
+        Hardly: about 30 model s both ways at the default speed, because the global limit
+        binds. Ten pictures four at a time need three rounds
         of about ten model seconds, whatever the per-story limit. What changes is the
         sharing: with 2 per story neither story panel ever passes 2, so once both stories are
         drawing they hold 2 and 2. The split printed above the chart can still catch them at
