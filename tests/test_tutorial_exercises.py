@@ -1205,10 +1205,35 @@ def test_the_bound_checkers_tell_rounds_from_seconds():
 
     assert "number of rounds" in check_bound_function(rounds, result).message
     assert "twice" in check_bound_function(twice, result).message
+
+    def no_ceil(G, M, d, p, g):  # rounds counted as fractions
+        return d * max(M / p, G * M / g)
+
+    assert "round each count up (math.ceil)" in check_bound_function(no_ceil, result).message
     said = kit.check_bound(5, stories=5, images=5, story_limit=2, global_limit=6)
     assert not said.ok and "number of rounds" in said.message
     assert "larger of the two" not in kit.check_bound(40, stories=5, images=5, story_limit=2,
                                                       global_limit=6).message
+
+
+async def test_the_lonely_round_checker_wants_the_rule_and_checks_it_on_the_sweep():
+    right = await run_cell(solution_code("07-1"), _namespace())
+    assert right.ok and "all 5 cells it flags end a round above the bound" in right.message
+    # Any story asked for less than its limit: too many cells.
+    said = await kit.check_lonely_round(lambda G, M, p, g: G * p > g)
+    assert not said.ok and "lonely_round(5, 5, 1, 2) gave True" in said.message
+    assert "so its late round is already in the bound" in said.message
+    # Forgetting the story that starts with only the remainder.
+    import math
+
+    def none_only(G, M, p, g):
+        q = g // min(p, M)
+        return q < G and 1 + math.ceil(M / p) > max(math.ceil(M / p), math.ceil(G * M / g))
+
+    said = await kit.check_lonely_round(none_only)
+    assert not said.ok and "starts only" in said.message, said
+    assert "placeholder" in (await kit.check_lonely_round(lambda G, M, p, g: ...)).message
+    assert "fill in your answer" in (await kit.check_lonely_round(None)).message
 
 
 async def test_the_fair_misses_checker_compares_with_the_sweep():
