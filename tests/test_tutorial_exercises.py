@@ -598,6 +598,9 @@ async def test_the_run_items_checker_refuses_no_limit_no_error_branch_or_one_at_
             "",
             "    async with runner.run_tasks() as results:": "    if False:",
             "        async for envelope in results:": "        for envelope in []:"},
+        # a plain for over the runner's results.
+        "read them with `async for envelope in results:`": {
+            "        async for envelope in results:": "        for envelope in results:"},
         # gather over the source, as if it were a list of calls.
         "an async source of tasks for a runner, not a list": {
             "    source = SourceFromIterable(batch.parallel_calls(kind, items))\n":

@@ -470,6 +470,11 @@ async def check_run_items(run_items: Any, *, limit: int = LIMIT, seconds: float 
                                           "it in `failed` in a TaskEventType.ERROR branch, and "
                                           "go on so the other items still arrive")
                 said = _raised("run_items", exc)
+                if isinstance(exc, TypeError) and "'TaskStream' object is not iterable" \
+                        in str(exc):
+                    said = Verdict(False, f"{said.message}; the results arrive while the items "
+                                          "run: read them with `async for envelope in "
+                                          "results:`")
                 if isinstance(exc, TypeError) and "async_generator" in str(exc):
                     said = Verdict(False, f"{said.message}; batch.parallel_calls(kind, items) "
                                           "is an async source of tasks for a runner, not a "
