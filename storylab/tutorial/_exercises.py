@@ -979,9 +979,10 @@ async def check_lonely_round(lonely_round: Any, *, stories: int = 5,
                     worst = _start_of_worst(G, M, p, g)
                     call = f"lonely_round({G}, {M}, {p}, {g}) gave {said!r}"
                     if worst is None:
+                        few = f" (all {M} of its pictures)" if p > M else ""
                         return Verdict(False, f"{call}: at the start each of the {G} stories "
-                                              f"takes {min(p, M)} units, {G * min(p, M)} of "
-                                              f"{g}, so none starts late")
+                                              f"takes {min(p, M)} units{few}, {G * min(p, M)} "
+                                              f"of {g}, so none starts late")
                     units, rounds = worst
                     start = ("gets none" if units == 0 else
                              f"starts only {units} of its pictures")
