@@ -73,7 +73,9 @@ def plot_kill_and_resume(
     redraw_ends = [(f - resumed_at) / time_scale for n in names
                    for s, f in [now.get(n, (None, None))]
                    if s is not None and f is not None and s >= resumed_at]
-    right_end = max(redraw_ends, default=1.0)
+    # At least a third of the left panel's span, so the "↺ reused" labels fit even
+    # when run 2 redrew little or nothing (both panels keep one scale).
+    right_end = max(max(redraw_ends, default=1.0), kill / 3)
     fig, (left, right) = new_figure(
         1, 2, sharey=True, figsize=(10, 1.0 + 0.5 * len(names)),
         gridspec_kw={"width_ratios": [max(kill, 1.0), max(right_end, 1.0)], "wspace": 0.08},
