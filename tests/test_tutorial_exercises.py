@@ -238,6 +238,16 @@ def test_the_redraw_checker_refuses_wrong_sets_and_a_mismatch_with_the_real_run(
     assert check_to_redraw(right, before, ["{{IMAGE_2}}"])
     # the real run drew something else than the states say: the checker says so
     assert "drew" in check_to_redraw(right, before, ["{{IMAGE_1}}"]).message
+    # names written out instead of computed: told to compute them from states
+    typed = check_to_redraw(lambda states: {"image-{{IMAGE_3}}", "image-{{IMAGE_4}}",
+                                            "image-{{IMAGE_5}}"}, before, ["{{IMAGE_2}}"])
+    assert not typed and "compute the names from states" in typed.message, typed
+    assert "full names" not in typed.message
+    # a list passes, with a word that a set was asked for
+    as_list = check_to_redraw(lambda states: sorted(right(states)), before, ["{{IMAGE_2}}"])
+    assert as_list and "a set is what was asked" in as_list.message, as_list
+    assert "a set is what was asked" not in check_to_redraw(right, before,
+                                                            ["{{IMAGE_2}}"]).message
 
 
 def test_the_naming_checker_refuses_names_that_change_or_collide():
@@ -1064,6 +1074,17 @@ async def test_the_give_up_checker_refuses_a_loop_that_never_gives_up_or_reraise
 
     early = await kit.check_give_up(at_once)
     assert not early.ok and "still within the limit" in early.message
+
+    async def stops_at_once(runner, max_errors):  # stop_on_error=True: the task's error
+        finished, failed = [], []
+        async with runner.run_tasks(stop_on_error=True) as results:
+            async for envelope in results:
+                finished.append(envelope.value)
+        return finished, failed
+
+    leaked = await kit.check_give_up(stops_at_once)
+    assert not leaked.ok and "still within the limit" in leaked.message, leaked
+    assert "_Refused" not in leaked.message and "own error" in leaked.message
 
 
 def test_widest_gap_sees_a_story_that_starts_waiting_between_two_changes(tmp_path):

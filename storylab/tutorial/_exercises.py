@@ -170,6 +170,7 @@ def check_to_redraw(to_redraw: Any, crashed: Any = None, drawn: Any = None) -> V
     if crashed is not None and drawn is not None:
         real = {f"image-{p}" for p in drawn}
         cases.append(list(crashed))
+    as_list = False  # a list or tuple works, but a set was asked for
     for i, states in enumerate(cases):
         try:
             got = to_redraw(states)
@@ -177,6 +178,7 @@ def check_to_redraw(to_redraw: Any, crashed: Any = None, drawn: Any = None) -> V
             return _raised("to_redraw(states)", exc)
         if isinstance(got, str) or not isinstance(got, set | frozenset | list | tuple):
             return Verdict(False, f"to_redraw must return a set of names, got {got!r}")
+        as_list = as_list or not isinstance(got, set | frozenset)
         got = set(got)
         names = {p.name for p in states}
         expected = {p.name for p in states if p.state in _REDRAWN}
@@ -185,6 +187,14 @@ def check_to_redraw(to_redraw: Any, crashed: Any = None, drawn: Any = None) -> V
         if got == expected:
             continue
         if not got <= names:
+            strange = sorted(got - names, key=str)
+            if all(isinstance(x, str) and x.startswith("image-{{") for x in strange):
+                # Names of pictures, but not of this crash's: written out, not computed.
+                return Verdict(False, f"on {where} you returned {sorted(got, key=str)}, but "
+                                      f"{', '.join(strange)} is no picture of that crash: "
+                                      "compute the names from states (each p.name and "
+                                      "p.state) instead of writing them out; there it "
+                                      f"should be {sorted(expected)}")
             return Verdict(False, f"on {where} you returned {sorted(got, key=str)}: use the full "
                                   "names, p.name, such as 'image-{{IMAGE_4}}'")
         if got & {p.name for p in states if p.state == "Completed"}:
@@ -202,9 +212,11 @@ def check_to_redraw(to_redraw: Any, crashed: Any = None, drawn: Any = None) -> V
         if set(mine) != real:
             return Verdict(False, f"your function says {sorted(mine)}, but the resumed run "
                                   f"drew {sorted(real)}")
+        note = " (a set is what was asked; a list works here)" if as_list else ""
         return Verdict(True, f"on the real crash your function names exactly the pictures the "
-                             f"resumed run drew: {sorted(real)}")
-    return Verdict(True, "every picture that was not Completed, on each made-up crash")
+                             f"resumed run drew: {sorted(real)}{note}")
+    note = " (a set is what was asked; a list works here)" if as_list else ""
+    return Verdict(True, f"every picture that was not Completed, on each made-up crash{note}")
 
 
 # -- names that survive a resume ----------------------------------------------------
@@ -680,6 +692,10 @@ async def check_give_up(collect: Any) -> Verdict:
     if isinstance(got, TimeoutError):
         return Verdict(False, "with 2 failures allowed and 2 tasks failing, collect never "
                               "returned")
+    if isinstance(got, _Refused):  # the task's own error, passed on (stop_on_error=True?)
+        return Verdict(False, f"with 2 failures allowed and exactly 2 tasks failing, collect "
+                              f"let a task's own error escape ({got}); that many failures "
+                              "are still within the limit, so keep reading the envelopes")
     if isinstance(got, BaseException):
         return Verdict(False, f"with 2 failures allowed and exactly 2 tasks failing, collect "
                               f"raised {type(got).__name__}: {got}; that many failures are "
