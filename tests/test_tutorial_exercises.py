@@ -30,6 +30,7 @@ from storylab.tutorial import (
     SOLUTIONS,
     PictureState,
     Verdict,
+    check_capacity_tree,
     check_capstone,
     check_error_branch,
     check_failing_entity,
@@ -1260,3 +1261,40 @@ async def test_the_item_checker_and_the_judge_refuse_an_item_that_returns_its_re
     verdict = check_capstone(run)  # the judge refused before starting any process
     assert not isinstance(run, kit.CapstoneRun) and "piece 2" in verdict.message, run
     assert not (tmp_path / "capstone.py").exists()
+
+
+def test_the_capacity_tree_checker_builds_two_plans_and_refuses_each_slip():
+    def right(global_limit, story_limits):
+        top = CapacitySource(global_limit, name="global")
+        return top, {n: CapacitySource(k, parent=top, name=n) for n, k in story_limits.items()}
+
+    def unlinked(global_limit, story_limits):
+        return CapacitySource(global_limit), {n: CapacitySource(k) for n, k in story_limits.items()}
+
+    def typed_out(global_limit, story_limits):  # the notebook's numbers, not the plan's
+        top = CapacitySource(4)
+        return top, {n: CapacitySource(3, parent=top) for n in ("A", "B")}
+
+    def same_limit(global_limit, story_limits):
+        top = CapacitySource(global_limit)
+        return top, {n: CapacitySource(3, parent=top) for n in story_limits}
+
+    def chained(global_limit, story_limits):  # each story under the one before
+        top, stories, parent = CapacitySource(global_limit), {}, None
+        for n, k in story_limits.items():
+            stories[n] = parent = CapacitySource(k, parent=parent or top)
+        return top, stories
+
+    def empty(global_limit, story_limits):  # the starter
+        return CapacitySource(global_limit, name="global"), {}
+
+    assert check_capacity_tree(right)
+    said = {f.__name__: check_capacity_tree(f) for f in
+            (unlinked, typed_out, same_limit, chained, empty)}
+    assert not any(said.values()), said
+    assert "never counted at the global level" in said["unlinked"].message
+    assert "not one per name" in said["typed_out"].message
+    assert "its own limit" in said["same_limit"].message
+    assert "under story A" in said["chained"].message
+    assert "not one per name" in said["empty"].message
+    assert not check_capacity_tree(None) and not check_capacity_tree(right(4, {}))
