@@ -774,11 +774,19 @@ def test_the_python_form_exercise_wants_a_change_of_kind_not_of_spelling():
         # names found in several rows, or looking like a change: said plainly, with what is wanted
         "GLOBAL_IMAGE_CAPACITY": "is in 2 rows of the table, and none of them",
         "get_dto": "nothing new to write. Wanted: a row where Python needs",
+        # the service class is dropped, as the table's Python column says: no kind is kept
+        "ImageService": "drops the service class",
+        # a constant read through a call: said why that is no new kind of code
+        "a module constant": "the module constant becomes a call",
     }
     for answer, why in wrong.items():
         verdict = kit.check_python_form(answer)
         assert not verdict and why in verdict.message, (answer, verdict)
     assert "fill in" in kit.check_python_form(None).message
+    # an answer found in two rows says why each of them is no change of kind
+    both = kit.check_python_form("GLOBAL_IMAGE_CAPACITY").message
+    assert "the module constant becomes a call" in both and "keeps its kind" in both
+    assert "keeps its kind" not in kit.check_python_form("ImageService").message
 
 
 def test_an_explore_exercise_shows_its_prose_answer(capsys, monkeypatch):

@@ -230,9 +230,14 @@ SAME_KIND: dict[str, str] = {
                     "RunnableEntity registers it: shorter, but nothing new to write",
     "get_dto": "Python drops the call and its await, since the data is an attribute, "
                "self.data: shorter, but nothing new to write",
-    "GLOBAL_IMAGE_CAPACITY` (a module": "the shared source is reached through a function, "
-                                        "global_image_capacity(10), instead of a constant: "
-                                        "the same value, found another way",
+    "GLOBAL_IMAGE_CAPACITY` (a module": "the module constant becomes a call, "
+                                        "global_image_capacity(10), that returns the same "
+                                        "shared CapacitySource of 10: where the chapter names "
+                                        "the constant you write the call, and nothing else "
+                                        "changes (no new statement or keyword, the same kind "
+                                        "of value)",
+    "ImageService": "Python drops the service class, since the entity itself is the unit of "
+                    "work: shorter, but nothing new to write",
 }
 
 
@@ -518,21 +523,25 @@ def check_python_form(answer: Any) -> Any:
         key, why = next(iter(kinds.items()))
         return Verdict(True, f"{key}: {why}")
     if len(rows) > 1:  # several rows, none of them one of the changes of kind
+        whys = "; ".join(_same_kind_why(row) for row in rows)
         return Verdict(False, f"{answer!r} is in {len(rows)} rows of the table, and none of "
-                              f"them changes the kind of code, only its spelling. Wanted: "
-                              f"{expected}")
-    row = rows[0]
+                              f"them changes the kind of code: {whys}. Wanted: {expected}")
+    return Verdict(False, f"{_same_kind_why(rows[0])}. Wanted: {expected}")
+
+
+def _same_kind_why(row: ApiRow) -> str:
+    """Why ``row`` of the API table changes no kind of code, in one clause."""
     chapter = _bare_name(row.typescript.split("`")[1] if "`" in row.typescript
                          else row.typescript)
     python = _bare_name(row.python_name)
     shown = row.typescript.replace("`", "")
     for key, why in SAME_KIND.items():
         if _plain(key) in _plain(row.typescript):
-            return Verdict(False, f"{shown}: {why}. Wanted: {expected}")
+            return f"{shown}: {why}"
     if _plain(row.typescript.split(" (")[0]) == _plain(row.python.split(" (")[0]):
-        return Verdict(False, f"{shown} reads the same in Python. Wanted: {expected}")
+        return f"{shown} reads the same in Python"
     if python and _snake_case(chapter) == python:
-        return Verdict(False, f"{chapter} becomes {python}: the same call with the same "
-                              f"arguments, only spelt in snake_case. Wanted: {expected}")
-    return Verdict(False, f"{shown} keeps its kind in Python: the same class, call or value, "
-                          f"named or placed differently. Wanted: {expected}")
+        return (f"{chapter} becomes {python}: the same call with the same arguments, only "
+                "spelt in snake_case")
+    return (f"{shown} keeps its kind in Python: the same class, call or value, named or "
+            "placed differently")
