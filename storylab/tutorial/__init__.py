@@ -674,7 +674,8 @@ def check_longest_picture(trace: Trace, answer: Any) -> Verdict:
         if lane is max(lanes, key=lambda x: x.run[1]):
             return Verdict(False, f"{lane.label} is the picture that ended last, not the one "
                                   "that ran longest: in a one-at-a-time run the last picture "
-                                  "always ends last. Compare the lengths, run[1] - run[0]")
+                                  "asked for always ends last. Compare the lengths, "
+                                  "run[1] - run[0]")
         if lane is max(lanes, key=lambda x: x.run[0]):
             return Verdict(False, f"{lane.label} started last; compare the lengths of the "
                                   "bars, run[1] - run[0], not where they start")
