@@ -95,6 +95,7 @@ from storylab.tutorial._exercises import (
     check_fair_misses,
     check_finish_story,
     check_give_up,
+    check_limited_sketchbook,
     check_polite_burst,
     check_prompt_names,
     check_retry_two,
@@ -147,6 +148,7 @@ __all__ = [
     "check_item_name",
     "check_python_form",
     "check_python_name",
+    "check_limited_sketchbook",
     "check_longest_picture",
     "check_makespan_with_limit",
     "check_most_at_once",
@@ -738,6 +740,9 @@ def check_makespan_with_limit(durations: Iterable[float], limit: int, answer: An
     if limit > 1 and abs(value - sum(durations) / limit) <= 0.5:
         return Verdict(False, f"{value:g} is the total work shared out evenly, but work can't "
                               f"be split evenly: a task runs whole, on one unit; {hint}")
+    if limit > 1:
+        hint += (f"; draw {limit} slots on paper, start the first {limit} tasks, and give "
+                 "each freed slot to the next task asked for")
     return Verdict(False, f"{value:g} is not it; {hint}")
 
 
