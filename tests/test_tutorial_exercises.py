@@ -809,6 +809,19 @@ def test_the_python_form_exercise_wants_a_change_of_kind_not_of_spelling():
     assert "keeps its kind" not in kit.check_python_form("ImageService").message
 
 
+def test_the_restart_box_exercise_wants_the_entity_graph_and_says_what_other_boxes_do():
+    for right in ("entity graph", "the SQLite file", "Entity Graph"):
+        assert kit.check_restart_box(right), right
+    wrong = {"children": "they are stored", "pipeline entity": "follow the dashed arrow",
+             "runner": "keeps nothing", "global source: 10": "start empty after a restart",
+             "request": "what it finds", "the cloud": "not a box of the diagram",
+             3: "as a string"}
+    for answer, why in wrong.items():
+        verdict = kit.check_restart_box(answer)
+        assert not verdict and why in verdict.message, (answer, verdict)
+    assert "fill in" in kit.check_restart_box(None).message
+
+
 def test_an_explore_exercise_shows_its_prose_answer(capsys, monkeypatch):
     asked = []
     import IPython

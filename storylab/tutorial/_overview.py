@@ -545,3 +545,49 @@ def _same_kind_why(row: ApiRow) -> str:
                 "spelt in snake_case")
     return (f"{shown} keeps its kind in Python: the same class, call or value, named or "
             "placed differently")
+
+
+# Exercise 2 of notebook 00: the box of the diagram that makes a restart cheap. Words that
+# find each box in an answer -> why that box is not the one (None: the right box).
+_RESTART_BOXES: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
+    ("entity graph", ("graph", "sqlite", "database"), None),
+    ("children", ("child", "imagegenerationentity", "picture"),
+     "the children are the work a restart must not pay for twice, but they outlive the "
+     "process only because they are stored: which box stores them?"),
+    ("pipeline entity", ("pipeline", "storypipelineentity"),
+     "the pipeline is found again by its name, but only because it is stored somewhere: "
+     "follow the dashed arrow"),
+    ("runner", ("runner", "hierarchicaltaskpoolrunner"),
+     "the runner starts children a few at a time; it lives in the process and keeps nothing "
+     "once the process dies"),
+    ("capacity tree", ("capacity", "global", "story source", "source"),
+     "the capacity sources decide how many pictures run at once; they live in memory and "
+     "start empty after a restart"),
+    ("request", ("request", "topic", "hedgehog"),
+     "the request is asked again after a restart; what makes that cheap is what it finds"),
+)
+
+
+def check_restart_box(answer: Any) -> Any:
+    """Exercise: the name of the diagram's box that makes a restart cheap (the entity graph).
+
+    A wrong box is told what it does instead, and why that does not survive a crash.
+    """
+    from storylab.tutorial._verdict import Verdict, missing
+
+    if (v := missing(answer)) is not None:
+        return v
+    if not isinstance(answer, str) or not answer.strip():
+        return Verdict(False, f"answer with the name of a box of the diagram as a string, in "
+                              f"quotes, such as \"runner\", not {answer!r}")
+    given = _plain(answer).replace("_", " ")
+    for box, words, why in _RESTART_BOXES:
+        if any(word in given for word in words):
+            if why is None:
+                return Verdict(True, f"the {box}: every entity is stored there under a name "
+                                     "made from the request, with its status and output, so a "
+                                     "restarted run finds the finished pictures instead of "
+                                     "paying for them again")
+            return Verdict(False, f"{answer!r} is the {box} box: {why}")
+    boxes = ", ".join(box for box, _, _ in sorted(_RESTART_BOXES, key=lambda b: b[0]))
+    return Verdict(False, f"{answer!r} is not a box of the diagram; its boxes are {boxes}")
