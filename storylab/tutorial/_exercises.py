@@ -298,11 +298,16 @@ def check_stable_names(name_for: Any, *, prompts: list[dict[str, str]] | None = 
         other = _names_in_another_process(name_for, seed, prompts)
         if isinstance(other, Verdict):
             return other
+        if other != names and len(other) != len(names):
+            return Verdict(False, f"a second Python process made {len(other)} names for "
+                                  f"{len(names)} prompts: {other}")
         if other != names:
-            return Verdict(False, f"a second Python process named the pictures {other}, this one "
-                                  f"{names}: a resumed run would not find the children. Values "
-                                  "such as hash() of a string or id() change from process to "
-                                  "process")
+            i = next(k for k, (a, b) in enumerate(zip(other, names, strict=True)) if a != b)
+            return Verdict(False, f"for the prompt {prompts[i]['prompt']!r}, a second Python "
+                                  f"process made the name {other[i]!r} and this one "
+                                  f"{names[i]!r}: a resumed run would not find that child. "
+                                  "Values such as hash() of a "
+                                  "string or id() change from process to process")
     return Verdict(True, f"the resumed run found the same {len(prompts)} children by name: build "
                          "the name only from what the request itself holds")
 
