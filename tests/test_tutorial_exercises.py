@@ -30,6 +30,7 @@ from storylab.tutorial import (
     SOLUTIONS,
     PictureState,
     Verdict,
+    check_capacity_tree,
     check_capstone,
     check_error_branch,
     check_failing_entity,
@@ -258,6 +259,16 @@ def test_the_redraw_checker_refuses_wrong_sets_and_a_mismatch_with_the_real_run(
     assert check_to_redraw(right, before, ["{{IMAGE_2}}"])
     # the real run drew something else than the states say: the checker says so
     assert "drew" in check_to_redraw(right, before, ["{{IMAGE_1}}"]).message
+    # names written out instead of computed: told to compute them from states
+    typed = check_to_redraw(lambda states: {"image-{{IMAGE_3}}", "image-{{IMAGE_4}}",
+                                            "image-{{IMAGE_5}}"}, before, ["{{IMAGE_2}}"])
+    assert not typed and "compute the names from states" in typed.message, typed
+    assert "full names" not in typed.message
+    # a list passes, with a word that a set was asked for
+    as_list = check_to_redraw(lambda states: sorted(right(states)), before, ["{{IMAGE_2}}"])
+    assert as_list and "a set is what was asked" in as_list.message, as_list
+    assert "a set is what was asked" not in check_to_redraw(right, before,
+                                                            ["{{IMAGE_2}}"]).message
 
 
 def test_the_naming_checker_refuses_names_that_change_or_collide():
@@ -1113,6 +1124,17 @@ async def test_the_give_up_checker_refuses_a_loop_that_never_gives_up_or_reraise
     early = await kit.check_give_up(at_once)
     assert not early.ok and "still within the limit" in early.message
 
+    async def stops_at_once(runner, max_errors):  # stop_on_error=True: the task's error
+        finished, failed = [], []
+        async with runner.run_tasks(stop_on_error=True) as results:
+            async for envelope in results:
+                finished.append(envelope.value)
+        return finished, failed
+
+    leaked = await kit.check_give_up(stops_at_once)
+    assert not leaked.ok and "still within the limit" in leaked.message, leaked
+    assert "_Refused" not in leaked.message and "own error" in leaked.message
+
 
 def test_widest_gap_sees_a_story_that_starts_waiting_between_two_changes(tmp_path):
     """Five real stories under one limit of 10: the last to start finds the ten units
@@ -1336,3 +1358,40 @@ async def test_the_fan_out_exercise_runs_the_learners_entity_and_judges_what_it_
         verdict = await check(cls)
         assert not verdict and why in verdict.message, (why, verdict)
     assert "fill in" in (await check(None)).message
+
+
+def test_the_capacity_tree_checker_builds_two_plans_and_refuses_each_slip():
+    def right(global_limit, story_limits):
+        top = CapacitySource(global_limit, name="global")
+        return top, {n: CapacitySource(k, parent=top, name=n) for n, k in story_limits.items()}
+
+    def unlinked(global_limit, story_limits):
+        return CapacitySource(global_limit), {n: CapacitySource(k) for n, k in story_limits.items()}
+
+    def typed_out(global_limit, story_limits):  # the notebook's numbers, not the plan's
+        top = CapacitySource(4)
+        return top, {n: CapacitySource(3, parent=top) for n in ("A", "B")}
+
+    def same_limit(global_limit, story_limits):
+        top = CapacitySource(global_limit)
+        return top, {n: CapacitySource(3, parent=top) for n in story_limits}
+
+    def chained(global_limit, story_limits):  # each story under the one before
+        top, stories, parent = CapacitySource(global_limit), {}, None
+        for n, k in story_limits.items():
+            stories[n] = parent = CapacitySource(k, parent=parent or top)
+        return top, stories
+
+    def empty(global_limit, story_limits):  # the starter
+        return CapacitySource(global_limit, name="global"), {}
+
+    assert check_capacity_tree(right)
+    said = {f.__name__: check_capacity_tree(f) for f in
+            (unlinked, typed_out, same_limit, chained, empty)}
+    assert not any(said.values()), said
+    assert "never counted at the global level" in said["unlinked"].message
+    assert "not one per name" in said["typed_out"].message
+    assert "its own limit" in said["same_limit"].message
+    assert "under story A" in said["chained"].message
+    assert "not one per name" in said["empty"].message
+    assert not check_capacity_tree(None) and not check_capacity_tree(right(4, {}))

@@ -89,6 +89,7 @@ from storylab.tutorial._cluster import (
 )
 from storylab.tutorial._exercises import (
     check_bound_function,
+    check_capacity_tree,
     check_error_branch,
     check_even_limit,
     check_failing_entity,
@@ -137,6 +138,7 @@ __all__ = [
     "check_fair_misses",
     "check_error_branch",
     "check_finish_story",
+    "check_capacity_tree",
     "check_give_up",
     "check_polite_burst",
     "check_retry_two",

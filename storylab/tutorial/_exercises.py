@@ -32,6 +32,7 @@ from storylab.scheduling import (
 from storylab.tutorial._verdict import Verdict, missing, returned_not_raised
 
 __all__ = [
+    "check_capacity_tree",
     "check_error_branch",
     "check_finish_story",
     "check_give_up",
@@ -134,6 +135,93 @@ def check_two_level_tree(build: Any, *, global_limit: int = 4, story_limit: int 
                          f"level with room of its own left, and each release freed both levels")
 
 
+# -- a capacity tree from a plan ----------------------------------------------------
+#: The plans tried, in order: the notebook's own (4 over two stories of 3), then one
+#: with a different limit per story, where the global level binds in the third.
+_TREE_PLANS = [(4, {"A": 3, "B": 3}), (5, {"A": 2, "B": 1, "C": 3})]
+
+
+def check_capacity_tree(build: Any) -> Verdict:
+    """Exercise: ``build(global_limit, story_limits)`` returns ``(global_source, stories)``:
+    a global source of ``global_limit`` units and, for each ``name: limit`` of the
+    dict ``story_limits``, ``stories[name]``, a source of ``limit`` units under it.
+
+    For each plan the checker takes units by hand: each story in turn takes all
+    it can. A story must stop at its own limit or when the global level has none
+    left, whichever comes first; giving everything back must empty every level.
+    """
+    if (v := missing(build)) is not None:
+        return v
+    if not callable(build):
+        return Verdict(False, "pass your function itself, build_tree, not what it returns")
+    for global_limit, limits in _TREE_PLANS:
+        plan = f"build_tree({global_limit}, {limits})"
+        try:
+            made = build(global_limit, dict(limits))
+        except Exception as exc:
+            return _raised(plan, exc)
+        if not isinstance(made, tuple | list) or len(made) != 2:
+            return Verdict(False, f"{plan} must return two things: (global_source, stories)")
+        root, stories = made
+        if not isinstance(root, CapacitySource):
+            return Verdict(False, f"{plan}: the first thing returned must be the global "
+                                  f"CapacitySource, not {type(root).__name__}")
+        if not isinstance(stories, dict):
+            return Verdict(False, f"{plan}: stories must be a dict from each story's name to "
+                                  f"its CapacitySource, not {type(stories).__name__}")
+        if sorted(stories) != sorted(limits):
+            return Verdict(False, f"{plan} returned stories {sorted(stories)}, not one per "
+                                  f"name of the plan: {sorted(limits)}")
+        if root.capacity != global_limit:
+            return Verdict(False, f"{plan}: the global source has {root.capacity} units, not "
+                                  f"{global_limit}: use the global_limit you are given")
+        for name, limit in limits.items():
+            source = stories[name]
+            if not isinstance(source, CapacitySource):
+                return Verdict(False, f"{plan}: story {name} is {type(source).__name__}, not a "
+                                      "CapacitySource")
+            if source is root or sum(s is source for s in stories.values()) > 1:
+                return Verdict(False, f"{plan}: story {name}'s source is also used for another "
+                                      "level, so the units one takes are the other's too")
+            if source.capacity != limit:
+                return Verdict(False, f"{plan}: story {name} has {source.capacity} units, not "
+                                      f"its own limit {limit}: each story takes its limit from "
+                                      "story_limits")
+            if source.parent is not root:
+                under = next((n for n, o in stories.items() if o is source.parent), None)
+                where = (f"under story {under}" if under else "under no source"
+                         if source.parent is None else "under a source that is not the global one")
+                return Verdict(False, f"{plan}: story {name} hangs {where}: a unit it takes is "
+                                      "never counted at the global level")
+        if root.in_use or any(s.in_use for s in stories.values()):
+            return Verdict(False, f"{plan} should hand back sources with no unit taken")
+        taken: list[CapacitySource] = []
+        try:
+            left = global_limit
+            for name, limit in limits.items():
+                got = 0
+                while got <= limit and stories[name].try_acquire():
+                    taken.append(stories[name])
+                    got += 1
+                expected = min(limit, left)
+                if got != expected:
+                    return Verdict(False, f"{plan}: story {name} took {got} units with "
+                                          f"{left} left globally and its own limit of {limit}: "
+                                          f"it should take {expected}")
+                left -= got
+            if root.in_use != global_limit - left:
+                return Verdict(False, f"{plan}: the global source counts {root.in_use} units "
+                                      f"in use while the stories hold {global_limit - left}")
+        finally:
+            for source in reversed(taken):
+                source.release()
+        if root.in_use or any(s.in_use for s in stories.values()):
+            return Verdict(False, f"{plan}: after every release some units are still in use")
+    return Verdict(True, "both plans: each story stopped at its own limit or when the global "
+                         "level ran out (4 over 3 + 3: A 3, B 1; 5 over 2, 1, 3: A 2, B 1, C 2, "
+                         "held back with room of its own), and each release freed both levels")
+
+
 # -- what a resume redraws ----------------------------------------------------------
 _CRASHES = [
     [("image-{{IMAGE_1}}", "Completed"), ("image-{{IMAGE_2}}", "stale"),
@@ -171,6 +259,7 @@ def check_to_redraw(to_redraw: Any, crashed: Any = None, drawn: Any = None) -> V
     if crashed is not None and drawn is not None:
         real = {f"image-{p}" for p in drawn}
         cases.append(list(crashed))
+    as_list = False  # a list or tuple works, but a set was asked for
     for i, states in enumerate(cases):
         try:
             got = to_redraw(states)
@@ -178,6 +267,7 @@ def check_to_redraw(to_redraw: Any, crashed: Any = None, drawn: Any = None) -> V
             return _raised("to_redraw(states)", exc)
         if isinstance(got, str) or not isinstance(got, set | frozenset | list | tuple):
             return Verdict(False, f"to_redraw must return a set of names, got {got!r}")
+        as_list = as_list or not isinstance(got, set | frozenset)
         got = set(got)
         names = {p.name for p in states}
         expected = {p.name for p in states if p.state in _REDRAWN}
@@ -186,6 +276,14 @@ def check_to_redraw(to_redraw: Any, crashed: Any = None, drawn: Any = None) -> V
         if got == expected:
             continue
         if not got <= names:
+            strange = sorted(got - names, key=str)
+            if all(isinstance(x, str) and x.startswith("image-{{") for x in strange):
+                # Names of pictures, but not of this crash's: written out, not computed.
+                return Verdict(False, f"on {where} you returned {sorted(got, key=str)}, but "
+                                      f"{', '.join(strange)} is no picture of that crash: "
+                                      "compute the names from states (each p.name and "
+                                      "p.state) instead of writing them out; there it "
+                                      f"should be {sorted(expected)}")
             return Verdict(False, f"on {where} you returned {sorted(got, key=str)}: use the full "
                                   "names, p.name, such as 'image-{{IMAGE_4}}'")
         if got & {p.name for p in states if p.state == "Completed"}:
@@ -203,9 +301,11 @@ def check_to_redraw(to_redraw: Any, crashed: Any = None, drawn: Any = None) -> V
         if set(mine) != real:
             return Verdict(False, f"your function says {sorted(mine)}, but the resumed run "
                                   f"drew {sorted(real)}")
+        note = " (a set is what was asked; a list works here)" if as_list else ""
         return Verdict(True, f"on the real crash your function names exactly the pictures the "
-                             f"resumed run drew: {sorted(real)}")
-    return Verdict(True, "every picture that was not Completed, on each made-up crash")
+                             f"resumed run drew: {sorted(real)}{note}")
+    note = " (a set is what was asked; a list works here)" if as_list else ""
+    return Verdict(True, f"every picture that was not Completed, on each made-up crash{note}")
 
 
 # -- names that survive a resume ----------------------------------------------------
@@ -705,6 +805,10 @@ async def check_give_up(collect: Any) -> Verdict:
     if isinstance(got, TimeoutError):
         return Verdict(False, "with 2 failures allowed and 2 tasks failing, collect never "
                               "returned")
+    if isinstance(got, _Refused):  # the task's own error, passed on (stop_on_error=True?)
+        return Verdict(False, f"with 2 failures allowed and exactly 2 tasks failing, collect "
+                              f"let a task's own error escape ({got}); that many failures "
+                              "are still within the limit, so keep reading the envelopes")
     if isinstance(got, BaseException):
         return Verdict(False, f"with 2 failures allowed and exactly 2 tasks failing, collect "
                               f"raised {type(got).__name__}: {got}; that many failures are "

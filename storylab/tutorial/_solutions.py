@@ -69,14 +69,16 @@ SOLUTIONS: dict[str, str] = {
         check_first_split(solution, stories=5, story_limit=3, global_limit=12)
     """,
     "03-2": """
-        def build_tree():
-            global_source = CapacitySource(4, name="global")
-            story_a = CapacitySource(3, global_source, name="story A")
-            story_b = CapacitySource(3, global_source, name="story B")
-            return global_source, story_a, story_b
+        def build_tree(global_limit, story_limits):
+            global_source = CapacitySource(global_limit, name="global")
+            # parent=global_source: each unit a story takes is taken from the global
+            # source too, in the same step, and given back to both.
+            stories = {name: CapacitySource(limit, parent=global_source, name=f"story {name}")
+                       for name, limit in story_limits.items()}
+            return global_source, stories
 
 
-        check_two_level_tree(build_tree)
+        check_capacity_tree(build_tree)
     """,
     "04-1": """
         def to_redraw(states):

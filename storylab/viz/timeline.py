@@ -341,17 +341,19 @@ def _wait_levels(lanes: list[TaskLane]) -> dict[str, str]:
     """Legend text per blocking level: the task's own limit vs an ancestor's.
 
     A wait is coloured by the level that was full when it *began*; another
-    level may hold the task back later in the same wait, hence "first"."""
+    level may hold the task back later in the same wait: the legend says which
+    limit "was full" when the wait began."""
     names: dict[str, str] = {}
     end = _lanes_end(lanes)
     for lane in lanes:
         if lane.wait_level is None or not _visible_wait(lane, end):
             continue  # a unit granted (almost) at once is no wait a reader could see
         if lane.wait_level == lane.group:
-            own = "story" if lane.group.startswith("story:") else lane.group.split(" (")[0]
-            names.setdefault("__own__", f"waiting: first held back by its own limit ({own})")
+            own = ("its story's limit" if lane.group.startswith("story:")
+                   else f"its own limit ({lane.group.split(' (')[0]})")
+            names.setdefault("__own__", f"waiting: {own} was full")
         else:
-            text = f"waiting: first held back by the {plain_source(lane.wait_level)} limit"
+            text = f"waiting: the {plain_source(lane.wait_level)} limit was full"
             names.setdefault(lane.wait_level, text)
     return names
 
@@ -497,7 +499,7 @@ def _gantt_handles(lanes: list[TaskLane], level_keys: list[str],
         handles.append(Patch(facecolor=COLOURS[s], edgecolor="black", label=text))
     for k, text in sorted(_wait_levels(lanes).items(), key=lambda kv: level_keys.index(kv[0])):
         if names and k in names:
-            text = f"waiting: first held back by the {names[k]} limit"
+            text = f"waiting: the {names[k]} limit was full"
         handles.append(Patch(facecolor=WAIT_COLOURS[min(level_keys.index(k),
                                                         len(WAIT_COLOURS) - 1)],
                              edgecolor="#666666", hatch="///", label=text))
@@ -582,6 +584,7 @@ def mark_moments(ax: Axes, moments: Iterable[Any]) -> list[Any]:
     drawn: list[Any] = []
     i = 0
     for members, row, right in groups:
+        ticked = False  # a moment on the axis itself: its label names the tick (▼)
         close = members[-1].t - members[0].t <= 0.05 * span
         if len(members) > 1 and close and {m.kind for m in members} == {"failed"}:
             # Failures close together: one shaded band from the first to the last,
@@ -601,12 +604,14 @@ def mark_moments(ax: Axes, moments: Iterable[Any]) -> list[Any]:
                     drawn.append(ax.plot([m.t], [1.0], marker="v", ms=9, color=colour,
                                          transform=ax.get_xaxis_transform(), clip_on=False,
                                          zorder=8, gid=f"moment-tick:{m.kind}:{i}")[0])
+                    ticked = True
                 i += 1
         anchor = members[-1] if right else members[0]
         kinds = {m.kind for m in members}
         colour = _MOMENT_COLOURS.get(kinds.pop(), "#555555") if len(kinds) == 1 else "#000000"
         text = ax.annotate(
-            _group_text(members), xy=(anchor.t, 1.0), xycoords=("data", "axes fraction"),
+            ("▼ " if ticked and not right else "") + _group_text(members),
+            xy=(anchor.t, 1.0), xycoords=("data", "axes fraction"),
             xytext=(-_LABEL_PAD if right else _LABEL_PAD, -4 - _ROW_POINTS * row),
             textcoords="offset points", ha="right" if right else "left", va="top",
             fontsize=_MOMENT_FONT, color=colour, zorder=7,

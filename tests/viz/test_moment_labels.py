@@ -204,5 +204,7 @@ def test_a_moment_on_the_axis_gets_a_tick_and_close_failures_a_band_that_shows()
                       Moment(12.3, "✗ b", "failed")])
     ticks = [ln.get_gid() for ln in ax.lines if (ln.get_gid() or "").startswith("moment-tick:")]
     assert ticks == ["moment-tick:split:0"]  # only the moment hidden in the axis
+    labels = [t.get_text() for t in ax.texts if (t.get_gid() or "").startswith("moment-label")]
+    assert "▼ split 3,1" in labels, labels  # the label names its tick
     (band,) = [p for p in ax.patches if (p.get_gid() or "").startswith("moment-band:")]
     assert band.get_alpha() >= 0.35

@@ -142,8 +142,8 @@ async def test_timeline_figure_draws_the_lanes_with_status_colours(stories, tmp_
     ticks = [t.get_text() for t in ax.get_yticklabels()]
     assert ticks[0] == "story A" and "story B" in ticks and "A-image-4" in ticks
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "waiting: first held back by the global limit" in legend
-    assert "waiting: first held back by its own limit (story)" in legend
+    assert "waiting: the global limit was full" in legend
+    assert "waiting: its story's limit was full" in legend
     assert "ran, failed" in legend
 
 
@@ -390,7 +390,7 @@ async def test_a_renamed_limit_reads_its_new_name_in_the_wait_legend(stories):
                              time_scale=SCALE)
     fig = plot_timeline(trace, names={"global": "shared pool (4)"})
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert "waiting: first held back by the shared pool (4) limit" in legend, legend
+    assert "waiting: the shared pool (4) limit was full" in legend, legend
 
 
 async def test_names_rename_groups_and_panels_for_the_reader(stories):
