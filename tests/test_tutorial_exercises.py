@@ -94,6 +94,25 @@ REGAINED_RUN = {"series": [(0.0, 4), (5.0, 10), (18.0, 9), (22.0, 7), (26.0, 6),
                 "killed": 20.0, "lapse_from": 30.0, "lapse_by": 32.5}
 
 SUBJECTS = {"a fox": 12, "an owl": 6, "a whale": 9, "a snail": 4, "a moth": 7}
+SKETCH_SCALE = 0.02  # wall seconds per model second of the sketches below
+
+
+class Sketch(RunnableEntity):
+    """Notebook 2's toy child, as the learner's notebook defines it."""
+
+    async def run_impl(self):
+        yield self.status("RUNNING", f"sketching {self.data['subject']}")
+        await asyncio.sleep(self.data["seconds"] * SKETCH_SCALE)
+        yield Return(self.data["subject"])
+
+
+def sketch_items(subjects):
+    return [{"name": "sketch-" + s.replace(" ", "-"), "data": {"subject": s, "seconds": d}}
+            for s, d in subjects.items()]
+
+
+NOTEBOOK_2 = {"SUBJECTS": SUBJECTS, "Sketch": Sketch, "sketch_items": sketch_items,
+              "time_scale": SKETCH_SCALE}
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +134,7 @@ def _state(key: str, story_run) -> dict:
     node = types.SimpleNamespace(name="image-{{IMAGE_3}}",
                                  error={"type": "ImageGenerationError", "message": "refused"})
     return {"01-1": {"run": run, "lanes": lanes}, "02-1": {"SUBJECTS": SUBJECTS},
+            "02-3": NOTEBOOK_2,
             "04-1": {"before": before, "settings": types.SimpleNamespace(
                 images=types.SimpleNamespace(calls={"{{IMAGE_2}}": 1, "{{IMAGE_3}}": 1}))},
             "05-1": {"node": node},
@@ -806,11 +826,32 @@ def test_the_python_form_exercise_wants_a_change_of_kind_not_of_spelling():
         # names found in several rows, or looking like a change: said plainly, with what is wanted
         "GLOBAL_IMAGE_CAPACITY": "is in 2 rows of the table, and none of them",
         "get_dto": "nothing new to write. Wanted: a row where Python needs",
+        # the service class is dropped, as the table's Python column says: no kind is kept
+        "ImageService": "drops the service class",
+        # a constant read through a call: said why that is no new kind of code
+        "a module constant": "the module constant becomes a call",
     }
     for answer, why in wrong.items():
         verdict = kit.check_python_form(answer)
         assert not verdict and why in verdict.message, (answer, verdict)
     assert "fill in" in kit.check_python_form(None).message
+    # an answer found in two rows says why each of them is no change of kind
+    both = kit.check_python_form("GLOBAL_IMAGE_CAPACITY").message
+    assert "the module constant becomes a call" in both and "keeps its kind" in both
+    assert "keeps its kind" not in kit.check_python_form("ImageService").message
+
+
+def test_the_restart_box_exercise_wants_the_entity_graph_and_says_what_other_boxes_do():
+    for right in ("entity graph", "the SQLite file", "Entity Graph"):
+        assert kit.check_restart_box(right), right
+    wrong = {"children": "they are stored", "pipeline entity": "follow the dashed arrow",
+             "runner": "keeps nothing", "global source: 10": "start empty after a restart",
+             "request": "what it finds", "the cloud": "not a box of the diagram",
+             3: "as a string"}
+    for answer, why in wrong.items():
+        verdict = kit.check_restart_box(answer)
+        assert not verdict and why in verdict.message, (answer, verdict)
+    assert "fill in" in kit.check_restart_box(None).message
 
 
 def test_an_explore_exercise_shows_its_prose_answer(capsys, monkeypatch):
@@ -914,6 +955,13 @@ def longest_prefix(prompt):
 def test_no_prefix_short_enough_to_be_a_name_separates_the_prompts():
     verdict = kit.check_prompt_names(longest_prefix)
     assert not verdict and "the same name" in verdict.message, verdict
+    # the message names the two prompts, their shared name and how far they agree
+    shared = longest_prefix({"prompt": "A small grey owl on a branch at dusk, watercolour"})
+    assert f"the same name, {shared!r}" in verdict.message, verdict
+    assert "soft light" in verdict.message and "soft mist" in verdict.message, verdict
+    assert "the same for their first 56 characters" in verdict.message, verdict
+    reordered = kit.check_prompt_names(letter_sum).message
+    assert "the same words in another order" in reordered, reordered
 
 
 def letter_sum(prompt):
@@ -1315,6 +1363,55 @@ async def test_the_item_checker_and_the_judge_refuse_an_item_that_returns_its_re
     verdict = check_capstone(run)  # the judge refused before starting any process
     assert not isinstance(run, kit.CapstoneRun) and "piece 2" in verdict.message, run
     assert not (tmp_path / "capstone.py").exists()
+
+
+def _sketchbook(*, limit=2, buffered=False, asked_order=False):
+    """A learner's sketchbook, right or wrong in one way."""
+    from storylab import HierarchicalTaskPoolRunner, SourceBufferObj, SourceFromIterable
+
+    class Attempt(RunnableEntity):
+        async def run_impl(self):
+            tasks = self.parallel_calls(Sketch, sketch_items(self.data["subjects"]))
+            source = (SourceBufferObj([t async for t in tasks]) if buffered
+                      else SourceFromIterable(tasks))
+            runner = HierarchicalTaskPoolRunner("attempt", source, CapacitySource(limit))
+            finished = []
+            async with runner.run_tasks() as results:
+                async for envelope in results:
+                    if envelope.type is TaskEventType.FINAL:
+                        finished.append(envelope.value)
+            yield Return(list(self.data["subjects"]) if asked_order else finished)
+
+    return Attempt
+
+
+class AllAtOnce(RunnableEntity):
+    """Children made by hand and gathered: no runner, no capacity source."""
+
+    async def run_impl(self):
+        kids = [self.append_or_retrieve_call(Sketch, item["name"], item["data"])
+                for item in sketch_items(self.data["subjects"])]
+        yield Return(list(await asyncio.gather(*(kid.run() for kid in kids))))
+
+
+async def test_the_fan_out_exercise_runs_the_learners_entity_and_judges_what_it_did():
+    async def check(cls):
+        return await kit.check_limited_sketchbook(cls, SUBJECTS, time_scale=SKETCH_SCALE)
+
+    right = await check(_sketchbook())
+    assert right and "an owl, a fox, a whale, a snail, a moth" in right.message, right
+    wrong = {
+        "up to 3 sketches ran at once": _sketchbook(limit=3),
+        "only one sketch ran at a time": _sketchbook(limit=1),
+        "5 children were already in the graph": _sketchbook(buffered=True),
+        "in the order they were asked for": _sketchbook(asked_order=True),
+        "no capacity source handed out a single unit": AllAtOnce,
+        "subclass of RunnableEntity": Sketch.run_impl,
+    }
+    for why, cls in wrong.items():
+        verdict = await check(cls)
+        assert not verdict and why in verdict.message, (why, verdict)
+    assert "fill in" in (await check(None)).message
 
 
 def test_the_capacity_tree_checker_builds_two_plans_and_refuses_each_slip():

@@ -37,6 +37,7 @@ __all__ = [
     "check_error_branch",
     "check_finish_story",
     "check_give_up",
+    "check_limited_sketchbook",
     "check_polite_burst",
     "check_retry_two",
     "check_bound_function",
@@ -387,8 +388,7 @@ def check_stable_names(name_for: Any, *, prompts: list[dict[str, str]] | None = 
                                           f"than {max_length}: a name is a short key for the "
                                           "prompt, not a copy of it")
                 if len(set(names)) < len(names):
-                    return Verdict(False, f"two pictures got the same name ({names}); the "
-                                          "second would be handed the first one's result")
+                    return _collision(names, prompts)
                 for name, prompt in zip(names, prompts, strict=True):
                     parent.append_or_retrieve_call(_Picture, name, prompt)
                 counts.append(len(parent.children()))
@@ -400,13 +400,38 @@ def check_stable_names(name_for: Any, *, prompts: list[dict[str, str]] | None = 
         other = _names_in_another_process(name_for, seed, prompts)
         if isinstance(other, Verdict):
             return other
+        if other != names and len(other) != len(names):
+            return Verdict(False, f"a second Python process made {len(other)} names for "
+                                  f"{len(names)} prompts: {other}")
         if other != names:
-            return Verdict(False, f"a second Python process named the pictures {other}, this one "
-                                  f"{names}: a resumed run would not find the children. Values "
-                                  "such as hash() of a string or id() change from process to "
-                                  "process")
+            i = next(k for k, (a, b) in enumerate(zip(other, names, strict=True)) if a != b)
+            return Verdict(False, f"for the prompt {prompts[i]['prompt']!r}, a second Python "
+                                  f"process made the name {other[i]!r} and this one "
+                                  f"{names[i]!r}: a resumed run would not find that child. "
+                                  "Values such as hash() of a "
+                                  "string or id() change from process to process")
     return Verdict(True, f"the resumed run found the same {len(prompts)} children by name: build "
                          "the name only from what the request itself holds")
+
+
+def _collision(names: list[str], prompts: list[dict[str, str]]) -> Verdict:
+    """Which two prompts share a name, the name, and how their texts differ."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            a, b = prompts[seen[name]]["prompt"], prompts[i]["prompt"]
+            break
+        seen[name] = i
+    same = 0
+    while same < min(len(a), len(b)) and a[same] == b[same]:
+        same += 1
+    if sorted(a.split()) == sorted(b.split()):
+        how = "they have the same words in another order"
+    else:
+        how = f"they are the same for their first {same} characters"
+    return Verdict(False, f"two prompts got the same name, {name!r}: {a!r} and {b!r} ({how}). "
+                          "The second picture would be handed the first one's result: make the "
+                          "name from the whole text")
 
 
 _NAME_SCRIPT = """
@@ -1121,3 +1146,124 @@ async def check_lonely_round(lonely_round: Any, *, stories: int = 5,
     return Verdict(True, f"your rule agrees on every case, and the sweep of {stories} stories "
                          f"of 3, 5 and 8 pictures confirms it: all {flagged} cells it flags "
                          f"end a round above the bound{more}")
+
+
+# -- an entity that fans out its children, two at a time ---------------------------------
+def _pool_order(lengths: dict[str, float], limit: int) -> tuple[list[str], float]:
+    """The order ``lengths`` finish in (and the makespan) when each starts, in the order
+    given, as soon as one of ``limit`` slots is free."""
+    slots: list[tuple[float, str]] = []
+    ends: list[tuple[float, str]] = []
+    for name, length in lengths.items():
+        start = 0.0
+        if len(slots) >= limit:
+            slots.sort()
+            start = slots.pop(0)[0]
+        slots.append((start + length, name))
+        ends.append((start + length, name))
+    ends.sort()
+    return [name for _, name in ends], max((t for t, _ in ends), default=0.0)
+
+
+def _peak_in_use(trace: Any) -> int:
+    """The most units any capacity source of ``trace`` had out at once."""
+    from storylab.scheduling.trace import EventKind
+
+    out: dict[str, int] = {}
+    peak = 0
+    for ev in trace.events:
+        step = {EventKind.ACQUIRE: 1, EventKind.GRANT: 1, EventKind.RELEASE: -1}.get(ev.kind)
+        if step is None:
+            continue
+        for name in ev.path:
+            out[name] = out.get(name, 0) + step
+            peak = max(peak, out[name])
+    return peak
+
+
+async def check_limited_sketchbook(cls: Any, subjects: dict[str, float], *,
+                                   time_scale: float, limit: int = 2) -> Verdict:
+    """Exercise: an entity class whose ``run_impl`` fans out one child per subject with
+    ``parallel_calls``, runs them ``limit`` at a time through a runner and a
+    ``CapacitySource``, and returns the subjects in the order they finished.
+
+    The class is run for real in a scratch graph, with ``{"subjects": subjects}`` as
+    its data, under a :class:`~storylab.scheduling.Trace`; ``time_scale`` is the one
+    its children sleep at. The verdict reads the trace (units in use, makespan), the
+    graph (children, and how many existed before the first child finished) and the
+    returned list.
+    """
+    from storylab.scheduling import Trace
+    from storylab.viz import ChildCounter, makespan
+
+    if (v := missing(cls)) is not None:
+        return v
+    if not (isinstance(cls, type) and issubclass(cls, RunnableEntity)):
+        return Verdict(False, f"pass your entity class itself, a subclass of RunnableEntity, "
+                              f"not {cls!r}")
+    if isinstance(time_scale, bool) or not isinstance(time_scale, int | float) \
+            or time_scale <= 0:
+        raise ValueError(f"time_scale must be a number of wall seconds > 0, got {time_scale!r}")
+    subjects = dict(subjects)
+    order, span_wanted = _pool_order(subjects, limit)
+    deadline = 10.0 + 3 * sum(subjects.values()) * time_scale  # wall seconds
+    with tempfile.TemporaryDirectory(prefix="storylab-fanout-") as folder:
+        with EntityGraph.open(Path(folder) / "graph.sqlite") as graph:
+            book = graph.create_or_retrieve(cls, "limited-sketchbook", {"subjects": subjects})
+            trace = Trace(meta={"time_scale": time_scale})
+            try:
+                with trace:
+                    async with ChildCounter(graph, book, trace) as counter:
+                        result = await asyncio.wait_for(book.run(), deadline)
+            except TimeoutError:
+                return Verdict(False, f"your sketchbook was still running after {deadline:.0f} "
+                                      "wall seconds: does its loop wait for something that "
+                                      "never comes?")
+            except Exception as exc:
+                return _raised("your sketchbook", exc)
+            children = len(graph.children(book.id))
+    span, peak = makespan(trace), _peak_in_use(trace)
+    fan_out = ("fan out with self.parallel_calls(Sketch, sketch_items(self.data[\"subjects\"])): "
+               "one child per subject")
+    if children != len(subjects):
+        return Verdict(False, f"the sketchbook has {children} children in the graph for "
+                              f"{len(subjects)} subjects: {fan_out}")
+    if peak == 0:
+        return Verdict(False, "no capacity source handed out a single unit: run the children "
+                              "through HierarchicalTaskPoolRunner(name, source, "
+                              f"CapacitySource({limit})) and read its run_tasks()")
+    if peak != limit:
+        many = "only one sketch ran at a time" if peak == 1 else \
+            f"up to {peak} sketches ran at once"
+        return Verdict(False, f"{many}; the sketchbook's own limit must be {limit}: "
+                              f"CapacitySource({limit})")
+    made = counter.most_before_first_finish
+    if made > limit:
+        return Verdict(False, f"{made} children were already in the graph before the first "
+                              f"sketch finished, though only {limit} could run: wrap the "
+                              "tasks in SourceFromIterable, which pulls (and so creates) a child "
+                              "only once a unit is held, not in SourceBufferObj, which needs "
+                              "them all up front")
+    if not isinstance(result, list | tuple):
+        return Verdict(False, "run_impl should end with yield Return(finished), the list of "
+                              f"subjects in the order they finished; it returned {result!r}")
+    result = list(result)
+    if sorted(map(str, result)) != sorted(subjects):
+        return Verdict(False, f"it returned {result}; wanted each of the {len(subjects)} "
+                              "subjects once (the value of each FINAL envelope)")
+    if result == list(subjects) and result != order:
+        return Verdict(False, f"it returned the subjects in the order they were asked for, "
+                              f"{result}; collect envelope.value as each FINAL envelope "
+                              "arrives, and the list comes in the order they finished")
+    if result != order:
+        return Verdict(False, f"it returned {result}; {limit} at a time, each freed unit "
+                              f"going to the next subject in the order asked, they finish "
+                              f"{order}")
+    if span > 1.3 * span_wanted + 1.5:
+        return Verdict(False, f"the run took {span:.1f} model s; {limit} at a time it takes "
+                              f"about {span_wanted:g}. Does something wait between the "
+                              "sketches? (On a very busy machine, run the check again.)")
+    return Verdict(True, f"{limit} sketches at most at once, each child made only when a unit "
+                         f"was free ({made} before the first finished), results in the order "
+                         f"they finished ({', '.join(order)}), {span:.1f} model s in all: "
+                         f"exercise 1's {span_wanted:g}, measured")

@@ -46,6 +46,23 @@ SOLUTIONS: dict[str, str] = {
 
         check_prompt_names(picture_name)
     """,
+    "02-3": """
+        class LimitedSketchbook(RunnableEntity):
+            async def run_impl(self):
+                # A lazy source: each pull creates (or finds) one child, only once a unit is held.
+                tasks = self.parallel_calls(Sketch, sketch_items(self.data["subjects"]))
+                two = CapacitySource(2, name="two at a time")
+                runner = HierarchicalTaskPoolRunner("limited", SourceFromIterable(tasks), two)
+                finished = []
+                async with runner.run_tasks() as results:
+                    async for envelope in results:
+                        if envelope.type is TaskEventType.FINAL:
+                            finished.append(envelope.value)  # in the order they finish
+                yield Return(finished)
+
+
+        await check_limited_sketchbook(LimitedSketchbook, SUBJECTS, time_scale=time_scale)
+    """,
     "03-1": """
         # A, B, C and D take their own 3 each, which is all 12: E still holds none.
         solution = [3, 3, 3, 3, 0]

@@ -466,6 +466,16 @@ def _draw_gantt(
                   bbox_transform=below, ncols=2, fontsize=10, frameon=False)
 
 
+#: The y label of a timeline whose trace took no unit from any capacity source (a plain loop).
+NO_SOURCE_LABEL = "task (grouped by story)"
+
+
+def _has_capacity(trace: Trace) -> bool:
+    """Whether any task of ``trace`` took (or waited for) a unit of a capacity source."""
+    return any(ev.kind in (EventKind.ACQUIRE, EventKind.WAIT, EventKind.GRANT)
+               for ev in trace.events)
+
+
 def _reused(lane: TaskLane, hairline: float) -> bool:
     """A completed run too short to draw: a result handed back from the graph."""
     return lane.outcome is Status.COMPLETED and lane.run[1] - lane.run[0] <= hairline
@@ -792,6 +802,8 @@ def _timeline_panel(ax: Axes, trace: Trace, lanes: list[TaskLane], *,
     """Draw one timeline into ``ax`` (the body of :func:`plot_timeline`)."""
     labels = source_labels(trace, names)
     _draw_gantt(ax, lanes, names=labels, legend=legend, level_keys=level_keys)
+    if lanes and not _has_capacity(trace):
+        ax.set_ylabel(NO_SOURCE_LABEL)  # no source took a unit: the rows only share a story
     span = makespan(trace, time_scale=time_scale)
     if title is None:
         title = f"Task timeline: waiting for capacity vs running (makespan {span:.1f} model s)"
@@ -1073,6 +1085,8 @@ def plot_sequential_vs_parallel(
                                       layout="constrained")
     _draw_gantt(left, seq_lanes, legend=False, names=names)
     _draw_gantt(right, par_lanes, names=names)
+    if not _has_capacity(sequential):
+        left.set_ylabel(NO_SOURCE_LABEL)
     left.set_title(f"Sequential: makespan {seq_span:.1f} model s")
     right.set_title(f"Parallel: makespan {par_span:.1f} model s")
     right.set_ylabel("")
