@@ -134,7 +134,9 @@ async def hammer(
                 async def go() -> None:
                     nonlocal done
                     async with asyncio.timeout(attempt_timeout):
-                        reply = await http.get(f"{url}/{n}/{i}")
+                        # (When the attempt began: the server shows how late it read it.)
+                        started = {"x-started": f"{time.time():.6f}"}
+                        reply = await http.get(f"{url}/{n}/{i}", headers=started)
                     reply.raise_for_status()
                     left.remove(i)
                     done += 1

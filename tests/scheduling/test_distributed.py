@@ -570,17 +570,17 @@ async def sender(kind: str, url: str):
     if kind == "httpx":
         import httpx
 
-        async with httpx.AsyncClient(timeout=0.5, transport=http_transport()) as http:
+        async with httpx.AsyncClient(timeout=1, transport=http_transport()) as http:
 
             async def get(path: str) -> None:
-                async with asyncio.timeout(0.5):
+                async with asyncio.timeout(1):
                     (await http.get(f"{url}{path}")).raise_for_status()
 
             yield get
     else:
         from storylab.story.backends.http import HttpService
 
-        service = HttpService(url, attempt_timeout=0.5, max_attempts=1)
+        service = HttpService(url, attempt_timeout=1, max_attempts=1)
 
         async def get(path: str) -> None:
             await service.post_json(path, {"prompt": "a fox"}, what="a picture")
@@ -601,8 +601,10 @@ async def test_a_request_due_when_the_process_stopped_is_not_sent_after_its_shar
     with scheduler_process() as info, CountingServer(hold=0.05, keep_alive=True) as server:
         server.limit = 1
         async with Client(scheduler_file=info, asynchronous=True) as client:
+            # A lease of 4 s: long enough that a process slowed by a busy
+            # machine keeps its share until the stop.
             root = DistributedCapacityRoot(
-                2, name="g-due", client=client, lease_timeout=2, attempt_timeout=0.5
+                2, name="g-due", client=client, lease_timeout=4, attempt_timeout=1
             )
             story = CapacitySource(2, root, name="story")
             loop = asyncio.get_running_loop()
@@ -610,7 +612,7 @@ async def test_a_request_due_when_the_process_stopped_is_not_sent_after_its_shar
             errors: list[BaseException] = []
 
             def stop_the_process() -> None:
-                stood.append(stand_still(address_in(info), "g-due", root._member, at_least=2.0))
+                stood.append(stand_still(address_in(info), "g-due", root._member, at_least=4.0))
 
             async with sender(kind, server.url) as get:
 
@@ -634,7 +636,7 @@ async def test_a_request_due_when_the_process_stopped_is_not_sent_after_its_shar
 
                 with pytest.raises(SharedLimitLost, match="lost its share of 'g-due'"):
                     await asyncio.wait_for(guarded(), 60)
-            assert stood and stood[0] >= 2.0
+            assert stood and stood[0] >= 4.0
             # The share had expired when the process woke: nothing went out,
             # and the request was cancelled (its unit given back), not failed.
             assert server.total == 1, "a request was sent under a share already handed on"
@@ -823,8 +825,10 @@ class CountingServer:
         self.hold = hold
         self.keep_alive = keep_alive
         self.now = self.peak = self.total = 0
-        self.over: list[tuple[float, int]] = []
+        # Each moment past the limit: (when, how many, the requests in flight).
+        self.over: list[tuple[float, int, list]] = []
         self.limit = 0
+        self._flight: dict[object, tuple[str, float | None]] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server = None
@@ -834,18 +838,29 @@ class CountingServer:
         close = b"keep-alive" if self.keep_alive else b"close"
         try:
             while True:
+                started = None
                 try:
                     head = await reader.readuntil(b"\r\n\r\n")
                     for line in head.lower().split(b"\r\n"):
                         if line.startswith(b"content-length:"):
                             await reader.readexactly(int(line.split(b":")[1]))
+                        elif line.startswith(b"x-started:"):
+                            started = float(line.split(b":")[1])
                 except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
                     return
+                read = time.time()
                 self.now += 1
                 self.total += 1
                 self.peak = max(self.peak, self.now)
+                # What is in flight: the request line, and how long after its
+                # client started it (header x-started) this server read it.
+                key = object()
+                self._flight[key] = (
+                    head.split(b" ")[1].decode(errors="replace"),
+                    None if started is None else round(read - started, 3),
+                )
                 if self.now > self.limit:
-                    self.over.append((time.time(), self.now))
+                    self.over.append((read, self.now, sorted(self._flight.values())))
                 try:
                     await asyncio.sleep(self.hold)
                     writer.write(
@@ -857,6 +872,7 @@ class CountingServer:
                     return
                 finally:
                     self.now -= 1
+                    del self._flight[key]
                 if not self.keep_alive:
                     return
         finally:
@@ -1115,7 +1131,7 @@ async def test_a_guarded_task_that_finds_its_share_too_old_at_a_write_raises_sha
         server.limit = 1
         async with Client(scheduler_file=info, asynchronous=True) as client:
             root = DistributedCapacityRoot(
-                2, name="g-own", client=client, lease_timeout=2, attempt_timeout=0.5
+                2, name="g-own", client=client, lease_timeout=4, attempt_timeout=1
             )
             story = CapacitySource(2, root, name="story")
             async with httpx.AsyncClient(timeout=5, transport=http_transport()) as http:
@@ -1125,7 +1141,7 @@ async def test_a_guarded_task_that_finds_its_share_too_old_at_a_write_raises_sha
                         await story.acquire(owner=1)
                         try:
                             await http.get(f"{server.url}/first")
-                            stand_still(address_in(info), "g-own", root._member, at_least=2.0)
+                            stand_still(address_in(info), "g-own", root._member, at_least=4.0)
                             await http.get(f"{server.url}/late")
                         finally:
                             story.release(owner=1)
