@@ -990,6 +990,8 @@ def test_stopped_and_killed_workers_never_overbook_the_service(chaos_workers, se
         results = client.gather(futures)
     # (Shown with -rP: the peak each run saw.)
     print(f"seed {seed}: peak {server.peak} at once (limit {limit}), {server.total} requests")
+    for moment in server.over:  # (when, how many, [(request, read after its start in s)])
+        print("over the limit:", moment)
     assert any(d.startswith("stop") for d in done), done
     # Every request of every story was answered in the end...
     assert results == [36, 36, 36]
