@@ -70,8 +70,10 @@ right before every write to the socket, with no ``await`` in between
 
 **What remains.** A process stopped after that check and before the write's
 system call (a few bytecodes later) writes on waking, whatever the clock
-says then: no check made in the process can close that, and no value of
-the timing rule can either, since the stop may last longer than any lease.
+says then; so does one that the operating system does not give a core for
+longer than the margin in that moment, on a heavily loaded machine. No
+check made in the process can close that, and no value of the timing rule
+can either, since the stop may last longer than any lease.
 What the rule does guarantee: a request *written* while the share was
 usable ends at the service before the share can expire, however long the
 process then stands still (written at ``w <= safe_until - attempt_timeout

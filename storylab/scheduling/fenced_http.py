@@ -15,9 +15,10 @@ httpx's default transport writes through anyio, which lets the event loop
 run once between being asked to write and writing; this one writes with
 asyncio streams, whose ``write`` hands the bytes to the socket at once.
 
-What no check in the process can close: a process frozen between the check
-and the write system call (a few bytecodes) writes on waking, whatever the
-clock says then. Only the service can refuse such a late request.
+What no check in the process can close: a process frozen (or left without
+a core) between the check and the write system call (a few bytecodes)
+writes on waking, whatever the clock says then. Only the service can refuse
+such a late request.
 
 httpx and httpcore are imported with this module (not with
 ``storylab.scheduling``).
