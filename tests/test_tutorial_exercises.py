@@ -771,7 +771,12 @@ def test_a_near_miss_on_the_longest_picture_does_not_give_the_length_away(story_
     run, lanes = story_run
     best = max(lanes, key=lambda lane: lane.run[1] - lane.run[0])
     took = best.run[1] - best.run[0]
-    for guess in (round(took) - 1.0, took + 0.6, took - 2.0):
+    # A guess within 0.3 of the moment the picture ended gets the "that is when it ended"
+    # hint instead (a picture that started near 0 on a slow machine), so leave those out.
+    guesses = [g for g in (round(took) - 1.0, took + 0.6, took - 2.0)
+               if abs(g - best.run[1]) > 0.3]
+    assert guesses
+    for guess in guesses:
         verdict = kit.check_longest_picture(run.trace, (best.label, guess))
         assert not verdict and "right picture" in verdict.message, (guess, verdict)
         assert f"{took:.1f}" not in verdict.message and f"{took:.0f} " not in verdict.message, (
