@@ -94,6 +94,7 @@ from storylab.tutorial._exercises import (
     check_even_limit,
     check_failing_entity,
     check_fair_misses,
+    check_fifo_losses,
     check_finish_story,
     check_give_up,
     check_limited_sketchbook,
@@ -123,6 +124,7 @@ from storylab.tutorial._pace import FAST_SCALE, WATCH_FACTOR, Pace, fast_mode, l
 from storylab.tutorial._postgres import ServerGraph, server_graph
 from storylab.tutorial._server import ensure_serving, stop_server_on_error
 from storylab.tutorial._solutions import EXPLAINED, SOLUTIONS, show_solution, solution_code
+from storylab.tutorial._sweep_words import SweepSummary, sweep_summary
 from storylab.tutorial._verdict import Verdict, missing
 
 __all__ = [
@@ -139,6 +141,7 @@ __all__ = [
     "check_fair_misses",
     "check_lonely_round",
     "check_error_branch",
+    "check_fifo_losses",
     "check_finish_story",
     "check_capacity_tree",
     "check_give_up",
@@ -200,6 +203,8 @@ __all__ = [
     "run_stories",
     "run_stories_on_cluster",
     "show_figure",
+    "sweep_summary",
+    "SweepSummary",
     "show_solution",
     "show_story",
     "story_thumbnails",

@@ -172,7 +172,7 @@ SOLUTIONS: dict[str, str] = {
 
         await check_polite_burst(ask)
     """,
-    "07-1": """
+    "07-3": """
         import math
 
 
@@ -190,7 +190,7 @@ SOLUTIONS: dict[str, str] = {
 
         await check_lonely_round(lonely_round)
     """,
-    "07-3": """
+    "07-1": """
         import math
 
 
@@ -201,6 +201,25 @@ SOLUTIONS: dict[str, str] = {
 
 
         check_bound_function(bound, result)
+    """,
+    "07-2": """
+        from storylab.sweep import simulate_stories
+
+
+        async def fifo_losses(story_limit, global_limits):
+            # The same stories under each global limit, once per wake-up policy: keep the
+            # limits where arrival order ends later than the fair rule.
+            lost = []
+            for g in global_limits:
+                fair = await simulate_stories(5, 5, story_limit, g)
+                fifo = await simulate_stories(5, 5, story_limit, g, policy="fifo")
+                if fifo.makespan > fair.makespan:
+                    lost.append(g)
+            return lost
+
+
+        print("at 2 per story FIFO loses at", await fifo_losses(2, range(2, 26)))
+        await check_fifo_losses(fifo_losses)
     """,
     "08-1": """
         # The first step from the kill on at which the survivors hold the whole limit:
@@ -278,16 +297,19 @@ EXPLAINED: dict[str, str] = {
         and the other with 1. The exact makespan wobbles from run to run: these are real
         HTTP requests, and fast=True lengthens it.
     """,
-    "07-2": """
+    "07-4": """
         With 3 pictures per story the fair policy misses the bound in 2 of the 54 cells: 1 per
         story under 4 in total, and 2 per story under 8 (each one round, 10 model s, above).
-        Both are lonely rounds: at 2 per story under 8, the first four stories take 2 units
-        each, all 8, at once; the fifth story gets units only when they come back, and its
-        last picture then runs a round of its own. The bound assumes the 15 pictures could
-        be packed into rounds of 8 with no story over its limit, and the arrival order does
-        not allow that packing. At 2 per story under 6 the first three stories take every
-        unit too, but there the pool needs three rounds anyway (15 pictures, 6 at a time), so
-        the extra round is already part of the bound.
+        The two miss for different reasons. At 2 per story under 8 it is a lonely round, the
+        rule of exercise 3: the first four stories take 2 units each, all 8, at once; the fifth
+        gets units only when they come back, needs 1 + ceil(3 / 2) = 3 rounds, and the bound
+        counts 2. At 1 per story under 4 the start is no problem: the fifth story starts late
+        but needs 1 + 3 = 4 rounds, and so does the bound (15 pictures, 4 at a time). The lost
+        round comes later, from how the fair rule breaks ties by waiting time as units come
+        back: that is one of the misses exercise 3's checker says no rule about the start can
+        see. At 2 per story under 6 the first three stories take every unit too, but there the
+        pool needs three rounds anyway (15 pictures, 6 at a time), so the extra round is
+        already part of the bound.
     """,
     "00-2": """
         Notebook 4's row asks "what survives a crash?". The box at the bottom of the diagram
