@@ -311,6 +311,25 @@ EXPLAINED: dict[str, str] = {
         pool needs three rounds anyway (15 pictures, 6 at a time), so the extra round is
         already part of the bound.
     """,
+    "09-4": """
+        Question 3 fails first: with LIMIT = 100 the runner starts far more items than the
+        service's 4 at once. The kill cannot land half-way either: with no limit nearly every
+        item starts at once and they finish together, so the graph jumps from few stored items
+        to most of them between two looks of the judge.
+    """,
+    "09-5": """
+        Reopen the batch (graph.reopen(batch_id), as notebook 5 did for a story) and run it
+        again: the runner asks for all 100 children, finds the 96 Completed ones and hands
+        back their results, and runs only the Failed ones again. Here they would be refused
+        again, because the service refuses by the item's number (n % 25 == 24), not by
+        chance: a retry helps only when the cause has gone away.
+    """,
+    "09-6": """
+        The checker of piece 1 catches it: another process gives other names. Had it run, the
+        resumed process would have found none of the first run's children by name: the batch
+        would hold the first run's children plus 100 new ones, and every item finished before
+        the kill (about 50) would have been done twice.
+    """,
     "00-2": """
         Notebook 4's row asks "what survives a crash?". The box at the bottom of the diagram
         answers it: the entity graph, one SQLite file. The pipeline and every picture are
