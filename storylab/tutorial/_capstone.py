@@ -836,7 +836,7 @@ def plot_capstone(run: CapstoneRun, time_scale: float) -> Any:
            if over else f"never above the limit of {allowed}; ")
         + (f"{len(run.in_flight)} items were running at the kill (hatched): they died with "
            "the process, stored no finish, and were done again after the resume; "
-           if run.in_flight else "")
+           if run.in_flight else "no item was stored running at the kill; ")
         + f"the {run.failed} refused items ran too (the top panel counts "
         f"{'them' if refused else 'none of them: no stored times'}) and are stored Failed, so "
         "the bottom panel, which counts Completed items, leaves them out")
