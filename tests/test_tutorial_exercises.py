@@ -143,6 +143,7 @@ def _state(key: str, story_run) -> dict:
                      "killed": REGAINED_RUN["killed"],
                      "lapse_from": REGAINED_RUN["lapse_from"],
                      "lapse_by": REGAINED_RUN["lapse_by"]},
+            "08-2": {"lease_timeout": 1.5, "kill_scale": 0.2},
             "09-3": {"LIMIT": 4}}.get(key, {})
 
 
@@ -616,6 +617,22 @@ def test_the_item_name_checker_refuses_names_that_repeat_change_or_are_not_strin
         verdict = kit.check_item_name(item_name)
         assert not verdict and said in verdict.message, (said, verdict)
     assert "fill in your answer" in kit.check_item_name(None).message
+
+
+def test_the_lapse_window_checker_explains_each_missing_term():
+    from storylab.tutorial import check_lapse_window
+
+    cases = {"renewed last up to a tenth": lambda T: (T, 1.25 * T),
+             "every quarter of the timeout": lambda T: (0.9 * T, T),
+             "a quarter of T after that": lambda T: (0.9 * T, 1.15 * T),
+             "until it expires": lambda T: (0, T),
+             "a pair of numbers": lambda T: 0.9 * T,
+             "(the placeholder)": lambda T: ...}
+    for said, fn in cases.items():
+        verdict = check_lapse_window(fn)
+        assert not verdict and said in verdict.message, (said, verdict)
+    right = check_lapse_window(lambda T: (0.9 * T, 1.25 * T), lease_timeout=1.5, kill_scale=0.2)
+    assert right.ok and "6.8 to 9.4 model s after the kill" in right.message, right
 
 
 def test_the_item_name_checker_shows_the_names_another_process_gave():
@@ -1356,6 +1373,11 @@ def test_the_bound_checkers_tell_rounds_from_seconds():
         return d * max(M / p, G * M / g)
 
     assert "round each count up (math.ceil)" in check_bound_function(no_ceil, result).message
+
+    def ten(G, M, d, p, g):  # the rounds right, the d argument ignored
+        return 10 * max(math.ceil(M / p), math.ceil(G * M / g))
+
+    assert "use the d argument (4 here), not 10" in check_bound_function(ten, result).message
     said = kit.check_bound(5, stories=5, images=5, story_limit=2, global_limit=6)
     assert not said.ok and "number of rounds" in said.message
     assert "larger of the two" not in kit.check_bound(40, stories=5, images=5, story_limit=2,

@@ -80,6 +80,7 @@ from storylab.tutorial._capstone import (
     write_capstone,
 )
 from storylab.tutorial._cluster import (
+    check_lapse_window,
     check_out_of_reach,
     check_regained,
     cluster_labels,
@@ -162,6 +163,7 @@ __all__ = [
     "check_most_at_once",
     "check_out_of_reach",
     "check_regained",
+    "check_lapse_window",
     "mark_window",
     "cluster_labels",
     "check_redrawn",

@@ -940,6 +940,11 @@ def check_bound_function(bound: Any, result: Any) -> Verdict:
                 or abs(got - want) > 1e-6:
             hint = _rounds_hint(got, want, d) or ("count the rounds one story needs and the "
                                                   "rounds the pool needs")
+            rounds = max(math.ceil(M / p), math.ceil(G * M / g))
+            if isinstance(got, int | float) and not isinstance(got, bool) and d != 10 \
+                    and abs(got - 10 * rounds) < 1e-6:
+                hint = (f"the rounds are right ({rounds}), but each lasted 10 model s: use the "
+                        f"d argument ({d:g} here), not 10")
             if isinstance(got, int | float) and not isinstance(got, bool) \
                     and abs(got - d * max(M / p, G * M / g)) < 1e-6:
                 hint = ("a round is whole: a part of a round still takes a full one, so round "

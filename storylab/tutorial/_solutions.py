@@ -230,6 +230,16 @@ SOLUTIONS: dict[str, str] = {
         check_regained(regained, series=series, killed=killed, lapse_from=lapse_from,
                        lapse_by=lapse_by, global_limit=global_limit)
     """,
+    "08-2": """
+        def lapse_window(T):
+            # Renewed every T/10: the last renewal was at most T/10 before the death, so the
+            # lease ends between 0.9 T and T after it. The scheduler looks every T/4, so it
+            # may take a quarter of T more to notice.
+            return 0.9 * T, T + T / 4
+
+
+        check_lapse_window(lapse_window, lease_timeout=lease_timeout, kill_scale=kill_scale)
+    """,
     "09-1": """
         def item_name(n):
             # Made from the item alone: the same name in every run and every process.
