@@ -61,9 +61,9 @@ GLOSSARY: dict[str, str] = {
     "fair and FIFO": "the two ways a capacity tree can hand out a freed unit. Fair (the "
                      "default): among the waiters that could run now, the one whose story "
                      "(and every level above it) holds the fewest units goes first, and "
-                     "nobody waits behind a story held back only by its own limit. FIFO: strict arrival order, so while the "
-                     "oldest waiter cannot run nobody behind it runs either (head-of-line "
-                     "blocking)",
+                     "nobody waits behind a story held back only by its own limit. FIFO: "
+                     "strict arrival order, so while the oldest waiter cannot run nobody "
+                     "behind it runs either (head-of-line blocking)",
     "global limit": "the root capacity shared by every story of a process (10 in the "
                     "tutorial). With Dask, leased shares make it hold across worker processes",
     "idempotent creation": "creating a child under a deterministic name, so that a second "
