@@ -18,7 +18,6 @@ import re
 from storylab.entities import Envelope
 from storylab.tutorial import fresh_graph, run_stories, simulated_settings, story_labels
 from storylab.viz import ProgressPanel, replay_state, task_label, timeline_lanes
-from storylab.viz.labels import stage_label
 from storylab.viz.progress.widget import static_snapshot_html
 
 RAW = ("Entity", "{{", "generating_images")
@@ -49,6 +48,8 @@ def _pipeline_envelopes(fail_reason: str = "the model refused") -> list[Envelope
 
 
 def test_stage_keys_read_as_plain_words():
+    from storylab.viz.labels import stage_label
+
     assert stage_label("generating_images") == "images"
     assert stage_label("generating_reference") == "reference"
     assert stage_label("storing_results") == "storing results"
