@@ -359,7 +359,9 @@ def test_the_regained_checker_refuses_every_near_miss():
     late = dict(REGAINED_RUN, lapse_from=20.5, lapse_by=25.0)
     assert "OUTSIDE the window" in kit.check_regained(31.0, global_limit=10, **late).message
     never = dict(REGAINED_RUN, series=[(0.0, 4), (22.0, 7)])
-    assert "never held all 10" in kit.check_regained(22.0, global_limit=10, **never).message
+    said_never = kit.check_regained(22.0, global_limit=10, **never).message
+    assert "never held all 10" in said_never and "shorten `lease_timeout`" in said_never
+    assert "too few pictures were left" in said_never
     with pytest.raises(ValueError, match="killed <= lapse_from"):
         kit.check_regained(31.0, global_limit=10, **dict(REGAINED_RUN, lapse_by=29.0))
 
@@ -398,6 +400,10 @@ async def test_the_capstone_passes_the_solution(tmp_path):
     verdict = check_capstone(run)
     assert verdict.ok, f"{verdict}; {run.describe()}"
     assert (run.completed, run.failed, run.recorded_failed) == (96, 4, 4)
+    # The resumed script says first where the graph was, then where it ended.
+    said = run.second_output.splitlines()
+    assert said[0] == f"stored {run.finished_before} of 100 at the start", said
+    assert said[-1] == "done: 96 of 100 stored", said
     script = (tmp_path / "capstone.py").read_text()
     assert 'return f"item-{n:03d}"' in script and "class Item(RunnableEntity):" in script
     # Its picture: drawn from the stored times, the kill where the record says.
@@ -616,10 +622,25 @@ async def test_the_run_items_checker_refuses_no_limit_no_error_branch_or_one_at_
         "HierarchicalTaskPoolRunner(name, source, capacity)":
             {'HierarchicalTaskPoolRunner("items", source,': "HierarchicalTaskPoolRunner(source,"},
         "two lists": {"return done, failed": "return done"},
+        # The shipped cell: nothing run at all; the verdict does not give the call away.
+        "nothing created the items as its children": {
+            "    source = SourceFromIterable(batch.parallel_calls(kind, items))\n": "",
+            '    runner = HierarchicalTaskPoolRunner("items", source, CapacitySource(LIMIT))\n':
+            "",
+            "    async with runner.run_tasks() as results:": "    if False:",
+            "        async for envelope in results:": "        for envelope in []:"},
+        # a plain for over the runner's results.
+        "read them with `async for envelope in results:`": {
+            "        async for envelope in results:": "        for envelope in results:"},
+        # gather over the source, as if it were a list of calls.
+        "an async source of tasks for a runner, not a list": {
+            "    source = SourceFromIterable(batch.parallel_calls(kind, items))\n":
+            "    await asyncio.gather(*batch.parallel_calls(kind, items))\n"},
     }
     for said, changes in cases.items():
         verdict = await kit.check_run_items(await variant(**changes))
         assert not verdict and said in verdict.message, (said, verdict)
+        assert "parallel_calls(kind, items)" not in verdict.message or "async source" in said
 
     def not_async(batch, kind, items):
         return [], []
@@ -1027,6 +1048,14 @@ async def test_the_polite_client_checker_refuses_the_unbounded_burst():
     said = await check_polite_burst(serial)
     assert not said.ok and "one at a time" in str(said)
 
+    async def own_gate(client, url, n):  # a semaphore per call: nobody ever waits
+        async with asyncio.Semaphore(4):
+            return await greedy(client, url, n)
+
+    said = await check_polite_burst(own_gate)
+    assert not said.ok and "made its own semaphore" in str(said)
+    assert "made its own semaphore" not in str(await check_polite_burst(almost))
+
 
 def test_the_bound_checker_refuses_a_bound_that_forgets_one_level():
     import math
@@ -1249,10 +1278,35 @@ def test_the_bound_checkers_tell_rounds_from_seconds():
 
     assert "number of rounds" in check_bound_function(rounds, result).message
     assert "twice" in check_bound_function(twice, result).message
+
+    def no_ceil(G, M, d, p, g):  # rounds counted as fractions
+        return d * max(M / p, G * M / g)
+
+    assert "round each count up (math.ceil)" in check_bound_function(no_ceil, result).message
     said = kit.check_bound(5, stories=5, images=5, story_limit=2, global_limit=6)
     assert not said.ok and "number of rounds" in said.message
     assert "larger of the two" not in kit.check_bound(40, stories=5, images=5, story_limit=2,
                                                       global_limit=6).message
+
+
+async def test_the_lonely_round_checker_wants_the_rule_and_checks_it_on_the_sweep():
+    right = await run_cell(solution_code("07-1"), _namespace())
+    assert right.ok and "all 5 cells it flags end a round above the bound" in right.message
+    # Any story asked for less than its limit: too many cells.
+    said = await kit.check_lonely_round(lambda G, M, p, g: G * p > g)
+    assert not said.ok and "lonely_round(5, 5, 1, 2) gave True" in said.message
+    assert "so its late round is already in the bound" in said.message
+    # Forgetting the story that starts with only the remainder.
+    import math
+
+    def none_only(G, M, p, g):
+        q = g // min(p, M)
+        return q < G and 1 + math.ceil(M / p) > max(math.ceil(M / p), math.ceil(G * M / g))
+
+    said = await kit.check_lonely_round(none_only)
+    assert not said.ok and "starts only" in said.message, said
+    assert "placeholder" in (await kit.check_lonely_round(lambda G, M, p, g: ...)).message
+    assert "fill in your answer" in (await kit.check_lonely_round(None)).message
 
 
 async def test_the_fair_misses_checker_compares_with_the_sweep():

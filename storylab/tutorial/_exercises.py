@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import math
 import os
 import subprocess
 import sys
@@ -43,6 +44,7 @@ __all__ = [
     "check_even_limit",
     "check_failing_entity",
     "check_fair_misses",
+    "check_lonely_round",
     "check_prompt_names",
     "check_stable_names",
     "check_to_redraw",
@@ -888,6 +890,16 @@ async def check_polite_burst(ask: Any, *, requests: int = 12, ceiling: int = 4,
     if stats.requests < requests:
         return Verdict(False, f"the server saw {stats.requests} requests for {requests} calls: "
                               "each call must send its request")
+    names: set[str] = set()
+    codes_left = [ask.__code__]
+    while codes_left:  # the names ask's code uses, nested functions included
+        code = codes_left.pop()
+        names.update(code.co_names)
+        codes_left += [c for c in code.co_consts if inspect.iscode(c)]
+    if stats.rejected and "Semaphore" in names:
+        return Verdict(False, f"the server refused {stats.rejected} of {stats.requests} requests: "
+                              "each call of ask made its own semaphore, so no call ever waits "
+                              "for another; create it once, outside ask, and share it")
     if stats.rejected:
         return Verdict(False, f"the server refused {stats.rejected} of {stats.requests} requests "
                               f"(at most {stats.peak_in_flight} at once): hold one of "
@@ -928,6 +940,10 @@ def check_bound_function(bound: Any, result: Any) -> Verdict:
                 or abs(got - want) > 1e-6:
             hint = _rounds_hint(got, want, d) or ("count the rounds one story needs and the "
                                                   "rounds the pool needs")
+            if isinstance(got, int | float) and not isinstance(got, bool) \
+                    and abs(got - d * max(M / p, G * M / g)) < 1e-6:
+                hint = ("a round is whole: a part of a round still takes a full one, so round "
+                        "each count up (math.ceil)")
             return Verdict(False, f"bound({G}, {M}, {d:g}, {p}, {g}) gave {got!r}, the bound is "
                                   f"{want:g}: {hint}")
     return Verdict(True, f"your bound matches all {len(cases)} cases, every cell of the sweep "
@@ -1040,6 +1056,96 @@ async def check_fair_misses(misses: Any, *, stories: int = 5, images: int = 8,
     if left_out:
         parts.append(f"you left out {len(left_out)}, for instance {said(left_out[0])}")
     return Verdict(False, "; ".join(parts))
+
+
+# -- the lonely round as a rule ---------------------------------------------------------
+def _start_of_worst(G: int, M: int, p: int, g: int) -> tuple[int, int] | None:
+    """At the first instant the stories ask one after another, each taking up to
+    ``min(p, M)`` units until the ``g`` are gone. ``None`` when every story got its
+    full start; else ``(units, rounds)`` of the story that fared worst: the units
+    it started with (0, or the remainder) and the rounds it needs, one round late
+    for the pictures it could not start."""
+    q, r = divmod(g, min(p, M))
+    if q >= G:
+        return None
+    units = r if q + (1 if r else 0) >= G else 0
+    return units, 1 + math.ceil((M - units) / p)
+
+
+def _lonely(G: int, M: int, p: int, g: int) -> bool:
+    worst = _start_of_worst(G, M, p, g)
+    return worst is not None and worst[1] > max(math.ceil(M / p), math.ceil(G * M / g))
+
+
+async def check_lonely_round(lonely_round: Any, *, stories: int = 5,
+                             story_limits: tuple[int, ...] = (1, 2, 3, 4, 5, 6),
+                             global_limits: tuple[int, ...] = (2, 4, 6, 8, 10, 12, 16, 20, 25),
+                             ) -> Verdict:
+    """Exercise: ``lonely_round(G, M, p, g)`` is true when the first instant of the run
+    already leaves one story to finish a round above the bound: the first stories
+    take every unit, and the story that fared worst (none, or the remainder) needs
+    more rounds than the bound counts. Compared with the rule on every cell of the
+    grid for 3 to 5 stories of 3, 5 and 8 pictures; then the sweep for ``stories``
+    stories confirms that every cell the rule flags ends above the bound."""
+    if (v := missing(lonely_round)) is not None:
+        return v
+    if not callable(lonely_round):
+        return Verdict(False, "pass your function itself, lonely_round")
+    for G in (stories, 3, 4):
+        for M in (5, 8, 3):
+            for p in story_limits:
+                for g in global_limits:
+                    try:
+                        said = lonely_round(G, M, p, g)
+                    except Exception as exc:
+                        return _raised(f"lonely_round({G}, {M}, {p}, {g})", exc)
+                    if said is ...:
+                        return Verdict(False, "lonely_round still returns ... (the "
+                                              "placeholder): return True or False")
+                    if bool(said) == _lonely(G, M, p, g):
+                        continue
+                    bound = max(math.ceil(M / p), math.ceil(G * M / g))
+                    worst = _start_of_worst(G, M, p, g)
+                    call = f"lonely_round({G}, {M}, {p}, {g}) gave {said!r}"
+                    if worst is None:
+                        few = f" (all {M} of its pictures)" if p > M else ""
+                        return Verdict(False, f"{call}: at the start each of the {G} stories "
+                                              f"takes {min(p, M)} units{few}, {G * min(p, M)} "
+                                              f"of {g}, so none starts late")
+                    units, rounds = worst
+                    start = ("gets none" if units == 0 else
+                             f"starts only {units} of its pictures")
+                    end = ("so it ends a round above the bound" if rounds > bound else
+                           "so its late round is already in the bound")
+                    return Verdict(False, f"{call}: at the start the first stories take all "
+                                          f"{g} units and the worst-off story {start}; it "
+                                          f"needs {rounds} rounds in all (the first, then "
+                                          f"{M - units} pictures, {p} at a time), the bound "
+                                          f"counts {bound}, {end}")
+    from storylab.sweep import sweep
+
+    flagged, missed, others = 0, 0, []
+    for M in (3, 5, 8):
+        result = await sweep(list(story_limits), list(global_limits), stories=stories,
+                             images=M)
+        for c in result.cells:
+            off = c.makespan > c.ideal + 1e-6
+            if _lonely(stories, M, c.story_limit, c.global_limit):
+                flagged += 1
+                if not off:  # the rule would be wrong: say so rather than pass
+                    return Verdict(False, f"the rule flags per-story {c.story_limit}, global "
+                                          f"{c.global_limit} at {M} pictures, but the sweep "
+                                          f"ends it on the bound ({c.makespan:g} model s)")
+                missed += 1
+            elif off:
+                others.append(f"per-story {c.story_limit}, global {c.global_limit} at {M} "
+                              "pictures")
+    more = (f"; the sweep finds {len(others)} more (such as {others[0]}), where the later "
+            "rounds, not the first instant, leave a story behind (the fair rule breaks ties by "
+            "waiting time), which no rule about the start can see") if others else ""
+    return Verdict(True, f"your rule agrees on every case, and the sweep of {stories} stories "
+                         f"of 3, 5 and 8 pictures confirms it: all {flagged} cells it flags "
+                         f"end a round above the bound{more}")
 
 
 # -- an entity that fans out its children, two at a time ---------------------------------
