@@ -144,6 +144,15 @@ def _claims_01(f):
         + ([] if f["makespan"] - f["busy"] <= 1.0
            else [f"the totals differ by {f['makespan'] - f['busy']:.1f} model s; the prose "
                  "says a few tenths at most"])
+        # the prose: in this loop the first request is the first start
+        + ([] if f["first_start"] <= 0.1
+           else [f"the first bar starts at {f['first_start']:.1f} model s, not at the request"])
+        # the simulated waits stored by each picture: about 10 each, 20 for the hard one,
+        # and a bar is never shorter than its picture's simulated wait (drawing adds to it)
+        + _between(f, "simulated_total", 50, 70)
+        + ([] if f["least_drawing_extra"] >= -0.05
+           else [f"a bar is {-f['least_drawing_extra']:.2f} model s shorter than its "
+                 "simulated wait; the prose says drawing only adds"])
         # no capacity source in this run, and the chart's rows do not claim one
         + ([] if "capacity source" not in f["timeline_ylabel"]
            else [f"the timeline's rows say {f['timeline_ylabel']!r} in a run without a "
