@@ -81,13 +81,18 @@ SOLUTIONS: dict[str, str] = {
         check_capacity_tree(build_tree)
     """,
     "04-1": """
-        def to_redraw(states):
-            # Stale ones are reset and missing ones created; Completed ones are handed
-            # back and running ones (their holder is alive) are waited for.
-            return {p.name for p in states if p.state in {"stale", "not stored"}}
+        def state_of(status, lease, now, alive):
+            if status is None:
+                return "not stored"
+            if status != "InProgress":
+                return status  # Completed (or Failed): what the graph stored
+            # Running only while the holder exists and keeps its lease from running out.
+            if lease is not None and alive(lease.pid) and lease.expires_at > now:
+                return "running"
+            return "stale"
 
 
-        check_to_redraw(to_redraw, before, settings.images.calls)
+        check_state_of(state_of, before, crash_leases)
     """,
     "05-1": """
         async def finish_story(graph, models, time_scale):
