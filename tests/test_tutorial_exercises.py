@@ -1397,6 +1397,12 @@ async def test_the_failing_entity_checker_reads_the_failures_back_through_why():
     assert "only child-2 failed" in (await check_failing_entity(Flaky, everyone)).message
     said = (await check_failing_entity(Flaky, made_up)).message
     assert "'value 2 refused'" in said and "error record" in said
+    def whole_record(graph, parent_id):
+        return {c.name: graph.get_node(c.id).error
+                for c in graph.children(parent_id) if c.status == "Failed"}
+
+    said = (await check_failing_entity(Flaky, whole_record)).message
+    assert "the whole error record" in said and "Traceback" not in said, said
     assert (await check_failing_entity(Flaky, right)).ok
     assert (await check_failing_entity(Flaky)).ok  # the entity part alone still checks
 

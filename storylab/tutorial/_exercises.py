@@ -704,6 +704,9 @@ async def check_failing_entity(cls: Any, why: Any = None) -> Verdict:
     if set(read_back) != {"child-2"}:
         return Verdict(False, f"why named {sorted(map(str, read_back))}; only child-2 failed, "
                               "its siblings completed")
+    if isinstance(read_back["child-2"], dict) and read_back["child-2"] == error:
+        return Verdict(False, "why gave child-2 the whole error record (type, message, "
+                              "traceback); return only its 'message'")
     if read_back["child-2"] != error.get("message"):
         return Verdict(False, f"why gave child-2 {read_back['child-2']!r}; the graph stores "
                               f"the message {error.get('message')!r} in the child's error "
