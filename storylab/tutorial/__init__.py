@@ -102,6 +102,7 @@ from storylab.tutorial._exercises import (
     check_prompt_names,
     check_retry_two,
     check_stable_names,
+    check_state_of,
     check_to_redraw,
     check_two_level_tree,
 )
@@ -166,6 +167,7 @@ __all__ = [
     "check_run_items",
     "check_prompt_names",
     "check_stable_names",
+    "check_state_of",
     "check_to_redraw",
     "check_two_level_tree",
     "cluster_progress",

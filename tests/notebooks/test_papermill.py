@@ -319,9 +319,9 @@ def _claims_05(f):
     if f.get("stop_arrived") != 2:
         found.append(f"stop_on_error let {f.get('stop_arrived')} results through, the toy's "
                      "timing gives 2 before picture 3 fails")
-    if f.get("empty_final_missing") != [3] or f.get("intermediate_count") != 2:
-        found.append(f"the toy counted {f.get('intermediate_count')} INTERMEDIATE envelopes and "
-                     f"empty FINALs {f.get('empty_final_missing')}; the prose says 2 and task 3")
+    if f.get("empty_final_missing") != [3]:
+        found.append(f"the toy counted empty FINALs {f.get('empty_final_missing')}; the prose "
+                     "says task 3")
     return found
 
 
@@ -337,6 +337,9 @@ def _claims_06(f):
                      f"{f['tree_start_split']}")
     if not f["impatient_refused"]:
         found.append("the unbounded client was never refused")
+    # the table's witnesses (trace marks, graphs, server) must agree: 429s = retries + lost
+    if f.get("table_adds_up") and not all(f["table_adds_up"].values()):
+        found.append(f"429s are not retries plus lost pictures: {f['table_adds_up']}")
     return found
 
 
