@@ -37,6 +37,7 @@ from storylab.tutorial import (
     check_failing_entity,
     check_first_split,
     check_stable_names,
+    check_state_of,
     check_to_redraw,
     check_two_level_tree,
     fresh_graph,
@@ -127,6 +128,19 @@ def story_run(tmp_path_factory):
     return run, timeline_lanes(run.trace)
 
 
+def _crash_leases() -> dict:
+    """What notebook 4 reads right after its kill: each stored picture's status and lease,
+    the lease held by a process that no longer exists (IMAGE_3 has no node)."""
+    import time
+
+    from storylab.entities.records import HOST, LeaseRecord
+    from storylab.tutorial._exercises import _exited_pid
+
+    now, dead = time.time(), _exited_pid()
+    held = LeaseRecord("n2", f"{HOST}:{dead}", HOST, dead, "t", now - 9, now - 1, now + 30)
+    return {"image-{{IMAGE_1}}": ("Completed", None), "image-{{IMAGE_2}}": ("InProgress", held)}
+
+
 def _state(key: str, story_run) -> dict:
     run, lanes = story_run
     before = [PictureState("image-{{IMAGE_1}}", "Completed", 1.0),
@@ -136,8 +150,7 @@ def _state(key: str, story_run) -> dict:
                                  error={"type": "ImageGenerationError", "message": "refused"})
     return {"01-1": {"run": run, "lanes": lanes}, "02-1": {"SUBJECTS": SUBJECTS},
             "02-3": NOTEBOOK_2,
-            "04-1": {"before": before, "settings": types.SimpleNamespace(
-                images=types.SimpleNamespace(calls={"{{IMAGE_2}}": 1, "{{IMAGE_3}}": 1}))},
+            "04-1": {"before": before, "crash_leases": _crash_leases()},
             "05-1": {"node": node},
             "08-1": {"global_limit": 10, "series": REGAINED_RUN["series"],
                      "killed": REGAINED_RUN["killed"],
@@ -239,6 +252,40 @@ def test_the_split_checker_says_why_an_even_split_is_wrong():
         assert verdict.ok is (limit == 15)  # 15 units: every story really holds its 3
         if limit != 15:
             assert "evenly" in verdict.message and "nothing divides them" in verdict.message
+
+
+def test_the_lease_rule_checker_refuses_each_half_rule_and_a_mismatch_with_the_crash():
+    def right(status, lease, now, alive):
+        if status is None:
+            return "not stored"
+        if status != "InProgress":
+            return status
+        return "running" if lease and alive(lease.pid) and lease.expires_at > now else "stale"
+
+    before = [PictureState("image-{{IMAGE_1}}", "Completed", 1.0),
+              PictureState("image-{{IMAGE_2}}", "stale", None),
+              PictureState("image-{{IMAGE_3}}", "not stored", None)]
+    crash = _crash_leases()
+    shipped = lambda status, lease, now, alive: "not stored" if status is None else status  # noqa: E731
+    only_pid = lambda st, lease, now, alive: (  # noqa: E731
+        right(st, lease, now, alive) if st != "InProgress"
+        else "running" if lease and alive(lease.pid) else "stale")
+    only_time = lambda st, lease, now, alive: (  # noqa: E731
+        right(st, lease, now, alive) if st != "InProgress"
+        else "running" if lease and lease.expires_at > now else "stale")
+    no_none = lambda st, lease, now, alive: (  # noqa: E731
+        right(st, lease, now, alive) if st != "InProgress"
+        else "running" if alive(lease.pid) and lease.expires_at > now else "stale")
+    cases = {shipped: "you said 'InProgress'", only_pid: "lease ran out",
+             only_time: "has exited", no_none: "no lease at all"}
+    for fn, said in cases.items():
+        verdict = check_state_of(fn, before, crash)
+        assert not verdict and said in verdict.message, verdict
+    assert check_state_of(right, before, crash)
+    # the crash's states disagree with the leases read: the checker says so
+    wrong = [PictureState("image-{{IMAGE_2}}", "running", None)]
+    assert "picture_states said 'running'" in check_state_of(right, wrong, crash).message
+    assert "pass your function itself" in check_state_of("stale").message
 
 
 def test_the_redraw_checker_refuses_wrong_sets_and_a_mismatch_with_the_real_run():
@@ -1440,6 +1487,12 @@ async def test_the_failing_entity_checker_reads_the_failures_back_through_why():
     assert "only child-2 failed" in (await check_failing_entity(Flaky, everyone)).message
     said = (await check_failing_entity(Flaky, made_up)).message
     assert "'value 2 refused'" in said and "error record" in said
+    def whole_record(graph, parent_id):
+        return {c.name: graph.get_node(c.id).error
+                for c in graph.children(parent_id) if c.status == "Failed"}
+
+    said = (await check_failing_entity(Flaky, whole_record)).message
+    assert "the whole error record" in said and "Traceback" not in said, said
     assert (await check_failing_entity(Flaky, right)).ok
     assert (await check_failing_entity(Flaky)).ok  # the entity part alone still checks
 

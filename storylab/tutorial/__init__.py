@@ -104,6 +104,7 @@ from storylab.tutorial._exercises import (
     check_prompt_names,
     check_retry_two,
     check_stable_names,
+    check_state_of,
     check_to_redraw,
     check_two_level_tree,
 )
@@ -171,6 +172,7 @@ __all__ = [
     "check_run_items",
     "check_prompt_names",
     "check_stable_names",
+    "check_state_of",
     "check_to_redraw",
     "check_two_level_tree",
     "cluster_progress",
@@ -404,9 +406,9 @@ async def run_stories(
                               names=_label_map(pipelines) if several else None,
                               compact=several)
 
-    # Several stories: each panel row is named as the charts and the gauge name it
-    # ("story A (a curious fox)"), not by its entity's long name.
-    letters = _label_map(pipelines) if len(pipelines) > 1 else {}
+    # Each pipeline is named as the charts, the replay and the gauge name it
+    # ("story A (a curious fox)"), one story or several, not by its entity's long name.
+    letters = _label_map(pipelines)
 
     async def one(i: int, pipeline: StoryPipelineEntity) -> Any:
         if stagger:

@@ -47,6 +47,7 @@ __all__ = [
     "check_lonely_round",
     "check_prompt_names",
     "check_stable_names",
+    "check_state_of",
     "check_to_redraw",
     "check_two_level_tree",
 ]
@@ -308,6 +309,82 @@ def check_to_redraw(to_redraw: Any, crashed: Any = None, drawn: Any = None) -> V
                              f"resumed run drew: {sorted(real)}{note}")
     note = " (a set is what was asked; a list works here)" if as_list else ""
     return Verdict(True, f"every picture that was not Completed, on each made-up crash{note}")
+
+
+# -- the lease rule: running or stale -------------------------------------------------
+def _exited_pid() -> int:
+    """The pid of a process that has just run and exited (and been reaped)."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def check_state_of(state_of: Any, crashed: Any = None, crash_leases: Any = None) -> Verdict:
+    """Exercise: ``state_of(status, lease, now, alive)`` names a picture's state after a
+    crash from what the graph stores: ``"Completed"``, ``"running"``, ``"stale"`` or
+    ``"not stored"``.
+
+    It is tried on leases held by real processes (this one, alive, and one that has
+    exited), fresh and run out; then, when given, on the notebook's crash:
+    ``crash_leases`` maps each stored picture's name to its ``(status, lease)`` read
+    right after the kill, and ``crashed`` is what :func:`picture_states` said then.
+    """
+    import os
+    import time
+
+    from storylab.entities.records import HOST, LeaseRecord, pid_alive
+
+    if (v := missing(state_of)) is not None:
+        return v
+    if not callable(state_of):
+        return Verdict(False, "pass your function itself, state_of, not what it returns")
+    now, me, gone = time.time(), os.getpid(), _exited_pid()
+
+    def lease(pid, expires_in):
+        return LeaseRecord("node", f"{HOST}:{pid}", HOST, pid, "token", now - 20, now - 1,
+                           now + expires_in)
+
+    cases = [
+        ("a Completed picture", "Completed", None, "Completed", "its output is stored"),
+        ("a picture with no node", None, None, "not stored", "no node reached the graph"),
+        (f"an InProgress picture whose holder (pid {me}) is alive and whose lease runs 30 s "
+         "more", "InProgress", lease(me, 30), "running", "its holder is alive and renews its "
+         "lease: a resumed run waits for it"),
+        (f"an InProgress picture whose holder (pid {gone}) has exited, its lease not yet run "
+         "out", "InProgress", lease(gone, 30), "stale", "its holder no longer exists, so "
+         "nobody will finish it, whatever the lease's time says"),
+        (f"an InProgress picture whose holder (pid {me}) is alive but whose lease ran out 5 s "
+         "ago", "InProgress", lease(me, -5), "stale", "its holder stopped renewing the lease: "
+         "compare lease.expires_at with now"),
+        ("an InProgress picture with no lease at all", "InProgress", None, "stale",
+         "nobody holds it (check for lease None before reading its fields)"),
+    ]
+    for what, status, held, expected, why in cases:
+        try:
+            got = state_of(status, held, now, pid_alive)
+        except Exception as exc:
+            v = _raised(f"state_of on {what}", exc)
+            return Verdict(False, f"{v.message}; it should be {expected!r}: {why}")
+        if got != expected:
+            return Verdict(False, f"on {what} you said {got!r}; it is {expected!r}: {why}")
+    if crashed is not None and crash_leases is not None:
+        for p in crashed:
+            status, held = crash_leases.get(p.name, (None, None))
+            try:
+                got = state_of(None if status is None else str(status), held, time.time(),
+                               pid_alive)
+            except Exception as exc:
+                return _raised(f"state_of on this notebook's {p.name}", exc)
+            if got != p.state:
+                return Verdict(False, f"on this notebook's crash you said {got!r} for {p.name}, "
+                                      f"but picture_states said {p.state!r}")
+        states = ", ".join(sorted({p.state for p in crashed}))
+        return Verdict(True, f"every made-up case, and every picture of this notebook's crash "
+                             f"({states}) as picture_states named it")
+    return Verdict(True, "every made-up case: Completed, not stored, running and stale")
 
 
 # -- names that survive a resume ----------------------------------------------------
@@ -627,6 +704,9 @@ async def check_failing_entity(cls: Any, why: Any = None) -> Verdict:
     if set(read_back) != {"child-2"}:
         return Verdict(False, f"why named {sorted(map(str, read_back))}; only child-2 failed, "
                               "its siblings completed")
+    if isinstance(read_back["child-2"], dict) and read_back["child-2"] == error:
+        return Verdict(False, "why gave child-2 the whole error record (type, message, "
+                              "traceback); return only its 'message'")
     if read_back["child-2"] != error.get("message"):
         return Verdict(False, f"why gave child-2 {read_back['child-2']!r}; the graph stores "
                               f"the message {error.get('message')!r} in the child's error "

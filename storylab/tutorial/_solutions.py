@@ -81,13 +81,18 @@ SOLUTIONS: dict[str, str] = {
         check_capacity_tree(build_tree)
     """,
     "04-1": """
-        def to_redraw(states):
-            # Stale ones are reset and missing ones created; Completed ones are handed
-            # back and running ones (their holder is alive) are waited for.
-            return {p.name for p in states if p.state in {"stale", "not stored"}}
+        def state_of(status, lease, now, alive):
+            if status is None:
+                return "not stored"
+            if status != "InProgress":
+                return status  # Completed (or Failed): what the graph stored
+            # Running only while the holder exists and keeps its lease from running out.
+            if lease is not None and alive(lease.pid) and lease.expires_at > now:
+                return "running"
+            return "stale"
 
 
-        check_to_redraw(to_redraw, before, settings.images.calls)
+        check_state_of(state_of, before, crash_leases)
     """,
     "05-1": """
         async def finish_story(graph, models, time_scale):
@@ -284,15 +289,14 @@ SOLUTIONS: dict[str, str] = {
 # The explore exercises' answers: prose, since there is no code to run.
 EXPLAINED: dict[str, str] = {
     "05-4": """
-        The retry reopens the story and asks the model that still refuses for the failing
-        picture once more. It is refused again, so the retry stores completed_with_errors with
-        one picture missing, and settings.images.calls shows two calls for that picture (one
-        per run) and one for each of the four others. On the retry's timeline the only bar is
-        vermillion and ends in ✗ at about 5 model s, since the model gives up half-way; the
-        axis rescales to that short run, so the bar still fills the width, next to the four
-        diamonds handed back by the graph. The cells after it assume the fix (their titles
-        and prose still speak of a redrawn picture and of a page with all five), so read
-        them with that in mind. Yes, you can retry once more: the story is again
+        The retry reopens the moth's story and asks the model that still refuses for the
+        failing picture once more. It is refused again, so the retry stores
+        completed_with_errors with one picture missing: the first line prints
+        completed_with_errors twice. The calls show two for that picture (one per run) and
+        one for each of the four others. On the retry's timeline the only bar is vermillion
+        and ends in ✗ at about 5 model s, since the model gives up half-way; the axis rescales
+        to that short run, so the bar still fills the width, next to the four diamonds handed
+        back by the graph. Yes, you can retry once more: the story is again
         completed_with_errors, so another retry_failed=True reopens it, and each retry costs
         one call per picture still missing. Nothing else is ever drawn again.
     """,
@@ -300,12 +304,10 @@ EXPLAINED: dict[str, str] = {
         Hardly: about 30 model s both ways at the default speed, because the global limit
         binds. Ten pictures four at a time need three rounds
         of about ten model seconds, whatever the per-story limit. What changes is the
-        sharing: with 2 per story neither story panel ever passes 2, so once both stories are
-        drawing they hold 2 and 2. The split printed above the chart can still catch them at
-        2 and 1, because it is read the moment both stories have asked, while the second
-        story's requests are still arriving. With 3 per story one story starts with 3 units
-        and the other with 1. The exact makespan wobbles from run to run: these are real
-        HTTP requests, and fast=True lengthens it.
+        sharing: with 2 per story neither story panel ever passes 2, so once the pool is full
+        the split printed above the chart reads 2 and 2. With 3 per story one story starts
+        with 3 units and the other with 1. The exact makespan wobbles from run to run: these
+        are real HTTP requests, and fast=True lengthens it.
     """,
     "07-4": """
         With 3 pictures per story the fair policy misses the bound in 2 of the 54 cells: 1 per
