@@ -80,6 +80,7 @@ from storylab.tutorial._capstone import (
     write_capstone,
 )
 from storylab.tutorial._cluster import (
+    check_lapse_window,
     check_out_of_reach,
     check_regained,
     cluster_labels,
@@ -94,6 +95,7 @@ from storylab.tutorial._exercises import (
     check_even_limit,
     check_failing_entity,
     check_fair_misses,
+    check_fifo_losses,
     check_finish_story,
     check_give_up,
     check_limited_sketchbook,
@@ -124,6 +126,7 @@ from storylab.tutorial._pace import FAST_SCALE, WATCH_FACTOR, Pace, fast_mode, l
 from storylab.tutorial._postgres import ServerGraph, server_graph
 from storylab.tutorial._server import ensure_serving, stop_server_on_error
 from storylab.tutorial._solutions import EXPLAINED, SOLUTIONS, show_solution, solution_code
+from storylab.tutorial._sweep_words import SweepSummary, sweep_summary
 from storylab.tutorial._verdict import Verdict, missing
 
 __all__ = [
@@ -140,6 +143,7 @@ __all__ = [
     "check_fair_misses",
     "check_lonely_round",
     "check_error_branch",
+    "check_fifo_losses",
     "check_finish_story",
     "check_capacity_tree",
     "check_give_up",
@@ -160,6 +164,7 @@ __all__ = [
     "check_most_at_once",
     "check_out_of_reach",
     "check_regained",
+    "check_lapse_window",
     "mark_window",
     "cluster_labels",
     "check_redrawn",
@@ -202,6 +207,8 @@ __all__ = [
     "run_stories",
     "run_stories_on_cluster",
     "show_figure",
+    "sweep_summary",
+    "SweepSummary",
     "show_solution",
     "show_story",
     "story_thumbnails",

@@ -1020,6 +1020,11 @@ def check_bound_function(bound: Any, result: Any) -> Verdict:
                 or abs(got - want) > 1e-6:
             hint = _rounds_hint(got, want, d) or ("count the rounds one story needs and the "
                                                   "rounds the pool needs")
+            rounds = max(math.ceil(M / p), math.ceil(G * M / g))
+            if isinstance(got, int | float) and not isinstance(got, bool) and d != 10 \
+                    and abs(got - 10 * rounds) < 1e-6:
+                hint = (f"the rounds are right ({rounds}), but each lasted 10 model s: use the "
+                        f"d argument ({d:g} here), not 10")
             if isinstance(got, int | float) and not isinstance(got, bool) \
                     and abs(got - d * max(M / p, G * M / g)) < 1e-6:
                 hint = ("a round is whole: a part of a round still takes a full one, so round "
@@ -1227,6 +1232,72 @@ async def check_lonely_round(lonely_round: Any, *, stories: int = 5,
                          f"of 3, 5 and 8 pictures confirms it: all {flagged} cells it flags "
                          f"end a round above the bound{more}")
 
+
+
+async def check_fifo_losses(fifo_losses: Any, *, stories: int = 5, images: int = 5,
+                            global_limits: tuple[int, ...] = tuple(range(2, 26))) -> Verdict:
+    """Exercise: ``await fifo_losses(story_limit, global_limits)`` runs the simulated
+    stories under both wake-up policies and returns the global limits (in the order
+    given) at which FIFO ends later than fair. Checked against sweeps of both policies
+    at 2, 3 and 4 per story."""
+    if (v := missing(fifo_losses)) is not None:
+        return v
+    if not callable(fifo_losses):
+        return Verdict(False, "pass your function itself, fifo_losses")
+    from storylab.sweep import sweep
+
+    limits = list(global_limits)
+    for p in (2, 3, 4):
+        fair = await sweep([p], limits, stories=stories, images=images)
+        fifo = await sweep([p], limits, stories=stories, images=images, policy="fifo")
+        right = [g for g in limits if fifo.cell(p, g).makespan > fair.cell(p, g).makespan + 1e-6]
+        call = f"fifo_losses({p}, range(2, 26))"
+        try:
+            said = fifo_losses(p, limits)
+            if inspect.isawaitable(said):
+                said = await said
+        except Exception as exc:
+            return _raised(call, exc)
+        if said is ...:
+            return Verdict(False, "fifo_losses still returns ... (the placeholder): return a "
+                                  "list of global limits")
+        if not isinstance(said, list | tuple) or not all(
+                isinstance(g, int) and not isinstance(g, bool) for g in said):
+            return Verdict(False, f"{call} gave {said!r}: return a list of global limits "
+                                  "(whole numbers), such as [5, 7]")
+        said = list(said)
+        if said == right:
+            continue
+        off_bound = [g for g in limits if fifo.cell(p, g).makespan > fifo.cell(p, g).ideal + 1e-6]
+        fair_off = [g for g in limits if fair.cell(p, g).makespan > fair.cell(p, g).ideal + 1e-6]
+        if said == off_bound and off_bound != right:
+            return Verdict(False, f"{call} gave {said}: those are the limits where FIFO misses "
+                                  f"the bound; fair misses it too at {fair_off}. Compare FIFO's "
+                                  "makespan with fair's, not with the bound")
+        if not said and right:
+            return Verdict(False, f"{call} gave []: FIFO loses at {len(right)} of them. Did "
+                                  "both runs use the same policy? Pass policy=\"fifo\" to one")
+        if sorted(said) == right:
+            return Verdict(False, f"{call} gave the right limits in another order: keep the "
+                                  "order of global_limits")
+        wrong = sorted(set(said) - set(right))
+        lost = sorted(set(right) - set(said))
+        if wrong:
+            g = wrong[0]
+            return Verdict(False, f"{call} lists global {g}, but there FIFO and fair both end "
+                                  f"at {fair.cell(p, g).makespan:g} model s (FIFO must end "
+                                  "later, not the same)" if fifo.cell(p, g).makespan
+                                  == fair.cell(p, g).makespan else
+                                  f"{call} lists global {g}, where FIFO is not slower")
+        g = lost[0]
+        return Verdict(False, f"{call} leaves out global {g}: there FIFO ends at "
+                              f"{fifo.cell(p, g).makespan:g} model s, fair at "
+                              f"{fair.cell(p, g).makespan:g}; run every global limit, with "
+                              f"stories={stories} and images={images}")
+    return Verdict(True, "right for 2, 3 and 4 per story: FIFO loses at many global limits when "
+                         "a story's own limit is small (2), at one when it is 3, and never at 4, "
+                         "where a story rarely waits on its own limit long enough to block the "
+                         "queue")
 
 # -- an entity that fans out its children, two at a time ---------------------------------
 def _pool_order(lengths: dict[str, float], limit: int) -> tuple[list[str], float]:

@@ -365,6 +365,9 @@ def _claims_07(f):
     if not str(f.get("knobs_last_round")).startswith("last round: 1 picture, 15 of 16"):
         found.append(f"the knobs mark {f.get('knobs_last_round')!r}; the prose says one picture "
                      "runs alone in the last round")
+    if "lonely_wall" in f and not f["lonely_wall"] >= f["lonely_bound"] + 5:
+        found.append(f"the real clock ran 4 / 16 in {f['lonely_wall']} model s, the prose says it "
+                     f"loses the lonely round, a round above the bound of {f['lonely_bound']}")
     if not f.get("heatmap_jumps"):
         found.append("the prose says utilisation rises again along some rows; it never does")
     return found
@@ -388,6 +391,26 @@ def _claims_08(f):
                      f"({f['units_free']} of {limit} free): the dead worker's share is still out")
     if f["survivor_peak"] > limit:
         found.append(f"the survivors peaked at {f['survivor_peak']} above {limit}")
+    # The sentences under the kill chart are read from the run: check them against it.
+    if "runners_words" in f:
+        pids = {str(p) for p in f["runner_pids"]}
+        odd = [r for r in f["runners_words"] if r.rpartition("@")[2] not in pids]
+        if odd or len(f["runners_words"]) < f["processes"]:
+            found.append(f"the printed runner names {f['runners_words']} do not match the "
+                         f"worker pids {sorted(pids)}")
+    if "back_at" in f:
+        full = [t for t, v in f["series_after_kill"] if v >= limit]
+        if f["back_at"] != (full[0] if full else None):
+            found.append(f"the kill chart's line says the limit came back at {f['back_at']}, "
+                         f"the series first reaches it at {full[:1]}")
+        killed, lapse_from, lapse_by = f["lapse_window"]
+        said = f["climbs_words"]
+        where = (None if f["back_at"] is None else "before" if f["back_at"] < lapse_from
+                 else "inside" if f["back_at"] <= lapse_by else "after")
+        if (where is None) != ("never" in said) or (
+                where is not None and where.split()[0] not in said.replace("only after", "after")):
+            found.append(f"the kill chart's line says {said!r}, but the limit came back "
+                         f"{where or 'never'} the window")
     pg = f["pg"]
     if bool(os.environ.get("STORYLAB_TEST_PG")) != pg["ran"]:
         found.append(f"the PostgreSQL section ran: {pg['ran']}, though STORYLAB_TEST_PG is "
