@@ -199,10 +199,16 @@ class FencedTransport(httpx.AsyncHTTPTransport):
         fence: Callable[[], bool] = may_send,
     ) -> None:
         limits = limits if limits is not None else httpx.Limits()
-        super().__init__(verify=verify, limits=limits, trust_env=trust_env, retries=retries)
+        # One SSL context (loading the certificate store blocks), for both.
+        context = (
+            verify
+            if isinstance(verify, ssl.SSLContext)
+            else httpx.create_ssl_context(verify=verify, trust_env=trust_env)
+        )
+        super().__init__(verify=context, limits=limits, trust_env=trust_env, retries=retries)
         # The pool httpx would make, on a network backend of our own.
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=trust_env),
+            ssl_context=context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,

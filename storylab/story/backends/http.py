@@ -236,8 +236,13 @@ class HttpService:
         self.max_retry_after = max_retry_after
         self._transport = transport
         self._sleep = sleep
-        self._client: httpx.AsyncClient | None = None
-        self._fenced_client: httpx.AsyncClient | None = None  # see _get_client
+        # The client is built here, not on the first request: building one loads
+        # the certificate store, which blocks for a noticeable time, and done on
+        # the first request it would hold up every task of a run started together.
+        # It binds to the loop of its first request (None until then).
+        self._client: httpx.AsyncClient | None = self._new_client()
+        # Under a shared limit's guard (see _get_client); built on first use there.
+        self._fenced_client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self.attempts = 0
         self.retries = 0
@@ -249,13 +254,16 @@ class HttpService:
         """``path`` (``/v1/...``) under this service, as it may be shown (credentials redacted)."""
         return f"{api_root(self.base_url)}{path}"
 
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=self.timeout, transport=self._transport)
+
     def _get_client(self) -> httpx.AsyncClient:
         # An AsyncClient belongs to the loop it first ran on; notebooks and
         # run_sync may use a fresh loop per call, so keep one client per loop.
         loop = asyncio.get_running_loop()
-        if self._client_loop is not loop:
+        if self._client_loop not in (None, loop):
             self._client = self._fenced_client = None
-            self._client_loop = loop
+        self._client_loop = loop
         if self._transport is None and _fence_here():
             # Under a shared limit's guard: every write first asks the share.
             if self._fenced_client is None:
@@ -266,12 +274,12 @@ class HttpService:
                 )
             return self._fenced_client
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout, transport=self._transport)
+            self._client = self._new_client()
         return self._client
 
     async def aclose(self) -> None:
         """Close the connection pools (on the loop that opened them)."""
-        if self._client_loop is asyncio.get_running_loop():
+        if self._client_loop in (None, asyncio.get_running_loop()):
             for client in (self._client, self._fenced_client):
                 if client is not None:
                     await client.aclose()
