@@ -254,6 +254,13 @@ class HttpService:
         """``path`` (``/v1/...``) under this service, as it may be shown (credentials redacted)."""
         return f"{api_root(self.base_url)}{path}"
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Sent to other processes (Dask workers) without its clients, which
+        # hold locks and sockets: each process builds its own.
+        state = self.__dict__.copy()
+        state["_client"] = state["_fenced_client"] = state["_client_loop"] = None
+        return state
+
     def _new_client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(timeout=self.timeout, transport=self._transport)
 
