@@ -55,6 +55,12 @@ def open_graph(url: str, **options: Any) -> PostgresGraph:
     Takes the options of :meth:`EntityGraph.open <storylab.entities.graph.EntityGraph.open>`
     (``create``, ``commit``, ``commit_interval``, ``read_only``, ``lease_ttl``,
     ``lease_heartbeat``, ``busy_timeout``)."""
+    import os
+
+    if os.environ.get("STORYLAB_PG_STORE", "") == "async":
+        from storylab.entities.postgres.graph import PostgresStore
+
+        return PostgresStore.open_url(url, **options)  # type: ignore[return-value]
     from storylab.entities.postgres.store import PostgresGraph
 
     return PostgresGraph.open_url(url, **options)

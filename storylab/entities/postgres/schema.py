@@ -198,3 +198,88 @@ def _upgrade(conn, where: str, version: int) -> None:
             f"failed ({type(exc).__name__}), so nothing was changed"
         ) from None
     log.info("entity graph %s: upgraded from schema %d to %d", where, version, SCHEMA_VERSION)
+
+
+# ------------------------------------------------- the same, on an async connection
+
+
+async def prepare_async(conn, where: str, schema: str, *, create: bool, read_only: bool) -> None:
+    """:func:`prepare` on a psycopg ``AsyncConnection`` (autocommit, its
+    ``search_path`` the graph's schema): the same checks, the same upgrade in
+    one transaction under the graph's advisory lock."""
+    from storylab.entities.errors import GraphNotFoundError
+
+    version = await _version_async(conn, schema, where)
+    if version is not None:
+        _check_version(version, where)
+        if version == SCHEMA_VERSION:
+            return
+        if read_only:
+            raise SchemaVersionError(
+                f"{where} uses the older entity-graph schema {version}; open it once for "
+                f"writing to upgrade it to {SCHEMA_VERSION} (nothing was changed)"
+            )
+    elif read_only or not create:
+        raise GraphNotFoundError(f"no entity graph at {where}")
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(schema),))
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        version = await _version_async(conn, schema, where)
+        if version is None:
+            for statement in SCHEMA:
+                await conn.execute(statement)
+            await conn.execute(
+                "INSERT INTO storylab_meta (name, value) VALUES ('application', %s), "
+                "('schema_version', %s)",
+                (APPLICATION, str(SCHEMA_VERSION)),
+            )
+            return
+        _check_version(version, where)
+        if version < SCHEMA_VERSION:
+            await _upgrade_async(conn, where, version)
+
+
+async def _version_async(conn, schema: str, where: str) -> int | None:
+    cur = await conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE table_name = 'storylab_meta') "
+        "FROM information_schema.tables WHERE table_schema = %s",
+        (schema,),
+    )
+    tables, meta = await cur.fetchone()
+    if not meta:
+        if tables:
+            raise NotAStorylabGraphError(
+                f"{where}: schema {schema!r} holds {tables} tables but no storylab entity "
+                "graph; nothing was changed (name another one with ?schema=NAME)"
+            )
+        return None
+    cur = await conn.execute(f'SELECT name, value FROM "{schema}".storylab_meta')
+    rows = dict(await cur.fetchall())
+    if rows.get("application") != APPLICATION:
+        raise NotAStorylabGraphError(
+            f"{where}: schema {schema!r} is not a storylab entity graph; nothing was changed"
+        )
+    try:
+        return int(rows.get("schema_version", ""))
+    except ValueError:
+        return 0
+
+
+async def _upgrade_async(conn, where: str, version: int) -> None:
+    import psycopg
+
+    try:
+        async with conn.transaction():  # a savepoint: a failed step leaves nothing behind
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in UPGRADES[target]:
+                    await conn.execute(statement)
+            await conn.execute(
+                "UPDATE storylab_meta SET value = %s WHERE name = 'schema_version'",
+                (str(SCHEMA_VERSION),),
+            )
+    except psycopg.Error as exc:
+        raise SchemaVersionError(
+            f"{where} uses entity-graph schema {version}; upgrading it to {SCHEMA_VERSION} "
+            f"failed ({type(exc).__name__}), so nothing was changed"
+        ) from None
+    log.info("entity graph %s: upgraded from schema %d to %d", where, version, SCHEMA_VERSION)
