@@ -1444,10 +1444,14 @@ class PostgresStore:
             await self._a_write_rows()
         if parent_id is not None:
             await self._afence(parent_id)  # parent's row before the child's
+        # The common case in one statement: a Pending node nobody is writing
+        # right now becomes ours. A row another process holds locked is
+        # skipped, never waited for (see _a_take).
         cur = await self._x(
-            "UPDATE nodes SET status = 'InProgress', started_at = %s "
-            "WHERE id = %s AND status = 'Pending'",
-            (env.at, id),
+            "UPDATE nodes SET status = 'InProgress', started_at = %s WHERE id = %s "
+            "AND status = 'Pending' AND id IN "
+            "(SELECT id FROM nodes WHERE id = %s FOR NO KEY UPDATE SKIP LOCKED)",
+            (env.at, id, id),
         )
         if cur.rowcount == 1:
             self._took(id, env.at, parent_id)
@@ -1458,24 +1462,32 @@ class PostgresStore:
     async def _a_take(
         self, id: str, env: Envelope, parent_id: str | None
     ) -> tuple[str, Any, LeaseRecord | None, Envelope]:
-        """A node that was not Pending: Completed (its output), busy (a live
-        lease), or ours now (taken from a failed run or a stale lease)."""
+        """A node that was not Pending, or that another process is writing
+        right now: Completed (its output), busy (a live lease, or a row
+        locked by another process's open write: it is being claimed, taken
+        over or finished there), or ours now (taken from a failed run or a
+        stale lease, or Pending again).
+
+        A claim never waits for another process's row lock: that process may
+        be waiting for a row this transaction holds (it took over the child
+        of a parent we just took, say), and the two would wait for each
+        other. "busy" makes the run wait by polling instead (awaited), and
+        claim again once that write is committed."""
         if self._new_leases:
             await self._a_write_leases()
         row = await self._one(_STATE_AND_LEASE + " FOR NO KEY UPDATE OF n SKIP LOCKED", (id,))
         if row is None:
-            # Locked by another process writing it right now, or no such node:
-            # judge it by what is committed; only a node that may be taken
-            # over is waited for (its holder's write to end).
-            row = await self._one(_STATE_AND_LEASE, (id,))
+            row = await self._one(_STATE_AND_LEASE, (id,))  # as committed, without a lock
             if row is None:
                 raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
             decided = self._judge(id, row, env)
             if decided is not None:
                 return decided
-            row = await self._one(_STATE_AND_LEASE + " FOR NO KEY UPDATE OF n", (id,))
-            if row is None:  # pragma: no cover - nodes are deleted only with their story
-                raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
+            now = time.time()
+            writing = LeaseRecord(
+                id, "another process (writing it right now)", "", 0, "", now, now, now
+            )
+            return "busy", None, writing, env
         decided = self._judge(id, row, env)
         if decided is not None:
             return decided
