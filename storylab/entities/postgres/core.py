@@ -15,7 +15,7 @@ holds there:
 * ``blobs``: blob rows, each committed on its own before its key is handed
   out (opened on first use).
 
-The store's operations (:mod:`storylab.entities.postgres.graph`) are
+The store's operations (:mod:`storylab.entities.postgres.store`) are
 coroutines run here; its synchronous entry points (what the entity code and
 the command line call) hand them over with :meth:`Connections.call` and
 wait for the answer, and its awaited ones (the heartbeat) await them
@@ -231,12 +231,12 @@ class Connections:
         self._blob_lock: asyncio.Lock | None = None
 
     async def open(self, *, create: bool) -> None:
-        from storylab.entities.postgres.schema import prepare_async
+        from storylab.entities.postgres.schema import prepare
 
         url = self.url
         self.writer = await aconnect(url, read_only=self.read_only)
         try:
-            await prepare_async(
+            await prepare(
                 self.writer, url.shown, url.schema, create=create, read_only=self.read_only
             )
         except psycopg.Error as exc:
