@@ -1354,9 +1354,23 @@ class PostgresGraph:
     ) -> NodeRecord:
         """The node keyed ``call_path or name`` under ``parent_id``, created if
         missing (see :meth:`EntityStore.child <storylab.entities.store.EntityStore.child>`)."""
-        found, record = self._write(
-            self._a_child(parent_id, type_name, name, data, data_json, call_path)
-        )
+        with self._lock:
+            if (
+                parent_id is not None
+                and parent_id in self._new_rows
+                and self._no_fence_needed(parent_id)
+            ):
+                # A child of a parent made in this transaction: nobody else
+                # sees the parent, so nobody else can be naming its children.
+                self._before_write()
+                found, record = self._new_child(
+                    parent_id, type_name, name, data, data_json, call_path
+                )
+                self._schedule_commit()
+            else:
+                found, record = self._write(
+                    self._a_child(parent_id, type_name, name, data, data_json, call_path)
+                )
         if found and not exists_ok:
             if parent_id is None:
                 where = "among root entities"
@@ -1380,29 +1394,34 @@ class PostgresGraph:
         await self._abegin()
         if parent_id is not None:
             await self._afence(parent_id)  # a child is made only under a lease we hold
-        if (parent_id, key) in self._new_keys:
-            for new in self._new_rows.values():
-                if new.parent_id == parent_id and new.key == key:
-                    return True, self._record(new.read_row())
-        if parent_id is None or parent_id not in self._new_rows:
-            await self._alock_name(parent_id, key)
-            if parent_id is None:
-                row = await self._one(
-                    f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent_id IS NULL AND name = %s",
-                    (name,),
-                )
-            else:
-                row = await self._one(
-                    f"SELECT {_NODE_COLUMNS} FROM nodes "
-                    "WHERE parent_id = %s AND coalesce(call_path, name) = %s",
-                    (parent_id, key),
-                )
+        if (parent_id, key) not in self._new_keys and (
+            parent_id is None or parent_id not in self._new_rows
+        ):
+            row = await self._alock_name(parent_id, key)
             if row is not None:
                 return True, self._record(row)
             if parent_id is not None and parent_id not in self._parents:
                 if await self._one("SELECT 1 FROM nodes WHERE id = %s", (parent_id,)) is None:
                     raise UnknownEntityError(f"no entity with id {parent_id!r} in {self.path}")
                 self._parents.add(parent_id)
+        return self._new_child(parent_id, type_name, name, data, data_json, call_path)
+
+    def _new_child(
+        self,
+        parent_id: str | None,
+        type_name: str,
+        name: str,
+        data: dict | None,
+        data_json: str,
+        call_path: str | None,
+    ) -> tuple[bool, NodeRecord]:
+        """The node made in this transaction under that key, or a new one
+        (buffered, inserted at the commit); whether it existed."""
+        key = call_path or name
+        if (parent_id, key) in self._new_keys:
+            for new in self._new_rows.values():
+                if new.parent_id == parent_id and new.key == key:
+                    return True, self._record(new.read_row())
         now = time.time()
         new = _NewNode(
             new_id(), name, type_name, "Pending", data_json, parent_id, now,
@@ -1415,13 +1434,35 @@ class PostgresGraph:
             None, None, None, None, None if parent_id is None else key,
         )  # fmt: skip
 
-    async def _alock_name(self, parent_id: str | None, key: str) -> None:
+    async def _alock_name(self, parent_id: str | None, key: str) -> tuple | None:
         """Take the advisory lock of the name ``key`` under ``parent_id`` to
-        the commit: nobody else decides that name meanwhile, and whoever
-        decided it before has committed, so a read after this sees their node."""
-        await self._x(
-            "SELECT pg_advisory_xact_lock(%s)", (name_key(self._url.schema, parent_id, key),)
-        )
+        the commit, then read the node of that name (a row of
+        ``_NODE_COLUMNS``, or None): nobody else decides that name
+        meanwhile, and whoever decided it before has committed, so the read
+        sees their node. Both statements go in one round trip (a pipeline:
+        the read starts once the lock is granted)."""
+        conn = self._pg.writer
+        if conn is None:
+            raise EntityGraphError(f"the entity graph {self.path} is closed")
+        lock = ("SELECT pg_advisory_xact_lock(%s)", (name_key(self._url.schema, parent_id, key),))
+        if parent_id is None:
+            read = (
+                f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent_id IS NULL AND name = %s",
+                (key,),
+            )
+        else:
+            read = (
+                f"SELECT {_NODE_COLUMNS} FROM nodes "
+                "WHERE parent_id = %s AND coalesce(call_path, name) = %s",
+                (parent_id, key),
+            )
+        try:
+            async with conn.pipeline():
+                await conn.execute(*lock)
+                cur = await conn.execute(*read)
+            return await cur.fetchone()
+        except psycopg.Error as exc:
+            raise wrap(exc, self._url) from None
 
     # ------------------------------------------------------------ running
 
@@ -1430,7 +1471,28 @@ class PostgresGraph:
     ) -> tuple[str, Any, LeaseRecord | None, Envelope]:
         """Start the node under our lease, or say why not (see
         :meth:`EntityStore.claim <storylab.entities.store.EntityStore.claim>`)."""
+        with self._lock:
+            new = self._new_rows.get(id)
+            if new is not None and new.status == "Pending" and self._no_fence_needed(parent_id):
+                # Created in this transaction: nobody else sees it yet, so
+                # nothing needs the server (the common case of a fresh run).
+                self._before_write()
+                new.status, new.started_at = "InProgress", env.at
+                self._took(id, env.at, parent_id)
+                self._progress.append(env)
+                self._schedule_commit()
+                return "Pending", None, None, env
         return self._write(self._a_claim(id, env, parent_id))
+
+    def _no_fence_needed(self, node: str | None) -> bool:
+        """Whether a write under ``node``'s lease is already fenced in the open
+        transaction (or needs no fence): then it needs no statement."""
+        return self._in_txn and (
+            node is None
+            or node in self._checked
+            or node in self._new_leases
+            or (node not in self._held and node not in self._lost)
+        )
 
     async def _a_claim(
         self, id: str, env: Envelope, parent_id: str | None
@@ -1562,6 +1624,19 @@ class PostgresGraph:
             column = "error"
         else:
             raise ValueError(f"status must be 'Completed' or 'Failed'; got {status!r}")
+        with self._lock:
+            new = self._new_rows.get(id)
+            if new is not None and self._in_txn and id not in self._lost:
+                # Not written yet: it will be, in this state, at the commit.
+                self._before_write()
+                self._new_leases.pop(id, None)
+                new.status, new.finished_at = status, envs[-1].at
+                setattr(new, column, stored_json)
+                self._held.pop(id, None)
+                self._progress.extend(envs)
+                self._settling.add(id)
+                self._schedule_commit(terminal=True)
+                return
         self._write(self._a_finish(id, status, column, stored_json, envs), terminal=True)
 
     def finish_completed(self, id: str, output_json: str, value_env: Envelope, done_env: Envelope):
