@@ -387,6 +387,9 @@ class PostgresGraph:
         self._lost: dict[str, LeaseLostError] = {}
         self._checked: set[str] = set()  # row-locked with our lease in the open transaction
         self._parent_of: dict[str, str | None] = {}  # of the nodes we claimed
+        # The children of nodes we lease, by key -> id: read once per lease
+        # (nobody else names them while we hold it; see _leased_child).
+        self._kids: dict[str, dict[str, str]] = {}
         self._watchers: dict[str, Callable[[LeaseLostError], None]] = {}
         self._to_tell: list[tuple[str, LeaseLostError]] = []
         self._live_runs = 0
@@ -653,10 +656,12 @@ class PostgresGraph:
         outside one). Never raises: a failed commit is logged, handed to the
         runs waiting for it, and raised by the next operation."""
         with self._lock:
-            if not self._in_txn and not self._progress:
+            if not self._in_txn and not self._progress and not self._new_rows:
                 return
             if self._closed or self._commit_error is not None or self.read_only:
                 self._progress.clear()
+                self._new_rows.clear()
+                self._new_keys.clear()
                 return
             batch, waiters = self._take_batch()
             try:
@@ -672,6 +677,7 @@ class PostgresGraph:
         self._in_txn = False
         self._checked.clear()
         self._parents.clear()
+        self._kids.clear()  # may name nodes that were just rolled back
         self._commit_error = exc
         if waiters:
             _settle(waiters, lambda: self._commit_failure(exc))
@@ -711,8 +717,9 @@ class PostgresGraph:
         assert conn is not None
         try:
             async with conn.cursor() as cur:
-                if batch.rows:
-                    await cur.executemany(_INSERT_NODE, [r.row() for r in batch.rows])
+                rows = await self._a_fenced_rows(batch.rows, batch.leases) if batch.rows else []
+                if rows:
+                    await cur.executemany(_INSERT_NODE, [r.row() for r in rows])
                 if batch.leases:
                     await cur.executemany(_UPSERT_LEASE, self._lease_rows(batch.leases))
                 envs = batch.progress
@@ -747,16 +754,54 @@ class PostgresGraph:
 
     async def _a_write_rows(self) -> None:
         """Insert the nodes created in this transaction now (before a read)."""
-        rows, self._new_rows = self._new_rows, {}
+        rows, self._new_rows = list(self._new_rows.values()), {}
         self._new_keys.clear()
         if rows:
+            await self._abegin()
+            rows = await self._a_fenced_rows(rows)
             conn = self._pg.writer
             assert conn is not None
             try:
                 async with conn.cursor() as cur:
-                    await cur.executemany(_INSERT_NODE, [r.row() for r in rows.values()])
+                    await cur.executemany(_INSERT_NODE, [r.row() for r in rows])
             except psycopg.Error as exc:
                 raise wrap(exc, self._url) from None
+
+    async def _a_fenced_rows(
+        self, rows: list[_NewNode], fresh: dict[str, float] | None = None
+    ) -> list[_NewNode]:
+        """``rows`` less those made under a lease found lost now (fencing each
+        leased parent in this transaction first), and less the rows under
+        those; a run of a dropped node is told, with its parent's error."""
+        lost: dict[str, LeaseLostError] = {}
+        fresh = self._new_leases if fresh is None else fresh
+        for parent in {r.parent_id for r in rows if r.parent_id in self._held}:
+            if parent in fresh:
+                continue  # taken in this transaction: its row is ours to the commit
+            try:
+                await self._afence(parent)
+            except LeaseLostError as exc:
+                lost[parent] = exc
+        for parent in {r.parent_id for r in rows if r.parent_id in self._lost}:
+            lost.setdefault(parent, self._lost[parent])  # type: ignore[index]
+        if not lost:
+            return rows
+        kept, stopped = [], {}
+        for row in rows:
+            error = lost.get(row.parent_id)  # type: ignore[arg-type]
+            if error is None:
+                kept.append(row)
+                continue
+            lost[row.id] = error
+            self._new_leases.pop(row.id, None)
+            if row.id in self._held:
+                stopped[row.id] = LeaseLostError(
+                    f"{row.type} {row.name!r} (id {row.id}) was not stored: {error}",
+                    node_id=row.id,
+                )
+        if stopped:
+            self._lose(stopped)
+        return kept
 
     def flush(self) -> None:
         """Commit pending operations now; raise the error of this or an
@@ -771,7 +816,7 @@ class PostgresGraph:
         """:meth:`flush` from a coroutine: the commit is awaited on the store's
         loop, never waited for on the caller's."""
         with self._lock:
-            if self._in_txn or self._progress:
+            if self._in_txn or self._progress or self._new_rows:
                 if not (self._closed or self._commit_error is not None or self.read_only):
                     batch, waiters = self._take_batch()
                     future = core.submit(self._exclusive(self._a_commit(batch)))
@@ -788,6 +833,8 @@ class PostgresGraph:
             else:
                 if waiters:
                     _settle(waiters, None)
+            if self._to_tell:
+                self._tell()
         self.flush()
 
     # ------------------------------------------------------------ leases
@@ -829,6 +876,7 @@ class PostgresGraph:
         returns to the caller's thread (:meth:`_tell`)."""
         for node, error in errors.items():
             self._held.pop(node, None)
+            self._kids.pop(node, None)
             self._lost[node] = error
             self._to_tell.append((node, error))
 
@@ -888,6 +936,7 @@ class PostgresGraph:
         )
 
     def _took(self, id: str, at: float, parent_id: str | None) -> None:
+        self._kids.pop(id, None)  # others may have named its children meanwhile
         self._new_leases[id] = at
         self._held[id] = at
         self._parent_of[id] = parent_id
@@ -1101,6 +1150,7 @@ class PostgresGraph:
         """Give up the lease on a node that stays InProgress."""
         with self._lock:
             self._held.pop(id, None)
+            self._kids.pop(id, None)
             if self._new_leases.pop(id, None) is not None:
                 return  # never written: nobody else could have it
             self._write(self._a_release(id))
@@ -1114,7 +1164,11 @@ class PostgresGraph:
 
     def _rows(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
-            return self._run(self._a_rows(sql, params))
+            try:
+                return self._run(self._a_rows(sql, params))
+            finally:
+                if self._in_txn:
+                    self._schedule_commit()
 
     async def _a_rows(self, sql: str, params: tuple) -> list[tuple]:
         if self._new_rows:
@@ -1367,6 +1421,10 @@ class PostgresGraph:
                     parent_id, type_name, name, data, data_json, call_path
                 )
                 self._schedule_commit()
+            elif parent_id is not None and parent_id in self._held:
+                found, record = self._leased_child(
+                    parent_id, type_name, name, data, data_json, call_path
+                )
             else:
                 found, record = self._write(
                     self._a_child(parent_id, type_name, name, data, data_json, call_path)
@@ -1405,6 +1463,57 @@ class PostgresGraph:
                     raise UnknownEntityError(f"no entity with id {parent_id!r} in {self.path}")
                 self._parents.add(parent_id)
         return self._new_child(parent_id, type_name, name, data, data_json, call_path)
+
+    def _leased_child(
+        self,
+        parent_id: str,
+        type_name: str,
+        name: str,
+        data: dict | None,
+        data_json: str,
+        call_path: str | None,
+    ) -> tuple[bool, NodeRecord]:
+        """A child of a parent whose lease we hold (hold ``_lock``). Only the
+        lease's holder makes a node's children, so while we hold it nobody
+        else names them: the parent's existing children are read once per
+        lease (:meth:`_a_children_of`), and a new name is decided here, with
+        no statement. The commit that inserts the child fences the parent's
+        lease first (a child made under a lease lost meanwhile is not
+        stored, and its run is told); the unique index still guards the
+        insert against a writer outside any run."""
+        self._before_write()
+        known = self._kids.get(parent_id)
+        if known is None:
+            known = self._write(self._a_children_of(parent_id))
+            self._kids[parent_id] = known
+        lost = self._lost.get(parent_id)
+        if lost is not None:
+            raise _again(lost)
+        key = call_path or name
+        id = known.get(key)
+        if id is not None:
+            new = self._new_rows.get(id)
+            if new is not None:
+                return True, self._record(new.read_row())
+            return True, self.get_node(id)
+        found, record = self._new_child(parent_id, type_name, name, data, data_json, call_path)
+        known[key] = record.id
+        self._schedule_commit()
+        return found, record
+
+    async def _a_children_of(self, parent_id: str) -> dict[str, str]:
+        """The ids of ``parent_id``'s children by key (fenced: the parent's row
+        is locked with our lease on it)."""
+        await self._abegin()
+        await self._afence(parent_id)
+        rows = await self._all(
+            "SELECT coalesce(call_path, name), id FROM nodes WHERE parent_id = %s", (parent_id,)
+        )
+        known = dict(rows)
+        for new in self._new_rows.values():
+            if new.parent_id == parent_id:
+                known[new.key] = new.id
+        return known
 
     def _new_child(
         self,
@@ -1633,6 +1742,7 @@ class PostgresGraph:
                 new.status, new.finished_at = status, envs[-1].at
                 setattr(new, column, stored_json)
                 self._held.pop(id, None)
+                self._kids.pop(id, None)
                 self._progress.extend(envs)
                 self._settling.add(id)
                 self._schedule_commit(terminal=True)
@@ -1679,6 +1789,7 @@ class PostgresGraph:
             if cur.rowcount == 0:
                 raise self._rolled_back(id)
         self._held.pop(id, None)
+        self._kids.pop(id, None)
         self._progress.extend(envs)
         self._settling.add(id)
 
