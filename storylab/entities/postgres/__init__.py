@@ -16,8 +16,10 @@ that interface the way a server can:
   before it is looked up and created, each held to the commit, so processes
   writing different stories never wait for each other;
 * names are unique under a parent by a ``UNIQUE`` index, and a name being
-  created is locked until its commit, so two hosts creating the same child
-  get one node (the second waits for the first and gets its node);
+  created is locked until its commit, so two hosts creating the same root
+  get one node (the second waits for the first and gets its node); the
+  children of a node leased here are named by the lease's holder alone,
+  without a statement, and inserted at a commit that fences that lease;
 * leases carry a token, every write under one is fenced by it, a claim never
   waits for a row another process is writing (it is "busy" and polled
   instead), and the heartbeat renews leases in a short transaction of its

@@ -20,9 +20,13 @@ The guarantees, and how each is kept on a server:
 * **Names are unique** by the ``UNIQUE`` indexes of the schema; a name is
   looked up and created under a transaction-level advisory lock of that one
   name under that one parent (:func:`~storylab.entities.postgres.schema.name_key`),
-  so two processes creating the same child take turns and the second gets
+  so two processes creating the same root take turns and the second gets
   the first's node instead of failing its commit. A child of a parent made
-  in the same transaction needs no lock (nobody else sees that parent yet).
+  in the same transaction needs no lock (nobody else sees that parent yet),
+  nor does a child of a parent leased here: only the lease's holder makes
+  a node's children, so their names are read once per lease and decided
+  without a statement, and the commit fences the parent before it inserts
+  them (:meth:`PostgresGraph._leased_child`).
 * **Leases and fencing by token.** A node's lease is decided under its row
   lock (``SELECT ... FOR NO KEY UPDATE``, held to the commit): by the holder
   before its first fenced write of a transaction, before its end and before
