@@ -246,6 +246,7 @@ def test_each_checker_accepts_the_solution_and_rejects_a_wrong_answer():
     _says(check_makespan_with_limit(durations, 2, 22), True, "22 model seconds")
     _says(check_makespan_with_limit(durations, 2, 16), False, "a limit of 3")
     _says(check_makespan_with_limit(durations, 2, 20), False, "is not it")
+    _says(check_makespan_with_limit(durations, 2, 25), False, "draw 2 slots on paper")
     _says(check_makespan_with_limit(durations, 2, "22"), False, "a number")
     _says(check_first_split([3, 3, 3, 3, 0], global_limit=12), True, "[3, 3, 3, 3, 0]")
     _says(check_first_split([3, 3, 3, 1, 0], global_limit=12), False, "12 can be in use")

@@ -30,6 +30,7 @@ from storylab.tutorial import (
     SOLUTIONS,
     PictureState,
     Verdict,
+    check_capacity_tree,
     check_capstone,
     check_error_branch,
     check_failing_entity,
@@ -93,6 +94,25 @@ REGAINED_RUN = {"series": [(0.0, 4), (5.0, 10), (18.0, 9), (22.0, 7), (26.0, 6),
                 "killed": 20.0, "lapse_from": 30.0, "lapse_by": 32.5}
 
 SUBJECTS = {"a fox": 12, "an owl": 6, "a whale": 9, "a snail": 4, "a moth": 7}
+SKETCH_SCALE = 0.02  # wall seconds per model second of the sketches below
+
+
+class Sketch(RunnableEntity):
+    """Notebook 2's toy child, as the learner's notebook defines it."""
+
+    async def run_impl(self):
+        yield self.status("RUNNING", f"sketching {self.data['subject']}")
+        await asyncio.sleep(self.data["seconds"] * SKETCH_SCALE)
+        yield Return(self.data["subject"])
+
+
+def sketch_items(subjects):
+    return [{"name": "sketch-" + s.replace(" ", "-"), "data": {"subject": s, "seconds": d}}
+            for s, d in subjects.items()]
+
+
+NOTEBOOK_2 = {"SUBJECTS": SUBJECTS, "Sketch": Sketch, "sketch_items": sketch_items,
+              "time_scale": SKETCH_SCALE}
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +134,7 @@ def _state(key: str, story_run) -> dict:
     node = types.SimpleNamespace(name="image-{{IMAGE_3}}",
                                  error={"type": "ImageGenerationError", "message": "refused"})
     return {"01-1": {"run": run, "lanes": lanes}, "02-1": {"SUBJECTS": SUBJECTS},
+            "02-3": NOTEBOOK_2,
             "04-1": {"before": before, "settings": types.SimpleNamespace(
                 images=types.SimpleNamespace(calls={"{{IMAGE_2}}": 1, "{{IMAGE_3}}": 1}))},
             "05-1": {"node": node},
@@ -238,6 +259,16 @@ def test_the_redraw_checker_refuses_wrong_sets_and_a_mismatch_with_the_real_run(
     assert check_to_redraw(right, before, ["{{IMAGE_2}}"])
     # the real run drew something else than the states say: the checker says so
     assert "drew" in check_to_redraw(right, before, ["{{IMAGE_1}}"]).message
+    # names written out instead of computed: told to compute them from states
+    typed = check_to_redraw(lambda states: {"image-{{IMAGE_3}}", "image-{{IMAGE_4}}",
+                                            "image-{{IMAGE_5}}"}, before, ["{{IMAGE_2}}"])
+    assert not typed and "compute the names from states" in typed.message, typed
+    assert "full names" not in typed.message
+    # a list passes, with a word that a set was asked for
+    as_list = check_to_redraw(lambda states: sorted(right(states)), before, ["{{IMAGE_2}}"])
+    assert as_list and "a set is what was asked" in as_list.message, as_list
+    assert "a set is what was asked" not in check_to_redraw(right, before,
+                                                            ["{{IMAGE_2}}"]).message
 
 
 def test_the_naming_checker_refuses_names_that_change_or_collide():
@@ -328,7 +359,9 @@ def test_the_regained_checker_refuses_every_near_miss():
     late = dict(REGAINED_RUN, lapse_from=20.5, lapse_by=25.0)
     assert "OUTSIDE the window" in kit.check_regained(31.0, global_limit=10, **late).message
     never = dict(REGAINED_RUN, series=[(0.0, 4), (22.0, 7)])
-    assert "never held all 10" in kit.check_regained(22.0, global_limit=10, **never).message
+    said_never = kit.check_regained(22.0, global_limit=10, **never).message
+    assert "never held all 10" in said_never and "shorten `lease_timeout`" in said_never
+    assert "too few pictures were left" in said_never
     with pytest.raises(ValueError, match="killed <= lapse_from"):
         kit.check_regained(31.0, global_limit=10, **dict(REGAINED_RUN, lapse_by=29.0))
 
@@ -367,6 +400,10 @@ async def test_the_capstone_passes_the_solution(tmp_path):
     verdict = check_capstone(run)
     assert verdict.ok, f"{verdict}; {run.describe()}"
     assert (run.completed, run.failed, run.recorded_failed) == (96, 4, 4)
+    # The resumed script says first where the graph was, then where it ended.
+    said = run.second_output.splitlines()
+    assert said[0] == f"stored {run.finished_before} of 100 at the start", said
+    assert said[-1] == "done: 96 of 100 stored", said
     script = (tmp_path / "capstone.py").read_text()
     assert 'return f"item-{n:03d}"' in script and "class Item(RunnableEntity):" in script
     # Its picture: drawn from the stored times, the kill where the record says.
@@ -585,10 +622,25 @@ async def test_the_run_items_checker_refuses_no_limit_no_error_branch_or_one_at_
         "HierarchicalTaskPoolRunner(name, source, capacity)":
             {'HierarchicalTaskPoolRunner("items", source,': "HierarchicalTaskPoolRunner(source,"},
         "two lists": {"return done, failed": "return done"},
+        # The shipped cell: nothing run at all; the verdict does not give the call away.
+        "nothing created the items as its children": {
+            "    source = SourceFromIterable(batch.parallel_calls(kind, items))\n": "",
+            '    runner = HierarchicalTaskPoolRunner("items", source, CapacitySource(LIMIT))\n':
+            "",
+            "    async with runner.run_tasks() as results:": "    if False:",
+            "        async for envelope in results:": "        for envelope in []:"},
+        # a plain for over the runner's results.
+        "read them with `async for envelope in results:`": {
+            "        async for envelope in results:": "        for envelope in results:"},
+        # gather over the source, as if it were a list of calls.
+        "an async source of tasks for a runner, not a list": {
+            "    source = SourceFromIterable(batch.parallel_calls(kind, items))\n":
+            "    await asyncio.gather(*batch.parallel_calls(kind, items))\n"},
     }
     for said, changes in cases.items():
         verdict = await kit.check_run_items(await variant(**changes))
         assert not verdict and said in verdict.message, (said, verdict)
+        assert "parallel_calls(kind, items)" not in verdict.message or "async source" in said
 
     def not_async(batch, kind, items):
         return [], []
@@ -774,11 +826,32 @@ def test_the_python_form_exercise_wants_a_change_of_kind_not_of_spelling():
         # names found in several rows, or looking like a change: said plainly, with what is wanted
         "GLOBAL_IMAGE_CAPACITY": "is in 2 rows of the table, and none of them",
         "get_dto": "nothing new to write. Wanted: a row where Python needs",
+        # the service class is dropped, as the table's Python column says: no kind is kept
+        "ImageService": "drops the service class",
+        # a constant read through a call: said why that is no new kind of code
+        "a module constant": "the module constant becomes a call",
     }
     for answer, why in wrong.items():
         verdict = kit.check_python_form(answer)
         assert not verdict and why in verdict.message, (answer, verdict)
     assert "fill in" in kit.check_python_form(None).message
+    # an answer found in two rows says why each of them is no change of kind
+    both = kit.check_python_form("GLOBAL_IMAGE_CAPACITY").message
+    assert "the module constant becomes a call" in both and "keeps its kind" in both
+    assert "keeps its kind" not in kit.check_python_form("ImageService").message
+
+
+def test_the_restart_box_exercise_wants_the_entity_graph_and_says_what_other_boxes_do():
+    for right in ("entity graph", "the SQLite file", "Entity Graph"):
+        assert kit.check_restart_box(right), right
+    wrong = {"children": "they are stored", "pipeline entity": "follow the dashed arrow",
+             "runner": "keeps nothing", "global source: 10": "start empty after a restart",
+             "request": "what it finds", "the cloud": "not a box of the diagram",
+             3: "as a string"}
+    for answer, why in wrong.items():
+        verdict = kit.check_restart_box(answer)
+        assert not verdict and why in verdict.message, (answer, verdict)
+    assert "fill in" in kit.check_restart_box(None).message
 
 
 def test_an_explore_exercise_shows_its_prose_answer(capsys, monkeypatch):
@@ -882,6 +955,13 @@ def longest_prefix(prompt):
 def test_no_prefix_short_enough_to_be_a_name_separates_the_prompts():
     verdict = kit.check_prompt_names(longest_prefix)
     assert not verdict and "the same name" in verdict.message, verdict
+    # the message names the two prompts, their shared name and how far they agree
+    shared = longest_prefix({"prompt": "A small grey owl on a branch at dusk, watercolour"})
+    assert f"the same name, {shared!r}" in verdict.message, verdict
+    assert "soft light" in verdict.message and "soft mist" in verdict.message, verdict
+    assert "the same for their first 56 characters" in verdict.message, verdict
+    reordered = kit.check_prompt_names(letter_sum).message
+    assert "the same words in another order" in reordered, reordered
 
 
 def letter_sum(prompt):
@@ -967,6 +1047,14 @@ async def test_the_polite_client_checker_refuses_the_unbounded_burst():
 
     said = await check_polite_burst(serial)
     assert not said.ok and "one at a time" in str(said)
+
+    async def own_gate(client, url, n):  # a semaphore per call: nobody ever waits
+        async with asyncio.Semaphore(4):
+            return await greedy(client, url, n)
+
+    said = await check_polite_burst(own_gate)
+    assert not said.ok and "made its own semaphore" in str(said)
+    assert "made its own semaphore" not in str(await check_polite_burst(almost))
 
 
 def test_the_bound_checker_refuses_a_bound_that_forgets_one_level():
@@ -1064,6 +1152,17 @@ async def test_the_give_up_checker_refuses_a_loop_that_never_gives_up_or_reraise
 
     early = await kit.check_give_up(at_once)
     assert not early.ok and "still within the limit" in early.message
+
+    async def stops_at_once(runner, max_errors):  # stop_on_error=True: the task's error
+        finished, failed = [], []
+        async with runner.run_tasks(stop_on_error=True) as results:
+            async for envelope in results:
+                finished.append(envelope.value)
+        return finished, failed
+
+    leaked = await kit.check_give_up(stops_at_once)
+    assert not leaked.ok and "still within the limit" in leaked.message, leaked
+    assert "_Refused" not in leaked.message and "own error" in leaked.message
 
 
 def test_widest_gap_sees_a_story_that_starts_waiting_between_two_changes(tmp_path):
@@ -1179,10 +1278,35 @@ def test_the_bound_checkers_tell_rounds_from_seconds():
 
     assert "number of rounds" in check_bound_function(rounds, result).message
     assert "twice" in check_bound_function(twice, result).message
+
+    def no_ceil(G, M, d, p, g):  # rounds counted as fractions
+        return d * max(M / p, G * M / g)
+
+    assert "round each count up (math.ceil)" in check_bound_function(no_ceil, result).message
     said = kit.check_bound(5, stories=5, images=5, story_limit=2, global_limit=6)
     assert not said.ok and "number of rounds" in said.message
     assert "larger of the two" not in kit.check_bound(40, stories=5, images=5, story_limit=2,
                                                       global_limit=6).message
+
+
+async def test_the_lonely_round_checker_wants_the_rule_and_checks_it_on_the_sweep():
+    right = await run_cell(solution_code("07-1"), _namespace())
+    assert right.ok and "all 5 cells it flags end a round above the bound" in right.message
+    # Any story asked for less than its limit: too many cells.
+    said = await kit.check_lonely_round(lambda G, M, p, g: G * p > g)
+    assert not said.ok and "lonely_round(5, 5, 1, 2) gave True" in said.message
+    assert "so its late round is already in the bound" in said.message
+    # Forgetting the story that starts with only the remainder.
+    import math
+
+    def none_only(G, M, p, g):
+        q = g // min(p, M)
+        return q < G and 1 + math.ceil(M / p) > max(math.ceil(M / p), math.ceil(G * M / g))
+
+    said = await kit.check_lonely_round(none_only)
+    assert not said.ok and "starts only" in said.message, said
+    assert "placeholder" in (await kit.check_lonely_round(lambda G, M, p, g: ...)).message
+    assert "fill in your answer" in (await kit.check_lonely_round(None)).message
 
 
 async def test_the_fair_misses_checker_compares_with_the_sweep():
@@ -1239,3 +1363,89 @@ async def test_the_item_checker_and_the_judge_refuse_an_item_that_returns_its_re
     verdict = check_capstone(run)  # the judge refused before starting any process
     assert not isinstance(run, kit.CapstoneRun) and "piece 2" in verdict.message, run
     assert not (tmp_path / "capstone.py").exists()
+
+
+def _sketchbook(*, limit=2, buffered=False, asked_order=False):
+    """A learner's sketchbook, right or wrong in one way."""
+    from storylab import HierarchicalTaskPoolRunner, SourceBufferObj, SourceFromIterable
+
+    class Attempt(RunnableEntity):
+        async def run_impl(self):
+            tasks = self.parallel_calls(Sketch, sketch_items(self.data["subjects"]))
+            source = (SourceBufferObj([t async for t in tasks]) if buffered
+                      else SourceFromIterable(tasks))
+            runner = HierarchicalTaskPoolRunner("attempt", source, CapacitySource(limit))
+            finished = []
+            async with runner.run_tasks() as results:
+                async for envelope in results:
+                    if envelope.type is TaskEventType.FINAL:
+                        finished.append(envelope.value)
+            yield Return(list(self.data["subjects"]) if asked_order else finished)
+
+    return Attempt
+
+
+class AllAtOnce(RunnableEntity):
+    """Children made by hand and gathered: no runner, no capacity source."""
+
+    async def run_impl(self):
+        kids = [self.append_or_retrieve_call(Sketch, item["name"], item["data"])
+                for item in sketch_items(self.data["subjects"])]
+        yield Return(list(await asyncio.gather(*(kid.run() for kid in kids))))
+
+
+async def test_the_fan_out_exercise_runs_the_learners_entity_and_judges_what_it_did():
+    async def check(cls):
+        return await kit.check_limited_sketchbook(cls, SUBJECTS, time_scale=SKETCH_SCALE)
+
+    right = await check(_sketchbook())
+    assert right and "an owl, a fox, a whale, a snail, a moth" in right.message, right
+    wrong = {
+        "up to 3 sketches ran at once": _sketchbook(limit=3),
+        "only one sketch ran at a time": _sketchbook(limit=1),
+        "5 children were already in the graph": _sketchbook(buffered=True),
+        "in the order they were asked for": _sketchbook(asked_order=True),
+        "no capacity source handed out a single unit": AllAtOnce,
+        "subclass of RunnableEntity": Sketch.run_impl,
+    }
+    for why, cls in wrong.items():
+        verdict = await check(cls)
+        assert not verdict and why in verdict.message, (why, verdict)
+    assert "fill in" in (await check(None)).message
+
+
+def test_the_capacity_tree_checker_builds_two_plans_and_refuses_each_slip():
+    def right(global_limit, story_limits):
+        top = CapacitySource(global_limit, name="global")
+        return top, {n: CapacitySource(k, parent=top, name=n) for n, k in story_limits.items()}
+
+    def unlinked(global_limit, story_limits):
+        return CapacitySource(global_limit), {n: CapacitySource(k) for n, k in story_limits.items()}
+
+    def typed_out(global_limit, story_limits):  # the notebook's numbers, not the plan's
+        top = CapacitySource(4)
+        return top, {n: CapacitySource(3, parent=top) for n in ("A", "B")}
+
+    def same_limit(global_limit, story_limits):
+        top = CapacitySource(global_limit)
+        return top, {n: CapacitySource(3, parent=top) for n in story_limits}
+
+    def chained(global_limit, story_limits):  # each story under the one before
+        top, stories, parent = CapacitySource(global_limit), {}, None
+        for n, k in story_limits.items():
+            stories[n] = parent = CapacitySource(k, parent=parent or top)
+        return top, stories
+
+    def empty(global_limit, story_limits):  # the starter
+        return CapacitySource(global_limit, name="global"), {}
+
+    assert check_capacity_tree(right)
+    said = {f.__name__: check_capacity_tree(f) for f in
+            (unlinked, typed_out, same_limit, chained, empty)}
+    assert not any(said.values()), said
+    assert "never counted at the global level" in said["unlinked"].message
+    assert "not one per name" in said["typed_out"].message
+    assert "its own limit" in said["same_limit"].message
+    assert "under story A" in said["chained"].message
+    assert "not one per name" in said["empty"].message
+    assert not check_capacity_tree(None) and not check_capacity_tree(right(4, {}))

@@ -89,12 +89,15 @@ from storylab.tutorial._cluster import (
 )
 from storylab.tutorial._exercises import (
     check_bound_function,
+    check_capacity_tree,
     check_error_branch,
     check_even_limit,
     check_failing_entity,
     check_fair_misses,
     check_finish_story,
     check_give_up,
+    check_limited_sketchbook,
+    check_lonely_round,
     check_polite_burst,
     check_prompt_names,
     check_retry_two,
@@ -111,6 +114,7 @@ from storylab.tutorial._overview import (
     api_table,
     check_python_form,
     check_python_name,
+    check_restart_box,
     glossary_table,
     overview_diagram,
     overview_text,
@@ -133,8 +137,10 @@ __all__ = [
     "check_bound_function",
     "check_even_limit",
     "check_fair_misses",
+    "check_lonely_round",
     "check_error_branch",
     "check_finish_story",
+    "check_capacity_tree",
     "check_give_up",
     "check_polite_burst",
     "check_retry_two",
@@ -147,6 +153,7 @@ __all__ = [
     "check_item_name",
     "check_python_form",
     "check_python_name",
+    "check_limited_sketchbook",
     "check_longest_picture",
     "check_makespan_with_limit",
     "check_most_at_once",
@@ -155,6 +162,7 @@ __all__ = [
     "mark_window",
     "cluster_labels",
     "check_redrawn",
+    "check_restart_box",
     "check_run_items",
     "check_prompt_names",
     "check_stable_names",
@@ -674,7 +682,8 @@ def check_longest_picture(trace: Trace, answer: Any) -> Verdict:
         if lane is max(lanes, key=lambda x: x.run[1]):
             return Verdict(False, f"{lane.label} is the picture that ended last, not the one "
                                   "that ran longest: in a one-at-a-time run the last picture "
-                                  "always ends last. Compare the lengths, run[1] - run[0]")
+                                  "asked for always ends last. Compare the lengths, "
+                                  "run[1] - run[0]")
         if lane is max(lanes, key=lambda x: x.run[0]):
             return Verdict(False, f"{lane.label} started last; compare the lengths of the "
                                   "bars, run[1] - run[0], not where they start")
@@ -737,6 +746,9 @@ def check_makespan_with_limit(durations: Iterable[float], limit: int, answer: An
     if limit > 1 and abs(value - sum(durations) / limit) <= 0.5:
         return Verdict(False, f"{value:g} is the total work shared out evenly, but work can't "
                               f"be split evenly: a task runs whole, on one unit; {hint}")
+    if limit > 1:
+        hint += (f"; draw {limit} slots on paper, start the first {limit} tasks, and give "
+                 "each freed slot to the next task asked for")
     return Verdict(False, f"{value:g} is not it; {hint}")
 
 

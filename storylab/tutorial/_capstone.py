@@ -470,6 +470,16 @@ async def check_run_items(run_items: Any, *, limit: int = LIMIT, seconds: float 
                                           "it in `failed` in a TaskEventType.ERROR branch, and "
                                           "go on so the other items still arrive")
                 said = _raised("run_items", exc)
+                if isinstance(exc, TypeError) and "'TaskStream' object is not iterable" \
+                        in str(exc):
+                    said = Verdict(False, f"{said.message}; the results arrive while the items "
+                                          "run: read them with `async for envelope in "
+                                          "results:`")
+                if isinstance(exc, TypeError) and "async_generator" in str(exc):
+                    said = Verdict(False, f"{said.message}; batch.parallel_calls(kind, items) "
+                                          "is an async source of tasks for a runner, not a "
+                                          "list: wrap it in SourceFromIterable and give it to "
+                                          "HierarchicalTaskPoolRunner")
                 if isinstance(exc, TypeError) and "HierarchicalTaskPoolRunner" in str(exc):
                     said = Verdict(False, f"{said.message}; the runner is "
                                           "HierarchicalTaskPoolRunner(name, source, capacity), "
@@ -480,6 +490,9 @@ async def check_run_items(run_items: Any, *, limit: int = LIMIT, seconds: float 
     if "shape" in output:
         return Verdict(False, f"run_items must return two lists, (done, failed); it returned "
                               f"{output['shape']}")
+    if not kids:
+        return Verdict(False, f"the batch has 0 children for {len(ns)} items: nothing created "
+                              "the items as its children (notebook 2, or the hint for piece 3)")
     if len(kids) != len(ns):
         return Verdict(False, f"the batch has {len(kids)} children for {len(ns)} items: create "
                               "them with batch.parallel_calls(kind, items)")
@@ -548,16 +561,21 @@ class Batch(RunnableEntity):
         yield Return({{"done": len(done), "failed": sorted(str(e) for e in failed)}})
 
 
+def count_stored(graph):
+    """How many items the graph holds Completed (0 before the batch exists)."""
+    batch = graph.find_root("batch")
+    return 0 if batch is None else sum(k.status == "Completed" for k in graph.children(batch.id))
+
+
 async def main(graph):
     batch = graph.create_or_retrieve(Batch, "batch", {{}})
+    print(f"stored {{count_stored(graph)}} of {{ITEMS}} at the start", flush=True)
     work = asyncio.ensure_future(batch.run())
     while not work.done():  # now and then, how far the graph has got
-        stored = sum(k.status == "Completed" for k in graph.children(batch.id))
-        print(f"stored {{stored}} of {{ITEMS}}", flush=True)
-        await asyncio.wait([work], timeout=max(1.0, 2 * WORK_SECONDS))
+        await asyncio.wait([work], timeout=max(1.0, WORK_SECONDS))
+        print(f"stored {{count_stored(graph)}} of {{ITEMS}}", flush=True)
     await work
-    print(f"done: {{sum(k.status == 'Completed' for k in graph.children(batch.id))}} of "
-          f"{{ITEMS}} stored", flush=True)
+    print(f"done: {{count_stored(graph)}} of {{ITEMS}} stored", flush=True)
 
 
 if __name__ == "__main__":
@@ -565,11 +583,12 @@ if __name__ == "__main__":
         try:
             asyncio.run(main(graph))
         except KeyboardInterrupt:
-            print("stopped; run the same command again to go on from the graph")
+            print(f"stopped with {{count_stored(graph)}} of {{ITEMS}} stored; run the same command "
+                  "again to go on from the graph")
 '''
 
 _FIXED = {"asyncio", "sys", "LIMIT", "ITEMS", "WORK_SECONDS", "Batch", "item_name", "Item",
-          "run_items", "EntityGraph", "Return", "RunnableEntity"}
+          "count_stored", "run_items", "EntityGraph", "Return", "RunnableEntity"}
 
 
 def _source_of(fn: Any, what: str) -> str | Verdict:

@@ -83,8 +83,11 @@ def check_regained(answer: Any, *, series: Sequence[tuple[float, int]], killed: 
     full = [t for t, v in series if t >= killed and v >= global_limit]
     if not full:
         return Verdict(False, f"in this run the survivors never held all {global_limit} units "
-                              "after the kill, so there is nothing to measure: run the "
-                              "section again")
+                              "after the kill, so there is nothing to measure: by the time the "
+                              f"leases lapsed ({lapse_from:.1f} to {lapse_by:.1f} model s) too "
+                              "few pictures were left to fill the limit; shorten "
+                              "`lease_timeout` or run more `stories`, then run the notebook "
+                              "again")
     expected = full[0]
     if abs(answer - expected) <= 1e-9:
         where = ("inside" if lapse_from <= expected <= lapse_by else "OUTSIDE")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import math
 import os
 import subprocess
 import sys
@@ -32,15 +33,18 @@ from storylab.scheduling import (
 from storylab.tutorial._verdict import Verdict, missing, returned_not_raised
 
 __all__ = [
+    "check_capacity_tree",
     "check_error_branch",
     "check_finish_story",
     "check_give_up",
+    "check_limited_sketchbook",
     "check_polite_burst",
     "check_retry_two",
     "check_bound_function",
     "check_even_limit",
     "check_failing_entity",
     "check_fair_misses",
+    "check_lonely_round",
     "check_prompt_names",
     "check_stable_names",
     "check_to_redraw",
@@ -133,6 +137,93 @@ def check_two_level_tree(build: Any, *, global_limit: int = 4, story_limit: int 
                          f"level with room of its own left, and each release freed both levels")
 
 
+# -- a capacity tree from a plan ----------------------------------------------------
+#: The plans tried, in order: the notebook's own (4 over two stories of 3), then one
+#: with a different limit per story, where the global level binds in the third.
+_TREE_PLANS = [(4, {"A": 3, "B": 3}), (5, {"A": 2, "B": 1, "C": 3})]
+
+
+def check_capacity_tree(build: Any) -> Verdict:
+    """Exercise: ``build(global_limit, story_limits)`` returns ``(global_source, stories)``:
+    a global source of ``global_limit`` units and, for each ``name: limit`` of the
+    dict ``story_limits``, ``stories[name]``, a source of ``limit`` units under it.
+
+    For each plan the checker takes units by hand: each story in turn takes all
+    it can. A story must stop at its own limit or when the global level has none
+    left, whichever comes first; giving everything back must empty every level.
+    """
+    if (v := missing(build)) is not None:
+        return v
+    if not callable(build):
+        return Verdict(False, "pass your function itself, build_tree, not what it returns")
+    for global_limit, limits in _TREE_PLANS:
+        plan = f"build_tree({global_limit}, {limits})"
+        try:
+            made = build(global_limit, dict(limits))
+        except Exception as exc:
+            return _raised(plan, exc)
+        if not isinstance(made, tuple | list) or len(made) != 2:
+            return Verdict(False, f"{plan} must return two things: (global_source, stories)")
+        root, stories = made
+        if not isinstance(root, CapacitySource):
+            return Verdict(False, f"{plan}: the first thing returned must be the global "
+                                  f"CapacitySource, not {type(root).__name__}")
+        if not isinstance(stories, dict):
+            return Verdict(False, f"{plan}: stories must be a dict from each story's name to "
+                                  f"its CapacitySource, not {type(stories).__name__}")
+        if sorted(stories) != sorted(limits):
+            return Verdict(False, f"{plan} returned stories {sorted(stories)}, not one per "
+                                  f"name of the plan: {sorted(limits)}")
+        if root.capacity != global_limit:
+            return Verdict(False, f"{plan}: the global source has {root.capacity} units, not "
+                                  f"{global_limit}: use the global_limit you are given")
+        for name, limit in limits.items():
+            source = stories[name]
+            if not isinstance(source, CapacitySource):
+                return Verdict(False, f"{plan}: story {name} is {type(source).__name__}, not a "
+                                      "CapacitySource")
+            if source is root or sum(s is source for s in stories.values()) > 1:
+                return Verdict(False, f"{plan}: story {name}'s source is also used for another "
+                                      "level, so the units one takes are the other's too")
+            if source.capacity != limit:
+                return Verdict(False, f"{plan}: story {name} has {source.capacity} units, not "
+                                      f"its own limit {limit}: each story takes its limit from "
+                                      "story_limits")
+            if source.parent is not root:
+                under = next((n for n, o in stories.items() if o is source.parent), None)
+                where = (f"under story {under}" if under else "under no source"
+                         if source.parent is None else "under a source that is not the global one")
+                return Verdict(False, f"{plan}: story {name} hangs {where}: a unit it takes is "
+                                      "never counted at the global level")
+        if root.in_use or any(s.in_use for s in stories.values()):
+            return Verdict(False, f"{plan} should hand back sources with no unit taken")
+        taken: list[CapacitySource] = []
+        try:
+            left = global_limit
+            for name, limit in limits.items():
+                got = 0
+                while got <= limit and stories[name].try_acquire():
+                    taken.append(stories[name])
+                    got += 1
+                expected = min(limit, left)
+                if got != expected:
+                    return Verdict(False, f"{plan}: story {name} took {got} units with "
+                                          f"{left} left globally and its own limit of {limit}: "
+                                          f"it should take {expected}")
+                left -= got
+            if root.in_use != global_limit - left:
+                return Verdict(False, f"{plan}: the global source counts {root.in_use} units "
+                                      f"in use while the stories hold {global_limit - left}")
+        finally:
+            for source in reversed(taken):
+                source.release()
+        if root.in_use or any(s.in_use for s in stories.values()):
+            return Verdict(False, f"{plan}: after every release some units are still in use")
+    return Verdict(True, "both plans: each story stopped at its own limit or when the global "
+                         "level ran out (4 over 3 + 3: A 3, B 1; 5 over 2, 1, 3: A 2, B 1, C 2, "
+                         "held back with room of its own), and each release freed both levels")
+
+
 # -- what a resume redraws ----------------------------------------------------------
 _CRASHES = [
     [("image-{{IMAGE_1}}", "Completed"), ("image-{{IMAGE_2}}", "stale"),
@@ -170,6 +261,7 @@ def check_to_redraw(to_redraw: Any, crashed: Any = None, drawn: Any = None) -> V
     if crashed is not None and drawn is not None:
         real = {f"image-{p}" for p in drawn}
         cases.append(list(crashed))
+    as_list = False  # a list or tuple works, but a set was asked for
     for i, states in enumerate(cases):
         try:
             got = to_redraw(states)
@@ -177,6 +269,7 @@ def check_to_redraw(to_redraw: Any, crashed: Any = None, drawn: Any = None) -> V
             return _raised("to_redraw(states)", exc)
         if isinstance(got, str) or not isinstance(got, set | frozenset | list | tuple):
             return Verdict(False, f"to_redraw must return a set of names, got {got!r}")
+        as_list = as_list or not isinstance(got, set | frozenset)
         got = set(got)
         names = {p.name for p in states}
         expected = {p.name for p in states if p.state in _REDRAWN}
@@ -185,6 +278,14 @@ def check_to_redraw(to_redraw: Any, crashed: Any = None, drawn: Any = None) -> V
         if got == expected:
             continue
         if not got <= names:
+            strange = sorted(got - names, key=str)
+            if all(isinstance(x, str) and x.startswith("image-{{") for x in strange):
+                # Names of pictures, but not of this crash's: written out, not computed.
+                return Verdict(False, f"on {where} you returned {sorted(got, key=str)}, but "
+                                      f"{', '.join(strange)} is no picture of that crash: "
+                                      "compute the names from states (each p.name and "
+                                      "p.state) instead of writing them out; there it "
+                                      f"should be {sorted(expected)}")
             return Verdict(False, f"on {where} you returned {sorted(got, key=str)}: use the full "
                                   "names, p.name, such as 'image-{{IMAGE_4}}'")
         if got & {p.name for p in states if p.state == "Completed"}:
@@ -202,9 +303,11 @@ def check_to_redraw(to_redraw: Any, crashed: Any = None, drawn: Any = None) -> V
         if set(mine) != real:
             return Verdict(False, f"your function says {sorted(mine)}, but the resumed run "
                                   f"drew {sorted(real)}")
+        note = " (a set is what was asked; a list works here)" if as_list else ""
         return Verdict(True, f"on the real crash your function names exactly the pictures the "
-                             f"resumed run drew: {sorted(real)}")
-    return Verdict(True, "every picture that was not Completed, on each made-up crash")
+                             f"resumed run drew: {sorted(real)}{note}")
+    note = " (a set is what was asked; a list works here)" if as_list else ""
+    return Verdict(True, f"every picture that was not Completed, on each made-up crash{note}")
 
 
 # -- names that survive a resume ----------------------------------------------------
@@ -285,8 +388,7 @@ def check_stable_names(name_for: Any, *, prompts: list[dict[str, str]] | None = 
                                           f"than {max_length}: a name is a short key for the "
                                           "prompt, not a copy of it")
                 if len(set(names)) < len(names):
-                    return Verdict(False, f"two pictures got the same name ({names}); the "
-                                          "second would be handed the first one's result")
+                    return _collision(names, prompts)
                 for name, prompt in zip(names, prompts, strict=True):
                     parent.append_or_retrieve_call(_Picture, name, prompt)
                 counts.append(len(parent.children()))
@@ -298,13 +400,38 @@ def check_stable_names(name_for: Any, *, prompts: list[dict[str, str]] | None = 
         other = _names_in_another_process(name_for, seed, prompts)
         if isinstance(other, Verdict):
             return other
+        if other != names and len(other) != len(names):
+            return Verdict(False, f"a second Python process made {len(other)} names for "
+                                  f"{len(names)} prompts: {other}")
         if other != names:
-            return Verdict(False, f"a second Python process named the pictures {other}, this one "
-                                  f"{names}: a resumed run would not find the children. Values "
-                                  "such as hash() of a string or id() change from process to "
-                                  "process")
+            i = next(k for k, (a, b) in enumerate(zip(other, names, strict=True)) if a != b)
+            return Verdict(False, f"for the prompt {prompts[i]['prompt']!r}, a second Python "
+                                  f"process made the name {other[i]!r} and this one "
+                                  f"{names[i]!r}: a resumed run would not find that child. "
+                                  "Values such as hash() of a "
+                                  "string or id() change from process to process")
     return Verdict(True, f"the resumed run found the same {len(prompts)} children by name: build "
                          "the name only from what the request itself holds")
+
+
+def _collision(names: list[str], prompts: list[dict[str, str]]) -> Verdict:
+    """Which two prompts share a name, the name, and how their texts differ."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            a, b = prompts[seen[name]]["prompt"], prompts[i]["prompt"]
+            break
+        seen[name] = i
+    same = 0
+    while same < min(len(a), len(b)) and a[same] == b[same]:
+        same += 1
+    if sorted(a.split()) == sorted(b.split()):
+        how = "they have the same words in another order"
+    else:
+        how = f"they are the same for their first {same} characters"
+    return Verdict(False, f"two prompts got the same name, {name!r}: {a!r} and {b!r} ({how}). "
+                          "The second picture would be handed the first one's result: make the "
+                          "name from the whole text")
 
 
 _NAME_SCRIPT = """
@@ -680,6 +807,10 @@ async def check_give_up(collect: Any) -> Verdict:
     if isinstance(got, TimeoutError):
         return Verdict(False, "with 2 failures allowed and 2 tasks failing, collect never "
                               "returned")
+    if isinstance(got, _Refused):  # the task's own error, passed on (stop_on_error=True?)
+        return Verdict(False, f"with 2 failures allowed and exactly 2 tasks failing, collect "
+                              f"let a task's own error escape ({got}); that many failures "
+                              "are still within the limit, so keep reading the envelopes")
     if isinstance(got, BaseException):
         return Verdict(False, f"with 2 failures allowed and exactly 2 tasks failing, collect "
                               f"raised {type(got).__name__}: {got}; that many failures are "
@@ -759,6 +890,16 @@ async def check_polite_burst(ask: Any, *, requests: int = 12, ceiling: int = 4,
     if stats.requests < requests:
         return Verdict(False, f"the server saw {stats.requests} requests for {requests} calls: "
                               "each call must send its request")
+    names: set[str] = set()
+    codes_left = [ask.__code__]
+    while codes_left:  # the names ask's code uses, nested functions included
+        code = codes_left.pop()
+        names.update(code.co_names)
+        codes_left += [c for c in code.co_consts if inspect.iscode(c)]
+    if stats.rejected and "Semaphore" in names:
+        return Verdict(False, f"the server refused {stats.rejected} of {stats.requests} requests: "
+                              "each call of ask made its own semaphore, so no call ever waits "
+                              "for another; create it once, outside ask, and share it")
     if stats.rejected:
         return Verdict(False, f"the server refused {stats.rejected} of {stats.requests} requests "
                               f"(at most {stats.peak_in_flight} at once): hold one of "
@@ -799,6 +940,10 @@ def check_bound_function(bound: Any, result: Any) -> Verdict:
                 or abs(got - want) > 1e-6:
             hint = _rounds_hint(got, want, d) or ("count the rounds one story needs and the "
                                                   "rounds the pool needs")
+            if isinstance(got, int | float) and not isinstance(got, bool) \
+                    and abs(got - d * max(M / p, G * M / g)) < 1e-6:
+                hint = ("a round is whole: a part of a round still takes a full one, so round "
+                        "each count up (math.ceil)")
             return Verdict(False, f"bound({G}, {M}, {d:g}, {p}, {g}) gave {got!r}, the bound is "
                                   f"{want:g}: {hint}")
     return Verdict(True, f"your bound matches all {len(cases)} cases, every cell of the sweep "
@@ -911,3 +1056,214 @@ async def check_fair_misses(misses: Any, *, stories: int = 5, images: int = 8,
     if left_out:
         parts.append(f"you left out {len(left_out)}, for instance {said(left_out[0])}")
     return Verdict(False, "; ".join(parts))
+
+
+# -- the lonely round as a rule ---------------------------------------------------------
+def _start_of_worst(G: int, M: int, p: int, g: int) -> tuple[int, int] | None:
+    """At the first instant the stories ask one after another, each taking up to
+    ``min(p, M)`` units until the ``g`` are gone. ``None`` when every story got its
+    full start; else ``(units, rounds)`` of the story that fared worst: the units
+    it started with (0, or the remainder) and the rounds it needs, one round late
+    for the pictures it could not start."""
+    q, r = divmod(g, min(p, M))
+    if q >= G:
+        return None
+    units = r if q + (1 if r else 0) >= G else 0
+    return units, 1 + math.ceil((M - units) / p)
+
+
+def _lonely(G: int, M: int, p: int, g: int) -> bool:
+    worst = _start_of_worst(G, M, p, g)
+    return worst is not None and worst[1] > max(math.ceil(M / p), math.ceil(G * M / g))
+
+
+async def check_lonely_round(lonely_round: Any, *, stories: int = 5,
+                             story_limits: tuple[int, ...] = (1, 2, 3, 4, 5, 6),
+                             global_limits: tuple[int, ...] = (2, 4, 6, 8, 10, 12, 16, 20, 25),
+                             ) -> Verdict:
+    """Exercise: ``lonely_round(G, M, p, g)`` is true when the first instant of the run
+    already leaves one story to finish a round above the bound: the first stories
+    take every unit, and the story that fared worst (none, or the remainder) needs
+    more rounds than the bound counts. Compared with the rule on every cell of the
+    grid for 3 to 5 stories of 3, 5 and 8 pictures; then the sweep for ``stories``
+    stories confirms that every cell the rule flags ends above the bound."""
+    if (v := missing(lonely_round)) is not None:
+        return v
+    if not callable(lonely_round):
+        return Verdict(False, "pass your function itself, lonely_round")
+    for G in (stories, 3, 4):
+        for M in (5, 8, 3):
+            for p in story_limits:
+                for g in global_limits:
+                    try:
+                        said = lonely_round(G, M, p, g)
+                    except Exception as exc:
+                        return _raised(f"lonely_round({G}, {M}, {p}, {g})", exc)
+                    if said is ...:
+                        return Verdict(False, "lonely_round still returns ... (the "
+                                              "placeholder): return True or False")
+                    if bool(said) == _lonely(G, M, p, g):
+                        continue
+                    bound = max(math.ceil(M / p), math.ceil(G * M / g))
+                    worst = _start_of_worst(G, M, p, g)
+                    call = f"lonely_round({G}, {M}, {p}, {g}) gave {said!r}"
+                    if worst is None:
+                        few = f" (all {M} of its pictures)" if p > M else ""
+                        return Verdict(False, f"{call}: at the start each of the {G} stories "
+                                              f"takes {min(p, M)} units{few}, {G * min(p, M)} "
+                                              f"of {g}, so none starts late")
+                    units, rounds = worst
+                    start = ("gets none" if units == 0 else
+                             f"starts only {units} of its pictures")
+                    end = ("so it ends a round above the bound" if rounds > bound else
+                           "so its late round is already in the bound")
+                    return Verdict(False, f"{call}: at the start the first stories take all "
+                                          f"{g} units and the worst-off story {start}; it "
+                                          f"needs {rounds} rounds in all (the first, then "
+                                          f"{M - units} pictures, {p} at a time), the bound "
+                                          f"counts {bound}, {end}")
+    from storylab.sweep import sweep
+
+    flagged, missed, others = 0, 0, []
+    for M in (3, 5, 8):
+        result = await sweep(list(story_limits), list(global_limits), stories=stories,
+                             images=M)
+        for c in result.cells:
+            off = c.makespan > c.ideal + 1e-6
+            if _lonely(stories, M, c.story_limit, c.global_limit):
+                flagged += 1
+                if not off:  # the rule would be wrong: say so rather than pass
+                    return Verdict(False, f"the rule flags per-story {c.story_limit}, global "
+                                          f"{c.global_limit} at {M} pictures, but the sweep "
+                                          f"ends it on the bound ({c.makespan:g} model s)")
+                missed += 1
+            elif off:
+                others.append(f"per-story {c.story_limit}, global {c.global_limit} at {M} "
+                              "pictures")
+    more = (f"; the sweep finds {len(others)} more (such as {others[0]}), where the later "
+            "rounds, not the first instant, leave a story behind (the fair rule breaks ties by "
+            "waiting time), which no rule about the start can see") if others else ""
+    return Verdict(True, f"your rule agrees on every case, and the sweep of {stories} stories "
+                         f"of 3, 5 and 8 pictures confirms it: all {flagged} cells it flags "
+                         f"end a round above the bound{more}")
+
+
+# -- an entity that fans out its children, two at a time ---------------------------------
+def _pool_order(lengths: dict[str, float], limit: int) -> tuple[list[str], float]:
+    """The order ``lengths`` finish in (and the makespan) when each starts, in the order
+    given, as soon as one of ``limit`` slots is free."""
+    slots: list[tuple[float, str]] = []
+    ends: list[tuple[float, str]] = []
+    for name, length in lengths.items():
+        start = 0.0
+        if len(slots) >= limit:
+            slots.sort()
+            start = slots.pop(0)[0]
+        slots.append((start + length, name))
+        ends.append((start + length, name))
+    ends.sort()
+    return [name for _, name in ends], max((t for t, _ in ends), default=0.0)
+
+
+def _peak_in_use(trace: Any) -> int:
+    """The most units any capacity source of ``trace`` had out at once."""
+    from storylab.scheduling.trace import EventKind
+
+    out: dict[str, int] = {}
+    peak = 0
+    for ev in trace.events:
+        step = {EventKind.ACQUIRE: 1, EventKind.GRANT: 1, EventKind.RELEASE: -1}.get(ev.kind)
+        if step is None:
+            continue
+        for name in ev.path:
+            out[name] = out.get(name, 0) + step
+            peak = max(peak, out[name])
+    return peak
+
+
+async def check_limited_sketchbook(cls: Any, subjects: dict[str, float], *,
+                                   time_scale: float, limit: int = 2) -> Verdict:
+    """Exercise: an entity class whose ``run_impl`` fans out one child per subject with
+    ``parallel_calls``, runs them ``limit`` at a time through a runner and a
+    ``CapacitySource``, and returns the subjects in the order they finished.
+
+    The class is run for real in a scratch graph, with ``{"subjects": subjects}`` as
+    its data, under a :class:`~storylab.scheduling.Trace`; ``time_scale`` is the one
+    its children sleep at. The verdict reads the trace (units in use, makespan), the
+    graph (children, and how many existed before the first child finished) and the
+    returned list.
+    """
+    from storylab.scheduling import Trace
+    from storylab.viz import ChildCounter, makespan
+
+    if (v := missing(cls)) is not None:
+        return v
+    if not (isinstance(cls, type) and issubclass(cls, RunnableEntity)):
+        return Verdict(False, f"pass your entity class itself, a subclass of RunnableEntity, "
+                              f"not {cls!r}")
+    if isinstance(time_scale, bool) or not isinstance(time_scale, int | float) \
+            or time_scale <= 0:
+        raise ValueError(f"time_scale must be a number of wall seconds > 0, got {time_scale!r}")
+    subjects = dict(subjects)
+    order, span_wanted = _pool_order(subjects, limit)
+    deadline = 10.0 + 3 * sum(subjects.values()) * time_scale  # wall seconds
+    with tempfile.TemporaryDirectory(prefix="storylab-fanout-") as folder:
+        with EntityGraph.open(Path(folder) / "graph.sqlite") as graph:
+            book = graph.create_or_retrieve(cls, "limited-sketchbook", {"subjects": subjects})
+            trace = Trace(meta={"time_scale": time_scale})
+            try:
+                with trace:
+                    async with ChildCounter(graph, book, trace) as counter:
+                        result = await asyncio.wait_for(book.run(), deadline)
+            except TimeoutError:
+                return Verdict(False, f"your sketchbook was still running after {deadline:.0f} "
+                                      "wall seconds: does its loop wait for something that "
+                                      "never comes?")
+            except Exception as exc:
+                return _raised("your sketchbook", exc)
+            children = len(graph.children(book.id))
+    span, peak = makespan(trace), _peak_in_use(trace)
+    fan_out = ("fan out with self.parallel_calls(Sketch, sketch_items(self.data[\"subjects\"])): "
+               "one child per subject")
+    if children != len(subjects):
+        return Verdict(False, f"the sketchbook has {children} children in the graph for "
+                              f"{len(subjects)} subjects: {fan_out}")
+    if peak == 0:
+        return Verdict(False, "no capacity source handed out a single unit: run the children "
+                              "through HierarchicalTaskPoolRunner(name, source, "
+                              f"CapacitySource({limit})) and read its run_tasks()")
+    if peak != limit:
+        many = "only one sketch ran at a time" if peak == 1 else \
+            f"up to {peak} sketches ran at once"
+        return Verdict(False, f"{many}; the sketchbook's own limit must be {limit}: "
+                              f"CapacitySource({limit})")
+    made = counter.most_before_first_finish
+    if made > limit:
+        return Verdict(False, f"{made} children were already in the graph before the first "
+                              f"sketch finished, though only {limit} could run: wrap the "
+                              "tasks in SourceFromIterable, which pulls (and so creates) a child "
+                              "only once a unit is held, not in SourceBufferObj, which needs "
+                              "them all up front")
+    if not isinstance(result, list | tuple):
+        return Verdict(False, "run_impl should end with yield Return(finished), the list of "
+                              f"subjects in the order they finished; it returned {result!r}")
+    result = list(result)
+    if sorted(map(str, result)) != sorted(subjects):
+        return Verdict(False, f"it returned {result}; wanted each of the {len(subjects)} "
+                              "subjects once (the value of each FINAL envelope)")
+    if result == list(subjects) and result != order:
+        return Verdict(False, f"it returned the subjects in the order they were asked for, "
+                              f"{result}; collect envelope.value as each FINAL envelope "
+                              "arrives, and the list comes in the order they finished")
+    if result != order:
+        return Verdict(False, f"it returned {result}; {limit} at a time, each freed unit "
+                              f"going to the next subject in the order asked, they finish "
+                              f"{order}")
+    if span > 1.3 * span_wanted + 1.5:
+        return Verdict(False, f"the run took {span:.1f} model s; {limit} at a time it takes "
+                              f"about {span_wanted:g}. Does something wait between the "
+                              "sketches? (On a very busy machine, run the check again.)")
+    return Verdict(True, f"{limit} sketches at most at once, each child made only when a unit "
+                         f"was free ({made} before the first finished), results in the order "
+                         f"they finished ({', '.join(order)}), {span:.1f} model s in all: "
+                         f"exercise 1's {span_wanted:g}, measured")

@@ -230,9 +230,14 @@ SAME_KIND: dict[str, str] = {
                     "RunnableEntity registers it: shorter, but nothing new to write",
     "get_dto": "Python drops the call and its await, since the data is an attribute, "
                "self.data: shorter, but nothing new to write",
-    "GLOBAL_IMAGE_CAPACITY` (a module": "the shared source is reached through a function, "
-                                        "global_image_capacity(10), instead of a constant: "
-                                        "the same value, found another way",
+    "GLOBAL_IMAGE_CAPACITY` (a module": "the module constant becomes a call, "
+                                        "global_image_capacity(10), that returns the same "
+                                        "shared CapacitySource of 10: where the chapter names "
+                                        "the constant you write the call, and nothing else "
+                                        "changes (no new statement or keyword, the same kind "
+                                        "of value)",
+    "ImageService": "Python drops the service class, since the entity itself is the unit of "
+                    "work: shorter, but nothing new to write",
 }
 
 
@@ -518,21 +523,71 @@ def check_python_form(answer: Any) -> Any:
         key, why = next(iter(kinds.items()))
         return Verdict(True, f"{key}: {why}")
     if len(rows) > 1:  # several rows, none of them one of the changes of kind
+        whys = "; ".join(_same_kind_why(row) for row in rows)
         return Verdict(False, f"{answer!r} is in {len(rows)} rows of the table, and none of "
-                              f"them changes the kind of code, only its spelling. Wanted: "
-                              f"{expected}")
-    row = rows[0]
+                              f"them changes the kind of code: {whys}. Wanted: {expected}")
+    return Verdict(False, f"{_same_kind_why(rows[0])}. Wanted: {expected}")
+
+
+def _same_kind_why(row: ApiRow) -> str:
+    """Why ``row`` of the API table changes no kind of code, in one clause."""
     chapter = _bare_name(row.typescript.split("`")[1] if "`" in row.typescript
                          else row.typescript)
     python = _bare_name(row.python_name)
     shown = row.typescript.replace("`", "")
     for key, why in SAME_KIND.items():
         if _plain(key) in _plain(row.typescript):
-            return Verdict(False, f"{shown}: {why}. Wanted: {expected}")
+            return f"{shown}: {why}"
     if _plain(row.typescript.split(" (")[0]) == _plain(row.python.split(" (")[0]):
-        return Verdict(False, f"{shown} reads the same in Python. Wanted: {expected}")
+        return f"{shown} reads the same in Python"
     if python and _snake_case(chapter) == python:
-        return Verdict(False, f"{chapter} becomes {python}: the same call with the same "
-                              f"arguments, only spelt in snake_case. Wanted: {expected}")
-    return Verdict(False, f"{shown} keeps its kind in Python: the same class, call or value, "
-                          f"named or placed differently. Wanted: {expected}")
+        return (f"{chapter} becomes {python}: the same call with the same arguments, only "
+                "spelt in snake_case")
+    return (f"{shown} keeps its kind in Python: the same class, call or value, named or "
+            "placed differently")
+
+
+# Exercise 2 of notebook 00: the box of the diagram that makes a restart cheap. Words that
+# find each box in an answer -> why that box is not the one (None: the right box).
+_RESTART_BOXES: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
+    ("entity graph", ("graph", "sqlite", "database"), None),
+    ("children", ("child", "imagegenerationentity", "picture"),
+     "the children are the work a restart must not pay for twice, but they outlive the "
+     "process only because they are stored: which box stores them?"),
+    ("pipeline entity", ("pipeline", "storypipelineentity"),
+     "the pipeline is found again by its name, but only because it is stored somewhere: "
+     "follow the dashed arrow"),
+    ("runner", ("runner", "hierarchicaltaskpoolrunner"),
+     "the runner starts children a few at a time; it lives in the process and keeps nothing "
+     "once the process dies"),
+    ("capacity tree", ("capacity", "global", "story source", "source"),
+     "the capacity sources decide how many pictures run at once; they live in memory and "
+     "start empty after a restart"),
+    ("request", ("request", "topic", "hedgehog"),
+     "the request is asked again after a restart; what makes that cheap is what it finds"),
+)
+
+
+def check_restart_box(answer: Any) -> Any:
+    """Exercise: the name of the diagram's box that makes a restart cheap (the entity graph).
+
+    A wrong box is told what it does instead, and why that does not survive a crash.
+    """
+    from storylab.tutorial._verdict import Verdict, missing
+
+    if (v := missing(answer)) is not None:
+        return v
+    if not isinstance(answer, str) or not answer.strip():
+        return Verdict(False, f"answer with the name of a box of the diagram as a string, in "
+                              f"quotes, such as \"runner\", not {answer!r}")
+    given = _plain(answer).replace("_", " ")
+    for box, words, why in _RESTART_BOXES:
+        if any(word in given for word in words):
+            if why is None:
+                return Verdict(True, f"the {box}: every entity is stored there under a name "
+                                     "made from the request, with its status and output, so a "
+                                     "restarted run finds the finished pictures instead of "
+                                     "paying for them again")
+            return Verdict(False, f"{answer!r} is the {box} box: {why}")
+    boxes = ", ".join(box for box, _, _ in sorted(_RESTART_BOXES, key=lambda b: b[0]))
+    return Verdict(False, f"{answer!r} is not a box of the diagram; its boxes are {boxes}")

@@ -73,7 +73,9 @@ def plot_kill_and_resume(
     redraw_ends = [(f - resumed_at) / time_scale for n in names
                    for s, f in [now.get(n, (None, None))]
                    if s is not None and f is not None and s >= resumed_at]
-    right_end = max(redraw_ends, default=1.0)
+    # At least a third of the left panel's span, so the "↺ reused" labels fit even
+    # when run 2 redrew little or nothing (both panels keep one scale).
+    right_end = max(max(redraw_ends, default=1.0), kill / 3)
     fig, (left, right) = new_figure(
         1, 2, sharey=True, figsize=(10, 1.0 + 0.5 * len(names)),
         gridspec_kw={"width_ratios": [max(kill, 1.0), max(right_end, 1.0)], "wspace": 0.08},
@@ -101,7 +103,7 @@ def plot_kill_and_resume(
             right.barh(y, (f2 - s2) / time_scale, left=(s2 - resumed_at) / time_scale,
                        height=0.55, color=done, edgecolor="black", lw=0.6)
         elif state == "Completed":
-            right.annotate("↺ reused: stored output handed back", (0, y), xytext=(4, 0),
+            right.annotate("↺ reused", (0, y), xytext=(4, 0),
                            textcoords="offset points", va="center", fontsize=10,
                            color=REUSED_COLOUR, fontweight="bold")
     left.set_xlim(0, kill * 1.04 + 0.2)
@@ -121,15 +123,20 @@ def plot_kill_and_resume(
     fig.suptitle(title or (f"The kill at {kill:.1f} model s: {counts['Completed']} pictures "
                            f"done, {counts['stale']} stale, {counts['not stored']} not stored; "
                            f"run 2 draws {redrawn}"), fontsize=12)
-    fig.legend(handles=[
-        Patch(facecolor=done, edgecolor="black", label="drawn and stored (Completed)"),
-        Patch(facecolor=running, edgecolor="black", hatch="//",
-              label="started, cut off by the kill (stale)"),
-        Line2D([], [], marker="o", ms=10, mfc="white", mec="#555555", ls="none",
-               label="planned, no node stored"),
-        Line2D([], [], marker="$↺$", ms=11, color=REUSED_COLOUR, ls="none",
-               label="reused in run 2, not redrawn"),
-    ], loc="lower center", ncol=2, frameon=False, fontsize=10, bbox_to_anchor=(0.5, -0.02))
+    # Only what the figure shows: a crash with no "not stored" picture names none.
+    handles = [
+        (counts["Completed"], Patch(facecolor=done, edgecolor="black",
+                                    label="drawn and stored (Completed)")),
+        (counts["stale"], Patch(facecolor=running, edgecolor="black", hatch="//",
+                                label="started, cut off by the kill (stale)")),
+        (counts["not stored"], Line2D([], [], marker="o", ms=10, mfc="white", mec="#555555",
+                                      ls="none", label="planned, no node stored")),
+        (counts["Completed"], Line2D([], [], marker="$↺$", ms=11, color=REUSED_COLOUR,
+                                     ls="none", label="reused in run 2: stored output "
+                                                      "handed back, not redrawn")),
+    ]
+    fig.legend(handles=[h for n, h in handles if n], loc="lower center", ncol=2,
+               frameon=False, fontsize=10, bbox_to_anchor=(0.5, -0.02))
     fig.subplots_adjust(bottom=0.3 if len(names) <= 5 else 0.22, top=0.8)
     fig.storylab_summary = (
         f"run 1 was killed {kill:.1f} model s after its first picture started, with "

@@ -84,7 +84,8 @@ def plot_sweep_lines(result: Any, *, title: str | None = None) -> Figure:
     """Makespan against the global limit: one small panel per per-story limit.
 
     Each panel draws the measured makespan (dots) over the ideal bound (a
-    wide grey line) and shades where the measurement sits above the bound.
+    wide grey line), and a vermillion bar and ring at each cell whose measurement sits
+    above the bound.
     Panels share both axes, so a legend of two entries is enough.
     """
     n = len(result.story_limits)
@@ -102,10 +103,17 @@ def plot_sweep_lines(result: Any, *, title: str | None = None) -> Figure:
         above = [m > b + 1e-9 for m, b in zip(measured, bound, strict=True)]
         ax.plot(xs, bound, "-", color="#bbbbbb", lw=6, solid_capstyle="round",
                 label="ideal bound (wide, grey)", gid=f"bound:{p}")
-        ax.fill_between(xs, bound, measured, where=above, color=OKABE_ITO["vermillion"], alpha=0.25,
-                        interpolate=True, lw=0, label="above the bound")
+        # Only at the cells above the bound: a bar from the bound up to the measurement
+        # and a ring on its dot (a band between the points would shade their neighbours).
+        off = [(x, b, m) for x, b, m, a in zip(xs, bound, measured, above, strict=True) if a]
+        ax.vlines([x for x, _, _ in off], [b for _, b, _ in off], [m for _, _, m in off],
+                  color=OKABE_ITO["vermillion"], alpha=0.45, lw=7, label="above the bound",
+                  gid=f"above:{p}")
         ax.plot(xs, measured, "o-", color=OKABE_ITO["blue"], lw=1.5, ms=4, label="measured",
                 gid=f"measured:{p}")
+        if off:
+            ax.plot([x for x, _, _ in off], [m for _, _, m in off], "o", ms=10, mfc="none",
+                    mec=OKABE_ITO["vermillion"], mew=2, gid=f"ring:{p}")
         misses = sum(above)
         noun = "cell" if misses == 1 else "cells"
         note = "on the bound everywhere" if not misses else f"{misses} {noun} above"

@@ -341,17 +341,19 @@ def _wait_levels(lanes: list[TaskLane]) -> dict[str, str]:
     """Legend text per blocking level: the task's own limit vs an ancestor's.
 
     A wait is coloured by the level that was full when it *began*; another
-    level may hold the task back later in the same wait, hence "first"."""
+    level may hold the task back later in the same wait: the legend says which
+    limit "was full" when the wait began."""
     names: dict[str, str] = {}
     end = _lanes_end(lanes)
     for lane in lanes:
         if lane.wait_level is None or not _visible_wait(lane, end):
             continue  # a unit granted (almost) at once is no wait a reader could see
         if lane.wait_level == lane.group:
-            own = "story" if lane.group.startswith("story:") else lane.group.split(" (")[0]
-            names.setdefault("__own__", f"waiting: first held back by its own limit ({own})")
+            own = ("its story's limit" if lane.group.startswith("story:")
+                   else f"its own limit ({lane.group.split(' (')[0]})")
+            names.setdefault("__own__", f"waiting: {own} was full")
         else:
-            text = f"waiting: first held back by the {plain_source(lane.wait_level)} limit"
+            text = f"waiting: the {plain_source(lane.wait_level)} limit was full"
             names.setdefault(lane.wait_level, text)
     return names
 
@@ -464,6 +466,16 @@ def _draw_gantt(
                   bbox_transform=below, ncols=2, fontsize=10, frameon=False)
 
 
+#: The y label of a timeline whose trace took no unit from any capacity source (a plain loop).
+NO_SOURCE_LABEL = "task (grouped by story)"
+
+
+def _has_capacity(trace: Trace) -> bool:
+    """Whether any task of ``trace`` took (or waited for) a unit of a capacity source."""
+    return any(ev.kind in (EventKind.ACQUIRE, EventKind.WAIT, EventKind.GRANT)
+               for ev in trace.events)
+
+
 def _reused(lane: TaskLane, hairline: float) -> bool:
     """A completed run too short to draw: a result handed back from the graph."""
     return lane.outcome is Status.COMPLETED and lane.run[1] - lane.run[0] <= hairline
@@ -487,7 +499,7 @@ def _gantt_handles(lanes: list[TaskLane], level_keys: list[str],
         handles.append(Patch(facecolor=COLOURS[s], edgecolor="black", label=text))
     for k, text in sorted(_wait_levels(lanes).items(), key=lambda kv: level_keys.index(kv[0])):
         if names and k in names:
-            text = f"waiting: first held back by the {names[k]} limit"
+            text = f"waiting: the {names[k]} limit was full"
         handles.append(Patch(facecolor=WAIT_COLOURS[min(level_keys.index(k),
                                                         len(WAIT_COLOURS) - 1)],
                              edgecolor="#666666", hatch="///", label=text))
@@ -572,6 +584,7 @@ def mark_moments(ax: Axes, moments: Iterable[Any]) -> list[Any]:
     drawn: list[Any] = []
     i = 0
     for members, row, right in groups:
+        ticked = False  # a moment on the axis itself: its label names the tick (▼)
         close = members[-1].t - members[0].t <= 0.05 * span
         if len(members) > 1 and close and {m.kind for m in members} == {"failed"}:
             # Failures close together: one shaded band from the first to the last,
@@ -591,12 +604,14 @@ def mark_moments(ax: Axes, moments: Iterable[Any]) -> list[Any]:
                     drawn.append(ax.plot([m.t], [1.0], marker="v", ms=9, color=colour,
                                          transform=ax.get_xaxis_transform(), clip_on=False,
                                          zorder=8, gid=f"moment-tick:{m.kind}:{i}")[0])
+                    ticked = True
                 i += 1
         anchor = members[-1] if right else members[0]
         kinds = {m.kind for m in members}
         colour = _MOMENT_COLOURS.get(kinds.pop(), "#555555") if len(kinds) == 1 else "#000000"
         text = ax.annotate(
-            _group_text(members), xy=(anchor.t, 1.0), xycoords=("data", "axes fraction"),
+            ("▼ " if ticked and not right else "") + _group_text(members),
+            xy=(anchor.t, 1.0), xycoords=("data", "axes fraction"),
             xytext=(-_LABEL_PAD if right else _LABEL_PAD, -4 - _ROW_POINTS * row),
             textcoords="offset points", ha="right" if right else "left", va="top",
             fontsize=_MOMENT_FONT, color=colour, zorder=7,
@@ -787,6 +802,8 @@ def _timeline_panel(ax: Axes, trace: Trace, lanes: list[TaskLane], *,
     """Draw one timeline into ``ax`` (the body of :func:`plot_timeline`)."""
     labels = source_labels(trace, names)
     _draw_gantt(ax, lanes, names=labels, legend=legend, level_keys=level_keys)
+    if lanes and not _has_capacity(trace):
+        ax.set_ylabel(NO_SOURCE_LABEL)  # no source took a unit: the rows only share a story
     span = makespan(trace, time_scale=time_scale)
     if title is None:
         title = f"Task timeline: waiting for capacity vs running (makespan {span:.1f} model s)"
@@ -1068,6 +1085,8 @@ def plot_sequential_vs_parallel(
                                       layout="constrained")
     _draw_gantt(left, seq_lanes, legend=False, names=names)
     _draw_gantt(right, par_lanes, names=names)
+    if not _has_capacity(sequential):
+        left.set_ylabel(NO_SOURCE_LABEL)
     left.set_title(f"Sequential: makespan {seq_span:.1f} model s")
     right.set_title(f"Parallel: makespan {par_span:.1f} model s")
     right.set_ylabel("")

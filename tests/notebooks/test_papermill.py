@@ -140,6 +140,14 @@ def _claims_01(f):
         # the wait is the sum of the parts
         + ([] if 0.9 * f["makespan"] <= f["busy"] <= f["makespan"] + 0.5
            else [f"busy {f['busy']:.1f} is not the makespan {f['makespan']:.1f}"])
+        # the prose: if the two totals differ, by a few tenths at most
+        + ([] if f["makespan"] - f["busy"] <= 1.0
+           else [f"the totals differ by {f['makespan'] - f['busy']:.1f} model s; the prose "
+                 "says a few tenths at most"])
+        # no capacity source in this run, and the chart's rows do not claim one
+        + ([] if "capacity source" not in f["timeline_ylabel"]
+           else [f"the timeline's rows say {f['timeline_ylabel']!r} in a run without a "
+                 "capacity source"])
     )
 
 
@@ -171,6 +179,11 @@ def _claims_02(f):
     if f["reused_new_requests"] != 0:
         found.append(f"asking for the finished story again made {f['reused_new_requests']} new "
                      "image requests; the prose says none")
+    # the sum is in the visible In words line, not only in the figure's text/plain
+    if not f["tree_summary"].rstrip(".").endswith(f["tree_words_sum"].rstrip(".")) \
+            or " model s) = " not in f["tree_words_sum"]:
+        found.append(f"the In words line under the tree carries {f['tree_words_sum']!r}, not "
+                     f"the figure's sum ({f['tree_summary']!r})")
     # the line under the entity tree adds up, and its pictures' span is the replay's makespan
     if " model s) = " not in f["tree_summary"]:
         return [*found, f"the tree's line says no sum: {f['tree_summary']}"]

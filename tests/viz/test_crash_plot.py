@@ -42,6 +42,16 @@ async def test_the_kill_is_drawn_where_it_was_noted_after_every_stored_time(tmp_
     assert sum("reused" in t for t in texts) == 2
     assert "2 pictures done, 0 stale, 1 not stored; run 2 draws 0" in fig._suptitle.get_text()
     assert "reused 2" in fig.storylab_summary
+    # the legend names only what the figure shows: nothing here is stale
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert not any("stale" in t for t in legend), legend
+    assert any("no node stored" in t for t in legend) and any("reused" in t for t in legend)
+    # the short reuse label stays inside the right panel's frame
+    fig.canvas.draw()
+    frame = right.get_window_extent()
+    for t in right.texts:
+        if "reused" in t.get_text():
+            assert t.get_window_extent().x1 <= frame.x1, t.get_text()
 
 
 async def test_bad_arguments_are_refused_by_name(tmp_path):

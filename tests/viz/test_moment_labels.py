@@ -35,15 +35,19 @@ async def _refused_trace(stories: int = 2, pictures: int = 5, failing: int = 4) 
     last ``failing`` pictures raise at the end of their run (all at about 8 s)."""
     trace = Trace(meta={"time_scale": SCALE})
     root = CapacitySource(100, name="global")
+    # The failing pictures all raise in one turn of the loop, 8 model s in, however slow
+    # the machine is: a shared event set by one timer, not one sleep each.
+    refuse = asyncio.Event()
 
     async def story(name: str) -> None:
         cap = CapacitySource(10, root, name=f"story:{name}")
         thunks = []
         for i in range(1, pictures + 1):
             async def one(i: int = i) -> str:
-                await asyncio.sleep(8 * SCALE)
                 if i > pictures - failing:
+                    await refuse.wait()
                     raise RuntimeError(f"429 for picture {i}")
+                await asyncio.sleep(8 * SCALE)
                 return f"picture {i}"
             one.label = f"image-{{{{IMAGE_{i}}}}}"
             thunks.append(one)
@@ -53,6 +57,7 @@ async def _refused_trace(stories: int = 2, pictures: int = 5, failing: int = 4) 
                 pass
 
     with trace:
+        asyncio.get_running_loop().call_later(8 * SCALE, refuse.set)
         await asyncio.gather(*(story(chr(ord("a") + s)) for s in range(stories)))
     return trace
 
@@ -204,5 +209,7 @@ def test_a_moment_on_the_axis_gets_a_tick_and_close_failures_a_band_that_shows()
                       Moment(12.3, "✗ b", "failed")])
     ticks = [ln.get_gid() for ln in ax.lines if (ln.get_gid() or "").startswith("moment-tick:")]
     assert ticks == ["moment-tick:split:0"]  # only the moment hidden in the axis
+    labels = [t.get_text() for t in ax.texts if (t.get_gid() or "").startswith("moment-label")]
+    assert "▼ split 3,1" in labels, labels  # the label names its tick
     (band,) = [p for p in ax.patches if (p.get_gid() or "").startswith("moment-band:")]
     assert band.get_alpha() >= 0.35

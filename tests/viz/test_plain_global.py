@@ -35,7 +35,7 @@ def test_global_named_after_its_limit_reads_global_in_legends_and_titles():
     legend = [t.get_text() for ax in fig.axes if ax.get_legend()
               for t in ax.get_legend().get_texts()]
     plt.close(fig)
-    assert "waiting: first held back by the global limit" in legend
+    assert "waiting: the global limit was full" in legend
     assert not any("global-1" in text for text in legend)
     fig = plot_capacity(trace, limits={"global-1": 1, "story:1": 2, "story:2": 2})
     titles = [ax.get_title(loc="left") + ax.get_title() for ax in fig.axes]

@@ -431,3 +431,21 @@ def test_the_live_widget_carries_the_style_that_hides_the_snapshot():
     hide = f"<style>.{SNAPSHOT_CLASS}{{display:none}}</style>"
     assert hide in panel._widgets.header.value  # drawn only where widgets are
     assert hide not in static_snapshot_html(panel)  # the snapshot alone stays visible
+
+
+def test_a_completed_row_drops_its_last_in_progress_words():
+    panel = ProgressPanel(form="widget", min_interval=0)
+    panel.update(_env("STATUS", "p", "story", "Pipeline", status="STARTED"), root="p")
+    panel.update(_env("VALUE", "p", "story", "Pipeline", sub_type="progress",
+                      value={"stage": "images", "total": 2, "items": ["i1", "i2"]}), root="p")
+    for k in (1, 2):
+        panel.update(_env("STATUS", f"c{k}", f"i{k}", status="RUNNING",
+                          message=f"Saving i{k} to the blob store"), root="p")
+    rows_html = next(iter(panel._widgets.parts.values()))["rows"]
+    assert "Saving i1 to the blob store" in rows_html.value  # still at work: worth saying
+    panel.update(_env("STATUS", "c1", "i1", status="COMPLETED"), root="p")
+    row = re.search(r"<tr data-name='i1'.*?</tr>", rows_html.value).group(0)
+    assert "data-status='completed'" in row and "blob store" not in row
+    assert "Saving i2 to the blob store" in rows_html.value  # the running row keeps its words
+    (done, running) = panel.pipelines[0].rows
+    assert done.activity is None and running.activity == "Saving i2 to the blob store"

@@ -90,3 +90,14 @@ async def test_the_heatmaps_frame_every_cell_above_the_bound():
         assert "dashed frame: above the bound" in ax.get_title()
     on_bound = await sweep((1, 3), (2, 6), stories=3, images=3)
     assert "frame" not in plot_sweep_heatmaps(on_bound).axes[0].get_title()
+
+
+async def test_only_the_cells_above_the_bound_are_marked():
+    # 5 stories of 5: per-story 4 misses the bound at global 16 only, its neighbours not.
+    result = await sweep((4,), (12, 16, 20), stories=5, images=5)
+    (ax,) = [ax for ax in plot_sweep_lines(result).axes if ax.get_visible()]
+    (bars,) = [c for c in ax.collections if c.get_gid() == "above:4"]
+    xs = sorted({float(x) for seg in bars.get_segments() for x, _ in seg})
+    assert xs == [16.0]
+    (ring,) = [line for line in ax.get_lines() if line.get_gid() == "ring:4"]
+    assert list(ring.get_xdata()) == [16]

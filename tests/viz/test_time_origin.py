@@ -120,7 +120,7 @@ async def test_key_moments_are_marked_on_the_figures():
     gids = {ln.get_gid() for ln in ax.lines}
     assert {f"moment:{m.kind}:{i}" for i, m in enumerate(moments)} <= gids
     texts = [t.get_text() for t in ax.texts]
-    assert "split 3,1" in texts
+    assert "▼ split 3,1" in texts  # at t = 0: the label names its tick above the axis
     # Any moment can be added by hand, e.g. a kill or a lease that expired.
     drawn = mark_moments(ax, [(12.0, "kill"), (20.5, "lease expired")])
     assert [d.get_text() for d in drawn[1::2]] == ["kill", "lease expired"]

@@ -142,8 +142,8 @@ async def test_timeline_figure_draws_the_lanes_with_status_colours(stories, tmp_
     ticks = [t.get_text() for t in ax.get_yticklabels()]
     assert ticks[0] == "story A" and "story B" in ticks and "A-image-4" in ticks
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "waiting: first held back by the global limit" in legend
-    assert "waiting: first held back by its own limit (story)" in legend
+    assert "waiting: the global limit was full" in legend
+    assert "waiting: its story's limit was full" in legend
     assert "ran, failed" in legend
 
 
@@ -390,7 +390,7 @@ async def test_a_renamed_limit_reads_its_new_name_in_the_wait_legend(stories):
                              time_scale=SCALE)
     fig = plot_timeline(trace, names={"global": "shared pool (4)"})
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert "waiting: first held back by the shared pool (4) limit" in legend, legend
+    assert "waiting: the shared pool (4) limit was full" in legend, legend
 
 
 async def test_names_rename_groups_and_panels_for_the_reader(stories):
@@ -409,3 +409,19 @@ async def test_names_rename_groups_and_panels_for_the_reader(stories):
     # The same rows on both sides are named once, on the left: no band of repeated labels.
     assert list(right.get_yticks()) == list(left.get_yticks())
     assert not right.yaxis.majorTicks[0].label1.get_visible()
+
+
+async def test_the_y_label_names_a_capacity_source_only_when_the_run_had_one(
+    stories, sequential
+):
+    from storylab.viz.timeline import NO_SOURCE_LABEL
+
+    seq = await sequential("A", [10] * 3, time_scale=SCALE)  # a plain loop: no source at all
+    par, _ = await stories({"A": [10] * 3}, story_limit=2, time_scale=SCALE)
+    (plain,) = plot_timeline(seq).axes
+    assert plain.get_ylabel() == NO_SOURCE_LABEL
+    assert "capacity source" not in plain.get_ylabel()
+    (limited,) = [ax for ax in plot_timeline(par).axes if ax.patches]
+    assert limited.get_ylabel() == "task (grouped by capacity source)"
+    left, right = [ax for ax in plot_sequential_vs_parallel(seq, par).axes if ax.patches]
+    assert left.get_ylabel() == NO_SOURCE_LABEL and right.get_ylabel() == ""

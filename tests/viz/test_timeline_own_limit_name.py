@@ -27,5 +27,5 @@ async def test_the_own_limit_legend_names_a_group_that_is_not_a_story():
     fig = plot_timeline(trace)
     (ax,) = [a for a in fig.axes if a.patches]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "waiting: first held back by its own limit (sketchbook)" in legend, legend
+    assert "waiting: its own limit (sketchbook) was full" in legend, legend
     assert not any("(story)" in text for text in legend), legend

@@ -80,6 +80,12 @@ class RowState:
         return f"{self.status}, {REUSED_TEXT}" if self.reused else str(self.status)
 
     @property
+    def activity(self) -> str | None:
+        """What the child is doing now; nothing once it completed (its last words, such as
+        "Saving {{IMAGE_1}} to the blob store", would be stale on a finished row)."""
+        return None if self.status is Status.COMPLETED else self.message
+
+    @property
     def title(self) -> str:
         """The row's heading in the reader's words: ``image-{{IMAGE_2}}`` reads ``image-2``."""
         name = task_label(self.name)

@@ -227,7 +227,7 @@ def rows_table(p: PipelineProgress, max_rows: int) -> str:
     shown = p.rows[:max_rows]
     cells = []
     for r in shown:
-        message = html.escape(r.message) if r.message else ""
+        message = html.escape(r.activity) if r.activity else ""
         cells.append(
             f"<tr data-name='{html.escape(r.name, quote=True)}' data-status='{r.status}'"
             f"{' data-reused=' + chr(39) + '1' + chr(39) if r.reused else ''}>"
