@@ -42,6 +42,7 @@ def _steal(target, node_id: str) -> None:
         assert stolen == [(1,)]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 async def test_a_child_made_after_its_parent_was_taken_over_is_not_stored(pg_target):
     graph = pg_target.open(lease_ttl=30.0)

@@ -53,6 +53,7 @@ def _leave_stale(target, ids: list[str]) -> None:
                 )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_two_processes_taking_over_parents_and_children_in_opposite_orders(pg_target, tmp_path):
     graph = pg_target.open()
