@@ -797,7 +797,7 @@ class PostgresGraph:
                 kept.append(row)
                 continue
             lost[row.id] = error
-            self._new_leases.pop(row.id, None)
+            fresh.pop(row.id, None)  # its lease is not written either
             if row.id in self._held:
                 stopped[row.id] = LeaseLostError(
                     f"{row.type} {row.name!r} (id {row.id}) was not stored: {error}",
