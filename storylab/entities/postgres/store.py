@@ -1025,9 +1025,14 @@ class PostgresGraph:
                     if self._commit_error is not None:
                         raise self._commit_error
                 now = time.time()
+                with self._lock:
+                    # Only the leases already written can be judged by this
+                    # renewal: others are taken (and committed) by runs of
+                    # this loop while it is awaited.
+                    judged = {n for n in self._held if n not in self._new_leases}
                 renewed = await core.submit(self._a_renew(now, now + self._lease_ttl))
                 with self._lock:
-                    self._settle_renewal({*renewed, *self._new_leases}, now)
+                    self._settle_renewal(renewed, judged, now)
                 return
             except EntityGraphError as exc:
                 error = str(exc)
@@ -1060,12 +1065,15 @@ class PostgresGraph:
             raise wrap(exc, self._url) from None
         return {row[0] for row in rows}
 
-    def _settle_renewal(self, renewed: set[str], now: float) -> None:
+    def _settle_renewal(self, renewed: set[str], judged: set[str], now: float) -> None:
+        """After a renewal: the held leases in ``renewed`` are fresh as of
+        ``now``; a lease in ``judged`` (written before the renewal began) that
+        is still held and was not renewed was taken over, and its run is told."""
         gone = []
         for node in self._held:
             if node in renewed:
                 self._held[node] = now
-            else:
+            elif node in judged:
                 gone.append(node)
         if gone:
             errors = {}
