@@ -143,6 +143,16 @@ def test_the_api_tables_where_column_names_exactly_the_notebooks_whose_code_uses
         if found != row.notebooks:
             wrong.append(f"{row.typescript}: the table says {row.notebooks}, the code of "
                          f"notebooks {found} uses it")
+        for label, pattern, numbers in row.parts:
+            # each name of a several-name row: where its own code is, and named in the row
+            assert label.strip("`").lstrip(".") in row.python, (row.typescript, label)
+            found = tuple(n for n, src in code.items() if re.search(pattern, src))
+            if found != numbers:
+                wrong.append(f"{row.typescript}, {label}: the table says {numbers}, the code "
+                             f"of notebooks {found} uses it")
+        if row.parts:
+            union = tuple(sorted({n for _, _, numbers in row.parts for n in numbers}))
+            assert union == row.notebooks, (row.typescript, union, row.notebooks)
     assert not wrong, "\n".join(wrong)
     # an empty "where" cell is empty, not "notebook " or "notebooks  and "
     shown = api_table().data

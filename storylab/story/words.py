@@ -103,7 +103,8 @@ def story_summary(root: Any, children: Sequence[Any]) -> dict[str, Any] | None:
 
 
 _LINE_WORDS: tuple[tuple[re.Pattern[str], Any], ...] = (
-    (re.compile(r"image-\{\{IMAGE_(\d+)\}\}"), lambda m: f"picture {m.group(1)}"),
+    # The panel already shortens a picture to ``image-2`` (as the charts do); both read the same.
+    (re.compile(r"\bimage-(?:\{\{IMAGE_)?(\d+)(?:\}\})?"), lambda m: f"picture {m.group(1)}"),
     (re.compile(r"failure for \{\{IMAGE_(\d+)\}\}"), lambda m: f"failure for picture {m.group(1)}"),
     (re.compile(r"\bsafety-check\b"), "safety check"),
     (re.compile(r"\bstory-writer\b"), "story writer"),

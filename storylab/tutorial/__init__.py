@@ -80,6 +80,7 @@ from storylab.tutorial._capstone import (
     write_capstone,
 )
 from storylab.tutorial._cluster import (
+    check_lapse_window,
     check_out_of_reach,
     check_regained,
     cluster_labels,
@@ -94,6 +95,7 @@ from storylab.tutorial._exercises import (
     check_even_limit,
     check_failing_entity,
     check_fair_misses,
+    check_fifo_losses,
     check_finish_story,
     check_give_up,
     check_limited_sketchbook,
@@ -102,6 +104,7 @@ from storylab.tutorial._exercises import (
     check_prompt_names,
     check_retry_two,
     check_stable_names,
+    check_state_of,
     check_to_redraw,
     check_two_level_tree,
 )
@@ -123,6 +126,7 @@ from storylab.tutorial._pace import FAST_SCALE, WATCH_FACTOR, Pace, fast_mode, l
 from storylab.tutorial._postgres import ServerGraph, server_graph
 from storylab.tutorial._server import ensure_serving, stop_server_on_error
 from storylab.tutorial._solutions import EXPLAINED, SOLUTIONS, show_solution, solution_code
+from storylab.tutorial._sweep_words import SweepSummary, sweep_summary
 from storylab.tutorial._verdict import Verdict, missing
 
 __all__ = [
@@ -139,6 +143,7 @@ __all__ = [
     "check_fair_misses",
     "check_lonely_round",
     "check_error_branch",
+    "check_fifo_losses",
     "check_finish_story",
     "check_capacity_tree",
     "check_give_up",
@@ -159,6 +164,7 @@ __all__ = [
     "check_most_at_once",
     "check_out_of_reach",
     "check_regained",
+    "check_lapse_window",
     "mark_window",
     "cluster_labels",
     "check_redrawn",
@@ -166,6 +172,7 @@ __all__ = [
     "check_run_items",
     "check_prompt_names",
     "check_stable_names",
+    "check_state_of",
     "check_to_redraw",
     "check_two_level_tree",
     "cluster_progress",
@@ -200,6 +207,8 @@ __all__ = [
     "run_stories",
     "run_stories_on_cluster",
     "show_figure",
+    "sweep_summary",
+    "SweepSummary",
     "show_solution",
     "show_story",
     "story_thumbnails",
@@ -397,9 +406,9 @@ async def run_stories(
                               names=_label_map(pipelines) if several else None,
                               compact=several)
 
-    # Several stories: each panel row is named as the charts and the gauge name it
-    # ("story A (a curious fox)"), not by its entity's long name.
-    letters = _label_map(pipelines) if len(pipelines) > 1 else {}
+    # Each pipeline is named as the charts, the replay and the gauge name it
+    # ("story A (a curious fox)"), one story or several, not by its entity's long name.
+    letters = _label_map(pipelines)
 
     async def one(i: int, pipeline: StoryPipelineEntity) -> Any:
         if stagger:

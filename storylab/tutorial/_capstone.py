@@ -84,6 +84,9 @@ class CapstoneRun:
     """Wall-clock time the second process was started."""
     refused_intervals: list[tuple[float, float]] = field(default_factory=list, repr=False)
     """Stored (start, finish) of the items stored ``Failed``: they held a place too."""
+    in_flight: list[tuple[float, float]] = field(default_factory=list, repr=False)
+    """(start, kill) of the items stored ``Running`` when the first process was killed:
+    they held a place until the kill, died with it and were done again after the resume."""
 
     ran = True
     """A process was started (:class:`NotRun` says False)."""
@@ -162,6 +165,7 @@ async def kill_and_resume(script: str | os.PathLike, graph_path: str | os.PathLi
     started_wall = time.time()
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     killed_at, killed_wall, give_up = None, None, time.monotonic() + timeout
+    in_flight: list[tuple[float, float]] = []
     try:
         while first.poll() is None and time.monotonic() < give_up:
             done = [k for k in _items(graph_path) if k.status == "Completed"]
@@ -169,6 +173,10 @@ async def kill_and_resume(script: str | os.PathLike, graph_path: str | os.PathLi
                 first.kill()
                 first.wait()
                 killed_at, killed_wall = len(done), time.time()
+                # The items the kill caught running: their new run after the resume
+                # overwrites their stored start, so keep it now.
+                in_flight = [(k.started_at, killed_wall) for k in _items(graph_path)
+                             if k.status == "InProgress" and k.started_at]
                 break
             await asyncio.sleep(0.01)
     finally:
@@ -182,18 +190,20 @@ async def kill_and_resume(script: str | os.PathLike, graph_path: str | os.PathLi
     after = _items(graph_path)
     intervals = [(k.started_at, k.finished_at) for k in after
                  if k.status == "Completed" and k.started_at and k.finished_at]
+    # Refused items held a place at the service too: the limit counts them.
+    refused = [(k.started_at, k.finished_at) for k in after
+               if k.status == "Failed" and k.started_at and k.finished_at]
     return CapstoneRun(
         items=items, limit=limit, killed_at=killed_at, first_exit=first.returncode,
         second_exit=second.returncode, children=len(after),
         completed=sum(k.status == "Completed" for k in after),
         kept=sum(1 for k in after if k.name in before and k.finished_at == before[k.name]),
-        finished_before=len(before), peak=_peak(intervals),
+        finished_before=len(before), peak=_peak(intervals + refused + in_flight),
         second_output=(second.stdout + second.stderr)[-2000:], intervals=intervals,
         failed=sum(k.status == "Failed" for k in after), expected_failed=failing,
         recorded_failed=_recorded(_batch_output(graph_path)), killed_wall=killed_wall,
         started_wall=started_wall, resumed_wall=resumed_wall,
-        refused_intervals=[(k.started_at, k.finished_at) for k in after
-                           if k.status == "Failed" and k.started_at and k.finished_at],
+        refused_intervals=refused, in_flight=in_flight,
     )
 
 
@@ -328,10 +338,14 @@ def check_item_name(item_name: Any, *, items: int = ITEMS) -> Verdict:
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["no message"])[-1]
             return Verdict(False, f"run in another Python process, item_name failed: {last}")
-        if json.loads(done.stdout) != names:
-            return Verdict(False, "another Python process named the items differently: values "
-                                  "such as hash() of a string, id(), the clock or a counter do "
-                                  "not outlive a process, so a resumed run would not find them")
+        elsewhere = json.loads(done.stdout)
+        if elsewhere != names:
+            n = next(k for k, (a, b) in enumerate(zip(names, elsewhere, strict=True)) if a != b)
+            return Verdict(False, f"another Python process named the items differently: here "
+                                  f"item {n} is {names[n]!r}, in another process "
+                                  f"{elsewhere[n]!r}. Values such as the process id, hash() of "
+                                  "a string, id(), the clock or a counter do not outlive a "
+                                  "process, so a resumed run would not find them")
     return Verdict(True, f"{items} distinct names, the same in every process: "
                          f"{names[0]!r} ... {names[-1]!r}")
 
@@ -515,6 +529,12 @@ async def check_run_items(run_items: Any, *, limit: int = LIMIT, seconds: float 
         return Verdict(False, f"done holds {len(output['done'])} values, expected the "
                               f"{len(want)} squares of the items that succeeded "
                               "(envelope.value of each FINAL)")
+    if len(output["failed"]) > len(refused):
+        return Verdict(False, f"failed holds {len(output['failed'])} entries for "
+                              f"{len(refused)} refused items: your failed list also caught "
+                              "the progress and status envelopes the runner sends. Keep only "
+                              "the envelopes whose type is TaskEventType.ERROR, and keep "
+                              "their envelope.error")
     if len(output["failed"]) != len(refused):
         return Verdict(False, f"failed holds {len(output['failed'])} entries for "
                               f"{len(refused)} refused items: add a branch for "
@@ -716,7 +736,7 @@ def plot_capstone(run: CapstoneRun, time_scale: float) -> Any:
     from storylab.viz._figure import new_figure
     from storylab.viz._palette import OKABE_ITO
 
-    every = list(run.intervals) + list(run.refused_intervals)
+    every = list(run.intervals) + list(run.refused_intervals) + list(run.in_flight)
     origin = min(s for s, _ in every)  # the first item's start
 
     def model(t: float) -> float:
@@ -742,6 +762,9 @@ def plot_capstone(run: CapstoneRun, time_scale: float) -> Any:
             most = max(most, now)
             k += 1
         running.append(most)
+    # The items the kill caught running, counted the same way: drawn hatched on top.
+    flying = [min(sum(1 for s, e in run.in_flight if model(s) < x + window and model(e) > x),
+                  most) for x, most in zip(xs, running, strict=True)]
     drawn_peak = max(running, default=0)
     allowed = min(run.limit, LIMIT)  # the runner's limit, and never more than the service's
     over = drawn_peak > allowed
@@ -751,6 +774,11 @@ def plot_capstone(run: CapstoneRun, time_scale: float) -> Any:
     top.fill_between(xs, running, step="post", color=OKABE_ITO["blue"], alpha=0.35, lw=0)
     top.step(xs, running, where="post", color=OKABE_ITO["blue"], lw=1.4,
              label="items running (most per half model second)")
+    if any(flying):
+        top.fill_between(xs, [max(r - f, 0) for r, f in zip(running, flying, strict=True)],
+                         running, step="post", facecolor="none", hatch="///",
+                         edgecolor=OKABE_ITO["vermillion"], lw=0,
+                         label="killed in flight")
     top.axhline(run.limit, ls="--", color=OKABE_ITO["black"], lw=1,
                 label=f"LIMIT = {run.limit}")
     if run.limit > LIMIT:
@@ -806,6 +834,9 @@ def plot_capstone(run: CapstoneRun, time_scale: float) -> Any:
         f"one finished the other {len(ends) - before} completed items; "
         + (f"at one moment {drawn_peak} items ran at once, over the limit of {allowed}; "
            if over else f"never above the limit of {allowed}; ")
+        + (f"{len(run.in_flight)} items were running at the kill (hatched): they died with "
+           "the process, stored no finish, and were done again after the resume; "
+           if run.in_flight else "no item was stored running at the kill; ")
         + f"the {run.failed} refused items ran too (the top panel counts "
         f"{'them' if refused else 'none of them: no stored times'}) and are stored Failed, so "
         "the bottom panel, which counts Completed items, leaves them out")

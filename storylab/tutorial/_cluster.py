@@ -122,6 +122,62 @@ def check_regained(answer: Any, *, series: Sequence[tuple[float, int]], killed: 
                           "step whose units reach the global limit")
 
 
+
+def check_lapse_window(lapse_window: Any, *, lease_timeout: float | None = None,
+                       kill_scale: float | None = None) -> Verdict:
+    """Exercise: ``lapse_window(T)`` returns ``(earliest, latest)``, the wall seconds after
+    a worker's death between which the scheduler takes back its leases, for a lease
+    timeout ``T``: renewed every ``T/10``, so it ends between ``0.9 T`` and ``T`` after the
+    death; expired leases are looked for every ``T/4``, so it is taken back up to a
+    quarter timeout after it ends. Checked for several timeouts; with ``lease_timeout``
+    and ``kill_scale`` the verdict also gives this run's window in model seconds."""
+    if (v := missing(lapse_window)) is not None:
+        return v
+    if not callable(lapse_window):
+        return Verdict(False, "pass your function itself, lapse_window")
+    for T in (1.5, 4.0, 10.0):
+        try:
+            got = lapse_window(T)
+        except Exception as exc:
+            return Verdict(False, f"lapse_window({T:g}) raised {type(exc).__name__}: {exc}")
+        if got is ...:
+            return Verdict(False, "lapse_window still returns ... (the placeholder): return a "
+                                  "pair (earliest, latest)")
+        try:
+            early, late = (float(x) for x in got)
+        except (TypeError, ValueError):
+            return Verdict(False, f"lapse_window({T:g}) gave {got!r}: return a pair of numbers, "
+                                  "(earliest, latest)")
+        call = f"lapse_window({T:g}) gave ({early:g}, {late:g})"
+        if abs(early - 0.9 * T) > 1e-6:
+            if abs(early - T) < 1e-6:
+                why = ("the lease does not start its countdown at the death: it was renewed "
+                       "last up to a tenth of the timeout before, so it can end 0.9 T after")
+            elif abs(early) < 1e-6:
+                why = "a lease still runs for a while after its owner dies: until it expires"
+            else:
+                why = "the earliest is when a lease renewed a tenth of T before the death ends"
+            return Verdict(False, f"{call}; the earliest is {0.9 * T:g}: {why}")
+        if abs(late - 1.25 * T) > 1e-6:
+            if abs(late - T) < 1e-6:
+                why = ("the scheduler does not notice an expired lease at once: it looks for "
+                       "them every quarter of the timeout, so add T/4 to the latest end")
+            elif abs(late - 1.15 * T) < 1e-6:
+                why = ("the latest end is T after the death (a lease renewed just before it), "
+                       "and the check can come a quarter of T after that")
+            else:
+                why = "the latest end of the lease, plus the longest wait for the next check"
+            return Verdict(False, f"{call}; the latest is {1.25 * T:g}: {why}")
+    here = ""
+    if lease_timeout and kill_scale:
+        here = (f"; with this notebook's {lease_timeout:g} s lease, at {kill_scale:g} wall s per "
+                f"model second, that is {0.9 * lease_timeout / kill_scale:.1f} to "
+                f"{1.25 * lease_timeout / kill_scale:.1f} model s after the kill: the shaded "
+                "band of the chart")
+    return Verdict(True, "0.9 T to 1.25 T: the lease ends between 0.9 T (renewed a tenth of T "
+                         "before the death) and T, and the scheduler, looking every quarter of "
+                         f"T, takes it back by 1.25 T at the latest{here}")
+
 def mark_window(fig: Any, start: float, end: float, label: str) -> Any:
     """Shade ``[start, end]`` (model s) on every panel of a :func:`~storylab.viz.plot_capacity`
     figure and name the band in a legend on the top panel; returns ``fig``."""

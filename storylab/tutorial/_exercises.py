@@ -47,6 +47,7 @@ __all__ = [
     "check_lonely_round",
     "check_prompt_names",
     "check_stable_names",
+    "check_state_of",
     "check_to_redraw",
     "check_two_level_tree",
 ]
@@ -308,6 +309,82 @@ def check_to_redraw(to_redraw: Any, crashed: Any = None, drawn: Any = None) -> V
                              f"resumed run drew: {sorted(real)}{note}")
     note = " (a set is what was asked; a list works here)" if as_list else ""
     return Verdict(True, f"every picture that was not Completed, on each made-up crash{note}")
+
+
+# -- the lease rule: running or stale -------------------------------------------------
+def _exited_pid() -> int:
+    """The pid of a process that has just run and exited (and been reaped)."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def check_state_of(state_of: Any, crashed: Any = None, crash_leases: Any = None) -> Verdict:
+    """Exercise: ``state_of(status, lease, now, alive)`` names a picture's state after a
+    crash from what the graph stores: ``"Completed"``, ``"running"``, ``"stale"`` or
+    ``"not stored"``.
+
+    It is tried on leases held by real processes (this one, alive, and one that has
+    exited), fresh and run out; then, when given, on the notebook's crash:
+    ``crash_leases`` maps each stored picture's name to its ``(status, lease)`` read
+    right after the kill, and ``crashed`` is what :func:`picture_states` said then.
+    """
+    import os
+    import time
+
+    from storylab.entities.records import HOST, LeaseRecord, pid_alive
+
+    if (v := missing(state_of)) is not None:
+        return v
+    if not callable(state_of):
+        return Verdict(False, "pass your function itself, state_of, not what it returns")
+    now, me, gone = time.time(), os.getpid(), _exited_pid()
+
+    def lease(pid, expires_in):
+        return LeaseRecord("node", f"{HOST}:{pid}", HOST, pid, "token", now - 20, now - 1,
+                           now + expires_in)
+
+    cases = [
+        ("a Completed picture", "Completed", None, "Completed", "its output is stored"),
+        ("a picture with no node", None, None, "not stored", "no node reached the graph"),
+        (f"an InProgress picture whose holder (pid {me}) is alive and whose lease runs 30 s "
+         "more", "InProgress", lease(me, 30), "running", "its holder is alive and renews its "
+         "lease: a resumed run waits for it"),
+        (f"an InProgress picture whose holder (pid {gone}) has exited, its lease not yet run "
+         "out", "InProgress", lease(gone, 30), "stale", "its holder no longer exists, so "
+         "nobody will finish it, whatever the lease's time says"),
+        (f"an InProgress picture whose holder (pid {me}) is alive but whose lease ran out 5 s "
+         "ago", "InProgress", lease(me, -5), "stale", "its holder stopped renewing the lease: "
+         "compare lease.expires_at with now"),
+        ("an InProgress picture with no lease at all", "InProgress", None, "stale",
+         "nobody holds it (check for lease None before reading its fields)"),
+    ]
+    for what, status, held, expected, why in cases:
+        try:
+            got = state_of(status, held, now, pid_alive)
+        except Exception as exc:
+            v = _raised(f"state_of on {what}", exc)
+            return Verdict(False, f"{v.message}; it should be {expected!r}: {why}")
+        if got != expected:
+            return Verdict(False, f"on {what} you said {got!r}; it is {expected!r}: {why}")
+    if crashed is not None and crash_leases is not None:
+        for p in crashed:
+            status, held = crash_leases.get(p.name, (None, None))
+            try:
+                got = state_of(None if status is None else str(status), held, time.time(),
+                               pid_alive)
+            except Exception as exc:
+                return _raised(f"state_of on this notebook's {p.name}", exc)
+            if got != p.state:
+                return Verdict(False, f"on this notebook's crash you said {got!r} for {p.name}, "
+                                      f"but picture_states said {p.state!r}")
+        states = ", ".join(sorted({p.state for p in crashed}))
+        return Verdict(True, f"every made-up case, and every picture of this notebook's crash "
+                             f"({states}) as picture_states named it")
+    return Verdict(True, "every made-up case: Completed, not stored, running and stale")
 
 
 # -- names that survive a resume ----------------------------------------------------
@@ -627,6 +704,9 @@ async def check_failing_entity(cls: Any, why: Any = None) -> Verdict:
     if set(read_back) != {"child-2"}:
         return Verdict(False, f"why named {sorted(map(str, read_back))}; only child-2 failed, "
                               "its siblings completed")
+    if isinstance(read_back["child-2"], dict) and read_back["child-2"] == error:
+        return Verdict(False, "why gave child-2 the whole error record (type, message, "
+                              "traceback); return only its 'message'")
     if read_back["child-2"] != error.get("message"):
         return Verdict(False, f"why gave child-2 {read_back['child-2']!r}; the graph stores "
                               f"the message {error.get('message')!r} in the child's error "
@@ -940,6 +1020,11 @@ def check_bound_function(bound: Any, result: Any) -> Verdict:
                 or abs(got - want) > 1e-6:
             hint = _rounds_hint(got, want, d) or ("count the rounds one story needs and the "
                                                   "rounds the pool needs")
+            rounds = max(math.ceil(M / p), math.ceil(G * M / g))
+            if isinstance(got, int | float) and not isinstance(got, bool) and d != 10 \
+                    and abs(got - 10 * rounds) < 1e-6:
+                hint = (f"the rounds are right ({rounds}), but each lasted 10 model s: use the "
+                        f"d argument ({d:g} here), not 10")
             if isinstance(got, int | float) and not isinstance(got, bool) \
                     and abs(got - d * max(M / p, G * M / g)) < 1e-6:
                 hint = ("a round is whole: a part of a round still takes a full one, so round "
@@ -1147,6 +1232,72 @@ async def check_lonely_round(lonely_round: Any, *, stories: int = 5,
                          f"of 3, 5 and 8 pictures confirms it: all {flagged} cells it flags "
                          f"end a round above the bound{more}")
 
+
+
+async def check_fifo_losses(fifo_losses: Any, *, stories: int = 5, images: int = 5,
+                            global_limits: tuple[int, ...] = tuple(range(2, 26))) -> Verdict:
+    """Exercise: ``await fifo_losses(story_limit, global_limits)`` runs the simulated
+    stories under both wake-up policies and returns the global limits (in the order
+    given) at which FIFO ends later than fair. Checked against sweeps of both policies
+    at 2, 3 and 4 per story."""
+    if (v := missing(fifo_losses)) is not None:
+        return v
+    if not callable(fifo_losses):
+        return Verdict(False, "pass your function itself, fifo_losses")
+    from storylab.sweep import sweep
+
+    limits = list(global_limits)
+    for p in (2, 3, 4):
+        fair = await sweep([p], limits, stories=stories, images=images)
+        fifo = await sweep([p], limits, stories=stories, images=images, policy="fifo")
+        right = [g for g in limits if fifo.cell(p, g).makespan > fair.cell(p, g).makespan + 1e-6]
+        call = f"fifo_losses({p}, range(2, 26))"
+        try:
+            said = fifo_losses(p, limits)
+            if inspect.isawaitable(said):
+                said = await said
+        except Exception as exc:
+            return _raised(call, exc)
+        if said is ...:
+            return Verdict(False, "fifo_losses still returns ... (the placeholder): return a "
+                                  "list of global limits")
+        if not isinstance(said, list | tuple) or not all(
+                isinstance(g, int) and not isinstance(g, bool) for g in said):
+            return Verdict(False, f"{call} gave {said!r}: return a list of global limits "
+                                  "(whole numbers), such as [5, 7]")
+        said = list(said)
+        if said == right:
+            continue
+        off_bound = [g for g in limits if fifo.cell(p, g).makespan > fifo.cell(p, g).ideal + 1e-6]
+        fair_off = [g for g in limits if fair.cell(p, g).makespan > fair.cell(p, g).ideal + 1e-6]
+        if said == off_bound and off_bound != right:
+            return Verdict(False, f"{call} gave {said}: those are the limits where FIFO misses "
+                                  f"the bound; fair misses it too at {fair_off}. Compare FIFO's "
+                                  "makespan with fair's, not with the bound")
+        if not said and right:
+            return Verdict(False, f"{call} gave []: FIFO loses at {len(right)} of them. Did "
+                                  "both runs use the same policy? Pass policy=\"fifo\" to one")
+        if sorted(said) == right:
+            return Verdict(False, f"{call} gave the right limits in another order: keep the "
+                                  "order of global_limits")
+        wrong = sorted(set(said) - set(right))
+        lost = sorted(set(right) - set(said))
+        if wrong:
+            g = wrong[0]
+            return Verdict(False, f"{call} lists global {g}, but there FIFO and fair both end "
+                                  f"at {fair.cell(p, g).makespan:g} model s (FIFO must end "
+                                  "later, not the same)" if fifo.cell(p, g).makespan
+                                  == fair.cell(p, g).makespan else
+                                  f"{call} lists global {g}, where FIFO is not slower")
+        g = lost[0]
+        return Verdict(False, f"{call} leaves out global {g}: there FIFO ends at "
+                              f"{fifo.cell(p, g).makespan:g} model s, fair at "
+                              f"{fair.cell(p, g).makespan:g}; run every global limit, with "
+                              f"stories={stories} and images={images}")
+    return Verdict(True, "right for 2, 3 and 4 per story: FIFO loses at many global limits when "
+                         "a story's own limit is small (2), at one when it is 3, and never at 4, "
+                         "where a story rarely waits on its own limit long enough to block the "
+                         "queue")
 
 # -- an entity that fans out its children, two at a time ---------------------------------
 def _pool_order(lengths: dict[str, float], limit: int) -> tuple[list[str], float]:

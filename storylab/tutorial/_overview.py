@@ -59,11 +59,11 @@ GLOSSARY: dict[str, str] = {
                 "yields one `TaskProgressEnvelope` per streamed item (`INTERMEDIATE`) and per "
                 "finished task (`FINAL` or `ERROR`)",
     "fair and FIFO": "the two ways a capacity tree can hand out a freed unit. Fair (the "
-                     "default): among the waiters that could run now, the one whose path "
-                     "holds the fewest units goes first, and nobody waits behind a story held "
-                     "back only by its own limit. FIFO: strict arrival order, so while the "
-                     "oldest waiter cannot run nobody behind it runs either (head-of-line "
-                     "blocking)",
+                     "default): among the waiters that could run now, the one whose story "
+                     "(and every level above it) holds the fewest units goes first, and "
+                     "nobody waits behind a story held back only by its own limit. FIFO: "
+                     "strict arrival order, so while the oldest waiter cannot run nobody "
+                     "behind it runs either (head-of-line blocking)",
     "global limit": "the root capacity shared by every story of a process (10 in the "
                     "tutorial). With Dask, leased shares make it hold across worker processes",
     "idempotent creation": "creating a child under a deterministic name, so that a second "
@@ -84,8 +84,9 @@ GLOSSARY: dict[str, str] = {
                    "named after its marker (`image-{{IMAGE_2}}`), and the charts shorten that "
                    "name to `image-2`",
     "progress panel": "the live view of a run's entities (`ProgressPanel`): a widget in "
-                      "Jupyter, lines of text in a terminal. An exported notebook, like the "
-                      "book, shows a still snapshot of its last state",
+                      "Jupyter, lines of text in a terminal. An exported notebook (or the "
+                      "web book made from these notebooks) shows a still snapshot of its last "
+                      "state",
     "resume": "running a stopped pipeline again: finished children are read back from the "
               "graph, unfinished ones are run, nothing finished is done twice",
     "runner": "the task pool runner, `HierarchicalTaskPoolRunner`: takes a unit, pulls the "
@@ -117,6 +118,10 @@ class ApiRow:
     #: ``notebooks`` must be exactly the notebooks it finds (a test checks it), so the
     #: table's "where" column cannot send a reader to a notebook without the name.
     shown_by: str = ""
+    #: For a row that names several things used in different notebooks: one
+    #: ``(label, pattern, notebooks)`` per thing, so the "where" column says which
+    #: notebook has which (``notebooks`` is then their union; a test checks each).
+    parts: tuple[tuple[str, str, tuple[int, ...]], ...] = ()
 
     @property
     def python_name(self) -> str:
@@ -156,8 +161,8 @@ API_TABLE: tuple[ApiRow, ...] = (
            "`self.parallel_calls(Cls, items)`, items of `{\"name\": ..., \"data\": {...}}`; "
            "each child is created when the runner pulls it", (2,), r"\bparallel_calls\("),
     ApiRow("`new SourceFromIterable(iterable)`",
-           "`SourceFromIterable(iterable)` (lazy: pulled only once a unit is held)", (2,),
-           r"\bSourceFromIterable\("),
+           "`SourceFromIterable(iterable)` (lazy: pulled only once a unit is held)", (2, 9),
+           r"\bSourceFromIterable\b"),
     ApiRow("`new SourceBufferObj(tasks)`",
            "`SourceBufferObj(tasks)` (every task made up front)", (2, 5), r"\bSourceBufferObj\("),
     ApiRow("`new CapacitySource(10)`", "`CapacitySource(10)` (a root: no parent)", (2, 3, 5),
@@ -174,8 +179,8 @@ API_TABLE: tuple[ApiRow, ...] = (
            "allocator on the Dask scheduler (`DistributedCapacityRoot`)", (),
            r"\bglobal_image_capacity\("),
     ApiRow("`new HierarchicalTaskPoolRunner(name, source, capacity)`",
-           "`HierarchicalTaskPoolRunner(name, source, capacity)`", (2, 5),
-           r"\bHierarchicalTaskPoolRunner\("),
+           "`HierarchicalTaskPoolRunner(name, source, capacity)`", (2, 5, 9),
+           r"\bHierarchicalTaskPoolRunner\b"),
     ApiRow("`for await (const envelope of runner.runTasks())`",
            "`async with runner.run_tasks() as envelopes:` then `async for envelope in "
            "envelopes:` (the `async with` cancels what is still running when you leave)",
@@ -187,11 +192,17 @@ API_TABLE: tuple[ApiRow, ...] = (
            r"TaskEventType\.(ERROR|INTERMEDIATE)"),
     ApiRow("`envelope.value`, `envelope.error`",
            "`envelope.value`, `envelope.error` (and `envelope.task_id`, 1-based in start "
-           "order)", (2, 5), r"envelope\.(value|error|task_id)"),
+           "order)", (2, 5, 8), r"envelope\.(value|error)|\.task_id\b",
+           parts=(("`.value`", r"envelope\.value\b", (2, 5)),
+                  ("`.error`", r"envelope\.error\b", (5,)),
+                  ("`.task_id`", r"\.task_id\b", (5, 8)))),
     ApiRow("`brokerClient.generateImage({...})`",
-           "the configured image backend: `await current_settings().images.generate("
-           "ImageRequest(...))`, with `SimulatedImageBackend` offline or `HttpImageBackend` "
-           "over HTTP", (5, 6, 8), r"\.images\.generate\(|SimulatedImageBackend|HttpImageBackend"),
+           "the configured image backend, `SimulatedImageBackend` offline or "
+           "`HttpImageBackend` over HTTP; the picture entity calls it, in the package's own "
+           "code, as `await current_settings().images.generate(ImageRequest(...))`", (5, 6, 8),
+           r"SimulatedImageBackend|HttpImageBackend",
+           parts=(("`SimulatedImageBackend`", r"\bSimulatedImageBackend\b", (5, 6, 8)),
+                  ("`HttpImageBackend`", r"\bHttpImageBackend\b", (6,)))),
     ApiRow("`ImageService.generateImage()` (removed by the chapter)",
            "no service class either: the entity is the unit of work", (), ""),
     ApiRow("blob storage, `getBlob(objectKey)`",
@@ -205,7 +216,9 @@ API_TABLE: tuple[ApiRow, ...] = (
            r"\b(create_story|generate_story)\(|storylab run"),
     ApiRow("the entity graph service",
            "`EntityGraph.open(\"graph.sqlite\")`: one SQLite file, also read by "
-           "`storylab eg tree <id>`", (6, 8), r"\bEntityGraph\.open\("),
+           "`storylab eg tree <id>`", (2, 4, 5, 6, 8), r"\bEntityGraph\.open\(|eg tree",
+           parts=(("`EntityGraph.open`", r"\bEntityGraph\.open\(", (6, 8)),
+                  ("`storylab eg tree`", r"\beg tree\b", (2, 4, 5)))),
 )
 
 # The rows whose Python differs from the chapter in kind, not only in spelling: a piece
@@ -396,10 +409,17 @@ def glossary_myst(width: int = 88) -> str:
     return "\n".join(out)
 
 
+def _where(row: ApiRow) -> str:
+    """The "where" cell: the notebooks, or for a row of several names, each name's."""
+    if not row.parts:
+        return _notebooks(row.notebooks)
+    return "; ".join(f"{label}: {_notebooks(nbs)}" for label, _, nbs in row.parts if nbs)
+
+
 def api_markdown() -> str:
     """The chapter's names next to storylab's, as a Markdown table (notebook 00 and the book)."""
     rows = "\n".join(
-        f"| {_cell(r.typescript)} | {_cell(r.python)} | {_notebooks(r.notebooks)} |"
+        f"| {_cell(r.typescript)} | {_cell(r.python)} | {_where(r)} |"
         for r in API_TABLE
     )
     return "| in the chapter (TypeScript) | in storylab (Python) | where |\n|---|---|---|\n" + rows

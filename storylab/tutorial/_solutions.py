@@ -81,13 +81,18 @@ SOLUTIONS: dict[str, str] = {
         check_capacity_tree(build_tree)
     """,
     "04-1": """
-        def to_redraw(states):
-            # Stale ones are reset and missing ones created; Completed ones are handed
-            # back and running ones (their holder is alive) are waited for.
-            return {p.name for p in states if p.state in {"stale", "not stored"}}
+        def state_of(status, lease, now, alive):
+            if status is None:
+                return "not stored"
+            if status != "InProgress":
+                return status  # Completed (or Failed): what the graph stored
+            # Running only while the holder exists and keeps its lease from running out.
+            if lease is not None and alive(lease.pid) and lease.expires_at > now:
+                return "running"
+            return "stale"
 
 
-        check_to_redraw(to_redraw, before, settings.images.calls)
+        check_state_of(state_of, before, crash_leases)
     """,
     "05-1": """
         async def finish_story(graph, models, time_scale):
@@ -172,7 +177,7 @@ SOLUTIONS: dict[str, str] = {
 
         await check_polite_burst(ask)
     """,
-    "07-1": """
+    "07-3": """
         import math
 
 
@@ -190,7 +195,7 @@ SOLUTIONS: dict[str, str] = {
 
         await check_lonely_round(lonely_round)
     """,
-    "07-3": """
+    "07-1": """
         import math
 
 
@@ -202,6 +207,25 @@ SOLUTIONS: dict[str, str] = {
 
         check_bound_function(bound, result)
     """,
+    "07-2": """
+        from storylab.sweep import simulate_stories
+
+
+        async def fifo_losses(story_limit, global_limits):
+            # The same stories under each global limit, once per wake-up policy: keep the
+            # limits where arrival order ends later than the fair rule.
+            lost = []
+            for g in global_limits:
+                fair = await simulate_stories(5, 5, story_limit, g)
+                fifo = await simulate_stories(5, 5, story_limit, g, policy="fifo")
+                if fifo.makespan > fair.makespan:
+                    lost.append(g)
+            return lost
+
+
+        print("at 2 per story FIFO loses at", await fifo_losses(2, range(2, 26)))
+        await check_fifo_losses(fifo_losses)
+    """,
     "08-1": """
         # The first step from the kill on at which the survivors hold the whole limit:
         # only once the dead worker's leases lapsed could they get every unit back.
@@ -210,6 +234,16 @@ SOLUTIONS: dict[str, str] = {
               f"{lapse_from:.1f} to {lapse_by:.1f}: inside = {lapse_from <= regained <= lapse_by}")
         check_regained(regained, series=series, killed=killed, lapse_from=lapse_from,
                        lapse_by=lapse_by, global_limit=global_limit)
+    """,
+    "08-2": """
+        def lapse_window(T):
+            # Renewed every T/10: the last renewal was at most T/10 before the death, so the
+            # lease ends between 0.9 T and T after it. The scheduler looks every T/4, so it
+            # may take a quarter of T more to notice.
+            return 0.9 * T, T + T / 4
+
+
+        check_lapse_window(lapse_window, lease_timeout=lease_timeout, kill_scale=kill_scale)
     """,
     "09-1": """
         def item_name(n):
@@ -255,15 +289,14 @@ SOLUTIONS: dict[str, str] = {
 # The explore exercises' answers: prose, since there is no code to run.
 EXPLAINED: dict[str, str] = {
     "05-4": """
-        The retry reopens the story and asks the model that still refuses for the failing
-        picture once more. It is refused again, so the retry stores completed_with_errors with
-        one picture missing, and settings.images.calls shows two calls for that picture (one
-        per run) and one for each of the four others. On the retry's timeline the only bar is
-        vermillion and ends in ✗ at about 5 model s, since the model gives up half-way; the
-        axis rescales to that short run, so the bar still fills the width, next to the four
-        diamonds handed back by the graph. The cells after it assume the fix (their titles
-        and prose still speak of a redrawn picture and of a page with all five), so read
-        them with that in mind. Yes, you can retry once more: the story is again
+        The retry reopens the moth's story and asks the model that still refuses for the
+        failing picture once more. It is refused again, so the retry stores
+        completed_with_errors with one picture missing: the first line prints
+        completed_with_errors twice. The calls show two for that picture (one per run) and
+        one for each of the four others. On the retry's timeline the only bar is vermillion
+        and ends in ✗ at about 5 model s, since the model gives up half-way; the axis rescales
+        to that short run, so the bar still fills the width, next to the four diamonds handed
+        back by the graph. Yes, you can retry once more: the story is again
         completed_with_errors, so another retry_failed=True reopens it, and each retry costs
         one call per picture still missing. Nothing else is ever drawn again.
     """,
@@ -271,23 +304,43 @@ EXPLAINED: dict[str, str] = {
         Hardly: about 30 model s both ways at the default speed, because the global limit
         binds. Ten pictures four at a time need three rounds
         of about ten model seconds, whatever the per-story limit. What changes is the
-        sharing: with 2 per story neither story panel ever passes 2, so once both stories are
-        drawing they hold 2 and 2. The split printed above the chart can still catch them at
-        2 and 1, because it is read the moment both stories have asked, while the second
-        story's requests are still arriving. With 3 per story one story starts with 3 units
-        and the other with 1. The exact makespan wobbles from run to run: these are real
-        HTTP requests, and fast=True lengthens it.
+        sharing: with 2 per story neither story panel ever passes 2, so once the pool is full
+        the split printed above the chart reads 2 and 2. With 3 per story one story starts
+        with 3 units and the other with 1. The exact makespan wobbles from run to run: these
+        are real HTTP requests, and fast=True lengthens it.
     """,
-    "07-2": """
+    "07-4": """
         With 3 pictures per story the fair policy misses the bound in 2 of the 54 cells: 1 per
         story under 4 in total, and 2 per story under 8 (each one round, 10 model s, above).
-        Both are lonely rounds: at 2 per story under 8, the first four stories take 2 units
-        each, all 8, at once; the fifth story gets units only when they come back, and its
-        last picture then runs a round of its own. The bound assumes the 15 pictures could
-        be packed into rounds of 8 with no story over its limit, and the arrival order does
-        not allow that packing. At 2 per story under 6 the first three stories take every
-        unit too, but there the pool needs three rounds anyway (15 pictures, 6 at a time), so
-        the extra round is already part of the bound.
+        The two miss for different reasons. At 2 per story under 8 it is a lonely round, the
+        rule of exercise 3: the first four stories take 2 units each, all 8, at once; the fifth
+        gets units only when they come back, needs 1 + ceil(3 / 2) = 3 rounds, and the bound
+        counts 2. At 1 per story under 4 the start is no problem: the fifth story starts late
+        but needs 1 + 3 = 4 rounds, and so does the bound (15 pictures, 4 at a time). The lost
+        round comes later, from how the fair rule breaks ties by waiting time as units come
+        back: that is one of the misses exercise 3's checker says no rule about the start can
+        see. At 2 per story under 6 the first three stories take every unit too, but there the
+        pool needs three rounds anyway (15 pictures, 6 at a time), so the extra round is
+        already part of the bound.
+    """,
+    "09-4": """
+        Question 3 fails first: with LIMIT = 100 the runner starts far more items than the
+        service's 4 at once. The kill cannot land half-way either: with no limit nearly every
+        item starts at once and they finish together, so the graph jumps from few stored items
+        to most of them between two looks of the judge.
+    """,
+    "09-5": """
+        Reopen the batch (graph.reopen(batch_id), as notebook 5 did for a story) and run it
+        again: the runner asks for all 100 children, finds the 96 Completed ones and hands
+        back their results, and runs only the Failed ones again. Here they would be refused
+        again, because the service refuses by the item's number (n % 25 == 24), not by
+        chance: a retry helps only when the cause has gone away.
+    """,
+    "09-6": """
+        The checker of piece 1 catches it: another process gives other names. Had it run, the
+        resumed process would have found none of the first run's children by name: the batch
+        would hold the first run's children plus 100 new ones, and every item finished before
+        the kill (about 50) would have been done twice.
     """,
     "00-2": """
         Notebook 4's row asks "what survives a crash?". The box at the bottom of the diagram

@@ -6,7 +6,9 @@ them through :func:`source_labels`: a ``story:…`` source becomes ``story A``,
 ``story B``… in the order the trace first met them (the order of the
 tutorial's table), other names are kept, and a ``names`` mapping given by the
 caller (``storylab.tutorial.story_labels(run)``, say) wins over both.
-:func:`short_label` is the one-letter form the capacity gauge uses.
+:func:`short_label` is the one-letter form the capacity gauge uses;
+:func:`task_label` drops a picture's placeholder braces and
+:func:`stage_label` turns a pipeline's stage key into a word or two.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import string
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["short_label", "source_labels", "task_label"]
+__all__ = ["short_label", "source_labels", "stage_label", "task_label"]
 
 _STORY = re.compile(r"^story[:\-_]", re.IGNORECASE)
 _LETTERED = re.compile(r"^story ([A-Z]{1,2})\b")
@@ -81,3 +83,15 @@ def task_label(label: str) -> str:
     the braces say nothing to a reader of a chart.
     """
     return _PLACEHOLDER.sub(r"\1", label)
+
+
+def stage_label(stage: str) -> str:
+    """A pipeline's stage key in plain words: ``generating_images`` reads ``images``.
+
+    The panel counts the children of a stage (``images: 3/5 done``), so the
+    verb in front says nothing a reader needs; underscores become spaces.
+    """
+    words = " ".join(str(stage).replace("_", " ").replace("-", " ").split())
+    if words.startswith("generating ") and len(words) > len("generating "):
+        words = words[len("generating "):]
+    return words

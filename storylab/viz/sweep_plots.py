@@ -107,13 +107,13 @@ def plot_sweep_lines(result: Any, *, title: str | None = None) -> Figure:
         # and a ring on its dot (a band between the points would shade their neighbours).
         off = [(x, b, m) for x, b, m, a in zip(xs, bound, measured, above, strict=True) if a]
         ax.vlines([x for x, _, _ in off], [b for _, b, _ in off], [m for _, _, m in off],
-                  color=OKABE_ITO["vermillion"], alpha=0.45, lw=7, label="above the bound",
-                  gid=f"above:{p}")
+                  color=OKABE_ITO["vermillion"], lw=3.5, zorder=3, label="above the bound",
+                  gid=f"above:{p}")  # opaque and above the grey band, so it reads as a bar
         ax.plot(xs, measured, "o-", color=OKABE_ITO["blue"], lw=1.5, ms=4, label="measured",
-                gid=f"measured:{p}")
+                gid=f"measured:{p}", zorder=4)
         if off:
-            ax.plot([x for x, _, _ in off], [m for _, _, m in off], "o", ms=10, mfc="none",
-                    mec=OKABE_ITO["vermillion"], mew=2, gid=f"ring:{p}")
+            ax.plot([x for x, _, _ in off], [m for _, _, m in off], "o", ms=8, mfc="none",
+                    mec=OKABE_ITO["vermillion"], mew=1.5, gid=f"ring:{p}", zorder=5)
         misses = sum(above)
         noun = "cell" if misses == 1 else "cells"
         note = "on the bound everywhere" if not misses else f"{misses} {noun} above"

@@ -387,3 +387,28 @@ async def test_an_api_key_echoed_by_the_server_is_redacted(monkeypatch):
     message = str(info.value)
     assert key not in message and "Zq81x" not in message
     assert "last error: HTTP 500: credentials refused: 'Bearer ***'" in message
+
+
+async def test_the_client_is_built_with_the_backend_not_on_the_first_request(monkeypatch):
+    # Building an httpx client loads the certificate store, which blocks the
+    # loop; built on the first request, it held up every task of a run that
+    # started together. It must exist before any request is made.
+    import storylab.story.backends.http as http_layer
+
+    built = []
+
+    class CountingClient(http_layer.httpx.AsyncClient):
+        def __init__(self, *args, **kwargs):
+            built.append(asyncio.current_task())
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(http_layer.httpx, "AsyncClient", CountingClient)
+    async with ImageServer(SimulatedImageBackend(time_scale=0.001)) as server:
+        backend = HttpImageBackend(server.url)
+        assert len(built) == 1
+        built.clear()
+        outs = await asyncio.gather(*(backend.generate(_req(i)) for i in range(1, 4)))
+        await backend.aclose()
+    assert built == [], "a client was built while the requests were running"
+    assert [o.data[:4] for o in outs] == [b"\x89PNG"] * 3 and backend.attempts == 3
+

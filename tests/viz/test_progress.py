@@ -41,13 +41,13 @@ async def test_finished_run_leaves_a_full_green_bar_and_completed_rows(graph):
     assert rows_html.count(f"color:{COLOURS[Status.COMPLETED]}") == 2 * 5
     (p,) = panel.pipelines
     assert (p.entity_id, p.title, p.status, p.total, p.done) == (
-        story.id, "VizStory (fox)", Status.COMPLETED, 4, 4)
+        story.id, "fox", Status.COMPLETED, 4, 4)
     text = panel.summary()
     assert text.splitlines()[:2] == [
         "stories",
-        "VizStory (fox) [completed] images: 4/4 done (4 completed)",
+        "fox [completed] images: 4/4 done (4 completed)",
     ]
-    assert "  ✓ VizImage (image-4) completed" in text.splitlines()
+    assert "  ✓ image-4 completed" in text.splitlines()
     view = panel._widgets.view()._repr_mimebundle_()
     assert view["text/plain"] == text
     assert "application/vnd.jupyter.widget-view+json" in view
@@ -69,11 +69,11 @@ async def test_a_failed_image_turns_its_row_red_and_the_bar_orange(graph):
     failed_row = re.search(r"<tr data-name='image-2'.*?</tr>", html).group(0)
     assert COLOURS[Status.FAILED] in failed_row and "no ink for image-2" in failed_row
     text = panel.summary()
-    assert "VizStory (owl) [completed with errors] images: 3/3 done (2 completed, 1 failed)" \
+    assert "owl [completed with errors] images: 3/3 done (2 completed, 1 failed)" \
         in text
     title = next(iter(panel._widgets.parts.values()))["title"].value
     assert "completed with errors" in title
-    assert "  ✗ VizImage (image-2) failed: no ink for image-2" in text
+    assert "  ✗ image-2 failed: no ink for image-2" in text
 
 
 async def test_a_failed_pipeline_is_shown_then_its_error_raised(graph):
@@ -84,7 +84,7 @@ async def test_a_failed_pipeline_is_shown_then_its_error_raised(graph):
     (bar,) = _bars(panel)
     assert bar.bar_style == "danger" and bar.value == 2
     assert panel.pipelines[0].status is Status.FAILED
-    assert "VizStory (cat) [failed]" in panel.summary()
+    assert "cat [failed]" in panel.summary()
 
 
 async def test_several_pipelines_with_the_same_child_names_stay_apart(graph):
@@ -207,9 +207,8 @@ async def test_text_form_prints_lines_and_the_final_state(graph):
     panel = ProgressPanel(form="text", stream=out)
     assert await panel.watch(story.start()) == {"done": 2, "failed": 1}
     lines = out.getvalue().splitlines()
-    assert "VizStory (text) [completed with errors] images: 3/3 done (2 completed, 1 failed)" \
-        in lines
-    assert "  ✗ VizImage (image-3) failed: no ink for image-3" in lines
+    assert "text [completed with errors] images: 3/3 done (2 completed, 1 failed)" in lines
+    assert "  ✗ image-3 failed: no ink for image-3" in lines
 
 
 async def test_a_labelled_story_is_titled_by_its_label_in_every_form(graph):
@@ -221,10 +220,11 @@ async def test_a_labelled_story_is_titled_by_its_label_in_every_form(graph):
     assert pipeline.title == "story A"
     assert "story A [completed] images: 2/2 done" in out.getvalue()
     assert "VizStory (titled)" not in out.getvalue()
-    # Without a label the entity's own type and name stay the title.
+    # Without a label the entity's own name is the title; its class only in the detail.
     plain = ProgressPanel(form="text", stream=io.StringIO())
     await plain.watch(story.start())
-    assert plain.pipelines[0].title == "VizStory (titled)"
+    assert plain.pipelines[0].title == "titled"
+    assert plain.pipelines[0].detail == "VizStory (titled)"
 
 
 async def test_text_form_logs_one_labelled_line_per_change(graph):
@@ -307,10 +307,10 @@ def test_text_form_in_a_terminal_run(tmp_path):
                          check=True, timeout=60)
     lines = out.stdout.splitlines()
     assert lines[0] == "form: text"
-    assert ("VizStory (terminal) [completed with errors] images: 4/4 done (3 completed, "
+    assert ("terminal [completed with errors] images: 4/4 done (3 completed, "
             "1 failed)") in lines
-    assert "  ✓ VizImage (image-1) completed" in lines
-    assert "  ✗ VizImage (image-2) failed: no ink for image-2" in lines
+    assert "  ✓ image-1 completed" in lines
+    assert "  ✗ image-2 failed: no ink for image-2" in lines
     assert lines[-1] == "result: {'done': 3, 'failed': 1}"
     assert "ipywidgets" not in out.stderr
 
@@ -369,7 +369,7 @@ def test_a_trace_adds_the_live_capacity_gauge_and_compact_rows_fit_a_screen():
     panel.flush(final=True)
     assert panel.summary().splitlines()[:4] == [
         "stories", "global 10/10 · A ●●● B ●●● C ●●● D ●○○ E ○○○",
-        "Pipeline (story 1) [running] images: 1/5 done (1 completed, 1 running, 3 waiting for "
+        "story 1 [running] images: 1/5 done (1 completed, 1 running, 3 waiting for "
         "capacity)",
         "  ▶↺···"]
     gauge = panel._widgets.gauge.value
@@ -388,7 +388,8 @@ def test_a_row_is_titled_in_the_readers_words_not_by_its_placeholder():
     from storylab.viz.progress.model import RowState
 
     row = RowState("image-{{IMAGE_2}}", "ImageGenerationEntity", None, Status.RUNNING, None, True)
-    assert row.title == "ImageGenerationEntity (image-2)"
+    assert row.title == "image-2"
+    assert row.detail == "ImageGenerationEntity (image-{{IMAGE_2}})"
     bare = RowState("image-{{IMAGE_4}}", None, None, Status.WAITING, None, True)
     assert bare.title == "image-4"
 
@@ -402,7 +403,7 @@ def test_a_finished_pipeline_drops_its_last_activity():
                  root="p")
     (p,) = panel.pipelines
     assert p.activity is None and "Storing results" not in p.summary_line()
-    assert p.summary_line().startswith("Story (story) [completed]")
+    assert p.summary_line().startswith("story [completed]")
 
 
 def test_a_compact_row_names_its_failed_pictures():

@@ -74,9 +74,9 @@ def test_papermill_saves_the_finished_widget_state_and_text(tmp_path):
     text = shown.data["text/plain"]
     assert text.splitlines()[:2] == [
         "stories",
-        "NbStory (notebook story) [completed with errors] images: 4/4 done (3 completed, 1 failed)",
+        "notebook story [completed with errors] images: 4/4 done (3 completed, 1 failed)",
     ]
-    assert "  ✗ NbImage (image-2) failed: no ink" in text.splitlines()
+    assert "  ✗ image-2 failed: no ink" in text.splitlines()
     view = shown.data["application/vnd.jupyter.widget-view+json"]
     state = nb.metadata.widgets["application/vnd.jupyter.widget-state+json"]["state"]
     assert view["model_id"] in state

@@ -42,7 +42,10 @@ async def test_simulated_against_real_time_puts_each_cell_on_the_diagonal():
     (ax,) = fig.axes
     (point,) = [line for line in ax.get_lines() if line.get_gid() == "cell:1 / 2"]
     assert point.get_xdata()[0] == simulated.makespan == 20
-    assert point.get_ydata()[0] == pytest.approx(20, rel=0.5)
+    # The point sits at the measured real makespan, whatever the machine's speed; a real
+    # run cannot beat the simulated one (sleeps do not end early), only lag behind it.
+    assert point.get_ydata()[0] == real.makespan
+    assert real.makespan >= 20 * 0.95
     assert "model seconds" in ax.get_xlabel() and "model seconds" in ax.get_ylabel()
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["simulation = real"]
     with pytest.raises(ValueError, match="at least one"):

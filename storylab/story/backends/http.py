@@ -233,7 +233,11 @@ class HttpService:
         self.max_retry_after = max_retry_after
         self._transport = transport
         self._sleep = sleep
-        self._client: httpx.AsyncClient | None = None
+        # The client is built here, not on the first request: building one loads
+        # the certificate store, which blocks for a noticeable time, and done on
+        # the first request it would hold up every task of a run started together.
+        # It binds to the loop of its first request (None until then).
+        self._client: httpx.AsyncClient | None = self._new_client()
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self.attempts = 0
         self.retries = 0
@@ -245,18 +249,21 @@ class HttpService:
         """``path`` (``/v1/...``) under this service, as it may be shown (credentials redacted)."""
         return f"{api_root(self.base_url)}{path}"
 
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=self.timeout, transport=self._transport)
+
     def _get_client(self) -> httpx.AsyncClient:
         # An AsyncClient belongs to the loop it first ran on; notebooks and
         # run_sync may use a fresh loop per call, so keep one client per loop.
         loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop:
-            self._client = httpx.AsyncClient(timeout=self.timeout, transport=self._transport)
-            self._client_loop = loop
+        if self._client is None or self._client_loop not in (None, loop):
+            self._client = self._new_client()
+        self._client_loop = loop
         return self._client
 
     async def aclose(self) -> None:
         """Close the connection pool (on the loop that opened it)."""
-        if self._client is not None and self._client_loop is asyncio.get_running_loop():
+        if self._client is not None and self._client_loop in (None, asyncio.get_running_loop()):
             await self._client.aclose()
         self._client = None
         self._client_loop = None

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from storylab.viz._palette import COLOURS, REUSED_COLOUR, Status
-from storylab.viz.labels import task_label
+from storylab.viz.labels import stage_label, task_label
 
 __all__ = [
     "FINISHED",
@@ -87,9 +87,15 @@ class RowState:
 
     @property
     def title(self) -> str:
-        """The row's heading in the reader's words: ``image-{{IMAGE_2}}`` reads ``image-2``."""
-        name = task_label(self.name)
-        return f"{self.entity_type} ({name})" if self.entity_type else name
+        """The row's heading in the reader's words, as the timeline names its lane:
+        ``image-{{IMAGE_2}}`` reads ``image-2``, with no class name in front."""
+        return task_label(self.name)
+
+    @property
+    def detail(self) -> str:
+        """The row as the graph knows it, for a reader who asks (a tooltip, ``detail=True``):
+        its entity class and raw name, ``ImageGenerationEntity (image-{{IMAGE_2}})``."""
+        return f"{self.entity_type} ({self.name})" if self.entity_type else self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,11 +131,23 @@ class PipelineProgress:
 
     @property
     def title(self) -> str:
+        """The pipeline's heading: its label (``story A (a curious fox)``, the charts' name
+        for it) or else its own name, with no class name in front."""
         if self.label:
             return self.label
+        return task_label(self.name) if self.name else self.key
+
+    @property
+    def detail(self) -> str:
+        """The pipeline as the graph knows it: entity class and name (as a row's detail)."""
         if self.entity_type and self.name:
             return f"{self.entity_type} ({self.name})"
         return self.name or self.key
+
+    @property
+    def stage_text(self) -> str | None:
+        """The stage the bar counts, in plain words (``images``, not ``generating_images``)."""
+        return stage_label(self.stage) if self.stage else None
 
     @property
     def bar_style(self) -> str:
@@ -157,7 +175,7 @@ class PipelineProgress:
         return None if self.status is Status.COMPLETED else self.message
 
     def counts_text(self) -> str:
-        stage = f"{self.stage}: " if self.stage else ""
+        stage = f"{self.stage_text}: " if self.stage else ""
         parts = [f"{self.done}/{self.total} done"]
         detail = [
             f"{n} {s}" for s in (Status.COMPLETED, Status.FAILED, Status.CANCELLED,
@@ -168,9 +186,10 @@ class PipelineProgress:
             parts.append(f"({', '.join(detail)})")
         return stage + " ".join(parts)
 
-    def summary_line(self) -> str:
+    def summary_line(self, *, detail: bool = False) -> str:
         message = f" — {self.activity}" if self.activity else ""
-        return f"{self.title} [{self.status_text}] {self.counts_text()}{message}"
+        title = f"{self.title} · {self.detail}" if detail else self.title
+        return f"{title} [{self.status_text}] {self.counts_text()}{message}"
 
 
 class _Root:
@@ -192,7 +211,7 @@ class _Root:
 
     @property
     def prefix(self) -> str:
-        return f"[{self.label or self.name or self.key}] "
+        return f"[{self.label or (task_label(self.name) if self.name else self.key)}] "
 
     def snapshot(self) -> PipelineProgress:
         rows = tuple(
@@ -369,7 +388,7 @@ class ProgressModel:
         if row["status"] is before:
             return None
         change = _change(row)
-        return f"{row_name} {change}" if change else None
+        return f"{task_label(row_name)} {change}" if change else None
 
 
 def _change(row: dict[str, Any]) -> str | None:

@@ -170,9 +170,11 @@ class ProgressPanel:
         state = self.gauge_state()
         return "" if state is None else state.gauge_html()
 
-    def summary(self) -> str:
-        """The panel as plain text: a line per pipeline and a line per child."""
-        text = summary_text(self.title, self.pipelines, self.max_rows, compact=self.compact)
+    def summary(self, *, detail: bool = False) -> str:
+        """The panel as plain text: a line per pipeline and a line per child, named in the
+        reader's words; ``detail=True`` adds each entity's class and raw name."""
+        text = summary_text(self.title, self.pipelines, self.max_rows, compact=self.compact,
+                            detail=detail)
         state = self.gauge_state()
         if state is None:
             return text

@@ -54,7 +54,7 @@ def _bar_value(p: PipelineProgress) -> tuple[int, int]:
 def _title_html(p: PipelineProgress) -> str:
     message = f" — {html.escape(p.activity)}" if p.activity else ""
     colour = BAR_COLOURS["warning"] if p.status_text != str(p.status) else COLOURS[p.status]
-    return (f"<b>{html.escape(p.title)}</b> "
+    return (f"<b title='{html.escape(p.detail, quote=True)}'>{html.escape(p.title)}</b> "
             f"<span style='color:{colour}'>{p.status_text}</span>{message}")
 
 
@@ -232,7 +232,7 @@ def rows_table(p: PipelineProgress, max_rows: int) -> str:
             f"<tr data-name='{html.escape(r.name, quote=True)}' data-status='{r.status}'"
             f"{' data-reused=' + chr(39) + '1' + chr(39) if r.reused else ''}>"
             f"<td style='color:{r.colour}'>{r.symbol}</td>"
-            f"<td>{html.escape(r.title)}</td>"
+            f"<td title='{html.escape(r.detail, quote=True)}'>{html.escape(r.title)}</td>"
             f"<td style='color:{r.colour};font-weight:bold'>{r.status_text}</td>"
             f"<td style='color:#666'>{message}</td></tr>"
         )
