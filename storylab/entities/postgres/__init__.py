@@ -6,20 +6,24 @@ Open it like a SQLite graph, with a URL instead of a path:
 driver (psycopg 3, the ``storylab[postgres]`` extra) is imported only when
 such a graph is opened.
 
-The store keeps every promise of :class:`~storylab.entities.store.EntityStore`
-the way the SQLite store does, with the server in place of the file:
+The store (:mod:`storylab.entities.postgres.store`) is its own
+implementation of :class:`~storylab.entities.store.EntityStore` on psycopg's
+async API (:mod:`storylab.entities.postgres.core`), keeping every promise of
+that interface the way a server can:
 
-* there is no graph-wide write lock: a transaction locks what it decides
-  about, a node's row before its lease is read or changed, one name under
-  one parent before it is looked up and created, each held to the commit,
-  so processes writing different stories never wait for each other (see
-  :mod:`storylab.entities.postgres.store`);
+* no graph-wide write lock: a transaction locks what it decides about, a
+  node's row before its lease is read or changed, one name under one parent
+  before it is looked up and created, each held to the commit, so processes
+  writing different stories never wait for each other;
 * names are unique under a parent by a ``UNIQUE`` index, and a name being
-  created is locked until its commit, so two hosts creating the same child
-  get one node (the second waits for the first and gets its node);
-* leases carry a token, every write under one is fenced by it, and a
-  heartbeat renews them in a short transaction of its own (it only pushes
-  back the expiry of rows still carrying its token);
+  created is locked until its commit, so two hosts creating the same root
+  get one node (the second waits for the first and gets its node); the
+  children of a node leased here are named by the lease's holder alone,
+  without a statement, and inserted at a commit that fences that lease;
+* leases carry a token, every write under one is fenced by it, a claim never
+  waits for a row another process is writing (it is "busy" and polled
+  instead), and the heartbeat renews leases in a short transaction of its
+  own, awaited on the caller's loop;
 * operations share a transaction and many ends share one commit; a result is
   handed on only once that commit returned (``synchronous_commit`` is the
   server's: on by default, so "committed" means on the server's disk);
@@ -29,12 +33,6 @@ the way the SQLite store does, with the server in place of the file:
   in one transaction, a newer one is refused;
 * a server that is down, credentials that are refused, a newer schema: each
   is one line, and no message carries the password.
-
-The store's operations are synchronous by the store contract (each is atomic
-and never spans an ``await``), so each is a short round trip to the server
-on psycopg's synchronous connection; a row or name another process is
-writing at that moment (the same node or name only) is waited for there,
-for the length of that process's batch.
 """
 
 from __future__ import annotations

@@ -102,70 +102,6 @@ def name_key(schema: str, parent_id: str | None, key: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
 
 
-def prepare(conn, where: str, schema: str, *, create: bool, read_only: bool) -> None:
-    """Check that ``schema`` holds a storylab graph (or nothing yet), then
-    create or upgrade it (unless ``read_only``). ``conn`` is an autocommit
-    psycopg connection whose ``search_path`` is ``schema``."""
-    from storylab.entities.errors import GraphNotFoundError
-
-    version = _version(conn, schema, where)
-    if version is not None:
-        _check_version(version, where)
-        if version == SCHEMA_VERSION:
-            return
-        if read_only:
-            raise SchemaVersionError(
-                f"{where} uses the older entity-graph schema {version}; open it once for "
-                f"writing to upgrade it to {SCHEMA_VERSION} (nothing was changed)"
-            )
-    elif read_only or not create:
-        raise GraphNotFoundError(f"no entity graph at {where}")
-    with conn.transaction():
-        # Under the graph's lock: another process may be creating or upgrading it.
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(schema),))
-        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        version = _version(conn, schema, where)
-        if version is None:
-            for statement in SCHEMA:
-                conn.execute(statement)
-            conn.execute(
-                "INSERT INTO storylab_meta (name, value) VALUES ('application', %s), "
-                "('schema_version', %s)",
-                (APPLICATION, str(SCHEMA_VERSION)),
-            )
-            return
-        _check_version(version, where)
-        if version < SCHEMA_VERSION:
-            _upgrade(conn, where, version)
-
-
-def _version(conn, schema: str, where: str) -> int | None:
-    """The graph's schema version; None if ``schema`` holds no graph (is
-    missing or empty); ``NotAStorylabGraphError`` if it holds other tables."""
-    row = conn.execute(
-        "SELECT count(*), count(*) FILTER (WHERE table_name = 'storylab_meta') "
-        "FROM information_schema.tables WHERE table_schema = %s",
-        (schema,),
-    ).fetchone()
-    tables, meta = row
-    if not meta:
-        if tables:
-            raise NotAStorylabGraphError(
-                f"{where}: schema {schema!r} holds {tables} tables but no storylab entity "
-                "graph; nothing was changed (name another one with ?schema=NAME)"
-            )
-        return None
-    rows = dict(conn.execute(f'SELECT name, value FROM "{schema}".storylab_meta').fetchall())
-    if rows.get("application") != APPLICATION:
-        raise NotAStorylabGraphError(
-            f"{where}: schema {schema!r} is not a storylab entity graph; nothing was changed"
-        )
-    try:
-        return int(rows.get("schema_version", ""))
-    except ValueError:
-        return 0
-
-
 def _check_version(version: int, where: str) -> None:
     if version > SCHEMA_VERSION or version < 1:
         raise SchemaVersionError(
@@ -179,16 +115,81 @@ def _check_version(version: int, where: str) -> None:
         )
 
 
-def _upgrade(conn, where: str, version: int) -> None:
+async def prepare(conn, where: str, schema: str, *, create: bool, read_only: bool) -> None:
+    """Check that ``schema`` holds a storylab graph (or nothing yet), then
+    create or upgrade it (unless ``read_only``), in one transaction under the
+    graph's advisory lock. ``conn`` is an autocommit psycopg
+    ``AsyncConnection`` whose ``search_path`` is ``schema``."""
+    from storylab.entities.errors import GraphNotFoundError
+
+    version = await _version(conn, schema, where)
+    if version is not None:
+        _check_version(version, where)
+        if version == SCHEMA_VERSION:
+            return
+        if read_only:
+            raise SchemaVersionError(
+                f"{where} uses the older entity-graph schema {version}; open it once for "
+                f"writing to upgrade it to {SCHEMA_VERSION} (nothing was changed)"
+            )
+    elif read_only or not create:
+        raise GraphNotFoundError(f"no entity graph at {where}")
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(schema),))
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        version = await _version(conn, schema, where)
+        if version is None:
+            for statement in SCHEMA:
+                await conn.execute(statement)
+            await conn.execute(
+                "INSERT INTO storylab_meta (name, value) VALUES ('application', %s), "
+                "('schema_version', %s)",
+                (APPLICATION, str(SCHEMA_VERSION)),
+            )
+            return
+        _check_version(version, where)
+        if version < SCHEMA_VERSION:
+            await _upgrade(conn, where, version)
+
+
+async def _version(conn, schema: str, where: str) -> int | None:
+    """The graph's schema version; None if ``schema`` holds no graph (is
+    missing or empty); ``NotAStorylabGraphError`` if it holds other tables."""
+    cur = await conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE table_name = 'storylab_meta') "
+        "FROM information_schema.tables WHERE table_schema = %s",
+        (schema,),
+    )
+    tables, meta = await cur.fetchone()
+    if not meta:
+        if tables:
+            raise NotAStorylabGraphError(
+                f"{where}: schema {schema!r} holds {tables} tables but no storylab entity "
+                "graph; nothing was changed (name another one with ?schema=NAME)"
+            )
+        return None
+    cur = await conn.execute(f'SELECT name, value FROM "{schema}".storylab_meta')
+    rows = dict(await cur.fetchall())
+    if rows.get("application") != APPLICATION:
+        raise NotAStorylabGraphError(
+            f"{where}: schema {schema!r} is not a storylab entity graph; nothing was changed"
+        )
+    try:
+        return int(rows.get("schema_version", ""))
+    except ValueError:
+        return 0
+
+
+async def _upgrade(conn, where: str, version: int) -> None:
     """Bring a graph of an older schema up to date, in the open transaction."""
     import psycopg
 
     try:
-        with conn.transaction():  # a savepoint: a failed step leaves nothing behind
+        async with conn.transaction():  # a savepoint: a failed step leaves nothing behind
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in UPGRADES[target]:
-                    conn.execute(statement)
-            conn.execute(
+                    await conn.execute(statement)
+            await conn.execute(
                 "UPDATE storylab_meta SET value = %s WHERE name = 'schema_version'",
                 (str(SCHEMA_VERSION),),
             )

@@ -1,108 +1,168 @@
-"""The PostgreSQL entity store: the SQLite store's transactions on a server.
+"""The PostgreSQL entity store: the class :class:`PostgresGraph`, on psycopg's async API.
 
-:class:`PostgresGraph` keeps the SQLite store's discipline (group commits,
-nodes and leases written once per transaction, fencing checked inside the
-write transaction, the heartbeat, the awaited waits) and changes what sits
-under it: the connection, and the locks. :class:`_Connection` gives
-psycopg's connection the few calls that discipline makes (``execute``,
-``executemany``, ``in_transaction``), turning
+Its own implementation of :class:`~storylab.entities.store.EntityStore`
+(nothing of the SQLite store's classes), in two halves:
 
-* SQLite's dialect into PostgreSQL's (``?`` parameters, ``INSERT OR
-  REPLACE``, an untyped parameter in a recursive query);
-* the driver's errors into the error classes that discipline catches, with
-  their text freed of any password: a failure fails the transaction (as on
-  PostgreSQL it does: a commit after a failed statement is refused here,
-  never reported as done).
+* the **core** is asynchronous: every decision the store makes on the server
+  (create-or-get a name, claim or take over a node, fence a write, finish,
+  commit, renew leases) is a coroutine on psycopg's ``AsyncConnection``,
+  run on the store's own event loop (:mod:`storylab.entities.postgres.core`),
+  one at a time per graph (an ``asyncio.Lock`` on its write connection);
+* the **entry points** are the interface's: synchronous, as the store
+  contract asks (each operation is atomic and never spans an ``await``), so
+  each hands its coroutine to the store's loop and waits for the answer.
+  What may take long is awaited instead, on the caller's own loop: the
+  heartbeat's renewals (:meth:`PostgresGraph._renew_leases`) and the commits
+  of :meth:`PostgresGraph.settle` and :meth:`PostgresGraph.aclose`.
 
-No graph-wide write lock. SQLite has one writer at a time, and the
-discipline above leans on it: a check made in the write transaction (a name
-is free, a lease still carries our token) holds until the commit because
-nobody else can write meanwhile. A server takes the same guarantees row by
-row, so writers of different stories never wait for each other:
+The guarantees, and how each is kept on a server:
 
-* a lease is decided under its node's row lock (``SELECT ... FOR NO KEY
-  UPDATE``, held to the commit): the holder takes it before its first
-  fenced write under that lease (:meth:`PostgresGraph._fence`) and before
-  it drops the lease at the end (:meth:`PostgresGraph._drop_lease`), a
-  process taking the node over takes it before it reads the lease it
-  judges (:meth:`PostgresGraph._take`). So a take-over waits for the
-  holder's open batch and then sees its commit (a finished node, or a
-  lease still live), and the holder's writes after a take-over see the new
-  token and are refused; parent's row before child's, in that order
-  everywhere, so the two never wait for each other in a circle;
-* a new node's name is decided under an advisory lock of that one name
-  under that one parent (:meth:`_Connection.lock_name`, held to the
-  commit): the unique index alone would let two processes both find a name
-  free and the second fail its whole batch at the commit; with the lock the
-  second waits for the first's commit, finds the node and uses it (create
-  or get). A child under a parent made in the same transaction needs none
-  (nobody else sees that parent yet);
-* a claim of a Pending node is one ``UPDATE ... WHERE status = 'Pending'``,
-  which the row lock of the update decides.
-
-What still waits: two processes on the same node or the same name (a
-take-over, the same story created twice at once) wait for each other's
-commit, each wait bounded by ``busy_timeout`` (then the batch fails with a
-graph error), and such a wait is a blocking call on the event loop (short:
-the other process's batch). The graph's advisory lock
-(:func:`~storylab.entities.postgres.schema.lock_key`) is taken only to
-create or upgrade the schema.
-
-Renewing leases is a short transaction of its own
-(:meth:`PostgresGraph._try_renew`): it only pushes back the expiry of the
-rows that still carry this process's token, which PostgreSQL's row locks
-serialise against a take-over, so a heartbeat never waits behind a batch.
+* **Names are unique** by the ``UNIQUE`` indexes of the schema; a name is
+  looked up and created under a transaction-level advisory lock of that one
+  name under that one parent (:func:`~storylab.entities.postgres.schema.name_key`),
+  so two processes creating the same root take turns and the second gets
+  the first's node instead of failing its commit. A child of a parent made
+  in the same transaction needs no lock (nobody else sees that parent yet),
+  nor does a child of a parent leased here: only the lease's holder makes
+  a node's children, so their names are read once per lease and decided
+  without a statement, and the commit fences the parent before it inserts
+  them (:meth:`PostgresGraph._leased_child`).
+* **Leases and fencing by token.** A node's lease is decided under its row
+  lock (``SELECT ... FOR NO KEY UPDATE``, held to the commit): by the holder
+  before its first fenced write of a transaction, before its end and before
+  it lets the lease go; by a process taking the node over before it reads
+  the lease it judges. Row locks are taken parent before child (a holder
+  locks the held parent of a node before the node, a process taking a node
+  over locks its held parent first), and a take-over skips a row that is
+  locked right now if its lease is live ("busy": its holder is writing it),
+  so a take-over never waits on a holder that is waiting on it. No
+  graph-wide lock: writers of different stories never wait for each other.
+* **Batching.** Operations share a transaction; a node created in it is
+  inserted once at the commit in its final state, its lease row too, and
+  progress rows go in with one ``executemany``; a run's end is handed on only
+  once the commit returned (:meth:`PostgresGraph.commit_waiter`). The commit
+  modes are the SQLite store's (``batched``, ``interval``, ``operation``).
+* **Blobs** are rows of the ``blobs`` table, each committed on a connection
+  of its own before its key is returned (:class:`PgBlobStore`).
+* **Schema versions**: :mod:`storylab.entities.postgres.schema`.
+* **Errors** are one line, without the password (:mod:`~storylab.entities.postgres.url`).
 """
 
 from __future__ import annotations
 
-import functools
+import asyncio
+import atexit
+import dataclasses
+import json
 import logging
-import sqlite3
+import os
 import threading
 import time
-from typing import Any
+import weakref
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
-import psycopg.conninfo
-from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
 
 from storylab.entities.blobs import blob_content_type, blob_key, check_blob_key
+from storylab.entities.encoding import dumps, dumps_log, envelopes_from_rows, loads, progress_rows
+from storylab.entities.envelopes import Envelope
 from storylab.entities.errors import (
+    DuplicateNameError,
     EntityGraphError,
     GraphAccessError,
-    GraphNotFoundError,
-    GraphUnreachableError,
+    LeaseLostError,
+    NotAStorylabGraphError,
     UnknownBlobError,
+    UnknownEntityError,
 )
-from storylab.entities.postgres.schema import name_key, prepare
+from storylab.entities.postgres import core
+from storylab.entities.postgres.core import LockBusy, ServerError, wrap
+from storylab.entities.postgres.schema import name_key
 from storylab.entities.postgres.url import ServerURL, parse
-from storylab.entities.sqlite.store import EntityGraph
+from storylab.entities.records import (
+    HOST,
+    LEASE_EXPIRED,
+    LEASE_LIVE,
+    LEASE_OWNER_GONE,
+    EntityStatus,
+    LeaseRecord,
+    NodeRecord,
+    edge,
+    new_id,
+    node_record,
+    pid_alive,
+)
+from storylab.entities.registry import check_new, revive, running_here
+from storylab.entities.store import DATA_CHANGES, READ_FIELDS
 
-__all__ = ["PgBlobStore", "PostgresGraph"]
+if TYPE_CHECKING:
+    from storylab.entities.entity import RunnableEntity
+    from storylab.entities.store import EntityStore
+
+__all__ = ["COMMIT_MODES", "GraphLocation", "PgBlobStore", "PostgresGraph"]
 
 log = logging.getLogger("storylab.entities")
 
-# What a connection uses unless the URL says otherwise. The store's operations
-# are short round trips made on the event loop, so a server that stops
-# answering (a host or a network gone, no connection closed) must not hold
-# one for TCP's own minutes: unanswered data fails the connection after
-# tcp_user_timeout, an idle connection is probed by keepalives.
-_CONNECTION_DEFAULTS: dict[str, str | int] = {
-    "connect_timeout": 10,
-    "application_name": "storylab",
-    "tcp_user_timeout": 15_000,  # milliseconds
-    "keepalives": 1,
-    "keepalives_idle": 10,
-    "keepalives_interval": 5,
-    "keepalives_count": 3,
-}
-
-
-# How long one lease renewal waits for a row lock that another process's open
-# write holds, at most, before it counts as busy and is tried again later.
+COMMIT_MODES = ("batched", "interval", "operation")
+_STATUSES = tuple(s.value for s in EntityStatus)
+# A commit that another process's lock holds up, or an awaited renewal that
+# failed, is tried again after this long (seconds), doubling to the maximum.
+_RETRY_FIRST, _RETRY_MAX = 0.002, 0.05
+# How long one lease renewal waits for a lease row another process's open
+# write holds (a take-over of it), at most, before it is tried again later.
 _RENEW_LOCK_MS = 20
+
+_NODE_COLUMNS = (
+    "id, name, type, status, data, parent_id, created_at, started_at, finished_at, error, output, "
+    "CASE WHEN parent_id IS NULL THEN NULL ELSE coalesce(call_path, name) END"
+)
+_LEASE_COLUMNS = "node_id, owner, host, pid, token, taken_at, heartbeat_at, expires_at"
+_LEASE_OF_L = ", ".join("l." + c for c in _LEASE_COLUMNS.split(", "))
+_INSERT_NODE = (
+    "INSERT INTO nodes (id, name, type, status, data, parent_id, created_at, started_at, "
+    "finished_at, error, output, call_path) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+    "%s, %s)"
+)
+_UPSERT_LEASE = (
+    f"INSERT INTO leases ({_LEASE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (node_id) DO UPDATE SET owner = EXCLUDED.owner, host = EXCLUDED.host, "
+    "pid = EXCLUDED.pid, token = EXCLUDED.token, taken_at = EXCLUDED.taken_at, "
+    "heartbeat_at = EXCLUDED.heartbeat_at, expires_at = EXCLUDED.expires_at"
+)
+_INSERT_PROGRESS = (
+    "INSERT INTO progress (node_id, type, status, message, sub_type, value, error, at, more) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+# A node's row locked (to the commit), with the lease on it.
+_LOCK_NODE = (
+    "SELECT l.token, l.owner FROM nodes n LEFT JOIN leases l ON l.node_id = n.id "
+    "WHERE n.id = %s FOR NO KEY UPDATE OF n"
+)
+_STATE_AND_LEASE = (
+    f"SELECT n.status, n.output, {_LEASE_OF_L} FROM nodes n "
+    "LEFT JOIN leases l ON l.node_id = n.id WHERE n.id = %s"
+)
+_SUBTREE = (
+    "WITH RECURSIVE sub(id) AS (SELECT %s::text UNION ALL "
+    "SELECT n.id FROM nodes n JOIN sub ON n.parent_id = sub.id) "
+)
+
+# Every open server graph of this process, by graph: one commits the others'
+# open transaction before it writes (two handles of one thread waiting on each
+# other's row locks would otherwise wait forever), and all are committed at exit.
+_OPEN: dict[str, weakref.WeakSet[PostgresGraph]] = {}
+
+
+@atexit.register
+def _commit_all() -> None:
+    for peers in list(_OPEN.values()):
+        for graph in list(peers):
+            try:
+                graph._commit()
+            except Exception:  # pragma: no cover - a server gone at exit
+                pass
 
 
 class GraphLocation(str):
@@ -116,242 +176,98 @@ class GraphLocation(str):
         return self.schema
 
 
-# ------------------------------------------------------------------ errors
-#
-# The store logic above the connection catches its driver's error classes
-# (sqlite3.Error and its busy/locked variants). These carry a PostgreSQL
-# failure through that logic unchanged.
+@dataclasses.dataclass(slots=True)
+class _NewNode:
+    """A node created in the open transaction, not inserted yet: written at
+    the commit (or before anything reads), in the state it has by then."""
 
-
-class _ServerError(sqlite3.OperationalError, EntityGraphError):
-    """A failure on the server: caught by the store's logic as its driver's
-    error, and by callers as an :class:`EntityGraphError`."""
-
-    sqlite_errorname = "STORE_ERROR"
-
-
-class _Busy(_ServerError):
-    sqlite_errorname = "SQLITE_BUSY"  # what the commit and waiting logic look for
-
-
-def _one_line(exc: BaseException, url: ServerURL) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0].strip() if text else type(exc).__name__
-    for prefix in ("connection failed: ", "FATAL:  ", "ERROR:  "):
-        first = first.removeprefix(prefix)
-    return url.scrub(first)
-
-
-def _wrap(exc: psycopg.Error, url: ServerURL) -> _ServerError:
-    return _ServerError(f"{_one_line(exc, url)} ({type(exc).__name__} from the database server)")
-
-
-@functools.lru_cache(maxsize=256)
-def _translate(sql: str) -> str:
-    """A statement of the SQLite store in PostgreSQL's dialect."""
-    if sql.startswith("INSERT OR REPLACE INTO leases"):
-        sql = (
-            sql.replace("INSERT OR REPLACE INTO", "INSERT INTO", 1)
-            + " ON CONFLICT (node_id) DO UPDATE SET owner = EXCLUDED.owner, "
-            "host = EXCLUDED.host, pid = EXCLUDED.pid, token = EXCLUDED.token, "
-            "taken_at = EXCLUDED.taken_at, heartbeat_at = EXCLUDED.heartbeat_at, "
-            "expires_at = EXCLUDED.expires_at"
-        )
-    sql = sql.replace("SELECT ? UNION ALL", "SELECT ?::text UNION ALL")
-    return sql.replace("?", "%s")
-
-
-class _NoRows:
-    rowcount = -1
-
-    def fetchone(self) -> None:
-        return None
-
-    def fetchall(self) -> list:
-        return []
-
-
-class _Connection:
-    """psycopg's connection, as the store's transaction logic uses one."""
-
-    def __init__(self, conn: psycopg.Connection, url: ServerURL) -> None:
-        self._pg = conn
-        self._url = url
-        self._schema = url.schema
-        self._wait_ms = 30_000  # the graph's busy timeout (a try sets 0 for BEGIN alone)
+    id: str
+    name: str
+    type: str
+    status: str
+    data: str
+    parent_id: str | None
+    created_at: float
+    call_path: str | None  # None when it is the name
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    output: str | None = None
 
     @property
-    def in_transaction(self) -> bool:
-        return self._pg.info.transaction_status != TransactionStatus.IDLE
+    def key(self) -> str:
+        return self.call_path or self.name
 
-    def close(self) -> None:
-        self._pg.close()
+    def row(self) -> tuple:
+        return (
+            self.id, self.name, self.type, self.status, self.data, self.parent_id,
+            self.created_at, self.started_at, self.finished_at, self.error, self.output,
+            self.call_path,
+        )  # fmt: skip
 
-    def execute(self, sql: str, params: tuple | list = ()) -> Any:
-        if sql.startswith("PRAGMA busy_timeout="):
-            # BEGIN never waits here, so a try without waiting (busy 0) needs
-            # nothing; the graph's own timeout bounds every row-lock wait.
-            ms = int(sql.partition("=")[2])
-            if ms > 0:
-                self._wait_ms = ms
-            return _NoRows()
-        if sql == "BEGIN IMMEDIATE":
-            self._begin()
-            return _NoRows()
-        pg = self._pg
-        if sql == "COMMIT" and pg.info.transaction_status == TransactionStatus.INERROR:
-            # PostgreSQL would answer a COMMIT of a failed transaction with a
-            # rollback, not an error: never let that pass for a commit.
-            self._rollback()
-            raise _ServerError(
-                "the transaction was rolled back by the server after an earlier statement "
-                "in it failed"
-            )
-        try:
-            return pg.execute(_translate(sql), params or None)
-        except psycopg.Error as exc:
-            raise _wrap(exc, self._url) from None
-
-    def executemany(self, sql: str, rows: Any) -> Any:
-        rows = list(rows)
-        cur = self._pg.cursor()
-        if rows:
-            try:
-                cur.executemany(_translate(sql), rows)
-            except psycopg.Error as exc:
-                raise _wrap(exc, self._url) from None
-        return cur
-
-    def renew(self, token: str, now: float, expires: float, lock_ms: int) -> set[str]:
-        """Push back the expiry of every lease row carrying ``token``, in a
-        transaction of its own without the graph's advisory lock; the ids of
-        the rows renewed. A row lock held by another process's open write
-        (a take-over of one of these rows) is waited for ``lock_ms`` at most,
-        then this is busy. Call it outside a transaction."""
-        pg = self._pg
-        try:
-            with pg.transaction():
-                pg.execute(f"SET LOCAL lock_timeout = {int(lock_ms):d}")
-                rows = pg.execute(
-                    "UPDATE leases SET heartbeat_at = %s, expires_at = %s WHERE token = %s "
-                    "RETURNING node_id",
-                    (now, expires, token),
-                ).fetchall()
-        except pg_errors.LockNotAvailable:
-            raise _Busy(
-                "a lease row was locked by another process's open write (a take-over?)"
-            ) from None
-        except psycopg.Error as exc:
-            raise _wrap(exc, self._url) from None
-        return {row[0] for row in rows}
-
-    def _rollback(self) -> None:
-        try:
-            self._pg.execute("ROLLBACK")
-        except psycopg.Error:
-            pass
-
-    def lock_node(self, node_id: str) -> None:
-        """Lock ``node_id``'s row until the transaction ends (``FOR NO KEY
-        UPDATE``: children may still be inserted under it, progress rows
-        still point at it). Every decision about a node's lease is made
-        under this lock, by its holder writing under it and by a process
-        taking it over alike, so the two are serialised per node, and
-        processes writing other nodes never wait for each other."""
-        self._locking("SELECT 1 FROM nodes WHERE id = %s FOR NO KEY UPDATE", (node_id,))
-
-    def lock_name(self, parent_id: str | None, key: str) -> None:
-        """Take the transaction-level advisory lock of one name under one
-        parent (a root when ``parent_id`` is None), held to the commit: two
-        processes creating the same name take turns, so the second sees the
-        first's committed row and gets that node instead of failing its
-        commit on the unique index; names that differ never wait."""
-        self._locking("SELECT pg_advisory_xact_lock(%s)", (name_key(self._schema, parent_id, key),))
-
-    def _locking(self, sql: str, params: tuple) -> None:
-        try:
-            self._pg.execute(sql, params)
-        except pg_errors.LockNotAvailable:
-            raise _ServerError(
-                f"another process held a row of the entity graph for "
-                f"{self._wait_ms / 1000:g} s (busy_timeout)"
-            ) from None
-        except psycopg.Error as exc:
-            raise _wrap(exc, self._url) from None
-
-    def _begin(self) -> None:
-        """Open the write transaction. There is no graph-wide lock to take
-        (see the module docstring): the locks a transaction needs are taken
-        row by row (:meth:`lock_node`) or name by name (:meth:`lock_name`)
-        as it goes, each waited for up to ``busy_timeout`` at most."""
-        try:
-            self._pg.execute(f"BEGIN; SET LOCAL lock_timeout = {self._wait_ms:d}")
-        except psycopg.Error as exc:
-            self._rollback()
-            raise _wrap(exc, self._url) from None
+    def read_row(self) -> tuple:
+        """As a row of ``_NODE_COLUMNS``."""
+        return (*self.row()[:11], None if self.parent_id is None else self.key)
 
 
-# ------------------------------------------------------------------ opening
+@dataclasses.dataclass
+class _Batch:
+    """What one commit writes besides the statements already made."""
+
+    rows: list[_NewNode]
+    leases: dict[str, float]
+    progress: list[Envelope]
 
 
-def connect(url: ServerURL, *, read_only: bool = False) -> psycopg.Connection:
-    """An autocommit connection to the graph's server, its ``search_path``
-    the graph's schema; one-line errors for a server that cannot be reached,
-    refuses the credentials, or has no such database."""
-    where = url.shown
+def _again(error: LeaseLostError) -> LeaseLostError:
+    return LeaseLostError(str(error), node_id=error.node_id)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
-        given = psycopg.conninfo.conninfo_to_dict(url.conninfo)
-    except psycopg.ProgrammingError as exc:
-        raise ValueError(f"not a valid graph URL {where!r}: {_one_line(exc, url)}") from None
-    defaults = {k: v for k, v in _CONNECTION_DEFAULTS.items() if k not in given}
-    try:
-        conninfo = psycopg.conninfo.make_conninfo(url.conninfo, **defaults)
-        conn = psycopg.connect(conninfo, autocommit=True)
-    except psycopg.OperationalError as exc:
-        raise _open_error(exc, url) from None
-    try:
-        conn.execute(f'SET search_path = "{url.schema}"')
-        if read_only:
-            conn.execute("SET default_transaction_read_only = on")
-    except psycopg.Error as exc:
-        conn.close()
-        raise EntityGraphError(
-            f"cannot use the entity graph {where}: {_one_line(exc, url)}"
-        ) from None
-    return conn
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
-def _open_error(exc: psycopg.OperationalError, url: ServerURL) -> EntityGraphError:
-    text = _one_line(exc, url)
-    low = str(exc).lower()
-    where = url.shown
-    if (
-        getattr(exc, "sqlstate", None) in ("28P01", "28000")
-        or "password authentication failed" in low
-        or "no password supplied" in low
-        or "authentication failed" in low
-        or "pg_hba.conf" in low
-    ):
-        who = f"user {url.user!r}" if url.user else "this user"
-        hint = "" if url.secrets else " (the URL has no password: set $PGPASSWORD or ~/.pgpass)"
-        return GraphAccessError(
-            f"the PostgreSQL server at {url.host} refused the credentials of {who} for the "
-            f"entity graph {where} ({_reason(text)}){hint}; nothing was changed"
-        )
-    if "does not exist" in low and "database" in low:
-        return GraphNotFoundError(
-            f"no database for the entity graph {where} ({_reason(text)}): create it first "
-            "(createdb NAME); nothing was changed"
-        )
-    return GraphUnreachableError(
-        f"cannot reach the PostgreSQL server at {url.host} for the entity graph {where} "
-        f"({_reason(text)}): is the server running and listening there? nothing was changed"
-    )
+def _settle(waiters: list[asyncio.Future], error: Callable[[], BaseException] | None) -> None:
+    """Resolve the futures of runs waiting for a commit (or give each the
+    commit's error), from whichever thread committed."""
+    loop = waiters[0].get_loop()
+    if loop is not _running_loop():
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(_settle, waiters, error)
+        return
+    for waiter in waiters:
+        if not waiter.done():
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error())
 
 
-def _reason(text: str) -> str:
-    """The part of libpq's message that says why (after its 'at ... failed: ')."""
-    return text.rpartition(" failed: ")[2] or text
+class _SqlHandle:
+    """Raw statements in the graph's open write transaction (for tools and
+    tests): ``execute`` returns the rows read, as a cursor would."""
+
+    def __init__(self, graph: PostgresGraph) -> None:
+        self._graph = graph
+
+    def execute(self, sql: str, params: tuple | list = ()) -> _Rows:
+        graph = self._graph
+        return graph._write(graph._a_raw(sql.replace("?", "%s"), tuple(params)))
+
+
+@dataclasses.dataclass
+class _Rows:
+    rows: list[tuple]
+    rowcount: int
+
+    def fetchone(self) -> tuple | None:
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list[tuple]:
+        return self.rows
 
 
 # ------------------------------------------------------------------ blobs
@@ -364,38 +280,28 @@ class PgBlobStore:
     durable before any node's data or output names it, and every host that
     opens the graph reads the same bytes."""
 
-    def __init__(self, url: ServerURL) -> None:
+    def __init__(self, url: ServerURL, connections: core.Connections) -> None:
         self._url = url
+        self._pg = connections
         self.root = f"{url.shown} (table blobs)"
-        self._conn: psycopg.Connection | None = None
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<PgBlobStore {self.root!r}>"
 
-    def _run(self, sql: str, params: tuple) -> Any:
-        with self._lock:
-            try:
-                if self._conn is None or self._conn.closed:
-                    self._conn = connect(self._url)
-                return self._conn.execute(sql, params).fetchone()
-            except psycopg.Error as exc:
-                raise EntityGraphError(
-                    f"the blobs of the entity graph {self._url.shown} cannot be used: "
-                    f"{_one_line(exc, self._url)}"
-                ) from None
-
     def put(self, data: bytes, content_type: str = "application/octet-stream") -> str:
         data, key = blob_key(data, content_type)
-        self._run(
-            "INSERT INTO blobs (key, data) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING "
-            "RETURNING 1",
-            (key, data),
+        core.call(
+            self._pg.blob(
+                "INSERT INTO blobs (key, data) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
+                (key, data),
+            )
         )
         return key
 
     def get(self, key: str) -> bytes:
-        row = self._run("SELECT data FROM blobs WHERE key = %s", (check_blob_key(key),))
+        row = core.call(
+            self._pg.blob("SELECT data FROM blobs WHERE key = %s", (check_blob_key(key),))
+        )
         if row is None:
             raise UnknownBlobError(f"no blob {key!r} in {self.root}")
         return bytes(row[0])
@@ -405,7 +311,7 @@ class PgBlobStore:
             check_blob_key(key)
         except UnknownBlobError:
             return False
-        return self._run("SELECT 1 FROM blobs WHERE key = %s", (key,)) is not None
+        return core.call(self._pg.blob("SELECT 1 FROM blobs WHERE key = %s", (key,))) is not None
 
     def delete(self, key: str) -> bool:
         """Remove the row under ``key`` (committed before this returns);
@@ -414,129 +320,87 @@ class PgBlobStore:
             check_blob_key(key)
         except UnknownBlobError:
             return False
-        return self._run("DELETE FROM blobs WHERE key = %s RETURNING 1", (key,)) is not None
+        row = core.call(self._pg.blob("DELETE FROM blobs WHERE key = %s RETURNING 1", (key,)))
+        return row is not None
 
     content_type = staticmethod(blob_content_type)
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        core.call(self._pg.close_blobs())
 
 
 # ------------------------------------------------------------------ the store
 
 
-class PostgresGraph(EntityGraph):
-    """An entity graph on a PostgreSQL server. Open it with
-    ``EntityGraph.open("postgresql://...")``; see :mod:`storylab.entities.postgres`."""
+class PostgresGraph:
+    """An entity graph on a PostgreSQL server (see the module docstring).
+
+    Open it with ``EntityGraph.open("postgresql://...")`` or
+    :meth:`PostgresGraph.open_url`. It implements
+    :class:`~storylab.entities.store.EntityStore`, plus the read API of the
+    command line and the plots (:meth:`get_node`, :meth:`descendants`,
+    :meth:`progress`, :meth:`roots`, ...), as the SQLite graph does.
+    """
 
     def __init__(
         self,
         url: ServerURL,
-        conn: psycopg.Connection,
+        connections: core.Connections,
         commit: str,
         commit_interval: float,
-        lease_ttl: float = 10.0,
-        lease_heartbeat: float | None = None,
-        busy_timeout: float = 30.0,
+        lease_ttl: float,
+        lease_heartbeat: float | None,
+        busy_timeout: float,
+        read_only: bool,
     ) -> None:
         self._url = url
         where = GraphLocation(url.shown)
         where.schema = url.schema
-        super().__init__(
-            where,  # type: ignore[arg-type]
-            _Connection(conn, url),  # type: ignore[arg-type]
-            commit,
-            commit_interval,
-            lease_ttl,
-            lease_heartbeat,
-            busy_timeout,
-        )
-        self._conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+        self.path = where
+        self.key = self._key = str(where)
+        self.read_only = read_only
+        self._pg = connections
+        self.blobs = PgBlobStore(url, connections)
+        self._conn = _SqlHandle(self)
+        self._commit_mode = commit
+        self._commit_interval = commit_interval
+        self._busy_ms = max(1, int(busy_timeout * 1000))
+        self._lock = threading.RLock()
+        self._writer_lock: asyncio.Lock | None = None  # on the store's loop
+        self._closed = False
+        # The open write transaction and what it will write at its commit.
+        self._in_txn = False
+        self._new_rows: dict[str, _NewNode] = {}
+        self._new_keys: set[tuple[str | None, str]] = set()
+        self._new_leases: dict[str, float] = {}  # node -> taken_at
+        self._progress: list[Envelope] = []
+        self._parents: set[str] = set()  # known to exist
+        self._commit_loop: asyncio.AbstractEventLoop | None = None
+        self._commit_handle: asyncio.Handle | None = None
+        self._commit_soon = False
+        self._commit_error: EntityGraphError | None = None
+        self._waiters: list[asyncio.Future] = []
+        self._settling: set[str] = set()
+        # Leases: ours are those carrying our token.
+        self._lease_ttl = lease_ttl
+        self._lease_heartbeat = lease_ttl / 4 if lease_heartbeat is None else lease_heartbeat
+        self._pid = os.getpid()
+        self._owner = f"{HOST}:{self._pid}"
+        self._token = os.urandom(8).hex()
+        self._held: dict[str, float] = {}  # node -> when its expiry was last pushed back
+        self._lost: dict[str, LeaseLostError] = {}
+        self._checked: set[str] = set()  # row-locked with our lease in the open transaction
+        self._parent_of: dict[str, str | None] = {}  # of the nodes we claimed
+        # The children of nodes we lease, by key -> id: read once per lease
+        # (nobody else names them while we hold it; see _leased_child).
+        self._kids: dict[str, dict[str, str]] = {}
+        self._watchers: dict[str, Callable[[LeaseLostError], None]] = {}
+        self._to_tell: list[tuple[str, LeaseLostError]] = []
+        self._live_runs = 0
+        self._heartbeat: asyncio.Task | None = None
+        _OPEN.setdefault(self._key, weakref.WeakSet()).add(self)
 
-    # The three things a server store names differently from a file.
-
-    def _open_blobs(self, path: Any) -> PgBlobStore:
-        return PgBlobStore(self._url)
-
-    def _graph_key(self, path: Any) -> str:
-        return str(path)
-
-    def _identify(self) -> None:
-        return None
-
-    def _file_gone(self) -> str | None:
-        return None  # a server's tables do not vanish under an open connection
-
-    def _check_writable(self) -> None:
-        return None  # a write the server refuses fails its operation, with its reason
-
-    # Row locks in place of the graph-wide lock (see the module docstring).
-    # Each takes a node's row before its lease is read or changed, parent
-    # before child, so a holder and a process taking over one node take
-    # their locks in the same order.
-
-    def _fence(self, node: str | None) -> None:
-        if (
-            node is not None
-            and node in self._held
-            and node not in self._checked
-            and node not in self._new_leases
-        ):
-            if not self._conn.in_transaction:
-                self._begin()
-                self._schedule_commit()
-            self._conn.lock_node(node)  # type: ignore[attr-defined]
-        super()._fence(node)
-
-    def _take(self, id: str, env: Any, parent_id: str | None = None) -> Any:
-        with self._lock:
-            self._begin()
-            try:
-                self._fence(parent_id)
-                self._conn.lock_node(id)  # type: ignore[attr-defined]
-            finally:
-                self._schedule_commit()
-            return super()._take(id, env, parent_id)
-
-    def _drop_lease(self, conn: Any, id: str) -> bool:
-        if id not in self._new_leases:
-            self._conn.lock_node(id)  # type: ignore[attr-defined]
-        return super()._drop_lease(conn, id)
-
-    def _key_taken(self, conn: Any, parent_id: str | None, key: str) -> bool:
-        # A parent made in this transaction is seen by nobody else yet, so
-        # nobody else can be naming its children.
-        if parent_id is None or parent_id not in self._new_rows:
-            self._conn.lock_name(parent_id, key)  # type: ignore[attr-defined]
-        return super()._key_taken(conn, parent_id, key)
-
-    def _try_renew(self) -> bool:
-        """One renewal of every lease we hold, without the graph's write lock
-        (see the module docstring): what runs wrote so far is committed first
-        (if a transaction is open we hold the lock, so that waits for nobody),
-        then our lease rows are renewed in one short transaction. The leases
-        taken on nodes not written yet count as renewed (their rows are
-        written with a fresh heartbeat); a lease row found taken over is
-        lost, and its run is told."""
-        with self._lock:
-            if self._closed:
-                return True
-            if self._in_txn:
-                self._commit()
-                if self._in_txn:
-                    return False
-            now = time.time()
-            # A short try: the heartbeat tries again after an awaited delay,
-            # so a row lock held by another process never holds up the loop.
-            lock_ms = _RENEW_LOCK_MS
-            renewed = self._conn.renew(  # type: ignore[attr-defined]
-                self._token, now, now + self._lease_ttl, lock_ms
-            )
-            self._settle_renewal({*renewed, *self._new_leases}, now)
-            return True
+    # ------------------------------------------------------------ opening
 
     @classmethod
     def open_url(
@@ -551,25 +415,1537 @@ class PostgresGraph(EntityGraph):
         lease_heartbeat: float | None = None,
         busy_timeout: float = 30.0,
     ) -> PostgresGraph:
+        """Open (creating its tables unless ``create=False`` or ``read_only``)
+        the graph at a ``postgresql://`` URL; the options are those of
+        :meth:`EntityGraph.open <storylab.entities.sqlite.EntityGraph.open>`,
+        checked there."""
+        if commit not in COMMIT_MODES:
+            allowed = ", ".join(repr(m) for m in COMMIT_MODES)
+            raise ValueError(f"commit must be one of {allowed}; got {commit!r}")
         parsed = parse(url)
-        conn = connect(parsed, read_only=read_only)
-        try:
-            prepare(conn, parsed.shown, parsed.schema, create=create, read_only=read_only)
-        except psycopg.Error as exc:
-            conn.close()
-            raise EntityGraphError(
-                f"cannot open the entity graph {parsed.shown}: {_one_line(exc, parsed)}"
-            ) from None
-        except BaseException:
-            conn.close()
-            raise
-        graph = cls(parsed, conn, commit, commit_interval, lease_ttl, lease_heartbeat, busy_timeout)
-        graph.read_only = read_only
-        return graph
+        connections = core.Connections(parsed, read_only)
+        core.call(connections.open(create=create and not read_only))
+        return cls(
+            parsed, connections, commit, commit_interval, lease_ttl, lease_heartbeat,
+            busy_timeout, read_only,
+        )  # fmt: skip
 
     def close(self) -> None:
-        super().close()
-        self.blobs.close()
+        """Commit what is pending and close the connections (idempotent;
+        quiet on a server that is gone: the commit's failure is logged)."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self._commit()
+            except Exception:  # pragma: no cover - logged by _commit
+                pass
+            self._stop_heartbeat()
+            self._closed = True
+            try:
+                core.call(self._pg.aclose())
+            except Exception:  # pragma: no cover - a connection already broken
+                pass
+            peers = _OPEN.get(self._key)
+            if peers is not None:
+                peers.discard(self)
+
+    async def aclose(self) -> None:
+        """:meth:`close` from a coroutine: the last commit is awaited."""
+        try:
+            await self.settle()
+        except EntityGraphError:
+            pass
+        finally:
+            self.close()
+
+    def __enter__(self) -> PostgresGraph:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"<EntityGraph {str(self.path)!r}>"
+
+    @property
+    def lease_ttl(self) -> float:
+        return self._lease_ttl
+
+    @property
+    def is_gone(self) -> bool:
+        return False  # a server's tables do not vanish under an open connection
+
+    def check_file(self) -> None:
+        return None
+
+    # -------------------------------------------------- running the core
+
+    def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run one operation's coroutine on the store's loop, alone on the write
+        connection, and wait for it; then tell the runs whose leases it found
+        lost. Call with ``_lock`` held."""
+        try:
+            return core.call(self._exclusive(coro))
+        finally:
+            if self._to_tell:
+                self._tell()
+
+    async def _exclusive(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        if self._writer_lock is None:
+            self._writer_lock = asyncio.Lock()
+        async with self._writer_lock:
+            return await coro
+
+    async def _x(self, sql: str, params: tuple | list | None = None) -> psycopg.AsyncCursor:
+        conn = self._pg.writer
+        if conn is None:
+            raise EntityGraphError(f"the entity graph {self.path} is closed")
+        try:
+            return await conn.execute(sql, params)
+        except psycopg.Error as exc:
+            raise wrap(exc, self._url) from None
+
+    async def _one(self, sql: str, params: tuple | list | None = None) -> tuple | None:
+        cur = await self._x(sql, params)
+        try:
+            return await cur.fetchone()
+        except psycopg.Error as exc:
+            raise wrap(exc, self._url) from None
+
+    async def _all(self, sql: str, params: tuple | list | None = None) -> list[tuple]:
+        cur = await self._x(sql, params)
+        try:
+            return await cur.fetchall()
+        except psycopg.Error as exc:
+            raise wrap(exc, self._url) from None
+
+    async def _a_raw(self, sql: str, params: tuple) -> _Rows:
+        await self._abegin()
+        cur = await self._x(sql, params or None)
+        rows = await cur.fetchall() if cur.description else []
+        return _Rows(rows, cur.rowcount)
+
+    # ----------------------------------------------------- transactions
+
+    def _check_can_write(self) -> None:
+        if self._commit_error is not None:
+            error, self._commit_error = self._commit_error, None
+            raise self._commit_failure(error)
+        if self._closed:
+            raise EntityGraphError(f"the entity graph {self.path} is closed")
+        if self.read_only:
+            raise GraphAccessError(
+                f"the entity graph {self.path} was opened read-only; nothing was changed"
+            )
+
+    def _before_write(self) -> None:
+        """On the caller's thread, before an operation that writes: refuse it
+        if nothing may be written, and commit the open transactions of the
+        other handles of this process on the graph (their row locks would
+        otherwise hold ours up forever, on one thread)."""
+        self._check_can_write()
+        if self._in_txn:
+            return
+        peers = _OPEN.get(self._key)
+        if peers is not None and len(peers) > 1:
+            for peer in list(peers):
+                if peer is not self and peer._in_txn:
+                    peer._commit()
+
+    async def _abegin(self) -> None:
+        if not self._in_txn:
+            await self._x(f"BEGIN; SET LOCAL lock_timeout = {self._busy_ms:d}")
+            self._in_txn = True
+
+    def _write(self, coro: Coroutine[Any, Any, Any], terminal: bool = False) -> Any:
+        """Run a writing operation: refused first if nothing may be written,
+        then run in the open transaction, whose commit is scheduled."""
+        with self._lock:
+            try:
+                self._before_write()
+            except BaseException:
+                coro.close()
+                raise
+            try:
+                return self._run(coro)
+            finally:
+                if self._in_txn:
+                    self._schedule_commit(terminal)
+
+    def _commit_failure(self, error: BaseException) -> EntityGraphError:
+        exc = EntityGraphError(
+            f"a commit to {self.path} failed ({error}); the work done since the "
+            "previous commit was rolled back and will be redone on resume"
+        )
+        exc.__cause__, exc.__suppress_context__ = error, True
+        return exc
+
+    def commit_waiter(self, id: str | None = None) -> asyncio.Future | None:
+        """A future resolved by the commit of the open transaction (set to the
+        commit's error if it fails); ``None`` if there is nothing to wait for:
+        no transaction is open or, given ``id``, the node did not finish in it."""
+        with self._lock:
+            if self._commit_error is not None:
+                error, self._commit_error = self._commit_error, None
+                raise self._commit_failure(error)
+            if not self._in_txn or (id is not None and id not in self._settling):
+                return None
+            loop = _running_loop()
+            if loop is None or loop is not self._commit_loop:
+                self._commit()
+                if self._commit_error is not None:
+                    error, self._commit_error = self._commit_error, None
+                    raise self._commit_failure(error)
+                return None
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            return waiter
+
+    def write_waiter(self) -> None:
+        """Always ``None``: there is no graph-wide write lock to wait for. A
+        row or name another process is writing right now is waited for by
+        the operation that needs it (the same node or name only)."""
+        return None
+
+    async def writable(self) -> None:
+        return None
+
+    def _schedule_commit(self, terminal: bool = False) -> None:
+        """Have the open transaction committed: at the end of this loop
+        iteration for a run's end in ``batched`` mode, else after
+        ``commit_interval``; at once outside a loop or in ``operation`` mode."""
+        mode = self._commit_mode
+        if mode == "operation":
+            self._commit()
+            return
+        loop = self._commit_loop
+        running = _running_loop()
+        if loop is not None and (self._commit_soon or not terminal) and loop is running:
+            return
+        if running is None:
+            self._commit()
+            return
+        soon = (terminal and mode == "batched") or not self._commit_interval
+        if loop is None:
+            self._commit_loop = running
+            self._commit_soon = soon
+            if soon:
+                self._commit_handle = running.call_soon(self._commit)
+            else:
+                self._commit_handle = running.call_later(self._commit_interval, self._commit)
+        elif loop is not running:
+            self._commit()
+        elif soon and not self._commit_soon:
+            if self._commit_handle is not None:
+                self._commit_handle.cancel()
+            self._commit_soon = True
+            self._commit_handle = running.call_soon(self._commit)
+
+    def _take_batch(self) -> tuple[_Batch, list[asyncio.Future]]:
+        """The open transaction's buffers and waiters, handed to its commit
+        (hold ``_lock``)."""
+        handle, self._commit_handle = self._commit_handle, None
+        if handle is not None:
+            handle.cancel()
+        self._commit_loop = None
+        batch = _Batch(list(self._new_rows.values()), self._new_leases, self._progress)
+        self._new_rows, self._new_keys, self._new_leases, self._progress = {}, set(), {}, []
+        waiters, self._waiters = self._waiters, []
+        self._settling.clear()
+        return batch, waiters
+
+    def _commit(self) -> None:
+        """Commit the open transaction now (or write the progress logged
+        outside one). Never raises: a failed commit is logged, handed to the
+        runs waiting for it, and raised by the next operation."""
+        with self._lock:
+            if not self._in_txn and not self._progress and not self._new_rows:
+                return
+            if self._closed or self._commit_error is not None or self.read_only:
+                self._progress.clear()
+                self._new_rows.clear()
+                self._new_keys.clear()
+                return
+            batch, waiters = self._take_batch()
+            try:
+                self._run(self._a_commit(batch))
+            except EntityGraphError as exc:
+                self._failed(exc, waiters)
+                return
+            if waiters:
+                _settle(waiters, None)
+
+    def _failed(self, exc: EntityGraphError, waiters: list[asyncio.Future]) -> None:
+        log.warning("entity graph %s: a commit failed (%s); rolled back", self.path, exc)
+        self._in_txn = False
+        self._checked.clear()
+        self._parents.clear()
+        self._kids.clear()  # may name nodes that were just rolled back
+        self._commit_error = exc
+        if waiters:
+            _settle(waiters, lambda: self._commit_failure(exc))
+
+    async def _a_commit(self, batch: _Batch) -> None:
+        """Write the batch into the open transaction (opening one for progress
+        logged outside any) and commit it; on any failure roll it back."""
+        try:
+            await self._abegin()
+            conn = self._pg.writer
+            if conn is not None and conn.info.transaction_status == TransactionStatus.INERROR:
+                raise ServerError(
+                    "the transaction was rolled back by the server after an earlier "
+                    "statement in it failed"
+                )
+            await self._a_write(batch)
+            await self._x("COMMIT")
+        except BaseException:
+            await self._a_rollback()
+            raise
+        finally:
+            self._in_txn = False
+            self._checked.clear()
+
+    async def _a_rollback(self) -> None:
+        conn = self._pg.writer
+        if conn is not None and not conn.closed:
+            try:
+                await conn.execute("ROLLBACK")
+            except psycopg.Error:
+                pass
+
+    async def _a_write(self, batch: _Batch) -> None:
+        """Insert the batch's nodes, leases and progress (fencing the progress
+        of nodes we lease: a lost node's envelopes are dropped)."""
+        conn = self._pg.writer
+        assert conn is not None
+        try:
+            async with conn.cursor() as cur:
+                rows = await self._a_fenced_rows(batch.rows, batch.leases) if batch.rows else []
+                if rows:
+                    await cur.executemany(_INSERT_NODE, [r.row() for r in rows])
+                if batch.leases:
+                    await cur.executemany(_UPSERT_LEASE, self._lease_rows(batch.leases))
+                envs = batch.progress
+                if envs and (self._held or self._lost):
+                    envs = await self._a_fenced(envs, batch.leases)
+                if envs:
+                    await cur.executemany(_INSERT_PROGRESS, progress_rows(envs))
+        except psycopg.Error as exc:
+            raise wrap(exc, self._url) from None
+
+    def _lease_rows(self, taken: dict[str, float]) -> list[tuple]:
+        now = time.time()
+        expires = now + self._lease_ttl
+        return [
+            (id, self._owner, HOST, self._pid, self._token, at, now, expires)
+            for id, at in taken.items()
+        ]
+
+    async def _a_fenced(self, envs: list[Envelope], fresh: dict[str, float]) -> list[Envelope]:
+        kept = []
+        for env in envs:
+            node = env.entity_id
+            if node in self._held and node not in fresh:
+                try:
+                    await self._afence(node)
+                except LeaseLostError:
+                    continue
+            elif node in self._lost:
+                continue
+            kept.append(env)
+        return kept
+
+    async def _a_write_rows(self) -> None:
+        """Insert the nodes created in this transaction now (before a read)."""
+        rows, self._new_rows = list(self._new_rows.values()), {}
+        self._new_keys.clear()
+        if rows:
+            await self._abegin()
+            rows = await self._a_fenced_rows(rows)
+            conn = self._pg.writer
+            assert conn is not None
+            try:
+                async with conn.cursor() as cur:
+                    await cur.executemany(_INSERT_NODE, [r.row() for r in rows])
+            except psycopg.Error as exc:
+                raise wrap(exc, self._url) from None
+
+    async def _a_fenced_rows(
+        self, rows: list[_NewNode], fresh: dict[str, float] | None = None
+    ) -> list[_NewNode]:
+        """``rows`` less those made under a lease found lost now (fencing each
+        leased parent in this transaction first), and less the rows under
+        those; a run of a dropped node is told, with its parent's error."""
+        lost: dict[str, LeaseLostError] = {}
+        fresh = self._new_leases if fresh is None else fresh
+        for parent in {r.parent_id for r in rows if r.parent_id in self._held}:
+            if parent in fresh:
+                continue  # taken in this transaction: its row is ours to the commit
+            try:
+                await self._afence(parent)
+            except LeaseLostError as exc:
+                lost[parent] = exc
+        for parent in {r.parent_id for r in rows if r.parent_id in self._lost}:
+            lost.setdefault(parent, self._lost[parent])  # type: ignore[index]
+        if not lost:
+            return rows
+        kept, stopped = [], {}
+        for row in rows:
+            error = lost.get(row.parent_id)  # type: ignore[arg-type]
+            if error is None:
+                kept.append(row)
+                continue
+            lost[row.id] = error
+            fresh.pop(row.id, None)  # its lease is not written either
+            if row.id in self._held:
+                stopped[row.id] = LeaseLostError(
+                    f"{row.type} {row.name!r} (id {row.id}) was not stored: {error}",
+                    node_id=row.id,
+                )
+        if stopped:
+            self._lose(stopped)
+        return kept
+
+    def flush(self) -> None:
+        """Commit pending operations now; raise the error of this or an
+        earlier failed commit."""
+        self._commit()
+        with self._lock:
+            if self._commit_error is not None:
+                error, self._commit_error = self._commit_error, None
+                raise self._commit_failure(error)
+
+    async def settle(self) -> None:
+        """:meth:`flush` from a coroutine: the commit is awaited on the store's
+        loop, never waited for on the caller's."""
+        with self._lock:
+            if self._in_txn or self._progress or self._new_rows:
+                if not (self._closed or self._commit_error is not None or self.read_only):
+                    batch, waiters = self._take_batch()
+                    future = core.submit(self._exclusive(self._a_commit(batch)))
+                else:
+                    future = None
+            else:
+                future = None
+        if future is not None:
+            try:
+                await future
+            except EntityGraphError as exc:
+                with self._lock:
+                    self._failed(exc, waiters)
+            else:
+                if waiters:
+                    _settle(waiters, None)
+            if self._to_tell:
+                self._tell()
+        self.flush()
+
+    # ------------------------------------------------------------ leases
+
+    async def _alock_node(self, node: str) -> tuple | None:
+        """Lock ``node``'s row to the commit (after its parent's, if we lease
+        the parent: parent before child, everywhere); its lease's token and
+        owner, ``(None, None)`` without one, ``None`` without the node."""
+        parent = self._parent_of.get(node)
+        if parent is not None and parent in self._held:
+            try:
+                await self._afence(parent)
+            except LeaseLostError:
+                pass  # the parent's run is told; the child's lease is judged alone
+        return await self._one(_LOCK_NODE, (node,))
+
+    async def _afence(self, node: str | None) -> None:
+        """Refuse a write under ``node``'s lease unless it is still ours
+        (:class:`LeaseLostError`); the check holds to the commit (the row
+        stays locked). Nodes not leased here pass."""
+        if node is None or node in self._checked or node in self._new_leases:
+            return
+        if node not in self._held:
+            lost = self._lost.get(node)
+            if lost is not None:
+                raise _again(lost)
+            return
+        await self._abegin()
+        row = await self._alock_node(node)
+        if row is not None and row[0] == self._token:
+            self._checked.add(node)
+            return
+        error = await self._alost_error(node, row[1] if row else None)
+        self._lose({node: error})
+        raise error
+
+    def _lose(self, errors: dict[str, LeaseLostError]) -> None:
+        """Record leases as lost; their runs are told once the operation
+        returns to the caller's thread (:meth:`_tell`)."""
+        for node, error in errors.items():
+            self._held.pop(node, None)
+            self._kids.pop(node, None)
+            self._lost[node] = error
+            self._to_tell.append((node, error))
+
+    def _tell(self) -> None:
+        tell, self._to_tell = self._to_tell, []
+        for node, error in tell:
+            watcher = self._watchers.pop(node, None)
+            if watcher is not None:
+                try:
+                    watcher(error)
+                except Exception:  # pragma: no cover - a run's own callback
+                    log.exception("telling the run of %s that its lease was lost failed", node)
+
+    async def _adescribe(self, node: str) -> str:
+        try:
+            row = await self._one("SELECT type, name FROM nodes WHERE id = %s", (node,))
+        except EntityGraphError:
+            row = None
+        return f"{row[0]} {row[1]!r} (id {node})" if row else f"entity {node}"
+
+    async def _alost_error(self, node: str, owner: str | None) -> LeaseLostError:
+        """The one line for a lease found taken: by whom, and whether ours had
+        expired by our clock."""
+        if owner is None:
+            try:
+                row = await self._one("SELECT owner FROM leases WHERE node_id = %s", (node,))
+            except EntityGraphError:
+                row = None
+            owner = row[0] if row else None
+        age = time.time() - self._held.get(node, time.time())
+        ttl = self._lease_ttl
+        if owner is None:
+            try:
+                row = await self._one("SELECT status FROM nodes WHERE id = %s", (node,))
+            except EntityGraphError:
+                row = None
+            if row is not None and row[0] in ("Completed", "Failed"):
+                who = f"another process (which has finished it since: it is {row[0]})"
+            else:
+                who = "another process (which has let it go since)"
+        else:
+            who = f"another process, {owner},"
+        if age >= ttl:
+            when = (
+                f"after this process's lease on it expired (renewed last {age:.1f} s before; "
+                f"a lease lasts {ttl:g} s)"
+            )
+        else:
+            when = (
+                f"while this process's lease on it was still live by this host's clock "
+                f"(renewed {age:.1f} s before, lasting {ttl:g} s: are two hosts' clocks apart?)"
+            )
+        return LeaseLostError(
+            f"{await self._adescribe(node)} was taken over by {who} {when}; this run stopped "
+            "and stored nothing more: the new owner's work stands",
+            node_id=node,
+        )
+
+    def _took(self, id: str, at: float, parent_id: str | None) -> None:
+        self._kids.pop(id, None)  # others may have named its children meanwhile
+        self._new_leases[id] = at
+        self._held[id] = at
+        self._parent_of[id] = parent_id
+        self._lost.pop(id, None)
+
+    def check_lease(self, id: str) -> None:
+        """Raise :class:`LeaseLostError` if this graph held the lease on ``id``
+        and another process has taken it over (one read): what a run checks
+        before it writes outside the graph (a blob)."""
+        with self._lock:
+            if id in self._held and id not in self._checked and id not in self._new_leases:
+                self._run(self._a_check_lease(id))
+                return
+            lost = self._lost.get(id)
+            if lost is not None and id not in self._held:
+                raise _again(lost)
+
+    async def _a_check_lease(self, id: str) -> None:
+        row = await self._one("SELECT token, owner FROM leases WHERE node_id = %s", (id,))
+        if row is not None and row[0] == self._token:
+            return
+        error = await self._alost_error(id, row[1] if row else None)
+        self._lose({id: error})
+        raise error
+
+    def run_started(self, id: str, on_lost: Callable[[LeaseLostError], None]) -> None:
+        """The run of ``id`` began here under our lease: ``on_lost`` is called
+        if the lease is lost; the first run starts the heartbeat."""
+        self._watchers[id] = on_lost
+        self._live_runs += 1
+        if self._live_runs == 1:
+            loop = _running_loop()
+            task = self._heartbeat
+            if loop is not None and (task is None or task.done() or task.get_loop() is not loop):
+                self._heartbeat = loop.create_task(
+                    self._beat(), name=f"lease heartbeat {self.path.name}"
+                )
+
+    def run_ended(self, id: str) -> None:
+        """The run that :meth:`run_started` ended; after the last one the
+        heartbeat stops and what is pending is committed."""
+        self._watchers.pop(id, None)
+        self._live_runs -= 1
+        if self._live_runs == 0:
+            self._stop_heartbeat()
+            self.flush()
+
+    def _stop_heartbeat(self) -> None:
+        task, self._heartbeat = self._heartbeat, None
+        if task is not None and not task.done() and task.get_loop() is _running_loop():
+            task.cancel()
+
+    async def _beat(self) -> None:
+        """Renew our leases every ``lease_heartbeat`` seconds while anything runs;
+        never ends on an error (see :meth:`_renew_leases`)."""
+        try:
+            while True:
+                await asyncio.sleep(self._lease_heartbeat)
+                if self._closed or self._live_runs == 0:
+                    return
+                await self._renew_leases()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # not expected: say so, and stop the runs
+            log.exception("entity graph %s: the lease heartbeat failed", self.path)
+            self._give_up(repr(exc))
+
+    async def _renew_leases(self) -> None:
+        """Push back the expiry of every lease we hold, in a transaction of its
+        own on the heartbeat's connection, awaited (the caller's loop goes on
+        meanwhile); a lock or a failure is tried again with a growing delay,
+        and if that cannot succeed before our oldest lease would expire every
+        run holding one is stopped."""
+        delay = _RETRY_FIRST
+        margin = self._lease_heartbeat / 2
+        while True:
+            if self._closed:
+                return
+            try:
+                if self._in_txn:
+                    self._commit()  # what runs wrote so far goes first
+                    if self._commit_error is not None:
+                        raise self._commit_error
+                now = time.time()
+                with self._lock:
+                    # Only the leases already written can be judged by this
+                    # renewal: others are taken (and committed) by runs of
+                    # this loop while it is awaited.
+                    judged = {n for n in self._held if n not in self._new_leases}
+                renewed = await core.submit(self._a_renew(now, now + self._lease_ttl))
+                with self._lock:
+                    self._settle_renewal(renewed, judged, now)
+                return
+            except EntityGraphError as exc:
+                error = str(exc)
+                log.debug("entity graph %s: lease renewal failed (%s)", self.path, error)
+            if not self._held:
+                return
+            left = min(self._held.values()) + self._lease_ttl - margin - time.time()
+            if left <= 0:
+                self._give_up(error)
+                return
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, self._lease_heartbeat)
+
+    async def _a_renew(self, now: float, expires: float) -> set[str]:
+        conn = await self._pg.beat()
+        try:
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL lock_timeout = {_RENEW_LOCK_MS:d}")
+                cur = await conn.execute(
+                    "UPDATE leases SET heartbeat_at = %s, expires_at = %s WHERE token = %s "
+                    "RETURNING node_id",
+                    (now, expires, self._token),
+                )
+                rows = await cur.fetchall()
+        except psycopg.errors.LockNotAvailable:
+            raise LockBusy(
+                "a lease row was locked by another process's open write (a take-over?)"
+            ) from None
+        except psycopg.Error as exc:
+            raise wrap(exc, self._url) from None
+        return {row[0] for row in rows}
+
+    def _settle_renewal(self, renewed: set[str], judged: set[str], now: float) -> None:
+        """After a renewal: the held leases in ``renewed`` are fresh as of
+        ``now``; a lease in ``judged`` (written before the renewal began) that
+        is still held and was not renewed was taken over, and its run is told."""
+        gone = []
+        for node in self._held:
+            if node in renewed:
+                self._held[node] = now
+            elif node in judged:
+                gone.append(node)
+        if gone:
+            errors = {}
+            for node in gone:
+                errors[node] = self._run(self._alost_error(node, None))
+            self._lose(errors)
+            self._tell()
+
+    def _give_up(self, why: str) -> None:
+        """Our leases could not be renewed in time: stop every run holding one
+        before another process may take it over; a new token from now on."""
+        if not self._held:
+            return
+        now = time.time()
+        errors = {}
+        for node, renewed in self._held.items():
+            errors[node] = LeaseLostError(
+                f"entity {node}: this process could not renew its lease for "
+                f"{now - renewed:.1f} s ({why}), so it stopped the run before the lease "
+                f"({self._lease_ttl:g} s) could expire under it; nothing more of it is "
+                "stored here, and another process may take it over",
+                node_id=node,
+            )
+        log.warning("entity graph %s: leases not renewed (%s); stopping their runs", self.path, why)
+        self._token = os.urandom(8).hex()
+        self._lose(errors)
+        self._tell()
+
+    def lease(self, id: str) -> LeaseRecord | None:
+        """The lease on a node (``None`` if nobody holds one)."""
+        with self._lock:
+            if id in self._new_leases:
+                now = time.time()
+                return LeaseRecord(
+                    id, self._owner, HOST, self._pid, self._token, self._new_leases[id], now,
+                    now + self._lease_ttl,
+                )  # fmt: skip
+        rows = self._rows(f"SELECT {_LEASE_COLUMNS} FROM leases WHERE node_id = %s", (id,))
+        return LeaseRecord(*rows[0]) if rows else None
+
+    def lease_state(self, lease: LeaseRecord, now: float | None = None) -> str:
+        """``"live"``, ``"expired"`` or ``"owner gone"`` (its process, on this
+        host, no longer exists, or is this one and nothing of it runs here)."""
+        if lease.host == HOST:
+            if lease.pid == self._pid:
+                if not running_here(self._key, lease.node_id):
+                    return LEASE_OWNER_GONE
+            elif not pid_alive(lease.pid):
+                return LEASE_OWNER_GONE
+        if lease.expires_at <= (time.time() if now is None else now):
+            return LEASE_EXPIRED
+        return LEASE_LIVE
+
+    def poll_lease(self, id: str) -> tuple[str, LeaseRecord | None]:
+        rows = self._rows(_STATE_AND_LEASE, (id,))
+        if not rows:
+            raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
+        status, _output, *lease = rows[0]
+        return status, (LeaseRecord(*lease) if lease[0] is not None else None)
+
+    def lease_of(self, id: str) -> tuple[str, LeaseRecord | None, str | None]:
+        status, lease = self.poll_lease(id)
+        return status, lease, (None if lease is None else self.lease_state(lease))
+
+    def abandon(self, id: str, env: Envelope) -> None:
+        """Log ``env`` and give the lease back (the node stays InProgress);
+        nothing if it was taken over meanwhile, or the graph cannot be written."""
+        if self._closed:
+            return
+        if id in self._held:
+            try:
+                self.check_lease(id)
+            except LeaseLostError:
+                return
+            except EntityGraphError:
+                return
+        try:
+            self.append_progress(env)
+            self.release_lease(id)
+        except EntityGraphError as exc:
+            log.warning(
+                "entity graph %s: could not give back the lease on %s (%s)", self.path, id, exc
+            )
+
+    def release_lease(self, id: str) -> None:
+        """Give up the lease on a node that stays InProgress."""
+        with self._lock:
+            self._held.pop(id, None)
+            self._kids.pop(id, None)
+            if self._new_leases.pop(id, None) is not None:
+                return  # never written: nobody else could have it
+            self._write(self._a_release(id))
+
+    async def _a_release(self, id: str) -> None:
+        await self._abegin()
+        await self._alock_node(id)
+        await self._x("DELETE FROM leases WHERE node_id = %s AND token = %s", (id, self._token))
+
+    # ------------------------------------------------------------ reading
+
+    def _rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._lock:
+            try:
+                return self._run(self._a_rows(sql, params))
+            finally:
+                if self._in_txn:
+                    self._schedule_commit()
+
+    async def _a_rows(self, sql: str, params: tuple) -> list[tuple]:
+        if self._new_rows:
+            await self._a_write_rows()
+        return await self._all(sql, params or None)
+
+    def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Rows of a query in SQLite's ``?`` style (for the command line)."""
+        return self._rows(sql.replace("?", "%s"), params)
+
+    def _record(self, row: tuple) -> NodeRecord:
+        if row[3] not in _STATUSES:
+            raise NotAStorylabGraphError(
+                f"the entity graph {self.path} is damaged: node {row[0]} has the impossible "
+                f"status {row[3]!r} (a node is {', '.join(_STATUSES)})"
+            )
+        return node_record(
+            row[0], row[1], row[2], row[3], self._stored(row[4], row[0], "data"), row[5],
+            row[6], row[7], row[8], self._stored(row[9], row[0], "error"),
+            self._stored(row[10], row[0], "output"), row[11],
+        )  # fmt: skip
+
+    def _stored(self, text: str | None, id: str, column: str) -> Any:
+        try:
+            return loads(text)
+        except (ValueError, TypeError) as exc:
+            raise NotAStorylabGraphError(
+                f"the entity graph {self.path} is damaged: the stored {column} of node {id} "
+                f"is not JSON ({exc})"
+            ) from None
+
+    def get_node(self, id: str) -> NodeRecord:
+        with self._lock:
+            new = self._new_rows.get(id)
+            if new is not None:
+                return self._record(new.read_row())
+        rows = self._rows(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE id = %s", (id,))
+        if not rows:
+            raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
+        return self._record(rows[0])
+
+    def read(self, id: str, field: str | None = None) -> Any:
+        """The node (a :class:`NodeRecord`), or one of its :data:`READ_FIELDS`."""
+        if field is not None and field not in READ_FIELDS:
+            allowed = ", ".join(repr(f) for f in READ_FIELDS)
+            raise ValueError(f"field must be None or one of {allowed}; got {field!r}")
+        record = self.get_node(id)
+        return record if field is None else getattr(record, field)
+
+    def status_of(self, id: str) -> str:
+        return self.get_node(id).status
+
+    def data_of(self, id: str) -> dict:
+        return self.get_node(id).data
+
+    def has_node(self, id: str) -> bool:
+        with self._lock:
+            if id in self._new_rows:
+                return True
+        return bool(self._rows("SELECT 1 FROM nodes WHERE id = %s", (id,)))
+
+    def _require(self, id: str) -> None:
+        if not self.has_node(id):
+            raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
+
+    def children(self, id: str) -> list[NodeRecord]:
+        """Direct children, in creation order."""
+        self._require(id)
+        rows = self._rows(
+            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent_id = %s ORDER BY rowid", (id,)
+        )
+        return [self._record(r) for r in rows]
+
+    def descendants(self, id: str) -> list[NodeRecord]:
+        """All descendants, depth first, each level in creation order."""
+        out: list[NodeRecord] = []
+        stack = list(reversed(self.children(id)))
+        while stack:
+            node = stack.pop()
+            out.append(node)
+            stack.extend(reversed(self.children(node.id)))
+        return out
+
+    def io(self, id: str) -> dict[str, Any]:
+        node = self.get_node(id)
+        return {"input": node.data, "output": node.output}
+
+    def progress(self, id: str) -> list[Envelope]:
+        """The node's progress log with its descendants', in the order written."""
+        self._require(id)
+        with self._lock:
+            if self._progress:
+                self._commit()
+        rows = self._rows(
+            _SUBTREE + "SELECT p.node_id, n.type, n.name, p.type, p.status, p.message, p.value, "
+            "p.sub_type, p.error, p.at, p.more FROM progress p JOIN nodes n ON n.id = p.node_id "
+            "WHERE p.node_id IN (SELECT id FROM sub) ORDER BY p.seq",
+            (id,),
+        )
+        return envelopes_from_rows(rows)
+
+    def progress_mark(self, id: str) -> int:
+        rows = self._rows(
+            "SELECT max(seq) FROM progress WHERE node_id = %s AND type = 'STATUS' "
+            "AND status = 'STARTED'",
+            (id,),
+        )
+        if rows[0][0] is not None:
+            return rows[0][0] - 1
+        return self._rows("SELECT coalesce(max(seq), 0) FROM progress")[0][0]
+
+    def progress_after(self, id: str, seq: int) -> tuple[list[Envelope], int]:
+        rows = self._rows(
+            _SUBTREE + "SELECT p.node_id, n.type, n.name, p.type, p.status, p.message, p.value, "
+            "p.sub_type, p.error, p.at, p.more, p.seq FROM progress p "
+            "JOIN nodes n ON n.id = p.node_id "
+            "WHERE p.seq > %s AND p.node_id IN (SELECT id FROM sub) ORDER BY p.seq",
+            (id, seq),
+        )
+        return envelopes_from_rows(rows), (rows[-1][11] if rows else seq)
+
+    def progress_since(self, id: str, seq: int | None) -> tuple[list[Envelope], int]:
+        if seq is None:
+            return [], self.progress_mark(id)
+        return self.progress_after(id, seq)
+
+    def edges(self, id: str) -> list[dict[str, Any]]:
+        self._require(id)
+        out = [
+            edge(id, child, pos)
+            for pos, (child,) in enumerate(
+                self._rows("SELECT id FROM nodes WHERE parent_id = %s ORDER BY rowid", (id,))
+            )
+        ]
+        rows = self._rows(
+            "SELECT parent_id, (SELECT count(*) FROM nodes s WHERE s.parent_id = n.parent_id "
+            "AND s.rowid < n.rowid) FROM nodes n WHERE id = %s AND parent_id IS NOT NULL",
+            (id,),
+        )
+        out.extend(edge(parent, id, pos) for parent, pos in rows)
+        return out
+
+    def roots(self, limit: int = 20) -> list[NodeRecord]:
+        """The most recently created root entities first."""
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ValueError(f"limit must be a positive int; got {limit!r}")
+        rows = self._rows(
+            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent_id IS NULL "
+            "ORDER BY created_at DESC, rowid DESC LIMIT %s",
+            (limit,),
+        )
+        return [self._record(r) for r in rows]
+
+    def node_ids(self, prefix: str = "", limit: int | None = None) -> list[str]:
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a string; got {prefix!r}")
+        if limit is not None and (
+            not isinstance(limit, int) or isinstance(limit, bool) or limit < 1
+        ):
+            raise ValueError(f"limit must be None or a positive int; got {limit!r}")
+        sql, params = "SELECT id FROM nodes", cast(tuple[object, ...], ())
+        if prefix:
+            escaped = prefix.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            sql, params = sql + " WHERE id LIKE %s ESCAPE '\\'", (escaped + "%",)
+        sql += " ORDER BY rowid"
+        if limit is not None:
+            sql, params = sql + " LIMIT %s", (*params, limit)
+        return [row[0] for row in self._rows(sql, params)]
+
+    def root_data(self) -> list[tuple[str, Any]]:
+        out = []
+        for id, text in self._rows(
+            "SELECT id, data FROM nodes WHERE parent_id IS NULL ORDER BY rowid"
+        ):
+            try:
+                out.append((id, self._stored(text, id, "data")))
+            except NotAStorylabGraphError:
+                out.append((id, None))
+        return out
+
+    def find_root(self, name: str) -> NodeRecord | None:
+        rows = self._rows(
+            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent_id IS NULL AND name = %s", (name,)
+        )
+        return self._record(rows[0]) if rows else None
+
+    def integrity_problems(self, full: bool = False) -> list[str]:
+        return []  # the server checks its own storage (pg_amcheck)
+
+    def copy_to(self, path: Any) -> Any:
+        raise EntityGraphError(
+            f"{self.path} is not a SQLite graph: copy it with the database's own tools"
+        )
+
+    # --------------------------------------------------------- creating
+
+    def entity(self, id: str) -> RunnableEntity:
+        return self.revive(self.get_node(id))
+
+    def revive(
+        self, record: NodeRecord, expected: type[RunnableEntity] | None = None
+    ) -> RunnableEntity:
+        return revive(cast("EntityStore", self), record, expected)
+
+    _revive = revive
+
+    def create(self, cls: type[RunnableEntity], name: str, data: dict | None = None):
+        """Create a root entity; :class:`DuplicateNameError` if the name is taken."""
+        return self.revive(self.insert_node(cls, name, data, None), cls)
+
+    def create_or_retrieve(self, cls: type[RunnableEntity], name: str, data: dict | None = None):
+        """The root entity called ``name``, created with ``data`` if missing."""
+        return self.revive(self.insert_or_get_node(cls, name, data, None), cls)
+
+    def insert_node(
+        self, cls, name: str, data, parent_id: str | None, call_path: str | None = None
+    ) -> NodeRecord:
+        type_name, data_json = check_new(cls, name, data)
+        return self.child(parent_id, type_name, name, data, data_json, call_path, exists_ok=False)
+
+    def insert_or_get_node(
+        self, cls, name: str, data, parent_id: str | None, call_path: str | None = None
+    ) -> NodeRecord:
+        type_name, data_json = check_new(cls, name, data)
+        return self.child(parent_id, type_name, name, data, data_json, call_path)
+
+    def child(
+        self,
+        parent_id: str | None,
+        type_name: str,
+        name: str,
+        data: dict | None,
+        data_json: str,
+        call_path: str | None = None,
+        *,
+        exists_ok: bool = True,
+    ) -> NodeRecord:
+        """The node keyed ``call_path or name`` under ``parent_id``, created if
+        missing (see :meth:`EntityStore.child <storylab.entities.store.EntityStore.child>`)."""
+        with self._lock:
+            if (
+                parent_id is not None
+                and parent_id in self._new_rows
+                and self._no_fence_needed(parent_id)
+            ):
+                # A child of a parent made in this transaction: nobody else
+                # sees the parent, so nobody else can be naming its children.
+                self._before_write()
+                found, record = self._new_child(
+                    parent_id, type_name, name, data, data_json, call_path
+                )
+                self._schedule_commit()
+            elif parent_id is not None and parent_id in self._held:
+                found, record = self._leased_child(
+                    parent_id, type_name, name, data, data_json, call_path
+                )
+            else:
+                found, record = self._write(
+                    self._a_child(parent_id, type_name, name, data, data_json, call_path)
+                )
+        if found and not exists_ok:
+            if parent_id is None:
+                where = "among root entities"
+            elif call_path and call_path != name:
+                where = f"under parent {parent_id} at call path {call_path!r}"
+            else:
+                where = f"under parent {parent_id}"
+            raise DuplicateNameError(f"an entity named {name!r} already exists {where}")
+        return record
+
+    async def _a_child(
+        self,
+        parent_id: str | None,
+        type_name: str,
+        name: str,
+        data: dict | None,
+        data_json: str,
+        call_path: str | None,
+    ) -> tuple[bool, NodeRecord]:
+        key = call_path or name
+        await self._abegin()
+        if parent_id is not None:
+            await self._afence(parent_id)  # a child is made only under a lease we hold
+        if (parent_id, key) not in self._new_keys and (
+            parent_id is None or parent_id not in self._new_rows
+        ):
+            row = await self._alock_name(parent_id, key)
+            if row is not None:
+                return True, self._record(row)
+            if parent_id is not None and parent_id not in self._parents:
+                if await self._one("SELECT 1 FROM nodes WHERE id = %s", (parent_id,)) is None:
+                    raise UnknownEntityError(f"no entity with id {parent_id!r} in {self.path}")
+                self._parents.add(parent_id)
+        return self._new_child(parent_id, type_name, name, data, data_json, call_path)
+
+    def _leased_child(
+        self,
+        parent_id: str,
+        type_name: str,
+        name: str,
+        data: dict | None,
+        data_json: str,
+        call_path: str | None,
+    ) -> tuple[bool, NodeRecord]:
+        """A child of a parent whose lease we hold (hold ``_lock``). Only the
+        lease's holder makes a node's children, so while we hold it nobody
+        else names them: the parent's existing children are read once per
+        lease (:meth:`_a_children_of`), and a new name is decided here, with
+        no statement. The commit that inserts the child fences the parent's
+        lease first (a child made under a lease lost meanwhile is not
+        stored, and its run is told); the unique index still guards the
+        insert against a writer outside any run."""
+        self._before_write()
+        known = self._kids.get(parent_id)
+        if known is None:
+            known = self._write(self._a_children_of(parent_id))
+            self._kids[parent_id] = known
+        lost = self._lost.get(parent_id)
+        if lost is not None:
+            raise _again(lost)
+        key = call_path or name
+        id = known.get(key)
+        if id is not None:
+            new = self._new_rows.get(id)
+            if new is not None:
+                return True, self._record(new.read_row())
+            return True, self.get_node(id)
+        found, record = self._new_child(parent_id, type_name, name, data, data_json, call_path)
+        known[key] = record.id
+        self._schedule_commit()
+        return found, record
+
+    async def _a_children_of(self, parent_id: str) -> dict[str, str]:
+        """The ids of ``parent_id``'s children by key (fenced: the parent's row
+        is locked with our lease on it)."""
+        await self._abegin()
+        await self._afence(parent_id)
+        rows = await self._all(
+            "SELECT coalesce(call_path, name), id FROM nodes WHERE parent_id = %s", (parent_id,)
+        )
+        known = dict(rows)
+        for new in self._new_rows.values():
+            if new.parent_id == parent_id:
+                known[new.key] = new.id
+        return known
+
+    def _new_child(
+        self,
+        parent_id: str | None,
+        type_name: str,
+        name: str,
+        data: dict | None,
+        data_json: str,
+        call_path: str | None,
+    ) -> tuple[bool, NodeRecord]:
+        """The node made in this transaction under that key, or a new one
+        (buffered, inserted at the commit); whether it existed."""
+        key = call_path or name
+        if (parent_id, key) in self._new_keys:
+            for new in self._new_rows.values():
+                if new.parent_id == parent_id and new.key == key:
+                    return True, self._record(new.read_row())
+        now = time.time()
+        new = _NewNode(
+            new_id(), name, type_name, "Pending", data_json, parent_id, now,
+            None if call_path == name else call_path,
+        )  # fmt: skip
+        self._new_rows[new.id] = new
+        self._new_keys.add((parent_id, key))
+        return False, node_record(
+            new.id, name, type_name, "Pending", {} if data is None else data, parent_id, now,
+            None, None, None, None, None if parent_id is None else key,
+        )  # fmt: skip
+
+    async def _alock_name(self, parent_id: str | None, key: str) -> tuple | None:
+        """Take the advisory lock of the name ``key`` under ``parent_id`` to
+        the commit, then read the node of that name (a row of
+        ``_NODE_COLUMNS``, or None): nobody else decides that name
+        meanwhile, and whoever decided it before has committed, so the read
+        sees their node. Both statements go in one round trip (a pipeline:
+        the read starts once the lock is granted)."""
+        conn = self._pg.writer
+        if conn is None:
+            raise EntityGraphError(f"the entity graph {self.path} is closed")
+        lock = ("SELECT pg_advisory_xact_lock(%s)", (name_key(self._url.schema, parent_id, key),))
+        if parent_id is None:
+            read = (
+                f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent_id IS NULL AND name = %s",
+                (key,),
+            )
+        else:
+            read = (
+                f"SELECT {_NODE_COLUMNS} FROM nodes "
+                "WHERE parent_id = %s AND coalesce(call_path, name) = %s",
+                (parent_id, key),
+            )
+        try:
+            async with conn.pipeline():
+                await conn.execute(*lock)
+                cur = await conn.execute(*read)
+            return await cur.fetchone()
+        except psycopg.Error as exc:
+            raise wrap(exc, self._url) from None
+
+    # ------------------------------------------------------------ running
+
+    def claim(
+        self, id: str, env: Envelope, parent_id: str | None = None
+    ) -> tuple[str, Any, LeaseRecord | None, Envelope]:
+        """Start the node under our lease, or say why not (see
+        :meth:`EntityStore.claim <storylab.entities.store.EntityStore.claim>`)."""
+        with self._lock:
+            new = self._new_rows.get(id)
+            if new is not None and new.status == "Pending" and self._no_fence_needed(parent_id):
+                # Created in this transaction: nobody else sees it yet, so
+                # nothing needs the server (the common case of a fresh run).
+                self._before_write()
+                new.status, new.started_at = "InProgress", env.at
+                self._took(id, env.at, parent_id)
+                self._progress.append(env)
+                self._schedule_commit()
+                return "Pending", None, None, env
+        return self._write(self._a_claim(id, env, parent_id))
+
+    def _no_fence_needed(self, node: str | None) -> bool:
+        """Whether a write under ``node``'s lease is already fenced in the open
+        transaction (or needs no fence): then it needs no statement."""
+        return self._in_txn and (
+            node is None
+            or node in self._checked
+            or node in self._new_leases
+            or (node not in self._held and node not in self._lost)
+        )
+
+    async def _a_claim(
+        self, id: str, env: Envelope, parent_id: str | None
+    ) -> tuple[str, Any, LeaseRecord | None, Envelope]:
+        await self._abegin()
+        new = self._new_rows.get(id)
+        if new is not None and new.status == "Pending":  # created in this transaction
+            if parent_id is not None:
+                await self._afence(parent_id)
+            new.status, new.started_at = "InProgress", env.at
+            self._took(id, env.at, parent_id)
+            self._progress.append(env)
+            return "Pending", None, None, env
+        if self._new_rows:
+            await self._a_write_rows()
+        if parent_id is not None:
+            await self._afence(parent_id)  # parent's row before the child's
+        # The common case in one statement: a Pending node nobody is writing
+        # right now becomes ours. A row another process holds locked is
+        # skipped, never waited for (see _a_take).
+        cur = await self._x(
+            "UPDATE nodes SET status = 'InProgress', started_at = %s WHERE id = %s "
+            "AND status = 'Pending' AND id IN "
+            "(SELECT id FROM nodes WHERE id = %s FOR NO KEY UPDATE SKIP LOCKED)",
+            (env.at, id, id),
+        )
+        if cur.rowcount == 1:
+            self._took(id, env.at, parent_id)
+            self._progress.append(env)
+            return "Pending", None, None, env
+        return await self._a_take(id, env, parent_id)
+
+    async def _a_take(
+        self, id: str, env: Envelope, parent_id: str | None
+    ) -> tuple[str, Any, LeaseRecord | None, Envelope]:
+        """A node that was not Pending, or that another process is writing
+        right now: Completed (its output), busy (a live lease, or a row
+        locked by another process's open write: it is being claimed, taken
+        over or finished there), or ours now (taken from a failed run or a
+        stale lease, or Pending again).
+
+        A claim never waits for another process's row lock: that process may
+        be waiting for a row this transaction holds (it took over the child
+        of a parent we just took, say), and the two would wait for each
+        other. "busy" makes the run wait by polling instead (awaited), and
+        claim again once that write is committed."""
+        if self._new_leases:
+            await self._a_write_leases()
+        row = await self._one(_STATE_AND_LEASE + " FOR NO KEY UPDATE OF n SKIP LOCKED", (id,))
+        if row is None:
+            row = await self._one(_STATE_AND_LEASE, (id,))  # as committed, without a lock
+            if row is None:
+                raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
+            decided = self._judge(id, row, env)
+            if decided is not None:
+                return decided
+            now = time.time()
+            writing = LeaseRecord(
+                id, "another process (writing it right now)", "", 0, "", now, now, now
+            )
+            return "busy", None, writing, env
+        decided = self._judge(id, row, env)
+        if decided is not None:
+            return decided
+        status = row[0]
+        lease = LeaseRecord(*row[2:]) if row[2] is not None else None
+        if status == "InProgress" and lease is not None:
+            env = dataclasses.replace(
+                env, message=f"taken over from {lease.owner} ({self.lease_state(lease)})"
+            )
+        await self._x(
+            "UPDATE nodes SET status = 'InProgress', started_at = %s, finished_at = NULL, "
+            "error = NULL, output = NULL WHERE id = %s",
+            (env.at, id),
+        )
+        self._took(id, env.at, parent_id)
+        self._checked.add(id)  # its row is ours to the commit
+        if lease is not None:
+            await self._a_write_leases()  # replace the old owner's row now
+        self._progress.append(env)
+        return status, None, lease, env
+
+    def _judge(
+        self, id: str, row: tuple, env: Envelope
+    ) -> tuple[str, Any, LeaseRecord | None, Envelope] | None:
+        status = row[0]
+        if status == "Completed":
+            return status, self._stored(row[1], id, "output"), None, env
+        if status == "InProgress" and row[2] is not None:
+            lease = LeaseRecord(*row[2:])
+            if self.lease_state(lease) == LEASE_LIVE:
+                return "busy", None, lease, env
+        return None
+
+    async def _a_write_leases(self) -> None:
+        taken, self._new_leases = self._new_leases, {}
+        conn = self._pg.writer
+        assert conn is not None
+        try:
+            async with conn.cursor() as cur:
+                await cur.executemany(_UPSERT_LEASE, self._lease_rows(taken))
+        except psycopg.Error as exc:
+            raise wrap(exc, self._url) from None
+        self._checked.update(taken)
+
+    def append_progress(self, env: Envelope) -> None:
+        """Log an envelope (buffered; fenced at the commit that writes it)."""
+        with self._lock:
+            self._check_can_write()
+            lost = self._lost.get(env.entity_id)
+            if lost is not None:
+                raise _again(lost)
+            self._progress.append(env)
+            if self._in_txn:
+                self._schedule_commit()
+            elif _running_loop() is None or self._commit_mode == "operation":
+                self._commit()
+            else:
+                self._schedule_commit()
+
+    def finish(
+        self, id: str, status: str, stored_json: str, envs: tuple[Envelope, Envelope]
+    ) -> None:
+        """Store a run's end and log ``envs`` if we still hold the lease;
+        :class:`LeaseLostError`, nothing stored, if another owner took it."""
+        if status == "Completed":
+            column = "output"
+        elif status == "Failed":
+            column = "error"
+        else:
+            raise ValueError(f"status must be 'Completed' or 'Failed'; got {status!r}")
+        with self._lock:
+            new = self._new_rows.get(id)
+            if new is not None and self._in_txn and id not in self._lost:
+                # Not written yet: it will be, in this state, at the commit.
+                self._before_write()
+                self._new_leases.pop(id, None)
+                new.status, new.finished_at = status, envs[-1].at
+                setattr(new, column, stored_json)
+                self._held.pop(id, None)
+                self._kids.pop(id, None)
+                self._progress.extend(envs)
+                self._settling.add(id)
+                self._schedule_commit(terminal=True)
+                return
+        self._write(self._a_finish(id, status, column, stored_json, envs), terminal=True)
+
+    def finish_completed(self, id: str, output_json: str, value_env: Envelope, done_env: Envelope):
+        self.finish(id, "Completed", output_json, (value_env, done_env))
+        return True
+
+    def finish_failed(self, id: str, error: dict, error_env: Envelope, failed_env: Envelope):
+        self.finish(id, "Failed", dumps_log(error), (error_env, failed_env))
+        return True
+
+    async def _a_finish(
+        self, id: str, status: str, column: str, value: str, envs: tuple[Envelope, Envelope]
+    ) -> None:
+        await self._abegin()
+        lost = self._lost.get(id)
+        if lost is not None:
+            raise _again(lost)
+        at = envs[-1].at
+        new = self._new_rows.get(id)
+        if new is not None:  # not written yet: it will be, in this state
+            self._new_leases.pop(id, None)
+            new.status, new.finished_at = status, at
+            setattr(new, column, value)
+        else:
+            if self._new_leases.pop(id, None) is None:
+                row = await self._alock_node(id)
+                if row is None:
+                    raise self._rolled_back(id)
+                if row[0] != self._token:
+                    error = await self._alost_error(id, row[1])
+                    self._lose({id: error})
+                    raise error
+                await self._x(
+                    "DELETE FROM leases WHERE node_id = %s AND token = %s", (id, self._token)
+                )
+            cur = await self._x(
+                f"UPDATE nodes SET status = %s, finished_at = %s, {column} = %s WHERE id = %s",
+                (status, at, value, id),
+            )
+            if cur.rowcount == 0:
+                raise self._rolled_back(id)
+        self._held.pop(id, None)
+        self._kids.pop(id, None)
+        self._progress.extend(envs)
+        self._settling.add(id)
+
+    def _rolled_back(self, id: str) -> UnknownEntityError:
+        return UnknownEntityError(
+            f"no entity with id {id!r} in {self.path} (a failed commit "
+            "rolled back its creation); its result is not stored"
+        )
+
+    def update_data(
+        self, id: str, change: str, value: Any, path: tuple[str, ...] = ()
+    ) -> dict | None:
+        """One data change, fenced by the node's lease when we hold it."""
+        if change not in DATA_CHANGES:
+            allowed = ", ".join(repr(c) for c in DATA_CHANGES)
+            raise ValueError(f"change must be one of {allowed}; got {change!r}")
+        return self._write(self._a_update_data(id, change, value, tuple(path)))
+
+    async def _a_update_data(
+        self, id: str, change: str, value: Any, path: tuple[str, ...]
+    ) -> dict | None:
+        await self._abegin()
+        await self._afence(id)
+        new = self._new_rows.get(id)
+        if new is not None:
+            current = new.data
+        elif change == "replace":
+            current = None
+        else:
+            row = await self._one("SELECT data FROM nodes WHERE id = %s FOR NO KEY UPDATE", (id,))
+            if row is None:
+                raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
+            current = row[0]
+        out: dict | None = None
+        if change == "replace":
+            data_json = value
+        else:
+            data = json.loads(current or "{}")
+            if change == "merge":
+                data.update(value)
+            else:
+                node = data
+                for depth, key in enumerate(path[:-1]):
+                    child = node.setdefault(key, {})
+                    if not isinstance(child, dict):
+                        where = "/".join(path[: depth + 1])
+                        raise TypeError(
+                            f"cannot set {'/'.join(path)!r}: {where!r} holds a "
+                            f"{type(child).__name__}, not a dict; nothing was changed"
+                        )
+                    node = child
+                node[path[-1]] = value
+            data_json = dumps(data, what="entity data")
+            out = data
+        if new is not None:
+            new.data = data_json
+            return out
+        cur = await self._x("UPDATE nodes SET data = %s WHERE id = %s", (data_json, id))
+        if cur.rowcount == 0:
+            raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
+        return out
+
+    def set_data(self, id: str, data_json: str) -> None:
+        self.update_data(id, "replace", data_json)
+
+    def merge_data(self, id: str, changes: dict) -> dict:
+        return cast(dict, self.update_data(id, "merge", changes))
+
+    def set_data_path(self, id: str, path: tuple[str, ...], value: Any) -> dict:
+        return cast(dict, self.update_data(id, "path", value, tuple(path)))
+
+    def reopen(self, id: str) -> NodeRecord:
+        """Make a finished node Pending again (its data and children stay);
+        a Pending one is returned as it is, an InProgress one refused."""
+        record = self.get_node(id)
+        if record.status == "Pending":
+            return record
+        if record.status == "InProgress":
+            live = running_here(self._key, id)
+            raise EntityGraphError(
+                f"cannot reopen {record.type} ({record.name}): it is InProgress"
+                + (" and running in this process" if live else " (start it to resume it)")
+                + "; only Completed or Failed nodes can be reopened"
+            )
+        changed = self._write(self._a_reopen(id))
+        if not changed and self.status_of(id) == "InProgress":
+            raise EntityGraphError(
+                f"cannot reopen {record.type} ({record.name}): another process started it "
+                "meanwhile; only Completed or Failed nodes can be reopened"
+            )
+        return self.get_node(id)
+
+    async def _a_reopen(self, id: str) -> bool:
+        await self._abegin()
+        cur = await self._x(
+            "UPDATE nodes SET status = 'Pending', started_at = NULL, finished_at = NULL, "
+            "error = NULL, output = NULL WHERE id = %s AND status IN ('Completed', 'Failed')",
+            (id,),
+        )
+        return cur.rowcount == 1
+
+    def put_blob(self, id: str, data: bytes, content_type: str) -> str:
+        """Store ``data`` as a blob (committed) once :meth:`check_lease` says
+        the run writing it still holds ``id``."""
+        self.check_lease(id)
+        return self.blobs.put(data, content_type)
+
+    def delete_tree(self, id: str) -> list[NodeRecord]:
+        """Delete a root node and every node under it, with their progress and
+        leases, in one transaction; refused (nothing changed) for a node that
+        is not a root or a tree in which a node runs."""
+        root = self.get_node(id)
+        if root.parent_id is not None:
+            raise EntityGraphError(
+                f"{root.type} ({root.name}) is not a root entity: delete its root instead"
+            )
+        nodes = [root, *self.descendants(id)]
+        now = time.time()
+        for node in nodes:
+            if node.status != "InProgress":
+                continue
+            lease = self.lease(node.id)
+            if lease is not None and self.lease_state(lease, now) == LEASE_LIVE:
+                raise EntityGraphError(
+                    f"{node.type} ({node.name}) is running in {lease.owner}: let it finish "
+                    "(or stop it) first; nothing was deleted"
+                )
+        ids = [n.id for n in nodes]
+        self._write(self._a_delete(ids))
+        with self._lock:
+            self._parents.difference_update(ids)
+        self.flush()
+        return nodes
+
+    async def _a_delete(self, ids: list[str]) -> None:
+        await self._abegin()
+        await self._x("DELETE FROM progress WHERE node_id = ANY(%s)", (ids,))
+        await self._x("DELETE FROM leases WHERE node_id = ANY(%s)", (ids,))
+        for node in reversed(ids):  # children first
+            await self._x("DELETE FROM nodes WHERE id = %s", (node,))
+
+    def _set_status(self, id: str, status: EntityStatus | str) -> None:
+        """Force a stored status (for tools and tests that simulate a crash)."""
+        allowed = {s.value for s in EntityStatus}
+        if status not in allowed:
+            raise ValueError(f"status must be one of {sorted(allowed)}; got {status!r}")
+        self._conn.execute("UPDATE nodes SET status = %s WHERE id = %s", (str(status), id))
