@@ -54,12 +54,35 @@ scheduler answered, on the process's own clock:
   expire. This holds when ``lease_timeout >= 2 * attempt_timeout`` (and at
   least 1 s); the root refuses other values (:func:`check_lease_rule`).
 
-A process that wakes after standing still is cancelled before its tasks
-take another step: the watchdog timer is due at the same turn of the event
-loop as any timer or answer that would wake them, and a task woken in that
-turn only runs in the next one, already cancelled. (A step that was already
-running, or already due to run, when the process stopped still finishes
-first: that is microseconds of work, decided while the share was valid.)
+A process that wakes after standing still gives its share up at the first
+of two moments. Usually the watchdog timer does it: it is due at the same
+turn of the event loop as any timer or answer that would wake the guarded
+tasks, so they are cancelled before their next step. But steps that were
+already due when the process stopped run first, and so do the tasks a
+runner started inside the guard, which hear of the loss only through their
+parent's cancellation, a few turns later. Such a step can reach the point
+of sending a request. So every request is fenced where it is written:
+:func:`may_send` reads the monotonic clock and refuses once the share is
+past its use-until time (or lost), giving the share up at once and
+cancelling the task, which gives its unit back. The HTTP layer asks it
+right before every write to the socket, with no ``await`` in between
+(:class:`storylab.scheduling.fenced_http.FencedTransport`).
+
+**What remains.** A process stopped after that check and before the write's
+system call (a few bytecodes later) writes on waking, whatever the clock
+says then; so does one that the operating system does not give a core for
+longer than the margin in that moment, on a heavily loaded machine. No
+check made in the process can close that, and no value of the timing rule
+can either, since the stop may last longer than any lease.
+What the rule does guarantee: a request *written* while the share was
+usable ends at the service before the share can expire, however long the
+process then stands still (written at ``w <= safe_until - attempt_timeout
+- lease_timeout / 10``, it ends by ``safe_until - lease_timeout / 10``,
+while the scheduler, which heard the last renewal after it was sent, keeps
+the share until ``safe_until`` at least; the tenth covers the moment
+between check and write of a process that is not stopped). Only the
+service itself could refuse a request that arrives late (by a deadline or
+a token it checks).
 
 The rule assumes what the deadline promises: the service does not keep
 working on a request longer than the client waits for it.
@@ -71,6 +94,7 @@ the scheduler process must be able to import storylab.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import time
@@ -90,6 +114,8 @@ __all__ = [
     "SharedLimitAllocator",
     "SharedLimitLost",
     "check_lease_rule",
+    "in_guard",
+    "may_send",
 ]
 
 LEASE_TIMEOUT_KEY = "distributed.scheduler.locks.lease-timeout"
@@ -823,8 +849,9 @@ class DistributedCapacityRoot(CapacitySource):
 
     def guard(self) -> _Guard:
         """``async with root.guard():`` cancels the body if this process's share
-        is lost (before anything more is sent under it), and raises
-        :class:`SharedLimitLost` in its place."""
+        is lost, and raises :class:`SharedLimitLost` in its place. Tasks
+        started inside the body (a runner's) are cancelled with it, and one
+        that reaches a write first is stopped there by :func:`may_send`."""
         return _Guard(self)
 
     # -- the lease gate (capacity.LeaseGate) ------------------------------------------
@@ -976,14 +1003,51 @@ class DistributedCapacityRoot(CapacitySource):
         )
 
 
+# The guard of the work running here: set by ``root.guard()`` and inherited by
+# every task started inside it (a runner's tasks), for :func:`may_send`.
+_CURRENT_GUARD: contextvars.ContextVar[_Guard | None] = contextvars.ContextVar(
+    "storylab_share_guard", default=None
+)
+
+
+def in_guard() -> bool:
+    """Whether the code running here is inside ``root.guard()`` (in its task
+    or in a task started inside it)."""
+    return _CURRENT_GUARD.get() is not None
+
+
+def may_send() -> bool:
+    """Whether the work running here may start a request now: call it right
+    before the request is written, with no ``await`` in between.
+
+    Outside ``root.guard()`` it is always True. Inside one, it is True while
+    the guard's share is still usable (see the module doc): the share was
+    not lost, and less time has passed since the scheduler last answered
+    than the lease timeout minus the per-attempt deadline and the margin, on
+    the monotonic clock read now. Otherwise the share is given up at once
+    (its guarded work cancelled), the current task is cancelled too, and it
+    is False: the caller sends nothing and awaits anything (or returns), and
+    the cancellation ends the task, which gives its unit back.
+
+    This is what stops a task whose next step was already due when its
+    process stood still: on waking, that step may run before any timer
+    that would cancel it, but its request meets this check first.
+    """
+    guard = _CURRENT_GUARD.get()
+    if guard is None:
+        return True
+    return guard.may_send()
+
+
 class _Guard:
-    __slots__ = ("_root", "_task", "lost", "cancels")
+    __slots__ = ("_root", "_task", "lost", "cancels", "_token")
 
     def __init__(self, root: DistributedCapacityRoot) -> None:
         self._root = root
         self._task: asyncio.Task | None = None
         self.lost: str | None = None
         self.cancels = 0  # cancellations of the task for a lost share
+        self._token: contextvars.Token | None = None
 
     async def __aenter__(self) -> DistributedCapacityRoot:
         task = asyncio.current_task()
@@ -991,10 +1055,36 @@ class _Guard:
             raise RuntimeError("guard() needs a running task")
         self._task = task
         self._root._guarded[task] = self
+        self._token = _CURRENT_GUARD.set(self)
         return self._root
+
+    def may_send(self) -> bool:
+        root = self._root
+        if self.lost is None and root._lost_reason is None:
+            if asyncio.get_running_loop().time() <= root._use_until:
+                return True  # the common case: two reads and a comparison
+            root._give_up_if_late()  # cancels the guarded work, this guard's task included
+        reason = self.lost or root._lost_reason or "its share was given up"
+        task = asyncio.current_task()
+        if task is None:
+            return False
+        own = root._guarded.get(task)
+        if own is not None and own.lost is not None and task.cancelling():
+            return False  # cancelled for this loss already, just now or before
+        if own is not None:
+            own.lost = own.lost or reason
+            own.cancels += 1
+        task.cancel(f"not sent: the share of {root._name!r} may be gone ({reason})")
+        return False
 
     async def __aexit__(self, exc_type, exc, tb) -> bool:
         root, task = self._root, self._task
+        if self._token is not None:
+            try:
+                _CURRENT_GUARD.reset(self._token)
+            except ValueError:  # left in another context than it was entered in
+                _CURRENT_GUARD.set(None)
+            self._token = None
         if task is not None:
             root._guarded.pop(task, None)
         left = None

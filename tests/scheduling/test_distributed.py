@@ -44,6 +44,15 @@ from storylab.scheduling.distributed import (  # noqa: E402
 
 cloudpickle.register_pickle_by_value(dask_jobs)
 
+
+def http_transport():
+    """The transport the requests under a shared limit are sent with: it asks
+    the share right before each write."""
+    from storylab.scheduling.fenced_http import FencedTransport
+
+    return FencedTransport()
+
+
 LEASES = {
     "distributed.scheduler.locks.lease-timeout": "2s",
     "distributed.scheduler.locks.lease-validation-interval": "0.5s",
@@ -553,6 +562,89 @@ async def test_a_process_that_stood_still_past_its_lease_cancels_its_work_and_ne
             await root.close()
 
 
+@contextlib.asynccontextmanager
+async def sender(kind: str, url: str):
+    """A function that makes one request to ``url`` + path: with httpx and the
+    fenced transport, or through the image backends' HttpService (which picks
+    the fenced transport itself under a guard)."""
+    if kind == "httpx":
+        import httpx
+
+        async with httpx.AsyncClient(timeout=1, transport=http_transport()) as http:
+
+            async def get(path: str) -> None:
+                async with asyncio.timeout(1):
+                    (await http.get(f"{url}{path}")).raise_for_status()
+
+            yield get
+    else:
+        from storylab.story.backends.http import HttpService
+
+        service = HttpService(url, attempt_timeout=1, max_attempts=1)
+
+        async def get(path: str) -> None:
+            await service.post_json(path, {"prompt": "a fox"}, what="a picture")
+
+        try:
+            yield get
+        finally:
+            await service.aclose()
+
+
+@pytest.mark.parametrize("kind", ["httpx", "service"])
+async def test_a_request_due_when_the_process_stopped_is_not_sent_after_its_share_expired(kind):
+    # The process stops while a task holds its unit and its next step (the
+    # request) is already due; the scheduler expires the share meanwhile and
+    # may hand its units on. On waking, that step runs before any timer
+    # (the share's watchdog, the attempt deadline): the request must be
+    # refused at the write, and the service must never see it.
+    with scheduler_process() as info, CountingServer(hold=0.05, keep_alive=True) as server:
+        server.limit = 1
+        async with Client(scheduler_file=info, asynchronous=True) as client:
+            # A lease of 4 s: long enough that a process slowed by a busy
+            # machine keeps its share until the stop.
+            root = DistributedCapacityRoot(
+                2, name="g-due", client=client, lease_timeout=4, attempt_timeout=1
+            )
+            story = CapacitySource(2, root, name="story")
+            loop = asyncio.get_running_loop()
+            stood: list[float] = []
+            errors: list[BaseException] = []
+
+            def stop_the_process() -> None:
+                stood.append(stand_still(address_in(info), "g-due", root._member, at_least=4.0))
+
+            async with sender(kind, server.url) as get:
+
+                async def request() -> None:
+                    # Holds its unit (a runner task), with a connection open
+                    # to the service from a first request.
+                    await get("/v1/first")
+                    # The process stops with this task's next step due.
+                    loop.call_soon(stop_the_process)
+                    await asyncio.sleep(0)
+                    await get("/v1/late")
+
+                runner = HierarchicalTaskPoolRunner("req", [request], story)
+
+                async def guarded() -> None:
+                    async with root.guard():
+                        async with runner.run_tasks() as results:
+                            async for item in results:
+                                if item.error is not None:
+                                    errors.append(item.error)
+
+                with pytest.raises(SharedLimitLost, match="lost its share of 'g-due'"):
+                    await asyncio.wait_for(guarded(), 60)
+            assert stood and stood[0] >= 4.0
+            # The share had expired when the process woke: nothing went out,
+            # and the request was cancelled (its unit given back), not failed.
+            assert server.total == 1, "a request was sent under a share already handed on"
+            assert errors == []
+            assert root.losses == 1 and root.in_use == 0
+            await root.close()
+
+
 async def test_a_share_given_up_stays_counted_until_its_lease_expires():
     with scheduler_process() as info:
         async with Client(scheduler_file=info, asynchronous=True) as client:
@@ -727,36 +819,63 @@ class CountingServer:
     counts the requests it is working on at once (from the request read to
     the answer written or the connection lost), in a thread of its own."""
 
-    def __init__(self, hold: float) -> None:
+    def __init__(self, hold: float, keep_alive: bool = False) -> None:
         import threading
 
         self.hold = hold
+        self.keep_alive = keep_alive
         self.now = self.peak = self.total = 0
-        self.over: list[tuple[float, int]] = []
+        # Each moment past the limit: (when, how many, the requests in flight).
+        self.over: list[tuple[float, int, list]] = []
         self.limit = 0
+        self._flight: dict[object, tuple[str, float | None]] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server = None
 
     async def _handle(self, reader, writer) -> None:
+        # One request per connection, or (keep_alive) as many as the client sends.
+        close = b"keep-alive" if self.keep_alive else b"close"
         try:
-            await reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
-            writer.close()
-            return
-        self.now += 1
-        self.total += 1
-        self.peak = max(self.peak, self.now)
-        if self.now > self.limit:
-            self.over.append((time.time(), self.now))
-        try:
-            await asyncio.sleep(self.hold)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-            await writer.drain()
-        except ConnectionError:
-            pass
+            while True:
+                started = None
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    for line in head.lower().split(b"\r\n"):
+                        if line.startswith(b"content-length:"):
+                            await reader.readexactly(int(line.split(b":")[1]))
+                        elif line.startswith(b"x-started:"):
+                            started = float(line.split(b":")[1])
+                except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+                    return
+                read = time.time()
+                self.now += 1
+                self.total += 1
+                self.peak = max(self.peak, self.now)
+                # What is in flight: the request line, and how long after its
+                # client started it (header x-started) this server read it.
+                key = object()
+                self._flight[key] = (
+                    head.split(b" ")[1].decode(errors="replace"),
+                    None if started is None else round(read - started, 3),
+                )
+                if self.now > self.limit:
+                    self.over.append((read, self.now, sorted(self._flight.values())))
+                try:
+                    await asyncio.sleep(self.hold)
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: " + close
+                        + b"\r\n\r\nok"
+                    )  # fmt: skip
+                    await writer.drain()
+                except ConnectionError:
+                    return
+                finally:
+                    self.now -= 1
+                    del self._flight[key]
+                if not self.keep_alive:
+                    return
         finally:
-            self.now -= 1
             writer.close()
 
     def __enter__(self) -> CountingServer:
@@ -770,6 +889,11 @@ class CountingServer:
     def __exit__(self, *exc) -> None:
         async def stop() -> None:
             self._server.close()
+            # Requests still held end here, not when their loop is gone.
+            held = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in held:
+                task.cancel()
+            await asyncio.gather(*held, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -864,6 +988,10 @@ def test_stopped_and_killed_workers_never_overbook_the_service(chaos_workers, se
         ]  # fmt: skip
         done = chaos(client, seed, 25.0, f"g-chaos-{seed}", lease_timeout, futures)
         results = client.gather(futures)
+    # (Shown with -rP: the peak each run saw.)
+    print(f"seed {seed}: peak {server.peak} at once (limit {limit}), {server.total} requests")
+    for moment in server.over:  # (when, how many, [(request, read after its start in s)])
+        print("over the limit:", moment)
     assert any(d.startswith("stop") for d in done), done
     # Every request of every story was answered in the end...
     assert results == [36, 36, 36]
@@ -942,3 +1070,85 @@ async def test_random_holders_and_cancels_never_pass_the_limit_and_give_every_le
                 break
             await asyncio.sleep(0.1)
         assert await roots[0].global_in_use() == 0
+
+
+# -- the fenced HTTP transport ---------------------------------------------------------
+async def test_the_fenced_transport_sends_keeps_connections_and_maps_errors():
+    import socket
+
+    import httpx
+
+    from storylab.scheduling.distributed import may_send
+
+    assert may_send()  # outside any guard: nothing to fence
+    with CountingServer(hold=0.0, keep_alive=True) as server:
+        server.limit = 1
+        async with httpx.AsyncClient(timeout=5, transport=http_transport()) as http:
+            for i in range(3):
+                reply = await http.get(f"{server.url}/{i}")
+                assert (reply.status_code, reply.text) == (200, "ok")
+        assert server.total == 3 and server.peak == 1
+    # Nobody listens on a port just closed: a connect error, as httpx says it.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with httpx.AsyncClient(timeout=5, transport=http_transport()) as http:
+        with pytest.raises(httpx.ConnectError):
+            await http.get(f"http://127.0.0.1:{port}/")
+    # A server that holds the request past the read timeout: httpx's ReadTimeout.
+    with CountingServer(hold=5.0) as server:
+        server.limit = 1
+        async with httpx.AsyncClient(timeout=0.2, transport=http_transport()) as http:
+            with pytest.raises(httpx.ReadTimeout):
+                await http.get(f"{server.url}/slow")
+
+
+async def test_a_fence_that_says_no_cancels_the_request_before_a_byte_is_written():
+    import httpx
+
+    from storylab.scheduling.fenced_http import FencedTransport
+
+    asked = []
+
+    def fence() -> bool:
+        asked.append(1)
+        asyncio.current_task().cancel()  # what may_send does when it refuses
+        return False
+
+    with CountingServer(hold=0.0, keep_alive=True) as server:
+        server.limit = 1
+        async with httpx.AsyncClient(timeout=5, transport=FencedTransport(fence=fence)) as http:
+            with pytest.raises(asyncio.CancelledError):
+                await http.get(f"{server.url}/no")
+        await settle(0.2)  # a request that did go out would be counted by now
+        assert asked == [1] and server.total == 0
+
+
+async def test_a_guarded_task_that_finds_its_share_too_old_at_a_write_raises_shared_limit_lost():
+    # The request is made by the guarded task itself (no runner in between):
+    # it is cancelled once, and the guard says why.
+    import httpx
+
+    with scheduler_process() as info, CountingServer(hold=0.0, keep_alive=True) as server:
+        server.limit = 1
+        async with Client(scheduler_file=info, asynchronous=True) as client:
+            root = DistributedCapacityRoot(
+                2, name="g-own", client=client, lease_timeout=4, attempt_timeout=1
+            )
+            story = CapacitySource(2, root, name="story")
+            async with httpx.AsyncClient(timeout=5, transport=http_transport()) as http:
+
+                async def guarded() -> None:
+                    async with root.guard():
+                        await story.acquire(owner=1)
+                        try:
+                            await http.get(f"{server.url}/first")
+                            stand_still(address_in(info), "g-own", root._member, at_least=4.0)
+                            await http.get(f"{server.url}/late")
+                        finally:
+                            story.release(owner=1)
+
+                with pytest.raises(SharedLimitLost, match="lost its share of 'g-own'"):
+                    await asyncio.wait_for(guarded(), 60)
+            assert server.total == 1 and root.losses == 1 and root.in_use == 0
+            await root.close()

@@ -302,3 +302,47 @@ def test_a_worker_stopped_past_its_lease_runs_its_stories_again_and_finishes_the
     with EntityGraph.open(path, create=False) as g:
         for images in images_of(g).values():
             assert len(images) == 6 and all(i.status == "Completed" for i in images)
+
+
+@pytest.mark.timeout(300)
+def test_stories_on_a_cluster_over_http_keep_the_image_servers_load_within_the_global_limit(
+    tmp_path,
+):
+    # The HTTP image backend on the workers: under the shared limit's guard
+    # its requests go through the fenced transport, and a server that takes
+    # no more than the global limit at once (it answers 429 past it) serves
+    # every picture.
+    import asyncio
+    import threading
+
+    from storylab.story.backends.http_images import HttpImageBackend
+    from storylab.story.backends.server import ImageServer
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = ImageServer(SimulatedImageBackend(time_scale=0.01), max_concurrent=4)
+    asyncio.run_coroutine_threadsafe(server.start(), loop).result(30)
+    try:
+        http = StorySettings(
+            images=HttpImageBackend(server.url, max_attempts=1, attempt_timeout=10),
+            text=SimulatedTextBackend(time_scale=0.001),
+            story_limit=3,
+            global_limit=4,
+        )
+        run = run_stories_on_cluster(
+            TOPICS[:3],
+            {"illustration_count": 3},
+            cluster="local:2",
+            graph=tmp_path / "graph.sqlite",
+            settings=http,
+            lease_timeout=30,
+        )
+    finally:
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+    assert all(r["stage"] == "completed" and r["image_count"] == 3 for r in run.results)
+    stats = server.statistics()
+    assert stats.served == 9 and stats.rejected == 0
+    assert stats.peak_in_flight <= 4

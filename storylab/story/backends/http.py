@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import logging
 import os
 import random
 import time
@@ -55,6 +56,8 @@ from storylab._checks import check_positive_int, check_seconds
 from storylab.scheduling import mark
 from storylab.story.backends.base import BackendError
 from storylab.story.redaction import Redactor, redact_url, split_credentials
+
+log = logging.getLogger("storylab.story")
 
 __all__ = [
     "DEFAULT_ATTEMPT_TIMEOUT",
@@ -238,6 +241,8 @@ class HttpService:
         # the first request it would hold up every task of a run started together.
         # It binds to the loop of its first request (None until then).
         self._client: httpx.AsyncClient | None = self._new_client()
+        # Under a shared limit's guard (see _get_client); built on first use there.
+        self._fenced_client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self.attempts = 0
         self.retries = 0
@@ -249,6 +254,13 @@ class HttpService:
         """``path`` (``/v1/...``) under this service, as it may be shown (credentials redacted)."""
         return f"{api_root(self.base_url)}{path}"
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Sent to other processes (Dask workers) without its clients, which
+        # hold locks and sockets: each process builds its own.
+        state = self.__dict__.copy()
+        state["_client"] = state["_fenced_client"] = state["_client_loop"] = None
+        return state
+
     def _new_client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(timeout=self.timeout, transport=self._transport)
 
@@ -256,16 +268,29 @@ class HttpService:
         # An AsyncClient belongs to the loop it first ran on; notebooks and
         # run_sync may use a fresh loop per call, so keep one client per loop.
         loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop not in (None, loop):
-            self._client = self._new_client()
+        if self._client_loop not in (None, loop):
+            self._client = self._fenced_client = None
         self._client_loop = loop
+        if self._transport is None and _fence_here():
+            # Under a shared limit's guard: every write first asks the share.
+            if self._fenced_client is None:
+                from storylab.scheduling.fenced_http import FencedTransport
+
+                self._fenced_client = httpx.AsyncClient(
+                    timeout=self.timeout, transport=FencedTransport()
+                )
+            return self._fenced_client
+        if self._client is None:
+            self._client = self._new_client()
         return self._client
 
     async def aclose(self) -> None:
-        """Close the connection pool (on the loop that opened it)."""
-        if self._client is not None and self._client_loop in (None, asyncio.get_running_loop()):
-            await self._client.aclose()
-        self._client = None
+        """Close the connection pools (on the loop that opened them)."""
+        if self._client_loop in (None, asyncio.get_running_loop()):
+            for client in (self._client, self._fenced_client):
+                if client is not None:
+                    await client.aclose()
+        self._client = self._fenced_client = None
         self._client_loop = None
 
     def api_key(self) -> str | None:
@@ -387,6 +412,35 @@ class HttpService:
                 response.reason_phrase,
                 response.headers.get("retry-after"),
             )
+
+
+_PROXY_WARNED = False
+
+
+def _fence_here() -> bool:
+    """Whether a request made here runs under a shared limit's guard
+    (``DistributedCapacityRoot.guard()``), so that its writes must be fenced.
+
+    The fenced transport connects directly: with a proxy set in the
+    environment, the requests go through httpx's own transport instead,
+    unfenced, and a warning says so once."""
+    from storylab.scheduling.distributed import in_guard
+
+    if not in_guard():
+        return False
+    import urllib.request
+
+    proxies = urllib.request.getproxies()
+    if any(proxies.get(k) for k in ("http", "https", "all")):
+        global _PROXY_WARNED
+        if not _PROXY_WARNED:
+            _PROXY_WARNED = True
+            log.warning(
+                "storylab: a proxy is set in the environment, so requests under the shared "
+                "limit go through it without the check of the share before each write"
+            )
+        return False
+    return True
 
 
 async def _read_limited(response: httpx.Response, limit: int, *, refuse: bool) -> bytes:
