@@ -1597,3 +1597,12 @@ def test_the_capacity_tree_checker_builds_two_plans_and_refuses_each_slip():
     assert "under story A" in said["chained"].message
     assert "not one per name" in said["empty"].message
     assert not check_capacity_tree(None) and not check_capacity_tree(right(4, {}))
+
+
+def test_a_verdict_shows_code_spans_as_code_in_html_and_keeps_them_in_plain_text():
+    verdict = Verdict(False, "the entity yields one more item, `Return(result)`, and `a < b`")
+    page = verdict._repr_html_()
+    assert "`" not in page
+    assert "<code>Return(result)</code>" in page
+    assert "<code>a &lt; b</code>" in page  # escaped before it is marked up
+    assert "`Return(result)`" in repr(verdict)
