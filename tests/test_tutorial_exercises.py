@@ -948,8 +948,8 @@ def test_the_python_form_exercise_wants_a_change_of_kind_not_of_spelling():
         # Python only drops something in these rows (a decorator, a call): one rule for both
         "@EntityMixin": "nothing new to write. Wanted: a row where Python needs",
         # the chapter awaits it too: Python adds no keyword, it only respells the call
-        "await this.updateEntityData": "only spelt in snake_case",
-        "updateEntityData": "only spelt in snake_case",
+        "await this.updateEntityData": "becomes keyword arguments",
+        "updateEntityData": "becomes keyword arguments",
         # Python's spelling matches the chapter's only when case is ignored
         "Return": "Python (middle) column",
         "parallelCalls": "only spelt in snake_case",
@@ -976,13 +976,16 @@ def test_the_python_form_exercise_wants_a_change_of_kind_not_of_spelling():
     both = kit.check_python_form("GLOBAL_IMAGE_CAPACITY").message
     assert "the module constant becomes a call" in both and "keeps its kind" in both
     assert "keeps its kind" not in kit.check_python_form("ImageService").message
+    # a right answer names its whole row, not another string of it
+    said = kit.check_python_form("INTERMEDIATE")
+    assert said and "'INTERMEDIATE'" in said.message.split(":")[0], said
 
 
 def test_the_restart_box_exercise_wants_the_entity_graph_and_says_what_other_boxes_do():
     for right in ("entity graph", "the SQLite file", "Entity Graph"):
         assert kit.check_restart_box(right), right
     wrong = {"children": "they are stored", "pipeline entity": "follow the dashed arrow",
-             "runner": "keeps nothing", "global source: 10": "start empty after a restart",
+             "runner": "keeps nothing", "global source: 10": "they remember nothing",
              "request": "what it finds", "the cloud": "not a box of the diagram",
              3: "as a string"}
     for answer, why in wrong.items():
