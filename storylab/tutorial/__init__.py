@@ -404,7 +404,11 @@ async def run_stories(
         panel = ProgressPanel(title or ("Story" if not several else "Stories"),
                               trace=trace if several else None,
                               names=_label_map(pipelines) if several else None,
-                              compact=several)
+                              compact=several,
+                              # a plain loop holds no capacity: its pending rows wait for it
+                              waiting_text=("not started yet"
+                                            if getattr(settings, "image_mode", None)
+                                            == "sequential" else None))
 
     # Each pipeline is named as the charts, the replay and the gauge name it
     # ("story A (a curious fox)"), one story or several, not by its entity's long name.
