@@ -1102,6 +1102,8 @@ def test_no_prefix_short_enough_to_be_a_name_separates_the_prompts():
     assert "the same for their first 56 characters" in verdict.message, verdict
     reordered = kit.check_prompt_names(letter_sum).message
     assert "the same words in another order" in reordered, reordered
+    last_word = kit.check_prompt_names(lambda p: "image-" + p["prompt"].split()[-1]).message
+    assert "they end with the same word" in last_word and "first 0" not in last_word, last_word
 
 
 def letter_sum(prompt):
