@@ -808,7 +808,13 @@ def check_first_split(answer: Any, *, stories: int = 5, story_limit: int = 3,
     if total < room:
         return Verdict(False, f"{total} units in all, but {room} can be in use: a story with "
                               "room of its own takes a unit while the global level has one")
-    return Verdict(False, "the units go to stories in the order they asked")
+    # the first story given less than its turn: it asked before the ones that got more
+    i = next(i for i, (a, e) in enumerate(zip(answer, expected, strict=True)) if a < e)
+    later = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[i + 1:stories]
+    return Verdict(False, f"the units go to stories in the order they asked: story "
+                          f"{'ABCDEFGHIJKLMNOPQRSTUVWXYZ'[i]} asked before "
+                          f"{', '.join(later)} and has room for {story_limit} of its own, "
+                          "so it fills first")
 
 
 def check_redrawn(before: Iterable[PictureState], answer: Any) -> Verdict:
