@@ -1230,6 +1230,27 @@ def test_the_bound_checker_refuses_a_bound_that_forgets_one_level():
     assert check_bound_function(right, result).ok
 
 
+def test_the_bound_checker_names_a_sum_of_rounds_and_a_floor():
+    import math
+
+    from storylab.sweep import SweepCell, ideal_makespan
+    from storylab.tutorial import check_bound_function
+
+    cells = [SweepCell(p, g, 5, 5, 0.0, ideal_makespan(5, 5, p, g), 1.0, 1)
+             for p in (2, 3) for g in (4, 10)]
+    result = types.SimpleNamespace(cells=cells, image_seconds=10.0)
+
+    def summed(G, M, d, p, g):
+        return d * (math.ceil(M / p) + math.ceil(G * M / g))
+
+    def floored(G, M, d, p, g):
+        return d * max(M // p, G * M // g)
+
+    assert "take the larger of the two round counts" in check_bound_function(summed,
+                                                                              result).message
+    assert "round up, not down" in check_bound_function(floored, result).message
+
+
 def test_the_item_name_checker_runs_a_function_of_another_name_in_other_processes():
     def my_name(n):
         return f"item-{n}"
