@@ -852,7 +852,7 @@ def plot_capstone(run: CapstoneRun, time_scale: float) -> Any:
            if run.in_flight else "no item was stored running at the kill; ")
         + f"the {run.failed} refused items ran too (the top panel counts "
         + ("none of them: no stored times" if not refused else "them" if refused <= run.failed
-           else "them, and the first attempt of each refused before the kill")
+           else "them, the first attempt of those refused before the kill included")
         + ") and are stored Failed, so "
         "the bottom panel, which counts Completed items, leaves them out")
     return fig
