@@ -175,7 +175,8 @@ API_TABLE: tuple[ApiRow, ...] = (
            (3,), r"\.acquire\("),
     ApiRow("`GLOBAL_IMAGE_CAPACITY` (a module constant of 10)",
            "`storylab.story.settings.global_image_capacity(10)`, shared by every story of the "
-           "process (notebook 8 shares it across processes)", (),
+           "process; with `--cluster` each process holds a leased share of it, handed out by an "
+           "allocator on the Dask scheduler (`DistributedCapacityRoot`)", (),
            r"\bglobal_image_capacity\("),
     ApiRow("`new HierarchicalTaskPoolRunner(name, source, capacity)`",
            "`HierarchicalTaskPoolRunner(name, source, capacity)`", (2, 5, 9),
