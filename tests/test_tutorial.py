@@ -254,6 +254,8 @@ def test_each_checker_accepts_the_solution_and_rejects_a_wrong_answer():
     _says(check_first_split([4, 4, 4, 0, 0], global_limit=12), False, "own limit of 3")
     _says(check_first_split([12, 0, 0, 0, 0], global_limit=12), False, "story A would hold")
     _says(check_first_split([0, 3, 3, 3, 3], global_limit=12), False, "order they asked")
+    _says(check_first_split([3, 3, 3, 2, 1], global_limit=12), False,
+          "story D asked before E and has room for 3 of its own, so it fills first")
     _says(check_first_split([3, 3]), False, "list of 5 numbers")
     before = [PictureState("a", "Completed", 1.0), PictureState("b", "stale", None),
               PictureState("c", "not stored", None)]

@@ -959,8 +959,8 @@ def test_the_python_form_exercise_wants_a_change_of_kind_not_of_spelling():
         # Python only drops something in these rows (a decorator, a call): one rule for both
         "@EntityMixin": "nothing new to write. Wanted: a row where Python needs",
         # the chapter awaits it too: Python adds no keyword, it only respells the call
-        "await this.updateEntityData": "only spelt in snake_case",
-        "updateEntityData": "only spelt in snake_case",
+        "await this.updateEntityData": "becomes keyword arguments",
+        "updateEntityData": "becomes keyword arguments",
         # Python's spelling matches the chapter's only when case is ignored
         "Return": "Python (middle) column",
         "parallelCalls": "only spelt in snake_case",
@@ -987,13 +987,16 @@ def test_the_python_form_exercise_wants_a_change_of_kind_not_of_spelling():
     both = kit.check_python_form("GLOBAL_IMAGE_CAPACITY").message
     assert "the module constant becomes a call" in both and "keeps its kind" in both
     assert "keeps its kind" not in kit.check_python_form("ImageService").message
+    # a right answer names its whole row, not another string of it
+    said = kit.check_python_form("INTERMEDIATE")
+    assert said and "'INTERMEDIATE'" in said.message.split(":")[0], said
 
 
 def test_the_restart_box_exercise_wants_the_entity_graph_and_says_what_other_boxes_do():
     for right in ("entity graph", "the SQLite file", "Entity Graph"):
         assert kit.check_restart_box(right), right
     wrong = {"children": "they are stored", "pipeline entity": "follow the dashed arrow",
-             "runner": "keeps nothing", "global source: 10": "start empty after a restart",
+             "runner": "keeps nothing", "global source: 10": "they remember nothing",
              "request": "what it finds", "the cloud": "not a box of the diagram",
              3: "as a string"}
     for answer, why in wrong.items():
@@ -1110,6 +1113,8 @@ def test_no_prefix_short_enough_to_be_a_name_separates_the_prompts():
     assert "the same for their first 56 characters" in verdict.message, verdict
     reordered = kit.check_prompt_names(letter_sum).message
     assert "the same words in another order" in reordered, reordered
+    last_word = kit.check_prompt_names(lambda p: "image-" + p["prompt"].split()[-1]).message
+    assert "they end with the same word" in last_word and "first 0" not in last_word, last_word
 
 
 def letter_sum(prompt):
@@ -1629,3 +1634,12 @@ def test_the_capacity_tree_checker_builds_two_plans_and_refuses_each_slip():
     assert "under story A" in said["chained"].message
     assert "not one per name" in said["empty"].message
     assert not check_capacity_tree(None) and not check_capacity_tree(right(4, {}))
+
+
+def test_a_verdict_shows_code_spans_as_code_in_html_and_keeps_them_in_plain_text():
+    verdict = Verdict(False, "the entity yields one more item, `Return(result)`, and `a < b`")
+    page = verdict._repr_html_()
+    assert "`" not in page
+    assert "<code>Return(result)</code>" in page
+    assert "<code>a &lt; b</code>" in page  # escaped before it is marked up
+    assert "`Return(result)`" in repr(verdict)

@@ -404,7 +404,11 @@ async def run_stories(
         panel = ProgressPanel(title or ("Story" if not several else "Stories"),
                               trace=trace if several else None,
                               names=_label_map(pipelines) if several else None,
-                              compact=several)
+                              compact=several,
+                              # a plain loop holds no capacity: its pending rows wait for it
+                              waiting_text=("not started yet"
+                                            if getattr(settings, "image_mode", None)
+                                            == "sequential" else None))
 
     # Each pipeline is named as the charts, the replay and the gauge name it
     # ("story A (a curious fox)"), one story or several, not by its entity's long name.
@@ -804,7 +808,13 @@ def check_first_split(answer: Any, *, stories: int = 5, story_limit: int = 3,
     if total < room:
         return Verdict(False, f"{total} units in all, but {room} can be in use: a story with "
                               "room of its own takes a unit while the global level has one")
-    return Verdict(False, "the units go to stories in the order they asked")
+    # the first story given less than its turn: it asked before the ones that got more
+    i = next(i for i, (a, e) in enumerate(zip(answer, expected, strict=True)) if a < e)
+    later = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[i + 1:stories]
+    return Verdict(False, f"the units go to stories in the order they asked: story "
+                          f"{'ABCDEFGHIJKLMNOPQRSTUVWXYZ'[i]} asked before "
+                          f"{', '.join(later)} and has room for {story_limit} of its own, "
+                          "so it fills first")
 
 
 def check_redrawn(before: Iterable[PictureState], answer: Any) -> Verdict:

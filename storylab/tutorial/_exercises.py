@@ -504,6 +504,10 @@ def _collision(names: list[str], prompts: list[dict[str, str]]) -> Verdict:
         same += 1
     if sorted(a.split()) == sorted(b.split()):
         how = "they have the same words in another order"
+    elif a.split()[-1:] == b.split()[-1:] and same == 0:
+        how = "they end with the same word"
+    elif same == 0:
+        how = "they differ from their first character"
     else:
         how = f"they are the same for their first {same} characters"
     return Verdict(False, f"two prompts got the same name, {name!r}: {a!r} and {b!r} ({how}). "

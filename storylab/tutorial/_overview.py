@@ -249,6 +249,9 @@ SAME_KIND: dict[str, str] = {
                                         "the constant you write the call, and nothing else "
                                         "changes (no new statement or keyword, the same kind "
                                         "of value)",
+    "updateEntityData": "the same call, spelt update_entity_data in snake_case; the object "
+                        "literal ({...}) becomes keyword arguments (key=value, ...): another "
+                        "way to pass the same values, no new statement or keyword",
     "ImageService": "Python drops the service class, since the entity itself is the unit of "
                     "work: shorter, but nothing new to write",
 }
@@ -541,7 +544,8 @@ def check_python_form(answer: Any) -> Any:
                               "the name, so that it finds one row")
     if kinds:
         key, why = next(iter(kinds.items()))
-        return Verdict(True, f"{key}: {why}")
+        row = next(row for row in rows if _plain(key) in _plain(row.typescript))
+        return Verdict(True, f"{row.typescript}: {why}")
     if len(rows) > 1:  # several rows, none of them one of the changes of kind
         whys = "; ".join(_same_kind_why(row) for row in rows)
         return Verdict(False, f"{answer!r} is in {len(rows)} rows of the table, and none of "
@@ -581,8 +585,8 @@ _RESTART_BOXES: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
      "the runner starts children a few at a time; it lives in the process and keeps nothing "
      "once the process dies"),
     ("capacity tree", ("capacity", "global", "story source", "source"),
-     "the capacity sources decide how many pictures run at once; they live in memory and "
-     "start empty after a restart"),
+     "the capacity sources decide how many pictures run at once; they live in memory; a "
+     "restart builds them afresh and they remember nothing"),
     ("request", ("request", "topic", "hedgehog"),
      "the request is asked again after a restart; what makes that cheap is what it finds"),
 )

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import html as _html
+import re as _re
 from dataclasses import dataclass
 
 # Okabe-Ito blue and vermillion: told apart by colour-blind readers, and the
 # glyph and the word carry the meaning anyway.
 _RIGHT, _NOT_YET = "#0072B2", "#D55E00"
+
+# Messages mark code the Markdown way, `like this`: readable as plain text, and
+# turned into <code> in the HTML form (a verdict is HTML, not Markdown).
+_CODE_SPAN = _re.compile(r"`([^`]+)`")
+
+
+def _message_html(message: str) -> str:
+    return _CODE_SPAN.sub(r"<code>\1</code>", _html.escape(message))
 
 
 @dataclass(frozen=True)
@@ -26,7 +35,7 @@ class Verdict:
     def _repr_html_(self) -> str:
         colour, word = (_RIGHT, "✔ right") if self.ok else (_NOT_YET, "✘ not yet")
         return (f"<div class='storylab-verdict' data-ok='{str(self.ok).lower()}'>"
-                f"<b style='color:{colour}'>{word}</b>: {_html.escape(self.message)}</div>")
+                f"<b style='color:{colour}'>{word}</b>: {_message_html(self.message)}</div>")
 
 
 def missing(answer: object) -> Verdict | None:

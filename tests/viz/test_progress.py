@@ -121,6 +121,22 @@ def test_rows_wait_for_capacity_until_their_entity_starts():
         "images: 1/3 done (1 completed, 2 waiting for capacity)"
 
 
+def test_rows_no_capacity_holds_back_say_they_have_not_started_yet():
+    panel = ProgressPanel(form="widget", min_interval=0, waiting_text="not started yet")
+    panel.update(_env("STATUS", "p", "story", "Pipeline", status="STARTED"))
+    panel.update(_env("VALUE", "p", "story", "Pipeline", sub_type="progress",
+                      value={"stage": "images", "total": 3, "items": ["i1", "i2", "i3"]}))
+    panel.update(_env("STATUS", "c1", "i1", status="STARTED"))
+    (pipeline,) = panel.pipelines
+    assert [r.status_text for r in pipeline.rows] == ["running", "not started yet",
+                                                      "not started yet"]
+    assert pipeline.counts_text() == "images: 0/3 done (1 running, 2 not started yet)"
+    rows = panel._widgets.parts[next(iter(panel._widgets.parts))]["rows"].value
+    shown = re.sub(r"data-status='[^']*'", "", rows)  # the attribute keeps the status's id
+    assert "not started yet" in shown and "waiting for capacity" not in shown
+    assert "waiting for capacity" not in panel.summary()
+
+
 def test_a_thousand_entities_are_rendered_a_few_times_and_the_end_always():
     now = [0.0]
 

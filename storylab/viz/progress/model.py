@@ -66,6 +66,9 @@ class RowState:
     # Completed without starting here: handed back from the graph (a resumed
     # run's finished child), drawn in its own style so reuse is visible.
     reused: bool = False
+    # The word for a pending row when no capacity source holds it back (a plain
+    # loop that has not reached it yet): None keeps "waiting for capacity".
+    waiting_text: str | None = None
 
     @property
     def colour(self) -> str:
@@ -77,6 +80,8 @@ class RowState:
 
     @property
     def status_text(self) -> str:
+        if self.status is Status.WAITING and self.waiting_text:
+            return self.waiting_text
         return f"{self.status}, {REUSED_TEXT}" if self.reused else str(self.status)
 
     @property
@@ -112,6 +117,7 @@ class PipelineProgress:
     total: int
     rows: tuple[RowState, ...]
     label: str | None = None  # the reader's name for the story ("story A"), if given
+    waiting_text: str | None = None  # as RowState.waiting_text, for the counts
 
     @property
     def done(self) -> int:
@@ -178,7 +184,8 @@ class PipelineProgress:
         stage = f"{self.stage_text}: " if self.stage else ""
         parts = [f"{self.done}/{self.total} done"]
         detail = [
-            f"{n} {s}" for s in (Status.COMPLETED, Status.FAILED, Status.CANCELLED,
+            f"{n} {self.waiting_text if s is Status.WAITING and self.waiting_text else s}"
+            for s in (Status.COMPLETED, Status.FAILED, Status.CANCELLED,
                                  Status.RUNNING, Status.WAITING)
             if (n := self.count(s))
         ]
@@ -213,17 +220,18 @@ class _Root:
     def prefix(self) -> str:
         return f"[{self.label or (task_label(self.name) if self.name else self.key)}] "
 
-    def snapshot(self) -> PipelineProgress:
+    def snapshot(self, waiting_text: str | None = None) -> PipelineProgress:
         rows = tuple(
             RowState(r["name"], r["entity_type"], r["entity_id"], r["status"], r["message"],
                      r["counted"],
-                     r["status"] is Status.COMPLETED and not r.get("started"))
+                     r["status"] is Status.COMPLETED and not r.get("started"), waiting_text)
             for r in self.rows.values()
         )
         counted = sum(1 for r in rows if r.counted)
         total = max(sum(self.stages.values()), counted) if self.stages else counted
         return PipelineProgress(self.key, self.entity_id, self.entity_type, self.name,
-                                self.status, self.message, self.stage, total, rows, self.label)
+                                self.status, self.message, self.stage, total, rows, self.label,
+                                waiting_text)
 
 
 def _fields(envelope: Any) -> dict[str, Any]:
@@ -278,12 +286,13 @@ class ProgressModel:
     print it or ignore it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, waiting_text: str | None = None) -> None:
         self.roots: dict[str, _Root] = {}
+        self.waiting_text = waiting_text
 
     @property
     def pipelines(self) -> list[PipelineProgress]:
-        return [root.snapshot() for root in self.roots.values()]
+        return [root.snapshot(self.waiting_text) for root in self.roots.values()]
 
     def apply(self, envelope: Any, root: str | None = None) -> tuple[_Root, str | None]:
         env = _fields(envelope)

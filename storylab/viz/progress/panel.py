@@ -104,7 +104,9 @@ class ProgressPanel:
     level that blocks it (the same gauge as :func:`storylab.viz.replay`);
     ``names`` relabels its stories. ``compact=True`` draws each pipeline's
     children as one line of glyphs (· ▶ ✓ ✗ ↺) instead of a row each, so
-    five stories fit in a screenful.
+    five stories fit in a screenful. ``waiting_text`` words the rows that have
+    not started when no capacity source holds them back (a plain loop that has
+    not reached them): ``"not started yet"`` instead of "waiting for capacity".
     """
 
     def __init__(
@@ -120,6 +122,7 @@ class ProgressPanel:
         trace: Any = None,
         names: Mapping[str, str] | None = None,
         compact: bool = False,
+        waiting_text: str | None = None,
     ) -> None:
         if form is not None and form not in _FORMS:
             raise ValueError(f"form must be one of {', '.join(_FORMS)} or None; got {form!r}")
@@ -139,7 +142,7 @@ class ProgressPanel:
         self.trace = trace
         self.names = dict(names) if names else None
         self.compact = bool(compact)
-        self._model = ProgressModel()
+        self._model = ProgressModel(waiting_text)
         self._dirty = False
         self._last_render: float | None = None
         self._timer: asyncio.TimerHandle | None = None
