@@ -989,8 +989,12 @@ def plot_capacity(
     title: str | None = None,
     names: Mapping[str, str] | None = None,
     moments: Any = True,
+    tick: str | None = "v",
 ) -> Figure:
     """Units in use over time for every capacity source, one panel each, limits dashed.
+
+    ``tick`` is the marker of a moment on the axis itself (see :func:`mark_moments`):
+    ``"D"`` (◆) keeps ▼ free for retries when the notebook draws those too.
 
     Limits come from ``limits`` (a mapping ``{source name: capacity}`` or an
     iterable of capacity sources) or, when that is omitted, from
@@ -1063,7 +1067,7 @@ def plot_capacity(
         # highest line, so they hide no data at the moments they mark.
         first_top = max(shown.get(lines[0].name, 0), lines[0].limit or 0) if lines else 0
         axes[0].set_ylim(0, max(axes[0].get_ylim()[1], first_top / 0.6))
-        mark_moments(axes[0], found)
+        mark_moments(axes[0], found, tick=tick)
         for ax in axes[1:]:
             for m in found:
                 ax.axvline(m.t, color=_MOMENT_COLOURS.get(m.kind, "#555555"),

@@ -233,3 +233,4 @@ def test_a_figure_whose_bars_carry_retry_marks_ticks_the_split_with_a_diamond():
     retried.events.append(TraceEvent(0.0, EventKind.MARK, task_id=1, message="retry 1"))
     assert _tick_for(plain) == "v" and _tick_for(retried) == "D"
     assert _tick_for(plain, retried) == "D"  # one glyph for every panel of a figure
+
