@@ -125,7 +125,7 @@ SOLUTIONS: dict[str, str] = {
         def why(graph, parent_id):
             # A failed child keeps its exception in its error record: type, message, traceback.
             failed = [c for c in graph.children(parent_id) if c.status == "Failed"]
-            return {c.name: graph.get_node(c.id).error["message"] for c in failed}
+            return {c.name: c.error["message"] for c in failed}
 
 
         await check_failing_entity(Flaky, why)
