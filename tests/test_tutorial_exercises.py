@@ -669,16 +669,27 @@ def test_the_item_name_checker_refuses_names_that_repeat_change_or_are_not_strin
 def test_the_lapse_window_checker_explains_each_missing_term():
     from storylab.tutorial import check_lapse_window
 
-    cases = {"renewed last up to a tenth": lambda T: (T, 1.25 * T),
-             "every quarter of the timeout": lambda T: (0.9 * T, T),
-             "a quarter of T after that": lambda T: (0.9 * T, 1.15 * T),
-             "until it expires": lambda T: (0, T),
-             "a pair of numbers": lambda T: 0.9 * T,
-             "(the placeholder)": lambda T: ...}
+    cases = {"renewed last up to": lambda T, renew=10, check=4: (T, T + T / check),
+             "every T/check": lambda T, renew=10, check=4: (T - T / renew, T),
+             "T/check after that": lambda T, renew=10, check=4: (T - T / renew,
+                                                                 T - T / renew + T / check),
+             "until it expires": lambda T, renew=10, check=4: (0, T),
+             "write the earliest with T and renew": lambda T, renew=10, check=4: (0.9 * T,
+                                                                                  1.25 * T),
+             "write the latest with T and check": lambda T, renew=10, check=4: (T - T / renew,
+                                                                                1.25 * T),
+             "Keep the signature": lambda T: (0.9 * T, 1.25 * T),
+             "a pair of numbers": lambda T, renew=10, check=4: 0.9 * T,
+             "(the placeholder)": lambda T, renew=10, check=4: ...}
     for said, fn in cases.items():
         verdict = check_lapse_window(fn)
         assert not verdict and said in verdict.message, (said, verdict)
-    right = check_lapse_window(lambda T: (0.9 * T, 1.25 * T), lease_timeout=1.5, kill_scale=0.2)
+        # A near miss is told what is wrong, never the expected number.
+        for T, renew, check in ((1.5, 10, 4), (4.0, 5, 2), (10.0, 8, 3)):
+            for value in (T - T / renew, T + T / check):
+                assert f"is {value:g}" not in verdict.message, (said, verdict)
+    right = check_lapse_window(lambda T, renew=10, check=4: (T - T / renew, T + T / check),
+                               lease_timeout=1.5, kill_scale=0.2)
     assert right.ok and "6.8 to 9.4 model s after the kill" in right.message, right
 
 
@@ -1217,6 +1228,27 @@ def test_the_bound_checker_refuses_a_bound_that_forgets_one_level():
         said = check_bound_function(wrong, result)
         assert not said.ok and "the bound is" in str(said)
     assert check_bound_function(right, result).ok
+
+
+def test_the_bound_checker_names_a_sum_of_rounds_and_a_floor():
+    import math
+
+    from storylab.sweep import SweepCell, ideal_makespan
+    from storylab.tutorial import check_bound_function
+
+    cells = [SweepCell(p, g, 5, 5, 0.0, ideal_makespan(5, 5, p, g), 1.0, 1)
+             for p in (2, 3) for g in (4, 10)]
+    result = types.SimpleNamespace(cells=cells, image_seconds=10.0)
+
+    def summed(G, M, d, p, g):
+        return d * (math.ceil(M / p) + math.ceil(G * M / g))
+
+    def floored(G, M, d, p, g):
+        return d * max(M // p, G * M // g)
+
+    assert "take the larger of the two round counts" in check_bound_function(summed,
+                                                                              result).message
+    assert "round up, not down" in check_bound_function(floored, result).message
 
 
 def test_the_item_name_checker_runs_a_function_of_another_name_in_other_processes():

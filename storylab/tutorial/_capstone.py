@@ -83,7 +83,8 @@ class CapstoneRun:
     resumed_wall: float | None = None
     """Wall-clock time the second process was started."""
     refused_intervals: list[tuple[float, float]] = field(default_factory=list, repr=False)
-    """Stored (start, finish) of the items stored ``Failed``: they held a place too."""
+    """Stored (start, finish) of the items stored ``Failed``: they held a place too. An item
+    refused before the kill, and again after the resume, gives both attempts."""
     in_flight: list[tuple[float, float]] = field(default_factory=list, repr=False)
     """(start, kill) of the items stored ``Running`` when the first process was killed:
     they held a place until the kill, died with it and were done again after the resume."""
@@ -166,6 +167,7 @@ async def kill_and_resume(script: str | os.PathLike, graph_path: str | os.PathLi
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     killed_at, killed_wall, give_up = None, None, time.monotonic() + timeout
     in_flight: list[tuple[float, float]] = []
+    refused_first: list[tuple[float, float]] = []
     try:
         while first.poll() is None and time.monotonic() < give_up:
             done = [k for k in _items(graph_path) if k.status == "Completed"]
@@ -175,8 +177,13 @@ async def kill_and_resume(script: str | os.PathLike, graph_path: str | os.PathLi
                 killed_at, killed_wall = len(done), time.time()
                 # The items the kill caught running: their new run after the resume
                 # overwrites their stored start, so keep it now.
-                in_flight = [(k.started_at, killed_wall) for k in _items(graph_path)
+                caught = _items(graph_path)
+                in_flight = [(k.started_at, killed_wall) for k in caught
                              if k.status == "InProgress" and k.started_at]
+                # A refused item is asked again by the resume, which overwrites its
+                # stored times: keep those of its first attempt too.
+                refused_first = [(k.started_at, k.finished_at) for k in caught
+                                 if k.status == "Failed" and k.started_at and k.finished_at]
                 break
             await asyncio.sleep(0.01)
     finally:
@@ -193,6 +200,7 @@ async def kill_and_resume(script: str | os.PathLike, graph_path: str | os.PathLi
     # Refused items held a place at the service too: the limit counts them.
     refused = [(k.started_at, k.finished_at) for k in after
                if k.status == "Failed" and k.started_at and k.finished_at]
+    refused += [span for span in refused_first if span not in refused]
     return CapstoneRun(
         items=items, limit=limit, killed_at=killed_at, first_exit=first.returncode,
         second_exit=second.returncode, children=len(after),
@@ -512,6 +520,11 @@ async def check_run_items(run_items: Any, *, limit: int = LIMIT, seconds: float 
                               "them with batch.parallel_calls(kind, items)")
     peak = _RUNNING["peak"]
     if peak > limit:
+        yours = getattr(run_items, "__globals__", {}).get("LIMIT")
+        if isinstance(yours, int) and yours != limit and peak <= yours:
+            # The learner's code does use LIMIT: it is the value that differs.
+            return Verdict(False, f"{peak} items ran at once: your LIMIT is {yours}, but the "
+                                  f"service takes {limit} at once; set LIMIT = {limit} again")
         return Verdict(False, f"{peak} items ran at once, above LIMIT = {limit}: give the runner "
                               f"CapacitySource(LIMIT)")
     if peak == 0:
@@ -838,6 +851,8 @@ def plot_capstone(run: CapstoneRun, time_scale: float) -> Any:
            "the process, stored no finish, and were done again after the resume; "
            if run.in_flight else "no item was stored running at the kill; ")
         + f"the {run.failed} refused items ran too (the top panel counts "
-        f"{'them' if refused else 'none of them: no stored times'}) and are stored Failed, so "
+        + ("none of them: no stored times" if not refused else "them" if refused <= run.failed
+           else "them, the first attempt of those refused before the kill included")
+        + ") and are stored Failed, so "
         "the bottom panel, which counts Completed items, leaves them out")
     return fig

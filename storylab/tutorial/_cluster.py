@@ -125,58 +125,83 @@ def check_regained(answer: Any, *, series: Sequence[tuple[float, int]], killed: 
 
 def check_lapse_window(lapse_window: Any, *, lease_timeout: float | None = None,
                        kill_scale: float | None = None) -> Verdict:
-    """Exercise: ``lapse_window(T)`` returns ``(earliest, latest)``, the wall seconds after
-    a worker's death between which the scheduler takes back its leases, for a lease
-    timeout ``T``: renewed every ``T/10``, so it ends between ``0.9 T`` and ``T`` after the
-    death; expired leases are looked for every ``T/4``, so it is taken back up to a
-    quarter timeout after it ends. Checked for several timeouts; with ``lease_timeout``
-    and ``kill_scale`` the verdict also gives this run's window in model seconds."""
+    """Exercise: ``lapse_window(T, renew=10, check=4)`` returns ``(earliest, latest)``, the
+    wall seconds after a worker's death between which the scheduler takes back its leases,
+    for a lease timeout ``T`` renewed ``renew`` times per timeout and looked for ``check``
+    times per timeout: it ends between ``T - T/renew`` and ``T`` after the death, and is
+    taken back up to ``T/check`` after it ends. Checked for several timeouts and rates (so
+    numbers learnt by heart for one rate do not pass), without ever telling the expected
+    value; with ``lease_timeout`` and ``kill_scale`` the verdict gives this run's window in
+    model seconds."""
     if (v := missing(lapse_window)) is not None:
         return v
     if not callable(lapse_window):
         return Verdict(False, "pass your function itself, lapse_window")
-    for T in (1.5, 4.0, 10.0):
+    for T, renew, check in ((1.5, 10, 4), (4.0, 5, 2), (10.0, 8, 3), (6.0, 10, 4)):
         try:
-            got = lapse_window(T)
+            got = lapse_window(T, renew=renew, check=check)
+        except TypeError as exc:
+            if "renew" in str(exc) or "check" in str(exc) or "argument" in str(exc):
+                return Verdict(False, f"lapse_window({T:g}, renew={renew}, check={check}) "
+                                      f"raised TypeError: {exc}. Keep the signature "
+                                      "lapse_window(T, renew=10, check=4)")
+            return Verdict(False, f"lapse_window({T:g}, renew={renew}, check={check}) raised "
+                                  f"TypeError: {exc}")
         except Exception as exc:
-            return Verdict(False, f"lapse_window({T:g}) raised {type(exc).__name__}: {exc}")
+            return Verdict(False, f"lapse_window({T:g}, renew={renew}, check={check}) raised "
+                                  f"{type(exc).__name__}: {exc}")
+        call = f"lapse_window({T:g}, renew={renew}, check={check})"
         if got is ...:
             return Verdict(False, "lapse_window still returns ... (the placeholder): return a "
                                   "pair (earliest, latest)")
         try:
             early, late = (float(x) for x in got)
         except (TypeError, ValueError):
-            return Verdict(False, f"lapse_window({T:g}) gave {got!r}: return a pair of numbers, "
+            return Verdict(False, f"{call} gave {got!r}: return a pair of numbers, "
                                   "(earliest, latest)")
-        call = f"lapse_window({T:g}) gave ({early:g}, {late:g})"
-        if abs(early - 0.9 * T) > 1e-6:
-            if abs(early - T) < 1e-6:
+        call = f"{call} gave ({early:g}, {late:g})"
+
+        def near(x: float, y: float) -> bool:
+            return abs(x - y) < 1e-6
+
+        if not near(early, T - T / renew):
+            if near(early, T):
                 why = ("the lease does not start its countdown at the death: it was renewed "
-                       "last up to a tenth of the timeout before, so it can end 0.9 T after")
-            elif abs(early) < 1e-6:
+                       "last up to T/renew before, so it can end that much sooner than T")
+            elif near(early, 0):
                 why = "a lease still runs for a while after its owner dies: until it expires"
+            elif near(early, 0.9 * T) or near(early, 1.25 * T):
+                why = ("a number learnt for one rate (a renewal every tenth of T) does not hold "
+                       "for others: write the earliest with T and renew")
             else:
-                why = "the earliest is when a lease renewed a tenth of T before the death ends"
-            return Verdict(False, f"{call}; the earliest is {0.9 * T:g}: {why}")
-        if abs(late - 1.25 * T) > 1e-6:
-            if abs(late - T) < 1e-6:
+                why = ("the earliest is when a lease renewed one renewal interval (T/renew) "
+                       "before the death ends")
+            return Verdict(False, f"{call}; the earliest is not right: {why}")
+        if not near(late, T + T / check):
+            if near(late, T):
                 why = ("the scheduler does not notice an expired lease at once: it looks for "
-                       "them every quarter of the timeout, so add T/4 to the latest end")
-            elif abs(late - 1.15 * T) < 1e-6:
+                       "them only every T/check, so add that to the latest end")
+            elif near(late, T - T / renew + T / check):
                 why = ("the latest end is T after the death (a lease renewed just before it), "
-                       "and the check can come a quarter of T after that")
+                       "and the check can come T/check after that")
+            elif near(late, 1.25 * T):
+                why = ("a number learnt for one rate (a check every quarter of T) does not hold "
+                       "for others: write the latest with T and check")
             else:
                 why = "the latest end of the lease, plus the longest wait for the next check"
-            return Verdict(False, f"{call}; the latest is {1.25 * T:g}: {why}")
+            return Verdict(False, f"{call}; the latest is not right: {why}")
     here = ""
     if lease_timeout and kill_scale:
-        here = (f"; with this notebook's {lease_timeout:g} s lease, at {kill_scale:g} wall s per "
-                f"model second, that is {0.9 * lease_timeout / kill_scale:.1f} to "
+        here = (f"; with this notebook's {lease_timeout:g} s lease (renew=10, check=4), at "
+                f"{kill_scale:g} wall s per model second, that is "
+                f"{0.9 * lease_timeout / kill_scale:.1f} to "
                 f"{1.25 * lease_timeout / kill_scale:.1f} model s after the kill: the shaded "
                 "band of the chart")
-    return Verdict(True, "0.9 T to 1.25 T: the lease ends between 0.9 T (renewed a tenth of T "
-                         "before the death) and T, and the scheduler, looking every quarter of "
-                         f"T, takes it back by 1.25 T at the latest{here}")
+    return Verdict(True, "T - T/renew to T + T/check: the lease ends between T - T/renew "
+                         "(renewed one interval before the death) and T, and the scheduler, "
+                         "looking every T/check, takes it back by T + T/check at the latest"
+                         f"{here}")
+
 
 def mark_window(fig: Any, start: float, end: float, label: str) -> Any:
     """Shade ``[start, end]`` (model s) on every panel of a :func:`~storylab.viz.plot_capacity`
@@ -197,14 +222,14 @@ def mark_window(fig: Any, start: float, end: float, label: str) -> Any:
     return fig
 
 
-def cluster_labels(run: Any, *, marked: str | None = None,
+def cluster_labels(run: Any, *, marked: str | Iterable[str] | None = None,
                    note: str = "its worker killed") -> dict[str, str]:
     """Chart names for a cluster run's stories, ``{"story:<pipeline>": "story A (a fox)"}``.
 
     Letters follow the order in which the stories' first pictures started (the
     timeline's order, so it reads A, B, C...); the words are each topic without
-    the ending all topics share. The story whose pipeline is ``marked`` gets
-    ``note`` in its name."""
+    the ending all topics share. The story whose pipeline is ``marked`` (or every
+    story whose pipeline is in ``marked``, given several) gets ``note`` in its name."""
     from storylab.viz import timeline_lanes
 
     topics = {f"story:{s.pipeline}": s.topic for s in run.stories}
@@ -212,10 +237,11 @@ def cluster_labels(run: Any, *, marked: str | None = None,
     order = [g for g in dict.fromkeys(lane.group for lane in timeline_lanes(run.trace))
              if g in topics]
     order += [g for g in topics if g not in order]  # a story that drew nothing here
+    noted = {marked} if isinstance(marked, str) else set(marked or ())
     labels = {}
     for group, letter in zip(order, "ABCDEFGHIJKLMNOPQRSTUVWXYZ", strict=False):
         words = topics[group][:len(topics[group]) - len(ending)].strip() or topics[group]
-        if group == f"story:{marked}":
+        if group.removeprefix("story:") in noted:
             words = f"{words}, {note}"
         labels[group] = f"story {letter} ({words})"
     return labels

@@ -1029,6 +1029,13 @@ def check_bound_function(bound: Any, result: Any) -> Verdict:
                     and abs(got - d * max(M / p, G * M / g)) < 1e-6:
                 hint = ("a round is whole: a part of a round still takes a full one, so round "
                         "each count up (math.ceil)")
+            if isinstance(got, int | float) and not isinstance(got, bool):
+                if abs(got - d * (math.ceil(M / p) + math.ceil(G * M / g))) < 1e-6:
+                    hint = ("the two limits act at once, not one after the other: take the "
+                            "larger of the two round counts, not their sum")
+                elif abs(got - d * max(M // p, G * M // g)) < 1e-6 and got < want:
+                    hint = ("round up, not down: a part of a round still takes a full one "
+                            "(math.ceil, not //)")
             return Verdict(False, f"bound({G}, {M}, {d:g}, {p}, {g}) gave {got!r}, the bound is "
                                   f"{want:g}: {hint}")
     return Verdict(True, f"your bound matches all {len(cases)} cases, every cell of the sweep "

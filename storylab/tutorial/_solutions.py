@@ -236,11 +236,11 @@ SOLUTIONS: dict[str, str] = {
                        lapse_by=lapse_by, global_limit=global_limit)
     """,
     "08-2": """
-        def lapse_window(T):
-            # Renewed every T/10: the last renewal was at most T/10 before the death, so the
-            # lease ends between 0.9 T and T after it. The scheduler looks every T/4, so it
-            # may take a quarter of T more to notice.
-            return 0.9 * T, T + T / 4
+        def lapse_window(T, renew=10, check=4):
+            # Renewed every T/renew: the last renewal was at most T/renew before the death, so
+            # the lease ends between T - T/renew and T after it. The scheduler looks every
+            # T/check, so it may take that much more to notice.
+            return T - T / renew, T + T / check
 
 
         check_lapse_window(lapse_window, lease_timeout=lease_timeout, kill_scale=kill_scale)

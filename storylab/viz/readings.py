@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storylab.scheduling.trace import EventKind, Trace, TraceEvent
-from storylab.viz.labels import short_label, source_labels
+from storylab.viz.labels import _LETTERED, short_label, source_labels
 
 __all__ = [
     "ChildCounter",
@@ -228,7 +228,13 @@ def key_moments(trace: Trace, *, names: dict[str, str] | None = None) -> list[Mo
     if len(stories) > 1:
         t_split = all_asked_at(trace, stories)
         now = in_use_at(trace, t_split)
-        out.append(Moment(t_split, "split " + ",".join(str(now.get(s, 0)) for s in stories),
+        # With lettered names ("story A (a fox)") the split reads in the order of the
+        # letters, as the chart's panels do, not in the trace's order of first appearance.
+        lettered = [s for s in stories if names and s in names
+                    and _LETTERED.match(names[s])]
+        in_order = (sorted(stories, key=lambda s: letter[s]) if len(lettered) == len(stories)
+                    else stories)
+        out.append(Moment(t_split, "split " + ",".join(str(now.get(s, 0)) for s in in_order),
                           "split"))
         root = root_source(trace)
         scarce = _releases_at_limit(trace, root or "global")

@@ -34,7 +34,10 @@ def plot_sweep_heatmaps(result: Any, *, title: str | None = None) -> Figure:
     for ax, field, label, cmap, fmt in panels:
         values = result.grid(field)
         vmax = 1.0 if field == "utilisation" else None
-        image = ax.imshow(values, cmap=cmap, aspect="auto", vmin=0, vmax=vmax)
+        # Makespans run from the fastest cell, not from 0, so the scale spends its colours on
+        # the values the grid holds; utilisation keeps its natural 0 to 100 %.
+        vmin = 0 if field == "utilisation" else min(min(row) for row in values)
+        image = ax.imshow(values, cmap=cmap, aspect="auto", vmin=vmin, vmax=vmax)
         for i, row in enumerate(values):
             for j, v in enumerate(row):
                 rgba = image.cmap(image.norm(v))
@@ -107,8 +110,8 @@ def plot_sweep_lines(result: Any, *, title: str | None = None) -> Figure:
         # and a ring on its dot (a band between the points would shade their neighbours).
         off = [(x, b, m) for x, b, m, a in zip(xs, bound, measured, above, strict=True) if a]
         ax.vlines([x for x, _, _ in off], [b for _, b, _ in off], [m for _, _, m in off],
-                  color=OKABE_ITO["vermillion"], lw=3.5, zorder=3, label="above the bound",
-                  gid=f"above:{p}")  # opaque and above the grey band, so it reads as a bar
+                  color=OKABE_ITO["vermillion"], lw=3.5, zorder=4.5, label="above the bound",
+                  gid=f"above:{p}")  # over the band and the measured line, under the ring
         ax.plot(xs, measured, "o-", color=OKABE_ITO["blue"], lw=1.5, ms=4, label="measured",
                 gid=f"measured:{p}", zorder=4)
         if off:

@@ -327,3 +327,17 @@ def test_the_cursor_stops_above_the_makespan_bracket_and_carries_no_label():
     bracket_px = height - ax.transData.transform((0.0, bracket.xy[1]))[1]
     assert top + int(cursor.group(2)) < bracket_px - 5
     assert "t = " not in page.split("storylab-timeline", 1)[1]
+
+
+def test_the_split_reads_in_the_order_of_the_letters_the_names_give():
+    trace = _five_virtual()
+    stories = story_sources(trace)  # first appearance: they hold 3,3,3,1,0
+    # Letters that do not follow first appearance: the last to ask is story A.
+    names = {s: f"story {letter} (topic {s})"
+             for s, letter in zip(stories, "EDCBA", strict=True)}
+    (split,) = [m for m in key_moments(trace, names=names) if m.kind == "split"]
+    assert split.text == "split 0,1,3,3,3"
+    # Names without letters keep the trace's order.
+    plain = {s: f"topic {s}" for s in stories}
+    (split,) = [m for m in key_moments(trace, names=plain) if m.kind == "split"]
+    assert split.text == "split 3,3,3,1,0"
