@@ -499,7 +499,7 @@ def show_story(graph: EntityGraph, result: Any, *, mark_gaps: bool = True) -> An
         page = _GAP.sub(
             lambda m: (
                 f'class="storylab-missing {GAP_CLASS}" data-placeholder="{m.group(1)}" '
-                'style="outline:3px solid #d62728;outline-offset:3px"'
+                'style="outline:3px solid #D55E00;outline-offset:3px"'
             ),
             page,
         )

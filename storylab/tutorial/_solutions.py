@@ -125,7 +125,7 @@ SOLUTIONS: dict[str, str] = {
         def why(graph, parent_id):
             # A failed child keeps its exception in its error record: type, message, traceback.
             failed = [c for c in graph.children(parent_id) if c.status == "Failed"]
-            return {c.name: graph.get_node(c.id).error["message"] for c in failed}
+            return {c.name: c.error["message"] for c in failed}
 
 
         await check_failing_entity(Flaky, why)
@@ -302,8 +302,8 @@ EXPLAINED: dict[str, str] = {
     """,
     "06-2": """
         Hardly: about 30 model s both ways at the default speed, because the global limit
-        binds. Ten pictures four at a time need three rounds
-        of about ten model seconds, whatever the per-story limit. What changes is the
+        binds. Ten pictures four at a time need three rounds of about ten model seconds,
+        whatever the per-story limit. What changes is the
         sharing: with 2 per story neither story panel ever passes 2, so once the pool is full
         the split printed above the chart reads 2 and 2. With 3 per story one story starts
         with 3 units and the other with 1. The exact makespan wobbles from run to run: these

@@ -111,7 +111,7 @@ def plot_kill_and_resume(
     left.set_ylim(len(names) - 0.4, -1.1)  # room above the first row for the kill's label
     left.set_yticks(range(len(names)), [_short(n) for n in names], fontsize=11)
     mark_moments(left, [(kill, "SIGKILL: run 1 dies")])
-    mark_moments(right, [(0.0, "run 2 starts")])
+    mark_moments(right, [(0.0, "run 2 starts")], tick=None)  # inside the axes, no ▼ by the title
     left.set_title("run 1: storylab run, killed", fontsize=11)
     right.set_title("run 2: the same request, resumed", fontsize=11)
     for ax in (left, right):

@@ -154,7 +154,7 @@ class Knobs:
         data = base64.b64encode(self.png()).decode("ascii")
         text = html.escape(self.summary(), quote=True)
         return (f"<div class='{KNOBS_SNAPSHOT_CLASS}'><div class='storylab-summary' "
-                f"style='font-size:14px'>{text}</div><img alt='{text}' "
+                f"style='font-size:14px'>In words: {text}</div><img alt='{text}' "
                 f"src='data:image/png;base64,{data}'></div>")
 
     def _repr_html_(self) -> str:

@@ -559,7 +559,20 @@ def _as_moments(moments: Iterable[Any]) -> list[Moment]:
     return out
 
 
-def mark_moments(ax: Axes, moments: Iterable[Any]) -> list[Any]:
+# The glyph of a moment that sits on the axis itself: the marker drawn above the
+# axis and the same glyph in front of its label. A timeline whose bars carry ▼
+# marks (a backend's retries) uses the diamond, so ▼ keeps one meaning per figure.
+_TICK_GLYPHS = {"v": "▼", "D": "◆"}
+
+
+def _tick_for(*traces: Trace) -> str:
+    """``"D"`` when any trace has marks made inside a task (drawn ▼ on bars), else ``"v"``."""
+    inside = any(e.kind is EventKind.MARK and e.task_id is not None
+                 for t in traces for e in t.events)
+    return "D" if inside else "v"
+
+
+def mark_moments(ax: Axes, moments: Iterable[Any], *, tick: str | None = "v") -> list[Any]:
     """Mark key moments on a chart whose x axis is model seconds: a dotted line and a label.
 
     ``moments`` are :class:`~storylab.viz.readings.Moment` objects (from
@@ -570,7 +583,10 @@ def mark_moments(ax: Axes, moments: Iterable[Any]) -> list[Any]:
     shaded band (gid ``moment-band:failed:<i>``).
     Labels sit at the top of the axes in up to three rows and never overlap:
     moments too close together for separate labels share one, which counts
-    them (``"✗ 6 tasks failed"``, ``"retry ×4"``). Returns the artists drawn: each
+    them (``"✗ 6 tasks failed"``, ``"retry ×4"``). A moment on the axis itself
+    gets a marker above the axis, named again in its label: ``tick="v"`` (▼,
+    the default) or ``"D"`` (◆); ``tick=None`` draws no marker, the label
+    alone names the line. Returns the artists drawn: each
     line, followed by its label after the last line it stands for (so two
     moments far apart give ``[line, label, line, label]``).
     """
@@ -599,9 +615,10 @@ def mark_moments(ax: Axes, moments: Iterable[Any]) -> list[Any]:
                 drawn.append(ax.axvline(m.t, color=colour,
                                         ls=_MOMENT_STYLES.get(m.kind, (0, (4, 2))),
                                         lw=1.4, zorder=6, gid=f"moment:{m.kind}:{i}"))
-                if m.t - lo <= 0.01 * span:
+                if tick is not None and m.t - lo <= 0.01 * span:
                     # A line on the axis itself hides in it: a tick above the axes shows it.
-                    drawn.append(ax.plot([m.t], [1.0], marker="v", ms=9, color=colour,
+                    drawn.append(ax.plot([m.t], [1.0], marker=tick, ms=9 if tick == "v" else 7,
+                                         color=colour,
                                          transform=ax.get_xaxis_transform(), clip_on=False,
                                          zorder=8, gid=f"moment-tick:{m.kind}:{i}")[0])
                     ticked = True
@@ -610,7 +627,8 @@ def mark_moments(ax: Axes, moments: Iterable[Any]) -> list[Any]:
         kinds = {m.kind for m in members}
         colour = _MOMENT_COLOURS.get(kinds.pop(), "#555555") if len(kinds) == 1 else "#000000"
         text = ax.annotate(
-            ("▼ " if ticked and not right else "") + _group_text(members),
+            (_TICK_GLYPHS.get(tick or "", "") + " " if ticked and not right else "")
+            + _group_text(members),
             xy=(anchor.t, 1.0), xycoords=("data", "axes fraction"),
             xytext=(-_LABEL_PAD if right else _LABEL_PAD, -4 - _ROW_POINTS * row),
             textcoords="offset points", ha="right" if right else "left", va="top",
@@ -798,7 +816,8 @@ def plot_timeline(
 def _timeline_panel(ax: Axes, trace: Trace, lanes: list[TaskLane], *,
                     time_scale: float | None, title: str | None,
                     names: Mapping[str, str] | None, moments: Any, xmax: float | None,
-                    legend: bool = True, level_keys: list[str] | None = None) -> None:
+                    legend: bool = True, level_keys: list[str] | None = None,
+                    tick: str | None = None) -> None:
     """Draw one timeline into ``ax`` (the body of :func:`plot_timeline`)."""
     labels = source_labels(trace, names)
     _draw_gantt(ax, lanes, names=labels, legend=legend, level_keys=level_keys)
@@ -818,7 +837,7 @@ def _timeline_panel(ax: Axes, trace: Trace, lanes: list[TaskLane], *,
         # says nothing (every task simply started).
         found = [m for m in found if m.kind != "split"]
     _make_label_room(ax, found, first_lane_top=0.5 if lanes else None)
-    mark_moments(ax, found)
+    mark_moments(ax, found, tick=tick or _tick_for(trace))
 
 
 def _finish_axes(ax: Axes, span: float, xmax: float | None) -> None:
@@ -913,6 +932,7 @@ def plot_timelines(
     for ax, (label, trace) in zip((row[0] for row in axes), traces.items(), strict=True):
         _timeline_panel(ax, trace, lanes[label], time_scale=time_scale, names=names,
                         moments=moments, xmax=xmax, legend=False, level_keys=level_keys,
+                        tick=_tick_for(*traces.values()),
                         title=f"{label}: makespan {spans[label]:.1f} model s")
         summaries.append(f"{label} {spans[label]:.1f} model s")
         if shared and ax is not axes[-1][0]:
@@ -969,8 +989,12 @@ def plot_capacity(
     title: str | None = None,
     names: Mapping[str, str] | None = None,
     moments: Any = True,
+    tick: str | None = "v",
 ) -> Figure:
     """Units in use over time for every capacity source, one panel each, limits dashed.
+
+    ``tick`` is the marker of a moment on the axis itself (see :func:`mark_moments`):
+    ``"D"`` (◆) keeps ▼ free for retries when the notebook draws those too.
 
     Limits come from ``limits`` (a mapping ``{source name: capacity}`` or an
     iterable of capacity sources) or, when that is omitted, from
@@ -1043,7 +1067,7 @@ def plot_capacity(
         # highest line, so they hide no data at the moments they mark.
         first_top = max(shown.get(lines[0].name, 0), lines[0].limit or 0) if lines else 0
         axes[0].set_ylim(0, max(axes[0].get_ylim()[1], first_top / 0.6))
-        mark_moments(axes[0], found)
+        mark_moments(axes[0], found, tick=tick)
         for ax in axes[1:]:
             for m in found:
                 ax.axvline(m.t, color=_MOMENT_COLOURS.get(m.kind, "#555555"),

@@ -46,6 +46,9 @@ async def test_the_kill_is_drawn_where_it_was_noted_after_every_stored_time(tmp_
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert not any("stale" in t for t in legend), legend
     assert any("no node stored" in t for t in legend) and any("reused" in t for t in legend)
+    # run 2's start is marked once, inside the axes: no ▼ above it by the panel title
+    assert not [ln for ln in right.get_lines() if (ln.get_gid() or "").startswith("moment-tick")]
+    assert "run 2 starts" in texts and not any("▼" in t for t in texts)
     # the short reuse label stays inside the right panel's frame
     fig.canvas.draw()
     frame = right.get_window_extent()

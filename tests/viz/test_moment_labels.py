@@ -213,3 +213,24 @@ def test_a_moment_on_the_axis_gets_a_tick_and_close_failures_a_band_that_shows()
     assert "▼ split 3,1" in labels, labels  # the label names its tick
     (band,) = [p for p in ax.patches if (p.get_gid() or "").startswith("moment-band:")]
     assert band.get_alpha() >= 0.35
+
+
+def test_a_figure_whose_bars_carry_retry_marks_ticks_the_split_with_a_diamond():
+    from storylab.scheduling.trace import EventKind, Trace, TraceEvent
+    from storylab.viz._figure import new_figure
+    from storylab.viz.timeline import _tick_for, mark_moments
+
+    fig, ax = new_figure(figsize=(8, 3))
+    ax.set_xlim(0, 30)
+    mark_moments(ax, [Moment(0.0, "split 3,1", "split")], tick="D")
+    labels = [t.get_text() for t in ax.texts if (t.get_gid() or "").startswith("moment-label")]
+    assert labels == ["◆ split 3,1"]  # ▼ stays the glyph of a retry on a bar
+    (tick,) = [ln for ln in ax.lines if (ln.get_gid() or "").startswith("moment-tick:")]
+    assert tick.get_marker() == "D"
+    plain = Trace()
+    plain.events.append(TraceEvent(0.0, EventKind.MARK, message="kill"))  # outside any task
+    retried = Trace()
+    retried.events.append(TraceEvent(0.0, EventKind.MARK, task_id=1, message="retry 1"))
+    assert _tick_for(plain) == "v" and _tick_for(retried) == "D"
+    assert _tick_for(plain, retried) == "D"  # one glyph for every panel of a figure
+

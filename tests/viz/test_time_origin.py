@@ -185,3 +185,12 @@ async def test_every_figure_carries_a_summary_built_from_its_numbers():
 
     with pytest.raises(ValueError, match="no summary"):
         figure_summary(plt.figure())
+
+
+async def test_plot_capacity_can_tick_the_split_with_a_diamond():
+    trace = await _late_trace()
+    (first, *_) = plot_capacity(trace, tick="D").axes
+    labels = [t.get_text() for t in first.texts if (t.get_gid() or "").startswith("moment-label")]
+    assert "◆ split 3,1" in labels, labels
+    (first, *_) = plot_capacity(trace).axes  # the default tick stays ▼
+    assert "▼ split 3,1" in [t.get_text() for t in first.texts]
