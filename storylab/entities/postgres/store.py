@@ -1,7 +1,8 @@
 """The PostgreSQL entity store: the class :class:`PostgresGraph`, on psycopg's async API.
 
 Its own implementation of :class:`~storylab.entities.store.EntityStore`
-(nothing of the SQLite store's classes), in two halves:
+(nothing of the SQLite store's classes; the read queries and a few helpers
+are store-neutral ones both stores share), in two halves:
 
 * the **core** is asynchronous: every decision the store makes on the server
   (create-or-get a name, claim or take over a node, fence a write, finish,
@@ -65,15 +66,19 @@ from typing import TYPE_CHECKING, Any, cast
 import psycopg
 from psycopg.pq import TransactionStatus
 
+from storylab.entities._commits import again as _again
+from storylab.entities._commits import running_loop as _running_loop
+from storylab.entities._commits import settle as _settle
+from storylab.entities._reads import NODE_COLUMNS as _NODE_COLUMNS
+from storylab.entities._reads import StoreReads
 from storylab.entities.blobs import blob_content_type, blob_key, check_blob_key
-from storylab.entities.encoding import dumps, dumps_log, envelopes_from_rows, loads, progress_rows
+from storylab.entities.encoding import dumps, dumps_log, progress_rows
 from storylab.entities.envelopes import Envelope
 from storylab.entities.errors import (
     DuplicateNameError,
     EntityGraphError,
     GraphAccessError,
     LeaseLostError,
-    NotAStorylabGraphError,
     UnknownBlobError,
     UnknownEntityError,
 )
@@ -89,7 +94,6 @@ from storylab.entities.records import (
     EntityStatus,
     LeaseRecord,
     NodeRecord,
-    edge,
     new_id,
     node_record,
     pid_alive,
@@ -106,7 +110,6 @@ __all__ = ["COMMIT_MODES", "GraphLocation", "PgBlobStore", "PostgresGraph"]
 log = logging.getLogger("storylab.entities")
 
 COMMIT_MODES = ("batched", "interval", "operation")
-_STATUSES = tuple(s.value for s in EntityStatus)
 # A commit that another process's lock holds up, or an awaited renewal that
 # failed, is tried again after this long (seconds), doubling to the maximum.
 _RETRY_FIRST, _RETRY_MAX = 0.002, 0.05
@@ -114,10 +117,6 @@ _RETRY_FIRST, _RETRY_MAX = 0.002, 0.05
 # write holds (a take-over of it), at most, before it is tried again later.
 _RENEW_LOCK_MS = 20
 
-_NODE_COLUMNS = (
-    "id, name, type, status, data, parent_id, created_at, started_at, finished_at, error, output, "
-    "CASE WHEN parent_id IS NULL THEN NULL ELSE coalesce(call_path, name) END"
-)
 _LEASE_COLUMNS = "node_id, owner, host, pid, token, taken_at, heartbeat_at, expires_at"
 _LEASE_OF_L = ", ".join("l." + c for c in _LEASE_COLUMNS.split(", "))
 _INSERT_NODE = (
@@ -144,11 +143,6 @@ _STATE_AND_LEASE = (
     f"SELECT n.status, n.output, {_LEASE_OF_L} FROM nodes n "
     "LEFT JOIN leases l ON l.node_id = n.id WHERE n.id = %s"
 )
-_SUBTREE = (
-    "WITH RECURSIVE sub(id) AS (SELECT %s::text UNION ALL "
-    "SELECT n.id FROM nodes n JOIN sub ON n.parent_id = sub.id) "
-)
-
 # Every open server graph of this process, by graph: one commits the others'
 # open transaction before it writes (two handles of one thread waiting on each
 # other's row locks would otherwise wait forever), and all are committed at exit.
@@ -217,33 +211,6 @@ class _Batch:
     rows: list[_NewNode]
     leases: dict[str, float]
     progress: list[Envelope]
-
-
-def _again(error: LeaseLostError) -> LeaseLostError:
-    return LeaseLostError(str(error), node_id=error.node_id)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-def _settle(waiters: list[asyncio.Future], error: Callable[[], BaseException] | None) -> None:
-    """Resolve the futures of runs waiting for a commit (or give each the
-    commit's error), from whichever thread committed."""
-    loop = waiters[0].get_loop()
-    if loop is not _running_loop():
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(_settle, waiters, error)
-        return
-    for waiter in waiters:
-        if not waiter.done():
-            if error is None:
-                waiter.set_result(None)
-            else:
-                waiter.set_exception(error())
 
 
 class _SqlHandle:
@@ -332,15 +299,18 @@ class PgBlobStore:
 # ------------------------------------------------------------------ the store
 
 
-class PostgresGraph:
+class PostgresGraph(StoreReads):
     """An entity graph on a PostgreSQL server (see the module docstring).
 
     Open it with ``EntityGraph.open("postgresql://...")`` or
     :meth:`PostgresGraph.open_url`. It implements
     :class:`~storylab.entities.store.EntityStore`, plus the read API of the
     command line and the plots (:meth:`get_node`, :meth:`descendants`,
-    :meth:`progress`, :meth:`roots`, ...), as the SQLite graph does.
+    :meth:`progress`, :meth:`roots`, ...), as the SQLite graph does: most
+    of it :class:`~storylab.entities._reads.StoreReads`, the same SQL.
     """
+
+    _ID_PARAM = "?::text"  # (the id a recursive query starts from, typed)
 
     def __init__(
         self,
@@ -1191,27 +1161,6 @@ class PostgresGraph:
         """Rows of a query in SQLite's ``?`` style (for the command line)."""
         return self._rows(sql.replace("?", "%s"), params)
 
-    def _record(self, row: tuple) -> NodeRecord:
-        if row[3] not in _STATUSES:
-            raise NotAStorylabGraphError(
-                f"the entity graph {self.path} is damaged: node {row[0]} has the impossible "
-                f"status {row[3]!r} (a node is {', '.join(_STATUSES)})"
-            )
-        return node_record(
-            row[0], row[1], row[2], row[3], self._stored(row[4], row[0], "data"), row[5],
-            row[6], row[7], row[8], self._stored(row[9], row[0], "error"),
-            self._stored(row[10], row[0], "output"), row[11],
-        )  # fmt: skip
-
-    def _stored(self, text: str | None, id: str, column: str) -> Any:
-        try:
-            return loads(text)
-        except (ValueError, TypeError) as exc:
-            raise NotAStorylabGraphError(
-                f"the entity graph {self.path} is damaged: the stored {column} of node {id} "
-                f"is not JSON ({exc})"
-            ) from None
-
     def get_node(self, id: str) -> NodeRecord:
         with self._lock:
             new = self._new_rows.get(id)
@@ -1242,130 +1191,18 @@ class PostgresGraph:
                 return True
         return bool(self._rows("SELECT 1 FROM nodes WHERE id = %s", (id,)))
 
-    def _require(self, id: str) -> None:
-        if not self.has_node(id):
-            raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
-
-    def children(self, id: str) -> list[NodeRecord]:
-        """Direct children, in creation order."""
-        self._require(id)
-        rows = self._rows(
-            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent_id = %s ORDER BY rowid", (id,)
-        )
-        return [self._record(r) for r in rows]
-
-    def descendants(self, id: str) -> list[NodeRecord]:
-        """All descendants, depth first, each level in creation order."""
-        out: list[NodeRecord] = []
-        stack = list(reversed(self.children(id)))
-        while stack:
-            node = stack.pop()
-            out.append(node)
-            stack.extend(reversed(self.children(node.id)))
-        return out
-
-    def io(self, id: str) -> dict[str, Any]:
-        node = self.get_node(id)
-        return {"input": node.data, "output": node.output}
-
     def progress(self, id: str) -> list[Envelope]:
         """The node's progress log with its descendants', in the order written."""
         self._require(id)
         with self._lock:
             if self._progress:
                 self._commit()
-        rows = self._rows(
-            _SUBTREE + "SELECT p.node_id, n.type, n.name, p.type, p.status, p.message, p.value, "
-            "p.sub_type, p.error, p.at, p.more FROM progress p JOIN nodes n ON n.id = p.node_id "
-            "WHERE p.node_id IN (SELECT id FROM sub) ORDER BY p.seq",
-            (id,),
-        )
-        return envelopes_from_rows(rows)
-
-    def progress_mark(self, id: str) -> int:
-        rows = self._rows(
-            "SELECT max(seq) FROM progress WHERE node_id = %s AND type = 'STATUS' "
-            "AND status = 'STARTED'",
-            (id,),
-        )
-        if rows[0][0] is not None:
-            return rows[0][0] - 1
-        return self._rows("SELECT coalesce(max(seq), 0) FROM progress")[0][0]
-
-    def progress_after(self, id: str, seq: int) -> tuple[list[Envelope], int]:
-        rows = self._rows(
-            _SUBTREE + "SELECT p.node_id, n.type, n.name, p.type, p.status, p.message, p.value, "
-            "p.sub_type, p.error, p.at, p.more, p.seq FROM progress p "
-            "JOIN nodes n ON n.id = p.node_id "
-            "WHERE p.seq > %s AND p.node_id IN (SELECT id FROM sub) ORDER BY p.seq",
-            (id, seq),
-        )
-        return envelopes_from_rows(rows), (rows[-1][11] if rows else seq)
+        return self._progress_rows(id)
 
     def progress_since(self, id: str, seq: int | None) -> tuple[list[Envelope], int]:
         if seq is None:
             return [], self.progress_mark(id)
         return self.progress_after(id, seq)
-
-    def edges(self, id: str) -> list[dict[str, Any]]:
-        self._require(id)
-        out = [
-            edge(id, child, pos)
-            for pos, (child,) in enumerate(
-                self._rows("SELECT id FROM nodes WHERE parent_id = %s ORDER BY rowid", (id,))
-            )
-        ]
-        rows = self._rows(
-            "SELECT parent_id, (SELECT count(*) FROM nodes s WHERE s.parent_id = n.parent_id "
-            "AND s.rowid < n.rowid) FROM nodes n WHERE id = %s AND parent_id IS NOT NULL",
-            (id,),
-        )
-        out.extend(edge(parent, id, pos) for parent, pos in rows)
-        return out
-
-    def roots(self, limit: int = 20) -> list[NodeRecord]:
-        """The most recently created root entities first."""
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise ValueError(f"limit must be a positive int; got {limit!r}")
-        rows = self._rows(
-            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent_id IS NULL "
-            "ORDER BY created_at DESC, rowid DESC LIMIT %s",
-            (limit,),
-        )
-        return [self._record(r) for r in rows]
-
-    def node_ids(self, prefix: str = "", limit: int | None = None) -> list[str]:
-        if not isinstance(prefix, str):
-            raise TypeError(f"prefix must be a string; got {prefix!r}")
-        if limit is not None and (
-            not isinstance(limit, int) or isinstance(limit, bool) or limit < 1
-        ):
-            raise ValueError(f"limit must be None or a positive int; got {limit!r}")
-        sql, params = "SELECT id FROM nodes", cast(tuple[object, ...], ())
-        if prefix:
-            escaped = prefix.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            sql, params = sql + " WHERE id LIKE %s ESCAPE '\\'", (escaped + "%",)
-        sql += " ORDER BY rowid"
-        if limit is not None:
-            sql, params = sql + " LIMIT %s", (*params, limit)
-        return [row[0] for row in self._rows(sql, params)]
-
-    def root_data(self) -> list[tuple[str, Any]]:
-        out = []
-        for id, text in self._rows(
-            "SELECT id, data FROM nodes WHERE parent_id IS NULL ORDER BY rowid"
-        ):
-            try:
-                out.append((id, self._stored(text, id, "data")))
-            except NotAStorylabGraphError:
-                out.append((id, None))
-        return out
-
-    def find_root(self, name: str) -> NodeRecord | None:
-        rows = self._rows(
-            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent_id IS NULL AND name = %s", (name,)
-        )
-        return self._record(rows[0]) if rows else None
 
     def integrity_problems(self, full: bool = False) -> list[str]:
         return []  # the server checks its own storage (pg_amcheck)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from storylab.entities._reads import NODE_COLUMNS
 from storylab.entities.envelopes import Envelope
 from storylab.entities.errors import LeaseLostError
 from storylab.entities.records import LeaseRecord, NodeRecord
@@ -25,10 +26,7 @@ log = logging.getLogger("storylab.entities")
 
 COMMIT_MODES = ("batched", "interval", "operation")
 
-_NODE_COLUMNS = (
-    "id, name, type, status, data, parent_id, created_at, started_at, finished_at, error, output, "
-    "CASE WHEN parent_id IS NULL THEN NULL ELSE coalesce(call_path, name) END"
-)
+_NODE_COLUMNS = NODE_COLUMNS
 
 
 def _commit_all() -> None:
@@ -80,34 +78,6 @@ def default_graph_path() -> Path:
     """``$STORYLAB_HOME/graph.sqlite`` if set, else ``./.storylab/graph.sqlite``."""
     home = os.environ.get("STORYLAB_HOME")
     return Path(home or ".storylab") / "graph.sqlite"
-
-
-def _again(error: LeaseLostError) -> LeaseLostError:
-    """A fresh copy of a lease-lost error, to raise once more."""
-    return LeaseLostError(str(error), node_id=error.node_id)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-def _settle(waiters: list[asyncio.Future], error: Callable[[], BaseException] | None) -> None:
-    """Resolve the futures of runs waiting for a commit, or if it failed give
-    each its own exception made by ``error``, from whichever thread committed."""
-    loop = waiters[0].get_loop()
-    if loop is not _running_loop():
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(_settle, waiters, error)
-        return
-    for waiter in waiters:
-        if not waiter.done():  # a waiter cancelled meanwhile is left alone
-            if error is None:
-                waiter.set_result(None)
-            else:
-                waiter.set_exception(error())
 
 
 _PROGRESS_INSERT = (

@@ -13,6 +13,8 @@ import sqlite3
 import time
 from collections.abc import Callable, Collection
 
+from storylab.entities._commits import again as _again
+from storylab.entities._commits import running_loop as _running_loop
 from storylab.entities.envelopes import Envelope
 from storylab.entities.errors import (
     LeaseLostError,
@@ -32,8 +34,6 @@ from storylab.entities.sqlite._shared import (
     _LEASE_COLUMNS_OF_L,
     _RETRY_FIRST,
     GraphState,
-    _again,
-    _running_loop,
     log,
 )
 

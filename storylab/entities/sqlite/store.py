@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from storylab.entities._commits import running_loop as _running_loop
 from storylab.entities.blobs import BlobStore
 from storylab.entities.envelopes import Envelope
 from storylab.entities.errors import (
@@ -27,7 +28,6 @@ from storylab.entities.sqlite._shared import (
     _RETRY_FIRST,
     COMMIT_MODES,
     _env_lease_ttl,
-    _running_loop,
     default_graph_path,
 )
 from storylab.entities.sqlite.leases import Leases

@@ -15,6 +15,9 @@ import sqlite3
 import time
 from typing import Any
 
+from storylab.entities._commits import again as _again
+from storylab.entities._commits import running_loop as _running_loop
+from storylab.entities._commits import settle as _settle
 from storylab.entities.encoding import (
     progress_rows,
 )
@@ -36,10 +39,7 @@ from storylab.entities.sqlite._shared import (
     _RETRY_FIRST,
     _RETRY_MAX,
     GraphState,
-    _again,
     _is_busy,
-    _running_loop,
-    _settle,
     log,
 )
 

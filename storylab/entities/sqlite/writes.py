@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from storylab.entities._commits import again as _again
+from storylab.entities._commits import running_loop as _running_loop
 from storylab.entities.blobs import BlobStore
 from storylab.entities.encoding import (
     dumps,
@@ -40,8 +42,6 @@ from storylab.entities.sqlite._shared import (
     _LEASE_COLUMNS_OF_L,
     _NODE_EXISTS,
     GraphState,
-    _again,
-    _running_loop,
 )
 from storylab.entities.store import DATA_CHANGES
 
