@@ -757,7 +757,7 @@ class PostgresGraph(StoreReads):
             except LeaseLostError as exc:
                 lost[parent] = exc
         for parent in {r.parent_id for r in rows if r.parent_id in self._lost}:
-            lost.setdefault(parent, self._lost[parent])  # type: ignore[index]
+            lost.setdefault(parent, self._lost[parent])
         if not lost:
             return rows
         kept, stopped = [], {}
@@ -1403,6 +1403,7 @@ class PostgresGraph(StoreReads):
         if conn is None:
             raise EntityGraphError(f"the entity graph {self.path} is closed")
         lock = ("SELECT pg_advisory_xact_lock(%s)", (name_key(self._url.schema, parent_id, key),))
+        read: tuple[str, tuple[Any, ...]]
         if parent_id is None:
             read = (
                 f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent_id IS NULL AND name = %s",

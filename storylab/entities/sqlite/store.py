@@ -9,7 +9,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from storylab.entities._commits import running_loop as _running_loop
 from storylab.entities.blobs import BlobStore
@@ -236,7 +236,10 @@ class EntityGraph(Writes, Queries, Leases, Transactions):
         if isinstance(path, str) and is_server_url(path):
             from storylab.entities.postgres import open_graph
 
-            return open_graph(
+            # Not a subclass: its own store with the same public graph API (the
+            # conformance suite and the CLI tests run both). Callers are annotated with
+            # this class; a shared protocol for the whole read API would replace the cast.
+            return cast("EntityGraph", open_graph(
                 path,
                 create=create,
                 commit=commit,
@@ -245,7 +248,7 @@ class EntityGraph(Writes, Queries, Leases, Transactions):
                 lease_ttl=float(lease_ttl),
                 lease_heartbeat=None if lease_heartbeat is None else float(lease_heartbeat),
                 busy_timeout=busy_timeout,
-            )
+            ))
         p = default_graph_path() if path is None else Path(path)
         if p.is_dir():
             p = p / "graph.sqlite"
