@@ -98,3 +98,33 @@ class LeaseLostError(EntityGraphError, RuntimeError):
     def __init__(self, message: str, *, node_id: str | None = None) -> None:
         super().__init__(message)
         self.node_id = node_id
+
+
+def taken_over(
+    node_id: str, what: str, owner: str | None, status: str | None, age: float, ttl: float
+) -> LeaseLostError:
+    """The one line for a lease found taken, shared by both stores: ``what``
+    names the node, ``owner`` the new holder if known (else the node's
+    ``status`` says whether it has finished since), ``age`` the seconds since
+    our last renewal and ``ttl`` the lease's length."""
+    if owner is not None:
+        who = f"another process, {owner},"
+    elif status in ("Completed", "Failed"):
+        who = f"another process (which has finished it since: it is {status})"
+    else:
+        who = "another process (which has let it go since)"
+    if age >= ttl:
+        when = (
+            f"after this process's lease on it expired (renewed last {age:.1f} s before; "
+            f"a lease lasts {ttl:g} s)"
+        )
+    else:
+        when = (
+            f"while this process's lease on it was still live by this host's clock "
+            f"(renewed {age:.1f} s before, lasting {ttl:g} s: are two hosts' clocks apart?)"
+        )
+    return LeaseLostError(
+        f"{what} was taken over by {who} {when}; this run stopped and stored nothing "
+        "more: the new owner's work stands",
+        node_id=node_id,
+    )

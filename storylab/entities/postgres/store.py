@@ -81,6 +81,7 @@ from storylab.entities.errors import (
     LeaseLostError,
     UnknownBlobError,
     UnknownEntityError,
+    taken_over,
 )
 from storylab.entities.postgres import core
 from storylab.entities.postgres.core import LockBusy, ServerError, wrap
@@ -881,33 +882,14 @@ class PostgresGraph(StoreReads):
                 row = None
             owner = row[0] if row else None
         age = time.time() - self._held.get(node, time.time())
-        ttl = self._lease_ttl
+        status = None
         if owner is None:
             try:
                 row = await self._one("SELECT status FROM nodes WHERE id = %s", (node,))
             except EntityGraphError:
                 row = None
-            if row is not None and row[0] in ("Completed", "Failed"):
-                who = f"another process (which has finished it since: it is {row[0]})"
-            else:
-                who = "another process (which has let it go since)"
-        else:
-            who = f"another process, {owner},"
-        if age >= ttl:
-            when = (
-                f"after this process's lease on it expired (renewed last {age:.1f} s before; "
-                f"a lease lasts {ttl:g} s)"
-            )
-        else:
-            when = (
-                f"while this process's lease on it was still live by this host's clock "
-                f"(renewed {age:.1f} s before, lasting {ttl:g} s: are two hosts' clocks apart?)"
-            )
-        return LeaseLostError(
-            f"{await self._adescribe(node)} was taken over by {who} {when}; this run stopped "
-            "and stored nothing more: the new owner's work stands",
-            node_id=node,
-        )
+            status = row[0] if row else None
+        return taken_over(node, await self._adescribe(node), owner, status, age, self._lease_ttl)
 
     def _took(self, id: str, at: float, parent_id: str | None) -> None:
         self._kids.pop(id, None)  # others may have named its children meanwhile

@@ -19,6 +19,7 @@ from storylab.entities.envelopes import Envelope
 from storylab.entities.errors import (
     LeaseLostError,
     UnknownEntityError,
+    taken_over,
 )
 from storylab.entities.records import (
     HOST,
@@ -268,7 +269,7 @@ class Leases(GraphState):
                 row = None
             owner = row[0] if row else None
         age = time.time() - self._held.get(node, time.time())
-        ttl = self._lease_ttl
+        status = None
         if owner is None:
             try:
                 row = self._conn.execute(
@@ -276,27 +277,8 @@ class Leases(GraphState):
                 ).fetchone()
             except sqlite3.Error:
                 row = None
-            if row is not None and row[0] in ("Completed", "Failed"):
-                who = f"another process (which has finished it since: it is {row[0]})"
-            else:
-                who = "another process (which has let it go since)"
-        else:
-            who = f"another process, {owner},"
-        if age >= ttl:
-            when = (
-                f"after this process's lease on it expired (renewed last {age:.1f} s before; "
-                f"a lease lasts {ttl:g} s)"
-            )
-        else:
-            when = (
-                f"while this process's lease on it was still live by this host's clock "
-                f"(renewed {age:.1f} s before, lasting {ttl:g} s: are two hosts' clocks apart?)"
-            )
-        return LeaseLostError(
-            f"{self._describe(node)} was taken over by {who} {when}; this run stopped and "
-            "stored nothing more: the new owner's work stands",
-            node_id=node,
-        )
+            status = row[0] if row else None
+        return taken_over(node, self._describe(node), owner, status, age, self._lease_ttl)
 
     def lease(self, id: str) -> LeaseRecord | None:
         """The lease on a node (``None`` if nobody holds one). See :meth:`lease_state`."""
