@@ -22,7 +22,11 @@ The guarantees, and how each is kept on a server:
   looked up and created under a transaction-level advisory lock of that one
   name under that one parent (:func:`~storylab.entities.postgres.schema.name_key`),
   so two processes creating the same root take turns and the second gets
-  the first's node instead of failing its commit. A child of a parent made
+  the first's node instead of failing its commit. A transaction that
+  already holds locks never waits for a name's lock: its batch is committed
+  first and the name waited for in a fresh transaction, so two batches
+  making the same names in opposite orders cannot wait for each other
+  (:meth:`PostgresGraph._named_child`). A child of a parent made
   in the same transaction needs no lock (nobody else sees that parent yet),
   nor does a child of a parent leased here: only the lease's holder makes
   a node's children, so their names are read once per lease and decided
@@ -117,6 +121,10 @@ _RETRY_FIRST, _RETRY_MAX = 0.002, 0.05
 # How long one lease renewal waits for a lease row another process's open
 # write holds (a take-over of it), at most, before it is tried again later.
 _RENEW_LOCK_MS = 20
+# How many times a name another process is deciding is tried (committing
+# this graph's open transaction in between) before LockBusy; the second
+# try, in a fresh transaction, waits for the name, so more are rare.
+_NAME_ATTEMPTS = 3
 
 _LEASE_COLUMNS = "node_id, owner, host, pid, token, taken_at, heartbeat_at, expires_at"
 _LEASE_OF_L = ", ".join("l." + c for c in _LEASE_COLUMNS.split(", "))
@@ -1257,8 +1265,8 @@ class PostgresGraph(StoreReads):
                     parent_id, type_name, name, data, data_json, call_path
                 )
             else:
-                found, record = self._write(
-                    self._a_child(parent_id, type_name, name, data, data_json, call_path)
+                found, record = self._named_child(
+                    parent_id, type_name, name, data, data_json, call_path
                 )
         if found and not exists_ok:
             if parent_id is None:
@@ -1270,7 +1278,7 @@ class PostgresGraph(StoreReads):
             raise DuplicateNameError(f"an entity named {name!r} already exists {where}")
         return record
 
-    async def _a_child(
+    def _named_child(
         self,
         parent_id: str | None,
         type_name: str,
@@ -1279,14 +1287,52 @@ class PostgresGraph(StoreReads):
         data_json: str,
         call_path: str | None,
     ) -> tuple[bool, NodeRecord]:
+        """A root, or a child of a parent nobody here leases, decided under
+        the lock of its name (hold ``_lock``).
+
+        A transaction never waits for a name lock while it holds anything:
+        if another process is deciding the name right now and ours already
+        holds locks (the names made earlier in this batch, rows it fenced),
+        the batch is committed first and the name waited for in a fresh
+        transaction. Two batches making the same names in opposite orders
+        would otherwise each hold the name the other waits for, and the
+        server would fail one of them ("deadlock detected")."""
+        for _ in range(_NAME_ATTEMPTS):
+            outcome = self._write(
+                self._a_child(parent_id, type_name, name, data, data_json, call_path)
+            )
+            if outcome is not None:
+                return outcome
+            self._commit()  # a failure is raised by the next _write
+        where = "among root entities" if parent_id is None else f"under parent {parent_id}"
+        raise LockBusy(
+            f"the name {call_path or name!r} {where} stayed locked by other processes' "
+            f"open writes through {_NAME_ATTEMPTS} commits of this one; nothing was created"
+        )
+
+    async def _a_child(
+        self,
+        parent_id: str | None,
+        type_name: str,
+        name: str,
+        data: dict | None,
+        data_json: str,
+        call_path: str | None,
+    ) -> tuple[bool, NodeRecord] | None:
+        """The node of that name, found or created (buffered); ``None``, with
+        nothing changed, if another process holds the name's lock and this
+        transaction already held locks before (see :meth:`_named_child`)."""
         key = call_path or name
+        fresh = not self._in_txn  # holds nothing yet: it may wait
         await self._abegin()
         if parent_id is not None:
             await self._afence(parent_id)  # a child is made only under a lease we hold
         if (parent_id, key) not in self._new_keys and (
             parent_id is None or parent_id not in self._new_rows
         ):
-            row = await self._alock_name(parent_id, key)
+            locked, row = await self._alock_name(parent_id, key, wait=fresh)
+            if not locked:
+                return None
             if row is not None:
                 return True, self._record(row)
             if parent_id is not None and parent_id not in self._parents:
@@ -1374,17 +1420,21 @@ class PostgresGraph(StoreReads):
             None, None, None, None, None if parent_id is None else key,
         )  # fmt: skip
 
-    async def _alock_name(self, parent_id: str | None, key: str) -> tuple | None:
+    async def _alock_name(
+        self, parent_id: str | None, key: str, *, wait: bool
+    ) -> tuple[bool, tuple | None]:
         """Take the advisory lock of the name ``key`` under ``parent_id`` to
         the commit, then read the node of that name (a row of
         ``_NODE_COLUMNS``, or None): nobody else decides that name
         meanwhile, and whoever decided it before has committed, so the read
         sees their node. Both statements go in one round trip (a pipeline:
-        the read starts once the lock is granted)."""
+        the read starts once the lock is granted). Without ``wait``, a lock
+        another transaction holds is not waited for: ``(False, None)``."""
         conn = self._pg.writer
         if conn is None:
             raise EntityGraphError(f"the entity graph {self.path} is closed")
-        lock = ("SELECT pg_advisory_xact_lock(%s)", (name_key(self._url.schema, parent_id, key),))
+        take = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+        lock = (f"SELECT {take}(%s)", (name_key(self._url.schema, parent_id, key),))
         read: tuple[str, tuple[Any, ...]]
         if parent_id is None:
             read = (
@@ -1399,9 +1449,12 @@ class PostgresGraph(StoreReads):
             )
         try:
             async with conn.pipeline():
-                await conn.execute(*lock)
+                taken = await conn.execute(*lock)
                 cur = await conn.execute(*read)
-            return await cur.fetchone()
+            got = await taken.fetchone()
+            if not wait and not (got and got[0]):
+                return False, None
+            return True, await cur.fetchone()
         except psycopg.Error as exc:
             raise wrap(exc, self._url) from None
 

@@ -1,0 +1,65 @@
+"""Creates entities by name in one batch, in the order given, for the
+opposite-order test:
+
+    python order_worker.py URL PARENT TAG NAME [NAME ...]
+
+PARENT is ``-`` for root entities, else the id of the parent to create the
+children under (an idle node: no run holds it). Inside a running event loop,
+so that every creation joins one open transaction (a batch), it creates
+the first NAME, touches ``TAG.holding`` and then waits, blocking the loop
+so the batch stays open, until ``TAG.go`` exists; then it creates the other
+names, commits, and prints one JSON line: ``{"ids": {name: id}}``, or
+``{"error": "Type: message"}`` (exit status 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+
+from storylab.entities import EntityGraph, Return, RunnableEntity
+
+
+class OrderNode(RunnableEntity, type_name="ConformanceOrderNode"):
+    async def run_impl(self):
+        yield Return(self.name)
+
+
+def _wait_for(path: str, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.005)
+
+
+async def _create_all(graph, parent: str | None, tag: str, names: list[str]) -> dict:
+    ids = {}
+    for i, name in enumerate(names):
+        record = graph.insert_or_get_node(OrderNode, name, {"by": tag}, parent)
+        ids[name] = record.id
+        if i == 0:
+            open(f"{tag}.holding", "w").close()
+            _wait_for(f"{tag}.go")  # no await: the batch stays open meanwhile
+    await graph.settle()
+    return ids
+
+
+def main(url: str, parent: str, tag: str, names: list[str]) -> int:
+    graph = EntityGraph.open(url, create=False, busy_timeout=20.0)
+    try:
+        ids = asyncio.run(_create_all(graph, None if parent == "-" else parent, tag, names))
+    except Exception as exc:
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
+        return 1
+    finally:
+        graph.close()
+    print(json.dumps({"ids": ids}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]))
