@@ -23,10 +23,11 @@ The guarantees, and how each is kept on a server:
   name under that one parent (:func:`~storylab.entities.postgres.schema.name_key`),
   so two processes creating the same root take turns and the second gets
   the first's node instead of failing its commit. A transaction that
-  already holds locks never waits for a name's lock: its batch is committed
-  first and the name waited for in a fresh transaction, so two batches
-  making the same names in opposite orders cannot wait for each other
-  (:meth:`PostgresGraph._named_child`). A child of a parent made
+  already holds locks never waits for a name's lock, nor for the row of a
+  node nobody here leases (a data change, a reopen): its batch is committed
+  first and the lock waited for in a fresh transaction, so two batches
+  writing the same names or nodes in opposite orders cannot wait for each
+  other (:meth:`PostgresGraph._without_crossing`). A child of a parent made
   in the same transaction needs no lock (nobody else sees that parent yet),
   nor does a child of a parent leased here: only the lease's holder makes
   a node's children, so their names are read once per lease and decided
@@ -121,10 +122,15 @@ _RETRY_FIRST, _RETRY_MAX = 0.002, 0.05
 # How long one lease renewal waits for a lease row another process's open
 # write holds (a take-over of it), at most, before it is tried again later.
 _RENEW_LOCK_MS = 20
-# How many times a name another process is deciding is tried (committing
-# this graph's open transaction in between) before LockBusy; the second
-# try, in a fresh transaction, waits for the name, so more are rare.
-_NAME_ATTEMPTS = 3
+# How many times an operation finding a name or row locked by another
+# process is tried (committing this graph's open transaction in between)
+# before LockBusy; the second try, in a fresh transaction, waits for the
+# lock, so more are rare.
+_ATTEMPTS = 3
+# What an operation returns, having changed nothing, when it would have to
+# wait for a lock another process holds while its transaction holds others
+# (see PostgresGraph._without_crossing).
+_CROSSING = object()
 
 _LEASE_COLUMNS = "node_id, owner, host, pid, token, taken_at, heartbeat_at, expires_at"
 _LEASE_OF_L = ", ".join("l." + c for c in _LEASE_COLUMNS.split(", "))
@@ -1288,26 +1294,37 @@ class PostgresGraph(StoreReads):
         call_path: str | None,
     ) -> tuple[bool, NodeRecord]:
         """A root, or a child of a parent nobody here leases, decided under
-        the lock of its name (hold ``_lock``).
-
-        A transaction never waits for a name lock while it holds anything:
-        if another process is deciding the name right now and ours already
-        holds locks (the names made earlier in this batch, rows it fenced),
-        the batch is committed first and the name waited for in a fresh
-        transaction. Two batches making the same names in opposite orders
-        would otherwise each hold the name the other waits for, and the
-        server would fail one of them ("deadlock detected")."""
-        for _ in range(_NAME_ATTEMPTS):
-            outcome = self._write(
-                self._a_child(parent_id, type_name, name, data, data_json, call_path)
-            )
-            if outcome is not None:
-                return outcome
-            self._commit()  # a failure is raised by the next _write
+        the lock of its name (hold ``_lock``), which is never waited for
+        while the open transaction holds other locks
+        (:meth:`_without_crossing`)."""
         where = "among root entities" if parent_id is None else f"under parent {parent_id}"
+        return self._without_crossing(
+            lambda: self._a_child(parent_id, type_name, name, data, data_json, call_path),
+            f"the name {call_path or name!r} {where}",
+        )
+
+    def _without_crossing(self, make: Callable[[], Coroutine[Any, Any, Any]], what: str) -> Any:
+        """Run the writing operation ``make()`` makes, so that it never waits
+        for a lock another process holds while this transaction holds others.
+
+        The operation waits for a name or row lock only in a fresh
+        transaction (it holds nothing yet); in one that already holds locks
+        (names made and rows written earlier in this batch) it tries the
+        lock instead, and if another process holds it, changes nothing and
+        returns ``_CROSSING``: the batch is committed, and the operation run
+        again in a fresh transaction, where it waits. Two batches writing the
+        same names or rows in opposite orders would otherwise each hold what
+        the other waits for, and the server would fail one of them
+        ("deadlock detected")."""
+        with self._lock:  # no other thread's operation slips in between
+            for _ in range(_ATTEMPTS):
+                outcome = self._write(make())
+                if outcome is not _CROSSING:
+                    return outcome
+                self._commit()  # a failure is raised by the next _write
         raise LockBusy(
-            f"the name {call_path or name!r} {where} stayed locked by other processes' "
-            f"open writes through {_NAME_ATTEMPTS} commits of this one; nothing was created"
+            f"{what} stayed locked by other processes' open writes through {_ATTEMPTS} "
+            "commits of this one; nothing was changed"
         )
 
     async def _a_child(
@@ -1318,10 +1335,11 @@ class PostgresGraph(StoreReads):
         data: dict | None,
         data_json: str,
         call_path: str | None,
-    ) -> tuple[bool, NodeRecord] | None:
-        """The node of that name, found or created (buffered); ``None``, with
-        nothing changed, if another process holds the name's lock and this
-        transaction already held locks before (see :meth:`_named_child`)."""
+    ) -> Any:
+        """The node of that name, found or created (buffered): ``(found,
+        record)``; ``_CROSSING``, with nothing changed, if another process
+        holds the name's lock and this transaction already held locks
+        before (see :meth:`_without_crossing`)."""
         key = call_path or name
         fresh = not self._in_txn  # holds nothing yet: it may wait
         await self._abegin()
@@ -1332,7 +1350,7 @@ class PostgresGraph(StoreReads):
         ):
             locked, row = await self._alock_name(parent_id, key, wait=fresh)
             if not locked:
-                return None
+                return _CROSSING
             if row is not None:
                 return True, self._record(row)
             if parent_id is not None and parent_id not in self._parents:
@@ -1691,21 +1709,32 @@ class PostgresGraph(StoreReads):
         if change not in DATA_CHANGES:
             allowed = ", ".join(repr(c) for c in DATA_CHANGES)
             raise ValueError(f"change must be one of {allowed}; got {change!r}")
-        return self._write(self._a_update_data(id, change, value, tuple(path)))
+        return self._without_crossing(
+            lambda: self._a_update_data(id, change, value, tuple(path)),
+            f"the data of entity {id}",
+        )
 
-    async def _a_update_data(
-        self, id: str, change: str, value: Any, path: tuple[str, ...]
-    ) -> dict | None:
+    async def _a_update_data(self, id: str, change: str, value: Any, path: tuple[str, ...]) -> Any:
+        """The change, made under the node's row lock (the new data for a
+        merge or a path, None for a replace); ``_CROSSING`` if another
+        process holds that lock and this transaction held locks before."""
+        fresh = not self._in_txn
         await self._abegin()
         await self._afence(id)
         new = self._new_rows.get(id)
         if new is not None:
             current = new.data
-        elif change == "replace":
-            current = None
+        elif change == "replace" and (fresh or id in self._checked or id in self._new_leases):
+            current = None  # the UPDATE may wait for the row, or it is ours already
         else:
-            row = await self._one("SELECT data FROM nodes WHERE id = %s FOR NO KEY UPDATE", (id,))
+            row = await self._one(
+                "SELECT data FROM nodes WHERE id = %s FOR NO KEY UPDATE"
+                + ("" if fresh else " SKIP LOCKED"),
+                (id,),
+            )
             if row is None:
+                if not fresh and await self._one("SELECT 1 FROM nodes WHERE id = %s", (id,)):
+                    return _CROSSING  # locked by another process
                 raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
             current = row[0]
         out: dict | None = None
@@ -1759,7 +1788,7 @@ class PostgresGraph(StoreReads):
                 + (" and running in this process" if live else " (start it to resume it)")
                 + "; only Completed or Failed nodes can be reopened"
             )
-        changed = self._write(self._a_reopen(id))
+        changed = self._without_crossing(lambda: self._a_reopen(id), f"entity {id}")
         if not changed and self.status_of(id) == "InProgress":
             raise EntityGraphError(
                 f"cannot reopen {record.type} ({record.name}): another process started it "
@@ -1767,8 +1796,17 @@ class PostgresGraph(StoreReads):
             )
         return self.get_node(id)
 
-    async def _a_reopen(self, id: str) -> bool:
+    async def _a_reopen(self, id: str) -> Any:
+        """Whether the node was finished and is Pending now; ``_CROSSING`` if
+        another process holds its row and this transaction held locks before."""
+        fresh = not self._in_txn
         await self._abegin()
+        if not fresh:
+            row = await self._one(
+                "SELECT 1 FROM nodes WHERE id = %s FOR NO KEY UPDATE SKIP LOCKED", (id,)
+            )
+            if row is None and await self._one("SELECT 1 FROM nodes WHERE id = %s", (id,)):
+                return _CROSSING  # locked by another process
         cur = await self._x(
             "UPDATE nodes SET status = 'Pending', started_at = NULL, finished_at = NULL, "
             "error = NULL, output = NULL WHERE id = %s AND status IN ('Completed', 'Failed')",

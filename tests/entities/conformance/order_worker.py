@@ -1,14 +1,17 @@
-"""Creates entities by name in one batch, in the order given, for the
-opposite-order test:
+"""Writes entities in one batch, in the order given, for the opposite-order
+tests:
 
-    python order_worker.py URL PARENT TAG NAME [NAME ...]
+    python order_worker.py URL WHERE TAG NAME [NAME ...]
 
-PARENT is ``-`` for root entities, else the id of the parent to create the
-children under (an idle node: no run holds it). Inside a running event loop,
-so that every creation joins one open transaction (a batch), it creates
-the first NAME, touches ``TAG.holding`` and then waits, blocking the loop
-so the batch stays open, until ``TAG.go`` exists; then it creates the other
-names, commits, and prints one JSON line: ``{"ids": {name: id}}``, or
+WHERE is ``-`` to create root entities called NAME, ``update`` to merge
+``{TAG's name: True}`` into the data of the idle nodes whose ids are given
+as NAMEs, ``reopen`` to make those nodes Pending again, else the id of an
+idle parent (no run holds it) to create the children called NAME under.
+Inside a running event loop, so that every write joins one open transaction
+(a batch), it writes the first NAME, touches ``TAG.holding`` and then
+waits, blocking the loop so the batch stays open, until ``TAG.go`` exists;
+then it writes the other names, commits, and prints one JSON line:
+``{"ids": {NAME: its id, or its status after a reopen}}``, or
 ``{"error": "Type: message"}`` (exit status 1).
 """
 
@@ -36,11 +39,17 @@ def _wait_for(path: str, seconds: float = 60.0) -> None:
         time.sleep(0.005)
 
 
-async def _create_all(graph, parent: str | None, tag: str, names: list[str]) -> dict:
+async def _write_all(graph, where: str, tag: str, names: list[str]) -> dict:
     ids = {}
     for i, name in enumerate(names):
-        record = graph.insert_or_get_node(OrderNode, name, {"by": tag}, parent)
-        ids[name] = record.id
+        if where == "update":
+            graph.update_data(name, "merge", {os.path.basename(tag): True})
+            ids[name] = name
+        elif where == "reopen":
+            ids[name] = graph.reopen(name).status
+        else:
+            parent = None if where == "-" else where
+            ids[name] = graph.insert_or_get_node(OrderNode, name, {"by": tag}, parent).id
         if i == 0:
             open(f"{tag}.holding", "w").close()
             _wait_for(f"{tag}.go")  # no await: the batch stays open meanwhile
@@ -48,10 +57,10 @@ async def _create_all(graph, parent: str | None, tag: str, names: list[str]) -> 
     return ids
 
 
-def main(url: str, parent: str, tag: str, names: list[str]) -> int:
+def main(url: str, where: str, tag: str, names: list[str]) -> int:
     graph = EntityGraph.open(url, create=False, busy_timeout=20.0)
     try:
-        ids = asyncio.run(_create_all(graph, None if parent == "-" else parent, tag, names))
+        ids = asyncio.run(_write_all(graph, where, tag, names))
     except Exception as exc:
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
         return 1
