@@ -17,7 +17,10 @@ that interface the way a server can:
   writing different stories never wait for each other;
 * names are unique under a parent by a ``UNIQUE`` index, and a name being
   created is locked until its commit, so two hosts creating the same root
-  get one node (the second waits for the first and gets its node); the
+  get one node (the second waits for the first and gets its node; a batch
+  never waits for a name, or an idle node's row, while it holds others: it
+  commits them first, so batches writing in opposite orders never wait for
+  each other); the
   children of a node leased here are named by the lease's holder alone,
   without a statement, and inserted at a commit that fences that lease;
 * leases carry a token, every write under one is fenced by it, a claim never

@@ -22,7 +22,12 @@ The guarantees, and how each is kept on a server:
   looked up and created under a transaction-level advisory lock of that one
   name under that one parent (:func:`~storylab.entities.postgres.schema.name_key`),
   so two processes creating the same root take turns and the second gets
-  the first's node instead of failing its commit. A child of a parent made
+  the first's node instead of failing its commit. A transaction that
+  already holds locks never waits for a name's lock, nor for the row of a
+  node nobody here leases (a data change, a reopen): its batch is committed
+  first and the lock waited for in a fresh transaction, so two batches
+  writing the same names or nodes in opposite orders cannot wait for each
+  other (:meth:`PostgresGraph._without_crossing`). A child of a parent made
   in the same transaction needs no lock (nobody else sees that parent yet),
   nor does a child of a parent leased here: only the lease's holder makes
   a node's children, so their names are read once per lease and decided
@@ -117,6 +122,15 @@ _RETRY_FIRST, _RETRY_MAX = 0.002, 0.05
 # How long one lease renewal waits for a lease row another process's open
 # write holds (a take-over of it), at most, before it is tried again later.
 _RENEW_LOCK_MS = 20
+# How many times an operation finding a name or row locked by another
+# process is tried (committing this graph's open transaction in between)
+# before LockBusy; the second try, in a fresh transaction, waits for the
+# lock, so more are rare.
+_ATTEMPTS = 3
+# What an operation returns, having changed nothing, when it would have to
+# wait for a lock another process holds while its transaction holds others
+# (see PostgresGraph._without_crossing).
+_CROSSING = object()
 
 _LEASE_COLUMNS = "node_id, owner, host, pid, token, taken_at, heartbeat_at, expires_at"
 _LEASE_OF_L = ", ".join("l." + c for c in _LEASE_COLUMNS.split(", "))
@@ -1257,8 +1271,8 @@ class PostgresGraph(StoreReads):
                     parent_id, type_name, name, data, data_json, call_path
                 )
             else:
-                found, record = self._write(
-                    self._a_child(parent_id, type_name, name, data, data_json, call_path)
+                found, record = self._named_child(
+                    parent_id, type_name, name, data, data_json, call_path
                 )
         if found and not exists_ok:
             if parent_id is None:
@@ -1270,7 +1284,7 @@ class PostgresGraph(StoreReads):
             raise DuplicateNameError(f"an entity named {name!r} already exists {where}")
         return record
 
-    async def _a_child(
+    def _named_child(
         self,
         parent_id: str | None,
         type_name: str,
@@ -1279,14 +1293,64 @@ class PostgresGraph(StoreReads):
         data_json: str,
         call_path: str | None,
     ) -> tuple[bool, NodeRecord]:
+        """A root, or a child of a parent nobody here leases, decided under
+        the lock of its name (hold ``_lock``), which is never waited for
+        while the open transaction holds other locks
+        (:meth:`_without_crossing`)."""
+        where = "among root entities" if parent_id is None else f"under parent {parent_id}"
+        return self._without_crossing(
+            lambda: self._a_child(parent_id, type_name, name, data, data_json, call_path),
+            f"the name {call_path or name!r} {where}",
+        )
+
+    def _without_crossing(self, make: Callable[[], Coroutine[Any, Any, Any]], what: str) -> Any:
+        """Run the writing operation ``make()`` makes, so that it never waits
+        for a lock another process holds while this transaction holds others.
+
+        The operation waits for a name or row lock only in a fresh
+        transaction (it holds nothing yet); in one that already holds locks
+        (names made and rows written earlier in this batch) it tries the
+        lock instead, and if another process holds it, changes nothing and
+        returns ``_CROSSING``: the batch is committed, and the operation run
+        again in a fresh transaction, where it waits. Two batches writing the
+        same names or rows in opposite orders would otherwise each hold what
+        the other waits for, and the server would fail one of them
+        ("deadlock detected")."""
+        with self._lock:  # no other thread's operation slips in between
+            for _ in range(_ATTEMPTS):
+                outcome = self._write(make())
+                if outcome is not _CROSSING:
+                    return outcome
+                self._commit()  # a failure is raised by the next _write
+        raise LockBusy(
+            f"{what} stayed locked by other processes' open writes through {_ATTEMPTS} "
+            "commits of this one; nothing was changed"
+        )
+
+    async def _a_child(
+        self,
+        parent_id: str | None,
+        type_name: str,
+        name: str,
+        data: dict | None,
+        data_json: str,
+        call_path: str | None,
+    ) -> Any:
+        """The node of that name, found or created (buffered): ``(found,
+        record)``; ``_CROSSING``, with nothing changed, if another process
+        holds the name's lock and this transaction already held locks
+        before (see :meth:`_without_crossing`)."""
         key = call_path or name
+        fresh = not self._in_txn  # holds nothing yet: it may wait
         await self._abegin()
         if parent_id is not None:
             await self._afence(parent_id)  # a child is made only under a lease we hold
         if (parent_id, key) not in self._new_keys and (
             parent_id is None or parent_id not in self._new_rows
         ):
-            row = await self._alock_name(parent_id, key)
+            locked, row = await self._alock_name(parent_id, key, wait=fresh)
+            if not locked:
+                return _CROSSING
             if row is not None:
                 return True, self._record(row)
             if parent_id is not None and parent_id not in self._parents:
@@ -1374,17 +1438,21 @@ class PostgresGraph(StoreReads):
             None, None, None, None, None if parent_id is None else key,
         )  # fmt: skip
 
-    async def _alock_name(self, parent_id: str | None, key: str) -> tuple | None:
+    async def _alock_name(
+        self, parent_id: str | None, key: str, *, wait: bool
+    ) -> tuple[bool, tuple | None]:
         """Take the advisory lock of the name ``key`` under ``parent_id`` to
         the commit, then read the node of that name (a row of
         ``_NODE_COLUMNS``, or None): nobody else decides that name
         meanwhile, and whoever decided it before has committed, so the read
         sees their node. Both statements go in one round trip (a pipeline:
-        the read starts once the lock is granted)."""
+        the read starts once the lock is granted). Without ``wait``, a lock
+        another transaction holds is not waited for: ``(False, None)``."""
         conn = self._pg.writer
         if conn is None:
             raise EntityGraphError(f"the entity graph {self.path} is closed")
-        lock = ("SELECT pg_advisory_xact_lock(%s)", (name_key(self._url.schema, parent_id, key),))
+        take = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+        lock = (f"SELECT {take}(%s)", (name_key(self._url.schema, parent_id, key),))
         read: tuple[str, tuple[Any, ...]]
         if parent_id is None:
             read = (
@@ -1399,9 +1467,12 @@ class PostgresGraph(StoreReads):
             )
         try:
             async with conn.pipeline():
-                await conn.execute(*lock)
+                taken = await conn.execute(*lock)
                 cur = await conn.execute(*read)
-            return await cur.fetchone()
+            got = await taken.fetchone()
+            if not wait and not (got and got[0]):
+                return False, None
+            return True, await cur.fetchone()
         except psycopg.Error as exc:
             raise wrap(exc, self._url) from None
 
@@ -1638,21 +1709,32 @@ class PostgresGraph(StoreReads):
         if change not in DATA_CHANGES:
             allowed = ", ".join(repr(c) for c in DATA_CHANGES)
             raise ValueError(f"change must be one of {allowed}; got {change!r}")
-        return self._write(self._a_update_data(id, change, value, tuple(path)))
+        return self._without_crossing(
+            lambda: self._a_update_data(id, change, value, tuple(path)),
+            f"the data of entity {id}",
+        )
 
-    async def _a_update_data(
-        self, id: str, change: str, value: Any, path: tuple[str, ...]
-    ) -> dict | None:
+    async def _a_update_data(self, id: str, change: str, value: Any, path: tuple[str, ...]) -> Any:
+        """The change, made under the node's row lock (the new data for a
+        merge or a path, None for a replace); ``_CROSSING`` if another
+        process holds that lock and this transaction held locks before."""
+        fresh = not self._in_txn
         await self._abegin()
         await self._afence(id)
         new = self._new_rows.get(id)
         if new is not None:
             current = new.data
-        elif change == "replace":
-            current = None
+        elif change == "replace" and (fresh or id in self._checked or id in self._new_leases):
+            current = None  # the UPDATE may wait for the row, or it is ours already
         else:
-            row = await self._one("SELECT data FROM nodes WHERE id = %s FOR NO KEY UPDATE", (id,))
+            row = await self._one(
+                "SELECT data FROM nodes WHERE id = %s FOR NO KEY UPDATE"
+                + ("" if fresh else " SKIP LOCKED"),
+                (id,),
+            )
             if row is None:
+                if not fresh and await self._one("SELECT 1 FROM nodes WHERE id = %s", (id,)):
+                    return _CROSSING  # locked by another process
                 raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
             current = row[0]
         out: dict | None = None
@@ -1706,7 +1788,7 @@ class PostgresGraph(StoreReads):
                 + (" and running in this process" if live else " (start it to resume it)")
                 + "; only Completed or Failed nodes can be reopened"
             )
-        changed = self._write(self._a_reopen(id))
+        changed = self._without_crossing(lambda: self._a_reopen(id), f"entity {id}")
         if not changed and self.status_of(id) == "InProgress":
             raise EntityGraphError(
                 f"cannot reopen {record.type} ({record.name}): another process started it "
@@ -1714,8 +1796,17 @@ class PostgresGraph(StoreReads):
             )
         return self.get_node(id)
 
-    async def _a_reopen(self, id: str) -> bool:
+    async def _a_reopen(self, id: str) -> Any:
+        """Whether the node was finished and is Pending now; ``_CROSSING`` if
+        another process holds its row and this transaction held locks before."""
+        fresh = not self._in_txn
         await self._abegin()
+        if not fresh:
+            row = await self._one(
+                "SELECT 1 FROM nodes WHERE id = %s FOR NO KEY UPDATE SKIP LOCKED", (id,)
+            )
+            if row is None and await self._one("SELECT 1 FROM nodes WHERE id = %s", (id,)):
+                return _CROSSING  # locked by another process
         cur = await self._x(
             "UPDATE nodes SET status = 'Pending', started_at = NULL, finished_at = NULL, "
             "error = NULL, output = NULL WHERE id = %s AND status IN ('Completed', 'Failed')",
