@@ -118,12 +118,14 @@ from storylab.tutorial._overview import (
     check_python_form,
     check_python_name,
     check_restart_box,
+    check_return_form,
     glossary_table,
     overview_diagram,
     overview_text,
 )
 from storylab.tutorial._pace import FAST_SCALE, WATCH_FACTOR, Pace, fast_mode, lesson_pace
 from storylab.tutorial._postgres import ServerGraph, server_graph
+from storylab.tutorial._refill import Refill, refill_moment
 from storylab.tutorial._server import ensure_serving, stop_server_on_error
 from storylab.tutorial._solutions import EXPLAINED, SOLUTIONS, show_solution, solution_code
 from storylab.tutorial._sweep_words import SweepSummary, sweep_summary
@@ -169,6 +171,9 @@ __all__ = [
     "cluster_labels",
     "check_redrawn",
     "check_restart_box",
+    "check_return_form",
+    "Refill",
+    "refill_moment",
     "check_run_items",
     "check_prompt_names",
     "check_stable_names",
