@@ -1385,8 +1385,8 @@ async def check_limited_sketchbook(cls: Any, subjects: dict[str, float], *,
                 return _raised("your sketchbook", exc)
             children = len(graph.children(book.id))
     span, peak = makespan(trace), _peak_in_use(trace)
-    fan_out = ("fan out with self.parallel_calls(Sketch, sketch_items(self.data[\"subjects\"])): "
-               "one child per subject")
+    fan_out = ("fan out one Sketch child per subject of self.data[\"subjects\"], as the "
+               "Sketchbook above does")
     if children != len(subjects):
         return Verdict(False, f"the sketchbook has {children} children in the graph for "
                               f"{len(subjects)} subjects: {fan_out}")
@@ -1428,4 +1428,4 @@ async def check_limited_sketchbook(cls: Any, subjects: dict[str, float], *,
     return Verdict(True, f"{limit} sketches at most at once, each child made only when a unit "
                          f"was free ({made} before the first finished), results in the order "
                          f"they finished ({', '.join(order)}), {span:.1f} model s in all: "
-                         f"exercise 1's {span_wanted:g}, measured")
+                         f"the {span_wanted:g} that two slots give on paper, measured")
