@@ -1627,6 +1627,19 @@ async def test_the_fan_out_exercise_runs_the_learners_entity_and_judges_what_it_
         verdict = await check(cls)
         assert not verdict and why in verdict.message, (why, verdict)
     assert "fill in" in (await check(None)).message
+    # with a prediction, a right sketchbook passes only with the right makespan (22)
+    async def predict(answer, cls=_sketchbook()):
+        return await kit.check_limited_sketchbook(cls, SUBJECTS, time_scale=SKETCH_SCALE,
+                                                  predicted=answer)
+
+    assert await predict(22) and "the 22 you predicted" in (await predict(22)).message
+    assert "now fill in predicted" in (await predict(None)).message
+    said = await predict(38)
+    assert not said and "your sketchbook is right" in said.message \
+        and "one at a time" in said.message, said
+    assert "limit of 3" in (await predict(16)).message
+    # a wrong sketchbook is told about its code first, whatever the prediction
+    assert "up to 3 sketches" in (await predict(22, _sketchbook(limit=3))).message
 
 
 def test_the_capacity_tree_checker_builds_two_plans_and_refuses_each_slip():

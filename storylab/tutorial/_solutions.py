@@ -45,6 +45,11 @@ SOLUTIONS: dict[str, str] = {
         check_prompt_names(picture_name)
     """,
     "02-2": """
+        # Two slots: fox 0-12 and owl 0-6; the whale takes the owl's slot (6-15), the snail
+        # the fox's (12-16), the moth the whale's (15-22).
+        predicted = 22
+
+
         class LimitedSketchbook(RunnableEntity):
             async def run_impl(self):
                 # A lazy source: each pull creates (or finds) one child, only once a unit is held.
@@ -59,7 +64,8 @@ SOLUTIONS: dict[str, str] = {
                 yield Return(finished)
 
 
-        await check_limited_sketchbook(LimitedSketchbook, SUBJECTS, time_scale=time_scale)
+        await check_limited_sketchbook(LimitedSketchbook, SUBJECTS, time_scale=time_scale,
+                                       predicted=predicted)
     """,
     "03-1": """
         # A, B, C and D take their own 3 each, which is all 12: E still holds none.
