@@ -1628,8 +1628,9 @@ async def test_the_fan_out_exercise_runs_the_learners_entity_and_judges_what_it_
         assert not verdict and why in verdict.message, (why, verdict)
     assert "fill in" in (await check(None)).message
     # with a prediction, a right sketchbook passes only with the right makespan (22)
-    async def predict(answer, cls=_sketchbook()):
-        return await kit.check_limited_sketchbook(cls, SUBJECTS, time_scale=SKETCH_SCALE,
+    async def predict(answer, cls=None):
+        return await kit.check_limited_sketchbook(cls or _sketchbook(), SUBJECTS,
+                                                  time_scale=SKETCH_SCALE,
                                                   predicted=answer)
 
     assert await predict(22) and "the 22 you predicted" in (await predict(22)).message
