@@ -148,8 +148,7 @@ def _state(key: str, story_run) -> dict:
               PictureState("image-{{IMAGE_3}}", "not stored", None)]
     node = types.SimpleNamespace(name="image-{{IMAGE_3}}",
                                  error={"type": "ImageGenerationError", "message": "refused"})
-    return {"01-1": {"run": run, "lanes": lanes}, "02-1": {"SUBJECTS": SUBJECTS},
-            "02-3": NOTEBOOK_2,
+    return {"01-1": {"run": run, "lanes": lanes}, "02-2": NOTEBOOK_2,
             "04-1": {"before": before, "crash_leases": _crash_leases()},
             "05-1": {"node": node},
             "08-1": {"global_limit": 10, "series": REGAINED_RUN["series"],
@@ -992,6 +991,28 @@ def test_the_python_form_exercise_wants_a_change_of_kind_not_of_spelling():
     assert said and "'INTERMEDIATE'" in said.message.split(":")[0], said
 
 
+async def test_the_return_form_exercise_wants_a_yielded_return_as_the_last_item():
+    ns = _namespace()
+    await run_cell(solution_code("00-1").replace("check_return_form(count_pictures)", ""), ns)
+    assert kit.check_return_form(ns["count_pictures"])
+    wrong = {
+        # the scaffold as given: progress only, no result
+        "    for p in pictures:\n        yield f'drawing {p}'": "no Return",
+        "    yield len(pictures)": "wrap the value in Return",
+        "    yield Return(len(pictures))\n    yield 'done'": "after the Return",
+        "    yield Return(3)": "wanted the number of pictures",
+        "    yield Return(pictures)": "wanted the number of pictures",
+        "    await asyncio.sleep(0)\n    yield Return(len(pictures))": "needs none",
+    }
+    for body, why in wrong.items():
+        await run_cell(f"import asyncio\nasync def count_pictures(pictures):\n{body}\n", ns)
+        verdict = kit.check_return_form(ns["count_pictures"])
+        assert not verdict and why in verdict.message, (body, verdict)
+    await run_cell("def count_pictures(pictures):\n    return len(pictures)\n", ns)
+    assert "plain function" in kit.check_return_form(ns["count_pictures"]).message
+    assert "fill in" in kit.check_return_form(None).message
+
+
 def test_the_restart_box_exercise_wants_the_entity_graph_and_says_what_other_boxes_do():
     for right in ("entity graph", "the SQLite file", "Entity Graph"):
         assert kit.check_restart_box(right), right
@@ -1068,7 +1089,7 @@ def test_the_naming_checker_runs_the_function_in_a_second_process():
     # A module the function uses (hashlib) travels to the second process.
     assert check_stable_names(digest_named), check_stable_names(digest_named)
     namespace: dict = {}
-    code = solution_code("02-2").replace("check_prompt_names(picture_name)", "")
+    code = solution_code("02-1").replace("check_prompt_names(picture_name)", "")
     exec(compile(code, _cell_file(code), "exec"), namespace)
     assert kit.check_prompt_names(namespace["picture_name"])
 
@@ -1570,6 +1591,14 @@ def _sketchbook(*, limit=2, buffered=False, asked_order=False):
     return Attempt
 
 
+class Scaffold(RunnableEntity):
+    """Notebook 2's exercise as the learner finds it: the last line only."""
+
+    async def run_impl(self):
+        finished = []
+        yield Return(finished)
+
+
 class AllAtOnce(RunnableEntity):
     """Children made by hand and gathered: no runner, no capacity source."""
 
@@ -1591,12 +1620,27 @@ async def test_the_fan_out_exercise_runs_the_learners_entity_and_judges_what_it_
         "5 children were already in the graph": _sketchbook(buffered=True),
         "in the order they were asked for": _sketchbook(asked_order=True),
         "no capacity source handed out a single unit": AllAtOnce,
+        "0 children in the graph for 5 subjects: fan out one Sketch child": Scaffold,
         "subclass of RunnableEntity": Sketch.run_impl,
     }
     for why, cls in wrong.items():
         verdict = await check(cls)
         assert not verdict and why in verdict.message, (why, verdict)
     assert "fill in" in (await check(None)).message
+    # with a prediction, a right sketchbook passes only with the right makespan (22)
+    async def predict(answer, cls=None):
+        return await kit.check_limited_sketchbook(cls or _sketchbook(), SUBJECTS,
+                                                  time_scale=SKETCH_SCALE,
+                                                  predicted=answer)
+
+    assert await predict(22) and "the 22 you predicted" in (await predict(22)).message
+    assert "now fill in predicted" in (await predict(None)).message
+    said = await predict(38)
+    assert not said and "your sketchbook is right" in said.message \
+        and "one at a time" in said.message, said
+    assert "limit of 3" in (await predict(16)).message
+    # a wrong sketchbook is told about its code first, whatever the prediction
+    assert "up to 3 sketches" in (await predict(22, _sketchbook(limit=3))).message
 
 
 def test_the_capacity_tree_checker_builds_two_plans_and_refuses_each_slip():

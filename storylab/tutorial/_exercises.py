@@ -1343,8 +1343,12 @@ def _peak_in_use(trace: Any) -> int:
     return peak
 
 
+_NOT_ASKED = object()
+
+
 async def check_limited_sketchbook(cls: Any, subjects: dict[str, float], *,
-                                   time_scale: float, limit: int = 2) -> Verdict:
+                                   time_scale: float, limit: int = 2,
+                                   predicted: Any = _NOT_ASKED) -> Verdict:
     """Exercise: an entity class whose ``run_impl`` fans out one child per subject with
     ``parallel_calls``, runs them ``limit`` at a time through a runner and a
     ``CapacitySource``, and returns the subjects in the order they finished.
@@ -1353,7 +1357,8 @@ async def check_limited_sketchbook(cls: Any, subjects: dict[str, float], *,
     its data, under a :class:`~storylab.scheduling.Trace`; ``time_scale`` is the one
     its children sleep at. The verdict reads the trace (units in use, makespan), the
     graph (children, and how many existed before the first child finished) and the
-    returned list.
+    returned list. With ``predicted`` (the learner's makespan, worked out on paper
+    before the run), a right sketchbook passes only with a right prediction too.
     """
     from storylab.scheduling import Trace
     from storylab.viz import ChildCounter, makespan
@@ -1385,8 +1390,8 @@ async def check_limited_sketchbook(cls: Any, subjects: dict[str, float], *,
                 return _raised("your sketchbook", exc)
             children = len(graph.children(book.id))
     span, peak = makespan(trace), _peak_in_use(trace)
-    fan_out = ("fan out with self.parallel_calls(Sketch, sketch_items(self.data[\"subjects\"])): "
-               "one child per subject")
+    fan_out = ("fan out one Sketch child per subject of self.data[\"subjects\"], as the "
+               "Sketchbook above does")
     if children != len(subjects):
         return Verdict(False, f"the sketchbook has {children} children in the graph for "
                               f"{len(subjects)} subjects: {fan_out}")
@@ -1425,7 +1430,16 @@ async def check_limited_sketchbook(cls: Any, subjects: dict[str, float], *,
         return Verdict(False, f"the run took {span:.1f} model s; {limit} at a time it takes "
                               f"about {span_wanted:g}. Does something wait between the "
                               "sketches? (On a very busy machine, run the check again.)")
-    return Verdict(True, f"{limit} sketches at most at once, each child made only when a unit "
-                         f"was free ({made} before the first finished), results in the order "
-                         f"they finished ({', '.join(order)}), {span:.1f} model s in all: "
-                         f"exercise 1's {span_wanted:g}, measured")
+    done = (f"{limit} sketches at most at once, each child made only when a unit was free "
+            f"({made} before the first finished), results in the order they finished "
+            f"({', '.join(order)}), {span:.1f} model s in all")
+    if predicted is not _NOT_ASKED:
+        from storylab.tutorial import check_makespan_with_limit
+
+        guess = check_makespan_with_limit(subjects.values(), limit, predicted)
+        if not guess:
+            said = ("fill in predicted" if "fill in" in guess.message
+                    else f"your prediction: {guess.message}")
+            return Verdict(False, f"your sketchbook is right ({done}); now {said}")
+        return Verdict(True, f"{done}: the {span_wanted:g} you predicted, measured")
+    return Verdict(True, f"{done}: the {span_wanted:g} that {limit} slots give on paper, measured")

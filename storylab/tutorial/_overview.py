@@ -22,6 +22,7 @@ __all__ = [
     "api_table",
     "check_python_form",
     "check_python_name",
+    "check_return_form",
     "glossary_markdown",
     "glossary_myst",
     "glossary_table",
@@ -65,7 +66,8 @@ GLOSSARY: dict[str, str] = {
                      "strict arrival order, so while the oldest waiter cannot run nobody "
                      "behind it runs either (head-of-line blocking)",
     "global limit": "the root capacity shared by every story of a process (10 in the "
-                    "tutorial). With Dask, leased shares make it hold across worker processes",
+                    "tutorial). Notebook 8 makes it hold across several processes, each "
+                    "holding a leased share of it",
     "idempotent creation": "creating a child under a deterministic name, so that a second "
                            "attempt (after a crash, or in a second process) gets the existing "
                            "child back instead of making a duplicate",
@@ -175,8 +177,7 @@ API_TABLE: tuple[ApiRow, ...] = (
            (3,), r"\.acquire\("),
     ApiRow("`GLOBAL_IMAGE_CAPACITY` (a module constant of 10)",
            "`storylab.story.settings.global_image_capacity(10)`, shared by every story of the "
-           "process; with `--cluster` each process holds a leased share of it, handed out by an "
-           "allocator on the Dask scheduler (`DistributedCapacityRoot`)", (),
+           "process (notebook 8 shares it between processes)", (),
            r"\bglobal_image_capacity\("),
     ApiRow("`new HierarchicalTaskPoolRunner(name, source, capacity)`",
            "`HierarchicalTaskPoolRunner(name, source, capacity)`", (2, 5, 9),
@@ -615,3 +616,71 @@ def check_restart_box(answer: Any) -> Any:
             return Verdict(False, f"{answer!r} is the {box} box: {why}")
     boxes = ", ".join(box for box, _, _ in sorted(_RESTART_BOXES, key=lambda b: b[0]))
     return Verdict(False, f"{answer!r} is not a box of the diagram; its boxes are {boxes}")
+
+
+def _drive(agen: Any) -> list[Any]:
+    """Every item an async generator yields, read without an event loop (it must not
+    really wait for anything: a notebook cell already runs inside a loop)."""
+    items: list[Any] = []
+    while True:
+        step = agen.__anext__()
+        try:
+            step.send(None)
+        except StopIteration as done:
+            items.append(done.value)
+            continue
+        except StopAsyncIteration:
+            return items
+        step.close()
+        raise RuntimeError("it waited for something (an await): this exercise needs none")
+
+
+def check_return_form(fn: Any) -> Any:
+    """Exercise: the Python form of the chapter's ``return result`` at the end of
+    ``run_impl``. ``fn(pictures)`` must be an async generator that may yield progress
+    and ends by yielding ``Return(len(pictures))``.
+
+    Run on two lists of pictures; a wrong answer is told what it yielded instead
+    (nothing, a bare number, the wrong count, something after the ``Return``).
+    """
+    import inspect
+
+    from storylab.entities.run import Return
+    from storylab.tutorial._verdict import Verdict, missing
+
+    if (v := missing(fn)) is not None:
+        return v
+    if not callable(fn):
+        return Verdict(False, f"pass your function itself, count_pictures, not {fn!r}")
+    if not inspect.isasyncgenfunction(fn):
+        kind = "a coroutine (async def with no yield)" if inspect.iscoroutinefunction(fn) \
+            else "a plain function"
+        return Verdict(False, f"{getattr(fn, '__name__', 'it')} is {kind}; run_impl is an async "
+                              "generator: keep async def and the yield of each progress line")
+    for pictures in (["owl", "fox", "whale"], ["moth", "hare"]):
+        try:
+            items = _drive(fn(list(pictures)))
+        except Exception as exc:  # the learner's code: say what it raised
+            if "event loop" in str(exc):
+                exc = RuntimeError("it waited for something (an await): this exercise needs none")
+            return Verdict(False, f"calling it on {pictures} raised {type(exc).__name__}: {exc}")
+        ends = [i for i, item in enumerate(items) if isinstance(item, Return)]
+        if not ends:
+            if len(pictures) in items:
+                return Verdict(False, f"it yields {len(pictures)} as a plain value, which the "
+                                      "runner would read as one more progress report, not as "
+                                      "the result: wrap the value in Return(...)")
+            return Verdict(False, f"on {pictures} it yielded {items} and no Return: the "
+                                  "result never reaches the runner. End with one more yield "
+                                  "that hands the count back the storylab way (the table's "
+                                  "row for 'return result')")
+        if ends[0] != len(items) - 1:
+            return Verdict(False, f"it yielded {items[ends[0] + 1:]} after the Return; a Return "
+                                  "ends run_impl, so it must be the last item")
+        value = items[ends[0]].value
+        if value != len(pictures):
+            return Verdict(False, f"on {len(pictures)} pictures it handed back Return({value!r}); "
+                                  "wanted the number of pictures, len(pictures)")
+    return Verdict(True, "the count comes back as a yielded Return(...), the last item: the "
+                         "Python form of the chapter's return result, since an async "
+                         "generator may not return a value")

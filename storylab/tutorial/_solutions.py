@@ -15,11 +15,15 @@ __all__ = ["EXPLAINED", "SOLUTIONS", "show_solution", "solution_code"]
 
 SOLUTIONS: dict[str, str] = {
     "00-1": """
-        # return becomes a yielded Return: another statement, not another spelling.
-        # ("for await" and "envelope.type === 'FINAL'" are right too; "@EntityMixin" is not:
-        # Python only drops the decorator there, with nothing new to write.)
-        solution = "return result"
-        check_python_form(solution)
+        # An async generator may not return a value (Python says SyntaxError), so the
+        # result travels as one more yielded item, wrapped in Return: the last one.
+        async def count_pictures(pictures):
+            for picture in pictures:
+                yield f"drawing {picture}"
+            yield Return(len(pictures))
+
+
+        check_return_form(count_pictures)
     """,
     "01-1": """
         # The lane whose bar is longest: the largest end - start (not the last to end).
@@ -28,12 +32,6 @@ SOLUTIONS: dict[str, str] = {
         check_longest_picture(run.trace, solution)
     """,
     "02-1": """
-        # fox 0-12 and owl 0-6; the whale takes the owl's unit (6-15), the snail the
-        # fox's (12-16), the moth the whale's (15-22).
-        solution = 22
-        check_makespan_with_limit(SUBJECTS.values(), 2, solution)
-    """,
-    "02-2": """
         import hashlib
 
 
@@ -46,7 +44,12 @@ SOLUTIONS: dict[str, str] = {
 
         check_prompt_names(picture_name)
     """,
-    "02-3": """
+    "02-2": """
+        # Two slots: fox 0-12 and owl 0-6; the whale takes the owl's slot (6-15), the snail
+        # the fox's (12-16), the moth the whale's (15-22).
+        predicted = 22
+
+
         class LimitedSketchbook(RunnableEntity):
             async def run_impl(self):
                 # A lazy source: each pull creates (or finds) one child, only once a unit is held.
@@ -61,7 +64,8 @@ SOLUTIONS: dict[str, str] = {
                 yield Return(finished)
 
 
-        await check_limited_sketchbook(LimitedSketchbook, SUBJECTS, time_scale=time_scale)
+        await check_limited_sketchbook(LimitedSketchbook, SUBJECTS, time_scale=time_scale,
+                                       predicted=predicted)
     """,
     "03-1": """
         # A, B, C and D take their own 3 each, which is all 12: E still holds none.

@@ -448,7 +448,7 @@ def _draw_gantt(
             label.set_fontsize(11)
     ax.set_ylim(y - 0.3, -0.7)  # first lane on top
     ax.set_xlabel(TIME_LABEL)
-    ax.set_ylabel("task (grouped by capacity source)")
+    ax.set_ylabel(NO_SOURCE_LABEL)  # one wording for every timeline: its headers name the group
     ax.set_xlim(left=0)
     ax.grid(axis="x", color="#dddddd", zorder=0)
     ax.tick_params(axis="y", length=0)
@@ -467,7 +467,7 @@ def _draw_gantt(
 
 
 #: The y label of a timeline whose trace took no unit from any capacity source (a plain loop).
-NO_SOURCE_LABEL = "task (grouped by story)"
+NO_SOURCE_LABEL = "task"  # the group is named in bold above its rows
 
 
 def _has_capacity(trace: Trace) -> bool:
@@ -1220,7 +1220,13 @@ def plot_children(counters: Mapping[str, ChildCounter], *, limit: int | None = N
                        label="dotted, in a run's colour: its first task finished"
                        if i == 0 else None)
     if limit is not None:
-        ax.axhline(limit, color=LIMIT_COLOUR, ls="--", lw=1.2, label=f"capacity {limit}")
+        # Drawn over the step lines (a lazy source's line runs along it) and named at its
+        # right end, so it stays visible where a count sits exactly at the limit.
+        ax.axhline(limit, color=LIMIT_COLOUR, ls="--", lw=1.4, zorder=5,
+                   label=f"capacity {limit}")
+        ax.annotate(f"capacity {limit}", (1, limit), xycoords=("axes fraction", "data"),
+                    xytext=(-4, 4), textcoords="offset points", ha="right", va="bottom",
+                    fontsize=10, color=LIMIT_COLOUR, zorder=6)
     ax.set_ylim(0, top + 1)
     ax.set_xlim(left=0)
     ax.yaxis.get_major_locator().set_params(integer=True)

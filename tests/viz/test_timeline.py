@@ -411,7 +411,7 @@ async def test_names_rename_groups_and_panels_for_the_reader(stories):
     assert not right.yaxis.majorTicks[0].label1.get_visible()
 
 
-async def test_the_y_label_names_a_capacity_source_only_when_the_run_had_one(
+async def test_every_timeline_has_one_y_label_that_claims_no_capacity_source(
     stories, sequential
 ):
     from storylab.viz.timeline import NO_SOURCE_LABEL
@@ -422,6 +422,6 @@ async def test_the_y_label_names_a_capacity_source_only_when_the_run_had_one(
     assert plain.get_ylabel() == NO_SOURCE_LABEL
     assert "capacity source" not in plain.get_ylabel()
     (limited,) = [ax for ax in plot_timeline(par).axes if ax.patches]
-    assert limited.get_ylabel() == "task (grouped by capacity source)"
+    assert limited.get_ylabel() == NO_SOURCE_LABEL == "task"  # one wording for every timeline
     left, right = [ax for ax in plot_sequential_vs_parallel(seq, par).axes if ax.patches]
     assert left.get_ylabel() == NO_SOURCE_LABEL and right.get_ylabel() == ""
