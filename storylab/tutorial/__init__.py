@@ -79,6 +79,13 @@ from storylab.tutorial._capstone import (
     plot_capstone,
     write_capstone,
 )
+from storylab.tutorial._capacity import (
+    TogetherRun,
+    check_draw_picture,
+    check_split_and_even,
+    handoff_lines,
+    start_together,
+)
 from storylab.tutorial._cluster import (
     check_lapse_window,
     check_out_of_reach,
@@ -146,6 +153,11 @@ __all__ = [
     "check_fifo_losses",
     "check_finish_story",
     "check_capacity_tree",
+    "check_draw_picture",
+    "check_split_and_even",
+    "handoff_lines",
+    "start_together",
+    "TogetherRun",
     "check_give_up",
     "check_polite_burst",
     "check_retry_two",
