@@ -399,3 +399,19 @@ async def test_start_together_reports_the_split_and_why_each_freed_unit_went_whe
     # a second call starts from an empty graph again, so the stories run once more
     again = await start_together(topics, simulated_settings(SCALE), home=tmp_path, show=False)
     assert sorted(again.split, reverse=True) == [3, 3, 3, 1, 0]
+
+
+async def test_last_round_marks_the_lonely_round_of_four_per_story_under_sixteen():
+    # Notebook 7's knobs mark: 5 stories of 5 at 4 per story under 16 leave one
+    # picture alone in a third round, from 20 model s, with 15 units idle.
+    from storylab.sweep import simulate_stories
+    from storylab.tutorial import last_round
+
+    trace = Trace()
+    cell = await simulate_stories(5, 5, story_limit=4, global_limit=16, trace=trace)
+    assert last_round(types.SimpleNamespace(trace=trace, cell=cell)) == [
+        (20.0, "last round: 1 picture, 15 of 16 units idle")]
+    trace = Trace()
+    cell = await simulate_stories(5, 5, story_limit=5, global_limit=25, trace=trace)
+    assert last_round(types.SimpleNamespace(trace=trace, cell=cell)) == [
+        (0.0, "last round: 25 pictures, 0 of 25 units idle")]

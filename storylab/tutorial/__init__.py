@@ -116,6 +116,7 @@ from storylab.tutorial._exercises import (
     check_two_level_tree,
 )
 from storylab.tutorial._http import CapacityReadout, capacity_readout
+from storylab.tutorial._last_round import last_round
 from storylab.tutorial._legend import relabel_legend
 from storylab.tutorial._overview import (
     API_TABLE,
@@ -154,6 +155,7 @@ __all__ = [
     "check_finish_story",
     "check_capacity_tree",
     "check_draw_picture",
+    "last_round",
     "check_split_and_even",
     "handoff_lines",
     "start_together",
