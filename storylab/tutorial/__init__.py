@@ -68,6 +68,13 @@ from storylab.story.entities import (
 )
 from storylab.story.html import story_fragment
 from storylab.story.settings import StorySettings, global_image_capacity, use_settings
+from storylab.tutorial._capacity import (
+    TogetherRun,
+    check_draw_picture,
+    check_split_and_even,
+    handoff_lines,
+    start_together,
+)
 from storylab.tutorial._capstone import (
     CapstoneRun,
     check_capstone,
@@ -78,13 +85,6 @@ from storylab.tutorial._capstone import (
     kill_and_resume,
     plot_capstone,
     write_capstone,
-)
-from storylab.tutorial._capacity import (
-    TogetherRun,
-    check_draw_picture,
-    check_split_and_even,
-    handoff_lines,
-    start_together,
 )
 from storylab.tutorial._cluster import (
     check_lapse_window,

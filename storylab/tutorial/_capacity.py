@@ -75,7 +75,7 @@ def handoff_lines(trace: Trace, names: Mapping[str, str], *, after: float,
     for h in handoffs(trace, after=after)[:count]:
         freed, took = names.get(h.released_by, h.released_by), names.get(h.taken_by, h.taken_by)
         lines.append(f"{h.released_at:4.1f} model s, a unit of {freed} went to {took}, "
-                     f"for its picture {task_label(h.label)}")
+                     f"for its picture {task_label(h.label or '?')}")
         could = _candidates(trace, names, h)
         if could:
             chosen = next((c.short for c in could if took.startswith(f"story {c.short}")),
