@@ -374,3 +374,44 @@ async def test_several_stories_are_named_by_letter_in_the_panel(tmp_path):
     titles = [p.title for p in panel.pipelines]
     assert titles == ["story A (a lost robot)", "story B (a sleepy owl)"], titles
     assert list(story_labels(run).values()) == titles
+
+
+async def test_start_together_reports_the_split_and_why_each_freed_unit_went_where_it_did(
+        tmp_path, capsys):
+    # Notebook 3's third exercise: five stories started at once, in a fresh graph.
+    import re
+
+    from storylab.tutorial import start_together
+
+    topics = ["a curious fox", "a tiny dragon", "a kind giant", "a lonely cloud", "a whale"]
+    together = await start_together(topics, simulated_settings(SCALE), home=tmp_path)
+    printed = capsys.readouterr().out
+    assert sorted(together.split, reverse=True) == [3, 3, 3, 1, 0], together.split
+    assert [r["stage"] for r in together.run.results] == ["completed"] * 5
+    assert together.lines[0].startswith(f"{together.asked_at:4.1f} model s, the split:")
+    assert all(line in printed for line in together.lines)
+    went = [re.search(r"went to story (\w)", line) for line in together.lines]
+    takers = [m.group(1) for m in went if m]
+    chosen = [re.search(r"fair rule: .*?(\w) (holds the fewest|has waited longest)", line)
+              for line in together.lines if "fair rule:" in line]
+    assert len(takers) == 2 and len(chosen) == 2, together.lines
+    assert takers == [m.group(1) for m in chosen], together.lines
+    # a second call starts from an empty graph again, so the stories run once more
+    again = await start_together(topics, simulated_settings(SCALE), home=tmp_path, show=False)
+    assert sorted(again.split, reverse=True) == [3, 3, 3, 1, 0]
+
+
+async def test_last_round_marks_the_lonely_round_of_four_per_story_under_sixteen():
+    # Notebook 7's knobs mark: 5 stories of 5 at 4 per story under 16 leave one
+    # picture alone in a third round, from 20 model s, with 15 units idle.
+    from storylab.sweep import simulate_stories
+    from storylab.tutorial import last_round
+
+    trace = Trace()
+    cell = await simulate_stories(5, 5, story_limit=4, global_limit=16, trace=trace)
+    assert last_round(types.SimpleNamespace(trace=trace, cell=cell)) == [
+        (20.0, "last round: 1 picture, 15 of 16 units idle")]
+    trace = Trace()
+    cell = await simulate_stories(5, 5, story_limit=5, global_limit=25, trace=trace)
+    assert last_round(types.SimpleNamespace(trace=trace, cell=cell)) == [
+        (0.0, "last round: 25 pictures, 0 of 25 units idle")]

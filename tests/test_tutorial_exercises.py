@@ -33,6 +33,7 @@ from storylab.tutorial import (
     Verdict,
     check_capacity_tree,
     check_capstone,
+    check_draw_picture,
     check_error_branch,
     check_failing_entity,
     check_first_split,
@@ -175,7 +176,7 @@ async def test_every_solution_passes_its_checker(key, story_run):
 def test_solutions_are_shown_only_when_asked(capsys):
     show_solution("03-1", new_cell=False)
     said = capsys.readouterr().out
-    assert "solution = [3, 3, 3, 3, 0]" in said and "check_first_split(solution" in said
+    assert "await story.acquire()" in said and "await check_draw_picture(draw_picture)" in said
     with pytest.raises(ValueError, match="no solution '03-9'; known: 00-1, 00-2, 01-1"):
         solution_code("03-9")
 
@@ -1678,6 +1679,90 @@ def test_the_capacity_tree_checker_builds_two_plans_and_refuses_each_slip():
     assert "under story A" in said["chained"].message
     assert "not one per name" in said["empty"].message
     assert not check_capacity_tree(None) and not check_capacity_tree(right(4, {}))
+
+
+async def test_the_draw_picture_checker_wants_both_levels_once_and_a_release_in_finally():
+    async def right(story, work):
+        await story.acquire()
+        try:
+            return await work()
+        finally:
+            story.release()
+
+    async def in_with(story, work):
+        async with story:
+            return await work()
+
+    async def starter(story, work):  # the notebook's scaffold: no unit at all
+        return await work()
+
+    async def global_only(story, work):
+        async with story.parent:
+            return await work()
+
+    async def twice(story, work):  # the story's acquire already takes the global unit
+        async with story, story.parent:
+            return await work()
+
+    async def no_finally(story, work):
+        await story.acquire()
+        value = await work()
+        story.release()
+        return value
+
+    async def swallows(story, work):
+        async with story:
+            try:
+                return await work()
+            except RuntimeError:
+                return None
+
+    def not_async(story, work):
+        return None
+
+    assert await check_draw_picture(right) and await check_draw_picture(in_with)
+    said = {f.__name__: await check_draw_picture(f, timeout=2) for f in
+            (starter, global_only, twice, no_finally, swallows, not_async)}
+    assert not any(said.values()), said
+    assert "no unit was in use" in said["starter"].message
+    assert "not from the global source" in said["global_only"].message
+    assert "counts it twice" in said["twice"].message
+    assert "finally" in said["no_finally"].message
+    assert "let the failure out" in said["swallows"].message
+    assert "async def" in said["not_async"].message
+    assert not await check_draw_picture(None)
+
+
+def test_the_split_checker_runs_the_hand_out_then_the_even_limit():
+    def split(global_limit, story_limit, stories):
+        top, held = CapacitySource(global_limit), []
+        for _ in range(stories):
+            story, taken = CapacitySource(story_limit, parent=top), 0
+            while story.try_acquire():
+                taken += 1
+            held.append(taken)
+        return held
+
+    def unlinked(global_limit, story_limit, stories):  # every story's own limit, no global
+        return [story_limit] * stories
+
+    def even_split(global_limit, story_limit, stories):  # the share, not the hand-out
+        return [global_limit // stories] * stories
+
+    def even_limit(global_limit, stories):
+        return max(k for k in range(1, global_limit + 1)
+                   if len(set(split(global_limit, k, stories))) == 1)
+
+    assert kit.check_split_and_even(split, even_limit)
+    starter = kit.check_split_and_even(lambda g, p, n: [0] * n, even_limit)
+    assert not starter and "try_acquire() says no" in starter.message
+    over = kit.check_split_and_even(unlinked, even_limit)
+    assert not over and "under the global one" in over.message, over
+    share = kit.check_split_and_even(even_split, even_limit)
+    assert not share and "each takes all it can" in share.message, share
+    limit = kit.check_split_and_even(split, lambda g, n: 3)
+    assert not limit and "even_limit(4, 2) gave 3" in limit.message
+    assert not kit.check_split_and_even(None, even_limit)
 
 
 def test_a_verdict_shows_code_spans_as_code_in_html_and_keeps_them_in_plain_text():

@@ -68,6 +68,13 @@ from storylab.story.entities import (
 )
 from storylab.story.html import story_fragment
 from storylab.story.settings import StorySettings, global_image_capacity, use_settings
+from storylab.tutorial._capacity import (
+    TogetherRun,
+    check_draw_picture,
+    check_split_and_even,
+    handoff_lines,
+    start_together,
+)
 from storylab.tutorial._capstone import (
     CapstoneRun,
     check_capstone,
@@ -109,6 +116,7 @@ from storylab.tutorial._exercises import (
     check_two_level_tree,
 )
 from storylab.tutorial._http import CapacityReadout, capacity_readout
+from storylab.tutorial._last_round import last_round
 from storylab.tutorial._legend import relabel_legend
 from storylab.tutorial._overview import (
     API_TABLE,
@@ -147,6 +155,12 @@ __all__ = [
     "check_fifo_losses",
     "check_finish_story",
     "check_capacity_tree",
+    "check_draw_picture",
+    "last_round",
+    "check_split_and_even",
+    "handoff_lines",
+    "start_together",
+    "TogetherRun",
     "check_give_up",
     "check_polite_burst",
     "check_retry_two",

@@ -68,9 +68,16 @@ SOLUTIONS: dict[str, str] = {
                                        predicted=predicted)
     """,
     "03-1": """
-        # A, B, C and D take their own 3 each, which is all 12: E still holds none.
-        solution = [3, 3, 3, 3, 0]
-        check_first_split(solution, stories=5, story_limit=3, global_limit=12)
+        async def draw_picture(story, work):
+            await story.acquire()  # one unit, from the story and the global source at once
+            try:
+                return await work()  # a failure still comes out, after the finally block
+            finally:
+                story.release()  # back at both levels, whether work() returned or raised
+
+
+        # (async with story: return await work() does the same in one line)
+        await check_draw_picture(draw_picture)
     """,
     "03-2": """
         def build_tree(global_limit, story_limits):
@@ -158,13 +165,26 @@ SOLUTIONS: dict[str, str] = {
         await check_give_up(collect)
     """,
     "06-1": """
+        def split(global_limit, story_limit, stories):
+            top = CapacitySource(global_limit, name="global")
+            held = []
+            for n in range(stories):
+                story = CapacitySource(story_limit, parent=top, name=f"story {n}")
+                taken = 0
+                while story.try_acquire():  # False once the story or the global level is full
+                    taken += 1
+                held.append(taken)
+            return held
+
+
         def even_limit(global_limit, stories):
-            # No story may hold more than its share: the units divided by the busy stories,
-            # rounded down (the remainder, if any, stays idle).
-            return global_limit // stories
+            # Every limit from 1 to the global one, tried on a real tree: keep the largest
+            # whose split is even (it comes out as global_limit // stories).
+            return max(limit for limit in range(1, global_limit + 1)
+                       if len(set(split(global_limit, limit, stories))) == 1)
 
 
-        check_even_limit(even_limit)
+        check_split_and_even(split, even_limit)
     """,
     "06-3": """
         import asyncio
@@ -368,6 +388,8 @@ EXPLAINED: dict[str, str] = {
         the queue and FIFO's split is 3, 0, 0, 0, 0. The makespan grows (40.0 instead of
         30.0 model s) because each time A's next request reaches the head of the queue while
         A's own limit is full, everyone behind it waits: head-of-line blocking.
+        With a global limit of 12, A, B, C and D take their own 3 each, which is all 12 units,
+        and E still holds none: 3, 3, 3, 3, 0.
     """,
     "04-2": """
         With KILL_AFTER = 3 the kill lands later: once a third picture has finished. With a

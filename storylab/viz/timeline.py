@@ -605,7 +605,11 @@ def mark_moments(ax: Axes, moments: Iterable[Any], *, tick: str | None = "v") ->
         if len(members) > 1 and close and {m.kind for m in members} == {"failed"}:
             # Failures close together: one shaded band from the first to the last,
             # not a crowd of dashed lines over the bars' ✗ marks.
-            drawn.append(ax.axvspan(members[0].t, members[-1].t, alpha=0.4, lw=0, zorder=1,
+            # At least _BAND_POINTS wide, so the same failures read as a band on any axis
+            # length, never as a thin line that looks like a single moment.
+            lo_t, hi_t = members[0].t, members[-1].t
+            pad = max(0.0, _BAND_POINTS / width * span - (hi_t - lo_t)) / 2
+            drawn.append(ax.axvspan(lo_t - pad, hi_t + pad, alpha=0.4, lw=0, zorder=1,
                                     color=_MOMENT_COLOURS["failed"],
                                     gid=f"moment-band:failed:{i}"))
             i += len(members)
@@ -641,6 +645,7 @@ def mark_moments(ax: Axes, moments: Iterable[Any], *, tick: str | None = "v") ->
 
 
 _MOMENT_FONT = 10
+_BAND_POINTS = 8  # the narrowest a band of failures is drawn, in points
 _ROW_POINTS = 15  # one row of moment labels, in points
 _ROWS = 3  # rows of labels at the top of an axes before labels are merged
 _LABEL_PAD = 3  # points between a moment's line and its label

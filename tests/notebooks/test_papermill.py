@@ -13,6 +13,7 @@ machine's CPU count, at least 2).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import nbcheck
@@ -219,6 +220,14 @@ def _claims_03(f):
                      "expected 3, 3, 3, 1, 0 of 10")
     if not f["t_all_asked"] < f["first_release"]:
         found.append("the snapshot is taken after a unit came back, not while all five wait")
+    # each hand-off in words says why the fair rule chose its taker: the fewest held, or
+    # a tie broken by the longest wait (the prose explains both)
+    words = f["handoff_words"]
+    takers = [m.group(1) for w in words if (m := re.search(r"went to story (\w)", w))]
+    chosen = [m.group(1) for w in words
+              if (m := re.search(r"fair rule: .*?(\w) (?:holds the fewest|has waited longest)", w))]
+    if len(takers) != 2 or takers != chosen:
+        found.append(f"the hand-offs in words do not say why each taker was chosen: {words}")
     if f["first_handoffs"][0][1] != 4:
         found.append(f"first freed unit (story index from, to) {f['first_handoffs'][0]}; "
                      "the prose says it goes to E, the story holding none")

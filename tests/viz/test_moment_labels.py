@@ -234,3 +234,20 @@ def test_a_figure_whose_bars_carry_retry_marks_ticks_the_split_with_a_diamond():
     assert _tick_for(plain) == "v" and _tick_for(retried) == "D"
     assert _tick_for(plain, retried) == "D"  # one glyph for every panel of a figure
 
+
+
+def test_close_failures_read_as_a_band_on_a_long_axis_too():
+    # The same failures, 0.1 model s apart, on a 12 s and a 32 s axis: a band both times,
+    # at least _BAND_POINTS wide, never a hairline that reads as one moment.
+    from storylab.viz import Moment
+    from storylab.viz._figure import new_figure
+    from storylab.viz.timeline import _BAND_POINTS, _axes_width_points, mark_moments
+
+    for right in (12, 32):
+        fig, ax = new_figure(figsize=(8, 3))
+        ax.set_xlim(0, right)
+        mark_moments(ax, [Moment(6.2, "✗ a", "failed"), Moment(6.3, "✗ b", "failed")])
+        (band,) = [p for p in ax.patches if (p.get_gid() or "").startswith("moment-band:")]
+        points = band.get_width() / right * _axes_width_points(ax)
+        assert points >= _BAND_POINTS - 0.01, (right, points)
+        assert band.get_x() <= 6.2 and band.get_x() + band.get_width() >= 6.3
