@@ -487,7 +487,10 @@ def test_the_capstone_picture_hatches_the_items_killed_in_flight():
     top, _ = fig.axes
     hatched = [c for c in top.collections if c.get_hatch()]
     assert len(hatched) == 1, top.collections
-    assert "killed in flight" in [t.get_text() for t in top.get_legend().get_texts()]
+    assert "killed in flight (died with the process)" in [
+        t.get_text() for t in top.get_legend().get_texts()]
+    # A band one item wide is narrow on a whole run: a callout names it too.
+    assert "2 killed in flight" in [t.get_text() for t in top.texts]
     assert "2 items were running at the kill (hatched)" in fig.storylab_summary
     # Without them the band is not drawn and the summary does not mention it.
     plain = kit.plot_capstone(_record(4, 4), 1.0)
