@@ -1646,3 +1646,25 @@ def test_a_verdict_shows_code_spans_as_code_in_html_and_keeps_them_in_plain_text
     assert "<code>Return(result)</code>" in page
     assert "<code>a &lt; b</code>" in page  # escaped before it is marked up
     assert "`Return(result)`" in repr(verdict)
+
+
+def test_the_fair_targets_checker_refuses_each_wrong_rule_and_passes_the_solution():
+    from storylab.tutorial import check_fair_targets
+    from storylab.tutorial._cluster_lesson import _fair
+
+    def floor_of(w, limit):
+        return [int(x) for x in _fair(w, limit)]
+
+    cases = {"splits the limit between processes": lambda w, limit: [limit / len(w)] * len(w),
+             "keeps only what it wants": lambda w, limit: [
+                 len(ws) * limit / sum(map(len, w)) for ws in w],
+             "they add up to": floor_of,
+             "placeholder": lambda w, limit: ...,
+             "one number per process": lambda w, limit: [1.0],
+             "raised ZeroDivisionError": lambda w, limit: 1 / 0}
+    for said, fn in cases.items():
+        verdict = check_fair_targets(fn)
+        assert not verdict and said in verdict.message, (said, verdict)
+    assert "fill in your answer" in check_fair_targets(None).message
+    right = check_fair_targets(_fair)
+    assert right.ok and "[4, 2, 2, 2]" in right.message, right
