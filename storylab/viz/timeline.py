@@ -662,7 +662,8 @@ def mark_moments(ax: Axes, moments: Iterable[Any], *, tick: str | None = "v") ->
     such as ``(31.0, "kill")`` or ``(12.0, "lease expired")``. Every moment
     gets its own line (gid ``moment:<kind>:<i>``, ``i`` its rank in time),
     except failures close together (within 5 % of the axis), which share one
-    shaded band (gid ``moment-band:failed:<i>``).
+    dashed line at the first of them: a failure is marked the same way on
+    every chart, whether alone or in a crowd.
     Labels sit at the top of the axes in up to three rows and never overlap:
     moments too close together for separate labels share one, which counts
     them (``"✗ 6 tasks failed"``, ``"retry ×4"``). A moment on the axis itself
@@ -685,11 +686,12 @@ def mark_moments(ax: Axes, moments: Iterable[Any], *, tick: str | None = "v") ->
         ticked = False  # a moment on the axis itself: its label names the tick (▼)
         close = members[-1].t - members[0].t <= 0.05 * span
         if len(members) > 1 and close and {m.kind for m in members} == {"failed"}:
-            # Failures close together: one shaded band from the first to the last,
-            # not a crowd of dashed lines over the bars' ✗ marks.
-            drawn.append(ax.axvspan(members[0].t, members[-1].t, alpha=0.4, lw=0, zorder=1,
-                                    color=_MOMENT_COLOURS["failed"],
-                                    gid=f"moment-band:failed:{i}"))
+            # Failures close together: one dashed line, like a lone failure's (the same
+            # mark for a failure on every chart), at the first of them; its label counts
+            # them, and each bar still ends in its own ✗.
+            drawn.append(ax.axvline(members[0].t, color=_MOMENT_COLOURS["failed"],
+                                    ls=_MOMENT_STYLES.get("failed", (0, (4, 2))), lw=1.4,
+                                    zorder=6, gid=f"moment:failed:{i}"))
             i += len(members)
         else:
             for m in members:
