@@ -129,10 +129,10 @@ def check_fair_targets(fair_targets: Any) -> Verdict:
     wants, limit = _FAIR_CASES[0]
     whole = _targets([list(ws) for ws in wants], [0.0] * len(wants), limit)
     return Verdict(True, f"every story gets the same level, capped by what it wants. For this "
-                         f"notebook's run ({wants}, limit {limit}) the entitlements are "
+                         f"notebook's default run ({wants}, limit {limit}) the entitlements are "
                          f"{[round(x, 2) for x in _fair(wants, limit)]}; the allocator on the "
-                         f"scheduler hands out whole units, {whole}, and gives a fraction's "
-                         "spare unit to each process in turn")
+                         f"scheduler hands out whole units, {whole}: it rounds fractions down "
+                         "and gives the spare units to the processes in turn")
 
 
 # -- the kill ----------------------------------------------------------------------
