@@ -487,7 +487,10 @@ def test_the_capstone_picture_hatches_the_items_killed_in_flight():
     top, _ = fig.axes
     hatched = [c for c in top.collections if c.get_hatch()]
     assert len(hatched) == 1, top.collections
-    assert "killed in flight" in [t.get_text() for t in top.get_legend().get_texts()]
+    assert "killed in flight (died with the process)" in [
+        t.get_text() for t in top.get_legend().get_texts()]
+    # A band one item wide is narrow on a whole run: a callout names it too.
+    assert "2 killed in flight" in [t.get_text() for t in top.texts]
     assert "2 items were running at the kill (hatched)" in fig.storylab_summary
     # Without them the band is not drawn and the summary does not mention it.
     plain = kit.plot_capstone(_record(4, 4), 1.0)
@@ -1772,3 +1775,25 @@ def test_a_verdict_shows_code_spans_as_code_in_html_and_keeps_them_in_plain_text
     assert "<code>Return(result)</code>" in page
     assert "<code>a &lt; b</code>" in page  # escaped before it is marked up
     assert "`Return(result)`" in repr(verdict)
+
+
+def test_the_fair_targets_checker_refuses_each_wrong_rule_and_passes_the_solution():
+    from storylab.tutorial import check_fair_targets
+    from storylab.tutorial._cluster_lesson import _fair
+
+    def floor_of(w, limit):
+        return [int(x) for x in _fair(w, limit)]
+
+    cases = {"splits the limit between processes": lambda w, limit: [limit / len(w)] * len(w),
+             "keeps only what it wants": lambda w, limit: [
+                 len(ws) * limit / sum(map(len, w)) for ws in w],
+             "they add up to": floor_of,
+             "placeholder": lambda w, limit: ...,
+             "one number per process": lambda w, limit: [1.0],
+             "raised ZeroDivisionError": lambda w, limit: 1 / 0}
+    for said, fn in cases.items():
+        verdict = check_fair_targets(fn)
+        assert not verdict and said in verdict.message, (said, verdict)
+    assert "fill in your answer" in check_fair_targets(None).message
+    right = check_fair_targets(_fair)
+    assert right.ok and "[4, 2, 2, 2]" in right.message, right

@@ -782,23 +782,35 @@ def plot_capstone(run: CapstoneRun, time_scale: float) -> Any:
     allowed = min(run.limit, LIMIT)  # the runner's limit, and never more than the service's
     over = drawn_peak > allowed
     # A figure whose text form is its summary, like every chart of storylab.viz.
-    fig, (top, bottom) = new_figure(2, 1, figsize=(10, 5.8), sharex=True,
+    fig, (top, bottom) = new_figure(2, 1, figsize=(12, 5.8), sharex=True,
                                     gridspec_kw={"height_ratios": [1, 1.2]})
     top.fill_between(xs, running, step="post", color=OKABE_ITO["blue"], alpha=0.35, lw=0)
     top.step(xs, running, where="post", color=OKABE_ITO["blue"], lw=1.4,
              label="items running (most per half model second)")
     if any(flying):
+        # Tinted as well as hatched: the items started at most one item's time before the
+        # kill, so the band is narrow, and a callout above it says what it is.
+        from matplotlib.colors import to_rgba
+
         top.fill_between(xs, [max(r - f, 0) for r, f in zip(running, flying, strict=True)],
-                         running, step="post", facecolor="none", hatch="///",
-                         edgecolor=OKABE_ITO["vermillion"], lw=0,
-                         label="killed in flight")
+                         running, step="post", facecolor=to_rgba(OKABE_ITO["vermillion"], 0.45),
+                         hatch="///", edgecolor=OKABE_ITO["vermillion"], lw=0,
+                         label="killed in flight (died with the process)")
+        caught = max(flying)
+        top.annotate(f"{len(run.in_flight)} killed in flight", (killed, caught / 2),
+                     xytext=(-14, 0), textcoords="offset points", ha="right", va="center",
+                     fontsize=10, color=OKABE_ITO["vermillion"], fontweight="bold",
+                     bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none",
+                           "alpha": 0.9},
+                     arrowprops={"arrowstyle": "->", "color": OKABE_ITO["vermillion"],
+                                 "lw": 1.4})
     top.axhline(run.limit, ls="--", color=OKABE_ITO["black"], lw=1,
                 label=f"LIMIT = {run.limit}")
     if run.limit > LIMIT:
         top.axhline(LIMIT, ls=":", color=OKABE_ITO["vermillion"], lw=1.4,
                     label=f"the service takes {LIMIT}")
-    # Room above the highest line for the legend, whatever the limit or the peak.
-    top.set_ylim(0, max(drawn_peak, run.limit) * 1.3 + 1.5)
+    # A little room above the highest line; the legends sit beside the panels.
+    top.set_ylim(0, max(drawn_peak, run.limit) * 1.15 + 0.5)
     top.set_ylabel("items at once", fontsize=11)
     first = [(e, k + 1) for k, e in enumerate(ends) if e <= killed]
     second = [(e, k + 1) for k, e in enumerate(ends) if e > killed]
@@ -828,9 +840,9 @@ def plot_capstone(run: CapstoneRun, time_scale: float) -> Any:
                     color="#333333")
     bottom.annotate(f"{before} kept through the kill", (killed, before), xytext=(-8, 8),
                     textcoords="offset points", ha="right", fontsize=10)
-    top.legend(loc="upper right", fontsize=10, framealpha=0.95, ncol=3 if run.limit > LIMIT
-               else 2)
-    bottom.legend(loc="lower right", fontsize=10, framealpha=0.9)
+    # Beside the panels, never over the lines: each legend has the room it needs.
+    top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=10, frameon=False)
+    bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=10, frameon=False)
     if over:
         verdict = f"up to {drawn_peak} at once, over the limit of {allowed}"
     else:

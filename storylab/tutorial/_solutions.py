@@ -251,13 +251,21 @@ SOLUTIONS: dict[str, str] = {
         await check_fifo_losses(fifo_losses)
     """,
     "08-1": """
-        # The first step from the kill on at which the survivors hold the whole limit:
-        # only once the dead worker's leases lapsed could they get every unit back.
-        regained = next(t for t, v in series if t >= killed and v >= global_limit)
-        print(f"whole limit again at {regained:.1f} model s; predicted window "
-              f"{lapse_from:.1f} to {lapse_by:.1f}: inside = {lapse_from <= regained <= lapse_by}")
-        check_regained(regained, series=series, killed=killed, lapse_from=lapse_from,
-                       lapse_by=lapse_by, global_limit=global_limit)
+        def fair_targets(wants, limit):
+            flat = sorted(w for ws in wants for w in ws)  # every story's want, smallest first
+            if sum(flat) <= limit:
+                return [sum(ws) for ws in wants]  # room for all: each gets what it wants
+            left, level = limit, 0.0
+            for i, w in enumerate(flat):
+                if w * (len(flat) - i) <= left:  # wants no more than an equal split of the rest
+                    left -= w
+                    continue
+                level = left / (len(flat) - i)  # the rest, equally, to it and those after it
+                break
+            return [sum(min(w, level) for w in ws) for ws in wants]
+
+
+        check_fair_targets(fair_targets)
     """,
     "08-2": """
         def lapse_window(T, renew=10, check=4):

@@ -80,8 +80,9 @@ class TaskLane:
 
     ``wait`` is ``(start, end)`` of the time it waited for a unit of capacity
     (``None`` when a unit was free at once), and ``wait_level`` the capacity
-    source that held it back (the task's own ``group`` or an ancestor such as
-    ``"global"``). ``run`` is ``(start, end)`` of its execution; ``outcome``
+    source that held it back when the wait began (the task's own ``group`` or
+    an ancestor such as ``"global"``); ``wait_parts`` cuts the wait where that
+    cause changed. ``run`` is ``(start, end)`` of its execution; ``outcome``
     is completed, failed, cancelled, or running if the trace ended first.
     """
 
@@ -96,6 +97,10 @@ class TaskLane:
     error: str | None = None
     # (model time, message) of each MARK recorded inside the task, e.g. a retry
     marks: tuple[tuple[float, str], ...] = ()
+    # The wait cut where its cause changed: ``(start, end, level)`` pieces in
+    # time order. A task can start waiting for its story's limit and, once its
+    # story has room, go on waiting for the global one: two pieces, two colours.
+    wait_parts: tuple[tuple[float, float, str | None], ...] = ()
 
     @property
     def key(self) -> str:
@@ -148,22 +153,46 @@ def timeline_lanes(trace: Trace, *, time_scale: float | None = None) -> list[Tas
         return (t - origin) / scale
 
     waits: dict[tuple[str, int], tuple[float, float | None, str | None]] = {}
+    # Replaying the units in use tells which level holds a waiter back at each
+    # instant: the first full one on its path, leaf first (the runner's rule).
+    limits = trace.meta.get("limits", {})
+    counts: dict[str, int] = {}
+    waiting: dict[tuple[str, int], tuple[str, ...]] = {}  # key -> its path, while it waits
+    parts: dict[tuple[str, int], list[list[Any]]] = {}  # key -> [[t0, t1, level], ...]
     starts: dict[tuple[str, int], Any] = {}
     ends: dict[tuple[str, int], Any] = {}
     marks: dict[tuple[str, int], list[tuple[float, str]]] = {}
     last_t = origin
     for e in trace.events:
         last_t = max(last_t, e.t)
-        if e.runner is None or e.task_id is None:
+        delta = _UNIT_DELTA.get(e.kind, 0)
+        if delta:
+            for name in e.path:
+                counts[name] = counts.get(name, 0) + delta
+        key = (e.runner, e.task_id) if e.runner is not None and e.task_id is not None else None
+        if key is not None and e.kind is EventKind.GRANT and key in waiting:
+            del waiting[key]
+            parts[key][-1][1] = e.t
+        if delta and waiting:
+            for other, path in waiting.items():
+                now = _blocking(path, counts, limits)
+                current = parts[other][-1]
+                if now is not None and now != current[2]:
+                    current[1] = e.t
+                    parts[other].append([e.t, None, now])
+        if key is None:
             continue
-        key = (e.runner, e.task_id)
         if e.kind is EventKind.WAIT:
             waits[key] = (e.t, None, e.level)
+            waiting[key] = e.path
+            parts[key] = [[e.t, None, e.level]]
         elif e.kind is EventKind.GRANT and key in waits:
             t0, _, level = waits[key]
             waits[key] = (t0, e.t, level)
         elif e.kind is EventKind.WAIT_CANCELLED:
             waits.pop(key, None)
+            waiting.pop(key, None)
+            parts.pop(key, None)
         elif e.kind is EventKind.TASK_START:
             starts[key] = e
         elif e.kind in _END_KINDS and key in starts:
@@ -176,9 +205,12 @@ def timeline_lanes(trace: Trace, *, time_scale: float | None = None) -> list[Tas
         end = ends.get(key)
         group = start.group or start.runner
         wait = level = None
+        pieces: tuple[tuple[float, float, str | None], ...] = ()
         if key in waits:
             w0, w1, level = waits[key]
             wait = (model(w0), model(w1 if w1 is not None else start.t))
+            pieces = _wait_pieces(parts.get(key, []), wait, model, end_of=start.t,
+                                  tiny=(last_t - origin) / scale * _BURST)
         lane = TaskLane(
             runner=start.runner,
             task_id=start.task_id,
@@ -190,9 +222,50 @@ def timeline_lanes(trace: Trace, *, time_scale: float | None = None) -> list[Tas
             outcome=_END_KINDS[end.kind] if end is not None else Status.RUNNING,
             error=end.error if end is not None else None,
             marks=tuple(marks.get(key, ())),
+            wait_parts=pieces,
         )
         by_group.setdefault(group, []).append(lane)
     return [lane for lanes in by_group.values() for lane in lanes]
+
+
+_UNIT_DELTA = {EventKind.ACQUIRE: 1, EventKind.GRANT: 1, EventKind.RELEASE: -1}
+
+
+def _blocking(path: tuple[str, ...], counts: Mapping[str, int],
+              limits: Mapping[str, int]) -> str | None:
+    """The first full level on ``path`` (leaf first), or ``None`` if all have room."""
+    for name in path:
+        limit = limits.get(name)
+        if limit is not None and counts.get(name, 0) >= limit:
+            return name
+    return None
+
+
+def _wait_pieces(raw: list[list[Any]], wait: tuple[float, float], model: Any, *,
+                 end_of: float, tiny: float) -> tuple[tuple[float, float, str | None], ...]:
+    """``raw`` pieces of one wait in model seconds; a piece shorter than ``tiny``
+    (a unit handed on within an instant) joins the piece before it."""
+    out: list[list[Any]] = []
+    for t0, t1, level in raw:
+        a, b = model(t0), model(t1 if t1 is not None else end_of)
+        if out and (b - a <= tiny or level == out[-1][2]):
+            out[-1][1] = b
+            continue
+        if out and out[-1][1] - out[-1][0] <= tiny:  # the piece before was a flicker
+            out[-1][1:] = [b, level]
+            continue
+        out.append([a, b, level])
+    if not out:
+        return ((wait[0], wait[1], None),)
+    out[0][0], out[-1][1] = wait[0], wait[1]
+    # Two neighbours of one level, once a flicker between them is gone, are one piece.
+    merged: list[list[Any]] = [out[0]]
+    for piece in out[1:]:
+        if piece[2] == merged[-1][2]:
+            merged[-1][1] = piece[1]
+        else:
+            merged.append(piece)
+    return tuple((a, b, level) for a, b, level in merged)
 
 
 def makespan(trace: Trace, *, time_scale: float | None = None) -> float:
@@ -337,24 +410,33 @@ def _lanes_end(lanes: list[TaskLane]) -> float:
     return max((lane.run[1] for lane in lanes), default=0.0)
 
 
+def _pieces(lane: TaskLane) -> tuple[tuple[float, float, str | None], ...]:
+    """The pieces of ``lane``'s wait (one piece for a lane built by hand)."""
+    if lane.wait is None:
+        return ()
+    return lane.wait_parts or ((lane.wait[0], lane.wait[1], lane.wait_level),)
+
+
 def _wait_levels(lanes: list[TaskLane]) -> dict[str, str]:
     """Legend text per blocking level: the task's own limit vs an ancestor's.
 
-    A wait is coloured by the level that was full when it *began*; another
-    level may hold the task back later in the same wait: the legend says which
-    limit "was full" when the wait began."""
+    A wait is cut where its cause changed (the story had room again but the
+    global limit was full), and each piece is named by the level that was full
+    during it."""
     names: dict[str, str] = {}
     end = _lanes_end(lanes)
     for lane in lanes:
-        if lane.wait_level is None or not _visible_wait(lane, end):
+        if not _visible_wait(lane, end):
             continue  # a unit granted (almost) at once is no wait a reader could see
-        if lane.wait_level == lane.group:
-            own = ("its story's limit" if lane.group.startswith("story:")
-                   else f"its own limit ({lane.group.split(' (')[0]})")
-            names.setdefault("__own__", f"waiting: {own} was full")
-        else:
-            text = f"waiting: the {plain_source(lane.wait_level)} limit was full"
-            names.setdefault(lane.wait_level, text)
+        for _, _, level in _pieces(lane):
+            if level is None:
+                continue
+            if level == lane.group:
+                own = ("its story's limit" if lane.group.startswith("story:")
+                       else f"its own limit ({lane.group.split(' (')[0]})")
+                names.setdefault("__own__", f"waiting: {own} was full")
+            else:
+                names.setdefault(level, f"waiting: the {plain_source(level)} limit was full")
     return names
 
 
@@ -379,8 +461,8 @@ def _draw_gantt(
     if level_keys is None:
         level_keys = _level_order(lanes)
 
-    def wait_colour(lane: TaskLane) -> str:
-        k = "__own__" if lane.wait_level == lane.group else str(lane.wait_level)
+    def wait_colour(lane: TaskLane, level: str | None) -> str:
+        k = "__own__" if level == lane.group else str(level)
         if k not in level_keys:  # a wait too short to show
             return WAIT_COLOURS[0]
         return WAIT_COLOURS[min(level_keys.index(k), len(WAIT_COLOURS) - 1)]
@@ -408,13 +490,13 @@ def _draw_gantt(
             y += 1
         if band:
             ax.axhspan(y - 0.5, y + 0.5, color="#f4f4f4", zorder=0, lw=0)
-        if lane.wait is not None:
-            w0, w1 = lane.wait
+        for i, (w0, w1, level) in enumerate(_pieces(lane)):
+            # One hatched bar per cause: the colour changes where the cause did.
             (rect,) = ax.barh(
-                y, max(w1 - w0, 0.0), left=w0, height=0.6, color=wait_colour(lane),
+                y, max(w1 - w0, 0.0), left=w0, height=0.6, color=wait_colour(lane, level),
                 edgecolor="#666666", linewidth=0.5, hatch="///", zorder=2,
             ).patches
-            rect.set_gid(f"wait:{lane.key}")
+            rect.set_gid(f"wait:{lane.key}" if i == 0 else f"wait-then:{lane.key}:{i}")
         r0, r1 = lane.run
         (rect,) = ax.barh(
             y, max(r1 - r0, 0.0), left=r0, height=0.6, color=COLOURS[lane.outcome],
@@ -580,7 +662,8 @@ def mark_moments(ax: Axes, moments: Iterable[Any], *, tick: str | None = "v") ->
     such as ``(31.0, "kill")`` or ``(12.0, "lease expired")``. Every moment
     gets its own line (gid ``moment:<kind>:<i>``, ``i`` its rank in time),
     except failures close together (within 5 % of the axis), which share one
-    shaded band (gid ``moment-band:failed:<i>``).
+    dashed line at the first of them: a failure is marked the same way on
+    every chart, whether alone or in a crowd.
     Labels sit at the top of the axes in up to three rows and never overlap:
     moments too close together for separate labels share one, which counts
     them (``"✗ 6 tasks failed"``, ``"retry ×4"``). A moment on the axis itself
@@ -603,15 +686,12 @@ def mark_moments(ax: Axes, moments: Iterable[Any], *, tick: str | None = "v") ->
         ticked = False  # a moment on the axis itself: its label names the tick (▼)
         close = members[-1].t - members[0].t <= 0.05 * span
         if len(members) > 1 and close and {m.kind for m in members} == {"failed"}:
-            # Failures close together: one shaded band from the first to the last,
-            # not a crowd of dashed lines over the bars' ✗ marks.
-            # At least _BAND_POINTS wide, so the same failures read as a band on any axis
-            # length, never as a thin line that looks like a single moment.
-            lo_t, hi_t = members[0].t, members[-1].t
-            pad = max(0.0, _BAND_POINTS / width * span - (hi_t - lo_t)) / 2
-            drawn.append(ax.axvspan(lo_t - pad, hi_t + pad, alpha=0.4, lw=0, zorder=1,
-                                    color=_MOMENT_COLOURS["failed"],
-                                    gid=f"moment-band:failed:{i}"))
+            # Failures close together: one dashed line, like a lone failure's (the same
+            # mark for a failure on every chart), at the first of them; its label counts
+            # them, and each bar still ends in its own ✗.
+            drawn.append(ax.axvline(members[0].t, color=_MOMENT_COLOURS["failed"],
+                                    ls=_MOMENT_STYLES.get("failed", (0, (4, 2))), lw=1.4,
+                                    zorder=6, gid=f"moment:failed:{i}"))
             i += len(members)
         else:
             for m in members:
@@ -645,7 +725,6 @@ def mark_moments(ax: Axes, moments: Iterable[Any], *, tick: str | None = "v") ->
 
 
 _MOMENT_FONT = 10
-_BAND_POINTS = 8  # the narrowest a band of failures is drawn, in points
 _ROW_POINTS = 15  # one row of moment labels, in points
 _ROWS = 3  # rows of labels at the top of an axes before labels are merged
 _LABEL_PAD = 3  # points between a moment's line and its label
@@ -789,7 +868,8 @@ def plot_timeline(
     """A Gantt chart of the traced tasks: one lane per task, grouped by capacity source.
 
     Hatched bars are time spent waiting for a unit, coloured by the level
-    that held the task (its own story limit, or the global one); solid bars
+    that held the task (its own story limit, or the global one), changing
+    colour where the cause of the wait changed; solid bars
     are running time, coloured by how the task ended (a ✗ marks failures).
     The axis starts at the trace's time origin, and a bracket above the
     lanes spans the makespan, so the bars end where the bracket (and the
@@ -972,7 +1052,9 @@ def timeline_summary(trace: Trace, *, time_scale: float | None = None,
               + task_label(lane.label) for lane in lanes if lane.outcome is Status.FAILED]
     end = _lanes_end(lanes)
     waited = [lane for lane in lanes if _visible_wait(lane, end)]
-    own = sum(1 for lane in waited if lane.wait_level == lane.group)
+    levels = [{level == lane.group for _, _, level in _pieces(lane)} for lane in waited]
+    own = sum(1 for seen in levels if seen == {True})
+    turn = sum(1 for seen in levels if len(seen) == 2)
     busy = sum(lane.run[1] - lane.run[0] for lane in lanes)
     text = (f"Timeline: {len(lanes)} tasks in {len(groups)} group(s) "
             f"({', '.join(labels.get(g, g) for g in groups[:6])}"
@@ -980,7 +1062,8 @@ def timeline_summary(trace: Trace, *, time_scale: float | None = None,
             f"{busy:.1f} task-seconds of work")
     if waited:
         text += (f"; {len(waited)} waited for capacity ({own} on their own limit, "
-                 f"{len(waited) - own} on a shared one)")
+                 f"{len(waited) - own - turn} on a shared one"
+                 + (f", {turn} on both in turn" if turn else "") + ")")
     if failed:
         text += f"; failed: {', '.join(failed)}"
     return text + "."

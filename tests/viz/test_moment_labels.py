@@ -84,17 +84,16 @@ async def test_many_failures_at_once_get_labels_that_do_not_overlap(tmp_path):
     fig.savefig(tmp_path / "refused.png")  # lays the figure out as a notebook shows it
     assert _overlaps(fig, ax) == []
     # Nobody waited here (no limit held anyone back), so the split is not marked. Every
-    # other moment keeps its own line, or (failures close together) lies in one shaded
-    # band; the labels account for every moment shown.
+    # other moment keeps its own line, and failures close together share one dashed line,
+    # the same mark as a lone failure's; the labels account for every moment shown.
     shown = [m for m in moments if m.kind != "split"]
     kinds = [ln.get_gid().split(":")[1] for ln in ax.lines
              if (ln.get_gid() or "").startswith("moment:")]
-    bands = [(p.get_x(), p.get_x() + p.get_width()) for p in ax.patches
-             if (p.get_gid() or "").startswith("moment-band:")]
-    assert len(bands) == 1  # the eight refusals came within a moment of each other
-    assert all(a - 1e-9 <= m.t <= b + 1e-9 for m in shown if m.kind == "failed"
-               for a, b in bands)
-    assert sorted(kinds) == sorted(m.kind for m in shown if m.kind != "failed")
+    assert not [p for p in ax.patches if (p.get_gid() or "").startswith("moment-band:")]
+    # the eight refusals came within a moment of each other: one line for all of them
+    assert kinds.count("failed") == 1
+    assert sorted(k for k in kinds if k != "failed") == sorted(
+        m.kind for m in shown if m.kind != "failed")
     counted = [int(t.get_gid().split(":")[1]) for t in _moment_labels(ax)]
     assert sum(counted) == len(shown)
     texts = [t.get_text() for t in _moment_labels(ax)]
@@ -198,7 +197,7 @@ def test_no_other_moment_line_runs_through_a_label():
     plt.close(fig)
 
 
-def test_a_moment_on_the_axis_gets_a_tick_and_close_failures_a_band_that_shows():
+def test_a_moment_on_the_axis_gets_a_tick_and_close_failures_one_dashed_line():
     from storylab.viz import Moment
     from storylab.viz._figure import new_figure
     from storylab.viz.timeline import mark_moments
@@ -211,8 +210,15 @@ def test_a_moment_on_the_axis_gets_a_tick_and_close_failures_a_band_that_shows()
     assert ticks == ["moment-tick:split:0"]  # only the moment hidden in the axis
     labels = [t.get_text() for t in ax.texts if (t.get_gid() or "").startswith("moment-label")]
     assert "▼ split 3,1" in labels, labels  # the label names its tick
-    (band,) = [p for p in ax.patches if (p.get_gid() or "").startswith("moment-band:")]
-    assert band.get_alpha() >= 0.35
+    # Close failures: one dashed line, drawn like a lone failure's, and no shaded band.
+    assert not [p for p in ax.patches if (p.get_gid() or "").startswith("moment-band:")]
+    (line,) = [ln for ln in ax.lines if (ln.get_gid() or "").startswith("moment:failed")]
+    lone_fig, lone_ax = new_figure(figsize=(8, 3))
+    lone_ax.set_xlim(0, 30)
+    mark_moments(lone_ax, [Moment(12.0, "✗ a", "failed")])
+    (lone,) = [ln for ln in lone_ax.lines if (ln.get_gid() or "").startswith("moment:failed")]
+    assert line.get_linestyle() == lone.get_linestyle() == "--"
+    assert line.get_color() == lone.get_color() and line.get_linewidth() == lone.get_linewidth()
 
 
 def test_a_figure_whose_bars_carry_retry_marks_ticks_the_split_with_a_diamond():
@@ -236,18 +242,27 @@ def test_a_figure_whose_bars_carry_retry_marks_ticks_the_split_with_a_diamond():
 
 
 
-def test_close_failures_read_as_a_band_on_a_long_axis_too():
-    # The same failures, 0.1 model s apart, on a 12 s and a 32 s axis: a band both times,
-    # at least _BAND_POINTS wide, never a hairline that reads as one moment.
+def test_close_failures_are_marked_like_a_lone_failure_on_any_axis_length():
+    # The same failures, 0.1 model s apart, on a 12 s and a 32 s axis: one dashed line,
+    # drawn exactly as a lone failure's, never a band that is wide on one chart and a
+    # hairline on another.
     from storylab.viz import Moment
     from storylab.viz._figure import new_figure
-    from storylab.viz.timeline import _BAND_POINTS, _axes_width_points, mark_moments
+    from storylab.viz.timeline import mark_moments
+
+    def failure_lines(ax):
+        return [ln for ln in ax.lines if (ln.get_gid() or "").startswith("moment:failed:")]
 
     for right in (12, 32):
         fig, ax = new_figure(figsize=(8, 3))
         ax.set_xlim(0, right)
         mark_moments(ax, [Moment(6.2, "✗ a", "failed"), Moment(6.3, "✗ b", "failed")])
-        (band,) = [p for p in ax.patches if (p.get_gid() or "").startswith("moment-band:")]
-        points = band.get_width() / right * _axes_width_points(ax)
-        assert points >= _BAND_POINTS - 0.01, (right, points)
-        assert band.get_x() <= 6.2 and band.get_x() + band.get_width() >= 6.3
+        (line,) = failure_lines(ax)
+        assert line.get_xdata()[0] == 6.2
+        assert not ax.patches
+        _, lone_ax = new_figure(figsize=(8, 3))
+        lone_ax.set_xlim(0, right)
+        mark_moments(lone_ax, [Moment(6.2, "✗ a", "failed")])
+        (lone,) = failure_lines(lone_ax)
+        assert (line.get_linestyle(), line.get_color(), line.get_linewidth()) == (
+            lone.get_linestyle(), lone.get_color(), lone.get_linewidth())
