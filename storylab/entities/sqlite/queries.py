@@ -6,6 +6,7 @@ Part of :class:`~storylab.entities.sqlite.EntityGraph` (see
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from typing import Any
 
@@ -24,6 +25,35 @@ from storylab.entities.sqlite._shared import (
 )
 from storylab.entities.store import READ_FIELDS
 
+# Reads while writes wait for another process's write lock (see
+# Queries._read_with_pending): the rows not written yet, the nodes whose
+# reopening is not written yet, and the stored nodes with both laid over them.
+_PENDING_COLUMNS = (
+    "id, name, type, status, data, parent_id, created_at, started_at, finished_at, error, "
+    "output, call_path"
+)
+_PENDING_TABLES = (
+    f"CREATE TEMP TABLE IF NOT EXISTS pending_nodes (seq INTEGER, {_PENDING_COLUMNS})",
+    "CREATE TEMP TABLE IF NOT EXISTS pending_reopens (id TEXT PRIMARY KEY)",
+)
+_PENDING_INSERT = f"INSERT INTO temp.pending_nodes VALUES (?, {', '.join('?' * 12)})"
+_REOPENED = "(id IN (SELECT id FROM temp.pending_reopens) AND status IN ('Completed', 'Failed'))"
+_STORED_REOPENED = ", ".join(
+    f"CASE WHEN {_REOPENED} THEN {value} ELSE {column} END AS {column}"
+    if value
+    else column
+    for column, value in (
+        ("id", None), ("name", None), ("type", None), ("status", "'Pending'"), ("data", None),
+        ("parent_id", None), ("created_at", None), ("started_at", "NULL"),
+        ("finished_at", "NULL"), ("error", "NULL"), ("output", "NULL"), ("call_path", None),
+    )
+)  # fmt: skip
+_WITH_PENDING = (
+    "(SELECT rowid AS rowid, {stored} FROM main.nodes "
+    f"UNION ALL SELECT seq, {_PENDING_COLUMNS} FROM temp.pending_nodes)"
+)
+_NODES_READ = re.compile(r"\b(FROM|JOIN)\s+nodes\b")
+
 
 class Queries(StoreReads, GraphState):
     """The reads of the store (most of them :class:`StoreReads`')."""
@@ -32,9 +62,45 @@ class Queries(StoreReads, GraphState):
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
-            if self._new_rows:
-                self._write_pending()
+            if (self._new_rows or self._reopens) and not self._write_pending():
+                return self._read_with_pending(sql, params)
             return self._conn.execute(sql, params).fetchall()
+
+    def _read_with_pending(self, sql: str, params: tuple) -> list[tuple]:
+        """``sql`` answered as if what waits for another process's write lock
+        were written (hold ``_lock``, outside a transaction): the rows created
+        meanwhile, and the reopening of nodes.
+
+        They cannot be written without that lock, and a read on the event
+        loop must not wait for it. So they are copied into tables of this
+        connection's own temporary database (which needs no lock of the
+        file), the new rows numbered after the stored ones in creation order
+        as the commit will number them; and every ``nodes`` the query reads
+        from is the stored rows (reopened ones Pending, their run's fields
+        cleared) and the new ones together. In WAL mode the read itself
+        never waits for a writer."""
+        conn = self._conn
+        for create in _PENDING_TABLES:
+            conn.execute(create)
+        rows = self._new_rows
+        if rows:
+            top = conn.execute("SELECT coalesce(max(rowid), 0) FROM main.nodes").fetchone()[0]
+            conn.executemany(
+                _PENDING_INSERT, [(top + i, *row) for i, row in enumerate(rows.values(), 1)]
+            )
+        if self._reopens:
+            conn.executemany(
+                "INSERT INTO temp.pending_reopens VALUES (?)", [(id,) for id in self._reopens]
+            )
+        stored = _STORED_REOPENED if self._reopens else _PENDING_COLUMNS
+        nodes = _WITH_PENDING.format(stored=stored)
+        try:
+            return conn.execute(
+                _NODES_READ.sub(lambda m: f"{m[1]} {nodes}", sql), params
+            ).fetchall()
+        finally:
+            conn.execute("DELETE FROM temp.pending_nodes")
+            conn.execute("DELETE FROM temp.pending_reopens")
 
     # ------------------------------------------------------------- read API
 
