@@ -198,9 +198,10 @@ class EntityGraph(Writes, Queries, Leases, Transactions):
         often the leases are renewed (default a quarter of ``lease_ttl``).
         Without ``lease_ttl`` it is ``$STORYLAB_LEASE_TTL`` if set, else 10 s.
         ``busy_timeout`` is how long a synchronous write (one made outside
-        a run's awaited steps, e.g. ``append_call`` or ``reopen``) waits for
-        another process's write lock before it raises; a run's own writes,
-        the commits and the heartbeat wait without blocking the event loop.
+        a run's awaited steps, e.g. ``create`` of a new root or ``merge_data``)
+        waits for another process's write lock before it raises; a run's own
+        writes, the commits and the heartbeat wait without blocking the event
+        loop.
         A file that is not a storylab graph, or one from a newer schema, is
         refused with a clear error and left untouched.
 
