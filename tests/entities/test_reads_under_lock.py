@@ -154,3 +154,57 @@ async def test_reading_the_tree_after_append_call_under_a_foreign_lock_keeps_the
         assert conn.execute("SELECT count(*) FROM nodes").fetchone() == (3,)
     finally:
         conn.close()
+
+
+class Logger(RunnableEntity, type_name="ReadsUnderLockLogger"):
+    """Logs progress (and makes a child) while the lock is held."""
+
+    async def run_impl(self):
+        ev = events_for(self.id)
+        ev["ready"].set()
+        await ev["locked"].wait()
+        self.append_call(Leaf, "made", {"n": 3})
+        yield self.progress({"step": 1}, "first")
+        yield self.progress({"step": 2}, "second")
+        ev["read"].set()
+        await asyncio.sleep(HOLD * 2)  # past the hold: the log is read meanwhile
+        yield Return("done")
+
+
+@pytest.mark.timeout(120)
+async def test_reading_the_progress_log_under_a_foreign_lock_keeps_the_loop_moving(tmp_path):
+    path = tmp_path / "graph.sqlite"
+    with EntityGraph.open(path) as g:
+        parent = g.create(Logger, "logger")
+        ev = events_for(parent.id)
+        task = asyncio.create_task(parent.run())
+        await ev["ready"].wait()
+        g.flush()
+        ticker = Ticker()
+        await ticker.started()
+        held = Held(path)
+        try:
+            await held.locked()
+            release = asyncio.create_task(held.released_at())
+            begun = time.monotonic()
+            ev["locked"].set()
+            await asyncio.wait_for(ev["read"].wait(), timeout=HOLD * 20)
+            log = g.progress(parent.id)  # the envelopes are not stored yet
+            done = time.monotonic()
+            freed = await release
+        finally:
+            ticker.stop()
+            held.kill()
+        assert done < freed, f"reading the log waited {done - begun:.2f} s for the lock"
+        gap = ticker.largest_gap(begun, freed)
+        assert gap < (freed - held.locked_at) / 2, f"the loop stood still {gap:.2f} s of {HOLD} s"
+        assert [(e.type, e.status, e.message) for e in log] == [
+            ("STATUS", "STARTED", None),
+            ("VALUE", None, "first"),
+            ("VALUE", None, "second"),
+        ]
+        assert await asyncio.wait_for(task, timeout=60) == "done"
+        # Read again once stored: the same envelopes, then the end.
+        again = g.progress(parent.id)
+        assert [(e.message, e.value) for e in again[:3]] == [(e.message, e.value) for e in log]
+        assert [e.status for e in again[3:]] == [None, "COMPLETED"]

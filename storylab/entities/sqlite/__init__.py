@@ -132,7 +132,8 @@ meanwhile is not stored, and the run is stopped as above). Reads made on
 the loop while such rows wait (the parent's children, a child found by
 name, a node's data or status, a subtree) are answered with those rows laid
 over the stored ones, copied for the read into the connection's temporary
-database, which needs no lock of the file. From a coroutine, the root
+database, which needs no lock of the file; so is the progress log with the
+envelopes not stored yet. From a coroutine, the root
 entities do not wait either: finding a root that exists
 (``create_or_retrieve``, hence ``create_story`` on a resume) is a read;
 ``reopen`` is left to the next transaction, whose first statement it is

@@ -10,8 +10,10 @@ import re
 import sqlite3
 from typing import Any
 
+from storylab.entities._commits import running_loop as _running_loop
 from storylab.entities._reads import STATUSES as _STATUSES
 from storylab.entities._reads import StoreReads
+from storylab.entities.encoding import envelopes_from_rows, progress_rows
 from storylab.entities.envelopes import Envelope
 from storylab.entities.errors import (
     UnknownEntityError,
@@ -32,10 +34,18 @@ _PENDING_COLUMNS = (
     "id, name, type, status, data, parent_id, created_at, started_at, finished_at, error, "
     "output, call_path"
 )
+_PROGRESS_COLUMNS = "node_id, type, status, message, sub_type, value, error, at, more"
 _PENDING_TABLES = (
     f"CREATE TEMP TABLE IF NOT EXISTS pending_nodes (seq INTEGER, {_PENDING_COLUMNS})",
     "CREATE TEMP TABLE IF NOT EXISTS pending_reopens (id TEXT PRIMARY KEY)",
+    f"CREATE TEMP TABLE IF NOT EXISTS pending_progress (seq INTEGER, {_PROGRESS_COLUMNS})",
 )
+_PENDING_PROGRESS_INSERT = f"INSERT INTO temp.pending_progress VALUES (?, {', '.join('?' * 9)})"
+_PROGRESS_WITH_PENDING = (
+    f"(SELECT seq, {_PROGRESS_COLUMNS} FROM main.progress "
+    f"UNION ALL SELECT seq, {_PROGRESS_COLUMNS} FROM temp.pending_progress)"
+)
+_PROGRESS_READ = re.compile(r"\b(FROM|JOIN)\s+progress\b")
 _PENDING_INSERT = f"INSERT INTO temp.pending_nodes VALUES (?, {', '.join('?' * 12)})"
 _REOPENED = "(id IN (SELECT id FROM temp.pending_reopens) AND status IN ('Completed', 'Failed'))"
 _STORED_REOPENED = ", ".join(
@@ -82,6 +92,14 @@ class Queries(StoreReads, GraphState):
         conn = self._conn
         for create in _PENDING_TABLES:
             conn.execute(create)
+        envs = self._progress
+        if envs:
+            top = conn.execute("SELECT coalesce(max(seq), 0) FROM main.progress").fetchone()[0]
+            conn.executemany(
+                _PENDING_PROGRESS_INSERT,
+                [(top + i, *row) for i, row in enumerate(progress_rows(envs), 1)],
+            )
+            sql = _PROGRESS_READ.sub(lambda m: f"{m[1]} {_PROGRESS_WITH_PENDING}", sql)
         rows = self._new_rows
         if rows:
             top = conn.execute("SELECT coalesce(max(rowid), 0) FROM main.nodes").fetchone()[0]
@@ -99,8 +117,8 @@ class Queries(StoreReads, GraphState):
                 _NODES_READ.sub(lambda m: f"{m[1]} {nodes}", sql), params
             ).fetchall()
         finally:
-            conn.execute("DELETE FROM temp.pending_nodes")
-            conn.execute("DELETE FROM temp.pending_reopens")
+            for table in ("pending_nodes", "pending_reopens", "pending_progress"):
+                conn.execute(f"DELETE FROM temp.{table}")
 
     # ------------------------------------------------------------- read API
 
@@ -112,14 +130,20 @@ class Queries(StoreReads, GraphState):
 
     def progress(self, id: str) -> list[Envelope]:
         """The node's progress log, including every descendant's envelopes,
-        in the order they were written."""
+        in the order they were written (those not stored yet included: they
+        are committed first, or, on an event loop while another process
+        holds the write lock, read with the stored ones without waiting)."""
         self._require(id)
         with self._lock:
             if self._progress:
                 if self._in_txn:
                     self._write_progress()
-                else:
+                elif _running_loop() is None or self._try_begin():
                     self._commit(block=True)
+                else:
+                    # Another process holds the write lock: read the buffered
+                    # envelopes with the stored ones rather than wait for it.
+                    return envelopes_from_rows(self._read_with_pending(*self._progress_query(id)))
         return self._progress_rows(id)
 
     def has_node(self, id: str) -> bool:
