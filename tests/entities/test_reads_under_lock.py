@@ -208,3 +208,43 @@ async def test_reading_the_progress_log_under_a_foreign_lock_keeps_the_loop_movi
         again = g.progress(parent.id)
         assert [(e.message, e.value) for e in again[:3]] == [(e.message, e.value) for e in log]
         assert [e.status for e in again[3:]] == [None, "COMPLETED"]
+
+
+RUNS: list[str] = []
+
+
+class Again(RunnableEntity, type_name="ReadsUnderLockAgain"):
+    async def run_impl(self):
+        RUNS.append(self.id)
+        yield Return(len(RUNS))
+
+
+@pytest.mark.timeout(120)
+async def test_a_root_reopened_under_a_foreign_lock_runs_again_once_the_lock_is_free(tmp_path):
+    path = tmp_path / "graph.sqlite"
+    RUNS.clear()
+    with EntityGraph.open(path) as g:
+        root = g.create(Again, "again")
+        assert await root.run() == 1
+        ticker = Ticker()
+        await ticker.started()
+        held = Held(path)
+        try:
+            await held.locked()
+            release = asyncio.create_task(held.released_at())
+            begun = time.monotonic()
+            record = g.reopen(root.id)  # left to the next transaction
+            seen = (record.status, root.status, root.output, g.get_node(root.id).finished_at)
+            rerun = asyncio.create_task(root.run())  # waits for the lock, awaited
+            await asyncio.sleep(0.2)
+            assert not rerun.done() and RUNS == [root.id]
+            freed = await release
+            assert await asyncio.wait_for(rerun, timeout=60) == 2
+        finally:
+            ticker.stop()
+            held.kill()
+        assert seen == ("Pending", "Pending", None, None)
+        gap = ticker.largest_gap(begun, freed)
+        assert gap < (freed - held.locked_at) / 2, f"the loop stood still {gap:.2f} s of {HOLD} s"
+        assert RUNS == [root.id, root.id]
+        assert g.get_node(root.id).status == "Completed"
