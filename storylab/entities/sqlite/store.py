@@ -350,7 +350,10 @@ class EntityGraph(Writes, Queries, Leases, Transactions):
                 self._commit_loop = None
                 self._closed = True  # refused from now on, as after close()
                 self._closing = threading.Thread(
-                    target=self._close_connection, name=f"closing {self.path.name}"
+                    target=self._close_connection, name=f"closing {self.path.name}",
+                    # never a daemon: the interpreter waits for it at exit, so the
+                    # last commit is not lost when close() is called from one.
+                    daemon=False,
                 )
                 self._closing.start()
                 return
