@@ -75,6 +75,8 @@ HEAVY: dict[str, tuple[str, ...]] = {
         "entities/conformance/test_loop_free.py::test_creating_a_root_under_a_foreign_lock_keeps_the_loop_moving",
         "entities/conformance/test_loop_free.py::test_generating_a_story_under_a_foreign_lock_keeps_the_loop_moving",
         "entities/conformance/test_pg_contention.py::test_a_lease_is_renewed_while_other_processes_hold_the_write_lock",
+        "entities/test_reads_under_lock.py",
+        "story/test_story_under_lock.py",
         "test_tutorial_exercises.py::test_the_capstone_judge_refuses_a_batch_that_drops_its_failures",
         "test_tutorial_exercises.py::test_the_capstone_judge_refuses_a_runner_that_never_reaches_its_limit",
         "test_tutorial_exercises.py::test_the_capstone_judge_refuses_names_that_do_not_survive_the_kill",

@@ -100,15 +100,18 @@ class StoreReads:
         node = self.get_node(id)
         return {"input": node.data, "output": node.output}
 
-    def _progress_rows(self, id: str) -> list[Envelope]:
-        """The envelopes of ``id``'s subtree as stored, in the order written."""
-        rows = self._read(
+    def _progress_query(self, id: str) -> tuple[str, tuple]:
+        """The query (and its parameters) of :meth:`_progress_rows`."""
+        sql = (
             self._subtree() + f"SELECT {_PROGRESS_COLUMNS} FROM progress p "
             "JOIN nodes n ON n.id = p.node_id "
-            "WHERE p.node_id IN (SELECT id FROM sub) ORDER BY p.seq",
-            (id,),
+            "WHERE p.node_id IN (SELECT id FROM sub) ORDER BY p.seq"
         )
-        return envelopes_from_rows(rows)
+        return sql, (id,)
+
+    def _progress_rows(self, id: str) -> list[Envelope]:
+        """The envelopes of ``id``'s subtree as stored, in the order written."""
+        return envelopes_from_rows(self._read(*self._progress_query(id)))
 
     def progress_mark(self, id: str) -> int:
         """The progress row just before the node's latest start: a run that

@@ -424,6 +424,11 @@ def create_story(
     every finished picture and draws the failed ones again. A story whose
     every picture failed is a ``Failed`` entity (:class:`StoryImagesFailedError`),
     and its next run draws the pictures again in any case.
+
+    Called from a coroutine while another process holds the graph's write
+    lock, finding an existing story and reopening it do not wait for that
+    lock (the reopening is stored by the next commit); creating a new story
+    does, on the loop: use :func:`acreate_story` there.
     """
     cust = validate_story_request(topic, customization)
     name = pipeline_name(topic, cust)
@@ -536,4 +541,4 @@ async def generate_story(
             return await pipeline.run()
     finally:
         if own:
-            g.close()
+            await g.aclose()  # what is left is stored without blocking the loop

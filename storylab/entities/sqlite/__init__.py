@@ -128,10 +128,23 @@ it, since under the parent's lease nobody else may create that parent's
 children, a read (never kept waiting by a writer in WAL mode) decides
 whether its name is taken, and the next commit writes the row once the lock
 is free, after checking the parent's lease (a child made under a lease lost
-meanwhile is not stored, and the run is stopped as above). Only writes made
-synchronously outside a run (``reopen``, ``create``, anything outside a
-loop), or a read of such a child's own row before it is written, wait for
-the lock the usual SQLite way, up to ``busy_timeout`` (30 s).
+meanwhile is not stored, and the run is stopped as above). Reads made on
+the loop while such rows wait (the parent's children, a child found by
+name, a node's data or status, a subtree) are answered with those rows laid
+over the stored ones, copied for the read into the connection's temporary
+database, which needs no lock of the file; so is the progress log with the
+envelopes not stored yet. From a coroutine, the root
+entities do not wait either: finding a root that exists
+(``create_or_retrieve``, hence ``create_story`` on a resume) is a read;
+``reopen`` is left to the next transaction, whose first statement it is
+(reads say Pending meanwhile); ``close`` with something left to write
+commits and closes the connection in a thread of its own. Only creating a
+new root synchronously (``create``, ``create_or_retrieve`` of a name not
+taken: another process may be making it, so the lock is needed to decide),
+other synchronous writes outside a run (``merge_data``, ``delete_tree``),
+and anything done outside an event loop, wait for the lock the usual SQLite
+way, up to ``busy_timeout`` (30 s); from a coroutine, ``await
+graph.writable()`` before them makes that wait an awaited one.
 
 The file itself is checked at every commit: if it was deleted or replaced
 (another inode at the path), the transaction is rolled back and every later

@@ -6,11 +6,14 @@ Part of :class:`~storylab.entities.sqlite.EntityGraph` (see
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from typing import Any
 
+from storylab.entities._commits import running_loop as _running_loop
 from storylab.entities._reads import STATUSES as _STATUSES
 from storylab.entities._reads import StoreReads
+from storylab.entities.encoding import envelopes_from_rows, progress_rows
 from storylab.entities.envelopes import Envelope
 from storylab.entities.errors import (
     UnknownEntityError,
@@ -24,6 +27,43 @@ from storylab.entities.sqlite._shared import (
 )
 from storylab.entities.store import READ_FIELDS
 
+# Reads while writes wait for another process's write lock (see
+# Queries._read_with_pending): the rows not written yet, the nodes whose
+# reopening is not written yet, and the stored nodes with both laid over them.
+_PENDING_COLUMNS = (
+    "id, name, type, status, data, parent_id, created_at, started_at, finished_at, error, "
+    "output, call_path"
+)
+_PROGRESS_COLUMNS = "node_id, type, status, message, sub_type, value, error, at, more"
+_PENDING_TABLES = (
+    f"CREATE TEMP TABLE IF NOT EXISTS pending_nodes (seq INTEGER, {_PENDING_COLUMNS})",
+    "CREATE TEMP TABLE IF NOT EXISTS pending_reopens (id TEXT PRIMARY KEY)",
+    f"CREATE TEMP TABLE IF NOT EXISTS pending_progress (seq INTEGER, {_PROGRESS_COLUMNS})",
+)
+_PENDING_PROGRESS_INSERT = f"INSERT INTO temp.pending_progress VALUES (?, {', '.join('?' * 9)})"
+_PROGRESS_WITH_PENDING = (
+    f"(SELECT seq, {_PROGRESS_COLUMNS} FROM main.progress "
+    f"UNION ALL SELECT seq, {_PROGRESS_COLUMNS} FROM temp.pending_progress)"
+)
+_PROGRESS_READ = re.compile(r"\b(FROM|JOIN)\s+progress\b")
+_PENDING_INSERT = f"INSERT INTO temp.pending_nodes VALUES (?, {', '.join('?' * 12)})"
+_REOPENED = "(id IN (SELECT id FROM temp.pending_reopens) AND status IN ('Completed', 'Failed'))"
+_STORED_REOPENED = ", ".join(
+    f"CASE WHEN {_REOPENED} THEN {value} ELSE {column} END AS {column}"
+    if value
+    else column
+    for column, value in (
+        ("id", None), ("name", None), ("type", None), ("status", "'Pending'"), ("data", None),
+        ("parent_id", None), ("created_at", None), ("started_at", "NULL"),
+        ("finished_at", "NULL"), ("error", "NULL"), ("output", "NULL"), ("call_path", None),
+    )
+)  # fmt: skip
+_WITH_PENDING = (
+    "(SELECT rowid AS rowid, {stored} FROM main.nodes "
+    f"UNION ALL SELECT seq, {_PENDING_COLUMNS} FROM temp.pending_nodes)"
+)
+_NODES_READ = re.compile(r"\b(FROM|JOIN)\s+nodes\b")
+
 
 class Queries(StoreReads, GraphState):
     """The reads of the store (most of them :class:`StoreReads`')."""
@@ -32,9 +72,53 @@ class Queries(StoreReads, GraphState):
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
-            if self._new_rows:
-                self._write_pending()
+            if (self._new_rows or self._reopens) and not self._write_pending():
+                return self._read_with_pending(sql, params)
             return self._conn.execute(sql, params).fetchall()
+
+    def _read_with_pending(self, sql: str, params: tuple) -> list[tuple]:
+        """``sql`` answered as if what waits for another process's write lock
+        were written (hold ``_lock``, outside a transaction): the rows created
+        meanwhile, and the reopening of nodes.
+
+        They cannot be written without that lock, and a read on the event
+        loop must not wait for it. So they are copied into tables of this
+        connection's own temporary database (which needs no lock of the
+        file), the new rows numbered after the stored ones in creation order
+        as the commit will number them; and every ``nodes`` the query reads
+        from is the stored rows (reopened ones Pending, their run's fields
+        cleared) and the new ones together. In WAL mode the read itself
+        never waits for a writer."""
+        conn = self._conn
+        for create in _PENDING_TABLES:
+            conn.execute(create)
+        envs = self._progress
+        if envs:
+            top = conn.execute("SELECT coalesce(max(seq), 0) FROM main.progress").fetchone()[0]
+            conn.executemany(
+                _PENDING_PROGRESS_INSERT,
+                [(top + i, *row) for i, row in enumerate(progress_rows(envs), 1)],
+            )
+            sql = _PROGRESS_READ.sub(lambda m: f"{m[1]} {_PROGRESS_WITH_PENDING}", sql)
+        rows = self._new_rows
+        if rows:
+            top = conn.execute("SELECT coalesce(max(rowid), 0) FROM main.nodes").fetchone()[0]
+            conn.executemany(
+                _PENDING_INSERT, [(top + i, *row) for i, row in enumerate(rows.values(), 1)]
+            )
+        if self._reopens:
+            conn.executemany(
+                "INSERT INTO temp.pending_reopens VALUES (?)", [(id,) for id in self._reopens]
+            )
+        stored = _STORED_REOPENED if self._reopens else _PENDING_COLUMNS
+        nodes = _WITH_PENDING.format(stored=stored)
+        try:
+            return conn.execute(
+                _NODES_READ.sub(lambda m: f"{m[1]} {nodes}", sql), params
+            ).fetchall()
+        finally:
+            for table in ("pending_nodes", "pending_reopens", "pending_progress"):
+                conn.execute(f"DELETE FROM temp.{table}")
 
     # ------------------------------------------------------------- read API
 
@@ -46,14 +130,20 @@ class Queries(StoreReads, GraphState):
 
     def progress(self, id: str) -> list[Envelope]:
         """The node's progress log, including every descendant's envelopes,
-        in the order they were written."""
+        in the order they were written (those not stored yet included: they
+        are committed first, or, on an event loop while another process
+        holds the write lock, read with the stored ones without waiting)."""
         self._require(id)
         with self._lock:
             if self._progress:
                 if self._in_txn:
                     self._write_progress()
-                else:
+                elif _running_loop() is None or self._try_begin():
                     self._commit(block=True)
+                else:
+                    # Another process holds the write lock: read the buffered
+                    # envelopes with the stored ones rather than wait for it.
+                    return envelopes_from_rows(self._read_with_pending(*self._progress_query(id)))
         return self._progress_rows(id)
 
     def has_node(self, id: str) -> bool:

@@ -96,6 +96,12 @@ class EntityGraph(Writes, Queries, Leases, Transactions):
         # process held the write lock (see Writes._may_defer): their leases
         # are checked by the commit that writes those rows.
         self._deferred: set[str] = set()
+        # Nodes reopened while another process held the write lock, from a
+        # running loop (see Writes._may_defer_reopen): the next transaction
+        # reopens them first.
+        self._reopens: set[str] = set()
+        # The thread finishing a close() that had to wait for that lock.
+        self._closing: threading.Thread | None = None
         # Parent ids known to exist (nodes are never deleted).
         self._parents: set[str] = set()
         self._commit_error: sqlite3.Error | None = None
@@ -192,9 +198,10 @@ class EntityGraph(Writes, Queries, Leases, Transactions):
         often the leases are renewed (default a quarter of ``lease_ttl``).
         Without ``lease_ttl`` it is ``$STORYLAB_LEASE_TTL`` if set, else 10 s.
         ``busy_timeout`` is how long a synchronous write (one made outside
-        a run's awaited steps, e.g. ``append_call`` or ``reopen``) waits for
-        another process's write lock before it raises; a run's own writes,
-        the commits and the heartbeat wait without blocking the event loop.
+        a run's awaited steps, e.g. ``create`` of a new root or ``merge_data``)
+        waits for another process's write lock before it raises; a run's own
+        writes, the commits and the heartbeat wait without blocking the event
+        loop.
         A file that is not a storylab graph, or one from a newer schema, is
         refused with a clear error and left untouched.
 
@@ -320,17 +327,57 @@ class EntityGraph(Writes, Queries, Leases, Transactions):
                 conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
 
     def close(self) -> None:
-        """Commit what is pending and close the connection (idempotent)."""
+        """Commit what is pending and close the connection (idempotent).
+
+        Called on a running event loop while another process holds the write
+        lock, with something still to write (progress, rows or a reopening
+        made meanwhile), it does not wait there: the graph is closed to this
+        process at once, and a thread of its own commits (waiting for the
+        lock up to ``busy_timeout``, as a synchronous write does) and closes
+        the connection. ``await graph.aclose()`` waits for the lock without
+        blocking the loop instead, and returns once everything is stored."""
+        if self._closing is not None:
+            return  # being closed by its thread, which holds _lock meanwhile
         with self._lock:
             if self._closed:
                 return
-            self._commit(block=True)
             self._stop_heartbeat()
-            self._closed = True
-            self._conn.close()
-            peers = _OPEN.get(self._key)
-            if peers is not None:
-                peers.discard(self)
+            if self._must_wait_to_close():
+                # The loop's own retry of the commit would wait for _lock.
+                handle, self._commit_handle = self._commit_handle, None
+                if handle is not None:
+                    handle.cancel()
+                self._commit_loop = None
+                self._closed = True  # refused from now on, as after close()
+                self._closing = threading.Thread(
+                    target=self._close_connection, name=f"closing {self.path.name}",
+                    # never a daemon: the interpreter waits for it at exit, so the
+                    # last commit is not lost when close() is called from one.
+                    daemon=False,
+                )
+                self._closing.start()
+                return
+            self._close_connection()
+
+    def _must_wait_to_close(self) -> bool:
+        """Whether the last commit must wait for another process's write lock
+        while an event loop runs in this thread (hold ``_lock``)."""
+        if self._in_txn or _running_loop() is None or not self._has_pending():
+            return False
+        if self._gone is not None or self._commit_error is not None or self.read_only:
+            return False  # nothing can be stored: _commit drops it at once
+        return not self._try_begin()
+
+    def _close_connection(self) -> None:
+        with self._lock:
+            try:
+                self._commit(block=True, final=True)
+            finally:
+                self._closed = True
+                self._conn.close()
+                peers = _OPEN.get(self._key)
+                if peers is not None:
+                    peers.discard(self)
 
     def __enter__(self) -> EntityGraph:
         return self

@@ -36,6 +36,7 @@ from storylab.entities.sqlite._shared import (
     _LEASE_UPSERT,
     _OPEN,
     _PROGRESS_INSERT,
+    _REOPEN,
     _RETRY_FIRST,
     _RETRY_MAX,
     GraphState,
@@ -134,6 +135,8 @@ class Transactions(GraphState):
             self.commit_peers()
             self._conn.execute("BEGIN IMMEDIATE")
             self._in_txn = True
+            if self._reopens:
+                self._apply_reopens()
         return self._conn
 
     def _try_begin(self) -> bool:
@@ -152,7 +155,19 @@ class Transactions(GraphState):
         finally:
             conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
         self._in_txn = True
+        if self._reopens:
+            self._apply_reopens()
         return True
+
+    def _apply_reopens(self) -> None:
+        """Reopen, first thing in the transaction just opened, the nodes whose
+        reopening waited for another process's write lock (hold ``_lock``)."""
+        ids, self._reopens = self._reopens, set()
+        self._conn.executemany(_REOPEN, [(id,) for id in sorted(ids)])
+
+    def _has_pending(self) -> bool:
+        """Whether anything waits to be written outside a transaction."""
+        return bool(self._progress or self._new_rows or self._reopens)
 
     def write_waiter(self) -> Any:
         """``None`` if a write can be made now without waiting (the write
@@ -190,7 +205,7 @@ class Transactions(GraphState):
         no other process holds the write lock, awaited rather than waited for
         on the event loop; then raises as :meth:`flush` does."""
         with self._lock:
-            pending = not self._in_txn and bool(self._progress or self._new_rows)
+            pending = not self._in_txn and self._has_pending()
         if pending:
             await self.writable()
         self.flush()
@@ -199,9 +214,7 @@ class Transactions(GraphState):
         """:meth:`close` from a coroutine: what is pending is committed after
         an awaited (not blocking) wait for another process's write lock."""
         with self._lock:
-            pending = (
-                not self._closed and not self._in_txn and bool(self._progress or self._new_rows)
-            )
+            pending = not self._closed and not self._in_txn and self._has_pending()
         try:
             if pending:
                 await self.writable()
@@ -303,11 +316,13 @@ class Transactions(GraphState):
             self._commit_soon = True
             self._commit_handle = loop.call_soon(self._commit)
 
-    def _commit(self, block: bool = False) -> None:
-        """Commit the open transaction, or write the progress logged outside
-        one. On a running event loop (unless ``block``) a write lock held by
+    def _commit(self, block: bool = False, *, final: bool = False) -> None:
+        """Commit the open transaction, or write what was left outside one
+        (progress, rows and reopenings made while another process held the
+        lock). On a running event loop (unless ``block``) a write lock held by
         another process is never waited for here: the commit is tried again
-        a little later, by a loop callback."""
+        a little later, by a loop callback. ``final``: the last commit of a
+        graph being closed (see ``close``)."""
         with self._lock:
             handle, self._commit_handle = self._commit_handle, None
             loop = _running_loop()
@@ -315,7 +330,7 @@ class Transactions(GraphState):
                 handle.cancel()  # when called early (flush, last run ended)
             self._commit_loop = None
             if not self._in_txn:
-                if not (self._progress or self._new_rows) or self._closed:
+                if not self._has_pending() or (self._closed and not final):
                     return
                 if self._gone is not None or self._commit_error is not None or self.read_only:
                     self._progress.clear()  # refused (the operations raise it)
@@ -329,11 +344,12 @@ class Transactions(GraphState):
                         began = self._try_begin()
                 except sqlite3.OperationalError as exc:  # locked past busy_timeout, a lost server
                     log.warning(
-                        "entity graph %s: %d progress envelope(s) and %d new node(s) not "
-                        "stored (%s)",
+                        "entity graph %s: %d progress envelope(s), %d new node(s) and %d "
+                        "reopening(s) not stored (%s)",
                         self.path,
                         len(self._progress),
                         len(self._new_rows),
+                        len(self._reopens),
                         exc,
                     )
                     self._progress.clear()
@@ -436,10 +452,12 @@ class Transactions(GraphState):
         if not self._in_txn:
             self._new_rows.clear()
             self._new_keys.clear()
+            self._reopens.clear()
         self._deferred.clear()
 
     def _discard_buffers(self) -> None:
         self._deferred.clear()
+        self._reopens.clear()
         self._checked.clear()
         self._new_rows.clear()
         self._new_keys.clear()
@@ -447,19 +465,29 @@ class Transactions(GraphState):
         self._new_leases.clear()
         self._parents.clear()  # may name nodes that were just rolled back
 
-    def _write_pending(self) -> None:
-        """Write the unwritten rows before a read (hold ``_lock``). Outside a
-        transaction these are rows created while another process held the
-        write lock: the transaction is opened for them, waiting for the lock
-        as a synchronous write does."""
+    def _write_pending(self) -> bool:
+        """Write the unwritten rows before a read (hold ``_lock``); True once
+        they are written. Outside a transaction these are rows created while
+        another process held the write lock. On a running event loop they are
+        written only if the lock is free now: False (at once) if it is still
+        taken, and the read is answered with them laid over the stored rows
+        instead (``Queries._read_with_pending``). Outside a loop the
+        transaction is opened for them, waiting for the lock as a synchronous
+        write does."""
         if self._in_txn:
             self._write_nodes()
-            return
-        self._begin()
+            return True
+        if _running_loop() is not None:
+            self._check_can_write()
+            if not self._try_begin():
+                return False
+        else:
+            self._begin()
         try:
             self._write_nodes()
         finally:
             self._schedule_commit()
+        return True
 
     def _write_nodes(self) -> None:
         """Insert the nodes created in this transaction, in creation order

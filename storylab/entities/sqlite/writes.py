@@ -41,6 +41,7 @@ from storylab.entities.registry import check_new, revive, running_here
 from storylab.entities.sqlite._shared import (
     _LEASE_COLUMNS_OF_L,
     _NODE_EXISTS,
+    _REOPEN,
     GraphState,
 )
 from storylab.entities.store import DATA_CHANGES
@@ -108,6 +109,12 @@ class Writes(GraphState):
                 # Another process holds the write lock: create the child
                 # without it (see _may_defer) rather than block the loop.
                 conn = self._conn
+            elif self._root_taken_now(parent_id, key):
+                # Another process holds the write lock, and the root exists:
+                # refused (create_or_retrieve then reads it) without waiting.
+                raise DuplicateNameError(
+                    f"an entity named {name!r} already exists among root entities"
+                )
             else:
                 conn = self._begin()
             try:
@@ -192,6 +199,24 @@ class Writes(GraphState):
             return False  # _begin says why
         # False when the lock was free: the transaction is open now.
         return not self._try_begin()
+
+    def _root_taken_now(self, parent_id: str | None, key: str) -> bool:
+        """Whether a root called ``key`` exists, found without waiting for
+        another process's write lock (hold ``_lock``, no transaction open).
+        Only on a running event loop, and only while that lock is taken: a
+        read (never kept waiting by a writer in WAL mode) finds a story that
+        is already there, so finding it (the usual case on a resume) does not
+        block the loop. False otherwise, after which the transaction is
+        opened by the caller: at once if the lock was free (it is open now),
+        else waiting up to ``busy_timeout``, since a new root must not be made
+        without the lock (another process may be making it)."""
+        if parent_id is not None or _running_loop() is None:
+            return False
+        if self._gone is not None or self._commit_error is not None or self.read_only:
+            return False  # _begin says why
+        if self._try_begin():
+            return False
+        return self._key_taken(self._conn, None, key)
 
     def insert_or_get_node(
         self, cls, name: str, data, parent_id: str | None, call_path: str | None = None
@@ -521,21 +546,41 @@ class Writes(GraphState):
                 + (" and running in this process" if live else " (start it to resume it)")
                 + "; only Completed or Failed nodes can be reopened"
             )
+        with self._lock:
+            if self._may_defer_reopen():
+                # Another process holds the write lock: the next transaction
+                # reopens it (its first statement), reads say Pending meanwhile.
+                self._reopens.add(id)
+                self._schedule_commit()
+                return node_record(
+                    record.id, record.name, record.type, "Pending", record.data,
+                    record.parent_id, record.created_at, None, None, None, None,
+                    record.call_path,
+                )  # fmt: skip
         # Only if it is still finished: another process may have reopened and
         # started it since we read it.
-        cur = self._apply(
-            (
-                "UPDATE nodes SET status = 'Pending', started_at = NULL, finished_at = NULL, "
-                "error = NULL, output = NULL WHERE id = ? AND status IN ('Completed', 'Failed')",
-                (id,),
-            )
-        )
+        cur = self._apply((_REOPEN, (id,)))
         if cur.rowcount != 1 and self.status_of(id) == "InProgress":
             raise EntityGraphError(
                 f"cannot reopen {record.type} ({record.name}): another process started it "
                 "meanwhile; only Completed or Failed nodes can be reopened"
             )
         return self.get_node(id)
+
+    def _may_defer_reopen(self) -> bool:
+        """Whether a reopening is left to the next transaction because another
+        process holds the write lock right now (hold ``_lock``). Only on a
+        running event loop, outside a transaction: there a synchronous wait
+        for the lock would stop every other task. The node was read Completed
+        or Failed; the transaction that applies it reopens it only if it
+        still is (else another process reopened or started it meanwhile, and
+        a run of it waits for that one)."""
+        if self._in_txn or _running_loop() is None:
+            return False
+        if self._gone is not None or self._commit_error is not None or self.read_only:
+            return False  # _apply says why
+        # False when the lock was free: the transaction is open now.
+        return not self._try_begin()
 
     def delete_tree(self, id: str) -> list[NodeRecord]:
         """Delete a root node and every node under it, with their progress logs
