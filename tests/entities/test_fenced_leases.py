@@ -24,6 +24,7 @@ from helpers.cli import IMAGES, write_lock_is_free
 from helpers.cli import storylab_run as shared_storylab_run
 
 from storylab.entities import EntityGraph, LeaseLostError, Return, RunnableEntity
+from tests.entities.conformance.holders import SQLITE_WRITE_HOLDER
 
 ROOT = Path(__file__).resolve().parents[2]
 TTL = "1.0"  # seconds: the lease of the runs below (STORYLAB_LEASE_TTL)
@@ -163,15 +164,6 @@ def test_a_run_stopped_past_its_lease_stores_nothing_after_the_take_over(tmp_pat
 
 # ------------------------------------------------- a lock held by another process
 
-HOLD_LOCK = """
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
-conn.execute("BEGIN EXCLUSIVE")
-print("locked", flush=True)
-sys.stdin.readline()
-conn.execute("COMMIT")
-print("released", flush=True)
-"""
 
 
 class LockHolder:
@@ -182,7 +174,7 @@ class LockHolder:
 
     def __init__(self, path: Path) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", HOLD_LOCK, str(path)],
+            [sys.executable, "-c", SQLITE_WRITE_HOLDER, str(path)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -23,19 +23,11 @@ from pathlib import Path
 import pytest
 
 from storylab.entities import EntityGraph, Return, RunnableEntity
+from tests.entities.conformance.holders import SQLITE_WRITE_HOLDER
 from tests.entities.conformance.test_loop_free import Ticker
 
 HOLD = 3.0  # seconds the other process keeps the lock
 
-HOLD_LOCK = """
-import sqlite3, sys, time
-conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
-conn.execute("BEGIN EXCLUSIVE")
-print("locked", flush=True)
-time.sleep(float(sys.argv[2]))
-print("releasing", flush=True)
-conn.execute("COMMIT")
-"""
 
 EVENTS: dict[str, dict[str, asyncio.Event]] = {}
 
@@ -49,7 +41,7 @@ class Held:
 
     def __init__(self, path: Path) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", HOLD_LOCK, str(path), str(HOLD)],
+            [sys.executable, "-c", SQLITE_WRITE_HOLDER, str(path), str(HOLD)],
             stdout=subprocess.PIPE,
             text=True,
         )

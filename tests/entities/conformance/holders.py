@@ -1,6 +1,11 @@
-"""A process that holds an open write on a PostgreSQL graph, for the store tests.
+"""Processes that hold a graph's write lock, for the store tests.
 
-Run as ``python -c PG_WRITE_HOLDER SCHEMA [SECONDS]`` with ``HOLD_URL`` in the
+``SQLITE_WRITE_HOLDER``: run as ``python -c SQLITE_WRITE_HOLDER FILE [SECONDS]``;
+it takes the file's write lock (``BEGIN EXCLUSIVE``), prints ``locked``, then
+commits after SECONDS (printing ``releasing`` first) or, without SECONDS, once
+a line arrives on its stdin; it prints ``released`` when the commit is done.
+
+``PG_WRITE_HOLDER``: run as ``python -c PG_WRITE_HOLDER SCHEMA [SECONDS]`` with ``HOLD_URL`` in the
 environment: it takes the graph's advisory lock and writes a row in an open
 transaction, prints ``locked``, then commits after SECONDS (printing
 ``releasing`` first) or, without SECONDS, once a line arrives on its stdin;
@@ -22,5 +27,19 @@ if len(sys.argv) > 2:
 else:
     sys.stdin.readline()
 conn.commit()
+print("released", flush=True)
+"""
+
+SQLITE_WRITE_HOLDER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+conn.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+if len(sys.argv) > 2:
+    time.sleep(float(sys.argv[2]))
+    print("releasing", flush=True)
+else:
+    sys.stdin.readline()
+conn.execute("COMMIT")
 print("released", flush=True)
 """

@@ -22,18 +22,7 @@ import pytest
 
 from storylab.entities import Return, RunnableEntity
 from storylab.entities.store import EntityStore
-from tests.entities.conformance.holders import PG_WRITE_HOLDER
-
-HOLD_SQLITE = """
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
-conn.execute("BEGIN EXCLUSIVE")
-print("locked", flush=True)
-sys.stdin.readline()
-conn.execute("COMMIT")
-print("released", flush=True)
-"""
-
+from tests.entities.conformance.holders import PG_WRITE_HOLDER, SQLITE_WRITE_HOLDER
 
 LEAVES = "('leaf-0', 'leaf-1', 'leaf-2')"
 
@@ -86,7 +75,7 @@ async def test_append_call_under_a_foreign_write_lock_keeps_the_loop_moving(targ
     await ev["ready"].wait()
     graph.flush()
     if target.kind == "sqlite":
-        cmd, extra = [sys.executable, "-c", HOLD_SQLITE, target.url], {}
+        cmd, extra = [sys.executable, "-c", SQLITE_WRITE_HOLDER, target.url], {}
     else:
         cmd = [sys.executable, "-c", PG_WRITE_HOLDER, target.schema]
         extra = {"HOLD_URL": target.base}

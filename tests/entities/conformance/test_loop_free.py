@@ -24,20 +24,11 @@ import time
 import pytest
 
 from storylab.entities import Return, RunnableEntity
-from tests.entities.conformance.holders import PG_WRITE_HOLDER
+from tests.entities.conformance.holders import PG_WRITE_HOLDER, SQLITE_WRITE_HOLDER
 
 HOLD = 3.0  # seconds the other process keeps the lock
 TICK = 0.05
 
-HOLD_SQLITE = """
-import sqlite3, sys, time
-conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
-conn.execute("BEGIN EXCLUSIVE")
-print("locked", flush=True)
-time.sleep(float(sys.argv[2]))
-print("releasing", flush=True)
-conn.execute("COMMIT")
-"""
 
 
 
@@ -77,7 +68,7 @@ async def hold_lock(target) -> tuple[subprocess.Popen, float]:
     """Start a process holding the graph's write lock for ``HOLD`` seconds;
     returns once it holds it (and when, on our clock)."""
     if target.kind == "sqlite":
-        cmd, extra = [sys.executable, "-c", HOLD_SQLITE, target.url, str(HOLD)], {}
+        cmd, extra = [sys.executable, "-c", SQLITE_WRITE_HOLDER, target.url, str(HOLD)], {}
     else:
         cmd = [sys.executable, "-c", PG_WRITE_HOLDER, target.schema, str(HOLD)]
         extra = {"HOLD_URL": target.base}
