@@ -494,6 +494,7 @@ def knobs(
     max_stories: int = 8,
     max_limit: int = 20,
     moments: Callable[[WhatIf], list[Any]] | None = None,
+    tick: str | None = None,
 ) -> Any:
     """Sliders over :func:`what_if`: move one and the timeline is redrawn at once.
 
@@ -504,9 +505,11 @@ def knobs(
     turns a knob from code; ``k.result`` is the :class:`WhatIf` on show.
     ``moments``, if given, maps the run on show to extra moments to mark on its
     chart (``Moment`` objects or ``(model second, text)`` pairs), redrawn with it.
+    ``tick="D"`` marks a moment at 0 (the split) with ◆ instead of ▼, for a
+    notebook where ▼ already means something else.
     """
     from storylab.viz.knobs import Knobs
 
     return Knobs(what_if, story_limit=story_limit, global_limit=global_limit,
                  stories=stories, images=images, policy=policy, fail=fail,
-                 max_stories=max_stories, max_limit=max_limit, moments=moments)
+                 max_stories=max_stories, max_limit=max_limit, moments=moments, tick=tick)

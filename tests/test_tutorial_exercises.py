@@ -288,6 +288,32 @@ def test_the_lease_rule_checker_refuses_each_half_rule_and_a_mismatch_with_the_c
     assert "pass your function itself" in check_state_of("stale").message
 
 
+def test_the_lease_rule_checker_refuses_a_rule_that_trusts_only_this_kernel():
+    # Never calls alive: running only when the holder is this very process and not expired.
+    import os
+
+    def only_me(status, lease, now, alive):
+        if status is None:
+            return "not stored"
+        if status != "InProgress":
+            return status
+        return "running" if lease and lease.pid == os.getpid() and lease.expires_at > now \
+            else "stale"
+
+    verdict = check_state_of(only_me)
+    assert not verdict and "another process on this machine" in verdict.message, verdict
+    assert "ask alive(lease.pid)" in verdict.message
+
+    def right(status, lease, now, alive):
+        if status is None:
+            return "not stored"
+        if status != "InProgress":
+            return status
+        return "running" if lease and alive(lease.pid) and lease.expires_at > now else "stale"
+
+    assert check_state_of(right)
+
+
 def test_the_redraw_checker_refuses_wrong_sets_and_a_mismatch_with_the_real_run():
     before = [PictureState("image-{{IMAGE_1}}", "Completed", 1.0),
               PictureState("image-{{IMAGE_2}}", "stale", None)]
@@ -1235,6 +1261,34 @@ async def test_the_polite_client_checker_refuses_the_unbounded_burst():
     assert "made its own semaphore" not in str(await check_polite_burst(almost))
 
 
+async def test_the_polite_client_checker_wants_exactly_the_ceiling_in_flight():
+    import asyncio
+
+    from storylab.tutorial import check_polite_burst
+
+    async def greedy(client, url, n):
+        response = await client.post(f"{url}/v1/images/generations", json={"prompt": f"p{n}"})
+        return response.status_code
+
+    two = asyncio.Semaphore(2)  # never refused, but half the server idle
+
+    async def timid(client, url, n):
+        async with two:
+            return await greedy(client, url, n)
+
+    said = await check_polite_burst(timid)
+    assert not said.ok and "at most 2 requests were in flight" in str(said), said
+    four = asyncio.Semaphore(4)
+
+    async def polite(client, url, n):
+        async with four:
+            return await greedy(client, url, n)
+
+    for _ in range(3):  # the right answer reaches the ceiling every time, not by luck
+        said = await check_polite_burst(polite)
+        assert said.ok and "4 at once at the busiest moment" in str(said), said
+
+
 def test_the_bound_checker_refuses_a_bound_that_forgets_one_level():
     import math
 
@@ -1314,8 +1368,19 @@ async def test_the_finish_story_checker_refuses_a_rerun_without_retry_and_a_loop
     assert "retry_failed" not in plain.message  # says what is wrong, not the code to write
     endless = await kit.check_finish_story(_finisher(retry=True, stop=False))
     assert not endless.ok and "returned 4" in endless.message
-    assert (await kit.check_finish_story(_finisher(retry=True, stop=True))).ok
+    right = await kit.check_finish_story(_finisher(retry=True, stop=True))
+    assert right.ok and "received 5 requests and refused 2" in right.message
+    assert "drew 5" not in right.message  # 2 of the 5 were refused, not drawn
     assert not (await kit.check_finish_story(None)).ok
+
+
+async def test_the_finish_story_checker_says_no_story_was_asked_for():
+    async def no_request(graph, models, time_scale):
+        return 3  # the right count, and not a single request
+
+    verdict = await kit.check_finish_story(no_request)
+    assert not verdict.ok and "no story was asked for" in verdict.message, verdict
+    assert "0 stories" not in verdict.message
 
 
 def _collector(give_up: bool, own_error: bool = True, returns: bool = False):

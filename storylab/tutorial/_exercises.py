@@ -327,21 +327,35 @@ def check_state_of(state_of: Any, crashed: Any = None, crash_leases: Any = None)
     crash from what the graph stores: ``"Completed"``, ``"running"``, ``"stale"`` or
     ``"not stored"``.
 
-    It is tried on leases held by real processes (this one, alive, and one that has
-    exited), fresh and run out; then, when given, on the notebook's crash:
+    It is tried on leases held by real processes (this one and another, alive, and one
+    that has exited), fresh and run out; then, when given, on the notebook's crash:
     ``crash_leases`` maps each stored picture's name to its ``(status, lease)`` read
     right after the kill, and ``crashed`` is what :func:`picture_states` said then.
     """
     import os
+    import subprocess
+    import sys
     import time
-
-    from storylab.entities.records import HOST, LeaseRecord, pid_alive
 
     if (v := missing(state_of)) is not None:
         return v
     if not callable(state_of):
         return Verdict(False, "pass your function itself, state_of, not what it returns")
     now, me, gone = time.time(), os.getpid(), _exited_pid()
+    # A live holder that is not this kernel: a rule that only trusts its own pid is wrong.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        return _state_of_verdict(state_of, crashed, crash_leases, now, me, gone, other.pid)
+    finally:
+        other.kill()
+        other.wait()
+
+
+def _state_of_verdict(state_of: Any, crashed: Any, crash_leases: Any, now: float, me: int,
+                      gone: int, other: int) -> Verdict:
+    import time
+
+    from storylab.entities.records import HOST, LeaseRecord, pid_alive
 
     def lease(pid, expires_in):
         return LeaseRecord("node", f"{HOST}:{pid}", HOST, pid, "token", now - 20, now - 1,
@@ -353,6 +367,9 @@ def check_state_of(state_of: Any, crashed: Any = None, crash_leases: Any = None)
         (f"an InProgress picture whose holder (pid {me}) is alive and whose lease runs 30 s "
          "more", "InProgress", lease(me, 30), "running", "its holder is alive and renews its "
          "lease: a resumed run waits for it"),
+        (f"an InProgress picture whose holder (pid {other}, another process on this machine) "
+         "is alive and whose lease runs 30 s more", "InProgress", lease(other, 30), "running",
+         "ask alive(lease.pid): any live holder counts, not only this kernel"),
         (f"an InProgress picture whose holder (pid {gone}) has exited, its lease not yet run "
          "out", "InProgress", lease(gone, 30), "stale", "its holder no longer exists, so "
          "nobody will finish it, whatever the lease's time says"),
@@ -802,6 +819,10 @@ async def check_finish_story(finish_story: Any, *, time_scale: float = 0.002) ->
                 story.output, dict) else None
     asked = [sorted(k.strip("{}") for k, n in dict(m.calls).items() if n) for m in models]
     times = [sum(dict(m.calls).values()) for m in models]
+    if not stories:
+        return Verdict(False, "no story was asked for: create the story with "
+                              "create_story(graph, ...) and await its run() with the first "
+                              "model in use")
     if len(stories) != 1:
         return Verdict(False, f"the graph holds {len(stories)} stories: every request must be "
                               "the same one, so that each finds the story of the first")
@@ -832,9 +853,10 @@ async def check_finish_story(finish_story: Any, *, time_scale: float = 0.002) ->
         return Verdict(False, f"finish_story returned {used!r}, but the story was complete "
                               "after 3 models: count only the models it really asked, and "
                               "stop once nothing is missing")
-    return Verdict(True, "three requests: the first model drew 5 pictures (2 refused), the "
-                         "second only pictures 2 and 4 (4 refused again), the third only "
-                         "picture 4; the fourth model was never needed")
+    return Verdict(True, "three requests: the first model received 5 requests and refused "
+                         "2, the second was asked only for pictures 2 and 4 (and refused 4 "
+                         "again), the third only for picture 4; the fourth model was never "
+                         "needed")
 
 
 # -- give up after too many failures ---------------------------------------------------------
@@ -949,7 +971,8 @@ async def check_polite_burst(ask: Any, *, requests: int = 12, ceiling: int = 4,
     """Exercise: ``await ask(client, url, n)`` asks the image server for picture ``n``
     and returns the status code. The checker starts its own server with a ceiling
     of ``ceiling`` and fires ``requests`` calls at once with ``asyncio.gather``:
-    right when every answer is 200 and the server refused none.
+    right when every answer is 200, the server refused none and, at the busiest
+    moment, exactly ``ceiling`` requests were in flight (fewer leaves it idle).
     """
     if (v := missing(ask)) is not None:
         return v
@@ -995,8 +1018,13 @@ async def check_polite_burst(ask: Any, *, requests: int = 12, ceiling: int = 4,
         return Verdict(False, f"0 refused, but the requests went one at a time while the server "
                               f"serves {ceiling} at once: the client is {ceiling} times slower "
                               "than it need be")
-    return Verdict(True, f"{requests} requests, 0 refused, at most {stats.peak_in_flight} at "
-                         f"once: the client never asked for more than the server's {ceiling}")
+    if stats.peak_in_flight < ceiling:
+        return Verdict(False, f"0 refused, but at most {stats.peak_in_flight} requests were in "
+                              f"flight while the server serves {ceiling} at once: "
+                              f"{ceiling - stats.peak_in_flight} of its places stayed idle; "
+                              f"give the client exactly the server's {ceiling} places")
+    return Verdict(True, f"{requests} requests, 0 refused, {stats.peak_in_flight} at once at the "
+                         f"busiest moment: exactly the server's {ceiling}, never more")
 
 
 # -- the bound as code ----------------------------------------------------------------

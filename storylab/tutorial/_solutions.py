@@ -326,7 +326,8 @@ EXPLAINED: dict[str, str] = {
         completed_with_errors with one picture missing: the first line prints
         completed_with_errors twice. The calls show two for that picture (one per run) and
         one for each of the four others. On the retry's timeline the only bar is vermillion
-        and ends in ✗ at about 5 model s, since the model gives up half-way; the axis rescales
+        and ends in ✗ after about half a picture (5 to 6 model s: each attempt has its own
+        length), since the model gives up half-way; the axis rescales
         to that short run, so the bar still fills the width, next to the four diamonds handed
         back by the graph. Yes, you can retry once more: the story is again
         completed_with_errors, so another retry_failed=True reopens it, and each retry costs

@@ -62,7 +62,7 @@ def plot_kill_and_resume(
 
     from storylab.viz._figure import new_figure
     from storylab.viz._palette import REUSED_COLOUR, Status, status_colour
-    from storylab.viz.timeline import TIME_LABEL, mark_moments
+    from storylab.viz.timeline import mark_moments
 
     names = list(states)
     now = picture_times(graph, pipeline_id)
@@ -114,13 +114,16 @@ def plot_kill_and_resume(
     mark_moments(right, [(0.0, "run 2 starts")], tick=None)  # inside the axes, no ▼ by the title
     left.set_title("run 1: storylab run, killed", fontsize=11)
     right.set_title("run 2: the same request, resumed", fontsize=11)
+    # Each axis says where its 0 is: run 1's first picture (not the process start), run 2's start.
+    left.set_xlabel("model s since run 1's first picture started", fontsize=10)
+    right.set_xlabel("model s since run 2 started", fontsize=10)
     for ax in (left, right):
-        ax.set_xlabel(TIME_LABEL, fontsize=10)
         ax.grid(axis="x", alpha=0.3)
     left.set_ylabel("picture", fontsize=11)
     counts = {s: list(states.values()).count(s) for s in ("Completed", "stale", "not stored")}
     redrawn = len(redraw_ends)
-    fig.suptitle(title or (f"The kill at {kill:.1f} model s: {counts['Completed']} pictures "
+    fig.suptitle(title or (f"Killed {kill:.1f} model s after run 1's first picture: "
+                           f"{counts['Completed']} pictures "
                            f"done, {counts['stale']} stale, {counts['not stored']} not stored; "
                            f"run 2 draws {redrawn}"), fontsize=12)
     # Only what the figure shows: a crash with no "not stored" picture names none.

@@ -63,7 +63,8 @@ class Knobs:
                  global_limit: int = 10, stories: int = 5, images: int = 5,
                  policy: str = "fair", fail: tuple[int, int] | None = None,
                  max_stories: int = 8, max_limit: int = 20,
-                 moments: Callable[[Any], list[Any]] | None = None) -> None:
+                 moments: Callable[[Any], list[Any]] | None = None,
+                 tick: str | None = None) -> None:
         if not callable(simulate):
             raise TypeError(f"simulate must be callable, got {type(simulate).__name__}")
         for name, value in (("max_stories", max_stories), ("max_limit", max_limit)):
@@ -73,6 +74,7 @@ class Knobs:
             raise TypeError(f"moments must be callable, got {type(moments).__name__}")
         self._simulate = simulate
         self._extra_moments = moments
+        self.tick = tick  # the marker of a moment at 0 ("D": ◆), passed to plot_timeline
         self.images = images
         self.max_stories = max_stories
         self.max_limit = max_limit
@@ -141,6 +143,7 @@ class Knobs:
                       f"({'FIFO' if v['policy'] == 'fifo' else v['policy']}): makespan "
                       f"{self.result.cell.makespan:.1f} model s",
                 moments=marked,
+                tick=self.tick,
             )
             buf = io.BytesIO()
             fig.savefig(buf, format="png", dpi=80)

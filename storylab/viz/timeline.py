@@ -864,6 +864,7 @@ def plot_timeline(
     names: Mapping[str, str] | None = None,
     moments: Any = True,
     xmax: float | None = None,
+    tick: str | None = None,
 ) -> Figure:
     """A Gantt chart of the traced tasks: one lane per task, grouped by capacity source.
 
@@ -884,7 +885,9 @@ def plot_timeline(
     later with :func:`mark_moments`. ``xmax`` fixes the right end of the
     axis (several timelines on one scale). Returns the matplotlib figure
     (draws into ``ax`` if given); ``fig.storylab_summary`` holds its
-    one-line text equivalent.
+    one-line text equivalent. ``tick`` is the marker of a moment on the axis
+    itself (see :func:`mark_moments`); by default ◆ when the bars carry ▼
+    marks, else ▼.
     """
     lanes = timeline_lanes(trace, time_scale=time_scale)
     if ax is None:
@@ -893,7 +896,7 @@ def plot_timeline(
     else:
         fig = ax.figure
     _timeline_panel(ax, trace, lanes, time_scale=time_scale, title=title, names=names,
-                    moments=moments, xmax=xmax)
+                    moments=moments, xmax=xmax, tick=tick)
     _attach_summary(fig, timeline_summary(trace, time_scale=time_scale, names=names))
     return fig
 
@@ -1155,6 +1158,11 @@ def plot_capacity(
         # highest line, so they hide no data at the moments they mark.
         first_top = max(shown.get(lines[0].name, 0), lines[0].limit or 0) if lines else 0
         axes[0].set_ylim(0, max(axes[0].get_ylim()[1], first_top / 0.6))
+        if first_top > 0:  # that room is for labels: no tick above the limit or peak
+            from matplotlib.ticker import MaxNLocator
+
+            ticks = MaxNLocator(integer=True, nbins=5).tick_values(0, first_top)
+            axes[0].set_yticks([t for t in ticks if 0 <= t <= first_top])
         mark_moments(axes[0], found, tick=tick)
         for ax in axes[1:]:
             for m in found:

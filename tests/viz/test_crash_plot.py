@@ -42,6 +42,10 @@ async def test_the_kill_is_drawn_where_it_was_noted_after_every_stored_time(tmp_
     assert sum("reused" in t for t in texts) == 2
     assert "2 pictures done, 0 stale, 1 not stored; run 2 draws 0" in fig._suptitle.get_text()
     assert "reused 2" in fig.storylab_summary
+    # each axis names its 0: run 1's first picture (not the process start), run 2's start
+    assert "since run 1's first picture" in left.get_xlabel()
+    assert "since run 2 started" in right.get_xlabel()
+    assert "after run 1's first picture" in fig._suptitle.get_text()
     # the legend names only what the figure shows: nothing here is stale
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert not any("stale" in t for t in legend), legend

@@ -120,3 +120,25 @@ def test_the_live_widget_carries_the_style_that_hides_the_snapshot():
     hide = f"<style>.{KNOBS_SNAPSHOT_CLASS}{{display:none}}</style>"
     assert hide in k._widgets["text"].value
     assert hide not in k.html()
+
+
+def test_knobs_can_mark_the_split_with_a_diamond(monkeypatch):
+    # A notebook where ▼ means a retry asks for ◆ at the split; the default stays ▼.
+    import storylab.viz.timeline as timeline
+
+    drawn = []
+    real = timeline.plot_timeline
+
+    def spy(*args, **kwargs):
+        drawn.append(fig := real(*args, **kwargs))
+        return fig
+
+    monkeypatch.setattr(timeline, "plot_timeline", spy)
+
+    def split_labels(k):
+        k.png()
+        return [t.get_text() for t in drawn[-1].axes[0].texts if "split" in t.get_text()]
+
+    assert split_labels(knobs(story_limit=3, global_limit=4, stories=2, tick="D")) == [
+        "◆ split 3,1"]
+    assert split_labels(knobs(story_limit=3, global_limit=4, stories=2)) == ["▼ split 3,1"]

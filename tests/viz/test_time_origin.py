@@ -194,3 +194,13 @@ async def test_plot_capacity_can_tick_the_split_with_a_diamond():
     assert "◆ split 3,1" in labels, labels
     (first, *_) = plot_capacity(trace).axes  # the default tick stays ▼
     assert "▼ split 3,1" in [t.get_text() for t in first.texts]
+
+
+async def test_plot_capacity_puts_no_tick_above_the_limit_in_the_label_room():
+    # The first panel is taller than its limit to fit the moment labels; its ticks stop at
+    # the limit, so the axis does not suggest the global source could reach 6 of 4.
+    trace = await _late_trace()
+    (first, *_) = plot_capacity(trace, limits={"global": 4, "story:a": 3, "story:b": 3},
+                                tick="D").axes
+    assert first.get_ylim()[1] > 5  # the room for the labels is still there
+    assert max(first.get_yticks()) == 4, list(first.get_yticks())
