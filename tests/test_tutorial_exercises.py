@@ -999,13 +999,19 @@ async def test_the_return_form_exercise_wants_a_yielded_return_as_the_last_item(
     ns = _namespace()
     await run_cell(solution_code("00-1").replace("check_return_form(count_pictures)", ""), ns)
     assert kit.check_return_form(ns["count_pictures"])
+    loop = "    for p in pictures:\n        yield f'drawing {p}'"
     wrong = {
         # the scaffold as given: progress only, no result
         "    for p in pictures:\n        yield f'drawing {p}'": "no Return",
         "    yield len(pictures)": "wrap the value in Return",
         "    yield Return(len(pictures))\n    yield 'done'": "after the Return",
-        "    yield Return(3)": "wanted the number of pictures",
-        "    yield Return(pictures)": "wanted the number of pictures",
+        f"{loop}\n    yield Return(3)": "wanted the number of pictures",
+        f"{loop}\n    yield Return(pictures)": "wanted the number of pictures",
+        # the right Return, but the progress reports are gone (the line replaced the loop)
+        "    yield Return(len(pictures))": "progress report of each picture is gone",
+        # a report for only some pictures, or reports after the loop was cut short
+        "    for p in pictures[:1]:\n        yield f'drawing {p}'\n    yield Return(len(pictures))":
+            "progress report of each picture is gone",
         "    await asyncio.sleep(0)\n    yield Return(len(pictures))": "needs none",
     }
     for body, why in wrong.items():
