@@ -1104,6 +1104,53 @@ def test_the_naming_checker_runs_the_function_in_a_second_process():
     assert kit.check_prompt_names(namespace["picture_name"])
 
 
+def _cells(*cells: str) -> dict:
+    """Run each cell's code in one namespace, as a notebook does."""
+    namespace: dict = {"__name__": "__main__"}
+    for code in cells:
+        exec(compile(code, _cell_file(code), "exec"), namespace)
+    return namespace
+
+
+def test_the_naming_checker_ships_what_nested_helpers_import_and_names_a_helper_left_out():
+    # The notebook says a helper of your own belongs inside the function and a module may be
+    # imported in any cell: a nested def or lambda that uses hashlib, imported at the top,
+    # is a right answer, and so is a function imported from a module.
+    imported = "import hashlib\n"
+    right = {
+        "nested def": "def picture_name(p):\n"
+                      "    def short(t):\n"
+                      "        return hashlib.sha256(t.encode()).hexdigest()[:12]\n"
+                      "    return 'image-' + short(p['prompt'])\n",
+        "lambda": "def picture_name(p):\n"
+                  "    short = lambda t: hashlib.sha256(t.encode()).hexdigest()[:12]\n"
+                  "    return 'image-' + short(p['prompt'])\n",
+        "comprehension": "def picture_name(p):\n"
+                         "    parts = [hashlib.md5(w.encode()).hexdigest()[:2] "
+                         "for w in p['prompt'].split()]\n"
+                         "    return 'image-' + hashlib.sha256(''.join(parts).encode()"
+                         " + p['prompt'].encode()).hexdigest()[:12]\n",
+    }
+    for what, code in right.items():
+        verdict = kit.check_prompt_names(_cells(imported, code)["picture_name"])
+        assert verdict, (what, verdict)
+    from_import = _cells("from hashlib import sha256\n",
+                         "def picture_name(p):\n"
+                         "    return 'image-' + sha256(p['prompt'].encode()).hexdigest()[:12]\n")
+    assert kit.check_prompt_names(from_import["picture_name"])
+    # A helper of the notebook's own, outside the function, does not travel: said so.
+    outside = _cells(imported, "def _h(t):\n    return hashlib.sha256(t.encode()).hexdigest()\n",
+                     "def picture_name(p):\n    return 'image-' + _h(p['prompt'])[:12]\n")
+    verdict = kit.check_prompt_names(outside["picture_name"])
+    assert not verdict and "define _h inside picture_name" in verdict.message, verdict
+    # The wrong answer stays wrong when nested: hash() in a helper changes between processes.
+    nested_hash = _cells("def picture_name(p):\n"
+                         "    short = lambda t: str(hash(t))[:12]\n"
+                         "    return 'image-' + short(p['prompt'])\n")
+    verdict = kit.check_prompt_names(nested_hash["picture_name"])
+    assert not verdict and "second Python process" in verdict.message, verdict
+
+
 def hash_of_text(prompt):
     return f"image-{hash(prompt['prompt'])}"
 

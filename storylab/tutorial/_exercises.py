@@ -521,6 +521,11 @@ spec = json.loads(sys.stdin.read())
 space = {"__name__": "__learner__"}
 for alias, module in spec["modules"].items():
     space[alias] = __import__(module, fromlist=["_"])
+for alias, (module, qualname) in spec["objects"].items():
+    value = __import__(module, fromlist=["_"])
+    for part in qualname.split("."):
+        value = getattr(value, part)
+    space[alias] = value
 space.update(spec["values"])
 exec(compile(spec["source"], "<your naming function>", "exec"), space)
 name_for = space[spec["name"]]
@@ -544,17 +549,22 @@ def _names_in_another_process(name_for: Any, seed: str,
         return Verdict(False, "define your naming function with `def` at the top of a cell so "
                               "the checker can also run it in a second Python process")
     modules: dict[str, str] = {}
+    objects: dict[str, tuple[str, str]] = {}
     values: dict[str, Any] = {}
-    code = getattr(name_for, "__code__", None)
+    left: list[str] = []  # the notebook's own functions and objects: they do not travel
     known = getattr(name_for, "__globals__", {})
-    for used in code.co_names if code is not None else ():
+    for used in _global_names(getattr(name_for, "__code__", None)):
         value = known.get(used)
         if isinstance(value, types.ModuleType):
             modules[used] = value.__name__
         elif isinstance(value, str | int | float | bool):
             values[used] = value
-    spec = {"source": source, "name": name, "modules": modules, "values": values,
-            "prompts": prompts}
+        elif (where := _importable(value)) is not None:
+            objects[used] = where  # from hashlib import sha256: imported there too
+        elif used in known:
+            left.append(used)
+    spec = {"source": source, "name": name, "modules": modules, "objects": objects,
+            "values": values, "prompts": prompts}
     env = {**os.environ, "PYTHONHASHSEED": seed}
     try:
         done = subprocess.run([sys.executable, "-c", _NAME_SCRIPT], input=json.dumps(spec),
@@ -564,9 +574,48 @@ def _names_in_another_process(name_for: Any, seed: str,
                               "in a second Python process")
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        lost = next((n for n in left if f"name '{n}' is not defined" in last), None)
+        if lost is not None:
+            hint = (f"{lost} is defined in your notebook, and only {name}'s own code travels: "
+                    f"define {lost} inside {name}")
+        elif "is not defined" in last:
+            hint = f"import what it needs, in any cell or inside {name}"
+        else:
+            hint = "it must run with nothing but its own code and what it imports"
         return Verdict(False, f"run on its own in a second Python process, your naming function "
-                              f"failed: {last} (import what it needs inside the function)")
+                              f"failed: {last} ({hint})")
     return json.loads(done.stdout)
+
+
+def _global_names(code: types.CodeType | None) -> list[str]:
+    """Every global name ``code`` may read, with those of the functions, lambdas and
+    comprehensions nested inside it (each is a code object among its constants)."""
+    if code is None:
+        return []
+    names = list(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names += [n for n in _global_names(const) if n not in names]
+    return names
+
+
+def _importable(value: Any) -> tuple[str, str] | None:
+    """``(module, qualname)`` when ``value`` (a function or class) can be imported again
+    from an installed module by that name, else None (a notebook's own objects)."""
+    import importlib
+
+    module = getattr(value, "__module__", None)
+    qualname = getattr(value, "__qualname__", None)
+    if not (isinstance(module, str) and isinstance(qualname, str)) or "<" in qualname \
+            or module in ("__main__", "builtins") or module.startswith("__"):
+        return None
+    try:
+        found: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except Exception:
+        return None
+    return (module, qualname) if found is value else None
 
 
 # -- an ERROR branch ------------------------------------------------------------------
