@@ -1737,6 +1737,33 @@ def test_the_capacity_tree_checker_builds_two_plans_and_refuses_each_slip():
     assert not check_capacity_tree(None) and not check_capacity_tree(right(4, {}))
 
 
+def test_the_capacity_tree_checker_checks_the_prediction_for_c():
+    namespace: dict = {"CapacitySource": CapacitySource}
+    body = solution_code("03-2").replace("check_capacity_tree(build_tree, predicted_c=predicted_c)", "")
+    exec(compile(body, _cell_file(body), "exec"), namespace)
+    build, right = namespace["build_tree"], namespace["predicted_c"]
+    assert right == 2 and check_capacity_tree(build, predicted_c=right)
+    assert check_capacity_tree(build, predicted_c=2.0)
+    wrong = {
+        None: "fill in predicted_c",
+        3: "is C's own limit",  # C's own limit, forgetting the global level
+        5: "the whole global limit",
+        1: "count what the global level has left",
+        0: "count what the global level has left",
+        "2": "whole number",
+        2.5: "whole number",
+    }
+    for answer, why in wrong.items():
+        verdict = check_capacity_tree(build, predicted_c=answer)
+        assert not verdict and why in verdict.message, (answer, verdict)
+        assert "C does not get 2" not in verdict.message  # the answer is never given away
+    # a wrong tree is still refused first, whatever the prediction
+    def unlinked(global_limit, story_limits):
+        return CapacitySource(global_limit), {n: CapacitySource(k) for n, k in story_limits.items()}
+
+    assert not check_capacity_tree(unlinked, predicted_c=2)
+
+
 async def test_the_draw_picture_checker_wants_both_levels_once_and_a_release_in_finally():
     async def right(story, work):
         await story.acquire()

@@ -139,12 +139,14 @@ def check_two_level_tree(build: Any, *, global_limit: int = 4, story_limit: int 
 
 
 # -- a capacity tree from a plan ----------------------------------------------------
+#: An argument the learner was not asked for (no prediction to check).
+_NOT_ASKED = object()
 #: The plans tried, in order: the notebook's own (4 over two stories of 3), then one
 #: with a different limit per story, where the global level binds in the third.
 _TREE_PLANS = [(4, {"A": 3, "B": 3}), (5, {"A": 2, "B": 1, "C": 3})]
 
 
-def check_capacity_tree(build: Any) -> Verdict:
+def check_capacity_tree(build: Any, *, predicted_c: Any = _NOT_ASKED) -> Verdict:
     """Exercise: ``build(global_limit, story_limits)`` returns ``(global_source, stories)``:
     a global source of ``global_limit`` units and, for each ``name: limit`` of the
     dict ``story_limits``, ``stories[name]``, a source of ``limit`` units under it.
@@ -152,6 +154,8 @@ def check_capacity_tree(build: Any) -> Verdict:
     For each plan the checker takes units by hand: each story in turn takes all
     it can. A story must stop at its own limit or when the global level has none
     left, whichever comes first; giving everything back must empty every level.
+    With ``predicted_c`` (the learner's count of C's units in the second plan,
+    worked out before the run) the prediction must match what C took.
     """
     if (v := missing(build)) is not None:
         return v
@@ -220,9 +224,41 @@ def check_capacity_tree(build: Any) -> Verdict:
                 source.release()
         if root.in_use or any(s.in_use for s in stories.values()):
             return Verdict(False, f"{plan}: after every release some units are still in use")
-    return Verdict(True, "both plans: each story stopped at its own limit or when the global "
-                         "level ran out (4 over 3 + 3: A 3, B 1; 5 over 2, 1, 3: A 2, B 1, C 2, "
-                         "held back with room of its own), and each release freed both levels")
+    done = ("both plans: each story stopped at its own limit or when the global level ran "
+            "out (4 over 3 + 3: A 3, B 1; 5 over 2, 1, 3: A 2, B 1, C 2, held back with room "
+            "of its own), and each release freed both levels")
+    if predicted_c is _NOT_ASKED:
+        return Verdict(True, done)
+    return _check_c(predicted_c, done)
+
+
+def _check_c(predicted: Any, done: str) -> Verdict:
+    """The prediction of exercise 2: how many units C gets in ``build_tree(5, {A: 2, B: 1,
+    C: 3})``, once A and B have taken theirs."""
+    global_limit, limits = _TREE_PLANS[1]
+    before = sum(v for k, v in limits.items() if k != "C")
+    wanted = min(limits["C"], global_limit - before)
+    if predicted is None:
+        return Verdict(False, f"your tree is right ({done}); now fill in predicted_c, the "
+                              "units C gets, before you look at what it took")
+    if isinstance(predicted, bool) or not isinstance(predicted, int | float) \
+            or predicted != int(predicted):
+        return Verdict(False, f"your tree is right; predicted_c is a whole number of units, "
+                              f"not {predicted!r}")
+    if predicted == wanted:
+        return Verdict(True, f"{done}. You predicted C's {wanted}: A and B hold {before} of "
+                             f"the {global_limit} global units, so the global level runs out "
+                             f"before C's own limit of {limits['C']} does")
+    if predicted == limits["C"]:
+        why = (f"{limits['C']} is C's own limit, but a unit must come from the global level "
+               f"too, and A and B already hold {before} of its {global_limit}")
+    elif predicted == global_limit:
+        why = (f"{global_limit} is the whole global limit; C's own limit is {limits['C']} "
+               f"and A and B already hold {before} of the global units")
+    else:
+        why = (f"A takes {limits['A']} and B {limits['B']} first; count what the global "
+               f"level has left for C, and compare it with C's own limit")
+    return Verdict(False, f"your tree is right, but C does not get {predicted:g}: {why}")
 
 
 # -- what a resume redraws ----------------------------------------------------------
@@ -1392,7 +1428,6 @@ def _peak_in_use(trace: Any) -> int:
     return peak
 
 
-_NOT_ASKED = object()
 
 
 async def check_limited_sketchbook(cls: Any, subjects: dict[str, float], *,

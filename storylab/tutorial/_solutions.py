@@ -80,6 +80,11 @@ SOLUTIONS: dict[str, str] = {
         await check_draw_picture(draw_picture)
     """,
     "03-2": """
+        # A takes 2 and B 1, so 3 of the 5 global units are out: the global level has 2 left
+        # for C, one short of C's own limit of 3.
+        predicted_c = 2
+
+
         def build_tree(global_limit, story_limits):
             global_source = CapacitySource(global_limit, name="global")
             # parent=global_source: each unit a story takes is taken from the global
@@ -89,7 +94,7 @@ SOLUTIONS: dict[str, str] = {
             return global_source, stories
 
 
-        check_capacity_tree(build_tree)
+        check_capacity_tree(build_tree, predicted_c=predicted_c)
     """,
     "04-1": """
         def state_of(status, lease, now, alive):
