@@ -399,6 +399,11 @@ async def test_start_together_reports_the_split_and_why_each_freed_unit_went_whe
     # a second call starts from an empty graph again, so the stories run once more
     again = await start_together(topics, simulated_settings(SCALE), home=tmp_path, show=False)
     assert sorted(again.split, reverse=True) == [3, 3, 3, 1, 0]
+    # the cell's last expression is this object: Jupyter shows its repr under the printed
+    # lines, so it stays one short line, not the run's whole trace
+    shown = repr(again)
+    assert len(shown) < 200 and "\n" not in shown and "TraceEvent" not in shown, shown
+    assert ", ".join(map(str, again.split)) in shown
 
 
 async def test_last_round_marks_the_lonely_round_of_four_per_story_under_sixteen():

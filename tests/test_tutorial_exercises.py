@@ -1025,13 +1025,19 @@ async def test_the_return_form_exercise_wants_a_yielded_return_as_the_last_item(
     ns = _namespace()
     await run_cell(solution_code("00-1").replace("check_return_form(count_pictures)", ""), ns)
     assert kit.check_return_form(ns["count_pictures"])
+    loop = "    for p in pictures:\n        yield f'drawing {p}'"
     wrong = {
         # the scaffold as given: progress only, no result
         "    for p in pictures:\n        yield f'drawing {p}'": "no Return",
         "    yield len(pictures)": "wrap the value in Return",
         "    yield Return(len(pictures))\n    yield 'done'": "after the Return",
-        "    yield Return(3)": "wanted the number of pictures",
-        "    yield Return(pictures)": "wanted the number of pictures",
+        f"{loop}\n    yield Return(3)": "wanted the number of pictures",
+        f"{loop}\n    yield Return(pictures)": "wanted the number of pictures",
+        # the right Return, but the progress reports are gone (the line replaced the loop)
+        "    yield Return(len(pictures))": "progress report of each picture is gone",
+        # a report for only some pictures, or reports after the loop was cut short
+        "    for p in pictures[:1]:\n        yield f'drawing {p}'\n    yield Return(len(pictures))":
+            "progress report of each picture is gone",
         "    await asyncio.sleep(0)\n    yield Return(len(pictures))": "needs none",
     }
     for body, why in wrong.items():
@@ -1122,6 +1128,53 @@ def test_the_naming_checker_runs_the_function_in_a_second_process():
     code = solution_code("02-1").replace("check_prompt_names(picture_name)", "")
     exec(compile(code, _cell_file(code), "exec"), namespace)
     assert kit.check_prompt_names(namespace["picture_name"])
+
+
+def _cells(*cells: str) -> dict:
+    """Run each cell's code in one namespace, as a notebook does."""
+    namespace: dict = {"__name__": "__main__"}
+    for code in cells:
+        exec(compile(code, _cell_file(code), "exec"), namespace)
+    return namespace
+
+
+def test_the_naming_checker_ships_what_nested_helpers_import_and_names_a_helper_left_out():
+    # The notebook says a helper of your own belongs inside the function and a module may be
+    # imported in any cell: a nested def or lambda that uses hashlib, imported at the top,
+    # is a right answer, and so is a function imported from a module.
+    imported = "import hashlib\n"
+    right = {
+        "nested def": "def picture_name(p):\n"
+                      "    def short(t):\n"
+                      "        return hashlib.sha256(t.encode()).hexdigest()[:12]\n"
+                      "    return 'image-' + short(p['prompt'])\n",
+        "lambda": "def picture_name(p):\n"
+                  "    short = lambda t: hashlib.sha256(t.encode()).hexdigest()[:12]\n"
+                  "    return 'image-' + short(p['prompt'])\n",
+        "comprehension": "def picture_name(p):\n"
+                         "    parts = [hashlib.md5(w.encode()).hexdigest()[:2] "
+                         "for w in p['prompt'].split()]\n"
+                         "    return 'image-' + hashlib.sha256(''.join(parts).encode()"
+                         " + p['prompt'].encode()).hexdigest()[:12]\n",
+    }
+    for what, code in right.items():
+        verdict = kit.check_prompt_names(_cells(imported, code)["picture_name"])
+        assert verdict, (what, verdict)
+    from_import = _cells("from hashlib import sha256\n",
+                         "def picture_name(p):\n"
+                         "    return 'image-' + sha256(p['prompt'].encode()).hexdigest()[:12]\n")
+    assert kit.check_prompt_names(from_import["picture_name"])
+    # A helper of the notebook's own, outside the function, does not travel: said so.
+    outside = _cells(imported, "def _h(t):\n    return hashlib.sha256(t.encode()).hexdigest()\n",
+                     "def picture_name(p):\n    return 'image-' + _h(p['prompt'])[:12]\n")
+    verdict = kit.check_prompt_names(outside["picture_name"])
+    assert not verdict and "define _h inside picture_name" in verdict.message, verdict
+    # The wrong answer stays wrong when nested: hash() in a helper changes between processes.
+    nested_hash = _cells("def picture_name(p):\n"
+                         "    short = lambda t: str(hash(t))[:12]\n"
+                         "    return 'image-' + short(p['prompt'])\n")
+    verdict = kit.check_prompt_names(nested_hash["picture_name"])
+    assert not verdict and "second Python process" in verdict.message, verdict
 
 
 def hash_of_text(prompt):
@@ -1747,6 +1800,33 @@ def test_the_capacity_tree_checker_builds_two_plans_and_refuses_each_slip():
     assert "under story A" in said["chained"].message
     assert "not one per name" in said["empty"].message
     assert not check_capacity_tree(None) and not check_capacity_tree(right(4, {}))
+
+
+def test_the_capacity_tree_checker_checks_the_prediction_for_c():
+    namespace: dict = {"CapacitySource": CapacitySource}
+    body = solution_code("03-2").replace("check_capacity_tree(build_tree, predicted_c=predicted_c)", "")
+    exec(compile(body, _cell_file(body), "exec"), namespace)
+    build, right = namespace["build_tree"], namespace["predicted_c"]
+    assert right == 2 and check_capacity_tree(build, predicted_c=right)
+    assert check_capacity_tree(build, predicted_c=2.0)
+    wrong = {
+        None: "fill in predicted_c",
+        3: "is C's own limit",  # C's own limit, forgetting the global level
+        5: "the whole global limit",
+        1: "count what the global level has left",
+        0: "count what the global level has left",
+        "2": "whole number",
+        2.5: "whole number",
+    }
+    for answer, why in wrong.items():
+        verdict = check_capacity_tree(build, predicted_c=answer)
+        assert not verdict and why in verdict.message, (answer, verdict)
+        assert "C does not get 2" not in verdict.message  # the answer is never given away
+    # a wrong tree is still refused first, whatever the prediction
+    def unlinked(global_limit, story_limits):
+        return CapacitySource(global_limit), {n: CapacitySource(k) for n, k in story_limits.items()}
+
+    assert not check_capacity_tree(unlinked, predicted_c=2)
 
 
 async def test_the_draw_picture_checker_wants_both_levels_once_and_a_release_in_finally():

@@ -156,6 +156,11 @@ def test_the_api_tables_where_column_names_exactly_the_notebooks_whose_code_uses
     assert not wrong, "\n".join(wrong)
     # an empty "where" cell is empty, not "notebook " or "notebooks  and "
     shown = api_table().data
+    # notebook 0's exercise imports Return for the learner's line: its row says so; a name of
+    # a several-name row that no notebook writes says where it is used instead of vanishing
+    assert "| notebooks 0, 2, 5 and 9 |" in next(
+        ln for ln in shown.splitlines() if ln.startswith("| `return result`"))
+    assert "`.ERROR`: notebook 5; `.INTERMEDIATE`: only the package's own code |" in shown
     for row in API_TABLE:
         if not row.notebooks:
             line = next(ln for ln in shown.splitlines() if ln.startswith(f"| {row.typescript} |"))

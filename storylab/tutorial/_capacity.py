@@ -95,6 +95,13 @@ class TogetherRun:
     split: tuple[int, ...]  # units each story held then, in the order of the topics
     lines: tuple[str, ...]  # what start_together printed
 
+    def __repr__(self) -> str:
+        # Short on purpose: a notebook shows this under the lines already printed, and the
+        # run's whole trace (thousands of events) would bury them.
+        split = ", ".join(map(str, self.split))
+        return (f"<TogetherRun: {len(self.split)} stories started together, split {split} at "
+                f"{self.asked_at:.1f} model s; .run holds the run and its trace>")
+
 
 async def start_together(topics: Iterable[str], settings: Any, *, home: Any = None,
                          name: str = "03-together", show: bool = True) -> TogetherRun:

@@ -139,12 +139,14 @@ def check_two_level_tree(build: Any, *, global_limit: int = 4, story_limit: int 
 
 
 # -- a capacity tree from a plan ----------------------------------------------------
+#: An argument the learner was not asked for (no prediction to check).
+_NOT_ASKED = object()
 #: The plans tried, in order: the notebook's own (4 over two stories of 3), then one
 #: with a different limit per story, where the global level binds in the third.
 _TREE_PLANS = [(4, {"A": 3, "B": 3}), (5, {"A": 2, "B": 1, "C": 3})]
 
 
-def check_capacity_tree(build: Any) -> Verdict:
+def check_capacity_tree(build: Any, *, predicted_c: Any = _NOT_ASKED) -> Verdict:
     """Exercise: ``build(global_limit, story_limits)`` returns ``(global_source, stories)``:
     a global source of ``global_limit`` units and, for each ``name: limit`` of the
     dict ``story_limits``, ``stories[name]``, a source of ``limit`` units under it.
@@ -152,6 +154,8 @@ def check_capacity_tree(build: Any) -> Verdict:
     For each plan the checker takes units by hand: each story in turn takes all
     it can. A story must stop at its own limit or when the global level has none
     left, whichever comes first; giving everything back must empty every level.
+    With ``predicted_c`` (the learner's count of C's units in the second plan,
+    worked out before the run) the prediction must match what C took.
     """
     if (v := missing(build)) is not None:
         return v
@@ -220,9 +224,41 @@ def check_capacity_tree(build: Any) -> Verdict:
                 source.release()
         if root.in_use or any(s.in_use for s in stories.values()):
             return Verdict(False, f"{plan}: after every release some units are still in use")
-    return Verdict(True, "both plans: each story stopped at its own limit or when the global "
-                         "level ran out (4 over 3 + 3: A 3, B 1; 5 over 2, 1, 3: A 2, B 1, C 2, "
-                         "held back with room of its own), and each release freed both levels")
+    done = ("both plans: each story stopped at its own limit or when the global level ran "
+            "out (4 over 3 + 3: A 3, B 1; 5 over 2, 1, 3: A 2, B 1, C 2, held back with room "
+            "of its own), and each release freed both levels")
+    if predicted_c is _NOT_ASKED:
+        return Verdict(True, done)
+    return _check_c(predicted_c, done)
+
+
+def _check_c(predicted: Any, done: str) -> Verdict:
+    """The prediction of exercise 2: how many units C gets in ``build_tree(5, {A: 2, B: 1,
+    C: 3})``, once A and B have taken theirs."""
+    global_limit, limits = _TREE_PLANS[1]
+    before = sum(v for k, v in limits.items() if k != "C")
+    wanted = min(limits["C"], global_limit - before)
+    if predicted is None:
+        return Verdict(False, f"your tree is right ({done}); now fill in predicted_c, the "
+                              "units C gets, before you look at what it took")
+    if isinstance(predicted, bool) or not isinstance(predicted, int | float) \
+            or predicted != int(predicted):
+        return Verdict(False, f"your tree is right; predicted_c is a whole number of units, "
+                              f"not {predicted!r}")
+    if predicted == wanted:
+        return Verdict(True, f"{done}. You predicted C's {wanted}: A and B hold {before} of "
+                             f"the {global_limit} global units, so the global level runs out "
+                             f"before C's own limit of {limits['C']} does")
+    if predicted == limits["C"]:
+        why = (f"{limits['C']} is C's own limit, but a unit must come from the global level "
+               f"too, and A and B already hold {before} of its {global_limit}")
+    elif predicted == global_limit:
+        why = (f"{global_limit} is the whole global limit; C's own limit is {limits['C']} "
+               f"and A and B already hold {before} of the global units")
+    else:
+        why = (f"A takes {limits['A']} and B {limits['B']} first; count what the global "
+               f"level has left for C, and compare it with C's own limit")
+    return Verdict(False, f"your tree is right, but C does not get {predicted:g}: {why}")
 
 
 # -- what a resume redraws ----------------------------------------------------------
@@ -538,6 +574,11 @@ spec = json.loads(sys.stdin.read())
 space = {"__name__": "__learner__"}
 for alias, module in spec["modules"].items():
     space[alias] = __import__(module, fromlist=["_"])
+for alias, (module, qualname) in spec["objects"].items():
+    value = __import__(module, fromlist=["_"])
+    for part in qualname.split("."):
+        value = getattr(value, part)
+    space[alias] = value
 space.update(spec["values"])
 exec(compile(spec["source"], "<your naming function>", "exec"), space)
 name_for = space[spec["name"]]
@@ -561,17 +602,22 @@ def _names_in_another_process(name_for: Any, seed: str,
         return Verdict(False, "define your naming function with `def` at the top of a cell so "
                               "the checker can also run it in a second Python process")
     modules: dict[str, str] = {}
+    objects: dict[str, tuple[str, str]] = {}
     values: dict[str, Any] = {}
-    code = getattr(name_for, "__code__", None)
+    left: list[str] = []  # the notebook's own functions and objects: they do not travel
     known = getattr(name_for, "__globals__", {})
-    for used in code.co_names if code is not None else ():
+    for used in _global_names(getattr(name_for, "__code__", None)):
         value = known.get(used)
         if isinstance(value, types.ModuleType):
             modules[used] = value.__name__
         elif isinstance(value, str | int | float | bool):
             values[used] = value
-    spec = {"source": source, "name": name, "modules": modules, "values": values,
-            "prompts": prompts}
+        elif (where := _importable(value)) is not None:
+            objects[used] = where  # from hashlib import sha256: imported there too
+        elif used in known:
+            left.append(used)
+    spec = {"source": source, "name": name, "modules": modules, "objects": objects,
+            "values": values, "prompts": prompts}
     env = {**os.environ, "PYTHONHASHSEED": seed}
     try:
         done = subprocess.run([sys.executable, "-c", _NAME_SCRIPT], input=json.dumps(spec),
@@ -581,9 +627,48 @@ def _names_in_another_process(name_for: Any, seed: str,
                               "in a second Python process")
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        lost = next((n for n in left if f"name '{n}' is not defined" in last), None)
+        if lost is not None:
+            hint = (f"{lost} is defined in your notebook, and only {name}'s own code travels: "
+                    f"define {lost} inside {name}")
+        elif "is not defined" in last:
+            hint = f"import what it needs, in any cell or inside {name}"
+        else:
+            hint = "it must run with nothing but its own code and what it imports"
         return Verdict(False, f"run on its own in a second Python process, your naming function "
-                              f"failed: {last} (import what it needs inside the function)")
+                              f"failed: {last} ({hint})")
     return json.loads(done.stdout)
+
+
+def _global_names(code: types.CodeType | None) -> list[str]:
+    """Every global name ``code`` may read, with those of the functions, lambdas and
+    comprehensions nested inside it (each is a code object among its constants)."""
+    if code is None:
+        return []
+    names = list(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names += [n for n in _global_names(const) if n not in names]
+    return names
+
+
+def _importable(value: Any) -> tuple[str, str] | None:
+    """``(module, qualname)`` when ``value`` (a function or class) can be imported again
+    from an installed module by that name, else None (a notebook's own objects)."""
+    import importlib
+
+    module = getattr(value, "__module__", None)
+    qualname = getattr(value, "__qualname__", None)
+    if not (isinstance(module, str) and isinstance(qualname, str)) or "<" in qualname \
+            or module in ("__main__", "builtins") or module.startswith("__"):
+        return None
+    try:
+        found: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except Exception:
+        return None
+    return (module, qualname) if found is value else None
 
 
 # -- an ERROR branch ------------------------------------------------------------------
@@ -1371,7 +1456,6 @@ def _peak_in_use(trace: Any) -> int:
     return peak
 
 
-_NOT_ASKED = object()
 
 
 async def check_limited_sketchbook(cls: Any, subjects: dict[str, float], *,

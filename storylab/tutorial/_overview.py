@@ -152,7 +152,7 @@ API_TABLE: tuple[ApiRow, ...] = (
            r"self\.status(_envelope)?\("),
     ApiRow("`return result` at the end of `run_impl`",
            "`yield Return(result)` (a Python async generator cannot `return` a value)",
-           (2, 5, 9), r"\bReturn\("),
+           (0, 2, 5, 9), r"\bReturn\(|from storylab import Return\b"),
     ApiRow("`this.appendOrRetrieveCall(Cls, name, data)`",
            "`self.append_or_retrieve_call(Cls, name, data)`", (2,),
            r"\bappend_or_retrieve_call\("),
@@ -190,7 +190,9 @@ API_TABLE: tuple[ApiRow, ...] = (
            r"TaskEventType\.FINAL"),
     ApiRow("`envelope.type === 'ERROR'`, `'INTERMEDIATE'`",
            "`envelope.type is TaskEventType.ERROR`, `TaskEventType.INTERMEDIATE`", (5,),
-           r"TaskEventType\.(ERROR|INTERMEDIATE)"),
+           r"TaskEventType\.(ERROR|INTERMEDIATE)",
+           parts=(("`.ERROR`", r"TaskEventType\.ERROR\b", (5,)),
+                  ("`.INTERMEDIATE`", r"TaskEventType\.INTERMEDIATE\b", ()))),
     ApiRow("`envelope.value`, `envelope.error`",
            "`envelope.value`, `envelope.error` (and `envelope.task_id`, 1-based in start "
            "order)", (2, 5, 8), r"envelope\.(value|error)|\.task_id\b",
@@ -417,7 +419,8 @@ def _where(row: ApiRow) -> str:
     """The "where" cell: the notebooks, or for a row of several names, each name's."""
     if not row.parts:
         return _notebooks(row.notebooks)
-    return "; ".join(f"{label}: {_notebooks(nbs)}" for label, _, nbs in row.parts if nbs)
+    package_only = "only the package's own code"
+    return "; ".join(f"{label}: {_notebooks(nbs) or package_only}" for label, _, nbs in row.parts)
 
 
 def api_markdown() -> str:
@@ -637,11 +640,12 @@ def _drive(agen: Any) -> list[Any]:
 
 def check_return_form(fn: Any) -> Any:
     """Exercise: the Python form of the chapter's ``return result`` at the end of
-    ``run_impl``. ``fn(pictures)`` must be an async generator that may yield progress
-    and ends by yielding ``Return(len(pictures))``.
+    ``run_impl``. ``fn(pictures)`` must be an async generator that yields one progress
+    report per picture and ends by yielding ``Return(len(pictures))``.
 
     Run on two lists of pictures; a wrong answer is told what it yielded instead
-    (nothing, a bare number, the wrong count, something after the ``Return``).
+    (nothing, a bare number, the wrong count, something after the ``Return``, or
+    no progress report for each picture before it).
     """
     import inspect
 
@@ -677,6 +681,13 @@ def check_return_form(fn: Any) -> Any:
         if ends[0] != len(items) - 1:
             return Verdict(False, f"it yielded {items[ends[0] + 1:]} after the Return; a Return "
                                   "ends run_impl, so it must be the last item")
+        reports = items[:ends[0]]
+        drawn = [p for p in pictures if any(str(p) in str(item) for item in reports)]
+        if len(reports) < len(pictures) or drawn != list(pictures):
+            return Verdict(False, f"on {pictures} it yielded {reports} before the Return: the "
+                                  "progress report of each picture is gone. Keep the loop and "
+                                  "its yield as they were; the Return is one more line, after "
+                                  "the loop")
         value = items[ends[0]].value
         if value != len(pictures):
             return Verdict(False, f"on {len(pictures)} pictures it handed back Return({value!r}); "

@@ -80,6 +80,11 @@ SOLUTIONS: dict[str, str] = {
         await check_draw_picture(draw_picture)
     """,
     "03-2": """
+        # A takes 2 and B 1, so 3 of the 5 global units are out: the global level has 2 left
+        # for C, one short of C's own limit of 3.
+        predicted_c = 2
+
+
         def build_tree(global_limit, story_limits):
             global_source = CapacitySource(global_limit, name="global")
             # parent=global_source: each unit a story takes is taken from the global
@@ -89,7 +94,7 @@ SOLUTIONS: dict[str, str] = {
             return global_source, stories
 
 
-        check_capacity_tree(build_tree)
+        check_capacity_tree(build_tree, predicted_c=predicted_c)
     """,
     "04-1": """
         def state_of(status, lease, now, alive):
@@ -423,12 +428,14 @@ EXPLAINED: dict[str, str] = {
         simulated model waits the same number of model seconds for a picture at any speed
         (a picture's length comes from its prompt, not from the clock). But each picture
         also costs real work that is not simulated: drawing its PNG and storing it in the
-        graph, around a tenth of a wall second, more on a busy machine. The trace turns
-        every real duration into model seconds by dividing it by the run's time scale, so
-        that fixed real cost is worth 2.5 times as many model seconds at 0.08 as at 0.2:
-        about half a model second per picture becomes well over one. Five pictures one after
-        another add it up, and the makespan grows by a few model seconds (ten or more on a
-        busy machine). The faster the clock runs, the larger the share of the machine's own
+        graph. The notebook measured it: the line "drawing added ... model s per picture",
+        printed a little after the staircase, is that cost at 0.2 wall s per model second. It takes the same
+        wall time at any speed, and the trace turns every real duration into model seconds
+        by dividing it by the run's time scale, so at 0.08 the same cost is worth 2.5 times
+        as many model seconds: whatever that line printed, expect about 2.5 times it (more
+        on a busy machine). Five pictures one after another add up the extra 1.5 times, so
+        the makespan grows by about 7.5 times the printed value: a couple of model seconds
+        when it printed a few tenths. The faster the clock runs, the larger the share of the machine's own
         time in the chart: quick runs show that things work, slower ones give numbers to read.
     """,
 }
