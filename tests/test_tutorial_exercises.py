@@ -1281,6 +1281,35 @@ def test_the_bound_checker_names_a_sum_of_rounds_and_a_floor():
     assert "round up, not down" in check_bound_function(floored, result).message
 
 
+def test_the_bound_checker_names_floor_plus_one_and_tries_more_than_five_stories():
+    """A floor plus one is a near miss that rounds up: the checker says math.ceil, not
+    "count both"; a bound wrong only for more than five stories is caught too."""
+    import math
+
+    from storylab.sweep import SweepCell, ideal_makespan
+    from storylab.tutorial import check_bound_function
+
+    cells = [SweepCell(p, g, 5, 5, 0.0, ideal_makespan(5, 5, p, g), 1.0, 1)
+             for p in (1, 3, 5) for g in (5, 10, 25)]
+    result = types.SimpleNamespace(cells=cells, image_seconds=10.0)
+
+    def right(G, M, d, p, g):
+        return d * max(math.ceil(M / p), math.ceil(G * M / g))
+
+    def floor_plus_one(G, M, d, p, g):
+        return d * max(M // p + 1, G * M // g + 1)
+
+    def wrong_past_five(G, M, d, p, g):
+        return right(G, M, d, p, g) + (0 if G <= 5 else 1)
+
+    said = check_bound_function(floor_plus_one, result)
+    assert not said.ok and "math.ceil" in said.message and "// + 1" in said.message, said
+    assert "count the rounds one story needs" not in said.message
+    said = check_bound_function(wrong_past_five, result)
+    assert not said.ok and "bound(8, " in said.message, said
+    assert check_bound_function(right, result).ok
+
+
 def test_the_item_name_checker_runs_a_function_of_another_name_in_other_processes():
     def my_name(n):
         return f"item-{n}"
