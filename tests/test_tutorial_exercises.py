@@ -1411,9 +1411,35 @@ def test_widest_gap_sees_a_story_that_starts_waiting_between_two_changes(tmp_pat
     first_wait = min(lane.wait[0] for lane in lanes if lane.group == last and lane.wait)
     gap = kit.widest_gap(run.trace, names)
     assert gap is not None, "a story waited with no unit while another held 3"
-    t, behind, has, ahead, holds = gap
+    t, behind, has, ahead, holds, until = gap
     assert (has, holds) == (0, 3) and t <= first_wait + 1e-9
     assert behind == names[last]
+    # it stayed at 0 until its story line first rose, not only at the instant t
+    from storylab.viz.timeline import capacity_series
+
+    (line,) = [li for li in capacity_series(run.trace) if li.name == last]
+    rises = [u for u, v in line.points if u > t and v > 0]
+    assert until == rises[0] and until > t
+
+
+def test_unit_sources_counts_the_waits_the_timeline_leaves_out(tmp_path):
+    """Every picture got its unit at once, after a share wait or after a story wait, and
+    the waits too short to draw are exactly the difference from the timeline's count."""
+    import re
+
+    from storylab.viz.timeline import timeline_summary
+
+    graph = fresh_graph("sources", home=tmp_path)
+    settings = simulated_settings(0.01, story_limit=3, global_limit=10)
+    topics = [f"a {a} who learns to share" for a in ("fox", "wolf", "turtle", "bear", "heron")]
+    run = asyncio.run(run_stories(graph, topics, settings=settings, panel=None))
+    came = kit.unit_sources(run.trace, "global")
+    assert came["pictures"] == 25 == came["at once"] + came["share"] + came["story"]
+    assert came["share"] + came["story"] > 0, "five stories of 3 under 10: some must wait"
+    said = re.search(r"; (\d+) waited for capacity", timeline_summary(run.trace))
+    drawn = int(said.group(1)) if said else 0
+    assert came["share"] + came["story"] - came["unseen"] == drawn
+    assert 0 <= came["unseen"] <= came["share"] + came["story"]
 
 
 def test_mark_window_shades_every_panel_and_names_the_band():
@@ -1430,6 +1456,8 @@ def test_mark_window_shades_every_panel_and_names_the_band():
         assert (band.get_x(), band.get_width()) == (17.5, 2.5)
     assert [t.get_text() for t in axes[0].get_legend().get_texts()] == [
         "leases lapse (17.5 to 20.0)"]
+    # outside the panel, above it: it hides no line and takes no room inside the axes
+    assert axes[0].get_legend().get_bbox_to_anchor().y0 >= axes[0].bbox.y1 - 1e-6
     with pytest.raises(ValueError, match="start must not be after end"):
         kit.mark_window(fig, 3.0, 2.0, "x")
 

@@ -93,6 +93,7 @@ from storylab.tutorial._cluster import (
     cluster_labels,
     mark_window,
     story_of_task,
+    unit_sources,
     widest_gap,
 )
 from storylab.tutorial._cluster_lesson import (
@@ -271,6 +272,7 @@ __all__ = [
     "StoryRun",
     "StorySettings",
     "story_of_task",
+    "unit_sources",
     "widest_gap",
     "submit_stories",
     "tutorial_home",
