@@ -499,6 +499,26 @@ def test_the_capstone_picture_hatches_the_items_killed_in_flight():
     matplotlib.pyplot.close("all")
 
 
+def test_the_capstone_picture_ends_the_first_run_where_its_last_item_ended():
+    """No item ran at the kill: the top line drops where the last item finished (5.0),
+    not at the next half-second edge, and the kill line sits behind the staircase, whose
+    last step (to the count kept) ends on it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = kit.plot_capstone(_record(4, 4), 1.0)
+    top, bottom = fig.axes
+    line = top.get_lines()[0]
+    after = [y for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True)
+             if 5.0 <= x < 5.5]
+    assert after and set(after) == {0}, list(zip(line.get_xdata(), line.get_ydata()))
+    assert "ended at 5.0 model s, just before it" in fig.storylab_summary
+    kill = [ln for ln in bottom.get_lines() if list(ln.get_xdata()) == [5.5, 5.5]]
+    steps = [ln for ln in bottom.get_lines() if ln not in kill]
+    assert kill and all(k.get_zorder() < s.get_zorder() for k in kill for s in steps)
+    matplotlib.pyplot.close(fig)
+
+
 def _record(per_round: int, limit: int) -> kit.CapstoneRun:
     """A capstone record of 10 rounds of ``per_round`` items (1 wall s each), killed
     after round 5; the last item of round 3 was refused."""
@@ -765,6 +785,10 @@ async def test_the_run_items_checker_refuses_no_limit_no_error_branch_or_one_at_
         "HierarchicalTaskPoolRunner(name, source, capacity)":
             {'HierarchicalTaskPoolRunner("items", source,': "HierarchicalTaskPoolRunner(source,"},
         "two lists": {"return done, failed": "return done"},
+        # The loop leaves at the first refusal: the calls are right, the loop is not.
+        "your loop stopped at the first error": {
+            "failed.append(envelope.error)  # keep it, and go on":
+            "failed.append(envelope.error)\n                break"},
         # A catch-all else: progress and status envelopes land in failed too.
         "also caught the progress and status envelopes": {
             "elif envelope.type is TaskEventType.ERROR:": "else:"},
