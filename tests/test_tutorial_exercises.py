@@ -1466,6 +1466,17 @@ def test_unit_sources_counts_the_waits_the_timeline_leaves_out(tmp_path):
     assert 0 <= came["unseen"] <= came["share"] + came["story"]
 
 
+def test_split_words_count_the_units_the_stories_held():
+    from storylab.viz.readings import Moment
+
+    assert kit.split_words([Moment(1.0, "split 3,3,3,1,0", "split")], 10) == (
+        10, "at the split (1.00 model s) the stories held 10 of 10 units")
+    held, said = kit.split_words([Moment(0.5, "split 3,3,3,0,0", "split"),
+                                  Moment(2.0, "unit freed by A → E", "handoff")], 10)
+    assert held == 9 and "held 9 of 10" in said and "the other 1 had not reached a story" in said
+    assert kit.split_words([Moment(2.0, "unit freed by A → E", "handoff")], 10) == (None, "")
+
+
 def test_mark_window_shades_every_panel_and_names_the_band():
     import matplotlib
 

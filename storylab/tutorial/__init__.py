@@ -93,6 +93,7 @@ from storylab.tutorial._cluster import (
     cluster_labels,
     mark_window,
     story_of_task,
+    split_words,
     unit_sources,
     widest_gap,
 )
@@ -272,6 +273,7 @@ __all__ = [
     "StoryRun",
     "StorySettings",
     "story_of_task",
+    "split_words",
     "unit_sources",
     "widest_gap",
     "submit_stories",

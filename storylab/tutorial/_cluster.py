@@ -314,6 +314,21 @@ def widest_gap(trace: Any, names: dict[str, str], *, least: float = 2.0) -> Gap 
     return best[1] if best else None
 
 
+def split_words(moments: Iterable[Any], limit: int) -> tuple[int | None, str]:
+    """``(units held, a sentence)`` at the split among ``moments`` (a chart's key moments),
+    or ``(None, "")`` without one. Across processes the stories can hold fewer than
+    ``limit`` then: a unit still on its way from the scheduler belongs to no story yet."""
+    split = next((m for m in moments if m.kind == "split"), None)
+    if split is None:
+        return None, ""
+    held = sum(int(n) for n in split.text.split()[1].split(","))
+    said = f"at the split ({split.t:.2f} model s) the stories held {held} of {limit} units"
+    if held < limit:
+        said += (f"; the other {limit - held} had not reached a story yet (a share comes from "
+                 "the scheduler, over the network)")
+    return held, said
+
+
 def unit_sources(trace: Any, share: str) -> dict[str, int]:
     """How each picture of ``trace`` got its unit, from its first capacity event: ``"at
     once"`` from its process's share, after a wait for the ``share`` (the process asked
