@@ -525,6 +525,26 @@ def test_the_capstone_picture_hatches_the_items_killed_in_flight():
     matplotlib.pyplot.close("all")
 
 
+def test_the_capstone_picture_ends_the_first_run_where_its_last_item_ended():
+    """No item ran at the kill: the top line drops where the last item finished (5.0),
+    not at the next half-second edge, and the kill line sits behind the staircase, whose
+    last step (to the count kept) ends on it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = kit.plot_capstone(_record(4, 4), 1.0)
+    top, bottom = fig.axes
+    line = top.get_lines()[0]
+    after = [y for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True)
+             if 5.0 <= x < 5.5]
+    assert after and set(after) == {0}, list(zip(line.get_xdata(), line.get_ydata()))
+    assert "ended at 5.0 model s, just before it" in fig.storylab_summary
+    kill = [ln for ln in bottom.get_lines() if list(ln.get_xdata()) == [5.5, 5.5]]
+    steps = [ln for ln in bottom.get_lines() if ln not in kill]
+    assert kill and all(k.get_zorder() < s.get_zorder() for k in kill for s in steps)
+    matplotlib.pyplot.close(fig)
+
+
 def _record(per_round: int, limit: int) -> kit.CapstoneRun:
     """A capstone record of 10 rounds of ``per_round`` items (1 wall s each), killed
     after round 5; the last item of round 3 was refused."""
@@ -791,6 +811,10 @@ async def test_the_run_items_checker_refuses_no_limit_no_error_branch_or_one_at_
         "HierarchicalTaskPoolRunner(name, source, capacity)":
             {'HierarchicalTaskPoolRunner("items", source,': "HierarchicalTaskPoolRunner(source,"},
         "two lists": {"return done, failed": "return done"},
+        # The loop leaves at the first refusal: the calls are right, the loop is not.
+        "your loop stopped at the first error": {
+            "failed.append(envelope.error)  # keep it, and go on":
+            "failed.append(envelope.error)\n                break"},
         # A catch-all else: progress and status envelopes land in failed too.
         "also caught the progress and status envelopes": {
             "elif envelope.type is TaskEventType.ERROR:": "else:"},
@@ -1388,6 +1412,35 @@ def test_the_bound_checker_names_a_sum_of_rounds_and_a_floor():
     assert "round up, not down" in check_bound_function(floored, result).message
 
 
+def test_the_bound_checker_names_floor_plus_one_and_tries_more_than_five_stories():
+    """A floor plus one is a near miss that rounds up: the checker says math.ceil, not
+    "count both"; a bound wrong only for more than five stories is caught too."""
+    import math
+
+    from storylab.sweep import SweepCell, ideal_makespan
+    from storylab.tutorial import check_bound_function
+
+    cells = [SweepCell(p, g, 5, 5, 0.0, ideal_makespan(5, 5, p, g), 1.0, 1)
+             for p in (1, 3, 5) for g in (5, 10, 25)]
+    result = types.SimpleNamespace(cells=cells, image_seconds=10.0)
+
+    def right(G, M, d, p, g):
+        return d * max(math.ceil(M / p), math.ceil(G * M / g))
+
+    def floor_plus_one(G, M, d, p, g):
+        return d * max(M // p + 1, G * M // g + 1)
+
+    def wrong_past_five(G, M, d, p, g):
+        return right(G, M, d, p, g) + (0 if G <= 5 else 1)
+
+    said = check_bound_function(floor_plus_one, result)
+    assert not said.ok and "math.ceil" in said.message and "// + 1" in said.message, said
+    assert "count the rounds one story needs" not in said.message
+    said = check_bound_function(wrong_past_five, result)
+    assert not said.ok and "bound(8, " in said.message, said
+    assert check_bound_function(right, result).ok
+
+
 def test_the_item_name_checker_runs_a_function_of_another_name_in_other_processes():
     def my_name(n):
         return f"item-{n}"
@@ -1500,9 +1553,46 @@ def test_widest_gap_sees_a_story_that_starts_waiting_between_two_changes(tmp_pat
     first_wait = min(lane.wait[0] for lane in lanes if lane.group == last and lane.wait)
     gap = kit.widest_gap(run.trace, names)
     assert gap is not None, "a story waited with no unit while another held 3"
-    t, behind, has, ahead, holds = gap
+    t, behind, has, ahead, holds, until = gap
     assert (has, holds) == (0, 3) and t <= first_wait + 1e-9
     assert behind == names[last]
+    # it stayed at 0 until its story line first rose, not only at the instant t
+    from storylab.viz.timeline import capacity_series
+
+    (line,) = [li for li in capacity_series(run.trace) if li.name == last]
+    rises = [u for u, v in line.points if u > t and v > 0]
+    assert until == rises[0] and until > t
+
+
+def test_unit_sources_counts_the_waits_the_timeline_leaves_out(tmp_path):
+    """Every picture got its unit at once, after a share wait or after a story wait, and
+    the waits too short to draw are exactly the difference from the timeline's count."""
+    import re
+
+    from storylab.viz.timeline import timeline_summary
+
+    graph = fresh_graph("sources", home=tmp_path)
+    settings = simulated_settings(0.01, story_limit=3, global_limit=10)
+    topics = [f"a {a} who learns to share" for a in ("fox", "wolf", "turtle", "bear", "heron")]
+    run = asyncio.run(run_stories(graph, topics, settings=settings, panel=None))
+    came = kit.unit_sources(run.trace, "global")
+    assert came["pictures"] == 25 == came["at once"] + came["share"] + came["story"]
+    assert came["share"] + came["story"] > 0, "five stories of 3 under 10: some must wait"
+    said = re.search(r"; (\d+) waited for capacity", timeline_summary(run.trace))
+    drawn = int(said.group(1)) if said else 0
+    assert came["share"] + came["story"] - came["unseen"] == drawn
+    assert 0 <= came["unseen"] <= came["share"] + came["story"]
+
+
+def test_split_words_count_the_units_the_stories_held():
+    from storylab.viz.readings import Moment
+
+    assert kit.split_words([Moment(1.0, "split 3,3,3,1,0", "split")], 10) == (
+        10, "at the split (1.00 model s) the stories held 10 of 10 units")
+    held, said = kit.split_words([Moment(0.5, "split 3,3,3,0,0", "split"),
+                                  Moment(2.0, "unit freed by A → E", "handoff")], 10)
+    assert held == 9 and "held 9 of 10" in said and "the other 1 had not reached a story" in said
+    assert kit.split_words([Moment(2.0, "unit freed by A → E", "handoff")], 10) == (None, "")
 
 
 def test_mark_window_shades_every_panel_and_names_the_band():
@@ -1519,6 +1609,8 @@ def test_mark_window_shades_every_panel_and_names_the_band():
         assert (band.get_x(), band.get_width()) == (17.5, 2.5)
     assert [t.get_text() for t in axes[0].get_legend().get_texts()] == [
         "leases lapse (17.5 to 20.0)"]
+    # outside the panel, above it: it hides no line and takes no room inside the axes
+    assert axes[0].get_legend().get_bbox_to_anchor().y0 >= axes[0].bbox.y1 - 1e-6
     with pytest.raises(ValueError, match="start must not be after end"):
         kit.mark_window(fig, 3.0, 2.0, "x")
 

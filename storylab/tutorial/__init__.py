@@ -93,6 +93,8 @@ from storylab.tutorial._cluster import (
     cluster_labels,
     mark_window,
     story_of_task,
+    split_words,
+    unit_sources,
     widest_gap,
 )
 from storylab.tutorial._cluster_lesson import (
@@ -271,6 +273,8 @@ __all__ = [
     "StoryRun",
     "StorySettings",
     "story_of_task",
+    "split_words",
+    "unit_sources",
     "widest_gap",
     "submit_stories",
     "tutorial_home",

@@ -515,6 +515,12 @@ async def check_run_items(run_items: Any, *, limit: int = LIMIT, seconds: float 
     if not kids:
         return Verdict(False, f"the batch has 0 children for {len(ns)} items: nothing created "
                               "the items as its children (notebook 2, or the hint for piece 3)")
+    if len(kids) < len(ns) and output.get("failed"):
+        # An item failed and the loop left early: the calls are right, the loop is not.
+        return Verdict(False, f"the batch has {len(kids)} children for {len(ns)} items, and "
+                              f"failed holds {len(output['failed'])}: your loop stopped at the "
+                              "first error. Keep going: keep the error in failed and read the "
+                              "next envelope (no break, no return inside the loop)")
     if len(kids) != len(ns):
         return Verdict(False, f"the batch has {len(kids)} children for {len(ns)} items: create "
                               "them with batch.parallel_calls(kind, items)")
@@ -764,20 +770,31 @@ def plot_capstone(run: CapstoneRun, time_scale: float) -> Any:
     resumed = min((model(s) for s, _ in every if model(s) > killed), default=killed)
     before = sum(1 for e in ends if e <= killed)
     # Items running at once, as the most in each half model second: a finish and the
-    # next start are milliseconds apart, and the exact count would flicker to zero.
+    # next start are milliseconds apart, and the exact count would flicker to zero. The
+    # kill is a bin edge of its own, and so are the last start or finish before it and the
+    # resumed process's first start: no bin reaches across them, so the line drops where the
+    # first process's last item ended (with equal items, just before the kill) and rises
+    # where the new process starts its first item, at the end of the grey band.
     window = 0.5
-    xs = [window * k for k in range(int(last / window) + 2)]
+    cut = max((t for t, _ in edges if t < killed), default=killed)
+    xs = sorted({window * k for k in range(int(last / window) + 2)} | {killed, cut, resumed})
     running, now, k = [], 0, 0
-    for x in xs:
+    for i, x in enumerate(xs):
+        while k < len(edges) and edges[k][0] <= x:  # what happened at x is done by x
+            now += edges[k][1]
+            k += 1
         most = now
-        while k < len(edges) and edges[k][0] < x + window:
+        upto = xs[i + 1] if i + 1 < len(xs) else x + window
+        while k < len(edges) and edges[k][0] < upto:
             now += edges[k][1]
             most = max(most, now)
             k += 1
         running.append(most)
     # The items the kill caught running, counted the same way: drawn hatched on top.
-    flying = [min(sum(1 for s, e in run.in_flight if model(s) < x + window and model(e) > x),
-                  most) for x, most in zip(xs, running, strict=True)]
+    flying = [min(sum(1 for s, e in run.in_flight
+                      if model(s) < (xs[i + 1] if i + 1 < len(xs) else x + window)
+                      and model(e) > x), most)
+              for i, (x, most) in enumerate(zip(xs, running, strict=True))]
     drawn_peak = max(running, default=0)
     allowed = min(run.limit, LIMIT)  # the runner's limit, and never more than the service's
     over = drawn_peak > allowed
@@ -815,7 +832,9 @@ def plot_capstone(run: CapstoneRun, time_scale: float) -> Any:
     first = [(e, k + 1) for k, e in enumerate(ends) if e <= killed]
     second = [(e, k + 1) for k, e in enumerate(ends) if e > killed]
     if first:
-        bottom.step([0] + [e for e, _ in first], [0] + [n for _, n in first], where="post",
+        # Drawn on to the kill: the count kept is the level the line holds at the SIGKILL.
+        bottom.step([0] + [e for e, _ in first] + [killed],
+                    [0] + [n for _, n in first] + [before], where="post",
                     color=OKABE_ITO["bluish green"], lw=2, label="finished by the first process")
     if second:
         bottom.step([resumed] + [e for e, _ in second], [before] + [n for _, n in second],
@@ -825,7 +844,9 @@ def plot_capstone(run: CapstoneRun, time_scale: float) -> Any:
     bottom.set_ylabel("items stored Completed", fontsize=11)
     bottom.set_xlabel("time since the first item started (model seconds)", fontsize=11)
     for ax in (top, bottom):
-        ax.axvline(killed, color=OKABE_ITO["vermillion"], lw=2)
+        # Behind the lines (zorder under theirs): the first process's last step, which ends
+        # on the kill, stays visible on top of it.
+        ax.axvline(killed, color=OKABE_ITO["vermillion"], lw=2, alpha=0.8, zorder=1.5)
         ax.axvspan(killed, resumed, color="#dddddd", zorder=0)
         ax.tick_params(labelsize=10)
         ax.grid(alpha=0.3)
@@ -861,7 +882,9 @@ def plot_capstone(run: CapstoneRun, time_scale: float) -> Any:
            if over else f"never above the limit of {allowed}; ")
         + (f"{len(run.in_flight)} items were running at the kill (hatched): they died with "
            "the process, stored no finish, and were done again after the resume; "
-           if run.in_flight else "no item was stored running at the kill; ")
+           if run.in_flight else "no item was stored running at the kill (the last of the "
+           f"first process ended at {max((e for e in ends if e <= killed), default=0):.1f} "
+           "model s, just before it, and the next had stored no start yet); ")
         + f"the {run.failed} refused items ran too (the top panel counts "
         + ("none of them: no stored times" if not refused else "them" if refused <= run.failed
            else "them, the first attempt of those refused before the kill included")

@@ -4,7 +4,7 @@ units a killed worker kept out of reach until its leases lapsed."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from storylab.tutorial._verdict import Verdict, missing
 
@@ -217,8 +217,10 @@ def mark_window(fig: Any, start: float, end: float, label: str) -> Any:
         ax.axvspan(start, end, color=colour, alpha=0.25, lw=0, zorder=0,
                    gid="window")
     band = Patch(facecolor=colour, alpha=0.25, label=label)
-    # On the top panel, at its right: its labels sit at the left, over the moments.
-    fig.axes[0].legend(handles=[band], loc="upper right", fontsize=9, frameon=False)
+    # Above the top panel, at its right (its title sits at the left): outside the axes, so it
+    # hides no line and needs no extra height, and the panel keeps its y-axis.
+    fig.axes[0].legend(handles=[band], loc="lower right", bbox_to_anchor=(1.0, 1.0),
+                       fontsize=9, frameon=False, borderaxespad=0.2)
     return fig
 
 
@@ -257,11 +259,23 @@ def _shared_ending(topics: list[str]) -> str:
     return ending[ending.find(" "):] if " " in ending else ""  # whole words only
 
 
-def widest_gap(trace: Any, names: dict[str, str], *,
-               least: float = 2.0) -> tuple[float, str, int, str, int] | None:
+class Gap(NamedTuple):
+    """Two stories furthest apart: at ``t`` the story ``behind`` held ``has`` units with a
+    picture waiting, ``ahead`` held ``holds``; ``behind`` got more than ``has`` only at
+    ``until`` (model s)."""
+
+    t: float
+    behind: str
+    has: int
+    ahead: str
+    holds: int
+    until: float
+
+
+def widest_gap(trace: Any, names: dict[str, str], *, least: float = 2.0) -> Gap | None:
     """The moment two stories were furthest apart while the one behind still had pictures
-    waiting for a unit: ``(model s, behind, its units, ahead, its units)``, names as
-    in ``names``. Only gaps that last ``least`` model seconds count (a unit handed
+    waiting for a unit, and how long the one behind stayed that low, names as in
+    ``names``. Only gaps that last ``least`` model seconds count (a unit handed
     from one picture to the next leaves blips of no length)."""
     from storylab.viz import timeline_lanes
     from storylab.viz.timeline import capacity_series
@@ -294,5 +308,46 @@ def widest_gap(trace: Any, names: dict[str, str], *,
         high = max(now, key=lambda g: now[g])
         gap = now[high] - now[low]
         if gap > 0 and (best is None or gap > best[0]):
-            best = (gap, (t, names[low], now[low], names[high], now[high]))
+            until = next((u for u, v in lines.get(low, ()) if u > t and v > now[low]),
+                         max(changes))
+            best = (gap, Gap(t, names[low], now[low], names[high], now[high], until))
     return best[1] if best else None
+
+
+def split_words(moments: Iterable[Any], limit: int) -> tuple[int | None, str]:
+    """``(units held, a sentence)`` at the split among ``moments`` (a chart's key moments),
+    or ``(None, "")`` without one. Across processes the stories can hold fewer than
+    ``limit`` then: a unit still on its way from the scheduler belongs to no story yet."""
+    split = next((m for m in moments if m.kind == "split"), None)
+    if split is None:
+        return None, ""
+    held = sum(int(n) for n in split.text.split()[1].split(","))
+    said = f"at the split ({split.t:.2f} model s) the stories held {held} of {limit} units"
+    if held < limit:
+        said += (f"; the other {limit - held} had not reached a story yet (a share comes from "
+                 "the scheduler, over the network)")
+    return held, said
+
+
+def unit_sources(trace: Any, share: str) -> dict[str, int]:
+    """How each picture of ``trace`` got its unit, from its first capacity event: ``"at
+    once"`` from its process's share, after a wait for the ``share`` (the process asked
+    the scheduler), or after a wait for its own ``"story"`` limit. ``"unseen"`` counts the
+    waits too short for :func:`~storylab.viz.plot_timeline` to draw (it leaves them out
+    of its count of waits, so the two counts differ by exactly that)."""
+    from storylab.viz import timeline_lanes
+    from storylab.viz.timeline import _lanes_end, _visible_wait
+
+    pictures = {(e.runner, e.task_id) for e in trace.of_kind("task_start")}
+    how: dict[tuple[str, int], str] = {}
+    for e in trace.of_kind("acquire", "wait"):
+        if (e.runner, e.task_id) in pictures:
+            how.setdefault((e.runner, e.task_id), "at once" if e.kind == "acquire" else
+                           "share" if e.level == share else "story")
+    lanes = timeline_lanes(trace)
+    end = _lanes_end(lanes)
+    drawn = sum(1 for lane in lanes
+                if (lane.runner, lane.task_id) in how and _visible_wait(lane, end))
+    counts = {k: list(how.values()).count(k) for k in ("at once", "share", "story")}
+    return {**counts, "pictures": len(how),
+            "unseen": counts["share"] + counts["story"] - drawn}

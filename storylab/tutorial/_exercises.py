@@ -1126,7 +1126,8 @@ def check_bound_function(bound: Any, result: Any) -> Verdict:
     d_sweep = getattr(result, "image_seconds", 10.0)
     cases = [(c.stories, c.images, d_sweep, c.story_limit, c.global_limit, c.ideal)
              for c in result.cells]
-    for G, M, d, p, g in [(3, 7, 4.0, 2, 5), (1, 1, 10.0, 1, 1), (4, 6, 2.5, 6, 25)]:
+    for G, M, d, p, g in [(3, 7, 4.0, 2, 5), (1, 1, 10.0, 1, 1), (4, 6, 2.5, 6, 25),
+                          (8, 3, 5.0, 2, 7)]:  # more stories than the sweep's
         cases.append((G, M, d, p, g, ideal_makespan(G, M, p, g, d)))
     for G, M, d, p, g, want in cases:
         try:
@@ -1153,6 +1154,9 @@ def check_bound_function(bound: Any, result: Any) -> Verdict:
                 elif abs(got - d * max(M // p, G * M // g)) < 1e-6 and got < want:
                     hint = ("round up, not down: a part of a round still takes a full one "
                             "(math.ceil, not //)")
+                elif abs(got - d * max(M // p + 1, G * M // g + 1)) < 1e-6 and got > want:
+                    hint = ("round up with math.ceil, not // + 1: when the pictures divide "
+                            "evenly, // + 1 counts one round too many")
             return Verdict(False, f"bound({G}, {M}, {d:g}, {p}, {g}) gave {got!r}, the bound is "
                                   f"{want:g}: {hint}")
     return Verdict(True, f"your bound matches all {len(cases)} cases, every cell of the sweep "

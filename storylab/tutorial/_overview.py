@@ -195,10 +195,10 @@ API_TABLE: tuple[ApiRow, ...] = (
                   ("`.INTERMEDIATE`", r"TaskEventType\.INTERMEDIATE\b", ()))),
     ApiRow("`envelope.value`, `envelope.error`",
            "`envelope.value`, `envelope.error` (and `envelope.task_id`, 1-based in start "
-           "order)", (2, 5, 8), r"envelope\.(value|error)|\.task_id\b",
+           "order)", (2, 5), r"envelope\.(value|error)|\.task_id\b",
            parts=(("`.value`", r"envelope\.value\b", (2, 5)),
                   ("`.error`", r"envelope\.error\b", (5,)),
-                  ("`.task_id`", r"\.task_id\b", (5, 8)))),
+                  ("`.task_id`", r"\.task_id\b", (5,)))),
     ApiRow("`brokerClient.generateImage({...})`",
            "the configured image backend, `SimulatedImageBackend` offline or "
            "`HttpImageBackend` over HTTP; the picture entity calls it, in the package's own "

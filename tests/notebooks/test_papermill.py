@@ -424,6 +424,16 @@ def _claims_08(f):
                 where is not None and where.split()[0] not in said.replace("only after", "after")):
             found.append(f"the kill chart's line says {said!r}, but the limit came back "
                          f"{where or 'never'} the window")
+    # How the pictures got their units: every picture counted once, the short waits within.
+    came = f["unit_sources"]
+    waits = came["share"] + came["story"]
+    if came["at once"] + waits != came["pictures"] or not 0 <= came["unseen"] <= waits:
+        found.append(f"the count of how pictures got their units does not add up: {came}")
+    if f["gap"] is not None and not f["gap"]["until"] > f["gap"]["t"]:
+        found.append(f"the widest gap is said to last until {f['gap']['until']}, not after "
+                     f"it began at {f['gap']['t']}")
+    if f["split_held"] is not None and not 0 < f["split_held"] <= limit:
+        found.append(f"at the split the stories held {f['split_held']} of {limit} units")
     pg = f["pg"]
     if bool(os.environ.get("STORYLAB_TEST_PG")) != pg["ran"]:
         found.append(f"the PostgreSQL section ran: {pg['ran']}, though STORYLAB_TEST_PG is "
