@@ -537,7 +537,7 @@ def test_the_capstone_picture_ends_the_first_run_where_its_last_item_ended():
     line = top.get_lines()[0]
     after = [y for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True)
              if 5.0 <= x < 5.5]
-    assert after and set(after) == {0}, list(zip(line.get_xdata(), line.get_ydata()))
+    assert after and set(after) == {0}, list(zip(line.get_xdata(), line.get_ydata(), strict=True))
     assert "ended at 5.0 model s, just before it" in fig.storylab_summary
     kill = [ln for ln in bottom.get_lines() if list(ln.get_xdata()) == [5.5, 5.5]]
     steps = [ln for ln in bottom.get_lines() if ln not in kill]
@@ -1896,7 +1896,8 @@ def test_the_capacity_tree_checker_builds_two_plans_and_refuses_each_slip():
 
 def test_the_capacity_tree_checker_checks_the_prediction_for_c():
     namespace: dict = {"CapacitySource": CapacitySource}
-    body = solution_code("03-2").replace("check_capacity_tree(build_tree, predicted_c=predicted_c)", "")
+    body = solution_code("03-2").replace(
+        "check_capacity_tree(build_tree, predicted_c=predicted_c)", "")
     exec(compile(body, _cell_file(body), "exec"), namespace)
     build, right = namespace["build_tree"], namespace["predicted_c"]
     assert right == 2 and check_capacity_tree(build, predicted_c=right)

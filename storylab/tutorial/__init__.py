@@ -92,8 +92,8 @@ from storylab.tutorial._cluster import (
     check_regained,
     cluster_labels,
     mark_window,
-    story_of_task,
     split_words,
+    story_of_task,
     unit_sources,
     widest_gap,
 )

@@ -425,18 +425,19 @@ EXPLAINED: dict[str, str] = {
         seconds instead of 12.
 
         The timeline changes a little, and always the same way: it gets longer. The
-        simulated model waits the same number of model seconds for a picture at any speed
-        (a picture's length comes from its prompt, not from the clock). But each picture
-        also costs real work that is not simulated: drawing its PNG and storing it in the
-        graph. The notebook measured it: the line "drawing added ... model s per picture",
-        printed a little after the staircase, is that cost at 0.2 wall s per model second. It takes the same
-        wall time at any speed, and the trace turns every real duration into model seconds
-        by dividing it by the run's time scale, so at 0.08 the same cost is worth 2.5 times
-        as many model seconds: whatever that line printed, expect about 2.5 times it (more
-        on a busy machine). Five pictures one after another add up the extra 1.5 times, so
-        the makespan grows by about 7.5 times the printed value: a couple of model seconds
-        when it printed a few tenths. The faster the clock runs, the larger the share of the machine's own
-        time in the chart: quick runs show that things work, slower ones give numbers to read.
+        simulated model waits the same number of model seconds for a picture at any speed (a
+        picture's length comes from its prompt, not from the clock). But each picture also
+        costs real work that is not simulated: drawing its PNG and storing it in the graph.
+        The notebook measured it: the line "drawing added ... model s per picture", printed
+        a little after the staircase, is that cost at 0.2 wall s per model second. It takes
+        the same wall time at any speed, and the trace turns every real duration into model
+        seconds by dividing it by the run's time scale, so at 0.08 the same cost is worth
+        2.5 times as many model seconds: whatever that line printed, expect about 2.5 times
+        it (more on a busy machine). Five pictures one after another add up the extra 1.5
+        times, so the makespan grows by about 7.5 times the printed value: a couple of model
+        seconds when it printed a few tenths. The faster the clock runs, the larger the
+        share of the machine's own time in the chart: quick runs show that things work,
+        slower ones give numbers to read.
     """,
 }
 
