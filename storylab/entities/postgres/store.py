@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -131,6 +132,14 @@ _ATTEMPTS = 3
 # wait for a lock another process holds while its transaction holds others
 # (see PostgresGraph._without_crossing).
 _CROSSING = object()
+# What a reopening returns, having changed nothing, when the node's row is
+# locked by another process and the caller's event loop must not wait for it
+# (see PostgresGraph.reopen).
+_DEFERRED = object()
+_REOPEN = (
+    "UPDATE nodes SET status = 'Pending', started_at = NULL, finished_at = NULL, "
+    "error = NULL, output = NULL WHERE id = %s AND status IN ('Completed', 'Failed')"
+)
 
 _LEASE_COLUMNS = "node_id, owner, host, pid, token, taken_at, heartbeat_at, expires_at"
 _LEASE_OF_L = ", ".join("l." + c for c in _LEASE_COLUMNS.split(", "))
@@ -383,6 +392,11 @@ class PostgresGraph(StoreReads):
         self._to_tell: list[tuple[str, LeaseLostError]] = []
         self._live_runs = 0
         self._heartbeat: asyncio.Task | None = None
+        # Reopenings left to a connection of their own because another
+        # process held the node's row (see reopen): node -> its future.
+        self._reopens: dict[str, concurrent.futures.Future] = {}
+        # The thread finishing a close() made on a loop while reopenings wait.
+        self._closing: threading.Thread | None = None
         _OPEN.setdefault(self._key, weakref.WeakSet()).add(self)
 
     # ------------------------------------------------------------ opening
@@ -417,7 +431,31 @@ class PostgresGraph(StoreReads):
 
     def close(self) -> None:
         """Commit what is pending and close the connections (idempotent;
-        quiet on a server that is gone: the commit's failure is logged)."""
+        quiet on a server that is gone: the commit's failure is logged).
+
+        Called on a running event loop while a reopening waits for a node
+        another process is writing (see :meth:`reopen`), it does not wait
+        there: the graph is closed to this process at once, and a thread of
+        its own (never a daemon, so the process stores it before it exits)
+        waits for the reopening, commits and closes the connections.
+        ``await graph.aclose()`` awaits all of it instead."""
+        with self._lock:
+            if self._closed or self._closing is not None:
+                return
+            if _running_loop() is not None and self._waiting_reopens():
+                self._stop_heartbeat()
+                self._closing = threading.Thread(
+                    target=self._close_later, name=f"closing {self.path.name}"
+                )
+                self._closing.start()
+                return
+        self._close_now()
+
+    def _close_later(self) -> None:
+        self._wait_reopens()
+        self._close_now()
+
+    def _close_now(self) -> None:
         with self._lock:
             if self._closed:
                 return
@@ -436,8 +474,10 @@ class PostgresGraph(StoreReads):
                 peers.discard(self)
 
     async def aclose(self) -> None:
-        """:meth:`close` from a coroutine: the last commit is awaited."""
+        """:meth:`close` from a coroutine: the last commit (and any reopening
+        waiting for another process's write) is awaited."""
         try:
+            await self._await_reopens()
             await self.settle()
         except EntityGraphError:
             pass
@@ -517,7 +557,7 @@ class PostgresGraph(StoreReads):
         if self._commit_error is not None:
             error, self._commit_error = self._commit_error, None
             raise self._commit_failure(error)
-        if self._closed:
+        if self._closed or self._closing is not None:
             raise EntityGraphError(f"the entity graph {self.path} is closed")
         if self.read_only:
             raise GraphAccessError(
@@ -587,14 +627,33 @@ class PostgresGraph(StoreReads):
             self._waiters.append(waiter)
             return waiter
 
-    def write_waiter(self) -> None:
-        """Always ``None``: there is no graph-wide write lock to wait for. A
-        row or name another process is writing right now is waited for by
-        the operation that needs it (the same node or name only)."""
-        return None
+    def write_waiter(self) -> Coroutine[Any, Any, None] | None:
+        """``None`` but while a reopening made on the loop waits for a node
+        another process is writing (see :meth:`reopen`): then a coroutine
+        that returns once it is stored, so that a run of that node claims it
+        Pending. There is no graph-wide write lock to wait for: a row or name
+        another process is writing right now is otherwise waited for by the
+        operation that needs it (the same node or name only)."""
+        if not self._waiting_reopens():
+            return None
+        return self._await_reopens()
 
     async def writable(self) -> None:
-        return None
+        await self._await_reopens()
+
+    def _waiting_reopens(self) -> list[concurrent.futures.Future]:
+        return [f for f in list(self._reopens.values()) if not f.done()]
+
+    async def _await_reopens(self) -> None:
+        """Await (never blocking the caller's loop) the reopenings under way."""
+        waiting = self._waiting_reopens()
+        if waiting:
+            await asyncio.gather(*(asyncio.wrap_future(f) for f in waiting))
+
+    def _wait_reopens(self) -> None:
+        """Wait (off any event loop) for the reopenings under way."""
+        for future in self._waiting_reopens():
+            future.result()
 
     def _schedule_commit(self, terminal: bool = False) -> None:
         """Have the open transaction committed: at the end of this loop
@@ -793,8 +852,11 @@ class PostgresGraph(StoreReads):
         return kept
 
     def flush(self) -> None:
-        """Commit pending operations now; raise the error of this or an
+        """Commit pending operations now (outside an event loop, after the
+        reopenings under way are stored too); raise the error of this or an
         earlier failed commit."""
+        if _running_loop() is None:
+            self._wait_reopens()
         self._commit()
         with self._lock:
             if self._commit_error is not None:
@@ -813,6 +875,7 @@ class PostgresGraph(StoreReads):
                     future = None
             else:
                 future = None
+        await self._await_reopens()
         if future is not None:
             try:
                 await future
@@ -1165,7 +1228,12 @@ class PostgresGraph(StoreReads):
         rows = self._rows(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE id = %s", (id,))
         if not rows:
             raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
-        return self._record(rows[0])
+        row = rows[0]
+        reopening = self._reopens.get(id)
+        if reopening is not None and not reopening.done() and row[3] in ("Completed", "Failed"):
+            # Reopened, stored once the other process's write of it is over.
+            row = (*row[:3], "Pending", row[4], row[5], row[6], None, None, None, None, row[11])
+        return self._record(row)
 
     def read(self, id: str, field: str | None = None) -> Any:
         """The node (a :class:`NodeRecord`), or one of its :data:`READ_FIELDS`."""
@@ -1298,8 +1366,9 @@ class PostgresGraph(StoreReads):
         while the open transaction holds other locks
         (:meth:`_without_crossing`)."""
         where = "among root entities" if parent_id is None else f"under parent {parent_id}"
+        look = _running_loop() is not None
         return self._without_crossing(
-            lambda: self._a_child(parent_id, type_name, name, data, data_json, call_path),
+            lambda: self._a_child(parent_id, type_name, name, data, data_json, call_path, look),
             f"the name {call_path or name!r} {where}",
         )
 
@@ -1335,11 +1404,20 @@ class PostgresGraph(StoreReads):
         data: dict | None,
         data_json: str,
         call_path: str | None,
+        look: bool = False,
     ) -> Any:
         """The node of that name, found or created (buffered): ``(found,
         record)``; ``_CROSSING``, with nothing changed, if another process
         holds the name's lock and this transaction already held locks
-        before (see :meth:`_without_crossing`)."""
+        before (see :meth:`_without_crossing`).
+
+        ``look`` (called on a running event loop): the name's lock is only
+        tried first; if another process holds it (it is deciding that name
+        in an open transaction), a node already committed under the name is
+        the answer, found by a read that waits for nobody, so finding a
+        story that exists never stops the caller's loop. Only a name with
+        no node yet waits for the lock (a new node must not be made without
+        it)."""
         key = call_path or name
         fresh = not self._in_txn  # holds nothing yet: it may wait
         await self._abegin()
@@ -1348,7 +1426,12 @@ class PostgresGraph(StoreReads):
         if (parent_id, key) not in self._new_keys and (
             parent_id is None or parent_id not in self._new_rows
         ):
-            locked, row = await self._alock_name(parent_id, key, wait=fresh)
+            locked, row = await self._alock_name(parent_id, key, wait=fresh and not look)
+            if not locked and look:
+                if row is not None:  # committed before the other process took the lock
+                    return True, self._record(row)
+                if fresh:
+                    locked, row = await self._alock_name(parent_id, key, wait=True)
             if not locked:
                 return _CROSSING
             if row is not None:
@@ -1447,7 +1530,8 @@ class PostgresGraph(StoreReads):
         meanwhile, and whoever decided it before has committed, so the read
         sees their node. Both statements go in one round trip (a pipeline:
         the read starts once the lock is granted). Without ``wait``, a lock
-        another transaction holds is not waited for: ``(False, None)``."""
+        another transaction holds is not waited for: ``(False, row)``, the
+        row as committed (read without the lock)."""
         conn = self._pg.writer
         if conn is None:
             raise EntityGraphError(f"the entity graph {self.path} is closed")
@@ -1470,9 +1554,10 @@ class PostgresGraph(StoreReads):
                 taken = await conn.execute(*lock)
                 cur = await conn.execute(*read)
             got = await taken.fetchone()
+            row = await cur.fetchone()
             if not wait and not (got and got[0]):
-                return False, None
-            return True, await cur.fetchone()
+                return False, row
+            return True, row
         except psycopg.Error as exc:
             raise wrap(exc, self._url) from None
 
@@ -1788,7 +1873,14 @@ class PostgresGraph(StoreReads):
                 + (" and running in this process" if live else " (start it to resume it)")
                 + "; only Completed or Failed nodes can be reopened"
             )
-        changed = self._without_crossing(lambda: self._a_reopen(id), f"entity {id}")
+        on_loop = _running_loop() is not None
+        with self._lock:
+            changed = self._without_crossing(lambda: self._a_reopen(id, on_loop), f"entity {id}")
+            if changed is _DEFERRED:
+                self._reopens[id] = asyncio.run_coroutine_threadsafe(
+                    self._a_reopen_later(id), core.store_loop()
+                )
+                return self.get_node(id)
         if not changed and self.status_of(id) == "InProgress":
             raise EntityGraphError(
                 f"cannot reopen {record.type} ({record.name}): another process started it "
@@ -1796,23 +1888,39 @@ class PostgresGraph(StoreReads):
             )
         return self.get_node(id)
 
-    async def _a_reopen(self, id: str) -> Any:
+    async def _a_reopen(self, id: str, defer: bool = False) -> Any:
         """Whether the node was finished and is Pending now; ``_CROSSING`` if
-        another process holds its row and this transaction held locks before."""
+        another process holds its row and this transaction held locks before;
+        with ``defer`` (on a running loop), ``_DEFERRED`` instead whenever
+        another process holds its row (nothing was changed)."""
         fresh = not self._in_txn
         await self._abegin()
-        if not fresh:
+        if defer or not fresh:
             row = await self._one(
                 "SELECT 1 FROM nodes WHERE id = %s FOR NO KEY UPDATE SKIP LOCKED", (id,)
             )
             if row is None and await self._one("SELECT 1 FROM nodes WHERE id = %s", (id,)):
-                return _CROSSING  # locked by another process
-        cur = await self._x(
-            "UPDATE nodes SET status = 'Pending', started_at = NULL, finished_at = NULL, "
-            "error = NULL, output = NULL WHERE id = %s AND status IN ('Completed', 'Failed')",
-            (id,),
-        )
+                return _DEFERRED if defer else _CROSSING  # locked by another process
+        cur = await self._x(_REOPEN, (id,))
         return cur.rowcount == 1
+
+    async def _a_reopen_later(self, id: str) -> None:
+        """Reopen ``id`` on a connection of its own, in a transaction of its
+        own, waiting (up to ``busy_timeout``) for the other process's write
+        of its row; a reopening that cannot be stored is logged, as a commit
+        that fails is. Runs on the store's loop, so nobody's loop waits."""
+        try:
+            conn = await core.aconnect(self._url)
+            try:
+                await conn.execute(f"SET lock_timeout = {self._busy_ms:d}")
+                await conn.execute(_REOPEN, (id,))
+            finally:
+                await conn.close()
+        except (psycopg.Error, EntityGraphError) as exc:
+            text = core.one_line(exc, self._url) if isinstance(exc, psycopg.Error) else str(exc)
+            log.warning(
+                "entity graph %s: the reopening of %s was not stored (%s)", self.path, id, text
+            )
 
     def put_blob(self, id: str, data: bytes, content_type: str) -> str:
         """Store ``data`` as a blob (committed) once :meth:`check_lease` says
