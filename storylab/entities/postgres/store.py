@@ -48,6 +48,19 @@ The guarantees, and how each is kept on a server:
   progress rows go in with one ``executemany``; a run's end is handed on only
   once the commit returned (:meth:`PostgresGraph.commit_waiter`). The commit
   modes are the SQLite store's (``batched``, ``interval``, ``operation``).
+* **The caller's loop** (a synchronous entry point called from a coroutine)
+  does not wait for another process's open write when a read needs no
+  lock (MVCC: reads never wait for writers), when a root that exists is
+  found by name (the name's lock is only tried: a name another process is
+  deciding is answered by the node already committed under it), or when a
+  node another process is writing is reopened (its reopening is made on a
+  connection of its own, awaited by the next run of it through
+  :meth:`PostgresGraph.write_waiter`; reads say Pending meanwhile, and
+  ``close`` leaves it to a thread). What still waits there: a new name
+  another process is deciding, and a write fenced by a lease of ours whose
+  node's row another process holds (the first ``append_call`` of a lease,
+  a child's claim, the commit of the batch that fences it), each up to
+  ``busy_timeout``.
 * **Blobs** are rows of the ``blobs`` table, each committed on a connection
   of its own before its key is returned (:class:`PgBlobStore`).
 * **Schema versions**: :mod:`storylab.entities.postgres.schema`.
