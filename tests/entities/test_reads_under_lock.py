@@ -80,22 +80,6 @@ class Held:
             self.proc.wait()
 
 
-# What still waits on the caller's loop on PostgreSQL: a run's own writes
-# under a lease whose node another process is writing (the fence of that
-# lease waits for the node's row: the first append_call of the lease, the
-# claim of a child, the batched commit of its rows and progress).
-PG_FENCE_WAITS = pytest.mark.xfail(
-    strict=True,
-    reason="PostgreSQL: a write fenced by a lease whose node row another process "
-    "holds waits for it on the caller's loop",
-)
-
-
-def fence_waits_on(target, request) -> None:
-    if target.kind == "postgres":
-        request.applymarker(PG_FENCE_WAITS)
-
-
 class Leaf(RunnableEntity, type_name="ReadsUnderLockLeaf"):
     async def run_impl(self):
         yield Return(self.data["n"] * 10)
@@ -129,9 +113,8 @@ class Reader(RunnableEntity, type_name="ReadsUnderLockReader"):
 
 @pytest.mark.timeout(120)
 async def test_reading_the_tree_after_append_call_under_a_foreign_lock_keeps_the_loop_moving(
-    target, request
+    target,
 ):
-    fence_waits_on(target, request)
     with target.open() as g:  # the default busy timeout: 30 s, longer than the hold
         parent = g.create(Reader, "reader", {"k": "v"})
         ev = events_for(parent.id)
@@ -192,8 +175,7 @@ class Logger(RunnableEntity, type_name="ReadsUnderLockLogger"):
 
 
 @pytest.mark.timeout(120)
-async def test_reading_the_progress_log_under_a_foreign_lock_keeps_the_loop_moving(target, request):
-    fence_waits_on(target, request)
+async def test_reading_the_progress_log_under_a_foreign_lock_keeps_the_loop_moving(target):
     with target.open() as g:
         parent = g.create(Logger, "logger")
         ev = events_for(parent.id)
