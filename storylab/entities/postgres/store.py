@@ -853,7 +853,7 @@ class PostgresGraph(StoreReads):
         if not nodes:
             return False
         try:
-            ready = self._run(self._as_nowait(self._a_prefence(sorted(nodes))))  # type: ignore[arg-type]
+            ready = self._run(self._as_nowait(self._a_prefence(sorted(nodes))))
         except EntityGraphError:
             return False  # the commit itself says what is wrong
         if ready:
@@ -1435,7 +1435,7 @@ class PostgresGraph(StoreReads):
         is the stored rows and those together. Reads never wait for writers."""
         rows: list[tuple] = []
         if self._new_rows:
-            top = (await self._one("SELECT coalesce(max(rowid), 0) FROM nodes"))[0]  # type: ignore[index]
+            top = (await self._all("SELECT coalesce(max(rowid), 0) FROM nodes"))[0][0]
             rows = [(top + i, *r.row()) for i, r in enumerate(self._new_rows.values(), 1)]
         await self._x("CREATE TEMP TABLE IF NOT EXISTS pending_nodes (LIKE nodes)")
         await self._x("CREATE TEMP TABLE IF NOT EXISTS pending_progress (LIKE progress)")
@@ -1449,7 +1449,7 @@ class PostgresGraph(StoreReads):
                         f"INSERT INTO pg_temp.pending_nodes VALUES ({marks})", rows
                     )
                 if self._progress and _PROGRESS_READ.search(sql):
-                    seq = (await self._one("SELECT coalesce(max(seq), 0) FROM progress"))[0]
+                    seq = (await self._all("SELECT coalesce(max(seq), 0) FROM progress"))[0][0]
                     envs = progress_rows(self._progress)
                     marks = ", ".join(["%s"] * 10)
                     await cur.executemany(
