@@ -4,9 +4,13 @@ a child retrieved by name, the parent's own data, the subtree. They are
 answered at once, the new child included, instead of waiting on the event
 loop for the lock so as to write that child first.
 
-A real process holds the lock (``BEGIN EXCLUSIVE`` on the same file) for
-``HOLD`` seconds and then lets it go by itself; a ticker task notes the time
-of each of its turns. What is judged is that the reads ended while the lock
+On both stores (``target``): a real process holds the lock for ``HOLD``
+seconds and then lets it go by itself. On SQLite that is the file's write
+lock (``BEGIN EXCLUSIVE``); a server graph has no graph-wide write lock, so
+there the other process keeps an open transaction that writes the node the
+test's run writes under (its row stays locked to that commit), and holds the
+lock of any name the test decides. A ticker task notes the time of each of
+its turns. What is judged is that the reads ended while the lock
 was still held, and that the loop never stood still for a good part of the
 hold (never an absolute speed).
 """
@@ -14,17 +18,24 @@ hold (never an absolute speed).
 from __future__ import annotations
 
 import asyncio
-import sqlite3
+import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from storylab.entities import EntityGraph, Return, RunnableEntity
-from tests.entities.conformance.holders import SQLITE_WRITE_HOLDER
+from storylab.entities import Return, RunnableEntity
+from tests.entities.conformance.conftest import store_target
+from tests.entities.conformance.holders import PG_NODE_HOLDER, SQLITE_WRITE_HOLDER
 from tests.entities.conformance.test_loop_free import Ticker
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def target(request, tmp_path):
+    """Each store in turn (as the conformance suite's ``target``)."""
+    yield from store_target(request.param, tmp_path)
+
 
 HOLD = 3.0  # seconds the other process keeps the lock
 
@@ -37,14 +48,19 @@ def events_for(node_id: str) -> dict[str, asyncio.Event]:
 
 
 class Held:
-    """Another process holding the write lock of ``path`` for ``HOLD`` s."""
+    """Another process holding the graph's write lock for ``HOLD`` s: the file's
+    on SQLite; on PostgreSQL the rows of the nodes ``rows`` and the locks of
+    the ``names`` (``(parent id or None, key)``), in an open transaction."""
 
-    def __init__(self, path: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", SQLITE_WRITE_HOLDER, str(path), str(HOLD)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+    def __init__(self, target, rows: tuple[str, ...] = (), names: tuple = ()) -> None:
+        if target.kind == "sqlite":
+            cmd, env = [sys.executable, "-c", SQLITE_WRITE_HOLDER, target.url, str(HOLD)], None
+        else:
+            what = [f"row:{id}" for id in rows]
+            what += [f"name:{parent or '-'}:{key}" for parent, key in names]
+            cmd = [sys.executable, "-c", PG_NODE_HOLDER, target.schema, str(HOLD), *what]
+            env = {**os.environ, "HOLD_URL": target.base}
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
         self.locked_at = 0.0
 
     async def locked(self) -> None:
@@ -97,10 +113,9 @@ class Reader(RunnableEntity, type_name="ReadsUnderLockReader"):
 
 @pytest.mark.timeout(120)
 async def test_reading_the_tree_after_append_call_under_a_foreign_lock_keeps_the_loop_moving(
-    tmp_path,
+    target,
 ):
-    path = tmp_path / "graph.sqlite"
-    with EntityGraph.open(path) as g:  # the default busy timeout: 30 s, longer than the hold
+    with target.open() as g:  # the default busy timeout: 30 s, longer than the hold
         parent = g.create(Reader, "reader", {"k": "v"})
         ev = events_for(parent.id)
         task = asyncio.create_task(parent.run())
@@ -108,7 +123,7 @@ async def test_reading_the_tree_after_append_call_under_a_foreign_lock_keeps_the
         g.flush()  # "old" is on disk before the lock is taken
         ticker = Ticker()
         await ticker.started()
-        held = Held(path)
+        held = Held(target, rows=(parent.id,))
         try:
             await held.locked()
             release = asyncio.create_task(held.released_at())
@@ -141,11 +156,7 @@ async def test_reading_the_tree_after_append_call_under_a_foreign_lock_keeps_the
             ("old", "Completed"),
             ("new", "Completed"),
         ]
-    conn = sqlite3.connect(path)
-    try:
-        assert conn.execute("SELECT count(*) FROM nodes").fetchone() == (3,)
-    finally:
-        conn.close()
+    assert target.rows("SELECT count(*) FROM nodes") == [(3,)]
 
 
 class Logger(RunnableEntity, type_name="ReadsUnderLockLogger"):
@@ -164,9 +175,8 @@ class Logger(RunnableEntity, type_name="ReadsUnderLockLogger"):
 
 
 @pytest.mark.timeout(120)
-async def test_reading_the_progress_log_under_a_foreign_lock_keeps_the_loop_moving(tmp_path):
-    path = tmp_path / "graph.sqlite"
-    with EntityGraph.open(path) as g:
+async def test_reading_the_progress_log_under_a_foreign_lock_keeps_the_loop_moving(target):
+    with target.open() as g:
         parent = g.create(Logger, "logger")
         ev = events_for(parent.id)
         task = asyncio.create_task(parent.run())
@@ -174,7 +184,7 @@ async def test_reading_the_progress_log_under_a_foreign_lock_keeps_the_loop_movi
         g.flush()
         ticker = Ticker()
         await ticker.started()
-        held = Held(path)
+        held = Held(target, rows=(parent.id,))
         try:
             await held.locked()
             release = asyncio.create_task(held.released_at())
@@ -212,15 +222,14 @@ class Again(RunnableEntity, type_name="ReadsUnderLockAgain"):
 
 
 @pytest.mark.timeout(120)
-async def test_a_root_reopened_under_a_foreign_lock_runs_again_once_the_lock_is_free(tmp_path):
-    path = tmp_path / "graph.sqlite"
+async def test_a_root_reopened_under_a_foreign_lock_runs_again_once_the_lock_is_free(target):
     RUNS.clear()
-    with EntityGraph.open(path) as g:
+    with target.open() as g:
         root = g.create(Again, "again")
         assert await root.run() == 1
         ticker = Ticker()
         await ticker.started()
-        held = Held(path)
+        held = Held(target, rows=(root.id,))
         try:
             await held.locked()
             release = asyncio.create_task(held.released_at())

@@ -4,8 +4,11 @@ a story that already exists (and reopening it, with ``retry_failed``), and
 closing the graph. None of them waits on the event loop for the lock; what
 they change is stored once it is free.
 
-A real process holds the lock (``BEGIN EXCLUSIVE`` on the same file) for a
-few seconds and then lets it go by itself; a ticker task notes the time of
+On both stores (``target``): a real process holds the lock for a few
+seconds and then lets it go by itself (on SQLite the file's write lock, on
+PostgreSQL an open transaction that writes the story's node and holds the
+lock of the story's name, as a second ``storylab run`` of the same story
+deciding it does); a ticker task notes the time of
 each of its turns. Judged: the calls returned while the lock was still held,
 and the loop never stood still for a good part of the hold.
 """
@@ -19,46 +22,66 @@ import time
 
 import pytest
 
-from storylab.entities import EntityGraph
 from storylab.story.entities import create_story
+from tests.entities.conformance.conftest import store_target
 from tests.entities.conformance.test_loop_free import Ticker
 from tests.entities.test_reads_under_lock import HOLD, Held
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def target(request, tmp_path):
+    """Each store in turn (as the conformance suite's ``target``)."""
+    yield from store_target(request.param, tmp_path)
+
 
 TOPIC = "a lighthouse keeper's cat"
 
 
-def stored_status(path, node_id: str) -> str:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-    try:
-        return conn.execute("SELECT status FROM nodes WHERE id = ?", (node_id,)).fetchone()[0]
-    finally:
-        conn.close()
+def stored_status(target, node_id: str) -> str:
+    return target.rows("SELECT status FROM nodes WHERE id = ?", (node_id,))[0][0]
 
 
-def finished_with_errors(path) -> str:
-    """A story stored as finished with a failed picture (what ``retry_failed`` reopens)."""
-    with EntityGraph.open(path) as g:
-        story = create_story(g, TOPIC)
-        page = g.blobs.put(b"<html></html>", "text/html")
-        output = {"stage": "completed_with_errors", "html_key": page}
-        g.merge_data(story.id, {"stage": "completed_with_errors"})
-        g._apply(
-            (
-                "UPDATE nodes SET status = 'Completed', finished_at = 1, output = ? WHERE id = ?",
-                (json.dumps(output), story.id),
-            )
-        )
-        return story.id
+def write_outside(target, sql: str, params: tuple) -> None:
+    """One statement committed on a connection of its own (``?`` parameters)."""
+    if target.kind == "sqlite":
+        conn = sqlite3.connect(target.url, timeout=30)
+        try:
+            with conn:
+                conn.execute(sql, params)
+        finally:
+            conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(target.base, autocommit=True) as conn:
+        conn.execute(f'SET search_path = "{target.schema}"')
+        conn.execute(sql.replace("?", "%s"), params)
+
+
+def finished_with_errors(target) -> tuple[str, str]:
+    """A story stored as finished with a failed picture (what ``retry_failed``
+    reopens): its id and name."""
+    g = target.open()
+    story = create_story(g, TOPIC)
+    page = g.blobs.put(b"<html></html>", "text/html")
+    output = {"stage": "completed_with_errors", "html_key": page}
+    g.merge_data(story.id, {"stage": "completed_with_errors"})
+    g.close()
+    write_outside(
+        target,
+        "UPDATE nodes SET status = 'Completed', finished_at = 1, output = ? WHERE id = ?",
+        (json.dumps(output), story.id),
+    )
+    return story.id, story.name
 
 
 @pytest.mark.timeout(120)
-async def test_create_story_reopen_and_close_under_a_foreign_lock_keep_the_loop_moving(tmp_path):
-    path = tmp_path / "graph.sqlite"
-    story_id = finished_with_errors(path)
-    graph = EntityGraph.open(path)  # the default busy timeout: 30 s, longer than the hold
+async def test_create_story_reopen_and_close_under_a_foreign_lock_keep_the_loop_moving(target):
+    story_id, name = finished_with_errors(target)
+    graph = target.open()  # the default busy timeout: 30 s, longer than the hold
     ticker = Ticker()
     await ticker.started()
-    held = Held(path)
+    held = Held(target, rows=(story_id,), names=((None, name),))
     try:
         await held.locked()
         release = asyncio.create_task(held.released_at())
@@ -71,7 +94,7 @@ async def test_create_story_reopen_and_close_under_a_foreign_lock_keep_the_loop_
         done = time.monotonic()
         await asyncio.sleep(0)
         still_held = held.proc.poll() is None
-        stored_meanwhile = stored_status(path, story_id)
+        stored_meanwhile = stored_status(target, story_id)
         freed = await release
     finally:
         ticker.stop()
@@ -87,10 +110,10 @@ async def test_create_story_reopen_and_close_under_a_foreign_lock_keep_the_loop_
     assert gap < (freed - held.locked_at) / 2, f"the loop stood still {gap:.2f} s of {HOLD} s"
     # Once the lock is free the reopening is stored, and the story runs again.
     deadline = time.monotonic() + 30
-    while stored_status(path, story_id) != "Pending":
+    while stored_status(target, story_id) != "Pending":
         assert time.monotonic() < deadline, "the reopening was never stored"
         await asyncio.sleep(0.05)
-    with EntityGraph.open(path) as g:
+    with target.open() as g:
         node = g.get_node(story_id)
         assert (node.status, node.output, node.finished_at) == ("Pending", None, None)
         assert node.data["stage"] == "completed_with_errors"

@@ -48,6 +48,28 @@ The guarantees, and how each is kept on a server:
   progress rows go in with one ``executemany``; a run's end is handed on only
   once the commit returned (:meth:`PostgresGraph.commit_waiter`). The commit
   modes are the SQLite store's (``batched``, ``interval``, ``operation``).
+* **The caller's loop** (a synchronous entry point called from a coroutine)
+  is not made to wait for another process's open write by: reads (MVCC:
+  reads never wait for writers; the nodes and progress of the open
+  transaction that wait for a fence are read with the stored ones,
+  :meth:`PostgresGraph._a_read_with_pending`); finding a root that exists
+  (the name's lock is only tried: a name another process is deciding is
+  answered by the node already committed under it); reopening a node
+  another process is writing (made on a connection of its own, awaited by
+  the next run of it through :meth:`PostgresGraph.write_waiter`; its
+  record reads Pending meanwhile); the first ``append_call`` of a lease whose node
+  another process is writing (the children are read without the row's
+  lock once the lease is seen to be ours: the commit fences it); the
+  batched commit (its fences are tried first and, if one is held, it is
+  tried again later by a loop callback); ``close`` (a thread of its own
+  finishes what waits). A fence found held makes the next
+  :meth:`PostgresGraph.write_waiter` of a run await that row (on a
+  connection of its own), so the run's claims and ends come after it. What
+  still waits there, up to ``busy_timeout``: a new name another process is
+  deciding, a fenced write (a claim, a data change, an end) whose node's
+  row another process took since the last fence was tried, and a commit
+  that holds fences of its own and has been held up for over a second
+  (it then waits where the server can tell a deadlock).
 * **Blobs** are rows of the ``blobs`` table, each committed on a connection
   of its own before its key is returned (:class:`PgBlobStore`).
 * **Schema versions**: :mod:`storylab.entities.postgres.schema`.
@@ -58,10 +80,12 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import dataclasses
 import json
 import logging
 import os
+import re
 import threading
 import time
 import weakref
@@ -77,7 +101,7 @@ from storylab.entities._commits import settle as _settle
 from storylab.entities._reads import NODE_COLUMNS as _NODE_COLUMNS
 from storylab.entities._reads import StoreReads
 from storylab.entities.blobs import blob_content_type, blob_key, check_blob_key
-from storylab.entities.encoding import dumps, dumps_log, progress_rows
+from storylab.entities.encoding import dumps, dumps_log, envelopes_from_rows, progress_rows
 from storylab.entities.envelopes import Envelope
 from storylab.entities.errors import (
     DuplicateNameError,
@@ -131,6 +155,39 @@ _ATTEMPTS = 3
 # wait for a lock another process holds while its transaction holds others
 # (see PostgresGraph._without_crossing).
 _CROSSING = object()
+# What a reopening returns, having changed nothing, when the node's row is
+# locked by another process and the caller's event loop must not wait for it
+# (see PostgresGraph.reopen).
+_DEFERRED = object()
+# What a fence tried without waiting finds: another process holds the row.
+_BUSY_ROW = ("busy", None)
+_REOPEN = (
+    "UPDATE nodes SET status = 'Pending', started_at = NULL, finished_at = NULL, "
+    "error = NULL, output = NULL WHERE id = %s AND status IN ('Completed', 'Failed')"
+)
+
+# Reads answered with the rows not written yet (_a_read_with_pending): the
+# tables a query reads, each with an alias or none.
+_NODES_READ = re.compile(
+    r"\b(FROM|JOIN)\s+nodes\b(?:\s+(?!WHERE\b|ORDER\b|JOIN\b|LEFT\b|LIMIT\b|ON\b|GROUP\b"
+    r"|UNION\b|FOR\b)([a-z_]\w*))?",
+    re.IGNORECASE,
+)
+_PROGRESS_READ = re.compile(
+    r"\b(FROM|JOIN)\s+progress\b(?:\s+(?!WHERE\b|ORDER\b|JOIN\b|LEFT\b|LIMIT\b|ON\b"
+    r"|GROUP\b|UNION\b|FOR\b)([a-z_]\w*))?",
+    re.IGNORECASE,
+)
+
+
+def _with_pending(table: str) -> Callable[[re.Match], str]:
+    def sub(m: re.Match) -> str:
+        alias = m[2] or table
+        both = f"SELECT * FROM {table} UNION ALL SELECT * FROM pg_temp.pending_{table}"
+        return f"{m[1]} ({both}) {alias}"
+
+    return sub
+
 
 _LEASE_COLUMNS = "node_id, owner, host, pid, token, taken_at, heartbeat_at, expires_at"
 _LEASE_OF_L = ", ".join("l." + c for c in _LEASE_COLUMNS.split(", "))
@@ -383,6 +440,17 @@ class PostgresGraph(StoreReads):
         self._to_tell: list[tuple[str, LeaseLostError]] = []
         self._live_runs = 0
         self._heartbeat: asyncio.Task | None = None
+        # Reopenings left to a connection of their own because another
+        # process held the node's row (see reopen): node -> its future.
+        self._reopens: dict[str, concurrent.futures.Future] = {}
+        # On a caller's running loop, fences are only tried (see _afence):
+        # the nodes of ours found locked by another process's open write.
+        self._nowait = False
+        self._busy: set[str] = set()
+        self._retry_delay = _RETRY_FIRST
+        self._retry_since: float | None = None
+        # The thread finishing a close() made on a loop while reopenings wait.
+        self._closing: threading.Thread | None = None
         _OPEN.setdefault(self._key, weakref.WeakSet()).add(self)
 
     # ------------------------------------------------------------ opening
@@ -417,7 +485,39 @@ class PostgresGraph(StoreReads):
 
     def close(self) -> None:
         """Commit what is pending and close the connections (idempotent;
-        quiet on a server that is gone: the commit's failure is logged)."""
+        quiet on a server that is gone: the commit's failure is logged).
+
+        Called on a running event loop while a reopening waits for a node
+        another process is writing (see :meth:`reopen`), or while the last
+        commit needs a fence such a write holds up, it does not wait there:
+        the graph is closed to this process at once, and a thread of its own
+        (never a daemon, so the process stores it before it exits) waits for
+        them, commits and closes the connections.
+        ``await graph.aclose()`` awaits all of it instead."""
+        with self._lock:
+            if self._closed or self._closing is not None:
+                return
+            if _running_loop() is not None and (self._in_txn or self._progress or self._new_rows):
+                self._commit(nowait=True)  # at once, unless a fence waits
+            if _running_loop() is not None and (
+                self._waiting_reopens() or self._in_txn or self._progress or self._new_rows
+            ):
+                self._stop_heartbeat()
+                handle, self._commit_handle = self._commit_handle, None
+                if handle is not None:
+                    handle.cancel()
+                self._closing = threading.Thread(
+                    target=self._close_later, name=f"closing {self.path.name}"
+                )
+                self._closing.start()
+                return
+        self._close_now()
+
+    def _close_later(self) -> None:
+        self._wait_reopens()
+        self._close_now()
+
+    def _close_now(self) -> None:
         with self._lock:
             if self._closed:
                 return
@@ -436,8 +536,10 @@ class PostgresGraph(StoreReads):
                 peers.discard(self)
 
     async def aclose(self) -> None:
-        """:meth:`close` from a coroutine: the last commit is awaited."""
+        """:meth:`close` from a coroutine: the last commit (and any reopening
+        waiting for another process's write) is awaited."""
         try:
+            await self._await_reopens()
             await self.settle()
         except EntityGraphError:
             pass
@@ -475,6 +577,20 @@ class PostgresGraph(StoreReads):
         finally:
             if self._to_tell:
                 self._tell()
+
+    def _nowait_on_loop(self, coro: Coroutine[Any, Any, Any]) -> Coroutine[Any, Any, Any]:
+        """``coro``, its fences only tried (see :meth:`_afence`) when the
+        caller runs an event loop, which must not wait for another process."""
+        if _running_loop() is None:
+            return coro
+        return self._as_nowait(coro)
+
+    async def _as_nowait(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        self._nowait = True
+        try:
+            return await coro
+        finally:
+            self._nowait = False
 
     async def _exclusive(self, coro: Coroutine[Any, Any, Any]) -> Any:
         if self._writer_lock is None:
@@ -517,7 +633,7 @@ class PostgresGraph(StoreReads):
         if self._commit_error is not None:
             error, self._commit_error = self._commit_error, None
             raise self._commit_failure(error)
-        if self._closed:
+        if self._closed or self._closing is not None:
             raise EntityGraphError(f"the entity graph {self.path} is closed")
         if self.read_only:
             raise GraphAccessError(
@@ -587,14 +703,56 @@ class PostgresGraph(StoreReads):
             self._waiters.append(waiter)
             return waiter
 
-    def write_waiter(self) -> None:
-        """Always ``None``: there is no graph-wide write lock to wait for. A
-        row or name another process is writing right now is waited for by
-        the operation that needs it (the same node or name only)."""
-        return None
+    def write_waiter(self) -> Coroutine[Any, Any, None] | None:
+        """``None`` but while a reopening made on the loop waits for a node
+        another process is writing (see :meth:`reopen`): then a coroutine
+        that returns once it is stored, so that a run of that node claims it
+        Pending. There is no graph-wide write lock to wait for: a row or name
+        another process is writing right now is otherwise waited for by the
+        operation that needs it (the same node or name only)."""
+        if not self._waiting_reopens() and not (self._busy & self._held.keys()):
+            return None
+        return self.writable()
 
     async def writable(self) -> None:
-        return None
+        """Return once the reopenings under way are stored, and the nodes of
+        ours that another process's open write was found holding are free
+        (awaited, never blocking the caller's loop)."""
+        await self._await_reopens()
+        busy = self._busy & self._held.keys()
+        for node in sorted(busy):
+            await core.submit(self._a_wait_row(node))
+            self._busy.discard(node)
+
+    async def _a_wait_row(self, node: str) -> None:
+        """Wait, on a connection of its own, until no other process holds
+        ``node``'s row (up to ``busy_timeout``), then let it go at once."""
+        try:
+            conn = await core.aconnect(self._url)
+            try:
+                async with conn.transaction():
+                    await conn.execute(f"SET LOCAL lock_timeout = {self._busy_ms:d}")
+                    await conn.execute(
+                        "SELECT 1 FROM nodes WHERE id = %s FOR NO KEY UPDATE", (node,)
+                    )
+            finally:
+                await conn.close()
+        except (psycopg.Error, EntityGraphError):
+            pass  # the write that needs it says what is wrong
+
+    def _waiting_reopens(self) -> list[concurrent.futures.Future]:
+        return [f for f in list(self._reopens.values()) if not f.done()]
+
+    async def _await_reopens(self) -> None:
+        """Await (never blocking the caller's loop) the reopenings under way."""
+        waiting = self._waiting_reopens()
+        if waiting:
+            await asyncio.gather(*(asyncio.wrap_future(f) for f in waiting))
+
+    def _wait_reopens(self) -> None:
+        """Wait (off any event loop) for the reopenings under way."""
+        for future in self._waiting_reopens():
+            future.result()
 
     def _schedule_commit(self, terminal: bool = False) -> None:
         """Have the open transaction committed: at the end of this loop
@@ -616,16 +774,18 @@ class PostgresGraph(StoreReads):
             self._commit_loop = running
             self._commit_soon = soon
             if soon:
-                self._commit_handle = running.call_soon(self._commit)
+                self._commit_handle = running.call_soon(self._commit_on_loop)
             else:
-                self._commit_handle = running.call_later(self._commit_interval, self._commit)
+                self._commit_handle = running.call_later(
+                    self._commit_interval, self._commit_on_loop
+                )
         elif loop is not running:
             self._commit()
         elif soon and not self._commit_soon:
             if self._commit_handle is not None:
                 self._commit_handle.cancel()
             self._commit_soon = True
-            self._commit_handle = running.call_soon(self._commit)
+            self._commit_handle = running.call_soon(self._commit_on_loop)
 
     def _take_batch(self) -> tuple[_Batch, list[asyncio.Future]]:
         """The open transaction's buffers and waiters, handed to its commit
@@ -640,10 +800,26 @@ class PostgresGraph(StoreReads):
         self._settling.clear()
         return batch, waiters
 
-    def _commit(self) -> None:
+    def _commit_on_loop(self) -> None:
+        """The commit a loop callback makes: never waiting there for another
+        process's open write (see :meth:`_commit`)."""
+        if self._closing is not None:
+            return  # the closing thread commits
+        self._commit(nowait=_running_loop() is not None)
+
+    def _commit(self, nowait: bool = False) -> None:
         """Commit the open transaction now (or write the progress logged
         outside one). Never raises: a failed commit is logged, handed to the
-        runs waiting for it, and raised by the next operation."""
+        runs waiting for it, and raised by the next operation.
+
+        ``nowait`` (a loop callback): the fences the commit needs are tried
+        first, without waiting; if another process's open write holds one of
+        them, nothing is committed yet and the commit is tried again a little
+        later, by a loop callback, so the loop keeps running meanwhile. If
+        the transaction already holds locks of its own and that lasts past a
+        second (the other process may be waiting for one of them), the
+        commit waits for the lock after all, where the server can tell a
+        deadlock."""
         with self._lock:
             if not self._in_txn and not self._progress and not self._new_rows:
                 return
@@ -652,6 +828,10 @@ class PostgresGraph(StoreReads):
                 self._new_rows.clear()
                 self._new_keys.clear()
                 return
+            if nowait and self._commit_waits():
+                return
+            self._retry_since = None
+            self._retry_delay = _RETRY_FIRST
             batch, waiters = self._take_batch()
             try:
                 self._run(self._a_commit(batch))
@@ -660,6 +840,57 @@ class PostgresGraph(StoreReads):
                 return
             if waiters:
                 _settle(waiters, None)
+
+    def _commit_waits(self) -> bool:
+        """Whether the commit must wait for a fence another process holds up
+        (hold ``_lock``, on a running loop): then it is tried again later."""
+        loop = _running_loop()
+        assert loop is not None
+        nodes = {r.parent_id for r in self._new_rows.values() if r.parent_id in self._held}
+        nodes.update(e.entity_id for e in self._progress if e.entity_id in self._held)
+        nodes.difference_update(self._checked, self._new_leases)
+        nodes.discard(None)
+        if not nodes:
+            return False
+        try:
+            ready = self._run(self._as_nowait(self._a_prefence(sorted(nodes))))
+        except EntityGraphError:
+            return False  # the commit itself says what is wrong
+        if ready:
+            return False
+        now = time.monotonic()
+        if self._retry_since is None:
+            self._retry_since = now
+        elif now - self._retry_since > 1.0 and self._holds_locks():
+            return False  # holding locks of its own: wait where deadlocks are seen
+        handle, self._commit_handle = self._commit_handle, None
+        if handle is not None:
+            handle.cancel()
+        self._commit_loop = loop
+        self._commit_soon = True
+        self._commit_handle = loop.call_later(self._retry_delay, self._commit_on_loop)
+        self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
+        return True
+
+    def _holds_locks(self) -> bool:
+        """Whether the open transaction holds locks another process may wait
+        for: nodes' rows (fenced, claimed or taken) and names being decided
+        (a root's, or a child's under a parent not leased here)."""
+        return bool(self._checked or self._new_leases) or any(
+            parent not in self._held for parent, _ in self._new_keys
+        )
+
+    async def _a_prefence(self, nodes: list[str]) -> bool:
+        """Try the fences the commit will need (``nodes``: the leased parents
+        of the new rows, the leased nodes of the progress); False if one is
+        busy."""
+        ready = True
+        for node in nodes:
+            try:
+                ready = await self._afence(node) and ready
+            except LeaseLostError:
+                pass  # the commit drops what was written under it
+        return ready
 
     def _failed(self, exc: EntityGraphError, waiters: list[asyncio.Future]) -> None:
         log.warning("entity graph %s: a commit failed (%s); rolled back", self.path, exc)
@@ -793,8 +1024,11 @@ class PostgresGraph(StoreReads):
         return kept
 
     def flush(self) -> None:
-        """Commit pending operations now; raise the error of this or an
+        """Commit pending operations now (outside an event loop, after the
+        reopenings under way are stored too); raise the error of this or an
         earlier failed commit."""
+        if _running_loop() is None:
+            self._wait_reopens()
         self._commit()
         with self._lock:
             if self._commit_error is not None:
@@ -813,6 +1047,7 @@ class PostgresGraph(StoreReads):
                     future = None
             else:
                 future = None
+        await self._await_reopens()
         if future is not None:
             try:
                 await future
@@ -835,27 +1070,41 @@ class PostgresGraph(StoreReads):
         parent = self._parent_of.get(node)
         if parent is not None and parent in self._held:
             try:
-                await self._afence(parent)
+                if not await self._afence(parent):
+                    return _BUSY_ROW
             except LeaseLostError:
                 pass  # the parent's run is told; the child's lease is judged alone
-        return await self._one(_LOCK_NODE, (node,))
+        if not self._nowait:
+            return await self._one(_LOCK_NODE, (node,))
+        row = await self._one(_LOCK_NODE + " SKIP LOCKED", (node,))
+        if row is None and await self._one("SELECT 1 FROM nodes WHERE id = %s", (node,)):
+            return _BUSY_ROW  # another process is writing it right now
+        return row
 
-    async def _afence(self, node: str | None) -> None:
+    async def _afence(self, node: str | None) -> bool:
         """Refuse a write under ``node``'s lease unless it is still ours
         (:class:`LeaseLostError`); the check holds to the commit (the row
-        stays locked). Nodes not leased here pass."""
+        stays locked). Nodes not leased here pass. True once fenced; False
+        only in ``_nowait`` mode (an operation called on a running loop),
+        when another process's open write holds the node's row (or its
+        parent's): nothing was waited for, and the node is noted busy
+        (:meth:`write_waiter` then waits for it, awaited)."""
         if node is None or node in self._checked or node in self._new_leases:
-            return
+            return True
         if node not in self._held:
             lost = self._lost.get(node)
             if lost is not None:
                 raise _again(lost)
-            return
+            return True
         await self._abegin()
         row = await self._alock_node(node)
+        if row is _BUSY_ROW:
+            self._busy.add(node)
+            return False
+        self._busy.discard(node)
         if row is not None and row[0] == self._token:
             self._checked.add(node)
-            return
+            return True
         error = await self._alost_error(node, row[1] if row else None)
         self._lose({node: error})
         raise error
@@ -987,7 +1236,9 @@ class PostgresGraph(StoreReads):
                 return
             try:
                 if self._in_txn:
-                    self._commit()  # what runs wrote so far goes first
+                    # What runs wrote so far goes first (tried again later,
+                    # not waited for here, if another process holds a fence).
+                    self._commit(nowait=True)
                     if self._commit_error is not None:
                         raise self._commit_error
                 now = time.time()
@@ -1143,15 +1394,75 @@ class PostgresGraph(StoreReads):
     def _rows(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
             try:
-                return self._run(self._a_rows(sql, params))
+                return self._run(self._nowait_on_loop(self._a_rows(sql, params)))
             finally:
                 if self._in_txn:
                     self._schedule_commit()
 
     async def _a_rows(self, sql: str, params: tuple) -> list[tuple]:
         if self._new_rows:
+            if self._nowait and not await self._a_fence_new_rows():
+                return await self._a_read_with_pending(sql, params)
             await self._a_write_rows()
         return await self._all(sql, params or None)
+
+    async def _a_fence_new_rows(self) -> bool:
+        """Try (without waiting) the fences writing the new rows needs;
+        False if another process is writing one of their leased parents."""
+        ok = True
+        for parent in {r.parent_id for r in self._new_rows.values() if r.parent_id in self._held}:
+            if parent in self._new_leases:
+                continue
+            try:
+                ok = await self._afence(parent) and ok
+            except LeaseLostError:
+                pass  # the rows under it are dropped when written
+        return ok
+
+    async def _a_read_pending(self, sql: str, params: tuple) -> list[tuple]:
+        if self._new_rows and await self._a_fence_new_rows():
+            await self._a_write_rows()
+        return await self._a_read_with_pending(sql, params)
+
+    async def _a_read_with_pending(self, sql: str, params: tuple) -> list[tuple]:
+        """``sql`` answered as if the nodes created in this transaction (and
+        ``progress``, the envelopes not stored yet) were written: they wait
+        for a fence another process's open write holds up, and a read on the
+        caller's loop must not wait for it. They are copied into temporary
+        tables of the write connection (nobody else sees or locks those),
+        numbered after the stored rows in creation order as the commit will
+        number them, and every ``nodes`` (and ``progress``) the query reads
+        is the stored rows and those together. Reads never wait for writers."""
+        rows: list[tuple] = []
+        if self._new_rows:
+            top = (await self._all("SELECT coalesce(max(rowid), 0) FROM nodes"))[0][0]
+            rows = [(top + i, *r.row()) for i, r in enumerate(self._new_rows.values(), 1)]
+        await self._x("CREATE TEMP TABLE IF NOT EXISTS pending_nodes (LIKE nodes)")
+        await self._x("CREATE TEMP TABLE IF NOT EXISTS pending_progress (LIKE progress)")
+        conn = self._pg.writer
+        assert conn is not None
+        try:
+            async with conn.cursor() as cur:
+                marks = ", ".join(["%s"] * 13)
+                if rows:
+                    await cur.executemany(
+                        f"INSERT INTO pg_temp.pending_nodes VALUES ({marks})", rows
+                    )
+                if self._progress and _PROGRESS_READ.search(sql):
+                    seq = (await self._all("SELECT coalesce(max(seq), 0) FROM progress"))[0][0]
+                    envs = progress_rows(self._progress)
+                    marks = ", ".join(["%s"] * 10)
+                    await cur.executemany(
+                        f"INSERT INTO pg_temp.pending_progress VALUES ({marks})",
+                        [(seq + i, *row) for i, row in enumerate(envs, 1)],
+                    )
+                    sql = _PROGRESS_READ.sub(_with_pending("progress"), sql)
+            return await self._all(_NODES_READ.sub(_with_pending("nodes"), sql), params or None)
+        except psycopg.Error as exc:
+            raise wrap(exc, self._url) from None
+        finally:
+            await self._x("DELETE FROM pg_temp.pending_nodes")
+            await self._x("DELETE FROM pg_temp.pending_progress")
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         """Rows of a query in SQLite's ``?`` style (for the command line)."""
@@ -1165,7 +1476,12 @@ class PostgresGraph(StoreReads):
         rows = self._rows(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE id = %s", (id,))
         if not rows:
             raise UnknownEntityError(f"no entity with id {id!r} in {self.path}")
-        return self._record(rows[0])
+        row = rows[0]
+        reopening = self._reopens.get(id)
+        if reopening is not None and not reopening.done() and row[3] in ("Completed", "Failed"):
+            # Reopened, stored once the other process's write of it is over.
+            row = (*row[:3], "Pending", row[4], row[5], row[6], None, None, None, None, row[11])
+        return self._record(row)
 
     def read(self, id: str, field: str | None = None) -> Any:
         """The node (a :class:`NodeRecord`), or one of its :data:`READ_FIELDS`."""
@@ -1192,7 +1508,17 @@ class PostgresGraph(StoreReads):
         self._require(id)
         with self._lock:
             if self._progress:
-                self._commit()
+                if _running_loop() is None:
+                    self._commit()
+                else:
+                    self._commit(nowait=True)
+                    if self._progress or self._new_rows:
+                        # A fence waits for another process's open write:
+                        # the envelopes not stored yet are read with the rest.
+                        sql, params = self._progress_query(id)
+                        sql = sql.replace("?", "%s")
+                        rows = self._run(self._as_nowait(self._a_read_pending(sql, params)))
+                        return envelopes_from_rows(rows)
         return self._progress_rows(id)
 
     def progress_since(self, id: str, seq: int | None) -> tuple[list[Envelope], int]:
@@ -1298,8 +1624,9 @@ class PostgresGraph(StoreReads):
         while the open transaction holds other locks
         (:meth:`_without_crossing`)."""
         where = "among root entities" if parent_id is None else f"under parent {parent_id}"
+        look = _running_loop() is not None
         return self._without_crossing(
-            lambda: self._a_child(parent_id, type_name, name, data, data_json, call_path),
+            lambda: self._a_child(parent_id, type_name, name, data, data_json, call_path, look),
             f"the name {call_path or name!r} {where}",
         )
 
@@ -1335,11 +1662,20 @@ class PostgresGraph(StoreReads):
         data: dict | None,
         data_json: str,
         call_path: str | None,
+        look: bool = False,
     ) -> Any:
         """The node of that name, found or created (buffered): ``(found,
         record)``; ``_CROSSING``, with nothing changed, if another process
         holds the name's lock and this transaction already held locks
-        before (see :meth:`_without_crossing`)."""
+        before (see :meth:`_without_crossing`).
+
+        ``look`` (called on a running event loop): the name's lock is only
+        tried first; if another process holds it (it is deciding that name
+        in an open transaction), a node already committed under the name is
+        the answer, found by a read that waits for nobody, so finding a
+        story that exists never stops the caller's loop. Only a name with
+        no node yet waits for the lock (a new node must not be made without
+        it)."""
         key = call_path or name
         fresh = not self._in_txn  # holds nothing yet: it may wait
         await self._abegin()
@@ -1348,7 +1684,12 @@ class PostgresGraph(StoreReads):
         if (parent_id, key) not in self._new_keys and (
             parent_id is None or parent_id not in self._new_rows
         ):
-            locked, row = await self._alock_name(parent_id, key, wait=fresh)
+            locked, row = await self._alock_name(parent_id, key, wait=fresh and not look)
+            if not locked and look:
+                if row is not None:  # committed before the other process took the lock
+                    return True, self._record(row)
+                if fresh:
+                    locked, row = await self._alock_name(parent_id, key, wait=True)
             if not locked:
                 return _CROSSING
             if row is not None:
@@ -1379,7 +1720,7 @@ class PostgresGraph(StoreReads):
         self._before_write()
         known = self._kids.get(parent_id)
         if known is None:
-            known = self._write(self._a_children_of(parent_id))
+            known = self._write(self._nowait_on_loop(self._a_children_of(parent_id)))
             self._kids[parent_id] = known
         lost = self._lost.get(parent_id)
         if lost is not None:
@@ -1400,7 +1741,11 @@ class PostgresGraph(StoreReads):
         """The ids of ``parent_id``'s children by key (fenced: the parent's row
         is locked with our lease on it)."""
         await self._abegin()
-        await self._afence(parent_id)
+        if not await self._afence(parent_id):
+            # Another process is writing the parent's row: the children are
+            # read without its lock (the commit that stores new ones fences
+            # the lease), once the lease is seen to be ours.
+            await self._a_check_lease(parent_id)
         rows = await self._all(
             "SELECT coalesce(call_path, name), id FROM nodes WHERE parent_id = %s", (parent_id,)
         )
@@ -1447,7 +1792,8 @@ class PostgresGraph(StoreReads):
         meanwhile, and whoever decided it before has committed, so the read
         sees their node. Both statements go in one round trip (a pipeline:
         the read starts once the lock is granted). Without ``wait``, a lock
-        another transaction holds is not waited for: ``(False, None)``."""
+        another transaction holds is not waited for: ``(False, row)``, the
+        row as committed (read without the lock)."""
         conn = self._pg.writer
         if conn is None:
             raise EntityGraphError(f"the entity graph {self.path} is closed")
@@ -1470,9 +1816,10 @@ class PostgresGraph(StoreReads):
                 taken = await conn.execute(*lock)
                 cur = await conn.execute(*read)
             got = await taken.fetchone()
+            row = await cur.fetchone()
             if not wait and not (got and got[0]):
-                return False, None
-            return True, await cur.fetchone()
+                return False, row
+            return True, row
         except psycopg.Error as exc:
             raise wrap(exc, self._url) from None
 
@@ -1788,7 +2135,14 @@ class PostgresGraph(StoreReads):
                 + (" and running in this process" if live else " (start it to resume it)")
                 + "; only Completed or Failed nodes can be reopened"
             )
-        changed = self._without_crossing(lambda: self._a_reopen(id), f"entity {id}")
+        on_loop = _running_loop() is not None
+        with self._lock:
+            changed = self._without_crossing(lambda: self._a_reopen(id, on_loop), f"entity {id}")
+            if changed is _DEFERRED:
+                self._reopens[id] = asyncio.run_coroutine_threadsafe(
+                    self._a_reopen_later(id), core.store_loop()
+                )
+                return self.get_node(id)
         if not changed and self.status_of(id) == "InProgress":
             raise EntityGraphError(
                 f"cannot reopen {record.type} ({record.name}): another process started it "
@@ -1796,23 +2150,39 @@ class PostgresGraph(StoreReads):
             )
         return self.get_node(id)
 
-    async def _a_reopen(self, id: str) -> Any:
+    async def _a_reopen(self, id: str, defer: bool = False) -> Any:
         """Whether the node was finished and is Pending now; ``_CROSSING`` if
-        another process holds its row and this transaction held locks before."""
+        another process holds its row and this transaction held locks before;
+        with ``defer`` (on a running loop), ``_DEFERRED`` instead whenever
+        another process holds its row (nothing was changed)."""
         fresh = not self._in_txn
         await self._abegin()
-        if not fresh:
+        if defer or not fresh:
             row = await self._one(
                 "SELECT 1 FROM nodes WHERE id = %s FOR NO KEY UPDATE SKIP LOCKED", (id,)
             )
             if row is None and await self._one("SELECT 1 FROM nodes WHERE id = %s", (id,)):
-                return _CROSSING  # locked by another process
-        cur = await self._x(
-            "UPDATE nodes SET status = 'Pending', started_at = NULL, finished_at = NULL, "
-            "error = NULL, output = NULL WHERE id = %s AND status IN ('Completed', 'Failed')",
-            (id,),
-        )
+                return _DEFERRED if defer else _CROSSING  # locked by another process
+        cur = await self._x(_REOPEN, (id,))
         return cur.rowcount == 1
+
+    async def _a_reopen_later(self, id: str) -> None:
+        """Reopen ``id`` on a connection of its own, in a transaction of its
+        own, waiting (up to ``busy_timeout``) for the other process's write
+        of its row; a reopening that cannot be stored is logged, as a commit
+        that fails is. Runs on the store's loop, so nobody's loop waits."""
+        try:
+            conn = await core.aconnect(self._url)
+            try:
+                await conn.execute(f"SET lock_timeout = {self._busy_ms:d}")
+                await conn.execute(_REOPEN, (id,))
+            finally:
+                await conn.close()
+        except (psycopg.Error, EntityGraphError) as exc:
+            text = core.one_line(exc, self._url) if isinstance(exc, psycopg.Error) else str(exc)
+            log.warning(
+                "entity graph %s: the reopening of %s was not stored (%s)", self.path, id, text
+            )
 
     def put_blob(self, id: str, data: bytes, content_type: str) -> str:
         """Store ``data`` as a blob (committed) once :meth:`check_lease` says

@@ -133,7 +133,14 @@ def with_schema(base: str, schema: str) -> str:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def target(request, tmp_path):
-    if request.param == "sqlite":
+    yield from store_target(request.param, tmp_path)
+
+
+def store_target(kind: str, tmp_path: Path):
+    """The body of the ``target`` fixture (for test modules elsewhere to
+    make a fixture of their own with): one store of ``kind``, closed (and
+    its schema dropped) after the test."""
+    if kind == "sqlite":
         t = Target("sqlite", str(tmp_path / "graph.sqlite"))
     else:
         base = pg_base_url()
