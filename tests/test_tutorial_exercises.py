@@ -1990,11 +1990,17 @@ def test_the_split_checker_runs_the_hand_out_then_the_even_limit():
     def even_split(global_limit, story_limit, stories):  # the share, not the hand-out
         return [global_limit // stories] * stories
 
-    def even_limit(global_limit, stories):
-        return max(k for k in range(1, global_limit + 1)
-                   if len(set(split(global_limit, k, stories))) == 1)
+    # even_limit finds split as a notebook function does, by global name, so that the
+    # checker can hand it another tree
+    space = {"split": split}
+    exec("def even_limit(global_limit, stories):\n"
+         "    return max((k for k in range(1, global_limit + 1)\n"
+         "                if len(set(split(global_limit, k, stories))) == 1), default=0)\n",
+         space)
+    even_limit = space["even_limit"]
 
     assert kit.check_split_and_even(split, even_limit)
+    assert space["split"] is split  # the checker puts the learner's split back
     starter = kit.check_split_and_even(lambda g, p, n: [0] * n, even_limit)
     assert not starter and "try_acquire() says no" in starter.message
     over = kit.check_split_and_even(unlinked, even_limit)
@@ -2004,6 +2010,24 @@ def test_the_split_checker_runs_the_hand_out_then_the_even_limit():
     limit = kit.check_split_and_even(split, lambda g, n: 3)
     assert not limit and "even_limit(4, 2) gave 3" in limit.message
     assert not kit.check_split_and_even(None, even_limit)
+
+
+def test_the_split_checker_rejects_a_paper_formula_and_a_crash_past_the_units():
+    # the notebook's own solution passes (it lives in a namespace of its own, as in Jupyter)
+    space: dict = {"CapacitySource": CapacitySource}
+    exec(textwrap.dedent(solution_code("06-1")).split("check_split_and_even(")[0], space)
+    assert kit.check_split_and_even(space["split"], space["even_limit"])
+    assert space["even_limit"](2, 3) == 0
+    # the formula on paper passes the plain cases but not the tree with a unit already taken
+    paper = kit.check_split_and_even(space["split"], lambda g, n: g // n)
+    assert not paper and "another job already holds 1 of the 4" in paper.message, paper
+    assert "largest even limit is 1" in paper.message
+    # the old solution, a max() with nothing to take when stories > units
+    exec("def crashes(global_limit, stories):\n"
+         "    return max(k for k in range(1, global_limit + 1)\n"
+         "               if len(set(split(global_limit, k, stories))) == 1)\n", space)
+    crash = kit.check_split_and_even(space["split"], space["crashes"])
+    assert not crash and "even_limit(2, 3)" in crash.message, crash
 
 
 def test_a_verdict_shows_code_spans_as_code_in_html_and_keeps_them_in_plain_text():

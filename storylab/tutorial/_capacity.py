@@ -265,6 +265,54 @@ def check_split_and_even(split: Any, even_limit: Any) -> Verdict:
     verdict = check_even_limit(even_limit)
     if not verdict:
         return verdict
+    try:
+        got = even_limit(2, 3)
+    except Exception as exc:
+        return _raised("even_limit(2, 3)", exc)
+    if got != 0:
+        return Verdict(False, f"even_limit(2, 3) gave {got!r}: with more stories than units no "
+                              "limit of 1 or more splits evenly, so return 0")
+    # The same even_limit on another tree, one where a formula on global_limit and stories
+    # gives the wrong limit: another job already holds one global unit.
+    scope = getattr(even_limit, "__globals__", {})
+    for g, n in _BUSY_CASES:
+        want = max((k for k in range(1, g + 1) if len(set(_busy_split(g, k, n))) == 1),
+                   default=0)
+        had, scope["split"] = scope.get("split", _NOTHING), _busy_split
+        try:
+            got = even_limit(g, n)
+        except Exception as exc:
+            return _raised(f"even_limit({g}, {n}) on the busier tree", exc)
+        finally:
+            if had is _NOTHING:
+                scope.pop("split", None)
+            else:
+                scope["split"] = had
+        if got != want:
+            return Verdict(False, f"even_limit({g}, {n}) gave {got!r} on a tree where another job "
+                                  f"already holds 1 of the {g} global units: there "
+                                  f"split({g}, {got}, {n}) hands out "
+                                  f"{_busy_split(g, int(got or 0), n)}, and the largest even "
+                                  f"limit is {want}. Let even_limit try limits on split rather "
+                                  "than compute one from the numbers")
     return Verdict(True, "split hands out the units as the runner does (4 over two stories "
-                         "of 3: [3, 1]), and even_limit finds the largest limit it splits "
-                         "evenly: global // stories")
+                         "of 3: [3, 1]), and even_limit finds the largest even limit by "
+                         "trying it on split: on a tree with one unit already taken it "
+                         "found a smaller one")
+
+
+_NOTHING = object()
+_BUSY_CASES = ((4, 2), (9, 3))
+
+
+def _busy_split(global_limit: int, story_limit: int, stories: int) -> list[int]:
+    """A real capacity tree's hand-out when another job already holds one global unit."""
+    top = CapacitySource(global_limit, name="global")
+    top.try_acquire()  # the other job's unit
+    held = []
+    for n in range(stories):
+        story, taken = CapacitySource(story_limit, parent=top, name=f"story {n}"), 0
+        while story.try_acquire():
+            taken += 1
+        held.append(taken)
+    return held

@@ -184,9 +184,9 @@ SOLUTIONS: dict[str, str] = {
 
         def even_limit(global_limit, stories):
             # Every limit from 1 to the global one, tried on a real tree: keep the largest
-            # whose split is even (it comes out as global_limit // stories).
-            return max(limit for limit in range(1, global_limit + 1)
-                       if len(set(split(global_limit, limit, stories))) == 1)
+            # whose split is even. With more stories than units none is: 0.
+            return max((limit for limit in range(1, global_limit + 1)
+                        if len(set(split(global_limit, limit, stories))) == 1), default=0)
 
 
         check_split_and_even(split, even_limit)

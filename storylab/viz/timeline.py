@@ -512,10 +512,14 @@ def _draw_gantt(
             ax.plot([r0], [y], marker="|", markersize=12, markeredgewidth=2.5,
                     color=COLOURS[lane.outcome], zorder=4, gid=f"instant:{lane.key}")
         if lane.marks:
+            # A mark at the bar's very start (a request refused at once) is drawn about
+            # 3 points inside the bar, so that neither the axis nor the bar's edge hides it.
+            width_in = ax.get_position().width * ax.figure.get_figwidth()
+            nudge = 3 / 72 / width_in * end if width_in > 0 else 0.0
             ax.scatter(
-                [t for t, _ in lane.marks], [y] * len(lane.marks), marker="v", s=28,
-                color=MARK_COLOUR, edgecolor="white", linewidth=0.5, zorder=5,
-                gid=f"marks:{lane.key}",
+                [max(t, r0 + nudge) for t, _ in lane.marks], [y] * len(lane.marks),
+                marker="v", s=28, color=MARK_COLOUR, edgecolor="white", linewidth=0.5,
+                zorder=5, clip_on=False, gid=f"marks:{lane.key}",
             )
         if lane.outcome is Status.FAILED:
             ax.text(r1, y, " ✗", va="center", ha="left", color=COLOURS[Status.FAILED],
