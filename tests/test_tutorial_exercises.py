@@ -666,6 +666,36 @@ async def test_the_capstone_judge_refuses_a_batch_that_drops_its_failures(tmp_pa
     assert not verdict and "lists 0 failures for 4 refused items" in verdict.message, verdict
 
 
+_HARD_CODED = {"f\"item {self.data['n']} was refused by the service\"": "\"error 24 happened\""}
+
+
+async def test_the_item_checker_and_the_judge_refuse_a_refusal_that_names_another_item(tmp_path):
+    # The message names item 24 whichever item was refused: right for 24, wrong for 49.
+    ns = await _pieces(**_HARD_CODED)
+    said = await kit.check_item(ns["Item"])
+    assert not said.ok and "item 49's refusal" in said.message, said
+    right = await kit.check_item((await _pieces())["Item"])
+    assert right.ok and "items 24 and 49" in right.message, right
+    run = await _judge(ns, tmp_path)  # refused as piece 2 before any process ran
+    assert not run.ran and "piece 2" in check_capstone(run).message, run
+
+
+async def test_the_capstone_judge_refuses_stored_refusals_without_their_own_number(tmp_path):
+    # Written straight to a script (past the piece checker): the stored records show it.
+    ns = await _pieces(**_HARD_CODED)
+    script = kit.write_capstone(tmp_path / "same.py", ns["item_name"], ns["Item"],
+                                ns["run_items"])
+    run = await kill_and_resume(script, tmp_path / "same.sqlite", work_seconds=0.03, failing=4)
+    assert run.unnamed_failed == [49, 74, 99] and run.recorded_distinct == 1, run
+    verdict = check_capstone(run)
+    assert not verdict and "does not contain their own n" in verdict.message, verdict
+    good = await _pieces()
+    script = kit.write_capstone(tmp_path / "good.py", good["item_name"], good["Item"],
+                                good["run_items"])
+    run = await kill_and_resume(script, tmp_path / "good.sqlite", work_seconds=0.03, failing=4)
+    assert run.unnamed_failed == [] and run.recorded_distinct == 4, run.describe()
+
+
 async def test_the_capstone_reports_a_script_that_crashes(tmp_path):
     script = tmp_path / "broken.py"
     script.write_text("raise SystemExit('no pipeline yet')\n")
