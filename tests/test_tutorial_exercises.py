@@ -1736,6 +1736,9 @@ def test_the_bound_checkers_tell_rounds_from_seconds():
 async def test_the_lonely_round_checker_wants_the_rule_and_checks_it_on_the_sweep():
     right = await run_cell(solution_code("07-3"), _namespace())
     assert right.ok and "all 5 cells it flags end a round above the bound" in right.message
+    # The success message points to exercise 4 without naming its answer.
+    assert "exercise 4 looks at one" in right.message, right
+    assert "global 4 at 3" not in right.message and "ties" not in right.message, right
     # Any story asked for less than its limit: too many cells.
     said = await kit.check_lonely_round(lambda G, M, p, g: G * p > g)
     assert not said.ok and "lonely_round(5, 5, 1, 2) gave True" in said.message
