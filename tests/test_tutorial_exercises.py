@@ -511,8 +511,15 @@ def test_the_capstone_picture_hatches_the_items_killed_in_flight():
     record = dataclasses.replace(record, in_flight=[(5.1, 5.5), (5.2, 5.5)])
     fig = kit.plot_capstone(record, 1.0)
     top, _ = fig.axes
-    hatched = [c for c in top.collections if c.get_hatch()]
-    assert len(hatched) == 1, top.collections
+    hatched = [p for p in top.patches if p.get_hatch()]
+    assert len(hatched) == 1, top.patches
+    # Drawn at least 1.5 % of the axis wide, ending at the kill: findable, not a sliver.
+    (band,) = hatched
+    kill_x = next(line.get_xdata()[0] for line in top.lines
+                  if len(line.get_xdata()) == 2 and line.get_xdata()[0] == line.get_xdata()[1])
+    assert band.get_x() + band.get_width() == pytest.approx(kill_x), (band, kill_x)
+    left, right = top.get_xlim()
+    assert band.get_width() >= 0.012 * (right - left), (band.get_width(), left, right)
     assert "killed in flight (died with the process)" in [
         t.get_text() for t in top.get_legend().get_texts()]
     # A band one item wide is narrow on a whole run: a callout names it too.
@@ -520,7 +527,7 @@ def test_the_capstone_picture_hatches_the_items_killed_in_flight():
     assert "2 items were running at the kill (hatched)" in fig.storylab_summary
     # Without them the band is not drawn and the summary does not mention it.
     plain = kit.plot_capstone(_record(4, 4), 1.0)
-    assert not [c for c in plain.axes[0].collections if c.get_hatch()]
+    assert not [p for p in plain.axes[0].patches if p.get_hatch()]
     assert "no item was stored running at the kill" in plain.storylab_summary
     matplotlib.pyplot.close("all")
 
@@ -769,7 +776,13 @@ def test_the_lapse_window_checker_explains_each_missing_term():
                 assert f"is {value:g}" not in verdict.message, (said, verdict)
     right = check_lapse_window(lambda T, renew=10, check=4: (T - T / renew, T + T / check),
                                lease_timeout=1.5, kill_scale=0.2)
-    assert right.ok and "6.8 to 9.4 model s after the kill" in right.message, right
+    assert right.ok and "6.75 to 9.38 model s after the kill" in right.message, right
+    # Given the kill's model time, the window is rounded as the chart rounds its band
+    # (11.25 + 6.75 = 18.0), not as the kill and the offset were rounded apart (11.3 + 6.8).
+    placed = check_lapse_window(lambda T, renew=10, check=4: (T - T / renew, T + T / check),
+                                lease_timeout=1.5, kill_scale=0.2, killed=11.25)
+    assert placed.ok and "from 18.0 to 20.6 model s" in placed.message, placed
+    assert "6.8 " not in placed.message, placed
 
 
 def test_the_item_name_checker_shows_the_names_another_process_gave():

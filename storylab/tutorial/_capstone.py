@@ -830,15 +830,23 @@ def plot_capstone(run: CapstoneRun, time_scale: float) -> Any:
              label="items running (most per half model second)")
     if any(flying):
         # Tinted as well as hatched: the items started at most one item's time before the
-        # kill, so the band is narrow, and a callout above it says what it is.
+        # kill, so the band is narrow; it is drawn at least 1.5 % of the axis wide, ending
+        # at the kill, so that the legend's swatch has something to point at, and a
+        # callout beside it says what it is.
         from matplotlib.colors import to_rgba
+        from matplotlib.patches import Rectangle
 
-        top.fill_between(xs, [max(r - f, 0) for r, f in zip(running, flying, strict=True)],
-                         running, step="post", facecolor=to_rgba(OKABE_ITO["vermillion"], 0.45),
-                         hatch="///", edgecolor=OKABE_ITO["vermillion"], lw=0,
-                         label="killed in flight (died with the process)")
-        caught = max(flying)
-        top.annotate(f"{len(run.in_flight)} killed in flight", (killed, caught / 2),
+        bin_at_kill = max((i for i, x in enumerate(xs) if x < killed), default=0)
+        level = running[bin_at_kill]
+        caught = max(min(max(flying), level), 1)
+        began = min(model(s) for s, _ in run.in_flight)
+        x0 = min(began, killed - 0.015 * max(xs[-1] - xs[0], window))
+        top.add_patch(Rectangle((x0, max(level - caught, 0)), killed - x0, caught,
+                                facecolor=to_rgba(OKABE_ITO["vermillion"], 0.45), hatch="///",
+                                edgecolor=OKABE_ITO["vermillion"], lw=0, zorder=2.5,
+                                label="killed in flight (died with the process)"))
+        top.annotate(f"{len(run.in_flight)} killed in flight",
+                     (x0, max(level - caught, 0) + caught / 2),
                      xytext=(-14, 0), textcoords="offset points", ha="right", va="center",
                      fontsize=10, color=OKABE_ITO["vermillion"], fontweight="bold",
                      bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none",
