@@ -2081,3 +2081,18 @@ def test_the_fair_targets_checker_refuses_each_wrong_rule_and_passes_the_solutio
     assert "fill in your answer" in check_fair_targets(None).message
     right = check_fair_targets(_fair)
     assert right.ok and "[4, 2, 2, 2]" in right.message, right
+
+
+def test_cluster_labels_letter_the_stories_by_topic_whichever_started_first():
+    from types import SimpleNamespace as S
+
+    def run(ending, pipelines):
+        return S(stories=[S(pipeline=p, topic=f"a {a} {ending}")
+                          for p, a in zip(pipelines, ("fox", "wolf", "bear"), strict=True)],
+                 trace=None)
+
+    first = kit.cluster_labels(run("who learns to share", ["p1", "p2", "p3"]))
+    second = kit.cluster_labels(run("who finds the way home", ["q1", "q2", "q3"]), marked="q3")
+    assert list(first.values()) == ["story A (a fox)", "story B (a wolf)", "story C (a bear)"]
+    assert list(second.values()) == ["story A (a fox)", "story B (a wolf)",
+                                     "story C (a bear, its worker killed)"]
