@@ -156,7 +156,7 @@ def _state(key: str, story_run) -> dict:
                      "killed": REGAINED_RUN["killed"],
                      "lapse_from": REGAINED_RUN["lapse_from"],
                      "lapse_by": REGAINED_RUN["lapse_by"]},
-            "08-2": {"lease_timeout": 1.5, "kill_scale": 0.2},
+            "08-2": {"lease_timeout": 1.5, "kill_scale": 0.2, "killed": 11.25},
             "09-3": {"LIMIT": 4}}.get(key, {})
 
 
