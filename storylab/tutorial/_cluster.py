@@ -236,8 +236,9 @@ def cluster_labels(run: Any, *, marked: str | Iterable[str] | None = None,
 
     Letters follow the order of the topics as they were submitted (``run.stories``), so
     the same animal keeps its letter from one run to the next, whichever story
-    started first; the words are each topic without the ending all topics share. The story whose pipeline is ``marked`` (or every
-    story whose pipeline is in ``marked``, given several) gets ``note`` in its name."""
+    started first; the words are each topic without the ending all topics share. The
+    story whose pipeline is ``marked`` (or every story whose pipeline is in ``marked``,
+    given several) gets ``note`` in its name."""
     topics = {f"story:{s.pipeline}": s.topic for s in run.stories}
     ending = _shared_ending(list(topics.values()))
     order = list(topics)  # the submission order: the letters do not depend on the run
