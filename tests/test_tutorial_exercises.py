@@ -156,7 +156,7 @@ def _state(key: str, story_run) -> dict:
                      "killed": REGAINED_RUN["killed"],
                      "lapse_from": REGAINED_RUN["lapse_from"],
                      "lapse_by": REGAINED_RUN["lapse_by"]},
-            "08-2": {"lease_timeout": 1.5, "kill_scale": 0.2},
+            "08-2": {"lease_timeout": 1.5, "kill_scale": 0.2, "killed": 11.25},
             "09-3": {"LIMIT": 4}}.get(key, {})
 
 
@@ -511,8 +511,15 @@ def test_the_capstone_picture_hatches_the_items_killed_in_flight():
     record = dataclasses.replace(record, in_flight=[(5.1, 5.5), (5.2, 5.5)])
     fig = kit.plot_capstone(record, 1.0)
     top, _ = fig.axes
-    hatched = [c for c in top.collections if c.get_hatch()]
-    assert len(hatched) == 1, top.collections
+    hatched = [p for p in top.patches if p.get_hatch()]
+    assert len(hatched) == 1, top.patches
+    # Drawn at least 1.5 % of the axis wide, ending at the kill: findable, not a sliver.
+    (band,) = hatched
+    kill_x = next(line.get_xdata()[0] for line in top.lines
+                  if len(line.get_xdata()) == 2 and line.get_xdata()[0] == line.get_xdata()[1])
+    assert band.get_x() + band.get_width() == pytest.approx(kill_x), (band, kill_x)
+    left, right = top.get_xlim()
+    assert band.get_width() >= 0.012 * (right - left), (band.get_width(), left, right)
     assert "killed in flight (died with the process)" in [
         t.get_text() for t in top.get_legend().get_texts()]
     # A band one item wide is narrow on a whole run: a callout names it too.
@@ -520,7 +527,7 @@ def test_the_capstone_picture_hatches_the_items_killed_in_flight():
     assert "2 items were running at the kill (hatched)" in fig.storylab_summary
     # Without them the band is not drawn and the summary does not mention it.
     plain = kit.plot_capstone(_record(4, 4), 1.0)
-    assert not [c for c in plain.axes[0].collections if c.get_hatch()]
+    assert not [p for p in plain.axes[0].patches if p.get_hatch()]
     assert "no item was stored running at the kill" in plain.storylab_summary
     matplotlib.pyplot.close("all")
 
@@ -666,6 +673,36 @@ async def test_the_capstone_judge_refuses_a_batch_that_drops_its_failures(tmp_pa
     assert not verdict and "lists 0 failures for 4 refused items" in verdict.message, verdict
 
 
+_HARD_CODED = {"f\"item {self.data['n']} was refused by the service\"": "\"error 24 happened\""}
+
+
+async def test_the_item_checker_and_the_judge_refuse_a_refusal_that_names_another_item(tmp_path):
+    # The message names item 24 whichever item was refused: right for 24, wrong for 49.
+    ns = await _pieces(**_HARD_CODED)
+    said = await kit.check_item(ns["Item"])
+    assert not said.ok and "item 49's refusal" in said.message, said
+    right = await kit.check_item((await _pieces())["Item"])
+    assert right.ok and "items 24 and 49" in right.message, right
+    run = await _judge(ns, tmp_path)  # refused as piece 2 before any process ran
+    assert not run.ran and "piece 2" in check_capstone(run).message, run
+
+
+async def test_the_capstone_judge_refuses_stored_refusals_without_their_own_number(tmp_path):
+    # Written straight to a script (past the piece checker): the stored records show it.
+    ns = await _pieces(**_HARD_CODED)
+    script = kit.write_capstone(tmp_path / "same.py", ns["item_name"], ns["Item"],
+                                ns["run_items"])
+    run = await kill_and_resume(script, tmp_path / "same.sqlite", work_seconds=0.03, failing=4)
+    assert run.unnamed_failed == [49, 74, 99] and run.recorded_distinct == 1, run
+    verdict = check_capstone(run)
+    assert not verdict and "does not contain their own n" in verdict.message, verdict
+    good = await _pieces()
+    script = kit.write_capstone(tmp_path / "good.py", good["item_name"], good["Item"],
+                                good["run_items"])
+    run = await kill_and_resume(script, tmp_path / "good.sqlite", work_seconds=0.03, failing=4)
+    assert run.unnamed_failed == [] and run.recorded_distinct == 4, run.describe()
+
+
 async def test_the_capstone_reports_a_script_that_crashes(tmp_path):
     script = tmp_path / "broken.py"
     script.write_text("raise SystemExit('no pipeline yet')\n")
@@ -739,7 +776,13 @@ def test_the_lapse_window_checker_explains_each_missing_term():
                 assert f"is {value:g}" not in verdict.message, (said, verdict)
     right = check_lapse_window(lambda T, renew=10, check=4: (T - T / renew, T + T / check),
                                lease_timeout=1.5, kill_scale=0.2)
-    assert right.ok and "6.8 to 9.4 model s after the kill" in right.message, right
+    assert right.ok and "6.75 to 9.38 model s after the kill" in right.message, right
+    # Given the kill's model time, the window is rounded as the chart rounds its band
+    # (11.25 + 6.75 = 18.0), not as the kill and the offset were rounded apart (11.3 + 6.8).
+    placed = check_lapse_window(lambda T, renew=10, check=4: (T - T / renew, T + T / check),
+                                lease_timeout=1.5, kill_scale=0.2, killed=11.25)
+    assert placed.ok and "from 18.0 to 20.6 model s" in placed.message, placed
+    assert "6.8 " not in placed.message, placed
 
 
 def test_the_item_name_checker_shows_the_names_another_process_gave():
@@ -1706,6 +1749,9 @@ def test_the_bound_checkers_tell_rounds_from_seconds():
 async def test_the_lonely_round_checker_wants_the_rule_and_checks_it_on_the_sweep():
     right = await run_cell(solution_code("07-3"), _namespace())
     assert right.ok and "all 5 cells it flags end a round above the bound" in right.message
+    # The success message points to exercise 4 without naming its answer.
+    assert "exercise 4 looks at one" in right.message, right
+    assert "global 4 at 3" not in right.message and "ties" not in right.message, right
     # Any story asked for less than its limit: too many cells.
     said = await kit.check_lonely_round(lambda G, M, p, g: G * p > g)
     assert not said.ok and "lonely_round(5, 5, 1, 2) gave True" in said.message
@@ -2059,3 +2105,18 @@ def test_the_fair_targets_checker_refuses_each_wrong_rule_and_passes_the_solutio
     assert "fill in your answer" in check_fair_targets(None).message
     right = check_fair_targets(_fair)
     assert right.ok and "[4, 2, 2, 2]" in right.message, right
+
+
+def test_cluster_labels_letter_the_stories_by_topic_whichever_started_first():
+    from types import SimpleNamespace as S
+
+    def run(ending, pipelines):
+        return S(stories=[S(pipeline=p, topic=f"a {a} {ending}")
+                          for p, a in zip(pipelines, ("fox", "wolf", "bear"), strict=True)],
+                 trace=None)
+
+    first = kit.cluster_labels(run("who learns to share", ["p1", "p2", "p3"]))
+    second = kit.cluster_labels(run("who finds the way home", ["q1", "q2", "q3"]), marked="q3")
+    assert list(first.values()) == ["story A (a fox)", "story B (a wolf)", "story C (a bear)"]
+    assert list(second.values()) == ["story A (a fox)", "story B (a wolf)",
+                                     "story C (a bear, its worker killed)"]

@@ -85,6 +85,10 @@ class CapstoneRun:
     refused_intervals: list[tuple[float, float]] = field(default_factory=list, repr=False)
     """Stored (start, finish) of the items stored ``Failed``: they held a place too. An item
     refused before the kill, and again after the resume, gives both attempts."""
+    unnamed_failed: list[int] = field(default_factory=list)
+    """The n of each item stored ``Failed`` whose stored message does not contain its own n."""
+    recorded_distinct: int | None = None
+    """How many different strings the batch's stored ``"failed"`` list holds."""
     in_flight: list[tuple[float, float]] = field(default_factory=list, repr=False)
     """(start, kill) of the items stored ``Running`` when the first process was killed:
     they held a place until the kill, died with it and were done again after the resume."""
@@ -201,7 +205,14 @@ async def kill_and_resume(script: str | os.PathLike, graph_path: str | os.PathLi
     refused = [(k.started_at, k.finished_at) for k in after
                if k.status == "Failed" and k.started_at and k.finished_at]
     refused += [span for span in refused_first if span not in refused]
+    unnamed = sorted(n for k in after if k.status == "Failed"
+                     and (n := (k.data or {}).get("n")) is not None
+                     and str(n) not in str((k.error or {}).get("message", "")))
+    recorded = _batch_output(graph_path)
+    listed = recorded.get("failed") if isinstance(recorded, dict) else None
     return CapstoneRun(
+        unnamed_failed=unnamed,
+        recorded_distinct=len(set(map(str, listed))) if isinstance(listed, list) else None,
         items=items, limit=limit, killed_at=killed_at, first_exit=first.returncode,
         second_exit=second.returncode, children=len(after),
         completed=sum(k.status == "Completed" for k in after),
@@ -271,6 +282,14 @@ def check_capstone(run: Any) -> Verdict:
         if run.recorded_failed != refused:
             return Verdict(False, f"the batch's result lists {run.recorded_failed} failures for "
                                   f"{refused} refused items: keep each ERROR in run_items")
+        if run.unnamed_failed:
+            return Verdict(False, f"items {run.unnamed_failed} are stored Failed with a message "
+                                  "that does not contain their own n: say which item was "
+                                  "refused, so the record can be read later")
+        if run.recorded_distinct is not None and run.recorded_distinct < refused:
+            return Verdict(False, f"the batch's result lists {refused} failures but only "
+                                  f"{run.recorded_distinct} different messages: each refusal "
+                                  "should name its own item")
     failures = f", recorded the {refused} refused items" if refused else ""
     return Verdict(True, f"killed at {run.killed_at} of {run.items}; the resume kept all "
                          f"{run.kept} finished items, did the rest{failures}, and ran up to "
@@ -359,7 +378,7 @@ def check_item_name(item_name: Any, *, items: int = ITEMS) -> Verdict:
 
 
 class _ItemProbe(RunnableEntity):
-    """Asks for three children of the learner's Item class and runs them at once, as
+    """Asks for a few children of the learner's Item class and runs them at once, as
     the runner does: a blocking wait in one would hold up the others."""
 
     async def run_impl(self):
@@ -384,7 +403,7 @@ async def check_item(cls: Any, *, seconds: float = 0.2) -> Verdict:
     if not (isinstance(cls, type) and issubclass(cls, RunnableEntity)):
         return Verdict(False, "pass your RunnableEntity subclass itself, Item (the class)")
     _KINDS[cls.__name__] = cls
-    ns = [3, FAIL_EVERY - 1, 5]
+    ns = [3, FAIL_EVERY - 1, 5, 2 * FAIL_EVERY - 1]
     with tempfile.TemporaryDirectory(prefix="storylab-item-") as folder:
         with EntityGraph.open(Path(folder) / "graph.sqlite") as graph:
             parent = graph.create_or_retrieve(
@@ -417,18 +436,23 @@ async def check_item(cls: Any, *, seconds: float = 0.2) -> Verdict:
         return Verdict(False, "items 3 and 5 were started together but ran one after the "
                               "other: the wait blocks every other item (time.sleep does); "
                               "use await asyncio.sleep(self.data['seconds'])")
-    bad = kids[f"probe-{FAIL_EVERY - 1}"]
-    if bad.status != "Failed":
-        return Verdict(False, f"item {FAIL_EVERY - 1} (fail=True) ended {bad.status}: raise an "
-                              "exception in run_impl when self.data['fail'] is true")
-    if (returned := returned_not_raised(f"item {FAIL_EVERY - 1}", bad.error)) is not None:
-        return returned
-    message = str((bad.error or {}).get("message", ""))
-    if str(FAIL_EVERY - 1) not in message:
-        return Verdict(False, f"the refusal was stored as {message!r}: say which item (its n) "
-                              "was refused, so the record can be read later")
-    return Verdict(True, f"items 3 and 5 waited side by side and returned 9 and 25; item "
-                         f"{FAIL_EVERY - 1} is stored Failed with {message!r}")
+    said = {}
+    for n in (FAIL_EVERY - 1, 2 * FAIL_EVERY - 1):
+        bad = kids[f"probe-{n}"]
+        if bad.status != "Failed":
+            return Verdict(False, f"item {n} (fail=True) ended {bad.status}: raise an "
+                                  "exception in run_impl when self.data['fail'] is true")
+        if (returned := returned_not_raised(f"item {n}", bad.error)) is not None:
+            return returned
+        said[n] = message = str((bad.error or {}).get("message", ""))
+        if str(n) not in message:
+            return Verdict(False, f"item {n}'s refusal was stored as {message!r}: say which "
+                                  "item (its own n, self.data['n']) was refused, so the record "
+                                  "can be read later")
+    first_n, second_n = said
+    return Verdict(True, f"items 3 and 5 waited side by side and returned 9 and 25; items "
+                         f"{first_n} and {second_n} are stored Failed with {said[first_n]!r} "
+                         f"and {said[second_n]!r}")
 
 
 _RUNNING = {"now": 0, "peak": 0}
@@ -806,15 +830,23 @@ def plot_capstone(run: CapstoneRun, time_scale: float) -> Any:
              label="items running (most per half model second)")
     if any(flying):
         # Tinted as well as hatched: the items started at most one item's time before the
-        # kill, so the band is narrow, and a callout above it says what it is.
+        # kill, so the band is narrow; it is drawn at least 1.5 % of the axis wide, ending
+        # at the kill, so that the legend's swatch has something to point at, and a
+        # callout beside it says what it is.
         from matplotlib.colors import to_rgba
+        from matplotlib.patches import Rectangle
 
-        top.fill_between(xs, [max(r - f, 0) for r, f in zip(running, flying, strict=True)],
-                         running, step="post", facecolor=to_rgba(OKABE_ITO["vermillion"], 0.45),
-                         hatch="///", edgecolor=OKABE_ITO["vermillion"], lw=0,
-                         label="killed in flight (died with the process)")
-        caught = max(flying)
-        top.annotate(f"{len(run.in_flight)} killed in flight", (killed, caught / 2),
+        bin_at_kill = max((i for i, x in enumerate(xs) if x < killed), default=0)
+        level = running[bin_at_kill]
+        caught = max(min(max(flying), level), 1)
+        began = min(model(s) for s, _ in run.in_flight)
+        x0 = min(began, killed - 0.015 * max(xs[-1] - xs[0], window))
+        top.add_patch(Rectangle((x0, max(level - caught, 0)), killed - x0, caught,
+                                facecolor=to_rgba(OKABE_ITO["vermillion"], 0.45), hatch="///",
+                                edgecolor=OKABE_ITO["vermillion"], lw=0, zorder=2.5,
+                                label="killed in flight (died with the process)"))
+        top.annotate(f"{len(run.in_flight)} killed in flight",
+                     (x0, max(level - caught, 0) + caught / 2),
                      xytext=(-14, 0), textcoords="offset points", ha="right", va="center",
                      fontsize=10, color=OKABE_ITO["vermillion"], fontweight="bold",
                      bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none",

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 from storylab.tutorial._verdict import Verdict, missing
 
 __all__ = ["check_out_of_reach", "check_regained", "cluster_labels", "mark_window",
-           "story_of_task", "widest_gap"]
+           "start_stagger", "story_of_task", "widest_gap"]
 
 
 def story_of_task(futures: Iterable[Any]) -> dict[str, str]:
@@ -124,7 +124,8 @@ def check_regained(answer: Any, *, series: Sequence[tuple[float, int]], killed: 
 
 
 def check_lapse_window(lapse_window: Any, *, lease_timeout: float | None = None,
-                       kill_scale: float | None = None) -> Verdict:
+                       kill_scale: float | None = None,
+                       killed: float | None = None) -> Verdict:
     """Exercise: ``lapse_window(T, renew=10, check=4)`` returns ``(earliest, latest)``, the
     wall seconds after a worker's death between which the scheduler takes back its leases,
     for a lease timeout ``T`` renewed ``renew`` times per timeout and looked for ``check``
@@ -132,7 +133,8 @@ def check_lapse_window(lapse_window: Any, *, lease_timeout: float | None = None,
     taken back up to ``T/check`` after it ends. Checked for several timeouts and rates (so
     numbers learnt by heart for one rate do not pass), without ever telling the expected
     value; with ``lease_timeout`` and ``kill_scale`` the verdict gives this run's window in
-    model seconds."""
+    model seconds after the kill, and with ``killed`` (the kill's model time) also where
+    the chart shades it, rounded the same way as the chart's label."""
     if (v := missing(lapse_window)) is not None:
         return v
     if not callable(lapse_window):
@@ -192,11 +194,15 @@ def check_lapse_window(lapse_window: Any, *, lease_timeout: float | None = None,
             return Verdict(False, f"{call}; the latest is not right: {why}")
     here = ""
     if lease_timeout and kill_scale:
+        early, late = 0.9 * lease_timeout / kill_scale, 1.25 * lease_timeout / kill_scale
         here = (f"; with this notebook's {lease_timeout:g} s lease (renew=10, check=4), at "
-                f"{kill_scale:g} wall s per model second, that is "
-                f"{0.9 * lease_timeout / kill_scale:.1f} to "
-                f"{1.25 * lease_timeout / kill_scale:.1f} model s after the kill: the shaded "
-                "band of the chart")
+                f"{kill_scale:g} wall s per model second, that is {early:.2f} to {late:.2f} "
+                "model s after the kill")
+        if killed is not None:
+            here += (f", from {killed + early:.1f} to {killed + late:.1f} model s on the "
+                     "chart's clock: its shaded band")
+        else:
+            here += ": the shaded band of the chart"
     return Verdict(True, "T - T/renew to T + T/check: the lease ends between T - T/renew "
                          "(renewed one interval before the death) and T, and the scheduler, "
                          "looking every T/check, takes it back by T + T/check at the latest"
@@ -228,17 +234,14 @@ def cluster_labels(run: Any, *, marked: str | Iterable[str] | None = None,
                    note: str = "its worker killed") -> dict[str, str]:
     """Chart names for a cluster run's stories, ``{"story:<pipeline>": "story A (a fox)"}``.
 
-    Letters follow the order in which the stories' first pictures started (the
-    timeline's order, so it reads A, B, C...); the words are each topic without
-    the ending all topics share. The story whose pipeline is ``marked`` (or every
-    story whose pipeline is in ``marked``, given several) gets ``note`` in its name."""
-    from storylab.viz import timeline_lanes
-
+    Letters follow the order of the topics as they were submitted (``run.stories``), so
+    the same animal keeps its letter from one run to the next, whichever story
+    started first; the words are each topic without the ending all topics share. The
+    story whose pipeline is ``marked`` (or every story whose pipeline is in ``marked``,
+    given several) gets ``note`` in its name."""
     topics = {f"story:{s.pipeline}": s.topic for s in run.stories}
     ending = _shared_ending(list(topics.values()))
-    order = [g for g in dict.fromkeys(lane.group for lane in timeline_lanes(run.trace))
-             if g in topics]
-    order += [g for g in topics if g not in order]  # a story that drew nothing here
+    order = list(topics)  # the submission order: the letters do not depend on the run
     noted = {marked} if isinstance(marked, str) else set(marked or ())
     labels = {}
     for group, letter in zip(order, "ABCDEFGHIJKLMNOPQRSTUVWXYZ", strict=False):
@@ -312,6 +315,33 @@ def widest_gap(trace: Any, names: dict[str, str], *, least: float = 2.0) -> Gap 
                          max(changes))
             best = (gap, Gap(t, names[low], now[low], names[high], now[high], until))
     return best[1] if best else None
+
+
+class Stagger(NamedTuple):
+    """When each story of a run first asked for a unit, in model seconds."""
+
+    first: float
+    last: float
+    last_story: str
+    asked: dict[str, float]
+
+
+def start_stagger(trace: Any, names: dict[str, str]) -> Stagger:
+    """When each story named in ``names`` first asked for a unit (its first picture's
+    wait, or its start when it waited for none), and which story asked last: until
+    then that story's pictures could not run, whatever the limits allowed."""
+    from storylab.viz import timeline_lanes
+
+    asked: dict[str, float] = {}
+    for lane in timeline_lanes(trace):
+        if lane.group in names:
+            t = lane.wait[0] if lane.wait else lane.run[0]
+            asked[names[lane.group]] = min(t, asked.get(names[lane.group], t))
+    if not asked:
+        raise ValueError("no story of names has a picture in this trace")
+    last_story = max(asked, key=asked.__getitem__)
+    return Stagger(min(asked.values()), asked[last_story], last_story,
+                   dict(sorted(asked.items())))
 
 
 def split_words(moments: Iterable[Any], limit: int) -> tuple[int | None, str]:

@@ -1353,9 +1353,8 @@ async def check_lonely_round(lonely_round: Any, *, stories: int = 5,
             elif off:
                 others.append(f"per-story {c.story_limit}, global {c.global_limit} at {M} "
                               "pictures")
-    more = (f"; the sweep finds {len(others)} more (such as {others[0]}), where the later "
-            "rounds, not the first instant, leave a story behind (the fair rule breaks ties by "
-            "waiting time), which no rule about the start can see") if others else ""
+    more = (f"; in other cells the sweep finds {len(others)} misses that no rule about the "
+            "start can see: exercise 4 looks at one") if others else ""
     return Verdict(True, f"your rule agrees on every case, and the sweep of {stories} stories "
                          f"of 3, 5 and 8 pictures confirms it: all {flagged} cells it flags "
                          f"end a round above the bound{more}")

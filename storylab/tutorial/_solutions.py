@@ -280,7 +280,8 @@ SOLUTIONS: dict[str, str] = {
             return T - T / renew, T + T / check
 
 
-        check_lapse_window(lapse_window, lease_timeout=lease_timeout, kill_scale=kill_scale)
+        check_lapse_window(lapse_window, lease_timeout=lease_timeout, kill_scale=kill_scale,
+                           killed=killed)
     """,
     "09-1": """
         def item_name(n):

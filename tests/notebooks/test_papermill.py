@@ -432,6 +432,15 @@ def _claims_08(f):
     if f["gap"] is not None and not f["gap"]["until"] > f["gap"]["t"]:
         found.append(f"the widest gap is said to last until {f['gap']['until']}, not after "
                      f"it began at {f['gap']['t']}")
+    # The gap to the bound is measured, and the late start printed is part of the run.
+    first, last, gap_to_bound, end, ideal = f["stagger"]
+    if not (0 <= first <= last <= end) or abs(gap_to_bound - (end - ideal)) > 1e-6:
+        found.append(f"the late start ({first} to {last}) or the gap to the bound "
+                     f"({gap_to_bound}, run {end}, bound {ideal}) does not match the run")
+    # The same animal has the same letter in both runs.
+    one, two = f["letters_both_runs"]
+    if one != two:
+        found.append(f"story letters change between the runs: {one} then {two}")
     if f["split_held"] is not None and not 0 < f["split_held"] <= limit:
         found.append(f"at the split the stories held {f['split_held']} of {limit} units")
     pg = f["pg"]
