@@ -406,6 +406,22 @@ async def test_start_together_reports_the_split_and_why_each_freed_unit_went_whe
     assert ", ".join(map(str, again.split)) in shown
 
 
+def test_a_near_tie_on_waiting_time_prints_times_that_differ():
+    # Stories started together ask thousandths of a model second apart: "D has waited
+    # longest (since 0.0)" next to "E ... waiting since 0.0" would contradict itself.
+    from storylab.tutorial._capacity import _Candidate, _since_digits, _why
+
+    tied = [_Candidate("D", 0, 0.0031), _Candidate("E", 0, 0.0042)]
+    said = _why("D", tied)
+    assert "D has waited longest (since 0.003)" in said, said
+    apart = [_Candidate("B", 1, 1.5), _Candidate("C", 1, 3.0)]
+    assert "B has waited longest (since 1.5)" in _why("B", apart)
+    # only a tie on the units held is broken by the wait, so only then the extra decimals
+    assert _since_digits(tied) == 3 and _since_digits(apart) == 1
+    assert _since_digits([*tied, _Candidate("B", 2, 0.0011)]) == 3
+    assert _since_digits([_Candidate("E", 0, 0.002), _Candidate("B", 2, 0.001)]) == 1
+
+
 async def test_last_round_marks_the_lonely_round_of_four_per_story_under_sixteen():
     # Notebook 7's knobs mark: 5 stories of 5 at 4 per story under 16 leave one
     # picture alone in a third round, from 20 model s, with 15 units idle.

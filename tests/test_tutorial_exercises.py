@@ -1288,6 +1288,23 @@ def test_no_prefix_short_enough_to_be_a_name_separates_the_prompts():
     assert "they end with the same word" in last_word and "first 0" not in last_word, last_word
 
 
+def short_digest(prompt):
+    return "image-" + hashlib.md5(prompt["prompt"].encode()).hexdigest()[:2]
+
+
+def test_a_collision_is_blamed_on_a_shared_beginning_only_when_the_name_keeps_no_more():
+    # Two hex characters of md5 give the owl and a fox prompt one name; they share only
+    # "A " by chance, so the message must not blame their first 2 characters.
+    verdict = kit.check_prompt_names(short_digest)
+    assert not verdict and "the same name" in verdict.message, verdict
+    assert "first 2 characters" not in verdict.message, verdict
+    assert "collides by chance" in verdict.message and "8 hex" in verdict.message, verdict
+    cut = kit.check_prompt_names(longest_prefix).message
+    assert "first 56 characters, and your name keeps no more" in cut, cut
+    assert "collides by chance" not in cut, cut
+    assert kit.check_prompt_names(digest_of_text)
+
+
 def letter_sum(prompt):
     return "image-" + str(sum(map(ord, prompt["prompt"])))
 
@@ -1895,6 +1912,9 @@ async def test_the_fan_out_exercise_runs_the_learners_entity_and_judges_what_it_
 
     assert await predict(22) and "the 22 you predicted" in (await predict(22)).message
     assert "now fill in predicted" in (await predict(None)).message
+    # the prose asks for a whole number: 22.4 is refused, though within 0.5 of 22
+    fraction = await predict(22.4)
+    assert not fraction and "whole number of model seconds, not 22.4" in fraction.message
     said = await predict(38)
     assert not said and "your sketchbook is right" in said.message \
         and "one at a time" in said.message, said

@@ -47,6 +47,14 @@ def _candidates(trace: Trace, names: Mapping[str, str], handoff: Any) -> list[_C
     return list(found.values())
 
 
+def _since_digits(candidates: list[_Candidate]) -> int:
+    """Decimals enough that the waiting times that break a tie print differently (1 to 4):
+    stories started together ask a few thousandths of a model second apart."""
+    fewest = min(c.held for c in candidates)
+    times = {c.since for c in candidates if c.held == fewest}
+    return next((d for d in range(1, 4) if len({round(t, d) for t in times}) == len(times)), 4)
+
+
 def _why(chosen: str, candidates: list[_Candidate]) -> str:
     """Why the fair rule gave the unit to ``chosen``: fewest held, then longest waiting."""
     fewest = min(c.held for c in candidates)
@@ -55,7 +63,8 @@ def _why(chosen: str, candidates: list[_Candidate]) -> str:
         return f"fair rule: {tied[0].short} holds the fewest ({fewest})"
     first = min(tied, key=lambda c: c.since)
     names = ", ".join(c.short for c in tied)
-    verdict = (f"{first.short} has waited longest (since {first.since:.1f})"
+    d = _since_digits(tied)
+    verdict = (f"{first.short} has waited longest (since {first.since:.{d}f})"
                if first.short == chosen else f"{chosen} was served")
     return f"fair rule: a tie at {fewest} held between {names}, broken by waiting time: {verdict}"
 
@@ -80,8 +89,9 @@ def handoff_lines(trace: Trace, names: Mapping[str, str], *, after: float,
         if could:
             chosen = next((c.short for c in could if took.startswith(f"story {c.short}")),
                           took)
+            d = _since_digits(could)
             lines.append(f"{'':20}could take it: " + ", ".join(
-                f"{c.short} holding {c.held} (waiting since {c.since:.1f})" for c in could))
+                f"{c.short} holding {c.held} (waiting since {c.since:.{d}f})" for c in could))
             lines.append(f"{'':20}{_why(chosen, could)}")
     return lines
 

@@ -518,7 +518,7 @@ def check_stable_names(name_for: Any, *, prompts: list[dict[str, str]] | None = 
                                           f"than {max_length}: a name is a short key for the "
                                           "prompt, not a copy of it")
                 if len(set(names)) < len(names):
-                    return _collision(names, prompts)
+                    return _collision(names, prompts, name_for)
                 for name, prompt in zip(names, prompts, strict=True):
                     parent.append_or_retrieve_call(_Picture, name, prompt)
                 counts.append(len(parent.children()))
@@ -544,8 +544,13 @@ def check_stable_names(name_for: Any, *, prompts: list[dict[str, str]] | None = 
                          "the name only from what the request itself holds")
 
 
-def _collision(names: list[str], prompts: list[dict[str, str]]) -> Verdict:
-    """Which two prompts share a name, the name, and how their texts differ."""
+def _collision(names: list[str], prompts: list[dict[str, str]], name_for: Any) -> Verdict:
+    """Which two prompts share a name, the name, and why they share it.
+
+    A cause is named only when ``name_for`` shows it: the shared beginning (or last
+    word) alone gets the same name. Otherwise the key keeps too little of the text
+    (a short digest collides by chance).
+    """
     seen: dict[str, int] = {}
     for i, name in enumerate(names):
         if name in seen:
@@ -555,17 +560,28 @@ def _collision(names: list[str], prompts: list[dict[str, str]]) -> Verdict:
     same = 0
     while same < min(len(a), len(b)) and a[same] == b[same]:
         same += 1
+
+    def named_by(part: str) -> bool:
+        try:
+            return bool(part) and name_for({"prompt": part}) == name
+        except Exception:  # the learner's function on a text it was not written for
+            return False
+
+    fix = "make the name from the whole text"
     if sorted(a.split()) == sorted(b.split()):
         how = "they have the same words in another order"
-    elif a.split()[-1:] == b.split()[-1:] and same == 0:
-        how = "they end with the same word"
-    elif same == 0:
-        how = "they differ from their first character"
+    elif a.split()[-1:] == b.split()[-1:] and named_by(a.split()[-1]):
+        how = "they end with the same word, and your name keeps only that"
+    elif same and named_by(a[:same]):
+        how = (f"they are the same for their first {same} characters, and your name keeps "
+               "no more than that")
     else:
-        how = f"they are the same for their first {same} characters"
+        how = ("your function maps two different texts to one name: a key that keeps only "
+               "a little of the text, such as a few characters of a digest, collides by chance")
+        fix = ("make the name from the whole text, and keep enough of it (8 hex characters "
+               "of a digest or more) that two prompts practically never share it")
     return Verdict(False, f"two prompts got the same name, {name!r}: {a!r} and {b!r} ({how}). "
-                          "The second picture would be handed the first one's result: make the "
-                          "name from the whole text")
+                          "The second picture would be handed the first one's result: " + fix)
 
 
 _NAME_SCRIPT = """
@@ -1551,6 +1567,11 @@ async def check_limited_sketchbook(cls: Any, subjects: dict[str, float], *,
     if predicted is not _NOT_ASKED:
         from storylab.tutorial import check_makespan_with_limit
 
+        if isinstance(predicted, float) and not predicted.is_integer() \
+                and float(span_wanted).is_integer():
+            return Verdict(False, f"your sketchbook is right ({done}); now predicted: a "
+                                  "sketch takes exactly its length, so the makespan is a "
+                                  f"whole number of model seconds, not {predicted!r}")
         guess = check_makespan_with_limit(subjects.values(), limit, predicted)
         if not guess:
             said = ("fill in predicted" if "fill in" in guess.message

@@ -434,11 +434,11 @@ EXPLAINED: dict[str, str] = {
         the same wall time at any speed, and the trace turns every real duration into model
         seconds by dividing it by the run's time scale, so at 0.08 the same cost is worth
         2.5 times as many model seconds: whatever that line printed, expect about 2.5 times
-        it (more on a busy machine). Five pictures one after another add up the extra 1.5
-        times, so the makespan grows by about 7.5 times the printed value: a couple of model
-        seconds when it printed a few tenths. The faster the clock runs, the larger the
-        share of the machine's own time in the chart: quick runs show that things work,
-        slower ones give numbers to read.
+        it (more on a busy machine). So each picture gains about 1.5 times the printed value
+        (2.5 times it, minus the 1 time it already had), and five pictures in a row gain
+        5 x 1.5 = 7.5 times it: a couple of model seconds when it printed a few tenths.
+        The faster the clock runs, the larger the share of the machine's own time in the
+        chart: quick runs show that things work, slower ones give numbers to read.
     """,
 }
 

@@ -260,6 +260,14 @@ def _claims_03(f):
     if not (high - low >= 1.0 and f["e_asked_after_a"] >= 1.0):
         found.append(f"the prose says real pictures vary ({low:.1f}..{high:.1f}) and E asks "
                      f"later than A ({f['e_asked_after_a']:.1f})")
+    # cell 29: E asks a tenth or so off 4 x 1.5 = 6.0 model s after A (the stagger)
+    if abs(f["e_asked_after_a"] - 6.0) > 0.5:
+        found.append(f"E asked {f['e_asked_after_a']:.1f} model s after A; the prose says "
+                     "about 4 x 1.5 = 6.0")
+    # the FIFO block lasts until one of A's first pictures ends: about ten model s
+    if not 7.5 <= f["fifo_moves"] <= 14.0:
+        found.append(f"FIFO's queue first moved at {f['fifo_moves']:.1f} model s; the prose "
+                     "says about ten after A's first pictures started")
     if f["two_peaks"]["global"] != 6:
         found.append(f"two stories peaked at {f['two_peaks']['global']} globally, not 3 + 3")
     # the words under the capacity chart are its panels' peaks (a hand-off blip is no peak)
