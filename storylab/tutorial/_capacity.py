@@ -286,7 +286,7 @@ def check_split_and_even(split: Any, even_limit: Any) -> Verdict:
     # gives the wrong limit: another job already holds one global unit.
     scope = getattr(even_limit, "__globals__", {})
     for g, n in _BUSY_CASES:
-        want = max((k for k in range(1, g + 1) if len(set(_busy_split(g, k, n))) == 1),
+        best = max((k for k in range(1, g + 1) if len(set(_busy_split(g, k, n))) == 1),
                    default=0)
         had, scope["split"] = scope.get("split", _NOTHING), _busy_split
         try:
@@ -298,12 +298,12 @@ def check_split_and_even(split: Any, even_limit: Any) -> Verdict:
                 scope.pop("split", None)
             else:
                 scope["split"] = had
-        if got != want:
+        if got != best:
             return Verdict(False, f"even_limit({g}, {n}) gave {got!r} on a tree where another job "
                                   f"already holds 1 of the {g} global units: there "
                                   f"split({g}, {got}, {n}) hands out "
                                   f"{_busy_split(g, int(got or 0), n)}, and the largest even "
-                                  f"limit is {want}. Let even_limit try limits on split rather "
+                                  f"limit is {best}. Let even_limit try limits on split rather "
                                   "than compute one from the numbers")
     return Verdict(True, "split hands out the units as the runner does (4 over two stories "
                          "of 3: [3, 1]), and even_limit finds the largest even limit by "

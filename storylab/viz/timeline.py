@@ -514,7 +514,7 @@ def _draw_gantt(
         if lane.marks:
             # A mark at the bar's very start (a request refused at once) is drawn about
             # 3 points inside the bar, so that neither the axis nor the bar's edge hides it.
-            width_in = ax.get_position().width * ax.figure.get_figwidth()
+            width_in = ax.get_position().width * cast("Figure", ax.figure).get_figwidth()
             nudge = 3 / 72 / width_in * end if width_in > 0 else 0.0
             ax.scatter(
                 [max(t, r0 + nudge) for t, _ in lane.marks], [y] * len(lane.marks),
